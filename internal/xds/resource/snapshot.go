@@ -1,0 +1,96 @@
+// Package resource holds the xDS resource kinds amesh consumes, their decoders and
+// validators, and the consistent Snapshot the xDS client publishes to the rest of amesh.
+package resource
+
+import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+)
+
+// Snapshot is a consistent view of the xDS state: every RDS name that a listener in
+// Listeners references is in RouteConfigs, and every EDS cluster in Clusters has its
+// ClusterLoadAssignment in Endpoints (unless it was reported missing after the
+// resource timeout, see Missing).
+//
+// A published Snapshot is immutable: its maps and the messages in them must never be
+// modified. A resource that did not change between two snapshots is the same pointer
+// in both, so consumers may cache per-resource work keyed by pointer identity.
+type Snapshot struct {
+	// Seq increases by one with every snapshot the client publishes.
+	Seq uint64
+
+	Listeners    map[string]*listenerv3.Listener
+	RouteConfigs map[string]*routev3.RouteConfiguration
+	Clusters     map[string]*clusterv3.Cluster
+	// Endpoints is keyed by the EDS service name (eds_cluster_config.service_name, or
+	// the cluster name when that is empty), which is also ClusterLoadAssignment.cluster_name.
+	Endpoints map[string]*endpointv3.ClusterLoadAssignment
+
+	// Missing names the dependent resources (RDS or EDS names) that were still absent
+	// when the resource timeout fired; the listeners and clusters that need them are
+	// included anyway so that the rest of the mesh is served.
+	Missing []MissingResource
+
+	// Changes says what differs from the snapshot with Seq == Changes.Since. A
+	// consumer that last saw exactly that snapshot may do incremental work;
+	// any other consumer must treat the snapshot as new.
+	Changes Changes
+}
+
+// MissingResource is a dependent resource that never arrived.
+type MissingResource struct {
+	TypeURL string
+	Name    string
+}
+
+// Changes lists, per kind, the names that were added, updated or removed since the
+// snapshot with sequence number Since. Full means "assume everything changed".
+type Changes struct {
+	Since        uint64
+	Full         bool
+	Listeners    map[string]struct{}
+	RouteConfigs map[string]struct{}
+	Clusters     map[string]struct{}
+	Endpoints    map[string]struct{}
+}
+
+// Empty reports whether nothing changed.
+func (c *Changes) Empty() bool {
+	return !c.Full && len(c.Listeners) == 0 && len(c.RouteConfigs) == 0 &&
+		len(c.Clusters) == 0 && len(c.Endpoints) == 0
+}
+
+// Merge folds the changes of a later snapshot into c, so that c then describes the
+// difference from c.Since to the later snapshot. Used when a consumer skips snapshots.
+func (c *Changes) Merge(later Changes) {
+	if later.Full {
+		c.Full = true
+	}
+	c.Listeners = mergeSet(c.Listeners, later.Listeners)
+	c.RouteConfigs = mergeSet(c.RouteConfigs, later.RouteConfigs)
+	c.Clusters = mergeSet(c.Clusters, later.Clusters)
+	c.Endpoints = mergeSet(c.Endpoints, later.Endpoints)
+}
+
+func mergeSet(dst, src map[string]struct{}) map[string]struct{} {
+	if len(src) == 0 {
+		return dst
+	}
+	if dst == nil {
+		dst = make(map[string]struct{}, len(src))
+	}
+	for k := range src {
+		dst[k] = struct{}{}
+	}
+	return dst
+}
+
+// EDSName returns the name under which the endpoints of c are requested and stored.
+func EDSName(c *clusterv3.Cluster) string {
+	if n := c.GetEdsClusterConfig().GetServiceName(); n != "" {
+		return n
+	}
+	return c.GetName()
+}
