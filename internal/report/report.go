@@ -27,7 +27,7 @@ type Entry struct {
 	// "cluster" or "endpoints".
 	Kind string `json:"kind"`
 	// Resource names the resource, as precisely as possible: "9080/reviews:9080/route-0".
-	Resource string   `json:"resource"`
+	Resource string `json:"resource"`
 	// Field is the proto field path, e.g. "route.retry_policy.retry_on".
 	Field    string   `json:"field"`
 	Severity Severity `json:"severity"`
