@@ -1,0 +1,35 @@
+# amesh — see README.md. Every target works on a fresh Debian machine with Go 1.26.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/amesh-dev/amesh/internal/version.Version=$(VERSION)
+
+.PHONY: all build amesh libxds demo test unit lint bench e2e proto clean
+
+all: build
+
+build: amesh libxds
+
+amesh:
+	$(GO) build -ldflags "$(LDFLAGS)" -o build/amesh ./cmd/amesh
+
+libxds:
+	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -ldflags "$(LDFLAGS)" -o build/libxds.so ./cmd/libxds
+
+# The demo: an embedded control plane serving Istio-shaped xDS, the agent, a live change.
+demo:
+	$(GO) run ./cmd/amesh demo
+
+# Everything CI runs: dependencies, lint, unit and integration tests (real nginx, real
+# istiod, real kube-apiserver). Heavy builds are cached under $$HOME/.cache.
+test:
+	bash scripts/test.sh
+
+# Only the fast Go tests of the main module.
+unit:
+	$(GO) test -race -shuffle=on ./...
+
+lint:
+	bash scripts/lint.sh
+
+clean:
+	rm -rf build

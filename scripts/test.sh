@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command (`make test`): installs what the tests need, then runs every tier.
+# Heavy builds (istiod, kube-apiserver) are cached under $HOME/.cache, so only the
+# first run on a machine pays for them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+t0=$SECONDS
+step() { echo; echo "== [$(date +%H:%M:%S) +$((SECONDS - t0))s] $*"; }
+
+step "test dependencies (nginx, lua-nginx-module, etcd)"
+bash scripts/install-test-deps.sh
+
+step "lint (gofmt, go vet, staticcheck)"
+bash scripts/lint.sh
+
+step "main module: unit and integration tests (-race)"
+go test -race -shuffle=on -count=1 -timeout 20m ./...
