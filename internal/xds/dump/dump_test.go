@@ -1,0 +1,193 @@
+package dump
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// istiodTestdata returns the recorded istiod output: the project's copy once it exists,
+// the shared reference data until then.
+func istiodTestdata(t testing.TB, mode string) string {
+	t.Helper()
+	for _, base := range []string{"../../../testdata/istiod", "/work/shared/testdata/istiod"} {
+		dir := filepath.Join(base, mode)
+		if _, err := os.Stat(dir); err == nil {
+			return dir
+		}
+	}
+	t.Skipf("no istiod testdata for %s", mode)
+	return ""
+}
+
+func names[T interface{ GetName() string }](xs []T) []string {
+	var out []string
+	for _, x := range xs {
+		out = append(out, x.GetName())
+	}
+	return out
+}
+
+func TestLoadDirIstiod(t *testing.T) {
+	for _, tc := range []struct {
+		mode                                   string
+		listeners, routes, clusters, endpoints int
+	}{
+		{"sotw", 4, 1, 13, 9},
+		{"delta", 4, 1, 13, 9},
+		{"sotw-interception-none", 2, 1, 12, 9},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			r, err := LoadDir(istiodTestdata(t, tc.mode))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.Listeners) != tc.listeners || len(r.RouteConfigs) != tc.routes ||
+				len(r.Clusters) != tc.clusters || len(r.Endpoints) != tc.endpoints {
+				t.Fatalf("got %d listeners, %d route configs, %d clusters, %d endpoints; want %d, %d, %d, %d",
+					len(r.Listeners), len(r.RouteConfigs), len(r.Clusters), len(r.Endpoints),
+					tc.listeners, tc.routes, tc.clusters, tc.endpoints)
+			}
+			for _, l := range [][]string{names(r.Listeners), names(r.RouteConfigs), names(r.Clusters)} {
+				for i := 1; i < len(l); i++ {
+					if l[i-1] >= l[i] {
+						t.Errorf("not sorted by name: %q before %q", l[i-1], l[i])
+					}
+				}
+			}
+			snap := r.Snapshot()
+			if snap.Seq != 1 || !snap.Changes.Full {
+				t.Errorf("snapshot Seq=%d Full=%v, want 1 and true", snap.Seq, snap.Changes.Full)
+			}
+			// Consistency: every EDS cluster has its endpoints under its EDS name.
+			for name, c := range snap.Clusters {
+				if c.GetType() != clusterv3.Cluster_EDS {
+					continue
+				}
+				if _, ok := snap.Endpoints[c.GetEdsClusterConfig().GetServiceName()]; !ok {
+					t.Errorf("cluster %s: no endpoints in the snapshot", name)
+				}
+			}
+		})
+	}
+}
+
+// Istio's ALPN filter config is not a registered type: it must survive as an Any with
+// its type URL and an empty value.
+func TestLoadDirKeepsUnknownAny(t *testing.T) {
+	r, err := LoadDir(istiodTestdata(t, "sotw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const alpn = "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig"
+	found := false
+	for _, l := range r.Listeners {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				hcm := &hcmv3.HttpConnectionManager{}
+				if f.GetTypedConfig().MessageIs(hcm) {
+					if err := f.GetTypedConfig().UnmarshalTo(hcm); err != nil {
+						t.Fatal(err)
+					}
+					for _, hf := range hcm.GetHttpFilters() {
+						if a := hf.GetTypedConfig(); a.GetTypeUrl() == alpn {
+							found = true
+							if len(a.GetValue()) != 0 {
+								t.Errorf("unknown Any has value %x, want empty", a.GetValue())
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no HTTP filter with type %s found", alpn)
+	}
+}
+
+func writeFiles(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestLoadDirEndpointNameFromCluster(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"cds/outbound_80__a.json": `{"name":"outbound|80||a","type":"EDS","edsClusterConfig":{"serviceName":"eds-a"}}`,
+		"eds/outbound_80__a.json": `{"endpoints":[{"lbEndpoints":[{"endpoint":{"address":{"socketAddress":{"address":"10.0.0.1","portValue":80}}}}]}]}`,
+		"eds/README.txt":          "ignored",
+	})
+	r, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Endpoints) != 1 || r.Endpoints[0].GetClusterName() != "eds-a" {
+		t.Fatalf("endpoints %v, want one named eds-a", r.Endpoints)
+	}
+	if _, ok := r.Snapshot().Endpoints["eds-a"]; !ok {
+		t.Error("snapshot has no endpoints under eds-a")
+	}
+}
+
+func TestLoadDirErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  []string // substrings of the error
+	}{
+		{"bad json", map[string]string{"lds/x.json": `{"name":`}, []string{"lds/x.json", "Listener"}},
+		{"unknown field", map[string]string{"cds/c.json": `{"name":"c","bogus":1}`}, []string{"cds/c.json", "bogus"}},
+		{"no name", map[string]string{"rds/r.json": `{}`}, []string{"rds/r.json", "no name"}},
+		{"orphan endpoints", map[string]string{"eds/e.json": `{"endpoints":[]}`}, []string{"eds/e.json", "cluster_name is empty"}},
+		{"duplicate", map[string]string{"cds/a.json": `{"name":"c"}`, "cds/b.json": `{"name":"c"}`}, []string{`two cluster resources named "c"`}},
+		{"registered Any with bad field", map[string]string{"lds/l.json": `{"name":"l","filterChains":[{"filters":[{"name":"f","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy","nope":1}}]}]}`}, []string{"lds/l.json", "nope"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadDir(writeFiles(t, tc.files))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+	if _, err := LoadDir(filepath.Join(t.TempDir(), "absent")); err == nil {
+		t.Error("missing directory: no error")
+	}
+}
+
+func TestStripKeepsLargeIntegers(t *testing.T) {
+	in := []byte(`{"a":{"@type":"type.googleapis.com/x.Unknown","f":1},"n":18446744073709551615}`)
+	out, err := stripUnknownAny(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "18446744073709551615") || strings.Contains(string(out), `"f"`) {
+		t.Errorf("stripUnknownAny = %s", out)
+	}
+	var a anypb.Any
+	if err := unmarshal([]byte(`{"@type":"type.googleapis.com/x.Unknown","f":{"g":[1,2]}}`), &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.GetTypeUrl() != "type.googleapis.com/x.Unknown" || len(a.GetValue()) != 0 {
+		t.Errorf("Any = %v", &a)
+	}
+}
