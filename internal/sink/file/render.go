@@ -1,0 +1,328 @@
+package file
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/amesh-dev/amesh/internal/apisix"
+)
+
+// Format is the standalone file format APISIX reads.
+type Format string
+
+const (
+	// YAML is conf/apisix.yaml, for deployment.role_data_plane.config_provider: yaml.
+	YAML Format = "yaml"
+	// JSON is conf/apisix.json, for config_provider: json.
+	JSON Format = "json"
+)
+
+// ParseFormat accepts "yaml" or "json".
+func ParseFormat(s string) (Format, error) {
+	switch f := Format(strings.ToLower(s)); f {
+	case YAML, JSON:
+		return f, nil
+	}
+	return "", fmt.Errorf("unknown format %q (want yaml or json)", s)
+}
+
+// EndMarker is the line APISIX requires at the end of apisix.yaml: it ignores a file
+// without it, which is how it avoids loading a half-written file.
+const EndMarker = "#END"
+
+// Render returns the standalone configuration holding objects (keyed "/<kind>/<id>", values
+// canonical JSON): one top-level list per kind, objects sorted by key. Every kind amesh
+// writes is always present, empty when it has no objects, so that APISIX clears a kind
+// whose last object was removed. Identical input gives identical bytes.
+func Render(objects map[string][]byte, f Format) ([]byte, error) {
+	byKind := map[string][]string{}
+	for key := range objects {
+		kind, id, ok := splitKey(key)
+		if !ok || id == "" {
+			return nil, fmt.Errorf("object key %q is not /<kind>/<id>", key)
+		}
+		byKind[kind] = append(byKind[kind], key)
+	}
+	kinds := make([]string, 0, len(apisix.KindOrder)+len(byKind))
+	for _, k := range apisix.KindOrder {
+		kinds = append(kinds, string(k))
+	}
+	var extra []string
+	for k := range byKind {
+		if apisix.KindOf("/"+k+"/x") == "" {
+			extra = append(extra, k)
+		}
+	}
+	sort.Strings(extra)
+	kinds = append(kinds, extra...)
+
+	var buf bytes.Buffer
+	switch f {
+	case JSON:
+		buf.WriteString("{")
+		for i, kind := range kinds {
+			if i > 0 {
+				buf.WriteString(",")
+			}
+			fmt.Fprintf(&buf, "\n  %q: [", kind)
+			keys := byKind[kind]
+			sort.Strings(keys)
+			for j, key := range keys {
+				if j > 0 {
+					buf.WriteString(",")
+				}
+				buf.WriteString("\n    ")
+				if err := json.Indent(&buf, objects[key], "    ", "  "); err != nil {
+					return nil, fmt.Errorf("object %s: %w", key, err)
+				}
+			}
+			if len(keys) > 0 {
+				buf.WriteString("\n  ")
+			}
+			buf.WriteString("]")
+		}
+		buf.WriteString("\n}\n")
+	case YAML:
+		buf.WriteString("# Written by amesh from xDS; do not edit (it is rewritten on every change).\n")
+		for _, kind := range kinds {
+			keys := byKind[kind]
+			if len(keys) == 0 {
+				buf.WriteString(kind + ": []\n")
+				continue
+			}
+			buf.WriteString(kind + ":\n")
+			sort.Strings(keys)
+			for _, key := range keys {
+				if err := yamlListItem(&buf, objects[key]); err != nil {
+					return nil, fmt.Errorf("object %s: %w", key, err)
+				}
+			}
+		}
+		buf.WriteString(EndMarker + "\n")
+	default:
+		return nil, fmt.Errorf("unknown format %q", f)
+	}
+	return buf.Bytes(), nil
+}
+
+func splitKey(key string) (kind, id string, ok bool) {
+	if !strings.HasPrefix(key, "/") {
+		return "", "", false
+	}
+	kind, id, ok = strings.Cut(key[1:], "/")
+	return kind, id, ok && kind != ""
+}
+
+// yamlListItem writes one JSON object as a block-style YAML list item at indentation 0
+// ("- id: x\n  uri: /"). Keys keep their JSON order (apisix.Encode writes struct fields
+// in declaration order, so "id" comes first), strings are always double-quoted (JSON's
+// string escapes are a subset of YAML's double-quoted ones), so no value can be
+// misread as a number, boolean or null.
+func yamlListItem(buf *bytes.Buffer, obj []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(obj))
+	dec.UseNumber()
+	v, err := decodeOrdered(dec)
+	if err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("trailing data after JSON value")
+	}
+	e := yamlEmitter{buf: buf}
+	e.listItem(v, 0)
+	return nil
+}
+
+// orderedMap is a JSON object with its key order kept.
+type orderedMap struct {
+	keys   []string
+	values []any
+}
+
+func decodeOrdered(dec *json.Decoder) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		switch t {
+		case '{':
+			m := &orderedMap{}
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return nil, err
+				}
+				v, err := decodeOrdered(dec)
+				if err != nil {
+					return nil, err
+				}
+				m.keys = append(m.keys, kt.(string))
+				m.values = append(m.values, v)
+			}
+			_, err := dec.Token() // '}'
+			return m, err
+		case '[':
+			l := []any{}
+			for dec.More() {
+				v, err := decodeOrdered(dec)
+				if err != nil {
+					return nil, err
+				}
+				l = append(l, v)
+			}
+			_, err := dec.Token() // ']'
+			return l, err
+		}
+		return nil, fmt.Errorf("unexpected %v", t)
+	default:
+		return tok, nil // string, json.Number, bool or nil
+	}
+}
+
+type yamlEmitter struct{ buf *bytes.Buffer }
+
+func (e yamlEmitter) indent(n int) { e.buf.WriteString(strings.Repeat(" ", n)) }
+
+// scalar writes a value that fits on the current line and reports whether it did.
+func (e yamlEmitter) scalar(v any) bool {
+	switch t := v.(type) {
+	case nil:
+		e.buf.WriteString("null")
+	case bool:
+		if t {
+			e.buf.WriteString("true")
+		} else {
+			e.buf.WriteString("false")
+		}
+	case json.Number:
+		e.buf.WriteString(yamlNumber(t.String()))
+	case string:
+		e.quoted(t)
+	case []any:
+		// Short lists of scalars (hosts, lua-resty-expr terms) read best in flow style.
+		if !flowList(t) {
+			return false
+		}
+		e.buf.WriteString("[")
+		for i, item := range t {
+			if i > 0 {
+				e.buf.WriteString(", ")
+			}
+			e.scalar(item)
+		}
+		e.buf.WriteString("]")
+	case *orderedMap:
+		if len(t.keys) > 0 {
+			return false
+		}
+		e.buf.WriteString("{}")
+	}
+	return true
+}
+
+// yamlNumber makes a JSON number one that YAML 1.1 (libyaml, used by APISIX) also reads as
+// a number: its float syntax needs a '.' in the mantissa, so Go's "1e-06" becomes "1.0e-06".
+func yamlNumber(n string) string {
+	if i := strings.IndexAny(n, "eE"); i >= 0 && !strings.Contains(n[:i], ".") {
+		return n[:i] + ".0" + n[i:]
+	}
+	return n
+}
+
+// flowList reports whether l is written in flow style: only scalars (or empty).
+func flowList(l []any) bool {
+	for _, item := range l {
+		switch item.(type) {
+		case []any, *orderedMap:
+			return false
+		}
+	}
+	return true
+}
+
+func (e yamlEmitter) quoted(s string) {
+	enc := json.NewEncoder(e.buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)               // cannot fail for a string
+	e.buf.Truncate(e.buf.Len() - 1) // Encode's newline
+}
+
+// plainKey matches keys that YAML reads back as the same string when unquoted.
+var plainKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
+
+func (e yamlEmitter) key(k string) {
+	switch strings.ToLower(k) {
+	case "y", "n", "yes", "no", "on", "off", "true", "false", "null":
+		e.quoted(k)
+		return
+	}
+	if plainKey.MatchString(k) {
+		e.buf.WriteString(k)
+		return
+	}
+	e.quoted(k)
+}
+
+// listItem writes "- value" with the dash at column ind.
+func (e yamlEmitter) listItem(v any, ind int) {
+	e.indent(ind)
+	switch t := v.(type) {
+	case *orderedMap:
+		if len(t.keys) > 0 {
+			// The first key shares the dash's line; the rest align with it.
+			e.buf.WriteString("- ")
+			e.mapBody(t, ind+2, true)
+			return
+		}
+	case []any:
+		if !flowList(t) {
+			e.buf.WriteString("-\n")
+			for _, item := range t {
+				e.listItem(item, ind+2)
+			}
+			return
+		}
+	}
+	e.buf.WriteString("- ")
+	e.scalar(v)
+	e.buf.WriteString("\n")
+}
+
+// mapBody writes the entries of m at indentation ind; if firstInline, the first entry
+// continues the current line.
+func (e yamlEmitter) mapBody(m *orderedMap, ind int, firstInline bool) {
+	for i, k := range m.keys {
+		if i > 0 || !firstInline {
+			e.indent(ind)
+		}
+		e.key(k)
+		e.buf.WriteString(":")
+		v := m.values[i]
+		switch t := v.(type) {
+		case *orderedMap:
+			if len(t.keys) > 0 {
+				e.buf.WriteString("\n")
+				e.mapBody(t, ind+2, false)
+				continue
+			}
+		case []any:
+			if !flowList(t) {
+				e.buf.WriteString("\n")
+				for _, item := range t {
+					e.listItem(item, ind+2)
+				}
+				continue
+			}
+		}
+		e.buf.WriteString(" ")
+		e.scalar(v)
+		e.buf.WriteString("\n")
+	}
+}
