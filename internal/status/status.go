@@ -1,0 +1,75 @@
+// Package status is the HTTP status server of the amesh agent and libxds.so: health and
+// readiness probes, Prometheus metrics and debug views of the xDS state, the APISIX
+// objects and the translation report. It reads everything through the functions in
+// Sources at request time, so it depends on no sink and holds no state of its own; the
+// same server runs in the amesh command and inside nginx.
+package status
+
+import (
+	"github.com/amesh-dev/amesh/internal/metrics"
+	"github.com/amesh-dev/amesh/internal/report"
+)
+
+// Sources is where the server takes its data. Every function is called per request
+// and must be safe for concurrent use; a nil function makes its view empty (and its
+// metrics absent).
+type Sources struct {
+	// Version is the amesh build version.
+	Version string
+	// Ready reports whether the first consistent snapshot has been applied.
+	Ready func() bool
+	// XDS describes the connection to the control plane.
+	XDS func() XDS
+	// Pipeline describes translation and writes.
+	Pipeline func() Pipeline
+	// Objects returns the APISIX objects currently applied, keyed "/<kind>/<id>". The
+	// map is only read.
+	Objects func() map[string][]byte
+	// Report returns the current translation report.
+	Report func() []report.Entry
+}
+
+// XDS is the state of the xDS client.
+type XDS struct {
+	// State is "connected", "connecting" or "disconnected" (free-form; exported as a
+	// label of amesh_xds_connection_state).
+	State      string
+	Server     string
+	Protocol   string
+	Reconnects uint64
+	// Types has one entry per subscribed resource type.
+	Types []XDSType
+	// Missing counts dependent resources that never arrived.
+	Missing int
+	// Detail is the client's complete status, served as JSON by /debug/xds; when nil
+	// the XDS value itself is served.
+	Detail any `json:"-"`
+}
+
+// XDSType is the state of one resource type on the ADS stream.
+type XDSType struct {
+	TypeURL   string
+	Resources int
+	Version   string
+	Nonce     string
+	Responses uint64
+	ACKs      uint64
+	NACKs     uint64
+	LastNACK  string
+}
+
+// Pipeline is the state of translation and writing.
+type Pipeline struct {
+	// Batches counts batches applied; KeysPut and KeysDeleted the keys they wrote.
+	Batches, KeysPut, KeysDeleted uint64
+	// WriteErrors counts failed Apply calls (each retried).
+	WriteErrors uint64
+	LastError   string
+	// Version is the APISIX config version last made visible.
+	Version uint64
+	// ObjectsByKind counts the applied objects per APISIX kind ("routes", ...).
+	ObjectsByKind map[string]int
+	// PushToWrite is the latency from receiving an xDS response to the batch holding
+	// it being visible to APISIX, in seconds.
+	PushToWrite metrics.HistogramData
+}
