@@ -1,0 +1,80 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+
+	"github.com/amesh-dev/amesh/internal/agent"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
+)
+
+// Source wraps the xDS source: Next also returns when the feed has a newer config
+// set, with the latest snapshot again and empty Changes, so that the pipeline runs the
+// Translator (which reads the feed) without any xDS change. Not safe for concurrent use,
+// like the sources it wraps.
+type Source struct {
+	inner agent.Source
+	feed  Feed
+
+	last    *resource.Snapshot // the last snapshot inner returned
+	changed <-chan struct{}    // closed when the feed moves past what last was returned with
+	pending chan nextResult    // the in-flight inner.Next, nil if none
+}
+
+type nextResult struct {
+	snap *resource.Snapshot
+	err  error
+	ctx  context.Context // the context inner.Next ran with
+}
+
+var _ agent.Source = (*Source)(nil)
+
+// NewSource returns a Source that wakes up on xDS snapshots and on feed changes.
+func NewSource(inner agent.Source, feed Feed) *Source {
+	return &Source{inner: inner, feed: feed}
+}
+
+// Next returns the next snapshot from the wrapped source, or, once a snapshot has
+// been returned, the latest one again (Changes empty, Since its own Seq) when the feed
+// changed. An inner call interrupted by a feed change stays in flight for the next call.
+func (s *Source) Next(ctx context.Context) (*resource.Snapshot, error) {
+	for {
+		if s.pending == nil {
+			ch := make(chan nextResult, 1)
+			go func(ctx context.Context) {
+				snap, err := s.inner.Next(ctx)
+				ch <- nextResult{snap: snap, err: err, ctx: ctx}
+			}(ctx)
+			s.pending = ch
+		}
+		var changed <-chan struct{}
+		if s.last != nil {
+			changed = s.changed // before the first snapshot there is nothing to re-translate
+		}
+		select {
+		case r := <-s.pending:
+			s.pending = nil
+			if r.err != nil {
+				if r.ctx != ctx && r.ctx.Err() != nil && ctx.Err() == nil && isContextErr(r.err) {
+					continue // started by an earlier, since cancelled call: retry with ours
+				}
+				return nil, r.err
+			}
+			// Read the feed after the snapshot so a change from now on wakes us again.
+			_, s.changed = s.feed.Current()
+			s.last = r.snap
+			return r.snap, nil
+		case <-changed:
+			_, s.changed = s.feed.Current()
+			again := *s.last
+			again.Changes = resource.Changes{Since: s.last.Seq}
+			return &again, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
