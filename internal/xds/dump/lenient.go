@@ -109,3 +109,8 @@ func strip(v any) bool {
 	}
 	return changed
 }
+
+// UnmarshalJSON decodes protojson data into m like the loaders do: registered types
+// strictly, Any values of unregistered types as an Any with that type URL and an empty
+// value.
+func UnmarshalJSON(data []byte, m proto.Message) error { return unmarshal(data, m) }
