@@ -4,16 +4,21 @@ import (
 	"context"
 	"errors"
 
-	"github.com/amesh-dev/amesh/internal/agent"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
+
+// SnapshotSource is the source the overlay wraps (agent.Source; declared here so that
+// this package does not depend on the pipeline).
+type SnapshotSource interface {
+	Next(ctx context.Context) (*resource.Snapshot, error)
+}
 
 // Source wraps the xDS source: Next also returns when the feed has a newer config
 // set, with the latest snapshot again and empty Changes, so that the pipeline runs the
 // Translator (which reads the feed) without any xDS change. Not safe for concurrent use,
 // like the sources it wraps.
 type Source struct {
-	inner agent.Source
+	inner SnapshotSource
 	feed  Feed
 
 	last    *resource.Snapshot // the last snapshot inner returned
@@ -27,10 +32,8 @@ type nextResult struct {
 	ctx  context.Context // the context inner.Next ran with
 }
 
-var _ agent.Source = (*Source)(nil)
-
 // NewSource returns a Source that wakes up on xDS snapshots and on feed changes.
-func NewSource(inner agent.Source, feed Feed) *Source {
+func NewSource(inner SnapshotSource, feed Feed) *Source {
 	return &Source{inner: inner, feed: feed}
 }
 

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/amesh-dev/amesh/internal/agent"
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate"
@@ -19,10 +18,17 @@ type Options struct {
 	PortVar string
 }
 
+// Inner is the translator the overlay wraps (agent.Translator; declared here so that
+// this package does not depend on the pipeline).
+type Inner interface {
+	Translate(*resource.Snapshot) translate.Result
+	Objects() map[string][]byte
+}
+
 // Translator wraps the xDS translator and merges the feed's plugins into its routes.
 // Like the translator it wraps, it is not safe for concurrent use.
 type Translator struct {
-	inner   agent.Translator
+	inner   Inner
 	feed    Feed
 	portVar string
 
@@ -45,10 +51,8 @@ type routeState struct {
 	fresh   bool       // base is new: render even if the applicable configs did not change
 }
 
-var _ agent.Translator = (*Translator)(nil)
-
 // NewTranslator returns a Translator that merges feed's configs into inner's routes.
-func NewTranslator(inner agent.Translator, feed Feed, opts Options) *Translator {
+func NewTranslator(inner Inner, feed Feed, opts Options) *Translator {
 	if opts.PortVar == "" {
 		opts.PortVar = "connection_original_dst"
 	}
