@@ -1,0 +1,84 @@
+package client
+
+import (
+	"errors"
+	"strings"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/amesh-dev/amesh/internal/xds/resource"
+)
+
+// rawResource is one resource of a response, before decoding. name is empty in SotW.
+type rawResource struct {
+	name, version string
+	body          *anypb.Any
+}
+
+// decodeLocked decodes the resources of a response for type t. A resource whose bytes
+// equal an accepted one is not decoded again. Resources of a dependent type that are
+// not subscribed are dropped and counted as ignored (istiod sends them right after an
+// unsubscribe). Any invalid resource rejects the whole response: the error lists every
+// invalid resource with its problem, for the NACK.
+func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion string) ([]*entry, error) {
+	out := make([]*entry, 0, len(raws))
+	var errs []string
+	for _, r := range raws {
+		if r.name != "" && !t.wants(r.name) {
+			t.ignored++
+			continue
+		}
+		body, err := resource.Unwrap(r.body)
+		if err != nil {
+			errs = append(errs, (&resource.Error{TypeURL: t.url, Name: r.name, Err: err}).Error())
+			continue
+		}
+		version := r.version
+		if version == "" {
+			version = sotwVersion
+		}
+		if body.GetTypeUrl() == t.url {
+			h := resource.Hash(body.GetValue())
+			if e := t.reuse(h, len(body.GetValue())); e != nil && (r.name == "" || r.name == e.name) {
+				out = append(out, &entry{name: e.name, msg: e.msg, hash: h, size: e.size, version: version, deps: e.deps})
+				continue
+			}
+		}
+		d, err := resource.Decode(t.url, body, r.name)
+		if err != nil {
+			var re *resource.Error
+			if errors.As(err, &re) && re.Name != "" && !t.wants(re.Name) {
+				t.ignored++ // invalid but not ours to judge
+				continue
+			}
+			errs = append(errs, err.Error())
+			continue
+		}
+		if !t.wants(d.Name) {
+			t.ignored++
+			continue
+		}
+		out = append(out, &entry{name: d.Name, msg: d.Msg, hash: d.Hash, size: len(body.GetValue()), version: version, deps: d.Deps})
+	}
+	if len(errs) > 0 {
+		return nil, errors.New(strings.Join(errs, "; "))
+	}
+	return out, nil
+}
+
+func sotwRaws(resp *discoveryv3.DiscoveryResponse) []rawResource {
+	out := make([]rawResource, len(resp.GetResources()))
+	for i, a := range resp.GetResources() {
+		out[i] = rawResource{body: a}
+	}
+	return out
+}
+
+func deltaRaws(resp *discoveryv3.DeltaDiscoveryResponse) []rawResource {
+	out := make([]rawResource, len(resp.GetResources()))
+	for i, r := range resp.GetResources() {
+		out[i] = rawResource{name: r.GetName(), version: r.GetVersion(), body: r.GetResource()}
+	}
+	return out
+}

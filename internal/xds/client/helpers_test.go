@@ -1,0 +1,121 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"go.uber.org/goleak"
+
+	"github.com/amesh-dev/amesh/internal/xds/client"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
+	"github.com/amesh-dev/amesh/internal/xdstest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// Long timeouts for what must happen; tests fail fast when it does.
+const mustHappen = 20 * time.Second
+
+var protocols = []client.Protocol{client.Delta, client.SotW}
+
+func testNode() *corev3.Node {
+	return &corev3.Node{Id: "sidecar~127.0.0.10~app-1.default~default.svc.cluster.local"}
+}
+
+func newServer(t *testing.T, opts xdstest.Options) *xdstest.Server {
+	t.Helper()
+	srv, err := xdstest.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// startClient runs a client against srv until the test ends. mod may adjust the config.
+func startClient(t *testing.T, srv *xdstest.Server, p client.Protocol, mod func(*client.Config)) *client.Client {
+	t.Helper()
+	cfg := client.Config{
+		Server:   srv.Addr(),
+		Protocol: p,
+		Node:     testNode(),
+		Backoff:  client.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	if testing.Verbose() {
+		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v, want context.Canceled", err)
+		}
+	})
+	return c
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// waitSnapshot calls Next until a snapshot satisfies ok and returns it.
+func waitSnapshot(t *testing.T, c *client.Client, ok func(*resource.Snapshot) bool) *resource.Snapshot {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), mustHappen)
+	defer cancel()
+	for {
+		s, err := c.Next(ctx)
+		if err != nil {
+			t.Fatalf("no matching snapshot: %v; status %+v", err, c.Status())
+		}
+		if ok(s) {
+			return s
+		}
+	}
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// counts is the number of resources per kind of a snapshot.
+type counts struct{ L, R, C, E int }
+
+func countsOf(s *resource.Snapshot) counts {
+	return counts{len(s.Listeners), len(s.RouteConfigs), len(s.Clusters), len(s.Endpoints)}
+}
+
+func hasCounts(want counts) func(*resource.Snapshot) bool {
+	return func(s *resource.Snapshot) bool { return countsOf(s) == want }
+}
+
+// basicMesh puts a small Istio-shaped mesh into srv: two EDS clusters with endpoints,
+// one static cluster, a listener using RDS "9080" (routes to c1) and its route config.
+func basicMesh(t *testing.T, srv *xdstest.Server) {
+	t.Helper()
+	srv.Set(resource.ClusterType, xdstest.EDSCluster("outbound|9080||a"), xdstest.EDSCluster("outbound|9080||b"), xdstest.StaticCluster("BlackHoleCluster"))
+	srv.Set(resource.EndpointType, xdstest.Endpoints("outbound|9080||a", "10.0.0.1:9080"), xdstest.Endpoints("outbound|9080||b", "10.0.0.2:9080", "10.0.0.3:9080"))
+	srv.Set(resource.ListenerType, xdstest.Listener("0.0.0.0_9080", 9080, []string{"9080"}, ""))
+	srv.Set(resource.RouteConfigType, xdstest.RouteConfig("9080", "outbound|9080||a"))
+}
+
+func xdsOpts() xdstest.Options { return xdstest.Options{} }

@@ -1,0 +1,114 @@
+package client
+
+import (
+	"context"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+)
+
+// sotwStream speaks StreamAggregatedResources. SotW requests carry the complete list
+// of names for their type, so every request (subscription change, ACK or NACK) sends
+// the current subscription: an ACK never changes what is subscribed.
+type sotwStream struct {
+	c        *Client
+	s        discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	sentNode bool
+	// requested: a request for the type was sent on this stream.
+	requested [numTypes]bool
+}
+
+func (c *Client) openSotw(ctx context.Context, conn *grpc.ClientConn) (stream, error) {
+	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &sotwStream{c: c, s: s}, nil
+}
+
+func (s *sotwStream) send(req *discoveryv3.DiscoveryRequest) error {
+	if !s.sentNode {
+		req.Node = s.c.cfg.Node
+		s.sentNode = true
+	}
+	if i, ok := typeIndex(req.GetTypeUrl()); ok {
+		s.requested[i] = true
+	}
+	return s.s.Send(req)
+}
+
+// namesLocked is the resource_names of a request for type i: empty for wildcard types
+// (legacy wildcard, understood by every istiod), the sorted subscription otherwise.
+func (s *sotwStream) namesLocked(i int) []string {
+	t := s.c.types[i]
+	if t.wildcard {
+		return nil
+	}
+	return t.sortedSubscribed()
+}
+
+func (s *sotwStream) start() error {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	for i, t := range s.c.types {
+		if !t.wildcard && len(t.subscribed) == 0 {
+			continue // an empty non-wildcard request would mean "everything"
+		}
+		// version_info tells the server what we hold (Envoy does the same).
+		if err := s.send(&discoveryv3.DiscoveryRequest{TypeUrl: t.url, VersionInfo: t.version, ResourceNames: s.namesLocked(i)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *sotwStream) recv() (any, error) { return s.s.Recv() }
+
+func (s *sotwStream) handle(m any) error {
+	resp := m.(*discoveryv3.DiscoveryResponse)
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i, ok := typeIndex(resp.GetTypeUrl())
+	if !ok {
+		c.log.Warn("xds: response for a type never requested", "type", resp.GetTypeUrl())
+		return nil
+	}
+	t := c.types[i]
+	t.nonce = resp.GetNonce()
+	t.responses++
+	entries, err := c.decodeLocked(t, sotwRaws(resp), resp.GetVersionInfo())
+	if err != nil {
+		t.nacks++
+		t.lastNACK = err.Error()
+		c.log.Warn("xds: NACK", "type", t.url, "version", resp.GetVersionInfo(), "nonce", t.nonce, "err", err)
+		return s.send(&discoveryv3.DiscoveryRequest{
+			TypeUrl:       t.url,
+			VersionInfo:   t.version, // the last accepted version stays in force
+			ResponseNonce: t.nonce,
+			ResourceNames: s.namesLocked(i),
+			ErrorDetail:   &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()},
+		})
+	}
+	// Listeners and clusters are full state in SotW: a missing one was removed.
+	// Route configurations and endpoints are sent only when they change.
+	sc := c.applyLocked(accepted{idx: i, upserts: entries, full: t.wildcard, version: resp.GetVersionInfo()})
+	if !sc.empty() {
+		d := c.types[sc.idx]
+		if len(d.subscribed) > 0 || s.requested[sc.idx] {
+			// The new subscription goes out before the ACK, like Envoy.
+			if err := s.send(&discoveryv3.DiscoveryRequest{TypeUrl: d.url, VersionInfo: d.version, ResponseNonce: d.nonce, ResourceNames: s.namesLocked(sc.idx)}); err != nil {
+				return err
+			}
+		}
+	}
+	t.acks++
+	if err := s.send(&discoveryv3.DiscoveryRequest{TypeUrl: t.url, VersionInfo: t.version, ResponseNonce: t.nonce, ResourceNames: s.namesLocked(i)}); err != nil {
+		return err
+	}
+	c.publishLocked(time.Now())
+	return nil
+}

@@ -1,0 +1,171 @@
+package resource
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Decoded is one validated resource together with what the client needs to know about
+// it without decoding it again.
+type Decoded struct {
+	Name string
+	// Msg is a *listenerv3.Listener, *routev3.RouteConfiguration, *clusterv3.Cluster or
+	// *endpointv3.ClusterLoadAssignment, matching the type URL it was decoded as.
+	Msg proto.Message
+	// Deps are the names of the dependent resources Msg needs: RDS names of a listener,
+	// the EDS name of an EDS cluster. Nil for route configs and endpoints.
+	Deps []string
+	// Hash is Hash of the serialized bytes the resource was decoded from.
+	Hash uint64
+}
+
+// Error is a resource that could not be decoded or failed validation. Its text names the
+// kind, the resource and the problem, so it can be used as a NACK's error_detail as is.
+type Error struct {
+	TypeURL string
+	Name    string // empty when the name could not be determined
+	Err     error
+}
+
+func (e *Error) Error() string {
+	name := e.Name
+	if name == "" {
+		name = "<unnamed>"
+	}
+	return fmt.Sprintf("%s %q: %v", KindOf(e.TypeURL), name, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// KindOf returns a short human name for a type URL ("listener", "cluster", ...).
+func KindOf(typeURL string) string {
+	switch typeURL {
+	case ListenerType:
+		return "listener"
+	case RouteConfigType:
+		return "route configuration"
+	case ClusterType:
+		return "cluster"
+	case EndpointType:
+		return "cluster load assignment"
+	}
+	return typeURL
+}
+
+// hashSeed is per process: hashes are only compared with hashes from the same process.
+var hashSeed = maphash.MakeSeed()
+
+// Hash returns a 64-bit content hash of serialized resource bytes. The client compares
+// it with the hash of the previously accepted version of the same name to skip decoding
+// (and keep the old pointer) when istiod resends an identical resource, which it does on
+// every SotW push and every reconnect.
+func Hash(b []byte) uint64 { return maphash.Bytes(hashSeed, b) }
+
+// resourceWrapperType is the type URL of discovery.v3.Resource, which a server may use
+// to wrap a resource in a SotW response (to attach a TTL).
+const resourceWrapperType = "type.googleapis.com/envoy.service.discovery.v3.Resource"
+
+// Unwrap returns the Any holding the resource itself: a Resource wrapper is unwrapped,
+// anything else is returned as is.
+func Unwrap(a *anypb.Any) (*anypb.Any, error) {
+	if a.GetTypeUrl() != resourceWrapperType {
+		return a, nil
+	}
+	var r discoveryv3.Resource
+	if err := proto.Unmarshal(a.GetValue(), &r); err != nil {
+		return nil, fmt.Errorf("cannot decode Resource wrapper: %w", err)
+	}
+	if r.GetResource() == nil {
+		return nil, errors.New("Resource wrapper without resource")
+	}
+	return r.GetResource(), nil
+}
+
+// Decode decodes and validates a resource of kind typeURL from an Any. wantName, when
+// not empty, is the name the server announced for it (Delta) and must match. Errors are
+// *Error.
+func Decode(typeURL string, a *anypb.Any, wantName string) (*Decoded, error) {
+	if a == nil {
+		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: errors.New("no resource body")}
+	}
+	if a.GetTypeUrl() != typeURL {
+		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: fmt.Errorf("resource has type %s", a.GetTypeUrl())}
+	}
+	return DecodeBytes(typeURL, a.GetValue(), wantName)
+}
+
+// DecodeBytes is Decode for the serialized message itself.
+func DecodeBytes(typeURL string, b []byte, wantName string) (*Decoded, error) {
+	d := &Decoded{Hash: Hash(b)}
+	var err error
+	switch typeURL {
+	case ListenerType:
+		l := &listenerv3.Listener{}
+		if err = proto.Unmarshal(b, l); err == nil {
+			d.Name = l.GetName()
+			if err = l.ValidateAll(); err == nil {
+				d.Deps, err = ListenerRouteNames(l)
+			}
+		}
+		d.Msg = l
+	case RouteConfigType:
+		rc := &routev3.RouteConfiguration{}
+		if err = proto.Unmarshal(b, rc); err == nil {
+			d.Name = rc.GetName()
+			err = rc.ValidateAll()
+		}
+		d.Msg = rc
+	case ClusterType:
+		c := &clusterv3.Cluster{}
+		if err = proto.Unmarshal(b, c); err == nil {
+			d.Name = c.GetName()
+			if err = c.ValidateAll(); err == nil {
+				d.Deps = clusterDeps(c)
+			}
+		}
+		d.Msg = c
+	case EndpointType:
+		cla := &endpointv3.ClusterLoadAssignment{}
+		if err = proto.Unmarshal(b, cla); err == nil {
+			d.Name = cla.GetClusterName()
+			err = cla.ValidateAll()
+		}
+		d.Msg = cla
+	default:
+		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: errors.New("unsupported resource type")}
+	}
+	name := d.Name
+	if name == "" {
+		name = wantName
+	}
+	if err != nil {
+		return nil, &Error{TypeURL: typeURL, Name: name, Err: err}
+	}
+	if d.Name == "" {
+		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: errors.New("resource has no name")}
+	}
+	if wantName != "" && wantName != d.Name {
+		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: fmt.Errorf("announced as %q but named %q", wantName, d.Name)}
+	}
+	return d, nil
+}
+
+// clusterDeps is the EDS name an EDS cluster needs, nil for other discovery types.
+func clusterDeps(c *clusterv3.Cluster) []string {
+	if c.GetType() != clusterv3.Cluster_EDS || c.GetClusterType() != nil {
+		return nil
+	}
+	return []string{EDSName(c)}
+}
+
+// IsEDS reports whether the endpoints of c come from EDS.
+func IsEDS(c *clusterv3.Cluster) bool { return clusterDeps(c) != nil }

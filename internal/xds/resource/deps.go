@@ -1,0 +1,89 @@
+package resource
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// hcmType is the typed_config type URL of an HTTP connection manager network filter.
+const hcmType = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+// HCMs calls fn for every HTTP connection manager in the filter chains of l, the
+// default_filter_chain included, with the name of the chain it is in. It stops at the
+// first error, which names the chain and the filter.
+func HCMs(l *listenerv3.Listener, fn func(chain string, h *hcmv3.HttpConnectionManager) error) error {
+	chains := l.GetFilterChains()
+	if dc := l.GetDefaultFilterChain(); dc != nil {
+		chains = append(chains[:len(chains):len(chains)], dc)
+	}
+	for i, fc := range chains {
+		chain := fc.GetName()
+		if chain == "" {
+			chain = fmt.Sprintf("#%d", i)
+		}
+		for _, f := range fc.GetFilters() {
+			tc := f.GetTypedConfig()
+			if tc.GetTypeUrl() != hcmType {
+				continue
+			}
+			h := &hcmv3.HttpConnectionManager{}
+			if err := proto.Unmarshal(tc.GetValue(), h); err != nil {
+				return fmt.Errorf("filter chain %s, filter %s: %w", chain, f.GetName(), err)
+			}
+			if err := fn(chain, h); err != nil {
+				return fmt.Errorf("filter chain %s, filter %s: %w", chain, f.GetName(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// ListenerRouteNames validates every HTTP connection manager of l and returns the
+// sorted, deduplicated RDS route_config_names they reference. An HCM must either name
+// an RDS route configuration or carry one inline; amesh supports nothing else
+// (scoped routes included), so anything else is an error.
+func ListenerRouteNames(l *listenerv3.Listener) ([]string, error) {
+	var names []string
+	err := HCMs(l, func(_ string, h *hcmv3.HttpConnectionManager) error {
+		if err := h.ValidateAll(); err != nil {
+			return err
+		}
+		switch {
+		case h.GetRds() != nil:
+			n := h.GetRds().GetRouteConfigName()
+			if n == "" {
+				return errors.New("rds without route_config_name")
+			}
+			names = append(names, n)
+		case h.GetRouteConfig() != nil:
+		case h.GetScopedRoutes() != nil:
+			return errors.New("scoped_routes are not supported")
+		default:
+			return errors.New("http connection manager has neither rds nor route_config")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return dedupSorted(names), nil
+}
+
+func dedupSorted(s []string) []string {
+	if len(s) < 2 {
+		return s
+	}
+	sort.Strings(s)
+	out := s[:1]
+	for _, v := range s[1:] {
+		if v != out[len(out)-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
