@@ -121,6 +121,13 @@ func (s *Sink) fail(err error) error {
 	return err
 }
 
+// Version returns the number of times new content was written (agent.Versioned).
+func (s *Sink) Version() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version
+}
+
 // Stats are the sink's counters.
 type Stats struct {
 	// Version is the number of times new content was written by this Sink.

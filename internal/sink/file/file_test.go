@@ -65,7 +65,7 @@ func TestApplyWritesOnlyOnChange(t *testing.T) {
 			}
 
 			apply(t, s, routeObjects(t, 2, "b"))
-			if st := s.Stats(); st.Version != 2 {
+			if st := s.Stats(); st.Version != 2 || s.Version() != 2 {
 				t.Errorf("version after change = %d, want 2", st.Version)
 			}
 			got, _ = os.ReadFile(path)
