@@ -8,8 +8,9 @@ import (
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
-// connectionStates are always exported (one of them 1) so alerts need no absent().
-var connectionStates = []string{"connected", "connecting", "disconnected"}
+// connectionStates are the xDS client's states (client.ConnState); all are always
+// exported, the current one as 1, so alerts need no absent().
+var connectionStates = []string{"idle", "connecting", "connected", "waiting"}
 
 // severities are always exported, zero when there is no such entry.
 var severities = []report.Severity{report.Ignored, report.Approximated, report.Unsupported, report.Invalid}

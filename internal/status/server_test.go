@@ -157,7 +157,7 @@ func TestMetrics(t *testing.T) {
 		`amesh_build_info{version="v9.9.9-test"} 1`,
 		`amesh_ready 1`,
 		`amesh_xds_connection_state{state="connected"} 1`,
-		`amesh_xds_connection_state{state="disconnected"} 0`,
+		`amesh_xds_connection_state{state="waiting"} 0`,
 		`amesh_xds_reconnects_total 2`,
 		`amesh_xds_responses_total{type="cds"} 5`,
 		`amesh_xds_acks_total{type="lds"} 3`,

@@ -31,8 +31,8 @@ type Sources struct {
 
 // XDS is the state of the xDS client.
 type XDS struct {
-	// State is "connected", "connecting" or "disconnected" (free-form; exported as a
-	// label of amesh_xds_connection_state).
+	// State is the client's connection state: "idle", "connecting", "connected" or
+	// "waiting" (backing off); exported as a label of amesh_xds_connection_state.
 	State      string
 	Server     string
 	Protocol   string
