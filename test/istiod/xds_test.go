@@ -26,7 +26,9 @@ const (
 	mysqldb = "mysqldb.default.svc.cluster.local"
 )
 
-func outbound(port, subset, host string) string { return "outbound|" + port + "|" + subset + "|" + host }
+func outbound(port, subset, host string) string {
+	return "outbound|" + port + "|" + subset + "|" + host
+}
 
 var protocols = []client.Protocol{client.Delta, client.SotW}
 
