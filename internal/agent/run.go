@@ -1,0 +1,362 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
+)
+
+// Options configure an Agent. Zero values take the defaults.
+type Options struct {
+	// Window is how long the agent keeps collecting snapshots after the first one of a
+	// batch before it writes; every snapshot in the window ends up in one Apply (one
+	// APISIX version bump). Default 20ms: istiod pushes a change as a burst of
+	// responses (CDS, EDS, LDS, RDS) within a few milliseconds.
+	Window time.Duration
+	// RetryInitial and RetryMax bound the exponential backoff between failed Apply
+	// calls. Defaults 100ms and 10s.
+	RetryInitial, RetryMax time.Duration
+	// Logger receives batch and error events; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultWindow is the default coalescing window.
+const DefaultWindow = 20 * time.Millisecond
+
+func (o Options) withDefaults() Options {
+	if o.Window <= 0 {
+		o.Window = DefaultWindow
+	}
+	if o.RetryInitial <= 0 {
+		o.RetryInitial = 100 * time.Millisecond
+	}
+	if o.RetryMax < o.RetryInitial {
+		o.RetryMax = max(10*time.Second, o.RetryInitial)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Versioned is implemented by sinks that number the states they make visible (the
+// shared-dict sink's "version" key); Stats reports it.
+type Versioned interface {
+	Version() uint64
+}
+
+// Agent runs the pipeline Source → Translator → Sink. Create it with New, start it
+// with Run; Stats, Objects, Report and Ready may be called from any goroutine at any
+// time (they are what the status server reads).
+type Agent struct {
+	// Read-only after New.
+	src  Source
+	tr   Translator
+	sink Sink
+	opts Options
+	log  *slog.Logger
+
+	// after is time.After; tests replace it to control the window and backoff timers.
+	after func(time.Duration) <-chan time.Time
+
+	readyOnce sync.Once
+	ready     chan struct{} // closed after the first successful Apply
+
+	mu      sync.Mutex // guards the fields below
+	stats   Stats
+	written map[string][]byte // what the sink holds (after the last successful Apply)
+	report  []report.Entry
+}
+
+// New returns an Agent that reads src, translates with tr and writes to sink. tr is
+// used only by Run's goroutine.
+func New(src Source, tr Translator, sink Sink, opts Options) *Agent {
+	opts = opts.withDefaults()
+	return &Agent{
+		src: src, tr: tr, sink: sink, opts: opts, log: opts.Logger,
+		after:   time.After,
+		ready:   make(chan struct{}),
+		written: map[string][]byte{},
+		stats:   Stats{ObjectsByKind: map[string]int{}, PushToWrite: newLatency()},
+	}
+}
+
+// Run is New(src, tr, sink, opts).Run(ctx), for callers that need no observability.
+func Run(ctx context.Context, src Source, tr Translator, sink Sink, opts Options) error {
+	return New(src, tr, sink, opts).Run(ctx)
+}
+
+// received is a snapshot and the time the Source handed it over (the start of its
+// push-to-write latency).
+type received struct {
+	snap *resource.Snapshot
+	at   time.Time
+}
+
+// Run processes snapshots until ctx is done, then returns ctx's error. It must be
+// called once. The first batch is always applied, even if it is empty, so that APISIX
+// (whose workers wait for a version to exist) can start with an empty mesh; later
+// batches are applied only when some key changed.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+
+	snaps := make(chan received)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.read(ctx, snaps)
+	}()
+
+	var b batch
+	for {
+		// Wait for the first snapshot of a batch.
+		if !b.due() {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case r := <-snaps:
+				a.absorb(&b, r)
+			}
+			if !b.due() {
+				continue
+			}
+		}
+		// Collect the rest of the window.
+		if err := a.collect(ctx, snaps, &b, a.opts.Window); err != nil {
+			return err
+		}
+		// Write, retrying with backoff; snapshots arriving meanwhile join the batch.
+		for attempt := 1; ; attempt++ {
+			err := a.flush(ctx, &b)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			wait := backoff(a.opts.RetryInitial, a.opts.RetryMax, attempt)
+			a.log.Warn("apply failed, will retry", "err", err, "attempt", attempt, "retry_in", wait)
+			if err := a.collect(ctx, snaps, &b, wait); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// collect absorbs snapshots into b for d.
+func (a *Agent) collect(ctx context.Context, snaps <-chan received, b *batch, d time.Duration) error {
+	timer := a.after(d)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case r := <-snaps:
+			a.absorb(b, r)
+		case <-timer:
+			return nil
+		}
+	}
+}
+
+// read forwards snapshots from the Source until ctx is done. Errors other than ctx's
+// are reported and retried with backoff, so a misbehaving Source cannot end the
+// pipeline inside nginx.
+func (a *Agent) read(ctx context.Context, out chan<- received) {
+	for attempt := 0; ctx.Err() == nil; {
+		snap, err := a.next(ctx)
+		if err == nil && snap == nil {
+			err = errors.New("source returned a nil snapshot")
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			attempt++
+			a.recordError(fmt.Errorf("source: %w", err))
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.after(backoff(a.opts.RetryInitial, a.opts.RetryMax, attempt)):
+			}
+			continue
+		}
+		attempt = 0
+		select {
+		case out <- received{snap: snap, at: time.Now()}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// next calls Source.Next, turning a panic into an error.
+func (a *Agent) next(ctx context.Context) (snap *resource.Snapshot, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = panicError("Source.Next", p)
+		}
+	}()
+	return a.src.Next(ctx)
+}
+
+// absorb translates one snapshot and adds its changes to b.
+func (a *Agent) absorb(b *batch, r received) {
+	res, err := a.translate(r.snap)
+	if err != nil {
+		// The translator's state is suspect until it translates a snapshot
+		// successfully again; until then nothing is written and APISIX keeps the
+		// last good state.
+		a.recordError(err)
+		b.broken = true
+		return
+	}
+	if b.broken {
+		b.broken = false
+		b.full = true // the dirty set may be incomplete: compare everything
+	}
+	if b.since.IsZero() {
+		b.since = r.at
+	}
+	b.seq = r.snap.Seq
+	b.addDirty(res.Changes)
+	a.mu.Lock()
+	a.report = res.Report
+	a.mu.Unlock()
+}
+
+func (a *Agent) translate(snap *resource.Snapshot) (res translateResult, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = panicError(fmt.Sprintf("translating snapshot %d", snap.Seq), p)
+		}
+	}()
+	r := a.tr.Translate(snap)
+	return translateResult{Changes: r.Changes, Report: r.Report}, nil
+}
+
+type translateResult struct {
+	Changes apisix.ChangeSet
+	Report  []report.Entry
+}
+
+// flush writes what b changed relative to the written state. It returns nil when
+// there is nothing to write or the write succeeded (b is then reset), and the
+// Apply error otherwise (b is kept for the retry).
+func (a *Agent) flush(ctx context.Context, b *batch) error {
+	if b.broken {
+		return nil // nothing trustworthy to write; wait for the next snapshot
+	}
+	objects := a.tr.Objects()
+	first := !a.Ready()
+	var cs apisix.ChangeSet
+	if b.full || first {
+		a.mu.Lock()
+		cs = apisix.Diff(a.written, objects)
+		a.mu.Unlock()
+	} else {
+		cs = b.changes(a.written, objects) // a.written is only modified by this goroutine
+	}
+	if cs.Empty() && !first {
+		a.log.Debug("batch changed nothing APISIX can see", "seq", b.seq)
+		a.mu.Lock()
+		a.stats.Unchanged++
+		a.mu.Unlock()
+		*b = batch{}
+		return nil
+	}
+	if err := a.apply(ctx, cs, objects); err != nil {
+		a.recordError(err)
+		a.mu.Lock()
+		a.stats.WriteErrors++
+		a.mu.Unlock()
+		return err
+	}
+	lat := time.Since(b.since)
+	a.commit(cs, b.seq, lat)
+	a.log.Info("applied batch", "seq", b.seq, "put", len(cs.Put), "deleted", len(cs.Delete), "latency", lat)
+	*b = batch{}
+	a.readyOnce.Do(func() { close(a.ready) })
+	return nil
+}
+
+func (a *Agent) apply(ctx context.Context, cs apisix.ChangeSet, objects map[string][]byte) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = panicError("Sink.Apply", p)
+		}
+	}()
+	return a.sink.Apply(ctx, cs, objects)
+}
+
+// commit records a successful Apply.
+func (a *Agent) commit(cs apisix.ChangeSet, seq uint64, lat time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, v := range cs.Put {
+		if _, ok := a.written[k]; !ok {
+			a.stats.ObjectsByKind[string(apisix.KindOf(k))]++
+		}
+		a.written[k] = v
+	}
+	for _, k := range cs.Delete {
+		if _, ok := a.written[k]; ok {
+			a.stats.ObjectsByKind[string(apisix.KindOf(k))]--
+			delete(a.written, k)
+		}
+	}
+	a.stats.Batches++
+	a.stats.KeysPut += uint64(len(cs.Put))
+	a.stats.KeysDeleted += uint64(len(cs.Delete))
+	a.stats.Seq = seq
+	observe(&a.stats.PushToWrite, lat)
+}
+
+func (a *Agent) recordError(err error) {
+	var pe *PanicError
+	isPanic := errors.As(err, &pe)
+	if isPanic {
+		a.log.Error("recovered panic; keeping the last good state", "err", err, "stack", string(pe.Stack))
+	} else {
+		a.log.Error("agent", "err", err)
+	}
+	a.mu.Lock()
+	if isPanic {
+		a.stats.Panics++
+	}
+	a.stats.LastError = err.Error()
+	a.stats.LastErrorTime = time.Now()
+	a.mu.Unlock()
+}
+
+// PanicError is a panic recovered in the Source, Translator or Sink.
+type PanicError struct {
+	Where string
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("panic in %s: %v", e.Where, e.Value) }
+
+func panicError(where string, p any) error {
+	return &PanicError{Where: where, Value: p, Stack: debug.Stack()}
+}
+
+// backoff returns min(initial*2^(attempt-1), max).
+func backoff(initial, maxWait time.Duration, attempt int) time.Duration {
+	d := initial
+	for i := 1; i < attempt && d < maxWait; i++ {
+		d *= 2
+	}
+	return min(d, maxWait)
+}

@@ -1,0 +1,178 @@
+package shdict
+
+/*
+#cgo LDFLAGS: -ldl
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <stddef.h>
+
+// Signatures of lua-nginx-module's FFI shared-dict API (0.10.x; the same for
+// stream-lua-nginx-module's ngx_stream_* and OpenResty's meta module ngx_meta_*).
+typedef int (*shdict_store_fn)(void *zone, int op, const unsigned char *key,
+    size_t key_len, int value_type, const unsigned char *str_value_buf,
+    size_t str_value_len, double num_value, long exptime, int user_flags,
+    char **errmsg, int *forcible);
+typedef int (*shdict_get_fn)(void *zone, const unsigned char *key, size_t key_len,
+    int *value_type, unsigned char **str_value_buf, size_t *str_value_len,
+    double *num_value, int *user_flags, int get_stale, int *is_stale, char **errmsg);
+typedef int (*shdict_flush_all_fn)(void *zone);
+
+static void *amesh_dlsym(const char *name) {
+	return dlsym(RTLD_DEFAULT, name);
+}
+
+static int amesh_store(void *fn, void *zone, int op, const char *key, size_t key_len,
+		int value_type, const char *buf, size_t len, char **errmsg) {
+	int forcible = 0;
+	*errmsg = NULL;
+	return ((shdict_store_fn) fn)(zone, op, (const unsigned char *) key, key_len,
+		value_type, (const unsigned char *) buf, len, 0, 0, 0, errmsg, &forcible);
+}
+
+// amesh_get copies a string value into buf (cap bytes) and returns its length in
+// *len; the module mallocs a larger buffer when the value does not fit, which is
+// copied and freed here so Go never sees module memory.
+static int amesh_get(void *fn, void *zone, const char *key, size_t key_len,
+		int *value_type, char *buf, size_t *len, double *num, char **errmsg) {
+	unsigned char *p = (unsigned char *) buf;
+	size_t cap = *len;
+	int flags = 0, is_stale = 0;
+	*errmsg = NULL;
+	int rc = ((shdict_get_fn) fn)(zone, (const unsigned char *) key, key_len,
+		value_type, &p, len, num, &flags, 0, &is_stale, errmsg);
+	if (p != (unsigned char *) buf) {
+		size_t n = *len < cap ? *len : cap;
+		for (size_t i = 0; i < n; i++) buf[i] = (char) p[i];
+		free(p);
+		*len = n;
+	}
+	return rc;
+}
+
+static int amesh_flush_all(void *fn, void *zone) {
+	return ((shdict_flush_all_fn) fn)(zone);
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"unsafe"
+)
+
+// Constants of lua-nginx-module's ngx_http_lua_shdict.c.
+const (
+	opSafeStore = 0x0004 // NGX_HTTP_LUA_SHDICT_SAFE_STORE: fail with "no memory" instead of evicting
+	typeNil     = 0      // SHDICT_TNIL: with a NULL buffer, store deletes the key
+	typeNumber  = 3      // SHDICT_TNUMBER
+	typeString  = 4      // SHDICT_TSTRING
+	rcOK        = 0      // NGX_OK
+	rcDeclined  = -5     // NGX_DECLINED: get of a missing key
+)
+
+// prefixes are tried in order: lua-nginx-module (Debian, OpenResty) and OpenResty's
+// meta-lua module, which APISIX builds may use instead.
+var prefixes = []string{"ngx_http_lua_ffi_shdict_", "ngx_meta_lua_ffi_shdict_"}
+
+// funcs are the FFI entry points, resolved with dlsym in the running process.
+type funcs struct {
+	store, get, flushAll unsafe.Pointer
+	prefix               string
+}
+
+func resolve() (funcs, error) {
+	for _, p := range prefixes {
+		f := funcs{prefix: p, store: sym(p + "store"), get: sym(p + "get"), flushAll: sym(p + "flush_all")}
+		if f.store != nil && f.get != nil && f.flushAll != nil {
+			return f, nil
+		}
+	}
+	return funcs{}, errors.New("shdict: neither ngx_http_lua_ffi_shdict_store nor ngx_meta_lua_ffi_shdict_store found in the process (is lua-nginx-module loaded?)")
+}
+
+func sym(name string) unsafe.Pointer {
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	return C.amesh_dlsym(cs)
+}
+
+// zone is one nginx shared dict, reached through the FFI functions.
+type zone struct {
+	f   funcs
+	ptr unsafe.Pointer // ngx_shm_zone_t *, owned by nginx
+}
+
+// cbuf returns a C-readable pointer to b's bytes. The FFI functions copy the key and
+// value into shared memory before returning and keep no reference, so passing Go
+// memory for the duration of the call is allowed by the cgo pointer rules.
+func cbuf(b []byte) *C.char {
+	if len(b) == 0 {
+		return nil
+	}
+	return (*C.char)(unsafe.Pointer(&b[0]))
+}
+
+func (z zone) set(key string, value []byte) error {
+	kb := []byte(key)
+	buf := cbuf(value)
+	if buf == nil {
+		// An empty string still needs a non-NULL buffer: NULL means delete.
+		buf = (*C.char)(unsafe.Pointer(&kb[0]))
+	}
+	var errmsg *C.char
+	rc := C.amesh_store(z.f.store, z.ptr, C.int(opSafeStore), cbuf(kb), C.size_t(len(kb)),
+		C.int(typeString), buf, C.size_t(len(value)), &errmsg)
+	return storeErr("set", key, rc, errmsg)
+}
+
+func (z zone) delete(key string) error {
+	kb := []byte(key)
+	var errmsg *C.char
+	rc := C.amesh_store(z.f.store, z.ptr, 0, cbuf(kb), C.size_t(len(kb)), C.int(typeNil), nil, 0, &errmsg)
+	return storeErr("delete", key, rc, errmsg)
+}
+
+func storeErr(op, key string, rc C.int, errmsg *C.char) error {
+	if rc == rcOK {
+		return nil
+	}
+	msg := "unknown error"
+	if errmsg != nil {
+		msg = C.GoString(errmsg) // a static string in the module
+	}
+	return &StoreError{Op: op, Key: key, Msg: msg}
+}
+
+// getString returns the value of key as a string (a number is formatted), and false
+// if it does not exist.
+func (z zone) getString(key string) (string, bool, error) {
+	kb := []byte(key)
+	var (
+		vt     C.int
+		num    C.double
+		errmsg *C.char
+		buf    [128]byte
+	)
+	n := C.size_t(len(buf))
+	rc := C.amesh_get(z.f.get, z.ptr, cbuf(kb), C.size_t(len(kb)), &vt,
+		(*C.char)(unsafe.Pointer(&buf[0])), &n, &num, &errmsg)
+	if rc == rcDeclined || (rc == rcOK && vt == typeNil) {
+		return "", false, nil
+	}
+	if rc != rcOK {
+		return "", false, storeErr("get", key, rc, errmsg)
+	}
+	switch vt {
+	case typeString:
+		return string(buf[:n]), true, nil
+	case typeNumber:
+		return strconv.FormatFloat(float64(num), 'f', -1, 64), true, nil
+	}
+	return "", false, fmt.Errorf("shdict: %q has value type %d", key, vt)
+}
+
+func (z zone) flushAll() {
+	C.amesh_flush_all(z.f.flushAll, z.ptr)
+}

@@ -1,0 +1,133 @@
+// Package shdict is the sink that writes APISIX objects into the nginx shared dicts
+// APISIX's config_xds.lua reads ("xds-config" and "xds-config-version"). It runs
+// inside nginx (libxds.so) and calls lua-nginx-module's FFI shared-dict functions,
+// found with dlsym at run time, so it links against no nginx symbol.
+package shdict
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/amesh-dev/amesh/internal/apisix"
+)
+
+// VersionKey is the key in the version dict that APISIX polls.
+const VersionKey = "version"
+
+// StoreError is a failed write; Msg is the module's message ("no memory" when the
+// dict is full).
+type StoreError struct {
+	Op, Key, Msg string
+}
+
+func (e *StoreError) Error() string { return fmt.Sprintf("shdict %s %q: %s", e.Op, e.Key, e.Msg) }
+
+// ErrNoMemory reports whether err is a store that failed because the dict is full.
+func ErrNoMemory(err error) bool {
+	var se *StoreError
+	return errors.As(err, &se) && se.Msg == "no memory"
+}
+
+// dict is what the sink needs of a shared dict; zone implements it with the FFI,
+// tests with a map.
+type dict interface {
+	set(key string, value []byte) error
+	delete(key string) error
+	getString(key string) (string, bool, error)
+	flushAll()
+}
+
+// Sink writes to a pair of shared dicts. Apply must not be called concurrently.
+type Sink struct {
+	config, version dict
+	now             func() time.Time
+
+	mu      sync.Mutex // serializes Apply
+	started bool       // the first Apply (which replaces the dict's contents) succeeded
+	ver     atomic.Uint64
+}
+
+// Open returns a Sink for the zones APISIX passes to initial() (the results of
+// ngx_http_lua_ffi_shdict_udata_to_zone for "xds-config" and "xds-config-version").
+func Open(configZone, versionZone unsafe.Pointer) (*Sink, error) {
+	if configZone == nil || versionZone == nil {
+		return nil, errors.New("shdict: nil zone")
+	}
+	f, err := resolve()
+	if err != nil {
+		return nil, err
+	}
+	return newSink(zone{f: f, ptr: configZone}, zone{f: f, ptr: versionZone}, time.Now), nil
+}
+
+func newSink(config, version dict, now func() time.Time) *Sink {
+	return &Sink{config: config, version: version, now: now}
+}
+
+// Apply writes cs and then bumps the version once.
+//
+// The first Apply of a Sink is the complete state (the agent starts from nothing):
+// it first flushes the config dict, so that keys a previous instance of the library
+// wrote (before a reload or a second initial()) and that no longer exist disappear.
+// Deletes are written before puts, so that a nearly full dict has room, each in
+// apisix.ChangeSet.Ordered order (routes deleted before the upstreams they name,
+// upstreams written before the routes that name them). APISIX reads nothing until
+// the version changes, so a failed batch is invisible; the agent retries it.
+func (s *Sink) Apply(_ context.Context, cs apisix.ChangeSet, _ map[string][]byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.started {
+		s.config.flushAll()
+	}
+	puts, deletes := cs.Ordered()
+	for _, k := range deletes {
+		if err := s.config.delete(k); err != nil {
+			return err
+		}
+	}
+	for _, k := range puts {
+		if err := s.config.set(k, cs.Put[k]); err != nil {
+			return err
+		}
+	}
+	next, err := s.nextVersion()
+	if err != nil {
+		return err
+	}
+	if err := s.version.set(VersionKey, []byte(strconv.FormatUint(next, 10))); err != nil {
+		return err
+	}
+	s.ver.Store(next)
+	s.started = true
+	return nil
+}
+
+// nextVersion returns the version for the next batch: one more than the last, and on
+// the first batch of this Sink more than both the wall clock in nanoseconds and the
+// value already in the dict, so that versions increase across reloads and restarts
+// of the library (APISIX only compares for inequality; operators compare order).
+func (s *Sink) nextVersion() (uint64, error) {
+	if cur := s.ver.Load(); cur != 0 {
+		return cur + 1, nil
+	}
+	next := uint64(s.now().UnixNano())
+	old, ok, err := s.version.getString(VersionKey)
+	if err != nil {
+		return 0, err
+	}
+	if ok {
+		if v, err := strconv.ParseUint(old, 10, 64); err == nil && v >= next {
+			next = v + 1
+		}
+	}
+	return next, nil
+}
+
+// Version returns the version last written (0 before the first batch).
+func (s *Sink) Version() uint64 { return s.ver.Load() }

@@ -1,0 +1,204 @@
+package shdict
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/amesh-dev/amesh/internal/apisix"
+)
+
+// mapDict is a shared dict in a map, with a capacity in bytes (keys+values) past
+// which set fails like SAFE_STORE does. ops logs every call.
+type mapDict struct {
+	name string
+	m    map[string]string
+	cap  int
+	ops  *[]string
+}
+
+func newMapDict(name string, ops *[]string) *mapDict {
+	return &mapDict{name: name, m: map[string]string{}, cap: 1 << 30, ops: ops}
+}
+
+func (d *mapDict) used() int {
+	n := 0
+	for k, v := range d.m {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+func (d *mapDict) set(key string, value []byte) error {
+	*d.ops = append(*d.ops, d.name+" set "+key)
+	old, ok := d.m[key]
+	grow := len(key) + len(value)
+	if ok {
+		grow -= len(key) + len(old)
+	}
+	if d.used()+grow > d.cap {
+		return &StoreError{Op: "set", Key: key, Msg: "no memory"}
+	}
+	d.m[key] = string(value)
+	return nil
+}
+
+func (d *mapDict) delete(key string) error {
+	*d.ops = append(*d.ops, d.name+" delete "+key)
+	delete(d.m, key)
+	return nil
+}
+
+func (d *mapDict) getString(key string) (string, bool, error) {
+	v, ok := d.m[key]
+	return v, ok, nil
+}
+
+func (d *mapDict) flushAll() {
+	*d.ops = append(*d.ops, d.name+" flush_all")
+	clear(d.m)
+}
+
+type fixture struct {
+	ops             []string
+	config, version *mapDict
+	sink            *Sink
+	clock           time.Time
+}
+
+func newFixture() *fixture {
+	f := &fixture{clock: time.Unix(1700000000, 0)}
+	f.config = newMapDict("config", &f.ops)
+	f.version = newMapDict("version", &f.ops)
+	f.sink = newSink(f.config, f.version, func() time.Time { return f.clock })
+	return f
+}
+
+func changes(put map[string]string, del ...string) apisix.ChangeSet {
+	cs := apisix.ChangeSet{Put: map[string][]byte{}, Delete: del}
+	for k, v := range put {
+		cs.Put[k] = []byte(v)
+	}
+	return cs
+}
+
+func (f *fixture) versionValue(t *testing.T) uint64 {
+	t.Helper()
+	v, err := strconv.ParseUint(f.version.m[VersionKey], 10, 64)
+	if err != nil {
+		t.Fatalf("version %q: %v", f.version.m[VersionKey], err)
+	}
+	return v
+}
+
+func TestFirstApplyReplacesStaleKeysAndSetsVersion(t *testing.T) {
+	f := newFixture()
+	f.config.m["/routes/stale"] = `{"id":"stale"}` // left by a previous instance
+	err := f.sink.Apply(context.Background(), changes(map[string]string{
+		"/routes/r": `{"id":"r"}`, "/upstreams/u": `{"id":"u"}`,
+	}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"/routes/r": `{"id":"r"}`, "/upstreams/u": `{"id":"u"}`}
+	if diff := cmp.Diff(want, f.config.m); diff != "" {
+		t.Errorf("config dict (-want +got):\n%s", diff)
+	}
+	wantOps := []string{"config flush_all", "config set /upstreams/u", "config set /routes/r", "version set version"}
+	if diff := cmp.Diff(wantOps, f.ops); diff != "" {
+		t.Errorf("ops (-want +got):\n%s", diff)
+	}
+	if v := f.versionValue(t); v != uint64(f.clock.UnixNano()) || f.sink.Version() != v {
+		t.Errorf("version = %d (sink says %d), want the clock in ns %d", v, f.sink.Version(), f.clock.UnixNano())
+	}
+}
+
+func TestOrderAndOneBumpPerBatch(t *testing.T) {
+	f := newFixture()
+	ctx := context.Background()
+	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/a": "1", "/upstreams/a": "1"}), nil); err != nil {
+		t.Fatal(err)
+	}
+	v1 := f.versionValue(t)
+	f.ops = nil
+	err := f.sink.Apply(ctx, changes(map[string]string{"/routes/b": "1", "/upstreams/b": "1", "/plugin_configs/p": "1"},
+		"/upstreams/a", "/routes/a"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"config delete /routes/a", "config delete /upstreams/a", // routes go before the upstreams they name
+		"config set /upstreams/b", "config set /plugin_configs/p", "config set /routes/b",
+		"version set version",
+	}
+	if diff := cmp.Diff(want, f.ops); diff != "" {
+		t.Errorf("ops (-want +got):\n%s", diff)
+	}
+	if v := f.versionValue(t); v != v1+1 {
+		t.Errorf("version = %d, want %d", v, v1+1)
+	}
+}
+
+func TestVersionIncreasesAcrossRestarts(t *testing.T) {
+	f := newFixture()
+	// A previous instance wrote a version ahead of this clock (clock stepped back).
+	ahead := uint64(f.clock.UnixNano()) + 5000
+	f.version.m[VersionKey] = strconv.FormatUint(ahead, 10)
+	if err := f.sink.Apply(context.Background(), changes(nil), nil); err != nil {
+		t.Fatal(err)
+	}
+	if v := f.versionValue(t); v != ahead+1 {
+		t.Errorf("version = %d, want %d", v, ahead+1)
+	}
+	// A new Sink (second initial()) later in time starts above the old one.
+	f.clock = f.clock.Add(time.Second)
+	s2 := newSink(f.config, f.version, func() time.Time { return f.clock })
+	if err := s2.Apply(context.Background(), changes(nil), nil); err != nil {
+		t.Fatal(err)
+	}
+	if v := f.versionValue(t); v <= ahead+1 {
+		t.Errorf("version after restart = %d, want > %d", v, ahead+1)
+	}
+}
+
+func TestFullDictIsAnErrorAndVersionUnchanged(t *testing.T) {
+	f := newFixture()
+	ctx := context.Background()
+	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/a": "1"}), nil); err != nil {
+		t.Fatal(err)
+	}
+	v1 := f.versionValue(t)
+	f.config.cap = f.config.used() + 20
+	big := changes(map[string]string{"/routes/b": "0123456789012345678901234567890123456789"})
+	err := f.sink.Apply(ctx, big, nil)
+	if !ErrNoMemory(err) {
+		t.Fatalf("Apply into a full dict = %v, want a no-memory error", err)
+	}
+	if v := f.versionValue(t); v != v1 || f.sink.Version() != v1 {
+		t.Errorf("version bumped to %d after a failed batch, want %d", v, v1)
+	}
+	// Retried after the dict is enlarged (or freed by deletes in the same batch).
+	f.config.cap = 1 << 20
+	if err := f.sink.Apply(ctx, big, nil); err != nil {
+		t.Fatal(err)
+	}
+	if v := f.versionValue(t); v != v1+1 {
+		t.Errorf("version = %d, want %d", v, v1+1)
+	}
+}
+
+func TestDeletesFreeRoomBeforePuts(t *testing.T) {
+	f := newFixture()
+	ctx := context.Background()
+	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/a": "0123456789"}), nil); err != nil {
+		t.Fatal(err)
+	}
+	f.config.cap = f.config.used()
+	// Replacing a by b of the same size fits only if a is deleted first.
+	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/b": "0123456789"}, "/routes/a"), nil); err != nil {
+		t.Fatalf("Apply = %v, want the delete to make room", err)
+	}
+}
