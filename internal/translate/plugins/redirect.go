@@ -155,7 +155,7 @@ func (b *builder) regexRedirect(field string, conf map[string]any, pattern, tmpl
 	case fixedScheme && fixedHost:
 		// The pattern matches at the start of $uri, so text prepended to the template
 		// starts the Location.
-		conf["regex_uri"] = []any{pattern, ngxTemplateLiteral(scheme + "://" + host) + tmpl}
+		conf["regex_uri"] = []any{pattern, ngxTemplateLiteral(scheme+"://"+host) + tmpl}
 	case !fixedScheme && !fixedHost && !portRedirect:
 		conf["regex_uri"] = []any{pattern, tmpl}
 		b.note(field, report.Approximated, "the Location is relative (the same URL once resolved) and its path is built from nginx's normalized, percent-decoded path ($uri)")
