@@ -1,0 +1,170 @@
+// Package config is the runtime configuration of the amesh agent (libxds.so inside
+// nginx and the amesh command): environment variables, which nginx passes with `env`
+// directives, optionally completed by a file. README.md lists every variable.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/amesh-dev/amesh/internal/xds/bootstrap"
+)
+
+// Variable names read by this package (bootstrap reads the xDS and identity ones).
+const (
+	EnvConfigFile     = "AMESH_CONFIG_FILE"
+	EnvLogLevel       = "AMESH_LOG_LEVEL"
+	EnvLogFile        = "AMESH_LOG_FILE"
+	EnvOriginalDstVar = "AMESH_ORIGINAL_DST_VAR"
+	EnvWindow         = "AMESH_COALESCE_WINDOW"
+	EnvStatusAddr     = "AMESH_STATUS_ADDR"
+)
+
+// Defaults.
+const (
+	DefaultConfigFile     = "/etc/amesh/amesh.yaml" // read only if it exists
+	DefaultOriginalDstVar = "connection_original_dst"
+	DefaultWindow         = 20 * time.Millisecond // agent.DefaultWindow
+)
+
+// Config is the complete runtime configuration.
+type Config struct {
+	// XDS is the xDS server, protocol, TLS and node identity (package bootstrap).
+	XDS bootstrap.Config
+	// LogLevel is the minimum level logged; LogFile where ("" means stderr).
+	LogLevel slog.Level
+	LogFile  string
+	// OriginalDstVar is the nginx variable routes match the original destination port on.
+	OriginalDstVar string
+	// Window is the agent's coalescing window.
+	Window time.Duration
+	// StatusAddr is the status/metrics server's listen address; "" means no server.
+	StatusAddr string
+	// File is the config file that was read ("" if none).
+	File string
+}
+
+// Load reads the configuration from environ (os.Environ's "KEY=value" form). Values
+// set in the environment win over those in the config file (AMESH_CONFIG_FILE,
+// default /etc/amesh/amesh.yaml if it exists): a YAML map from the same variable
+// names to values.
+func Load(environ []string) (Config, error) {
+	env := map[string]string{}
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	var cfg Config
+	path, explicit := env[EnvConfigFile], true
+	if strings.TrimSpace(path) == "" {
+		path, explicit = DefaultConfigFile, false
+	}
+	fileVars, err := readFile(path)
+	switch {
+	case err == nil:
+		cfg.File = path
+	case os.IsNotExist(err) && !explicit:
+	default:
+		return Config{}, fmt.Errorf("config: %s=%s: %w", EnvConfigFile, path, err)
+	}
+	for k, v := range fileVars {
+		if strings.TrimSpace(env[k]) == "" {
+			env[k] = v
+			environ = append(environ, k+"="+v)
+		}
+	}
+	get := func(k string) string { return strings.TrimSpace(env[k]) }
+
+	if cfg.XDS, err = bootstrap.FromEnviron(environ); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if v := get(EnvLogLevel); v != "" {
+		if err := cfg.LogLevel.UnmarshalText([]byte(v)); err != nil {
+			return Config{}, fmt.Errorf("config: %s=%q: want debug, info, warn or error", EnvLogLevel, v)
+		}
+	}
+	if cfg.LogFile = get(EnvLogFile); cfg.LogFile == "stderr" {
+		cfg.LogFile = ""
+	}
+	if cfg.OriginalDstVar = get(EnvOriginalDstVar); cfg.OriginalDstVar == "" {
+		cfg.OriginalDstVar = DefaultOriginalDstVar
+	} else if !isVarName(cfg.OriginalDstVar) {
+		return Config{}, fmt.Errorf("config: %s=%q: want an nginx variable name without $", EnvOriginalDstVar, cfg.OriginalDstVar)
+	}
+	cfg.Window = DefaultWindow
+	if v := get(EnvWindow); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 || d > time.Minute {
+			return Config{}, fmt.Errorf("config: %s=%q: want a duration in (0, 1m], e.g. 20ms", EnvWindow, v)
+		}
+		cfg.Window = d
+	}
+	if cfg.StatusAddr = get(EnvStatusAddr); cfg.StatusAddr == "off" {
+		cfg.StatusAddr = ""
+	}
+	return cfg, nil
+}
+
+// readFile reads a YAML map of variable names to scalar values.
+func readFile(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var raw map[string]any
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(raw))
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		switch v := raw[k].(type) {
+		case string:
+			out[k] = v
+		case bool:
+			out[k] = strconv.FormatBool(v)
+		case float64:
+			out[k] = strconv.FormatFloat(v, 'f', -1, 64)
+		case nil:
+		default:
+			return nil, fmt.Errorf("%s: value must be a string, number or boolean", k)
+		}
+	}
+	return out, nil
+}
+
+func isVarName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// Logger returns a slog.Logger writing text to LogFile (appending) or stderr at
+// LogLevel, and a function closing the file. It never writes to stdout: inside nginx,
+// stdout may be a terminal or /dev/null and is not the error log.
+func (c Config) Logger() (*slog.Logger, func() error, error) {
+	out, closeFn := os.Stderr, func() error { return nil }
+	if c.LogFile != "" {
+		f, err := os.OpenFile(c.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, nil, fmt.Errorf("config: %s: %w", EnvLogFile, err)
+		}
+		out, closeFn = f, f.Close
+	}
+	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: c.LogLevel})), closeFn, nil
+}

@@ -1,0 +1,100 @@
+package config
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var pod = []string{"POD_NAME=app-1", "POD_NAMESPACE=default", "INSTANCE_IP=10.0.0.7", "AMESH_LABELS_FILE=/nonexistent", "AMESH_CONFIG_FILE="}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := Load(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Window != 20*time.Millisecond || cfg.OriginalDstVar != "connection_original_dst" ||
+		cfg.StatusAddr != "" || cfg.LogLevel != slog.LevelInfo || cfg.LogFile != "" {
+		t.Errorf("defaults = %+v", cfg)
+	}
+	if cfg.XDS.Server != "unix:///etc/istio/proxy/XDS" || cfg.XDS.Protocol != "delta" || cfg.XDS.TLS != nil {
+		t.Errorf("xds defaults = %+v", cfg.XDS)
+	}
+	if id := cfg.XDS.Node.GetId(); id != "sidecar~10.0.0.7~app-1.default~default.svc.cluster.local" {
+		t.Errorf("node id = %q", id)
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	cfg, err := Load(append(pod, "AMESH_LOG_LEVEL=debug", "AMESH_LOG_FILE=/tmp/x.log",
+		"AMESH_ORIGINAL_DST_VAR=server_port", "AMESH_COALESCE_WINDOW=75ms", "AMESH_STATUS_ADDR=127.0.0.1:9999",
+		"AMESH_XDS_ADDRESS=istiod.istio-system.svc:15012", "AMESH_XDS_TLS=true", "AMESH_XDS_PROTOCOL=sotw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LogLevel != slog.LevelDebug || cfg.LogFile != "/tmp/x.log" || cfg.OriginalDstVar != "server_port" ||
+		cfg.Window != 75*time.Millisecond || cfg.StatusAddr != "127.0.0.1:9999" {
+		t.Errorf("cfg = %+v", cfg)
+	}
+	if cfg.XDS.Server != "istiod.istio-system.svc:15012" || cfg.XDS.TLS == nil || cfg.XDS.Protocol != "sotw" {
+		t.Errorf("xds = %+v", cfg.XDS)
+	}
+}
+
+func TestFileCompletesEnvironment(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "amesh.yaml")
+	file := "AMESH_COALESCE_WINDOW: 40ms\nAMESH_STATUS_ADDR: 127.0.0.1:1\nAMESH_XDS_TLS: true\n" +
+		"AMESH_XDS_ADDRESS: istiod:15012\nISTIO_META_FOO: bar\n"
+	if err := os.WriteFile(path, []byte(file), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(append(pod, "AMESH_CONFIG_FILE="+path, "AMESH_STATUS_ADDR=off"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.File != path || cfg.Window != 40*time.Millisecond || cfg.XDS.TLS == nil || cfg.XDS.Server != "istiod:15012" {
+		t.Errorf("file values not applied: %+v", cfg)
+	}
+	if cfg.StatusAddr != "" {
+		t.Errorf("environment must win over the file: status addr %q", cfg.StatusAddr)
+	}
+	if got := cfg.XDS.Node.GetMetadata().GetFields()["FOO"].GetStringValue(); got != "bar" {
+		t.Errorf("ISTIO_META_FOO from the file: metadata FOO = %q", got)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	for _, c := range []struct{ env, want string }{
+		{"AMESH_COALESCE_WINDOW=soon", EnvWindow},
+		{"AMESH_COALESCE_WINDOW=0s", EnvWindow},
+		{"AMESH_LOG_LEVEL=loud", EnvLogLevel},
+		{"AMESH_ORIGINAL_DST_VAR=$server_port", EnvOriginalDstVar},
+		{"AMESH_CONFIG_FILE=/nonexistent/amesh.yaml", EnvConfigFile},
+		{"AMESH_XDS_PROTOCOL=rest", "AMESH_XDS_PROTOCOL"},
+	} {
+		_, err := Load(append(pod, c.env))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Load(%s) = %v, want an error naming %s", c.env, err, c.want)
+		}
+	}
+}
+
+func TestLoggerWritesToFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "amesh.log")
+	log, closeFn, err := Config{LogFile: path, LogLevel: slog.LevelWarn}.Logger()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("hidden")
+	log.Warn("shown")
+	if err := closeFn(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	if !strings.Contains(string(b), "shown") || strings.Contains(string(b), "hidden") {
+		t.Errorf("log file = %q", b)
+	}
+}
