@@ -1,0 +1,236 @@
+package upstream
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"sort"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+
+	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/report"
+)
+
+// maxScale bounds the common multiple used to turn locality shares into integer
+// weights exactly; beyond it the weights are rounded (and reported).
+const maxScale = 1 << 16
+
+// roundedScale is the resolution of rounded locality shares.
+const roundedScale = 10000
+
+type pendingNode struct {
+	host     string
+	port     int
+	weight   uint64 // endpoint weight, then the final weight
+	priority uint32
+	group    int
+}
+
+// nodes turns a load assignment into APISIX nodes.
+//
+//   - Only HEALTHY and UNKNOWN endpoints are routable (Envoy's rule); the others are
+//     left out, DEGRADED ones with a report (Envoy would still use them as a last resort).
+//   - Envoy priority p (0 tried first) becomes APISIX priority -p (APISIX tries the
+//     highest first, default 0).
+//   - Weights: without locality-weighted load balancing Envoy ignores locality weights
+//     and balances over endpoint weights; with it, each locality gets its weight's share
+//     of the priority level, divided among its endpoints by their weights. The node
+//     weight is then locality_weight × endpoint_weight / (sum of the locality's endpoint
+//     weights), scaled to integers exactly where possible. Weights are finally divided
+//     by their greatest common divisor, so identical shapes give identical numbers.
+func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment, dns bool) []apisix.Node {
+	out := []apisix.Node{}
+	if cla == nil {
+		return out
+	}
+	localityWeighted := c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
+	var (
+		pending    []pendingNode
+		degraded   int
+		skipped    = map[string]int{} // reason -> count
+		groupW     []uint64           // locality weight per group
+		groupSum   []uint64           // sum of routable endpoint weights per group
+		priorities = map[uint32]bool{}
+	)
+	for gi, g := range cla.GetEndpoints() {
+		lw := uint64(1)
+		if localityWeighted {
+			lw = uint64(g.GetLoadBalancingWeight().GetValue()) // unset: 0, no traffic
+		}
+		groupW = append(groupW, lw)
+		groupSum = append(groupSum, 0)
+		if g.GetLedsClusterLocalityConfig() != nil {
+			skipped["LEDS locality (not supported)"]++
+		}
+		if localityWeighted && lw == 0 {
+			continue
+		}
+		for _, e := range g.GetLbEndpoints() {
+			switch e.GetHealthStatus() {
+			case corev3.HealthStatus_HEALTHY, corev3.HealthStatus_UNKNOWN:
+			case corev3.HealthStatus_DEGRADED:
+				degraded++
+				continue
+			default:
+				continue // UNHEALTHY, DRAINING, TIMEOUT: not routable, as in Envoy
+			}
+			host, port, reason := address(e, dns)
+			if reason != "" {
+				skipped[reason]++
+				continue
+			}
+			w := uint64(1)
+			if ew := e.GetLoadBalancingWeight(); ew != nil && ew.GetValue() > 0 {
+				w = uint64(ew.GetValue())
+			}
+			groupSum[gi] += w
+			priorities[g.GetPriority()] = true
+			pending = append(pending, pendingNode{host: host, port: port, weight: w, priority: g.GetPriority(), group: gi})
+		}
+	}
+	if degraded > 0 {
+		b.add("endpoints", "lb_endpoints.health_status", report.Approximated, fmt.Sprintf(
+			"%d DEGRADED endpoint(s) left out; Envoy would use them when too few healthy ones remain", degraded))
+	}
+	reasons := make([]string, 0, len(skipped))
+	for r := range skipped {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		b.add("endpoints", "lb_endpoints.endpoint.address", report.Invalid, fmt.Sprintf("%d endpoint(s) left out: %s", skipped[r], r))
+	}
+	if len(cla.GetPolicy().GetDropOverloads()) > 0 {
+		b.add("endpoints", "policy.drop_overloads", report.Unsupported, "drop_overloads is not supported; no requests are dropped")
+	}
+	if len(priorities) > 1 {
+		b.add("endpoints", "endpoints.priority", report.Approximated,
+			"APISIX moves to a lower priority only when every node of the higher one failed; Envoy spills over gradually as hosts become unhealthy")
+	}
+	if localityWeighted {
+		b.localityWeights(pending, groupW, groupSum)
+	}
+	reduceWeights(pending)
+	for _, p := range pending {
+		out = append(out, apisix.Node{Host: p.host, Port: p.port, Weight: int(p.weight), Priority: -int(p.priority)})
+	}
+	return out
+}
+
+// localityWeights turns endpoint weights into shares of their locality's weight.
+func (b *builder) localityWeights(pending []pendingNode, groupW, groupSum []uint64) {
+	scale := uint64(1)
+	for gi, s := range groupSum {
+		if s == 0 || groupW[gi] == 0 {
+			continue
+		}
+		scale = lcm(scale, s)
+		if scale > maxScale {
+			break
+		}
+	}
+	exact := scale <= maxScale
+	if !exact {
+		scale = roundedScale
+		b.add("endpoints", "endpoints.load_balancing_weight", report.Approximated,
+			"locality and endpoint weights combined with rounding (shares exact to 1/10000)")
+	}
+	for i := range pending {
+		p := &pending[i]
+		s := groupSum[p.group]
+		if exact {
+			p.weight = groupW[p.group] * p.weight * (scale / s)
+		} else {
+			p.weight = max(1, uint64(math.Round(float64(groupW[p.group])*float64(p.weight)*float64(scale)/float64(s))))
+		}
+	}
+}
+
+// reduceWeights divides all weights by their gcd and caps them at APISIX's integer range.
+func reduceWeights(pending []pendingNode) {
+	g := uint64(0)
+	for _, p := range pending {
+		g = gcd(g, p.weight)
+	}
+	var top uint64
+	for i := range pending {
+		if g > 1 {
+			pending[i].weight /= g
+		}
+		top = max(top, pending[i].weight)
+	}
+	if top > math.MaxInt32 {
+		// Keep proportions; only absurd inputs get here (weights are uint32 in Envoy).
+		for i := range pending {
+			pending[i].weight = max(1, pending[i].weight*math.MaxInt32/top)
+		}
+	}
+}
+
+func gcd(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+func lcm(a, b uint64) uint64 {
+	g := gcd(a, b)
+	if a/g > math.MaxUint64/b {
+		return math.MaxUint64
+	}
+	return a / g * b
+}
+
+// address extracts host and port; reason is non-empty when the endpoint cannot be used.
+func address(e *endpointv3.LbEndpoint, dns bool) (host string, port int, reason string) {
+	ep := e.GetEndpoint()
+	if ep == nil {
+		return "", 0, "named endpoints (endpoint_name) are not supported"
+	}
+	sa := ep.GetAddress().GetSocketAddress()
+	if sa == nil {
+		return "", 0, "only socket addresses are supported (no pipes or internal addresses)"
+	}
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return "", 0, "only TCP socket addresses are supported"
+	}
+	if _, ok := sa.GetPortSpecifier().(*corev3.SocketAddress_NamedPort); ok {
+		return "", 0, "named ports are not supported"
+	}
+	port = int(sa.GetPortValue())
+	if port < 1 || port > 65535 {
+		return "", 0, "port out of range"
+	}
+	host = sa.GetAddress()
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Zone() != "" {
+			return "", 0, "IPv6 zones are not supported"
+		}
+	} else {
+		if !dns {
+			return "", 0, "address is not an IP address"
+		}
+		if !validHostName(host) {
+			return "", 0, "invalid host name"
+		}
+	}
+	return host, port, ""
+}
+
+// validHostName accepts what APISIX's node host pattern allows for a DNS name.
+func validHostName(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,141 @@
+// Package upstream translates an Envoy cluster (CDS) and its endpoints (EDS) into an
+// APISIX upstream, and derives the per-route variants of an upstream that carry the
+// settings APISIX keeps on upstreams rather than routes (retries, hash key, timeouts).
+//
+// Build is pure: the same cluster and endpoints always give the same upstream. What
+// APISIX cannot express is returned as report entries, never dropped silently.
+package upstream
+
+import (
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/report"
+)
+
+// NoTimeout (seconds) stands for "no timeout" where APISIX needs a number: Envoy has no
+// per-read or per-send timeout on a cluster, but an APISIX upstream timeout needs all
+// three values (and nginx would otherwise apply 60 s). One day is far beyond any
+// request Envoy would let run while staying below nginx's limit (2^31 ms).
+const NoTimeout = 86400.0
+
+// defaultConnectTimeout is Envoy's connect_timeout when the cluster does not set one.
+const defaultConnectTimeout = 5 * time.Second
+
+// labelLB marks an upstream whose cluster hashes (RING_HASH, MAGLEV); see Hashing.
+const labelLB = "amesh-lb"
+
+// maxNameLen is APISIX's limit on an upstream's name.
+const maxNameLen = 256
+
+// ID returns the APISIX id of the upstream of a cluster: stable, readable where the
+// name allows (apisix.SafeID).
+func ID(cluster string) string { return apisix.SafeID(cluster) }
+
+// Build translates cluster c with its load assignment cla into the base upstream of
+// the cluster (the one routes without per-route settings use). cla is used for EDS
+// clusters; STATIC, STRICT_DNS and LOGICAL_DNS clusters use c.load_assignment. An EDS
+// cluster whose cla is nil gets an upstream without nodes, which APISIX answers with
+// 503 like Envoy's "no healthy upstream".
+//
+// The returned entries describe what could not be translated faithfully.
+func Build(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) (*apisix.Upstream, []report.Entry) {
+	b := &builder{name: c.GetName()}
+	u := &apisix.Upstream{
+		ID:    ID(c.GetName()),
+		Name:  truncate(c.GetName(), maxNameLen),
+		Type:  "roundrobin",
+		Nodes: []apisix.Node{},
+		// Envoy retries only when a route's retry_policy asks; APISIX's default is
+		// "number of nodes - 1". Route variants override this.
+		Retries: intPtr(0),
+		Timeout: &apisix.Timeout{Connect: connectTimeout(c), Send: NoTimeout, Read: NoTimeout},
+	}
+	b.lb(c, u)
+	b.httpOptions(c, u)
+	b.circuitBreakers(c)
+	b.outlierDetection(c, u)
+	b.transportSocket(c)
+	b.unsupportedClusterFields(c)
+	switch kind := Special(c); kind {
+	case Passthrough, InboundPassthrough, OriginalDst:
+		b.add("cluster", "type", report.Unsupported, fmt.Sprintf(
+			"%s cluster (ORIGINAL_DST): an APISIX upstream cannot forward to the connection's original destination; the upstream has no nodes (503) unless the listener translation handles it", kind))
+		return u, b.entries
+	case BlackHole:
+		// Envoy's BlackHoleCluster has no hosts: every request gets 503, exactly what an
+		// APISIX upstream without nodes does.
+		return u, b.entries
+	}
+	switch t := c.GetClusterDiscoveryType().(type) {
+	case *clusterv3.Cluster_Type:
+		switch t.Type {
+		case clusterv3.Cluster_EDS:
+			if cla == nil {
+				b.add("endpoints", "", report.Invalid, "no ClusterLoadAssignment received; the upstream has no nodes (503)")
+			} else {
+				u.Nodes = b.nodes(c, cla, false)
+			}
+		case clusterv3.Cluster_STATIC:
+			u.Nodes = b.nodes(c, c.GetLoadAssignment(), false)
+		case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
+			u.Nodes = b.nodes(c, c.GetLoadAssignment(), true)
+			if t.Type == clusterv3.Cluster_LOGICAL_DNS {
+				b.add("cluster", "type", report.Approximated,
+					"LOGICAL_DNS: APISIX resolves the host names itself and may use any of their addresses, where Envoy connects to the first")
+			}
+		default:
+			b.add("cluster", "type", report.Unsupported, fmt.Sprintf("cluster type %s is not supported; the upstream has no nodes (503)", t.Type))
+		}
+	case *clusterv3.Cluster_ClusterType:
+		b.add("cluster", "cluster_type", report.Unsupported, fmt.Sprintf(
+			"custom cluster type %q is not supported; the upstream has no nodes (503)", t.ClusterType.GetName()))
+	default:
+		// Unset means STATIC.
+		u.Nodes = b.nodes(c, c.GetLoadAssignment(), false)
+	}
+	return u, b.entries
+}
+
+// builder collects report entries for one cluster.
+type builder struct {
+	name    string
+	entries []report.Entry
+}
+
+func (b *builder) add(kind, field string, sev report.Severity, msg string) {
+	b.entries = append(b.entries, report.Entry{Kind: kind, Resource: b.name, Field: field, Severity: sev, Message: msg})
+}
+
+func connectTimeout(c *clusterv3.Cluster) float64 {
+	d := defaultConnectTimeout
+	if ct := c.GetConnectTimeout(); ct != nil && ct.AsDuration() > 0 {
+		d = ct.AsDuration()
+	}
+	return seconds(d)
+}
+
+// seconds keeps sub-second precision (APISIX takes fractional seconds).
+func seconds(d time.Duration) float64 { return d.Seconds() }
+
+func durSeconds(d *durationpb.Duration) float64 { return seconds(d.AsDuration()) }
+
+func intPtr(i int) *int { return &i }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	// Do not cut a UTF-8 sequence in half (proto3 strings are valid UTF-8).
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
