@@ -1,8 +1,31 @@
 // Package translate turns a consistent xDS snapshot into APISIX objects. It is pure:
 // no I/O, no clock, no randomness; the same input gives byte-identical output.
+//
+// Work is cached per resource and redone only when the snapshot's Changes (or pointer
+// identity) say so: listeners are cheap and redone when any changes; route
+// configurations are translated per virtual host, and a virtual host whose message is
+// unchanged (same pointer, or proto.Equal after a resend) keeps its routes; clusters
+// and endpoints rebuild only the upstreams that name them. Reverse indexes (cluster →
+// virtual hosts that depend on it, EDS name → clusters) find the affected work. Every
+// object is kept encoded, so the change set compares bytes.
+//
+// Known approximations, reported per resource where they apply: nginx's $uri is the
+// decoded, normalised path while Envoy matches the (normalised) :path; $http_<name>
+// joins repeated headers with "," like Envoy; a route timeout becomes nginx's
+// per-operation connect/send/read timeouts; $host has no port, so domains are matched
+// without port as with ignore_port_in_host_matching (istiod's default).
 package translate
 
 import (
+	"bytes"
+	"sort"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -30,6 +53,87 @@ type Result struct {
 type Translator struct {
 	opts    Options
 	objects map[string][]byte
+
+	started bool
+	seq     uint64
+	snap    *resource.Snapshot // the snapshot being translated (only during Translate)
+
+	listeners map[string]*listenerState
+	ctxs      map[string]*rcState        // by httpCtx.key
+	byRDS     map[string]map[string]bool // RDS name -> ctx keys
+	clusters  map[string]*clusterState
+	byEDS     map[string]map[string]bool // EDS name -> cluster names
+	ups       map[string]*upRef          // upstream id -> references
+	upsOf     map[string]map[string]bool // cluster -> referenced upstream ids
+	streamsOf map[string]map[string]bool // cluster -> listeners with a stream route to it
+
+	// deps: cluster name -> virtual hosts whose routes depend on the cluster's
+	// existence and kind; mirrorDeps: on its endpoints too.
+	deps       map[string]map[*vhostState]bool
+	mirrorDeps map[string]map[*vhostState]bool
+
+	report      []report.Entry // cached sorted report
+	reportDirty bool
+
+	// per call
+	touched        map[string]touch
+	dirtyVH        map[*vhostState]bool
+	dirtyUp        map[string]bool
+	dirtyListeners map[string]bool
+	rebuilds       map[string]bool // clusters whose upstreams must be rebuilt
+}
+
+type touch struct {
+	old     []byte
+	existed bool
+}
+
+type listenerState struct {
+	l   *listenerv3.Listener
+	in  inboundInfo
+	out listenerOut
+	sr  []string // stream route keys
+	ups []string // upstream ids acquired by stream routes
+}
+
+type rcState struct {
+	ctx    httpCtx
+	fp     string
+	rc     *routev3.RouteConfiguration
+	info   rcInfo
+	vhosts map[string]*vhostState
+	report []report.Entry
+}
+
+type vhostState struct {
+	owner  *rcState
+	vh     *routev3.VirtualHost
+	keys   []string
+	ups    []string
+	deps   []string
+	mirror []string
+	report []report.Entry
+}
+
+type clusterState struct {
+	c      *clusterv3.Cluster
+	cla    *endpointv3.ClusterLoadAssignment
+	info   clusterInfo
+	eds    string
+	report []report.Entry
+}
+
+// clusterInfo is what routes need to know about a cluster.
+type clusterInfo struct {
+	exists  bool
+	special specialKind
+	hashLB  bool
+}
+
+type upRef struct {
+	cluster string
+	v       variant
+	n       int
 }
 
 // New returns a Translator.
@@ -37,14 +141,496 @@ func New(opts Options) *Translator {
 	if opts.OriginalDstVar == "" {
 		opts.OriginalDstVar = "connection_original_dst"
 	}
-	return &Translator{opts: opts, objects: map[string][]byte{}}
-}
-
-// Translate brings the output up to date with snap and returns what changed.
-func (t *Translator) Translate(snap *resource.Snapshot) Result {
-	panic("not implemented yet")
+	return &Translator{
+		opts:       opts,
+		objects:    map[string][]byte{},
+		listeners:  map[string]*listenerState{},
+		ctxs:       map[string]*rcState{},
+		byRDS:      map[string]map[string]bool{},
+		clusters:   map[string]*clusterState{},
+		byEDS:      map[string]map[string]bool{},
+		ups:        map[string]*upRef{},
+		upsOf:      map[string]map[string]bool{},
+		streamsOf:  map[string]map[string]bool{},
+		deps:       map[string]map[*vhostState]bool{},
+		mirrorDeps: map[string]map[*vhostState]bool{},
+	}
 }
 
 // Objects returns the current output, keyed by shared-dict key ("/routes/<id>"). The
 // map and its values must not be modified.
 func (t *Translator) Objects() map[string][]byte { return t.objects }
+
+// Translate brings the output up to date with snap and returns what changed.
+func (t *Translator) Translate(snap *resource.Snapshot) Result {
+	t.snap = snap
+	t.touched = map[string]touch{}
+	t.dirtyVH = map[*vhostState]bool{}
+	t.dirtyUp = map[string]bool{}
+	t.rebuilds = map[string]bool{}
+	t.dirtyListeners = map[string]bool{}
+	defer func() {
+		t.snap, t.touched, t.dirtyVH, t.dirtyUp, t.rebuilds, t.dirtyListeners = nil, nil, nil, nil, nil, nil
+	}()
+
+	ch := &snap.Changes
+	full := !t.started || ch.Full || ch.Since != t.seq
+
+	// 1. Clusters first: routes need their kind and existence.
+	t.syncClusters(full, ch)
+	// 2. Listeners decide the set of route-config contexts.
+	dirtyCtx := t.syncListeners(full || len(ch.Listeners) > 0 || len(t.dirtyListeners) > 0)
+	// 3. Route configurations whose resource changed.
+	for name := range t.rdsToCheck(full, ch) {
+		for key := range t.byRDS[name] {
+			dirtyCtx[key] = true
+		}
+	}
+	keys := sortedKeys(dirtyCtx)
+	for _, key := range keys {
+		if st := t.ctxs[key]; st != nil {
+			t.syncRC(st)
+		}
+	}
+	// 4. Virtual hosts affected by cluster changes.
+	for len(t.dirtyVH) > 0 {
+		vhs := make([]*vhostState, 0, len(t.dirtyVH))
+		for vs := range t.dirtyVH {
+			vhs = append(vhs, vs)
+		}
+		t.dirtyVH = map[*vhostState]bool{}
+		for _, vs := range vhs {
+			if cur := vs.owner.vhosts[vs.vh.GetName()]; cur == vs {
+				t.rebuildVhost(vs.owner, vs.vh)
+			}
+		}
+	}
+	// 5. Upstreams: rebuild what changed, add what is newly referenced, drop the rest.
+	t.syncUpstreams()
+
+	t.started, t.seq = true, snap.Seq
+	return Result{Changes: t.changeSet(), Report: t.fullReport()}
+}
+
+// set stores an object, remembering the value before this call.
+func (t *Translator) set(key string, obj any) {
+	b, err := apisix.Encode(obj)
+	if err != nil {
+		// The model only holds JSON-encodable values; this cannot happen.
+		panic("translate: encode " + key + ": " + err.Error())
+	}
+	t.setBytes(key, b)
+}
+
+func (t *Translator) setBytes(key string, b []byte) {
+	old, ok := t.objects[key]
+	if _, seen := t.touched[key]; !seen {
+		t.touched[key] = touch{old: old, existed: ok}
+	}
+	t.objects[key] = b
+}
+
+func (t *Translator) del(key string) {
+	old, ok := t.objects[key]
+	if !ok {
+		return
+	}
+	if _, seen := t.touched[key]; !seen {
+		t.touched[key] = touch{old: old, existed: true}
+	}
+	delete(t.objects, key)
+}
+
+func (t *Translator) changeSet() apisix.ChangeSet {
+	cs := apisix.ChangeSet{Put: map[string][]byte{}}
+	for key, tc := range t.touched {
+		cur, ok := t.objects[key]
+		switch {
+		case ok && tc.existed && bytes.Equal(cur, tc.old):
+			// Re-put with identical bytes: keep the old slice so memory is shared.
+			t.objects[key] = tc.old
+		case ok:
+			cs.Put[key] = cur
+		case tc.existed:
+			cs.Delete = append(cs.Delete, key)
+		}
+	}
+	sort.Strings(cs.Delete)
+	return cs
+}
+
+// acquire references upstream (cluster, v) and returns its id.
+func (t *Translator) acquire(cluster string, v variant) string {
+	id := variantID(cluster, v)
+	r := t.ups[id]
+	if r == nil {
+		r = &upRef{cluster: cluster, v: v}
+		t.ups[id] = r
+	}
+	r.n++
+	if r.n == 1 {
+		t.dirtyUp[id] = true
+		m := t.upsOf[cluster]
+		if m == nil {
+			m = map[string]bool{}
+			t.upsOf[cluster] = m
+		}
+		m[id] = true
+	}
+	return id
+}
+
+func (t *Translator) release(id string) {
+	r := t.ups[id]
+	if r == nil {
+		return
+	}
+	r.n--
+	if r.n <= 0 {
+		delete(t.ups, id)
+		t.dirtyUp[id] = true
+		if m := t.upsOf[r.cluster]; m != nil {
+			delete(m, id)
+			if len(m) == 0 {
+				delete(t.upsOf, r.cluster)
+			}
+		}
+	}
+}
+
+// syncClusters updates cluster state for changed clusters and endpoints.
+func (t *Translator) syncClusters(full bool, ch *resource.Changes) {
+	names := map[string]bool{}
+	if full {
+		for n := range t.snap.Clusters {
+			names[n] = true
+		}
+		for n := range t.clusters {
+			names[n] = true
+		}
+	} else {
+		for n := range ch.Clusters {
+			names[n] = true
+		}
+		for e := range ch.Endpoints {
+			for n := range t.byEDS[e] {
+				names[n] = true
+			}
+		}
+	}
+	for n := range names {
+		t.syncCluster(n)
+	}
+}
+
+func (t *Translator) syncCluster(name string) {
+	c := t.snap.Clusters[name]
+	cs := t.clusters[name]
+	if c == nil {
+		if cs == nil {
+			return
+		}
+		t.unindexEDS(cs.eds, name)
+		delete(t.clusters, name)
+		t.reportDirty = true
+		t.rebuilds[name] = true
+		t.markDeps(name, cs.info, clusterInfo{})
+		return
+	}
+	var cla *endpointv3.ClusterLoadAssignment
+	eds := ""
+	if c.GetType() == clusterv3.Cluster_EDS || c.GetEdsClusterConfig() != nil {
+		eds = resource.EDSName(c)
+		cla = t.snap.Endpoints[eds]
+	}
+	if cs == nil {
+		cs = &clusterState{}
+		t.clusters[name] = cs
+	}
+	if cs.c == c && cs.cla == cla {
+		return
+	}
+	if cs.eds != eds {
+		t.unindexEDS(cs.eds, name)
+		if eds != "" {
+			m := t.byEDS[eds]
+			if m == nil {
+				m = map[string]bool{}
+				t.byEDS[eds] = m
+			}
+			m[name] = true
+		}
+	}
+	old := cs.info
+	claChanged := cs.cla != cla
+	cs.c, cs.cla, cs.eds = c, cla, eds
+	cs.info = clusterInfo{exists: true, special: special(c), hashLB: isHashLB(c)}
+	t.rebuilds[name] = true
+	t.markDeps(name, old, cs.info)
+	if claChanged {
+		for vs := range t.mirrorDeps[name] {
+			t.dirtyVH[vs] = true
+		}
+	}
+}
+
+func (t *Translator) unindexEDS(eds, name string) {
+	if m := t.byEDS[eds]; m != nil {
+		delete(m, name)
+		if len(m) == 0 {
+			delete(t.byEDS, eds)
+		}
+	}
+}
+
+func (t *Translator) markDeps(name string, old, cur clusterInfo) {
+	if old == cur {
+		return
+	}
+	for vs := range t.deps[name] {
+		t.dirtyVH[vs] = true
+	}
+	for vs := range t.mirrorDeps[name] {
+		t.dirtyVH[vs] = true
+	}
+	for l := range t.streamsOf[name] {
+		t.dirtyListeners[l] = true
+	}
+}
+
+func isHashLB(c *clusterv3.Cluster) bool {
+	p := c.GetLbPolicy()
+	return p == clusterv3.Cluster_RING_HASH || p == clusterv3.Cluster_MAGLEV
+}
+
+// clusterInfoOf returns what routes need to know about a cluster of the current snapshot.
+func (t *Translator) clusterInfoOf(name string) clusterInfo {
+	if cs := t.clusters[name]; cs != nil {
+		return cs.info
+	}
+	return clusterInfo{}
+}
+
+// syncListeners re-derives contexts and stream routes when listeners may have changed;
+// it returns the context keys that must be retranslated.
+func (t *Translator) syncListeners(check bool) map[string]bool {
+	dirty := map[string]bool{}
+	if !check {
+		return dirty
+	}
+	in := inboundInfo{}
+	if vi := t.snap.Listeners[virtualInbound]; vi != nil && t.opts.OriginalDstVar != "server_port" {
+		in.port = int(vi.GetAddress().GetSocketAddress().GetPortValue())
+	}
+	// Listeners removed or changed.
+	for name, ls := range t.listeners {
+		if l := t.snap.Listeners[name]; l == nil || l != ls.l || ls.in != in || t.dirtyListeners[name] {
+			t.dropListener(name, ls)
+		}
+	}
+	for _, name := range sortedKeys(t.snap.Listeners) {
+		if _, ok := t.listeners[name]; ok {
+			continue
+		}
+		l := t.snap.Listeners[name]
+		ls := &listenerState{l: l, in: in, out: t.listenerOutputs(l, in)}
+		t.listeners[name] = ls
+		t.reportDirty = true
+		for _, s := range ls.out.streams {
+			t.addStream(ls, s)
+		}
+	}
+	// Contexts: compare the wanted set with the current one.
+	want := map[string]httpCtx{}
+	for _, name := range sortedKeys(t.listeners) {
+		for _, c := range t.listeners[name].out.ctxs {
+			if _, dup := want[c.key]; !dup {
+				want[c.key] = c
+			}
+		}
+	}
+	for key, st := range t.ctxs {
+		if c, ok := want[key]; !ok || c.fingerprint() != st.fp {
+			t.dropRC(st)
+			delete(t.ctxs, key)
+			if m := t.byRDS[st.ctx.rds]; m != nil {
+				delete(m, key)
+				if len(m) == 0 {
+					delete(t.byRDS, st.ctx.rds)
+				}
+			}
+		}
+	}
+	for key, c := range want {
+		if _, ok := t.ctxs[key]; ok {
+			continue
+		}
+		st := &rcState{ctx: c, fp: c.fingerprint(), vhosts: map[string]*vhostState{}}
+		t.ctxs[key] = st
+		if c.rds != "" {
+			m := t.byRDS[c.rds]
+			if m == nil {
+				m = map[string]bool{}
+				t.byRDS[c.rds] = m
+			}
+			m[key] = true
+		}
+		dirty[key] = true
+	}
+	return dirty
+}
+
+func (t *Translator) dropListener(name string, ls *listenerState) {
+	for _, k := range ls.sr {
+		t.del(k)
+	}
+	for _, s := range ls.out.streams {
+		if m := t.streamsOf[s.cluster]; m != nil {
+			delete(m, name)
+			if len(m) == 0 {
+				delete(t.streamsOf, s.cluster)
+			}
+		}
+	}
+	for _, id := range ls.ups {
+		t.release(id)
+	}
+	delete(t.listeners, name)
+	t.reportDirty = true
+}
+
+func (t *Translator) addStream(ls *listenerState, s streamOut) {
+	m := t.streamsOf[s.cluster]
+	if m == nil {
+		m = map[string]bool{}
+		t.streamsOf[s.cluster] = m
+	}
+	m[ls.l.GetName()] = true
+	info := t.clusterInfoOf(s.cluster)
+	rep := func(sev report.Severity, msg string) {
+		ls.out.report = append(ls.out.report, report.Entry{Kind: "listener", Resource: ls.l.GetName(),
+			Field: "filter_chains.filters.tcp_proxy.cluster", Severity: sev, Message: msg})
+	}
+	switch {
+	case !info.exists:
+		rep(report.Invalid, "cluster "+s.cluster+" does not exist; no stream route is emitted (Envoy closes such connections)")
+		return
+	case info.special != specialNone:
+		rep(report.Unsupported, "TCP to special cluster "+s.cluster+" is not translated; no stream route is emitted")
+		return
+	}
+	id := t.acquire(s.cluster, variant{})
+	ls.ups = append(ls.ups, id)
+	r := s.route
+	r.UpstreamID = id
+	key := apisix.Key(apisix.KindStreamRoutes, r.ID)
+	ls.sr = append(ls.sr, key)
+	t.set(key, r)
+}
+
+func (t *Translator) rdsToCheck(full bool, ch *resource.Changes) map[string]struct{} {
+	if !full {
+		return ch.RouteConfigs
+	}
+	out := make(map[string]struct{}, len(t.byRDS))
+	for n := range t.byRDS {
+		out[n] = struct{}{}
+	}
+	return out
+}
+
+// syncUpstreams writes the upstream objects that changed.
+func (t *Translator) syncUpstreams() {
+	// Group dirty ids and rebuilt clusters by cluster so each base is built once.
+	byCluster := map[string][]string{}
+	for id := range t.dirtyUp {
+		if r := t.ups[id]; r != nil {
+			byCluster[r.cluster] = append(byCluster[r.cluster], id)
+		} else {
+			t.del(apisix.Key(apisix.KindUpstreams, id))
+		}
+	}
+	for name := range t.rebuilds {
+		if _, ok := byCluster[name]; !ok {
+			byCluster[name] = nil
+		}
+	}
+	for name, ids := range byCluster {
+		cs := t.clusters[name]
+		if cs == nil {
+			for _, id := range ids {
+				t.del(apisix.Key(apisix.KindUpstreams, id))
+			}
+			continue
+		}
+		if t.rebuilds[name] {
+			ids = t.idsOf(name)
+		}
+		base, rep := buildUpstream(cs.c, cs.cla)
+		if t.rebuilds[name] && !equalEntries(rep, cs.report) {
+			cs.report = rep
+			t.reportDirty = true
+		}
+		for _, id := range ids {
+			r := t.ups[id]
+			u := r.v.apply(base)
+			u.ID = id
+			t.set(apisix.Key(apisix.KindUpstreams, id), u)
+		}
+	}
+}
+
+// idsOf returns the referenced upstream ids of a cluster.
+func (t *Translator) idsOf(cluster string) []string {
+	return sortedKeys(t.upsOf[cluster])
+}
+
+// fullReport returns the complete sorted report, rebuilt only when a part changed.
+func (t *Translator) fullReport() []report.Entry {
+	if !t.reportDirty && t.report != nil {
+		return t.report
+	}
+	var all []report.Entry
+	for _, ls := range t.listeners {
+		all = append(all, ls.out.report...)
+	}
+	for _, st := range t.ctxs {
+		all = append(all, st.report...)
+		for _, vs := range st.vhosts {
+			all = append(all, vs.report...)
+		}
+	}
+	for _, cs := range t.clusters {
+		all = append(all, cs.report...)
+	}
+	report.Sort(all)
+	if all == nil {
+		all = []report.Entry{}
+	}
+	t.report, t.reportDirty = all, false
+	return all
+}
+
+func equalEntries(a, b []report.Entry) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// sameVhost reports whether two virtual hosts are the same message.
+func sameVhost(a, b *routev3.VirtualHost) bool { return a == b || proto.Equal(a, b) }

@@ -352,10 +352,6 @@ func TestMissingEndpoints(t *testing.T) {
 	}
 }
 
-func contains(s, sub string) bool {
-	return len(sub) == 0 || len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub))
-}
-
 func TestStaticAndDNS(t *testing.T) {
 	la := cla("", group(0, 0, ep("10.0.0.1", 80, 0, 0)))
 	st := &clusterv3.Cluster{Name: "static", LoadAssignment: la}

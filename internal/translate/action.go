@@ -1,0 +1,315 @@
+package translate
+
+// Route actions: where a matched request goes. A single cluster becomes upstream_id; a
+// weighted split becomes traffic-split (weights kept as integers, so the ratio is
+// exact; APISIX allows at most 20 per rule). Retries and the hash key live on APISIX
+// upstreams, so each route names an upstream variant (cluster + settings), shared by
+// every route with equal settings. Features that need other plugins come from
+// forRoute. A route whose action cannot be made equivalent fails closed.
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/report"
+)
+
+// maxWeighted is APISIX's traffic-split limit of weighted_upstreams per rule.
+const maxWeighted = 20
+
+// envoyDefaultTimeout applies when a route sets no timeout.
+const envoyDefaultTimeout = 15.0
+
+// retryOnNginx are retry_on conditions nginx's proxy_next_upstream (error, timeout)
+// covers, or that have no effect on an HTTP/1.1 upstream; the rest are reported.
+var retryOnNginx = map[string]bool{
+	"connect-failure": true, "reset": true, "refused-stream": true, "unavailable": true,
+	"cancelled": true, "retriable-status-codes": true, "reset-before-request": true,
+}
+
+type tsRule struct {
+	WeightedUpstreams []tsUpstream `json:"weighted_upstreams"`
+}
+
+type tsUpstream struct {
+	UpstreamID string `json:"upstream_id"`
+	Weight     uint32 `json:"weight"`
+}
+
+type trafficSplit struct {
+	Rules []tsRule `json:"rules"`
+}
+
+func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
+	out := forRoute(pluginInput{RouteConfig: b.st.rc, VirtualHost: b.vh, Route: r, MirrorTarget: b.mirrorTarget})
+	for _, e := range out.Report {
+		if e.Kind == "" {
+			e.Kind = "route"
+		}
+		if e.Resource == "" {
+			e.Resource = res
+		}
+		b.vs.report = append(b.vs.report, e)
+	}
+	if br.fail != nil {
+		return
+	}
+	if out.FailClosed {
+		br.fail = &failure{status: 500, reason: "route features cannot be translated faithfully"}
+		return
+	}
+	if out.Terminal {
+		br.plugins = out.Plugins
+		return
+	}
+	ra := r.GetRoute()
+	if ra == nil {
+		br.fail = &failure{status: 500, reason: fmt.Sprintf("route action %T is not supported", r.GetAction())}
+		b.report("route", res, "action", report.Unsupported, "route action is not supported; the route fails closed (500)")
+		return
+	}
+	rp := ra.GetRetryPolicy()
+	if rp == nil {
+		rp = b.vh.GetRetryPolicy()
+	}
+	retries := 0
+	if rp != nil {
+		retries = 1
+		if rp.GetNumRetries() != nil {
+			retries = int(rp.GetNumRetries().GetValue())
+		}
+	}
+	total := envoyDefaultTimeout
+	if ra.GetTimeout() != nil {
+		total = seconds(ra.GetTimeout())
+	}
+	perTry := 0.0
+	if retries > 0 && rp.GetPerTryTimeout() != nil {
+		perTry = seconds(rp.GetPerTryTimeout())
+	}
+	if t := minPositive(total, perTry); t > 0 {
+		br.timeout = &apisix.Timeout{Connect: t, Send: t, Read: t}
+		b.report("route", res, "route.timeout", report.Approximated, fmt.Sprintf(
+			"timeout %gs applies to connect and to each send and read (nginx), not to the whole request", t))
+	}
+	if retries > 0 {
+		var other []string
+		for _, c := range strings.Split(rp.GetRetryOn(), ",") {
+			if c = strings.TrimSpace(c); c != "" && !retryOnNginx[c] {
+				other = append(other, c)
+			}
+		}
+		if len(other) > 0 {
+			b.report("route", res, "route.retry_policy.retry_on", report.Approximated,
+				"APISIX retries only on connection errors and timeouts; "+strings.Join(other, ",")+" not retried")
+		}
+	}
+	hashOn, hashKey := b.hashPolicy(ra, res)
+
+	// target returns the upstream of one cluster or why the route must fail.
+	target := func(cluster string) (string, *failure) {
+		b.vs.deps = append(b.vs.deps, cluster)
+		info := b.t.clusterInfoOf(cluster)
+		switch {
+		case !info.exists:
+			b.report("route", res, "route.cluster", report.Invalid, "cluster "+cluster+" does not exist; the route answers 503 like Envoy")
+			return "", &failure{status: 503, reason: "cluster " + cluster + " not found"}
+		case info.special == specialBlackHole:
+			return "", &failure{status: 503, reason: "no healthy upstream"}
+		case info.special != specialNone:
+			b.report("route", res, "route.cluster", report.Unsupported, "passthrough cluster "+cluster+
+				" (original destination) is not supported by APISIX; the route fails closed (502)")
+			return "", &failure{status: 502, reason: "passthrough to the original destination is not supported"}
+		}
+		n := retries
+		v := variant{Retries: &n}
+		if n > 0 && total > 0 {
+			v.RetryTimeout = total
+		}
+		if info.hashLB && hashOn != "" {
+			v.HashOn, v.HashKey = hashOn, hashKey
+		}
+		id := b.t.acquire(cluster, v)
+		b.vs.ups = append(b.vs.ups, id)
+		return id, nil
+	}
+
+	switch cs := ra.GetClusterSpecifier().(type) {
+	case *routev3.RouteAction_Cluster:
+		br.upstreamID, br.fail = target(cs.Cluster)
+	case *routev3.RouteAction_WeightedClusters:
+		var ws []tsUpstream
+		for _, wc := range cs.WeightedClusters.GetClusters() {
+			if wc.GetWeight().GetValue() == 0 {
+				continue
+			}
+			if wc.GetName() == "" {
+				br.fail = &failure{status: 500, reason: "weighted cluster without a name (cluster_header) is not supported"}
+				b.report("route", res, "route.weighted_clusters", report.Unsupported, "cluster_header in weighted_clusters is not supported; the route fails closed (500)")
+				return
+			}
+			ws = append(ws, tsUpstream{Weight: wc.GetWeight().GetValue(), UpstreamID: wc.GetName()})
+		}
+		switch {
+		case len(ws) == 0:
+			br.fail = &failure{status: 503, reason: "weighted clusters have no positive weight"}
+			b.report("route", res, "route.weighted_clusters", report.Invalid, "no cluster has a positive weight; the route answers 503")
+			return
+		case len(ws) > maxWeighted:
+			br.fail = &failure{status: 500, reason: "more than 20 weighted clusters"}
+			b.report("route", res, "route.weighted_clusters", report.Unsupported, fmt.Sprintf(
+				"%d weighted clusters exceed APISIX's traffic-split limit of %d; the route fails closed (500)", len(ws), maxWeighted))
+			return
+		}
+		for i := range ws {
+			id, f := target(ws[i].UpstreamID)
+			if f != nil {
+				br.fail = f
+				if f.status != 503 || len(ws) > 1 {
+					b.report("route", res, "route.weighted_clusters", report.Unsupported,
+						"a cluster of the split cannot be served ("+f.reason+"); the whole route fails closed")
+				}
+				return
+			}
+			ws[i].UpstreamID = id
+		}
+		br.upstreamID = ws[0].UpstreamID
+		if len(ws) > 1 {
+			br.plugins = mergePlugins(out.Plugins, "traffic-split", trafficSplit{Rules: []tsRule{{WeightedUpstreams: ws}}})
+			br.websocket = b.websocket(ra)
+			return
+		}
+	default:
+		br.fail = &failure{status: 500, reason: fmt.Sprintf("cluster specifier %T is not supported", cs)}
+		b.report("route", res, "route.cluster_specifier", report.Unsupported, "only cluster and weighted_clusters are supported; the route fails closed (500)")
+		return
+	}
+	if br.fail == nil {
+		br.plugins = out.Plugins
+		br.websocket = b.websocket(ra)
+	}
+}
+
+func mergePlugins(p map[string]any, name string, conf any) map[string]any {
+	out := make(map[string]any, len(p)+1)
+	for k, v := range p {
+		out[k] = v
+	}
+	out[name] = conf
+	return out
+}
+
+func (b *vhostBuilder) websocket(ra *routev3.RouteAction) bool {
+	for _, u := range ra.GetUpgradeConfigs() {
+		if strings.EqualFold(u.GetUpgradeType(), "websocket") {
+			return u.GetEnabled() == nil || u.GetEnabled().GetValue()
+		}
+	}
+	return b.st.ctx.websocket
+}
+
+// hashPolicy returns APISIX's hash_on/key for the first translatable hash policy.
+func (b *vhostBuilder) hashPolicy(ra *routev3.RouteAction, res string) (string, string) {
+	var on, key string
+	distinct := map[string]bool{}
+	for _, hp := range ra.GetHashPolicy() {
+		var o, k string
+		switch p := hp.GetPolicySpecifier().(type) {
+		case *routev3.RouteAction_HashPolicy_Header_:
+			o, k = "header", strings.ToLower(p.Header.GetHeaderName())
+			if p.Header.GetRegexRewrite() != nil {
+				b.report("route", res, "route.hash_policy.header.regex_rewrite", report.Approximated, "the hash key is the whole header value")
+			}
+		case *routev3.RouteAction_HashPolicy_Cookie_:
+			o, k = "cookie", p.Cookie.GetName()
+			if p.Cookie.GetTtl() != nil {
+				b.report("route", res, "route.hash_policy.cookie.ttl", report.Approximated, "APISIX does not generate the hash cookie; requests without it are balanced by the cookie's absence")
+			}
+		case *routev3.RouteAction_HashPolicy_ConnectionProperties_:
+			if p.ConnectionProperties.GetSourceIp() {
+				o, k = "vars", "remote_addr"
+			}
+		case *routev3.RouteAction_HashPolicy_QueryParameter_:
+			o, k = "vars", "arg_"+p.QueryParameter.GetName()
+		}
+		if o == "" || !validHashKey(o, k) {
+			b.report("route", res, "route.hash_policy", report.Approximated, "a hash policy that APISIX cannot express is skipped")
+			continue
+		}
+		distinct[o+"/"+k] = true
+		if on == "" {
+			on, key = o, k
+		}
+	}
+	if len(distinct) > 1 {
+		b.report("route", res, "route.hash_policy", report.Approximated, "APISIX hashes on one key: only the first hash policy is used")
+	}
+	return on, key
+}
+
+func validHashKey(on, key string) bool {
+	if key == "" {
+		return false
+	}
+	if on == "vars" && strings.HasPrefix(key, "arg_") {
+		key = key[4:]
+		if key == "" {
+			return false
+		}
+	} else if on == "vars" {
+		return key == "remote_addr"
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// mirrorTarget resolves a mirror cluster to one endpoint URL (APISIX's proxy-mirror
+// takes a single host). The route then depends on the cluster's endpoints.
+func (b *vhostBuilder) mirrorTarget(cluster string) (string, bool) {
+	b.vs.mirror = append(b.vs.mirror, cluster)
+	cs := b.t.clusters[cluster]
+	if cs == nil || cs.info.special != specialNone {
+		return "", false
+	}
+	u, _ := buildUpstream(cs.c, cs.cla)
+	if len(u.Nodes) == 0 {
+		return "", false
+	}
+	n := u.Nodes[0]
+	host := n.Host
+	if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		host = "[" + host + "]"
+	}
+	if n.Port > 0 {
+		host += ":" + strconv.Itoa(n.Port)
+	}
+	return "http://" + host, true
+}
+
+func seconds(d *durationpb.Duration) float64 {
+	return float64(d.GetSeconds()) + float64(d.GetNanos())/float64(time.Second)
+}
+
+func minPositive(a, b float64) float64 {
+	switch {
+	case a <= 0:
+		return b
+	case b <= 0:
+		return a
+	case a < b:
+		return a
+	}
+	return b
+}

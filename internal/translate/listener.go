@@ -1,0 +1,239 @@
+package translate
+
+// Listeners decide where route configurations apply. Each HTTP filter chain that
+// amesh serves becomes an httpCtx: the route configuration (RDS name or inline), the
+// id prefix of its routes and the conditions every one of its routes carries (the
+// original destination port; inbound vs outbound). TCP proxy chains become stream
+// routes. Everything else is reported.
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/report"
+)
+
+const (
+	hcmFilter      = "envoy.filters.network.http_connection_manager"
+	tcpProxyFilter = "envoy.filters.network.tcp_proxy"
+	virtualInbound = "virtualInbound"
+)
+
+// httpCtx is one place a route configuration applies.
+type httpCtx struct {
+	key       string // id prefix of the routes: "out-9080", "in-19080", "in-any"
+	listener  string
+	rds       string                      // RDS name, or "" when inline
+	inline    *routev3.RouteConfiguration // inline route_config
+	websocket bool                        // HCM upgrade_configs enables websocket
+	vars      []apisix.Expr               // conditions every route carries
+}
+
+// fingerprint identifies everything about the context that affects output.
+func (c *httpCtx) fingerprint() string {
+	return fmt.Sprintf("%s|%s|%s|%p|%v|%v", c.key, c.listener, c.rds, c.inline, c.websocket, c.vars)
+}
+
+// streamOut is a stream route and the cluster it needs.
+type streamOut struct {
+	route   apisix.StreamRoute
+	cluster string
+}
+
+// listenerOut is what one listener contributes.
+type listenerOut struct {
+	ctxs    []httpCtx
+	streams []streamOut
+	report  []report.Entry
+}
+
+// inboundInfo is what outbound contexts need to know about the inbound listener.
+type inboundInfo struct {
+	port int // the virtualInbound listener's own port (APISIX's inbound listen port)
+}
+
+func (t *Translator) listenerOutputs(l *listenerv3.Listener, in inboundInfo) listenerOut {
+	var out listenerOut
+	name := l.GetName()
+	rep := func(field string, sev report.Severity, msg string) {
+		out.report = append(out.report, report.Entry{Kind: "listener", Resource: name, Field: field, Severity: sev, Message: msg})
+	}
+	sa := l.GetAddress().GetSocketAddress()
+	port := int(sa.GetPortValue())
+	addr := sa.GetAddress()
+	switch {
+	case name == virtualInbound:
+		t.inboundOutputs(l, &out, rep)
+		return out
+	case name == "virtualOutbound" || l.GetUseOriginalDst().GetValue():
+		rep("use_original_dst", report.Ignored, "the iptables catch-all listener has no APISIX equivalent; traffic to unknown destinations is not passed through")
+		return out
+	case port == 0:
+		rep("address", report.Unsupported, "listener without a port is not translated")
+		return out
+	}
+	wildcard := addr == "0.0.0.0" || addr == "::" || addr == ""
+	loopback := addr == "127.0.0.1" || addr == "::1"
+	for _, fc := range l.GetFilterChains() {
+		if !plaintextChain(fc) {
+			continue
+		}
+		hcm, tcp := chainFilters(fc)
+		switch {
+		case hcm != nil:
+			ctx := httpCtx{key: "out-" + strconv.Itoa(port), listener: name, websocket: websocketOn(hcm)}
+			if !wildcard {
+				ctx.key = "out-" + addr + "_" + strconv.Itoa(port)
+			}
+			ctx.vars = []apisix.Expr{{t.opts.OriginalDstVar, "==", strconv.Itoa(port)}}
+			if t.opts.OriginalDstVar == "server_port" {
+				if !wildcard {
+					ctx.vars = append(ctx.vars, apisix.Expr{"server_addr", "==", addr})
+				}
+			} else {
+				if in.port > 0 {
+					ctx.vars = append(ctx.vars, apisix.Expr{"server_port", "~=", strconv.Itoa(in.port)})
+				}
+				if !wildcard && !loopback {
+					rep("address", report.Approximated, fmt.Sprintf(
+						"routes are restricted to destination port %d but not to address %s (%s carries only the port)", port, addr, t.opts.OriginalDstVar))
+				}
+			}
+			if !t.setRouteSource(&ctx, hcm) {
+				rep("filter_chains.filters.http_connection_manager", report.Unsupported, "HTTP connection manager without rds or route_config is not translated")
+				continue
+			}
+			out.ctxs = append(out.ctxs, ctx)
+		case tcp != nil:
+			cl := tcp.GetCluster()
+			if cl == "" {
+				rep("filter_chains.filters.tcp_proxy", report.Unsupported, "tcp_proxy without a single cluster (weighted_clusters) is not translated")
+				continue
+			}
+			sr := apisix.StreamRoute{ID: apisix.SafeID("tcp-" + addr + "_" + strconv.Itoa(port)), ServerPort: port}
+			if t.opts.OriginalDstVar == "server_port" {
+				if !wildcard {
+					sr.ServerAddr = addr
+				}
+			} else {
+				rep("filter_chains.filters.tcp_proxy", report.Approximated, fmt.Sprintf(
+					"stream route matches APISIX's own listening port %d; with iptables interception APISIX must listen on it", port))
+			}
+			out.streams = append(out.streams, streamOut{route: sr, cluster: cl})
+		}
+	}
+	if l.GetDefaultFilterChain() != nil {
+		rep("default_filter_chain", report.Ignored, "non-HTTP traffic on this port is not passed through")
+	}
+	return out
+}
+
+// inboundOutputs turns virtualInbound's plaintext HTTP chains into inbound contexts,
+// one per destination port plus a catch-all that excludes those ports.
+func (t *Translator) inboundOutputs(l *listenerv3.Listener, out *listenerOut, rep func(string, report.Severity, string)) {
+	if t.opts.OriginalDstVar == "server_port" {
+		rep("filter_chains", report.Unsupported, "inbound routes need the original destination port; with server_port they are not translated")
+		return
+	}
+	inPort := strconv.Itoa(int(l.GetAddress().GetSocketAddress().GetPortValue()))
+	var ports []string
+	var catchAll *httpCtx
+	seen := map[string]bool{}
+	for _, fc := range l.GetFilterChains() {
+		if !plaintextChain(fc) {
+			continue
+		}
+		hcm, _ := chainFilters(fc)
+		if hcm == nil {
+			continue
+		}
+		dp := fc.GetFilterChainMatch().GetDestinationPort().GetValue()
+		ctx := httpCtx{listener: l.GetName(), websocket: websocketOn(hcm)}
+		if !t.setRouteSource(&ctx, hcm) {
+			continue
+		}
+		if dp == 0 {
+			if catchAll == nil {
+				ctx.key = "in-any"
+				c := ctx
+				catchAll = &c
+			}
+			continue
+		}
+		p := strconv.Itoa(int(dp))
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		ports = append(ports, p)
+		ctx.key = "in-" + p
+		ctx.vars = []apisix.Expr{{"server_port", "==", inPort}, {t.opts.OriginalDstVar, "==", p}}
+		out.ctxs = append(out.ctxs, ctx)
+	}
+	if catchAll != nil {
+		sort.Strings(ports)
+		catchAll.vars = []apisix.Expr{{"server_port", "==", inPort}}
+		if len(ports) > 0 {
+			catchAll.vars = append(catchAll.vars, apisix.Expr{t.opts.OriginalDstVar, "!", "in", ports})
+		}
+		out.ctxs = append(out.ctxs, *catchAll)
+	}
+	rep("filter_chains.transport_socket", report.Unsupported, "inbound mTLS (istio-peer-exchange/TLS chains) is not translated; only plaintext inbound HTTP is served")
+}
+
+func (t *Translator) setRouteSource(ctx *httpCtx, hcm *hcmv3.HttpConnectionManager) bool {
+	switch {
+	case hcm.GetRds() != nil:
+		ctx.rds = hcm.GetRds().GetRouteConfigName()
+		return ctx.rds != ""
+	case hcm.GetRouteConfig() != nil:
+		ctx.inline = hcm.GetRouteConfig()
+		return true
+	}
+	return false
+}
+
+// plaintextChain reports whether a filter chain serves plaintext connections (TLS
+// chains are for mTLS, which comes later).
+func plaintextChain(fc *listenerv3.FilterChain) bool {
+	if fc.GetTransportSocket() != nil {
+		return false
+	}
+	tp := fc.GetFilterChainMatch().GetTransportProtocol()
+	return tp == "" || tp == "raw_buffer"
+}
+
+func chainFilters(fc *listenerv3.FilterChain) (*hcmv3.HttpConnectionManager, *tcpv3.TcpProxy) {
+	for _, f := range fc.GetFilters() {
+		switch f.GetName() {
+		case hcmFilter:
+			var h hcmv3.HttpConnectionManager
+			if f.GetTypedConfig().UnmarshalTo(&h) == nil {
+				return &h, nil
+			}
+		case tcpProxyFilter:
+			var tp tcpv3.TcpProxy
+			if f.GetTypedConfig().UnmarshalTo(&tp) == nil {
+				return nil, &tp
+			}
+		}
+	}
+	return nil, nil
+}
+
+func websocketOn(h *hcmv3.HttpConnectionManager) bool {
+	for _, u := range h.GetUpgradeConfigs() {
+		if u.GetUpgradeType() == "websocket" && (u.GetEnabled() == nil || u.GetEnabled().GetValue()) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,183 @@
+package translate
+
+// Envoy's safe_regex is RE2 and must match the whole string; lua-resty-expr's "~~" is
+// ngx.re.find (PCRE, flags "jo"), a search. Rather than passing RE2 text through and
+// hoping the dialects agree, the regex is parsed with Go's regexp/syntax (RE2 syntax)
+// and printed back as PCRE from the parse tree: every construct gets its PCRE spelling,
+// captures become non-capturing groups, and the result is anchored with \A...\z (PCRE's
+// "$" would also match before a final newline). When the pattern can match a non-ASCII
+// character (".", negated classes, Unicode classes or literals), the PCRE is put in UTF
+// mode with (*UTF), because RE2 matches code points and PCRE without it matches bytes.
+
+import (
+	"fmt"
+	"regexp"
+	"regexp/syntax"
+	"strconv"
+	"strings"
+)
+
+// pcreAnchored translates an RE2 regex into a PCRE that matches exactly the strings RE2
+// matches as a whole.
+func pcreAnchored(re2 string) (string, error) {
+	re, err := syntax.Parse(re2, syntax.Perl)
+	if err != nil {
+		return "", fmt.Errorf("invalid RE2 regex %q: %w", re2, err)
+	}
+	var p pcrePrinter
+	p.node(re)
+	body := p.b.String()
+	prefix := ""
+	if p.utf {
+		prefix = "(*UTF)"
+	}
+	return prefix + `\A(?:` + body + `)\z`, nil
+}
+
+type pcrePrinter struct {
+	b   strings.Builder
+	utf bool
+}
+
+func (p *pcrePrinter) node(re *syntax.Regexp) {
+	switch re.Op {
+	case syntax.OpNoMatch:
+		p.b.WriteString(`(?!)`)
+	case syntax.OpEmptyMatch:
+		p.b.WriteString(`(?:)`)
+	case syntax.OpLiteral:
+		fold := re.Flags&syntax.FoldCase != 0
+		if fold {
+			p.b.WriteString(`(?i:`)
+		}
+		for _, r := range re.Rune {
+			p.char(r)
+		}
+		if fold {
+			p.b.WriteString(`)`)
+		}
+	case syntax.OpCharClass:
+		p.class(re.Rune)
+	case syntax.OpAnyCharNotNL:
+		p.utf = true
+		p.b.WriteString(`[^\n]`)
+	case syntax.OpAnyChar:
+		p.utf = true
+		p.b.WriteString(`(?s:.)`)
+	case syntax.OpBeginLine:
+		p.b.WriteString(`(?m:^)`)
+	case syntax.OpEndLine:
+		p.b.WriteString(`(?m:$)`)
+	case syntax.OpBeginText:
+		p.b.WriteString(`\A`)
+	case syntax.OpEndText:
+		p.b.WriteString(`\z`)
+	case syntax.OpWordBoundary:
+		p.b.WriteString(`\b`)
+	case syntax.OpNoWordBoundary:
+		p.b.WriteString(`\B`)
+	case syntax.OpCapture:
+		p.b.WriteString(`(?:`)
+		p.node(re.Sub[0])
+		p.b.WriteString(`)`)
+	case syntax.OpStar, syntax.OpPlus, syntax.OpQuest, syntax.OpRepeat:
+		p.b.WriteString(`(?:`)
+		p.node(re.Sub[0])
+		p.b.WriteString(`)`)
+		switch re.Op {
+		case syntax.OpStar:
+			p.b.WriteString(`*`)
+		case syntax.OpPlus:
+			p.b.WriteString(`+`)
+		case syntax.OpQuest:
+			p.b.WriteString(`?`)
+		default:
+			p.b.WriteString(`{` + strconv.Itoa(re.Min))
+			if re.Max != re.Min {
+				p.b.WriteString(`,`)
+				if re.Max >= 0 {
+					p.b.WriteString(strconv.Itoa(re.Max))
+				}
+			}
+			p.b.WriteString(`}`)
+		}
+		if re.Flags&syntax.NonGreedy != 0 {
+			p.b.WriteString(`?`)
+		}
+	case syntax.OpConcat:
+		for _, s := range re.Sub {
+			p.node(s)
+		}
+	case syntax.OpAlternate:
+		p.b.WriteString(`(?:`)
+		for i, s := range re.Sub {
+			if i > 0 {
+				p.b.WriteString(`|`)
+			}
+			p.node(s)
+		}
+		p.b.WriteString(`)`)
+	default:
+		// regexp/syntax has no other ops; be loud rather than wrong if one appears.
+		p.b.WriteString(`(?!)`)
+	}
+}
+
+// class prints a character class from RE2's sorted range pairs.
+func (p *pcrePrinter) class(ranges []rune) {
+	if len(ranges) == 0 {
+		p.b.WriteString(`(?!)`)
+		return
+	}
+	p.b.WriteString(`[`)
+	for i := 0; i+1 < len(ranges); i += 2 {
+		lo, hi := ranges[i], ranges[i+1]
+		p.char(lo)
+		if hi != lo {
+			p.b.WriteString(`-`)
+			p.char(hi)
+		}
+	}
+	p.b.WriteString(`]`)
+}
+
+// char prints one code point so that it is literal in PCRE, inside or outside a class.
+func (p *pcrePrinter) char(r rune) {
+	switch {
+	case r >= 0x80:
+		p.utf = true
+		fmt.Fprintf(&p.b, `\x{%x}`, r)
+	case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		p.b.WriteRune(r)
+	case r > 0x20 && r < 0x7f:
+		// A backslash before any ASCII punctuation is a literal in PCRE.
+		p.b.WriteByte('\\')
+		p.b.WriteRune(r)
+	default:
+		fmt.Fprintf(&p.b, `\x{%x}`, r)
+	}
+}
+
+// quoteLiteral escapes s (bytes, not code points) for use inside a PCRE in byte mode.
+func quoteLiteral(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+			b.WriteByte(c)
+		case c > 0x20 && c < 0x7f:
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, `\x%02x`, c)
+		}
+	}
+	return b.String()
+}
+
+// compileWhole compiles an RE2 regex with Go's engine (also RE2) so that it matches
+// whole strings only; used to evaluate matchers at translation time.
+func compileWhole(re string) (*regexp.Regexp, error) {
+	return regexp.Compile(`^(?:` + re + `)$`)
+}

@@ -1,0 +1,510 @@
+package translate
+
+// Virtual hosts. Envoy chooses the virtual host by domain (exact, then the longest
+// suffix wildcard "*x", then the longest prefix wildcard "x*", then "*") and then its
+// first matching route; it never falls through to another virtual host (no match is a
+// 404). APISIX's radixtree_host_uri tries the routes of the exact host, then of the
+// wildcard hosts from the longest suffix, then the routes without hosts, falling
+// through whenever nothing matches. So:
+//   - exact and suffix-wildcard domains become the routes' hosts (fast: per-host trees);
+//   - every virtual host that does not end in an unconditional route gets a final 404
+//     route, so a request never falls through to another virtual host;
+//   - prefix wildcards and "*" go to host-less routes with a condition on $host that
+//     keeps them disjoint (a prefix wildcard excludes the longer ones; "*" excludes all).
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/report"
+)
+
+// rcInfo is what every virtual host of a route configuration needs from the others.
+type rcInfo struct {
+	ignorePort bool
+	prefixWild string // "p1\x00p2..." prefix-wildcard stems, longest first
+}
+
+func infoOf(rc *routev3.RouteConfiguration) rcInfo {
+	var stems []string
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, d := range vh.GetDomains() {
+			if len(d) > 1 && d[len(d)-1] == '*' && d[0] != '*' {
+				stems = append(stems, strings.ToLower(d[:len(d)-1]))
+			}
+		}
+	}
+	sort.Slice(stems, func(i, j int) bool {
+		if len(stems[i]) != len(stems[j]) {
+			return len(stems[i]) > len(stems[j])
+		}
+		return stems[i] < stems[j]
+	})
+	return rcInfo{ignorePort: rc.GetIgnorePortInHostMatching(), prefixWild: strings.Join(stems, "\x00")}
+}
+
+func (i rcInfo) stems() []string {
+	if i.prefixWild == "" {
+		return nil
+	}
+	return strings.Split(i.prefixWild, "\x00")
+}
+
+// syncRC brings one context's routes up to date with its route configuration.
+func (t *Translator) syncRC(st *rcState) {
+	rc := st.ctx.inline
+	if rc == nil {
+		rc = t.snap.RouteConfigs[st.ctx.rds]
+	}
+	if rc == st.rc && rc != nil {
+		return
+	}
+	if rc == nil {
+		t.dropRC(st)
+		st.report = []report.Entry{{Kind: "route_config", Resource: st.ctx.rds, Field: "name", Severity: report.Invalid,
+			Message: "route configuration is missing from the snapshot; listener " + st.ctx.listener + " serves no routes"}}
+		t.reportDirty = true
+		return
+	}
+	info := infoOf(rc)
+	force := st.rc == nil || info != st.info
+	st.rc, st.info = rc, info
+	if len(st.report) > 0 {
+		st.report = nil
+		t.reportDirty = true
+	}
+	seen := make(map[string]bool, len(rc.GetVirtualHosts()))
+	for _, vh := range rc.GetVirtualHosts() {
+		name := vh.GetName()
+		if seen[name] {
+			continue // duplicate names are invalid in Envoy; the first one wins here
+		}
+		seen[name] = true
+		if old := st.vhosts[name]; old != nil && !force && sameVhost(old.vh, vh) {
+			old.vh = vh
+			continue
+		}
+		t.rebuildVhost(st, vh)
+	}
+	for name, vs := range st.vhosts {
+		if !seen[name] {
+			t.dropVhost(vs)
+			delete(st.vhosts, name)
+		}
+	}
+}
+
+func rcName(st *rcState) string {
+	if st.ctx.rds != "" {
+		return st.ctx.rds
+	}
+	return st.ctx.key + ":" + st.ctx.inline.GetName()
+}
+
+// dropRC removes every route of a context.
+func (t *Translator) dropRC(st *rcState) {
+	for _, vs := range st.vhosts {
+		t.dropVhost(vs)
+	}
+	st.vhosts = map[string]*vhostState{}
+	st.rc = nil
+	if len(st.report) > 0 {
+		st.report = nil
+		t.reportDirty = true
+	}
+}
+
+func (t *Translator) dropVhost(vs *vhostState) {
+	for _, k := range vs.keys {
+		t.del(k)
+	}
+	for _, id := range vs.ups {
+		t.release(id)
+	}
+	for _, c := range vs.deps {
+		if m := t.deps[c]; m != nil {
+			delete(m, vs)
+			if len(m) == 0 {
+				delete(t.deps, c)
+			}
+		}
+	}
+	for _, c := range vs.mirror {
+		if m := t.mirrorDeps[c]; m != nil {
+			delete(m, vs)
+			if len(m) == 0 {
+				delete(t.mirrorDeps, c)
+			}
+		}
+	}
+	if len(vs.report) > 0 {
+		t.reportDirty = true
+	}
+	delete(t.dirtyVH, vs)
+}
+
+// rebuildVhost retranslates one virtual host.
+func (t *Translator) rebuildVhost(st *rcState, vh *routev3.VirtualHost) {
+	if old := st.vhosts[vh.GetName()]; old != nil {
+		t.dropVhost(old)
+	}
+	vs := &vhostState{owner: st, vh: vh}
+	b := vhostBuilder{t: t, st: st, vs: vs, vh: vh}
+	b.build()
+	st.vhosts[vh.GetName()] = vs
+	for _, c := range vs.deps {
+		addDep(t.deps, c, vs)
+	}
+	for _, c := range vs.mirror {
+		addDep(t.mirrorDeps, c, vs)
+	}
+	if len(vs.report) > 0 {
+		t.reportDirty = true
+	}
+}
+
+func addDep(m map[string]map[*vhostState]bool, c string, vs *vhostState) {
+	s := m[c]
+	if s == nil {
+		s = map[*vhostState]bool{}
+		m[c] = s
+	}
+	s[vs] = true
+}
+
+// group is one copy of a virtual host's routes: for its exact/suffix hosts, for one
+// prefix wildcard, or for "*".
+type group struct {
+	suffix string
+	hosts  []string
+	vars   []apisix.Expr
+}
+
+type vhostBuilder struct {
+	t  *Translator
+	st *rcState
+	vs *vhostState
+	vh *routev3.VirtualHost
+}
+
+func (b *vhostBuilder) resource(r *routev3.Route, i int) string {
+	n := r.GetName()
+	if n == "" {
+		n = "#" + strconv.Itoa(i)
+	}
+	return b.st.ctx.key + "/" + b.vh.GetName() + "/" + n
+}
+
+func (b *vhostBuilder) report(kind, resource, field string, sev report.Severity, msg string) {
+	b.vs.report = append(b.vs.report, report.Entry{Kind: kind, Resource: resource, Field: field, Severity: sev, Message: msg})
+}
+
+// groups splits the domains of the virtual host.
+func (b *vhostBuilder) groups() []group {
+	var hosts []string
+	var suffixes []string
+	exact := map[string]bool{}
+	var prefixes []string
+	star := false
+	portDropped := false
+	for _, d := range b.vh.GetDomains() {
+		d = strings.ToLower(d)
+		if d == "*" {
+			star = true
+			continue
+		}
+		if i := strings.LastIndexByte(d, ':'); i > 0 && !strings.Contains(d[i:], "]") {
+			if b.st.info.ignorePort {
+				// Envoy strips the port from the request's host: this domain never matches.
+				continue
+			}
+			d = d[:i]
+			portDropped = true
+		}
+		// nginx strips one trailing dot from $host.
+		d = strings.TrimSuffix(d, ".")
+		switch {
+		case d == "":
+			continue
+		case d[0] == '*':
+			if validHost(d[1:]) {
+				hosts = append(hosts, d)
+				suffixes = append(suffixes, d[1:])
+			} else {
+				b.report("virtual_host", b.st.ctx.key+"/"+b.vh.GetName(), "domains", report.Unsupported, "domain "+d+" cannot be an APISIX host and is not served")
+			}
+		case d[len(d)-1] == '*':
+			prefixes = append(prefixes, d[:len(d)-1])
+		default:
+			if validHost(d) {
+				if !exact[d] {
+					exact[d] = true
+					hosts = append(hosts, d)
+				}
+			} else {
+				b.report("virtual_host", b.st.ctx.key+"/"+b.vh.GetName(), "domains", report.Unsupported, "domain "+d+" cannot be an APISIX host and is not served")
+			}
+		}
+	}
+	if portDropped {
+		b.report("virtual_host", b.st.ctx.key+"/"+b.vh.GetName(), "domains", report.Approximated, "domains with a port are matched without it")
+	}
+	var gs []group
+	if len(hosts) > 0 {
+		g := group{hosts: dedupe(hosts)}
+		// Envoy's suffix wildcard needs at least one character before the suffix;
+		// APISIX's also matches the bare suffix.
+		for _, s := range suffixes {
+			if !exact[s] {
+				g.vars = append(g.vars, apisix.Expr{"host", "~=", s})
+			}
+		}
+		gs = append(gs, g)
+	}
+	stems := b.st.info.stems()
+	for k, p := range dedupe(prefixes) {
+		g := group{suffix: ".pw" + strconv.Itoa(k)}
+		g.vars = append(g.vars, apisix.Expr{"host", "~~", `\A` + quoteLiteral(p) + `[\x00-\xff]`})
+		var longer []string
+		for _, q := range stems {
+			if len(q) > len(p) && strings.HasPrefix(q, p) {
+				longer = append(longer, q)
+			}
+		}
+		if len(longer) > 0 {
+			g.vars = append(g.vars, not(apisix.Expr{"host", "~~", stemRegex(longer)}))
+		}
+		gs = append(gs, g)
+	}
+	if star {
+		g := group{suffix: ".any"}
+		if len(stems) > 0 {
+			g.vars = append(g.vars, not(apisix.Expr{"host", "~~", stemRegex(stems)}))
+		}
+		gs = append(gs, g)
+	}
+	return gs
+}
+
+func stemRegex(stems []string) string {
+	q := make([]string, len(stems))
+	for i, s := range stems {
+		q[i] = quoteLiteral(s)
+	}
+	return `\A(?:` + strings.Join(q, "|") + `)[\x00-\xff]`
+}
+
+// validHost reports whether h matches APISIX's host pattern (after an optional '*').
+func validHost(h string) bool {
+	if h == "" {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '[' || c == ']' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+func dedupe(s []string) []string {
+	seen := make(map[string]bool, len(s))
+	out := s[:0:0]
+	for _, x := range s {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// builtRoute is one Envoy route, translated once and emitted per group.
+type builtRoute struct {
+	shape      routeShape
+	exactNat   bool // the natural bucket matches exactly the path matcher
+	path       pathSpec
+	conds      []apisix.Expr
+	matchesAll bool // no condition besides a path matching everything
+	fail       *failure
+	upstreamID string
+	plugins    map[string]any
+	timeout    *apisix.Timeout
+	websocket  bool
+}
+
+// failure is why a route answers an error instead of routing.
+type failure struct {
+	status int
+	reason string
+}
+
+func (b *vhostBuilder) build() {
+	routes := b.vh.GetRoutes()
+	brs := make([]builtRoute, len(routes))
+	shapes := make([]routeShape, len(routes))
+	catchAll := false
+	for i, r := range routes {
+		br := &brs[i]
+		res := b.resource(r, i)
+		br.path = pathOf(r.GetMatch())
+		nat, exact := naturalBucket(br.path)
+		br.shape = routeShape{sets: setsOf(br.path), nat: nat}
+		br.exactNat = exact
+		b.conditions(r, br, res)
+		b.action(r, br, res)
+		shapes[i] = br.shape
+		if br.matchesAll {
+			catchAll = true
+		}
+	}
+	buckets := assignBuckets(shapes)
+	n := len(routes)
+	base := b.st.ctx.key + "." + b.vh.GetName()
+	for _, g := range b.groups() {
+		for i, r := range routes {
+			br := &brs[i]
+			bk := buckets[i]
+			vars := make([]apisix.Expr, 0, len(b.st.ctx.vars)+len(g.vars)+1+len(br.conds))
+			vars = append(vars, b.st.ctx.vars...)
+			vars = append(vars, g.vars...)
+			if bk.all && !(br.exactNat && br.shape.nat.all) {
+				if pv, err := pathVar(br.path); err == nil && pv != nil {
+					vars = append(vars, pv)
+				}
+			}
+			vars = append(vars, br.conds...)
+			obj := apisix.Route{
+				ID:       apisix.SafeID(base + g.suffix + "." + strconv.Itoa(i)),
+				Name:     routeName(r.GetName()),
+				Hosts:    g.hosts,
+				Vars:     vars,
+				Priority: n - i,
+			}
+			if uris := bk.uris(); len(uris) == 1 {
+				obj.URI = uris[0]
+			} else {
+				obj.URIs = uris
+			}
+			if br.fail != nil {
+				obj.Plugins = abortPlugin(br.fail.status, "amesh: "+br.fail.reason+"\n")
+			} else {
+				obj.UpstreamID = br.upstreamID
+				obj.Plugins = br.plugins
+				obj.Timeout = br.timeout
+				obj.EnableWebsocket = br.websocket
+			}
+			if len(obj.Vars) == 0 {
+				obj.Vars = nil
+			}
+			b.emit(obj)
+		}
+		if !catchAll {
+			vars := make([]apisix.Expr, 0, len(b.st.ctx.vars)+len(g.vars))
+			vars = append(vars, b.st.ctx.vars...)
+			vars = append(vars, g.vars...)
+			if len(vars) == 0 {
+				vars = nil
+			}
+			b.emit(apisix.Route{
+				ID:      apisix.SafeID(base + g.suffix + ".nr"),
+				Name:    "no-route",
+				URI:     "/*",
+				Hosts:   g.hosts,
+				Vars:    vars,
+				Plugins: abortPlugin(404, ""),
+			})
+		}
+	}
+}
+
+func routeName(n string) string {
+	if len(n) > 256 {
+		return n[:256]
+	}
+	return n
+}
+
+func (b *vhostBuilder) emit(r apisix.Route) {
+	key := apisix.Key(apisix.KindRoutes, r.ID)
+	b.vs.keys = append(b.vs.keys, key)
+	b.t.set(key, &r)
+}
+
+// abortPlugin answers every request with status and body (fault-injection abort at 100%).
+func abortPlugin(status int, body string) map[string]any {
+	return map[string]any{"fault-injection": faultAbort{Abort: abortSpec{HTTPStatus: status, Body: body}}}
+}
+
+type faultAbort struct {
+	Abort abortSpec `json:"abort"`
+}
+
+type abortSpec struct {
+	HTTPStatus int    `json:"http_status"`
+	Body       string `json:"body"`
+}
+
+// conditions translates the non-path parts of the match.
+func (b *vhostBuilder) conditions(r *routev3.Route, br *builtRoute, res string) {
+	m := r.GetMatch()
+	var reasons []string
+	if br.path.kind == pathUnsupported {
+		reasons = append(reasons, "path matcher kind is not supported")
+	} else if br.path.kind == pathRegex {
+		if _, err := pcreAnchored(br.path.lit); err != nil {
+			reasons = append(reasons, err.Error())
+			br.path = pathSpec{kind: pathPrefix, lit: "/"} // superset: the route fails closed
+			br.shape = routeShape{sets: setsOf(br.path), nat: bucket{all: true}}
+			br.exactNat = true
+		}
+	}
+	for _, h := range m.GetHeaders() {
+		terms, err := headerTerms(h)
+		if err != nil {
+			reasons = append(reasons, err.Error())
+			continue
+		}
+		br.conds = append(br.conds, terms...)
+	}
+	if qs := m.GetQueryParameters(); len(qs) > 0 {
+		for _, q := range qs {
+			terms, err := queryTerms(q)
+			if err != nil {
+				reasons = append(reasons, err.Error())
+				continue
+			}
+			br.conds = append(br.conds, terms...)
+		}
+		b.report("route", res, "match.query_parameters", report.Approximated,
+			"query parameters are read from nginx's $arg_<name>: first value, not percent-decoded, name case-insensitive")
+	}
+	if m.GetGrpc() != nil {
+		br.conds = append(br.conds, apisix.Expr{"http_content_type", "~~", `\Aapplication/grpc(?:[+;]|\z)`})
+	}
+	if m.GetRuntimeFraction() != nil {
+		reasons = append(reasons, "runtime_fraction (probabilistic match) has no APISIX equivalent")
+	}
+	if m.GetTlsContext() != nil {
+		reasons = append(reasons, "tls_context match is not supported")
+	}
+	if len(m.GetDynamicMetadata()) > 0 {
+		reasons = append(reasons, "dynamic_metadata match is not supported")
+	}
+	if m.GetFilterState() != nil {
+		reasons = append(reasons, "filter_state match is not supported")
+	}
+	if len(reasons) > 0 {
+		// Dropping a condition makes the match a superset; the route fails closed, so
+		// requests it now also catches get an error rather than another route.
+		msg := strings.Join(reasons, "; ")
+		br.fail = &failure{status: 500, reason: "route cannot be translated: " + msg}
+		b.report("route", res, "match", report.Unsupported, msg+"; the route fails closed (500)")
+	}
+	br.matchesAll = len(br.conds) == 0 && br.path.kind == pathPrefix && (br.path.lit == "" || br.path.lit == "/")
+}
