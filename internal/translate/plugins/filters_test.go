@@ -116,8 +116,8 @@ func TestFault(t *testing.T) {
 			plugins: `{"fault-injection": {"delay": {"duration": 2, "percentage": 10}}}`,
 		},
 		{
-			name: "FilterConfig wrapper, and disabled at the route",
-			vh:   vhFault,
+			name:  "FilterConfig wrapper, and disabled at the route",
+			vh:    vhFault,
 			route: withFilter(t, forwardRoute("c"), filterFault, &routev3.FilterConfig{Disabled: true}),
 		},
 		{

@@ -73,25 +73,33 @@ func TestPathRewrite(t *testing.T) {
 			reported: []string{"route.route.regex_rewrite=unsupported"},
 		},
 		{
-			name:    "host rewrite",
-			route:   rewriteRoute(prefixMatch("/"), func(ra *routev3.RouteAction) { ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "a.example:8080"} }),
+			name: "host rewrite",
+			route: rewriteRoute(prefixMatch("/"), func(ra *routev3.RouteAction) {
+				ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "a.example:8080"}
+			}),
 			plugins: `{"proxy-rewrite": {"host": "a.example:8080"}}`,
 		},
 		{
-			name:     "auto host rewrite fails closed",
-			route:    rewriteRoute(prefixMatch("/"), func(ra *routev3.RouteAction) { ra.HostRewriteSpecifier = &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)} }),
+			name: "auto host rewrite fails closed",
+			route: rewriteRoute(prefixMatch("/"), func(ra *routev3.RouteAction) {
+				ra.HostRewriteSpecifier = &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)}
+			}),
 			fail:     true,
 			reported: []string{"route.route.auto_host_rewrite=unsupported"},
 		},
 		{
-			name:     "host rewrite from header fails closed",
-			route:    rewriteRoute(prefixMatch("/"), func(ra *routev3.RouteAction) { ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteHeader{HostRewriteHeader: "x-host"} }),
+			name: "host rewrite from header fails closed",
+			route: rewriteRoute(prefixMatch("/"), func(ra *routev3.RouteAction) {
+				ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteHeader{HostRewriteHeader: "x-host"}
+			}),
 			fail:     true,
 			reported: []string{"route.route.host_rewrite_header=unsupported"},
 		},
 		{
-			name:     "host the schema refuses",
-			route:    rewriteRoute(prefixMatch("/"), func(ra *routev3.RouteAction) { ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "a_b"} }),
+			name: "host the schema refuses",
+			route: rewriteRoute(prefixMatch("/"), func(ra *routev3.RouteAction) {
+				ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "a_b"}
+			}),
 			fail:     true,
 			reported: []string{"route.route.host_rewrite_literal=unsupported"},
 		},
