@@ -5,6 +5,8 @@ package shdict
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <signal.h>
 
 // Signatures of lua-nginx-module's FFI shared-dict API (0.10.x; the same for
 // stream-lua-nginx-module's ngx_stream_* and OpenResty's meta module ngx_meta_*).
@@ -49,6 +51,14 @@ static int amesh_get(void *fn, void *zone, const char *key, size_t key_len,
 	return rc;
 }
 
+// amesh_exiting reads nginx's globals ngx_quit and ngx_terminate (sig_atomic_t, set by
+// the signal handlers) and ngx_exiting (ngx_uint_t), any of which may be NULL.
+static int amesh_exiting(void *quit, void *terminate, void *exiting) {
+	return (quit && *(volatile sig_atomic_t *) quit)
+		|| (terminate && *(volatile sig_atomic_t *) terminate)
+		|| (exiting && *(volatile uintptr_t *) exiting);
+}
+
 static int amesh_flush_all(void *fn, void *zone) {
 	return ((shdict_flush_all_fn) fn)(zone);
 }
@@ -80,12 +90,15 @@ var prefixes = []string{"ngx_http_lua_ffi_shdict_", "ngx_meta_lua_ffi_shdict_"}
 type funcs struct {
 	store, get, flushAll unsafe.Pointer
 	prefix               string
+	// nginx's shutdown flags; nil when the symbols are not exported.
+	quit, terminate, exiting unsafe.Pointer
 }
 
 func resolve() (funcs, error) {
 	for _, p := range prefixes {
 		f := funcs{prefix: p, store: sym(p + "store"), get: sym(p + "get"), flushAll: sym(p + "flush_all")}
 		if f.store != nil && f.get != nil && f.flushAll != nil {
+			f.quit, f.terminate, f.exiting = sym("ngx_quit"), sym("ngx_terminate"), sym("ngx_exiting")
 			return f, nil
 		}
 	}
@@ -171,6 +184,13 @@ func (z zone) getString(key string) (string, bool, error) {
 		return strconv.FormatFloat(float64(num), 'f', -1, 64), true, nil
 	}
 	return "", false, fmt.Errorf("shdict: %q has value type %d", key, vt)
+}
+
+// shuttingDown reports whether this nginx process is exiting (a reload or stop sent it
+// SIGQUIT/SIGTERM). Its replacement process writes from now on; a write from the
+// old one could land after the new one's and leave a stale state visible.
+func (z zone) shuttingDown() bool {
+	return C.amesh_exiting(z.f.quit, z.f.terminate, z.f.exiting) != 0
 }
 
 func (z zone) flushAll() {

@@ -41,7 +41,11 @@ type dict interface {
 	delete(key string) error
 	getString(key string) (string, bool, error)
 	flushAll()
+	shuttingDown() bool
 }
+
+// ErrExiting is returned by Apply once nginx has told this process to exit.
+var ErrExiting = errors.New("shdict: nginx process is exiting; its replacement writes the configuration")
 
 // Sink writes to a pair of shared dicts. Apply must not be called concurrently.
 type Sink struct {
@@ -82,6 +86,9 @@ func newSink(config, version dict, now func() time.Time) *Sink {
 func (s *Sink) Apply(_ context.Context, cs apisix.ChangeSet, _ map[string][]byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.config.shuttingDown() {
+		return ErrExiting
+	}
 	if !s.started {
 		s.config.flushAll()
 	}

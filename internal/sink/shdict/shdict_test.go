@@ -14,10 +14,11 @@ import (
 // mapDict is a shared dict in a map, with a capacity in bytes (keys+values) past
 // which set fails like SAFE_STORE does. ops logs every call.
 type mapDict struct {
-	name string
-	m    map[string]string
-	cap  int
-	ops  *[]string
+	name    string
+	m       map[string]string
+	cap     int
+	ops     *[]string
+	exiting bool
 }
 
 func newMapDict(name string, ops *[]string) *mapDict {
@@ -56,6 +57,8 @@ func (d *mapDict) getString(key string) (string, bool, error) {
 	v, ok := d.m[key]
 	return v, ok, nil
 }
+
+func (d *mapDict) shuttingDown() bool { return d.exiting }
 
 func (d *mapDict) flushAll() {
 	*d.ops = append(*d.ops, d.name+" flush_all")
@@ -200,5 +203,16 @@ func TestDeletesFreeRoomBeforePuts(t *testing.T) {
 	// Replacing a by b of the same size fits only if a is deleted first.
 	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/b": "0123456789"}, "/routes/a"), nil); err != nil {
 		t.Fatalf("Apply = %v, want the delete to make room", err)
+	}
+}
+
+func TestNoWritesWhileNginxExits(t *testing.T) {
+	f := newFixture()
+	f.config.exiting = true
+	if err := f.sink.Apply(context.Background(), changes(map[string]string{"/routes/a": "1"}), nil); err != ErrExiting {
+		t.Fatalf("Apply = %v, want ErrExiting", err)
+	}
+	if len(f.ops) != 0 {
+		t.Errorf("ops = %v, want none", f.ops)
 	}
 }
