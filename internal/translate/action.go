@@ -17,8 +17,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/translate/upstream"
 )
 
 // maxWeighted is APISIX's traffic-split limit of weighted_upstreams per rule.
@@ -48,7 +48,7 @@ type trafficSplit struct {
 }
 
 func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
-	out := forRoute(pluginInput{RouteConfig: b.st.rc, VirtualHost: b.vh, Route: r, MirrorTarget: b.mirrorTarget})
+	out := forRoute(pluginInput{RouteConfig: b.st.rc, VirtualHost: b.vh, Route: r, MirrorTarget: b.mirrorTarget, Resource: res})
 	for _, e := range out.Report {
 		if e.Kind == "" {
 			e.Kind = "route"
@@ -94,10 +94,13 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 	if retries > 0 && rp.GetPerTryTimeout() != nil {
 		perTry = seconds(rp.GetPerTryTimeout())
 	}
-	if t := minPositive(total, perTry); t > 0 {
-		br.timeout = &apisix.Timeout{Connect: t, Send: t, Read: t}
+	// Envoy's timeout bounds the whole request (0 = none) and per_try_timeout each
+	// attempt; nginx bounds each send and read of an attempt, and the retries as a
+	// whole (proxy_next_upstream_timeout). The cluster's connect timeout stays.
+	readTimeout := minPositive(total, perTry)
+	if readTimeout > 0 {
 		b.report("route", res, "route.timeout", report.Approximated, fmt.Sprintf(
-			"timeout %gs applies to connect and to each send and read (nginx), not to the whole request", t))
+			"timeout %gs bounds each send and read to the upstream (nginx), not the whole request", readTimeout))
 	}
 	if retries > 0 {
 		var other []string
@@ -111,7 +114,8 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 				"APISIX retries only on connection errors and timeouts; "+strings.Join(other, ",")+" not retried")
 		}
 	}
-	hashOn, hashKey := b.hashPolicy(ra, res)
+	hashOn, hashKey, hashProblems := upstream.HashFromPolicy(ra.GetHashPolicy())
+	hashReported := false
 
 	// target returns the upstream of one cluster or why the route must fail.
 	target := func(cluster string) (string, *failure) {
@@ -128,13 +132,27 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 				" (original destination) is not supported by APISIX; the route fails closed (502)")
 			return "", &failure{status: 502, reason: "passthrough to the original destination is not supported"}
 		}
-		n := retries
-		v := variant{Retries: &n}
-		if n > 0 && total > 0 {
-			v.RetryTimeout = total
+		// Only settings that differ from the base upstream (no retries, no timeouts)
+		// make a variant, so that routes which behave alike share one.
+		var v variant
+		if retries > 0 {
+			n := retries
+			v.Retries = &n
+			if total > 0 {
+				rt := total
+				v.RetryTimeout = &rt
+			}
 		}
-		if info.hashLB && hashOn != "" {
+		if readTimeout > 0 {
+			rt := readTimeout
+			v.ReadTimeout = &rt
+		}
+		if info.hashLB {
 			v.HashOn, v.HashKey = hashOn, hashKey
+			if len(hashProblems) > 0 && !hashReported {
+				hashReported = true
+				b.report("route", res, "route.hash_policy", report.Approximated, strings.Join(hashProblems, "; "))
+			}
 		}
 		id := b.t.acquire(cluster, v)
 		b.vs.ups = append(b.vs.ups, id)
@@ -213,66 +231,6 @@ func (b *vhostBuilder) websocket(ra *routev3.RouteAction) bool {
 		}
 	}
 	return b.st.ctx.websocket
-}
-
-// hashPolicy returns APISIX's hash_on/key for the first translatable hash policy.
-func (b *vhostBuilder) hashPolicy(ra *routev3.RouteAction, res string) (string, string) {
-	var on, key string
-	distinct := map[string]bool{}
-	for _, hp := range ra.GetHashPolicy() {
-		var o, k string
-		switch p := hp.GetPolicySpecifier().(type) {
-		case *routev3.RouteAction_HashPolicy_Header_:
-			o, k = "header", strings.ToLower(p.Header.GetHeaderName())
-			if p.Header.GetRegexRewrite() != nil {
-				b.report("route", res, "route.hash_policy.header.regex_rewrite", report.Approximated, "the hash key is the whole header value")
-			}
-		case *routev3.RouteAction_HashPolicy_Cookie_:
-			o, k = "cookie", p.Cookie.GetName()
-			if p.Cookie.GetTtl() != nil {
-				b.report("route", res, "route.hash_policy.cookie.ttl", report.Approximated, "APISIX does not generate the hash cookie; requests without it are balanced by the cookie's absence")
-			}
-		case *routev3.RouteAction_HashPolicy_ConnectionProperties_:
-			if p.ConnectionProperties.GetSourceIp() {
-				o, k = "vars", "remote_addr"
-			}
-		case *routev3.RouteAction_HashPolicy_QueryParameter_:
-			o, k = "vars", "arg_"+p.QueryParameter.GetName()
-		}
-		if o == "" || !validHashKey(o, k) {
-			b.report("route", res, "route.hash_policy", report.Approximated, "a hash policy that APISIX cannot express is skipped")
-			continue
-		}
-		distinct[o+"/"+k] = true
-		if on == "" {
-			on, key = o, k
-		}
-	}
-	if len(distinct) > 1 {
-		b.report("route", res, "route.hash_policy", report.Approximated, "APISIX hashes on one key: only the first hash policy is used")
-	}
-	return on, key
-}
-
-func validHashKey(on, key string) bool {
-	if key == "" {
-		return false
-	}
-	if on == "vars" && strings.HasPrefix(key, "arg_") {
-		key = key[4:]
-		if key == "" {
-			return false
-		}
-	} else if on == "vars" {
-		return key == "remote_addr"
-	}
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // mirrorTarget resolves a mirror cluster to one endpoint URL (APISIX's proxy-mirror

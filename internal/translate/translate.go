@@ -573,8 +573,8 @@ func (t *Translator) syncUpstreams() {
 		}
 		for _, id := range ids {
 			r := t.ups[id]
-			u := r.v.apply(base)
-			u.ID = id
+			u := r.v.Apply(base)
+			u.ID = id // Apply names the effective variant; routes name the one they asked for
 			t.set(apisix.Key(apisix.KindUpstreams, id), u)
 		}
 	}

@@ -334,7 +334,6 @@ type builtRoute struct {
 	fail       *failure
 	upstreamID string
 	plugins    map[string]any
-	timeout    *apisix.Timeout
 	websocket  bool
 }
 
@@ -396,7 +395,6 @@ func (b *vhostBuilder) build() {
 			} else {
 				obj.UpstreamID = br.upstreamID
 				obj.Plugins = br.plugins
-				obj.Timeout = br.timeout
 				obj.EnableWebsocket = br.websocket
 			}
 			if len(obj.Vars) == 0 {
