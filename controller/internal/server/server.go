@@ -19,9 +19,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	pb "github.com/amesh-dev/amesh/api/pluginsync/v1"
 	"github.com/amesh-dev/amesh/controller/api/v1alpha1"
 	"github.com/amesh-dev/amesh/controller/internal/validate"
-	pb "github.com/amesh-dev/amesh/api/pluginsync/v1"
 )
 
 // Server implements pb.PluginSyncServer.
