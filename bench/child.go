@@ -1,0 +1,270 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/amesh-dev/amesh/internal/agent"
+	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/translate"
+	"github.com/amesh-dev/amesh/internal/xds/client"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
+)
+
+// The child process is the measured data plane side: an xDS client and either amesh's
+// pipeline (translate + agent, writing into a counting sink) or the floor (decode + encode
+// only). It runs in its own process so that its heap and RSS are its own; the parent (control
+// plane and meshgen) talks to it over stdin/stdout with JSON lines.
+
+// event is one line the child prints.
+type event struct {
+	Ev string `json:"ev"` // "first", "apply", "stats", "error"
+	// first: milliseconds from the start of the client to the first complete config written.
+	FirstMS float64 `json:"first_ms,omitempty"`
+	// apply: wall-clock time (UnixNano) the batch was written, and what it wrote.
+	At    int64 `json:"at,omitempty"`
+	Puts  int   `json:"puts,omitempty"`
+	Dels  int   `json:"dels,omitempty"`
+	Bytes int64 `json:"bytes,omitempty"`
+	// stats
+	HeapBytes   uint64 `json:"heap_bytes,omitempty"`
+	RSSBytes    uint64 `json:"rss_bytes,omitempty"`
+	PeakRSS     uint64 `json:"peak_rss_bytes,omitempty"`
+	Applies     int    `json:"applies,omitempty"`
+	Keys        int    `json:"keys,omitempty"`
+	DictBytes   int64  `json:"dict_bytes,omitempty"`
+	DictSlab    int64  `json:"dict_slab_bytes,omitempty"`
+	TotalBytes  int64  `json:"total_bytes,omitempty"`
+	Responses   uint64 `json:"responses,omitempty"`
+	Unchanged   uint64 `json:"unchanged,omitempty"`
+	Panics      uint64 `json:"panics,omitempty"`
+	LastError   string `json:"last_error,omitempty"`
+	Error       string `json:"error,omitempty"`
+	ReportCount int    `json:"report_count,omitempty"`
+}
+
+type emitter struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+func (e *emitter) emit(ev event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_ = e.enc.Encode(ev)
+}
+
+// counter is what both modes write into: it counts what would be written into the dict and
+// reports every batch. It keeps no copy of the data, so the child's heap is the pipeline's.
+type counter struct {
+	em    *emitter
+	start time.Time
+
+	mu      sync.Mutex
+	bytes   int64 // keys + values written, all batches
+	applies int
+	version uint64
+	// firstDict is the dict content after the first batch (floor mode, which keeps none).
+	firstKeys        int
+	firstDict, first int64
+}
+
+func (c *counter) write(puts map[string][]byte, dels []string) {
+	c.mu.Lock()
+	var b, slab int64
+	for k, v := range puts {
+		b += int64(len(k) + len(v))
+		slab += slabSize(len(k) + len(v))
+	}
+	if c.applies == 0 {
+		c.firstKeys, c.firstDict, c.first = len(puts), b, slab
+	}
+	c.bytes += b
+	c.applies++
+	c.version++
+	first := c.applies == 1
+	c.mu.Unlock()
+	now := time.Now()
+	if first {
+		c.em.emit(event{Ev: "first", FirstMS: float64(now.Sub(c.start).Microseconds()) / 1000})
+	}
+	c.em.emit(event{Ev: "apply", At: now.UnixNano(), Puts: len(puts), Dels: len(dels), Bytes: b})
+}
+
+// Apply implements agent.Sink.
+func (c *counter) Apply(_ context.Context, cs apisix.ChangeSet, objects map[string][]byte) error {
+	puts, dels := cs.Ordered()
+	m := make(map[string][]byte, len(puts))
+	for _, k := range puts {
+		m[k] = objects[k]
+	}
+	c.write(m, dels)
+	return nil
+}
+
+// Version implements agent.Versioned.
+func (c *counter) Version() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.version
+}
+
+// stats returns the counters and the dict's content: objects (the agent's written state)
+// when given, else what the first batch wrote.
+func (c *counter) stats(objects map[string][]byte) (applies, keys int, dictBytes, slab, total int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if objects == nil {
+		return c.applies, c.firstKeys, c.firstDict, c.first, c.bytes
+	}
+	for k, v := range objects {
+		dictBytes += int64(len(k) + len(v))
+		slab += slabSize(len(k) + len(v))
+	}
+	return c.applies, len(objects), dictBytes, slab, c.bytes
+}
+
+// shdictNodeOverhead approximates the bytes lua-nginx-module's shared dict spends per entry
+// before the key and value: the red-black tree node plus ngx_http_lua_shdict_node_t (LRU
+// queue, expiry, lengths, type, flags) on x86-64.
+const shdictNodeOverhead = 80
+
+// slabSize estimates what nginx's slab allocator takes for an entry of n key+value bytes:
+// sizes up to half a page round up to a power of two, larger ones to whole 4 KiB pages.
+func slabSize(n int) int64 {
+	sz := int64(n + shdictNodeOverhead)
+	if sz > 2048 {
+		return (sz + 4095) / 4096 * 4096
+	}
+	p := int64(8)
+	for p < sz {
+		p <<= 1
+	}
+	return p
+}
+
+func runChild(mode, addr, proto string, window time.Duration) error {
+	em := &emitter{enc: json.NewEncoder(os.Stdout)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cnt := &counter{em: em, start: time.Now()}
+	c, err := client.New(client.Config{
+		Server: addr, Protocol: client.Protocol(proto),
+		Node: &corev3.Node{Id: "sidecar~10.255.0.1~bench-0.default~default.svc.cluster.local"},
+		// A 10,000-service mesh takes a while to send on a busy machine.
+		ResourceTimeout: 2 * time.Minute,
+		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return err
+	}
+	go func() { _ = c.Run(ctx) }()
+
+	var ag *agent.Agent
+	switch mode {
+	case "amesh":
+		ag = agent.New(c, translate.New(translate.Options{}), cnt, agent.Options{Window: window,
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		go func() {
+			if err := ag.Run(ctx); err != nil && ctx.Err() == nil {
+				em.emit(event{Ev: "error", Error: err.Error()})
+			}
+		}()
+	case "floor":
+		go func() {
+			if err := floor(ctx, c, cnt); err != nil && ctx.Err() == nil {
+				em.emit(event{Ev: "error", Error: err.Error()})
+			}
+		}()
+	default:
+		return fmt.Errorf("unknown mode %q", mode)
+	}
+
+	// Commands from the parent, one per line.
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		switch strings.TrimSpace(in.Text()) {
+		case "stats":
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			rss, peak := procRSS()
+			var objects map[string][]byte
+			if ag != nil {
+				objects = ag.Objects()
+			}
+			applies, keys, dict, slab, total := cnt.stats(objects)
+			ev := event{Ev: "stats", HeapBytes: ms.HeapAlloc, RSSBytes: rss, PeakRSS: peak,
+				Applies: applies, Keys: keys, DictBytes: dict, DictSlab: slab, TotalBytes: total}
+			for _, ts := range c.Status().Types {
+				ev.Responses += ts.Responses
+			}
+			if ag != nil {
+				st := ag.Stats()
+				ev.Unchanged, ev.Panics, ev.LastError = st.Unchanged, st.Panics, st.LastError
+				ev.ReportCount = len(ag.Report())
+			}
+			em.emit(ev)
+		case "quit":
+			return nil
+		}
+	}
+	return in.Err()
+}
+
+// floor is the least any data plane must do: take each snapshot the client decoded and
+// encode APISIX JSON for what changed, with a naive one-to-one mapping (floor.go) and no
+// coalescing, ordering, diffing or reporting.
+func floor(ctx context.Context, src agent.Source, cnt *counter) error {
+	for {
+		snap, err := src.Next(ctx)
+		if err != nil {
+			return err
+		}
+		puts, err := naive(snap)
+		if err != nil {
+			return err
+		}
+		cnt.write(puts, nil)
+	}
+}
+
+// procRSS reads VmRSS and VmHWM (peak) from /proc/self/status.
+func procRSS() (rss, peak uint64) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(f)
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		switch k {
+		case "VmRSS":
+			rss = n << 10
+		case "VmHWM":
+			peak = n << 10
+		}
+	}
+	return rss, peak
+}
+
+var _ agent.Sink = (*counter)(nil)
+var _ agent.Versioned = (*counter)(nil)
+var _ = resource.ClusterType

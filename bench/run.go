@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sort"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/amesh-dev/amesh/internal/meshgen"
+	"github.com/amesh-dev/amesh/internal/xdstest"
+)
+
+type runConfig struct {
+	proto   string
+	window  time.Duration
+	updates int
+}
+
+// row is one line of the result table.
+type row struct {
+	services          int
+	source            string // "fake" or "istiod"
+	mode              string // "amesh" or "floor"
+	firstMS           float64
+	afterFirst, final event // stats
+	lat               []time.Duration
+	// identical push: did the server resend, and what was written after it
+	resent        bool
+	identWrites   int
+	identBytes    int64
+	identDetected bool
+}
+
+// childProc is a running data-plane child.
+type childProc struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	events chan event
+}
+
+func startChild(mode, addr string, cfg runConfig) (*childProc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "-child", "-mode", mode, "-addr", addr, "-proto", cfg.proto, "-window", cfg.window.String())
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &childProc{cmd: cmd, stdin: stdin, events: make(chan event, 1024)}
+	go func() {
+		defer close(p.events)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var ev event
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				p.events <- ev
+			}
+		}
+	}()
+	return p, nil
+}
+
+// wait returns the next event of kind ev (other kinds are dropped), or an error after d.
+func (p *childProc) wait(kind string, d time.Duration) (event, error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case ev, ok := <-p.events:
+			if !ok {
+				return event{}, fmt.Errorf("child exited while waiting for %q", kind)
+			}
+			if ev.Ev == "error" {
+				return event{}, fmt.Errorf("child: %s", ev.Error)
+			}
+			if ev.Ev == kind {
+				return ev, nil
+			}
+		case <-t.C:
+			return event{}, fmt.Errorf("no %q event within %v", kind, d)
+		}
+	}
+}
+
+func (p *childProc) stats() (event, error) {
+	if _, err := io.WriteString(p.stdin, "stats\n"); err != nil {
+		return event{}, err
+	}
+	return p.wait("stats", time.Minute)
+}
+
+func (p *childProc) stop() {
+	_, _ = io.WriteString(p.stdin, "quit\n")
+	p.stdin.Close()
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// fakeRuns measures the floor and amesh for an n-service mesh on the fake control plane.
+func fakeRuns(n int, cfg runConfig) ([]row, error) {
+	var rows []row
+	for _, mode := range []string{"floor", "amesh"} {
+		mesh := meshgen.Generate(meshgen.Options{Services: n})
+		srv, err := xdstest.New(xdstest.Options{})
+		if err != nil {
+			return nil, err
+		}
+		for typ, res := range mesh.Resources() {
+			srv.Set(typ, res...)
+		}
+		r, err := measure(n, "fake", mode, srv.Addr(), cfg,
+			func(i int) (func() error, error) {
+				// Spread over the services; meshgen lists each service's clusters as default,
+				// v1, v2 and its routes use only the subsets (an unreferenced cluster
+				// becomes no APISIX object, so changing it rightly writes nothing).
+				snap := mesh.ChangeEndpoint((i*7919%n)*3 + 1 + i%2)
+				var cla proto.Message
+				for name := range snap.Changes.Endpoints {
+					cla = snap.Endpoints[name]
+				}
+				return func() error { return srv.Update(cla) }, nil
+			},
+			func() error {
+				mesh.Resend()
+				for typ, res := range mesh.Resources() {
+					srv.Set(typ, res...)
+				}
+				return nil
+			})
+		srv.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%d services, %s: %w", n, mode, err)
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+// measure runs one child against addr: first config, stats, cfg.updates one-endpoint changes
+// (prepare(i) returns the push), an identical push (resend), final stats.
+func measure(n int, source, mode, addr string, cfg runConfig, prepare func(i int) (func() error, error), resend func() error) (row, error) {
+	r := row{services: n, source: source, mode: mode}
+	p, err := startChild(mode, addr, cfg)
+	if err != nil {
+		return r, err
+	}
+	defer p.stop()
+	first, err := p.wait("first", 10*time.Minute)
+	if err != nil {
+		return r, err
+	}
+	r.firstMS = first.FirstMS
+	if r.afterFirst, err = p.stats(); err != nil {
+		return r, err
+	}
+	for i := range cfg.updates {
+		push, err := prepare(i)
+		if err != nil {
+			return r, err
+		}
+		t0 := time.Now()
+		if err := push(); err != nil {
+			return r, err
+		}
+		ev, err := p.wait("apply", 30*time.Second)
+		if err != nil {
+			st, _ := p.stats()
+			return r, fmt.Errorf("update %d: %w (data plane: %d batches, %d unchanged, %d panics, last error %q, %d xDS responses)",
+				i, err, st.Applies, st.Unchanged, st.Panics, st.LastError, st.Responses)
+		}
+		r.lat = append(r.lat, time.Duration(ev.At-t0.UnixNano()))
+	}
+
+	before, err := p.stats()
+	if err != nil {
+		return r, err
+	}
+	if err := resend(); err != nil {
+		return r, err
+	}
+	// Wait (bounded) for the resend to reach the client: a Delta server may send nothing
+	// for unchanged resources, a SotW server sends everything again.
+	deadline := time.Now().Add(20 * time.Second)
+	after := before
+	for time.Now().Before(deadline) {
+		if after, err = p.stats(); err != nil {
+			return r, err
+		}
+		if after.Responses > before.Responses {
+			r.resent = true
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r.resent {
+		// Give the pipeline time to (wrongly) write something: well over the window.
+		time.Sleep(cfg.window*10 + time.Second)
+		if after, err = p.stats(); err != nil {
+			return r, err
+		}
+	}
+	r.identWrites = after.Applies - before.Applies
+	r.identBytes = after.TotalBytes - before.TotalBytes
+	r.final = after
+	return r, nil
+}
+
+func percentile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
