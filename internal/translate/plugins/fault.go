@@ -49,10 +49,15 @@ func (b *builder) fault(field string, f *faultv3.HTTPFault) {
 		case d.GetHeaderDelay() != nil:
 			b.note(field+".delay.header_delay", report.Unsupported, "header-controlled delay (x-envoy-fault-delay-request) is not translated; requests carrying it are not delayed")
 		case d.GetFixedDelay() != nil:
+			fd := d.GetFixedDelay()
+			secs := float64(fd.GetSeconds()) + float64(fd.GetNanos())/1e9
+			if secs <= 0 {
+				b.fail(field+".delay.fixed_delay", report.Invalid, "fixed_delay must be positive (Envoy rejects this configuration)")
+				return
+			}
 			if pct, ok := b.percent(field+".delay.percentage", d.GetPercentage()); ok {
-				fd := d.GetFixedDelay()
 				conf["delay"] = map[string]any{
-					"duration":   float64(fd.GetSeconds()) + float64(fd.GetNanos())/1e9,
+					"duration":   secs,
 					"percentage": pct,
 				}
 			}

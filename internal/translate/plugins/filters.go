@@ -126,9 +126,11 @@ func (b *builder) filterConfigs() {
 	if len(policies) == 0 {
 		// Envoy falls back to the deprecated cors fields only when no level has a
 		// typed per-filter config.
-		if ra := b.in.Route.GetRoute(); ra.GetCors() != nil {
-			policies = append(policies, corsSource{"route.route.cors", legacyCORS(ra.GetCors())})
+		//lint:ignore SA1019 Envoy still honours the deprecated field; so must amesh.
+		if rcors := b.in.Route.GetRoute().GetCors(); rcors != nil {
+			policies = append(policies, corsSource{"route.route.cors", legacyCORS(rcors)})
 		}
+		//lint:ignore SA1019 Envoy still honours the deprecated field; so must amesh.
 		if vc := b.in.VirtualHost.GetCors(); vc != nil {
 			policies = append(policies, corsSource{"virtual_host.cors", legacyCORS(vc)})
 		}

@@ -20,7 +20,7 @@ func pct(n uint32, d typev3.FractionalPercent_DenominatorType) *typev3.Fractiona
 	return &typev3.FractionalPercent{Numerator: n, Denominator: d}
 }
 
-func withFilter(t *testing.T, r *routev3.Route, name string, m proto.Message) *routev3.Route {
+func withFilter(t testing.TB, r *routev3.Route, name string, m proto.Message) *routev3.Route {
 	if r.TypedPerFilterConfig == nil {
 		r.TypedPerFilterConfig = map[string]*anypb.Any{}
 	}
@@ -210,6 +210,7 @@ func TestCORS(t *testing.T) {
 		},
 		{
 			name: "deprecated virtual host cors field",
+			//lint:ignore SA1019 testing the deprecated field on purpose
 			vh: &routev3.VirtualHost{Name: "reviews:9080", Cors: &routev3.CorsPolicy{
 				AllowOriginStringMatch: []*matcherv3.StringMatcher{exact("https://old")},
 			}},

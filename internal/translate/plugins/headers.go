@@ -109,7 +109,7 @@ func (b *builder) compose(levels []headerLevel) (*headerPlan, bool) {
 		removeField := strings.TrimSuffix(lv.field, "_add") + "_remove"
 		for _, name := range lv.remove {
 			name = strings.ToLower(name)
-			if !modifiable(name) {
+			if name == "" || !modifiable(name) || !validHeaderName(name) {
 				b.fail(removeField, report.Invalid, "header %q cannot be removed (Envoy rejects this configuration)", name)
 				ok = false
 				continue
@@ -190,6 +190,7 @@ func (b *builder) headerOption(field string, hvo *corev3.HeaderValueOption) (nam
 		return "", "", 0, false, false
 	}
 	action = hvo.GetAppendAction()
+	//lint:ignore SA1019 Envoy still honours the deprecated append field; so must amesh.
 	if a := hvo.GetAppend(); a != nil {
 		if action != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
 			b.fail(field, report.Invalid, "header %q sets both append and append_action (Envoy rejects this configuration)", name)

@@ -27,6 +27,7 @@ func TestRE2ToPCRE(t *testing.T) {
 		{re2: `[-\]^]`, pcre: `[\x2d\x5d-\x5e]`},
 		{re2: `[é]`, pcre: `\xc3\xa9`},
 		{re2: `[é-ü]`, err: true},
+		{re2: `(?i)[k-s]`, pcre: `[K-Sk-s]`},
 		{re2: `(?i)é`, err: true},
 		{re2: `(`, err: true},
 	}

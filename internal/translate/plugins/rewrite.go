@@ -57,7 +57,7 @@ func (b *builder) pathRewrite(ra *routev3.RouteAction) {
 		}
 		conf := b.pluginConf(pluginProxyRewrite)
 		switch {
-		case whole && strings.HasPrefix(rw, "/") && checkAPISIXLiteral(rw) == nil:
+		case whole && strings.HasPrefix(rw, "/") && len(rw) <= maxRewriteURI && checkAPISIXLiteral(rw) == nil:
 			conf["uri"] = rw
 		case whole:
 			conf["regex_uri"] = []any{`(?s)\A.*`, ngxTemplateLiteral(rw)}
@@ -98,6 +98,9 @@ func (b *builder) regexRewrite(field string, rs *matcherv3.RegexMatchAndSubstitu
 // ngxTemplateLiteral escapes text for an ngx.re.sub template, where only '$' is
 // special.
 func ngxTemplateLiteral(s string) string { return strings.ReplaceAll(s, "$", "$$") }
+
+// maxRewriteURI is proxy-rewrite's maxLength for uri.
+const maxRewriteURI = 4096
 
 // apisixHost is proxy-rewrite's pattern for host.
 var apisixHost = regexp.MustCompile(`^[0-9a-zA-Z-.]+(:\d{1,5})?$`)
