@@ -86,6 +86,16 @@ func (r Request) ErrorDetail() string {
 	return r.Delta.GetErrorDetail().GetMessage()
 }
 
+// Response is what the server sent in one response.
+type Response struct {
+	Stream  int64
+	TypeURL string
+	Version string // version_info (SotW) or system_version_info (Delta)
+	Nonce   string
+	Names   []string // resource names sent (Delta: with the removed ones in Removed)
+	Removed []string
+}
+
 // Server is a running fake control plane. Its methods are safe for concurrent use.
 type Server struct {
 	opts   Options
@@ -98,7 +108,8 @@ type Server struct {
 	grpc     *grpc.Server
 	cancel   context.CancelFunc
 	done     chan struct{}
-	requests []Request
+	requests  []Request
+	responses []Response
 	notify   chan struct{} // closed and replaced when a request is recorded
 	inject   map[string][]proto.Message
 }
@@ -298,21 +309,33 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			s.record(Request{Stream: id, Delta: proto.Clone(r).(*discoveryv3.DeltaDiscoveryRequest)})
 			return nil
 		},
-		StreamResponseFunc: func(_ context.Context, _ int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 			for _, r := range s.takeInjected(resp.GetTypeUrl()) {
 				a, err := anypb.New(r)
 				if err == nil {
 					resp.Resources = append(resp.Resources, a)
 				}
 			}
+			out := Response{Stream: id, TypeURL: resp.GetTypeUrl(), Version: resp.GetVersionInfo(), Nonce: resp.GetNonce()}
+			for _, a := range resp.GetResources() {
+				if m, err := a.UnmarshalNew(); err == nil {
+					out.Names = append(out.Names, cachev3.GetResourceName(m))
+				}
+			}
+			s.recordResponse(out)
 		},
-		StreamDeltaResponseFunc: func(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 			for _, r := range s.takeInjected(resp.GetTypeUrl()) {
 				a, err := anypb.New(r)
 				if err == nil {
 					resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: cachev3.GetResourceName(r), Version: "injected", Resource: a})
 				}
 			}
+			out := Response{Stream: id, TypeURL: resp.GetTypeUrl(), Version: resp.GetSystemVersionInfo(), Nonce: resp.GetNonce(), Removed: resp.GetRemovedResources()}
+			for _, r := range resp.GetResources() {
+				out.Names = append(out.Names, r.GetName())
+			}
+			s.recordResponse(out)
 		},
 	}
 }
@@ -323,6 +346,30 @@ func (s *Server) record(r Request) {
 	s.requests = append(s.requests, r)
 	close(s.notify)
 	s.notify = make(chan struct{})
+}
+
+func (s *Server) recordResponse(r Response) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.responses = append(s.responses, r)
+}
+
+// Responses returns every response sent so far, oldest first. A response is recorded
+// just before it is sent, so it is there when the client's ACK arrives.
+func (s *Server) Responses() []Response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Response(nil), s.responses...)
+}
+
+// ResponseByNonce returns the response with the nonce on stream (false if none).
+func (s *Server) ResponseByNonce(stream int64, nonce string) (Response, bool) {
+	for _, r := range s.Responses() {
+		if r.Stream == stream && r.Nonce == nonce {
+			return r, true
+		}
+	}
+	return Response{}, false
 }
 
 // Requests returns every request received so far, oldest first.
@@ -344,18 +391,19 @@ func (s *Server) Mark() int {
 func (s *Server) WaitRequest(ctx context.Context, from int, match func(Request) bool) (Request, error) {
 	for {
 		s.mu.Lock()
-		for i := from; i < len(s.requests); i++ {
-			if match(s.requests[i]) {
-				r := s.requests[i]
-				s.mu.Unlock()
-				return r, nil
-			}
-		}
+		var todo []Request
 		if from < len(s.requests) {
-			from = len(s.requests)
+			todo = append(todo, s.requests[from:]...)
 		}
 		ch := s.notify
 		s.mu.Unlock()
+		// match runs without the lock: it may call other methods of s.
+		for _, r := range todo {
+			if match(r) {
+				return r, nil
+			}
+		}
+		from += len(todo)
 		select {
 		case <-ctx.Done():
 			return Request{}, fmt.Errorf("xdstest: no matching request: %w", ctx.Err())
