@@ -153,7 +153,7 @@ func (b *builder) cors(policies []corsSource) {
 		b.note(head.field+".allow_private_network_access", report.Approximated, "Access-Control-Allow-Private-Network is not sent")
 	}
 	b.note(head.field, report.Approximated, "APISIX also sends Access-Control-Allow-Methods/-Headers/-Max-Age and Vary: Origin on actual responses, and OPTIONS requests without Access-Control-Request-Method get no CORS headers")
-	b.plugins[pluginCORS] = conf
+	b.setPlugin(pluginCORS, conf)
 }
 
 // originExpr turns an origin matcher into a lua-resty-expr condition on $http_origin.

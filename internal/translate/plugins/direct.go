@@ -59,7 +59,7 @@ func (b *builder) directResponse(d *routev3.DirectResponseAction) {
 	if body == "" {
 		b.note(field+".body", report.Approximated, "the empty response carries Content-Type: text/plain; Envoy sends none")
 	}
-	b.plugins[pluginMocking] = conf
+	b.setPlugin(pluginMocking, conf)
 }
 
 // dataSource reads an inline DataSource. Files and environment variables belong to

@@ -87,7 +87,7 @@ func (b *builder) fault(field string, f *faultv3.HTTPFault) {
 		}
 	}
 	if len(conf) > 0 {
-		b.plugins[pluginFault] = conf
+		b.setPlugin(pluginFault, conf)
 	}
 }
 

@@ -86,6 +86,12 @@ func (b *builder) perFilter(name string) (cfgs []filterConfig, disabled, ok bool
 // filterConfigs translates the per-route configs of the HTTP filters amesh knows
 // (fault, cors) and reports the others.
 func (b *builder) filterConfigs() {
+	//lint:ignore SA1019 Envoy still honours the deprecated fields; so must amesh.
+	legacy := b.in.Route.GetRoute().GetCors() != nil || b.in.VirtualHost.GetCors() != nil
+	if !legacy && len(b.in.Route.GetTypedPerFilterConfig())+len(b.in.VirtualHost.GetTypedPerFilterConfig())+
+		len(b.in.RouteConfig.GetTypedPerFilterConfig())+len(b.shared.GetTypedPerFilterConfig()) == 0 {
+		return
+	}
 	for _, lv := range b.filterLevels() {
 		names := make([]string, 0, len(lv.cfgs))
 		for n := range lv.cfgs {

@@ -100,6 +100,22 @@ func (b *builder) levels(response bool) []headerLevel {
 	return append(out, route, vhost, global)
 }
 
+// hasHeaderOps reports whether any level mutates headers, so that the common route
+// without mutations costs nothing.
+func (b *builder) hasHeaderOps(response bool) bool {
+	rc, vh, r, cw := b.in.RouteConfig, b.in.VirtualHost, b.in.Route, b.shared
+	if response {
+		return len(r.GetResponseHeadersToAdd())+len(r.GetResponseHeadersToRemove())+
+			len(vh.GetResponseHeadersToAdd())+len(vh.GetResponseHeadersToRemove())+
+			len(rc.GetResponseHeadersToAdd())+len(rc.GetResponseHeadersToRemove())+
+			len(cw.GetResponseHeadersToAdd())+len(cw.GetResponseHeadersToRemove()) > 0
+	}
+	return len(r.GetRequestHeadersToAdd())+len(r.GetRequestHeadersToRemove())+
+		len(vh.GetRequestHeadersToAdd())+len(vh.GetRequestHeadersToRemove())+
+		len(rc.GetRequestHeadersToAdd())+len(rc.GetRequestHeadersToRemove())+
+		len(cw.GetRequestHeadersToAdd())+len(cw.GetRequestHeadersToRemove()) > 0
+}
+
 // compose evaluates the levels into a plan. ok is false when the route must fail.
 func (b *builder) compose(levels []headerLevel) (*headerPlan, bool) {
 	plan := &headerPlan{states: map[string]*headerState{}}
@@ -262,6 +278,9 @@ func checkAPISIXLiteral(s string) error {
 
 // requestHeaders emits proxy-rewrite headers for the request mutations.
 func (b *builder) requestHeaders() {
+	if !b.hasHeaderOps(false) {
+		return
+	}
 	plan, ok := b.compose(b.levels(false))
 	if !ok {
 		return
@@ -311,6 +330,9 @@ func headerValues(vals []string) any {
 // response-rewrite's "add" takes "name: value" strings whose value may not contain
 // ':' or end in '/', and its "set" takes one value per header.
 func (b *builder) responseHeaders() {
+	if !b.hasHeaderOps(true) {
+		return
+	}
 	levels := b.levels(true)
 	plan, ok := b.compose(levels)
 	if !ok {
@@ -355,16 +377,6 @@ func (b *builder) responseHeaders() {
 	if len(headers) > 0 {
 		b.pluginConf(pluginResponseRewrite)["headers"] = headers
 	}
-}
-
-// pluginConf returns the configuration map of a plugin, creating it.
-func (b *builder) pluginConf(name string) map[string]any {
-	m, _ := b.plugins[name].(map[string]any)
-	if m == nil {
-		m = map[string]any{}
-		b.plugins[name] = m
-	}
-	return m
 }
 
 // sameClusterExtras reports whether two weighted clusters carry the same header

@@ -79,7 +79,7 @@ func (b *builder) mirrorPolicy(field string, p *routev3.RouteAction_RequestMirro
 	if ratio < 1 {
 		conf["sample_ratio"] = ratio
 	}
-	b.plugins[pluginMirror] = conf
+	b.setPlugin(pluginMirror, conf)
 	return true
 }
 

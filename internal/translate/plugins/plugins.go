@@ -65,11 +65,7 @@ const (
 // ForRoute translates the plugin-borne features of in.Route. It never panics on
 // well-typed input, whatever the field values.
 func ForRoute(in Input) Output {
-	b := &builder{in: in, plugins: map[string]any{}}
-	b.resource = in.Resource
-	if b.resource == "" {
-		b.resource = fmt.Sprintf("%s/%s/%s", in.RouteConfig.GetName(), in.VirtualHost.GetName(), in.Route.GetName())
-	}
+	b := &builder{in: in}
 	b.translate()
 	out := Output{Report: b.entries, Terminal: b.terminal, FailClosed: b.failClosed}
 	if !b.failClosed && len(b.plugins) > 0 {
@@ -82,8 +78,7 @@ func ForRoute(in Input) Output {
 // builder accumulates the output of one ForRoute call.
 type builder struct {
 	in         Input
-	resource   string
-	plugins    map[string]any
+	plugins    map[string]any // created on first use: most routes have no plugin
 	entries    []report.Entry
 	terminal   bool
 	failClosed bool
@@ -93,9 +88,13 @@ type builder struct {
 }
 
 func (b *builder) note(field string, sev report.Severity, format string, args ...any) {
+	res := b.in.Resource
+	if res == "" {
+		res = b.in.RouteConfig.GetName() + "/" + b.in.VirtualHost.GetName() + "/" + b.in.Route.GetName()
+	}
 	b.entries = append(b.entries, report.Entry{
 		Kind:     "route",
-		Resource: b.resource,
+		Resource: res,
 		Field:    field,
 		Severity: sev,
 		Message:  fmt.Sprintf(format, args...),
@@ -144,6 +143,9 @@ func (b *builder) translate() {
 // default fault-injection (11000) runs before cors (4000), so an injected abort would
 // answer a CORS preflight that Envoy's cors filter answers first.
 func (b *builder) orderPlugins() {
+	if b.plugins == nil {
+		return
+	}
 	f, ok := b.plugins[pluginFault].(map[string]any)
 	if !ok {
 		return
@@ -151,6 +153,24 @@ func (b *builder) orderPlugins() {
 	if _, ok := b.plugins[pluginCORS]; ok {
 		f["_meta"] = map[string]any{"priority": 3999}
 	}
+}
+
+// setPlugin adds a plugin configuration.
+func (b *builder) setPlugin(name string, conf map[string]any) {
+	if b.plugins == nil {
+		b.plugins = map[string]any{}
+	}
+	b.plugins[name] = conf
+}
+
+// pluginConf returns the configuration map of a plugin, creating it.
+func (b *builder) pluginConf(name string) map[string]any {
+	m, _ := b.plugins[name].(map[string]any)
+	if m == nil {
+		m = map[string]any{}
+		b.setPlugin(name, m)
+	}
+	return m
 }
 
 // sharedClusterWeight records what all clusters of a weighted_clusters action have in

@@ -146,7 +146,7 @@ func (b *builder) redirect(r *routev3.RedirectAction) {
 		b.fail("route.redirect.path_rewrite_specifier", report.Unsupported, "path rewrite %T has no APISIX equivalent", p)
 		return
 	}
-	b.plugins[pluginRedirect] = conf
+	b.setPlugin(pluginRedirect, conf)
 }
 
 // regexRedirect sets regex_uri for a redirect whose path is computed by a regex.
