@@ -103,15 +103,15 @@ type Server struct {
 	cache  *cachev3.MuxCache
 	cert   *serverCert // nil without TLS
 
-	mu       sync.Mutex
-	addr     string
-	grpc     *grpc.Server
-	cancel   context.CancelFunc
-	done     chan struct{}
+	mu        sync.Mutex
+	addr      string
+	grpc      *grpc.Server
+	cancel    context.CancelFunc
+	done      chan struct{}
 	requests  []Request
 	responses []Response
-	notify   chan struct{} // closed and replaced when a request is recorded
-	inject   map[string][]proto.Message
+	notify    chan struct{} // closed and replaced when a request is recorded
+	inject    map[string][]proto.Message
 }
 
 // New starts a Server.

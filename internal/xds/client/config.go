@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -75,6 +76,9 @@ func (c Config) withDefaults() (Config, error) {
 	case Delta, SotW:
 	default:
 		return c, fmt.Errorf("xds client: unknown protocol %q", c.Protocol)
+	}
+	if c.TLS != nil && strings.HasPrefix(c.Server, "unix:") {
+		return c, errors.New("xds client: TLS over a unix socket is not supported (istio-agent's socket is plaintext)")
 	}
 	if c.Backoff.Initial <= 0 {
 		c.Backoff.Initial = 500 * time.Millisecond
