@@ -120,6 +120,14 @@ func (b *builder) filterConfigs() {
 	if !ok || disabled {
 		return
 	}
+	if b.terminal {
+		// Envoy's cors filter skips routes without a route entry: redirects and
+		// direct responses get no CORS handling.
+		if len(cfgs) > 0 {
+			b.note(cfgs[0].field, report.Ignored, "Envoy's cors filter does not act on redirects and direct responses")
+		}
+		return
+	}
 	var policies []corsSource
 	for _, c := range cfgs {
 		p, isCORS := c.msg.(*corsv3.CorsPolicy)

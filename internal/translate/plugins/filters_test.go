@@ -219,6 +219,14 @@ func TestCORS(t *testing.T) {
 				"_meta": {"filter": [["http_origin", "~~", "."], ["http_origin", "==", "https://old"], ` + preflightRule + `]}}}`,
 		},
 		{
+			name: "no CORS handling on a redirect",
+			route: withFilter(t, redirectRoute(nil, &routev3.RedirectAction{HostRedirect: "h"}), filterCORS, &corsv3.CorsPolicy{
+				AllowOriginStringMatch: []*matcherv3.StringMatcher{exact("https://a")},
+			}),
+			plugins:  `{"redirect": {"ret_code": 301, "uri": "$scheme://h$request_uri"}}`,
+			reported: []string{"route.typed_per_filter_config[envoy.filters.http.cors]=ignored"},
+		},
+		{
 			name: "with fault injection, fault runs after cors",
 			route: withFilter(t, withFilter(t, forwardRoute("c"), filterCORS, &corsv3.CorsPolicy{
 				AllowOriginStringMatch: []*matcherv3.StringMatcher{exact("https://a")},

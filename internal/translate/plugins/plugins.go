@@ -11,6 +11,11 @@
 //
 // Plugin configurations only contain maps, slices, strings, booleans and numbers, so
 // encoding/json gives the same bytes for the same input.
+//
+// Differences that hold for every route and are therefore not reported per route:
+// APISIX rewrites and regex-redirects nginx's $uri, which is percent-decoded and
+// normalized, where Envoy works on the path as received; and PCRE runs on bytes where
+// RE2 runs on UTF-8 characters (see regex.go).
 package plugins
 
 import (
