@@ -1,7 +1,10 @@
 package istiod_test
 
 import (
+	"bytes"
 	"context"
+	"maps"
+	"strings"
 	"testing"
 
 	"github.com/amesh-dev/amesh/internal/xds/client"
@@ -24,6 +27,14 @@ func TestIstiodRestart(t *testing.T) {
 		sidecars[proto] = sc
 	}
 
+	// And the whole pipeline, whose written APISIX config must stay in force meanwhile.
+	a := startAmesh(t, sidecarEnv(t, env.istiod.GRPCAddr, client.Delta))
+	hasDetails := func(o map[string][]byte) bool {
+		return len(routesFor(t, o, details)) > 0 || strings.Contains(string(concat(o)), "127.0.0.51")
+	}
+	a.waitFor(t, "details written", hasDetails)
+	written, version, _ := a.sink.state()
+
 	env.istiod.Kill()
 	// Whatever happens below, leave a running istiod and the details ServiceEntry for the
 	// tests that follow.
@@ -45,6 +56,10 @@ func TestIstiodRestart(t *testing.T) {
 		})
 		sc.noSnapshot(t, string(proto)+": while istiod is down")
 	}
+	a.noWrite(t, "while istiod is down")
+	if now, v, _ := a.sink.state(); v != version || !maps.EqualFunc(now, written, bytes.Equal) {
+		t.Errorf("the APISIX config changed while istiod was down (version %d -> %d)", version, v)
+	}
 	if err := env.kube.Client.Delete(context.Background(), se); err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +70,10 @@ func TestIstiodRestart(t *testing.T) {
 
 	if err := env.istiod.Restart(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	objs := a.waitFor(t, "details routes and upstream deleted after the resync", func(o map[string][]byte) bool { return !hasDetails(o) })
+	if len(routesFor(t, objs, reviews)) == 0 {
+		t.Errorf("reviews routes lost in the resync")
 	}
 	for proto, sc := range sidecars {
 		snap := sc.waitFor(t, string(proto)+": details dropped after the resync", func(s *resource.Snapshot) bool {
