@@ -1,0 +1,96 @@
+package translate
+
+import (
+	"testing"
+
+	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/meshgen"
+)
+
+// fullFrom translates snap from scratch (the reference for incremental results).
+func fullFrom(t *testing.T, m *meshgen.Mesh) map[string][]byte {
+	t.Helper()
+	tr := New(Options{})
+	tr.Translate(m.Snapshot())
+	return tr.Objects()
+}
+
+// applyChanges applies a change set to a copy of objs.
+func applyChanges(objs map[string][]byte, cs apisix.ChangeSet) map[string][]byte {
+	out := make(map[string][]byte, len(objs))
+	for k, v := range objs {
+		out[k] = v
+	}
+	for k, v := range cs.Put {
+		out[k] = v
+	}
+	for _, k := range cs.Delete {
+		delete(out, k)
+	}
+	return out
+}
+
+func TestIncrementalEndpointChange(t *testing.T) {
+	m := meshgen.Generate(meshgen.Options{Services: 20})
+	tr := New(Options{})
+	tr.Translate(m.Snapshot())
+	validateAll(t, tr.Objects())
+	prev := applyChanges(nil, apisix.ChangeSet{Put: tr.Objects()})
+	names := m.EDSClusters()
+	hits := 0
+	for i := 0; i < 6; i++ {
+		referenced := len(tr.upsOf[names[i*7%len(names)]]) > 0
+		if referenced {
+			hits++
+		}
+		r := tr.Translate(m.ChangeEndpoint(i * 7))
+		if referenced != (len(r.Changes.Put) > 0) || len(r.Changes.Delete) != 0 {
+			t.Fatalf("endpoint change %d: %d puts, %d deletes", i, len(r.Changes.Put), len(r.Changes.Delete))
+		}
+		for k := range r.Changes.Put {
+			if apisix.KindOf(k) != apisix.KindUpstreams {
+				t.Errorf("endpoint change touched %s", k)
+			}
+		}
+		prev = applyChanges(prev, r.Changes)
+		if !sameObjects(prev, tr.Objects()) {
+			t.Fatal("change set does not turn the previous output into the current one")
+		}
+		if want := fullFrom(t, m); !sameObjects(want, tr.Objects()) {
+			t.Fatal("incremental output differs from a full translation")
+		}
+	}
+	if hits == 0 {
+		t.Fatal("no changed cluster was referenced by a route; the test checks nothing")
+	}
+}
+
+func TestIncrementalResendIsNoop(t *testing.T) {
+	m := meshgen.Generate(meshgen.Options{Services: 20})
+	tr := New(Options{})
+	tr.Translate(m.Snapshot())
+	before := len(tr.Objects())
+	r := tr.Translate(m.ResendRouteConfigs())
+	if !r.Changes.Empty() {
+		t.Fatalf("an unchanged resend of the route configurations produced changes: %d puts", len(r.Changes.Put))
+	}
+	r = tr.Translate(m.Resend())
+	if !r.Changes.Empty() {
+		t.Fatalf("an unchanged resend of everything produced changes: %d puts", len(r.Changes.Put))
+	}
+	if len(tr.Objects()) != before {
+		t.Fatalf("objects %d -> %d after resends", before, len(tr.Objects()))
+	}
+}
+
+func TestSkippedSnapshotFallsBackToFull(t *testing.T) {
+	m := meshgen.Generate(meshgen.Options{Services: 5})
+	tr := New(Options{})
+	tr.Translate(m.Snapshot())
+	m.ChangeEndpoint(1)      // not seen by tr
+	s := m.ChangeEndpoint(2) // Since does not match tr's last Seq
+	tr.Translate(s)
+	if want := fullFrom(t, m); !sameObjects(want, tr.Objects()) {
+		t.Fatal("after a skipped snapshot the output differs from a full translation")
+	}
+}
