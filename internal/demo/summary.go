@@ -1,0 +1,377 @@
+package demo
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/report"
+)
+
+// The summary is for people: it reads the APISIX objects as JSON (what APISIX reads),
+// not the translator's structs, so it shows exactly what was written.
+
+type routeView struct {
+	ID         string         `json:"id"`
+	URI        string         `json:"uri"`
+	URIs       []string       `json:"uris"`
+	Hosts      []string       `json:"hosts"`
+	Methods    []string       `json:"methods"`
+	Vars       []any          `json:"vars"`
+	Priority   int            `json:"priority"`
+	UpstreamID string         `json:"upstream_id"`
+	Plugins    map[string]any `json:"plugins"`
+
+	weights []weightedTarget // from the traffic-split plugin
+}
+
+type weightedTarget struct {
+	upstream string
+	weight   float64
+}
+
+type upstreamView struct {
+	ID    string        `json:"id"`
+	Name  string        `json:"name"`
+	Type  string        `json:"type"`
+	Nodes []apisix.Node `json:"nodes"`
+}
+
+type streamRouteView struct {
+	ID         string `json:"id"`
+	ServerAddr string `json:"server_addr"`
+	ServerPort int    `json:"server_port"`
+	UpstreamID string `json:"upstream_id"`
+}
+
+// writeSummary prints routes grouped by their hosts, upstreams with their nodes, stream
+// routes, and the translation report.
+func writeSummary(w io.Writer, objects map[string][]byte, rep []report.Entry) {
+	var routes []routeView
+	var upstreams []upstreamView
+	var streams []streamRouteView
+	for _, key := range sortedKeys(objects) {
+		switch apisix.KindOf(key) {
+		case apisix.KindRoutes:
+			var r routeView
+			if json.Unmarshal(objects[key], &r) == nil {
+				r.weights = trafficSplit(r.Plugins)
+				routes = append(routes, r)
+			}
+		case apisix.KindUpstreams:
+			var u upstreamView
+			if json.Unmarshal(objects[key], &u) == nil {
+				upstreams = append(upstreams, u)
+			}
+		case apisix.KindStreamRoutes:
+			var s streamRouteView
+			if json.Unmarshal(objects[key], &s) == nil {
+				streams = append(streams, s)
+			}
+		}
+	}
+	names := map[string]string{}
+	for _, u := range upstreams {
+		names[u.ID] = u.label()
+	}
+
+	// Routes per host set, in the order APISIX tries them: higher priority first.
+	groups := map[string][]routeView{}
+	for _, r := range routes {
+		h := hostLabel(r.Hosts)
+		groups[h] = append(groups[h], r)
+	}
+	fmt.Fprintf(w, "Routes (%d), by host:\n", len(routes))
+	for _, h := range sortedKeys(groups) {
+		rs := groups[h]
+		sort.SliceStable(rs, func(i, j int) bool {
+			if rs[i].Priority != rs[j].Priority {
+				return rs[i].Priority > rs[j].Priority
+			}
+			return rs[i].ID < rs[j].ID
+		})
+		fmt.Fprintf(w, "  %s\n", h)
+		for _, r := range rs {
+			fmt.Fprintf(w, "    %-44s -> %s\n", r.match(), r.target(names))
+		}
+	}
+	fmt.Fprintf(w, "\nUpstreams (%d):\n", len(upstreams))
+	for _, u := range upstreams {
+		fmt.Fprintf(w, "  %-52s %s\n", u.label(), nodeList(u.Nodes))
+	}
+	if len(streams) > 0 {
+		fmt.Fprintf(w, "\nStream routes (%d):\n", len(streams))
+		for _, s := range streams {
+			addr := s.ServerAddr
+			if addr == "" {
+				addr = "*"
+			}
+			fmt.Fprintf(w, "  %s:%d -> %s\n", addr, s.ServerPort, names[s.UpstreamID])
+		}
+	}
+	fmt.Fprintln(w)
+	writeReport(w, rep)
+}
+
+// writeReport lists what could not be translated faithfully.
+func writeReport(w io.Writer, rep []report.Entry) {
+	if len(rep) == 0 {
+		fmt.Fprintln(w, "Translation report: everything was translated faithfully.")
+		return
+	}
+	counts := map[report.Severity]int{}
+	for _, e := range rep {
+		counts[e.Severity]++
+	}
+	var parts []string
+	for _, s := range []report.Severity{report.Invalid, report.Unsupported, report.Approximated, report.Ignored} {
+		if counts[s] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[s], s))
+		}
+	}
+	fmt.Fprintf(w, "Translation report (%s):\n", strings.Join(parts, ", "))
+	for _, e := range rep {
+		fmt.Fprintf(w, "  %-12s %s %s: %s: %s\n", e.Severity, e.Kind, e.Resource, e.Field, e.Message)
+	}
+}
+
+func (u upstreamView) label() string {
+	if u.Name != "" {
+		return u.Name
+	}
+	return u.ID
+}
+
+// hostLabel names a host set by its first (longest, fully qualified) host.
+func hostLabel(hosts []string) string {
+	switch len(hosts) {
+	case 0:
+		return "(any host)"
+	case 1:
+		return hosts[0]
+	}
+	return fmt.Sprintf("%s (+%d aliases)", hosts[0], len(hosts)-1)
+}
+
+func (r routeView) match() string {
+	var b strings.Builder
+	switch {
+	case r.URI != "":
+		b.WriteString(r.URI)
+	case len(r.URIs) > 0:
+		b.WriteString(strings.Join(r.URIs, "|"))
+	default:
+		b.WriteString("/*")
+	}
+	if len(r.Methods) > 0 {
+		b.WriteString(" " + strings.Join(r.Methods, ","))
+	}
+	for _, v := range r.Vars {
+		b.WriteString(" [" + exprString(v) + "]")
+	}
+	return b.String()
+}
+
+func (r routeView) target(names map[string]string) string {
+	var parts []string
+	if len(r.weights) > 0 {
+		var ws []string
+		for _, t := range r.weights {
+			n := names[t.upstream]
+			if n == "" {
+				n = t.upstream
+			}
+			ws = append(ws, fmt.Sprintf("%s %g", n, t.weight))
+		}
+		parts = append(parts, "split "+strings.Join(ws, " / "))
+	} else if r.UpstreamID != "" {
+		parts = append(parts, names[r.UpstreamID])
+	}
+	var plugins []string
+	for _, p := range sortedKeys(r.Plugins) {
+		if p != "traffic-split" {
+			plugins = append(plugins, p)
+		}
+	}
+	if len(plugins) > 0 {
+		parts = append(parts, "plugins: "+strings.Join(plugins, ", "))
+	}
+	if len(parts) == 0 {
+		return "(no upstream)"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// trafficSplit extracts the weighted targets of the first traffic-split rule; an entry
+// without upstream_id is the route's own upstream (upstream "" here).
+func trafficSplit(plugins map[string]any) []weightedTarget {
+	ts, _ := plugins["traffic-split"].(map[string]any)
+	rules, _ := ts["rules"].([]any)
+	if len(rules) == 0 {
+		return nil
+	}
+	rule, _ := rules[0].(map[string]any)
+	wus, _ := rule["weighted_upstreams"].([]any)
+	var out []weightedTarget
+	for _, x := range wus {
+		wu, _ := x.(map[string]any)
+		id, _ := wu["upstream_id"].(string)
+		w, _ := wu["weight"].(float64)
+		out = append(out, weightedTarget{upstream: id, weight: w})
+	}
+	return out
+}
+
+// exprString renders a lua-resty-expr term compactly: ["http_x","==","a"] as
+// http_x == "a", ["!", ...] as !(...), ["OR", t1, t2] as (t1 OR t2).
+func exprString(v any) string {
+	l, ok := v.([]any)
+	if !ok {
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+	if len(l) > 0 {
+		if s, _ := l[0].(string); s == "!" {
+			return "!(" + exprString(l[1:]) + ")"
+		} else if s == "OR" || s == "AND" {
+			var parts []string
+			for _, t := range l[1:] {
+				parts = append(parts, exprString(t))
+			}
+			return "(" + strings.Join(parts, " "+s+" ") + ")"
+		}
+	}
+	var parts []string
+	for i, x := range l {
+		if s, ok := x.(string); ok && i != 2 {
+			parts = append(parts, s)
+			continue
+		}
+		b, _ := json.Marshal(x)
+		parts = append(parts, string(b))
+	}
+	return strings.Join(parts, " ")
+}
+
+func nodeList(nodes []apisix.Node) string {
+	if len(nodes) == 0 {
+		return "(no endpoints: answers 503)"
+	}
+	var parts []string
+	for _, n := range nodes {
+		s := fmt.Sprintf("%s:%d", n.Host, n.Port)
+		if n.Weight != 1 {
+			s += fmt.Sprintf(" w%d", n.Weight)
+		}
+		if n.Priority != 0 {
+			s += fmt.Sprintf(" p%d", n.Priority)
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// writeChanges prints what one applied batch changed, key by key, with the fields that
+// differ (nodes as host:port lists).
+func writeChanges(w io.Writer, before, after map[string][]byte) {
+	var keys []string
+	for k := range after {
+		if !bytes.Equal(before[k], after[k]) {
+			keys = append(keys, k)
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		switch {
+		case before[k] == nil:
+			fmt.Fprintf(w, "  + %s\n", k)
+		case after[k] == nil:
+			fmt.Fprintf(w, "  - %s\n", k)
+		default:
+			fmt.Fprintf(w, "  ~ %s\n", k)
+			old, cur := flatten(before[k]), flatten(after[k])
+			for _, p := range sortedKeys(union(old, cur)) {
+				if old[p] == cur[p] {
+					continue
+				}
+				fmt.Fprintf(w, "      %s: %s -> %s\n", p, orAbsent(old[p]), orAbsent(cur[p]))
+			}
+		}
+	}
+}
+
+func orAbsent(s string) string {
+	if s == "" {
+		return "(absent)"
+	}
+	return s
+}
+
+// flatten maps the leaf paths of a JSON object to their JSON values; a "nodes" list is
+// one leaf shown as host:port list.
+func flatten(obj []byte) map[string]string {
+	var v any
+	if json.Unmarshal(obj, &v) != nil {
+		return map[string]string{"": string(obj)}
+	}
+	out := map[string]string{}
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch t := v.(type) {
+		case map[string]any:
+			for k, x := range t {
+				p := k
+				if path != "" {
+					p = path + "." + k
+				}
+				if k == "nodes" {
+					var nodes []apisix.Node
+					b, _ := json.Marshal(x)
+					if json.Unmarshal(b, &nodes) == nil {
+						out[p] = nodeList(nodes)
+						continue
+					}
+				}
+				walk(p, x)
+			}
+		case []any:
+			for i, x := range t {
+				walk(fmt.Sprintf("%s[%d]", path, i), x)
+			}
+		default:
+			b, _ := json.Marshal(t)
+			out[path] = string(b)
+		}
+	}
+	walk("", v)
+	return out
+}
+
+func union(a, b map[string]string) map[string]bool {
+	out := map[string]bool{}
+	for k := range a {
+		out[k] = true
+	}
+	for k := range b {
+		out[k] = true
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
