@@ -82,7 +82,7 @@ func runOnce(ctx context.Context, configZone, versionZone unsafe.Pointer) (err e
 		return err
 	}
 	defer closeLog()
-	log = log.With("component", "libxds", "pid", os.Getpid())
+	log = log.With("pid", os.Getpid())
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("panic: %v", p)

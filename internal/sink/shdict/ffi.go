@@ -24,11 +24,11 @@ static void *amesh_dlsym(const char *name) {
 }
 
 static int amesh_store(void *fn, void *zone, int op, const char *key, size_t key_len,
-		int value_type, const char *buf, size_t len, char **errmsg) {
-	int forcible = 0;
+		int value_type, const char *buf, size_t len, char **errmsg, int *forcible) {
+	*forcible = 0;
 	*errmsg = NULL;
 	return ((shdict_store_fn) fn)(zone, op, (const unsigned char *) key, key_len,
-		value_type, (const unsigned char *) buf, len, 0, 0, 0, errmsg, &forcible);
+		value_type, (const unsigned char *) buf, len, 0, 0, 0, errmsg, forcible);
 }
 
 // amesh_get copies a string value into buf (cap bytes) and returns its length in
@@ -127,23 +127,36 @@ func cbuf(b []byte) *C.char {
 	return (*C.char)(unsafe.Pointer(&b[0]))
 }
 
-func (z zone) set(key string, value []byte) error {
+// set stores value under key. With evict false it uses SAFE_STORE: a full dict is
+// an error. With evict true the module may evict least recently used entries to make
+// room, and evicted reports whether it did.
+func (z zone) set(key string, value []byte, evict bool) (evicted bool, err error) {
 	kb := []byte(key)
 	buf := cbuf(value)
 	if buf == nil {
 		// An empty string still needs a non-NULL buffer: NULL means delete.
 		buf = (*C.char)(unsafe.Pointer(&kb[0]))
 	}
-	var errmsg *C.char
-	rc := C.amesh_store(z.f.store, z.ptr, C.int(opSafeStore), cbuf(kb), C.size_t(len(kb)),
-		C.int(typeString), buf, C.size_t(len(value)), &errmsg)
-	return storeErr("set", key, rc, errmsg)
+	op := C.int(opSafeStore)
+	if evict {
+		op = 0
+	}
+	var (
+		errmsg   *C.char
+		forcible C.int
+	)
+	rc := C.amesh_store(z.f.store, z.ptr, op, cbuf(kb), C.size_t(len(kb)),
+		C.int(typeString), buf, C.size_t(len(value)), &errmsg, &forcible)
+	return forcible != 0, storeErr("set", key, rc, errmsg)
 }
 
 func (z zone) delete(key string) error {
 	kb := []byte(key)
-	var errmsg *C.char
-	rc := C.amesh_store(z.f.store, z.ptr, 0, cbuf(kb), C.size_t(len(kb)), C.int(typeNil), nil, 0, &errmsg)
+	var (
+		errmsg   *C.char
+		forcible C.int
+	)
+	rc := C.amesh_store(z.f.store, z.ptr, 0, cbuf(kb), C.size_t(len(kb)), C.int(typeNil), nil, 0, &errmsg, &forcible)
 	return storeErr("delete", key, rc, errmsg)
 }
 

@@ -37,7 +37,7 @@ func ErrNoMemory(err error) bool {
 // dict is what the sink needs of a shared dict; zone implements it with the FFI,
 // tests with a map.
 type dict interface {
-	set(key string, value []byte) error
+	set(key string, value []byte, evict bool) (evicted bool, err error)
 	delete(key string) error
 	getString(key string) (string, bool, error)
 	flushAll()
@@ -89,7 +89,8 @@ func (s *Sink) Apply(_ context.Context, cs apisix.ChangeSet, _ map[string][]byte
 	if s.config.shuttingDown() {
 		return ErrExiting
 	}
-	if !s.started {
+	full := !s.started
+	if full {
 		s.config.flushAll()
 	}
 	puts, deletes := cs.Ordered()
@@ -98,8 +99,26 @@ func (s *Sink) Apply(_ context.Context, cs apisix.ChangeSet, _ map[string][]byte
 			return err
 		}
 	}
+	evicted := false
 	for _, k := range puts {
-		if err := s.config.set(k, cs.Put[k]); err != nil {
+		_, err := s.config.set(k, cs.Put[k], false)
+		if full && ErrNoMemory(err) {
+			// flush_all only marks entries expired; the module frees at most two
+			// per store, and the slab allocator may not reuse their memory for a
+			// different size. Let it evict: the least recently used entries are
+			// the expired ones, older than everything this batch wrote.
+			var ev bool
+			ev, err = s.config.set(k, cs.Put[k], true)
+			evicted = evicted || ev
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if evicted {
+		// Had the dict run out of expired entries, eviction took some of this
+		// batch's: then the batch does not fit.
+		if err := s.verify(puts); err != nil {
 			return err
 		}
 	}
@@ -107,11 +126,25 @@ func (s *Sink) Apply(_ context.Context, cs apisix.ChangeSet, _ map[string][]byte
 	if err != nil {
 		return err
 	}
-	if err := s.version.set(VersionKey, []byte(strconv.FormatUint(next, 10))); err != nil {
+	if _, err := s.version.set(VersionKey, []byte(strconv.FormatUint(next, 10)), false); err != nil {
 		return err
 	}
 	s.ver.Store(next)
 	s.started = true
+	return nil
+}
+
+// verify checks that every key of a full batch is present.
+func (s *Sink) verify(keys []string) error {
+	for _, k := range keys {
+		_, ok, err := s.config.getString(k)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return &StoreError{Op: "set", Key: k, Msg: "no memory"}
+		}
+	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package shdict
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -19,10 +20,12 @@ type mapDict struct {
 	cap     int
 	ops     *[]string
 	exiting bool
+	expired map[string]string // flushed but not yet evicted
+	lru     []string          // oldest first, live and expired
 }
 
 func newMapDict(name string, ops *[]string) *mapDict {
-	return &mapDict{name: name, m: map[string]string{}, cap: 1 << 30, ops: ops}
+	return &mapDict{name: name, m: map[string]string{}, expired: map[string]string{}, cap: 1 << 30, ops: ops}
 }
 
 func (d *mapDict) used() int {
@@ -30,26 +33,49 @@ func (d *mapDict) used() int {
 	for k, v := range d.m {
 		n += len(k) + len(v)
 	}
+	for k, v := range d.expired {
+		n += len(k) + len(v)
+	}
 	return n
 }
 
-func (d *mapDict) set(key string, value []byte) error {
-	*d.ops = append(*d.ops, d.name+" set "+key)
-	old, ok := d.m[key]
-	grow := len(key) + len(value)
-	if ok {
-		grow -= len(key) + len(old)
+// set stores like lua-nginx-module: entries marked expired by flushAll still take
+// room until evicted; with evict, the least recently written entries (expired or
+// not) are evicted until the value fits.
+func (d *mapDict) set(key string, value []byte, evict bool) (bool, error) {
+	op := " set "
+	if evict {
+		op = " set(evict) "
 	}
-	if d.used()+grow > d.cap {
-		return &StoreError{Op: "set", Key: key, Msg: "no memory"}
+	*d.ops = append(*d.ops, d.name+op+key)
+	d.remove(key)
+	evicted := false
+	for d.used()+len(key)+len(value) > d.cap {
+		if !evict || len(d.lru) == 0 {
+			return evicted, &StoreError{Op: "set", Key: key, Msg: "no memory"}
+		}
+		d.remove(d.lru[0])
+		evicted = true
 	}
 	d.m[key] = string(value)
-	return nil
+	d.lru = append(d.lru, key)
+	return evicted, nil
+}
+
+func (d *mapDict) remove(key string) {
+	delete(d.m, key)
+	delete(d.expired, key)
+	for i, k := range d.lru {
+		if k == key {
+			d.lru = append(d.lru[:i], d.lru[i+1:]...)
+			break
+		}
+	}
 }
 
 func (d *mapDict) delete(key string) error {
 	*d.ops = append(*d.ops, d.name+" delete "+key)
-	delete(d.m, key)
+	d.remove(key)
 	return nil
 }
 
@@ -62,6 +88,9 @@ func (d *mapDict) shuttingDown() bool { return d.exiting }
 
 func (d *mapDict) flushAll() {
 	*d.ops = append(*d.ops, d.name+" flush_all")
+	for k, v := range d.m {
+		d.expired[k] = v
+	}
 	clear(d.m)
 }
 
@@ -100,6 +129,7 @@ func (f *fixture) versionValue(t *testing.T) uint64 {
 func TestFirstApplyReplacesStaleKeysAndSetsVersion(t *testing.T) {
 	f := newFixture()
 	f.config.m["/routes/stale"] = `{"id":"stale"}` // left by a previous instance
+	f.config.lru = []string{"/routes/stale"}
 	err := f.sink.Apply(context.Background(), changes(map[string]string{
 		"/routes/r": `{"id":"r"}`, "/upstreams/u": `{"id":"u"}`,
 	}), nil)
@@ -214,5 +244,39 @@ func TestNoWritesWhileNginxExits(t *testing.T) {
 	}
 	if len(f.ops) != 0 {
 		t.Errorf("ops = %v, want none", f.ops)
+	}
+}
+
+// After a restart the dict is full of the previous instance's entries: the first
+// batch evicts them (they are expired after flush_all) rather than failing.
+func TestFirstApplyEvictsExpiredEntries(t *testing.T) {
+	f := newFixture()
+	for i := range 10 {
+		k := fmt.Sprintf("/routes/old%d", i)
+		f.config.m[k] = "0123456789"
+		f.config.lru = append(f.config.lru, k)
+	}
+	f.config.cap = f.config.used()
+	err := f.sink.Apply(context.Background(), changes(map[string]string{"/routes/a": "0123456789", "/routes/b": "0123456789"}), nil)
+	if err != nil {
+		t.Fatalf("Apply = %v, want the expired entries evicted", err)
+	}
+	if diff := cmp.Diff(map[string]string{"/routes/a": "0123456789", "/routes/b": "0123456789"}, f.config.m); diff != "" {
+		t.Errorf("dict (-want +got):\n%s", diff)
+	}
+}
+
+// If eviction had to take entries of the batch itself, the batch does not fit.
+func TestFirstApplyTooLargeEvenAfterEviction(t *testing.T) {
+	f := newFixture()
+	f.config.cap = 60
+	err := f.sink.Apply(context.Background(), changes(map[string]string{
+		"/routes/a": "0123456789012345", "/routes/b": "0123456789012345", "/routes/c": "0123456789012345",
+	}), nil)
+	if !ErrNoMemory(err) {
+		t.Fatalf("Apply = %v, want no memory", err)
+	}
+	if _, ok := f.version.m[VersionKey]; ok {
+		t.Error("version set for a batch that did not fit")
 	}
 }
