@@ -183,14 +183,19 @@ func headerTerms(h *routev3.HeaderMatcher) ([]apisix.Expr, error) {
 		match, emptyMatches, err = stringTerm(v, s.StringMatch)
 	case *routev3.HeaderMatcher_PresentMatch:
 		present, presentWanted = true, s.PresentMatch
+	//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 	case *routev3.HeaderMatcher_ExactMatch:
 		match, emptyMatches, err = stringTerm(v, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s.ExactMatch}})
+	//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 	case *routev3.HeaderMatcher_PrefixMatch:
 		match, emptyMatches, err = stringTerm(v, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: s.PrefixMatch}})
+	//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 	case *routev3.HeaderMatcher_SuffixMatch:
 		match, emptyMatches, err = stringTerm(v, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: s.SuffixMatch}})
+	//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 	case *routev3.HeaderMatcher_ContainsMatch:
 		match, emptyMatches, err = stringTerm(v, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Contains{Contains: s.ContainsMatch}})
+	//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 	case *routev3.HeaderMatcher_SafeRegexMatch:
 		match, emptyMatches, err = stringTerm(v, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: s.SafeRegexMatch}})
 	case nil:

@@ -98,13 +98,6 @@ func (t *Translator) syncRC(st *rcState) {
 	}
 }
 
-func rcName(st *rcState) string {
-	if st.ctx.rds != "" {
-		return st.ctx.rds
-	}
-	return st.ctx.key + ":" + st.ctx.inline.GetName()
-}
-
 // dropRC removes every route of a context.
 func (t *Translator) dropRC(st *rcState) {
 	for _, vs := range st.vhosts {
