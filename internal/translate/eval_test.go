@@ -143,8 +143,8 @@ func envoyHeader(h *routev3.HeaderMatcher, r request) bool {
 		match = s.PresentMatch
 	case *routev3.HeaderMatcher_StringMatch:
 		match = envoyString(s.StringMatch, v)
-	//lint:ignore SA1019 the evaluator models the deprecated matcher too
 	case *routev3.HeaderMatcher_ExactMatch:
+		//lint:ignore SA1019 the evaluator models the deprecated matcher too
 		match = v == s.ExactMatch
 	}
 	return match != h.GetInvertMatch()

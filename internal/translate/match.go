@@ -183,20 +183,20 @@ func headerTerms(h *routev3.HeaderMatcher) ([]apisix.Expr, error) {
 		match, emptyMatches, err = stringTerm(v, s.StringMatch)
 	case *routev3.HeaderMatcher_PresentMatch:
 		present, presentWanted = true, s.PresentMatch
-	//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 	case *routev3.HeaderMatcher_ExactMatch:
+		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 		match, emptyMatches, err = stringTerm(v, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s.ExactMatch}})
-	//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 	case *routev3.HeaderMatcher_PrefixMatch:
+		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 		match, emptyMatches, err = stringTerm(v, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: s.PrefixMatch}})
-	//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 	case *routev3.HeaderMatcher_SuffixMatch:
+		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 		match, emptyMatches, err = stringTerm(v, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: s.SuffixMatch}})
-	//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 	case *routev3.HeaderMatcher_ContainsMatch:
+		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 		match, emptyMatches, err = stringTerm(v, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Contains{Contains: s.ContainsMatch}})
-	//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 	case *routev3.HeaderMatcher_SafeRegexMatch:
+		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 		match, emptyMatches, err = stringTerm(v, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: s.SafeRegexMatch}})
 	case nil:
 		// No specifier: Envoy treats it as a present match.
