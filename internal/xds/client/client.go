@@ -133,10 +133,7 @@ func (c *Client) Run(ctx context.Context) error {
 			c.setState(Idle, nil)
 			return ctx.Err()
 		}
-		if gotResponse {
-			failures = 0
-		}
-		failures++
+		failures = nextFailures(failures, gotResponse)
 		wait := c.cfg.Backoff.delay(failures, c.rnd)
 		c.setState(Waiting, err)
 		c.log.Warn("xds stream ended, reconnecting", "err", err, "in", wait)
@@ -145,6 +142,15 @@ func (c *Client) Run(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// nextFailures counts failed attempts in a row; a stream that received a response
+// resets the count (the next wait is Backoff.Initial).
+func nextFailures(failures int, gotResponse bool) int {
+	if gotResponse {
+		return 1
+	}
+	return failures + 1
 }
 
 // sleep waits d while still running the missing-resource timer, so that a resource

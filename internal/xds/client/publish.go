@@ -1,6 +1,7 @@
 package client
 
 import (
+	"maps"
 	"sort"
 	"time"
 
@@ -119,27 +120,17 @@ func (c *Client) publishSnapshotLocked(missing []resource.MissingResource) {
 	s.Changes.Clusters = c.dirty[cdsIdx]
 	s.Changes.Endpoints = c.dirty[edsIdx]
 
-	rebuild := func(i int) bool { return prev == nil || len(c.dirty[i]) > 0 }
-	if rebuild(ldsIdx) {
-		s.Listeners = buildMap[*listenerv3.Listener](c.types[ldsIdx])
-	} else {
-		s.Listeners = prev.Listeners
+	var pl map[string]*listenerv3.Listener
+	var pr map[string]*routev3.RouteConfiguration
+	var pc map[string]*clusterv3.Cluster
+	var pe map[string]*endpointv3.ClusterLoadAssignment
+	if prev != nil {
+		pl, pr, pc, pe = prev.Listeners, prev.RouteConfigs, prev.Clusters, prev.Endpoints
 	}
-	if rebuild(rdsIdx) {
-		s.RouteConfigs = buildMap[*routev3.RouteConfiguration](c.types[rdsIdx])
-	} else {
-		s.RouteConfigs = prev.RouteConfigs
-	}
-	if rebuild(cdsIdx) {
-		s.Clusters = buildMap[*clusterv3.Cluster](c.types[cdsIdx])
-	} else {
-		s.Clusters = prev.Clusters
-	}
-	if rebuild(edsIdx) {
-		s.Endpoints = buildMap[*endpointv3.ClusterLoadAssignment](c.types[edsIdx])
-	} else {
-		s.Endpoints = prev.Endpoints
-	}
+	s.Listeners = nextMap(pl, c.types[ldsIdx], c.dirty[ldsIdx], prev == nil)
+	s.RouteConfigs = nextMap(pr, c.types[rdsIdx], c.dirty[rdsIdx], prev == nil)
+	s.Clusters = nextMap(pc, c.types[cdsIdx], c.dirty[cdsIdx], prev == nil)
+	s.Endpoints = nextMap(pe, c.types[edsIdx], c.dirty[edsIdx], prev == nil)
 	c.dirty = [numTypes]map[string]struct{}{}
 
 	c.latest = s
@@ -149,7 +140,28 @@ func (c *Client) publishSnapshotLocked(missing []resource.MissingResource) {
 	c.readyOnce.Do(func() { close(c.ready) })
 }
 
-func buildMap[M any](t *typeState) map[string]M {
+// nextMap returns the map of one type for the next snapshot: the previous map itself
+// when nothing of the type changed (snapshots are immutable, so they can share it), a
+// patched copy when few names changed (one endpoint update in a large mesh), and a
+// fresh build otherwise.
+func nextMap[M any](prev map[string]M, t *typeState, changed map[string]struct{}, first bool) map[string]M {
+	switch {
+	case !first && len(changed) == 0:
+		return prev
+	case !first && len(changed) <= len(prev)/8:
+		m := maps.Clone(prev)
+		if m == nil {
+			m = map[string]M{}
+		}
+		for n := range changed {
+			if e := t.res[n]; e != nil {
+				m[n] = e.msg.(M)
+			} else {
+				delete(m, n)
+			}
+		}
+		return m
+	}
 	m := make(map[string]M, len(t.res))
 	for n, e := range t.res {
 		m[n] = e.msg.(M)

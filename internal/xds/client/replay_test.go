@@ -103,4 +103,3 @@ func msgs[M proto.Message](in []M) []proto.Message {
 	}
 	return out
 }
-
