@@ -74,15 +74,26 @@ func writeSummary(w io.Writer, objects map[string][]byte, rep []report.Entry) {
 			}
 		}
 	}
-	names := map[string]string{}
-	for _, u := range upstreams {
-		names[u.ID] = u.label()
-	}
+	names := upstreamLabels(upstreams)
 
-	// Routes per host set, in the order APISIX tries them: higher priority first.
+	// Routes per host set and listener (the port conditions every route of a listener
+	// carries), in the order APISIX tries them: higher priority first.
 	groups := map[string][]routeView{}
 	for _, r := range routes {
+		var port []string
+		var rest []any
+		for _, v := range r.Vars {
+			if isPortCondition(v) {
+				port = append(port, "["+exprString(v)+"]")
+			} else {
+				rest = append(rest, v)
+			}
+		}
+		r.Vars = rest
 		h := hostLabel(r.Hosts)
+		if len(port) > 0 {
+			h += "  " + strings.Join(port, " ")
+		}
 		groups[h] = append(groups[h], r)
 	}
 	fmt.Fprintf(w, "Routes (%d), by host:\n", len(routes))
@@ -101,7 +112,7 @@ func writeSummary(w io.Writer, objects map[string][]byte, rep []report.Entry) {
 	}
 	fmt.Fprintf(w, "\nUpstreams (%d):\n", len(upstreams))
 	for _, u := range upstreams {
-		fmt.Fprintf(w, "  %-52s %s\n", u.label(), nodeList(u.Nodes))
+		fmt.Fprintf(w, "  %-52s %s\n", names[u.ID], nodeList(u.Nodes))
 	}
 	if len(streams) > 0 {
 		fmt.Fprintf(w, "\nStream routes (%d):\n", len(streams))
@@ -133,17 +144,81 @@ func writeReport(w io.Writer, rep []report.Entry) {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[s], s))
 		}
 	}
-	fmt.Fprintf(w, "Translation report (%s):\n", strings.Join(parts, ", "))
+	fmt.Fprintf(w, "Translation report (%s), one line per finding (all entries: /debug/report, amesh translate):\n", strings.Join(parts, ", "))
+	// One line per severity, kind and field: the same finding about many clusters is
+	// one finding for a reader.
+	type group struct {
+		first report.Entry
+		n     int
+	}
+	var order []string
+	groups := map[string]*group{}
 	for _, e := range rep {
-		fmt.Fprintf(w, "  %-12s %s %s: %s: %s\n", e.Severity, e.Kind, e.Resource, e.Field, e.Message)
+		k := string(e.Severity) + "\x00" + e.Kind + "\x00" + e.Field
+		if g := groups[k]; g != nil {
+			g.n++
+			continue
+		}
+		groups[k] = &group{first: e, n: 1}
+		order = append(order, k)
+	}
+	sort.SliceStable(order, func(i, j int) bool { return severityRank(groups[order[i]].first.Severity) < severityRank(groups[order[j]].first.Severity) })
+	for _, k := range order {
+		g := groups[k]
+		where := g.first.Resource
+		if g.n > 1 {
+			where = fmt.Sprintf("%s and %d more", where, g.n-1)
+		}
+		fmt.Fprintf(w, "  %-12s %s %s (%s): %s\n", g.first.Severity, g.first.Kind, g.first.Field, where, g.first.Message)
 	}
 }
 
-func (u upstreamView) label() string {
-	if u.Name != "" {
-		return u.Name
+func severityRank(s report.Severity) int {
+	switch s {
+	case report.Invalid:
+		return 0
+	case report.Unsupported:
+		return 1
+	case report.Approximated:
+		return 2
 	}
-	return u.ID
+	return 3
+}
+
+// upstreamLabels names upstreams by their name (the Envoy cluster); per-route variants
+// of one cluster share it, so those also show the last part of their id.
+func upstreamLabels(us []upstreamView) map[string]string {
+	count := map[string]int{}
+	for _, u := range us {
+		count[u.Name]++
+	}
+	out := map[string]string{}
+	for _, u := range us {
+		switch {
+		case u.Name == "":
+			out[u.ID] = u.ID
+		case count[u.Name] > 1:
+			suffix := u.ID
+			if i := strings.LastIndexByte(u.ID, '-'); i >= 0 {
+				suffix = u.ID[i+1:]
+			}
+			out[u.ID] = u.Name + " #" + suffix
+		default:
+			out[u.ID] = u.Name
+		}
+	}
+	return out
+}
+
+// isPortCondition reports whether a route condition selects the listener (original
+// destination or server port) rather than the request.
+func isPortCondition(v any) bool {
+	l, ok := v.([]any)
+	if !ok || len(l) == 0 {
+		return false
+	}
+	name, _ := l[0].(string)
+	return name == "connection_original_dst" || name == "server_port"
 }
 
 // hostLabel names a host set by its first (longest, fully qualified) host.

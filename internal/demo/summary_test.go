@@ -84,8 +84,8 @@ func TestWriteSummary(t *testing.T) {
 		"10.0.0.1:80 w2 p-1",
 		"(no endpoints: answers 503)",
 		"*:3306 -> outbound|80||b",
-		"Translation report (1 unsupported):",
-		"unsupported  cluster outbound|80||a: transport_socket_matches: plaintext",
+		"Translation report (1 unsupported)",
+		"unsupported  cluster transport_socket_matches (outbound|80||a): plaintext",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("summary lacks %q:\n%s", want, s)
