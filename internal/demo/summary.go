@@ -162,7 +162,9 @@ func writeReport(w io.Writer, rep []report.Entry) {
 		groups[k] = &group{first: e, n: 1}
 		order = append(order, k)
 	}
-	sort.SliceStable(order, func(i, j int) bool { return severityRank(groups[order[i]].first.Severity) < severityRank(groups[order[j]].first.Severity) })
+	sort.SliceStable(order, func(i, j int) bool {
+		return severityRank(groups[order[i]].first.Severity) < severityRank(groups[order[j]].first.Severity)
+	})
 	for _, k := range order {
 		g := groups[k]
 		where := g.first.Resource
