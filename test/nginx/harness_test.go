@@ -373,4 +373,3 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 	}
 }
-
