@@ -186,6 +186,11 @@ func (c *Client) armDeadline(t *time.Timer) {
 }
 
 func (c *Client) onDeadline() {
+	defer func() {
+		if r := recover(); r != nil { // never let a bug take the host process down
+			c.log.Error("xds client panic in missing-resource check", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.publishLocked(time.Now())

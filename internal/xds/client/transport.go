@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -102,6 +103,9 @@ func (tokenFile) RequireTransportSecurity() bool { return true }
 func describe(server string, err error) error {
 	if err == nil {
 		return nil
+	}
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("xds %s: %w", server, errStreamClosed)
 	}
 	st, ok := status.FromError(err)
 	if !ok {

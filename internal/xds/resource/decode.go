@@ -85,7 +85,7 @@ func Unwrap(a *anypb.Any) (*anypb.Any, error) {
 		return nil, fmt.Errorf("cannot decode Resource wrapper: %w", err)
 	}
 	if r.GetResource() == nil {
-		return nil, errors.New("Resource wrapper without resource")
+		return nil, errors.New("discovery.v3.Resource wrapper without a resource")
 	}
 	return r.GetResource(), nil
 }
