@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -45,8 +46,9 @@ type Options struct {
 
 // Client watches the controller and implements overlay.Feed.
 type Client struct {
-	opts   Options
-	latest overlay.Latest
+	opts      Options
+	latest    overlay.Latest
+	connected atomic.Bool // a stream is open and has delivered a set
 }
 
 var _ overlay.Feed = (*Client)(nil)
@@ -71,6 +73,10 @@ func New(opts Options) *Client {
 // Current returns the last config set received (zero Version before the first).
 func (c *Client) Current() (overlay.Set, <-chan struct{}) { return c.latest.Current() }
 
+// Connected reports whether a stream to the controller is open and has delivered a set
+// (for status views; the set in force is Current's either way).
+func (c *Client) Connected() bool { return c.connected.Load() }
+
 // Run keeps a stream to the controller open until ctx is done, and then returns nil.
 // It never gives up: failures are logged and retried after a backoff.
 func (c *Client) Run(ctx context.Context) error {
@@ -80,16 +86,25 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	defer conn.Close()
 	client := pb.NewPluginSyncClient(conn)
-	delay := c.opts.MinBackoff
+	delay, failures := c.opts.MinBackoff, 0
 	for {
 		received, err := c.watch(ctx, client)
+		c.connected.Store(false)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if received {
 			delay = c.opts.MinBackoff // the controller was healthy: retry promptly
+			failures = 0
 		}
-		c.opts.Logger.Warn("plugin config stream ended; keeping the last config", "addr", c.opts.Addr, "err", err, "retry_in", delay)
+		// Warn once per outage; the retries of a controller that is absent (it is
+		// optional) are only worth a debug line.
+		level := slog.LevelDebug
+		if failures == 0 {
+			level = slog.LevelWarn
+		}
+		failures++
+		c.opts.Logger.Log(ctx, level, "no plugin config stream; keeping the last config", "addr", c.opts.Addr, "err", err, "retry_in", delay)
 		t := time.NewTimer(delay/2 + rand.N(delay/2+1))
 		select {
 		case <-ctx.Done():
@@ -133,6 +148,7 @@ func (c *Client) watch(ctx context.Context, client pb.PluginSyncClient) (bool, e
 			c.opts.Logger.Error("plugin not applied", "err", e)
 		}
 		c.latest.Publish(set)
+		c.connected.Store(true)
 		c.opts.Logger.Info("plugin config set applied", "version", set.Version, "configs", len(set.Configs))
 	}
 }

@@ -168,6 +168,9 @@ func TestKeepsLastSetAndReconnects(t *testing.T) {
 	waitWatch(t, f)
 	f.sets <- set(5, "a")
 	waitSet(t, c, version(5))
+	if !c.Connected() {
+		t.Error("not connected after receiving a set")
+	}
 
 	// The controller goes away: the set stays.
 	_, changed := c.Current()
@@ -179,6 +182,11 @@ func TestKeepsLastSetAndReconnects(t *testing.T) {
 	}
 	if s, _ := c.Current(); s.Version != 5 || len(s.Configs) != 1 {
 		t.Fatalf("set after controller stop %+v", s)
+	}
+	for deadline := time.Now().Add(20 * time.Second); c.Connected(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("still connected after the controller stopped")
+		}
 	}
 
 	// A new controller (versions restart) is picked up on a new stream.

@@ -128,7 +128,3 @@ type AmeshPluginConfigList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []AmeshPluginConfig `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&AmeshPluginConfig{}, &AmeshPluginConfigList{})
-}

@@ -5,8 +5,9 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
@@ -14,8 +15,15 @@ var (
 	GroupVersion = schema.GroupVersion{Group: "mesh.amesh.dev", Version: "v1alpha1"}
 
 	// SchemeBuilder registers this API's types.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	// (apimachinery's builder keeps this package free of controller-runtime.)
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds this API's types to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
+
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion, &AmeshPluginConfig{}, &AmeshPluginConfigList{})
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}

@@ -6,6 +6,7 @@ package reconciler
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -62,7 +63,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	c.Status = *next
 	if err := r.Status().Update(ctx, &c); err != nil {
 		if apierrors.IsConflict(err) {
-			return reconcile.Result{Requeue: true}, nil // a newer version is on its way
+			// Our cached copy is stale; the newer version is on its way.
+			return reconcile.Result{RequeueAfter: 200 * time.Millisecond}, nil
 		}
 		return reconcile.Result{}, err
 	}
