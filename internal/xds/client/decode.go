@@ -21,8 +21,8 @@ type rawResource struct {
 // not subscribed are dropped and counted as ignored (istiod sends them right after an
 // unsubscribe). Any invalid resource rejects the whole response: the error lists every
 // invalid resource with its problem, for the NACK.
-func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion string) ([]*entry, error) {
-	out := make([]*entry, 0, len(raws))
+func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion string) ([]upsert, error) {
+	out := make([]upsert, 0, len(raws))
 	var errs []string
 	for _, r := range raws {
 		if r.name != "" && !t.wants(r.name) {
@@ -41,7 +41,7 @@ func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion stri
 		if body.GetTypeUrl() == t.url {
 			h := resource.Hash(body.GetValue())
 			if e := t.reuse(h, len(body.GetValue())); e != nil && (r.name == "" || r.name == e.name) {
-				out = append(out, &entry{name: e.name, msg: e.msg, hash: h, size: e.size, version: version, deps: e.deps})
+				out = append(out, upsert{e: e, version: version}) // unchanged: no allocation
 				continue
 			}
 		}
@@ -59,7 +59,7 @@ func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion stri
 			t.ignored++
 			continue
 		}
-		out = append(out, &entry{name: d.Name, msg: d.Msg, hash: d.Hash, size: len(body.GetValue()), version: version, deps: d.Deps})
+		out = append(out, upsert{e: &entry{name: d.Name, msg: d.Msg, hash: d.Hash, size: len(body.GetValue()), deps: d.Deps}, version: version})
 	}
 	if len(errs) > 0 {
 		return nil, errors.New(strings.Join(errs, "; "))

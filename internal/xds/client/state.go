@@ -135,11 +135,18 @@ func typeIndex(url string) (int, bool) {
 // accepted is a validated response, ready to apply.
 type accepted struct {
 	idx     int
-	upserts []*entry
+	upserts []upsert
 	removed []string
 	// full: every accepted resource of the type is in upserts; the rest are removed
 	// (SotW listeners and clusters).
 	full    bool
+	version string
+}
+
+// upsert is an accepted resource: a new entry, or an accepted one (same pointer) that
+// was resent unchanged, with the version it came with this time.
+type upsert struct {
+	e       *entry
 	version string
 }
 
@@ -160,14 +167,16 @@ func (c *Client) applyLocked(a accepted) subChange {
 	if a.full {
 		seen = make(map[string]struct{}, len(a.upserts))
 	}
-	for _, e := range a.upserts {
+	for _, u := range a.upserts {
+		e := u.e
 		if seen != nil {
 			seen[e.name] = struct{}{}
 		}
 		if old := t.res[e.name]; old != nil && old.hash == e.hash && old.size == e.size {
-			old.version = e.version
+			old.version = u.version
 			continue
 		}
+		e.version = u.version
 		t.put(e)
 		changed[e.name] = struct{}{}
 	}
