@@ -49,7 +49,7 @@ type Options struct {
 
 // Request is one request a client sent. Exactly one of SotW and Delta is set.
 type Request struct {
-	Stream int64 // go-control-plane's stream id; a new stream has a new id
+	Stream int64 // unique per stream, across restarts
 	SotW   *discoveryv3.DiscoveryRequest
 	Delta  *discoveryv3.DeltaDiscoveryRequest
 }
@@ -112,6 +112,7 @@ type Server struct {
 	responses []Response
 	notify    chan struct{} // closed and replaced when a request is recorded
 	inject    map[string][]proto.Message
+	starts    int // number of Start calls, to keep stream ids unique across restarts
 }
 
 // New starts a Server.
@@ -190,7 +191,8 @@ func (s *Server) Start() error {
 	}
 	g := grpc.NewServer(gopts...)
 	ctx, cancel := context.WithCancel(context.Background())
-	xds := serverv3.NewServer(ctx, s.cache, s.callbacks())
+	s.starts++
+	xds := serverv3.NewServer(ctx, s.cache, s.callbacks(int64(s.starts)<<32))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, xds)
 	done := make(chan struct{})
 	go func() {
@@ -299,14 +301,16 @@ func typeURLOf(m proto.Message) string {
 	return "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName())
 }
 
-func (s *Server) callbacks() serverv3.Callbacks {
+// callbacks records traffic; go-control-plane's stream ids restart at 1 with every
+// server, so base is added to keep them unique.
+func (s *Server) callbacks(base int64) serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
 		StreamRequestFunc: func(id int64, r *discoveryv3.DiscoveryRequest) error {
-			s.record(Request{Stream: id, SotW: proto.Clone(r).(*discoveryv3.DiscoveryRequest)})
+			s.record(Request{Stream: base + id, SotW: proto.Clone(r).(*discoveryv3.DiscoveryRequest)})
 			return nil
 		},
 		StreamDeltaRequestFunc: func(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
-			s.record(Request{Stream: id, Delta: proto.Clone(r).(*discoveryv3.DeltaDiscoveryRequest)})
+			s.record(Request{Stream: base + id, Delta: proto.Clone(r).(*discoveryv3.DeltaDiscoveryRequest)})
 			return nil
 		},
 		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
@@ -316,7 +320,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 					resp.Resources = append(resp.Resources, a)
 				}
 			}
-			out := Response{Stream: id, TypeURL: resp.GetTypeUrl(), Version: resp.GetVersionInfo(), Nonce: resp.GetNonce()}
+			out := Response{Stream: base + id, TypeURL: resp.GetTypeUrl(), Version: resp.GetVersionInfo(), Nonce: resp.GetNonce()}
 			for _, a := range resp.GetResources() {
 				if m, err := a.UnmarshalNew(); err == nil {
 					out.Names = append(out.Names, cachev3.GetResourceName(m))
@@ -331,7 +335,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 					resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: cachev3.GetResourceName(r), Version: "injected", Resource: a})
 				}
 			}
-			out := Response{Stream: id, TypeURL: resp.GetTypeUrl(), Version: resp.GetSystemVersionInfo(), Nonce: resp.GetNonce(), Removed: resp.GetRemovedResources()}
+			out := Response{Stream: base + id, TypeURL: resp.GetTypeUrl(), Version: resp.GetSystemVersionInfo(), Nonce: resp.GetNonce(), Removed: resp.GetRemovedResources()}
 			for _, r := range resp.GetResources() {
 				out.Names = append(out.Names, r.GetName())
 			}

@@ -34,8 +34,10 @@ func TestDeltaResume(t *testing.T) {
 		t.Fatalf("new cluster missing: %v", s.Clusters)
 	}
 
+	var resumed int64 // the stream after the restart
 	for _, u := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteConfigType} {
 		req, err := srv.WaitRequest(ctxFor(t, mustHappen), mark, xdstest.IsType(u))
+		resumed = req.Stream
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,7 +54,7 @@ func TestDeltaResume(t *testing.T) {
 	}
 	// Only the changes were sent on the new stream.
 	for _, r := range srv.Responses() {
-		if r.Stream == 1 || r.TypeURL != resource.ClusterType {
+		if r.Stream != resumed || r.TypeURL != resource.ClusterType {
 			continue
 		}
 		if !equal(r.Names, []string{"BlackHoleCluster2"}) || !equal(r.Removed, []string{"BlackHoleCluster"}) {
