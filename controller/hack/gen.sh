@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the controller's generated files (committed): deepcopy functions in
-# api/v1alpha1 and the CRD YAML in ../config/crd, with controller-gen built from the Go
+# api/v1alpha1, the CRD YAML in ../config/crd and the ClusterRole in ../config/rbac, with controller-gen built from the Go
 # module proxy at a pinned version into a cache folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +18,5 @@ fi
 
 "$CG" object paths=./api/...
 "$CG" crd paths=./api/... output:crd:artifacts:config=../config/crd
-echo "generated api/v1alpha1/zz_generated.deepcopy.go and config/crd" >&2
+"$CG" rbac:roleName=amesh-controller paths=./internal/... output:rbac:artifacts:config=../config/rbac
+echo "generated api/v1alpha1/zz_generated.deepcopy.go, config/crd and config/rbac/role.yaml" >&2

@@ -3,6 +3,8 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,9 +18,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	pb "github.com/amesh-dev/amesh/api/pluginsync/v1"
 	"github.com/amesh-dev/amesh/controller/api/v1alpha1"
+	"github.com/amesh-dev/amesh/controller/internal/validate"
 )
 
 func rawJSON(t *testing.T, v any) *apiextensionsv1.JSON {
@@ -83,6 +87,33 @@ func TestCRDSchema(t *testing.T) {
 				_ = k8s.Delete(ctx, c)
 			}
 		})
+	}
+}
+
+// TestSamples checks that the shipped examples pass both the CRD schema and APISIX's.
+func TestSamples(t *testing.T) {
+	needEnv(t)
+	files, err := filepath.Glob(filepath.Join("..", "..", "..", "config", "samples", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no samples: %v", err)
+	}
+	ns := namespace(t)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c v1alpha1.AmeshPluginConfig
+		if err := yaml.UnmarshalStrict(b, &c); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		c.Namespace = ns
+		if err := k8s.Create(context.Background(), &c); err != nil {
+			t.Errorf("%s rejected by the CRD: %v", f, err)
+		}
+		if err := validate.Spec(&c.Spec); err != nil {
+			t.Errorf("%s rejected by APISIX's schema: %v", f, err)
+		}
 	}
 }
 
