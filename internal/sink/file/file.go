@@ -39,6 +39,8 @@ type Sink struct {
 	log    *slog.Logger
 
 	mu sync.Mutex
+	// render keeps the rendered form of every object between Applies.
+	render renderer
 	// last is the content the file is known to hold (read at New, then what was written).
 	last []byte
 	// version counts writes of new content; it is what a user sees as the config version.
@@ -69,7 +71,8 @@ func New(opts Options) (*Sink, error) {
 	} else if !st.IsDir() {
 		return nil, fmt.Errorf("file sink: %s is not a directory", dir)
 	}
-	s := &Sink{path: opts.Path, format: opts.Format, log: opts.Logger}
+	s := &Sink{path: opts.Path, format: opts.Format, log: opts.Logger,
+		render: renderer{format: opts.Format, frags: map[string]fragment{}}}
 	old, err := os.ReadFile(opts.Path)
 	switch {
 	case err == nil:
@@ -87,12 +90,14 @@ func (s *Sink) Path() string { return s.path }
 // Apply renders objects (the complete state; cs is only used for logging) and replaces
 // the file if its content changes.
 func (s *Sink) Apply(ctx context.Context, cs apisix.ChangeSet, objects map[string][]byte) error {
-	content, err := Render(objects, s.format)
-	if err != nil {
-		return s.fail(fmt.Errorf("render %s: %w", s.path, err))
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	content, err := s.render.render(objects)
+	if err != nil {
+		s.errors++
+		s.lastErr = fmt.Errorf("render %s: %w", s.path, err)
+		return s.lastErr
+	}
 	if bytes.Equal(content, s.last) {
 		return nil
 	}
@@ -111,14 +116,6 @@ func (s *Sink) Apply(ctx context.Context, cs apisix.ChangeSet, objects map[strin
 	s.log.Info("wrote APISIX standalone config", "path", s.path, "version", s.version,
 		"objects", len(objects), "put", len(cs.Put), "deleted", len(cs.Delete), "bytes", len(content))
 	return nil
-}
-
-func (s *Sink) fail(err error) error {
-	s.mu.Lock()
-	s.errors++
-	s.lastErr = err
-	s.mu.Unlock()
-	return err
 }
 
 // Version returns the number of times new content was written (agent.Versioned).

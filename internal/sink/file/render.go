@@ -40,6 +40,29 @@ const EndMarker = "#END"
 // writes is always present, empty when it has no objects, so that APISIX clears a kind
 // whose last object was removed. Identical input gives identical bytes.
 func Render(objects map[string][]byte, f Format) ([]byte, error) {
+	r := renderer{format: f}
+	return r.render(objects)
+}
+
+// renderer renders objects in one format, keeping each object's rendered fragment so
+// that a change re-renders only the objects whose JSON changed: at 10,000 services the
+// file has 50,000 objects, and rendering all of them for every change would dominate
+// the cost of an update.
+type renderer struct {
+	format Format
+	// frags maps keys to the JSON last rendered for them and the fragment it gave;
+	// nil disables caching.
+	frags map[string]fragment
+	// size is the length of the last output, to size the next buffer at once.
+	size int
+}
+
+type fragment struct{ src, out []byte }
+
+func (r *renderer) render(objects map[string][]byte) ([]byte, error) {
+	if r.format != YAML && r.format != JSON {
+		return nil, fmt.Errorf("unknown format %q", r.format)
+	}
 	byKind := map[string][]string{}
 	for key := range objects {
 		kind, id, ok := splitKey(key)
@@ -61,54 +84,83 @@ func Render(objects map[string][]byte, f Format) ([]byte, error) {
 	sort.Strings(extra)
 	kinds = append(kinds, extra...)
 
+	var next map[string]fragment
+	if r.frags != nil {
+		next = make(map[string]fragment, len(objects))
+	}
 	var buf bytes.Buffer
-	switch f {
-	case JSON:
+	buf.Grow(r.size + r.size/8)
+	if r.format == YAML {
+		buf.WriteString("# Written by amesh from xDS; do not edit (it is rewritten on every change).\n")
+	} else {
 		buf.WriteString("{")
-		for i, kind := range kinds {
+	}
+	for i, kind := range kinds {
+		keys := byKind[kind]
+		sort.Strings(keys)
+		if r.format == JSON {
 			if i > 0 {
 				buf.WriteString(",")
 			}
 			fmt.Fprintf(&buf, "\n  %q: [", kind)
-			keys := byKind[kind]
-			sort.Strings(keys)
-			for j, key := range keys {
-				if j > 0 {
-					buf.WriteString(",")
-				}
-				buf.WriteString("\n    ")
-				if err := json.Indent(&buf, objects[key], "    ", "  "); err != nil {
-					return nil, fmt.Errorf("object %s: %w", key, err)
-				}
+		} else if len(keys) == 0 {
+			buf.WriteString(kind + ": []\n")
+			continue
+		} else {
+			buf.WriteString(kind + ":\n")
+		}
+		for j, key := range keys {
+			if r.format == JSON && j > 0 {
+				buf.WriteString(",")
 			}
+			frag, err := r.fragment(key, objects[key])
+			if err != nil {
+				return nil, fmt.Errorf("object %s: %w", key, err)
+			}
+			if next != nil {
+				next[key] = fragment{src: objects[key], out: frag}
+			}
+			buf.Write(frag)
+		}
+		if r.format == JSON {
 			if len(keys) > 0 {
 				buf.WriteString("\n  ")
 			}
 			buf.WriteString("]")
 		}
-		buf.WriteString("\n}\n")
-	case YAML:
-		buf.WriteString("# Written by amesh from xDS; do not edit (it is rewritten on every change).\n")
-		for _, kind := range kinds {
-			keys := byKind[kind]
-			if len(keys) == 0 {
-				buf.WriteString(kind + ": []\n")
-				continue
-			}
-			buf.WriteString(kind + ":\n")
-			sort.Strings(keys)
-			for _, key := range keys {
-				if err := yamlListItem(&buf, objects[key]); err != nil {
-					return nil, fmt.Errorf("object %s: %w", key, err)
-				}
-			}
-		}
+	}
+	if r.format == YAML {
 		buf.WriteString(EndMarker + "\n")
-	default:
-		return nil, fmt.Errorf("unknown format %q", f)
+	} else {
+		buf.WriteString("\n}\n")
+	}
+	if next != nil {
+		r.frags = next
+	}
+	r.size = buf.Len()
+	return buf.Bytes(), nil
+}
+
+// fragment returns the rendered form of one object, from the cache when its JSON is
+// unchanged (usually the very same slice: the translator keeps unchanged objects).
+func (r *renderer) fragment(key string, obj []byte) ([]byte, error) {
+	// bytes.Equal returns at once for the same slice; object values are never
+	// modified in place (translate.Translator.Objects' contract).
+	if f, ok := r.frags[key]; ok && bytes.Equal(f.src, obj) {
+		return f.out, nil
+	}
+	var buf bytes.Buffer
+	if r.format == JSON {
+		buf.WriteString("\n    ")
+		if err := json.Indent(&buf, obj, "    ", "  "); err != nil {
+			return nil, err
+		}
+	} else if err := yamlListItem(&buf, obj); err != nil {
+		return nil, err
 	}
 	return buf.Bytes(), nil
 }
+
 
 func splitKey(key string) (kind, id string, ok bool) {
 	if !strings.HasPrefix(key, "/") {

@@ -159,3 +159,34 @@ func TestParseFormat(t *testing.T) {
 		t.Error("ParseFormat accepted yml2")
 	}
 }
+
+// TestRendererCache checks that re-rendering with cached fragments gives exactly what a
+// fresh Render gives, through changes of content under the same key, additions and
+// removals.
+func TestRendererCache(t *testing.T) {
+	for _, f := range []Format{YAML, JSON} {
+		r := renderer{format: f, frags: map[string]fragment{}}
+		objs := testObjects(t)
+		steps := []func(){
+			func() {},
+			func() { objs["/routes/r1"] = []byte(`{"id":"r1","uri":"/changed"}`) },
+			func() { delete(objs, "/upstreams/empty") },
+			func() { objs["/routes/new"] = []byte(`{"id":"new"}`) },
+			func() { objs["/routes/r1"] = []byte(`{"id":"r1","uri":"/changed","priority":1}`) },
+		}
+		for i, step := range steps {
+			step()
+			got, err := r.render(objs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := Render(objs, f)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%s step %d: cached render differs:\n%s\nwant:\n%s", f, i, got, want)
+			}
+		}
+		if len(r.frags) != len(objs) {
+			t.Errorf("%s: cache holds %d fragments for %d objects (stale entries kept?)", f, len(r.frags), len(objs))
+		}
+	}
+}
