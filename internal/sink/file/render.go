@@ -161,7 +161,6 @@ func (r *renderer) fragment(key string, obj []byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-
 func splitKey(key string) (kind, id string, ok bool) {
 	if !strings.HasPrefix(key, "/") {
 		return "", "", false
