@@ -275,6 +275,7 @@ func (a *Agent) flush(ctx context.Context, b *batch) error {
 		*b = batch{}
 		return nil
 	}
+	t0 := time.Now()
 	if err := a.apply(ctx, cs, objects); err != nil {
 		a.recordError(err)
 		a.mu.Lock()
@@ -282,9 +283,9 @@ func (a *Agent) flush(ctx context.Context, b *batch) error {
 		a.mu.Unlock()
 		return err
 	}
-	lat := time.Since(b.since)
+	lat, write := time.Since(b.since), time.Since(t0)
 	a.commit(cs, b.seq, lat)
-	a.log.Info("applied batch", "seq", b.seq, "put", len(cs.Put), "deleted", len(cs.Delete), "latency", lat)
+	a.log.Info("applied batch", "seq", b.seq, "put", len(cs.Put), "deleted", len(cs.Delete), "latency", lat, "write", write)
 	*b = batch{}
 	a.readyOnce.Do(func() { close(a.ready) })
 	return nil
