@@ -3,6 +3,7 @@ package overlay
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
@@ -45,8 +46,16 @@ func (s *Source) Next(ctx context.Context) (*resource.Snapshot, error) {
 		if s.pending == nil {
 			ch := make(chan nextResult, 1)
 			go func(ctx context.Context) {
-				snap, err := s.inner.Next(ctx)
-				ch <- nextResult{snap: snap, err: err, ctx: ctx}
+				r := nextResult{ctx: ctx}
+				// This goroutine is ours, so a panic in the inner source must not escape
+				// it (the library runs inside nginx); it reaches the caller as an error.
+				defer func() {
+					if p := recover(); p != nil {
+						r.snap, r.err = nil, fmt.Errorf("overlay: panic in source: %v", p)
+					}
+					ch <- r
+				}()
+				r.snap, r.err = s.inner.Next(ctx)
 			}(ctx)
 			s.pending = ch
 		}

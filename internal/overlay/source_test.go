@@ -3,6 +3,7 @@ package overlay
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,5 +119,17 @@ func TestSourceContextCancel(t *testing.T) {
 	inner <- snap
 	if r := wait(t, ch); r.snap != snap || r.err != nil {
 		t.Fatalf("got %+v, want snapshot 7", r)
+	}
+}
+
+type panicSource struct{}
+
+func (panicSource) Next(context.Context) (*resource.Snapshot, error) { panic("boom") }
+
+func TestSourcePanicBecomesError(t *testing.T) {
+	s := NewSource(panicSource{}, &Latest{})
+	_, err := s.Next(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("got %v, want an error carrying the panic", err)
 	}
 }

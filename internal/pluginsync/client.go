@@ -116,8 +116,14 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// watch runs one stream and reports whether it delivered at least one set.
-func (c *Client) watch(ctx context.Context, client pb.PluginSyncClient) (bool, error) {
+// watch runs one stream and reports whether it delivered at least one set. A panic
+// (the client may run inside nginx) ends the stream like an error and is retried.
+func (c *Client) watch(ctx context.Context, client pb.PluginSyncClient) (received bool, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if c.opts.TokenFile != "" {
@@ -132,7 +138,6 @@ func (c *Client) watch(ctx context.Context, client pb.PluginSyncClient) (bool, e
 		return false, err
 	}
 	var last uint64
-	received := false
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
