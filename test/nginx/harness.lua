@@ -56,21 +56,36 @@ local function sync(premature)
     }))
 end
 
-function _M.init_worker(lib_path, poll)
-    local ok, err = ngx.timer.every(poll, sync)
-    if not ok then
-        ngx.log(ngx.ERR, "harness: timer: ", err)
-    end
-    if ngx.worker.id() ~= 0 then
-        return
-    end
-    libxds = ffi.load(lib_path)
+local function load(lib_path)
+    libxds = libxds or ffi.load(lib_path)
     local config_zone = C.ngx_http_lua_ffi_shdict_udata_to_zone(config[1])
     local version_zone = C.ngx_http_lua_ffi_shdict_udata_to_zone(conf_ver[1])
     libxds.initial(ffi.cast("void *", config_zone), ffi.cast("void *", version_zone))
     state:set("loader_pid", ngx.worker.pid())
     state:incr("loads", 1, 0)
-    ngx.log(ngx.NOTICE, "harness: libxds.so loaded by worker 0, pid ", ngx.worker.pid())
+    ngx.log(ngx.NOTICE, "harness: libxds.so initial() called by worker 0, pid ", ngx.worker.pid())
+end
+
+function _M.init_worker(lib_path, poll)
+    local ok, err = ngx.timer.every(poll, sync)
+    if not ok then
+        ngx.log(ngx.ERR, "harness: timer: ", err)
+    end
+    if ngx.worker.id() == 0 then
+        load(lib_path)
+    end
+end
+
+-- POST /reinit: call initial() again in the process that loaded the library (only
+-- meaningful with one worker), as a second load by APISIX would.
+function _M.reinit(lib_path)
+    if not libxds then
+        ngx.status = 409
+        ngx.say("library not loaded in this worker")
+        return
+    end
+    load(lib_path)
+    ngx.say("ok")
 end
 
 -- GET /version: the current version, empty if none.

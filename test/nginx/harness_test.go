@@ -132,8 +132,8 @@ func start(t testing.TB, xds *xdstest.Server, o options) *instance {
 	n.writeConf()
 	n.cmd = exec.Command("/usr/sbin/nginx", "-p", n.prefix, "-c", filepath.Join(n.prefix, "nginx.conf"))
 	n.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, n.env...)
-	n.cmd.Stdout = io.Discard // the library must not write to stdout; see TestNoStdout
-	var stderr bytes.Buffer
+	var stdout, stderr bytes.Buffer
+	n.cmd.Stdout = &stdout // must stay empty: nothing in the library writes to stdout
 	n.cmd.Stderr = &stderr
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -141,6 +141,9 @@ func start(t testing.TB, xds *xdstest.Server, o options) *instance {
 	go func() { _ = n.cmd.Wait(); close(n.exited) }()
 	t.Cleanup(func() {
 		n.stop()
+		if stdout.Len() > 0 {
+			t.Errorf("nginx's stdout is not empty:\n%s", tail(stdout.Bytes(), 4096))
+		}
 		if t.Failed() || os.Getenv("AMESH_TEST_LOGS") != "" {
 			for _, f := range []string{"error.log", "amesh.log"} {
 				b, _ := os.ReadFile(filepath.Join(n.prefix, f))

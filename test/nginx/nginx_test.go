@@ -391,3 +391,39 @@ func killPID(pid int) error {
 	}
 	return sysKill(pid)
 }
+
+// A second initial() in the same process stops the running agent and starts a new
+// one on the (here: same) zones, which rewrites the state and bumps the version.
+func TestSecondInitialInSameProcess(t *testing.T) {
+	mesh := smallMesh(2)
+	res := mesh.Resources()
+	xds := newXDS(t, res)
+	n := start(t, xds, options{Workers: 1})
+	want := expected(t, res)
+	d := n.waitDump("the initial configuration", func(d dump) bool { return cmp.Equal(want, d.Keys) })
+	pid, v := d.LoaderPID, d.version()
+
+	if _, err := n.get("/reinit"); err != nil {
+		t.Fatal(err)
+	}
+	d = n.waitDump("the second instance's first batch", func(d dump) bool {
+		return d.Loads == 2 && d.version() > v && cmp.Equal(want, d.Keys)
+	})
+	if d.LoaderPID != pid {
+		t.Errorf("loader pid %d, want the same process %d", d.LoaderPID, pid)
+	}
+	waitFor(t, "the first instance to stop", func() bool { return n.logContains("msg=stopped") })
+
+	// Only the new instance writes: one update, one bump.
+	v = d.version()
+	mesh.ChangeEndpoint(1)
+	res2 := mesh.Resources()
+	if err := xds.Update(res2[resource.EndpointType]...); err != nil {
+		t.Fatal(err)
+	}
+	want2 := expected(t, res2)
+	d = n.waitDump("the update", func(d dump) bool { return cmp.Equal(want2, d.Keys) })
+	if d.version() != v+1 {
+		t.Errorf("version %d, want %d (one bump from one instance)", d.version(), v+1)
+	}
+}
