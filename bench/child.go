@@ -34,10 +34,13 @@ type event struct {
 	// first: milliseconds from the start of the client to the first complete config written.
 	FirstMS float64 `json:"first_ms,omitempty"`
 	// apply: wall-clock time (UnixNano) the batch was written, and what it wrote.
-	At    int64 `json:"at,omitempty"`
-	Puts  int   `json:"puts,omitempty"`
-	Dels  int   `json:"dels,omitempty"`
-	Bytes int64 `json:"bytes,omitempty"`
+	At int64 `json:"at,omitempty"`
+	// SnapAt is when the client handed over the newest snapshot before this batch
+	// (UnixNano): At - SnapAt is the data plane's own share (window, translate, write).
+	SnapAt int64 `json:"snap_at,omitempty"`
+	Puts   int   `json:"puts,omitempty"`
+	Dels   int   `json:"dels,omitempty"`
+	Bytes  int64 `json:"bytes,omitempty"`
 	// stats
 	HeapBytes   uint64 `json:"heap_bytes,omitempty"`
 	RSSBytes    uint64 `json:"rss_bytes,omitempty"`
@@ -73,6 +76,7 @@ type counter struct {
 	start time.Time
 
 	mu      sync.Mutex
+	snapAt  int64 // see event.SnapAt
 	bytes   int64 // keys + values written, all batches
 	applies int
 	version uint64
@@ -95,12 +99,30 @@ func (c *counter) write(puts map[string][]byte, dels []string) {
 	c.applies++
 	c.version++
 	first := c.applies == 1
+	snapAt := c.snapAt
 	c.mu.Unlock()
 	now := time.Now()
 	if first {
 		c.em.emit(event{Ev: "first", FirstMS: float64(now.Sub(c.start).Microseconds()) / 1000})
 	}
-	c.em.emit(event{Ev: "apply", At: now.UnixNano(), Puts: len(puts), Dels: len(dels), Bytes: b})
+	c.em.emit(event{Ev: "apply", At: now.UnixNano(), SnapAt: snapAt, Puts: len(puts), Dels: len(dels), Bytes: b})
+}
+
+// timedSource records when each snapshot leaves the xDS client.
+type timedSource struct {
+	src agent.Source
+	cnt *counter
+}
+
+func (s timedSource) Next(ctx context.Context) (*resource.Snapshot, error) {
+	snap, err := s.src.Next(ctx)
+	if err == nil {
+		now := time.Now().UnixNano()
+		s.cnt.mu.Lock()
+		s.cnt.snapAt = now
+		s.cnt.mu.Unlock()
+	}
+	return snap, err
 }
 
 // Apply implements agent.Sink.
@@ -175,7 +197,7 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 	var ag *agent.Agent
 	switch mode {
 	case "amesh":
-		ag = agent.New(c, translate.New(translate.Options{}), cnt, agent.Options{Window: window,
+		ag = agent.New(timedSource{c, cnt}, translate.New(translate.Options{}), cnt, agent.Options{Window: window,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		go func() {
 			if err := ag.Run(ctx); err != nil && ctx.Err() == nil {
@@ -184,7 +206,7 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 		}()
 	case "floor":
 		go func() {
-			if err := floor(ctx, c, cnt); err != nil && ctx.Err() == nil {
+			if err := floor(ctx, timedSource{c, cnt}, cnt); err != nil && ctx.Err() == nil {
 				em.emit(event{Ev: "error", Error: err.Error()})
 			}
 		}()
@@ -267,4 +289,3 @@ func procRSS() (rss, peak uint64) {
 
 var _ agent.Sink = (*counter)(nil)
 var _ agent.Versioned = (*counter)(nil)
-var _ = resource.ClusterType

@@ -71,7 +71,7 @@ func main() {
 			if err != nil {
 				fatal(err)
 			}
-			rows = append(rows, r)
+			rows = append(rows, r...)
 		}
 	}
 	printTable(os.Stdout, rows, cfg)

@@ -28,8 +28,9 @@ type row struct {
 	source            string // "fake" or "istiod"
 	mode              string // "amesh" or "floor"
 	firstMS           float64
-	afterFirst, final event // stats
-	lat               []time.Duration
+	afterFirst, final event           // stats
+	lat               []time.Duration // control plane push → written
+	own               []time.Duration // snapshot handed over by the client → written
 	// identical push: did the server resend, and what was written after it
 	resent        bool
 	identWrites   int
@@ -192,6 +193,7 @@ func measure(n int, source, mode, addr string, cfg runConfig, prepare func(i int
 				i, err, st.Applies, st.Unchanged, st.Panics, st.LastError, st.Responses)
 		}
 		r.lat = append(r.lat, time.Duration(ev.At-t0.UnixNano()))
+		r.own = append(r.own, time.Duration(ev.At-ev.SnapAt))
 	}
 
 	before, err := p.stats()
