@@ -25,7 +25,7 @@ import (
 	"github.com/amesh-dev/amesh/controller/internal/validate"
 )
 
-func rawJSON(t *testing.T, v any) *apiextensionsv1.JSON {
+func rawJSON(t testing.TB, v any) *apiextensionsv1.JSON {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -34,7 +34,7 @@ func rawJSON(t *testing.T, v any) *apiextensionsv1.JSON {
 	return &apiextensionsv1.JSON{Raw: b}
 }
 
-func limitCount(t *testing.T, count int) v1alpha1.Plugin {
+func limitCount(t testing.TB, count int) v1alpha1.Plugin {
 	return v1alpha1.Plugin{Name: "limit-count", Config: rawJSON(t, map[string]any{"count": count, "time_window": 60})}
 }
 

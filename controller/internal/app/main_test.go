@@ -69,7 +69,7 @@ func needEnv(t *testing.T) {
 var nsCounter atomic.Int32
 
 // namespace creates a fresh namespace for one test.
-func namespace(t *testing.T) string {
+func namespace(t testing.TB) string {
 	t.Helper()
 	name := fmt.Sprintf("t%d-%d", time.Now().UnixNano()%1e6, nsCounter.Add(1))
 	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
@@ -80,7 +80,7 @@ func namespace(t *testing.T) string {
 
 // pod creates a pod (and its service account) in ns. Nothing runs it: envtest has no
 // kubelet, which does not matter to the controller.
-func pod(t *testing.T, ns, name, sa string, labels map[string]string) *corev1.Pod {
+func pod(t testing.TB, ns, name, sa string, labels map[string]string) *corev1.Pod {
 	t.Helper()
 	ctx := context.Background()
 	err := k8s.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sa}})
@@ -129,7 +129,7 @@ func controller(t *testing.T, lis net.Listener, opts Options) (stop func()) {
 	return stop
 }
 
-func listen(t *testing.T) net.Listener {
+func listen(t testing.TB) net.Listener {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -223,7 +223,7 @@ func eventually(t *testing.T, what string, cond func() (bool, error)) {
 
 // update applies mutate to the latest version of obj, retrying on conflicts with the
 // controller's status writes.
-func update[T client.Object](t *testing.T, obj T, mutate func(T)) {
+func update[T client.Object](t testing.TB, obj T, mutate func(T)) {
 	t.Helper()
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
