@@ -1,7 +1,10 @@
 package translate
 
 import (
+	"strings"
 	"testing"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/meshgen"
@@ -92,5 +95,35 @@ func TestSkippedSnapshotFallsBackToFull(t *testing.T) {
 	tr.Translate(s)
 	if want := fullFrom(t, m); !sameObjects(want, tr.Objects()) {
 		t.Fatal("after a skipped snapshot the output differs from a full translation")
+	}
+}
+
+// A resend in which one virtual host differs retranslates that virtual host only, and
+// the next unchanged resend (compared by fingerprint) changes nothing.
+func TestIncrementalResendWithOneChangedVhost(t *testing.T) {
+	m := meshgen.Generate(meshgen.Options{Services: 20})
+	tr := New(Options{})
+	tr.Translate(m.Snapshot())
+	prev := applyChanges(nil, apisix.ChangeSet{Put: tr.Objects()})
+	tr.Translate(m.ResendRouteConfigs()) // every virtual host now has a fingerprint
+
+	snap := m.ResendRouteConfigs()
+	vh := snap.RouteConfigs["9080"].GetVirtualHosts()[3]
+	vh.GetRoutes()[1].GetMatch().PathSpecifier = &routev3.RouteMatch_Path{Path: "/changed"}
+	r := tr.Translate(snap)
+	if len(r.Changes.Put) != 1 || len(r.Changes.Delete) != 0 {
+		t.Fatalf("one changed route: %d puts, %d deletes, want 1 put", len(r.Changes.Put), len(r.Changes.Delete))
+	}
+	for k, v := range r.Changes.Put {
+		if apisix.KindOf(k) != apisix.KindRoutes || !strings.Contains(string(v), `"/changed"`) {
+			t.Errorf("unexpected put %s: %s", k, v)
+		}
+	}
+	prev = applyChanges(prev, r.Changes)
+	if want := fullFrom(t, m); !sameObjects(want, tr.Objects()) || !sameObjects(prev, want) {
+		t.Fatal("after a resend with one changed virtual host the output differs from a full translation")
+	}
+	if r := tr.Translate(m.ResendRouteConfigs()); !r.Changes.Empty() {
+		t.Fatalf("unchanged resend after a change: %d puts, %d deletes", len(r.Changes.Put), len(r.Changes.Delete))
 	}
 }

@@ -24,7 +24,6 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
@@ -75,6 +74,10 @@ type Translator struct {
 	report      []report.Entry // cached sorted report
 	reportDirty bool
 
+	fpBuf  []byte               // reused by fingerprintOf
+	fpOf   *routev3.VirtualHost // the last virtual host found changed, with
+	fpNext fingerprint          // its fingerprint
+
 	// per call
 	touched        map[string]touch
 	dirtyVH        map[*vhostState]bool
@@ -113,6 +116,10 @@ type vhostState struct {
 	deps   []string
 	mirror []string
 	report []report.Entry
+
+	// fp is the fingerprint of vh once hasFP (see fingerprint.go).
+	fp    fingerprint
+	hasFP bool
 }
 
 type clusterState struct {
@@ -631,6 +638,3 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
-
-// sameVhost reports whether two virtual hosts are the same message.
-func sameVhost(a, b *routev3.VirtualHost) bool { return a == b || proto.Equal(a, b) }

@@ -84,8 +84,7 @@ func (t *Translator) syncRC(st *rcState) {
 			continue // duplicate names are invalid in Envoy; the first one wins here
 		}
 		seen[name] = true
-		if old := st.vhosts[name]; old != nil && !force && sameVhost(old.vh, vh) {
-			old.vh = vh
+		if old := st.vhosts[name]; old != nil && !force && t.sameVhost(old, vh) {
 			continue
 		}
 		t.rebuildVhost(st, vh)
@@ -146,6 +145,10 @@ func (t *Translator) rebuildVhost(st *rcState, vh *routev3.VirtualHost) {
 		t.dropVhost(old)
 	}
 	vs := &vhostState{owner: st, vh: vh}
+	if t.fpOf == vh {
+		vs.fp, vs.hasFP = t.fpNext, true
+		t.fpOf = nil
+	}
 	b := vhostBuilder{t: t, st: st, vs: vs, vh: vh}
 	b.build()
 	st.vhosts[vh.GetName()] = vs
