@@ -1,9 +1,11 @@
 package client
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -124,9 +126,35 @@ func BenchmarkResendUnchanged(b *testing.B) {
 }
 
 // BenchmarkDeltaEndpointChange is one endpoint set changing (a pod rescheduled) in a
-// mesh of 10,000: decode one resource, publish one snapshot.
+// mesh of 1,000 and of 10,000 EDS clusters: decode one resource, publish one snapshot
+// and hand it to the consumer (Next), i.e. the client's share of "xDS response to
+// version bump". Issue 7 wants this flat in the mesh size.
 func BenchmarkDeltaEndpointChange(b *testing.B) {
-	anys := benchMesh(b)
+	for _, clusters := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("clusters=%d", clusters), func(b *testing.B) {
+			benchDeltaEndpointChange(b, meshAnys(b, clusters))
+		})
+	}
+}
+
+// meshAnys returns a mesh with the given number of EDS clusters (one subset per
+// service, so two clusters per service), generated once per size.
+func meshAnys(b *testing.B, clusters int) map[string][]*anypb.Any {
+	if clusters == 10000 {
+		return benchMesh(b)
+	}
+	m := meshgen.Generate(meshgen.Options{Services: clusters / 2, Subsets: 1, EndpointsPerCluster: 10})
+	anys, err := m.Anys()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if n := len(anys[resource.EndpointType]); n != clusters {
+		b.Fatalf("mesh has %d endpoint sets, want %d", n, clusters)
+	}
+	return anys
+}
+
+func benchDeltaEndpointChange(b *testing.B, anys map[string][]*anypb.Any) {
 	c := benchClient(b, Delta)
 	d := &deltaStream{c: c, s: &discardDelta{}}
 	for _, u := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteConfigType} {
@@ -142,14 +170,21 @@ func BenchmarkDeltaEndpointChange(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	if c.latest == nil {
-		b.Fatal("no snapshot")
+	ctx := context.Background()
+	first, err := c.Next(ctx)
+	if err != nil {
+		b.Fatal(err)
 	}
-	// Pre-build the changes: endpoint set i%n with a changed weight.
+	eds := anys[resource.EndpointType]
+	if len(first.Endpoints) != len(eds) {
+		b.Fatalf("first snapshot has %d endpoint sets, want %d", len(first.Endpoints), len(eds))
+	}
+	// Pre-build the changes: endpoint set i*131%n with a changed weight.
 	const variants = 64
 	changes := make([]*discoveryv3.DeltaDiscoveryResponse, variants)
+	restores := make([]*discoveryv3.DeltaDiscoveryResponse, variants)
 	for i := range changes {
-		a := anys[resource.EndpointType][i*131%len(anys[resource.EndpointType])]
+		a := eds[i*131%len(eds)]
 		var cla endpointv3.ClusterLoadAssignment
 		if err := a.UnmarshalTo(&cla); err != nil {
 			b.Fatal(err)
@@ -157,8 +192,9 @@ func BenchmarkDeltaEndpointChange(b *testing.B) {
 		cla.GetEndpoints()[0].GetLbEndpoints()[0].GetLoadBalancingWeight().Value += uint32(i + 1)
 		na, _ := anypb.New(&cla)
 		changes[i] = &discoveryv3.DeltaDiscoveryResponse{TypeUrl: resource.EndpointType, Resources: []*discoveryv3.Resource{{Name: cla.GetClusterName(), Version: "x", Resource: na}}}
+		restores[i] = &discoveryv3.DeltaDiscoveryResponse{TypeUrl: resource.EndpointType, Resources: []*discoveryv3.Resource{{Name: cla.GetClusterName(), Version: "1", Resource: a}}}
 	}
-	seq := c.latest.Seq
+	seq := first.Seq
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -166,17 +202,23 @@ func BenchmarkDeltaEndpointChange(b *testing.B) {
 		r := changes[k]
 		// Odd ops restore the original, so every op is a real change.
 		if i%2 == 1 {
-			r = &discoveryv3.DeltaDiscoveryResponse{TypeUrl: resource.EndpointType, Resources: []*discoveryv3.Resource{{Name: r.Resources[0].Name, Version: "1", Resource: anys[resource.EndpointType][k*131%len(anys[resource.EndpointType])]}}}
+			r = restores[k]
 		}
-		r.Nonce = fmt.Sprint(i)
+		r.Nonce = strconv.Itoa(i)
 		if err := d.handle(r); err != nil {
 			b.Fatal(err)
 		}
+		s, err := c.Next(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if s.Seq != seq+1 || len(s.Changes.Endpoints) != 1 {
+			b.Fatalf("snapshot %d after %d with %d changed endpoint sets, want one", s.Seq, seq, len(s.Changes.Endpoints))
+		}
+		seq = s.Seq
 	}
 	b.StopTimer()
-	if c.latest.Seq != seq+uint64(b.N) {
-		b.Fatalf("published %d snapshots for %d changes", c.latest.Seq-seq, b.N)
-	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "µs/change")
 }
 
 func nameOf(m proto.Message) string {
