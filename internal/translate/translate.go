@@ -18,6 +18,7 @@ package translate
 
 import (
 	"bytes"
+	"slices"
 	"sort"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -61,19 +62,20 @@ type Translator struct {
 	ctxs      map[string]*rcState        // by httpCtx.key
 	byRDS     map[string]map[string]bool // RDS name -> ctx keys
 	clusters  map[string]*clusterState
-	byEDS     map[string]map[string]bool // EDS name -> cluster names
+	byEDS     multi[string]              // EDS name -> cluster names
 	ups       map[string]*upRef          // upstream id -> references
-	upsOf     map[string]map[string]bool // cluster -> referenced upstream ids
+	upsOf     multi[string]              // cluster -> referenced upstream ids
 	streamsOf map[string]map[string]bool // cluster -> listeners with a stream route to it
 
 	// deps: cluster name -> virtual hosts whose routes depend on the cluster's
 	// existence and kind; mirrorDeps: on its endpoints too.
-	deps       map[string]map[*vhostState]bool
-	mirrorDeps map[string]map[*vhostState]bool
+	deps       multi[*vhostState]
+	mirrorDeps multi[*vhostState]
 
 	report      []report.Entry // cached sorted report
 	reportDirty bool
 
+	enc    encoder              // reused by set
 	fpBuf  []byte               // reused by fingerprintOf
 	fpOf   *routev3.VirtualHost // the last virtual host found changed, with
 	fpNext fingerprint          // its fingerprint
@@ -155,12 +157,12 @@ func New(opts Options) *Translator {
 		ctxs:       map[string]*rcState{},
 		byRDS:      map[string]map[string]bool{},
 		clusters:   map[string]*clusterState{},
-		byEDS:      map[string]map[string]bool{},
+		byEDS:      multi[string]{},
 		ups:        map[string]*upRef{},
-		upsOf:      map[string]map[string]bool{},
+		upsOf:      multi[string]{},
 		streamsOf:  map[string]map[string]bool{},
-		deps:       map[string]map[*vhostState]bool{},
-		mirrorDeps: map[string]map[*vhostState]bool{},
+		deps:       multi[*vhostState]{},
+		mirrorDeps: multi[*vhostState]{},
 	}
 }
 
@@ -220,21 +222,25 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 }
 
 // set stores an object, remembering the value before this call.
+//
+// Objects are encoded into one reused buffer and copied out at their exact size: the
+// output is most of what a translator keeps, and a buffer per object would keep up to
+// twice its length in slack. An object whose bytes did not change keeps its slice
+// and costs no allocation, which is what makes small changes and resends cheap.
 func (t *Translator) set(key string, obj any) {
-	b, err := apisix.Encode(obj)
+	b, err := t.enc.encode(obj)
 	if err != nil {
 		// The model only holds JSON-encodable values; this cannot happen.
 		panic("translate: encode " + key + ": " + err.Error())
 	}
-	t.setBytes(key, b)
-}
-
-func (t *Translator) setBytes(key string, b []byte) {
 	old, ok := t.objects[key]
 	if _, seen := t.touched[key]; !seen {
 		t.touched[key] = touch{old: old, existed: ok}
 	}
-	t.objects[key] = b
+	if ok && bytes.Equal(old, b) {
+		return
+	}
+	t.objects[key] = bytes.Clone(b)
 }
 
 func (t *Translator) del(key string) {
@@ -277,12 +283,7 @@ func (t *Translator) acquire(cluster string, v variant) string {
 	r.n++
 	if r.n == 1 {
 		t.dirtyUp[id] = true
-		m := t.upsOf[cluster]
-		if m == nil {
-			m = map[string]bool{}
-			t.upsOf[cluster] = m
-		}
-		m[id] = true
+		t.upsOf.add(cluster, id)
 	}
 	return id
 }
@@ -296,12 +297,7 @@ func (t *Translator) release(id string) {
 	if r.n <= 0 {
 		delete(t.ups, id)
 		t.dirtyUp[id] = true
-		if m := t.upsOf[r.cluster]; m != nil {
-			delete(m, id)
-			if len(m) == 0 {
-				delete(t.upsOf, r.cluster)
-			}
-		}
+		t.upsOf.remove(r.cluster, id)
 	}
 }
 
@@ -320,7 +316,7 @@ func (t *Translator) syncClusters(full bool, ch *resource.Changes) {
 			names[n] = true
 		}
 		for e := range ch.Endpoints {
-			for n := range t.byEDS[e] {
+			for _, n := range t.byEDS[e] {
 				names[n] = true
 			}
 		}
@@ -360,12 +356,7 @@ func (t *Translator) syncCluster(name string) {
 	if cs.eds != eds {
 		t.unindexEDS(cs.eds, name)
 		if eds != "" {
-			m := t.byEDS[eds]
-			if m == nil {
-				m = map[string]bool{}
-				t.byEDS[eds] = m
-			}
-			m[name] = true
+			t.byEDS.addOnce(eds, name)
 		}
 	}
 	old := cs.info
@@ -375,29 +366,24 @@ func (t *Translator) syncCluster(name string) {
 	t.rebuilds[name] = true
 	t.markDeps(name, old, cs.info)
 	if claChanged {
-		for vs := range t.mirrorDeps[name] {
+		for _, vs := range t.mirrorDeps[name] {
 			t.dirtyVH[vs] = true
 		}
 	}
 }
 
 func (t *Translator) unindexEDS(eds, name string) {
-	if m := t.byEDS[eds]; m != nil {
-		delete(m, name)
-		if len(m) == 0 {
-			delete(t.byEDS, eds)
-		}
-	}
+	t.byEDS.remove(eds, name)
 }
 
 func (t *Translator) markDeps(name string, old, cur clusterInfo) {
 	if old == cur {
 		return
 	}
-	for vs := range t.deps[name] {
+	for _, vs := range t.deps[name] {
 		t.dirtyVH[vs] = true
 	}
-	for vs := range t.mirrorDeps[name] {
+	for _, vs := range t.mirrorDeps[name] {
 		t.dirtyVH[vs] = true
 	}
 	for l := range t.streamsOf[name] {
@@ -589,7 +575,7 @@ func (t *Translator) syncUpstreams() {
 
 // idsOf returns the referenced upstream ids of a cluster.
 func (t *Translator) idsOf(cluster string) []string {
-	return sortedKeys(t.upsOf[cluster])
+	return slices.Sorted(slices.Values(t.upsOf[cluster]))
 }
 
 // fullReport returns the complete sorted report, rebuilt only when a part changed.

@@ -13,6 +13,7 @@ package translate
 //     keeps them disjoint (a prefix wildcard excludes the longer ones; "*" excludes all).
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -118,20 +119,10 @@ func (t *Translator) dropVhost(vs *vhostState) {
 		t.release(id)
 	}
 	for _, c := range vs.deps {
-		if m := t.deps[c]; m != nil {
-			delete(m, vs)
-			if len(m) == 0 {
-				delete(t.deps, c)
-			}
-		}
+		t.deps.remove(c, vs)
 	}
 	for _, c := range vs.mirror {
-		if m := t.mirrorDeps[c]; m != nil {
-			delete(m, vs)
-			if len(m) == 0 {
-				delete(t.mirrorDeps, c)
-			}
-		}
+		t.mirrorDeps.remove(c, vs)
 	}
 	if len(vs.report) > 0 {
 		t.reportDirty = true
@@ -152,24 +143,18 @@ func (t *Translator) rebuildVhost(st *rcState, vh *routev3.VirtualHost) {
 	b := vhostBuilder{t: t, st: st, vs: vs, vh: vh}
 	b.build()
 	st.vhosts[vh.GetName()] = vs
+	// Each cluster once, so that the indexes can append without searching.
+	vs.deps = slices.Compact(slices.Sorted(slices.Values(vs.deps)))
+	vs.mirror = slices.Compact(slices.Sorted(slices.Values(vs.mirror)))
 	for _, c := range vs.deps {
-		addDep(t.deps, c, vs)
+		t.deps.add(c, vs)
 	}
 	for _, c := range vs.mirror {
-		addDep(t.mirrorDeps, c, vs)
+		t.mirrorDeps.add(c, vs)
 	}
 	if len(vs.report) > 0 {
 		t.reportDirty = true
 	}
-}
-
-func addDep(m map[string]map[*vhostState]bool, c string, vs *vhostState) {
-	s := m[c]
-	if s == nil {
-		s = map[*vhostState]bool{}
-		m[c] = s
-	}
-	s[vs] = true
 }
 
 // group is one copy of a virtual host's routes: for its exact/suffix hosts, for one
