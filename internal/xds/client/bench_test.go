@@ -85,7 +85,7 @@ func BenchmarkInitialSync(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		c := benchClient(b, SotW)
 		syncSotw(b, c, anys, "1")
-		if c.latest == nil || len(c.latest.Endpoints) != 10000 {
+		if c.published == 0 || len(c.types[edsIdx].res) != 10000 {
 			b.Fatal("no complete snapshot")
 		}
 	}
@@ -99,7 +99,7 @@ func BenchmarkResendUnchanged(b *testing.B) {
 	anys := benchMesh(b)
 	c := benchClient(b, SotW)
 	syncSotw(b, c, anys, "1")
-	seq := c.latest.Seq
+	seq := c.published
 	s := &sotwStream{c: c, s: &discardSotw{}}
 	var bytes int64
 	for _, u := range []string{resource.ClusterType, resource.EndpointType} {
@@ -119,8 +119,8 @@ func BenchmarkResendUnchanged(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	if c.latest.Seq != seq {
-		b.Fatalf("identical resend published snapshot %d", c.latest.Seq)
+	if c.published != seq {
+		b.Fatalf("identical resend published snapshot %d", c.published)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/20000, "ns/resource")
 }

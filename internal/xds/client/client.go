@@ -4,7 +4,8 @@
 // publishes consistent snapshots (resource.Snapshot) to the rest of amesh.
 //
 // Concurrency: Run owns the protocol state and is the only writer; Next, Ready and
-// Status may be called from any goroutine. All mutable fields are guarded by mu.
+// Status may be called from any goroutine. All mutable fields are guarded by mu,
+// except the consumer's maps, which only Next touches (see view.go).
 package client
 
 import (
@@ -39,10 +40,17 @@ type Client struct {
 	missing      []resource.MissingResource
 
 	// Publication.
-	latest   *resource.Snapshot
-	pending  resource.Changes // merged changes since the snapshot Next returned last
-	returned uint64           // Seq of the snapshot Next returned last
-	notify   chan struct{}    // closed and replaced at every publication
+	published  uint64                     // Seq of the last published snapshot (0: none yet)
+	pubMissing []resource.MissingResource // its Missing
+	out        delta                      // resources published since Next last took them
+	pending    resource.Changes           // merged changes since the snapshot Next returned last
+	returned   uint64                     // Seq of the snapshot Next returned last
+	notify     chan struct{}              // closed and replaced at every publication
+
+	// Consumer side: the maps Next hands out. consumer is a one-token semaphore held
+	// by Next, so that a second caller cannot race on them.
+	consumer chan struct{}
+	views    views
 
 	// Connection status.
 	state      ConnState
@@ -70,7 +78,7 @@ func New(cfg Config) (*Client, error) {
 		rnd:          defaultRand,
 		pendingSince: map[resKey]time.Time{},
 		notify:       make(chan struct{}),
-		pending:      resource.Changes{Full: true},
+		consumer:     make(chan struct{}, 1),
 		state:        Idle,
 	}
 	for i, u := range typeURLs {
@@ -85,18 +93,34 @@ func (c *Client) Ready() <-chan struct{} { return c.ready }
 // Next blocks until a snapshot newer than the one it returned last exists and returns
 // the newest. Its Changes are relative to the snapshot Next returned last (merged over
 // any published in between); the first one returned has Changes.Full. Next is meant
-// for a single consumer (agent.Source); the snapshot must not be modified.
+// for a single consumer (agent.Source); concurrent calls are serialized.
+//
+// The snapshot's resource maps belong to the client and are patched in place by later
+// calls (that keeps a change O(changed), see view.go): they stay unchanged until Next
+// has returned two more snapshots. A consumer may therefore read the previous snapshot
+// while it waits for the next one, but must not keep maps longer; it may keep the
+// messages (they are immutable), and the Changes and Missing of a snapshot are its own.
+// Neither maps nor messages may be modified.
 func (c *Client) Next(ctx context.Context) (*resource.Snapshot, error) {
+	select {
+	case c.consumer <- struct{}{}:
+		defer func() { <-c.consumer }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	for {
 		c.mu.Lock()
-		if c.latest != nil && c.latest.Seq > c.returned {
-			s := *c.latest
-			s.Changes = c.pending
+		if c.published > c.returned {
+			s := &resource.Snapshot{Seq: c.published, Missing: c.pubMissing, Changes: c.pending}
 			s.Changes.Since = c.returned
 			c.returned = s.Seq
 			c.pending = resource.Changes{Since: s.Seq}
+			d := c.out
+			c.out = delta{}
 			c.mu.Unlock()
-			return &s, nil
+			// Patching happens here, outside mu: the views are the consumer's.
+			c.views.take(&d).fill(s)
+			return s, nil
 		}
 		ch := c.notify
 		c.mu.Unlock()

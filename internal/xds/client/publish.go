@@ -1,14 +1,8 @@
 package client
 
 import (
-	"maps"
 	"sort"
 	"time"
-
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
@@ -26,7 +20,8 @@ type resKey struct {
 // the last published one. Consistent means: listeners and clusters have been received,
 // and every subscribed route configuration and endpoint set is present or has been
 // absent for longer than ResourceTimeout (then it is listed in Snapshot.Missing). While
-// something is still awaited, c.deadline is when to check again.
+// something is still awaited, c.deadline is when to check again. The cost is in the
+// number of absent and changed resources, not in the size of the mesh.
 func (c *Client) publishLocked(now time.Time) {
 	absent := map[resKey]struct{}{}
 	for i, t := range c.types {
@@ -36,10 +31,8 @@ func (c *Client) publishLocked(now time.Time) {
 			}
 			continue
 		}
-		for n := range t.subscribed {
-			if _, ok := t.res[n]; !ok {
-				absent[resKey{i, n}] = struct{}{}
-			}
+		for n := range t.absent {
+			absent[resKey{i, n}] = struct{}{}
 		}
 	}
 	for k := range c.pendingSince {
@@ -76,7 +69,7 @@ func (c *Client) publishLocked(now time.Time) {
 	if waiting || !c.types[ldsIdx].received || !c.types[cdsIdx].received {
 		return
 	}
-	if c.latest != nil && c.dirtyEmpty() && sameMissing(c.latest.Missing, missing) {
+	if c.published > 0 && c.dirtyEmpty() && sameMissing(c.pubMissing, missing) {
 		return
 	}
 	c.publishSnapshotLocked(missing)
@@ -103,68 +96,47 @@ func sameMissing(a, b []resource.MissingResource) bool {
 	return true
 }
 
-// publishSnapshotLocked builds the snapshot from the accepted state. Maps of types
-// that did not change are shared with the previous snapshot (both are immutable).
+// publishSnapshotLocked publishes the accepted state as the next snapshot. It does not
+// build the snapshot's maps: it records what changed (c.out) for Next, which patches
+// the consumer's maps (view.go). The first snapshot records the whole state.
 func (c *Client) publishSnapshotLocked(missing []resource.MissingResource) {
-	prev := c.latest
-	s := &resource.Snapshot{Missing: missing}
-	if prev == nil {
-		s.Seq = 1
-		s.Changes.Full = true
-	} else {
-		s.Seq = prev.Seq + 1
-		s.Changes.Since = prev.Seq
+	first := c.published == 0
+	c.published++
+	c.pubMissing = missing
+	for i, t := range c.types {
+		c.out.record(i, t, c.dirty[i], first)
 	}
-	s.Changes.Listeners = c.dirty[ldsIdx]
-	s.Changes.RouteConfigs = c.dirty[rdsIdx]
-	s.Changes.Clusters = c.dirty[cdsIdx]
-	s.Changes.Endpoints = c.dirty[edsIdx]
-
-	var pl map[string]*listenerv3.Listener
-	var pr map[string]*routev3.RouteConfiguration
-	var pc map[string]*clusterv3.Cluster
-	var pe map[string]*endpointv3.ClusterLoadAssignment
-	if prev != nil {
-		pl, pr, pc, pe = prev.Listeners, prev.RouteConfigs, prev.Clusters, prev.Endpoints
+	if c.out.overflowed {
+		// The consumer has not taken changes for longer than it takes to change the
+		// whole mesh: "everything changed" is cheaper than the list of names.
+		c.out.overflowed = false
+		c.pending = resource.Changes{Since: c.pending.Since, Full: true}
 	}
-	s.Listeners = nextMap(pl, c.types[ldsIdx], c.dirty[ldsIdx], prev == nil)
-	s.RouteConfigs = nextMap(pr, c.types[rdsIdx], c.dirty[rdsIdx], prev == nil)
-	s.Clusters = nextMap(pc, c.types[cdsIdx], c.dirty[cdsIdx], prev == nil)
-	s.Endpoints = nextMap(pe, c.types[edsIdx], c.dirty[edsIdx], prev == nil)
+	if first {
+		c.pending.Full = true
+	}
+	adopt(&c.pending.Clusters, c.dirty[cdsIdx])
+	adopt(&c.pending.Endpoints, c.dirty[edsIdx])
+	adopt(&c.pending.Listeners, c.dirty[ldsIdx])
+	adopt(&c.pending.RouteConfigs, c.dirty[rdsIdx])
 	c.dirty = [numTypes]map[string]struct{}{}
 
-	c.latest = s
-	c.pending.Merge(s.Changes)
 	close(c.notify)
 	c.notify = make(chan struct{})
 	c.readyOnce.Do(func() { close(c.ready) })
 }
 
-// nextMap returns the map of one type for the next snapshot: the previous map itself
-// when nothing of the type changed (snapshots are immutable, so they can share it), a
-// patched copy when few names changed (one endpoint update in a large mesh), and a
-// fresh build otherwise.
-func nextMap[M any](prev map[string]M, t *typeState, changed map[string]struct{}, first bool) map[string]M {
-	switch {
-	case !first && len(changed) == 0:
-		return prev
-	case !first && len(changed) <= len(prev)/8:
-		m := maps.Clone(prev)
-		if m == nil {
-			m = map[string]M{}
-		}
-		for n := range changed {
-			if e := t.res[n]; e != nil {
-				m[n] = e.msg.(M)
-			} else {
-				delete(m, n)
-			}
-		}
-		return m
+// adopt adds the names of src to *dst, taking src itself when *dst is empty (src is
+// a dirty set the caller drops, so no copy is needed).
+func adopt(dst *map[string]struct{}, src map[string]struct{}) {
+	if len(src) == 0 {
+		return
 	}
-	m := make(map[string]M, len(t.res))
-	for n, e := range t.res {
-		m[n] = e.msg.(M)
+	if *dst == nil {
+		*dst = src
+		return
 	}
-	return m
+	for n := range src {
+		(*dst)[n] = struct{}{}
+	}
 }

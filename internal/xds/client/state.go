@@ -26,6 +26,10 @@ type typeState struct {
 	// to exactly the names in subscribed.
 	wildcard   bool
 	subscribed map[string]struct{}
+	// absent is the subscribed names with no accepted resource, kept up to date by
+	// put, remove and resubscribeLocked so that publishing need not scan the whole
+	// subscription (it is O(changed), see publish.go).
+	absent map[string]struct{}
 
 	res    map[string]*entry
 	byHash map[uint64]*entry // same entries as res, for SotW where names come only after decoding
@@ -43,6 +47,7 @@ func newTypeState(url string, wildcard bool) *typeState {
 		url:        url,
 		wildcard:   wildcard,
 		subscribed: map[string]struct{}{},
+		absent:     map[string]struct{}{},
 		res:        map[string]*entry{},
 		byHash:     map[uint64]*entry{},
 	}
@@ -72,6 +77,7 @@ func (t *typeState) put(e *entry) {
 	}
 	t.res[e.name] = e
 	t.byHash[e.hash] = e
+	delete(t.absent, e.name)
 }
 
 func (t *typeState) remove(name string) bool {
@@ -83,6 +89,9 @@ func (t *typeState) remove(name string) bool {
 		delete(t.byHash, old.hash)
 	}
 	delete(t.res, name)
+	if _, ok := t.subscribed[name]; ok && !t.wildcard {
+		t.absent[name] = struct{}{}
+	}
 	return true
 }
 
@@ -231,6 +240,14 @@ func (c *Client) resubscribeLocked(from, d int) subChange {
 		return sc
 	}
 	dt.subscribed = want
+	for _, n := range sc.added {
+		if _, ok := dt.res[n]; !ok {
+			dt.absent[n] = struct{}{}
+		}
+	}
+	for _, n := range sc.removed {
+		delete(dt.absent, n)
+	}
 	changed := c.dirtySet(d)
 	for _, n := range sc.removed {
 		if dt.remove(n) {

@@ -60,10 +60,8 @@ func (c *Client) Status() Status {
 		Types:      make(map[string]TypeStatus, numTypes),
 		Missing:    append([]resource.MissingResource(nil), c.missing...),
 	}
-	if c.latest != nil {
-		st.Seq = c.latest.Seq
-		st.Ready = true
-	}
+	st.Seq = c.published
+	st.Ready = c.published > 0
 	for _, t := range c.types {
 		ts := TypeStatus{
 			Wildcard:        t.wildcard,
