@@ -6,11 +6,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/testr"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -105,7 +108,7 @@ func controller(t *testing.T, lis net.Listener, opts Options) (stop func()) {
 	opts.Listener = lis
 	opts.HealthAddr = "0"
 	if opts.Log.GetSink() == nil {
-		opts.Log = testr.NewWithOptions(t, testr.Options{Verbosity: 0})
+		opts.Log = bufferedLogger(t)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -235,4 +238,24 @@ func update[T client.Object](t testing.TB, obj T, mutate func(T)) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// bufferedLogger collects the controller's log and prints it only if the test failed.
+// controller-runtime's goroutines may still log after the test returns, which t.Log
+// does not allow.
+func bufferedLogger(t testing.TB) logr.Logger {
+	var mu sync.Mutex
+	var buf strings.Builder
+	t.Cleanup(func() {
+		if t.Failed() {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Log("controller log:\n" + buf.String())
+		}
+	})
+	return funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		buf.WriteString(prefix + " " + args + "\n")
+	}, funcr.Options{})
 }
