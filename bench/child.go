@@ -206,7 +206,8 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 		}()
 	case "floor":
 		go func() {
-			if err := floor(ctx, timedSource{c, cnt}, cnt); err != nil && ctx.Err() == nil {
+			// floor returns only when ctx ends or encoding fails.
+			if err := floor(ctx, timedSource{c, cnt}, cnt); ctx.Err() == nil {
 				em.emit(event{Ev: "error", Error: err.Error()})
 			}
 		}()

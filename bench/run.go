@@ -32,10 +32,9 @@ type row struct {
 	lat               []time.Duration // control plane push → written
 	own               []time.Duration // snapshot handed over by the client → written
 	// identical push: did the server resend, and what was written after it
-	resent        bool
-	identWrites   int
-	identBytes    int64
-	identDetected bool
+	resent      bool
+	identWrites int
+	identBytes  int64
 }
 
 // childProc is a running data-plane child.
