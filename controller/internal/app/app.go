@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -149,16 +150,27 @@ func (g *grpcRunnable) Start(ctx context.Context) error {
 	}
 }
 
-// watchChanges wakes the streams on every config change and on pod changes that can
-// change a selection (labels, service account, creation, deletion).
+// watchChanges wakes the streams of a namespace on every config change there and on
+// pod changes that can change a selection (labels, service account, creation, deletion).
 func (g *grpcRunnable) watchChanges(ctx context.Context) error {
-	notify := func(any) { g.srv.Notifier.Notify() }
+	notify := func(obj any) {
+		if o := object(obj); o != nil {
+			g.srv.Notifier.Notify(o.GetNamespace())
+		}
+	}
 	cfgInf, err := g.mgr.GetCache().GetInformer(ctx, &v1alpha1.AmeshPluginConfig{})
 	if err != nil {
 		return err
 	}
 	if _, err := cfgInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc: notify, DeleteFunc: notify, UpdateFunc: func(_, n any) { notify(n) },
+		AddFunc:    notify,
+		UpdateFunc: func(_, n any) { notify(n) },
+		DeleteFunc: func(obj any) {
+			if o := object(obj); o != nil {
+				g.srv.Forget(o.GetUID())
+			}
+			notify(obj)
+		},
 	}); err != nil {
 		return err
 	}
@@ -177,6 +189,15 @@ func (g *grpcRunnable) watchChanges(ctx context.Context) error {
 		},
 	})
 	return err
+}
+
+// object unwraps an informer event object, including a deletion tombstone.
+func object(obj any) metav1.Object {
+	if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	o, _ := obj.(metav1.Object)
+	return o
 }
 
 // ctrlConfig allows several managers with the same controller name in one process

@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pb "github.com/amesh-dev/amesh/api/pluginsync/v1"
@@ -36,7 +37,12 @@ type Server struct {
 	// Notifier wakes streams when configs or pod labels change.
 	Notifier *Notifier
 	Log      logr.Logger
+
+	accepted acceptedCache
 }
+
+// Forget drops what the server remembers about a deleted config.
+func (s *Server) Forget(uid types.UID) { s.accepted.forget(uid) }
 
 var _ pb.PluginSyncServer = (*Server)(nil)
 
@@ -59,7 +65,7 @@ func (s *Server) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServer[p
 	var version uint64
 	var sent []*pb.PluginConfig
 	for {
-		changed := s.Notifier.Changed() // taken before reading, so no change is missed
+		changed := s.Notifier.Changed(req.GetNamespace()) // taken before reading, so no change is missed
 		var pod corev1.Pod
 		if err := s.Reader.Get(ctx, client.ObjectKey{Namespace: req.GetNamespace(), Name: req.GetPod()}, &pod); err != nil {
 			if apierrors.IsNotFound(err) {
@@ -118,20 +124,21 @@ func (s *Server) authenticate(ctx context.Context, req *pb.WatchRequest) (Identi
 // sorted by name. Configs that fail validation are never sent.
 func (s *Server) configsFor(ctx context.Context, pod *corev1.Pod) ([]*pb.PluginConfig, error) {
 	var list v1alpha1.AmeshPluginConfigList
-	if err := s.Reader.List(ctx, &list, client.InNamespace(pod.Namespace)); err != nil {
+	// Read-only use: skip the cache's deep copy, which every stream would pay.
+	if err := s.Reader.List(ctx, &list, client.InNamespace(pod.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	var out []*pb.PluginConfig
 	for i := range list.Items {
 		c := &list.Items[i]
-		if c.DeletionTimestamp != nil || validate.Spec(&c.Spec) != nil {
+		if c.DeletionTimestamp != nil {
 			continue
 		}
-		sel, _ := validate.Selector(&c.Spec) // validated above
-		if !sel.Matches(labels.Set(pod.Labels)) {
+		a := s.accepted.get(c)
+		if a == nil || !a.selector.Matches(labels.Set(pod.Labels)) {
 			continue
 		}
-		out = append(out, ToProto(c))
+		out = append(out, a.config)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil

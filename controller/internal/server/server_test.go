@@ -49,15 +49,18 @@ func TestEqual(t *testing.T) {
 
 func TestNotifier(t *testing.T) {
 	var n Notifier
-	ch := n.Changed()
+	a, b := n.Changed("a"), n.Changed("b")
+	n.Notify("a")
+	<-a // must be closed now
 	select {
-	case <-ch:
-		t.Fatal("closed before Notify")
+	case <-b:
+		t.Fatal("namespace b woken by a change in a")
 	default:
 	}
-	n.Notify()
-	<-ch // must be closed now
-	if n.Changed() == ch {
+	if n.Changed("a") == a {
 		t.Error("Changed after Notify must return a new channel")
+	}
+	if n.Changed("b") != b {
+		t.Error("an unchanged namespace must keep its channel")
 	}
 }
