@@ -14,9 +14,15 @@ import (
 // ClusterLoadAssignment in Endpoints (unless it was reported missing after the
 // resource timeout, see Missing).
 //
-// A published Snapshot is immutable: its maps and the messages in them must never be
-// modified. A resource that did not change between two snapshots is the same pointer
-// in both, so consumers may cache per-resource work keyed by pointer identity.
+// Consumers must never modify a Snapshot's maps or the messages in them. The messages
+// are immutable and may be kept; a resource that did not change between two snapshots
+// is the same pointer in both, so consumers may cache per-resource work keyed by
+// pointer identity. The maps need not outlive the consumer's use of the snapshot: the
+// xDS client patches them in place so that a change costs O(changed resources), and a
+// snapshot it returned stays valid only until its Next has returned two more (see
+// client.Client.Next). A consumer that keeps resources across snapshots keeps the
+// messages, not the maps. Snapshots built elsewhere (tests, meshgen, dump) document
+// their own lifetime.
 type Snapshot struct {
 	// Seq increases by one with every snapshot the client publishes.
 	Seq uint64
