@@ -18,37 +18,54 @@ import (
 )
 
 func main() {
-	var opts app.Options
-	var certFile, keyFile, audiences string
-	flag.StringVar(&opts.GRPCAddr, "grpc-bind-address", ":15090", "address sidecars connect to")
-	flag.StringVar(&certFile, "tls-cert-file", "", "serve gRPC with TLS using this certificate (PEM)")
-	flag.StringVar(&keyFile, "tls-key-file", "", "private key of -tls-cert-file")
-	flag.BoolVar(&opts.InsecureSkipAuth, "insecure-skip-auth", false,
-		"serve any client without verifying its service-account token (never in production)")
-	flag.StringVar(&audiences, "token-audiences", "", "comma-separated audiences sidecar tokens must carry")
-	flag.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", `metrics address ("0" disables)`)
-	flag.StringVar(&opts.HealthAddr, "health-probe-bind-address", ":8081", `health probe address ("0" disables)`)
-	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect one replica to write status")
-	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader lease")
-	zopts := zap.Options{}
-	zopts.BindFlags(flag.CommandLine)
+	// flag.CommandLine also holds controller-runtime's -kubeconfig.
+	parse := bindFlags(flag.CommandLine)
 	flag.Parse()
-	opts.Log = zap.New(zap.UseFlagOptions(&zopts))
-	if audiences != "" {
-		opts.Audiences = strings.Split(audiences, ",")
-	}
-	if certFile != "" {
-		creds, err := credentials.NewServerTLSFromFile(certFile, keyFile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "amesh-controller:", err)
-			os.Exit(2)
-		}
-		opts.TLS = creds
+	opts, err := parse()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "amesh-controller:", err)
+		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := app.Run(ctx, ctrl.GetConfigOrDie(), opts); err != nil {
 		opts.Log.Error(err, "amesh-controller stopped")
 		os.Exit(1)
+	}
+}
+
+// bindFlags defines the command's flags on fs and returns a function that turns the
+// parsed values into app.Options.
+func bindFlags(fs *flag.FlagSet) func() (app.Options, error) {
+	var opts app.Options
+	var certFile, keyFile, audiences string
+	fs.StringVar(&opts.GRPCAddr, "grpc-bind-address", ":15090", "address sidecars connect to")
+	fs.StringVar(&certFile, "tls-cert-file", "", "serve gRPC with TLS using this certificate (PEM)")
+	fs.StringVar(&keyFile, "tls-key-file", "", "private key of -tls-cert-file")
+	fs.BoolVar(&opts.InsecureSkipAuth, "insecure-skip-auth", false,
+		"serve any client without verifying its service-account token (never in production)")
+	fs.StringVar(&audiences, "token-audiences", "", "comma-separated audiences sidecar tokens must carry")
+	fs.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", `metrics address ("0" disables)`)
+	fs.StringVar(&opts.HealthAddr, "health-probe-bind-address", ":8081", `health probe address ("0" disables)`)
+	fs.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect one replica to write status")
+	fs.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader lease")
+	zopts := zap.Options{}
+	zopts.BindFlags(fs)
+	return func() (app.Options, error) {
+		opts.Log = zap.New(zap.UseFlagOptions(&zopts))
+		if audiences != "" {
+			opts.Audiences = strings.Split(audiences, ",")
+		}
+		if (certFile == "") != (keyFile == "") {
+			return opts, fmt.Errorf("-tls-cert-file and -tls-key-file go together")
+		}
+		if certFile != "" {
+			creds, err := credentials.NewServerTLSFromFile(certFile, keyFile)
+			if err != nil {
+				return opts, err
+			}
+			opts.TLS = creds
+		}
+		return opts, nil
 	}
 }
