@@ -43,7 +43,21 @@ type Scope struct {
 	// Paths match a route whose uri is one of them; a path ending in "*" matches every
 	// uri starting with the part before the "*".
 	Paths []string
+	// Direction, if set, matches only inbound or only outbound routes.
+	Direction Direction
 }
+
+// Direction is the direction of the traffic a route handles, seen from the pod.
+type Direction int
+
+// The directions. Translation names routes "in-..." (Istio's virtualInbound) and
+// "out-..." (outbound listeners); a route named otherwise has no known direction and
+// only matches DirectionAny.
+const (
+	DirectionAny Direction = iota
+	DirectionInbound
+	DirectionOutbound
+)
 
 // Config is one AmeshPluginConfig that applies to this pod.
 type Config struct {

@@ -110,18 +110,23 @@ func changedKeys(cs apisix.ChangeSet) []string {
 
 func TestScopeSelectsRoutes(t *testing.T) {
 	objects := map[string][]byte{
-		"/routes/a":    route(t, "a", []string{"reviews.default.svc.cluster.local"}, "/api/v1", 9080, nil),
-		"/routes/b":    route(t, "b", []string{"ratings.default.svc.cluster.local"}, "/api/v1", "9080", nil),
-		"/routes/c":    route(t, "c", []string{"reviews.default.svc.cluster.local"}, "/health", 9090, nil),
-		"/routes/d":    route(t, "d", nil, "/*", nil, nil),
-		"/upstreams/u": []byte(`{"id":"u"}`),
+		"/routes/a":     route(t, "a", []string{"reviews.default.svc.cluster.local"}, "/api/v1", 9080, nil),
+		"/routes/b":     route(t, "b", []string{"ratings.default.svc.cluster.local"}, "/api/v1", "9080", nil),
+		"/routes/c":     route(t, "c", []string{"reviews.default.svc.cluster.local"}, "/health", 9090, nil),
+		"/routes/d":     route(t, "d", nil, "/*", nil, nil),
+		"/routes/in-e":  route(t, "in-e", nil, "/", 8080, nil),
+		"/routes/out-f": route(t, "out-f", []string{"x.svc"}, "/", 8080, nil),
+		"/upstreams/u":  []byte(`{"id":"u"}`),
 	}
 	limit := plugin("limit-count", `{"count":10,"time_window":60}`)
 	tests := []struct {
 		scope Scope
 		want  []string
 	}{
-		{Scope{}, []string{"/routes/a", "/routes/b", "/routes/c", "/routes/d"}},
+		{Scope{}, []string{"/routes/a", "/routes/b", "/routes/c", "/routes/d", "/routes/in-e", "/routes/out-f"}},
+		{Scope{Direction: DirectionInbound}, []string{"/routes/in-e"}},
+		{Scope{Direction: DirectionOutbound}, []string{"/routes/out-f"}},
+		{Scope{Direction: DirectionInbound, Ports: []uint32{8080}}, []string{"/routes/in-e"}},
 		{Scope{Hosts: []string{"reviews.default.svc.cluster.local"}}, []string{"/routes/a", "/routes/c"}},
 		{Scope{Hosts: []string{"*.default.svc.cluster.local"}}, []string{"/routes/a", "/routes/b", "/routes/c"}},
 		{Scope{Ports: []uint32{9080}}, []string{"/routes/a", "/routes/b"}},

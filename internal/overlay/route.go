@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 )
@@ -15,6 +16,7 @@ type routeInfo struct {
 	hosts []string
 	uris  []string
 	port  uint32 // 0: the route has no destination-port condition
+	dir   Direction
 	route apisix.Route
 }
 
@@ -28,6 +30,12 @@ func decodeRoute(b []byte, portVar string) (*routeInfo, error) {
 		return nil, err
 	}
 	info := &routeInfo{hosts: r.Hosts, route: r}
+	switch {
+	case strings.HasPrefix(r.ID, "in-"):
+		info.dir = DirectionInbound
+	case strings.HasPrefix(r.ID, "out-"):
+		info.dir = DirectionOutbound
+	}
 	if r.URI != "" {
 		info.uris = append(info.uris, r.URI)
 	}
@@ -61,6 +69,9 @@ func portOf(v any) (uint32, bool) {
 
 // matches reports whether scope s selects the route.
 func (info *routeInfo) matches(s *Scope) bool {
+	if s.Direction != DirectionAny && s.Direction != info.dir {
+		return false
+	}
 	if len(s.Hosts) > 0 && !anyMatch(s.Hosts, info.hosts, hostMatches) {
 		return false
 	}

@@ -169,6 +169,7 @@ func Convert(msg *pb.ConfigSet) (overlay.Set, []error) {
 			Generation: pc.GetGeneration(), Priority: pc.GetPriority(),
 			Scope: overlay.Scope{
 				Hosts: pc.GetScope().GetHosts(), Ports: pc.GetScope().GetPorts(), Paths: pc.GetScope().GetPaths(),
+				Direction: direction(pc.GetScope().GetDirection()),
 			},
 		}
 		for _, p := range pc.GetPlugins() {
@@ -189,3 +190,13 @@ func Convert(msg *pb.ConfigSet) (overlay.Set, []error) {
 }
 
 var errBadPlugin = errors.New("empty name or config is not a JSON object")
+
+func direction(d pb.Direction) overlay.Direction {
+	switch d {
+	case pb.Direction_DIRECTION_INBOUND:
+		return overlay.DirectionInbound
+	case pb.Direction_DIRECTION_OUTBOUND:
+		return overlay.DirectionOutbound
+	}
+	return overlay.DirectionAny
+}

@@ -201,7 +201,7 @@ func TestKeepsLastSetAndReconnects(t *testing.T) {
 
 func TestConvertDropsInvalidPlugins(t *testing.T) {
 	msg := &pb.ConfigSet{Version: 3, Configs: []*pb.PluginConfig{{
-		Namespace: "ns", Name: "c", Priority: 2, Scope: &pb.Scope{Ports: []uint32{9080}},
+		Namespace: "ns", Name: "c", Priority: 2, Scope: &pb.Scope{Ports: []uint32{9080}, Direction: pb.Direction_DIRECTION_INBOUND},
 		Plugins: []*pb.Plugin{
 			{Name: "cors", ConfigJson: []byte(`[1]`)},
 			{Name: "", ConfigJson: []byte(`{}`)},
@@ -220,6 +220,7 @@ func TestConvertDropsInvalidPlugins(t *testing.T) {
 	}
 	got := s.Configs[0]
 	if got.Name != want.Name || got.Priority != want.Priority || got.Scope.Ports[0] != 9080 || len(got.Plugins) != 2 ||
+		got.Scope.Direction != overlay.DirectionInbound ||
 		got.Plugins[0].Name != "gzip" || string(got.Plugins[0].Config) != "{}" || !got.Plugins[1].Override {
 		t.Errorf("config %+v, want %+v", got, want)
 	}

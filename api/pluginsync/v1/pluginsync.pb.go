@@ -29,6 +29,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Direction of the traffic a route handles, seen from the pod.
+type Direction int32
+
+const (
+	// Both directions.
+	Direction_DIRECTION_ANY Direction = 0
+	// Requests to the pod (Istio's virtualInbound).
+	Direction_DIRECTION_INBOUND Direction = 1
+	// Requests the pod makes to other services.
+	Direction_DIRECTION_OUTBOUND Direction = 2
+)
+
+// Enum value maps for Direction.
+var (
+	Direction_name = map[int32]string{
+		0: "DIRECTION_ANY",
+		1: "DIRECTION_INBOUND",
+		2: "DIRECTION_OUTBOUND",
+	}
+	Direction_value = map[string]int32{
+		"DIRECTION_ANY":      0,
+		"DIRECTION_INBOUND":  1,
+		"DIRECTION_OUTBOUND": 2,
+	}
+)
+
+func (x Direction) Enum() *Direction {
+	p := new(Direction)
+	*p = x
+	return p
+}
+
+func (x Direction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Direction) Descriptor() protoreflect.EnumDescriptor {
+	return file_pluginsync_v1_pluginsync_proto_enumTypes[0].Descriptor()
+}
+
+func (Direction) Type() protoreflect.EnumType {
+	return &file_pluginsync_v1_pluginsync_proto_enumTypes[0]
+}
+
+func (x Direction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Direction.Descriptor instead.
+func (Direction) EnumDescriptor() ([]byte, []int) {
+	return file_pluginsync_v1_pluginsync_proto_rawDescGZIP(), []int{0}
+}
+
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The pod the sidecar runs in (POD_NAMESPACE / POD_NAME).
@@ -230,6 +283,7 @@ type Scope struct {
 	Hosts         []string               `protobuf:"bytes,1,rep,name=hosts,proto3" json:"hosts,omitempty"`
 	Ports         []uint32               `protobuf:"varint,2,rep,packed,name=ports,proto3" json:"ports,omitempty"`
 	Paths         []string               `protobuf:"bytes,3,rep,name=paths,proto3" json:"paths,omitempty"`
+	Direction     Direction              `protobuf:"varint,4,opt,name=direction,proto3,enum=amesh.pluginsync.v1.Direction" json:"direction,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -283,6 +337,13 @@ func (x *Scope) GetPaths() []string {
 		return x.Paths
 	}
 	return nil
+}
+
+func (x *Scope) GetDirection() Direction {
+	if x != nil {
+		return x.Direction
+	}
+	return Direction_DIRECTION_ANY
 }
 
 type Plugin struct {
@@ -369,16 +430,21 @@ const file_pluginsync_v1_pluginsync_proto_rawDesc = "" +
 	"generation\x12\x1a\n" +
 	"\bpriority\x18\x04 \x01(\x05R\bpriority\x120\n" +
 	"\x05scope\x18\x05 \x01(\v2\x1a.amesh.pluginsync.v1.ScopeR\x05scope\x125\n" +
-	"\aplugins\x18\x06 \x03(\v2\x1b.amesh.pluginsync.v1.PluginR\aplugins\"I\n" +
+	"\aplugins\x18\x06 \x03(\v2\x1b.amesh.pluginsync.v1.PluginR\aplugins\"\x87\x01\n" +
 	"\x05Scope\x12\x14\n" +
 	"\x05hosts\x18\x01 \x03(\tR\x05hosts\x12\x14\n" +
 	"\x05ports\x18\x02 \x03(\rR\x05ports\x12\x14\n" +
-	"\x05paths\x18\x03 \x03(\tR\x05paths\"Y\n" +
+	"\x05paths\x18\x03 \x03(\tR\x05paths\x12<\n" +
+	"\tdirection\x18\x04 \x01(\x0e2\x1e.amesh.pluginsync.v1.DirectionR\tdirection\"Y\n" +
 	"\x06Plugin\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vconfig_json\x18\x02 \x01(\fR\n" +
 	"configJson\x12\x1a\n" +
-	"\boverride\x18\x03 \x01(\bR\boverride2Z\n" +
+	"\boverride\x18\x03 \x01(\bR\boverride*M\n" +
+	"\tDirection\x12\x11\n" +
+	"\rDIRECTION_ANY\x10\x00\x12\x15\n" +
+	"\x11DIRECTION_INBOUND\x10\x01\x12\x16\n" +
+	"\x12DIRECTION_OUTBOUND\x10\x022Z\n" +
 	"\n" +
 	"PluginSync\x12L\n" +
 	"\x05Watch\x12!.amesh.pluginsync.v1.WatchRequest\x1a\x1e.amesh.pluginsync.v1.ConfigSet0\x01B;Z9github.com/amesh-dev/amesh/api/pluginsync/v1;pluginsyncv1b\x06proto3"
@@ -395,25 +461,28 @@ func file_pluginsync_v1_pluginsync_proto_rawDescGZIP() []byte {
 	return file_pluginsync_v1_pluginsync_proto_rawDescData
 }
 
+var file_pluginsync_v1_pluginsync_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_pluginsync_v1_pluginsync_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_pluginsync_v1_pluginsync_proto_goTypes = []any{
-	(*WatchRequest)(nil), // 0: amesh.pluginsync.v1.WatchRequest
-	(*ConfigSet)(nil),    // 1: amesh.pluginsync.v1.ConfigSet
-	(*PluginConfig)(nil), // 2: amesh.pluginsync.v1.PluginConfig
-	(*Scope)(nil),        // 3: amesh.pluginsync.v1.Scope
-	(*Plugin)(nil),       // 4: amesh.pluginsync.v1.Plugin
+	(Direction)(0),       // 0: amesh.pluginsync.v1.Direction
+	(*WatchRequest)(nil), // 1: amesh.pluginsync.v1.WatchRequest
+	(*ConfigSet)(nil),    // 2: amesh.pluginsync.v1.ConfigSet
+	(*PluginConfig)(nil), // 3: amesh.pluginsync.v1.PluginConfig
+	(*Scope)(nil),        // 4: amesh.pluginsync.v1.Scope
+	(*Plugin)(nil),       // 5: amesh.pluginsync.v1.Plugin
 }
 var file_pluginsync_v1_pluginsync_proto_depIdxs = []int32{
-	2, // 0: amesh.pluginsync.v1.ConfigSet.configs:type_name -> amesh.pluginsync.v1.PluginConfig
-	3, // 1: amesh.pluginsync.v1.PluginConfig.scope:type_name -> amesh.pluginsync.v1.Scope
-	4, // 2: amesh.pluginsync.v1.PluginConfig.plugins:type_name -> amesh.pluginsync.v1.Plugin
-	0, // 3: amesh.pluginsync.v1.PluginSync.Watch:input_type -> amesh.pluginsync.v1.WatchRequest
-	1, // 4: amesh.pluginsync.v1.PluginSync.Watch:output_type -> amesh.pluginsync.v1.ConfigSet
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	3, // 0: amesh.pluginsync.v1.ConfigSet.configs:type_name -> amesh.pluginsync.v1.PluginConfig
+	4, // 1: amesh.pluginsync.v1.PluginConfig.scope:type_name -> amesh.pluginsync.v1.Scope
+	5, // 2: amesh.pluginsync.v1.PluginConfig.plugins:type_name -> amesh.pluginsync.v1.Plugin
+	0, // 3: amesh.pluginsync.v1.Scope.direction:type_name -> amesh.pluginsync.v1.Direction
+	1, // 4: amesh.pluginsync.v1.PluginSync.Watch:input_type -> amesh.pluginsync.v1.WatchRequest
+	2, // 5: amesh.pluginsync.v1.PluginSync.Watch:output_type -> amesh.pluginsync.v1.ConfigSet
+	5, // [5:6] is the sub-list for method output_type
+	4, // [4:5] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_pluginsync_v1_pluginsync_proto_init() }
@@ -426,13 +495,14 @@ func file_pluginsync_v1_pluginsync_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pluginsync_v1_pluginsync_proto_rawDesc), len(file_pluginsync_v1_pluginsync_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_pluginsync_v1_pluginsync_proto_goTypes,
 		DependencyIndexes: file_pluginsync_v1_pluginsync_proto_depIdxs,
+		EnumInfos:         file_pluginsync_v1_pluginsync_proto_enumTypes,
 		MessageInfos:      file_pluginsync_v1_pluginsync_proto_msgTypes,
 	}.Build()
 	File_pluginsync_v1_pluginsync_proto = out.File

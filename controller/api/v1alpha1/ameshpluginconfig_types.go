@@ -69,7 +69,21 @@ type Scope struct {
 	// +kubebuilder:validation:items:Pattern=`^/`
 	// +optional
 	Paths []string `json:"paths,omitempty"`
+	// Direction: Inbound matches the routes of requests to the pod, Outbound those of
+	// requests the pod makes; absent matches both.
+	// +kubebuilder:validation:Enum=Inbound;Outbound
+	// +optional
+	Direction Direction `json:"direction,omitempty"`
 }
+
+// Direction of traffic, seen from the pod.
+type Direction string
+
+// The directions a Scope can name.
+const (
+	Inbound  Direction = "Inbound"
+	Outbound Direction = "Outbound"
+)
 
 // Plugin is one APISIX plugin.
 type Plugin struct {

@@ -76,6 +76,7 @@ func TestCRDSchema(t *testing.T) {
 		"port out of range":   func(c *v1alpha1.AmeshPluginConfig) { c.Spec.Scope = &v1alpha1.Scope{Ports: []int32{70000}} },
 		"path not absolute":   func(c *v1alpha1.AmeshPluginConfig) { c.Spec.Scope = &v1alpha1.Scope{Paths: []string{"api"}} },
 		"empty host in scope": func(c *v1alpha1.AmeshPluginConfig) { c.Spec.Scope = &v1alpha1.Scope{Hosts: []string{""}} },
+		"unknown direction":   func(c *v1alpha1.AmeshPluginConfig) { c.Spec.Scope = &v1alpha1.Scope{Direction: "Sideways"} },
 	}
 	for name, mutate := range bad {
 		t.Run(name, func(t *testing.T) {

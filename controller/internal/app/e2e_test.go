@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,19 +127,27 @@ func (s *sidecar) plugin(t *testing.T, name string) (map[string]string, error) {
 // ("" = absent).
 func (s *sidecar) waitPlugin(t *testing.T, name, want string) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("%s = %q on every route", name, want), func() (bool, error) {
+	s.waitRoutes(t, name, fmt.Sprintf("%q on every route", want), func(_, conf string) bool { return conf == want })
+}
+
+// waitRoutes waits until ok holds for every route's config of plugin name.
+func (s *sidecar) waitRoutes(t *testing.T, name, what string, ok func(id, conf string) bool) {
+	t.Helper()
+	eventually(t, name+" "+what, func() (bool, error) {
 		got, err := s.plugin(t, name)
 		if err != nil || len(got) == 0 {
 			return false, err
 		}
 		for id, conf := range got {
-			if conf != want {
+			if !ok(id, conf) {
 				return false, fmt.Errorf("route %s: %s = %q", id, name, conf)
 			}
 		}
 		return true, nil
 	})
 }
+
+func inboundOnly(id, conf string) bool { return (conf == "{}") == strings.HasPrefix(id, "in-") }
 
 func TestEndToEndSidecarsFollowController(t *testing.T) {
 	needEnv(t)
@@ -181,6 +190,15 @@ func TestEndToEndSidecarsFollowController(t *testing.T) {
 	update(t, c, func(c *v1alpha1.AmeshPluginConfig) { c.Spec.Plugins = []v1alpha1.Plugin{limitCount(t, 7)} })
 	sReviews.waitPlugin(t, "limit-count", `{"count":7,"time_window":60}`)
 
+	// A second config, for inbound routes only, is merged beside the first.
+	inbound := newConfig(ns, "inbound-cors", map[string]string{"app": "reviews"}, v1alpha1.Plugin{Name: "cors"})
+	inbound.Spec.Scope = &v1alpha1.Scope{Direction: v1alpha1.Inbound}
+	if err := k8s.Create(ctx, inbound); err != nil {
+		t.Fatal(err)
+	}
+	sReviews.waitRoutes(t, "cors", "on inbound routes only", inboundOnly)
+	sReviews.waitPlugin(t, "limit-count", `{"count":7,"time_window":60}`)
+
 	// The controller dies: the sidecar notices and keeps its last config.
 	stop()
 	eventually(t, "reviews disconnected", func() (bool, error) { return !sReviews.client.Connected(), nil })
@@ -194,13 +212,16 @@ func TestEndToEndSidecarsFollowController(t *testing.T) {
 		}
 	}
 
-	// Deleted while the controller is away; a new controller removes it.
+	// Deleted while the controller is away; a new controller removes exactly its
+	// plugin: the inbound config's stays.
 	if err := k8s.Delete(ctx, c); err != nil {
 		t.Fatal(err)
 	}
 	controller(t, mustListen(t, addr), Options{})
 	sReviews.waitPlugin(t, "limit-count", "")
+	sReviews.waitRoutes(t, "cors", "still on inbound routes only", inboundOnly)
 	sRatings.waitPlugin(t, "limit-count", "")
+	sRatings.waitPlugin(t, "cors", "")
 }
 
 // mustListen listens on addr again (the port the sidecars were told), retrying briefly

@@ -151,6 +151,12 @@ func ToProto(c *v1alpha1.AmeshPluginConfig) *pb.PluginConfig {
 	}
 	if sc := c.Spec.Scope; sc != nil {
 		pc.Scope = &pb.Scope{Hosts: sc.Hosts, Paths: sc.Paths}
+		switch sc.Direction {
+		case v1alpha1.Inbound:
+			pc.Scope.Direction = pb.Direction_DIRECTION_INBOUND
+		case v1alpha1.Outbound:
+			pc.Scope.Direction = pb.Direction_DIRECTION_OUTBOUND
+		}
 		for _, p := range sc.Ports {
 			pc.Scope.Ports = append(pc.Scope.Ports, uint32(p))
 		}

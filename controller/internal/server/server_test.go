@@ -16,7 +16,7 @@ func TestToProto(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "c", Generation: 4},
 		Spec: v1alpha1.AmeshPluginConfigSpec{
 			Priority: -3,
-			Scope:    &v1alpha1.Scope{Hosts: []string{"*.svc"}, Ports: []int32{9080, 15006}, Paths: []string{"/api/*"}},
+			Scope:    &v1alpha1.Scope{Hosts: []string{"*.svc"}, Ports: []int32{9080, 15006}, Paths: []string{"/api/*"}, Direction: v1alpha1.Outbound},
 			Plugins: []v1alpha1.Plugin{
 				{Name: "cors"},
 				{Name: "fault-injection", Config: &apiextensionsv1.JSON{Raw: []byte(`{"abort":{"http_status":503}}`)}, Override: true},
@@ -25,7 +25,7 @@ func TestToProto(t *testing.T) {
 	}
 	want := &pb.PluginConfig{
 		Namespace: "ns", Name: "c", Generation: 4, Priority: -3,
-		Scope: &pb.Scope{Hosts: []string{"*.svc"}, Ports: []uint32{9080, 15006}, Paths: []string{"/api/*"}},
+		Scope: &pb.Scope{Hosts: []string{"*.svc"}, Ports: []uint32{9080, 15006}, Paths: []string{"/api/*"}, Direction: pb.Direction_DIRECTION_OUTBOUND},
 		Plugins: []*pb.Plugin{
 			{Name: "cors", ConfigJson: []byte(`{}`)},
 			{Name: "fault-injection", ConfigJson: []byte(`{"abort":{"http_status":503}}`), Override: true},
