@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 
 	pb "github.com/amesh-dev/amesh/api/pluginsync/v1"
@@ -80,7 +81,11 @@ func (c *Client) Connected() bool { return c.connected.Load() }
 // Run keeps a stream to the controller open until ctx is done, and then returns nil.
 // It never gives up: failures are logged and retried after a backoff.
 func (c *Client) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.opts.Addr, grpc.WithTransportCredentials(c.opts.Creds))
+	conn, err := grpc.NewClient(c.opts.Addr, grpc.WithTransportCredentials(c.opts.Creds),
+		// Pings detect a controller that vanished without closing the connection (a
+		// node failure), so that the client moves to another replica. amesh-controller
+		// permits pings every 20s.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))
 	if err != nil {
 		return fmt.Errorf("pluginsync: %w", err)
 	}

@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -131,7 +133,12 @@ func (g *grpcRunnable) Start(ctx context.Context) error {
 			return fmt.Errorf("grpc listen: %w", err)
 		}
 	}
-	var sopts []grpc.ServerOption
+	sopts := []grpc.ServerOption{
+		// Sidecars ping every 30s to detect a vanished controller (pluginsync); the
+		// server pings idle connections to drop sidecars that vanished.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+	}
 	if g.opts.TLS != nil {
 		sopts = append(sopts, grpc.Creds(g.opts.TLS))
 	}
