@@ -3,17 +3,27 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/amesh-dev/amesh/internal/version.Version=$(VERSION)
 
-.PHONY: all build amesh libxds demo test unit lint bench e2e proto clean
+.PHONY: all build amesh libxds controller demo test unit lint bench e2e proto generate clean
 
 all: build
 
-build: amesh libxds
+build: amesh libxds controller
 
 amesh:
 	$(GO) build -ldflags "$(LDFLAGS)" -o build/amesh ./cmd/amesh
 
 libxds:
 	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -ldflags "$(LDFLAGS)" -o build/libxds.so ./cmd/libxds
+
+controller:
+	cd controller && $(GO) build -ldflags "$(LDFLAGS)" -o ../build/amesh-controller ./cmd/amesh-controller
+
+# Regenerate the pluginsync gRPC code and the controller's deepcopy/CRD/RBAC files.
+proto:
+	bash scripts/gen-proto.sh
+
+generate: proto
+	bash controller/hack/gen.sh
 
 # The demo: an embedded control plane serving Istio-shaped xDS, the agent, a live change.
 demo:

@@ -16,3 +16,8 @@ bash scripts/lint.sh
 
 step "main module: unit and integration tests (-race)"
 go test -race -shuffle=on -count=1 -timeout 20m ./...
+
+step "controller module: envtest against a real kube-apiserver + etcd (-race)"
+KUBEBUILDER_ASSETS="$(bash scripts/kube-assets.sh)"
+export KUBEBUILDER_ASSETS
+(cd controller && go test -race -shuffle=on -count=1 -timeout 20m ./...)
