@@ -25,6 +25,12 @@ const (
 	EnvOriginalDstVar = "AMESH_ORIGINAL_DST_VAR"
 	EnvWindow         = "AMESH_COALESCE_WINDOW"
 	EnvStatusAddr     = "AMESH_STATUS_ADDR"
+
+	EnvControllerAddress    = "AMESH_CONTROLLER_ADDRESS"
+	EnvControllerTokenFile  = "AMESH_CONTROLLER_TOKEN_FILE"
+	EnvControllerTLS        = "AMESH_CONTROLLER_TLS"
+	EnvControllerCAFile     = "AMESH_CONTROLLER_CA_FILE"
+	EnvControllerServerName = "AMESH_CONTROLLER_SERVER_NAME"
 )
 
 // Defaults.
@@ -32,6 +38,9 @@ const (
 	DefaultConfigFile     = "/etc/amesh/amesh.yaml" // read only if it exists
 	DefaultOriginalDstVar = "connection_original_dst"
 	DefaultWindow         = 20 * time.Millisecond // agent.DefaultWindow
+	// DefaultControllerTokenFile is the pod's service-account token, which
+	// amesh-controller verifies with a TokenReview.
+	DefaultControllerTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 )
 
 // Config is the complete runtime configuration.
@@ -47,8 +56,25 @@ type Config struct {
 	Window time.Duration
 	// StatusAddr is the status/metrics server's listen address; "" means no server.
 	StatusAddr string
+	// Controller is the optional amesh-controller connection.
+	Controller Controller
 	// File is the config file that was read ("" if none).
 	File string
+}
+
+// Controller is how the sidecar reaches amesh-controller for plugin configs. With no
+// Address amesh works from Istio's configuration alone.
+type Controller struct {
+	// Address is the controller's gRPC address (host:port or a gRPC target); "" is off.
+	Address string
+	// TokenFile holds the service-account token sent as "authorization: Bearer"
+	// ("" sends none).
+	TokenFile string
+	// TLS is set when the connection uses TLS; CAFile ("" = system roots) and
+	// ServerName ("" = host of Address) verify the controller's certificate.
+	TLS        bool
+	CAFile     string
+	ServerName string
 }
 
 // Load reads the configuration from environ (os.Environ's "KEY=value" form). Values
@@ -109,7 +135,37 @@ func Load(environ []string) (Config, error) {
 	if cfg.StatusAddr = get(EnvStatusAddr); cfg.StatusAddr == "off" {
 		cfg.StatusAddr = ""
 	}
+	if cfg.Controller, err = loadController(get); err != nil {
+		return Config{}, err
+	}
 	return cfg, nil
+}
+
+// loadController reads the AMESH_CONTROLLER_* variables; without an address the
+// others are ignored, so that a shared config file can carry them for every pod.
+func loadController(get func(string) string) (Controller, error) {
+	c := Controller{Address: get(EnvControllerAddress)}
+	if c.Address == "" || c.Address == "off" {
+		return Controller{}, nil
+	}
+	if c.TokenFile = get(EnvControllerTokenFile); c.TokenFile == "" {
+		c.TokenFile = DefaultControllerTokenFile
+	} else if c.TokenFile == "none" {
+		c.TokenFile = ""
+	}
+	if v := get(EnvControllerTLS); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return Controller{}, fmt.Errorf("config: %s=%q: want true or false", EnvControllerTLS, v)
+		}
+		c.TLS = b
+	}
+	c.CAFile, c.ServerName = get(EnvControllerCAFile), get(EnvControllerServerName)
+	c.TLS = c.TLS || c.CAFile != "" // a CA file only makes sense with TLS
+	if strings.HasPrefix(c.Address, "unix:") && c.TLS {
+		return Controller{}, fmt.Errorf("config: %s=%q: TLS cannot be used with a unix socket address", EnvControllerAddress, c.Address)
+	}
+	return c, nil
 }
 
 // readFile reads a YAML map of variable names to scalar values.

@@ -74,11 +74,43 @@ func TestErrors(t *testing.T) {
 		{"AMESH_ORIGINAL_DST_VAR=$server_port", EnvOriginalDstVar},
 		{"AMESH_CONFIG_FILE=/nonexistent/amesh.yaml", EnvConfigFile},
 		{"AMESH_XDS_PROTOCOL=rest", "AMESH_XDS_PROTOCOL"},
+		{"AMESH_CONTROLLER_TLS=maybe", EnvControllerTLS},
 	} {
-		_, err := Load(append(pod, c.env))
+		_, err := Load(append(pod, EnvControllerAddress+"=unix:///run/ctl.sock", c.env))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Load(%s) = %v, want an error naming %s", c.env, err, c.want)
 		}
+	}
+}
+
+func TestController(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		env  []string
+		want Controller
+	}{
+		{"off by default, other variables ignored", []string{EnvControllerTokenFile + "=/t", EnvControllerTLS + "=true"}, Controller{}},
+		{"off explicitly", []string{EnvControllerAddress + "=off"}, Controller{}},
+		{"address with the pod's token", []string{EnvControllerAddress + "=amesh-controller.amesh-system.svc:15090"},
+			Controller{Address: "amesh-controller.amesh-system.svc:15090", TokenFile: DefaultControllerTokenFile}},
+		{"no token", []string{EnvControllerAddress + "=c:1", EnvControllerTokenFile + "=none"}, Controller{Address: "c:1"}},
+		{"CA file implies TLS", []string{EnvControllerAddress + "=c:1", EnvControllerTokenFile + "=/tok",
+			EnvControllerCAFile + "=/ca.pem", EnvControllerServerName + "=ctl.svc"},
+			Controller{Address: "c:1", TokenFile: "/tok", TLS: true, CAFile: "/ca.pem", ServerName: "ctl.svc"}},
+		{"TLS with system roots", []string{EnvControllerAddress + "=c:1", EnvControllerTLS + "=true"},
+			Controller{Address: "c:1", TokenFile: DefaultControllerTokenFile, TLS: true}},
+	} {
+		cfg, err := Load(append(pod, c.env...))
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if cfg.Controller != c.want {
+			t.Errorf("%s: Controller = %+v, want %+v", c.name, cfg.Controller, c.want)
+		}
+	}
+	if _, err := Load(append(pod, EnvControllerAddress+"=unix:///run/c.sock", EnvControllerTLS+"=true")); err == nil {
+		t.Error("TLS over a unix socket was accepted")
 	}
 }
 
