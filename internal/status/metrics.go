@@ -45,6 +45,11 @@ func WriteMetrics(out io.Writer, src Sources) error {
 	if src.Pipeline != nil {
 		writePipeline(w, src.Pipeline())
 	}
+	if src.Controller != nil {
+		c := src.Controller()
+		w.Single("amesh_controller_connected", "1 while a stream to amesh-controller is open and has delivered a plugin config set.", metrics.Gauge, b2f(c.Connected))
+		w.Single("amesh_controller_plugin_configs", "Plugin configs from amesh-controller in force (kept while it is away).", metrics.Gauge, float64(len(c.Configs)))
+	}
 	if src.Report != nil {
 		counts := map[report.Severity]int{}
 		for _, e := range src.Report() {

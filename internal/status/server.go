@@ -28,6 +28,7 @@ const DefaultAddr = "127.0.0.1:15029"
 //	/debug/xds      the xDS client's status as JSON (types, versions, nonces, NACKs)
 //	/debug/apisix   the applied APISIX objects as JSON; ?kind=routes filters by kind
 //	/debug/report   the translation report as JSON
+//	/debug/controller  the amesh-controller connection and the plugin configs in force
 func Handler(src Sources, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.Default()
@@ -81,8 +82,20 @@ func Handler(src Sources, log *slog.Logger) http.Handler {
 			Entries []report.Entry          `json:"entries"`
 		}{counts, entries})
 	})
+	mux.HandleFunc("GET /debug/controller", func(w http.ResponseWriter, r *http.Request) {
+		if src.Controller == nil {
+			writeJSON(w, struct {
+				Configured bool `json:"configured"`
+			}{})
+			return
+		}
+		writeJSON(w, struct {
+			Configured bool `json:"configured"`
+			Controller
+		}{true, src.Controller()})
+	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		text(w, http.StatusOK, "amesh "+src.Version+"\n/healthz /ready /metrics /debug/xds /debug/apisix /debug/report\n")
+		text(w, http.StatusOK, "amesh "+src.Version+"\n/healthz /ready /metrics /debug/xds /debug/apisix /debug/report /debug/controller\n")
 	})
 	return recoverer(mux, log)
 }

@@ -60,6 +60,9 @@ func (f *fakeData) sources() Sources {
 				{Kind: "cluster", Resource: "d", Field: "transport_socket_matches", Severity: report.Unsupported, Message: "m3"},
 			}
 		},
+		Controller: func() Controller {
+			return Controller{Address: "ctl:15090", Connected: f.ready.Load(), Version: 4, Configs: []string{"ns/a@2", "ns/b@1"}}
+		},
 	}
 }
 
@@ -148,6 +151,7 @@ func TestMetrics(t *testing.T) {
 		"amesh_apisix_write_errors_total": "counter", "amesh_apisix_config_version": "gauge",
 		"amesh_apisix_objects": "gauge", "amesh_push_to_write_seconds": "histogram",
 		"amesh_translation_report_entries": "gauge",
+		"amesh_controller_connected": "gauge", "amesh_controller_plugin_configs": "gauge",
 	} {
 		if families[name] != typ {
 			t.Errorf("family %s has type %q, want %q", name, families[name], typ)
@@ -171,6 +175,8 @@ func TestMetrics(t *testing.T) {
 		`amesh_push_to_write_seconds_count 3`,
 		`amesh_translation_report_entries{severity="unsupported"} 2`,
 		`amesh_translation_report_entries{severity="invalid"} 0`,
+		`amesh_controller_connected 1`,
+		`amesh_controller_plugin_configs 2`,
 	} {
 		if !strings.Contains(body, "\n"+want+"\n") {
 			t.Errorf("metrics lack %q", want)
@@ -217,6 +223,18 @@ func TestDebugViews(t *testing.T) {
 	if x.Server != "127.0.0.1:15010" || len(x.Types) != 2 || x.Types[0].Nonce != "n7" || x.Types[0].LastNACK != "cluster x: bad" {
 		t.Errorf("/debug/xds = %+v", x)
 	}
+
+	_, _, body = get(t, base+"/debug/controller")
+	var c struct {
+		Configured bool
+		Controller
+	}
+	if err := json.Unmarshal([]byte(body), &c); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Configured || c.Address != "ctl:15090" || c.Connected || c.Version != 4 || len(c.Configs) != 2 {
+		t.Errorf("/debug/controller = %s", body)
+	}
 }
 
 func TestDetailAndEmptySources(t *testing.T) {
@@ -228,6 +246,12 @@ func TestDetailAndEmptySources(t *testing.T) {
 		if code, _, body := get(t, base+path); code != 200 {
 			t.Errorf("%s with empty sources = %d %s", path, code, body)
 		}
+	}
+	if _, _, body := get(t, base+"/debug/controller"); !strings.Contains(body, `"configured": false`) {
+		t.Errorf("/debug/controller without a controller = %s", body)
+	}
+	if _, _, body := get(t, base+"/metrics"); strings.Contains(body, "amesh_controller_") {
+		t.Errorf("controller metrics exported without a controller:\n%s", body)
 	}
 	if code, _, _ := get(t, base+"/ready"); code != 503 {
 		t.Errorf("/ready without a Ready source = %d, want 503", code)

@@ -27,6 +27,21 @@ type Sources struct {
 	Objects func() map[string][]byte
 	// Report returns the current translation report.
 	Report func() []report.Entry
+	// Controller describes the connection to amesh-controller; nil when none is
+	// configured.
+	Controller func() Controller
+}
+
+// Controller is the state of the optional amesh-controller connection (plugin configs).
+type Controller struct {
+	Address string `json:"address"`
+	// Connected is true while a stream is open and has delivered a set.
+	Connected bool `json:"connected"`
+	// Version is the version of the config set in force (0: none received yet); the
+	// set stays in force while the controller is away.
+	Version uint64 `json:"version"`
+	// Configs names the plugin configs in force, "namespace/name@generation".
+	Configs []string `json:"configs"`
 }
 
 // XDS is the state of the xDS client.
