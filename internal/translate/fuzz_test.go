@@ -1,0 +1,178 @@
+package translate
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/rand"
+	"reflect"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/amesh-dev/amesh/internal/xds/resource"
+)
+
+// bytesSource is a rand.Source that replays fuzz bytes, so the random generators of
+// the differential test become fuzz-driven: each mutation of the input changes the
+// structure they build. Once the bytes run out it continues with splitmix64 from a
+// fixed state (a constant stream would hang rand's rejection sampling).
+type bytesSource struct {
+	b     []byte
+	state uint64
+}
+
+func (s *bytesSource) Int63() int64 {
+	if len(s.b) == 0 {
+		s.state += 0x9e3779b97f4a7c15
+		z := s.state
+		z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+		z = (z ^ z>>27) * 0x94d049bb133111eb
+		return int64((z ^ z>>31) >> 1)
+	}
+	var w [8]byte
+	n := copy(w[:], s.b)
+	s.b = s.b[n:]
+	return int64(binary.LittleEndian.Uint64(w[:]) >> 1)
+}
+
+func (s *bytesSource) Seed(int64) {}
+
+// fuzzSnapshot builds listeners on ports 80 and 81, their route tables (randRC) with
+// the fuzz strings spliced into paths, header values, regexes, domains and cluster
+// names, route actions with weights, timeouts and retries, and the clusters they name
+// (EDS, STATIC, ORIGINAL_DST or missing).
+func fuzzSnapshot(data []byte, lit, name string) *resource.Snapshot {
+	rng := rand.New(&bytesSource{b: data})
+	rcs := []*routev3.RouteConfiguration{randRC(rng, "80"), randRC(rng, "81")}
+	clusters := []string{"c", name, "outbound|80|v1|" + name}
+	for _, rc := range rcs {
+		for _, vh := range rc.GetVirtualHosts() {
+			if rng.Intn(3) == 0 {
+				vh.Domains = append(vh.Domains, name)
+			}
+			for _, r := range vh.GetRoutes() {
+				spliceLiteral(rng, r.GetMatch(), lit)
+				r.Action = &routev3.Route_Route{Route: fuzzAction(rng, clusters)}
+			}
+		}
+	}
+	snap := snapshotOf([]*listenerv3.Listener{httpListener(80, "80"), httpListener(81, "81")}, rcs, nil)
+	snap.Endpoints = map[string]*endpointv3.ClusterLoadAssignment{}
+	for _, c := range clusters {
+		switch rng.Intn(4) {
+		case 0: // missing: routes to it must fail closed
+		case 1:
+			snap.Clusters[c] = &clusterv3.Cluster{Name: c, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}}
+		case 2:
+			cl := staticCluster(c)
+			cl.LoadAssignment = fuzzCLA(rng, c)
+			snap.Clusters[c] = cl
+		default:
+			snap.Clusters[c] = &clusterv3.Cluster{Name: c, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+				LbPolicy: clusterv3.Cluster_LbPolicy(rng.Intn(8))}
+			snap.Endpoints[c] = fuzzCLA(rng, c)
+		}
+	}
+	return snap
+}
+
+func spliceLiteral(rng *rand.Rand, m *routev3.RouteMatch, lit string) {
+	switch rng.Intn(5) {
+	case 0:
+		m.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: lit}
+	case 1:
+		m.PathSpecifier = &routev3.RouteMatch_Path{Path: lit}
+	case 2:
+		m.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: lit}}
+	case 3:
+		m.Headers = append(m.Headers, hdrExact("x-f", lit))
+	}
+}
+
+func fuzzAction(rng *rand.Rand, clusters []string) *routev3.RouteAction {
+	a := &routev3.RouteAction{}
+	if n := rng.Intn(4); n >= 2 {
+		wc := &routev3.WeightedCluster{}
+		for i := 0; i < n; i++ {
+			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
+				Name: clusters[rng.Intn(len(clusters))], Weight: wrapperspb.UInt32(uint32(rng.Intn(100)))})
+		}
+		a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	} else {
+		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: clusters[rng.Intn(len(clusters))]}
+	}
+	if rng.Intn(2) == 0 {
+		a.Timeout = &durationpb.Duration{Seconds: int64(rng.Intn(3)), Nanos: int32(rng.Intn(1e9))}
+	}
+	if rng.Intn(2) == 0 {
+		a.RetryPolicy = &routev3.RetryPolicy{
+			RetryOn:       []string{"5xx", "connect-failure,refused-stream", "gateway-error,retriable-4xx", ""}[rng.Intn(4)],
+			NumRetries:    wrapperspb.UInt32(uint32(rng.Intn(5))),
+			PerTryTimeout: &durationpb.Duration{Nanos: int32(rng.Intn(1e9))},
+		}
+	}
+	return a
+}
+
+func fuzzCLA(rng *rand.Rand, name string) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	for l := rng.Intn(3); l > 0; l-- {
+		le := &endpointv3.LocalityLbEndpoints{Priority: uint32(rng.Intn(3)), LoadBalancingWeight: wrapperspb.UInt32(uint32(rng.Intn(4)))}
+		for e := rng.Intn(4); e > 0; e-- {
+			le.LbEndpoints = append(le.LbEndpoints, &endpointv3.LbEndpoint{
+				HealthStatus:        corev3.HealthStatus(rng.Intn(6)),
+				LoadBalancingWeight: wrapperspb.UInt32(uint32(rng.Intn(3))),
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: &corev3.Address{
+					Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+						Address:       []string{"10.0.0.1", "10.0.0.2", "::1", "h.example"}[rng.Intn(4)],
+						PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(rng.Intn(70000))}}}}}},
+			})
+		}
+		cla.Endpoints = append(cla.Endpoints, le)
+	}
+	return cla
+}
+
+func FuzzTranslate(f *testing.F) {
+	f.Add([]byte{}, "/", "c")
+	f.Add([]byte("\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f"), "/a/[0-9]+", "svc.ns.svc.cluster.local")
+	f.Add(bytes.Repeat([]byte{0xff, 0x10, 0x80, 0x33}, 64), `/x(?i)y\z`, "*.Host:80")
+	f.Add(bytes.Repeat([]byte{0x55, 0xaa}, 200), "/\x00\"<>", strings.Repeat("long-", 30))
+	f.Fuzz(func(t *testing.T, data []byte, lit, name string) {
+		if !utf8.ValidString(lit) || !utf8.ValidString(name) {
+			return // proto3 strings are valid UTF-8; the xDS client rejects anything else
+		}
+		a, b := New(Options{}), New(Options{})
+		ra := a.Translate(fuzzSnapshot(data, lit, name))
+		rb := b.Translate(fuzzSnapshot(data, lit, name))
+		if !sameObjects(a.Objects(), b.Objects()) {
+			t.Fatal("two translators of the same input disagree")
+		}
+		if !reflect.DeepEqual(ra.Report, rb.Report) {
+			t.Fatal("two translators of the same input report differently")
+		}
+		validateAll(t, a.Objects())
+		// An unchanged resend (new messages, same content) changes nothing.
+		next := fuzzSnapshot(data, lit, name)
+		next.Seq, next.Changes = 2, resource.Changes{Since: 1, RouteConfigs: map[string]struct{}{"80": {}, "81": {}},
+			Clusters: map[string]struct{}{}, Endpoints: map[string]struct{}{}}
+		for c := range next.Clusters {
+			next.Changes.Clusters[c] = struct{}{}
+		}
+		for e := range next.Endpoints {
+			next.Changes.Endpoints[e] = struct{}{}
+		}
+		if r := a.Translate(next); !r.Changes.Empty() {
+			t.Fatalf("an unchanged resend produced %d puts, %d deletes", len(r.Changes.Put), len(r.Changes.Delete))
+		}
+	})
+}
