@@ -316,6 +316,9 @@ func (t *Translator) syncClusters(full bool, ch *resource.Changes) {
 			names[n] = true
 		}
 		for e := range ch.Endpoints {
+			if cs := t.clusters[e]; cs != nil && cs.eds == e {
+				names[e] = true // not in byEDS, see syncCluster
+			}
 			for _, n := range t.byEDS[e] {
 				names[n] = true
 			}
@@ -355,7 +358,9 @@ func (t *Translator) syncCluster(name string) {
 	}
 	if cs.eds != eds {
 		t.unindexEDS(cs.eds, name)
-		if eds != "" {
+		// Istio's EDS clusters request their own name; only the others need the
+		// index (tens of thousands of entries otherwise).
+		if eds != "" && eds != name {
 			t.byEDS.addOnce(eds, name)
 		}
 	}

@@ -125,9 +125,11 @@ func (b *builder) circuitBreakers(c *clusterv3.Cluster) {
 func (b *builder) transportSocket(c *clusterv3.Cluster) {
 	for _, m := range c.GetTransportSocketMatches() {
 		if isTLS(m.GetTransportSocket()) {
-			b.add("cluster", "transport_socket_matches", report.Unsupported, fmt.Sprintf(
-				"Istio auto-mTLS (match %q) is not supported yet: APISIX connects to every endpoint in PLAINTEXT; endpoints that require mTLS (PeerAuthentication STRICT) will refuse the connection",
-				m.GetName()))
+			msg := istioMTLSMessage
+			if m.GetName() != istioTLSMatch {
+				msg = mtlsMessage(m.GetName())
+			}
+			b.add("cluster", "transport_socket_matches", report.Unsupported, msg)
 			break
 		}
 	}
@@ -135,6 +137,16 @@ func (b *builder) transportSocket(c *clusterv3.Cluster) {
 		b.add("cluster", "transport_socket", report.Unsupported,
 			"upstream TLS is not supported yet: APISIX connects in PLAINTEXT; a TLS-only server will refuse the connection")
 	}
+}
+
+// istioTLSMatch is the transport socket match istiod puts on every outbound cluster;
+// its message is built once and shared, since it is reported for every cluster.
+const istioTLSMatch = "tlsMode-istio"
+
+var istioMTLSMessage = mtlsMessage(istioTLSMatch)
+
+func mtlsMessage(match string) string {
+	return fmt.Sprintf("Istio auto-mTLS (match %q) is not supported yet: APISIX connects to every endpoint in PLAINTEXT; endpoints that require mTLS (PeerAuthentication STRICT) will refuse the connection", match)
 }
 
 // isTLS reports whether ts is anything but plaintext (raw_buffer): TLS, or a socket
