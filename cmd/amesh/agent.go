@@ -8,16 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/amesh-dev/amesh/internal/agent"
 	"github.com/amesh-dev/amesh/internal/config"
+	"github.com/amesh-dev/amesh/internal/sidecar"
 	"github.com/amesh-dev/amesh/internal/sink/file"
 	"github.com/amesh-dev/amesh/internal/status"
-	"github.com/amesh-dev/amesh/internal/translate"
 	"github.com/amesh-dev/amesh/internal/version"
-	"github.com/amesh-dev/amesh/internal/xds/client"
 )
 
 // agentEnvFlags are the flags that override a configuration variable (see
@@ -30,6 +27,7 @@ var agentEnvFlags = []struct{ flag, env, usage string }{
 	{"original-dst-var", config.EnvOriginalDstVar, "nginx variable holding the original destination port (default " + config.DefaultOriginalDstVar + ")"},
 	{"window", config.EnvWindow, "coalescing window: changes within it become one write (default 20ms)"},
 	{"log-level", config.EnvLogLevel, "log level: debug, info, warn or error (default info)"},
+	{"controller-address", config.EnvControllerAddress, "amesh-controller gRPC address for plugin configs (default off: Istio's config only)"},
 }
 
 func runAgent(args []string, stdout, stderr io.Writer) int {
@@ -89,8 +87,8 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// agentMain runs the pipeline xDS client → translate → agent → file sink, plus the
-// status server, until ctx is done.
+// agentMain runs the shared pipeline (package sidecar) with the file sink until ctx is
+// done.
 func agentMain(ctx context.Context, cfg config.Config, output string, format file.Format, startupTimeout time.Duration, stdout, stderr io.Writer) error {
 	log, closeLog, err := cfg.Logger()
 	if err != nil {
@@ -102,44 +100,23 @@ func agentMain(ctx context.Context, cfg config.Config, output string, format fil
 		log, _ = newLogger(stderr, cfg.LogLevel.String())
 	}
 
-	ccfg := client.ConfigFrom(cfg.XDS)
-	ccfg.Logger = log
-	cl, err := client.New(ccfg)
-	if err != nil {
-		return err
-	}
 	sink, err := file.New(file.Options{Path: output, Format: format, Logger: log})
 	if err != nil {
 		return err
 	}
-	var _ agent.Sink = sink
-	ag := agent.New(cl, translate.New(translate.Options{OriginalDstVar: cfg.OriginalDstVar}), sink,
-		agent.Options{Window: cfg.Window, Logger: log})
-
-	if cfg.StatusAddr != "" {
-		srv, err := status.Start(cfg.StatusAddr, status.Handler(status.ForPipeline(version.String(), cl, ag), log), log)
-		if err != nil {
-			return err
-		}
-		defer srv.Close(context.Background())
-		log.Info("status server listening", "addr", srv.Addr())
+	sc, err := sidecar.New(cfg, sink, sidecar.Options{Version: version.String(), Logger: log})
+	if err != nil {
+		return err
 	}
-
 	runCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
+	done := make(chan error, 1)
+	go func() { done <- sc.Run(runCtx) }()
 	defer func() {
 		stop()
-		wg.Wait()
+		<-done
 	}()
-	for _, run := range []func(context.Context) error{cl.Run, ag.Run} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			run(runCtx)
-		}()
-	}
-	log.Info("agent started", "version", version.String(), "xds_server", cfg.XDS.Server, "protocol", ccfg.Protocol,
-		"node", cfg.XDS.Node.GetId(), "output", absPath(output), "config_file", cfg.File)
+	log.Info("agent started", "version", version.String(), "xds_server", cfg.XDS.Server, "protocol", cfg.XDS.Protocol,
+		"node", cfg.XDS.Node.GetId(), "output", absPath(output), "config_file", cfg.File, "controller", cfg.Controller.Address)
 
 	var startup <-chan time.Time
 	if startupTimeout > 0 {
@@ -150,17 +127,25 @@ func agentMain(ctx context.Context, cfg config.Config, output string, format fil
 	select {
 	case <-ctx.Done():
 		return nil
-	case <-ag.ReadyC():
+	case err := <-done:
+		done <- err // for the deferred wait
+		return err
+	case <-sc.Agent().ReadyC():
 		fmt.Fprintf(stdout, "amesh agent: wrote %s (version %d); keeping it in sync\n", output, sink.Version())
 	case <-startup:
-		st := cl.Status()
+		st := sc.XDS().Status()
 		why := st.LastError
 		if why == "" {
 			why = "no consistent configuration received (xDS state " + string(st.State) + ")"
 		}
 		return fmt.Errorf("no configuration from xDS server %s within %s: %s", cfg.XDS.Server, startupTimeout, why)
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case err := <-done:
+		done <- err
+		return err
+	}
 	log.Info("agent stopping")
 	return nil
 }

@@ -9,13 +9,10 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/amesh-dev/amesh/internal/agent"
 	"github.com/amesh-dev/amesh/internal/config"
+	"github.com/amesh-dev/amesh/internal/sidecar"
 	"github.com/amesh-dev/amesh/internal/sink/shdict"
-	"github.com/amesh-dev/amesh/internal/status"
-	"github.com/amesh-dev/amesh/internal/translate"
 	"github.com/amesh-dev/amesh/internal/version"
-	"github.com/amesh-dev/amesh/internal/xds/client"
 )
 
 // The running instance, replaced by every initial() call.
@@ -94,53 +91,15 @@ func runOnce(ctx context.Context, configZone, versionZone unsafe.Pointer) (err e
 	if err != nil {
 		return err
 	}
-	ccfg := client.ConfigFrom(cfg.XDS)
-	ccfg.Logger = log.With("component", "xds")
-	cl, err := client.New(ccfg)
+	sc, err := sidecar.New(cfg, sink, sidecar.Options{Version: version.Version, Logger: log})
 	if err != nil {
 		return err
 	}
-	tr := translate.New(translate.Options{OriginalDstVar: cfg.OriginalDstVar})
-	ag := agent.New(cl, tr, sink, agent.Options{Window: cfg.Window, Logger: log.With("component", "agent")})
 	log.Info("starting", "version", version.Version, "xds", cfg.XDS.Server, "protocol", cfg.XDS.Protocol,
-		"node", cfg.XDS.Node.GetId(), "window", cfg.Window, "config_file", cfg.File)
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if cfg.StatusAddr != "" {
-		srv, err := status.Start(cfg.StatusAddr, status.Handler(status.ForPipeline(version.Version, cl, ag), log), log)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			sctx, scancel := context.WithTimeout(context.Background(), time.Second)
-			defer scancel()
-			_ = srv.Close(sctx)
-		}()
-		log.Info("status server listening", "addr", srv.Addr())
+		"node", cfg.XDS.Node.GetId(), "window", cfg.Window, "config_file", cfg.File, "controller", cfg.Controller.Address)
+	if err := sc.Run(ctx); err != nil {
+		return err
 	}
-
-	errc := make(chan error, 2)
-	var wg sync.WaitGroup
-	for name, run := range map[string]func(context.Context) error{"xds client": cl.Run, "agent": ag.Run} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() {
-				if p := recover(); p != nil {
-					log.Error("goroutine panicked", "goroutine", name, "panic", p, "stack", string(debug.Stack()))
-					errc <- fmt.Errorf("%s panicked: %v", name, p)
-				}
-			}()
-			errc <- run(ctx)
-		}()
-	}
-	err = <-errc // the first to stop ends the instance
-	cancel()
-	wg.Wait()
-	if ctx.Err() != nil && err == context.Canceled {
-		log.Info("stopped")
-		return nil
-	}
-	return err
+	log.Info("stopped")
+	return nil
 }

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amesh-dev/amesh/internal/xds/resource"
+	"github.com/amesh-dev/amesh/internal/xdstest"
+)
+
+// TestAgentControllerFlag checks that -controller-address reaches the pipeline: the
+// agent serves Istio's config while no controller answers and shows the connection in
+// its status server (the plugin merge itself is tested in internal/sidecar).
+func TestAgentControllerFlag(t *testing.T) {
+	setPodEnv(t)
+	t.Setenv("AMESH_CONTROLLER_TOKEN_FILE", "none")
+	srv, err := xdstest.New(xdstest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	const cluster = "outbound|9080||reviews.default.svc.cluster.local"
+	srv.Set(resource.ListenerType, xdstest.Listener("0.0.0.0_9080", 9080, []string{"9080"}, ""))
+	srv.Set(resource.RouteConfigType, xdstest.RouteConfig("9080", cluster))
+	srv.Set(resource.ClusterType, xdstest.EDSCluster(cluster))
+	srv.Set(resource.EndpointType, xdstest.Endpoints(cluster, "10.1.0.1:9080"))
+
+	cancel := withContext(t)
+	ctl, statusAddr := freeAddr(t), freeAddr(t)
+	stdout, stderr := newSyncBuffer(), newSyncBuffer()
+	done := make(chan int, 1)
+	go func() {
+		done <- run([]string{"agent", "-xds-address", srv.Addr(), "-controller-address", ctl,
+			"-output", filepath.Join(t.TempDir(), "apisix.yaml"), "-status-addr", statusAddr, "-log-level", "error"}, stdout, stderr)
+	}()
+	stdout.waitFor(t, "keeping it in sync", 30*time.Second)
+	base := "http://" + statusAddr
+	if _, body := httpGet(t, base+"/debug/controller"); !strings.Contains(body, `"configured": true`) ||
+		!strings.Contains(body, `"address": "`+ctl+`"`) || !strings.Contains(body, `"connected": false`) {
+		t.Errorf("/debug/controller = %s", body)
+	}
+	if _, metrics := httpGet(t, base+"/metrics"); !strings.Contains(metrics, "\namesh_controller_connected 0\n") {
+		t.Errorf("/metrics lacks amesh_controller_connected 0:\n%s", metrics)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("agent exited %d: %s", code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent did not stop after cancel")
+	}
+}
