@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/amesh-dev/amesh/internal/version.Version=$(VERSION)
 
-.PHONY: all build amesh libxds controller demo test unit lint bench e2e proto generate clean
+.PHONY: all build amesh libxds controller demo test unit lint bench bench-istiod e2e proto generate clean
 
 all: build
 
@@ -40,6 +40,22 @@ unit:
 
 lint:
 	bash scripts/lint.sh
+
+# Only the real-istiod tier (builds and caches kube-apiserver and istiod first).
+e2e:
+	bash scripts/kube/build.sh >/dev/null
+	bash scripts/istiod/build.sh >/dev/null
+	$(GO) test -race -count=1 -v ./test/istiod/...
+
+# Scale benchmarks: fake control plane at 1,000 / 5,000 / 10,000 services (BENCHMARKS.md).
+bench:
+	$(GO) run ./bench
+
+# The same plus real istiod at 1,000 and 5,000 services.
+bench-istiod:
+	bash scripts/kube/build.sh >/dev/null
+	bash scripts/istiod/build.sh >/dev/null
+	$(GO) run ./bench -istiod -istiod-services 1000,5000
 
 clean:
 	rm -rf build

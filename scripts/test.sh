@@ -11,10 +11,16 @@ step() { echo; echo "== [$(date +%H:%M:%S) +$((SECONDS - t0))s] $*"; }
 step "test dependencies (nginx, lua-nginx-module, etcd)"
 bash scripts/install-test-deps.sh
 
+step "kube-apiserver and etcd (cached under \$HOME/.cache/amesh/kube; cold build 10-25 min)"
+bash scripts/kube/build.sh >/dev/null
+
+step "istiod, unmodified (cached under \$HOME/.cache/amesh/istiod; cold build 10-25 min)"
+bash scripts/istiod/build.sh >/dev/null
+
 step "lint (gofmt, go vet, staticcheck)"
 bash scripts/lint.sh
 
-step "main module: unit and integration tests (-race)"
+step "main module: unit tests, real nginx (test/nginx), real istiod (test/istiod), all -race"
 go test -race -shuffle=on -count=1 -timeout 20m ./...
 
 step "controller module: envtest against a real kube-apiserver + etcd (-race)"

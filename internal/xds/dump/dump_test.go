@@ -11,18 +11,14 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// istiodTestdata returns the recorded istiod output: the project's copy once it exists,
-// the shared reference data until then.
+// istiodTestdata returns the directory of the recorded istiod output for mode.
 func istiodTestdata(t testing.TB, mode string) string {
 	t.Helper()
-	for _, base := range []string{"../../../testdata/istiod", "/work/shared/testdata/istiod"} {
-		dir := filepath.Join(base, mode)
-		if _, err := os.Stat(dir); err == nil {
-			return dir
-		}
+	dir := filepath.Join("../../../testdata/istiod", mode)
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("istiod testdata: %v", err)
 	}
-	t.Skipf("no istiod testdata for %s", mode)
-	return ""
+	return dir
 }
 
 func names[T interface{ GetName() string }](xs []T) []string {
