@@ -151,7 +151,7 @@ func TestMetrics(t *testing.T) {
 		"amesh_apisix_write_errors_total": "counter", "amesh_apisix_config_version": "gauge",
 		"amesh_apisix_objects": "gauge", "amesh_push_to_write_seconds": "histogram",
 		"amesh_translation_report_entries": "gauge",
-		"amesh_controller_connected": "gauge", "amesh_controller_plugin_configs": "gauge",
+		"amesh_controller_connected":       "gauge", "amesh_controller_plugin_configs": "gauge",
 	} {
 		if families[name] != typ {
 			t.Errorf("family %s has type %q, want %q", name, families[name], typ)
