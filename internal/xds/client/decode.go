@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -17,7 +18,10 @@ type rawResource struct {
 }
 
 // decodeLocked decodes the resources of a response for type t. A resource whose bytes
-// equal an accepted one is not decoded again. Resources of a dependent type that are
+// equal an accepted one is not decoded again. A resource with other bytes but the same
+// content as the accepted one of its name (istiod marshals protobuf maps in no stable
+// order) keeps the accepted entry too, so it is not reported changed; its new form is
+// remembered when the response is applied. Resources of a dependent type that are
 // not subscribed are dropped and counted as ignored (istiod sends them right after an
 // unsubscribe). Any invalid resource rejects the whole response: the error lists every
 // invalid resource with its problem, for the NACK.
@@ -59,7 +63,15 @@ func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion stri
 			t.ignored++
 			continue
 		}
-		out = append(out, upsert{e: &entry{name: d.Name, msg: d.Msg, hash: d.Hash, size: len(body.GetValue()), deps: d.Deps}, version: version})
+		// Equal content in another map order has the same length (only the order of
+		// the entries differs), so a length change is a change without comparing.
+		size := len(body.GetValue())
+		if old := t.res[d.Name]; old != nil && old.size == size && proto.Equal(old.msg, d.Msg) {
+			// Same message, new form: applyLocked keeps old and remembers the form.
+			out = append(out, upsert{e: &entry{name: old.name, msg: old.msg, hash: d.Hash, size: size, deps: old.deps}, version: version})
+			continue
+		}
+		out = append(out, upsert{e: &entry{name: d.Name, msg: d.Msg, hash: d.Hash, size: size, deps: d.Deps}, version: version})
 	}
 	if len(errs) > 0 {
 		return nil, errors.New(strings.Join(errs, "; "))

@@ -16,6 +16,35 @@ type entry struct {
 	size    int      // length of those bytes, a second guard against hash collisions
 	version string   // Delta: the resource version; SotW: the response version_info
 	deps    []string // resource.Decoded.Deps
+	// alts are other serialized forms of the same content (istiod does not marshal
+	// protobuf maps in a stable order, so an unchanged resource can arrive with other
+	// bytes). They are indexed in typeState.byHash like hash, so that a resend of a
+	// form seen before is recognised without decoding. At most maxAlts, oldest first.
+	alts []form
+}
+
+// form identifies one serialization: its hash and, as a second guard against hash
+// collisions, its length.
+type form struct {
+	hash uint64
+	size int
+}
+
+// maxAlts bounds the alternative forms remembered per resource: a resource with k
+// map entries has up to k! orders, so remembering them all could grow without bound.
+const maxAlts = 4
+
+// hasForm reports whether bytes with hash h and length size are a known form of e.
+func (e *entry) hasForm(h uint64, size int) bool {
+	if e.hash == h && e.size == size {
+		return true
+	}
+	for _, f := range e.alts {
+		if f.hash == h && f.size == size {
+			return true
+		}
+	}
+	return false
 }
 
 // typeState is the protocol-independent state of one resource type. All fields are
@@ -62,18 +91,46 @@ func (t *typeState) wants(name string) bool {
 	return ok
 }
 
-// reuse returns the accepted entry whose serialized form is exactly b's hash and
-// length, so an identical resend keeps the decoded message (and its pointer).
+// reuse returns the accepted entry with a known serialized form of exactly this hash
+// and length, so an identical resend keeps the decoded message (and its pointer).
 func (t *typeState) reuse(h uint64, size int) *entry {
-	if e := t.byHash[h]; e != nil && e.size == size {
+	if e := t.byHash[h]; e != nil && e.hasForm(h, size) {
 		return e
 	}
 	return nil
 }
 
+// addForm remembers another serialization of the accepted entry e (same content,
+// other bytes), evicting the oldest alternative beyond maxAlts.
+func (t *typeState) addForm(e *entry, f form) {
+	if t.res[e.name] != e || e.hasForm(f.hash, f.size) {
+		return
+	}
+	if len(e.alts) == maxAlts {
+		if t.byHash[e.alts[0].hash] == e {
+			delete(t.byHash, e.alts[0].hash)
+		}
+		e.alts = append(e.alts[:0], e.alts[1:]...)
+	}
+	e.alts = append(e.alts, f)
+	t.byHash[f.hash] = e
+}
+
+// unindex drops every form of e from byHash.
+func (t *typeState) unindex(e *entry) {
+	if t.byHash[e.hash] == e {
+		delete(t.byHash, e.hash)
+	}
+	for _, f := range e.alts {
+		if t.byHash[f.hash] == e {
+			delete(t.byHash, f.hash)
+		}
+	}
+}
+
 func (t *typeState) put(e *entry) {
-	if old := t.res[e.name]; old != nil && t.byHash[old.hash] == old {
-		delete(t.byHash, old.hash)
+	if old := t.res[e.name]; old != nil {
+		t.unindex(old)
 	}
 	t.res[e.name] = e
 	t.byHash[e.hash] = e
@@ -85,9 +142,7 @@ func (t *typeState) remove(name string) bool {
 	if old == nil {
 		return false
 	}
-	if t.byHash[old.hash] == old {
-		delete(t.byHash, old.hash)
-	}
+	t.unindex(old)
 	delete(t.res, name)
 	if _, ok := t.subscribed[name]; ok && !t.wildcard {
 		t.absent[name] = struct{}{}
@@ -153,7 +208,9 @@ type accepted struct {
 }
 
 // upsert is an accepted resource: a new entry, or an accepted one (same pointer) that
-// was resent unchanged, with the version it came with this time.
+// was resent unchanged, with the version it came with this time. An unchanged resource
+// that arrived with other bytes is a new entry holding the accepted message (same
+// pointer) and the new form's hash; applying it keeps the accepted entry.
 type upsert struct {
 	e       *entry
 	version string
@@ -181,8 +238,11 @@ func (c *Client) applyLocked(a accepted) subChange {
 		if seen != nil {
 			seen[e.name] = struct{}{}
 		}
-		if old := t.res[e.name]; old != nil && old.hash == e.hash && old.size == e.size {
+		if old := t.res[e.name]; old != nil && (old == e || old.msg == e.msg || old.hash == e.hash && old.size == e.size) {
 			old.version = u.version
+			if old != e && old.msg == e.msg {
+				t.addForm(old, form{hash: e.hash, size: e.size})
+			}
 			continue
 		}
 		e.version = u.version
