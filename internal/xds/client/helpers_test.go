@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"testing"
 	"time"
 
@@ -119,3 +120,16 @@ func basicMesh(t *testing.T, srv *xdstest.Server) {
 }
 
 func xdsOpts() xdstest.Options { return xdstest.Options{} }
+
+// cloneMaps returns s with copies of its four resource maps. The client patches a
+// snapshot's maps once Next has returned two more (see resource.Snapshot), and
+// waitSnapshot may call Next many times: a test that compares a snapshot with one
+// waited for later keeps copies, or it may compare a patched map with itself.
+func cloneMaps(s *resource.Snapshot) *resource.Snapshot {
+	c := *s
+	c.Listeners = maps.Clone(s.Listeners)
+	c.RouteConfigs = maps.Clone(s.RouteConfigs)
+	c.Clusters = maps.Clone(s.Clusters)
+	c.Endpoints = maps.Clone(s.Endpoints)
+	return &c
+}

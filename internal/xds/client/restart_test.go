@@ -17,7 +17,7 @@ func TestServerRestart(t *testing.T) {
 			srv := newServer(t, xdsOpts())
 			basicMesh(t, srv)
 			c := startClient(t, srv, p, nil)
-			first := waitSnapshot(t, c, hasCounts(counts{1, 1, 3, 2}))
+			first := cloneMaps(waitSnapshot(t, c, hasCounts(counts{1, 1, 3, 2})))
 
 			srv.Stop()
 			// The client notices, and keeps trying (several attempts while down).
