@@ -11,6 +11,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/amesh-dev/amesh/internal/xds/client"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -132,4 +133,11 @@ func cloneMaps(s *resource.Snapshot) *resource.Snapshot {
 	c.Clusters = maps.Clone(s.Clusters)
 	c.Endpoints = maps.Clone(s.Endpoints)
 	return &c
+}
+
+// pruned is m as the client stores it (resource.Prune on a copy).
+func pruned[M proto.Message](m M) M {
+	c := proto.Clone(m).(M)
+	resource.Prune(c)
+	return c
 }

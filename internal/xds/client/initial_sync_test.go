@@ -44,6 +44,10 @@ func TestInitialSync(t *testing.T) {
 			if st.State != "connected" || !st.Ready || st.Protocol != p {
 				t.Errorf("status %+v", st)
 			}
+			// /debug/xds serves this status: it must say that resources are pruned.
+			if st.Stored != resource.StoredForm {
+				t.Errorf("status says resources are stored %q, want %q", st.Stored, resource.StoredForm)
+			}
 		})
 	}
 }

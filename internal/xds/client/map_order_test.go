@@ -7,54 +7,46 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 	"github.com/amesh-dev/amesh/internal/xdstest"
 )
 
-// metadataCluster returns cluster name (an EDS cluster) with the filter metadata
-// istio: {a: "1", b: "2"}, serialized with the two Struct keys in the given order.
-// The message it returns carries everything but the name as unknown fields, so that
-// any marshaller (the fake server's cache marshals deterministically) reproduces
-// exactly these bytes: istiod marshals maps in no stable order, and this is how a
-// test makes such a resend on purpose.
-func metadataCluster(t *testing.T, name string, keys ...string) *clusterv3.Cluster {
+// mapOrderCluster returns cluster name (an EDS cluster) with two
+// typed_extension_protocol_options entries, "a" and "b" (a field the client keeps, see
+// resource.Prune), serialized in the given key order. The message it returns carries
+// everything but the name as unknown fields, so that any marshaller (the fake server's
+// cache marshals deterministically) reproduces exactly these bytes: istiod marshals
+// maps in no stable order, and this is how a test makes such a resend on purpose.
+func mapOrderCluster(t *testing.T, name string, keys ...string) *clusterv3.Cluster {
 	t.Helper()
-	fields := map[string]string{"a": "1", "b": "2"}
-	var st []byte // google.protobuf.Struct: repeated map entry {1: key, 2: Value} as field 1
-	for _, k := range keys {
-		v, err := proto.Marshal(structpb.NewStringValue(fields[k]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var e []byte
-		e = protowire.AppendTag(e, 1, protowire.BytesType)
-		e = protowire.AppendString(e, k)
-		e = protowire.AppendTag(e, 2, protowire.BytesType)
-		e = protowire.AppendBytes(e, v)
-		st = protowire.AppendTag(st, 1, protowire.BytesType)
-		st = protowire.AppendBytes(st, e)
-	}
-	// envoy.config.core.v3.Metadata: filter_metadata (field 1) map<string, Struct>.
-	var fm []byte
-	fm = protowire.AppendTag(fm, 1, protowire.BytesType)
-	fm = protowire.AppendString(fm, "istio")
-	fm = protowire.AppendTag(fm, 2, protowire.BytesType)
-	fm = protowire.AppendBytes(fm, st)
-	var md []byte
-	md = protowire.AppendTag(md, 1, protowire.BytesType)
-	md = protowire.AppendBytes(md, fm)
-
+	values := map[string]string{"a": "1", "b": "2"}
+	optsField := (&clusterv3.Cluster{}).ProtoReflect().Descriptor().Fields().ByName("typed_extension_protocol_options").Number()
 	rest := xdstest.EDSCluster(name)
 	rest.Name = ""
 	unknown, err := proto.Marshal(rest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	metaField := (&clusterv3.Cluster{}).ProtoReflect().Descriptor().Fields().ByName("metadata").Number()
-	unknown = protowire.AppendTag(unknown, metaField, protowire.BytesType)
-	unknown = protowire.AppendBytes(unknown, md)
+	for _, k := range keys {
+		a, err := anypb.New(wrapperspb.String(values[k]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := proto.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e []byte // map entry {1: key, 2: value}
+		e = protowire.AppendTag(e, 1, protowire.BytesType)
+		e = protowire.AppendString(e, k)
+		e = protowire.AppendTag(e, 2, protowire.BytesType)
+		e = protowire.AppendBytes(e, v)
+		unknown = protowire.AppendTag(unknown, optsField, protowire.BytesType)
+		unknown = protowire.AppendBytes(unknown, e)
+	}
 	c := &clusterv3.Cluster{Name: name}
 	c.ProtoReflect().SetUnknown(unknown)
 	return c
@@ -65,8 +57,8 @@ func metadataCluster(t *testing.T, name string, keys ...string) *clusterv3.Clust
 // and a later real change lists only what really changed.
 func TestMapOrderResendIsNoChange(t *testing.T) {
 	const name = "outbound|9080||a"
-	ab := metadataCluster(t, name, "a", "b")
-	ba := metadataCluster(t, name, "b", "a")
+	ab := mapOrderCluster(t, name, "a", "b")
+	ba := mapOrderCluster(t, name, "b", "a")
 	det := proto.MarshalOptions{Deterministic: true}
 	abBytes, err1 := det.Marshal(ab)
 	baBytes, err2 := det.Marshal(ba)
@@ -83,8 +75,8 @@ func TestMapOrderResendIsNoChange(t *testing.T) {
 	if err := proto.Unmarshal(baBytes, &decBA); err != nil {
 		t.Fatal(err)
 	}
-	if !proto.Equal(&decAB, &decBA) || decAB.GetMetadata().GetFilterMetadata()["istio"].GetFields()["b"].GetStringValue() != "2" {
-		t.Fatalf("the two serializations do not decode to the same cluster with metadata: %v / %v", &decAB, &decBA)
+	if !proto.Equal(&decAB, &decBA) || len(decAB.GetTypedExtensionProtocolOptions()) != 2 {
+		t.Fatalf("the two serializations do not decode to the same cluster with two options: %v / %v", &decAB, &decBA)
 	}
 
 	for _, p := range protocols {
@@ -94,7 +86,7 @@ func TestMapOrderResendIsNoChange(t *testing.T) {
 			srv.Set(resource.ClusterType, ab, xdstest.EDSCluster("outbound|9080||b"), xdstest.StaticCluster("BlackHoleCluster"))
 			c := startClient(t, srv, p, nil)
 			first := waitSnapshot(t, c, func(s *resource.Snapshot) bool {
-				return countsOf(s) == counts{1, 1, 3, 2} && s.Clusters[name].GetMetadata() != nil
+				return countsOf(s) == counts{1, 1, 3, 2} && len(s.Clusters[name].GetTypedExtensionProtocolOptions()) == 2
 			})
 			kept := first.Clusters[name]
 			seq := first.Seq

@@ -29,6 +29,10 @@ type Status struct {
 	Ready   bool
 	Types   map[string]TypeStatus // by type URL
 	Missing []resource.MissingResource
+	// Stored says in which form resources are kept and handed to consumers: pruned of
+	// what amesh never reads (resource.StoredForm), so /debug/xds readers do not
+	// mistake a missing field for one istiod did not send.
+	Stored string
 }
 
 // TypeStatus is the state of one resource type.
@@ -59,6 +63,7 @@ func (c *Client) Status() Status {
 		Reconnects: c.reconnects,
 		Types:      make(map[string]TypeStatus, numTypes),
 		Missing:    append([]resource.MissingResource(nil), c.missing...),
+		Stored:     resource.StoredForm,
 	}
 	st.Seq = c.published
 	st.Ready = c.published > 0

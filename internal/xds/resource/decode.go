@@ -19,12 +19,13 @@ import (
 type Decoded struct {
 	Name string
 	// Msg is a *listenerv3.Listener, *routev3.RouteConfiguration, *clusterv3.Cluster or
-	// *endpointv3.ClusterLoadAssignment, matching the type URL it was decoded as.
+	// *endpointv3.ClusterLoadAssignment, matching the type URL it was decoded as. It is
+	// pruned (see Prune): validated whole, then stored without what amesh never reads.
 	Msg proto.Message
 	// Deps are the names of the dependent resources Msg needs: RDS names of a listener,
 	// the EDS name of an EDS cluster. Nil for route configs and endpoints.
 	Deps []string
-	// Hash is Hash of the serialized bytes the resource was decoded from.
+	// Hash is Hash of the serialized bytes the resource was decoded from (before pruning).
 	Hash uint64
 }
 
@@ -103,7 +104,8 @@ func Decode(typeURL string, a *anypb.Any, wantName string) (*Decoded, error) {
 	return DecodeBytes(typeURL, a.GetValue(), wantName)
 }
 
-// DecodeBytes is Decode for the serialized message itself.
+// DecodeBytes is Decode for the serialized message itself. The message is hashed and
+// validated as received, then pruned (Prune).
 func DecodeBytes(typeURL string, b []byte, wantName string) (*Decoded, error) {
 	d := &Decoded{Hash: Hash(b)}
 	var err error
@@ -156,6 +158,7 @@ func DecodeBytes(typeURL string, b []byte, wantName string) (*Decoded, error) {
 	if wantName != "" && wantName != d.Name {
 		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: fmt.Errorf("announced as %q but named %q", wantName, d.Name)}
 	}
+	Prune(d.Msg)
 	return d, nil
 }
 

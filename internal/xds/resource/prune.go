@@ -1,0 +1,197 @@
+package resource
+
+// Pruning: the one place that decides what of a decoded resource the xDS client keeps.
+//
+// At mesh scale the decoded resources are most of amesh's heap (issue 7): istiod's
+// clusters carry TLS contexts and Istio metadata, its endpoints an Istio metadata Struct
+// each, its routes metadata, decorators and retry host predicates. amesh's translation
+// (internal/translate and its upstream and plugins packages) reads none of that, so the
+// client clears it once the resource has been hashed (the hash is of the bytes as
+// received, so resends are still recognised) and validated (validation sees the whole
+// resource), before storing it.
+//
+// Two kinds of pruning:
+//   - Cleared: the field is set to its zero value. Used for what translation never
+//     looks at (metadata, decorators, tracing, stat names, access logs, EDS config
+//     sources, endpoint health-check config, retry host predicates, cluster filters).
+//   - Marked: an Any whose type (or presence) translation reports but whose payload it
+//     never decodes keeps its type URL and gets a marker as value (see markAny):
+//     transport sockets (translation asks "is this TLS?"; the mTLS report needs the
+//     match names, which stay), typed_per_filter_config entries of HTTP filters other
+//     than fault and CORS (reported by name as not translated), and
+//     typed_extension_protocol_options other than HttpProtocolOptions.
+//
+// TestPruneKeepsTranslation (prune_translate_test.go) proves that translation of the
+// istiod testdata and of a generated mesh is byte-identical, objects and report, with
+// and without pruning: a translator change that starts reading a pruned field fails it,
+// and then the field must be kept here.
+//
+// Consumers of a Snapshot therefore see pruned messages; StoredForm says so on
+// /debug/xds.
+
+import (
+	"hash/fnv"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// StoredForm describes, for debug views, how the client stores resources.
+const StoredForm = "pruned: fields amesh's translation never reads are cleared (metadata, decorators, " +
+	"tracing, stat names, access logs, TLS context payloads, unused per-filter configs); " +
+	"see internal/xds/resource/prune.go"
+
+// HTTP filters whose typed_per_filter_config translation decodes (internal/translate/plugins).
+const (
+	keepFilterFault = "envoy.filters.http.fault"
+	keepFilterCORS  = "envoy.filters.http.cors"
+)
+
+// keepProtocolOptions is the typed_extension_protocol_options key translation decodes
+// (internal/translate/upstream).
+const keepProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// Prune clears, in place, what amesh never reads from a decoded Listener,
+// RouteConfiguration, Cluster or ClusterLoadAssignment (see the file comment). Other
+// messages are left alone. Pruning is deterministic: equal messages stay equal, and
+// messages that differ in something translation reads still differ.
+func Prune(m proto.Message) {
+	switch m := m.(type) {
+	case *listenerv3.Listener:
+		pruneListener(m)
+	case *routev3.RouteConfiguration:
+		pruneRouteConfig(m)
+	case *clusterv3.Cluster:
+		pruneCluster(m)
+	case *endpointv3.ClusterLoadAssignment:
+		pruneEndpoints(m)
+	}
+}
+
+// pruneListener clears listener-level observability settings. The HTTP connection
+// managers stay as they are: they are serialized inside Anys that translation decodes,
+// and a sidecar has few listeners (one per port), so they are not worth re-encoding.
+func pruneListener(l *listenerv3.Listener) {
+	l.Metadata = nil
+	l.AccessLog = nil
+	l.StatPrefix = ""
+	for _, fc := range l.GetFilterChains() {
+		fc.Metadata = nil
+	}
+	if dc := l.GetDefaultFilterChain(); dc != nil {
+		dc.Metadata = nil
+	}
+}
+
+func pruneRouteConfig(rc *routev3.RouteConfiguration) {
+	rc.Metadata = nil
+	markFilterConfigs(rc.GetTypedPerFilterConfig())
+	for _, vh := range rc.GetVirtualHosts() {
+		vh.Metadata = nil
+		markFilterConfigs(vh.GetTypedPerFilterConfig())
+		for _, r := range vh.GetRoutes() {
+			pruneRoute(r)
+		}
+	}
+}
+
+func pruneRoute(r *routev3.Route) {
+	r.Metadata = nil
+	r.Decorator = nil
+	r.Tracing = nil
+	r.StatPrefix = ""
+	markFilterConfigs(r.GetTypedPerFilterConfig())
+	a := r.GetRoute()
+	if a == nil {
+		return
+	}
+	if rp := a.GetRetryPolicy(); rp != nil {
+		rp.RetryHostPredicate = nil
+	}
+	for _, cw := range a.GetWeightedClusters().GetClusters() {
+		markFilterConfigs(cw.GetTypedPerFilterConfig())
+	}
+}
+
+// markFilterConfigs marks the per-filter configs of every HTTP filter but the ones
+// translation decodes; their names stay, for the report.
+func markFilterConfigs(m map[string]*anypb.Any) {
+	for name, a := range m {
+		if name != keepFilterFault && name != keepFilterCORS {
+			m[name] = markAny(a)
+		}
+	}
+}
+
+func pruneCluster(c *clusterv3.Cluster) {
+	c.Metadata = nil
+	c.AltStatName = ""
+	c.Filters = nil
+	if eds := c.GetEdsClusterConfig(); eds != nil {
+		eds.EdsConfig = nil
+	}
+	for _, m := range c.GetTransportSocketMatches() {
+		m.Match = nil
+		markTransportSocket(m.GetTransportSocket())
+	}
+	markTransportSocket(c.GetTransportSocket())
+	for k, a := range c.GetTypedExtensionProtocolOptions() {
+		if k != keepProtocolOptions {
+			c.TypedExtensionProtocolOptions[k] = markAny(a)
+		}
+	}
+	if la := c.GetLoadAssignment(); la != nil {
+		pruneEndpoints(la)
+	}
+}
+
+// markTransportSocket keeps the socket's name and the type of its config: translation
+// only asks whether it is TLS (or anything but raw_buffer).
+func markTransportSocket(ts *corev3.TransportSocket) {
+	if a := ts.GetTypedConfig(); a != nil {
+		ts.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: markAny(a)}
+	}
+}
+
+func pruneEndpoints(cla *endpointv3.ClusterLoadAssignment) {
+	for _, g := range cla.GetEndpoints() {
+		g.Metadata = nil
+		for _, e := range g.GetLbEndpoints() {
+			e.Metadata = nil
+			if ep := e.GetEndpoint(); ep != nil {
+				ep.Hostname = ""
+				ep.HealthCheckConfig = nil
+				ep.AdditionalAddresses = nil
+			}
+		}
+	}
+}
+
+// markerTag starts every marker. It is a protobuf tag with field number 0, which no
+// message has, so decoding a marker fails loudly instead of yielding an empty message.
+const markerTag = 0x00
+
+// markAny returns an Any of the same type whose value is a marker: markerTag followed
+// by the 64-bit FNV-1a digest of the original value. Equal payloads get equal markers
+// and different ones (all but certainly) different markers, so proto.Equal and the
+// translator's fingerprints still see a changed config as changed. Already marked
+// values are returned as they are, so pruning twice changes nothing.
+func markAny(a *anypb.Any) *anypb.Any {
+	if a == nil || IsMarker(a) {
+		return a
+	}
+	h := fnv.New64a()
+	h.Write(a.GetValue())
+	return &anypb.Any{TypeUrl: a.GetTypeUrl(), Value: h.Sum([]byte{markerTag})}
+}
+
+// IsMarker reports whether a's payload was replaced by Prune.
+func IsMarker(a *anypb.Any) bool {
+	v := a.GetValue()
+	return len(v) == 9 && v[0] == markerTag
+}

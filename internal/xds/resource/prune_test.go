@@ -1,0 +1,66 @@
+package resource
+
+import (
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+func tlsCluster(sni string) *clusterv3.Cluster {
+	tc, err := anypb.New(&tlsv3.UpstreamTlsContext{Sni: sni})
+	if err != nil {
+		panic(err)
+	}
+	match, _ := structpb.NewStruct(map[string]any{"tlsMode": "istio"})
+	return &clusterv3.Cluster{
+		Name:        "c",
+		AltStatName: "c;",
+		Metadata:    &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": match}},
+		TransportSocketMatches: []*clusterv3.Cluster_TransportSocketMatch{{
+			Name:            "tlsMode-istio",
+			Match:           match,
+			TransportSocket: &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tc}},
+		}},
+	}
+}
+
+func TestPruneMarksTransportSocket(t *testing.T) {
+	c := tlsCluster("outbound_.9080_._.a")
+	Prune(c)
+	if c.GetMetadata() != nil || c.GetAltStatName() != "" || c.GetTransportSocketMatches()[0].GetMatch() != nil {
+		t.Errorf("metadata, alt_stat_name or match kept: %v", c)
+	}
+	m := c.GetTransportSocketMatches()[0]
+	if m.GetName() != "tlsMode-istio" || m.GetTransportSocket().GetName() != "envoy.transport_sockets.tls" {
+		t.Errorf("names lost: %v", m)
+	}
+	a := m.GetTransportSocket().GetTypedConfig()
+	if !a.MessageIs(&tlsv3.UpstreamTlsContext{}) || !IsMarker(a) {
+		t.Fatalf("typed_config is not a marker of the TLS type: %v", a)
+	}
+	if _, err := a.UnmarshalNew(); err == nil {
+		t.Error("a marker decoded without error; a reader of a pruned payload must fail loudly")
+	}
+
+	// Pruning is idempotent, keeps equal payloads equal and different ones different.
+	again := proto.Clone(c).(*clusterv3.Cluster)
+	Prune(again)
+	if !proto.Equal(c, again) {
+		t.Error("pruning twice changed the message")
+	}
+	same := tlsCluster("outbound_.9080_._.a")
+	Prune(same)
+	if !proto.Equal(c, same) {
+		t.Error("equal clusters differ after pruning")
+	}
+	other := tlsCluster("outbound_.9080_._.b")
+	Prune(other)
+	if proto.Equal(c, other) {
+		t.Error("clusters with different TLS contexts are equal after pruning; a change would go unnoticed")
+	}
+}
