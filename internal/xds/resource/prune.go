@@ -26,6 +26,9 @@ package resource
 // and without pruning: a translator change that starts reading a pruned field fails it,
 // and then the field must be kept here.
 //
+// Prune also shares equal small leaves (weights, flags, timeouts) between resources,
+// see intern.go; that changes no value, only allocations.
+//
 // Consumers of a Snapshot therefore see pruned messages; StoredForm says so on
 // /debug/xds.
 
@@ -106,15 +109,25 @@ func pruneRoute(r *routev3.Route) {
 	r.Tracing = nil
 	r.StatPrefix = ""
 	markFilterConfigs(r.GetTypedPerFilterConfig())
+	if m := r.GetMatch(); m != nil {
+		internBool(&m.CaseSensitive)
+	}
 	a := r.GetRoute()
 	if a == nil {
 		return
 	}
+	internDur(&a.Timeout)
+	internDur(&a.IdleTimeout)
+	//lint:ignore SA1019 deprecated, but istiod still sets it; interning changes no value.
+	internDur(&a.MaxGrpcTimeout)
 	if rp := a.GetRetryPolicy(); rp != nil {
 		rp.RetryHostPredicate = nil
+		internU32(&rp.NumRetries)
+		internDur(&rp.PerTryTimeout)
 	}
 	for _, cw := range a.GetWeightedClusters().GetClusters() {
 		markFilterConfigs(cw.GetTypedPerFilterConfig())
+		internU32(&cw.Weight)
 	}
 }
 
@@ -148,6 +161,13 @@ func pruneCluster(c *clusterv3.Cluster) {
 	if la := c.GetLoadAssignment(); la != nil {
 		pruneEndpoints(la)
 	}
+	internDur(&c.ConnectTimeout)
+	for _, t := range c.GetCircuitBreakers().GetThresholds() {
+		internU32(&t.MaxConnections)
+		internU32(&t.MaxPendingRequests)
+		internU32(&t.MaxRequests)
+		internU32(&t.MaxRetries)
+	}
 }
 
 // markTransportSocket keeps the socket's name and the type of its config: translation
@@ -161,8 +181,10 @@ func markTransportSocket(ts *corev3.TransportSocket) {
 func pruneEndpoints(cla *endpointv3.ClusterLoadAssignment) {
 	for _, g := range cla.GetEndpoints() {
 		g.Metadata = nil
+		internU32(&g.LoadBalancingWeight)
 		for _, e := range g.GetLbEndpoints() {
 			e.Metadata = nil
+			internU32(&e.LoadBalancingWeight)
 			if ep := e.GetEndpoint(); ep != nil {
 				ep.Hostname = ""
 				ep.HealthCheckConfig = nil

@@ -5,10 +5,12 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 func tlsCluster(sni string) *clusterv3.Cluster {
@@ -62,5 +64,23 @@ func TestPruneMarksTransportSocket(t *testing.T) {
 	Prune(other)
 	if proto.Equal(c, other) {
 		t.Error("clusters with different TLS contexts are equal after pruning; a change would go unnoticed")
+	}
+}
+
+func TestPruneSharesEqualLeaves(t *testing.T) {
+	mk := func(w uint32) *endpointv3.ClusterLoadAssignment {
+		return &endpointv3.ClusterLoadAssignment{ClusterName: "c", Endpoints: []*endpointv3.LocalityLbEndpoints{{
+			LbEndpoints: []*endpointv3.LbEndpoint{{LoadBalancingWeight: wrapperspb.UInt32(w)}, {LoadBalancingWeight: wrapperspb.UInt32(1)}},
+		}}}
+	}
+	a, b := mk(1), mk(7)
+	Prune(a)
+	Prune(b)
+	wa, wb := a.GetEndpoints()[0].GetLbEndpoints(), b.GetEndpoints()[0].GetLbEndpoints()
+	if wa[0].GetLoadBalancingWeight() != wb[1].GetLoadBalancingWeight() {
+		t.Error("equal weights of two resources are not shared")
+	}
+	if wb[0].GetLoadBalancingWeight().GetValue() != 7 || wb[1].GetLoadBalancingWeight().GetValue() != 1 {
+		t.Errorf("interning changed values: %v", b)
 	}
 }
