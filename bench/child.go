@@ -83,6 +83,9 @@ type counter struct {
 	// firstDict is the dict content after the first batch (floor mode, which keeps none).
 	firstKeys        int
 	firstDict, first int64
+	// sizes is len(key)+len(value) of every key in the dict (amesh mode; nil in floor
+	// mode): the pipeline keeps only digests, so the dict's size is counted here.
+	sizes map[string]int
 }
 
 func (c *counter) write(puts map[string][]byte, dels []string) {
@@ -94,6 +97,14 @@ func (c *counter) write(puts map[string][]byte, dels []string) {
 	}
 	if c.applies == 0 {
 		c.firstKeys, c.firstDict, c.first = len(puts), b, slab
+	}
+	if c.sizes != nil {
+		for _, k := range dels {
+			delete(c.sizes, k)
+		}
+		for k, v := range puts {
+			c.sizes[k] = len(k) + len(v)
+		}
 	}
 	c.bytes += b
 	c.applies++
@@ -126,13 +137,9 @@ func (s timedSource) Next(ctx context.Context) (*resource.Snapshot, error) {
 }
 
 // Apply implements agent.Sink.
-func (c *counter) Apply(_ context.Context, cs apisix.ChangeSet, objects map[string][]byte) error {
-	puts, dels := cs.Ordered()
-	m := make(map[string][]byte, len(puts))
-	for _, k := range puts {
-		m[k] = objects[k]
-	}
-	c.write(m, dels)
+func (c *counter) Apply(_ context.Context, cs apisix.ChangeSet) error {
+	_, dels := cs.Ordered()
+	c.write(cs.Put, dels)
 	return nil
 }
 
@@ -143,19 +150,19 @@ func (c *counter) Version() uint64 {
 	return c.version
 }
 
-// stats returns the counters and the dict's content: objects (the agent's written state)
-// when given, else what the first batch wrote.
-func (c *counter) stats(objects map[string][]byte) (applies, keys int, dictBytes, slab, total int64) {
+// stats returns the counters and the dict's content: the current one when it is
+// tracked (amesh mode), else what the first batch wrote.
+func (c *counter) stats() (applies, keys int, dictBytes, slab, total int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if objects == nil {
+	if c.sizes == nil {
 		return c.applies, c.firstKeys, c.firstDict, c.first, c.bytes
 	}
-	for k, v := range objects {
-		dictBytes += int64(len(k) + len(v))
-		slab += slabSize(len(k) + len(v))
+	for _, n := range c.sizes {
+		dictBytes += int64(n)
+		slab += slabSize(n)
 	}
-	return c.applies, len(objects), dictBytes, slab, c.bytes
+	return c.applies, len(c.sizes), dictBytes, slab, c.bytes
 }
 
 // shdictNodeOverhead approximates the bytes lua-nginx-module's shared dict spends per entry
@@ -197,6 +204,7 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 	var ag *agent.Agent
 	switch mode {
 	case "amesh":
+		cnt.sizes = map[string]int{}
 		ag = agent.New(timedSource{c, cnt}, translate.New(translate.Options{}), cnt, agent.Options{Window: window,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		go func() {
@@ -224,11 +232,7 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			rss, peak := procRSS()
-			var objects map[string][]byte
-			if ag != nil {
-				objects = ag.Objects()
-			}
-			applies, keys, dict, slab, total := cnt.stats(objects)
+			applies, keys, dict, slab, total := cnt.stats()
 			ev := event{Ev: "stats", HeapBytes: ms.HeapAlloc, RSSBytes: rss, PeakRSS: peak,
 				Applies: applies, Keys: keys, DictBytes: dict, DictSlab: slab, TotalBytes: total}
 			for _, ts := range c.Status().Types {

@@ -44,9 +44,9 @@ func runTranslate(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "translate", err)
 	}
-	tr := translate.New(translate.Options{OriginalDstVar: *origDst})
-	result := tr.Translate(res.Snapshot())
-	content, err := file.Render(tr.Objects(), f)
+	// A fresh translator's first change set is its complete output.
+	result := translate.New(translate.Options{OriginalDstVar: *origDst}).Translate(res.Snapshot())
+	content, err := file.Render(result.Changes.Put, f)
 	if err != nil {
 		return fail(stderr, "translate", err)
 	}

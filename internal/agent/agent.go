@@ -18,18 +18,28 @@ type Source interface {
 	Next(ctx context.Context) (*resource.Snapshot, error)
 }
 
-// Translator is what the pipeline needs of translate.Translator.
+// Translator is what the pipeline needs of translate.Translator. Its change sets,
+// applied in order, give its complete output; after a Translate that panicked, the
+// next call's changes start from the output of the last call that returned.
 type Translator interface {
 	Translate(*resource.Snapshot) translate.Result
-	Objects() map[string][]byte
 }
 
 // Sink writes APISIX objects somewhere APISIX reads them.
 type Sink interface {
 	// Apply writes cs (in cs.Ordered() order) and then makes the new state visible
-	// (for the shared dict: one version bump after all keys are written). objects is the
-	// complete state after the change, for sinks that rewrite everything (a file). An
-	// error means the batch is not (completely) written; the pipeline retries it, merged
-	// with any later changes, until Apply succeeds.
-	Apply(ctx context.Context, cs apisix.ChangeSet, objects map[string][]byte) error
+	// (for the shared dict: one version bump after all keys are written). The first
+	// call holds the complete state; sinks that rewrite everything (a file) keep
+	// what they need of it. An error means the batch is not (completely) written; the
+	// pipeline retries it, merged with any later changes, until Apply succeeds, so a
+	// sink must not let a failed Apply change what later ones produce.
+	Apply(ctx context.Context, cs apisix.ChangeSet) error
+}
+
+// Reader is implemented by sinks that can return what they hold (Agent.Objects, the
+// /debug/apisix view): the pipeline itself keeps only a digest per object.
+type Reader interface {
+	// Objects returns the objects written by the last successful Apply, keyed
+	// "/<kind>/<id>". The values must not be modified.
+	Objects() map[string][]byte
 }

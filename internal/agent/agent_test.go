@@ -1,11 +1,14 @@
 package agent
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+
+	"github.com/amesh-dev/amesh/internal/apisix"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -139,8 +142,8 @@ func TestTranslatorPanicKeepsLastGoodState(t *testing.T) {
 		t.Fatalf("stats after translator panic = %+v", s)
 	}
 
-	// The next good snapshot is compared in full against what was written, so the
-	// translator's half-updated output of the panic is not trusted.
+	// The next good snapshot's changes start from the translator's last returned
+	// output, not from what the panic left half-updated.
 	h.batch(t, map[string]string{"/routes/a": "1", "/routes/c": "1"})
 	got := h.sink.next(t)
 	if diff := cmp.Diff(map[string]string{"/routes/c": "1"}, got.puts); diff != "" {
@@ -240,3 +243,17 @@ func stringMap(m map[string][]byte) map[string]string {
 	}
 	return out
 }
+
+// A sink that cannot read back its objects still lets Objects list the applied keys.
+func TestObjectsWithoutReaderListsKeys(t *testing.T) {
+	a := New(newFakeSource(), newFakeTranslator(), plainSink{}, Options{})
+	a.commit(apisix.ChangeSet{Put: map[string][]byte{"/routes/a": []byte("1")}}, 1, 0)
+	got := a.Objects()
+	if v, ok := got["/routes/a"]; len(got) != 1 || !ok || v != nil {
+		t.Errorf("Objects = %q, want /routes/a with no value", got)
+	}
+}
+
+type plainSink struct{}
+
+func (plainSink) Apply(context.Context, apisix.ChangeSet) error { return nil }

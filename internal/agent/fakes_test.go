@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -78,18 +79,20 @@ func (s *fakeSource) push(t *testing.T) uint64 {
 
 // fakeTranslator returns, for snapshot n, the objects the test set for n, as a diff
 // against the previous output. touch lists keys reported as changed although their
-// value is the same (istiod resends identical resources).
+// value is the same (istiod resends identical resources). Like translate.Translator,
+// after a panic it reports the changes from the output it last returned.
 type fakeTranslator struct {
-	mu      sync.Mutex
-	states  map[uint64]map[string][]byte
-	touch   map[uint64][]string
-	panics  map[uint64]bool
-	objects map[string][]byte
+	mu       sync.Mutex
+	states   map[uint64]map[string][]byte
+	touch    map[uint64][]string
+	panics   map[uint64]bool
+	objects  map[string][]byte
+	returned map[string][]byte // the output of the last call that returned
 }
 
 func newFakeTranslator() *fakeTranslator {
 	return &fakeTranslator{states: map[uint64]map[string][]byte{}, touch: map[uint64][]string{},
-		panics: map[uint64]bool{}, objects: map[string][]byte{}}
+		panics: map[uint64]bool{}, objects: map[string][]byte{}, returned: map[string][]byte{}}
 }
 
 func (f *fakeTranslator) set(seq uint64, objs map[string]string) {
@@ -110,6 +113,7 @@ func (f *fakeTranslator) Translate(s *resource.Snapshot) translate.Result {
 		f.objects["/routes/garbage"] = []byte(`{"half":true}`)
 		panic(fmt.Sprintf("translator bug at %d", s.Seq))
 	}
+	f.objects = f.returned // undo what a panic left half-updated
 	next, ok := f.states[s.Seq]
 	if !ok {
 		next = f.objects // unchanged
@@ -118,14 +122,9 @@ func (f *fakeTranslator) Translate(s *resource.Snapshot) translate.Result {
 	for _, k := range f.touch[s.Seq] {
 		cs.Put[k] = next[k]
 	}
-	f.objects = next
+	f.objects = maps.Clone(next)
+	f.returned = next
 	return translate.Result{Changes: cs, Report: []report.Entry{{Kind: "listener", Resource: fmt.Sprint(s.Seq)}}}
-}
-
-func (f *fakeTranslator) Objects() map[string][]byte {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.objects
 }
 
 // applied is one Apply call as the fake sink saw it.
@@ -135,14 +134,24 @@ type applied struct {
 	err     error
 }
 
-// fakeSink records Apply calls; fail makes the next calls fail (or panic).
+// fakeSink records Apply calls; fail makes the next calls fail (or panic). It holds
+// the objects of its successful Applies (Reader).
 type fakeSink struct {
-	calls chan applied
-	mu    sync.Mutex
-	fail  []string // per upcoming call: "" ok, "err", "panic"
+	calls   chan applied
+	mu      sync.Mutex
+	fail    []string // per upcoming call: "" ok, "err", "panic"
+	objects map[string][]byte
 }
 
-func newFakeSink() *fakeSink { return &fakeSink{calls: make(chan applied, 100)} }
+func newFakeSink() *fakeSink {
+	return &fakeSink{calls: make(chan applied, 100), objects: map[string][]byte{}}
+}
+
+func (s *fakeSink) Objects() map[string][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.objects)
+}
 
 func (s *fakeSink) failNext(modes ...string) {
 	s.mu.Lock()
@@ -150,7 +159,7 @@ func (s *fakeSink) failNext(modes ...string) {
 	s.fail = append(s.fail, modes...)
 }
 
-func (s *fakeSink) Apply(_ context.Context, cs apisix.ChangeSet, _ map[string][]byte) error {
+func (s *fakeSink) Apply(_ context.Context, cs apisix.ChangeSet) error {
 	s.mu.Lock()
 	mode := ""
 	if len(s.fail) > 0 {
@@ -167,6 +176,11 @@ func (s *fakeSink) Apply(_ context.Context, cs apisix.ChangeSet, _ map[string][]
 	case "panic":
 		s.calls <- applied{puts: a.puts, deletes: a.deletes, err: errors.New("panic")}
 		panic("sink bug")
+	}
+	if a.err == nil {
+		s.mu.Lock()
+		cs.ApplyTo(s.objects)
+		s.mu.Unlock()
 	}
 	s.calls <- a
 	return a.err

@@ -72,7 +72,7 @@ type Agent struct {
 
 	mu      sync.Mutex // guards the fields below
 	stats   Stats
-	written map[string][]byte // what the sink holds (after the last successful Apply)
+	written map[string]uint64 // apisix.Hash of what the sink holds (after the last successful Apply)
 	report  []report.Entry
 }
 
@@ -84,7 +84,7 @@ func New(src Source, tr Translator, sink Sink, opts Options) *Agent {
 		src: src, tr: tr, sink: sink, opts: opts, log: opts.Logger,
 		after:   time.After,
 		ready:   make(chan struct{}),
-		written: map[string][]byte{},
+		written: map[string]uint64{},
 		stats:   Stats{ObjectsByKind: map[string]int{}, PushToWrite: newLatency()},
 	}
 }
@@ -221,10 +221,7 @@ func (a *Agent) absorb(b *batch, r received) {
 		b.broken = true
 		return
 	}
-	if b.broken {
-		b.broken = false
-		b.full = true // the dirty set may be incomplete: compare everything
-	}
+	b.broken = false
 	if b.since.IsZero() {
 		b.since = r.at
 	}
@@ -257,16 +254,8 @@ func (a *Agent) flush(ctx context.Context, b *batch) error {
 	if b.broken {
 		return nil // nothing trustworthy to write; wait for the next snapshot
 	}
-	objects := a.tr.Objects()
 	first := !a.Ready()
-	var cs apisix.ChangeSet
-	if b.full || first {
-		a.mu.Lock()
-		cs = apisix.Diff(a.written, objects)
-		a.mu.Unlock()
-	} else {
-		cs = b.changes(a.written, objects) // a.written is only modified by this goroutine
-	}
+	cs := b.changes(a.written) // a.written is only modified by this goroutine
 	if cs.Empty() && !first {
 		a.log.Debug("batch changed nothing APISIX can see", "seq", b.seq)
 		a.mu.Lock()
@@ -276,7 +265,7 @@ func (a *Agent) flush(ctx context.Context, b *batch) error {
 		return nil
 	}
 	t0 := time.Now()
-	if err := a.apply(ctx, cs, objects); err != nil {
+	if err := a.apply(ctx, cs); err != nil {
 		a.recordError(err)
 		a.mu.Lock()
 		a.stats.WriteErrors++
@@ -291,13 +280,13 @@ func (a *Agent) flush(ctx context.Context, b *batch) error {
 	return nil
 }
 
-func (a *Agent) apply(ctx context.Context, cs apisix.ChangeSet, objects map[string][]byte) (err error) {
+func (a *Agent) apply(ctx context.Context, cs apisix.ChangeSet) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = panicError("Sink.Apply", p)
 		}
 	}()
-	return a.sink.Apply(ctx, cs, objects)
+	return a.sink.Apply(ctx, cs)
 }
 
 // commit records a successful Apply.
@@ -308,7 +297,7 @@ func (a *Agent) commit(cs apisix.ChangeSet, seq uint64, lat time.Duration) {
 		if _, ok := a.written[k]; !ok {
 			a.stats.ObjectsByKind[string(apisix.KindOf(k))]++
 		}
-		a.written[k] = v
+		a.written[k] = apisix.Hash(v)
 	}
 	for _, k := range cs.Delete {
 		if _, ok := a.written[k]; ok {

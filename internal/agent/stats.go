@@ -73,12 +73,20 @@ func (a *Agent) Stats() Stats {
 	return s
 }
 
-// Objects returns a copy of the applied objects, keyed "/<kind>/<id>". The values are
-// shared and must not be modified.
+// Objects returns the applied objects, keyed "/<kind>/<id>", as the sink reads them
+// back (Reader). A sink that cannot read back yields the applied keys with nil values.
+// The values must not be modified.
 func (a *Agent) Objects() map[string][]byte {
+	if r, ok := a.sink.(Reader); ok {
+		return r.Objects()
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return maps.Clone(a.written)
+	out := make(map[string][]byte, len(a.written))
+	for k := range a.written {
+		out[k] = nil
+	}
+	return out
 }
 
 // Report returns the translation report of the newest snapshot translated.

@@ -167,9 +167,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return ignoreDone(ctx, ctx.Err())
 	case <-time.After(opts.ChangeAfter):
 	}
-	want := translate.New(translate.Options{})
-	want.Translate(changed.Snapshot())
-	expected := want.Objects()
+	// A fresh translator's first change set is its complete output.
+	expected := translate.New(translate.Options{}).Translate(changed.Snapshot()).Changes.Put
 	before, beforeVersion := sink.Objects(), fsink.Version()
 	if v, err = cp.Push(ctx, changed); err != nil {
 		return err
@@ -195,36 +194,23 @@ func Run(ctx context.Context, opts Options) (err error) {
 	return ignoreDone(ctx, ctx.Err())
 }
 
-// notifySink remembers the objects of the last successful Apply and signals it, so the
-// demo waits on a channel rather than polling the file. (The agent's own Objects are
-// updated only after Apply returns, so they could lag behind the signal.)
+// notifySink signals every successful Apply, so the demo waits on a channel rather
+// than polling the file. Objects (the file sink's) are those of the last successful
+// Apply.
 type notifySink struct {
 	*file.Sink
 	applied chan struct{}
-
-	mu      sync.Mutex
-	objects map[string][]byte
 }
 
-func (s *notifySink) Apply(ctx context.Context, cs apisix.ChangeSet, objects map[string][]byte) error {
-	err := s.Sink.Apply(ctx, cs, objects)
+func (s *notifySink) Apply(ctx context.Context, cs apisix.ChangeSet) error {
+	err := s.Sink.Apply(ctx, cs)
 	if err == nil {
-		s.mu.Lock()
-		s.objects = maps.Clone(objects)
-		s.mu.Unlock()
 		select {
 		case s.applied <- struct{}{}:
 		default:
 		}
 	}
 	return err
-}
-
-// Objects returns the objects of the last successful Apply.
-func (s *notifySink) Objects() map[string][]byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.objects
 }
 
 func waitFor(ctx context.Context, timeout time.Duration, ch <-chan struct{}, why func() string) error {

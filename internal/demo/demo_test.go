@@ -55,9 +55,8 @@ func expectedFile(t *testing.T, f file.Format, changed bool) []byte {
 			t.Fatal(err)
 		}
 	}
-	tr := translate.New(translate.Options{})
-	tr.Translate(m.Snapshot())
-	b, err := file.Render(tr.Objects(), f)
+	r := translate.New(translate.Options{}).Translate(m.Snapshot())
+	b, err := file.Render(r.Changes.Put, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,9 +176,8 @@ func TestLiveChangeDoesNotModifyMesh(t *testing.T) {
 	if _, err := liveChange(m); err != nil {
 		t.Fatal(err)
 	}
-	tr := translate.New(translate.Options{})
-	tr.Translate(m.Snapshot())
-	after, _ := file.Render(tr.Objects(), file.YAML)
+	r := translate.New(translate.Options{}).Translate(m.Snapshot())
+	after, _ := file.Render(r.Changes.Put, file.YAML)
 	if !bytes.Equal(before, after) {
 		t.Error("liveChange modified its input")
 	}

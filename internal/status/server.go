@@ -112,7 +112,11 @@ func objectsView(objects func() map[string][]byte, kind string) map[string]json.
 		prefix = "/" + kind + "/"
 	}
 	for k, v := range objects() {
-		if strings.HasPrefix(k, prefix) && json.Valid(v) {
+		switch {
+		case !strings.HasPrefix(k, prefix):
+		case v == nil:
+			out[k] = json.RawMessage("null") // applied, but the sink cannot read it back
+		case json.Valid(v):
 			out[k] = json.RawMessage(v)
 		}
 	}

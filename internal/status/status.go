@@ -22,8 +22,9 @@ type Sources struct {
 	XDS func() XDS
 	// Pipeline describes translation and writes.
 	Pipeline func() Pipeline
-	// Objects returns the APISIX objects currently applied, keyed "/<kind>/<id>". The
-	// map is only read.
+	// Objects returns the APISIX objects currently applied, keyed "/<kind>/<id>" (as
+	// the sink reads them back; a nil value, shown as null, when it cannot). The map is
+	// only read.
 	Objects func() map[string][]byte
 	// Report returns the current translation report.
 	Report func() []report.Entry

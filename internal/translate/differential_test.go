@@ -85,7 +85,7 @@ func checkSame(t *testing.T, rcs map[uint32]*routev3.RouteConfiguration, reqs []
 		ls = append(ls, httpListener(port, rc.GetName()))
 		list = append(list, rc)
 	}
-	tr := New(Options{})
+	tr := newTracked(Options{})
 	tr.Translate(snapshotOf(ls, list, []*clusterv3.Cluster{staticCluster("c")}))
 	validateAll(t, tr.Objects())
 	ar := newAPISIXRouter(t, tr.Objects())

@@ -151,7 +151,7 @@ func FuzzTranslate(f *testing.F) {
 		if !utf8.ValidString(lit) || !utf8.ValidString(name) {
 			return // proto3 strings are valid UTF-8; the xDS client rejects anything else
 		}
-		a, b := New(Options{}), New(Options{})
+		a, b := newTracked(Options{}), newTracked(Options{})
 		ra := a.Translate(fuzzSnapshot(data, lit, name))
 		rb := b.Translate(fuzzSnapshot(data, lit, name))
 		if !sameObjects(a.Objects(), b.Objects()) {

@@ -44,7 +44,7 @@ func TestGoldenIstiod(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tr := New(tc.opts)
+			tr := newTracked(tc.opts)
 			r := tr.Translate(res.Snapshot())
 			if len(r.Changes.Delete) != 0 || len(r.Changes.Put) != len(tr.Objects()) {
 				t.Fatalf("first translation: %d puts, %d deletes, %d objects", len(r.Changes.Put), len(r.Changes.Delete), len(tr.Objects()))
@@ -65,7 +65,7 @@ func TestGoldenIstiod(t *testing.T) {
 			compareGolden(t, filepath.Join("testdata", "golden", tc.mode+".yaml"), got)
 
 			// Same input again from scratch: byte-identical output.
-			tr2 := New(tc.opts)
+			tr2 := newTracked(tc.opts)
 			tr2.Translate(res.Snapshot())
 			if !sameObjects(tr.Objects(), tr2.Objects()) {
 				t.Fatal("a second translator produced different output for the same input")

@@ -1,11 +1,14 @@
 package translate
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/apisix/schema"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 // validateAll checks every object against APISIX's schema.
@@ -69,3 +72,34 @@ func lineDiff(want, got string) string {
 }
 
 func validate(key string, obj []byte) error { return schema.Validate(key, obj) }
+
+// tracked is a Translator whose change sets are applied to objs, so that tests can see
+// the complete output (the Translator itself keeps only digests).
+type tracked struct {
+	*Translator
+	objs map[string][]byte
+}
+
+func newTracked(opts Options) *tracked {
+	return &tracked{Translator: New(opts), objs: map[string][]byte{}}
+}
+
+func (tt *tracked) Translate(snap *resource.Snapshot) Result {
+	r := tt.Translator.Translate(snap)
+	r.Changes.ApplyTo(tt.objs)
+	return r
+}
+
+// Objects returns the output the change sets add up to, after checking that the
+// translator's digests describe exactly that output.
+func (tt *tracked) Objects() map[string][]byte {
+	if len(tt.objs) != len(tt.Translator.objects) {
+		panic(fmt.Sprintf("change sets hold %d objects, the translator %d", len(tt.objs), len(tt.Translator.objects)))
+	}
+	for k, v := range tt.objs {
+		if h, ok := tt.Translator.objects[k]; !ok || h != apisix.Hash(v) {
+			panic("the translator's digest of " + k + " does not match its change sets")
+		}
+	}
+	return tt.objs
+}

@@ -13,7 +13,7 @@ import (
 // fullFrom translates snap from scratch (the reference for incremental results).
 func fullFrom(t *testing.T, m *meshgen.Mesh) map[string][]byte {
 	t.Helper()
-	tr := New(Options{})
+	tr := newTracked(Options{})
 	tr.Translate(m.Snapshot())
 	return tr.Objects()
 }
@@ -35,7 +35,7 @@ func applyChanges(objs map[string][]byte, cs apisix.ChangeSet) map[string][]byte
 
 func TestIncrementalEndpointChange(t *testing.T) {
 	m := meshgen.Generate(meshgen.Options{Services: 20})
-	tr := New(Options{})
+	tr := newTracked(Options{})
 	tr.Translate(m.Snapshot())
 	validateAll(t, tr.Objects())
 	prev := applyChanges(nil, apisix.ChangeSet{Put: tr.Objects()})
@@ -70,7 +70,7 @@ func TestIncrementalEndpointChange(t *testing.T) {
 
 func TestIncrementalResendIsNoop(t *testing.T) {
 	m := meshgen.Generate(meshgen.Options{Services: 20})
-	tr := New(Options{})
+	tr := newTracked(Options{})
 	tr.Translate(m.Snapshot())
 	before := len(tr.Objects())
 	r := tr.Translate(m.ResendRouteConfigs())
@@ -88,7 +88,7 @@ func TestIncrementalResendIsNoop(t *testing.T) {
 
 func TestSkippedSnapshotFallsBackToFull(t *testing.T) {
 	m := meshgen.Generate(meshgen.Options{Services: 5})
-	tr := New(Options{})
+	tr := newTracked(Options{})
 	tr.Translate(m.Snapshot())
 	m.ChangeEndpoint(1)      // not seen by tr
 	s := m.ChangeEndpoint(2) // Since does not match tr's last Seq
@@ -102,7 +102,7 @@ func TestSkippedSnapshotFallsBackToFull(t *testing.T) {
 // the next unchanged resend (compared by fingerprint) changes nothing.
 func TestIncrementalResendWithOneChangedVhost(t *testing.T) {
 	m := meshgen.Generate(meshgen.Options{Services: 20})
-	tr := New(Options{})
+	tr := newTracked(Options{})
 	tr.Translate(m.Snapshot())
 	prev := applyChanges(nil, apisix.ChangeSet{Put: tr.Objects()})
 	tr.Translate(m.ResendRouteConfigs()) // every virtual host now has a fingerprint
@@ -125,5 +125,41 @@ func TestIncrementalResendWithOneChangedVhost(t *testing.T) {
 	}
 	if r := tr.Translate(m.ResendRouteConfigs()); !r.Changes.Empty() {
 		t.Fatalf("unchanged resend after a change: %d puts, %d deletes", len(r.Changes.Put), len(r.Changes.Delete))
+	}
+}
+
+// After a Translate that panicked half-way, the next one returns the changes from the
+// output of the last call that returned, so a caller applying change sets stays exact.
+func TestRecoversFromPanicMidTranslation(t *testing.T) {
+	m := meshgen.Generate(meshgen.Options{Services: 20})
+	tr := newTracked(Options{})
+	tr.Translate(m.Snapshot())
+	applied := applyChanges(nil, apisix.ChangeSet{Put: tr.Objects()})
+
+	// A route change whose translation panics after the route configurations were
+	// translated (their objects already updated inside the translator).
+	snap := m.ResendRouteConfigs()
+	snap.RouteConfigs["9080"].GetVirtualHosts()[3].GetRoutes()[1].GetMatch().PathSpecifier = &routev3.RouteMatch_Path{Path: "/changed"}
+	func() {
+		testHookAfterRouteConfigs = func() { panic("injected") }
+		defer func() {
+			testHookAfterRouteConfigs = nil
+			if recover() == nil {
+				t.Fatal("the injected panic did not happen")
+			}
+		}()
+		tr.Translator.Translate(snap)
+	}()
+
+	r := tr.Translator.Translate(m.ChangeEndpoint(3))
+	if len(r.Changes.Put) == 0 {
+		t.Fatal("the change lost in the panic is not in the next change set")
+	}
+	applied = applyChanges(applied, r.Changes)
+	if want := fullFrom(t, m); !sameObjects(want, applied) {
+		t.Fatal("after a panic, the applied change sets differ from a full translation")
+	}
+	if r := tr.Translator.Translate(m.Resend()); !r.Changes.Empty() {
+		t.Fatalf("unchanged resend after recovery: %d puts, %d deletes", len(r.Changes.Put), len(r.Changes.Delete))
 	}
 }

@@ -7,7 +7,9 @@
 // unchanged (same pointer, or proto.Equal after a resend) keeps its routes; clusters
 // and endpoints rebuild only the upstreams that name them. Reverse indexes (cluster →
 // virtual hosts that depend on it, EDS name → clusters) find the affected work. Every
-// object is kept encoded, so the change set compares bytes.
+// object is encoded and only its digest (apisix.Hash) kept: the change set compares
+// digests and carries the bytes of the objects that changed, while the complete JSON
+// lives in the sink (nginx's shared memory or the file), not here.
 //
 // Known approximations, reported per resource where they apply: nginx's $uri is the
 // decoded, normalised path while Envoy matches the (normalised) :path; $http_<name>
@@ -52,7 +54,11 @@ type Result struct {
 // snapshot's Changes require. It is not safe for concurrent use.
 type Translator struct {
 	opts    Options
-	objects map[string][]byte
+	objects map[string]uint64 // key -> apisix.Hash of the object's JSON
+
+	// inProgress is set while Translate runs; still set at the next call, it means the
+	// previous one panicked half-way (see recoverFromPanic).
+	inProgress bool
 
 	started bool
 	seq     uint64
@@ -82,6 +88,7 @@ type Translator struct {
 
 	// per call
 	touched        map[string]touch
+	pending        map[string][]byte // JSON of keys whose digest changed in this call
 	dirtyVH        map[*vhostState]bool
 	dirtyUp        map[string]bool
 	dirtyListeners map[string]bool
@@ -89,7 +96,7 @@ type Translator struct {
 }
 
 type touch struct {
-	old     []byte
+	old     uint64
 	existed bool
 }
 
@@ -152,7 +159,7 @@ func New(opts Options) *Translator {
 	}
 	return &Translator{
 		opts:       opts,
-		objects:    map[string][]byte{},
+		objects:    map[string]uint64{},
 		listeners:  map[string]*listenerState{},
 		ctxs:       map[string]*rcState{},
 		byRDS:      map[string]map[string]bool{},
@@ -166,21 +173,33 @@ func New(opts Options) *Translator {
 	}
 }
 
-// Objects returns the current output, keyed by shared-dict key ("/routes/<id>"). The
-// map and its values must not be modified.
-func (t *Translator) Objects() map[string][]byte { return t.objects }
+// Len returns the number of objects in the current output.
+func (t *Translator) Len() int { return len(t.objects) }
 
-// Translate brings the output up to date with snap and returns what changed.
+// Translate brings the output up to date with snap and returns what changed: the
+// Changes of successive calls, applied in order to an empty map, give the complete
+// output (a fresh Translator's first Changes.Put is the complete output of its snapshot).
+//
+// If the previous call panicked, this one starts over from nothing and returns the
+// changes from the output of the last call that returned, so callers that
+// recovered the panic and kept the applied change sets stay exact.
 func (t *Translator) Translate(snap *resource.Snapshot) Result {
+	var prev map[string]uint64
+	if t.inProgress {
+		prev = t.recoverFromPanic()
+	}
+	t.inProgress = true
 	t.snap = snap
-	t.touched = map[string]touch{}
+	t.touched = make(map[string]touch, len(prev))
+	t.pending = map[string][]byte{}
 	t.dirtyVH = map[*vhostState]bool{}
 	t.dirtyUp = map[string]bool{}
 	t.rebuilds = map[string]bool{}
 	t.dirtyListeners = map[string]bool{}
-	defer func() {
-		t.snap, t.touched, t.dirtyVH, t.dirtyUp, t.rebuilds, t.dirtyListeners = nil, nil, nil, nil, nil, nil
-	}()
+	for k, h := range prev {
+		// Everything the caller holds is compared with the new output.
+		t.touched[k] = touch{old: h, existed: true}
+	}
 
 	ch := &snap.Changes
 	full := !t.started || ch.Full || ch.Since != t.seq
@@ -201,6 +220,9 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 			t.syncRC(st)
 		}
 	}
+	if testHookAfterRouteConfigs != nil {
+		testHookAfterRouteConfigs()
+	}
 	// 4. Virtual hosts affected by cluster changes.
 	for len(t.dirtyVH) > 0 {
 		vhs := make([]*vhostState, 0, len(t.dirtyVH))
@@ -218,29 +240,52 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	t.syncUpstreams()
 
 	t.started, t.seq = true, snap.Seq
-	return Result{Changes: t.changeSet(), Report: t.fullReport()}
+	res := Result{Changes: t.changeSet(), Report: t.fullReport()}
+	t.snap, t.touched, t.pending, t.dirtyVH, t.dirtyUp, t.rebuilds, t.dirtyListeners = nil, nil, nil, nil, nil, nil, nil
+	t.inProgress = false
+	return res
 }
 
-// set stores an object, remembering the value before this call.
+// testHookAfterRouteConfigs lets tests panic in the middle of Translate.
+var testHookAfterRouteConfigs func()
+
+// recoverFromPanic undoes the output changes of a call that panicked (its touched map
+// holds every key's value before it), returns that output, and resets all other
+// state, which may be half-updated.
+func (t *Translator) recoverFromPanic() map[string]uint64 {
+	out := t.objects
+	for k, tc := range t.touched {
+		if tc.existed {
+			out[k] = tc.old
+		} else {
+			delete(out, k)
+		}
+	}
+	*t = *New(t.opts)
+	return out
+}
+
+// set stores an object's digest, remembering the one before this call.
 //
-// Objects are encoded into one reused buffer and copied out at their exact size: the
-// output is most of what a translator keeps, and a buffer per object would keep up to
-// twice its length in slack. An object whose bytes did not change keeps its slice
-// and costs no allocation, which is what makes small changes and resends cheap.
+// Objects are encoded into one reused buffer; only an object whose digest changed is
+// copied out (at its exact size) for the change set, so an unchanged object costs no
+// allocation, which is what makes small changes and resends cheap.
 func (t *Translator) set(key string, obj any) {
 	b, err := t.enc.encode(obj)
 	if err != nil {
 		// The model only holds JSON-encodable values; this cannot happen.
 		panic("translate: encode " + key + ": " + err.Error())
 	}
+	h := apisix.Hash(b)
 	old, ok := t.objects[key]
 	if _, seen := t.touched[key]; !seen {
 		t.touched[key] = touch{old: old, existed: ok}
 	}
-	if ok && bytes.Equal(old, b) {
+	if ok && old == h {
 		return
 	}
-	t.objects[key] = bytes.Clone(b)
+	t.objects[key] = h
+	t.pending[key] = bytes.Clone(b)
 }
 
 func (t *Translator) del(key string) {
@@ -255,15 +300,14 @@ func (t *Translator) del(key string) {
 }
 
 func (t *Translator) changeSet() apisix.ChangeSet {
-	cs := apisix.ChangeSet{Put: map[string][]byte{}}
+	cs := apisix.ChangeSet{Put: make(map[string][]byte, len(t.pending))}
 	for key, tc := range t.touched {
 		cur, ok := t.objects[key]
 		switch {
-		case ok && tc.existed && bytes.Equal(cur, tc.old):
-			// Re-put with identical bytes: keep the old slice so memory is shared.
-			t.objects[key] = tc.old
+		case ok && tc.existed && cur == tc.old:
+			// Changed and changed back, or re-put identically.
 		case ok:
-			cs.Put[key] = cur
+			cs.Put[key] = t.pending[key]
 		case tc.existed:
 			cs.Delete = append(cs.Delete, key)
 		}

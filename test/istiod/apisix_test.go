@@ -33,11 +33,11 @@ func newMemSink() *memSink {
 	return &memSink{objects: map[string][]byte{}, applied: make(chan struct{}, 100)}
 }
 
-func (s *memSink) Apply(_ context.Context, cs apisix.ChangeSet, objects map[string][]byte) error {
+func (s *memSink) Apply(_ context.Context, cs apisix.ChangeSet) error {
 	s.mu.Lock()
 	puts, dels := cs.Ordered()
 	for _, k := range puts {
-		s.objects[k] = objects[k]
+		s.objects[k] = cs.Put[k]
 	}
 	for _, k := range dels {
 		delete(s.objects, k)

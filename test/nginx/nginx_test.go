@@ -64,10 +64,10 @@ func expected(t testing.TB, res map[string][]proto.Message) map[string]string {
 		e := m.(*endpointv3.ClusterLoadAssignment)
 		snap.Endpoints[e.GetClusterName()] = e
 	}
-	tr := translate.New(translate.Options{OriginalDstVar: "server_port"})
-	tr.Translate(snap)
+	// A fresh translator's first change set is its complete output.
+	r := translate.New(translate.Options{OriginalDstVar: "server_port"}).Translate(snap)
 	out := map[string]string{}
-	for k, v := range tr.Objects() {
+	for k, v := range r.Changes.Put {
 		out[k] = string(v)
 	}
 	if len(out) == 0 {

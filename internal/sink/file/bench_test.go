@@ -15,9 +15,8 @@ import (
 // clusters of 10 endpoints each per service).
 func meshObjects(b *testing.B, n int) map[string][]byte {
 	b.Helper()
-	tr := translate.New(translate.Options{})
-	tr.Translate(meshgen.Generate(meshgen.Options{Services: n}).Snapshot())
-	return tr.Objects()
+	r := translate.New(translate.Options{}).Translate(meshgen.Generate(meshgen.Options{Services: n}).Snapshot())
+	return r.Changes.Put
 }
 
 // BenchmarkRender is the cost of producing the whole standalone file, which the sink
@@ -54,7 +53,7 @@ func BenchmarkApplyChange(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := s.Apply(context.Background(), apisix.ChangeSet{}, objs); err != nil {
+	if err := s.Apply(context.Background(), apisix.ChangeSet{Put: objs}); err != nil {
 		b.Fatal(err)
 	}
 	key := apisix.Key(apisix.KindRoutes, "bench-toggle")
@@ -62,12 +61,11 @@ func BenchmarkApplyChange(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		// Alternate between two states so every Apply writes.
+		cs := apisix.ChangeSet{Delete: []string{key}}
 		if i%2 == 0 {
-			objs[key] = []byte(`{"id":"bench-toggle","uri":"/x"}`)
-		} else {
-			delete(objs, key)
+			cs = apisix.ChangeSet{Put: map[string][]byte{key: []byte(`{"id":"bench-toggle","uri":"/x"}`)}}
 		}
-		if err := s.Apply(context.Background(), apisix.ChangeSet{}, objs); err != nil {
+		if err := s.Apply(context.Background(), cs); err != nil {
 			b.Fatal(err)
 		}
 	}

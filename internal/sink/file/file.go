@@ -87,18 +87,20 @@ func New(opts Options) (*Sink, error) {
 // Path returns the file the sink writes.
 func (s *Sink) Path() string { return s.path }
 
-// Apply renders objects (the complete state; cs is only used for logging) and replaces
-// the file if its content changes.
-func (s *Sink) Apply(ctx context.Context, cs apisix.ChangeSet, objects map[string][]byte) error {
+// Apply renders the state cs makes of the last one applied (the first Apply holds the
+// complete state) and replaces the file if its content changes. A failed Apply
+// changes nothing: the pipeline retries the batch, merged with later changes.
+func (s *Sink) Apply(ctx context.Context, cs apisix.ChangeSet) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	content, err := s.render.render(objects)
+	content, commit, err := s.render.stage(cs)
 	if err != nil {
 		s.errors++
 		s.lastErr = fmt.Errorf("render %s: %w", s.path, err)
 		return s.lastErr
 	}
 	if bytes.Equal(content, s.last) {
+		commit()
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -109,13 +111,22 @@ func (s *Sink) Apply(ctx context.Context, cs apisix.ChangeSet, objects map[strin
 		s.lastErr = err
 		return err
 	}
+	commit()
 	s.last = content
 	s.version++
 	s.writes++
 	s.lastErr = nil
 	s.log.Info("wrote APISIX standalone config", "path", s.path, "version", s.version,
-		"objects", len(objects), "put", len(cs.Put), "deleted", len(cs.Delete), "bytes", len(content))
+		"objects", len(s.render.frags), "put", len(cs.Put), "deleted", len(cs.Delete), "bytes", len(content))
 	return nil
+}
+
+// Objects returns the objects of the last successful Apply (agent.Reader). The values
+// must not be modified.
+func (s *Sink) Objects() map[string][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.render.objects()
 }
 
 // Version returns the number of times new content was written (agent.Versioned).

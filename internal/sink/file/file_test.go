@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,8 +34,11 @@ func routeObjects(t *testing.T, n int, tag string) map[string][]byte {
 
 func apply(t *testing.T, s *Sink, objs map[string][]byte) {
 	t.Helper()
-	if err := s.Apply(context.Background(), apisix.ChangeSet{}, objs); err != nil {
+	if err := s.Apply(context.Background(), apisix.Diff(s.Objects(), objs)); err != nil {
 		t.Fatalf("Apply: %v", err)
+	}
+	if got := s.Objects(); !maps.EqualFunc(got, objs, bytes.Equal) {
+		t.Fatalf("Objects after Apply holds %d objects, want the %d applied", len(got), len(objs))
 	}
 }
 
@@ -123,12 +127,15 @@ func TestErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Remove(sub)
-	err = s.Apply(context.Background(), apisix.ChangeSet{}, routeObjects(t, 1, "a"))
+	err = s.Apply(context.Background(), apisix.Diff(nil, routeObjects(t, 1, "a")))
 	if err == nil {
 		t.Fatal("Apply into a removed directory succeeded")
 	}
 	if st := s.Stats(); st.Errors != 1 || st.Version != 0 || !strings.Contains(st.LastError, "apisix.yaml") {
 		t.Errorf("stats after failed write = %+v", st)
+	}
+	if len(s.Objects()) != 0 {
+		t.Error("a failed Apply changed the sink's objects")
 	}
 	// The batch is retried by the pipeline; once the directory is back it succeeds.
 	if err := os.Mkdir(sub, 0o755); err != nil {
@@ -138,7 +145,7 @@ func TestErrors(t *testing.T) {
 	if st := s.Stats(); st.Version != 1 || st.LastError != "" {
 		t.Errorf("stats after recovery = %+v", st)
 	}
-	if err := s.Apply(context.Background(), apisix.ChangeSet{}, map[string][]byte{"bad": nil}); err == nil {
+	if err := s.Apply(context.Background(), apisix.ChangeSet{Put: map[string][]byte{"bad": nil}}); err == nil {
 		t.Error("Apply accepted a malformed key")
 	}
 }

@@ -40,18 +40,19 @@ const EndMarker = "#END"
 // writes is always present, empty when it has no objects, so that APISIX clears a kind
 // whose last object was removed. Identical input gives identical bytes.
 func Render(objects map[string][]byte, f Format) ([]byte, error) {
-	r := renderer{format: f}
-	return r.render(objects)
+	r := renderer{format: f, frags: map[string]fragment{}}
+	content, _, err := r.stage(apisix.ChangeSet{Put: objects})
+	return content, err
 }
 
-// renderer renders objects in one format, keeping each object's rendered fragment so
-// that a change re-renders only the objects whose JSON changed: at 10,000 services the
-// file has 50,000 objects, and rendering all of them for every change would dominate
-// the cost of an update.
+// renderer holds the objects of the file and each one's rendered fragment, so that a
+// change set re-renders only the objects it changed: at 10,000 services the file has
+// 50,000 objects, and rendering all of them for every change would dominate the cost
+// of an update. The objects' JSON is kept because it is the state of the file (the
+// pipeline keeps only digests); it is shared with the change sets, not copied.
 type renderer struct {
 	format Format
-	// frags maps keys to the JSON last rendered for them and the fragment it gave;
-	// nil disables caching.
+	// frags maps keys to their JSON and the fragment it gave.
 	frags map[string]fragment
 	// size is the length of the last output, to size the next buffer at once.
 	size int
@@ -59,17 +60,59 @@ type renderer struct {
 
 type fragment struct{ src, out []byte }
 
-func (r *renderer) render(objects map[string][]byte) ([]byte, error) {
+// stage renders the state that cs makes of the current one. The renderer changes
+// only when commit is called (after the file was written), so a failed write leaves
+// it as it was and the retried batch renders against the same state.
+func (r *renderer) stage(cs apisix.ChangeSet) (content []byte, commit func(), err error) {
 	if r.format != YAML && r.format != JSON {
-		return nil, fmt.Errorf("unknown format %q", r.format)
+		return nil, nil, fmt.Errorf("unknown format %q", r.format)
 	}
-	byKind := map[string][]string{}
-	for key := range objects {
-		kind, id, ok := splitKey(key)
-		if !ok || id == "" {
-			return nil, fmt.Errorf("object key %q is not /<kind>/<id>", key)
+	// updates holds the new fragment of every put key, nil for deleted keys.
+	updates := make(map[string]*fragment, len(cs.Put)+len(cs.Delete))
+	for _, key := range cs.Delete {
+		if _, ok := r.frags[key]; ok {
+			updates[key] = nil
 		}
+	}
+	for key, obj := range cs.Put {
+		if _, id, ok := splitKey(key); !ok || id == "" {
+			return nil, nil, fmt.Errorf("object key %q is not /<kind>/<id>", key)
+		}
+		if f, ok := r.frags[key]; ok && bytes.Equal(f.src, obj) {
+			continue
+		}
+		out, err := r.fragment(obj)
+		if err != nil {
+			return nil, nil, fmt.Errorf("object %s: %w", key, err)
+		}
+		updates[key] = &fragment{src: obj, out: out}
+	}
+	// frag returns the fragment of a key in the staged state.
+	frag := func(key string) (fragment, bool) {
+		if u, ok := updates[key]; ok {
+			if u == nil {
+				return fragment{}, false
+			}
+			return *u, true
+		}
+		f, ok := r.frags[key]
+		return f, ok
+	}
+
+	byKind := map[string][]string{}
+	add := func(key string) {
+		kind, _, _ := splitKey(key)
 		byKind[kind] = append(byKind[kind], key)
+	}
+	for key := range r.frags {
+		if u, ok := updates[key]; !ok || u != nil {
+			add(key)
+		}
+	}
+	for key, u := range updates {
+		if _, old := r.frags[key]; u != nil && !old {
+			add(key)
+		}
 	}
 	kinds := make([]string, 0, len(apisix.KindOrder)+len(byKind))
 	for _, k := range apisix.KindOrder {
@@ -84,10 +127,6 @@ func (r *renderer) render(objects map[string][]byte) ([]byte, error) {
 	sort.Strings(extra)
 	kinds = append(kinds, extra...)
 
-	var next map[string]fragment
-	if r.frags != nil {
-		next = make(map[string]fragment, len(objects))
-	}
 	var buf bytes.Buffer
 	buf.Grow(r.size + r.size/8)
 	if r.format == YAML {
@@ -113,14 +152,8 @@ func (r *renderer) render(objects map[string][]byte) ([]byte, error) {
 			if r.format == JSON && j > 0 {
 				buf.WriteString(",")
 			}
-			frag, err := r.fragment(key, objects[key])
-			if err != nil {
-				return nil, fmt.Errorf("object %s: %w", key, err)
-			}
-			if next != nil {
-				next[key] = fragment{src: objects[key], out: frag}
-			}
-			buf.Write(frag)
+			f, _ := frag(key)
+			buf.Write(f.out)
 		}
 		if r.format == JSON {
 			if len(keys) > 0 {
@@ -134,21 +167,31 @@ func (r *renderer) render(objects map[string][]byte) ([]byte, error) {
 	} else {
 		buf.WriteString("\n}\n")
 	}
-	if next != nil {
-		r.frags = next
+	size := buf.Len()
+	commit = func() {
+		for key, u := range updates {
+			if u == nil {
+				delete(r.frags, key)
+			} else {
+				r.frags[key] = *u
+			}
+		}
+		r.size = size
 	}
-	r.size = buf.Len()
-	return buf.Bytes(), nil
+	return buf.Bytes(), commit, nil
 }
 
-// fragment returns the rendered form of one object, from the cache when its JSON is
-// unchanged (usually the very same slice: the translator keeps unchanged objects).
-func (r *renderer) fragment(key string, obj []byte) ([]byte, error) {
-	// bytes.Equal returns at once for the same slice; object values are never
-	// modified in place (translate.Translator.Objects' contract).
-	if f, ok := r.frags[key]; ok && bytes.Equal(f.src, obj) {
-		return f.out, nil
+// objects returns the JSON of every object (shared, not copied).
+func (r *renderer) objects() map[string][]byte {
+	out := make(map[string][]byte, len(r.frags))
+	for k, f := range r.frags {
+		out[k] = f.src
 	}
+	return out
+}
+
+// fragment renders one object.
+func (r *renderer) fragment(obj []byte) ([]byte, error) {
 	var buf bytes.Buffer
 	if r.format == JSON {
 		buf.WriteString("\n    ")

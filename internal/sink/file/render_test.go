@@ -176,10 +176,11 @@ func TestRendererCache(t *testing.T) {
 		}
 		for i, step := range steps {
 			step()
-			got, err := r.render(objs)
+			got, commit, err := r.stage(apisix.Diff(r.objects(), objs))
 			if err != nil {
 				t.Fatal(err)
 			}
+			commit()
 			want, _ := Render(objs, f)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("%s step %d: cached render differs:\n%s\nwant:\n%s", f, i, got, want)

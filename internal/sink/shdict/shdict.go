@@ -52,9 +52,12 @@ type Sink struct {
 	config, version dict
 	now             func() time.Time
 
-	mu      sync.Mutex // serializes Apply
+	mu      sync.Mutex // serializes Apply and Objects
 	started bool       // the first Apply (which replaces the dict's contents) succeeded
 	ver     atomic.Uint64
+	// keys are the keys of the last successful Apply; their values live in the dict
+	// (nginx's shared memory), and Objects reads them back from there.
+	keys map[string]struct{}
 }
 
 // Open returns a Sink for the zones APISIX passes to initial() (the results of
@@ -71,7 +74,7 @@ func Open(configZone, versionZone unsafe.Pointer) (*Sink, error) {
 }
 
 func newSink(config, version dict, now func() time.Time) *Sink {
-	return &Sink{config: config, version: version, now: now}
+	return &Sink{config: config, version: version, now: now, keys: map[string]struct{}{}}
 }
 
 // Apply writes cs and then bumps the version once.
@@ -83,7 +86,7 @@ func newSink(config, version dict, now func() time.Time) *Sink {
 // apisix.ChangeSet.Ordered order (routes deleted before the upstreams they name,
 // upstreams written before the routes that name them). APISIX reads nothing until
 // the version changes, so a failed batch is invisible; the agent retries it.
-func (s *Sink) Apply(_ context.Context, cs apisix.ChangeSet, _ map[string][]byte) error {
+func (s *Sink) Apply(_ context.Context, cs apisix.ChangeSet) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.config.shuttingDown() {
@@ -130,8 +133,35 @@ func (s *Sink) Apply(_ context.Context, cs apisix.ChangeSet, _ map[string][]byte
 		return err
 	}
 	s.ver.Store(next)
+	if full {
+		clear(s.keys)
+	}
+	for _, k := range deletes {
+		delete(s.keys, k)
+	}
+	for _, k := range puts {
+		s.keys[k] = struct{}{}
+	}
 	s.started = true
 	return nil
+}
+
+// Objects reads the objects of the last successful Apply back from the dict
+// (agent.Reader). A key the dict no longer holds (evicted, or removed by someone
+// else) has a nil value; so has every key if the dict cannot be read.
+func (s *Sink) Objects() map[string][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string][]byte, len(s.keys))
+	for k := range s.keys {
+		v, ok, err := s.config.getString(k)
+		if ok && err == nil {
+			out[k] = []byte(v)
+		} else {
+			out[k] = nil
+		}
+	}
+	return out
 }
 
 // verify checks that every key of a full batch is present.

@@ -132,7 +132,7 @@ func TestFirstApplyReplacesStaleKeysAndSetsVersion(t *testing.T) {
 	f.config.lru = []string{"/routes/stale"}
 	err := f.sink.Apply(context.Background(), changes(map[string]string{
 		"/routes/r": `{"id":"r"}`, "/upstreams/u": `{"id":"u"}`,
-	}), nil)
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,13 +152,13 @@ func TestFirstApplyReplacesStaleKeysAndSetsVersion(t *testing.T) {
 func TestOrderAndOneBumpPerBatch(t *testing.T) {
 	f := newFixture()
 	ctx := context.Background()
-	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/a": "1", "/upstreams/a": "1"}), nil); err != nil {
+	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/a": "1", "/upstreams/a": "1"})); err != nil {
 		t.Fatal(err)
 	}
 	v1 := f.versionValue(t)
 	f.ops = nil
 	err := f.sink.Apply(ctx, changes(map[string]string{"/routes/b": "1", "/upstreams/b": "1", "/plugin_configs/p": "1"},
-		"/upstreams/a", "/routes/a"), nil)
+		"/upstreams/a", "/routes/a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,12 +175,33 @@ func TestOrderAndOneBumpPerBatch(t *testing.T) {
 	}
 }
 
+// Objects reads the applied objects back from the dict: the keys of the last
+// successful Apply, with the values the dict holds.
+func TestObjectsReadsBackFromTheDict(t *testing.T) {
+	f := newFixture()
+	ctx := context.Background()
+	f.config.m["/routes/stale"] = `{"id":"stale"}` // flushed by the first Apply
+	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/a": "1", "/upstreams/a": "2"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/b": "3"}, "/routes/a")); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for k, v := range f.sink.Objects() {
+		got[k] = string(v)
+	}
+	if diff := cmp.Diff(map[string]string{"/upstreams/a": "2", "/routes/b": "3"}, got); diff != "" {
+		t.Errorf("Objects (-want +got):\n%s", diff)
+	}
+}
+
 func TestVersionIncreasesAcrossRestarts(t *testing.T) {
 	f := newFixture()
 	// A previous instance wrote a version ahead of this clock (clock stepped back).
 	ahead := uint64(f.clock.UnixNano()) + 5000
 	f.version.m[VersionKey] = strconv.FormatUint(ahead, 10)
-	if err := f.sink.Apply(context.Background(), changes(nil), nil); err != nil {
+	if err := f.sink.Apply(context.Background(), changes(nil)); err != nil {
 		t.Fatal(err)
 	}
 	if v := f.versionValue(t); v != ahead+1 {
@@ -189,7 +210,7 @@ func TestVersionIncreasesAcrossRestarts(t *testing.T) {
 	// A new Sink (second initial()) later in time starts above the old one.
 	f.clock = f.clock.Add(time.Second)
 	s2 := newSink(f.config, f.version, func() time.Time { return f.clock })
-	if err := s2.Apply(context.Background(), changes(nil), nil); err != nil {
+	if err := s2.Apply(context.Background(), changes(nil)); err != nil {
 		t.Fatal(err)
 	}
 	if v := f.versionValue(t); v <= ahead+1 {
@@ -200,13 +221,13 @@ func TestVersionIncreasesAcrossRestarts(t *testing.T) {
 func TestFullDictIsAnErrorAndVersionUnchanged(t *testing.T) {
 	f := newFixture()
 	ctx := context.Background()
-	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/a": "1"}), nil); err != nil {
+	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/a": "1"})); err != nil {
 		t.Fatal(err)
 	}
 	v1 := f.versionValue(t)
 	f.config.cap = f.config.used() + 20
 	big := changes(map[string]string{"/routes/b": "0123456789012345678901234567890123456789"})
-	err := f.sink.Apply(ctx, big, nil)
+	err := f.sink.Apply(ctx, big)
 	if !ErrNoMemory(err) {
 		t.Fatalf("Apply into a full dict = %v, want a no-memory error", err)
 	}
@@ -215,7 +236,7 @@ func TestFullDictIsAnErrorAndVersionUnchanged(t *testing.T) {
 	}
 	// Retried after the dict is enlarged (or freed by deletes in the same batch).
 	f.config.cap = 1 << 20
-	if err := f.sink.Apply(ctx, big, nil); err != nil {
+	if err := f.sink.Apply(ctx, big); err != nil {
 		t.Fatal(err)
 	}
 	if v := f.versionValue(t); v != v1+1 {
@@ -226,12 +247,12 @@ func TestFullDictIsAnErrorAndVersionUnchanged(t *testing.T) {
 func TestDeletesFreeRoomBeforePuts(t *testing.T) {
 	f := newFixture()
 	ctx := context.Background()
-	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/a": "0123456789"}), nil); err != nil {
+	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/a": "0123456789"})); err != nil {
 		t.Fatal(err)
 	}
 	f.config.cap = f.config.used()
 	// Replacing a by b of the same size fits only if a is deleted first.
-	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/b": "0123456789"}, "/routes/a"), nil); err != nil {
+	if err := f.sink.Apply(ctx, changes(map[string]string{"/routes/b": "0123456789"}, "/routes/a")); err != nil {
 		t.Fatalf("Apply = %v, want the delete to make room", err)
 	}
 }
@@ -239,7 +260,7 @@ func TestDeletesFreeRoomBeforePuts(t *testing.T) {
 func TestNoWritesWhileNginxExits(t *testing.T) {
 	f := newFixture()
 	f.config.exiting = true
-	if err := f.sink.Apply(context.Background(), changes(map[string]string{"/routes/a": "1"}), nil); err != ErrExiting {
+	if err := f.sink.Apply(context.Background(), changes(map[string]string{"/routes/a": "1"})); err != ErrExiting {
 		t.Fatalf("Apply = %v, want ErrExiting", err)
 	}
 	if len(f.ops) != 0 {
@@ -257,7 +278,7 @@ func TestFirstApplyEvictsExpiredEntries(t *testing.T) {
 		f.config.lru = append(f.config.lru, k)
 	}
 	f.config.cap = f.config.used()
-	err := f.sink.Apply(context.Background(), changes(map[string]string{"/routes/a": "0123456789", "/routes/b": "0123456789"}), nil)
+	err := f.sink.Apply(context.Background(), changes(map[string]string{"/routes/a": "0123456789", "/routes/b": "0123456789"}))
 	if err != nil {
 		t.Fatalf("Apply = %v, want the expired entries evicted", err)
 	}
@@ -272,7 +293,7 @@ func TestFirstApplyTooLargeEvenAfterEviction(t *testing.T) {
 	f.config.cap = 60
 	err := f.sink.Apply(context.Background(), changes(map[string]string{
 		"/routes/a": "0123456789012345", "/routes/b": "0123456789012345", "/routes/c": "0123456789012345",
-	}), nil)
+	}))
 	if !ErrNoMemory(err) {
 		t.Fatalf("Apply = %v, want no memory", err)
 	}

@@ -42,19 +42,31 @@ type pendingNode struct {
 //     weights), scaled to integers exactly where possible. Weights are finally divided
 //     by their greatest common divisor, so identical shapes give identical numbers.
 func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment, dns bool) []apisix.Node {
-	out := []apisix.Node{}
 	if cla == nil {
-		return out
+		return []apisix.Node{}
 	}
 	localityWeighted := c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
+	// Sized up front: a first translation builds tens of thousands of these, and
+	// growing by appends was a visible share of its allocations.
+	total := 0
+	for _, g := range cla.GetEndpoints() {
+		total += len(g.GetLbEndpoints())
+	}
 	var (
-		pending    []pendingNode
-		degraded   int
-		skipped    = map[string]int{} // reason -> count
-		groupW     []uint64           // locality weight per group
-		groupSum   []uint64           // sum of routable endpoint weights per group
-		priorities = map[uint32]bool{}
+		pending   = make([]pendingNode, 0, total)
+		degraded  int
+		skipped   map[string]int                               // reason -> count, made on the first skip
+		groupW    = make([]uint64, 0, len(cla.GetEndpoints())) // locality weight per group
+		groupSum  = make([]uint64, 0, len(cla.GetEndpoints())) // sum of routable endpoint weights per group
+		prio0     uint32                                       // the first routable endpoint's priority
+		multiPrio bool                                         // routable endpoints in more than one priority
 	)
+	skip := func(reason string) {
+		if skipped == nil {
+			skipped = map[string]int{}
+		}
+		skipped[reason]++
+	}
 	for gi, g := range cla.GetEndpoints() {
 		lw := uint64(1)
 		if localityWeighted {
@@ -63,7 +75,7 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignm
 		groupW = append(groupW, lw)
 		groupSum = append(groupSum, 0)
 		if g.GetLedsClusterLocalityConfig() != nil {
-			skipped["LEDS locality (not supported)"]++
+			skip("LEDS locality (not supported)")
 		}
 		if localityWeighted && lw == 0 {
 			continue
@@ -79,7 +91,7 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignm
 			}
 			host, port, reason := address(e, dns)
 			if reason != "" {
-				skipped[reason]++
+				skip(reason)
 				continue
 			}
 			w := uint64(1)
@@ -87,7 +99,11 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignm
 				w = uint64(ew.GetValue())
 			}
 			groupSum[gi] += w
-			priorities[g.GetPriority()] = true
+			if len(pending) == 0 {
+				prio0 = g.GetPriority()
+			} else if g.GetPriority() != prio0 {
+				multiPrio = true
+			}
 			pending = append(pending, pendingNode{host: host, port: port, weight: w, priority: g.GetPriority(), group: gi})
 		}
 	}
@@ -106,7 +122,7 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignm
 	if len(cla.GetPolicy().GetDropOverloads()) > 0 {
 		b.add("endpoints", "policy.drop_overloads", report.Unsupported, "drop_overloads is not supported; no requests are dropped")
 	}
-	if len(priorities) > 1 {
+	if multiPrio {
 		b.add("endpoints", "endpoints.priority", report.Approximated,
 			"APISIX moves to a lower priority only when every node of the higher one failed; Envoy spills over gradually as hosts become unhealthy")
 	}
@@ -114,6 +130,7 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignm
 		b.localityWeights(pending, groupW, groupSum)
 	}
 	reduceWeights(pending)
+	out := make([]apisix.Node, 0, len(pending))
 	for _, p := range pending {
 		out = append(out, apisix.Node{Host: p.host, Port: p.port, Weight: int(p.weight), Priority: -int(p.priority)})
 	}
