@@ -92,3 +92,48 @@ func internDur(p **durationpb.Duration) {
 		}
 	}
 }
+
+// Whole sub-messages that istiod repeats verbatim across resources (a route's retry
+// policy, a cluster's circuit breakers, common LB config and, once pruned, transport
+// socket matches) are shared the same way, keyed by their deterministic wire form.
+// They are interned after their own pruning and leaf interning, so the key is the
+// form that is kept. wholeCap bounds the table; beyond it messages stay unshared.
+const wholeCap = 4096
+
+var (
+	wholeMu    sync.Mutex
+	wholeTable = map[string]any{}
+	wholeDet   = proto.MarshalOptions{Deterministic: true}
+)
+
+// internWhole replaces *p by the shared message with the same type and wire form.
+func internWhole[M proto.Message](p *M) {
+	m := *p
+	if !m.ProtoReflect().IsValid() {
+		return // nil
+	}
+	if c, ok := sharedBy(string(m.ProtoReflect().Descriptor().FullName()), m, m); ok {
+		*p = c.(M)
+	}
+}
+
+// sharedBy returns the shared value for the wire form of key message m (prefixed
+// with kind), registering v as that value when the form is new. ok is false when
+// the table is full or m cannot be marshalled.
+func sharedBy(kind string, m proto.Message, v any) (any, bool) {
+	b, err := wholeDet.Marshal(m)
+	if err != nil {
+		return nil, false
+	}
+	k := kind + "\x00" + string(b)
+	wholeMu.Lock()
+	defer wholeMu.Unlock()
+	if c, ok := wholeTable[k]; ok {
+		return c, true
+	}
+	if len(wholeTable) >= wholeCap {
+		return nil, false
+	}
+	wholeTable[k] = v
+	return v, true
+}

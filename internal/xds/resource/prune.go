@@ -15,7 +15,8 @@ package resource
 //     looks at (metadata, decorators, tracing, stat names, access logs, EDS config
 //     sources, endpoint health-check config, retry host predicates, cluster filters).
 //   - Marked: an Any whose type (or presence) translation reports but whose payload it
-//     never decodes keeps its type URL and gets a marker as value (see markAny):
+//     never decodes keeps its type URL and gets a marker as value (see markAny and
+//     markTransportSocket):
 //     transport sockets (translation asks "is this TLS?"; the mTLS report needs the
 //     match names, which stay), typed_per_filter_config entries of HTTP filters other
 //     than fault and CORS (reported by name as not translated), and
@@ -26,8 +27,9 @@ package resource
 // and without pruning: a translator change that starts reading a pruned field fails it,
 // and then the field must be kept here.
 //
-// Prune also shares equal small leaves (weights, flags, timeouts) between resources,
-// see intern.go; that changes no value, only allocations.
+// Prune also shares equal small leaves (weights, flags, timeouts) and sub-messages
+// istiod repeats verbatim (retry policies, circuit breakers, pruned transport socket
+// matches) between resources, see intern.go; that changes no value, only allocations.
 //
 // Consumers of a Snapshot therefore see pruned messages; StoredForm says so on
 // /debug/xds.
@@ -124,6 +126,7 @@ func pruneRoute(r *routev3.Route) {
 		rp.RetryHostPredicate = nil
 		internU32(&rp.NumRetries)
 		internDur(&rp.PerTryTimeout)
+		internWhole(&a.RetryPolicy)
 	}
 	for _, cw := range a.GetWeightedClusters().GetClusters() {
 		markFilterConfigs(cw.GetTypedPerFilterConfig())
@@ -152,6 +155,11 @@ func pruneCluster(c *clusterv3.Cluster) {
 		m.Match = nil
 		markTransportSocket(m.GetTransportSocket())
 	}
+	if tsm := c.GetTransportSocketMatches(); len(tsm) > 0 {
+		if v, ok := sharedBy("transport_socket_matches", &clusterv3.Cluster{TransportSocketMatches: tsm}, tsm); ok {
+			c.TransportSocketMatches = v.([]*clusterv3.Cluster_TransportSocketMatch)
+		}
+	}
 	markTransportSocket(c.GetTransportSocket())
 	for k, a := range c.GetTypedExtensionProtocolOptions() {
 		if k != keepProtocolOptions {
@@ -168,13 +176,18 @@ func pruneCluster(c *clusterv3.Cluster) {
 		internU32(&t.MaxRequests)
 		internU32(&t.MaxRetries)
 	}
+	internWhole(&c.CircuitBreakers)
+	internWhole(&c.CommonLbConfig)
 }
 
 // markTransportSocket keeps the socket's name and the type of its config: translation
-// only asks whether it is TLS (or anything but raw_buffer).
+// only asks whether it is TLS (or anything but raw_buffer). Unlike markAny the marker
+// carries no digest: a TLS context that changes (another SNI or SDS secret name)
+// changes nothing amesh produces, and without it the pruned matches of istiod's
+// clusters are identical, so they are shared (internWhole).
 func markTransportSocket(ts *corev3.TransportSocket) {
-	if a := ts.GetTypedConfig(); a != nil {
-		ts.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: markAny(a)}
+	if a := ts.GetTypedConfig(); a != nil && !IsMarker(a) {
+		ts.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: &anypb.Any{TypeUrl: a.GetTypeUrl(), Value: []byte{markerTag}}}
 	}
 }
 
@@ -182,6 +195,7 @@ func pruneEndpoints(cla *endpointv3.ClusterLoadAssignment) {
 	for _, g := range cla.GetEndpoints() {
 		g.Metadata = nil
 		internU32(&g.LoadBalancingWeight)
+		internWhole(&g.Locality)
 		for _, e := range g.GetLbEndpoints() {
 			e.Metadata = nil
 			internU32(&e.LoadBalancingWeight)
@@ -215,5 +229,5 @@ func markAny(a *anypb.Any) *anypb.Any {
 // IsMarker reports whether a's payload was replaced by Prune.
 func IsMarker(a *anypb.Any) bool {
 	v := a.GetValue()
-	return len(v) == 9 && v[0] == markerTag
+	return (len(v) == 1 || len(v) == 9) && v[0] == markerTag
 }

@@ -6,6 +6,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -60,10 +61,34 @@ func TestPruneMarksTransportSocket(t *testing.T) {
 	if !proto.Equal(c, same) {
 		t.Error("equal clusters differ after pruning")
 	}
+	// The TLS payload is not amesh's business: clusters that differ only in it are
+	// equal once pruned, and share their transport socket matches.
 	other := tlsCluster("outbound_.9080_._.b")
 	Prune(other)
-	if proto.Equal(c, other) {
-		t.Error("clusters with different TLS contexts are equal after pruning; a change would go unnoticed")
+	if !proto.Equal(c, other) || &c.GetTransportSocketMatches()[0] != &other.GetTransportSocketMatches()[0] {
+		t.Error("clusters differing only in their TLS context do not share their pruned transport socket matches")
+	}
+}
+
+// Per-filter configs of filters amesh only reports keep a digest: a changed config is
+// still a changed route.
+func TestPruneMarkerKeepsDifference(t *testing.T) {
+	mk := func(v string) *routev3.RouteConfiguration {
+		a, err := anypb.New(wrapperspb.String(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &routev3.RouteConfiguration{Name: "r", TypedPerFilterConfig: map[string]*anypb.Any{"istio.stats": a}}
+	}
+	a, a2, b := mk("x"), mk("x"), mk("y")
+	for _, m := range []proto.Message{a, a2, b} {
+		Prune(m)
+	}
+	if !IsMarker(a.GetTypedPerFilterConfig()["istio.stats"]) {
+		t.Fatalf("per-filter config not marked: %v", a)
+	}
+	if !proto.Equal(a, a2) || proto.Equal(a, b) {
+		t.Error("markers do not preserve (in)equality of the configs")
 	}
 }
 
