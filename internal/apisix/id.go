@@ -16,9 +16,15 @@ func SafeID(name string) string {
 	if name != "" && len(name) <= maxIDLen && validID(name) {
 		return name
 	}
-	sum := sha256.Sum256([]byte(name))
-	suffix := "-" + hex.EncodeToString(sum[:5])
-	b := make([]byte, 0, maxIDLen)
+	// Built in stack buffers with one allocation (the result): a first translation
+	// names tens of thousands of Istio clusters, all of which contain '|'.
+	var in [256]byte
+	sum := sha256.Sum256(append(in[:0], name...))
+	var suffix [1 + 2*idHashBytes]byte
+	suffix[0] = '-'
+	hex.Encode(suffix[1:], sum[:idHashBytes])
+	var out [maxIDLen]byte
+	b := out[:0]
 	for i := 0; i < len(name) && len(b) < maxIDLen-len(suffix); i++ {
 		c := name[i]
 		if !idChar(c) {
@@ -26,8 +32,11 @@ func SafeID(name string) string {
 		}
 		b = append(b, c)
 	}
-	return string(b) + suffix
+	return string(append(b, suffix[:]...))
 }
+
+// idHashBytes is how much of the name's SHA-256 SafeID appends (as hex).
+const idHashBytes = 5
 
 func validID(s string) bool {
 	for i := 0; i < len(s); i++ {
