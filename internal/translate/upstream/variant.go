@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
-	"strings"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 )
@@ -28,21 +27,30 @@ type Variant struct {
 }
 
 // Key identifies the variant: "" for the base upstream, equal for equal variants.
-func (v Variant) Key() string {
-	var parts []string
+func (v Variant) Key() string { return string(v.appendKey(nil)) }
+
+// appendKey appends Key's text: the set settings as "name=value", joined by ",".
+func (v Variant) appendKey(b []byte) []byte {
+	start := len(b)
+	sep := func(b []byte) []byte {
+		if len(b) > start {
+			b = append(b, ',')
+		}
+		return b
+	}
 	if v.Retries != nil {
-		parts = append(parts, "retries="+strconv.Itoa(*v.Retries))
+		b = strconv.AppendInt(append(sep(b), "retries="...), int64(*v.Retries), 10)
 	}
 	if v.RetryTimeout != nil {
-		parts = append(parts, "retry_timeout="+strconv.FormatFloat(*v.RetryTimeout, 'g', -1, 64))
+		b = strconv.AppendFloat(append(sep(b), "retry_timeout="...), *v.RetryTimeout, 'g', -1, 64)
 	}
 	if v.ReadTimeout != nil {
-		parts = append(parts, "read_timeout="+strconv.FormatFloat(*v.ReadTimeout, 'g', -1, 64))
+		b = strconv.AppendFloat(append(sep(b), "read_timeout="...), *v.ReadTimeout, 'g', -1, 64)
 	}
 	if v.HashOn != "" {
-		parts = append(parts, "hash="+v.HashOn+":"+v.HashKey)
+		b = append(append(append(append(sep(b), "hash="...), v.HashOn...), ':'), v.HashKey...)
 	}
-	return strings.Join(parts, ",")
+	return b
 }
 
 // Effective drops the settings that have no effect on base, so that routes which
@@ -70,18 +78,27 @@ const variantHashLen = 12
 // VariantID returns the id of a cluster's variant: ID(cluster) for the base (empty
 // key); otherwise the base id, cut to fit, plus "-v" and a hash of the base id and the
 // key. Deterministic, at most 64 characters, valid as an APISIX id.
-func VariantID(cluster string, v Variant) string { return variantID(ID(cluster), v.Key()) }
+//
+// It runs for every route's reference to an upstream, so the key and the hash input
+// are built in stack buffers: one allocation, the id.
+func VariantID(cluster string, v Variant) string {
+	var kb [128]byte
+	return variantID(ID(cluster), v.appendKey(kb[:0]))
+}
 
-func variantID(baseID, key string) string {
-	if key == "" {
+func variantID(baseID string, key []byte) string {
+	if len(key) == 0 {
 		return baseID
 	}
-	sum := sha256.Sum256([]byte(baseID + "\x00" + key))
-	suffix := "-v" + hex.EncodeToString(sum[:])[:variantHashLen]
+	var in [256]byte
+	sum := sha256.Sum256(append(append(append(in[:0], baseID...), 0), key...))
+	var suffix [2 + variantHashLen]byte
+	suffix[0], suffix[1] = '-', 'v'
+	hex.Encode(suffix[2:], sum[:variantHashLen/2])
 	if len(baseID) > 64-len(suffix) {
 		baseID = baseID[:64-len(suffix)]
 	}
-	return baseID + suffix
+	return baseID + string(suffix[:])
 }
 
 // Apply returns a copy of base (built by Build) with the variant's settings and the id
@@ -90,7 +107,8 @@ func variantID(baseID, key string) string {
 func (v Variant) Apply(base *apisix.Upstream) *apisix.Upstream {
 	v = v.Effective(base)
 	u := *base
-	u.ID = variantID(base.ID, v.Key())
+	var kb [128]byte
+	u.ID = variantID(base.ID, v.appendKey(kb[:0]))
 	if v.Retries != nil {
 		u.Retries = intPtr(*v.Retries)
 	}

@@ -1,6 +1,9 @@
 package upstream
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -123,5 +126,48 @@ func TestHashFromPolicy(t *testing.T) {
 				mustValid(t, Variant{HashOn: on, HashKey: key}.Apply(hashingBase(t)))
 			}
 		})
+	}
+}
+
+// The buffer-built key and id are the plain definitions: ids already stored in APISIX
+// must not change.
+func TestVariantIDDefinition(t *testing.T) {
+	rt, rd := 0.25, 3.0
+	for _, v := range []Variant{
+		{Retries: intPtr(2)},
+		{Retries: intPtr(-1), RetryTimeout: &rt, ReadTimeout: &rd, HashOn: "header", HashKey: "x-user"},
+		{ReadTimeout: &rt},
+		{HashOn: "vars", HashKey: "remote_addr"},
+	} {
+		var parts []string
+		if v.Retries != nil {
+			parts = append(parts, fmt.Sprintf("retries=%d", *v.Retries))
+		}
+		if v.RetryTimeout != nil {
+			parts = append(parts, fmt.Sprintf("retry_timeout=%v", *v.RetryTimeout))
+		}
+		if v.ReadTimeout != nil {
+			parts = append(parts, fmt.Sprintf("read_timeout=%v", *v.ReadTimeout))
+		}
+		if v.HashOn != "" {
+			parts = append(parts, "hash="+v.HashOn+":"+v.HashKey)
+		}
+		key := strings.Join(parts, ",")
+		if v.Key() != key {
+			t.Errorf("Key() = %q, want %q", v.Key(), key)
+		}
+		for _, cluster := range []string{"outbound|9080|v1|reviews.default.svc.cluster.local", "short"} {
+			base := ID(cluster)
+			sum := sha256.Sum256([]byte(base + "\x00" + key))
+			suffix := "-v" + hex.EncodeToString(sum[:])[:variantHashLen]
+			want := base
+			if len(want) > 64-len(suffix) {
+				want = want[:64-len(suffix)]
+			}
+			want += suffix
+			if got := VariantID(cluster, v); got != want {
+				t.Errorf("VariantID(%q, %q) = %q, want %q", cluster, key, got, want)
+			}
+		}
 	}
 }
