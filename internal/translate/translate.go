@@ -190,8 +190,15 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	}
 	t.inProgress = true
 	t.snap = snap
-	t.touched = make(map[string]touch, len(prev))
-	t.pending = map[string][]byte{}
+	hint := 0
+	if len(t.objects) == 0 {
+		// A first translation: size the maps that will hold every object up front
+		// (growing maps of tens of thousands of keys was a visible share of its time).
+		hint = sizeHint(snap)
+		t.objects = make(map[string]uint64, hint)
+	}
+	t.touched = make(map[string]touch, max(len(prev), hint))
+	t.pending = make(map[string][]byte, hint)
 	t.dirtyVH = map[*vhostState]bool{}
 	t.dirtyUp = map[string]bool{}
 	t.rebuilds = map[string]bool{}
@@ -244,6 +251,18 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	t.snap, t.touched, t.pending, t.dirtyVH, t.dirtyUp, t.rebuilds, t.dirtyListeners = nil, nil, nil, nil, nil, nil, nil
 	t.inProgress = false
 	return res
+}
+
+// sizeHint estimates the number of objects snap translates into: about one upstream
+// per cluster and one route per xDS route.
+func sizeHint(snap *resource.Snapshot) int {
+	n := len(snap.Clusters)
+	for _, rc := range snap.RouteConfigs {
+		for _, vh := range rc.GetVirtualHosts() {
+			n += len(vh.GetRoutes())
+		}
+	}
+	return n
 }
 
 // testHookAfterRouteConfigs lets tests panic in the middle of Translate.
@@ -347,25 +366,27 @@ func (t *Translator) release(id string) {
 
 // syncClusters updates cluster state for changed clusters and endpoints.
 func (t *Translator) syncClusters(full bool, ch *resource.Changes) {
-	names := map[string]bool{}
 	if full {
 		for n := range t.snap.Clusters {
-			names[n] = true
+			t.syncCluster(n)
 		}
 		for n := range t.clusters {
-			names[n] = true
-		}
-	} else {
-		for n := range ch.Clusters {
-			names[n] = true
-		}
-		for e := range ch.Endpoints {
-			if cs := t.clusters[e]; cs != nil && cs.eds == e {
-				names[e] = true // not in byEDS, see syncCluster
+			if t.snap.Clusters[n] == nil {
+				t.syncCluster(n) // removed
 			}
-			for _, n := range t.byEDS[e] {
-				names[n] = true
-			}
+		}
+		return
+	}
+	names := map[string]bool{}
+	for n := range ch.Clusters {
+		names[n] = true
+	}
+	for e := range ch.Endpoints {
+		if cs := t.clusters[e]; cs != nil && cs.eds == e {
+			names[e] = true // not in byEDS, see syncCluster
+		}
+		for _, n := range t.byEDS[e] {
+			names[n] = true
 		}
 	}
 	for n := range names {
@@ -615,8 +636,7 @@ func (t *Translator) syncUpstreams() {
 		}
 		for _, id := range ids {
 			r := t.ups[id]
-			u := r.v.Apply(base)
-			u.ID = id // Apply names the effective variant; routes name the one they asked for
+			u := r.v.ApplyAs(base, id) // routes name the variant they asked for
 			t.set(apisix.Key(apisix.KindUpstreams, id), u)
 		}
 	}

@@ -106,9 +106,21 @@ func variantID(baseID string, key []byte) string {
 // (see Effective) are not applied.
 func (v Variant) Apply(base *apisix.Upstream) *apisix.Upstream {
 	v = v.Effective(base)
-	u := *base
 	var kb [128]byte
-	u.ID = variantID(base.ID, v.appendKey(kb[:0]))
+	return v.apply(base, variantID(base.ID, v.appendKey(kb[:0])))
+}
+
+// ApplyAs is Apply with the id given instead of computed: a route names the variant it
+// asked for (VariantID), which Apply may narrow to a shared effective one; the caller
+// that already holds the requested id saves hashing a second one.
+func (v Variant) ApplyAs(base *apisix.Upstream, id string) *apisix.Upstream {
+	return v.Effective(base).apply(base, id)
+}
+
+// apply applies an effective variant.
+func (v Variant) apply(base *apisix.Upstream, id string) *apisix.Upstream {
+	u := *base
+	u.ID = id
 	if v.Retries != nil {
 		u.Retries = intPtr(*v.Retries)
 	}

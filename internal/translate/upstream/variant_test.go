@@ -171,3 +171,18 @@ func TestVariantIDDefinition(t *testing.T) {
 		}
 	}
 }
+
+// ApplyAs is Apply under another id.
+func TestVariantApplyAs(t *testing.T) {
+	base := hashingBase(t)
+	v := Variant{Retries: intPtr(2), HashOn: "cookie", HashKey: "session"}
+	want := v.Apply(base)
+	got := v.ApplyAs(base, "asked-for")
+	if got.ID != "asked-for" {
+		t.Errorf("id %q, want asked-for", got.ID)
+	}
+	got.ID = want.ID
+	if a, b := string(mustValid(t, got)), string(mustValid(t, want)); a != b {
+		t.Errorf("ApplyAs gives\n%s\nApply gives\n%s", a, b)
+	}
+}
