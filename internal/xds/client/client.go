@@ -10,7 +10,9 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"runtime/debug"
 	"sync"
@@ -265,6 +267,13 @@ func (c *Client) runStream(ctx context.Context) (gotResponse bool, err error) {
 	}
 	c.mu.Unlock()
 	if err := s.start(); err != nil {
+		// io.EOF from a send means the server already ended the stream (e.g. it
+		// rejected our token); its status comes with the next receive.
+		if errors.Is(err, io.EOF) {
+			if _, rerr := s.recv(); rerr != nil {
+				err = rerr
+			}
+		}
 		return false, describe(c.cfg.Server, err)
 	}
 
@@ -314,6 +323,14 @@ func (c *Client) runStream(ctx context.Context) (gotResponse bool, err error) {
 				c.log.Info("xds stream established")
 			}
 			if err := s.handle(m); err != nil {
+				if errors.Is(err, io.EOF) {
+					// The stream ended under our send; the receiver gets its status.
+					select {
+					case rerr := <-errc:
+						err = rerr
+					case <-time.After(time.Second):
+					}
+				}
 				return gotResponse, describe(c.cfg.Server, err)
 			}
 		case <-deadline.C:
