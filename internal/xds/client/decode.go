@@ -94,3 +94,25 @@ func deltaRaws(resp *discoveryv3.DeltaDiscoveryResponse) []rawResource {
 	}
 	return out
 }
+
+// receiveLocked does what both protocols do first with a response: find its type,
+// record the nonce, count it and decode its resources. ok is false for a type never
+// requested (the response is ignored). A non-nil err is the NACK detail, already
+// counted and logged; the caller sends the protocol's NACK.
+func (c *Client) receiveLocked(typeURL, nonce string, raws []rawResource, sotwVersion string) (i int, t *typeState, entries []upsert, ok bool, err error) {
+	i, ok = typeIndex(typeURL)
+	if !ok {
+		c.log.Warn("xds: response for a type never requested", "type", typeURL)
+		return 0, nil, nil, false, nil
+	}
+	t = c.types[i]
+	t.nonce = nonce
+	t.responses++
+	entries, err = c.decodeLocked(t, raws, sotwVersion)
+	if err != nil {
+		t.nacks++
+		t.lastNACK = err.Error()
+		c.log.Warn("xds: NACK", "type", t.url, "version", sotwVersion, "nonce", nonce, "err", err)
+	}
+	return i, t, entries, true, err
+}

@@ -68,19 +68,11 @@ func (s *deltaStream) handle(m any) error {
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	i, ok := typeIndex(resp.GetTypeUrl())
+	i, t, entries, ok, err := c.receiveLocked(resp.GetTypeUrl(), resp.GetNonce(), deltaRaws(resp), "")
 	if !ok {
-		c.log.Warn("xds: response for a type never requested", "type", resp.GetTypeUrl())
 		return nil
 	}
-	t := c.types[i]
-	t.nonce = resp.GetNonce()
-	t.responses++
-	entries, err := c.decodeLocked(t, deltaRaws(resp), "")
 	if err != nil {
-		t.nacks++
-		t.lastNACK = err.Error()
-		c.log.Warn("xds: NACK", "type", t.url, "nonce", t.nonce, "err", err)
 		return s.send(&discoveryv3.DeltaDiscoveryRequest{
 			TypeUrl:       t.url,
 			ResponseNonce: t.nonce,

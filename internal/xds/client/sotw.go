@@ -72,19 +72,11 @@ func (s *sotwStream) handle(m any) error {
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	i, ok := typeIndex(resp.GetTypeUrl())
+	i, t, entries, ok, err := c.receiveLocked(resp.GetTypeUrl(), resp.GetNonce(), sotwRaws(resp), resp.GetVersionInfo())
 	if !ok {
-		c.log.Warn("xds: response for a type never requested", "type", resp.GetTypeUrl())
 		return nil
 	}
-	t := c.types[i]
-	t.nonce = resp.GetNonce()
-	t.responses++
-	entries, err := c.decodeLocked(t, sotwRaws(resp), resp.GetVersionInfo())
 	if err != nil {
-		t.nacks++
-		t.lastNACK = err.Error()
-		c.log.Warn("xds: NACK", "type", t.url, "version", resp.GetVersionInfo(), "nonce", t.nonce, "err", err)
 		return s.send(&discoveryv3.DiscoveryRequest{
 			TypeUrl:       t.url,
 			VersionInfo:   t.version, // the last accepted version stays in force
