@@ -22,6 +22,10 @@ func buildUpstream(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) 
 	return upstream.Build(c, cla)
 }
 
+func clusterReport(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) []report.Entry {
+	return upstream.Report(c, cla)
+}
+
 // specialKind is how Istio's special clusters are recognised.
 type specialKind = upstream.SpecialKind
 

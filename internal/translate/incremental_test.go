@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -161,5 +162,60 @@ func TestRecoversFromPanicMidTranslation(t *testing.T) {
 	}
 	if r := tr.Translator.Translate(m.Resend()); !r.Changes.Empty() {
 		t.Fatalf("unchanged resend after recovery: %d puts, %d deletes", len(r.Changes.Put), len(r.Changes.Delete))
+	}
+}
+
+// A cluster no route uses gets no nodes built (only its report); when a route starts
+// using it, its upstream is built in full: the output and report equal a full
+// translation's.
+func TestIncrementalRouteStartsUsingCluster(t *testing.T) {
+	m := meshgen.Generate(meshgen.Options{Services: 20})
+	tr := newTracked(Options{})
+	tr.Translate(m.Snapshot())
+	unused := ""
+	for _, n := range m.EDSClusters() {
+		if len(tr.upsOf[n]) == 0 && len(m.Snapshot().Endpoints[n].GetEndpoints()) > 0 {
+			unused = n
+			break
+		}
+	}
+	if unused == "" {
+		t.Fatal("meshgen has no unused cluster with endpoints")
+	}
+	snap := m.ResendRouteConfigs()
+	var changed *routev3.Route
+	for _, rc := range snap.RouteConfigs {
+		for _, vh := range rc.GetVirtualHosts() {
+			for _, r := range vh.GetRoutes() {
+				if changed == nil && r.GetRoute().GetCluster() != "" {
+					changed = r
+				}
+			}
+		}
+	}
+	if changed == nil {
+		t.Fatal("no single-cluster route")
+	}
+	changed.GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: unused}
+	r := tr.Translate(snap)
+	built := 0
+	for k, u := range r.Changes.Put {
+		if apisix.KindOf(k) == apisix.KindUpstreams && strings.Contains(string(u), `"name":"`+unused+`"`) {
+			built++
+			if !strings.Contains(string(u), `"nodes":[{`) {
+				t.Errorf("upstream %s of the newly used cluster has no nodes: %s", k, u)
+			}
+		}
+	}
+	if built == 0 {
+		t.Fatal("no upstream for the newly used cluster")
+	}
+	full := newTracked(Options{})
+	fr := full.Translate(snap)
+	if !sameObjects(full.Objects(), tr.Objects()) {
+		t.Fatal("output differs from a full translation")
+	}
+	if fmt.Sprint(fr.Report) != fmt.Sprint(r.Report) {
+		t.Fatalf("report differs from a full translation:\n%v\n%v", r.Report, fr.Report)
 	}
 }

@@ -630,6 +630,15 @@ func (t *Translator) syncUpstreams() {
 		if t.rebuilds[name] {
 			ids = t.idsOf(name)
 		}
+		if len(ids) == 0 {
+			// No route uses the cluster (about a third of Istio's clusters): only its
+			// findings are needed. Its nodes are built when a route acquires it.
+			if rep := clusterReport(cs.c, cs.cla); !equalEntries(rep, cs.report) {
+				cs.report = rep
+				t.reportDirty = true
+			}
+			continue
+		}
 		base, rep := buildUpstream(cs.c, cs.cla)
 		if t.rebuilds[name] && !equalEntries(rep, cs.report) {
 			cs.report = rep

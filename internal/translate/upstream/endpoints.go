@@ -21,14 +21,6 @@ const maxScale = 1 << 16
 // roundedScale is the resolution of rounded locality shares.
 const roundedScale = 10000
 
-type pendingNode struct {
-	host     string
-	port     int
-	weight   uint64 // endpoint weight, then the final weight
-	priority uint32
-	group    int
-}
-
 // nodes turns a load assignment into APISIX nodes.
 //
 //   - Only HEALTHY and UNKNOWN endpoints are routable (Envoy's rule); the others are
@@ -49,11 +41,19 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignm
 	// Sized up front: a first translation builds tens of thousands of these, and
 	// growing by appends was a visible share of its allocations.
 	total := 0
-	for _, g := range cla.GetEndpoints() {
-		total += len(g.GetLbEndpoints())
+	if !b.reportOnly {
+		for _, g := range cla.GetEndpoints() {
+			total += len(g.GetLbEndpoints())
+		}
 	}
+	// Nodes are written straight into the result: Weight holds the endpoint weight
+	// (then the final one, computed in uint64 and stored bit for bit), and groups the
+	// locality of each node, needed only for locality weights. In reportOnly mode
+	// the endpoints are checked (the report counts those left out) but no node is made.
 	var (
-		pending   = make([]pendingNode, 0, total)
+		routable  int
+		out       = make([]apisix.Node, 0, total)
+		groups    []int
 		degraded  int
 		skipped   map[string]int                               // reason -> count, made on the first skip
 		groupW    = make([]uint64, 0, len(cla.GetEndpoints())) // locality weight per group
@@ -99,12 +99,19 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignm
 				w = uint64(ew.GetValue())
 			}
 			groupSum[gi] += w
-			if len(pending) == 0 {
+			if routable == 0 {
 				prio0 = g.GetPriority()
 			} else if g.GetPriority() != prio0 {
 				multiPrio = true
 			}
-			pending = append(pending, pendingNode{host: host, port: port, weight: w, priority: g.GetPriority(), group: gi})
+			routable++
+			if b.reportOnly {
+				continue
+			}
+			out = append(out, apisix.Node{Host: host, Port: port, Weight: int(w), Priority: -int(g.GetPriority())})
+			if localityWeighted {
+				groups = append(groups, gi)
+			}
 		}
 	}
 	if degraded > 0 {
@@ -127,18 +134,16 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignm
 			"APISIX moves to a lower priority only when every node of the higher one failed; Envoy spills over gradually as hosts become unhealthy")
 	}
 	if localityWeighted {
-		b.localityWeights(pending, groupW, groupSum)
+		b.localityWeights(out, groups, groupW, groupSum)
 	}
-	reduceWeights(pending)
-	out := make([]apisix.Node, 0, len(pending))
-	for _, p := range pending {
-		out = append(out, apisix.Node{Host: p.host, Port: p.port, Weight: int(p.weight), Priority: -int(p.priority)})
-	}
+	reduceWeights(out)
 	return out
 }
 
-// localityWeights turns endpoint weights into shares of their locality's weight.
-func (b *builder) localityWeights(pending []pendingNode, groupW, groupSum []uint64) {
+// localityWeights turns endpoint weights into shares of their locality's weight
+// (groups[i] is the locality of nodes[i]). The arithmetic is uint64, as Envoy's
+// weights are unsigned; Weight stores the uint64 bit for bit.
+func (b *builder) localityWeights(nodes []apisix.Node, groups []int, groupW, groupSum []uint64) {
 	scale := uint64(1)
 	for gi, s := range groupSum {
 		if s == 0 || groupW[gi] == 0 {
@@ -155,34 +160,38 @@ func (b *builder) localityWeights(pending []pendingNode, groupW, groupSum []uint
 		b.add("endpoints", "endpoints.load_balancing_weight", report.Approximated,
 			"locality and endpoint weights combined with rounding (shares exact to 1/10000)")
 	}
-	for i := range pending {
-		p := &pending[i]
-		s := groupSum[p.group]
+	for i := range nodes {
+		g, w := groups[i], uint64(nodes[i].Weight)
+		s := groupSum[g]
 		if exact {
-			p.weight = groupW[p.group] * p.weight * (scale / s)
+			w = groupW[g] * w * (scale / s)
 		} else {
-			p.weight = max(1, uint64(math.Round(float64(groupW[p.group])*float64(p.weight)*float64(scale)/float64(s))))
+			w = max(1, uint64(math.Round(float64(groupW[g])*float64(w)*float64(scale)/float64(s))))
 		}
+		nodes[i].Weight = int(w)
 	}
 }
 
 // reduceWeights divides all weights by their gcd and caps them at APISIX's integer range.
-func reduceWeights(pending []pendingNode) {
+// Weights are read and written as uint64 (see localityWeights).
+func reduceWeights(nodes []apisix.Node) {
 	g := uint64(0)
-	for _, p := range pending {
-		g = gcd(g, p.weight)
+	for _, n := range nodes {
+		g = gcd(g, uint64(n.Weight))
 	}
 	var top uint64
-	for i := range pending {
+	for i := range nodes {
+		w := uint64(nodes[i].Weight)
 		if g > 1 {
-			pending[i].weight /= g
+			w /= g
+			nodes[i].Weight = int(w)
 		}
-		top = max(top, pending[i].weight)
+		top = max(top, w)
 	}
 	if top > math.MaxInt32 {
 		// Keep proportions; only absurd inputs get here (weights are uint32 in Envoy).
-		for i := range pending {
-			pending[i].weight = max(1, pending[i].weight*math.MaxInt32/top)
+		for i := range nodes {
+			nodes[i].Weight = int(max(1, uint64(nodes[i].Weight)*math.MaxInt32/top))
 		}
 	}
 }

@@ -83,8 +83,8 @@ func fuzzCluster(data []byte) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssign
 	return c, nil
 }
 
-// FuzzBuild: no panics, deterministic, always schema-valid, and the node invariants
-// hold (only positive weights, priorities from Envoy priorities, hosts from the input).
+// FuzzBuild: no panics, deterministic, always schema-valid, Report gives Build's
+// entries, and the node invariants hold (only positive weights, priorities from Envoy priorities, hosts from the input).
 func FuzzBuild(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{1, 2, 3, 0, 2, 1, 0, 3, 1, 2, 5, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
@@ -96,6 +96,9 @@ func FuzzBuild(f *testing.F) {
 		u2, es2 := Build(c, la)
 		if string(a) != string(mustValid(t, u2)) || fmt.Sprint(es) != fmt.Sprint(es2) {
 			t.Fatal("not deterministic")
+		}
+		if rs := Report(c, la); fmt.Sprint(rs) != fmt.Sprint(es) {
+			t.Fatalf("Report differs from Build's entries:\n%v\n%v", rs, es)
 		}
 		for _, n := range u.Nodes {
 			if n.Weight < 1 || n.Priority > 0 || n.Priority < -3 {

@@ -46,9 +46,19 @@ func ID(cluster string) string { return apisix.SafeID(cluster) }
 //
 // The returned entries describe what could not be translated faithfully.
 func Build(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) (*apisix.Upstream, []report.Entry) {
-	b := &builder{name: c.GetName()}
+	return build(&builder{name: c.GetName()}, c, cla)
+}
+
+// Report returns the entries Build(c, cla) returns, without building the upstream's
+// nodes or id: a cluster no route uses still has its findings reported, and in
+// Istio's output that is about a third of the clusters, each with its endpoints.
+func Report(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) []report.Entry {
+	_, es := build(&builder{name: c.GetName(), reportOnly: true}, c, cla)
+	return es
+}
+
+func build(b *builder, c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) (*apisix.Upstream, []report.Entry) {
 	u := &apisix.Upstream{
-		ID:    ID(c.GetName()),
 		Name:  truncate(c.GetName(), maxNameLen),
 		Type:  "roundrobin",
 		Nodes: []apisix.Node{},
@@ -56,6 +66,9 @@ func Build(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) (*apisix
 		// "number of nodes - 1". Route variants override this.
 		Retries: intPtr(0),
 		Timeout: &apisix.Timeout{Connect: connectTimeout(c), Send: NoTimeout, Read: NoTimeout},
+	}
+	if !b.reportOnly {
+		u.ID = ID(c.GetName())
 	}
 	b.lb(c, u)
 	b.httpOptions(c, u)
@@ -107,6 +120,8 @@ func Build(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) (*apisix
 type builder struct {
 	name    string
 	entries []report.Entry
+	// reportOnly: only the entries are wanted (Report); nodes are not built.
+	reportOnly bool
 }
 
 func (b *builder) add(kind, field string, sev report.Severity, msg string) {

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,6 +41,9 @@ func TestIstiodClusters(t *testing.T) {
 	for name, c := range snap.Clusters {
 		u, es := Build(c, snap.Endpoints[resource.EDSName(c)])
 		mustValid(t, u)
+		if rs := Report(c, snap.Endpoints[resource.EDSName(c)]); !slices.Equal(rs, es) {
+			t.Errorf("%s: Report %v, Build %v", name, rs, es)
+		}
 		built[name], reports[name] = u, es
 		if c.GetType() == clusterv3.Cluster_EDS && len(c.GetTransportSocketMatches()) > 0 &&
 			!hasEntry(es, "transport_socket_matches", report.Unsupported, "PLAINTEXT") {
