@@ -219,3 +219,24 @@ func TestIncrementalRouteStartsUsingCluster(t *testing.T) {
 		t.Fatalf("report differs from a full translation:\n%v\n%v", r.Report, fr.Report)
 	}
 }
+
+// A first translation that panics has handed out nothing: the next call's change set
+// is the complete output.
+func TestRecoversFromPanicInFirstTranslation(t *testing.T) {
+	m := meshgen.Generate(meshgen.Options{Services: 5})
+	tr := New(Options{})
+	func() {
+		testHookAfterRouteConfigs = func() { panic("injected") }
+		defer func() {
+			testHookAfterRouteConfigs = nil
+			if recover() == nil {
+				t.Fatal("the injected panic did not happen")
+			}
+		}()
+		tr.Translate(m.Snapshot())
+	}()
+	r := tr.Translate(m.Resend())
+	if len(r.Changes.Delete) != 0 || !sameObjects(applyChanges(nil, r.Changes), fullFrom(t, m)) {
+		t.Fatal("after a panicked first translation, the next change set is not the complete output")
+	}
+}

@@ -87,6 +87,11 @@ type Translator struct {
 	fpNext fingerprint          // its fingerprint
 
 	// per call
+	// fromEmpty: the call started from an empty output (a first translation), so
+	// touched stays empty (every old value is "absent") and pending, which then holds
+	// exactly the current keys, is the change set: two fewer map operations on long
+	// keys per object.
+	fromEmpty      bool
 	touched        map[string]touch
 	pending        map[string][]byte // JSON of keys whose digest changed in this call
 	dirtyVH        map[*vhostState]bool
@@ -198,7 +203,12 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 		// retained heap for good (+1.7 MiB at 10,000 services).
 		hint = sizeHint(snap)
 	}
-	t.touched = make(map[string]touch, max(len(prev), hint))
+	t.fromEmpty = len(t.objects) == 0 && len(prev) == 0
+	if t.fromEmpty {
+		t.touched = map[string]touch{}
+	} else {
+		t.touched = make(map[string]touch, len(prev))
+	}
 	t.pending = make(map[string][]byte, hint)
 	t.dirtyVH = map[*vhostState]bool{}
 	t.dirtyUp = map[string]bool{}
@@ -273,6 +283,10 @@ var testHookAfterRouteConfigs func()
 // holds every key's value before it), returns that output, and resets all other
 // state, which may be half-updated.
 func (t *Translator) recoverFromPanic() map[string]uint64 {
+	if t.fromEmpty {
+		*t = *New(t.opts)
+		return map[string]uint64{}
+	}
 	out := t.objects
 	for k, tc := range t.touched {
 		if tc.existed {
@@ -298,8 +312,10 @@ func (t *Translator) set(key string, obj any) {
 	}
 	h := apisix.Hash(b)
 	old, ok := t.objects[key]
-	if _, seen := t.touched[key]; !seen {
-		t.touched[key] = touch{old: old, existed: ok}
+	if !t.fromEmpty {
+		if _, seen := t.touched[key]; !seen {
+			t.touched[key] = touch{old: old, existed: ok}
+		}
 	}
 	if ok && old == h {
 		return
@@ -313,13 +329,18 @@ func (t *Translator) del(key string) {
 	if !ok {
 		return
 	}
-	if _, seen := t.touched[key]; !seen {
+	if t.fromEmpty {
+		delete(t.pending, key) // keep pending == the current keys
+	} else if _, seen := t.touched[key]; !seen {
 		t.touched[key] = touch{old: old, existed: true}
 	}
 	delete(t.objects, key)
 }
 
 func (t *Translator) changeSet() apisix.ChangeSet {
+	if t.fromEmpty {
+		return apisix.ChangeSet{Put: t.pending}
+	}
 	cs := apisix.ChangeSet{Put: make(map[string][]byte, len(t.pending))}
 	for key, tc := range t.touched {
 		cur, ok := t.objects[key]
