@@ -22,6 +22,11 @@ func buildUpstream(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) 
 	return upstream.Build(c, cla)
 }
 
+// buildUnnamed is buildUpstream without the id, for upstreams named by ApplyAs.
+func buildUnnamed(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) (*apisix.Upstream, []report.Entry) {
+	return upstream.BuildUnnamed(c, cla)
+}
+
 func clusterReport(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) []report.Entry {
 	return upstream.Report(c, cla)
 }

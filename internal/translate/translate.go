@@ -660,7 +660,7 @@ func (t *Translator) syncUpstreams() {
 			}
 			continue
 		}
-		base, rep := buildUpstream(cs.c, cs.cla)
+		base, rep := buildUnnamed(cs.c, cs.cla) // ApplyAs names each variant
 		if t.rebuilds[name] && !equalEntries(rep, cs.report) {
 			cs.report = rep
 			t.reportDirty = true

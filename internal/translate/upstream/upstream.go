@@ -57,6 +57,13 @@ func Report(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) []repor
 	return es
 }
 
+// BuildUnnamed is Build without the upstream's id (ID is left empty), for callers
+// that name every upstream they emit through ApplyAs: hashing the id they would
+// discard is a visible share of a first translation.
+func BuildUnnamed(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) (*apisix.Upstream, []report.Entry) {
+	return build(&builder{name: c.GetName(), noID: true}, c, cla)
+}
+
 func build(b *builder, c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) (*apisix.Upstream, []report.Entry) {
 	u := &apisix.Upstream{
 		Name:  truncate(c.GetName(), maxNameLen),
@@ -67,7 +74,7 @@ func build(b *builder, c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignme
 		Retries: intPtr(0),
 		Timeout: &apisix.Timeout{Connect: connectTimeout(c), Send: NoTimeout, Read: NoTimeout},
 	}
-	if !b.reportOnly {
+	if !b.reportOnly && !b.noID {
 		u.ID = ID(c.GetName())
 	}
 	b.lb(c, u)
@@ -122,6 +129,8 @@ type builder struct {
 	entries []report.Entry
 	// reportOnly: only the entries are wanted (Report); nodes are not built.
 	reportOnly bool
+	// noID: the caller names the upstream (BuildUnnamed).
+	noID bool
 }
 
 func (b *builder) add(kind, field string, sev report.Severity, msg string) {
