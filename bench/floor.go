@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strconv"
 
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
@@ -51,13 +50,11 @@ func put(out map[string][]byte, k apisix.Kind, name string, v any) error {
 	return nil
 }
 
-func naiveUpstream(name string, cla *endpointv3.ClusterLoadAssignment) *apisix.Upstream {
+func naiveUpstream(name string, la *resource.LoadAssignment) *apisix.Upstream {
 	u := &apisix.Upstream{ID: apisix.SafeID(name), Type: "roundrobin", Nodes: []apisix.Node{}}
-	for _, l := range cla.GetEndpoints() {
-		for _, e := range l.GetLbEndpoints() {
-			sa := e.GetEndpoint().GetAddress().GetSocketAddress()
-			u.Nodes = append(u.Nodes, apisix.Node{Host: sa.GetAddress(), Port: int(sa.GetPortValue()),
-				Weight: int(max(e.GetLoadBalancingWeight().GetValue(), 1))})
+	for _, l := range la.Localities {
+		for _, e := range l.Endpoints {
+			u.Nodes = append(u.Nodes, apisix.Node{Host: e.Address, Port: int(e.Port), Weight: int(max(e.Weight, 1))})
 		}
 	}
 	return u

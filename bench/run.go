@@ -139,7 +139,7 @@ func fakeRuns(n int, cfg runConfig) ([]row, error) {
 				snap := mesh.ChangeEndpoint((i*7919%n)*3 + 1 + i%2)
 				var cla proto.Message
 				for name := range snap.Changes.Endpoints {
-					cla = snap.Endpoints[name]
+					cla = mesh.LoadAssignment(name)
 				}
 				return func() error { return srv.Update(cla) }, nil
 			},

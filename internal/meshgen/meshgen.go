@@ -74,6 +74,9 @@ type Mesh struct {
 	routeConfigs map[string]*routev3.RouteConfiguration
 	clusters     map[string]*clusterv3.Cluster
 	endpoints    map[string]*endpointv3.ClusterLoadAssignment
+	// stored is endpoints in the form snapshots carry them (resource.LoadAssignment),
+	// kept in step with endpoints.
+	stored map[string]*resource.LoadAssignment
 
 	// edsNames lists the EDS clusters in a fixed order, for ChangeEndpoint.
 	edsNames []string
@@ -92,6 +95,7 @@ func Generate(o Options) *Mesh {
 		routeConfigs: map[string]*routev3.RouteConfiguration{},
 		clusters:     map[string]*clusterv3.Cluster{},
 		endpoints:    map[string]*endpointv3.ClusterLoadAssignment{},
+		stored:       map[string]*resource.LoadAssignment{},
 	}
 	for _, l := range []*listenerv3.Listener{t.virtualInbound, t.virtualOutbound} {
 		m.listeners[l.GetName()] = clone(l)
@@ -117,7 +121,9 @@ func Generate(o Options) *Mesh {
 			for k := 0; k <= o.Subsets; k++ {
 				c := outboundCluster(t.outbound, s, port, subsetName(k))
 				m.clusters[c.GetName()] = c
-				m.endpoints[c.GetName()] = loadAssignment(c.GetName(), s, i, port, k, o)
+				cla := loadAssignment(c.GetName(), s, i, port, k, o)
+				m.endpoints[c.GetName()] = cla
+				m.stored[c.GetName()] = resource.FromCLA(cla)
 				m.edsNames = append(m.edsNames, c.GetName())
 			}
 		}
@@ -156,9 +162,15 @@ func (m *Mesh) snapshot(ch resource.Changes) *resource.Snapshot {
 		Listeners:    m.listeners,
 		RouteConfigs: m.routeConfigs,
 		Clusters:     m.clusters,
-		Endpoints:    m.endpoints,
+		Endpoints:    m.stored,
 		Changes:      ch,
 	}
+}
+
+// LoadAssignment returns the current ClusterLoadAssignment message of an EDS cluster
+// (snapshots carry its compact form), for serving it; nil when there is none.
+func (m *Mesh) LoadAssignment(name string) *endpointv3.ClusterLoadAssignment {
+	return m.endpoints[name]
 }
 
 // EDSClusters returns the names of the EDS clusters, in ChangeEndpoint's order.
@@ -176,6 +188,7 @@ func (m *Mesh) ChangeEndpoint(i int) *resource.Snapshot {
 	// 172.16.0.0/12 is never used by the generated endpoints (10.0.0.0/8).
 	sa.Address = ipv4(172<<24 | 16<<16 | uint32(m.changes)&0xfffff)
 	m.endpoints[name] = cla
+	m.stored[name] = resource.FromCLA(cla)
 	m.seq++
 	return m.snapshot(resource.Changes{Since: m.seq - 1, Endpoints: set(name)})
 }
@@ -189,6 +202,9 @@ func (m *Mesh) Resend() *resource.Snapshot {
 		RouteConfigs: redecodeAll(m.routeConfigs),
 		Clusters:     redecodeAll(m.clusters),
 		Endpoints:    redecodeAll(m.endpoints),
+	}
+	for name, cla := range m.endpoints {
+		m.stored[name] = resource.FromCLA(cla)
 	}
 	m.seq++
 	ch.Since = m.seq - 1

@@ -41,7 +41,7 @@ func TestGenerateCountsAndValidity(t *testing.T) {
 				t.Errorf("%d endpoint sets, want %d", got, want)
 			}
 			for name, cla := range snap.Endpoints {
-				if n := len(cla.GetEndpoints()[0].GetLbEndpoints()); n != d.EndpointsPerCluster {
+				if n := len(cla.Localities[0].Endpoints); n != d.EndpointsPerCluster {
 					t.Errorf("%s: %d endpoints, want %d", name, n, d.EndpointsPerCluster)
 				}
 			}
@@ -169,7 +169,7 @@ func TestIstioShapes(t *testing.T) {
 func TestChangeEndpoint(t *testing.T) {
 	m := Generate(Options{Services: 3})
 	first := m.Snapshot()
-	before := map[string]proto.Message{}
+	before := map[string]*resource.LoadAssignment{}
 	for n, e := range first.Endpoints {
 		before[n] = e
 	}
@@ -186,26 +186,29 @@ func TestChangeEndpoint(t *testing.T) {
 		t.Fatalf("changed %v, want %s", snap.Changes.Endpoints, name)
 	}
 	for n, e := range snap.Endpoints {
-		if same := before[n] == proto.Message(e); same == (n == name) {
+		if same := before[n] == e; same == (n == name) {
 			t.Errorf("%s: pointer unchanged = %v", n, same)
 		}
 	}
 	diffs := 0
-	olds, news := old.GetEndpoints()[0].GetLbEndpoints(), snap.Endpoints[name].GetEndpoints()[0].GetLbEndpoints()
+	olds, news := old.Localities[0].Endpoints, snap.Endpoints[name].Localities[0].Endpoints
 	for i := range olds {
-		if !proto.Equal(olds[i], news[i]) {
+		if olds[i] != news[i] {
 			diffs++
 		}
 	}
 	if diffs != 1 {
 		t.Errorf("%d endpoints differ, want 1", diffs)
 	}
-	if err := snap.Endpoints[name].ValidateAll(); err != nil {
+	// The served message is the changed one, and valid.
+	if cla := m.LoadAssignment(name); !resource.FromCLA(cla).Equal(snap.Endpoints[name]) {
+		t.Error("LoadAssignment does not hold the changed endpoints")
+	} else if err := cla.ValidateAll(); err != nil {
 		t.Error(err)
 	}
 	// Every call is a real change, even for the same cluster.
 	prev := snap.Endpoints[name]
-	if next := m.ChangeEndpoint(4); proto.Equal(prev, next.Endpoints[name]) {
+	if next := m.ChangeEndpoint(4); prev.Equal(next.Endpoints[name]) {
 		t.Error("second change left the endpoints equal")
 	}
 }

@@ -54,12 +54,16 @@ func marshalAll[M proto.Message](b testing.TB, ms map[string]M) map[string][]byt
 
 func toWire(b testing.TB, m *meshgen.Mesh) *wire {
 	s := m.Snapshot()
+	eps := map[string]*endpointv3.ClusterLoadAssignment{}
+	for name := range s.Endpoints {
+		eps[name] = m.LoadAssignment(name)
+	}
 	return &wire{
 		seq:          1,
 		listeners:    marshalAll(b, s.Listeners),
 		routeConfigs: marshalAll(b, s.RouteConfigs),
 		clusters:     marshalAll(b, s.Clusters),
-		endpoints:    marshalAll(b, s.Endpoints),
+		endpoints:    marshalAll(b, eps),
 	}
 }
 
@@ -71,6 +75,20 @@ func decodeAll[M proto.Message](b testing.TB, bs map[string][]byte, newM func() 
 			b.Fatal(err)
 		}
 		out[n] = m
+	}
+	return out
+}
+
+// decodeEndpoints decodes load assignments as the xDS client does, into their compact
+// form (resource.DecodeBytes: the wire decoder and validation).
+func decodeEndpoints(b testing.TB, bs map[string][]byte) map[string]*resource.LoadAssignment {
+	out := make(map[string]*resource.LoadAssignment, len(bs))
+	for n, raw := range bs {
+		d, err := resource.DecodeBytes(resource.EndpointType, raw, n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out[n] = d.Msg.(*resource.LoadAssignment)
 	}
 	return out
 }
@@ -87,7 +105,7 @@ func (w *wire) decode(b testing.TB) *resource.Snapshot {
 		Listeners:    decodeAll(b, w.listeners, func() *listenerv3.Listener { return &listenerv3.Listener{} }),
 		RouteConfigs: decodeRCs(b, w),
 		Clusters:     decodeAll(b, w.clusters, func() *clusterv3.Cluster { return &clusterv3.Cluster{} }),
-		Endpoints:    decodeAll(b, w.endpoints, func() *endpointv3.ClusterLoadAssignment { return &endpointv3.ClusterLoadAssignment{} }),
+		Endpoints:    decodeEndpoints(b, w.endpoints),
 		Changes:      resource.Changes{Full: true},
 	}
 }

@@ -5,12 +5,12 @@ package translate
 
 import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate/plugins"
 	"github.com/amesh-dev/amesh/internal/translate/upstream"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 // variant is the route-level part of an upstream (retries, timeouts, hash key).
@@ -18,16 +18,16 @@ type variant = upstream.Variant
 
 func variantID(cluster string, v variant) string { return upstream.VariantID(cluster, v) }
 
-func buildUpstream(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) (*apisix.Upstream, []report.Entry) {
+func buildUpstream(c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
 	return upstream.Build(c, cla)
 }
 
 // buildUnnamed is buildUpstream without the id, for upstreams named by ApplyAs.
-func buildUnnamed(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) (*apisix.Upstream, []report.Entry) {
+func buildUnnamed(c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
 	return upstream.BuildUnnamed(c, cla)
 }
 
-func clusterReport(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) []report.Entry {
+func clusterReport(c *clusterv3.Cluster, cla *resource.LoadAssignment) []report.Entry {
 	return upstream.Report(c, cla)
 }
 

@@ -66,7 +66,7 @@ func fuzzSnapshot(data []byte, lit, name string) *resource.Snapshot {
 		}
 	}
 	snap := snapshotOf([]*listenerv3.Listener{httpListener(80, "80"), httpListener(81, "81")}, rcs, nil)
-	snap.Endpoints = map[string]*endpointv3.ClusterLoadAssignment{}
+	snap.Endpoints = map[string]*resource.LoadAssignment{}
 	for _, c := range clusters {
 		switch rng.Intn(4) {
 		case 0: // missing: routes to it must fail closed
@@ -79,7 +79,7 @@ func fuzzSnapshot(data []byte, lit, name string) *resource.Snapshot {
 		default:
 			snap.Clusters[c] = &clusterv3.Cluster{Name: c, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 				LbPolicy: clusterv3.Cluster_LbPolicy(rng.Intn(8))}
-			snap.Endpoints[c] = fuzzCLA(rng, c)
+			snap.Endpoints[c] = resource.FromCLA(fuzzCLA(rng, c))
 		}
 	}
 	return snap

@@ -174,7 +174,7 @@ func TestIncrementalRouteStartsUsingCluster(t *testing.T) {
 	tr.Translate(m.Snapshot())
 	unused := ""
 	for _, n := range m.EDSClusters() {
-		if len(tr.upsOf[n]) == 0 && len(m.Snapshot().Endpoints[n].GetEndpoints()) > 0 {
+		if len(tr.upsOf[n]) == 0 && m.Snapshot().Endpoints[n].NumEndpoints() > 0 {
 			unused = n
 			break
 		}

@@ -24,7 +24,6 @@ import (
 	"sort"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
@@ -138,7 +137,7 @@ type vhostState struct {
 
 type clusterState struct {
 	c      *clusterv3.Cluster
-	cla    *endpointv3.ClusterLoadAssignment
+	cla    *resource.LoadAssignment
 	info   clusterInfo
 	eds    string
 	report []report.Entry
@@ -430,7 +429,7 @@ func (t *Translator) syncCluster(name string) {
 		t.markDeps(name, cs.info, clusterInfo{})
 		return
 	}
-	var cla *endpointv3.ClusterLoadAssignment
+	var cla *resource.LoadAssignment
 	eds := ""
 	if c.GetType() == clusterv3.Cluster_EDS || c.GetEdsClusterConfig() != nil {
 		eds = resource.EDSName(c)

@@ -10,10 +10,7 @@ import (
 	"testing"
 	"time"
 
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-
-	"google.golang.org/protobuf/proto"
 
 	"github.com/amesh-dev/amesh/internal/xds/client"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -355,12 +352,14 @@ func defaultWeights(s *resource.Snapshot, host string) []uint32 {
 }
 
 // endpoints lists "ip:port" of every endpoint of cla, sorted.
-func endpoints(cla *endpointv3.ClusterLoadAssignment) []string {
+func endpoints(la *resource.LoadAssignment) []string {
 	var out []string
-	for _, l := range cla.GetEndpoints() {
-		for _, e := range l.GetLbEndpoints() {
-			a := e.GetEndpoint().GetAddress().GetSocketAddress()
-			out = append(out, a.GetAddress()+":"+strconv.FormatUint(uint64(a.GetPortValue()), 10))
+	if la == nil {
+		return nil
+	}
+	for _, l := range la.Localities {
+		for _, e := range l.Endpoints {
+			out = append(out, e.Address+":"+strconv.FormatUint(uint64(e.Port), 10))
 		}
 	}
 	sort.Strings(out)
@@ -370,13 +369,13 @@ func endpoints(cla *endpointv3.ClusterLoadAssignment) []string {
 // sameContent checks that every resource of before that is not in changed exists in after
 // with equal content, and that no resource appeared. (Pointer identity is not asserted: istiod's
 // non-deterministic map encoding defeats byte comparison, see TestIdenticalPush.)
-func sameContent[M proto.Message](t *testing.T, before, after map[string]M, changed map[string]bool) {
+func sameContent[M any](t *testing.T, before, after map[string]M, changed map[string]bool) {
 	t.Helper()
 	for name, b := range before {
 		if changed[name] {
 			continue
 		}
-		if a, ok := after[name]; !ok || !proto.Equal(a, b) {
+		if a, ok := after[name]; !ok || !resource.Equal(a, b) {
 			t.Errorf("%s: unchanged resource changed or vanished", name)
 		}
 	}

@@ -47,7 +47,7 @@ func expected(t testing.TB, res map[string][]proto.Message) map[string]string {
 	t.Helper()
 	snap := &resource.Snapshot{Seq: 1, Changes: resource.Changes{Full: true},
 		Listeners: map[string]*listenerv3.Listener{}, RouteConfigs: map[string]*routev3.RouteConfiguration{},
-		Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{}}
+		Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*resource.LoadAssignment{}}
 	for _, m := range res[resource.ListenerType] {
 		l := m.(*listenerv3.Listener)
 		snap.Listeners[l.GetName()] = l
@@ -62,7 +62,7 @@ func expected(t testing.TB, res map[string][]proto.Message) map[string]string {
 	}
 	for _, m := range res[resource.EndpointType] {
 		e := m.(*endpointv3.ClusterLoadAssignment)
-		snap.Endpoints[e.GetClusterName()] = e
+		snap.Endpoints[e.GetClusterName()] = resource.FromCLA(e)
 	}
 	// A fresh translator's first change set is its complete output.
 	r := translate.New(translate.Options{OriginalDstVar: "server_port"}).Translate(snap)

@@ -8,10 +8,10 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 // maxScale bounds the common multiple used to turn locality shares into integer
@@ -33,7 +33,7 @@ const roundedScale = 10000
 //     weight is then locality_weight × endpoint_weight / (sum of the locality's endpoint
 //     weights), scaled to integers exactly where possible. Weights are finally divided
 //     by their greatest common divisor, so identical shapes give identical numbers.
-func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment, dns bool) []apisix.Node {
+func (b *builder) nodes(c *clusterv3.Cluster, cla *resource.LoadAssignment, dns bool) []apisix.Node {
 	if cla == nil {
 		return []apisix.Node{}
 	}
@@ -42,9 +42,7 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignm
 	// growing by appends was a visible share of its allocations.
 	total := 0
 	if !b.reportOnly {
-		for _, g := range cla.GetEndpoints() {
-			total += len(g.GetLbEndpoints())
-		}
+		total = cla.NumEndpoints()
 	}
 	// Nodes are written straight into the result: Weight holds the endpoint weight
 	// (then the final one, computed in uint64 and stored bit for bit), and groups the
@@ -55,11 +53,11 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignm
 		out       = make([]apisix.Node, 0, total)
 		groups    []int
 		degraded  int
-		skipped   map[string]int                               // reason -> count, made on the first skip
-		groupW    = make([]uint64, 0, len(cla.GetEndpoints())) // locality weight per group
-		groupSum  = make([]uint64, 0, len(cla.GetEndpoints())) // sum of routable endpoint weights per group
-		prio0     uint32                                       // the first routable endpoint's priority
-		multiPrio bool                                         // routable endpoints in more than one priority
+		skipped   map[string]int                           // reason -> count, made on the first skip
+		groupW    = make([]uint64, 0, len(cla.Localities)) // locality weight per group
+		groupSum  = make([]uint64, 0, len(cla.Localities)) // sum of routable endpoint weights per group
+		prio0     uint32                                   // the first routable endpoint's priority
+		multiPrio bool                                     // routable endpoints in more than one priority
 	)
 	skip := func(reason string) {
 		if skipped == nil {
@@ -67,21 +65,23 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignm
 		}
 		skipped[reason]++
 	}
-	for gi, g := range cla.GetEndpoints() {
+	for gi := range cla.Localities {
+		g := &cla.Localities[gi]
 		lw := uint64(1)
 		if localityWeighted {
-			lw = uint64(g.GetLoadBalancingWeight().GetValue()) // unset: 0, no traffic
+			lw = uint64(g.Weight) // unset: 0, no traffic
 		}
 		groupW = append(groupW, lw)
 		groupSum = append(groupSum, 0)
-		if g.GetLedsClusterLocalityConfig() != nil {
+		if g.LEDS {
 			skip("LEDS locality (not supported)")
 		}
 		if localityWeighted && lw == 0 {
 			continue
 		}
-		for _, e := range g.GetLbEndpoints() {
-			switch e.GetHealthStatus() {
+		for ei := range g.Endpoints {
+			e := &g.Endpoints[ei]
+			switch e.Health {
 			case corev3.HealthStatus_HEALTHY, corev3.HealthStatus_UNKNOWN:
 			case corev3.HealthStatus_DEGRADED:
 				degraded++
@@ -95,20 +95,20 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignm
 				continue
 			}
 			w := uint64(1)
-			if ew := e.GetLoadBalancingWeight(); ew != nil && ew.GetValue() > 0 {
-				w = uint64(ew.GetValue())
+			if e.Weight > 0 {
+				w = uint64(e.Weight)
 			}
 			groupSum[gi] += w
 			if routable == 0 {
-				prio0 = g.GetPriority()
-			} else if g.GetPriority() != prio0 {
+				prio0 = g.Priority
+			} else if g.Priority != prio0 {
 				multiPrio = true
 			}
 			routable++
 			if b.reportOnly {
 				continue
 			}
-			out = append(out, apisix.Node{Host: host, Port: port, Weight: int(w), Priority: -int(g.GetPriority())})
+			out = append(out, apisix.Node{Host: host, Port: port, Weight: int(w), Priority: -int(g.Priority)})
 			if localityWeighted {
 				groups = append(groups, gi)
 			}
@@ -126,7 +126,7 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignm
 	for _, r := range reasons {
 		b.add("endpoints", "lb_endpoints.endpoint.address", report.Invalid, fmt.Sprintf("%d endpoint(s) left out: %s", skipped[r], r))
 	}
-	if len(cla.GetPolicy().GetDropOverloads()) > 0 {
+	if cla.DropOverloads > 0 {
 		b.add("endpoints", "policy.drop_overloads", report.Unsupported, "drop_overloads is not supported; no requests are dropped")
 	}
 	if multiPrio {
@@ -212,26 +212,22 @@ func lcm(a, b uint64) uint64 {
 }
 
 // address extracts host and port; reason is non-empty when the endpoint cannot be used.
-func address(e *endpointv3.LbEndpoint, dns bool) (host string, port int, reason string) {
-	ep := e.GetEndpoint()
-	if ep == nil {
+func address(e *resource.Endpoint, dns bool) (host string, port int, reason string) {
+	switch e.Kind {
+	case resource.NamedEndpoint:
 		return "", 0, "named endpoints (endpoint_name) are not supported"
-	}
-	sa := ep.GetAddress().GetSocketAddress()
-	if sa == nil {
+	case resource.OtherAddress:
 		return "", 0, "only socket addresses are supported (no pipes or internal addresses)"
-	}
-	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+	case resource.SocketUDP:
 		return "", 0, "only TCP socket addresses are supported"
-	}
-	if _, ok := sa.GetPortSpecifier().(*corev3.SocketAddress_NamedPort); ok {
+	case resource.NamedPort:
 		return "", 0, "named ports are not supported"
 	}
-	port = int(sa.GetPortValue())
+	port = int(e.Port)
 	if port < 1 || port > 65535 {
 		return "", 0, "port out of range"
 	}
-	host = sa.GetAddress()
+	host = e.Address
 	if ip, err := netip.ParseAddr(host); err == nil {
 		if ip.Zone() != "" {
 			return "", 0, "IPv6 zones are not supported"

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/amesh-dev/amesh/internal/meshgen"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 // byteSource hands out fuzz bytes, zeros once exhausted.
@@ -30,7 +31,7 @@ func (s *byteSource) u32() uint32 {
 }
 
 // fuzzCluster builds a cluster and its endpoints from fuzz bytes.
-func fuzzCluster(data []byte) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment) {
+func fuzzCluster(data []byte) (*clusterv3.Cluster, *resource.LoadAssignment) {
 	s := &byteSource{b: data}
 	c := &clusterv3.Cluster{Name: fmt.Sprintf("outbound|%d|v%d|svc-%d.ns.svc.cluster.local", s.next(), s.next(), s.next())}
 	types := []clusterv3.Cluster_DiscoveryType{clusterv3.Cluster_EDS, clusterv3.Cluster_STATIC, clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS, clusterv3.Cluster_ORIGINAL_DST}
@@ -77,7 +78,7 @@ func fuzzCluster(data []byte) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssign
 	}
 	if c.GetType() == clusterv3.Cluster_EDS {
 		c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{ServiceName: c.Name}
-		return c, la
+		return c, resource.FromCLA(la)
 	}
 	c.LoadAssignment = la
 	return c, nil

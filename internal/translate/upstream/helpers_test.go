@@ -11,6 +11,7 @@ import (
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/apisix/schema"
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 // mustValid encodes u and checks it against APISIX's schema.
@@ -50,7 +51,12 @@ func group(priority, weight uint32, eps ...*endpointv3.LbEndpoint) *endpointv3.L
 	return g
 }
 
-func cla(name string, groups ...*endpointv3.LocalityLbEndpoints) *endpointv3.ClusterLoadAssignment {
+func cla(name string, groups ...*endpointv3.LocalityLbEndpoints) *resource.LoadAssignment {
+	return resource.FromCLA(claProto(name, groups...))
+}
+
+// claProto is cla as the Envoy message, for a cluster's inline load_assignment.
+func claProto(name string, groups ...*endpointv3.LocalityLbEndpoints) *endpointv3.ClusterLoadAssignment {
 	return &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: groups}
 }
 

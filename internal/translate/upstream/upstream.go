@@ -12,11 +12,11 @@ import (
 	"unicode/utf8"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 // NoTimeout (seconds) stands for "no timeout" where APISIX needs a number: Envoy has no
@@ -45,14 +45,14 @@ func ID(cluster string) string { return apisix.SafeID(cluster) }
 // 503 like Envoy's "no healthy upstream".
 //
 // The returned entries describe what could not be translated faithfully.
-func Build(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) (*apisix.Upstream, []report.Entry) {
+func Build(c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
 	return build(&builder{name: c.GetName()}, c, cla)
 }
 
 // Report returns the entries Build(c, cla) returns, without building the upstream's
 // nodes or id: a cluster no route uses still has its findings reported, and in
 // Istio's output that is about a third of the clusters, each with its endpoints.
-func Report(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) []report.Entry {
+func Report(c *clusterv3.Cluster, cla *resource.LoadAssignment) []report.Entry {
 	_, es := build(&builder{name: c.GetName(), reportOnly: true}, c, cla)
 	return es
 }
@@ -60,11 +60,11 @@ func Report(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) []repor
 // BuildUnnamed is Build without the upstream's id (ID is left empty), for callers
 // that name every upstream they emit through ApplyAs: hashing the id they would
 // discard is a visible share of a first translation.
-func BuildUnnamed(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) (*apisix.Upstream, []report.Entry) {
+func BuildUnnamed(c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
 	return build(&builder{name: c.GetName(), noID: true}, c, cla)
 }
 
-func build(b *builder, c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) (*apisix.Upstream, []report.Entry) {
+func build(b *builder, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
 	u := &apisix.Upstream{
 		Name:  truncate(c.GetName(), maxNameLen),
 		Type:  "roundrobin",
@@ -103,9 +103,9 @@ func build(b *builder, c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignme
 				u.Nodes = b.nodes(c, cla, false)
 			}
 		case clusterv3.Cluster_STATIC:
-			u.Nodes = b.nodes(c, c.GetLoadAssignment(), false)
+			u.Nodes = b.nodes(c, inline(c), false)
 		case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
-			u.Nodes = b.nodes(c, c.GetLoadAssignment(), true)
+			u.Nodes = b.nodes(c, inline(c), true)
 			if t.Type == clusterv3.Cluster_LOGICAL_DNS {
 				b.add("cluster", "type", report.Approximated,
 					"LOGICAL_DNS: APISIX resolves the host names itself and may use any of their addresses, where Envoy connects to the first")
@@ -118,9 +118,18 @@ func build(b *builder, c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignme
 			"custom cluster type %q is not supported; the upstream has no nodes (503)", t.ClusterType.GetName()))
 	default:
 		// Unset means STATIC.
-		u.Nodes = b.nodes(c, c.GetLoadAssignment(), false)
+		u.Nodes = b.nodes(c, inline(c), false)
 	}
 	return u, b.entries
+}
+
+// inline is the load assignment a STATIC or DNS cluster carries itself, nil when unset.
+// Converted per build: such clusters are few (istiod's own, ServiceEntries).
+func inline(c *clusterv3.Cluster) *resource.LoadAssignment {
+	if la := c.GetLoadAssignment(); la != nil {
+		return resource.FromCLA(la)
+	}
+	return nil
 }
 
 // builder collects report entries for one cluster.

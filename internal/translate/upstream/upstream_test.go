@@ -8,7 +8,6 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	rawv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -277,7 +276,7 @@ func TestEndpoints(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		weighted bool // locality_weighted_lb_config
-		cla      *endpointv3.ClusterLoadAssignment
+		cla      *resource.LoadAssignment
 		want     []apisix.Node
 		field    string // a report entry expected on this field ("" none)
 	}{
@@ -348,12 +347,12 @@ func TestMissingEndpoints(t *testing.T) {
 }
 
 func TestStaticAndDNS(t *testing.T) {
-	la := cla("", group(0, 0, ep("10.0.0.1", 80, 0, 0)))
+	la := claProto("", group(0, 0, ep("10.0.0.1", 80, 0, 0)))
 	st := &clusterv3.Cluster{Name: "static", LoadAssignment: la}
 	if u, es := Build(st, nil); len(u.Nodes) != 1 || len(es) != 0 {
 		t.Errorf("STATIC: %+v %v", u.Nodes, es)
 	}
-	dnsLA := cla("", group(0, 0, ep("svc.example.com", 443, 0, 0)))
+	dnsLA := claProto("", group(0, 0, ep("svc.example.com", 443, 0, 0)))
 	strict := &clusterv3.Cluster{Name: "strict", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}, LoadAssignment: dnsLA}
 	u, es := Build(strict, nil)
 	mustValid(t, u)

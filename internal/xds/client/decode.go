@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -66,7 +65,7 @@ func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion stri
 		// Equal content in another map order has the same length (only the order of
 		// the entries differs), so a length change is a change without comparing.
 		size := len(body.GetValue())
-		if old := t.res[d.Name]; old != nil && old.size == size && proto.Equal(old.msg, d.Msg) {
+		if old := t.res[d.Name]; old != nil && old.size == size && resource.Equal(old.msg, d.Msg) {
 			// Same message, new form: applyLocked keeps old and remembers the form.
 			out = append(out, upsert{e: &entry{name: old.name, msg: old.msg, hash: d.Hash, size: size, deps: old.deps}, version: version})
 			continue

@@ -25,8 +25,8 @@ func TestInitialSync(t *testing.T) {
 			default:
 				t.Error("Ready not closed after the first snapshot")
 			}
-			if got := s.Endpoints["outbound|9080||b"].GetEndpoints()[0].GetLbEndpoints(); len(got) != 2 {
-				t.Errorf("endpoints of b: %d, want 2", len(got))
+			if got := s.Endpoints["outbound|9080||b"].NumEndpoints(); got != 2 {
+				t.Errorf("endpoints of b: %d, want 2", got)
 			}
 			if id := srv.NodeID(); id != testNode().GetId() {
 				t.Errorf("server saw node %q", id)

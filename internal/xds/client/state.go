@@ -3,15 +3,13 @@ package client
 import (
 	"sort"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 // entry is one accepted resource.
 type entry struct {
 	name    string
-	msg     proto.Message
+	msg     any      // resource.Decoded.Msg
 	hash    uint64   // resource.Hash of the bytes msg was decoded from
 	size    int      // length of those bytes, a second guard against hash collisions
 	version string   // Delta: the resource version; SotW: the response version_info

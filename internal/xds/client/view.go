@@ -2,10 +2,8 @@ package client
 
 import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
@@ -34,7 +32,7 @@ const overflowSlack = 1024
 // holds the whole state of the type (the first snapshot, or after an overflow).
 // Guarded by Client.mu until Next takes it; immutable afterwards.
 type delta struct {
-	msgs     [numTypes]map[string]proto.Message
+	msgs     [numTypes]map[string]any
 	replaced [numTypes]bool
 	// overflowed is set by record when some type was replaced because its delta grew
 	// past the type's size; the publisher then marks the Changes Full.
@@ -48,7 +46,7 @@ func (d *delta) record(i int, t *typeState, changed map[string]struct{}, whole b
 		return
 	}
 	if d.msgs[i] == nil && !whole {
-		d.msgs[i] = make(map[string]proto.Message, len(changed))
+		d.msgs[i] = make(map[string]any, len(changed))
 	}
 	m := d.msgs[i]
 	if !whole {
@@ -67,7 +65,7 @@ func (d *delta) record(i int, t *typeState, changed map[string]struct{}, whole b
 		}
 		d.overflowed = true
 	}
-	m = make(map[string]proto.Message, len(t.res))
+	m = make(map[string]any, len(t.res))
 	for n, e := range t.res {
 		m[n] = e.msg
 	}
@@ -81,7 +79,7 @@ type view struct {
 	listeners    map[string]*listenerv3.Listener
 	routeConfigs map[string]*routev3.RouteConfiguration
 	clusters     map[string]*clusterv3.Cluster
-	endpoints    map[string]*endpointv3.ClusterLoadAssignment
+	endpoints    map[string]*resource.LoadAssignment
 	// behind is the deltas taken since this view was last handed out, oldest first.
 	behind []*delta
 }
@@ -117,7 +115,7 @@ func (v *view) fill(s *resource.Snapshot) {
 
 // patch applies the changes d of one type to m in place. A replaced type starts from
 // a new map, so that a rebuild never leaves stale names behind.
-func patch[M proto.Message](m map[string]M, d map[string]proto.Message, replaced bool) map[string]M {
+func patch[M any](m map[string]M, d map[string]any, replaced bool) map[string]M {
 	if replaced || m == nil {
 		m = make(map[string]M, len(d))
 	}

@@ -22,12 +22,12 @@ import (
 // under the Seq it was published with, and whatever Next returns later must equal it.
 
 // modelState is the accepted state at one publication, per type: name -> message.
-type modelState [numTypes]map[string]proto.Message
+type modelState [numTypes]map[string]any
 
 func captureState(c *Client) modelState {
 	var st modelState
 	for i, t := range c.types {
-		st[i] = make(map[string]proto.Message, len(t.res))
+		st[i] = make(map[string]any, len(t.res))
 		for n, e := range t.res {
 			st[i][n] = e.msg
 		}
@@ -126,20 +126,20 @@ func (h *modelHarness) checkMaps(s *resource.Snapshot, what string) {
 	samePointers(h.t, what+" endpoints", s.Endpoints, want[edsIdx])
 }
 
-func samePointers[M proto.Message](t *testing.T, what string, got map[string]M, want map[string]proto.Message) {
+func samePointers[M any](t *testing.T, what string, got map[string]M, want map[string]any) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Errorf("%s: %d resources, want %d", what, len(got), len(want))
 	}
 	for n, w := range want {
-		if g, ok := got[n]; !ok || proto.Message(g) != w {
+		if g, ok := got[n]; !ok || any(g) != w {
 			t.Errorf("%s: %s is not the published message", what, n)
 		}
 	}
 }
 
 // changedNames is every name whose message differs between two states.
-func changedNames(a, b map[string]proto.Message) map[string]struct{} {
+func changedNames(a, b map[string]any) map[string]struct{} {
 	out := map[string]struct{}{}
 	for n, m := range a {
 		if b[n] != m {
@@ -323,7 +323,7 @@ func TestPipelinedConsumer(t *testing.T) {
 	for s := range snaps {
 		got++
 		for name, cl := range s.Clusters {
-			if resource.IsEDS(cl) && len(s.Endpoints[resource.EDSName(cl)].GetEndpoints()) == 0 {
+			if resource.IsEDS(cl) && s.Endpoints[resource.EDSName(cl)].NumEndpoints() == 0 {
 				t.Errorf("snapshot %d: cluster %s without endpoints", s.Seq, name)
 			}
 		}

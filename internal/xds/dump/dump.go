@@ -24,15 +24,15 @@ type Resources struct {
 }
 
 // Snapshot returns the resources as the first snapshot a client would publish
-// (Seq 1, Changes.Full). Endpoints are keyed by cluster_name. The snapshot shares the
-// messages with r, so neither may be modified afterwards.
+// (Seq 1, Changes.Full). Endpoints are keyed by cluster_name, in their compact form. The
+// snapshot shares the messages with r, so neither may be modified afterwards.
 func (r *Resources) Snapshot() *resource.Snapshot {
 	s := &resource.Snapshot{
 		Seq:          1,
 		Listeners:    make(map[string]*listenerv3.Listener, len(r.Listeners)),
 		RouteConfigs: make(map[string]*routev3.RouteConfiguration, len(r.RouteConfigs)),
 		Clusters:     make(map[string]*clusterv3.Cluster, len(r.Clusters)),
-		Endpoints:    make(map[string]*endpointv3.ClusterLoadAssignment, len(r.Endpoints)),
+		Endpoints:    make(map[string]*resource.LoadAssignment, len(r.Endpoints)),
 		Changes:      resource.Changes{Full: true},
 	}
 	for _, l := range r.Listeners {
@@ -45,7 +45,7 @@ func (r *Resources) Snapshot() *resource.Snapshot {
 		s.Clusters[c.GetName()] = c
 	}
 	for _, e := range r.Endpoints {
-		s.Endpoints[e.GetClusterName()] = e
+		s.Endpoints[e.GetClusterName()] = resource.FromCLA(e)
 	}
 	return s
 }

@@ -6,7 +6,6 @@ import (
 	"hash/maphash"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -19,9 +18,10 @@ import (
 type Decoded struct {
 	Name string
 	// Msg is a *listenerv3.Listener, *routev3.RouteConfiguration, *clusterv3.Cluster or
-	// *endpointv3.ClusterLoadAssignment, matching the type URL it was decoded as. It is
-	// pruned (see Prune): validated whole, then stored without what amesh never reads.
-	Msg proto.Message
+	// *LoadAssignment, matching the type URL it was decoded as. The messages are
+	// pruned (see Prune): validated whole, then stored without what amesh never reads;
+	// a LoadAssignment is the compact form of a validated ClusterLoadAssignment.
+	Msg any
 	// Deps are the names of the dependent resources Msg needs: RDS names of a listener,
 	// the EDS name of an EDS cluster. Nil for route configs and endpoints.
 	Deps []string
@@ -136,12 +136,12 @@ func DecodeBytes(typeURL string, b []byte, wantName string) (*Decoded, error) {
 		}
 		d.Msg = c
 	case EndpointType:
-		cla := &endpointv3.ClusterLoadAssignment{}
-		if err = proto.Unmarshal(b, cla); err == nil {
-			d.Name = cla.GetClusterName()
-			err = cla.ValidateAll()
+		var la *LoadAssignment
+		la, err = decodeLoadAssignment(b)
+		if la != nil {
+			d.Name = la.ClusterName // also for the error, when only validation failed
 		}
-		d.Msg = cla
+		d.Msg = la
 	default:
 		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: errors.New("unsupported resource type")}
 	}
@@ -158,7 +158,9 @@ func DecodeBytes(typeURL string, b []byte, wantName string) (*Decoded, error) {
 	if wantName != "" && wantName != d.Name {
 		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: fmt.Errorf("announced as %q but named %q", wantName, d.Name)}
 	}
-	Prune(d.Msg)
+	if m, ok := d.Msg.(proto.Message); ok {
+		Prune(m)
+	}
 	return d, nil
 }
 

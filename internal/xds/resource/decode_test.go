@@ -42,9 +42,8 @@ func TestDecodeValid(t *testing.T) {
 			t.Errorf("%s: %v", tc.name, err)
 			continue
 		}
-		want := proto.Clone(tc.msg)
-		resource.Prune(want)
-		if d.Name != tc.name || !proto.Equal(d.Msg, want) || strings.Join(d.Deps, ",") != strings.Join(tc.wantDeps, ",") {
+		want := resource.AsStored(tc.msg)
+		if d.Name != tc.name || !resource.Equal(d.Msg, want) || strings.Join(d.Deps, ",") != strings.Join(tc.wantDeps, ",") {
 			t.Errorf("%s: got name %q deps %v", tc.name, d.Name, d.Deps)
 		}
 		if b, _ := proto.Marshal(tc.msg); d.Hash != resource.Hash(mustAny(t, tc.msg).GetValue()) || len(b) == 0 {

@@ -48,8 +48,9 @@ import (
 
 // StoredForm describes, for debug views, how the client stores resources.
 const StoredForm = "pruned: fields amesh's translation never reads are cleared (metadata, decorators, " +
-	"tracing, stat names, access logs, TLS context payloads, unused per-filter configs); " +
-	"see internal/xds/resource/prune.go"
+	"tracing, stat names, access logs, TLS context payloads, unused per-filter configs), " +
+	"see internal/xds/resource/prune.go; endpoints in compact form (address, port, weight, health, " +
+	"priority), see internal/xds/resource/endpoints.go"
 
 // HTTP filters whose typed_per_filter_config translation decodes (internal/translate/plugins).
 const (
@@ -73,8 +74,6 @@ func Prune(m proto.Message) {
 		pruneRouteConfig(m)
 	case *clusterv3.Cluster:
 		pruneCluster(m)
-	case *endpointv3.ClusterLoadAssignment:
-		pruneEndpoints(m)
 	}
 }
 
@@ -191,23 +190,6 @@ func markTransportSocket(ts *corev3.TransportSocket) {
 	}
 }
 
-func pruneEndpoints(cla *endpointv3.ClusterLoadAssignment) {
-	for _, g := range cla.GetEndpoints() {
-		g.Metadata = nil
-		internU32(&g.LoadBalancingWeight)
-		internWhole(&g.Locality)
-		for _, e := range g.GetLbEndpoints() {
-			e.Metadata = nil
-			internU32(&e.LoadBalancingWeight)
-			if ep := e.GetEndpoint(); ep != nil {
-				ep.Hostname = ""
-				ep.HealthCheckConfig = nil
-				ep.AdditionalAddresses = nil
-			}
-		}
-	}
-}
-
 // markerTag starts every marker. It is a protobuf tag with field number 0, which no
 // message has, so decoding a marker fails loudly instead of yielding an empty message.
 const markerTag = 0x00
@@ -230,4 +212,23 @@ func markAny(a *anypb.Any) *anypb.Any {
 func IsMarker(a *anypb.Any) bool {
 	v := a.GetValue()
 	return (len(v) == 1 || len(v) == 9) && v[0] == markerTag
+}
+
+// pruneEndpoints prunes the inline load assignment of a STATIC or DNS cluster (EDS
+// assignments are stored as LoadAssignment instead, see endpoints.go).
+func pruneEndpoints(cla *endpointv3.ClusterLoadAssignment) {
+	for _, g := range cla.GetEndpoints() {
+		g.Metadata = nil
+		internU32(&g.LoadBalancingWeight)
+		internWhole(&g.Locality)
+		for _, e := range g.GetLbEndpoints() {
+			e.Metadata = nil
+			internU32(&e.LoadBalancingWeight)
+			if ep := e.GetEndpoint(); ep != nil {
+				ep.Hostname = ""
+				ep.HealthCheckConfig = nil
+				ep.AdditionalAddresses = nil
+			}
+		}
+	}
 }

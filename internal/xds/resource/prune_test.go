@@ -5,7 +5,6 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
@@ -93,19 +92,26 @@ func TestPruneMarkerKeepsDifference(t *testing.T) {
 }
 
 func TestPruneSharesEqualLeaves(t *testing.T) {
-	mk := func(w uint32) *endpointv3.ClusterLoadAssignment {
-		return &endpointv3.ClusterLoadAssignment{ClusterName: "c", Endpoints: []*endpointv3.LocalityLbEndpoints{{
-			LbEndpoints: []*endpointv3.LbEndpoint{{LoadBalancingWeight: wrapperspb.UInt32(w)}, {LoadBalancingWeight: wrapperspb.UInt32(1)}},
-		}}}
+	mk := func(w uint32) *routev3.RouteConfiguration {
+		return &routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{{Name: "v", Routes: []*routev3.Route{{
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
+				WeightedClusters: &routev3.WeightedCluster{Clusters: []*routev3.WeightedCluster_ClusterWeight{
+					{Name: "a", Weight: wrapperspb.UInt32(w)}, {Name: "b", Weight: wrapperspb.UInt32(1)},
+				}},
+			}}},
+		}}}}}
+	}
+	weights := func(rc *routev3.RouteConfiguration) []*routev3.WeightedCluster_ClusterWeight {
+		return rc.GetVirtualHosts()[0].GetRoutes()[0].GetRoute().GetWeightedClusters().GetClusters()
 	}
 	a, b := mk(1), mk(7)
 	Prune(a)
 	Prune(b)
-	wa, wb := a.GetEndpoints()[0].GetLbEndpoints(), b.GetEndpoints()[0].GetLbEndpoints()
-	if wa[0].GetLoadBalancingWeight() != wb[1].GetLoadBalancingWeight() {
+	wa, wb := weights(a), weights(b)
+	if wa[0].GetWeight() != wb[1].GetWeight() {
 		t.Error("equal weights of two resources are not shared")
 	}
-	if wb[0].GetLoadBalancingWeight().GetValue() != 7 || wb[1].GetLoadBalancingWeight().GetValue() != 1 {
+	if wb[0].GetWeight().GetValue() != 7 || wb[1].GetWeight().GetValue() != 1 {
 		t.Errorf("interning changed values: %v", b)
 	}
 }

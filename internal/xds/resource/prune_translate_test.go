@@ -123,14 +123,14 @@ func sameTranslation(t *testing.T, a, b *tracked, full, pruned *resource.Snapsho
 }
 
 // prunedCopy is s as the xDS client stores it: every resource serialized and decoded
-// by resource.DecodeBytes (hash, validation, pruning).
+// by resource.DecodeBytes (hash, validation, pruning). Endpoints are already in their
+// stored form (LoadAssignment; eds_decode_test.go compares its decoder with FromCLA).
 func prunedCopy(t *testing.T, s *resource.Snapshot) *resource.Snapshot {
 	t.Helper()
 	out := *s
 	out.Listeners = decodeAll(t, resource.ListenerType, s.Listeners)
 	out.RouteConfigs = decodeAll(t, resource.RouteConfigType, s.RouteConfigs)
 	out.Clusters = decodeAll(t, resource.ClusterType, s.Clusters)
-	out.Endpoints = decodeAll(t, resource.EndpointType, s.Endpoints)
 	return &out
 }
 
@@ -142,7 +142,6 @@ func advance(t *testing.T, prev, next *resource.Snapshot) *resource.Snapshot {
 	out.Listeners = patch(t, resource.ListenerType, prev.Listeners, next.Listeners, next.Changes.Listeners)
 	out.RouteConfigs = patch(t, resource.RouteConfigType, prev.RouteConfigs, next.RouteConfigs, next.Changes.RouteConfigs)
 	out.Clusters = patch(t, resource.ClusterType, prev.Clusters, next.Clusters, next.Changes.Clusters)
-	out.Endpoints = patch(t, resource.EndpointType, prev.Endpoints, next.Endpoints, next.Changes.Endpoints)
 	return &out
 }
 
@@ -187,7 +186,7 @@ func decodeOne[M proto.Message](t *testing.T, typeURL string, m M) M {
 func shrunk(t *testing.T, full, pruned *resource.Snapshot) int {
 	t.Helper()
 	return count(full.Listeners, pruned.Listeners) + count(full.RouteConfigs, pruned.RouteConfigs) +
-		count(full.Clusters, pruned.Clusters) + count(full.Endpoints, pruned.Endpoints)
+		count(full.Clusters, pruned.Clusters)
 }
 
 func count[M proto.Message](full, pruned map[string]M) int {

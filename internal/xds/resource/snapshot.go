@@ -4,7 +4,6 @@ package resource
 
 import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 )
@@ -32,7 +31,8 @@ type Snapshot struct {
 	Clusters     map[string]*clusterv3.Cluster
 	// Endpoints is keyed by the EDS service name (eds_cluster_config.service_name, or
 	// the cluster name when that is empty), which is also ClusterLoadAssignment.cluster_name.
-	Endpoints map[string]*endpointv3.ClusterLoadAssignment
+	// Endpoints are kept in compact form (LoadAssignment), not as Envoy messages.
+	Endpoints map[string]*LoadAssignment
 
 	// Missing names the dependent resources (RDS or EDS names) that were still absent
 	// when the resource timeout fired; the listeners and clusters that need them are

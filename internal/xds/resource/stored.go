@@ -1,0 +1,29 @@
+package resource
+
+import (
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// AsStored returns m in the form the xDS client stores and publishes it (Decoded.Msg):
+// a ClusterLoadAssignment as its LoadAssignment, any other resource as a pruned copy.
+// For snapshots built outside the client (tests, generated meshes, dumps).
+func AsStored(m proto.Message) any {
+	if cla, ok := m.(*endpointv3.ClusterLoadAssignment); ok {
+		return FromCLA(cla)
+	}
+	c := proto.Clone(m)
+	Prune(c)
+	return c
+}
+
+// Equal reports whether two stored resources (Decoded.Msg values) have the same content.
+func Equal(a, b any) bool {
+	if la, ok := a.(*LoadAssignment); ok {
+		lb, ok := b.(*LoadAssignment)
+		return ok && la.Equal(lb)
+	}
+	ma, okA := a.(proto.Message)
+	mb, okB := b.(proto.Message)
+	return okA && okB && proto.Equal(ma, mb)
+}
