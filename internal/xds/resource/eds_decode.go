@@ -83,16 +83,16 @@ func decodeLoadAssignmentWire(b []byte) (la *LoadAssignment, ok bool) {
 // endpoint_components.proto and envoy/config/core/v3/address.proto, base.proto.
 const (
 	// ClusterLoadAssignment
-	claClusterName    = 1 // string
-	claEndpoints      = 2 // repeated LocalityLbEndpoints
-	claPolicy         = 4 // Policy
+	claClusterName = 1 // string
+	claEndpoints   = 2 // repeated LocalityLbEndpoints
+	claPolicy      = 4 // Policy
 	// LocalityLbEndpoints
-	lleLocality = 1 // core.v3.Locality
-	lleLbEndpoints      = 2 // repeated LbEndpoint
-	lleWeight           = 3 // UInt32Value, >= 1
-	llePriority         = 5 // uint32, <= 128
-	lleLEDS             = 8 // LedsClusterLocalityConfig (oneof lb_config)
-	lleMetadata         = 9 // core.v3.Metadata
+	lleLocality    = 1 // core.v3.Locality
+	lleLbEndpoints = 2 // repeated LbEndpoint
+	lleWeight      = 3 // UInt32Value, >= 1
+	llePriority    = 5 // uint32, <= 128
+	lleLEDS        = 8 // LedsClusterLocalityConfig (oneof lb_config)
+	lleMetadata    = 9 // core.v3.Metadata
 	// core.v3.Locality: region, zone, sub_zone (strings, no rules)
 	localitySubZone = 3
 	// LbEndpoint
