@@ -301,3 +301,18 @@ func BenchmarkDecodeRouteConfigs(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTranslateOnly is a first translation of an already decoded snapshot: the
+// translator's own share of BenchmarkFirst.
+func BenchmarkTranslateOnly(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run("N="+strconv.Itoa(n), func(b *testing.B) {
+			w := toWire(b, meshgen.Generate(meshgen.Options{Services: n}))
+			snap := w.decode(b)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				New(Options{}).Translate(snap)
+			}
+		})
+	}
+}

@@ -304,12 +304,19 @@ func (t *Translator) recoverFromPanic() map[string]uint64 {
 // copied out (at its exact size) for the change set, so an unchanged object costs no
 // allocation, which is what makes small changes and resends cheap.
 func (t *Translator) set(key string, obj any) {
-	b, err := t.enc.encode(obj)
-	if err != nil {
-		// The model only holds JSON-encodable values; this cannot happen.
-		panic("translate: encode " + key + ": " + err.Error())
-	}
+	b := t.enc.mustEncode(key, obj)
 	h := apisix.Hash(b)
+	if old, ok := t.objects[key]; ok && old == h {
+		b = nil // unchanged: store keeps the digest and needs no copy
+	} else {
+		b = bytes.Clone(b)
+	}
+	t.store(key, h, b)
+}
+
+// store records the digest h of key's new JSON b (an owned copy; nil only when h
+// equals the current digest).
+func (t *Translator) store(key string, h uint64, b []byte) {
 	old, ok := t.objects[key]
 	if !t.fromEmpty {
 		if _, seen := t.touched[key]; !seen {
@@ -320,7 +327,7 @@ func (t *Translator) set(key string, obj any) {
 		return
 	}
 	t.objects[key] = h
-	t.pending[key] = bytes.Clone(b)
+	t.pending[key] = b
 }
 
 func (t *Translator) del(key string) {
@@ -623,7 +630,9 @@ func (t *Translator) rdsToCheck(full bool, ch *resource.Changes) map[string]stru
 	return out
 }
 
-// syncUpstreams writes the upstream objects that changed.
+// syncUpstreams writes the upstream objects that changed: a plan of the clusters to
+// build (serial), the builds (pure, see buildUpstreams), then their results stored
+// (serial).
 func (t *Translator) syncUpstreams() {
 	// Group dirty ids and rebuilt clusters by cluster so each base is built once.
 	byCluster := map[string][]string{}
@@ -639,6 +648,7 @@ func (t *Translator) syncUpstreams() {
 			byCluster[name] = nil
 		}
 	}
+	jobs := make([]upJob, 0, len(byCluster))
 	for name, ids := range byCluster {
 		cs := t.clusters[name]
 		if cs == nil {
@@ -650,24 +660,19 @@ func (t *Translator) syncUpstreams() {
 		if t.rebuilds[name] {
 			ids = t.idsOf(name)
 		}
-		if len(ids) == 0 {
-			// No route uses the cluster (about a third of Istio's clusters): only its
-			// findings are needed. Its nodes are built when a route acquires it.
-			if rep := clusterReport(cs.c, cs.cla); !equalEntries(rep, cs.report) {
-				cs.report = rep
-				t.reportDirty = true
-			}
-			continue
-		}
-		base, rep := buildUnnamed(cs.c, cs.cla) // ApplyAs names each variant
-		if t.rebuilds[name] && !equalEntries(rep, cs.report) {
-			cs.report = rep
+		jobs = append(jobs, upJob{cs: cs, rebuild: t.rebuilds[name], ids: ids})
+	}
+	t.buildUpstreams(jobs)
+	for i := range jobs {
+		j := &jobs[i]
+		// Clusters no route uses (about a third of Istio's) only have findings; their
+		// nodes are built when a route acquires one.
+		if (len(j.ids) == 0 || j.rebuild) && !equalEntries(j.rep, j.cs.report) {
+			j.cs.report = j.rep
 			t.reportDirty = true
 		}
-		for _, id := range ids {
-			r := t.ups[id]
-			u := r.v.ApplyAs(base, id) // routes name the variant they asked for
-			t.set(apisix.Key(apisix.KindUpstreams, id), u)
+		for k, id := range j.ids {
+			t.store(apisix.Key(apisix.KindUpstreams, id), j.out[k].hash, j.out[k].json)
 		}
 	}
 }
