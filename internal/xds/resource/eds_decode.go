@@ -164,10 +164,22 @@ func (d *wireDecoder) release() {
 // build makes the LoadAssignment: one backing array for all endpoints and one string
 // for all their addresses, as FromCLA lays them out.
 func (d *wireDecoder) build() *LoadAssignment {
-	la := &LoadAssignment{ClusterName: string(d.name)}
-	if len(d.locs) > 0 {
-		la.Localities = make([]Locality, len(d.locs))
+	var la *LoadAssignment
+	switch len(d.locs) {
+	case 0:
+		la = &LoadAssignment{}
+	case 1:
+		// Most assignments have one locality: one allocation for both.
+		one := &struct {
+			la  LoadAssignment
+			loc [1]Locality
+		}{}
+		one.la.Localities = one.loc[:]
+		la = &one.la
+	default:
+		la = &LoadAssignment{Localities: make([]Locality, len(d.locs))}
 	}
+	la.ClusterName = string(d.name)
 	size := 0
 	for _, a := range d.addrs {
 		size += len(a)
@@ -203,6 +215,19 @@ type field struct {
 // length-delimited fields are read: no field the wire decoder knows has another wire
 // type, so anything else (fixed32/64, groups) is an unknown field and gives up.
 func next(b *[]byte, f *field) bool {
+	// Fast path: a one-byte tag and a one-byte varint or length, which is nearly
+	// every field of an assignment.
+	if s := *b; len(s) >= 2 && s[0] < 0x80 && s[1] < 0x80 {
+		f.num, f.typ = protowire.Number(s[0]>>3), protowire.Type(s[0]&7)
+		switch n := int(s[1]); {
+		case f.typ == protowire.VarintType && f.num != 0:
+			f.v, *b = uint64(n), s[2:]
+			return true
+		case f.typ == protowire.BytesType && f.num != 0 && n <= len(s)-2:
+			f.s, *b = s[2:2+n], s[2+n:]
+			return true
+		}
+	}
 	num, typ, n := protowire.ConsumeTag(*b)
 	if n < 0 {
 		return false
@@ -477,7 +502,9 @@ func socketAddress(b []byte, e *Endpoint) (addr []byte, ok bool) {
 			return nil, false
 		}
 	}
-	if _, defined := corev3.SocketAddress_Protocol_name[protocol]; !defined ||
+	// Protocol is defined_only: TCP or UDP. (Were a protocol added to the enum, it
+	// would fall back to the general path, which knows it.)
+	if (protocol != int32(corev3.SocketAddress_TCP) && protocol != int32(corev3.SocketAddress_UDP)) ||
 		len(addr) == 0 || portKind == noPort || port > 65535 {
 		return nil, false
 	}

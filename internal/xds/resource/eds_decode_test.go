@@ -5,6 +5,7 @@ package resource_test
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -307,9 +308,8 @@ func edsCases(t testing.TB) []edsCase {
 		{name: "leds with invalid config source", b: marshal(t, cla(func(c *endpointv3.ClusterLoadAssignment) {
 			c.Endpoints[1].LbConfig = &endpointv3.LocalityLbEndpoints_LedsClusterLocalityConfig{LedsClusterLocalityConfig: &endpointv3.LedsClusterLocalityConfig{LedsConfig: &corev3.ConfigSource{}}}
 		}))},
-		{name: "load_balancer_endpoints", b: marshal(t, cla(func(c *endpointv3.ClusterLoadAssignment) {
-			c.Endpoints[1].LbConfig = &endpointv3.LocalityLbEndpoints_LoadBalancerEndpoints{LoadBalancerEndpoints: &endpointv3.LocalityLbEndpoints_LbEndpointList{}}
-		})), valid: true},
+		// load_balancer_endpoints (7) is deprecated, so built on the wire.
+		{name: "load_balancer_endpoints", b: wCLA(wLocality(fBytes(7, nil))), valid: true},
 		{name: "proximity", b: marshal(t, cla(func(c *endpointv3.ClusterLoadAssignment) { c.Endpoints[0].Proximity = wrapperspb.UInt32(3) })), valid: true},
 		{name: "priority 128", b: marshal(t, cla(func(c *endpointv3.ClusterLoadAssignment) { c.Endpoints[1].Priority = 128 })), valid: true, fast: true},
 		{name: "priority 129", b: marshal(t, cla(func(c *endpointv3.ClusterLoadAssignment) { c.Endpoints[1].Priority = 129 }))},
@@ -390,6 +390,7 @@ func edsCases(t testing.TB) []edsCase {
 		{name: "priority as bytes", b: wCLA(wLocality(fStr(5, "x"))), valid: true},
 		{name: "cluster name as varint", b: msg(fStr(1, "c"), fVarint(1, 3)), valid: true},
 		{name: "truncated", b: base[:len(base)-3]},
+		{name: "truncated short field", b: []byte{0x0a, 0x02, 'c'}},
 		{name: "truncated tag", b: append(append([]byte{}, base...), 0x80)},
 		{name: "field number 0", b: msg(base, []byte{0x00, 0x01})},
 		{name: "invalid UTF-8 cluster name", b: msg(fStr(1, badUTF8))},
@@ -400,6 +401,10 @@ func edsCases(t testing.TB) []edsCase {
 		{name: "invalid UTF-8 locality", b: wCLA(wLocality(fBytes(1, fStr(1, badUTF8))))},
 		{name: "endpoint set twice", b: wCLA(wLocality(wLbEndpoint(wSocket("a", 1), wSocket("b", 2)))), valid: true},
 		{name: "socket address set twice", b: wCLA(wLocality(wLbEndpoint(wEndpoint(fBytes(1, msg(fBytes(1, msg(fStr(2, "a"), fVarint(3, 1))), fBytes(1, fVarint(3, 2)))))))), valid: true},
+		// The runtime merges the second socket address into the first: UDP b:2.
+		{name: "socket address merged", b: wCLA(wLocality(wLbEndpoint(wEndpoint(fBytes(1, msg(
+			fBytes(1, msg(fVarint(1, 1), fStr(2, "a"), fVarint(3, 1))), fBytes(1, msg(fStr(2, "b"), fVarint(3, 2))))))))),
+			valid: true, check: firstKind(resource.SocketUDP, "b", 2)},
 		{name: "endpoint replaced by endpoint_name", b: wCLA(wLocality(wLbEndpoint(wSocket("a", 1), fStr(5, "n")))), valid: true, fast: true,
 			check: firstKind(resource.NamedEndpoint, "", 0)},
 		{name: "endpoint_name replaced by endpoint", b: wCLA(wLocality(wLbEndpoint(fStr(5, "n"), wSocket("a", 1)))), valid: true, fast: true,
@@ -512,7 +517,125 @@ func TestDecodeLoadAssignmentRecorded(t *testing.T) {
 	}
 }
 
+// randomCLA builds an assignment on the wire from random choices around every rule
+// and oneof the wire decoder implements (edge values, fields repeated, oneof members
+// replacing each other, fields in any order).
+func randomCLA(r *rand.Rand) []byte {
+	pick := func(vs ...uint64) uint64 { return vs[r.IntN(len(vs))] }
+	maybe := func(p float64) bool { return r.Float64() < p }
+	fields := func(fs ...[]byte) []byte { // drops nils, shuffles
+		var out [][]byte
+		for _, f := range fs {
+			if f != nil {
+				out = append(out, f)
+			}
+		}
+		r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+		return msg(out...)
+	}
+	opt := func(p float64, f func() []byte) []byte {
+		if maybe(p) {
+			return f()
+		}
+		return nil
+	}
+	weight := func(num protowire.Number) []byte {
+		if maybe(0.2) {
+			return fBytes(num, nil)
+		}
+		return wWeight(num, pick(0, 1, 5, 1<<32+1))
+	}
+	metadata, err := proto.Marshal(istioMetadata("w;ns"))
+	if err != nil {
+		panic(err)
+	}
+	meta := func(num protowire.Number) []byte { return fBytes(num, metadata) }
+	socketAddr := func() []byte {
+		return fields(
+			opt(0.3, func() []byte { return fVarint(1, pick(0, 1, 2)) }),
+			opt(0.9, func() []byte { return fStr(2, []string{"", "10.0.0.1", "h.example", "fd00::1"}[r.IntN(4)]) }),
+			opt(0.85, func() []byte { return fVarint(3, pick(0, 80, 65535, 65536)) }),
+			opt(0.15, func() []byte { return fStr(4, "http") }),
+			opt(0.05, func() []byte { return fVarint(6, 1) }),
+		)
+	}
+	address := func() []byte {
+		var members [][]byte
+		for n := pick(1, 1, 1, 1, 1, 1, 0, 2); n > 0; n-- {
+			switch r.IntN(6) {
+			case 0:
+				members = append(members, fBytes(2, fields(opt(0.8, func() []byte { return fStr(1, "/p") }), opt(0.5, func() []byte { return fVarint(2, pick(0, 511, 512)) }))))
+			case 1:
+				members = append(members, fBytes(3, fields(opt(0.8, func() []byte { return fStr(1, "l") }), opt(0.3, func() []byte { return fStr(2, "e") }))))
+			default:
+				members = append(members, fBytes(1, socketAddr()))
+			}
+		}
+		return msg(members...)
+	}
+	lbEndpoint := func() []byte {
+		return fields(
+			opt(0.9, func() []byte {
+				return fBytes(1, fields(opt(0.95, func() []byte { return fBytes(1, address()) }), opt(0.05, func() []byte { return fStr(3, "h") })))
+			}),
+			opt(0.1, func() []byte { return fStr(5, "named") }),
+			opt(0.3, func() []byte { return fVarint(2, pick(0, 1, 2, 3, 42, 1<<32+2)) }),
+			opt(0.7, func() []byte { return weight(4) }),
+			opt(0.5, func() []byte { return meta(3) }),
+		)
+	}
+	locality := func() []byte {
+		var eps [][]byte
+		for n := r.IntN(4); n > 0; n-- {
+			eps = append(eps, fBytes(2, lbEndpoint()))
+		}
+		return fields(
+			msg(eps...),
+			opt(0.3, func() []byte { return fVarint(5, pick(0, 1, 127, 128, 129, 1<<32+4)) }),
+			opt(0.5, func() []byte { return weight(3) }),
+			opt(0.3, func() []byte { return fBytes(1, msg(fStr(1, "r"), fStr(2, "z"))) }),
+			opt(0.1, func() []byte { return fBytes(8, nil) }),
+			opt(0.2, func() []byte { return meta(9) }),
+		)
+	}
+	var locs [][]byte
+	for n := r.IntN(4); n > 0; n-- {
+		locs = append(locs, fBytes(2, locality()))
+	}
+	return fields(
+		opt(0.97, func() []byte { return fStr(1, []string{"c", "", "outbound|80||a"}[r.IntN(3)]) }),
+		msg(locs...),
+		opt(0.05, func() []byte { return fBytes(4, nil) }),
+		opt(0.03, func() []byte { return fBytes(4, fBytes(2, fStr(1, "cat"))) }),
+		opt(0.02, func() []byte { return fVarint(42, 1) }),
+	)
+}
+
+// Random assignments around every rule: both paths agree, and the wire decoder
+// handles a good share of them itself (else this would test only the fallback).
+func TestDecodeLoadAssignmentRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	var fast, valid, n int
+	for n = 0; n < 5000; n++ {
+		f, v := compareDecoders(t, randomCLA(r))
+		if f {
+			fast++
+		}
+		if v {
+			valid++
+		}
+	}
+	t.Logf("%d assignments: %d valid, %d taken by the wire decoder", n, valid, fast)
+	if fast < n/10 || valid < n/5 || valid == n {
+		t.Errorf("generator out of balance: %d of %d valid, %d taken by the wire decoder", valid, n, fast)
+	}
+}
+
 func FuzzDecodeLoadAssignment(f *testing.F) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 30 {
+		f.Add(randomCLA(r))
+	}
 	for _, tc := range edsCases(f) {
 		f.Add(tc.b)
 	}
