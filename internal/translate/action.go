@@ -154,7 +154,7 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 				b.report("route", res, "route.hash_policy", report.Approximated, strings.Join(hashProblems, "; "))
 			}
 		}
-		id := b.t.acquire(cluster, v)
+		id := b.acquire(cluster, v)
 		b.vs.ups = append(b.vs.ups, id)
 		return id, nil
 	}

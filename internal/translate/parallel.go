@@ -6,24 +6,29 @@ import (
 	"runtime"
 	"sync"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
 )
 
-// Building upstreams is the one large part of a translation that is pure per
-// cluster: a cluster and its endpoints in, an upstream per referenced variant and the
-// cluster's findings out. A first translation builds tens of thousands of them, so
-// they are built on every core, while everything that touches the translator's state
-// (the plan before, storing digests after) stays on the calling goroutine. The result
-// does not depend on the number of workers (TestParallelUpstreamsMatchSerial).
+// The two large parts of a first translation are pure per item: a virtual host in,
+// its routes, the upstream variants they reference and its findings out; a cluster and
+// its endpoints in, an upstream per referenced variant and the cluster's findings out.
+// A first translation builds tens of thousands of each, so they are built on every
+// core, while everything that touches the translator's state (the plan before,
+// reference counts, indexes and digests after) stays on the calling goroutine, in the
+// order a serial translation would use. The result does not depend on the number of
+// workers (TestParallelMatchesSerial).
 
-// parallelMin is the number of clusters from which the builds are spread over
+// parallelMin is the number of items from which the builds are spread over
 // GOMAXPROCS goroutines; below it the goroutines would cost more than they save (an
 // endpoint change builds one cluster). A variable so that tests can force either path.
 var parallelMin = 256
 
 // upJob is one cluster to build: its referenced upstream ids in, their JSON out.
 type upJob struct {
+	name    string
 	cs      *clusterState
 	rebuild bool     // the cluster or its endpoints changed: its report is redone too
 	ids     []string // the upstream ids routes reference; none: only the report
@@ -32,7 +37,9 @@ type upJob struct {
 	out []upOut // per id
 }
 
+// upOut is one encoded object.
 type upOut struct {
+	key  string
 	hash uint64
 	json []byte // an owned copy; nil when the digest is unchanged
 }
@@ -40,10 +47,17 @@ type upOut struct {
 // buildUpstreams fills rep and out of every job. It only reads translator state
 // (clusters, ups, objects), which nothing writes while it runs.
 func (t *Translator) buildUpstreams(jobs []upJob) {
+	t.parallel(len(jobs), func(enc *encoder, i int) { t.buildUpstream(enc, &jobs[i]) })
+}
+
+// parallel calls build for 0..n-1, on GOMAXPROCS goroutines (each with its own
+// encoder) when n is at least parallelMin, else on this one with t.enc. A panic in a
+// build reaches the caller.
+func (t *Translator) parallel(n int, build func(enc *encoder, i int)) {
 	workers := runtime.GOMAXPROCS(0)
-	if len(jobs) < parallelMin || workers < 2 {
-		for i := range jobs {
-			t.buildUpstream(&t.enc, &jobs[i])
+	if n < parallelMin || workers < 2 {
+		for i := 0; i < n; i++ {
+			build(&t.enc, i)
 		}
 		return
 	}
@@ -52,10 +66,10 @@ func (t *Translator) buildUpstreams(jobs []upJob) {
 		mu       sync.Mutex
 		panicked any
 	)
-	// Contiguous shares keep each worker's writes in its own part of jobs.
-	share := (len(jobs) + workers - 1) / workers
-	for lo := 0; lo < len(jobs); lo += share {
-		part := jobs[lo:min(lo+share, len(jobs))]
+	// Contiguous shares keep each worker's writes in its own part of the jobs.
+	share := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += share {
+		hi := min(lo+share, n)
 		wg.Go(func() {
 			// A panic must reach Translate's caller (which recovers and rebuilds), not
 			// kill the process from a goroutine nobody recovers.
@@ -69,19 +83,22 @@ func (t *Translator) buildUpstreams(jobs []upJob) {
 				}
 			}()
 			var enc encoder
-			for i := range part {
-				t.buildUpstream(&enc, &part[i])
+			for i := lo; i < hi; i++ {
+				build(&enc, i)
 			}
 		})
 	}
 	wg.Wait()
 	if panicked != nil {
-		panic(fmt.Sprintf("translate: building upstreams: %v", panicked))
+		panic(fmt.Sprintf("translate: parallel build: %v", panicked))
 	}
 }
 
 func (t *Translator) buildUpstream(enc *encoder, j *upJob) {
 	cs := j.cs
+	if j.rebuild {
+		j.ids = t.idsOf(j.name)
+	}
 	if len(j.ids) == 0 {
 		j.rep = clusterReport(cs.c, cs.cla)
 		return
@@ -91,13 +108,66 @@ func (t *Translator) buildUpstream(enc *encoder, j *upJob) {
 	j.out = make([]upOut, len(j.ids))
 	for k, id := range j.ids {
 		u := t.ups[id].v.ApplyAs(base, id) // routes name the variant they asked for
-		key := apisix.Key(apisix.KindUpstreams, id)
-		b := enc.mustEncode(key, u)
-		h := apisix.Hash(b)
-		if old, ok := t.objects[key]; !ok || old != h {
-			j.out[k].json = bytes.Clone(b)
+		j.out[k] = t.encodeNew(enc, apisix.Key(apisix.KindUpstreams, id), u)
+	}
+}
+
+// encodeNew encodes obj and returns its digest, with an owned copy of its JSON unless
+// the digest equals the current one of key. It only reads t.objects.
+func (t *Translator) encodeNew(enc *encoder, key string, obj any) upOut {
+	b := enc.mustEncode(key, obj)
+	o := upOut{key: key, hash: apisix.Hash(b)}
+	if old, ok := t.objects[key]; !ok || old != o.hash {
+		o.json = bytes.Clone(b)
+	}
+	return o
+}
+
+// vhostJob is one new virtual host of a first translation.
+type vhostJob struct {
+	st  *rcState
+	vh  *routev3.VirtualHost
+	vs  *vhostState
+	rec vhostRec
+}
+
+// vhostRec is what building a virtual host would have done to the translator.
+type vhostRec struct {
+	enc      *encoder
+	acquires []acquired
+	routes   []upOut
+}
+
+type acquired struct {
+	cluster string
+	v       variant
+	id      string
+}
+
+// buildVhosts builds the virtual hosts syncRC queued, then applies their effects in
+// queue order, as rebuildVhost would have one by one. Builds only read translator
+// state (clusters, objects), which nothing writes while they run.
+func (t *Translator) buildVhosts() {
+	jobs := t.vhostJobs
+	t.vhostJobs = nil
+	t.parallel(len(jobs), func(enc *encoder, i int) {
+		j := &jobs[i]
+		j.vs = &vhostState{owner: j.st, vh: j.vh}
+		j.rec.enc = enc
+		b := vhostBuilder{t: t, st: j.st, vs: j.vs, vh: j.vh, rec: &j.rec}
+		b.build()
+		j.rec.enc = nil
+		j.vs.compactDeps() // here rather than in adoptVhost: it sorts
+	})
+	for i := range jobs {
+		j := &jobs[i]
+		for _, a := range j.rec.acquires {
+			t.acquireID(a.cluster, a.v, a.id)
 		}
-		j.out[k].hash = h
+		for _, r := range j.rec.routes {
+			t.store(r.key, r.hash, r.json)
+		}
+		t.adoptVhost(j.st, j.vs)
 	}
 }
 

@@ -22,7 +22,7 @@ func withParallelMin(t *testing.T, n int, f func()) {
 // one goroutine or several: a first translation, an endpoint change, a cluster
 // change and a full resend, compared step by step (run with -race, this also checks
 // that the builds only read shared state).
-func TestParallelUpstreamsMatchSerial(t *testing.T) {
+func TestParallelMatchesSerial(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("one CPU: the parallel path is never taken")
 	}

@@ -85,7 +85,13 @@ func (t *Translator) syncRC(st *rcState) {
 			continue // duplicate names are invalid in Envoy; the first one wins here
 		}
 		seen[name] = true
-		if old := st.vhosts[name]; old != nil && !force && t.sameVhost(old, vh) {
+		old := st.vhosts[name]
+		if old != nil && !force && t.sameVhost(old, vh) {
+			continue
+		}
+		if old == nil && t.collect {
+			// A first translation: built later with the others, see buildVhosts.
+			t.vhostJobs = append(t.vhostJobs, vhostJob{st: st, vh: vh})
 			continue
 		}
 		t.rebuildVhost(st, vh)
@@ -142,10 +148,24 @@ func (t *Translator) rebuildVhost(st *rcState, vh *routev3.VirtualHost) {
 	}
 	b := vhostBuilder{t: t, st: st, vs: vs, vh: vh}
 	b.build()
-	st.vhosts[vh.GetName()] = vs
-	// Each cluster once, so that the indexes can append without searching.
+	t.adoptVhost(st, vs)
+}
+
+// compactDeps lists each cluster once, so that the indexes can append without
+// searching. Idempotent.
+func (vs *vhostState) compactDeps() {
+	if vs.depsCompact {
+		return
+	}
 	vs.deps = slices.Compact(slices.Sorted(slices.Values(vs.deps)))
 	vs.mirror = slices.Compact(slices.Sorted(slices.Values(vs.mirror)))
+	vs.depsCompact = true
+}
+
+// adoptVhost makes a built virtual host current and indexes what it depends on.
+func (t *Translator) adoptVhost(st *rcState, vs *vhostState) {
+	st.vhosts[vs.vh.GetName()] = vs
+	vs.compactDeps()
 	for _, c := range vs.deps {
 		t.deps.add(c, vs)
 	}
@@ -170,6 +190,20 @@ type vhostBuilder struct {
 	st *rcState
 	vs *vhostState
 	vh *routev3.VirtualHost
+	// rec, when set, receives the builder's effects on the translator (upstream
+	// references and route objects) instead of the translator, so that builds can run
+	// concurrently (see buildVhosts).
+	rec *vhostRec
+}
+
+// acquire references the upstream of (cluster, v) and returns its id.
+func (b *vhostBuilder) acquire(cluster string, v variant) string {
+	if b.rec == nil {
+		return b.t.acquire(cluster, v)
+	}
+	id := variantID(cluster, v)
+	b.rec.acquires = append(b.rec.acquires, acquired{cluster: cluster, v: v, id: id})
+	return id
 }
 
 func (b *vhostBuilder) resource(r *routev3.Route, i int) string {
@@ -412,7 +446,11 @@ func routeName(n string) string {
 func (b *vhostBuilder) emit(r apisix.Route) {
 	key := apisix.Key(apisix.KindRoutes, r.ID)
 	b.vs.keys = append(b.vs.keys, key)
-	b.t.set(key, &r)
+	if b.rec == nil {
+		b.t.set(key, &r)
+		return
+	}
+	b.rec.routes = append(b.rec.routes, b.t.encodeNew(b.rec.enc, key, &r))
 }
 
 // abortPlugin answers every request with status and body (fault-injection abort at 100%).
