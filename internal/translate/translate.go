@@ -708,7 +708,11 @@ func (t *Translator) fullReport() []report.Entry {
 	if !t.reportDirty && t.report != nil {
 		return t.report
 	}
-	var all []report.Entry
+	n := 0
+	for _, cs := range t.clusters {
+		n += len(cs.report) // most of the entries in Istio's output (auto-mTLS)
+	}
+	all := make([]report.Entry, 0, n+64)
 	for _, ls := range t.listeners {
 		all = append(all, ls.out.report...)
 	}
@@ -722,9 +726,6 @@ func (t *Translator) fullReport() []report.Entry {
 		all = append(all, cs.report...)
 	}
 	report.Sort(all)
-	if all == nil {
-		all = []report.Entry{}
-	}
 	t.report, t.reportDirty = all, false
 	return all
 }
