@@ -33,6 +33,23 @@ func TestFirstBatchAppliedEvenIfEmpty(t *testing.T) {
 	}
 }
 
+// The window counts from the arrival of the batch's first snapshot: the time spent
+// translating it is not added to the update's latency.
+func TestWindowCountsFromArrival(t *testing.T) {
+	h := start(t)
+	h.tr.mu.Lock()
+	h.tr.delay = 30 * time.Millisecond // of the harness's 50ms window
+	h.tr.mu.Unlock()
+	h.tr.set(h.src.seq+1, map[string]string{"/routes/a": "1"})
+	h.src.push(t)
+	tm := h.clock.timer(t)
+	if tm.d > 20*time.Millisecond {
+		t.Errorf("window timer %v after a 30ms translation, want at most the 20ms left of the 50ms window", tm.d)
+	}
+	tm.fire()
+	h.sink.next(t)
+}
+
 func TestCoalescesSnapshotsOfAWindow(t *testing.T) {
 	h := start(t)
 	h.batch(t,

@@ -88,6 +88,7 @@ type fakeTranslator struct {
 	panics   map[uint64]bool
 	objects  map[string][]byte
 	returned map[string][]byte // the output of the last call that returned
+	delay    time.Duration     // how long each translation takes
 }
 
 func newFakeTranslator() *fakeTranslator {
@@ -108,6 +109,7 @@ func (f *fakeTranslator) set(seq uint64, objs map[string]string) {
 func (f *fakeTranslator) Translate(s *resource.Snapshot) translate.Result {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	time.Sleep(f.delay) // a translation that takes time (zero: none)
 	if f.panics[s.Seq] {
 		// Leave the output half-updated, as a real panic might.
 		f.objects["/routes/garbage"] = []byte(`{"half":true}`)

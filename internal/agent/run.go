@@ -17,9 +17,11 @@ import (
 // Options configure an Agent. Zero values take the defaults.
 type Options struct {
 	// Window is how long the agent keeps collecting snapshots after the first one of a
-	// batch before it writes; every snapshot in the window ends up in one Apply (one
-	// APISIX version bump). Default 20ms: istiod pushes a change as a burst of
-	// responses (CDS, EDS, LDS, RDS) within a few milliseconds.
+	// batch arrived before it writes; every snapshot in the window ends up in one Apply
+	// (one APISIX version bump). It is counted from the arrival, so translating the
+	// first snapshot takes place within it rather than after it. Default 20ms: istiod
+	// pushes a change as a burst of responses (CDS, EDS, LDS, RDS) within a few
+	// milliseconds.
 	Window time.Duration
 	// RetryInitial and RetryMax bound the exponential backoff between failed Apply
 	// calls. Defaults 100ms and 10s.
@@ -132,8 +134,9 @@ func (a *Agent) Run(ctx context.Context) error {
 				continue
 			}
 		}
-		// Collect the rest of the window.
-		if err := a.collect(ctx, snaps, &b, a.opts.Window); err != nil {
+		// Collect the rest of the window, which began when the batch's first snapshot
+		// arrived.
+		if err := a.collect(ctx, snaps, &b, max(0, a.opts.Window-time.Since(b.since))); err != nil {
 			return err
 		}
 		// Write, retrying with backoff; snapshots arriving meanwhile join the batch.
