@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -228,7 +230,17 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 	for in.Scan() {
 		switch strings.TrimSpace(in.Text()) {
 		case "stats":
+			if ag != nil {
+				// The first config is reported from inside Apply; the agent drops the
+				// batch (the whole first output) just before it turns ready, so wait
+				// for that: the heap figure is the pipeline's steady state, not the
+				// batch in flight.
+				<-ag.ReadyC()
+			}
 			runtime.GC()
+			if err := writeHeapProfile(mode); err != nil {
+				return err
+			}
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			rss, peak := procRSS()
@@ -294,3 +306,25 @@ func procRSS() (rss, peak uint64) {
 
 var _ agent.Sink = (*counter)(nil)
 var _ agent.Versioned = (*counter)(nil)
+
+// writeHeapProfile writes the live heap to $AMESH_BENCH_HEAPPROFILE/<mode>-<pid>-<k>.pprof
+// for the k-th stats request of this child, when that variable names a directory:
+// where the heap figures come from (go tool pprof -sample_index=inuse_space).
+func writeHeapProfile(mode string) error {
+	dir := os.Getenv("AMESH_BENCH_HEAPPROFILE")
+	if dir == "" {
+		return nil
+	}
+	heapProfiles++
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d-%d.pprof", mode, os.Getpid(), heapProfiles)))
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+var heapProfiles int
