@@ -58,6 +58,9 @@ type event struct {
 	LastError   string `json:"last_error,omitempty"`
 	Error       string `json:"error,omitempty"`
 	ReportCount int    `json:"report_count,omitempty"`
+	// timers: how late each of a series of bare window timers fired, in nanoseconds
+	// (what the machine's timer and scheduler add to any coalescing window).
+	Late []int64 `json:"late,omitempty"`
 }
 
 type emitter struct {
@@ -258,6 +261,21 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 			em.emit(ev)
 		case "quit":
 			return nil
+		default:
+			// "timers N": N bare waits of the coalescing window, one after another.
+			if f := strings.Fields(in.Text()); len(f) == 2 && f[0] == "timers" {
+				n, err := strconv.Atoi(f[1])
+				if err != nil {
+					return err
+				}
+				ev := event{Ev: "timers"}
+				for range n {
+					t0 := time.Now()
+					<-time.After(window)
+					ev.Late = append(ev.Late, int64(time.Since(t0)-window))
+				}
+				em.emit(ev)
+			}
 		}
 	}
 	return in.Err()

@@ -31,6 +31,7 @@ type row struct {
 	afterFirst, final event           // stats
 	lat               []time.Duration // control plane push → written
 	own               []time.Duration // snapshot handed over by the client → written
+	timerLate         []time.Duration // bare window timers in the child: how late they fired
 	// identical push: did the server resend, and what was written after it
 	resent      bool
 	identWrites int
@@ -193,6 +194,21 @@ func measure(n int, source, mode, addr string, cfg runConfig, prepare func(i int
 		}
 		r.lat = append(r.lat, time.Duration(ev.At-t0.UnixNano()))
 		r.own = append(r.own, time.Duration(ev.At-ev.SnapAt))
+	}
+
+	if mode != "floor" {
+		// The machine's own share of the window: as many bare timers as updates, so
+		// that the percentiles compare like for like.
+		if _, err := fmt.Fprintf(p.stdin, "timers %d\n", cfg.updates); err != nil {
+			return r, err
+		}
+		ev, err := p.wait("timers", time.Minute+time.Duration(cfg.updates)*cfg.window)
+		if err != nil {
+			return r, err
+		}
+		for _, ns := range ev.Late {
+			r.timerLate = append(r.timerLate, time.Duration(ns))
+		}
 	}
 
 	before, err := p.stats()
