@@ -101,7 +101,19 @@ func TestSkippedSnapshotFallsBackToFull(t *testing.T) {
 
 // A resend in which one virtual host differs retranslates that virtual host only, and
 // the next unchanged resend (compared by fingerprint) changes nothing.
+// Run with fingerprints computed one by one and on every core (fingerprints).
 func TestIncrementalResendWithOneChangedVhost(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		min  int
+	}{{"serial", 1 << 30}, {"parallel", 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			withParallelMin(t, tc.min, func() { resendWithOneChangedVhost(t) })
+		})
+	}
+}
+
+func resendWithOneChangedVhost(t *testing.T) {
 	m := meshgen.Generate(meshgen.Options{Services: 20})
 	tr := newTracked(Options{})
 	tr.Translate(m.Snapshot())

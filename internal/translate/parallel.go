@@ -47,17 +47,23 @@ type upOut struct {
 // buildUpstreams fills rep and out of every job. It only reads translator state
 // (clusters, ups, objects), which nothing writes while it runs.
 func (t *Translator) buildUpstreams(jobs []upJob) {
-	t.parallel(len(jobs), func(enc *encoder, i int) { t.buildUpstream(enc, &jobs[i]) })
+	t.parallel(len(jobs), func(sc *scratch, i int) { t.buildUpstream(&sc.enc, &jobs[i]) })
+}
+
+// scratch is the reusable buffers of one goroutine of a translation.
+type scratch struct {
+	enc   encoder
+	fpBuf []byte // fingerprintOf
 }
 
 // parallel calls build for 0..n-1, on GOMAXPROCS goroutines (each with its own
-// encoder) when n is at least parallelMin, else on this one with t.enc. A panic in a
+// scratch) when n is at least parallelMin, else on this one with t.sc. A panic in a
 // build reaches the caller.
-func (t *Translator) parallel(n int, build func(enc *encoder, i int)) {
+func (t *Translator) parallel(n int, build func(sc *scratch, i int)) {
 	workers := runtime.GOMAXPROCS(0)
 	if n < parallelMin || workers < 2 {
 		for i := 0; i < n; i++ {
-			build(&t.enc, i)
+			build(&t.sc, i)
 		}
 		return
 	}
@@ -82,9 +88,9 @@ func (t *Translator) parallel(n int, build func(enc *encoder, i int)) {
 					mu.Unlock()
 				}
 			}()
-			var enc encoder
+			var sc scratch
 			for i := lo; i < hi; i++ {
-				build(&enc, i)
+				build(&sc, i)
 			}
 		})
 	}
@@ -150,10 +156,10 @@ type acquired struct {
 func (t *Translator) buildVhosts() {
 	jobs := t.vhostJobs
 	t.vhostJobs = nil
-	t.parallel(len(jobs), func(enc *encoder, i int) {
+	t.parallel(len(jobs), func(sc *scratch, i int) {
 		j := &jobs[i]
 		j.vs = &vhostState{owner: j.st, vh: j.vh}
-		j.rec.enc = enc
+		j.rec.enc = &sc.enc
 		b := vhostBuilder{t: t, st: j.st, vs: j.vs, vh: j.vh, rec: &j.rec}
 		b.build()
 		j.rec.enc = nil

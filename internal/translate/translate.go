@@ -80,8 +80,7 @@ type Translator struct {
 	report      []report.Entry // cached sorted report
 	reportDirty bool
 
-	enc    encoder              // reused by set
-	fpBuf  []byte               // reused by fingerprintOf
+	sc     scratch              // buffers of this goroutine (see parallel)
 	fpOf   *routev3.VirtualHost // the last virtual host found changed, with
 	fpNext fingerprint          // its fingerprint
 
@@ -320,7 +319,7 @@ func (t *Translator) recoverFromPanic() map[string]uint64 {
 // copied out (at its exact size) for the change set, so an unchanged object costs no
 // allocation, which is what makes small changes and resends cheap.
 func (t *Translator) set(key string, obj any) {
-	b := t.enc.mustEncode(key, obj)
+	b := t.sc.enc.mustEncode(key, obj)
 	h := apisix.Hash(b)
 	if old, ok := t.objects[key]; ok && old == h {
 		b = nil // unchanged: store keeps the digest and needs no copy

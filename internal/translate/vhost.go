@@ -78,16 +78,26 @@ func (t *Translator) syncRC(st *rcState) {
 		st.report = nil
 		t.reportDirty = true
 	}
+	var fps []fingerprint
+	if !force {
+		fps = t.fingerprints(st, rc)
+	}
 	seen := make(map[string]bool, len(rc.GetVirtualHosts()))
-	for _, vh := range rc.GetVirtualHosts() {
+	for i, vh := range rc.GetVirtualHosts() {
 		name := vh.GetName()
 		if seen[name] {
 			continue // duplicate names are invalid in Envoy; the first one wins here
 		}
 		seen[name] = true
 		old := st.vhosts[name]
-		if old != nil && !force && t.sameVhost(old, vh) {
-			continue
+		if old != nil && !force {
+			if fps != nil {
+				if t.sameFingerprint(old, vh, fps[i]) {
+					continue
+				}
+			} else if t.sameVhost(old, vh) {
+				continue
+			}
 		}
 		if old == nil && t.collect {
 			// A first translation: built later with the others, see buildVhosts.
