@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"runtime"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,27 +70,55 @@ func toWire(b testing.TB, m *meshgen.Mesh) *wire {
 }
 
 func decodeAll[M proto.Message](b testing.TB, bs map[string][]byte, newM func() M) map[string]M {
-	out := make(map[string]M, len(bs))
-	for n, raw := range bs {
+	return decodeEach(b, bs, func(name string, raw []byte) (M, error) {
 		m := newM()
-		if err := proto.Unmarshal(raw, m); err != nil {
-			b.Fatal(err)
-		}
-		out[n] = m
-	}
-	return out
+		return m, proto.Unmarshal(raw, m)
+	})
 }
 
 // decodeEndpoints decodes load assignments as the xDS client does, into their compact
 // form (resource.DecodeBytes: the wire decoder and validation).
 func decodeEndpoints(b testing.TB, bs map[string][]byte) map[string]*resource.LoadAssignment {
-	out := make(map[string]*resource.LoadAssignment, len(bs))
-	for n, raw := range bs {
-		d, err := resource.DecodeBytes(resource.EndpointType, raw, n)
+	return decodeEach(b, bs, func(name string, raw []byte) (*resource.LoadAssignment, error) {
+		d, err := resource.DecodeBytes(resource.EndpointType, raw, name)
 		if err != nil {
-			b.Fatal(err)
+			return nil, err
 		}
-		out[n] = d.Msg.(*resource.LoadAssignment)
+		return d.Msg.(*resource.LoadAssignment), nil
+	})
+}
+
+// decodeEach decodes every resource of one type the way the xDS client decodes a
+// response: on every core when there are many (as client.parallelDecodeMin), one
+// resource type after the other.
+func decodeEach[M any](b testing.TB, bs map[string][]byte, dec func(name string, raw []byte) (M, error)) map[string]M {
+	names := make([]string, 0, len(bs))
+	for n := range bs {
+		names = append(names, n)
+	}
+	ms := make([]M, len(names))
+	errs := make([]error, len(names))
+	workers := runtime.GOMAXPROCS(0)
+	if len(names) < 256 {
+		workers = 1
+	}
+	var wg sync.WaitGroup
+	share := (len(names) + workers - 1) / workers
+	for lo := 0; lo < len(names); lo += share {
+		hi := min(lo+share, len(names))
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				ms[i], errs[i] = dec(names[i], bs[names[i]])
+			}
+		})
+	}
+	wg.Wait()
+	out := make(map[string]M, len(names))
+	for i, n := range names {
+		if errs[i] != nil {
+			b.Fatal(errs[i])
+		}
+		out[n] = ms[i]
 	}
 	return out
 }

@@ -185,3 +185,28 @@ func (e *encoder) mustEncode(key string, obj any) []byte {
 	}
 	return b
 }
+
+// sortReport sorts a report as report.Sort does; a long one (a first translation of
+// Istio's output has a finding per cluster) as two halves on two goroutines, merged.
+func sortReport(es []report.Entry) {
+	if len(es) < 4*parallelMin || runtime.GOMAXPROCS(0) < 2 {
+		report.Sort(es)
+		return
+	}
+	mid := len(es) / 2
+	a, b := es[:mid], es[mid:]
+	var wg sync.WaitGroup
+	wg.Go(func() { report.Sort(a) })
+	report.Sort(b)
+	wg.Wait()
+	merged := make([]report.Entry, 0, len(es))
+	for len(a) > 0 && len(b) > 0 {
+		if report.Compare(&b[0], &a[0]) < 0 {
+			merged, b = append(merged, b[0]), b[1:]
+		} else {
+			merged, a = append(merged, a[0]), a[1:]
+		}
+	}
+	merged = append(append(merged, a...), b...)
+	copy(es, merged)
+}

@@ -100,6 +100,9 @@ type Translator struct {
 	// one by one (a first translation, see buildVhosts).
 	collect   bool
 	vhostJobs []vhostJob
+	// allClustersNew: a full translation by a translator that had no clusters, so
+	// every cluster is synced and rebuilt in this call.
+	allClustersNew bool
 }
 
 type touch struct {
@@ -200,6 +203,7 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	t.inProgress = true
 	t.snap = snap
 	hint, hintClusters := 0, 0
+	t.allClustersNew = false
 	if len(t.clusters) == 0 {
 		// Every cluster is new: size the maps that will hold one entry per cluster
 		// exactly (growing them was ~10% of a first translation's serial part).
@@ -231,6 +235,7 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 
 	ch := &snap.Changes
 	full := !t.started || ch.Full || ch.Since != t.seq
+	t.allClustersNew = full && hintClusters > 0
 
 	// 1. Clusters first: routes need their kind and existence.
 	t.syncClusters(full, ch)
@@ -657,6 +662,11 @@ func (t *Translator) syncUpstreams() {
 	// Group dirty ids and rebuilt clusters by cluster so each base is built once.
 	byCluster := map[string][]string{}
 	for id := range t.dirtyUp {
+		if t.allClustersNew {
+			// Every cluster is rebuilt (below) with all its ids, and no id existed
+			// before: nothing to group or delete.
+			break
+		}
 		if r := t.ups[id]; r != nil {
 			if !t.rebuilds[r.cluster] { // a rebuilt cluster builds all its ids anyway
 				byCluster[r.cluster] = append(byCluster[r.cluster], id)
@@ -724,7 +734,7 @@ func (t *Translator) fullReport() []report.Entry {
 	for _, cs := range t.clusters {
 		all = append(all, cs.report...)
 	}
-	report.Sort(all)
+	sortReport(all)
 	t.report, t.reportDirty = all, false
 	return all
 }
