@@ -70,5 +70,5 @@ func printTable(w io.Writer, rows []row, cfg runConfig) {
 	fmt.Fprintln(w, "encode, no coalescing window. dict slab est.: key+value + ~80 B node, rounded as nginx's slab allocator does;")
 	fmt.Fprintln(w, "configure lua_shared_dict xds-config with headroom above it (a changed value is allocated before the old is freed).")
 	fmt.Fprintln(w, "bare timer: as many plain waits of the window in the data-plane child as there are updates; how late they fire is")
-	fmt.Fprintln(w, "the machine's timer and scheduling slack, included in every snapshot→write figure (p99 of 50 samples is the maximum).")
+	fmt.Fprintln(w, "the machine's timer and scheduling slack, included in every snapshot→write figure.")
 }
