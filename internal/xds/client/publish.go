@@ -34,16 +34,14 @@ func (c *Client) publishLocked(now time.Time) {
 		for n := range t.absent {
 			absent[resKey{i, n}] = struct{}{}
 		}
-		if len(t.absent) == 0 {
-			t.absent = map[string]struct{}{} // as pendingSince below
-		}
 	}
+	hadPending := len(c.pendingSince) > 0
 	for k := range c.pendingSince {
 		if _, ok := absent[k]; !ok {
 			delete(c.pendingSince, k)
 		}
 	}
-	if len(c.pendingSince) == 0 {
+	if hadPending && len(c.pendingSince) == 0 {
 		// A Go map keeps its buckets when emptied: after an initial sync that waited
 		// for every endpoint set, they held ~5 MiB at 10,000 services for good.
 		c.pendingSince = map[resKey]time.Time{}

@@ -132,7 +132,20 @@ func (t *typeState) put(e *entry) {
 	}
 	t.res[e.name] = e
 	t.byHash[e.hash] = e
-	delete(t.absent, e.name)
+	t.settle(e.name)
+}
+
+// settle drops name from absent (it arrived, or is no longer subscribed). The map is
+// replaced once emptied: a Go map keeps its buckets, and after an initial sync that
+// waited for every endpoint set they held megabytes for good.
+func (t *typeState) settle(name string) {
+	if _, ok := t.absent[name]; !ok {
+		return
+	}
+	delete(t.absent, name)
+	if len(t.absent) == 0 {
+		t.absent = map[string]struct{}{}
+	}
 }
 
 func (t *typeState) remove(name string) bool {
@@ -304,7 +317,7 @@ func (c *Client) resubscribeLocked(from, d int) subChange {
 		}
 	}
 	for _, n := range sc.removed {
-		delete(dt.absent, n)
+		dt.settle(n) // no longer awaited
 	}
 	changed := c.dirtySet(d)
 	for _, n := range sc.removed {
