@@ -15,7 +15,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 )
 
@@ -30,7 +32,9 @@ func (c *Client) dial() (*grpc.ClientConn, error) {
 			PermitWithoutStream: true,
 		}),
 		// xDS responses for a large mesh exceed grpc's 4 MiB default.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1 << 30)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.ForceCodecV2(newCodec())),
+		// Large responses' buffers are not pooled (buffers.go).
+		experimental.WithBufferPool(largeUnpooled{small: mem.DefaultBufferPool()}),
 	}
 	if t := c.cfg.TLS; t != nil {
 		tc, err := tlsConfig(c.cfg.Server, t)
