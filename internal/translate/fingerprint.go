@@ -41,9 +41,6 @@ func (t *Translator) sameVhost(vs *vhostState, vh *routev3.VirtualHost) bool {
 	if vs.vh == vh {
 		return true
 	}
-	if !vs.hasFP {
-		vs.fp, vs.hasFP = fingerprintOf(vs.vh, &t.sc.fpBuf), true
-	}
 	return t.sameFingerprint(vs, vh, fingerprintOf(vh, &t.sc.fpBuf))
 }
 
