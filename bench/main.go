@@ -37,6 +37,7 @@ func main() {
 		updates  = flag.Int("updates", 200, "one-endpoint updates per run (for p50/p99; with fewer than 100, p99 is the maximum)")
 		istiod   = flag.Bool("istiod", false, "also measure against a real istiod (needs scripts/{kube,istiod}/build.sh)")
 		istiodN  = flag.String("istiod-services", "1000", "mesh sizes for the real-istiod runs")
+		subsets  = flag.Int("subsets", 0, "fake control plane: DestinationRule subsets per service, each an extra cluster with its own 10 endpoints (0: the issue's shape, one cluster per service)")
 	)
 	flag.Parse()
 	if *child {
@@ -50,8 +51,8 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	cfg := runConfig{proto: *proto, window: *window, updates: *updates}
-	fmt.Printf("amesh scale benchmark: %s, ADS %s, window %v, %d updates per run\n\n", machine(), cfg.proto, cfg.window, cfg.updates)
+	cfg := runConfig{proto: *proto, window: *window, updates: *updates, subsets: *subsets}
+	fmt.Printf("amesh scale benchmark: %s, ADS %s, window %v, %d updates per run, %d subset clusters per service (fake control plane)\n\n", machine(), cfg.proto, cfg.window, cfg.updates, cfg.subsets)
 	var rows []row
 	for _, n := range sizes {
 		r, err := fakeRuns(n, cfg)

@@ -22,6 +22,7 @@ type runConfig struct {
 	proto   string
 	window  time.Duration
 	updates int
+	subsets int // fake control plane: extra subset clusters per service
 }
 
 // row is one line of the result table.
@@ -126,7 +127,11 @@ func (p *childProc) stop() {
 func fakeRuns(n int, cfg runConfig) ([]row, error) {
 	var rows []row
 	for _, mode := range []string{"floor", "amesh"} {
-		mesh := meshgen.Generate(meshgen.Options{Services: n})
+		subsets := cfg.subsets
+		if subsets == 0 {
+			subsets = -1 // meshgen's "none"
+		}
+		mesh := meshgen.Generate(meshgen.Options{Services: n, Subsets: subsets})
 		srv, err := xdstest.New(xdstest.Options{})
 		if err != nil {
 			return nil, err
@@ -137,9 +142,14 @@ func fakeRuns(n int, cfg runConfig) ([]row, error) {
 		r, err := measure(n, "fake", mode, srv.Addr(), cfg,
 			func(i int) (func() error, error) {
 				// Spread over the services; meshgen lists each service's clusters as default,
-				// v1, v2 and its routes use only the subsets (an unreferenced cluster
-				// becomes no APISIX object, so changing it rightly writes nothing).
-				snap := mesh.ChangeEndpoint((i*7919%n)*3 + 1 + i%2)
+				// v1, v2, ... and with subsets its routes use only the subsets (an
+				// unreferenced cluster becomes no APISIX object, so changing it rightly
+				// writes nothing).
+				k := i * 7919 % n
+				if cfg.subsets > 0 {
+					k = k*(cfg.subsets+1) + 1 + i%cfg.subsets
+				}
+				snap := mesh.ChangeEndpoint(k)
 				var cla proto.Message
 				for name := range snap.Changes.Endpoints {
 					cla = mesh.LoadAssignment(name)
