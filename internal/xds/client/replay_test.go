@@ -49,9 +49,18 @@ func TestReplayIstiod(t *testing.T) {
 						t.Errorf("listener %s differs from what istiod sent (pruned)", name)
 					}
 				}
-				for name, r := range want.RouteConfigs {
-					if !proto.Equal(pruned(r), s.RouteConfigs[name]) {
-						t.Errorf("route config %s differs", name)
+				for _, r := range res.RouteConfigs {
+					got := s.RouteConfigs[r.GetName()]
+					if got == nil {
+						t.Errorf("route config %s missing", r.GetName())
+						continue
+					}
+					m, err := got.Message()
+					if err != nil {
+						t.Fatalf("route config %s: %v", r.GetName(), err)
+					}
+					if !proto.Equal(pruned(r), m) || !got.Equal(resource.AsStored(r).(*resource.RouteConfig)) {
+						t.Errorf("route config %s differs", r.GetName())
 					}
 				}
 				for name, cl := range want.Clusters {

@@ -31,9 +31,15 @@ func BenchmarkRetainedHeap(b *testing.B) {
 					b.Fatal("no complete snapshot")
 				}
 				// The consumer takes the first snapshot, as the agent does: Next builds
-				// the consumer's maps (one of the client's numViews views).
-				if _, err := c.Next(context.Background()); err != nil {
+				// the consumer's maps (one of the client's numViews views). The
+				// translator releases the decoded route configurations it read (see
+				// resource.RouteConfig): only their wire form stays.
+				s, err := c.Next(context.Background())
+				if err != nil {
 					b.Fatal(err)
+				}
+				for _, rc := range s.RouteConfigs {
+					rc.Release()
 				}
 				retained = float64(liveHeap() - before)
 				resources = 0
