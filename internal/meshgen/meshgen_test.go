@@ -45,7 +45,8 @@ func TestGenerateCountsAndValidity(t *testing.T) {
 					t.Errorf("%s: %d endpoints, want %d", name, n, d.EndpointsPerCluster)
 				}
 			}
-			for _, rc := range snap.RouteConfigs {
+			for _, src := range snap.RouteConfigs {
+				rc := rcMessage(t, src)
 				if got, want := len(rc.GetVirtualHosts()), d.Services+1; got != want {
 					t.Errorf("route config %s: %d virtual hosts, want %d", rc.GetName(), got, want)
 				}
@@ -65,6 +66,16 @@ func TestGenerateCountsAndValidity(t *testing.T) {
 			checkConsistent(t, snap)
 		})
 	}
+}
+
+// rcMessage is the decoded message of a route configuration of a snapshot.
+func rcMessage(t *testing.T, rc *resource.RouteConfig) *routev3.RouteConfiguration {
+	t.Helper()
+	m, err := rc.Message()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // checkConsistent checks what a client guarantees: every RDS name and every cluster a
@@ -87,8 +98,8 @@ func checkConsistent(t *testing.T, snap *resource.Snapshot) {
 			}
 		}
 	}
-	for _, rc := range snap.RouteConfigs {
-		for _, vh := range rc.GetVirtualHosts() {
+	for _, src := range snap.RouteConfigs {
+		for _, vh := range rcMessage(t, src).GetVirtualHosts() {
 			for _, r := range vh.GetRoutes() {
 				names := []string{r.GetRoute().GetCluster()}
 				for _, wc := range r.GetRoute().GetWeightedClusters().GetClusters() {
@@ -130,7 +141,7 @@ func TestGenerateDeterministic(t *testing.T) {
 func TestIstioShapes(t *testing.T) {
 	m := Generate(Options{Services: 2})
 	snap := m.Snapshot()
-	rc := snap.RouteConfigs["9080"]
+	rc := rcMessage(t, snap.RouteConfigs["9080"])
 	vh := rc.GetVirtualHosts()[0]
 	if vh.GetName() != "svc-00000.default.svc.cluster.local:9080" {
 		t.Errorf("virtual host %q", vh.GetName())
@@ -216,7 +227,7 @@ func TestChangeEndpoint(t *testing.T) {
 func TestResend(t *testing.T) {
 	m := Generate(Options{Services: 2})
 	first := m.Snapshot()
-	old := map[string]*routev3.RouteConfiguration{}
+	old := map[string]*resource.RouteConfig{}
 	for n, rc := range first.RouteConfigs {
 		old[n] = rc
 	}
@@ -229,7 +240,7 @@ func TestResend(t *testing.T) {
 		t.Errorf("changes %+v", snap.Changes)
 	}
 	for n, rc := range snap.RouteConfigs {
-		if rc == old[n] || !proto.Equal(rc, old[n]) {
+		if rc == old[n] || !rc.Equal(old[n]) || !proto.Equal(rcMessage(t, rc), rcMessage(t, old[n])) {
 			t.Errorf("route config %s: want a new pointer with equal content", n)
 		}
 	}

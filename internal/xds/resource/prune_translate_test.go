@@ -145,7 +145,7 @@ func advance(t *testing.T, prev, next *resource.Snapshot) *resource.Snapshot {
 	return &out
 }
 
-func patch[M proto.Message](t *testing.T, typeURL string, prev, next map[string]M, changed map[string]struct{}) map[string]M {
+func patch[M any](t *testing.T, typeURL string, prev, next map[string]M, changed map[string]struct{}) map[string]M {
 	out := make(map[string]M, len(next))
 	for n, m := range prev {
 		out[n] = m
@@ -161,7 +161,7 @@ func patch[M proto.Message](t *testing.T, typeURL string, prev, next map[string]
 	return out
 }
 
-func decodeAll[M proto.Message](t *testing.T, typeURL string, ms map[string]M) map[string]M {
+func decodeAll[M any](t *testing.T, typeURL string, ms map[string]M) map[string]M {
 	out := make(map[string]M, len(ms))
 	for n, m := range ms {
 		out[n] = decodeOne(t, typeURL, m)
@@ -169,9 +169,9 @@ func decodeAll[M proto.Message](t *testing.T, typeURL string, ms map[string]M) m
 	return out
 }
 
-func decodeOne[M proto.Message](t *testing.T, typeURL string, m M) M {
+func decodeOne[M any](t *testing.T, typeURL string, m M) M {
 	t.Helper()
-	b, err := proto.Marshal(m)
+	b, err := proto.Marshal(message(t, m))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,17 +182,32 @@ func decodeOne[M proto.Message](t *testing.T, typeURL string, m M) M {
 	return d.Msg.(M)
 }
 
+// message is m as a proto message: a route configuration decoded from its wire form
+// (resource.RouteConfig), any other resource as it is.
+func message(t *testing.T, m any) proto.Message {
+	t.Helper()
+	if rc, ok := m.(*resource.RouteConfig); ok {
+		msg, err := rc.Message()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	}
+	return m.(proto.Message)
+}
+
 // shrunk returns how many resources pruning made smaller.
 func shrunk(t *testing.T, full, pruned *resource.Snapshot) int {
 	t.Helper()
-	return count(full.Listeners, pruned.Listeners) + count(full.RouteConfigs, pruned.RouteConfigs) +
-		count(full.Clusters, pruned.Clusters)
+	return count(t, full.Listeners, pruned.Listeners) + count(t, full.RouteConfigs, pruned.RouteConfigs) +
+		count(t, full.Clusters, pruned.Clusters)
 }
 
-func count[M proto.Message](full, pruned map[string]M) int {
+func count[M any](t *testing.T, full, pruned map[string]M) int {
+	t.Helper()
 	n := 0
 	for k, m := range full {
-		if proto.Size(pruned[k]) < proto.Size(m) {
+		if proto.Size(message(t, pruned[k])) < proto.Size(message(t, m)) {
 			n++
 		}
 	}
