@@ -25,9 +25,13 @@ func naive(snap *resource.Snapshot) (map[string][]byte, error) {
 			return nil, err
 		}
 	}
-	for name, rc := range snap.RouteConfigs {
+	for name, src := range snap.RouteConfigs {
 		if _, ok := snap.Changes.RouteConfigs[name]; !full && !ok {
 			continue
+		}
+		rc, err := src.Message()
+		if err != nil {
+			return nil, fmt.Errorf("route config %s: %w", name, err)
 		}
 		for _, vh := range rc.GetVirtualHosts() {
 			for i, r := range vh.GetRoutes() {
@@ -37,6 +41,9 @@ func naive(snap *resource.Snapshot) (map[string][]byte, error) {
 				}
 			}
 		}
+		// Like the translator: once encoded, only the wire form stays in memory
+		// (see resource.RouteConfig), so the floor's heap compares with the agent's.
+		src.Release()
 	}
 	return out, nil
 }

@@ -77,11 +77,11 @@ func TestNACK(t *testing.T) {
 			t.Cleanup(func() {
 				apply(t, ratingsVS(50, 50))
 				sc.waitFor(t, "ratings weights back to 50/50", func(s *resource.Snapshot) bool {
-					return slices.Equal(defaultWeights(s, ratings), []uint32{50, 50})
+					return slices.Equal(defaultWeights(t, s, ratings), []uint32{50, 50})
 				})
 			})
 			snap := sc.waitFor(t, "ratings weights 70/30 despite the NACK", func(s *resource.Snapshot) bool {
-				return slices.Equal(defaultWeights(s, ratings), []uint32{70, 30})
+				return slices.Equal(defaultWeights(t, s, ratings), []uint32{70, 30})
 			})
 			if c := snap.Clusters[outbound("9080", "", details)]; c == nil || c.GetConnectTimeout().AsDuration() <= 0 {
 				t.Errorf("details cluster after the NACK = %v, want the last good one", c)

@@ -79,7 +79,7 @@ func TestIstiodRestart(t *testing.T) {
 		snap := sc.waitFor(t, string(proto)+": details dropped after the resync", func(s *resource.Snapshot) bool {
 			// istiod sends CDS before RDS; a snapshot between the two is consistent (a route
 			// to a missing cluster answers 503), so wait for both.
-			return s.Clusters[outbound("9080", "", details)] == nil && vhost(s.RouteConfigs["9080"], details) == nil
+			return s.Clusters[outbound("9080", "", details)] == nil && vhost(t, s.RouteConfigs["9080"], details) == nil
 		})
 		if snap.Endpoints[outbound("9080", "", details)] != nil {
 			t.Errorf("%s: endpoints of the deleted details service kept", proto)

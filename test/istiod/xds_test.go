@@ -57,11 +57,11 @@ func TestInitialSync(t *testing.T) {
 				t.Fatalf("route config 9080 missing; have %v", keys(snap.RouteConfigs))
 			}
 			for _, h := range []string{reviews, ratings, details} {
-				if vhost(rc, h) == nil {
+				if vhost(t, rc, h) == nil {
 					t.Errorf("route config 9080 has no virtual host for %s", h)
 				}
 			}
-			if got := routeNames(vhost(rc, reviews)); !slices.Equal(got, []string{"jason-v2-fault", "health-exact", "api-regex-rewrite", "old-redirect", "teapot", "default-weighted"}) {
+			if got := routeNames(vhost(t, rc, reviews)); !slices.Equal(got, []string{"jason-v2-fault", "health-exact", "api-regex-rewrite", "old-redirect", "teapot", "default-weighted"}) {
 				t.Errorf("reviews routes = %v, want the VirtualService's order", got)
 			}
 			for _, c := range []string{
@@ -115,18 +115,18 @@ func TestIncrementalChanges(t *testing.T) {
 			base := cloneMaps(sc.next(t, mustHappen))
 
 			// 1. Shift the ratings weights 50/50 -> 90/10.
-			if w := defaultWeights(base, ratings); !slices.Equal(w, []uint32{50, 50}) {
+			if w := defaultWeights(t, base, ratings); !slices.Equal(w, []uint32{50, 50}) {
 				t.Fatalf("ratings weights = %v before the edit, want the testdata's 50/50", w)
 			}
 			apply(t, ratingsVS(90, 10))
 			t.Cleanup(func() {
 				apply(t, ratingsVS(50, 50))
 				sc.waitFor(t, "ratings weights back to 50/50", func(s *resource.Snapshot) bool {
-					return slices.Equal(defaultWeights(s, ratings), []uint32{50, 50})
+					return slices.Equal(defaultWeights(t, s, ratings), []uint32{50, 50})
 				})
 			})
 			snap := sc.waitFor(t, "ratings weights 90/10", func(s *resource.Snapshot) bool {
-				return slices.Equal(defaultWeights(s, ratings), []uint32{90, 10})
+				return slices.Equal(defaultWeights(t, s, ratings), []uint32{90, 10})
 			})
 			if _, ok := snap.Changes.RouteConfigs["9080"]; !ok {
 				t.Errorf("Changes.RouteConfigs = %v, want 9080", snap.Changes.RouteConfigs)
@@ -320,8 +320,18 @@ func clusterIP(t *testing.T, svc string) string {
 	return ip
 }
 
-func vhost(rc *routev3.RouteConfiguration, host string) *routev3.VirtualHost {
-	for _, vh := range rc.GetVirtualHosts() {
+// vhost returns the virtual host of rc (nil when absent) with host among its domains,
+// decoding rc's virtual hosts one at a time from their wire form.
+func vhost(t *testing.T, rc *resource.RouteConfig, host string) *routev3.VirtualHost {
+	t.Helper()
+	if rc == nil {
+		return nil
+	}
+	for _, b := range rc.VirtualHosts {
+		vh, err := resource.DecodeVirtualHost(b)
+		if err != nil {
+			t.Fatalf("route config %s: %v", rc.Name, err)
+		}
 		if slices.Contains(vh.GetDomains(), host) {
 			return vh
 		}
@@ -338,8 +348,9 @@ func routeNames(vh *routev3.VirtualHost) []string {
 }
 
 // defaultWeights returns the weighted-cluster weights of host's route named "default".
-func defaultWeights(s *resource.Snapshot, host string) []uint32 {
-	for _, r := range vhost(s.RouteConfigs["9080"], host).GetRoutes() {
+func defaultWeights(t *testing.T, s *resource.Snapshot, host string) []uint32 {
+	t.Helper()
+	for _, r := range vhost(t, s.RouteConfigs["9080"], host).GetRoutes() {
 		if r.GetName() == "default" {
 			var w []uint32
 			for _, c := range r.GetRoute().GetWeightedClusters().GetClusters() {

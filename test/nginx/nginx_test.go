@@ -46,7 +46,7 @@ func serve(srv *xdstest.Server, res map[string][]proto.Message) {
 func expected(t testing.TB, res map[string][]proto.Message) map[string]string {
 	t.Helper()
 	snap := &resource.Snapshot{Seq: 1, Changes: resource.Changes{Full: true},
-		Listeners: map[string]*listenerv3.Listener{}, RouteConfigs: map[string]*routev3.RouteConfiguration{},
+		Listeners: map[string]*listenerv3.Listener{}, RouteConfigs: map[string]*resource.RouteConfig{},
 		Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*resource.LoadAssignment{}}
 	for _, m := range res[resource.ListenerType] {
 		l := m.(*listenerv3.Listener)
@@ -54,7 +54,7 @@ func expected(t testing.TB, res map[string][]proto.Message) map[string]string {
 	}
 	for _, m := range res[resource.RouteConfigType] {
 		r := m.(*routev3.RouteConfiguration)
-		snap.RouteConfigs[r.GetName()] = r
+		snap.RouteConfigs[r.GetName()] = resource.MustRouteConfig(r)
 	}
 	for _, m := range res[resource.ClusterType] {
 		c := m.(*clusterv3.Cluster)
