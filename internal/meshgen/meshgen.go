@@ -75,8 +75,9 @@ type Mesh struct {
 	clusters     map[string]*clusterv3.Cluster
 	endpoints    map[string]*endpointv3.ClusterLoadAssignment
 	// stored is endpoints in the form snapshots carry them (resource.LoadAssignment),
-	// kept in step with endpoints.
-	stored map[string]*resource.LoadAssignment
+	// kept in step with endpoints; storedRC the same for routeConfigs.
+	stored   map[string]*resource.LoadAssignment
+	storedRC map[string]*resource.RouteConfig
 
 	// edsNames lists the EDS clusters in a fixed order, for ChangeEndpoint.
 	edsNames []string
@@ -96,6 +97,7 @@ func Generate(o Options) *Mesh {
 		clusters:     map[string]*clusterv3.Cluster{},
 		endpoints:    map[string]*endpointv3.ClusterLoadAssignment{},
 		stored:       map[string]*resource.LoadAssignment{},
+		storedRC:     map[string]*resource.RouteConfig{},
 	}
 	for _, l := range []*listenerv3.Listener{t.virtualInbound, t.virtualOutbound} {
 		m.listeners[l.GetName()] = clone(l)
@@ -129,6 +131,7 @@ func Generate(o Options) *Mesh {
 		}
 		rc.VirtualHosts = append(rc.VirtualHosts, allowAny())
 		m.routeConfigs[rc.GetName()] = rc
+		m.storedRC[rc.GetName()] = resource.MustRouteConfig(rc)
 	}
 	return m
 }
@@ -160,7 +163,7 @@ func (m *Mesh) snapshot(ch resource.Changes) *resource.Snapshot {
 	return &resource.Snapshot{
 		Seq:          m.seq,
 		Listeners:    m.listeners,
-		RouteConfigs: m.routeConfigs,
+		RouteConfigs: m.storedRC,
 		Clusters:     m.clusters,
 		Endpoints:    m.stored,
 		Changes:      ch,
@@ -206,6 +209,7 @@ func (m *Mesh) Resend() *resource.Snapshot {
 	for name, cla := range m.endpoints {
 		m.stored[name] = resource.FromCLA(cla)
 	}
+	m.restoreRCs()
 	m.seq++
 	ch.Since = m.seq - 1
 	return m.snapshot(ch)
@@ -214,9 +218,17 @@ func (m *Mesh) Resend() *resource.Snapshot {
 // ResendRouteConfigs is Resend for the route configurations only.
 func (m *Mesh) ResendRouteConfigs() *resource.Snapshot {
 	ch := resource.Changes{RouteConfigs: redecodeAll(m.routeConfigs)}
+	m.restoreRCs()
 	m.seq++
 	ch.Since = m.seq - 1
 	return m.snapshot(ch)
+}
+
+// restoreRCs brings storedRC in step with routeConfigs (new pointers for all).
+func (m *Mesh) restoreRCs() {
+	for name, rc := range m.routeConfigs {
+		m.storedRC[name] = resource.MustRouteConfig(rc)
+	}
 }
 
 func redecodeAll[M proto.Message](ms map[string]M) map[string]struct{} {

@@ -48,7 +48,7 @@ type trafficSplit struct {
 }
 
 func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
-	out := forRoute(pluginInput{RouteConfig: b.st.rc, VirtualHost: b.vh, Route: r, MirrorTarget: b.mirrorTarget, Resource: res})
+	out := forRoute(pluginInput{RouteConfig: b.st.hdr, VirtualHost: b.vh, Route: r, MirrorTarget: b.mirrorTarget, Resource: res})
 	for _, e := range out.Report {
 		if e.Kind == "" {
 			e.Kind = "route"

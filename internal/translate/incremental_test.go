@@ -9,6 +9,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/meshgen"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 // fullFrom translates snap from scratch (the reference for incremental results).
@@ -99,9 +100,21 @@ func TestSkippedSnapshotFallsBackToFull(t *testing.T) {
 	}
 }
 
+// editRC changes the route configuration name of snap (in place: the message and the
+// wire form snapshots carry, shared with the meshgen.Mesh it came from).
+func editRC(t *testing.T, snap *resource.Snapshot, name string, f func(*routev3.RouteConfiguration)) {
+	t.Helper()
+	rc, err := snap.RouteConfigs[name].Message()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f(rc)
+	snap.RouteConfigs[name] = resource.MustRouteConfig(rc)
+}
+
 // A resend in which one virtual host differs retranslates that virtual host only, and
-// the next unchanged resend (compared by fingerprint) changes nothing.
-// Run with fingerprints computed one by one and on every core (fingerprints).
+// the next unchanged resend (compared by wire form) changes nothing.
+// Run with virtual hosts built one by one and on every core.
 func TestIncrementalResendWithOneChangedVhost(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -118,11 +131,12 @@ func resendWithOneChangedVhost(t *testing.T) {
 	tr := newTracked(Options{})
 	tr.Translate(m.Snapshot())
 	prev := applyChanges(nil, apisix.ChangeSet{Put: tr.Objects()})
-	tr.Translate(m.ResendRouteConfigs()) // every virtual host now has a fingerprint
+	tr.Translate(m.ResendRouteConfigs())
 
 	snap := m.ResendRouteConfigs()
-	vh := snap.RouteConfigs["9080"].GetVirtualHosts()[3]
-	vh.GetRoutes()[1].GetMatch().PathSpecifier = &routev3.RouteMatch_Path{Path: "/changed"}
+	editRC(t, snap, "9080", func(rc *routev3.RouteConfiguration) {
+		rc.GetVirtualHosts()[3].GetRoutes()[1].GetMatch().PathSpecifier = &routev3.RouteMatch_Path{Path: "/changed"}
+	})
 	r := tr.Translate(snap)
 	if len(r.Changes.Put) != 1 || len(r.Changes.Delete) != 0 {
 		t.Fatalf("one changed route: %d puts, %d deletes, want 1 put", len(r.Changes.Put), len(r.Changes.Delete))
@@ -152,7 +166,9 @@ func TestRecoversFromPanicMidTranslation(t *testing.T) {
 	// A route change whose translation panics after the route configurations were
 	// translated (their objects already updated inside the translator).
 	snap := m.ResendRouteConfigs()
-	snap.RouteConfigs["9080"].GetVirtualHosts()[3].GetRoutes()[1].GetMatch().PathSpecifier = &routev3.RouteMatch_Path{Path: "/changed"}
+	editRC(t, snap, "9080", func(rc *routev3.RouteConfiguration) {
+		rc.GetVirtualHosts()[3].GetRoutes()[1].GetMatch().PathSpecifier = &routev3.RouteMatch_Path{Path: "/changed"}
+	})
 	func() {
 		testHookAfterRouteConfigs = func() { panic("injected") }
 		defer func() {
@@ -195,20 +211,22 @@ func TestIncrementalRouteStartsUsingCluster(t *testing.T) {
 		t.Fatal("meshgen has no unused cluster with endpoints")
 	}
 	snap := m.ResendRouteConfigs()
-	var changed *routev3.Route
-	for _, rc := range snap.RouteConfigs {
-		for _, vh := range rc.GetVirtualHosts() {
-			for _, r := range vh.GetRoutes() {
-				if changed == nil && r.GetRoute().GetCluster() != "" {
-					changed = r
+	changed := false
+	for name := range snap.RouteConfigs {
+		editRC(t, snap, name, func(rc *routev3.RouteConfiguration) {
+			for _, vh := range rc.GetVirtualHosts() {
+				for _, r := range vh.GetRoutes() {
+					if !changed && r.GetRoute().GetCluster() != "" {
+						r.GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: unused}
+						changed = true
+					}
 				}
 			}
-		}
+		})
 	}
-	if changed == nil {
+	if !changed {
 		t.Fatal("no single-cluster route")
 	}
-	changed.GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: unused}
 	r := tr.Translate(snap)
 	built := 0
 	for k, u := range r.Changes.Put {

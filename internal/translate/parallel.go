@@ -53,8 +53,7 @@ func (t *Translator) buildUpstreams(jobs []upJob) {
 
 // scratch is the reusable buffers of one goroutine of a translation.
 type scratch struct {
-	enc   encoder
-	fpBuf []byte // fingerprintOf
+	enc encoder
 }
 
 // parallel calls build for 0..n-1, on GOMAXPROCS goroutines (each with its own
@@ -141,9 +140,10 @@ func (t *Translator) encodeNew(enc *encoder, key string, obj any) upOut {
 
 // vhostJob is one new virtual host of a first translation.
 type vhostJob struct {
-	st  *rcState
-	vh  *routev3.VirtualHost
-	vs  *vhostState
+	st   *rcState
+	vh   *routev3.VirtualHost
+	wire []byte // vh's wire form
+	vs   *vhostState
 	rec vhostRec
 }
 
@@ -168,7 +168,7 @@ func (t *Translator) buildVhosts() {
 	t.vhostJobs = nil
 	t.parallel(len(jobs), func(sc *scratch, i int) {
 		j := &jobs[i]
-		j.vs = &vhostState{owner: j.st, vh: j.vh}
+		j.vs = &vhostState{owner: j.st, name: j.vh.GetName(), wire: j.wire}
 		j.rec.enc = &sc.enc
 		b := vhostBuilder{t: t, st: j.st, vs: j.vs, vh: j.vh, rec: &j.rec}
 		b.build()

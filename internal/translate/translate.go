@@ -3,8 +3,8 @@
 //
 // Work is cached per resource and redone only when the snapshot's Changes (or pointer
 // identity) say so: listeners are cheap and redone when any changes; route
-// configurations are translated per virtual host, and a virtual host whose message is
-// unchanged (same pointer, or proto.Equal after a resend) keeps its routes; clusters
+// configurations are translated per virtual host, and a virtual host whose wire form
+// is unchanged (resource.RouteConfig keeps one per virtual host) keeps its routes; clusters
 // and endpoints rebuild only the upstreams that name them. Reverse indexes (cluster →
 // virtual hosts that depend on it, EDS name → clusters) find the affected work. Every
 // object is encoded and only its digest (apisix.Hash) kept: the change set compares
@@ -80,9 +80,7 @@ type Translator struct {
 	report      []report.Entry // cached sorted report
 	reportDirty bool
 
-	sc     scratch              // buffers of this goroutine (see parallel)
-	fpOf   *routev3.VirtualHost // the last virtual host found changed, with
-	fpNext fingerprint          // its fingerprint
+	sc scratch // buffers of this goroutine (see parallel)
 
 	// per call
 	// fromEmpty: the call started from an empty output (a first translation), so
@@ -103,6 +101,9 @@ type Translator struct {
 	// allClustersNew: a full translation by a translator that had no clusters, so
 	// every cluster is synced and rebuilt in this call.
 	allClustersNew bool
+	// read: the route configurations whose decoded message this call used; released
+	// when it returns (see resource.RouteConfig).
+	read []*resource.RouteConfig
 }
 
 type touch struct {
@@ -119,17 +120,26 @@ type listenerState struct {
 }
 
 type rcState struct {
-	ctx    httpCtx
-	fp     string
-	rc     *routev3.RouteConfiguration
+	ctx httpCtx
+	fp  string
+	// src is the route configuration translated last; inline is the wire form of an
+	// inline one (ctx.inline), made once. hdr is src decoded without its virtual hosts:
+	// what routes read from the configuration itself (plugins.Input).
+	src    *resource.RouteConfig
+	inline *resource.RouteConfig
+	hdr    *routev3.RouteConfiguration
 	info   rcInfo
 	vhosts map[string]*vhostState
 	report []report.Entry
 }
 
+// vhostState is a translated virtual host. It keeps the virtual host's wire form (a
+// slice of its route configuration's, see resource.RouteConfig), not the message: that
+// is what a resend is compared with, and what a rebuild for a cluster change decodes.
 type vhostState struct {
 	owner  *rcState
-	vh     *routev3.VirtualHost
+	name   string
+	wire   []byte
 	keys   []string
 	ups    []string
 	deps   []string
@@ -137,10 +147,6 @@ type vhostState struct {
 	report []report.Entry
 	// depsCompact: deps and mirror are sorted and without duplicates.
 	depsCompact bool
-
-	// fp is the fingerprint of vh once hasFP (see fingerprint.go).
-	fp    fingerprint
-	hasFP bool
 }
 
 type clusterState struct {
@@ -267,8 +273,8 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 		}
 		t.dirtyVH = map[*vhostState]bool{}
 		for _, vs := range vhs {
-			if cur := vs.owner.vhosts[vs.vh.GetName()]; cur == vs {
-				t.rebuildVhost(vs.owner, vs.vh)
+			if cur := vs.owner.vhosts[vs.name]; cur == vs {
+				t.rebuildFromWire(vs)
 			}
 		}
 	}
@@ -279,6 +285,10 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	res := Result{Changes: t.changeSet(), Report: t.fullReport()}
 	t.snap, t.touched, t.pending, t.dirtyVH, t.dirtyUp, t.rebuilds, t.dirtyListeners = nil, nil, nil, nil, nil, nil, nil
 	t.vhostJobs = nil
+	for _, rc := range t.read {
+		rc.Release()
+	}
+	t.read = nil
 	t.inProgress = false
 	return res
 }
@@ -288,9 +298,7 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 func sizeHint(snap *resource.Snapshot) int {
 	n := len(snap.Clusters)
 	for _, rc := range snap.RouteConfigs {
-		for _, vh := range rc.GetVirtualHosts() {
-			n += len(vh.GetRoutes())
-		}
+		n += rc.Routes
 	}
 	return n
 }
@@ -302,6 +310,9 @@ var testHookAfterRouteConfigs func()
 // holds every key's value before it), returns that output, and resets all other
 // state, which may be half-updated.
 func (t *Translator) recoverFromPanic() map[string]uint64 {
+	for _, rc := range t.read {
+		rc.Release()
+	}
 	if t.fromEmpty {
 		*t = *New(t.opts)
 		return map[string]uint64{}

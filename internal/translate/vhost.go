@@ -13,6 +13,7 @@ package translate
 //     keeps them disjoint (a prefix wildcard excludes the longer ones; "*" excludes all).
 
 import (
+	"bytes"
 	"slices"
 	"sort"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 // rcInfo is what every virtual host of a route configuration needs from the others.
@@ -57,54 +59,59 @@ func (i rcInfo) stems() []string {
 
 // syncRC brings one context's routes up to date with its route configuration.
 func (t *Translator) syncRC(st *rcState) {
-	rc := st.ctx.inline
-	if rc == nil {
-		rc = t.snap.RouteConfigs[st.ctx.rds]
-	}
-	if rc == st.rc && rc != nil {
+	src, err := t.source(st)
+	if src == st.src && src != nil {
 		return
 	}
-	if rc == nil {
+	var rc, hdr *routev3.RouteConfiguration
+	if src != nil {
+		if rc, err = t.message(src); err == nil {
+			hdr, err = src.HeaderMessage()
+		}
+	}
+	if src == nil || err != nil {
 		t.dropRC(st)
-		st.report = []report.Entry{{Kind: "route_config", Resource: st.ctx.rds, Field: "name", Severity: report.Invalid,
-			Message: "route configuration is missing from the snapshot; listener " + st.ctx.listener + " serves no routes"}}
+		msg := "route configuration is missing from the snapshot; listener " + st.ctx.listener + " serves no routes"
+		if err != nil {
+			// Only a message that cannot be encoded or decoded again gets here; the
+			// client never publishes one.
+			msg = "route configuration cannot be read (" + err.Error() + "); listener " + st.ctx.listener + " serves no routes"
+		}
+		st.report = []report.Entry{{Kind: "route_config", Resource: st.ctx.rds, Field: "name", Severity: report.Invalid, Message: msg}}
 		t.reportDirty = true
 		return
 	}
 	info := infoOf(rc)
-	force := st.rc == nil || info != st.info
-	st.rc, st.info = rc, info
+	// Settings of the configuration itself (headers to add, per-filter configs, mirror
+	// policies...) reach every route: when they change, every virtual host is rebuilt.
+	force := st.src == nil || info != st.info || !bytes.Equal(st.src.Header, src.Header)
+	st.src, st.hdr, st.info = src, hdr, info
 	if len(st.report) > 0 {
 		st.report = nil
 		t.reportDirty = true
 	}
-	var fps []fingerprint
-	if !force {
-		fps = t.fingerprints(st, rc)
-	}
-	seen := make(map[string]bool, len(rc.GetVirtualHosts()))
-	for i, vh := range rc.GetVirtualHosts() {
+	vhs := rc.GetVirtualHosts()
+	seen := make(map[string]bool, len(vhs))
+	for i, vh := range vhs {
 		name := vh.GetName()
 		if seen[name] {
 			continue // duplicate names are invalid in Envoy; the first one wins here
 		}
 		seen[name] = true
+		wire := src.VirtualHosts[i]
 		old := st.vhosts[name]
-		if old != nil && !force {
-			if fps != nil {
-				if t.sameFingerprint(old, vh, fps[i]) {
-					continue
-				}
-			} else if t.sameVhost(old, vh) {
-				continue
-			}
+		if old != nil && !force && bytes.Equal(old.wire, wire) {
+			// Unchanged. Point at the new wire form, so that the old configuration's
+			// can be freed.
+			old.wire = wire
+			continue
 		}
 		if old == nil && t.collect {
 			// A first translation: built later with the others, see buildVhosts.
-			t.vhostJobs = append(t.vhostJobs, vhostJob{st: st, vh: vh})
+			t.vhostJobs = append(t.vhostJobs, vhostJob{st: st, vh: vh, wire: wire})
 			continue
 		}
-		t.rebuildVhost(st, vh)
+		t.rebuildVhost(st, vh, wire)
 	}
 	for name, vs := range st.vhosts {
 		if !seen[name] {
@@ -120,7 +127,7 @@ func (t *Translator) dropRC(st *rcState) {
 		t.dropVhost(vs)
 	}
 	st.vhosts = map[string]*vhostState{}
-	st.rc = nil
+	st.src, st.hdr = nil, nil
 	if len(st.report) > 0 {
 		st.report = nil
 		t.reportDirty = true
@@ -146,16 +153,47 @@ func (t *Translator) dropVhost(vs *vhostState) {
 	delete(t.dirtyVH, vs)
 }
 
-// rebuildVhost retranslates one virtual host.
-func (t *Translator) rebuildVhost(st *rcState, vh *routev3.VirtualHost) {
+// source returns the route configuration of a context: the RDS resource, or the
+// inline configuration (encoded once per context).
+func (t *Translator) source(st *rcState) (*resource.RouteConfig, error) {
+	if st.ctx.inline == nil {
+		return t.snap.RouteConfigs[st.ctx.rds], nil
+	}
+	if st.inline == nil {
+		rc, err := resource.NewRouteConfig(st.ctx.inline)
+		if err != nil {
+			return nil, err
+		}
+		st.inline = rc
+	}
+	return st.inline, nil
+}
+
+// message returns the decoded route configuration of src; it is released (only its
+// wire form kept) when this call of Translate returns.
+func (t *Translator) message(src *resource.RouteConfig) (*routev3.RouteConfiguration, error) {
+	t.read = append(t.read, src)
+	return src.Message()
+}
+
+// rebuildFromWire retranslates a current virtual host from its wire form, after a
+// change of the clusters it depends on.
+func (t *Translator) rebuildFromWire(vs *vhostState) {
+	vh, err := resource.DecodeVirtualHost(vs.wire)
+	if err != nil {
+		// The wire form was encoded by resource.NewRouteConfig from a valid message;
+		// failing to decode it is a bug, not bad input.
+		panic("translate: decode virtual host " + vs.name + ": " + err.Error())
+	}
+	t.rebuildVhost(vs.owner, vh, vs.wire)
+}
+
+// rebuildVhost retranslates one virtual host; wire is its wire form.
+func (t *Translator) rebuildVhost(st *rcState, vh *routev3.VirtualHost, wire []byte) {
 	if old := st.vhosts[vh.GetName()]; old != nil {
 		t.dropVhost(old)
 	}
-	vs := &vhostState{owner: st, vh: vh}
-	if t.fpOf == vh {
-		vs.fp, vs.hasFP = t.fpNext, true
-		t.fpOf = nil
-	}
+	vs := &vhostState{owner: st, name: vh.GetName(), wire: wire}
 	b := vhostBuilder{t: t, st: st, vs: vs, vh: vh}
 	b.build()
 	t.adoptVhost(st, vs)
@@ -174,7 +212,7 @@ func (vs *vhostState) compactDeps() {
 
 // adoptVhost makes a built virtual host current and indexes what it depends on.
 func (t *Translator) adoptVhost(st *rcState, vs *vhostState) {
-	st.vhosts[vs.vh.GetName()] = vs
+	st.vhosts[vs.name] = vs
 	vs.compactDeps()
 	for _, c := range vs.deps {
 		t.deps.add(c, vs)

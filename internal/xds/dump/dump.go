@@ -30,7 +30,7 @@ func (r *Resources) Snapshot() *resource.Snapshot {
 	s := &resource.Snapshot{
 		Seq:          1,
 		Listeners:    make(map[string]*listenerv3.Listener, len(r.Listeners)),
-		RouteConfigs: make(map[string]*routev3.RouteConfiguration, len(r.RouteConfigs)),
+		RouteConfigs: make(map[string]*resource.RouteConfig, len(r.RouteConfigs)),
 		Clusters:     make(map[string]*clusterv3.Cluster, len(r.Clusters)),
 		Endpoints:    make(map[string]*resource.LoadAssignment, len(r.Endpoints)),
 		Changes:      resource.Changes{Full: true},
@@ -39,7 +39,7 @@ func (r *Resources) Snapshot() *resource.Snapshot {
 		s.Listeners[l.GetName()] = l
 	}
 	for _, rc := range r.RouteConfigs {
-		s.RouteConfigs[rc.GetName()] = rc
+		s.RouteConfigs[rc.GetName()] = resource.MustRouteConfig(rc)
 	}
 	for _, c := range r.Clusters {
 		s.Clusters[c.GetName()] = c

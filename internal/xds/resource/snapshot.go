@@ -5,7 +5,6 @@ package resource
 import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 )
 
 // Snapshot is a consistent view of the xDS state: every RDS name that a listener in
@@ -27,7 +26,9 @@ type Snapshot struct {
 	Seq uint64
 
 	Listeners    map[string]*listenerv3.Listener
-	RouteConfigs map[string]*routev3.RouteConfiguration
+	// RouteConfigs are kept in wire form (RouteConfig); a consumer gets the decoded
+	// message of a changed one from RouteConfig.Message.
+	RouteConfigs map[string]*RouteConfig
 	Clusters     map[string]*clusterv3.Cluster
 	// Endpoints is keyed by the EDS service name (eds_cluster_config.service_name, or
 	// the cluster name when that is empty), which is also ClusterLoadAssignment.cluster_name.

@@ -2,18 +2,23 @@ package resource
 
 import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 )
 
 // AsStored returns m in the form the xDS client stores and publishes it (Decoded.Msg):
-// a ClusterLoadAssignment as its LoadAssignment, any other resource as a pruned copy.
-// For snapshots built outside the client (tests, generated meshes, dumps).
+// a ClusterLoadAssignment as its LoadAssignment, a RouteConfiguration as the
+// RouteConfig of a pruned copy, any other resource as a pruned copy. For snapshots
+// built outside the client (tests, generated meshes, dumps).
 func AsStored(m proto.Message) any {
 	if cla, ok := m.(*endpointv3.ClusterLoadAssignment); ok {
 		return FromCLA(cla)
 	}
 	c := proto.Clone(m)
 	Prune(c)
+	if rc, ok := c.(*routev3.RouteConfiguration); ok {
+		return MustRouteConfig(rc)
+	}
 	return c
 }
 
@@ -22,6 +27,10 @@ func Equal(a, b any) bool {
 	if la, ok := a.(*LoadAssignment); ok {
 		lb, ok := b.(*LoadAssignment)
 		return ok && la.Equal(lb)
+	}
+	if ra, ok := a.(*RouteConfig); ok {
+		rb, ok := b.(*RouteConfig)
+		return ok && ra.Equal(rb)
 	}
 	ma, okA := a.(proto.Message)
 	mb, okB := b.(proto.Message)
