@@ -144,7 +144,7 @@ type vhostJob struct {
 	vh   *routev3.VirtualHost
 	wire []byte // vh's wire form
 	vs   *vhostState
-	rec vhostRec
+	rec  vhostRec
 }
 
 // vhostRec is what building a virtual host would have done to the translator.

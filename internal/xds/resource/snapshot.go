@@ -25,7 +25,7 @@ type Snapshot struct {
 	// Seq increases by one with every snapshot the client publishes.
 	Seq uint64
 
-	Listeners    map[string]*listenerv3.Listener
+	Listeners map[string]*listenerv3.Listener
 	// RouteConfigs are kept in wire form (RouteConfig); a consumer gets the decoded
 	// message of a changed one from RouteConfig.Message.
 	RouteConfigs map[string]*RouteConfig
