@@ -8,6 +8,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -59,6 +60,22 @@ func TestLoadDirIstiod(t *testing.T) {
 			snap := r.Snapshot()
 			if snap.Seq != 1 || !snap.Changes.Full {
 				t.Errorf("snapshot Seq=%d Full=%v, want 1 and true", snap.Seq, snap.Changes.Full)
+			}
+			// Route configurations are in the snapshot's wire form, with the loaded
+			// content.
+			if len(snap.RouteConfigs) != len(r.RouteConfigs) {
+				t.Errorf("%d route configs in the snapshot, want %d", len(snap.RouteConfigs), len(r.RouteConfigs))
+			}
+			for _, rc := range r.RouteConfigs {
+				got := snap.RouteConfigs[rc.GetName()]
+				if got == nil {
+					t.Errorf("route config %s not in the snapshot", rc.GetName())
+					continue
+				}
+				got.Release() // what the translator does: the content must survive it
+				if m, err := got.Message(); err != nil || !proto.Equal(m, rc) || len(got.VirtualHosts) != len(rc.GetVirtualHosts()) {
+					t.Errorf("route config %s: snapshot content differs (%v)", rc.GetName(), err)
+				}
 			}
 			// Consistency: every EDS cluster has its endpoints under its EDS name.
 			for name, c := range snap.Clusters {
