@@ -288,6 +288,18 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	for _, rc := range t.read {
 		rc.Release()
 	}
+	// So are the new ones no listener uses (yet): nothing else would release them.
+	if full {
+		for _, rc := range snap.RouteConfigs {
+			rc.Release()
+		}
+	} else {
+		for name := range ch.RouteConfigs {
+			if rc := snap.RouteConfigs[name]; rc != nil {
+				rc.Release()
+			}
+		}
+	}
 	t.read = nil
 	t.inProgress = false
 	return res

@@ -19,6 +19,11 @@ import (
 func TestTranslateReleasesRouteConfigs(t *testing.T) {
 	m := meshgen.Generate(meshgen.Options{Services: 20})
 	snap := m.Snapshot()
+	// One no listener uses is released too.
+	unused := resource.MustRouteConfig(&routev3.RouteConfiguration{Name: "unused", VirtualHosts: []*routev3.VirtualHost{{Name: "x", Domains: []string{"*"}}}})
+	snap.RouteConfigs["unused"] = unused
+	defer delete(snap.RouteConfigs, "unused")
+	unusedMsg, _ := unused.Message()
 	rc := snap.RouteConfigs["9080"]
 	before, err := rc.Message()
 	if err != nil {
@@ -37,6 +42,9 @@ func TestTranslateReleasesRouteConfigs(t *testing.T) {
 	}
 	if !proto.Equal(after, before) {
 		t.Fatal("the wire form does not decode to the message it was made from")
+	}
+	if m, _ := unused.Message(); m == unusedMsg {
+		t.Fatal("a route configuration no listener uses still holds its decoded message")
 	}
 }
 
