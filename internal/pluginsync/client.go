@@ -157,8 +157,9 @@ func (c *Client) watch(ctx context.Context, client pb.PluginSyncClient) (receive
 		for _, e := range errs {
 			c.opts.Logger.Error("plugin not applied", "err", e)
 		}
-		c.latest.Publish(set)
+		// Connected before the set is published: whoever the set wakes sees it.
 		c.connected.Store(true)
+		c.latest.Publish(set)
 		c.opts.Logger.Info("plugin config set applied", "version", set.Version, "configs", len(set.Configs))
 	}
 }
