@@ -98,7 +98,7 @@ func twoOrders(t *testing.T, a, b proto.Message) {
 }
 
 // An unchanged resource that arrives with other bytes (map entries in another order)
-// is not a change: no snapshot is published, the decoded message keeps its pointer,
+// is not a change: no snapshot is published, the stored Cluster keeps its pointer,
 // and a later real change lists only what really changed.
 func TestMapOrderResendIsNoChange(t *testing.T) {
 	const name = "outbound|9080||a"
@@ -113,10 +113,17 @@ func TestMapOrderResendIsNoChange(t *testing.T) {
 			srv.Set(resource.ClusterType, ab, xdstest.EDSCluster("outbound|9080||b"), xdstest.StaticCluster("BlackHoleCluster"))
 			c := startClient(t, srv, p, nil)
 			first := waitSnapshot(t, c, func(s *resource.Snapshot) bool {
-				return countsOf(s) == counts{1, 1, 3, 2} && len(s.Clusters[name].GetTypedExtensionProtocolOptions()) == 2
+				if countsOf(s) != (counts{1, 1, 3, 2}) {
+					return false
+				}
+				m, err := s.Clusters[name].Message()
+				return err == nil && len(m.GetTypedExtensionProtocolOptions()) == 2
 			})
 			kept := first.Clusters[name]
 			seq := first.Seq
+			// The ACK of the first response may reach the server after a mark taken
+			// now; wait for it, so that ackOf below finds the resends' ACKs.
+			ackOf(t, srv, 0, resource.ClusterType, name)
 
 			// The same cluster in the other byte order, then the first order again, then
 			// the second again (now a remembered form): each is sent and ACKed, and

@@ -63,9 +63,18 @@ func TestReplayIstiod(t *testing.T) {
 						t.Errorf("route config %s differs", r.GetName())
 					}
 				}
-				for name, cl := range want.Clusters {
-					if !proto.Equal(pruned(cl), s.Clusters[name]) {
-						t.Errorf("cluster %s differs", name)
+				for _, cl := range res.Clusters {
+					got := s.Clusters[cl.GetName()]
+					if got == nil {
+						t.Errorf("cluster %s missing", cl.GetName())
+						continue
+					}
+					m, err := got.Message()
+					if err != nil {
+						t.Fatalf("cluster %s: %v", cl.GetName(), err)
+					}
+					if !proto.Equal(pruned(cl), m) || !got.Equal(resource.AsStored(cl).(*resource.Cluster)) {
+						t.Errorf("cluster %s differs", cl.GetName())
 					}
 				}
 				for name, e := range want.Endpoints {
@@ -99,7 +108,7 @@ func assertConsistent(t *testing.T, s *resource.Snapshot) {
 		}
 	}
 	for name, cl := range s.Clusters {
-		if resource.IsEDS(cl) && s.Endpoints[resource.EDSName(cl)] == nil {
+		if cl.EDS != "" && s.Endpoints[cl.EDS] == nil {
 			t.Errorf("cluster %s has no endpoints in the snapshot", name)
 		}
 	}

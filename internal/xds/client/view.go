@@ -1,7 +1,6 @@
 package client
 
 import (
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -77,7 +76,7 @@ func (d *delta) record(i int, t *typeState, changed map[string]struct{}, whole b
 type view struct {
 	listeners    map[string]*listenerv3.Listener
 	routeConfigs map[string]*resource.RouteConfig
-	clusters     map[string]*clusterv3.Cluster
+	clusters     map[string]*resource.Cluster
 	endpoints    map[string]*resource.LoadAssignment
 	// behind is the deltas taken since this view was last handed out, oldest first.
 	behind []*delta

@@ -323,7 +323,7 @@ func TestPipelinedConsumer(t *testing.T) {
 	for s := range snaps {
 		got++
 		for name, cl := range s.Clusters {
-			if resource.IsEDS(cl) && s.Endpoints[resource.EDSName(cl)].NumEndpoints() == 0 {
+			if cl.EDS != "" && s.Endpoints[cl.EDS].NumEndpoints() == 0 {
 				t.Errorf("snapshot %d: cluster %s without endpoints", s.Seq, name)
 			}
 		}
