@@ -75,9 +75,11 @@ type Mesh struct {
 	clusters     map[string]*clusterv3.Cluster
 	endpoints    map[string]*endpointv3.ClusterLoadAssignment
 	// stored is endpoints in the form snapshots carry them (resource.LoadAssignment),
-	// kept in step with endpoints; storedRC the same for routeConfigs.
-	stored   map[string]*resource.LoadAssignment
-	storedRC map[string]*resource.RouteConfig
+	// kept in step with endpoints; storedRC and storedClusters the same for
+	// routeConfigs and clusters.
+	stored         map[string]*resource.LoadAssignment
+	storedRC       map[string]*resource.RouteConfig
+	storedClusters map[string]*resource.Cluster
 
 	// edsNames lists the EDS clusters in a fixed order, for ChangeEndpoint.
 	edsNames []string
@@ -90,20 +92,22 @@ func Generate(o Options) *Mesh {
 	o = o.withDefaults()
 	t := templates()
 	m := &Mesh{
-		opts:         o,
-		seq:          1,
-		listeners:    map[string]*listenerv3.Listener{},
-		routeConfigs: map[string]*routev3.RouteConfiguration{},
-		clusters:     map[string]*clusterv3.Cluster{},
-		endpoints:    map[string]*endpointv3.ClusterLoadAssignment{},
-		stored:       map[string]*resource.LoadAssignment{},
-		storedRC:     map[string]*resource.RouteConfig{},
+		opts:           o,
+		seq:            1,
+		listeners:      map[string]*listenerv3.Listener{},
+		routeConfigs:   map[string]*routev3.RouteConfiguration{},
+		clusters:       map[string]*clusterv3.Cluster{},
+		endpoints:      map[string]*endpointv3.ClusterLoadAssignment{},
+		stored:         map[string]*resource.LoadAssignment{},
+		storedRC:       map[string]*resource.RouteConfig{},
+		storedClusters: map[string]*resource.Cluster{},
 	}
 	for _, l := range []*listenerv3.Listener{t.virtualInbound, t.virtualOutbound} {
 		m.listeners[l.GetName()] = clone(l)
 	}
 	for _, c := range []*clusterv3.Cluster{t.passthrough, t.blackHole, t.inboundPassthrough, t.inbound} {
 		m.clusters[c.GetName()] = clone(c)
+		m.storedClusters[c.GetName()] = resource.MustCluster(m.clusters[c.GetName()])
 	}
 	svcs := make([]service, o.Services)
 	for i := range svcs {
@@ -123,6 +127,7 @@ func Generate(o Options) *Mesh {
 			for k := 0; k <= o.Subsets; k++ {
 				c := outboundCluster(t.outbound, s, port, subsetName(k))
 				m.clusters[c.GetName()] = c
+				m.storedClusters[c.GetName()] = resource.MustCluster(c)
 				cla := loadAssignment(c.GetName(), s, i, port, k, o)
 				m.endpoints[c.GetName()] = cla
 				m.stored[c.GetName()] = resource.FromCLA(cla)
@@ -164,7 +169,7 @@ func (m *Mesh) snapshot(ch resource.Changes) *resource.Snapshot {
 		Seq:          m.seq,
 		Listeners:    m.listeners,
 		RouteConfigs: m.storedRC,
-		Clusters:     m.clusters,
+		Clusters:     m.storedClusters,
 		Endpoints:    m.stored,
 		Changes:      ch,
 	}
@@ -210,6 +215,7 @@ func (m *Mesh) Resend() *resource.Snapshot {
 		m.stored[name] = resource.FromCLA(cla)
 	}
 	m.restoreRCs()
+	m.restoreClusters()
 	m.seq++
 	ch.Since = m.seq - 1
 	return m.snapshot(ch)
@@ -228,6 +234,13 @@ func (m *Mesh) ResendRouteConfigs() *resource.Snapshot {
 func (m *Mesh) restoreRCs() {
 	for name, rc := range m.routeConfigs {
 		m.storedRC[name] = resource.MustRouteConfig(rc)
+	}
+}
+
+// restoreClusters brings storedClusters in step with clusters (new pointers for all).
+func (m *Mesh) restoreClusters() {
+	for name, c := range m.clusters {
+		m.storedClusters[name] = resource.MustCluster(c)
 	}
 }
 

@@ -42,7 +42,7 @@ func staticCluster(name string) *clusterv3.Cluster {
 
 func snapshotOf(ls []*listenerv3.Listener, rcs []*routev3.RouteConfiguration, cs []*clusterv3.Cluster) *resource.Snapshot {
 	s := &resource.Snapshot{Seq: 1, Listeners: map[string]*listenerv3.Listener{}, RouteConfigs: map[string]*resource.RouteConfig{},
-		Clusters: map[string]*clusterv3.Cluster{}, Endpoints: nil, Changes: resource.Changes{Full: true}}
+		Clusters: map[string]*resource.Cluster{}, Endpoints: nil, Changes: resource.Changes{Full: true}}
 	for _, l := range ls {
 		s.Listeners[l.GetName()] = l
 	}
@@ -50,7 +50,7 @@ func snapshotOf(ls []*listenerv3.Listener, rcs []*routev3.RouteConfiguration, cs
 		s.RouteConfigs[rc.GetName()] = resource.MustRouteConfig(rc)
 	}
 	for _, c := range cs {
-		s.Clusters[c.GetName()] = c
+		s.Clusters[c.GetName()] = resource.MustCluster(c)
 	}
 	return s
 }

@@ -71,14 +71,14 @@ func fuzzSnapshot(data []byte, lit, name string) *resource.Snapshot {
 		switch rng.Intn(4) {
 		case 0: // missing: routes to it must fail closed
 		case 1:
-			snap.Clusters[c] = &clusterv3.Cluster{Name: c, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}}
+			snap.Clusters[c] = resource.MustCluster(&clusterv3.Cluster{Name: c, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}})
 		case 2:
 			cl := staticCluster(c)
 			cl.LoadAssignment = fuzzCLA(rng, c)
-			snap.Clusters[c] = cl
+			snap.Clusters[c] = resource.MustCluster(cl)
 		default:
-			snap.Clusters[c] = &clusterv3.Cluster{Name: c, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-				LbPolicy: clusterv3.Cluster_LbPolicy(rng.Intn(8))}
+			snap.Clusters[c] = resource.MustCluster(&clusterv3.Cluster{Name: c, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+				LbPolicy: clusterv3.Cluster_LbPolicy(rng.Intn(8))})
 			snap.Endpoints[c] = resource.FromCLA(fuzzCLA(rng, c))
 		}
 	}

@@ -149,8 +149,10 @@ type vhostState struct {
 	depsCompact bool
 }
 
+// clusterState is a translated cluster. It keeps the cluster's wire form (the
+// snapshot's resource.Cluster), not its message: an upstream rebuild decodes it.
 type clusterState struct {
-	c      *clusterv3.Cluster
+	src    *resource.Cluster
 	cla    *resource.LoadAssignment
 	info   clusterInfo
 	eds    string
@@ -285,6 +287,7 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	res := Result{Changes: t.changeSet(), Report: t.fullReport()}
 	t.snap, t.touched, t.pending, t.dirtyVH, t.dirtyUp, t.rebuilds, t.dirtyListeners = nil, nil, nil, nil, nil, nil, nil
 	t.vhostJobs = nil
+	t.releaseClusters(full, snap)
 	for _, rc := range t.read {
 		rc.Release()
 	}
@@ -303,6 +306,32 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	t.read = nil
 	t.inProgress = false
 	return res
+}
+
+// mustCluster decodes a cluster's wire form, which resource.NewCluster encoded from a
+// valid message: failing to decode it is a bug, not bad input.
+func mustCluster(src *resource.Cluster) *clusterv3.Cluster {
+	c, err := src.Message()
+	if err != nil {
+		panic("translate: decode cluster " + src.Name + ": " + err.Error())
+	}
+	return c
+}
+
+// releaseClusters releases the decoded messages of the clusters this call was given
+// (all of a full snapshot's), keeping only their wire form (see resource.Cluster).
+func (t *Translator) releaseClusters(full bool, snap *resource.Snapshot) {
+	if full {
+		for _, c := range snap.Clusters {
+			c.Release()
+		}
+		return
+	}
+	for name := range snap.Changes.Clusters {
+		if c := snap.Clusters[name]; c != nil {
+			c.Release()
+		}
+	}
 }
 
 // sizeHint estimates the number of objects snap translates into: about one upstream
@@ -471,9 +500,9 @@ func (t *Translator) syncClusters(full bool, ch *resource.Changes) {
 }
 
 func (t *Translator) syncCluster(name string) {
-	c := t.snap.Clusters[name]
+	src := t.snap.Clusters[name]
 	cs := t.clusters[name]
-	if c == nil {
+	if src == nil {
 		if cs == nil {
 			return
 		}
@@ -484,17 +513,25 @@ func (t *Translator) syncCluster(name string) {
 		t.markDeps(name, cs.info, clusterInfo{})
 		return
 	}
-	var cla *resource.LoadAssignment
+	var c *clusterv3.Cluster // decoded only when the cluster itself changed
 	eds := ""
-	if c.GetType() == clusterv3.Cluster_EDS || c.GetEdsClusterConfig() != nil {
-		eds = resource.EDSName(c)
+	if cs != nil && cs.src == src {
+		eds = cs.eds // an endpoint change: no need to decode the cluster
+	} else {
+		c = mustCluster(src)
+		if c.GetType() == clusterv3.Cluster_EDS || c.GetEdsClusterConfig() != nil {
+			eds = resource.EDSName(c)
+		}
+	}
+	var cla *resource.LoadAssignment
+	if eds != "" {
 		cla = t.snap.Endpoints[eds]
 	}
 	if cs == nil {
 		cs = &clusterState{}
 		t.clusters[name] = cs
 	}
-	if cs.c == c && cs.cla == cla {
+	if cs.src == src && cs.cla == cla {
 		return
 	}
 	if cs.eds != eds {
@@ -507,8 +544,10 @@ func (t *Translator) syncCluster(name string) {
 	}
 	old := cs.info
 	claChanged := cs.cla != cla
-	cs.c, cs.cla, cs.eds = c, cla, eds
-	cs.info = clusterInfo{exists: true, special: special(c), hashLB: isHashLB(c)}
+	cs.src, cs.cla, cs.eds = src, cla, eds
+	if c != nil {
+		cs.info = clusterInfo{exists: true, special: special(c), hashLB: isHashLB(c)}
+	}
 	t.rebuilds[name] = true
 	t.markDeps(name, old, cs.info)
 	if claChanged {
@@ -713,7 +752,9 @@ func (t *Translator) syncUpstreams() {
 			continue
 		}
 		// A rebuilt cluster's ids are listed by the build (idsOf, off this goroutine).
-		jobs = append(jobs, upJob{name: name, cs: cs, rebuild: t.rebuilds[name], ids: ids})
+		// The message is decoded here, not in the build: a first translation's are
+		// still held by their resource.Cluster, anything else is one or a few.
+		jobs = append(jobs, upJob{name: name, cs: cs, c: mustCluster(cs.src), rebuild: t.rebuilds[name], ids: ids})
 	}
 	t.buildUpstreams(jobs)
 	for i := range jobs {

@@ -126,7 +126,7 @@ func BenchmarkBuild(b *testing.B) {
 	m := meshgen.Generate(meshgen.Options{Services: 1})
 	snap := m.Snapshot()
 	name := m.EDSClusters()[1]
-	c, la := snap.Clusters[name], snap.Endpoints[name]
+	c, la := msgOf(b, snap.Clusters[name]), snap.Endpoints[name]
 	b.ReportAllocs()
 	for b.Loop() {
 		u, _ := Build(c, la)

@@ -31,13 +31,24 @@ func istiod(t testing.TB) *resource.Snapshot {
 	return r.Snapshot()
 }
 
+// msgOf decodes a snapshot's cluster.
+func msgOf(t testing.TB, src *resource.Cluster) *clusterv3.Cluster {
+	t.Helper()
+	c, err := src.Message()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // Every cluster istiod sent builds into a schema-valid upstream, and the shapes of
 // the interesting ones are what the feature table says.
 func TestIstiodClusters(t *testing.T) {
 	snap := istiod(t)
 	built := map[string]*apisix.Upstream{}
 	reports := map[string][]report.Entry{}
-	for name, c := range snap.Clusters {
+	for name, src := range snap.Clusters {
+		c := msgOf(t, src)
 		u, es := Build(c, snap.Endpoints[resource.EDSName(c)])
 		mustValid(t, u)
 		if rs := Report(c, snap.Endpoints[resource.EDSName(c)]); !slices.Equal(rs, es) {
@@ -394,7 +405,8 @@ func TestTransportSockets(t *testing.T) {
 // Building twice gives byte-identical output, and the input is not modified.
 func TestDeterministic(t *testing.T) {
 	snap := istiod(t)
-	for name, c := range snap.Clusters {
+	for name, src := range snap.Clusters {
+		c := msgOf(t, src)
 		a, ea := Build(c, snap.Endpoints[resource.EDSName(c)])
 		b, eb := Build(c, snap.Endpoints[resource.EDSName(c)])
 		if string(mustValid(t, a)) != string(mustValid(t, b)) || fmt.Sprint(ea) != fmt.Sprint(eb) {

@@ -31,7 +31,7 @@ func (r *Resources) Snapshot() *resource.Snapshot {
 		Seq:          1,
 		Listeners:    make(map[string]*listenerv3.Listener, len(r.Listeners)),
 		RouteConfigs: make(map[string]*resource.RouteConfig, len(r.RouteConfigs)),
-		Clusters:     make(map[string]*clusterv3.Cluster, len(r.Clusters)),
+		Clusters:     make(map[string]*resource.Cluster, len(r.Clusters)),
 		Endpoints:    make(map[string]*resource.LoadAssignment, len(r.Endpoints)),
 		Changes:      resource.Changes{Full: true},
 	}
@@ -42,7 +42,7 @@ func (r *Resources) Snapshot() *resource.Snapshot {
 		s.RouteConfigs[rc.GetName()] = resource.MustRouteConfig(rc)
 	}
 	for _, c := range r.Clusters {
-		s.Clusters[c.GetName()] = c
+		s.Clusters[c.GetName()] = resource.MustCluster(c)
 	}
 	for _, e := range r.Endpoints {
 		s.Endpoints[e.GetClusterName()] = resource.FromCLA(e)

@@ -17,10 +17,10 @@ import (
 // it without decoding it again.
 type Decoded struct {
 	Name string
-	// Msg is a *listenerv3.Listener, *RouteConfig, *clusterv3.Cluster or
-	// *LoadAssignment, matching the type URL it was decoded as. The messages are
-	// pruned (see Prune): validated whole, then stored without what amesh never reads;
-	// a RouteConfig is the wire form of the pruned message (routeconfig.go), a
+	// Msg is a *listenerv3.Listener, *RouteConfig, *Cluster or *LoadAssignment,
+	// matching the type URL it was decoded as. The messages are pruned (see Prune):
+	// validated whole, then stored without what amesh never reads; a RouteConfig or
+	// Cluster is the wire form of the pruned message (routeconfig.go, cluster.go), a
 	// LoadAssignment the compact form of a validated ClusterLoadAssignment.
 	Msg any
 	// Deps are the names of the dependent resources Msg needs: RDS names of a listener,
@@ -162,10 +162,14 @@ func DecodeBytes(typeURL string, b []byte, wantName string) (*Decoded, error) {
 	if m, ok := d.Msg.(proto.Message); ok {
 		Prune(m)
 	}
-	if rc, ok := d.Msg.(*routev3.RouteConfiguration); ok {
-		if d.Msg, err = NewRouteConfig(rc); err != nil {
-			return nil, &Error{TypeURL: typeURL, Name: name, Err: err}
-		}
+	switch m := d.Msg.(type) {
+	case *routev3.RouteConfiguration:
+		d.Msg, err = NewRouteConfig(m)
+	case *clusterv3.Cluster:
+		d.Msg, err = NewCluster(m)
+	}
+	if err != nil {
+		return nil, &Error{TypeURL: typeURL, Name: name, Err: err}
 	}
 	return d, nil
 }

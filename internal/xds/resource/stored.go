@@ -1,14 +1,15 @@
 package resource
 
 import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 )
 
 // AsStored returns m in the form the xDS client stores and publishes it (Decoded.Msg):
-// a ClusterLoadAssignment as its LoadAssignment, a RouteConfiguration as the
-// RouteConfig of a pruned copy, any other resource as a pruned copy. For snapshots
+// a ClusterLoadAssignment as its LoadAssignment, a RouteConfiguration or Cluster as
+// the RouteConfig or Cluster of a pruned copy, a Listener as a pruned copy. For snapshots
 // built outside the client (tests, generated meshes, dumps).
 func AsStored(m proto.Message) any {
 	if cla, ok := m.(*endpointv3.ClusterLoadAssignment); ok {
@@ -16,8 +17,11 @@ func AsStored(m proto.Message) any {
 	}
 	c := proto.Clone(m)
 	Prune(c)
-	if rc, ok := c.(*routev3.RouteConfiguration); ok {
-		return MustRouteConfig(rc)
+	switch m := c.(type) {
+	case *routev3.RouteConfiguration:
+		return MustRouteConfig(m)
+	case *clusterv3.Cluster:
+		return MustCluster(m)
 	}
 	return c
 }
@@ -31,6 +35,10 @@ func Equal(a, b any) bool {
 	if ra, ok := a.(*RouteConfig); ok {
 		rb, ok := b.(*RouteConfig)
 		return ok && ra.Equal(rb)
+	}
+	if ca, ok := a.(*Cluster); ok {
+		cb, ok := b.(*Cluster)
+		return ok && ca.Equal(cb)
 	}
 	ma, okA := a.(proto.Message)
 	mb, okB := b.(proto.Message)
