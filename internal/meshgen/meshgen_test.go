@@ -68,6 +68,16 @@ func TestGenerateCountsAndValidity(t *testing.T) {
 	}
 }
 
+// clusterMessage is the decoded message of a cluster of a snapshot.
+func clusterMessage(t *testing.T, c *resource.Cluster) *clusterv3.Cluster {
+	t.Helper()
+	m, err := c.Message()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // rcMessage is the decoded message of a route configuration of a snapshot.
 func rcMessage(t *testing.T, rc *resource.RouteConfig) *routev3.RouteConfiguration {
 	t.Helper()
@@ -114,7 +124,8 @@ func checkConsistent(t *testing.T, snap *resource.Snapshot) {
 		}
 	}
 	for n, c := range snap.Clusters {
-		if c.GetType() == clusterv3.Cluster_EDS && snap.Endpoints[resource.EDSName(c)] == nil {
+		m := clusterMessage(t, c)
+		if m.GetType() == clusterv3.Cluster_EDS && snap.Endpoints[resource.EDSName(m)] == nil {
 			t.Errorf("cluster %s: endpoints missing", n)
 		}
 	}
@@ -160,7 +171,7 @@ func TestIstioShapes(t *testing.T) {
 	if catchAll.GetMatch().GetPrefix() != "/" || len(catchAll.GetRoute().GetWeightedClusters().GetClusters()) != 2 {
 		t.Errorf("catch-all route %v", catchAll)
 	}
-	c := snap.Clusters["outbound|9080|v1|svc-00000.default.svc.cluster.local"]
+	c := clusterMessage(t, snap.Clusters["outbound|9080|v1|svc-00000.default.svc.cluster.local"])
 	if c.GetLbPolicy() != clusterv3.Cluster_LEAST_REQUEST || len(c.GetTransportSocketMatches()) != 2 ||
 		c.GetEdsClusterConfig().GetServiceName() != c.GetName() {
 		t.Errorf("cluster %v", c)
@@ -231,7 +242,7 @@ func TestResend(t *testing.T) {
 	for n, rc := range first.RouteConfigs {
 		old[n] = rc
 	}
-	oldClusters := map[string]*clusterv3.Cluster{}
+	oldClusters := map[string]*resource.Cluster{}
 	for n, c := range first.Clusters {
 		oldClusters[n] = c
 	}
@@ -250,7 +261,7 @@ func TestResend(t *testing.T) {
 		t.Errorf("changes %+v", snap.Changes)
 	}
 	for n, c := range snap.Clusters {
-		if c == oldClusters[n] || !proto.Equal(c, oldClusters[n]) {
+		if c == oldClusters[n] || !c.Equal(oldClusters[n]) || !proto.Equal(clusterMessage(t, c), clusterMessage(t, oldClusters[n])) {
 			t.Errorf("cluster %s: want a new pointer with equal content", n)
 		}
 	}

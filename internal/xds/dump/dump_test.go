@@ -77,13 +77,29 @@ func TestLoadDirIstiod(t *testing.T) {
 					t.Errorf("route config %s: snapshot content differs (%v)", rc.GetName(), err)
 				}
 			}
-			// Consistency: every EDS cluster has its endpoints under its EDS name.
-			for name, c := range snap.Clusters {
+			// Clusters too; and consistency: every EDS cluster has its endpoints under
+			// its EDS name.
+			if len(snap.Clusters) != len(r.Clusters) {
+				t.Errorf("%d clusters in the snapshot, want %d", len(snap.Clusters), len(r.Clusters))
+			}
+			for _, c := range r.Clusters {
+				got := snap.Clusters[c.GetName()]
+				if got == nil {
+					t.Errorf("cluster %s not in the snapshot", c.GetName())
+					continue
+				}
+				got.Release()
+				if m, err := got.Message(); err != nil || !proto.Equal(m, c) {
+					t.Errorf("cluster %s: snapshot content differs (%v)", c.GetName(), err)
+				}
 				if c.GetType() != clusterv3.Cluster_EDS {
 					continue
 				}
-				if _, ok := snap.Endpoints[c.GetEdsClusterConfig().GetServiceName()]; !ok {
-					t.Errorf("cluster %s: no endpoints in the snapshot", name)
+				if got.EDS != c.GetEdsClusterConfig().GetServiceName() {
+					t.Errorf("cluster %s: EDS name %q, want %q", c.GetName(), got.EDS, c.GetEdsClusterConfig().GetServiceName())
+				}
+				if _, ok := snap.Endpoints[got.EDS]; !ok {
+					t.Errorf("cluster %s: no endpoints in the snapshot", c.GetName())
 				}
 			}
 		})

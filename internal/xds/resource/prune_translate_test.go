@@ -182,18 +182,26 @@ func decodeOne[M any](t *testing.T, typeURL string, m M) M {
 	return d.Msg.(M)
 }
 
-// message is m as a proto message: a route configuration decoded from its wire form
-// (resource.RouteConfig), any other resource as it is.
+// message is m as a proto message: a route configuration or cluster decoded from its
+// wire form (resource.RouteConfig, resource.Cluster), any other resource as it is.
 func message(t *testing.T, m any) proto.Message {
 	t.Helper()
-	if rc, ok := m.(*resource.RouteConfig); ok {
-		msg, err := rc.Message()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return msg
+	var (
+		msg proto.Message
+		err error
+	)
+	switch m := m.(type) {
+	case *resource.RouteConfig:
+		msg, err = m.Message()
+	case *resource.Cluster:
+		msg, err = m.Message()
+	default:
+		return m.(proto.Message)
 	}
-	return m.(proto.Message)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
 }
 
 // shrunk returns how many resources pruning made smaller.
