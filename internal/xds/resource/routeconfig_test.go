@@ -11,6 +11,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -155,22 +156,23 @@ func TestRouteConfigNoVirtualHosts(t *testing.T) {
 	}
 }
 
-// withReversedMap returns the wire form of rc with the entries of its
-// typed_per_filter_config map (field 16) re-serialized in reverse order of keys: what
-// a marshaller that does not sort maps (istiod's) may send for the same content.
-func withReversedMap(t *testing.T, rc *routev3.RouteConfiguration) []byte {
+// withReversedMap returns the wire form of m with the entries of its map field
+// re-serialized in reverse order of keys: what a marshaller that does not sort maps
+// (istiod's) may send for the same content.
+func withReversedMap(t *testing.T, m proto.Message, field protoreflect.Name) []byte {
 	t.Helper()
-	const field = 16
-	m := proto.Clone(rc).(*routev3.RouteConfiguration)
-	entries := m.TypedPerFilterConfig
-	m.TypedPerFilterConfig = nil
-	b := marshal(t, m)
-	det := marshal(t, &routev3.RouteConfiguration{TypedPerFilterConfig: entries})
+	fd := m.ProtoReflect().Descriptor().Fields().ByName(field)
+	rest := proto.Clone(m)
+	rest.ProtoReflect().Clear(fd)
+	b := marshal(t, rest)
+	only := m.ProtoReflect().Type().New()
+	only.Set(fd, m.ProtoReflect().Get(fd))
+	det := marshal(t, only.Interface())
 	// det holds the entries sorted by key; append them last to first.
 	var sorted [][]byte
 	for rest := det; len(rest) > 0; {
 		num, typ, n := protowire.ConsumeTag(rest)
-		if n < 0 || num != field || typ != protowire.BytesType {
+		if n < 0 || num != fd.Number() || typ != protowire.BytesType {
 			t.Fatalf("unexpected field %d in the map's wire form", num)
 		}
 		v, k := protowire.ConsumeBytes(rest[n:])
@@ -184,7 +186,7 @@ func withReversedMap(t *testing.T, rc *routev3.RouteConfiguration) []byte {
 		t.Fatal("need two map entries to reorder")
 	}
 	for i := len(sorted) - 1; i >= 0; i-- {
-		b = protowire.AppendTag(b, field, protowire.BytesType)
+		b = protowire.AppendTag(b, fd.Number(), protowire.BytesType)
 		b = protowire.AppendBytes(b, sorted[i])
 	}
 	return b
@@ -195,7 +197,7 @@ func TestRouteConfigEqual(t *testing.T) {
 	a := resource.MustRouteConfig(rc)
 
 	// The same content received with its map entries in another order.
-	other := withReversedMap(t, rc)
+	other := withReversedMap(t, rc, "typed_per_filter_config")
 	if bytes.Equal(other, marshal(t, rc)) {
 		t.Fatal("the reordered wire form is the deterministic one; the test would check nothing")
 	}

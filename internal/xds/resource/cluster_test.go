@@ -1,0 +1,247 @@
+package resource_test
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/amesh-dev/amesh/internal/xds/dump"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
+	"github.com/amesh-dev/amesh/internal/xdstest"
+)
+
+// richCluster is a valid EDS cluster with a map of two protocol options (one Prune
+// keeps, one it marks), circuit breakers, and what Prune clears (metadata, alt stat
+// name, the EDS config source).
+func richCluster(t *testing.T) *clusterv3.Cluster {
+	t.Helper()
+	c := xdstest.EDSCluster("outbound|9080||a")
+	c.AltStatName = "outbound|9080||a;"
+	c.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		"istio": {Fields: map[string]*structpb.Value{"services": structpb.NewStringValue("a")}},
+	}}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(t, wrapperspb.String("http")),
+		"istio.other": mustAny(t, wrapperspb.String("other")),
+	}
+	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		MaxConnections: wrapperspb.UInt32(1024), MaxRetries: wrapperspb.UInt32(3),
+	}}}
+	return c
+}
+
+func TestClusterRoundTrip(t *testing.T) {
+	orig := richCluster(t)
+	want := proto.Clone(orig)
+	r, err := resource.NewCluster(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Name != orig.GetName() || !bytes.Equal(r.Wire, marshal(t, want)) {
+		t.Fatalf("name %q, wire form %d bytes; want %q and the deterministic wire form", r.Name, len(r.Wire), orig.GetName())
+	}
+	if m, err := r.Message(); err != nil || m != orig {
+		t.Fatalf("before Release, Message = %p (%v), want the message it was made from %p", m, err, orig)
+	}
+
+	r.Release()
+	m, err := r.Message()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m == orig || !proto.Equal(m, want) {
+		t.Errorf("after Release, Message is not a new decode equal to the original:\n%v\nwant\n%v", m, want)
+	}
+	if m2, _ := r.Message(); m2 == m {
+		t.Error("a released Cluster handed out the same decoded message twice: it keeps it")
+	}
+	if r.Name != orig.GetName() || r.EDS != orig.GetName() {
+		t.Errorf("after Release: name %q, EDS %q", r.Name, r.EDS)
+	}
+}
+
+// EDS is the name the endpoints come under for EDS clusters, empty for the others.
+func TestClusterEDS(t *testing.T) {
+	named := xdstest.EDSCluster("outbound|9080||a")
+	named.EdsClusterConfig.ServiceName = "svc-a"
+	unnamed := xdstest.EDSCluster("outbound|9080||b")
+	unnamed.EdsClusterConfig.ServiceName = ""
+	dns := xdstest.StaticCluster("outbound|80||example.com")
+	dns.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
+	custom := xdstest.EDSCluster("custom")
+	custom.ClusterDiscoveryType = &clusterv3.Cluster_ClusterType{ClusterType: &clusterv3.Cluster_CustomClusterType{Name: "envoy.clusters.aggregate"}}
+	for _, tc := range []struct {
+		c    *clusterv3.Cluster
+		want string
+	}{
+		{xdstest.EDSCluster("outbound|9080||c"), "outbound|9080||c"},
+		{named, "svc-a"},
+		{unnamed, "outbound|9080||b"}, // no service name: the cluster's name
+		{xdstest.StaticCluster("BlackHoleCluster"), ""},
+		{dns, ""},
+		{custom, ""}, // a custom cluster type is not EDS even with an EDS config
+	} {
+		r := resource.MustCluster(tc.c)
+		r.Release()
+		if r.EDS != tc.want {
+			t.Errorf("%s: EDS %q, want %q", tc.c.GetName(), r.EDS, tc.want)
+		}
+		// The client's dependency on the endpoints is the same name.
+		d, err := resource.Decode(resource.ClusterType, mustAny(t, tc.c), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := d.Msg.(*resource.Cluster); got.EDS != tc.want || (tc.want == "") != (len(d.Deps) == 0) || (tc.want != "" && d.Deps[0] != tc.want) {
+			t.Errorf("%s: decoded EDS %q deps %v, want %q", tc.c.GetName(), got.EDS, d.Deps, tc.want)
+		}
+	}
+}
+
+func TestClusterEqual(t *testing.T) {
+	c := richCluster(t)
+	a := resource.MustCluster(c)
+
+	// The same content received with its map entries in another order.
+	other := withReversedMap(t, c, "typed_extension_protocol_options")
+	if bytes.Equal(other, marshal(t, c)) {
+		t.Fatal("the reordered wire form is the deterministic one; the test would check nothing")
+	}
+	var dec clusterv3.Cluster
+	if err := proto.Unmarshal(other, &dec); err != nil {
+		t.Fatal(err)
+	}
+	b := resource.MustCluster(&dec)
+	if !a.Equal(b) || !b.Equal(a) || !resource.Equal(a, b) {
+		t.Error("same content in another map order: not equal")
+	}
+	b.Release()
+	if !a.Equal(b) {
+		t.Error("equality changed with Release")
+	}
+	if !a.Equal(a) || a.Equal(nil) || (*resource.Cluster)(nil).Equal(a) || !(*resource.Cluster)(nil).Equal(nil) {
+		t.Error("Equal with itself or nil")
+	}
+
+	for what, change := range map[string]func(*clusterv3.Cluster){
+		"the name":         func(m *clusterv3.Cluster) { m.Name = "outbound|9080||z" },
+		"the lb policy":    func(m *clusterv3.Cluster) { m.LbPolicy = clusterv3.Cluster_ROUND_ROBIN },
+		"the service name": func(m *clusterv3.Cluster) { m.EdsClusterConfig.ServiceName = "svc-z" },
+		"a circuit breaker": func(m *clusterv3.Cluster) {
+			m.CircuitBreakers.Thresholds[0].MaxConnections = wrapperspb.UInt32(1)
+		},
+		"a protocol option": func(m *clusterv3.Cluster) {
+			m.TypedExtensionProtocolOptions["istio.other"] = mustAny(t, wrapperspb.String("changed"))
+		},
+	} {
+		m := proto.Clone(c).(*clusterv3.Cluster)
+		change(m)
+		d := resource.MustCluster(m)
+		if a.Equal(d) || d.Equal(a) || resource.Equal(a, d) {
+			t.Errorf("%s changed: still equal", what)
+		}
+	}
+	if resource.Equal(a, c) {
+		t.Error("a Cluster equals a decoded message")
+	}
+}
+
+// DecodeBytes of a CDS resource gives the Cluster of the pruned message.
+func TestDecodeBytesCluster(t *testing.T) {
+	check := func(t *testing.T, c *clusterv3.Cluster) {
+		t.Helper()
+		d, err := resource.DecodeBytes(resource.ClusterType, marshal(t, c), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, ok := d.Msg.(*resource.Cluster)
+		if !ok {
+			t.Fatalf("Msg is a %T, want *resource.Cluster", d.Msg)
+		}
+		want := proto.Clone(c)
+		resource.Prune(want)
+		if d.Name != c.GetName() || r.Name != c.GetName() {
+			t.Errorf("name %q / %q, want %q", d.Name, r.Name, c.GetName())
+		}
+		for _, release := range []bool{false, true} {
+			if release {
+				r.Release()
+			}
+			m, err := r.Message()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(m, want) {
+				t.Errorf("released %v: Message differs from the pruned message", release)
+			}
+		}
+		if !r.Equal(resource.AsStored(c).(*resource.Cluster)) {
+			t.Error("not equal to AsStored of the same message")
+		}
+	}
+
+	t.Run("built", func(t *testing.T) {
+		c := richCluster(t)
+		pruned := proto.Clone(c)
+		resource.Prune(pruned)
+		if proto.Equal(pruned, c) {
+			t.Fatal("Prune changed nothing: the test would not see an unpruned result")
+		}
+		check(t, c)
+	})
+	t.Run("istiod", func(t *testing.T) {
+		res, err := dump.LoadDir(filepath.Join("..", "..", "..", "testdata", "istiod", "sotw"))
+		if err != nil {
+			t.Skipf("istiod testdata: %v", err)
+		}
+		if len(res.Clusters) == 0 {
+			t.Fatal("no clusters in the istiod testdata")
+		}
+		for _, c := range res.Clusters {
+			t.Run(c.GetName(), func(t *testing.T) { check(t, c) })
+		}
+	})
+}
+
+// Message and Release may be called concurrently (the translator releases what a
+// reader may still be decoding); every Message is the same content.
+func TestClusterConcurrent(t *testing.T) {
+	c := richCluster(t)
+	want := proto.Clone(c)
+	r := resource.MustCluster(c)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				m, err := r.Message()
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !proto.Equal(m, want) {
+					errs <- fmt.Errorf("message %d differs", i)
+					return
+				}
+				if i == 10 {
+					r.Release()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
