@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 	"github.com/amesh-dev/amesh/test/istiod/harness"
@@ -38,8 +39,8 @@ func TestNACK(t *testing.T) {
 			sc := startSidecar(t, sidecarEnv(t, env.istiod.GRPCAddr, proto))
 			base := sc.next(t, mustHappen)
 			good := base.Clusters[outbound("9080", "", details)]
-			if good == nil || good.GetConnectTimeout().AsDuration() <= 0 {
-				t.Fatalf("details cluster missing or already invalid: %v", good)
+			if d := connectTimeout(t, good); d <= 0 {
+				t.Fatalf("details cluster missing or already invalid (connect_timeout %v)", d)
 			}
 
 			ef := badConnectTimeout()
@@ -83,9 +84,22 @@ func TestNACK(t *testing.T) {
 			snap := sc.waitFor(t, "ratings weights 70/30 despite the NACK", func(s *resource.Snapshot) bool {
 				return slices.Equal(defaultWeights(t, s, ratings), []uint32{70, 30})
 			})
-			if c := snap.Clusters[outbound("9080", "", details)]; c == nil || c.GetConnectTimeout().AsDuration() <= 0 {
-				t.Errorf("details cluster after the NACK = %v, want the last good one", c)
+			if d := connectTimeout(t, snap.Clusters[outbound("9080", "", details)]); d <= 0 {
+				t.Errorf("details cluster after the NACK has connect_timeout %v (0: missing), want the last good one", d)
 			}
 		})
 	}
+}
+
+// connectTimeout is the connect_timeout of c, 0 when c is nil.
+func connectTimeout(t *testing.T, c *resource.Cluster) time.Duration {
+	t.Helper()
+	if c == nil {
+		return 0
+	}
+	m, err := c.Message()
+	if err != nil {
+		t.Fatalf("cluster %s: %v", c.Name, err)
+	}
+	return m.GetConnectTimeout().AsDuration()
 }

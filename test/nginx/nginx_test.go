@@ -47,7 +47,7 @@ func expected(t testing.TB, res map[string][]proto.Message) map[string]string {
 	t.Helper()
 	snap := &resource.Snapshot{Seq: 1, Changes: resource.Changes{Full: true},
 		Listeners: map[string]*listenerv3.Listener{}, RouteConfigs: map[string]*resource.RouteConfig{},
-		Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*resource.LoadAssignment{}}
+		Clusters: map[string]*resource.Cluster{}, Endpoints: map[string]*resource.LoadAssignment{}}
 	for _, m := range res[resource.ListenerType] {
 		l := m.(*listenerv3.Listener)
 		snap.Listeners[l.GetName()] = l
@@ -58,7 +58,7 @@ func expected(t testing.TB, res map[string][]proto.Message) map[string]string {
 	}
 	for _, m := range res[resource.ClusterType] {
 		c := m.(*clusterv3.Cluster)
-		snap.Clusters[c.GetName()] = c
+		snap.Clusters[c.GetName()] = resource.MustCluster(c)
 	}
 	for _, m := range res[resource.EndpointType] {
 		e := m.(*endpointv3.ClusterLoadAssignment)
