@@ -45,14 +45,6 @@ func naive(snap *resource.Snapshot) (map[string][]byte, error) {
 		// (see resource.RouteConfig), so the floor's heap compares with the agent's.
 		src.Release()
 	}
-	// The floor translates no cluster, but the translator releases every changed
-	// cluster's decoded message after translating (resource.Cluster): drop them too, or
-	// the floor would hold a decoded message (~0.9 KiB) per cluster more than the agent.
-	for name, c := range snap.Clusters {
-		if _, ok := snap.Changes.Clusters[name]; full || ok {
-			c.Release()
-		}
-	}
 	return out, nil
 }
 

@@ -241,7 +241,7 @@ func (b *vhostBuilder) mirrorTarget(cluster string) (string, bool) {
 	if cs == nil || cs.info.special != specialNone {
 		return "", false
 	}
-	u, _ := buildUpstream(mustCluster(cs.src), cs.cla)
+	u, _ := buildUpstream(cluster, cs.src.Shape(), cs.cla)
 	if len(u.Nodes) == 0 {
 		return "", false
 	}

@@ -18,17 +18,19 @@ type variant = upstream.Variant
 
 func variantID(cluster string, v variant) string { return upstream.VariantID(cluster, v) }
 
-func buildUpstream(c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
-	return upstream.Build(c, cla)
+// The cluster functions take the cluster's name and its shape (resource.Cluster).
+
+func buildUpstream(name string, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
+	return upstream.Build(name, c, cla)
 }
 
 // buildUnnamed is buildUpstream without the id, for upstreams named by ApplyAs.
-func buildUnnamed(c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
-	return upstream.BuildUnnamed(c, cla)
+func buildUnnamed(name string, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
+	return upstream.BuildUnnamed(name, c, cla)
 }
 
-func clusterReport(c *clusterv3.Cluster, cla *resource.LoadAssignment) []report.Entry {
-	return upstream.Report(c, cla)
+func clusterReport(name string, c *clusterv3.Cluster, cla *resource.LoadAssignment) []report.Entry {
+	return upstream.Report(name, c, cla)
 }
 
 // specialKind is how Istio's special clusters are recognised.
@@ -39,7 +41,7 @@ const (
 	specialBlackHole = upstream.BlackHole
 )
 
-func special(c *clusterv3.Cluster) specialKind { return upstream.Special(c) }
+func special(name string, c *clusterv3.Cluster) specialKind { return upstream.Special(name, c) }
 
 type pluginInput = plugins.Input
 

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
@@ -32,9 +31,8 @@ var parallelMin = 256
 type upJob struct {
 	name    string
 	cs      *clusterState
-	c       *clusterv3.Cluster // cs's cluster, decoded
-	rebuild bool               // the cluster or its endpoints changed: its report is redone too
-	ids     []string           // the upstream ids routes reference; none: only the report
+	rebuild bool     // the cluster or its endpoints changed: its report is redone too
+	ids     []string // the upstream ids routes reference; none: only the report
 
 	rep []report.Entry
 	out []upOut // per id
@@ -117,10 +115,10 @@ func (t *Translator) buildUpstream(enc *encoder, j *upJob) {
 		j.ids = t.idsOf(j.name)
 	}
 	if len(j.ids) == 0 {
-		j.rep = clusterReport(j.c, cs.cla)
+		j.rep = clusterReport(j.name, cs.src.Shape(), cs.cla)
 		return
 	}
-	base, rep := buildUnnamed(j.c, cs.cla) // ApplyAs names each variant
+	base, rep := buildUnnamed(j.name, cs.src.Shape(), cs.cla) // ApplyAs names each variant
 	j.rep = rep
 	j.out = make([]upOut, len(j.ids))
 	for k, id := range j.ids {

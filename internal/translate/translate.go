@@ -149,8 +149,8 @@ type vhostState struct {
 	depsCompact bool
 }
 
-// clusterState is a translated cluster. It keeps the cluster's wire form (the
-// snapshot's resource.Cluster), not its message: an upstream rebuild decodes it.
+// clusterState is a translated cluster: the snapshot's resource.Cluster (its names and
+// shared shape; upstreams are built from those).
 type clusterState struct {
 	src    *resource.Cluster
 	cla    *resource.LoadAssignment
@@ -287,7 +287,6 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	res := Result{Changes: t.changeSet(), Report: t.fullReport()}
 	t.snap, t.touched, t.pending, t.dirtyVH, t.dirtyUp, t.rebuilds, t.dirtyListeners = nil, nil, nil, nil, nil, nil, nil
 	t.vhostJobs = nil
-	t.releaseClusters(full, snap)
 	for _, rc := range t.read {
 		rc.Release()
 	}
@@ -306,32 +305,6 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	t.read = nil
 	t.inProgress = false
 	return res
-}
-
-// mustCluster decodes a cluster's wire form, which resource.NewCluster encoded from a
-// valid message: failing to decode it is a bug, not bad input.
-func mustCluster(src *resource.Cluster) *clusterv3.Cluster {
-	c, err := src.Message()
-	if err != nil {
-		panic("translate: decode cluster " + src.Name + ": " + err.Error())
-	}
-	return c
-}
-
-// releaseClusters releases the decoded messages of the clusters this call was given
-// (all of a full snapshot's), keeping only their wire form (see resource.Cluster).
-func (t *Translator) releaseClusters(full bool, snap *resource.Snapshot) {
-	if full {
-		for _, c := range snap.Clusters {
-			c.Release()
-		}
-		return
-	}
-	for name := range snap.Changes.Clusters {
-		if c := snap.Clusters[name]; c != nil {
-			c.Release()
-		}
-	}
 }
 
 // sizeHint estimates the number of objects snap translates into: about one upstream
@@ -513,15 +486,10 @@ func (t *Translator) syncCluster(name string) {
 		t.markDeps(name, cs.info, clusterInfo{})
 		return
 	}
-	var c *clusterv3.Cluster // decoded only when the cluster itself changed
+	c := src.Shape()
 	eds := ""
-	if cs != nil && cs.src == src {
-		eds = cs.eds // an endpoint change: no need to decode the cluster
-	} else {
-		c = mustCluster(src)
-		if c.GetType() == clusterv3.Cluster_EDS || c.GetEdsClusterConfig() != nil {
-			eds = resource.EDSName(c)
-		}
+	if c.GetType() == clusterv3.Cluster_EDS || c.GetEdsClusterConfig() != nil {
+		eds = src.EDSName()
 	}
 	var cla *resource.LoadAssignment
 	if eds != "" {
@@ -545,9 +513,7 @@ func (t *Translator) syncCluster(name string) {
 	old := cs.info
 	claChanged := cs.cla != cla
 	cs.src, cs.cla, cs.eds = src, cla, eds
-	if c != nil {
-		cs.info = clusterInfo{exists: true, special: special(c), hashLB: isHashLB(c)}
-	}
+	cs.info = clusterInfo{exists: true, special: special(name, c), hashLB: isHashLB(c)}
 	t.rebuilds[name] = true
 	t.markDeps(name, old, cs.info)
 	if claChanged {
@@ -752,9 +718,7 @@ func (t *Translator) syncUpstreams() {
 			continue
 		}
 		// A rebuilt cluster's ids are listed by the build (idsOf, off this goroutine).
-		// The message is decoded here, not in the build: a first translation's are
-		// still held by their resource.Cluster, anything else is one or a few.
-		jobs = append(jobs, upJob{name: name, cs: cs, c: mustCluster(cs.src), rebuild: t.rebuilds[name], ids: ids})
+		jobs = append(jobs, upJob{name: name, cs: cs, rebuild: t.rebuilds[name], ids: ids})
 	}
 	t.buildUpstreams(jobs)
 	for i := range jobs {

@@ -47,33 +47,6 @@ func TestTranslateReleasesRouteConfigs(t *testing.T) {
 	}
 }
 
-// Clusters too are released once translated, and a translation from the wire forms
-// alone (route configurations and clusters decoded anew) gives the same output.
-func TestTranslateReleasesClusters(t *testing.T) {
-	m := meshgen.Generate(meshgen.Options{Services: 20})
-	snap := m.Snapshot()
-	held := map[string]any{}
-	for name, c := range snap.Clusters {
-		msg, err := c.Message()
-		if err != nil {
-			t.Fatal(err)
-		}
-		held[name] = msg
-	}
-	first := newTracked(Options{})
-	first.Translate(snap)
-	for name, c := range snap.Clusters {
-		if msg, _ := c.Message(); any(msg) == held[name] {
-			t.Fatalf("cluster %s still holds its decoded message after translation", name)
-		}
-	}
-	again := newTracked(Options{})
-	again.Translate(snap)
-	if !sameObjects(first.Objects(), again.Objects()) {
-		t.Fatal("translating the wire forms gives another output than translating the messages")
-	}
-}
-
 // copySnapshot returns a snapshot with copies of s's maps (meshgen's snapshots share
 // the mesh's), numbered seq and changed since s.
 func copySnapshot(s *resource.Snapshot, seq uint64, ch resource.Changes) *resource.Snapshot {

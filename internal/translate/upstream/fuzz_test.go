@@ -92,18 +92,18 @@ func FuzzBuild(f *testing.F) {
 	f.Add([]byte("some longer seed that exercises locality weights and outlier detection...."))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, la := fuzzCluster(data)
-		u, es := Build(c, la)
+		u, es := Build(c.GetName(), c, la)
 		a := mustValid(t, u)
-		u2, es2 := Build(c, la)
+		u2, es2 := Build(c.GetName(), c, la)
 		if string(a) != string(mustValid(t, u2)) || fmt.Sprint(es) != fmt.Sprint(es2) {
 			t.Fatal("not deterministic")
 		}
-		un, es3 := BuildUnnamed(c, la)
+		un, es3 := BuildUnnamed(c.GetName(), c, la)
 		un.ID = u.ID
 		if string(mustValid(t, un)) != string(a) || fmt.Sprint(es3) != fmt.Sprint(es) {
 			t.Fatal("BuildUnnamed differs from Build other than by the id")
 		}
-		if rs := Report(c, la); fmt.Sprint(rs) != fmt.Sprint(es) {
+		if rs := Report(c.GetName(), c, la); fmt.Sprint(rs) != fmt.Sprint(es) {
 			t.Fatalf("Report differs from Build's entries:\n%v\n%v", rs, es)
 		}
 		for _, n := range u.Nodes {
@@ -129,7 +129,7 @@ func BenchmarkBuild(b *testing.B) {
 	c, la := msgOf(b, snap.Clusters[name]), snap.Endpoints[name]
 	b.ReportAllocs()
 	for b.Loop() {
-		u, _ := Build(c, la)
+		u, _ := Build(c.GetName(), c, la)
 		if len(u.Nodes) != 10 {
 			b.Fatal(len(u.Nodes))
 		}

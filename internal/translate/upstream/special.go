@@ -37,10 +37,10 @@ func (k SpecialKind) String() string {
 	return "none"
 }
 
-// Special classifies c: Istio's names first (they are stable across Istio versions),
-// then the cluster type.
-func Special(c *clusterv3.Cluster) SpecialKind {
-	switch c.GetName() {
+// Special classifies the cluster named name: Istio's names first (they are stable
+// across Istio versions), then c's type (c's own name is not read, see Build).
+func Special(name string, c *clusterv3.Cluster) SpecialKind {
+	switch name {
 	case "PassthroughCluster":
 		return Passthrough
 	case "BlackHoleCluster":

@@ -45,28 +45,31 @@ func ID(cluster string) string { return apisix.SafeID(cluster) }
 // 503 like Envoy's "no healthy upstream".
 //
 // The returned entries describe what could not be translated faithfully.
-func Build(c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
-	return build(&builder{name: c.GetName()}, c, cla)
+//
+// name is the cluster's name: c's own is not read, so that c can be a cluster shape
+// shared by clusters that differ only in their names (resource.Cluster.Shape).
+func Build(name string, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
+	return build(&builder{name: name}, c, cla)
 }
 
 // Report returns the entries Build(c, cla) returns, without building the upstream's
 // nodes or id: a cluster no route uses still has its findings reported, and in
 // Istio's output that is about a third of the clusters, each with its endpoints.
-func Report(c *clusterv3.Cluster, cla *resource.LoadAssignment) []report.Entry {
-	_, es := build(&builder{name: c.GetName(), reportOnly: true}, c, cla)
+func Report(name string, c *clusterv3.Cluster, cla *resource.LoadAssignment) []report.Entry {
+	_, es := build(&builder{name: name, reportOnly: true}, c, cla)
 	return es
 }
 
 // BuildUnnamed is Build without the upstream's id (ID is left empty), for callers
 // that name every upstream they emit through ApplyAs: hashing the id they would
 // discard is a visible share of a first translation.
-func BuildUnnamed(c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
-	return build(&builder{name: c.GetName(), noID: true}, c, cla)
+func BuildUnnamed(name string, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
+	return build(&builder{name: name, noID: true}, c, cla)
 }
 
 func build(b *builder, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
 	u := &apisix.Upstream{
-		Name:  truncate(c.GetName(), maxNameLen),
+		Name:  truncate(b.name, maxNameLen),
 		Type:  "roundrobin",
 		Nodes: []apisix.Node{},
 		// Envoy retries only when a route's retry_policy asks; APISIX's default is
@@ -75,7 +78,7 @@ func build(b *builder, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*api
 		Timeout: &apisix.Timeout{Connect: connectTimeout(c), Send: NoTimeout, Read: NoTimeout},
 	}
 	if !b.reportOnly && !b.noID {
-		u.ID = ID(c.GetName())
+		u.ID = ID(b.name)
 	}
 	b.lb(c, u)
 	b.httpOptions(c, u)
@@ -83,7 +86,7 @@ func build(b *builder, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*api
 	b.outlierDetection(c, u)
 	b.transportSocket(c)
 	b.unsupportedClusterFields(c)
-	switch kind := Special(c); kind {
+	switch kind := Special(b.name, c); kind {
 	case Passthrough, InboundPassthrough, OriginalDst:
 		b.add("cluster", "type", report.Unsupported, fmt.Sprintf(
 			"%s cluster (ORIGINAL_DST): an APISIX upstream cannot forward to the connection's original destination; the upstream has no nodes (503) unless the listener translation handles it", kind))

@@ -49,12 +49,18 @@ func TestIstiodClusters(t *testing.T) {
 	reports := map[string][]report.Entry{}
 	for name, src := range snap.Clusters {
 		c := msgOf(t, src)
-		u, es := Build(c, snap.Endpoints[resource.EDSName(c)])
+		u, es := Build(c.GetName(), c, snap.Endpoints[resource.EDSName(c)])
 		mustValid(t, u)
-		if rs := Report(c, snap.Endpoints[resource.EDSName(c)]); !slices.Equal(rs, es) {
+		if rs := Report(c.GetName(), c, snap.Endpoints[resource.EDSName(c)]); !slices.Equal(rs, es) {
 			t.Errorf("%s: Report %v, Build %v", name, rs, es)
 		}
 		built[name], reports[name] = u, es
+		// The translator builds from the cluster's shared shape and its name: the
+		// same upstream and findings.
+		su, ses := Build(name, src.Shape(), snap.Endpoints[src.EDSName()])
+		if string(mustValid(t, su)) != string(mustValid(t, u)) || !slices.Equal(ses, es) || Special(name, src.Shape()) != Special(name, c) {
+			t.Errorf("%s: built from the shape: %+v %v, from the message: %+v %v", name, su, ses, u, es)
+		}
 		if c.GetType() == clusterv3.Cluster_EDS && len(c.GetTransportSocketMatches()) > 0 &&
 			!hasEntry(es, "transport_socket_matches", report.Unsupported, "PLAINTEXT") {
 			t.Errorf("%s: no auto-mTLS report entry: %v", name, es)
@@ -105,7 +111,7 @@ func TestSpecial(t *testing.T) {
 		{&clusterv3.Cluster{Name: "inbound|19080||", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}}, OriginalDst},
 		{&clusterv3.Cluster{Name: "outbound|80||a", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}}, None},
 	} {
-		if got := Special(tc.c); got != tc.want {
+		if got := Special(tc.c.GetName(), tc.c); got != tc.want {
 			t.Errorf("Special(%s) = %v, want %v", tc.c.GetName(), got, tc.want)
 		}
 	}
@@ -135,7 +141,7 @@ func TestLBPolicy(t *testing.T) {
 		t.Run(tc.policy.String(), func(t *testing.T) {
 			c := edsCluster("c")
 			c.LbPolicy = tc.policy
-			u, es := Build(c, cla("c", group(0, 0, ep("10.0.0.1", 80, 0, 0))))
+			u, es := Build(c.GetName(), c, cla("c", group(0, 0, ep("10.0.0.1", 80, 0, 0))))
 			mustValid(t, u)
 			if u.Type != tc.typ || Hashing(u) != tc.hashing {
 				t.Errorf("type %s hashing %v, want %s %v", u.Type, Hashing(u), tc.typ, tc.hashing)
@@ -152,7 +158,7 @@ func TestLBPolicy(t *testing.T) {
 		{TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: "lr", TypedConfig: &anypb.Any{TypeUrl: policyLeastRequest}}},
 		{TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: "rr", TypedConfig: &anypb.Any{TypeUrl: policyRoundRobin}}},
 	}}
-	if u, _ := Build(c, nil); u.Type != "least_conn" {
+	if u, _ := Build(c.GetName(), c, nil); u.Type != "least_conn" {
 		t.Errorf("load_balancing_policy: type %s, want least_conn", u.Type)
 	}
 }
@@ -169,7 +175,7 @@ func TestConnectTimeout(t *testing.T) {
 	} {
 		c := edsCluster("c")
 		c.ConnectTimeout = tc.d
-		u, _ := Build(c, nil)
+		u, _ := Build(c.GetName(), c, nil)
 		mustValid(t, u)
 		if u.Timeout.Connect != tc.want {
 			t.Errorf("connect_timeout %v: got %v, want %v", tc.d, u.Timeout.Connect, tc.want)
@@ -197,7 +203,7 @@ func TestHTTPProtocolOptions(t *testing.T) {
 			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
 		}},
 	})
-	u, es := Build(c, nil)
+	u, es := Build(c.GetName(), c, nil)
 	mustValid(t, u)
 	if diff := cmp.Diff(&apisix.KeepalivePool{IdleTimeout: 1.5, Requests: 7}, u.KeepalivePool); diff != "" {
 		t.Errorf("keepalive_pool (-want +got):\n%s", diff)
@@ -210,11 +216,11 @@ func TestHTTPProtocolOptions(t *testing.T) {
 	}
 	// Only max requests: Envoy's default idle timeout (1 h) applies.
 	c.TypedExtensionProtocolOptions = httpOpts(t, &httpv3.HttpProtocolOptions{CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{MaxRequestsPerConnection: wrapperspb.UInt32(3)}})
-	if u, _ := Build(c, nil); u.KeepalivePool == nil || u.KeepalivePool.IdleTimeout != 3600 || u.KeepalivePool.Requests != 3 {
+	if u, _ := Build(c.GetName(), c, nil); u.KeepalivePool == nil || u.KeepalivePool.IdleTimeout != 3600 || u.KeepalivePool.Requests != 3 {
 		t.Errorf("keepalive_pool %+v", u.KeepalivePool)
 	}
 	c.TypedExtensionProtocolOptions = nil
-	if u, es := Build(c, nil); u.KeepalivePool != nil || len(es) != 1 { // only the missing endpoints
+	if u, es := Build(c.GetName(), c, nil); u.KeepalivePool != nil || len(es) != 1 { // only the missing endpoints
 		t.Errorf("no options: keepalive_pool %+v, entries %v", u.KeepalivePool, es)
 	}
 }
@@ -224,11 +230,11 @@ func TestCircuitBreakers(t *testing.T) {
 	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
 		MaxConnections: wrapperspb.UInt32(unlimited), MaxRequests: wrapperspb.UInt32(unlimited),
 	}}}
-	if _, es := Build(c, nil); hasEntry(es, "circuit_breakers", report.Unsupported, "") {
+	if _, es := Build(c.GetName(), c, nil); hasEntry(es, "circuit_breakers", report.Unsupported, "") {
 		t.Errorf("unlimited thresholds reported: %v", es)
 	}
 	c.CircuitBreakers.Thresholds[0].MaxPendingRequests = wrapperspb.UInt32(64)
-	if _, es := Build(c, nil); !hasEntry(es, "circuit_breakers", report.Unsupported, "max_pending_requests=64") {
+	if _, es := Build(c.GetName(), c, nil); !hasEntry(es, "circuit_breakers", report.Unsupported, "max_pending_requests=64") {
 		t.Errorf("finite threshold not reported: %v", es)
 	}
 }
@@ -243,7 +249,7 @@ func TestOutlierDetection(t *testing.T) {
 		ConsecutiveGatewayFailure:          wrapperspb.UInt32(2),
 		EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(100),
 	}
-	u, es := Build(c, cla("c", group(0, 0, ep("10.0.0.1", 80, 0, 0))))
+	u, es := Build(c.GetName(), c, cla("c", group(0, 0, ep("10.0.0.1", 80, 0, 0))))
 	mustValid(t, u)
 	if u.Checks == nil || u.Checks.Active == nil || u.Checks.Passive == nil {
 		t.Fatalf("checks %+v", u.Checks)
@@ -268,7 +274,7 @@ func TestOutlierDetection(t *testing.T) {
 		EnforcingConsecutive_5Xx: wrapperspb.UInt32(0), EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(100),
 		EnforcingSuccessRate: wrapperspb.UInt32(0),
 	}
-	u, _ = Build(c, nil)
+	u, _ = Build(c.GetName(), c, nil)
 	mustValid(t, u)
 	pu = u.Checks.Passive["unhealthy"].(map[string]any)
 	if fmt.Sprint(pu["http_statuses"]) != "[502 503 504]" || pu["http_failures"] != uint32(5) {
@@ -276,7 +282,7 @@ func TestOutlierDetection(t *testing.T) {
 	}
 	// Nothing enforced: no checks, reported.
 	c.OutlierDetection = &clusterv3.OutlierDetection{EnforcingConsecutive_5Xx: wrapperspb.UInt32(0)}
-	u, es = Build(c, nil)
+	u, es = Build(c.GetName(), c, nil)
 	if u.Checks != nil || !hasEntry(es, "outlier_detection", report.Unsupported, "success-rate") {
 		t.Errorf("checks %+v entries %v", u.Checks, es)
 	}
@@ -324,7 +330,7 @@ func TestEndpoints(t *testing.T) {
 				c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
 					LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{}}}
 			}
-			u, es := Build(c, tc.cla)
+			u, es := Build(c.GetName(), c, tc.cla)
 			mustValid(t, u)
 			if diff := cmp.Diff(tc.want, u.Nodes); diff != "" {
 				t.Errorf("nodes (-want +got):\n%s", diff)
@@ -346,7 +352,7 @@ func TestEndpoints(t *testing.T) {
 }
 
 func TestMissingEndpoints(t *testing.T) {
-	u, es := Build(edsCluster("c"), nil)
+	u, es := Build("c", edsCluster("c"), nil)
 	b := mustValid(t, u)
 	if len(u.Nodes) != 0 || !hasEntry(es, "", report.Invalid, "no ClusterLoadAssignment") {
 		t.Errorf("upstream %s, entries %v", b, es)
@@ -360,22 +366,22 @@ func TestMissingEndpoints(t *testing.T) {
 func TestStaticAndDNS(t *testing.T) {
 	la := claProto("", group(0, 0, ep("10.0.0.1", 80, 0, 0)))
 	st := &clusterv3.Cluster{Name: "static", LoadAssignment: la}
-	if u, es := Build(st, nil); len(u.Nodes) != 1 || len(es) != 0 {
+	if u, es := Build(st.GetName(), st, nil); len(u.Nodes) != 1 || len(es) != 0 {
 		t.Errorf("STATIC: %+v %v", u.Nodes, es)
 	}
 	dnsLA := claProto("", group(0, 0, ep("svc.example.com", 443, 0, 0)))
 	strict := &clusterv3.Cluster{Name: "strict", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}, LoadAssignment: dnsLA}
-	u, es := Build(strict, nil)
+	u, es := Build(strict.GetName(), strict, nil)
 	mustValid(t, u)
 	if len(u.Nodes) != 1 || u.Nodes[0].Host != "svc.example.com" || len(es) != 0 {
 		t.Errorf("STRICT_DNS: %+v %v", u.Nodes, es)
 	}
 	logical := &clusterv3.Cluster{Name: "logical", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_LOGICAL_DNS}, LoadAssignment: dnsLA}
-	if u, es := Build(logical, nil); len(u.Nodes) != 1 || !hasEntry(es, "type", report.Approximated, "LOGICAL_DNS") {
+	if u, es := Build(logical.GetName(), logical, nil); len(u.Nodes) != 1 || !hasEntry(es, "type", report.Approximated, "LOGICAL_DNS") {
 		t.Errorf("LOGICAL_DNS: %+v %v", u.Nodes, es)
 	}
 	// A STATIC cluster must not take host names (Envoy rejects them too).
-	if u, es := Build(&clusterv3.Cluster{Name: "s", LoadAssignment: dnsLA}, nil); len(u.Nodes) != 0 || len(es) != 1 {
+	if u, es := Build("s", &clusterv3.Cluster{Name: "s", LoadAssignment: dnsLA}, nil); len(u.Nodes) != 0 || len(es) != 1 {
 		t.Errorf("STATIC with a name: %+v %v", u.Nodes, es)
 	}
 }
@@ -387,17 +393,17 @@ func TestTransportSockets(t *testing.T) {
 	c.TransportSocketMatches = []*clusterv3.Cluster_TransportSocketMatch{
 		{Name: "tlsMode-disabled", TransportSocket: &corev3.TransportSocket{Name: "raw", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: rawAny}}},
 	}
-	if _, es := Build(c, nil); hasEntry(es, "transport_socket_matches", report.Unsupported, "") {
+	if _, es := Build(c.GetName(), c, nil); hasEntry(es, "transport_socket_matches", report.Unsupported, "") {
 		t.Errorf("plaintext matches reported: %v", es)
 	}
 	c.TransportSocketMatches = append(c.TransportSocketMatches, &clusterv3.Cluster_TransportSocketMatch{
 		Name: "tlsMode-istio", TransportSocket: &corev3.TransportSocket{Name: "tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tlsAny}}})
-	if _, es := Build(c, nil); !hasEntry(es, "transport_socket_matches", report.Unsupported, "tlsMode-istio") {
+	if _, es := Build(c.GetName(), c, nil); !hasEntry(es, "transport_socket_matches", report.Unsupported, "tlsMode-istio") {
 		t.Errorf("auto-mTLS not reported: %v", es)
 	}
 	c.TransportSocketMatches = nil
 	c.TransportSocket = &corev3.TransportSocket{Name: "tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tlsAny}}
-	if _, es := Build(c, nil); !hasEntry(es, "transport_socket", report.Unsupported, "PLAINTEXT") {
+	if _, es := Build(c.GetName(), c, nil); !hasEntry(es, "transport_socket", report.Unsupported, "PLAINTEXT") {
 		t.Errorf("TLS not reported: %v", es)
 	}
 }
@@ -407,8 +413,8 @@ func TestDeterministic(t *testing.T) {
 	snap := istiod(t)
 	for name, src := range snap.Clusters {
 		c := msgOf(t, src)
-		a, ea := Build(c, snap.Endpoints[resource.EDSName(c)])
-		b, eb := Build(c, snap.Endpoints[resource.EDSName(c)])
+		a, ea := Build(c.GetName(), c, snap.Endpoints[resource.EDSName(c)])
+		b, eb := Build(c.GetName(), c, snap.Endpoints[resource.EDSName(c)])
 		if string(mustValid(t, a)) != string(mustValid(t, b)) || fmt.Sprint(ea) != fmt.Sprint(eb) {
 			t.Errorf("%s: two builds differ", name)
 		}

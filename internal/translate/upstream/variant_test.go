@@ -20,7 +20,7 @@ func f64(f float64) *float64 { return &f }
 func hashingBase(t *testing.T) *apisix.Upstream {
 	c := edsCluster("outbound|9080||reviews.default.svc.cluster.local")
 	c.LbPolicy = clusterv3.Cluster_RING_HASH
-	u, _ := Build(c, cla(c.Name, group(0, 0, ep("10.0.0.1", 80, 0, 0), ep("10.0.0.2", 80, 0, 0))))
+	u, _ := Build(c.GetName(), c, cla(c.Name, group(0, 0, ep("10.0.0.1", 80, 0, 0), ep("10.0.0.2", 80, 0, 0))))
 	mustValid(t, u)
 	return u
 }
@@ -76,7 +76,7 @@ func TestVariantApply(t *testing.T) {
 	// Hash policies are ignored by Envoy on non-hashing clusters: no hash, and the
 	// variant id is the one of the remaining settings.
 	c := edsCluster("c")
-	rr, _ := Build(c, nil)
+	rr, _ := Build(c.GetName(), c, nil)
 	hv := Variant{Retries: intPtr(1), HashOn: "header", HashKey: "x-user"}
 	got := hv.Apply(rr)
 	if got.Type != "roundrobin" || got.HashOn != "" || got.ID != VariantID("c", Variant{Retries: intPtr(1)}) {

@@ -32,18 +32,14 @@ func BenchmarkRetainedHeap(b *testing.B) {
 				}
 				// The consumer takes the first snapshot, as the agent does: Next builds
 				// the consumer's maps (one of the client's numViews views). The
-				// translator releases the decoded route configurations and clusters it
-				// read (see resource.RouteConfig, resource.Cluster): only their wire
-				// form stays.
+				// translator releases the decoded route configurations it read (see
+				// resource.RouteConfig): only their wire form stays.
 				s, err := c.Next(context.Background())
 				if err != nil {
 					b.Fatal(err)
 				}
 				for _, rc := range s.RouteConfigs {
 					rc.Release()
-				}
-				for _, cl := range s.Clusters {
-					cl.Release()
 				}
 				retained = float64(liveHeap() - before)
 				resources = 0

@@ -88,7 +88,6 @@ func TestLoadDirIstiod(t *testing.T) {
 					t.Errorf("cluster %s not in the snapshot", c.GetName())
 					continue
 				}
-				got.Release()
 				if m, err := got.Message(); err != nil || !proto.Equal(m, c) {
 					t.Errorf("cluster %s: snapshot content differs (%v)", c.GetName(), err)
 				}

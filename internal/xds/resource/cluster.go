@@ -1,48 +1,39 @@
 package resource
 
-// Clusters are kept in wire form too (see routeconfig.go for route configurations). A
-// decoded Istio cluster is ~900 bytes even with its repeated sub-messages shared
-// (Prune interns them): the Cluster struct alone is 576. Its pruned wire form is
-// ~440 bytes. The translator needs the message when the cluster changes and when one
-// of its upstreams is rebuilt (an endpoint change), a decode of a few microseconds.
+// Clusters are kept as shapes. A decoded Istio cluster is ~900 bytes even with its
+// repeated sub-messages shared (Prune interns them): the Cluster struct alone is 576.
+// But the clusters of a mesh differ mostly in their names: once pruned, the outbound
+// clusters of services without a DestinationRule are identical but for name and
+// eds_cluster_config.service_name. So a cluster is kept as those two names and its
+// shape, the pruned message without them, interned like the sub-messages Prune shares
+// (bounded: beyond the table's capacity shapes are kept unshared, one per cluster, which
+// is what every cluster cost before). The translator builds upstreams from the shape
+// and the name; nothing needs the whole message again but tests and debug views
+// (Message).
 
 import (
-	"bytes"
-	"sync/atomic"
-
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"google.golang.org/protobuf/proto"
 )
 
-// Cluster is a cluster in deterministic wire form plus (until released) the decoded
-// message it was made from. Immutable but for that release; safe for concurrent use.
+// Cluster is a validated, pruned cluster as the client keeps it. Immutable; safe for
+// concurrent use.
 type Cluster struct {
 	Name string
 	// EDS is the name the cluster's endpoints are requested and stored under (EDSName)
 	// when they come from EDS (IsEDS), else "".
-	EDS  string
-	Wire []byte
-
-	msg atomic.Pointer[clusterv3.Cluster]
+	EDS string
+	// serviceName is eds_cluster_config.service_name.
+	serviceName string
+	shape       *clusterv3.Cluster
 }
 
-// NewCluster encodes c (which must not be modified afterwards: it is handed out by
-// Message until released). It fails only for messages that cannot be encoded.
+// NewCluster keeps c (which it does not modify) as a Cluster.
 func NewCluster(c *clusterv3.Cluster) (*Cluster, error) {
-	b, err := deterministic.Marshal(c)
-	if err != nil {
-		return nil, err
-	}
-	r := &Cluster{Name: c.GetName(), Wire: b}
-	if IsEDS(c) {
-		r.EDS = EDSName(c)
-	}
-	r.msg.Store(c)
-	return r, nil
+	return newCluster(proto.Clone(c).(*clusterv3.Cluster)), nil
 }
 
-// MustCluster is NewCluster for messages built in code (tests, generated meshes),
-// which always encode; it panics otherwise.
+// MustCluster is NewCluster for messages built in code (tests, generated meshes).
 func MustCluster(c *clusterv3.Cluster) *Cluster {
 	r, err := NewCluster(c)
 	if err != nil {
@@ -51,26 +42,56 @@ func MustCluster(c *clusterv3.Cluster) *Cluster {
 	return r
 }
 
-// Message returns the decoded cluster: the message r was made from until Release, a
-// newly decoded one (equal to it) afterwards.
-func (r *Cluster) Message() (*clusterv3.Cluster, error) {
-	if m := r.msg.Load(); m != nil {
-		return m, nil
+// newCluster makes a Cluster of c, which it owns: c loses its names and becomes the
+// shape, or is dropped for an equal shared one.
+func newCluster(c *clusterv3.Cluster) *Cluster {
+	r := &Cluster{Name: c.GetName()}
+	if IsEDS(c) {
+		r.EDS = EDSName(c)
 	}
-	m := &clusterv3.Cluster{}
-	if err := proto.Unmarshal(r.Wire, m); err != nil {
-		return nil, err
+	c.Name = ""
+	if e := c.GetEdsClusterConfig(); e != nil {
+		r.serviceName, e.ServiceName = e.GetServiceName(), ""
 	}
-	return m, nil
+	r.shape = c
+	if v, ok := sharedBy("cluster shape", c, c); ok {
+		r.shape = v.(*clusterv3.Cluster)
+	}
+	return r
 }
 
-// Release drops the decoded message, so that only the wire form stays in memory.
-func (r *Cluster) Release() { r.msg.Store(nil) }
+// Shape returns the cluster without its name and EDS service name, possibly shared
+// with other clusters: callers must not modify it. Build from it with Name (and
+// EDSName for the endpoints).
+func (r *Cluster) Shape() *clusterv3.Cluster { return r.shape }
+
+// EDSName is EDSName of the whole cluster: the EDS service name, or the cluster name
+// when that is empty.
+func (r *Cluster) EDSName() string {
+	if r.serviceName != "" {
+		return r.serviceName
+	}
+	return r.Name
+}
+
+// Message returns the whole (pruned) cluster as a new message the caller owns.
+func (r *Cluster) Message() (*clusterv3.Cluster, error) {
+	c := proto.Clone(r.shape).(*clusterv3.Cluster)
+	c.Name = r.Name
+	if r.serviceName != "" {
+		if c.EdsClusterConfig == nil {
+			c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{}
+		}
+		c.EdsClusterConfig.ServiceName = r.serviceName
+	}
+	return c, nil
+}
 
 // Equal reports whether r and o have the same content.
 func (r *Cluster) Equal(o *Cluster) bool {
 	if r == o {
 		return true
 	}
-	return r != nil && o != nil && r.Name == o.Name && bytes.Equal(r.Wire, o.Wire)
+	return r != nil && o != nil && r.Name == o.Name && r.serviceName == o.serviceName &&
+		(r.shape == o.shape || proto.Equal(r.shape, o.shape))
 }

@@ -41,31 +41,58 @@ func richCluster(t *testing.T) *clusterv3.Cluster {
 
 func TestClusterRoundTrip(t *testing.T) {
 	orig := richCluster(t)
+	orig.EdsClusterConfig.ServiceName = "svc-a"
 	want := proto.Clone(orig)
 	r, err := resource.NewCluster(orig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Name != orig.GetName() || !bytes.Equal(r.Wire, marshal(t, want)) {
-		t.Fatalf("name %q, wire form %d bytes; want %q and the deterministic wire form", r.Name, len(r.Wire), orig.GetName())
+	if !proto.Equal(orig, want) {
+		t.Fatal("NewCluster modified its argument")
 	}
-	if m, err := r.Message(); err != nil || m != orig {
-		t.Fatalf("before Release, Message = %p (%v), want the message it was made from %p", m, err, orig)
-	}
-
-	r.Release()
 	m, err := r.Message()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m == orig || !proto.Equal(m, want) {
-		t.Errorf("after Release, Message is not a new decode equal to the original:\n%v\nwant\n%v", m, want)
+	if !proto.Equal(m, want) {
+		t.Errorf("Message differs from the cluster it was made from:\n%v\nwant\n%v", m, want)
 	}
-	if m2, _ := r.Message(); m2 == m {
-		t.Error("a released Cluster handed out the same decoded message twice: it keeps it")
+	// Message hands out a copy: changing it changes nothing kept.
+	m.Name, m.LbPolicy = "changed", clusterv3.Cluster_MAGLEV
+	if m2, _ := r.Message(); !proto.Equal(m2, want) {
+		t.Error("changing a message Message returned changed the Cluster")
 	}
-	if r.Name != orig.GetName() || r.EDS != orig.GetName() {
-		t.Errorf("after Release: name %q, EDS %q", r.Name, r.EDS)
+	if r.Name != orig.GetName() || r.EDS != "svc-a" || r.EDSName() != "svc-a" {
+		t.Errorf("name %q, EDS %q, EDSName %q", r.Name, r.EDS, r.EDSName())
+	}
+	if sh := r.Shape(); sh.GetName() != "" || sh.GetEdsClusterConfig().GetServiceName() != "" || sh.GetLbPolicy() != orig.GetLbPolicy() {
+		t.Errorf("shape keeps a name or lost content: %v", sh)
+	}
+}
+
+// Clusters that differ only in their names share one shape; others do not.
+func TestClusterShapesShared(t *testing.T) {
+	a := xdstest.EDSCluster("outbound|9080||a")
+	a.EdsClusterConfig.ServiceName = "svc-a"
+	b := xdstest.EDSCluster("outbound|9080||b")
+	b.EdsClusterConfig.ServiceName = "svc-b"
+	ra, rb := resource.MustCluster(a), resource.MustCluster(b)
+	if ra.Shape() != rb.Shape() {
+		t.Error("two clusters that differ only in their names have separate shapes")
+	}
+	if ra.Equal(rb) {
+		t.Error("clusters with other names are equal")
+	}
+	c := xdstest.EDSCluster("outbound|9080||c")
+	c.LbPolicy = clusterv3.Cluster_RANDOM
+	if rc := resource.MustCluster(c); rc.Shape() == ra.Shape() {
+		t.Error("a cluster with another LB policy shares the shape")
+	}
+	for _, r := range []*resource.Cluster{ra, rb} {
+		m, _ := r.Message()
+		if want := map[string]*clusterv3.Cluster{ra.Name: a, rb.Name: b}[r.Name]; !proto.Equal(m, want) {
+			t.Errorf("%s: Message of a shared shape is not the cluster: %v", r.Name, m)
+		}
 	}
 }
 
@@ -91,7 +118,6 @@ func TestClusterEDS(t *testing.T) {
 		{custom, ""}, // a custom cluster type is not EDS even with an EDS config
 	} {
 		r := resource.MustCluster(tc.c)
-		r.Release()
 		if r.EDS != tc.want {
 			t.Errorf("%s: EDS %q, want %q", tc.c.GetName(), r.EDS, tc.want)
 		}
@@ -123,9 +149,8 @@ func TestClusterEqual(t *testing.T) {
 	if !a.Equal(b) || !b.Equal(a) || !resource.Equal(a, b) {
 		t.Error("same content in another map order: not equal")
 	}
-	b.Release()
-	if !a.Equal(b) {
-		t.Error("equality changed with Release")
+	if a.Shape() != b.Shape() {
+		t.Error("the same content in another map order did not share the shape")
 	}
 	if !a.Equal(a) || a.Equal(nil) || (*resource.Cluster)(nil).Equal(a) || !(*resource.Cluster)(nil).Equal(nil) {
 		t.Error("Equal with itself or nil")
@@ -171,17 +196,12 @@ func TestDecodeBytesCluster(t *testing.T) {
 		if d.Name != c.GetName() || r.Name != c.GetName() {
 			t.Errorf("name %q / %q, want %q", d.Name, r.Name, c.GetName())
 		}
-		for _, release := range []bool{false, true} {
-			if release {
-				r.Release()
-			}
-			m, err := r.Message()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !proto.Equal(m, want) {
-				t.Errorf("released %v: Message differs from the pruned message", release)
-			}
+		m, err := r.Message()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(m, want) {
+			t.Errorf("Message differs from the pruned message")
 		}
 		if !r.Equal(resource.AsStored(c).(*resource.Cluster)) {
 			t.Error("not equal to AsStored of the same message")
@@ -211,8 +231,8 @@ func TestDecodeBytesCluster(t *testing.T) {
 	})
 }
 
-// Message and Release may be called concurrently (the translator releases what a
-// reader may still be decoding); every Message is the same content.
+// Message may be called concurrently, each caller getting its own copy of the same
+// content (the shape is shared: nobody may change it).
 func TestClusterConcurrent(t *testing.T) {
 	c := richCluster(t)
 	want := proto.Clone(c)
@@ -233,9 +253,7 @@ func TestClusterConcurrent(t *testing.T) {
 					errs <- fmt.Errorf("message %d differs", i)
 					return
 				}
-				if i == 10 {
-					r.Release()
-				}
+				m.LbPolicy = clusterv3.Cluster_MAGLEV // the caller's own copy
 			}
 		}()
 	}

@@ -19,9 +19,10 @@ type Decoded struct {
 	Name string
 	// Msg is a *listenerv3.Listener, *RouteConfig, *Cluster or *LoadAssignment,
 	// matching the type URL it was decoded as. The messages are pruned (see Prune):
-	// validated whole, then stored without what amesh never reads; a RouteConfig or
-	// Cluster is the wire form of the pruned message (routeconfig.go, cluster.go), a
-	// LoadAssignment the compact form of a validated ClusterLoadAssignment.
+	// validated whole, then stored without what amesh never reads; a RouteConfig is
+	// the wire form of the pruned message (routeconfig.go), a Cluster its names and
+	// shared shape (cluster.go), a LoadAssignment the compact form of a validated
+	// ClusterLoadAssignment.
 	Msg any
 	// Deps are the names of the dependent resources Msg needs: RDS names of a listener,
 	// the EDS name of an EDS cluster. Nil for route configs and endpoints.
@@ -166,7 +167,7 @@ func DecodeBytes(typeURL string, b []byte, wantName string) (*Decoded, error) {
 	case *routev3.RouteConfiguration:
 		d.Msg, err = NewRouteConfig(m)
 	case *clusterv3.Cluster:
-		d.Msg, err = NewCluster(m)
+		d.Msg = newCluster(m) // m is this decode's own: it becomes the shape
 	}
 	if err != nil {
 		return nil, &Error{TypeURL: typeURL, Name: name, Err: err}

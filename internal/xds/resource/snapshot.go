@@ -29,7 +29,7 @@ type Snapshot struct {
 	// RouteConfigs are kept in wire form (RouteConfig); a consumer gets the decoded
 	// message of a changed one from RouteConfig.Message.
 	RouteConfigs map[string]*RouteConfig
-	// Clusters are kept in wire form too (Cluster.Message decodes).
+	// Clusters are kept as names and shared shapes (Cluster).
 	Clusters map[string]*Cluster
 	// Endpoints is keyed by the EDS service name (eds_cluster_config.service_name, or
 	// the cluster name when that is empty), which is also ClusterLoadAssignment.cluster_name.
