@@ -77,8 +77,8 @@ func TestLoadDirIstiod(t *testing.T) {
 					t.Errorf("route config %s: snapshot content differs (%v)", rc.GetName(), err)
 				}
 			}
-			// Clusters too; and consistency: every EDS cluster has its endpoints under
-			// its EDS name.
+			// Clusters (names and shape) hold the loaded content too; and consistency:
+			// every EDS cluster has its endpoints under its EDS name.
 			if len(snap.Clusters) != len(r.Clusters) {
 				t.Errorf("%d clusters in the snapshot, want %d", len(snap.Clusters), len(r.Clusters))
 			}

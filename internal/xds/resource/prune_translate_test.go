@@ -182,8 +182,9 @@ func decodeOne[M any](t *testing.T, typeURL string, m M) M {
 	return d.Msg.(M)
 }
 
-// message is m as a proto message: a route configuration or cluster decoded from its
-// wire form (resource.RouteConfig, resource.Cluster), any other resource as it is.
+// message is m as a proto message: a route configuration decoded from its wire form
+// (resource.RouteConfig), a cluster put together from its names and shape
+// (resource.Cluster), any other resource as it is.
 func message(t *testing.T, m any) proto.Message {
 	t.Helper()
 	var (
