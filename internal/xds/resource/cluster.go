@@ -42,8 +42,9 @@ func MustCluster(c *clusterv3.Cluster) *Cluster {
 	return r
 }
 
-// newCluster makes a Cluster of c, which it owns: c loses its names and becomes the
-// shape, or is dropped for an equal shared one.
+// newCluster makes a Cluster of c, which it owns and which has been through
+// clearCluster (or Prune): c loses its names and becomes the shape, or is dropped for
+// an equal shared one.
 func newCluster(c *clusterv3.Cluster) *Cluster {
 	r := &Cluster{Name: c.GetName()}
 	if IsEDS(c) {
@@ -54,8 +55,21 @@ func newCluster(c *clusterv3.Cluster) *Cluster {
 		r.serviceName, e.ServiceName = e.GetServiceName(), ""
 	}
 	r.shape = c
-	if v, ok := sharedBy("cluster shape", c, c); ok {
-		r.shape = v.(*clusterv3.Cluster)
+	k, keyed := sharedKey("cluster shape", c)
+	if keyed {
+		if v, ok := lookupShared(k); ok {
+			r.shape = v.(*clusterv3.Cluster) // c is dropped: its parts need no interning
+			return r
+		}
+	}
+	// A new shape (or the table is full): share what parts can be, then offer it.
+	// Interning parts changes no field's value, so k is still its key; and it must
+	// happen before the shape is shared, as other decoders may read it from then on.
+	internCluster(c)
+	if keyed {
+		if v, ok := share(k, c); ok {
+			r.shape = v.(*clusterv3.Cluster)
+		}
 	}
 	return r
 }

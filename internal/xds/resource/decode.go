@@ -160,14 +160,17 @@ func DecodeBytes(typeURL string, b []byte, wantName string) (*Decoded, error) {
 	if wantName != "" && wantName != d.Name {
 		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: fmt.Errorf("announced as %q but named %q", wantName, d.Name)}
 	}
-	if m, ok := d.Msg.(proto.Message); ok {
-		Prune(m)
-	}
 	switch m := d.Msg.(type) {
 	case *routev3.RouteConfiguration:
+		Prune(m)
 		d.Msg, err = NewRouteConfig(m)
 	case *clusterv3.Cluster:
-		d.Msg = newCluster(m) // m is this decode's own: it becomes the shape
+		// Pruned in two steps: its parts are interned only if its whole shape is not
+		// shared (newCluster). m is this decode's own: it becomes the shape.
+		clearCluster(m)
+		d.Msg = newCluster(m)
+	case proto.Message:
+		Prune(m)
 	}
 	if err != nil {
 		return nil, &Error{TypeURL: typeURL, Name: name, Err: err}

@@ -121,11 +121,33 @@ func internWhole[M proto.Message](p *M) {
 // with kind), registering v as that value when the form is new. ok is false when
 // the table is full or m cannot be marshalled.
 func sharedBy(kind string, m proto.Message, v any) (any, bool) {
-	b, err := wholeDet.Marshal(m)
-	if err != nil {
+	k, ok := sharedKey(kind, m)
+	if !ok {
 		return nil, false
 	}
-	k := kind + "\x00" + string(b)
+	return share(k, v)
+}
+
+// sharedKey is the table key of m's wire form; ok is false when m cannot be marshalled.
+func sharedKey(kind string, m proto.Message) (string, bool) {
+	b, err := wholeDet.Marshal(m)
+	if err != nil {
+		return "", false
+	}
+	return kind + "\x00" + string(b), true
+}
+
+// lookupShared returns the shared value of key k, if there is one.
+func lookupShared(k string) (any, bool) {
+	wholeMu.Lock()
+	defer wholeMu.Unlock()
+	c, ok := wholeTable[k]
+	return c, ok
+}
+
+// share returns the shared value of key k, registering v when there is none; ok is
+// false when the table is full.
+func share(k string, v any) (any, bool) {
 	wholeMu.Lock()
 	defer wholeMu.Unlock()
 	if c, ok := wholeTable[k]; ok {

@@ -144,6 +144,14 @@ func markFilterConfigs(m map[string]*anypb.Any) {
 }
 
 func pruneCluster(c *clusterv3.Cluster) {
+	clearCluster(c)
+	internCluster(c)
+}
+
+// clearCluster is the part of pruneCluster that drops and marks fields; internCluster
+// the part that shares equal leaves and sub-messages. A decoded cluster whose whole
+// shape is shared (see newCluster) needs no interning of its parts.
+func clearCluster(c *clusterv3.Cluster) {
 	c.Metadata = nil
 	c.AltStatName = ""
 	c.Filters = nil
@@ -154,11 +162,6 @@ func pruneCluster(c *clusterv3.Cluster) {
 		m.Match = nil
 		markTransportSocket(m.GetTransportSocket())
 	}
-	if tsm := c.GetTransportSocketMatches(); len(tsm) > 0 {
-		if v, ok := sharedBy("transport_socket_matches", &clusterv3.Cluster{TransportSocketMatches: tsm}, tsm); ok {
-			c.TransportSocketMatches = v.([]*clusterv3.Cluster_TransportSocketMatch)
-		}
-	}
 	markTransportSocket(c.GetTransportSocket())
 	for k, a := range c.GetTypedExtensionProtocolOptions() {
 		if k != keepProtocolOptions {
@@ -167,6 +170,14 @@ func pruneCluster(c *clusterv3.Cluster) {
 	}
 	if la := c.GetLoadAssignment(); la != nil {
 		pruneEndpoints(la)
+	}
+}
+
+func internCluster(c *clusterv3.Cluster) {
+	if tsm := c.GetTransportSocketMatches(); len(tsm) > 0 {
+		if v, ok := sharedBy("transport_socket_matches", &clusterv3.Cluster{TransportSocketMatches: tsm}, tsm); ok {
+			c.TransportSocketMatches = v.([]*clusterv3.Cluster_TransportSocketMatch)
+		}
 	}
 	internDur(&c.ConnectTimeout)
 	for _, t := range c.GetCircuitBreakers().GetThresholds() {
