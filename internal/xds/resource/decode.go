@@ -122,6 +122,12 @@ func DecodeBytes(typeURL string, b []byte, wantName string) (*Decoded, error) {
 		}
 		d.Msg = l
 	case RouteConfigType:
+		if len(b) >= parallelRDSMin {
+			if r, perr := decodeRouteConfigParallel(b); perr == nil {
+				d.Name, d.Msg = r.Name, r // validated, pruned and encoded (rds_decode.go)
+				break
+			}
+		}
 		rc := &routev3.RouteConfiguration{}
 		if err = proto.Unmarshal(b, rc); err == nil {
 			d.Name = rc.GetName()

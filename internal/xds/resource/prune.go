@@ -93,14 +93,23 @@ func pruneListener(l *listenerv3.Listener) {
 }
 
 func pruneRouteConfig(rc *routev3.RouteConfiguration) {
+	pruneRouteConfigOwn(rc)
+	for _, vh := range rc.GetVirtualHosts() {
+		pruneVirtualHost(vh)
+	}
+}
+
+// pruneRouteConfigOwn prunes the configuration's own fields, not its virtual hosts.
+func pruneRouteConfigOwn(rc *routev3.RouteConfiguration) {
 	rc.Metadata = nil
 	markFilterConfigs(rc.GetTypedPerFilterConfig())
-	for _, vh := range rc.GetVirtualHosts() {
-		vh.Metadata = nil
-		markFilterConfigs(vh.GetTypedPerFilterConfig())
-		for _, r := range vh.GetRoutes() {
-			pruneRoute(r)
-		}
+}
+
+func pruneVirtualHost(vh *routev3.VirtualHost) {
+	vh.Metadata = nil
+	markFilterConfigs(vh.GetTypedPerFilterConfig())
+	for _, r := range vh.GetRoutes() {
+		pruneRoute(r)
 	}
 }
 
