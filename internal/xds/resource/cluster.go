@@ -28,9 +28,15 @@ type Cluster struct {
 	shape       *clusterv3.Cluster
 }
 
-// NewCluster keeps c (which it does not modify) as a Cluster.
+// NewCluster keeps c (which it does not modify) as a Cluster. Its shape is its own:
+// only clusters decoded by DecodeBytes (pruned, so that what differs between Istio's
+// clusters beyond their names is gone) share shapes. Messages built elsewhere (tests,
+// generated meshes, dumps) are not pruned and would fill the shared table with
+// shapes that differ in a TLS context each.
 func NewCluster(c *clusterv3.Cluster) (*Cluster, error) {
-	return newCluster(proto.Clone(c).(*clusterv3.Cluster)), nil
+	r := &Cluster{}
+	r.shape = r.takeNames(proto.Clone(c).(*clusterv3.Cluster))
+	return r, nil
 }
 
 // MustCluster is NewCluster for messages built in code (tests, generated meshes).
@@ -46,15 +52,8 @@ func MustCluster(c *clusterv3.Cluster) *Cluster {
 // clearCluster (or Prune): c loses its names and becomes the shape, or is dropped for
 // an equal shared one.
 func newCluster(c *clusterv3.Cluster) *Cluster {
-	r := &Cluster{Name: c.GetName()}
-	if IsEDS(c) {
-		r.EDS = EDSName(c)
-	}
-	c.Name = ""
-	if e := c.GetEdsClusterConfig(); e != nil {
-		r.serviceName, e.ServiceName = e.GetServiceName(), ""
-	}
-	r.shape = c
+	r := &Cluster{}
+	r.shape = r.takeNames(c)
 	k, keyed := sharedKey("cluster shape", c)
 	if keyed {
 		if v, ok := lookupShared(k); ok {
@@ -72,6 +71,19 @@ func newCluster(c *clusterv3.Cluster) *Cluster {
 		}
 	}
 	return r
+}
+
+// takeNames moves c's names into r and returns c without them.
+func (r *Cluster) takeNames(c *clusterv3.Cluster) *clusterv3.Cluster {
+	r.Name = c.GetName()
+	if IsEDS(c) {
+		r.EDS = EDSName(c)
+	}
+	c.Name = ""
+	if e := c.GetEdsClusterConfig(); e != nil {
+		r.serviceName, e.ServiceName = e.GetServiceName(), ""
+	}
+	return c
 }
 
 // Shape returns the cluster without its name and EDS service name, possibly shared

@@ -9,6 +9,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -70,30 +71,59 @@ func TestClusterRoundTrip(t *testing.T) {
 	}
 }
 
-// Clusters that differ only in their names share one shape; others do not.
+// decodeCluster decodes c as the xDS client does.
+func decodeCluster(t *testing.T, c *clusterv3.Cluster) *resource.Cluster {
+	t.Helper()
+	d, err := resource.DecodeBytes(resource.ClusterType, marshal(t, c), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.Msg.(*resource.Cluster)
+}
+
+// Decoded clusters that differ only in their names (and in what pruning drops, here a
+// TLS context) share one shape; others do not. Clusters made with NewCluster (not
+// pruned) keep their own.
 func TestClusterShapesShared(t *testing.T) {
-	a := xdstest.EDSCluster("outbound|9080||a")
-	a.EdsClusterConfig.ServiceName = "svc-a"
-	b := xdstest.EDSCluster("outbound|9080||b")
-	b.EdsClusterConfig.ServiceName = "svc-b"
-	ra, rb := resource.MustCluster(a), resource.MustCluster(b)
+	a := tlsEDSCluster(t, "outbound|9080||a", "svc-a")
+	b := tlsEDSCluster(t, "outbound|9080||b", "svc-b")
+	ra, rb := decodeCluster(t, a), decodeCluster(t, b)
 	if ra.Shape() != rb.Shape() {
-		t.Error("two clusters that differ only in their names have separate shapes")
+		t.Error("two decoded clusters that differ only in their names have separate shapes")
 	}
 	if ra.Equal(rb) {
 		t.Error("clusters with other names are equal")
 	}
-	c := xdstest.EDSCluster("outbound|9080||c")
+	c := tlsEDSCluster(t, "outbound|9080||c", "svc-c")
 	c.LbPolicy = clusterv3.Cluster_RANDOM
-	if rc := resource.MustCluster(c); rc.Shape() == ra.Shape() {
+	if rc := decodeCluster(t, c); rc.Shape() == ra.Shape() {
 		t.Error("a cluster with another LB policy shares the shape")
 	}
 	for _, r := range []*resource.Cluster{ra, rb} {
 		m, _ := r.Message()
-		if want := map[string]*clusterv3.Cluster{ra.Name: a, rb.Name: b}[r.Name]; !proto.Equal(m, want) {
-			t.Errorf("%s: Message of a shared shape is not the cluster: %v", r.Name, m)
+		want := proto.Clone(map[string]*clusterv3.Cluster{ra.Name: a, rb.Name: b}[r.Name])
+		resource.Prune(want)
+		if !proto.Equal(m, want) {
+			t.Errorf("%s: Message of a shared shape is not the pruned cluster: %v", r.Name, m)
 		}
 	}
+	if na, nb := resource.MustCluster(a), resource.MustCluster(a); na.Shape() == nb.Shape() || na.Shape() == ra.Shape() {
+		t.Error("NewCluster shares shapes")
+	}
+}
+
+// tlsEDSCluster is an EDS cluster with Istio's auto-mTLS match, whose SNI names the
+// service (so unpruned, two services' clusters differ beyond their names).
+func tlsEDSCluster(t *testing.T, name, service string) *clusterv3.Cluster {
+	t.Helper()
+	c := xdstest.EDSCluster(name)
+	c.EdsClusterConfig.ServiceName = service
+	c.TransportSocketMatches = []*clusterv3.Cluster_TransportSocketMatch{{
+		Name: "tlsMode-istio",
+		TransportSocket: &corev3.TransportSocket{Name: "envoy.transport_sockets.tls",
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &tlsv3.UpstreamTlsContext{Sni: "outbound_.9080_._." + service})}},
+	}}
+	return c
 }
 
 // EDS is the name the endpoints come under for EDS clusters, empty for the others.
@@ -149,8 +179,8 @@ func TestClusterEqual(t *testing.T) {
 	if !a.Equal(b) || !b.Equal(a) || !resource.Equal(a, b) {
 		t.Error("same content in another map order: not equal")
 	}
-	if a.Shape() != b.Shape() {
-		t.Error("the same content in another map order did not share the shape")
+	if da, db := decodeCluster(t, c), decodeCluster(t, &dec); da.Shape() != db.Shape() || !da.Equal(db) {
+		t.Error("decoded, the same content in another map order does not share the shape")
 	}
 	if !a.Equal(a) || a.Equal(nil) || (*resource.Cluster)(nil).Equal(a) || !(*resource.Cluster)(nil).Equal(nil) {
 		t.Error("Equal with itself or nil")

@@ -217,7 +217,7 @@ const markerTag = 0x00
 // markAny returns an Any of the same type whose value is a marker: markerTag followed
 // by the 64-bit FNV-1a digest of the original value. Equal payloads get equal markers
 // and different ones (all but certainly) different markers, so proto.Equal and the
-// translator's fingerprints still see a changed config as changed. Already marked
+// wire forms the translator compares still see a changed config as changed. Already marked
 // values are returned as they are, so pruning twice changes nothing.
 func markAny(a *anypb.Any) *anypb.Any {
 	if a == nil || IsMarker(a) {
