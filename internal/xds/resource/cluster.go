@@ -76,13 +76,16 @@ func newCluster(c *clusterv3.Cluster) *Cluster {
 // takeNames moves c's names into r and returns c without them.
 func (r *Cluster) takeNames(c *clusterv3.Cluster) *clusterv3.Cluster {
 	r.Name = c.GetName()
-	if IsEDS(c) {
-		r.EDS = EDSName(c)
-	}
-	c.Name = ""
 	if e := c.GetEdsClusterConfig(); e != nil {
 		r.serviceName, e.ServiceName = e.GetServiceName(), ""
+		if r.serviceName == r.Name {
+			r.serviceName = r.Name // istiod repeats the name: keep one copy
+		}
 	}
+	if IsEDS(c) {
+		r.EDS = r.EDSName()
+	}
+	c.Name = ""
 	return c
 }
 
