@@ -33,20 +33,15 @@ type Cluster struct {
 // clusters beyond their names is gone) share shapes. Messages built elsewhere (tests,
 // generated meshes, dumps) are not pruned and would fill the shared table with
 // shapes that differ in a TLS context each.
-func NewCluster(c *clusterv3.Cluster) (*Cluster, error) {
+func NewCluster(c *clusterv3.Cluster) *Cluster {
 	r := &Cluster{}
 	r.shape = r.takeNames(proto.Clone(c).(*clusterv3.Cluster))
-	return r, nil
-}
-
-// MustCluster is NewCluster for messages built in code (tests, generated meshes).
-func MustCluster(c *clusterv3.Cluster) *Cluster {
-	r, err := NewCluster(c)
-	if err != nil {
-		panic(err)
-	}
 	return r
 }
+
+// MustCluster is NewCluster; it is kept for symmetry with MustRouteConfig, which can
+// fail, so that code building snapshots reads the same for both.
+func MustCluster(c *clusterv3.Cluster) *Cluster { return NewCluster(c) }
 
 // newCluster makes a Cluster of c, which it owns and which has been through
 // clearCluster (or Prune): c loses its names and becomes the shape, or is dropped for
@@ -103,7 +98,9 @@ func (r *Cluster) EDSName() string {
 	return r.Name
 }
 
-// Message returns the whole (pruned) cluster as a new message the caller owns.
+// Message returns the whole cluster (as decoded and pruned, or as given to NewCluster)
+// as a new message the caller owns. The error is always nil; the signature is
+// RouteConfig.Message's, whose decoding can fail.
 func (r *Cluster) Message() (*clusterv3.Cluster, error) {
 	c := proto.Clone(r.shape).(*clusterv3.Cluster)
 	c.Name = r.Name

@@ -3,7 +3,6 @@ package resource_test
 import (
 	"bytes"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 
@@ -44,10 +43,7 @@ func TestClusterRoundTrip(t *testing.T) {
 	orig := richCluster(t)
 	orig.EdsClusterConfig.ServiceName = "svc-a"
 	want := proto.Clone(orig)
-	r, err := resource.NewCluster(orig)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := resource.NewCluster(orig)
 	if !proto.Equal(orig, want) {
 		t.Fatal("NewCluster modified its argument")
 	}
@@ -238,27 +234,7 @@ func TestDecodeBytesCluster(t *testing.T) {
 		}
 	}
 
-	t.Run("built", func(t *testing.T) {
-		c := richCluster(t)
-		pruned := proto.Clone(c)
-		resource.Prune(pruned)
-		if proto.Equal(pruned, c) {
-			t.Fatal("Prune changed nothing: the test would not see an unpruned result")
-		}
-		check(t, c)
-	})
-	t.Run("istiod", func(t *testing.T) {
-		res, err := dump.LoadDir(filepath.Join("..", "..", "..", "testdata", "istiod", "sotw"))
-		if err != nil {
-			t.Skipf("istiod testdata: %v", err)
-		}
-		if len(res.Clusters) == 0 {
-			t.Fatal("no clusters in the istiod testdata")
-		}
-		for _, c := range res.Clusters {
-			t.Run(c.GetName(), func(t *testing.T) { check(t, c) })
-		}
-	})
+	builtAndRecorded(t, richCluster(t), func(r *dump.Resources) []*clusterv3.Cluster { return r.Clusters }, check)
 }
 
 // Message may be called concurrently, each caller getting its own copy of the same

@@ -275,25 +275,32 @@ func TestDecodeBytesRouteConfig(t *testing.T) {
 		}
 	}
 
+	builtAndRecorded(t, richRC(t), func(r *dump.Resources) []*routev3.RouteConfiguration { return r.RouteConfigs }, check)
+}
+
+// builtAndRecorded runs check on built, which Prune must change, and on each resource
+// of the istiod recording that recorded picks.
+func builtAndRecorded[M proto.Message](t *testing.T, built M, recorded func(*dump.Resources) []M, check func(*testing.T, M)) {
 	t.Run("built", func(t *testing.T) {
-		rc := richRC(t)
-		pruned := proto.Clone(rc)
+		pruned := proto.Clone(built)
 		resource.Prune(pruned)
-		if proto.Equal(pruned, rc) {
+		if proto.Equal(pruned, built) {
 			t.Fatal("Prune changed nothing: the test would not see an unpruned result")
 		}
-		check(t, rc)
+		check(t, built)
 	})
 	t.Run("istiod", func(t *testing.T) {
 		res, err := dump.LoadDir(filepath.Join("..", "..", "..", "testdata", "istiod", "sotw"))
 		if err != nil {
 			t.Skipf("istiod testdata: %v", err)
 		}
-		if len(res.RouteConfigs) == 0 {
-			t.Fatal("no route configurations in the istiod testdata")
+		ms := recorded(res)
+		if len(ms) == 0 {
+			t.Fatal("no such resources in the istiod testdata")
 		}
-		for _, rc := range res.RouteConfigs {
-			t.Run(rc.GetName(), func(t *testing.T) { check(t, rc) })
+		for _, m := range ms {
+			name := m.ProtoReflect().Get(m.ProtoReflect().Descriptor().Fields().ByName("name")).String()
+			t.Run(name, func(t *testing.T) { check(t, m) })
 		}
 	})
 }
