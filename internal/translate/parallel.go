@@ -177,8 +177,12 @@ func (t *Translator) buildVhosts() {
 	})
 	for i := range jobs {
 		j := &jobs[i]
-		for _, a := range j.rec.acquires {
-			t.acquireID(a.cluster, a.v, a.id)
+		if len(j.rec.acquires) != len(j.vs.ups) {
+			panic("translate: a virtual host build recorded acquires and ids out of step")
+		}
+		for k, a := range j.rec.acquires {
+			// Each acquire was the k-th id the build appended to vs.ups (action.go).
+			j.vs.ups[k] = t.acquireID(a.cluster, a.v, a.id)
 		}
 		for _, r := range j.rec.routes {
 			t.store(r.key, r.hash, r.json)
