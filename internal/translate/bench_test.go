@@ -11,10 +11,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/meshgen"
@@ -54,22 +52,11 @@ func marshalAll[M proto.Message](b testing.TB, ms map[string]M) map[string][]byt
 	return out
 }
 
-func marshalRCs(b testing.TB, rcs map[string]*resource.RouteConfig) map[string][]byte {
-	ms := make(map[string]*routev3.RouteConfiguration, len(rcs))
-	for n, rc := range rcs {
-		m, err := rc.Message()
-		if err != nil {
-			b.Fatal(err)
-		}
-		ms[n] = m
-	}
-	return marshalAll(b, ms)
-}
-
-func marshalClusters(b testing.TB, cs map[string]*resource.Cluster) map[string][]byte {
-	ms := make(map[string]*clusterv3.Cluster, len(cs))
-	for n, c := range cs {
-		m, err := c.Message()
+// marshalStored marshals the messages of stored resources (RouteConfig, Cluster).
+func marshalStored[S interface{ Message() (M, error) }, M proto.Message](b testing.TB, in map[string]S) map[string][]byte {
+	ms := make(map[string]M, len(in))
+	for n, r := range in {
+		m, err := r.Message()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -87,8 +74,8 @@ func toWire(b testing.TB, m *meshgen.Mesh) *wire {
 	return &wire{
 		seq:          1,
 		listeners:    marshalAll(b, s.Listeners),
-		routeConfigs: marshalRCs(b, s.RouteConfigs),
-		clusters:     marshalClusters(b, s.Clusters),
+		routeConfigs: marshalStored(b, s.RouteConfigs),
+		clusters:     marshalStored(b, s.Clusters),
 		endpoints:    marshalAll(b, eps),
 	}
 }
@@ -100,15 +87,17 @@ func decodeAll[M proto.Message](b testing.TB, bs map[string][]byte, newM func() 
 	})
 }
 
-// decodeEndpoints decodes load assignments as the xDS client does, into their compact
-// form (resource.DecodeBytes: the wire decoder and validation).
-func decodeEndpoints(b testing.TB, bs map[string][]byte) map[string]*resource.LoadAssignment {
-	return decodeEach(b, bs, func(name string, raw []byte) (*resource.LoadAssignment, error) {
-		d, err := resource.DecodeBytes(resource.EndpointType, raw, name)
+// decodeAs decodes every resource of one type as the xDS client does
+// (resource.DecodeBytes: validated, pruned, into the form the client keeps: T is
+// *resource.LoadAssignment, *resource.RouteConfig or *resource.Cluster).
+func decodeAs[T any](b testing.TB, typeURL string, bs map[string][]byte) map[string]T {
+	return decodeEach(b, bs, func(name string, raw []byte) (T, error) {
+		d, err := resource.DecodeBytes(typeURL, raw, name)
 		if err != nil {
-			return nil, err
+			var zero T
+			return zero, err
 		}
-		return d.Msg.(*resource.LoadAssignment), nil
+		return d.Msg.(T), nil
 	})
 }
 
@@ -147,28 +136,8 @@ func decodeEach[M any](b testing.TB, bs map[string][]byte, dec func(name string,
 	return out
 }
 
-// decodeClusters decodes clusters as the xDS client does (resource.DecodeBytes:
-// validated, pruned, kept in wire form).
-func decodeClusters(b testing.TB, bs map[string][]byte) map[string]*resource.Cluster {
-	return decodeEach(b, bs, func(name string, raw []byte) (*resource.Cluster, error) {
-		d, err := resource.DecodeBytes(resource.ClusterType, raw, name)
-		if err != nil {
-			return nil, err
-		}
-		return d.Msg.(*resource.Cluster), nil
-	})
-}
-
-// decodeRCs decodes route configurations as the xDS client does (resource.DecodeBytes:
-// validated, pruned, kept in wire form).
 func decodeRCs(b testing.TB, w *wire) map[string]*resource.RouteConfig {
-	return decodeEach(b, w.routeConfigs, func(name string, raw []byte) (*resource.RouteConfig, error) {
-		d, err := resource.DecodeBytes(resource.RouteConfigType, raw, name)
-		if err != nil {
-			return nil, err
-		}
-		return d.Msg.(*resource.RouteConfig), nil
-	})
+	return decodeAs[*resource.RouteConfig](b, resource.RouteConfigType, w.routeConfigs)
 }
 
 // decode returns a new snapshot of fresh messages, asking for a full translation.
@@ -178,8 +147,8 @@ func (w *wire) decode(b testing.TB) *resource.Snapshot {
 		Seq:          w.seq,
 		Listeners:    decodeAll(b, w.listeners, func() *listenerv3.Listener { return &listenerv3.Listener{} }),
 		RouteConfigs: decodeRCs(b, w),
-		Clusters:     decodeClusters(b, w.clusters),
-		Endpoints:    decodeEndpoints(b, w.endpoints),
+		Clusters:     decodeAs[*resource.Cluster](b, resource.ClusterType, w.clusters),
+		Endpoints:    decodeAs[*resource.LoadAssignment](b, resource.EndpointType, w.endpoints),
 		Changes:      resource.Changes{Full: true},
 	}
 }

@@ -417,7 +417,7 @@ func (t *Translator) acquire(cluster string, v variant) string {
 // acquireID is acquire with the id already computed. It returns the id string the
 // translator already holds for that upstream, if any, for the caller to keep instead
 // of its own copy: every route of a service references the same upstream, and each
-// computed its id anew (a string per route otherwise, ~1.3 MiB at 10,000 services).
+// computed its id anew (a string per route otherwise, ~1 MiB at 10,000 services).
 func (t *Translator) acquireID(cluster string, v variant, id string) string {
 	r := t.ups[id]
 	if r == nil {
