@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -46,7 +45,7 @@ func TestGenerateCountsAndValidity(t *testing.T) {
 				}
 			}
 			for _, src := range snap.RouteConfigs {
-				rc := rcMessage(t, src)
+				rc := messageOf(t, src)
 				if got, want := len(rc.GetVirtualHosts()), d.Services+1; got != want {
 					t.Errorf("route config %s: %d virtual hosts, want %d", rc.GetName(), got, want)
 				}
@@ -68,20 +67,10 @@ func TestGenerateCountsAndValidity(t *testing.T) {
 	}
 }
 
-// clusterMessage is the decoded message of a cluster of a snapshot.
-func clusterMessage(t *testing.T, c *resource.Cluster) *clusterv3.Cluster {
+// messageOf is the decoded message of a snapshot's cluster or route configuration.
+func messageOf[M proto.Message](t *testing.T, r interface{ Message() (M, error) }) M {
 	t.Helper()
-	m, err := c.Message()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-// rcMessage is the decoded message of a route configuration of a snapshot.
-func rcMessage(t *testing.T, rc *resource.RouteConfig) *routev3.RouteConfiguration {
-	t.Helper()
-	m, err := rc.Message()
+	m, err := r.Message()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +98,7 @@ func checkConsistent(t *testing.T, snap *resource.Snapshot) {
 		}
 	}
 	for _, src := range snap.RouteConfigs {
-		for _, vh := range rcMessage(t, src).GetVirtualHosts() {
+		for _, vh := range messageOf(t, src).GetVirtualHosts() {
 			for _, r := range vh.GetRoutes() {
 				names := []string{r.GetRoute().GetCluster()}
 				for _, wc := range r.GetRoute().GetWeightedClusters().GetClusters() {
@@ -124,7 +113,7 @@ func checkConsistent(t *testing.T, snap *resource.Snapshot) {
 		}
 	}
 	for n, c := range snap.Clusters {
-		m := clusterMessage(t, c)
+		m := messageOf(t, c)
 		if m.GetType() == clusterv3.Cluster_EDS && snap.Endpoints[resource.EDSName(m)] == nil {
 			t.Errorf("cluster %s: endpoints missing", n)
 		}
@@ -152,7 +141,7 @@ func TestGenerateDeterministic(t *testing.T) {
 func TestIstioShapes(t *testing.T) {
 	m := Generate(Options{Services: 2})
 	snap := m.Snapshot()
-	rc := rcMessage(t, snap.RouteConfigs["9080"])
+	rc := messageOf(t, snap.RouteConfigs["9080"])
 	vh := rc.GetVirtualHosts()[0]
 	if vh.GetName() != "svc-00000.default.svc.cluster.local:9080" {
 		t.Errorf("virtual host %q", vh.GetName())
@@ -171,7 +160,7 @@ func TestIstioShapes(t *testing.T) {
 	if catchAll.GetMatch().GetPrefix() != "/" || len(catchAll.GetRoute().GetWeightedClusters().GetClusters()) != 2 {
 		t.Errorf("catch-all route %v", catchAll)
 	}
-	c := clusterMessage(t, snap.Clusters["outbound|9080|v1|svc-00000.default.svc.cluster.local"])
+	c := messageOf(t, snap.Clusters["outbound|9080|v1|svc-00000.default.svc.cluster.local"])
 	if c.GetLbPolicy() != clusterv3.Cluster_LEAST_REQUEST || len(c.GetTransportSocketMatches()) != 2 ||
 		c.GetEdsClusterConfig().GetServiceName() != c.GetName() {
 		t.Errorf("cluster %v", c)
@@ -251,7 +240,7 @@ func TestResend(t *testing.T) {
 		t.Errorf("changes %+v", snap.Changes)
 	}
 	for n, rc := range snap.RouteConfigs {
-		if rc == old[n] || !rc.Equal(old[n]) || !proto.Equal(rcMessage(t, rc), rcMessage(t, old[n])) {
+		if rc == old[n] || !rc.Equal(old[n]) || !proto.Equal(messageOf(t, rc), messageOf(t, old[n])) {
 			t.Errorf("route config %s: want a new pointer with equal content", n)
 		}
 	}
@@ -261,7 +250,7 @@ func TestResend(t *testing.T) {
 		t.Errorf("changes %+v", snap.Changes)
 	}
 	for n, c := range snap.Clusters {
-		if c == oldClusters[n] || !c.Equal(oldClusters[n]) || !proto.Equal(clusterMessage(t, c), clusterMessage(t, oldClusters[n])) {
+		if c == oldClusters[n] || !c.Equal(oldClusters[n]) || !proto.Equal(messageOf(t, c), messageOf(t, oldClusters[n])) {
 			t.Errorf("cluster %s: want a new pointer with equal content", n)
 		}
 	}
