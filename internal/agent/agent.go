@@ -20,7 +20,9 @@ type Source interface {
 
 // Translator is what the pipeline needs of translate.Translator. Its change sets,
 // applied in order, give its complete output; after a Translate that panicked, the
-// next call's changes start from the output of the last call that returned.
+// next call's changes start from the output of the last call that returned. Its
+// Result.Prior must be exact (translate.Result.CheckPrior): the pipeline skips a
+// batched change whose value equals the prior one.
 type Translator interface {
 	Translate(*resource.Snapshot) translate.Result
 }
@@ -37,7 +39,8 @@ type Sink interface {
 }
 
 // Reader is implemented by sinks that can return what they hold (Agent.Objects, the
-// /debug/apisix view): the pipeline itself keeps only a digest per object.
+// /debug/apisix view): the pipeline itself keeps no copy of the objects (for other
+// sinks, only their keys).
 type Reader interface {
 	// Objects returns the objects written by the last successful Apply, keyed
 	// "/<kind>/<id>". The values must not be modified.

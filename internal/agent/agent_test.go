@@ -88,14 +88,25 @@ func TestNoApplyWhenNothingVisibleChanged(t *testing.T) {
 	h.batch(t, st)
 	// A change that goes away again within one window.
 	h.batch(t, map[string]string{"/routes/a": "2", "/upstreams/u": "1"}, st)
+	// A key deleted and put back, and a new key put and deleted again, within one
+	// window.
+	h.batch(t, map[string]string{"/upstreams/u": "1"}, map[string]string{"/upstreams/u": "1", "/routes/n": "1"}, st)
 	// A real change: the next Apply must be this one.
 	h.batch(t, map[string]string{"/routes/a": "1", "/upstreams/u": "2"})
 	got := h.sink.next(t)
-	if diff := cmp.Diff(map[string]string{"/upstreams/u": "2"}, got.puts); diff != "" {
-		t.Errorf("Apply after no-op batches (-want +got):\n%s", diff)
+	if diff := cmp.Diff(map[string]string{"/upstreams/u": "2"}, got.puts); diff != "" || len(got.deletes) != 0 {
+		t.Errorf("Apply after no-op batches: deletes %q, puts (-want +got):\n%s", got.deletes, diff)
 	}
 	if s := h.agent.Stats(); s.Batches != 2 {
 		t.Errorf("batches = %d, want 2 (no-op batches are not applied)", s.Batches)
+	}
+	// A delete is written and counted; the object count follows.
+	h.batch(t, map[string]string{"/upstreams/u": "2"})
+	if got := h.sink.next(t); len(got.puts) != 0 || !cmp.Equal(got.deletes, []string{"/routes/a"}) {
+		t.Errorf("Apply of a delete = %+v, want /routes/a deleted only", got)
+	}
+	if s := h.agent.Stats(); s.ObjectsByKind["routes"] != 0 || s.ObjectsByKind["upstreams"] != 1 {
+		t.Errorf("objects by kind after the delete = %v, want 0 routes, 1 upstream", s.ObjectsByKind)
 	}
 }
 
@@ -264,7 +275,7 @@ func stringMap(m map[string][]byte) map[string]string {
 // A sink that cannot read back its objects still lets Objects list the applied keys.
 func TestObjectsWithoutReaderListsKeys(t *testing.T) {
 	a := New(newFakeSource(), newFakeTranslator(), plainSink{}, Options{})
-	a.commit(apisix.ChangeSet{Put: map[string][]byte{"/routes/a": []byte("1")}}, 1, 0)
+	a.commit(apisix.ChangeSet{Put: map[string][]byte{"/routes/a": []byte("1")}}, map[apisix.Kind]int{apisix.KindRoutes: 1}, 1, 0)
 	got := a.Objects()
 	if v, ok := got["/routes/a"]; len(got) != 1 || !ok || v != nil {
 		t.Errorf("Objects = %q, want /routes/a with no value", got)

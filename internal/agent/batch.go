@@ -8,10 +8,12 @@ import (
 )
 
 // batch is what has changed since the last successful Apply: for every key the
-// translator reported changed, its newest value (or that it was deleted). At flush
-// time each is compared with the digest of what was written, so a key changed and
-// changed back within a batch (or a failed Apply and a later snapshot) costs nothing,
-// and retries always write the newest state.
+// translator reported changed, its newest value (or that it was deleted), and what the
+// sink held for it before the batch (the translator's Result.Prior when the key first
+// changed). At flush time the two are compared, so a key changed and changed back
+// within a batch (or a failed Apply and a later snapshot) costs nothing, and retries
+// always write the newest state. The pipeline keeps no digest of its own per object
+// (at 10,000 services that was 1.7 MiB, a second copy of the translator's).
 type batch struct {
 	dirty map[string]pending
 	// broken: the last translation panicked; write nothing until one succeeds (the
@@ -22,39 +24,59 @@ type batch struct {
 	seq   uint64
 }
 
-// pending is a key's newest value in a batch; deleted when the key is gone.
+// pending is a key's newest value in a batch; deleted when the key is gone. held and
+// prior say whether the sink holds the key and the digest (apisix.Hash) of its value
+// there.
 type pending struct {
 	value   []byte
 	deleted bool
+	held    bool
+	prior   uint64
 }
 
 // due reports whether the batch may have something to write.
 func (b *batch) due() bool { return !b.broken && (len(b.dirty) > 0 || !b.since.IsZero()) }
 
-func (b *batch) addDirty(cs apisix.ChangeSet) {
+// addDirty adds the changes of one translation; prior is its Result.Prior. Every key
+// whose value differs from the sink's is in the batch (the batch is emptied only when
+// written), so for a key not yet in it the translator's previous value is the sink's.
+func (b *batch) addDirty(cs apisix.ChangeSet, prior map[string]uint64) {
 	if b.dirty == nil {
 		b.dirty = make(map[string]pending, len(cs.Put)+len(cs.Delete))
 	}
+	add := func(k string, p pending) {
+		if old, ok := b.dirty[k]; ok {
+			p.held, p.prior = old.held, old.prior
+		} else {
+			p.prior, p.held = prior[k]
+		}
+		b.dirty[k] = p
+	}
 	for _, k := range cs.Delete {
-		b.dirty[k] = pending{deleted: true}
+		add(k, pending{deleted: true})
 	}
 	for k, v := range cs.Put {
-		b.dirty[k] = pending{value: v}
+		add(k, pending{value: v})
 	}
 }
 
-// changes compares the dirty keys of b with the digests of what was written.
-func (b *batch) changes(written map[string]uint64) apisix.ChangeSet {
+// changes is what the batch changed relative to what the sink holds, and how the
+// number of objects of each kind changes when it is written.
+func (b *batch) changes() (apisix.ChangeSet, map[apisix.Kind]int) {
 	cs := apisix.ChangeSet{Put: map[string][]byte{}}
+	kinds := map[apisix.Kind]int{}
 	for k, p := range b.dirty {
-		h, inOld := written[k]
 		switch {
-		case !p.deleted && (!inOld || h != apisix.Hash(p.value)):
+		case !p.deleted && (!p.held || p.prior != apisix.Hash(p.value)):
 			cs.Put[k] = p.value
-		case p.deleted && inOld:
+			if !p.held {
+				kinds[apisix.KindOf(k)]++
+			}
+		case p.deleted && p.held:
 			cs.Delete = append(cs.Delete, k)
+			kinds[apisix.KindOf(k)]--
 		}
 	}
 	sort.Strings(cs.Delete)
-	return cs
+	return cs, kinds
 }

@@ -124,9 +124,10 @@ func (f *fakeTranslator) Translate(s *resource.Snapshot) translate.Result {
 	for _, k := range f.touch[s.Seq] {
 		cs.Put[k] = next[k]
 	}
+	prior := translate.PriorOf(f.objects, cs)
 	f.objects = maps.Clone(next)
 	f.returned = next
-	return translate.Result{Changes: cs, Report: []report.Entry{{Kind: "listener", Resource: fmt.Sprint(s.Seq)}}}
+	return translate.Result{Changes: cs, Prior: prior, Report: []report.Entry{{Kind: "listener", Resource: fmt.Sprint(s.Seq)}}}
 }
 
 // applied is one Apply call as the fake sink saw it.

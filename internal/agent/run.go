@@ -72,23 +72,28 @@ type Agent struct {
 	readyOnce sync.Once
 	ready     chan struct{} // closed after the first successful Apply
 
-	mu      sync.Mutex // guards the fields below
-	stats   Stats
-	written map[string]uint64 // apisix.Hash of what the sink holds (after the last successful Apply)
-	report  []report.Entry
+	mu    sync.Mutex // guards the fields below
+	stats Stats
+	// keys are the keys the sink holds, kept only for a sink that cannot list them
+	// itself (not a Reader), for Objects; nil otherwise.
+	keys   map[string]struct{}
+	report []report.Entry
 }
 
 // New returns an Agent that reads src, translates with tr and writes to sink. tr is
 // used only by Run's goroutine.
 func New(src Source, tr Translator, sink Sink, opts Options) *Agent {
 	opts = opts.withDefaults()
-	return &Agent{
+	a := &Agent{
 		src: src, tr: tr, sink: sink, opts: opts, log: opts.Logger,
-		after:   time.After,
-		ready:   make(chan struct{}),
-		written: map[string]uint64{},
-		stats:   Stats{ObjectsByKind: map[string]int{}, PushToWrite: newLatency()},
+		after: time.After,
+		ready: make(chan struct{}),
+		stats: Stats{ObjectsByKind: map[string]int{}, PushToWrite: newLatency()},
 	}
+	if _, ok := sink.(Reader); !ok {
+		a.keys = map[string]struct{}{}
+	}
+	return a
 }
 
 // Run is New(src, tr, sink, opts).Run(ctx), for callers that need no observability.
@@ -229,7 +234,7 @@ func (a *Agent) absorb(b *batch, r received) {
 		b.since = r.at
 	}
 	b.seq = r.snap.Seq
-	b.addDirty(res.Changes)
+	b.addDirty(res.Changes, res.Prior)
 	a.mu.Lock()
 	a.report = res.Report
 	a.mu.Unlock()
@@ -242,15 +247,16 @@ func (a *Agent) translate(snap *resource.Snapshot) (res translateResult, err err
 		}
 	}()
 	r := a.tr.Translate(snap)
-	return translateResult{Changes: r.Changes, Report: r.Report}, nil
+	return translateResult{Changes: r.Changes, Prior: r.Prior, Report: r.Report}, nil
 }
 
 type translateResult struct {
 	Changes apisix.ChangeSet
+	Prior   map[string]uint64
 	Report  []report.Entry
 }
 
-// flush writes what b changed relative to the written state. It returns nil when
+// flush writes what b changed relative to what the sink holds. It returns nil when
 // there is nothing to write or the write succeeded (b is then reset), and the
 // Apply error otherwise (b is kept for the retry).
 func (a *Agent) flush(ctx context.Context, b *batch) error {
@@ -258,7 +264,7 @@ func (a *Agent) flush(ctx context.Context, b *batch) error {
 		return nil // nothing trustworthy to write; wait for the next snapshot
 	}
 	first := !a.Ready()
-	cs := b.changes(a.written) // a.written is only modified by this goroutine
+	cs, kinds := b.changes()
 	if cs.Empty() && !first {
 		a.log.Debug("batch changed nothing APISIX can see", "seq", b.seq)
 		a.mu.Lock()
@@ -276,7 +282,7 @@ func (a *Agent) flush(ctx context.Context, b *batch) error {
 		return err
 	}
 	lat, write := time.Since(b.since), time.Since(t0)
-	a.commit(cs, b.seq, lat)
+	a.commit(cs, kinds, b.seq, lat)
 	a.log.Info("applied batch", "seq", b.seq, "put", len(cs.Put), "deleted", len(cs.Delete), "latency", lat, "write", write)
 	*b = batch{}
 	a.readyOnce.Do(func() { close(a.ready) })
@@ -292,20 +298,22 @@ func (a *Agent) apply(ctx context.Context, cs apisix.ChangeSet) (err error) {
 	return a.sink.Apply(ctx, cs)
 }
 
-// commit records a successful Apply.
-func (a *Agent) commit(cs apisix.ChangeSet, seq uint64, lat time.Duration) {
+// commit records a successful Apply of cs; kinds is how it changed the number of
+// objects of each kind.
+func (a *Agent) commit(cs apisix.ChangeSet, kinds map[apisix.Kind]int, seq uint64, lat time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for k, v := range cs.Put {
-		if _, ok := a.written[k]; !ok {
-			a.stats.ObjectsByKind[string(apisix.KindOf(k))]++
+	for k, n := range kinds {
+		if n != 0 {
+			a.stats.ObjectsByKind[string(k)] += n
 		}
-		a.written[k] = apisix.Hash(v)
 	}
-	for _, k := range cs.Delete {
-		if _, ok := a.written[k]; ok {
-			a.stats.ObjectsByKind[string(apisix.KindOf(k))]--
-			delete(a.written, k)
+	if a.keys != nil {
+		for k := range cs.Put {
+			a.keys[k] = struct{}{}
+		}
+		for _, k := range cs.Delete {
+			delete(a.keys, k)
 		}
 	}
 	a.stats.Batches++

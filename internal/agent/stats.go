@@ -82,8 +82,8 @@ func (a *Agent) Objects() map[string][]byte {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make(map[string][]byte, len(a.written))
-	for k := range a.written {
+	out := make(map[string][]byte, len(a.keys))
+	for k := range a.keys {
 		out[k] = nil
 	}
 	return out

@@ -24,8 +24,9 @@ type fakeTranslator struct {
 
 func (f *fakeTranslator) Translate(*resource.Snapshot) translate.Result {
 	cs := apisix.Diff(f.objects, f.next)
+	prior := translate.PriorOf(f.objects, cs)
 	f.objects = f.next
-	return translate.Result{Changes: cs}
+	return translate.Result{Changes: cs, Prior: prior}
 }
 
 func route(t testing.TB, id string, hosts []string, uri string, port any, plugins map[string]any) []byte {
@@ -85,6 +86,9 @@ func (h *harness) step() apisix.ChangeSet {
 	h.t.Helper()
 	h.last = h.tr.Translate(&resource.Snapshot{})
 	cs := h.last.Changes
+	if err := h.last.CheckPrior(h.sink); err != nil {
+		h.t.Fatal(err)
+	}
 	for k, v := range cs.Put {
 		h.sink[k] = v
 	}

@@ -75,16 +75,27 @@ func (t *Translator) Translate(snap *resource.Snapshot) translate.Result {
 	configsChanged := t.setConfigs(set)
 
 	out := apisix.ChangeSet{Put: map[string][]byte{}}
+	// prior: what the previous output held for each changed key. The inner
+	// translator's for other kinds; for routes, what was merged (t.merged).
+	prior := map[string]uint64{}
 	dirty := map[string]bool{}
 	for key, b := range res.Changes.Put {
 		if apisix.KindOf(key) != apisix.KindRoutes {
 			out.Put[key] = b
+			if h, ok := res.Prior[key]; ok {
+				prior[key] = h
+			}
 			continue
 		}
 		t.routes[key] = &routeState{base: b, fresh: true}
 		dirty[key] = true
 	}
 	for _, key := range res.Changes.Delete {
+		if h, ok := t.merged[key]; ok {
+			prior[key] = h
+		} else if h, ok := res.Prior[key]; ok {
+			prior[key] = h
+		}
 		delete(t.routes, key)
 		delete(t.shadows, key)
 		delete(t.failures, key)
@@ -97,9 +108,9 @@ func (t *Translator) Translate(snap *resource.Snapshot) translate.Result {
 		}
 	}
 	for key := range dirty {
-		t.update(key, &out)
+		t.update(key, &out, prior)
 	}
-	res.Changes = out
+	res.Changes, res.Prior = out, prior
 	res.Report = append(slices.Clone(res.Report), t.report()...)
 	report.Sort(res.Report)
 	return res
@@ -131,8 +142,9 @@ func (t *Translator) setConfigs(set Set) bool {
 	return changed
 }
 
-// update re-renders one route if its base or its applicable configs changed.
-func (t *Translator) update(key string, out *apisix.ChangeSet) {
+// update re-renders one route if its base or its applicable configs changed, adding
+// it to out (and what the previous output held for it to prior) if it differs.
+func (t *Translator) update(key string, out *apisix.ChangeSet, prior map[string]uint64) {
 	st := t.routes[key]
 	var matched []*Config
 	var applied []string
@@ -174,6 +186,9 @@ func (t *Translator) update(key string, out *apisix.ChangeSet) {
 		delete(t.shadows, key)
 	}
 	if cur, ok := t.merged[key]; !ok || cur != apisix.Hash(merged) {
+		if ok {
+			prior[key] = cur
+		}
 		t.merged[key] = apisix.Hash(merged)
 		out.Put[key] = merged
 	}

@@ -86,6 +86,9 @@ func newTracked(opts Options) *tracked {
 
 func (tt *tracked) Translate(snap *resource.Snapshot) Result {
 	r := tt.Translator.Translate(snap)
+	if err := r.CheckPrior(tt.objs); err != nil {
+		panic(err)
+	}
 	r.Changes.ApplyTo(tt.objs)
 	return r
 }

@@ -184,6 +184,9 @@ func TestRecoversFromPanicMidTranslation(t *testing.T) {
 	if len(r.Changes.Put) == 0 {
 		t.Fatal("the change lost in the panic is not in the next change set")
 	}
+	if err := r.CheckPrior(applied); err != nil {
+		t.Fatalf("after a panic: %v", err)
+	}
 	applied = applyChanges(applied, r.Changes)
 	if want := fullFrom(t, m); !sameObjects(want, applied) {
 		t.Fatal("after a panic, the applied change sets differ from a full translation")

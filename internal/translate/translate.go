@@ -47,6 +47,12 @@ type Result struct {
 	Changes apisix.ChangeSet
 	// Report is the complete, sorted list of findings for the current output.
 	Report []report.Entry
+	// Prior holds, for each key of Changes that the previous output had, the digest
+	// (apisix.Hash) of its previous value; a key of Changes without an entry is new.
+	// The pipeline uses it to drop a change undone by a later one before it is written
+	// without keeping a digest of its own for every object. Nil when nothing of
+	// Changes existed before (a first translation).
+	Prior map[string]uint64
 }
 
 // Translator keeps the previous output so that each call only redoes the work the
@@ -285,7 +291,8 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	t.syncUpstreams()
 
 	t.started, t.seq = true, snap.Seq
-	res := Result{Changes: t.changeSet(), Report: t.fullReport()}
+	cs, prior := t.changeSet()
+	res := Result{Changes: cs, Prior: prior, Report: t.fullReport()}
 	t.snap, t.touched, t.pending, t.dirtyVH, t.dirtyUp, t.rebuilds, t.dirtyListeners = nil, nil, nil, nil, nil, nil, nil
 	t.vhostJobs = nil
 	for _, rc := range t.read {
@@ -389,24 +396,36 @@ func (t *Translator) del(key string) {
 	delete(t.objects, key)
 }
 
-func (t *Translator) changeSet() apisix.ChangeSet {
+// changeSet returns the changes of this call and the prior digests of the keys it
+// changed that existed before (Result.Prior).
+func (t *Translator) changeSet() (apisix.ChangeSet, map[string]uint64) {
 	if t.fromEmpty {
-		return apisix.ChangeSet{Put: t.pending}
+		return apisix.ChangeSet{Put: t.pending}, nil
 	}
 	cs := apisix.ChangeSet{Put: make(map[string][]byte, len(t.pending))}
+	var prior map[string]uint64
 	for key, tc := range t.touched {
 		cur, ok := t.objects[key]
 		switch {
 		case ok && tc.existed && cur == tc.old:
 			// Changed and changed back, or re-put identically.
+			continue
 		case ok:
 			cs.Put[key] = t.pending[key]
 		case tc.existed:
 			cs.Delete = append(cs.Delete, key)
+		default:
+			continue // added and removed again
+		}
+		if tc.existed {
+			if prior == nil {
+				prior = map[string]uint64{}
+			}
+			prior[key] = tc.old
 		}
 	}
 	sort.Strings(cs.Delete)
-	return cs
+	return cs, prior
 }
 
 // acquire references upstream (cluster, v) and returns its id.
