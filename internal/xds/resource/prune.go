@@ -48,7 +48,8 @@ import (
 
 // StoredForm describes, for debug views, how the client stores resources.
 const StoredForm = "pruned: fields amesh's translation never reads are cleared (metadata, decorators, " +
-	"tracing, stat names, access logs, TLS context payloads, unused per-filter configs), " +
+	"tracing, stat names, access logs, TLS context payloads, unused per-filter configs; a retry policy " +
+	"all routes of a virtual host share is kept once on the virtual host), " +
 	"see internal/xds/resource/prune.go; endpoints in compact form (address, port, weight, health, " +
 	"priority), see internal/xds/resource/endpoints.go"
 
@@ -110,6 +111,45 @@ func pruneVirtualHost(vh *routev3.VirtualHost) {
 	markFilterConfigs(vh.GetTypedPerFilterConfig())
 	for _, r := range vh.GetRoutes() {
 		pruneRoute(r)
+	}
+	hoistRetryPolicy(vh)
+}
+
+// hoistRetryPolicy moves the retry policy that every forwarding route of vh has up to
+// the virtual host: Envoy applies a virtual host's policy to the routes without one of
+// their own (a route's own replaces it, nothing is merged), and only forwarding routes
+// retry, so the behaviour is the same. istiod gives every route the same default
+// policy; kept once per virtual host instead of once per route, it was a third of the
+// kept route configurations' wire form (2.5 of 7.4 MB at 10,000 services). Routes
+// arrive here pruned, so equal policies are usually one interned message.
+func hoistRetryPolicy(vh *routev3.VirtualHost) {
+	var p *routev3.RetryPolicy
+	n := 0
+	for _, r := range vh.GetRoutes() {
+		a := r.GetRoute()
+		if a == nil {
+			continue // redirect, direct response: no retries
+		}
+		rp := a.GetRetryPolicy()
+		switch {
+		case rp == nil:
+			return // this route uses the virtual host's policy: it must stay
+		case p == nil:
+			p = rp
+		case rp != p && !proto.Equal(rp, p):
+			return
+		}
+		n++
+	}
+	if n < 2 {
+		return // nothing to gain
+	}
+	// The virtual host's own policy applied to no route (each had its own).
+	vh.RetryPolicy = p
+	for _, r := range vh.GetRoutes() {
+		if a := r.GetRoute(); a != nil {
+			a.RetryPolicy = nil
+		}
 	}
 }
 

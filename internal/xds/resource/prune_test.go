@@ -115,3 +115,48 @@ func TestPruneSharesEqualLeaves(t *testing.T) {
 		t.Errorf("interning changed values: %v", b)
 	}
 }
+
+// A retry policy every forwarding route has moves to the virtual host (which Envoy
+// applies to routes without their own); anything else that would change which policy
+// a route uses keeps the routes as they are.
+func TestPruneHoistsSharedRetryPolicy(t *testing.T) {
+	policy := func(n uint32) *routev3.RetryPolicy {
+		return &routev3.RetryPolicy{RetryOn: "connect-failure", NumRetries: wrapperspb.UInt32(n)}
+	}
+	forward := func(rp *routev3.RetryPolicy) *routev3.Route {
+		return &routev3.Route{Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "c"}, RetryPolicy: rp}}}
+	}
+	redirect := &routev3.Route{Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{HostRedirect: "h"}}}
+	cases := []struct {
+		name   string
+		vh     *routev3.VirtualHost
+		hoist  bool
+		wantVH *routev3.RetryPolicy
+	}{
+		{"same policy everywhere", &routev3.VirtualHost{Routes: []*routev3.Route{forward(policy(2)), redirect, forward(policy(2))}}, true, policy(2)},
+		{"replaces a virtual host policy no route used", &routev3.VirtualHost{RetryPolicy: policy(7), Routes: []*routev3.Route{forward(policy(2)), forward(policy(2))}}, true, policy(2)},
+		{"a route inherits the virtual host's", &routev3.VirtualHost{RetryPolicy: policy(7), Routes: []*routev3.Route{forward(policy(2)), forward(nil), forward(policy(2))}}, false, policy(7)},
+		{"a route without policy", &routev3.VirtualHost{Routes: []*routev3.Route{forward(policy(2)), forward(nil)}}, false, nil},
+		{"different policies", &routev3.VirtualHost{Routes: []*routev3.Route{forward(policy(2)), forward(policy(3))}}, false, nil},
+		{"one forwarding route", &routev3.VirtualHost{Routes: []*routev3.Route{forward(policy(2)), redirect}}, false, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := proto.Clone(c.vh).(*routev3.VirtualHost)
+			pruneVirtualHost(c.vh)
+			if !proto.Equal(c.vh.GetRetryPolicy(), c.wantVH) {
+				t.Errorf("virtual host policy = %v, want %v", c.vh.GetRetryPolicy(), c.wantVH)
+			}
+			for i, r := range c.vh.GetRoutes() {
+				want := before.GetRoutes()[i].GetRoute().GetRetryPolicy()
+				if c.hoist {
+					want = nil
+				}
+				if got := r.GetRoute().GetRetryPolicy(); !proto.Equal(got, want) {
+					t.Errorf("route %d policy = %v, want %v", i, got, want)
+				}
+			}
+		})
+	}
+}
