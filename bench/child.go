@@ -89,7 +89,8 @@ type counter struct {
 	firstKeys        int
 	firstDict, first int64
 	// sizes is len(key)+len(value) of every key in the dict (amesh mode; nil in floor
-	// mode): the pipeline keeps only digests, so the dict's size is counted here.
+	// mode): the pipeline keeps no copy of what it wrote, so the dict's size is counted
+	// here. It stands for the key set the shared-dict sink keeps (agent.Reader).
 	sizes map[string]int
 }
 
@@ -153,6 +154,18 @@ func (c *counter) Version() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.version
+}
+
+// Objects lists the keys written, without values (agent.Reader): like the shared-dict
+// sink, the counter is what knows the keys, so the agent keeps no set of its own.
+func (c *counter) Objects() map[string][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string][]byte, len(c.sizes))
+	for k := range c.sizes {
+		out[k] = nil
+	}
+	return out
 }
 
 // stats returns the counters and the dict's content: the current one when it is
