@@ -225,6 +225,7 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 	go func() { _ = c.Run(ctx) }()
 
 	var ag *agent.Agent
+	floorSettled := make(chan struct{}) // closed once the floor has dropped its first output
 	switch mode {
 	case "amesh":
 		cnt.sizes = map[string]int{}
@@ -238,7 +239,7 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 	case "floor":
 		go func() {
 			// floor returns only when ctx ends or encoding fails.
-			if err := floor(ctx, timedSource{c, cnt}, cnt); ctx.Err() == nil {
+			if err := floor(ctx, timedSource{c, cnt}, cnt, floorSettled); ctx.Err() == nil {
 				em.emit(event{Ev: "error", Error: err.Error()})
 			}
 		}()
@@ -251,12 +252,14 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 	for in.Scan() {
 		switch strings.TrimSpace(in.Text()) {
 		case "stats":
+			// The first config is reported from inside Apply (write); the agent
+			// drops the batch (the whole first output) just before it turns ready,
+			// the floor after write returns: wait for that, so that the heap figure
+			// is the pipeline's steady state, not the batch in flight.
 			if ag != nil {
-				// The first config is reported from inside Apply; the agent drops the
-				// batch (the whole first output) just before it turns ready, so wait
-				// for that: the heap figure is the pipeline's steady state, not the
-				// batch in flight.
 				<-ag.ReadyC()
+			} else {
+				<-floorSettled
 			}
 			runtime.GC()
 			if err := writeHeapProfile(mode); err != nil {
@@ -302,8 +305,9 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 // floor is the least any data plane must do: take each snapshot the client decoded and
 // encode APISIX JSON for what changed, with a naive one-to-one mapping (floor.go) and no
 // coalescing, ordering, diffing or reporting.
-func floor(ctx context.Context, src agent.Source, cnt *counter) error {
-	for {
+// settled is closed once the first output has been written and dropped.
+func floor(ctx context.Context, src agent.Source, cnt *counter, settled chan<- struct{}) error {
+	for first := true; ; first = false {
 		snap, err := src.Next(ctx)
 		if err != nil {
 			return err
@@ -313,6 +317,9 @@ func floor(ctx context.Context, src agent.Source, cnt *counter) error {
 			return err
 		}
 		cnt.write(puts, nil)
+		if first {
+			close(settled) // puts is not used again: the collector may take it
+		}
 	}
 }
 
