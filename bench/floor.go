@@ -60,8 +60,8 @@ func put(out map[string][]byte, k apisix.Kind, name string, v any) error {
 func naiveUpstream(name string, la *resource.LoadAssignment) *apisix.Upstream {
 	u := &apisix.Upstream{ID: apisix.SafeID(name), Type: "roundrobin", Nodes: []apisix.Node{}}
 	for _, l := range la.Localities {
-		for _, e := range l.Endpoints {
-			u.Nodes = append(u.Nodes, apisix.Node{Host: e.Address, Port: int(e.Port), Weight: int(max(e.Weight, 1))})
+		for i, e := range l.Endpoints {
+			u.Nodes = append(u.Nodes, apisix.Node{Host: l.Address(i), Port: int(e.Port), Weight: int(max(e.Weight, 1))})
 		}
 	}
 	return u

@@ -202,9 +202,10 @@ func TestChangeEndpoint(t *testing.T) {
 		}
 	}
 	diffs := 0
-	olds, news := old.Localities[0].Endpoints, snap.Endpoints[name].Localities[0].Endpoints
-	for i := range olds {
-		if olds[i] != news[i] {
+	olds, news := &old.Localities[0], &snap.Endpoints[name].Localities[0]
+	for i, o := range olds.Endpoints {
+		n := news.Endpoints[i]
+		if olds.Address(i) != news.Address(i) || o.Port != n.Port || o.Weight != n.Weight || o.Kind != n.Kind || o.Health() != n.Health() {
 			diffs++
 		}
 	}

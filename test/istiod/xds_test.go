@@ -369,8 +369,8 @@ func endpoints(la *resource.LoadAssignment) []string {
 		return nil
 	}
 	for _, l := range la.Localities {
-		for _, e := range l.Endpoints {
-			out = append(out, e.Address+":"+strconv.FormatUint(uint64(e.Port), 10))
+		for i, e := range l.Endpoints {
+			out = append(out, l.Address(i)+":"+strconv.FormatUint(uint64(e.Port), 10))
 		}
 	}
 	sort.Strings(out)

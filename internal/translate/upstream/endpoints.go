@@ -81,7 +81,7 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *resource.LoadAssignment, dns 
 		}
 		for ei := range g.Endpoints {
 			e := &g.Endpoints[ei]
-			switch e.Health {
+			switch e.Health() {
 			case corev3.HealthStatus_HEALTHY, corev3.HealthStatus_UNKNOWN:
 			case corev3.HealthStatus_DEGRADED:
 				degraded++
@@ -89,7 +89,7 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *resource.LoadAssignment, dns 
 			default:
 				continue // UNHEALTHY, DRAINING, TIMEOUT: not routable, as in Envoy
 			}
-			host, port, reason := address(e, dns)
+			host, port, reason := address(e, g.Address(ei), dns)
 			if reason != "" {
 				skip(reason)
 				continue
@@ -211,8 +211,9 @@ func lcm(a, b uint64) uint64 {
 	return a / g * b
 }
 
-// address extracts host and port; reason is non-empty when the endpoint cannot be used.
-func address(e *resource.Endpoint, dns bool) (host string, port int, reason string) {
+// address extracts host and port of e, whose address is addr; reason is non-empty when
+// the endpoint cannot be used.
+func address(e *resource.Endpoint, addr string, dns bool) (host string, port int, reason string) {
 	switch e.Kind {
 	case resource.NamedEndpoint:
 		return "", 0, "named endpoints (endpoint_name) are not supported"
@@ -227,7 +228,7 @@ func address(e *resource.Endpoint, dns bool) (host string, port int, reason stri
 	if port < 1 || port > 65535 {
 		return "", 0, "port out of range"
 	}
-	host = e.Address
+	host = addr
 	if ip, err := netip.ParseAddr(host); err == nil {
 		if ip.Zone() != "" {
 			return "", 0, "IPv6 zones are not supported"

@@ -72,7 +72,7 @@ func TestNextAfterSeveralPublishes(t *testing.T) {
 	if got := countsOf(s); got != (counts{1, 1, 3, 1}) {
 		t.Errorf("counts %+v, want {1 1 3 1}", got)
 	}
-	if got := s.Endpoints["outbound|9080||a"].Localities[0].Endpoints[0].Address; got != "10.0.0.8" {
+	if got := s.Endpoints["outbound|9080||a"].Localities[0].Address(0); got != "10.0.0.8" {
 		t.Errorf("endpoint of a is %q, want the updated 10.0.0.8", got)
 	}
 	if s.Clusters["PassthroughCluster"] == nil || s.Clusters["outbound|9080||b"] != nil || s.Endpoints["outbound|9080||b"] != nil {

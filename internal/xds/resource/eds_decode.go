@@ -133,7 +133,7 @@ const (
 type wireDecoder struct {
 	name  []byte
 	locs  []wireLocality
-	eps   []Endpoint // Address is set by build
+	eps   []Endpoint // end is set by build
 	addrs [][]byte   // address bytes of eps[i], in the input
 }
 
@@ -192,13 +192,18 @@ func (d *wireDecoder) build() *LoadAssignment {
 	addrs := sb.String()
 	all := make([]Endpoint, len(d.eps))
 	copy(all, d.eps)
-	for i, a := range d.addrs {
-		all[i].Address, addrs = addrs[:len(a)], addrs[len(a):]
-	}
+	lens := d.addrs
 	for i, wl := range d.locs {
 		l := &la.Localities[i]
 		l.Priority, l.Weight, l.LEDS = wl.priority, wl.weight, wl.leds
 		l.Endpoints, all = all[:wl.n:wl.n], all[wl.n:]
+		end := 0
+		for j := range l.Endpoints {
+			end += len(lens[j])
+			l.Endpoints[j].end = uint32(end)
+		}
+		lens = lens[wl.n:]
+		l.addrs, addrs = addrs[:end], addrs[end:]
 	}
 	return la
 }
@@ -390,7 +395,7 @@ func (d *wireDecoder) lbEndpoint(b []byte) bool {
 			e.Kind, e.Port, addr = NamedEndpoint, 0, nil
 		case f.is(lbeHealthStatus, protowire.VarintType):
 			// An open enum without rules: any value is kept, as the runtime does.
-			e.Health = corev3.HealthStatus(int32(f.v))
+			e.health = keptHealth(corev3.HealthStatus(int32(f.v)))
 		case f.is(lbeWeight, protowire.BytesType):
 			weightSet = true
 			if !uint32Value(f.s, &e.Weight) {
@@ -516,7 +521,7 @@ func socketAddress(b []byte, e *Endpoint) (addr []byte, ok bool) {
 	default:
 		e.Kind = SocketTCP
 	}
-	e.Port = port
+	e.Port = uint16(port) // <= 65535, checked above
 	return addr, true
 }
 

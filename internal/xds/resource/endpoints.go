@@ -1,6 +1,8 @@
 package resource
 
 import (
+	"strings"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 )
@@ -12,9 +14,9 @@ import (
 // clusters per service). As go-control-plane structs each endpoint is five nested
 // messages and ~460 bytes of heap even after pruning, about 135 MiB at 10,000 services,
 // and decoding them allocated ~25 objects per endpoint (issues 6 and 7). Here an
-// endpoint is one 32-byte value in its locality's slice, with its address in a string
-// shared by the whole assignment when it was decoded from the wire (see
-// decodeLoadAssignment).
+// endpoint is one 12-byte value in its locality's slice, and the addresses of all
+// endpoints are one string per assignment (each locality holds its part): about 40
+// bytes of heap per endpoint in all, at 10 endpoints per assignment.
 //
 // A LoadAssignment is immutable once published, like the messages of a Snapshot.
 type LoadAssignment struct {
@@ -34,21 +36,68 @@ type Locality struct {
 	// Weight is load_balancing_weight; 0 when unset.
 	Weight uint32
 	// LEDS is set when the locality's endpoints come from LEDS instead of being listed.
-	LEDS      bool
+	LEDS bool
+	// Endpoints are the listed endpoints, in order; Address(i) is the address of
+	// Endpoints[i].
 	Endpoints []Endpoint
+	// addrs is the endpoints' addresses one after the other (see Endpoint.end): part of
+	// the assignment's one address string.
+	addrs string
 }
 
-// Endpoint is one LbEndpoint.
+// Address is the socket address of Endpoints[i] (an IP, or a host name in DNS
+// clusters); empty for OtherAddress and NamedEndpoint.
+func (l *Locality) Address(i int) string {
+	start := uint32(0)
+	if i > 0 {
+		start = l.Endpoints[i-1].end
+	}
+	return l.addrs[start:l.Endpoints[i].end]
+}
+
+// Endpoint is one LbEndpoint. Its address is kept by its Locality (Locality.Address).
+//
+// The fields are as narrow as what they hold, because endpoints are most of what amesh
+// keeps: 12 bytes instead of 32 with a string header and an int32 health (~2 MB at
+// 10,000 services).
 type Endpoint struct {
-	// Address is the socket address (an IP, or a host name in DNS clusters); empty
-	// for OtherAddress and NamedEndpoint.
-	Address string
-	// Port is the port number; 0 for a named port.
-	Port uint32
+	// end is the end of the endpoint's address in its locality's addrs; the address
+	// starts at the previous endpoint's end (0 for the first).
+	end uint32
 	// Weight is load_balancing_weight; 0 when unset.
 	Weight uint32
-	Health corev3.HealthStatus
+	// Port is the port number; 0 for a named port, and for a port above 65535 (which
+	// validation rejects, so only an unvalidated message has one; translation rejects
+	// 0 the same way).
+	Port   uint16
 	Kind   EndpointKind
+	health uint8 // see Health
+}
+
+// HealthOther is what Health returns for a health status outside 0..254, which the
+// enum does not define (it has 0..5): the kept form has a byte for it. Translation
+// treats every undefined status alike (not routable), so nothing it does depends on
+// which undefined value was sent.
+const HealthOther corev3.HealthStatus = 255
+
+// Health is the endpoint's health_status (HealthOther for an undefined value above
+// 254 or below 0).
+func (e Endpoint) Health() corev3.HealthStatus { return corev3.HealthStatus(e.health) }
+
+// keptHealth narrows a health status to its kept byte.
+func keptHealth(h corev3.HealthStatus) uint8 {
+	if h < 0 || h >= HealthOther {
+		return uint8(HealthOther)
+	}
+	return uint8(h)
+}
+
+// keptPort narrows a port number to its kept form (see Endpoint.Port).
+func keptPort(p uint32) uint16 {
+	if p > 65535 {
+		return 0
+	}
+	return uint16(p)
 }
 
 // EndpointKind says what an endpoint's address is. Translation uses only SocketTCP
@@ -68,8 +117,8 @@ const (
 	NamedEndpoint
 )
 
-// FromCLA converts a decoded (and validated) ClusterLoadAssignment. The result shares
-// the message's strings, not its structure.
+// FromCLA converts a decoded (and normally validated) ClusterLoadAssignment. The
+// result shares nothing with the message: its addresses are copied into one string.
 func FromCLA(cla *endpointv3.ClusterLoadAssignment) *LoadAssignment {
 	la := &LoadAssignment{
 		ClusterName:   cla.GetClusterName(),
@@ -78,12 +127,19 @@ func FromCLA(cla *endpointv3.ClusterLoadAssignment) *LoadAssignment {
 	if n := len(cla.GetEndpoints()); n > 0 {
 		la.Localities = make([]Locality, n)
 	}
-	total := 0
+	total, size := 0, 0
 	for _, g := range cla.GetEndpoints() {
 		total += len(g.GetLbEndpoints())
+		for _, e := range g.GetLbEndpoints() {
+			_, addr := endpointOf(e)
+			size += len(addr)
+		}
 	}
-	// One backing array for all endpoints: one allocation per assignment.
+	// One backing array for all endpoints and one string for all addresses, as the
+	// wire decoder lays them out.
 	all := make([]Endpoint, total)
+	var sb strings.Builder
+	sb.Grow(size)
 	for i, g := range cla.GetEndpoints() {
 		l := &la.Localities[i]
 		l.Priority = g.GetPriority()
@@ -91,36 +147,47 @@ func FromCLA(cla *endpointv3.ClusterLoadAssignment) *LoadAssignment {
 		l.LEDS = g.GetLedsClusterLocalityConfig() != nil
 		n := len(g.GetLbEndpoints())
 		l.Endpoints, all = all[:n:n], all[n:]
+		start := sb.Len()
 		for j, e := range g.GetLbEndpoints() {
-			l.Endpoints[j] = endpointOf(e)
+			ep, addr := endpointOf(e)
+			sb.WriteString(addr)
+			ep.end = uint32(sb.Len() - start)
+			l.Endpoints[j] = ep
+		}
+	}
+	addrs := sb.String()
+	for i := range la.Localities {
+		l := &la.Localities[i]
+		if n := len(l.Endpoints); n > 0 {
+			l.addrs, addrs = addrs[:l.Endpoints[n-1].end], addrs[l.Endpoints[n-1].end:]
 		}
 	}
 	return la
 }
 
-func endpointOf(e *endpointv3.LbEndpoint) Endpoint {
+// endpointOf returns e's kept form and address.
+func endpointOf(e *endpointv3.LbEndpoint) (Endpoint, string) {
 	out := Endpoint{
 		Weight: e.GetLoadBalancingWeight().GetValue(),
-		Health: e.GetHealthStatus(),
+		health: keptHealth(e.GetHealthStatus()),
 	}
 	ep := e.GetEndpoint()
 	if ep == nil {
 		out.Kind = NamedEndpoint
-		return out
+		return out, ""
 	}
 	sa := ep.GetAddress().GetSocketAddress()
 	if sa == nil {
 		out.Kind = OtherAddress
-		return out
+		return out, ""
 	}
 	if sa.GetProtocol() != corev3.SocketAddress_TCP {
 		out.Kind = SocketUDP
 	} else if _, named := sa.GetPortSpecifier().(*corev3.SocketAddress_NamedPort); named {
 		out.Kind = NamedPort
 	}
-	out.Address = sa.GetAddress()
-	out.Port = sa.GetPortValue()
-	return out
+	out.Port = keptPort(sa.GetPortValue())
+	return out, sa.GetAddress()
 }
 
 // Equal reports whether a and b hold the same assignment.
@@ -134,8 +201,9 @@ func (a *LoadAssignment) Equal(b *LoadAssignment) bool {
 	}
 	for i := range a.Localities {
 		la, lb := &a.Localities[i], &b.Localities[i]
+		// Equal ends and equal address strings: equal addresses.
 		if la.Priority != lb.Priority || la.Weight != lb.Weight || la.LEDS != lb.LEDS ||
-			len(la.Endpoints) != len(lb.Endpoints) {
+			la.addrs != lb.addrs || len(la.Endpoints) != len(lb.Endpoints) {
 			return false
 		}
 		for j := range la.Endpoints {
