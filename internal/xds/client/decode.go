@@ -38,9 +38,10 @@ func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion stri
 	// ones share the first's storage. Distinct ones are packed (packVersion).
 	var last string
 	var lastV version
+	shared := version{s: sotwVersion} // the whole SotW response's
 	for i, r := range raws {
 		res := &results[i]
-		v := version{s: sotwVersion} // one string for the whole SotW response
+		v := shared
 		switch {
 		case r.version == "":
 		case r.version == last:

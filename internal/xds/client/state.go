@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sort"
+	"unsafe"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 
@@ -11,19 +12,21 @@ import (
 )
 
 // entry is one accepted resource. At 10,000 services the client holds 20,000 of them,
-// so the struct is kept small (64 bytes): its name is its message's (msgName, also
+// so the struct is kept small (48 bytes): its name is its message's (msgName, also
 // the key in typeState.res), its dependencies are derived from the message where they
-// can be (clusters), and what only few entries need is behind more.
+// can be (clusters), its version is a pointer into bytes it shares with the other
+// resources of its response that came with the same one (or into its packed form),
+// and what only few entries need is behind more.
 type entry struct {
 	msg  any    // resource.Decoded.Msg
 	hash uint64 // resource.Hash of the bytes msg was decoded from
 	size uint32 // length of those bytes, a second guard against hash collisions
-	// packed: version holds the bytes a lowercase hex version stands for (see
-	// packVersion); versionString gives it back exactly as the server sent it.
-	packed bool
-	// version is the Delta resource version or the SotW response version_info.
-	version string
-	more    *entryMore
+	// ver and vlen are the Delta resource version or the SotW response version_info
+	// (version.s): its bytes and their length, with verPacked set when they are the
+	// packed form (see packVersion). versionString gives it back as the server sent it.
+	vlen uint32
+	ver  *byte
+	more *entryMore
 }
 
 // entryMore holds what few entries have.
@@ -118,18 +121,29 @@ func (e *entry) hasForm(h uint64, size uint32) bool {
 	return false
 }
 
-// setVersion sets the version e was last received with.
-func (e *entry) setVersion(v version) { e.version, e.packed = v.s, v.packed }
+// verPacked marks entry.vlen of a packed version. Versions are far shorter than
+// 2 GiB: they come in gRPC messages.
+const verPacked = 1 << 31
+
+// setVersion sets the version e was last received with. e keeps v.s's bytes.
+func (e *entry) setVersion(v version) {
+	e.ver, e.vlen = unsafe.StringData(v.s), uint32(len(v.s))
+	if v.packed {
+		e.vlen |= verPacked
+	}
+}
 
 // versionString is the version exactly as the server sent it.
 func (e *entry) versionString() string {
-	if e.packed {
-		return hex.EncodeToString([]byte(e.version))
+	s := unsafe.String(e.ver, e.vlen&^verPacked)
+	if e.vlen&verPacked != 0 {
+		return hex.EncodeToString([]byte(s))
 	}
-	return e.version
+	return s
 }
 
-// version is a received resource version, possibly packed (see packVersion).
+// version is a received resource version, possibly packed (see packVersion). Entries
+// given the same version share the bytes of s.
 type version struct {
 	s      string
 	packed bool

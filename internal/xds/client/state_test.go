@@ -3,9 +3,12 @@ package client
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"testing"
+	"unsafe"
 
 	"github.com/amesh-dev/amesh/internal/xds/resource"
+	"github.com/amesh-dev/amesh/internal/xdstest"
 )
 
 // The alternative forms of an entry are recognised, bounded by maxAlts (oldest
@@ -101,6 +104,44 @@ func TestEntryDeps(t *testing.T) {
 		}
 		if got := e.deps(); len(got) != len(tc.deps) || len(got) > 0 && got[0] != tc.deps[0] {
 			t.Errorf("%v: deps %v, want %v", tc.msg, got, tc.deps)
+		}
+	}
+}
+
+// The entry stays within its size class: 20,000 of them at 10,000 services.
+func TestEntrySize(t *testing.T) {
+	if s := unsafe.Sizeof(entry{}); s > 48 {
+		t.Errorf("entry is %d bytes, want at most 48", s)
+	}
+}
+
+// Resources of a Delta response that came with equal versions share one stored
+// version; others keep their own, and each comes back as sent.
+func TestDeltaVersionsShared(t *testing.T) {
+	ts := newTypeState(resource.EndpointType, false)
+	var raws []rawResource
+	for i, v := range []string{"push-7", "push-7", "push-7", "f00d0123456789ab", "push-8"} {
+		name := fmt.Sprintf("outbound|80||svc-%d", i)
+		ts.subscribed[name] = struct{}{}
+		// Separate strings, as unmarshalling a response gives.
+		raws = append(raws, rawResource{name: name, version: string([]byte(v)), body: anyOf(t, xdstest.Endpoints(name, "10.0.0.1:80"))})
+	}
+	ups, err := (&Client{}).decodeLocked(ts, raws, "")
+	if err != nil || len(ups) != len(raws) {
+		t.Fatalf("%d upserts, err %v", len(ups), err)
+	}
+	data := func(i int) *byte { return unsafe.StringData(ups[i].version.s) }
+	if data(0) != data(1) || data(1) != data(2) {
+		t.Error("equal versions are stored separately")
+	}
+	if data(2) == data(3) || data(3) == data(4) || !ups[3].version.packed {
+		t.Error("distinct versions share storage, or the hex one is not packed")
+	}
+	for i, u := range ups {
+		e := &entry{}
+		e.setVersion(u.version)
+		if got := e.versionString(); got != raws[i].version {
+			t.Errorf("%s: version %q, want %q", raws[i].name, got, raws[i].version)
 		}
 	}
 }
