@@ -168,11 +168,12 @@ func decodeOne(t *typeState, r rawResource) decoded {
 }
 
 // wireName is the name of a serialized Listener, RouteConfiguration, Cluster or
-// ClusterLoadAssignment: field 1 in each (the last occurrence wins, as when
-// unmarshalling). It returns nil when the bytes are malformed or have no name; the
-// resource is then decoded, which reports the problem.
+// ClusterLoadAssignment: field 1 in each, which deterministic marshalling puts first.
+// It returns the first occurrence (unmarshalling keeps the last; bytes naming a
+// resource twice just miss the lookup, as the entry found is matched by hash and
+// length of the whole bytes), and nil when the bytes are malformed or have no name:
+// the resource is then decoded, which reports the problem.
 func wireName(b []byte) []byte {
-	var name []byte
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -184,8 +185,7 @@ func wireName(b []byte) []byte {
 			if m < 0 {
 				return nil
 			}
-			name, b = v, b[m:]
-			continue
+			return v
 		}
 		m := protowire.ConsumeFieldValue(num, typ, b)
 		if m < 0 {
@@ -193,7 +193,7 @@ func wireName(b []byte) []byte {
 		}
 		b = b[m:]
 	}
-	return name
+	return nil
 }
 
 func sotwRaws(resp *discoveryv3.DiscoveryResponse) []rawResource {
