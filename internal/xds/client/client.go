@@ -94,7 +94,8 @@ func (c *Client) Ready() <-chan struct{} { return c.ready }
 
 // Next blocks until a snapshot newer than the one it returned last exists and returns
 // the newest. Its Changes are relative to the snapshot Next returned last (merged over
-// any published in between); the first one returned has Changes.Full. Next is meant
+// any published in between); the first one returned has Changes.Full. A Full Changes
+// lists no names (everything changed; see publishSnapshotLocked). Next is meant
 // for a single consumer (agent.Source); concurrent calls are serialized.
 //
 // The snapshot's resource maps belong to the client and are patched in place by later

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -32,11 +33,22 @@ func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion stri
 	decodeAll(t, raws, results)
 	out := make([]upsert, 0, len(raws))
 	var errs []string
+	// Entries keep their versions. A Delta response carries one string per resource
+	// even when they are equal (istiod sends the push's version with each): equal
+	// ones share the first's storage. Distinct ones are packed (packVersion).
+	var last string
+	var lastV version
+	shared := version{s: sotwVersion} // the whole SotW response's
 	for i, r := range raws {
 		res := &results[i]
-		version := r.version
-		if version == "" {
-			version = sotwVersion
+		v := shared
+		switch {
+		case r.version == "":
+		case r.version == last:
+			v = lastV
+		default:
+			last, lastV = r.version, packVersion(r.version)
+			v = lastV
 		}
 		switch {
 		case res.ignored:
@@ -44,7 +56,7 @@ func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion stri
 		case res.err != "":
 			errs = append(errs, res.err)
 		default:
-			out = append(out, upsert{e: res.e, version: version})
+			out = append(out, upsert{e: res.e, version: v})
 		}
 	}
 	if len(errs) > 0 {
@@ -116,8 +128,16 @@ func decodeOne(t *typeState, r rawResource) decoded {
 		return decoded{err: (&resource.Error{TypeURL: t.url, Name: r.name, Err: err}).Error()}
 	}
 	if body.GetTypeUrl() == t.url {
-		h := resource.Hash(body.GetValue())
-		if e := t.reuse(h, len(body.GetValue())); e != nil && (r.name == "" || r.name == e.name) {
+		// A resend of accepted bytes is found by name: Delta's, or in SotW the
+		// name field read from the bytes (no decoding, no allocation).
+		b := body.GetValue()
+		var e *entry
+		if r.name != "" {
+			e = t.res[r.name]
+		} else {
+			e = t.res[string(wireName(b))]
+		}
+		if e != nil && e.hasForm(resource.Hash(b), uint32(len(b))) {
 			return decoded{e: e} // unchanged: no allocation
 		}
 	}
@@ -132,14 +152,48 @@ func decodeOne(t *typeState, r rawResource) decoded {
 	if !t.wants(d.Name) {
 		return decoded{ignored: true}
 	}
+	if msgName(d.Msg) != d.Name {
+		// Entries take their names from their messages (entry); a decoder that
+		// named them otherwise would be a bug, so it is reported, not stored.
+		return decoded{err: (&resource.Error{TypeURL: t.url, Name: d.Name, Err: fmt.Errorf("decoded message is named %q", msgName(d.Msg))}).Error()}
+	}
 	// Equal content in another map order has the same length (only the order of
 	// the entries differs), so a length change is a change without comparing.
-	size := len(body.GetValue())
+	size := uint32(len(body.GetValue()))
 	if old := t.res[d.Name]; old != nil && old.size == size && resource.Equal(old.msg, d.Msg) {
 		// Same message, new form: applyLocked keeps old and remembers the form.
-		return decoded{e: &entry{name: old.name, msg: old.msg, hash: d.Hash, size: size, deps: old.deps}}
+		return decoded{e: newEntry(old.msg, d.Hash, size, old.deps())}
 	}
-	return decoded{e: &entry{name: d.Name, msg: d.Msg, hash: d.Hash, size: size, deps: d.Deps}}
+	return decoded{e: newEntry(d.Msg, d.Hash, size, d.Deps)}
+}
+
+// wireName is the name of a serialized Listener, RouteConfiguration, Cluster or
+// ClusterLoadAssignment: field 1 in each, which deterministic marshalling puts first.
+// It returns the first occurrence (unmarshalling keeps the last; bytes naming a
+// resource twice just miss the lookup, as the entry found is matched by hash and
+// length of the whole bytes), and nil when the bytes are malformed or have no name:
+// the resource is then decoded, which reports the problem.
+func wireName(b []byte) []byte {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return nil
+			}
+			return v
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return nil
+		}
+		b = b[m:]
+	}
+	return nil
 }
 
 func sotwRaws(resp *discoveryv3.DiscoveryResponse) []rawResource {

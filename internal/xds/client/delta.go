@@ -51,7 +51,7 @@ func (s *deltaStream) start() error {
 		if len(t.res) > 0 {
 			req.InitialResourceVersions = make(map[string]string, len(t.res))
 			for n, e := range t.res {
-				req.InitialResourceVersions[n] = e.version
+				req.InitialResourceVersions[n] = e.versionString()
 			}
 		}
 		if err := s.send(req); err != nil {

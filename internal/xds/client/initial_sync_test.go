@@ -20,6 +20,10 @@ func TestInitialSync(t *testing.T) {
 			if !s.Changes.Full || s.Seq != 1 {
 				t.Errorf("first snapshot: Seq %d Full %v, want 1 true", s.Seq, s.Changes.Full)
 			}
+			// Full says everything changed; the names would repeat the maps.
+			if n := len(s.Changes.Clusters) + len(s.Changes.Endpoints) + len(s.Changes.Listeners) + len(s.Changes.RouteConfigs); n != 0 {
+				t.Errorf("first snapshot lists %d changed names besides Full", n)
+			}
 			select {
 			case <-c.Ready():
 			default:

@@ -121,10 +121,17 @@ func (c *Client) publishSnapshotLocked(missing []resource.MissingResource) {
 	if first {
 		c.pending.Full = true
 	}
-	adopt(&c.pending.Clusters, c.dirty[cdsIdx])
-	adopt(&c.pending.Endpoints, c.dirty[edsIdx])
-	adopt(&c.pending.Listeners, c.dirty[ldsIdx])
-	adopt(&c.pending.RouteConfigs, c.dirty[rdsIdx])
+	if c.pending.Full {
+		// "Everything changed": listing the names too would only repeat the maps,
+		// and the first snapshot's lists (every name, ~1 MiB at 10,000 services)
+		// would live as long as the consumer keeps the snapshot.
+		c.pending = resource.Changes{Since: c.pending.Since, Full: true}
+	} else {
+		adopt(&c.pending.Clusters, c.dirty[cdsIdx])
+		adopt(&c.pending.Endpoints, c.dirty[edsIdx])
+		adopt(&c.pending.Listeners, c.dirty[ldsIdx])
+		adopt(&c.pending.RouteConfigs, c.dirty[rdsIdx])
+	}
 	c.dirty = [numTypes]map[string]struct{}{}
 
 	close(c.notify)

@@ -1,23 +1,44 @@
 package client
 
 import (
+	"encoding/hex"
+	"fmt"
 	"sort"
+	"unsafe"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
-// entry is one accepted resource.
+// entry is one accepted resource. At 10,000 services the client holds 20,000 of them,
+// so the struct is kept small (48 bytes): its name is its message's (msgName, also
+// the key in typeState.res), its dependencies are derived from the message where they
+// can be (clusters), its version is a pointer into bytes it shares with the other
+// resources of its response that came with the same one (or into its packed form),
+// and what only few entries need is behind more.
 type entry struct {
-	name    string
-	msg     any      // resource.Decoded.Msg
-	hash    uint64   // resource.Hash of the bytes msg was decoded from
-	size    int      // length of those bytes, a second guard against hash collisions
-	version string   // Delta: the resource version; SotW: the response version_info
-	deps    []string // resource.Decoded.Deps
+	msg  any    // resource.Decoded.Msg
+	hash uint64 // resource.Hash of the bytes msg was decoded from
+	size uint32 // length of those bytes, a second guard against hash collisions
+	// ver and vlen are the Delta resource version or the SotW response version_info
+	// (version.s): its bytes and their length, with verPacked set when they are the
+	// packed form (see packVersion). versionString gives it back as the server sent it.
+	vlen uint32
+	ver  *byte
+	more *entryMore
+}
+
+// entryMore holds what few entries have.
+type entryMore struct {
+	// deps are resource.Decoded.Deps when they cannot be derived from the message
+	// (listeners; see derivedDeps), which ownDeps says.
+	deps    []string
+	ownDeps bool
 	// alts are other serialized forms of the same content (istiod does not marshal
 	// protobuf maps in a stable order, so an unchanged resource can arrive with other
-	// bytes). They are indexed in typeState.byHash like hash, so that a resend of a
-	// form seen before is recognised without decoding. At most maxAlts, oldest first.
+	// bytes): a resend of a form seen before is recognised without decoding. At most
+	// maxAlts, oldest first.
 	alts []form
 }
 
@@ -25,24 +46,128 @@ type entry struct {
 // collisions, its length.
 type form struct {
 	hash uint64
-	size int
+	size uint32
 }
 
 // maxAlts bounds the alternative forms remembered per resource: a resource with k
 // map entries has up to k! orders, so remembering them all could grow without bound.
 const maxAlts = 4
 
+// newEntry returns the entry for a decoded message; deps are its dependencies.
+func newEntry(msg any, h uint64, size uint32, deps []string) *entry {
+	e := &entry{msg: msg, hash: h, size: size}
+	if !derivedDeps(msg, deps) {
+		e.more = &entryMore{deps: deps, ownDeps: true}
+	}
+	return e
+}
+
+// derivedDeps reports whether deps are what eachDep derives from msg alone: the EDS
+// name of a cluster, nothing for the other kinds.
+func derivedDeps(msg any, deps []string) bool {
+	if c, ok := msg.(*resource.Cluster); ok && c.EDS != "" {
+		return len(deps) == 1 && deps[0] == c.EDS
+	}
+	return len(deps) == 0
+}
+
+// eachDep calls f with every name of a dependent resource e needs.
+func (e *entry) eachDep(f func(string)) {
+	if e.more != nil && e.more.ownDeps {
+		for _, n := range e.more.deps {
+			f(n)
+		}
+		return
+	}
+	if c, ok := e.msg.(*resource.Cluster); ok && c.EDS != "" {
+		f(c.EDS)
+	}
+}
+
+// deps returns e's dependencies as newEntry got them.
+func (e *entry) deps() []string {
+	var out []string
+	e.eachDep(func(n string) { out = append(out, n) })
+	return out
+}
+
+// msgName is the name of a decoded resource (resource.Decoded.Name).
+func msgName(msg any) string {
+	switch m := msg.(type) {
+	case *resource.Cluster:
+		return m.Name
+	case *resource.LoadAssignment:
+		return m.ClusterName
+	case *resource.RouteConfig:
+		return m.Name
+	case *listenerv3.Listener:
+		return m.GetName()
+	}
+	panic(fmt.Sprintf("xds client: no name for %T", msg))
+}
+
 // hasForm reports whether bytes with hash h and length size are a known form of e.
-func (e *entry) hasForm(h uint64, size int) bool {
+func (e *entry) hasForm(h uint64, size uint32) bool {
 	if e.hash == h && e.size == size {
 		return true
 	}
-	for _, f := range e.alts {
-		if f.hash == h && f.size == size {
-			return true
+	if e.more != nil {
+		for _, f := range e.more.alts {
+			if f.hash == h && f.size == size {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// verPacked marks entry.vlen of a packed version. Versions are far shorter than
+// 2 GiB: they come in gRPC messages.
+const verPacked = 1 << 31
+
+// setVersion sets the version e was last received with. e keeps v.s's bytes.
+func (e *entry) setVersion(v version) {
+	e.ver, e.vlen = unsafe.StringData(v.s), uint32(len(v.s))
+	if v.packed {
+		e.vlen |= verPacked
+	}
+}
+
+// versionString is the version exactly as the server sent it.
+func (e *entry) versionString() string {
+	s := unsafe.String(e.ver, e.vlen&^verPacked)
+	if e.vlen&verPacked != 0 {
+		return hex.EncodeToString([]byte(s))
+	}
+	return s
+}
+
+// version is a received resource version, possibly packed (see packVersion). Entries
+// given the same version share the bytes of s.
+type version struct {
+	s      string
+	packed bool
+}
+
+// packVersion keeps a lowercase hex version in half the bytes: go-control-plane's
+// Delta versions are hex SHA-256 digests, one per resource (64 bytes each, 1.3 MB at
+// 20,000 resources). Decoding them and encoding them again gives exactly the bytes
+// the server sent, which initial_resource_versions must send back. Short versions
+// and any other text are kept as they are.
+func packVersion(v string) version {
+	if len(v) < 16 || len(v)%2 != 0 {
+		return version{s: v}
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return version{s: v}
+		}
+	}
+	b := make([]byte, len(v)/2)
+	if _, err := hex.Decode(b, []byte(v)); err != nil {
+		return version{s: v}
+	}
+	return version{s: string(b), packed: true}
 }
 
 // typeState is the protocol-independent state of one resource type. All fields are
@@ -58,8 +183,10 @@ type typeState struct {
 	// subscription (it is O(changed), see publish.go).
 	absent map[string]struct{}
 
-	res    map[string]*entry
-	byHash map[uint64]*entry // same entries as res, for SotW where names come only after decoding
+	// res is the accepted resources by name. A resend is matched to its entry by
+	// name: Delta responses name their resources, and in SotW the name is read from
+	// the serialized resource (wireName) without decoding it.
+	res map[string]*entry
 
 	version  string // last accepted version_info (SotW) or system_version_info (Delta)
 	nonce    string // last nonce received on the current stream
@@ -76,7 +203,6 @@ func newTypeState(url string, wildcard bool) *typeState {
 		subscribed: map[string]struct{}{},
 		absent:     map[string]struct{}{},
 		res:        map[string]*entry{},
-		byHash:     map[uint64]*entry{},
 	}
 }
 
@@ -89,50 +215,25 @@ func (t *typeState) wants(name string) bool {
 	return ok
 }
 
-// reuse returns the accepted entry with a known serialized form of exactly this hash
-// and length, so an identical resend keeps the decoded message (and its pointer).
-func (t *typeState) reuse(h uint64, size int) *entry {
-	if e := t.byHash[h]; e != nil && e.hasForm(h, size) {
-		return e
-	}
-	return nil
-}
-
-// addForm remembers another serialization of the accepted entry e (same content,
-// other bytes), evicting the oldest alternative beyond maxAlts.
-func (t *typeState) addForm(e *entry, f form) {
-	if t.res[e.name] != e || e.hasForm(f.hash, f.size) {
+// addForm remembers another serialization of the accepted entry e named name (same
+// content, other bytes), evicting the oldest alternative beyond maxAlts.
+func (t *typeState) addForm(name string, e *entry, f form) {
+	if t.res[name] != e || e.hasForm(f.hash, f.size) {
 		return
 	}
-	if len(e.alts) == maxAlts {
-		if t.byHash[e.alts[0].hash] == e {
-			delete(t.byHash, e.alts[0].hash)
-		}
-		e.alts = append(e.alts[:0], e.alts[1:]...)
+	if e.more == nil {
+		e.more = &entryMore{}
 	}
-	e.alts = append(e.alts, f)
-	t.byHash[f.hash] = e
+	m := e.more
+	if len(m.alts) == maxAlts {
+		m.alts = append(m.alts[:0], m.alts[1:]...)
+	}
+	m.alts = append(m.alts, f)
 }
 
-// unindex drops every form of e from byHash.
-func (t *typeState) unindex(e *entry) {
-	if t.byHash[e.hash] == e {
-		delete(t.byHash, e.hash)
-	}
-	for _, f := range e.alts {
-		if t.byHash[f.hash] == e {
-			delete(t.byHash, f.hash)
-		}
-	}
-}
-
-func (t *typeState) put(e *entry) {
-	if old := t.res[e.name]; old != nil {
-		t.unindex(old)
-	}
-	t.res[e.name] = e
-	t.byHash[e.hash] = e
-	t.settle(e.name)
+func (t *typeState) put(name string, e *entry) {
+	t.res[name] = e
+	t.settle(name)
 }
 
 // settle drops name from absent (it arrived, or is no longer subscribed). The map is
@@ -149,11 +250,9 @@ func (t *typeState) settle(name string) {
 }
 
 func (t *typeState) remove(name string) bool {
-	old := t.res[name]
-	if old == nil {
+	if t.res[name] == nil {
 		return false
 	}
-	t.unindex(old)
 	delete(t.res, name)
 	if _, ok := t.subscribed[name]; ok && !t.wildcard {
 		t.absent[name] = struct{}{}
@@ -224,7 +323,7 @@ type accepted struct {
 // pointer) and the new form's hash; applying it keeps the accepted entry.
 type upsert struct {
 	e       *entry
-	version string
+	version version
 }
 
 // subChange is how the subscription of a dependent type changed.
@@ -246,19 +345,20 @@ func (c *Client) applyLocked(a accepted) subChange {
 	}
 	for _, u := range a.upserts {
 		e := u.e
+		name := msgName(e.msg)
 		if seen != nil {
-			seen[e.name] = struct{}{}
+			seen[name] = struct{}{}
 		}
-		if old := t.res[e.name]; old != nil && (old == e || old.msg == e.msg || old.hash == e.hash && old.size == e.size) {
-			old.version = u.version
+		if old := t.res[name]; old != nil && (old == e || old.msg == e.msg || old.hash == e.hash && old.size == e.size) {
+			old.setVersion(u.version)
 			if old != e && old.msg == e.msg {
-				t.addForm(old, form{hash: e.hash, size: e.size})
+				t.addForm(name, old, form{hash: e.hash, size: e.size})
 			}
 			continue
 		}
-		e.version = u.version
-		t.put(e)
-		changed[e.name] = struct{}{}
+		e.setVersion(u.version)
+		t.put(name, e)
+		changed[name] = struct{}{}
 	}
 	for _, n := range a.removed {
 		if t.remove(n) {
@@ -288,10 +388,9 @@ func (c *Client) applyLocked(a accepted) subChange {
 // consumer must not see a route configuration no listener uses).
 func (c *Client) resubscribeLocked(from, d int) subChange {
 	want := map[string]struct{}{}
+	add := func(n string) { want[n] = struct{}{} }
 	for _, e := range c.types[from].res {
-		for _, n := range e.deps {
-			want[n] = struct{}{}
-		}
+		e.eachDep(add)
 	}
 	dt := c.types[d]
 	sc := subChange{idx: d}

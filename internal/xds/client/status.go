@@ -81,7 +81,7 @@ func (c *Client) Status() Status {
 			ResourceVersion: make(map[string]string, len(t.res)),
 		}
 		for n, e := range t.res {
-			ts.ResourceVersion[n] = e.version
+			ts.ResourceVersion[n] = e.versionString()
 		}
 		st.Types[t.url] = ts
 	}

@@ -253,9 +253,9 @@ func TestStalledConsumerGetsFull(t *testing.T) {
 	h.send(resource.ClusterType, statics, nil)
 	h.send(resource.ClusterType, nil, names)
 	h.c.mu.Lock()
-	held := len(h.c.out.msgs[cdsIdx])
+	held := len(h.c.out.whole[cdsIdx]) + len(h.c.out.msgs[cdsIdx])
 	h.c.mu.Unlock()
-	if held != len(h.c.types[cdsIdx].res) {
+	if !h.c.out.replaced[cdsIdx] || held != len(h.c.types[cdsIdx].res) {
 		t.Errorf("pending cluster delta holds %d names, want the %d clusters", held, len(h.c.types[cdsIdx].res))
 	}
 	s := h.next()
