@@ -20,6 +20,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/agent"
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/keyset"
 	"github.com/amesh-dev/amesh/internal/translate"
 	"github.com/amesh-dev/amesh/internal/xds/client"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -88,10 +89,12 @@ type counter struct {
 	// firstDict is the dict content after the first batch (floor mode, which keeps none).
 	firstKeys        int
 	firstDict, first int64
-	// sizes is len(key)+len(value) of every key in the dict (amesh mode; nil in floor
-	// mode): the pipeline keeps no copy of what it wrote, so the dict's size is counted
-	// here. It stands for the key set the shared-dict sink keeps (agent.Reader).
-	sizes map[string]int
+	// sizes is len(key)+len(value) of every key in the dict (amesh mode, track set):
+	// the pipeline keeps no copy of what it wrote, so the dict's size is counted here.
+	// It stands for the key set the shared-dict sink keeps (agent.Reader), in the same
+	// form.
+	track bool
+	sizes keyset.Set[int32]
 }
 
 func (c *counter) write(puts map[string][]byte, dels []string) {
@@ -104,13 +107,14 @@ func (c *counter) write(puts map[string][]byte, dels []string) {
 	if c.applies == 0 {
 		c.firstKeys, c.firstDict, c.first = len(puts), b, slab
 	}
-	if c.sizes != nil {
-		for _, k := range dels {
-			delete(c.sizes, k)
-		}
-		for k, v := range puts {
-			c.sizes[k] = len(k) + len(v)
-		}
+	if c.track {
+		c.sizes.Apply(func(yield func(string, int32) bool) {
+			for k, v := range puts {
+				if !yield(k, int32(len(k)+len(v))) {
+					return
+				}
+			}
+		}, dels)
 	}
 	c.bytes += b
 	c.applies++
@@ -161,8 +165,8 @@ func (c *counter) Version() uint64 {
 func (c *counter) Objects() map[string][]byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string][]byte, len(c.sizes))
-	for k := range c.sizes {
+	out := make(map[string][]byte, c.sizes.Len())
+	for k := range c.sizes.All() {
 		out[k] = nil
 	}
 	return out
@@ -173,14 +177,14 @@ func (c *counter) Objects() map[string][]byte {
 func (c *counter) stats() (applies, keys int, dictBytes, slab, total int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.sizes == nil {
+	if !c.track {
 		return c.applies, c.firstKeys, c.firstDict, c.first, c.bytes
 	}
-	for _, n := range c.sizes {
+	for _, n := range c.sizes.All() {
 		dictBytes += int64(n)
-		slab += slabSize(n)
+		slab += slabSize(int(n))
 	}
-	return c.applies, len(c.sizes), dictBytes, slab, c.bytes
+	return c.applies, c.sizes.Len(), dictBytes, slab, c.bytes
 }
 
 // shdictNodeOverhead approximates the bytes lua-nginx-module's shared dict spends per entry
@@ -228,7 +232,7 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 	floorSettled := make(chan struct{}) // closed once the floor has dropped its first output
 	switch mode {
 	case "amesh":
-		cnt.sizes = map[string]int{}
+		cnt.track = true
 		ag = agent.New(timedSource{c, cnt}, translate.New(translate.Options{}), cnt, agent.Options{Window: window,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		go func() {

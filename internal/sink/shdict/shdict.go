@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/keyset"
 )
 
 // VersionKey is the key in the version dict that APISIX polls.
@@ -57,7 +58,7 @@ type Sink struct {
 	ver     atomic.Uint64
 	// keys are the keys of the last successful Apply; their values live in the dict
 	// (nginx's shared memory), and Objects reads them back from there.
-	keys map[string]struct{}
+	keys keyset.Set[struct{}]
 }
 
 // Open returns a Sink for the zones APISIX passes to initial() (the results of
@@ -74,7 +75,7 @@ func Open(configZone, versionZone unsafe.Pointer) (*Sink, error) {
 }
 
 func newSink(config, version dict, now func() time.Time) *Sink {
-	return &Sink{config: config, version: version, now: now, keys: map[string]struct{}{}}
+	return &Sink{config: config, version: version, now: now}
 }
 
 // Apply writes cs and then bumps the version once.
@@ -134,14 +135,9 @@ func (s *Sink) Apply(_ context.Context, cs apisix.ChangeSet) error {
 	}
 	s.ver.Store(next)
 	if full {
-		clear(s.keys)
+		s.keys.Reset()
 	}
-	for _, k := range deletes {
-		delete(s.keys, k)
-	}
-	for _, k := range puts {
-		s.keys[k] = struct{}{}
-	}
+	s.keys.Apply(keyset.Keys[struct{}](cs.Put), deletes)
 	s.started = true
 	return nil
 }
@@ -152,8 +148,8 @@ func (s *Sink) Apply(_ context.Context, cs apisix.ChangeSet) error {
 func (s *Sink) Objects() map[string][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string][]byte, len(s.keys))
-	for k := range s.keys {
+	out := make(map[string][]byte, s.keys.Len())
+	for k := range s.keys.All() {
 		v, ok, err := s.config.getString(k)
 		if ok && err == nil {
 			out[k] = []byte(v)
