@@ -66,7 +66,8 @@ type Agent struct {
 	opts Options
 	log  *slog.Logger
 
-	// after is time.After; tests replace it to control the window and backoff timers.
+	// after is preciseAfter (time.After without the runtime's millisecond rounding);
+	// tests replace it to control the window and backoff timers.
 	after func(time.Duration) <-chan time.Time
 
 	readyOnce sync.Once
@@ -86,7 +87,7 @@ func New(src Source, tr Translator, sink Sink, opts Options) *Agent {
 	opts = opts.withDefaults()
 	a := &Agent{
 		src: src, tr: tr, sink: sink, opts: opts, log: opts.Logger,
-		after: time.After,
+		after: preciseAfter,
 		ready: make(chan struct{}),
 		stats: Stats{ObjectsByKind: map[string]int{}, PushToWrite: newLatency()},
 	}
