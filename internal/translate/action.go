@@ -119,8 +119,8 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 
 	// target returns the upstream of one cluster or why the route must fail.
 	target := func(cluster string) (string, *failure) {
+		cluster, info := b.t.clusterRef(cluster)
 		b.vs.deps = append(b.vs.deps, cluster)
-		info := b.t.clusterInfoOf(cluster)
 		switch {
 		case !info.exists:
 			b.report("route", res, "route.cluster", report.Invalid, "cluster "+cluster+" does not exist; the route answers 503 like Envoy")
@@ -236,6 +236,7 @@ func (b *vhostBuilder) websocket(ra *routev3.RouteAction) bool {
 // mirrorTarget resolves a mirror cluster to one endpoint URL (APISIX's proxy-mirror
 // takes a single host). The route then depends on the cluster's endpoints.
 func (b *vhostBuilder) mirrorTarget(cluster string) (string, bool) {
+	cluster, _ = b.t.clusterRef(cluster)
 	b.vs.mirror = append(b.vs.mirror, cluster)
 	cs := b.t.clusters[cluster]
 	if cs == nil || cs.info.special != specialNone {

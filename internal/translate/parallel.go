@@ -122,8 +122,9 @@ func (t *Translator) buildUpstream(enc *encoder, j *upJob) {
 	j.rep = rep
 	j.out = make([]upOut, len(j.ids))
 	for k, id := range j.ids {
-		u := t.ups[id].v.ApplyAs(base, id) // routes name the variant they asked for
-		j.out[k] = t.encodeNew(enc, apisix.Key(apisix.KindUpstreams, id), u)
+		r := t.ups[id]
+		u := r.v.ApplyAs(base, id) // routes name the variant they asked for
+		j.out[k] = t.encodeNew(enc, r.key, u)
 	}
 }
 
