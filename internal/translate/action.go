@@ -120,7 +120,7 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 	// target returns the upstream of one cluster or why the route must fail.
 	target := func(cluster string) (string, *failure) {
 		cluster, info := b.t.clusterRef(cluster)
-		b.vs.deps = append(b.vs.deps, cluster)
+		b.refs.deps = append(b.refs.deps, cluster)
 		switch {
 		case !info.exists:
 			b.report("route", res, "route.cluster", report.Invalid, "cluster "+cluster+" does not exist; the route answers 503 like Envoy")
@@ -154,9 +154,7 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 				b.report("route", res, "route.hash_policy", report.Approximated, strings.Join(hashProblems, "; "))
 			}
 		}
-		id := b.acquire(cluster, v)
-		b.vs.ups = append(b.vs.ups, id)
-		return id, nil
+		return b.acquire(cluster, v), nil
 	}
 
 	switch cs := ra.GetClusterSpecifier().(type) {
@@ -237,7 +235,7 @@ func (b *vhostBuilder) websocket(ra *routev3.RouteAction) bool {
 // takes a single host). The route then depends on the cluster's endpoints.
 func (b *vhostBuilder) mirrorTarget(cluster string) (string, bool) {
 	cluster, _ = b.t.clusterRef(cluster)
-	b.vs.mirror = append(b.vs.mirror, cluster)
+	b.refs.mirror = append(b.refs.mirror, cluster)
 	cs := b.t.clusters[cluster]
 	if cs == nil || cs.info.special != specialNone {
 		return "", false

@@ -53,7 +53,8 @@ func (t *Translator) buildUpstreams(jobs []upJob) {
 
 // scratch is the reusable buffers of one goroutine of a translation.
 type scratch struct {
-	enc encoder
+	enc  encoder
+	refs refLists
 }
 
 // parallel calls build for 0..n-1, on GOMAXPROCS goroutines (each with its own
@@ -171,19 +172,19 @@ func (t *Translator) buildVhosts() {
 		j := &jobs[i]
 		j.vs = &vhostState{owner: j.st, name: j.vh.GetName(), wire: j.wire}
 		j.rec.enc = &sc.enc
-		b := vhostBuilder{t: t, st: j.st, vs: j.vs, vh: j.vh, rec: &j.rec}
+		b := vhostBuilder{t: t, st: j.st, vs: j.vs, vh: j.vh, rec: &j.rec, refs: &sc.refs}
 		b.build()
 		j.rec.enc = nil
-		j.vs.compactDeps() // here rather than in adoptVhost: it sorts
 	})
 	for i := range jobs {
 		j := &jobs[i]
-		if len(j.rec.acquires) != len(j.vs.ups) {
+		ups := j.vs.ups()
+		if len(j.rec.acquires) != len(ups) {
 			panic("translate: a virtual host build recorded acquires and ids out of step")
 		}
 		for k, a := range j.rec.acquires {
-			// Each acquire was the k-th id the build appended to vs.ups (action.go).
-			j.vs.ups[k] = t.acquireID(a.cluster, a.v, a.id)
+			// Each acquire was the k-th id the build listed in ups (vhostBuilder.acquire).
+			ups[k] = t.acquireID(a.cluster, a.v, a.id)
 		}
 		for _, r := range j.rec.routes {
 			t.store(r.key, r.hash, r.json)

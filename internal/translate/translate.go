@@ -136,18 +136,33 @@ type rcState struct {
 // vhostState is a translated virtual host. It keeps the virtual host's wire form (a
 // slice of its route configuration's, see resource.RouteConfig), not the message: that
 // is what a resend is compared with, and what a rebuild for a cluster change decodes.
+//
+// There is one per virtual host (tens of thousands), so the four lists of names it
+// keeps share one exactly sized slice, refs (see the accessors), filled once the
+// virtual host is built (vhostBuilder.finish).
 type vhostState struct {
-	owner  *rcState
-	name   string
-	wire   []byte
-	keys   []string
-	ups    []string
-	deps   []string
-	mirror []string
-	report []report.Entry
-	// depsCompact: deps and mirror are sorted and without duplicates.
-	depsCompact bool
+	owner *rcState
+	name  string
+	wire  []byte
+	// refs is keys, then ups, then deps, then mirror.
+	refs               []string
+	nKeys, nUps, nDeps int32
+	report             []report.Entry
 }
+
+// keys returns the object keys of the virtual host's routes.
+func (vs *vhostState) keys() []string { return vs.refs[:vs.nKeys] }
+
+// ups returns the upstream ids the virtual host acquired, each once.
+func (vs *vhostState) ups() []string { return vs.refs[vs.nKeys : vs.nKeys+vs.nUps] }
+
+// deps returns the clusters whose existence and kind its routes depend on: sorted,
+// each once.
+func (vs *vhostState) deps() []string { return vs.refs[vs.nKeys+vs.nUps : vs.nKeys+vs.nUps+vs.nDeps] }
+
+// mirror returns the clusters whose endpoints its routes depend on too: sorted, each
+// once.
+func (vs *vhostState) mirror() []string { return vs.refs[vs.nKeys+vs.nUps+vs.nDeps:] }
 
 // clusterState is a translated cluster: the snapshot's resource.Cluster (its names and
 // shared shape; upstreams are built from those).
