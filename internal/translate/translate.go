@@ -69,7 +69,6 @@ type Translator struct {
 	clusters  map[string]*clusterState
 	byEDS     multi[string]              // EDS name -> cluster names
 	ups       map[string]*upRef          // upstream id -> references
-	upsOf     multi[string]              // cluster -> referenced upstream ids
 	streamsOf map[string]map[string]bool // cluster -> listeners with a stream route to it
 
 	// deps: cluster name -> virtual hosts whose routes depend on the cluster's
@@ -165,13 +164,29 @@ func (vs *vhostState) deps() []string { return vs.refs[vs.nKeys+vs.nUps : vs.nKe
 func (vs *vhostState) mirror() []string { return vs.refs[vs.nKeys+vs.nUps+vs.nDeps:] }
 
 // clusterState is a translated cluster: the snapshot's resource.Cluster (its names and
-// shared shape; upstreams are built from those).
+// shared shape; upstreams are built from those). There is one per cluster (tens of
+// thousands), so it keeps only what cannot be derived.
 type clusterState struct {
-	src    *resource.Cluster
-	cla    *resource.LoadAssignment
-	info   clusterInfo
-	eds    string
+	src  *resource.Cluster
+	cla  *resource.LoadAssignment
+	info clusterInfo
+	// ups are the ids of the cluster's referenced upstreams (upRef.id), in no order.
+	// Here rather than in an index by name: only existing clusters have upstreams,
+	// and a removed cluster's are all released in the call that removes it (its
+	// routes and stream routes depend on it, see markDeps).
+	ups    []string
 	report []report.Entry
+}
+
+// eds returns the EDS name the cluster's endpoints are read from, "" when they do not
+// come from EDS.
+func (cs *clusterState) eds() string { return edsName(cs.src) }
+
+func edsName(src *resource.Cluster) string {
+	if c := src.Shape(); c.GetType() == clusterv3.Cluster_EDS || c.GetEdsClusterConfig() != nil {
+		return src.EDSName()
+	}
+	return ""
 }
 
 // clusterInfo is what routes need to know about a cluster.
@@ -210,7 +225,6 @@ func New(opts Options) *Translator {
 		clusters:   map[string]*clusterState{},
 		byEDS:      multi[string]{},
 		ups:        map[string]*upRef{},
-		upsOf:      multi[string]{},
 		streamsOf:  map[string]map[string]bool{},
 		deps:       multi[*vhostState]{},
 		mirrorDeps: multi[*vhostState]{},
@@ -453,7 +467,9 @@ func (t *Translator) acquireID(cluster string, v variant, id string) string {
 	r.n++
 	if r.n == 1 {
 		t.dirtyUp[id] = true
-		t.upsOf.add(cluster, id)
+		if cs := t.clusters[cluster]; cs != nil { // always: only existing clusters are acquired
+			cs.ups = append(cs.ups, id)
+		}
 	}
 	return r.id()
 }
@@ -467,7 +483,15 @@ func (t *Translator) release(id string) {
 	if r.n <= 0 {
 		delete(t.ups, id)
 		t.dirtyUp[id] = true
-		t.upsOf.remove(r.cluster, id)
+		if cs := t.clusters[r.cluster]; cs != nil {
+			i := slices.Index(cs.ups, id)
+			if i < 0 {
+				panic("translate: upstream " + id + " is not listed by its cluster")
+			}
+			last := len(cs.ups) - 1
+			cs.ups[i], cs.ups[last] = cs.ups[last], ""
+			cs.ups = cs.ups[:last]
+		}
 	}
 }
 
@@ -489,7 +513,7 @@ func (t *Translator) syncClusters(full bool, ch *resource.Changes) {
 		names[n] = true
 	}
 	for e := range ch.Endpoints {
-		if cs := t.clusters[e]; cs != nil && cs.eds == e {
+		if cs := t.clusters[e]; cs != nil && cs.eds() == e {
 			names[e] = true // not in byEDS, see syncCluster
 		}
 		for _, n := range t.byEDS[e] {
@@ -508,7 +532,7 @@ func (t *Translator) syncCluster(name string) {
 		if cs == nil {
 			return
 		}
-		t.unindexEDS(cs.eds, name)
+		t.unindexEDS(cs.eds(), name)
 		delete(t.clusters, name)
 		t.reportDirty = true
 		t.rebuilds[name] = true
@@ -516,10 +540,7 @@ func (t *Translator) syncCluster(name string) {
 		return
 	}
 	c := src.Shape()
-	eds := ""
-	if c.GetType() == clusterv3.Cluster_EDS || c.GetEdsClusterConfig() != nil {
-		eds = src.EDSName()
-	}
+	eds := edsName(src)
 	var cla *resource.LoadAssignment
 	if eds != "" {
 		cla = t.snap.Endpoints[eds]
@@ -531,8 +552,12 @@ func (t *Translator) syncCluster(name string) {
 	if cs.src == src && cs.cla == cla {
 		return
 	}
-	if cs.eds != eds {
-		t.unindexEDS(cs.eds, name)
+	oldEDS := ""
+	if cs.src != nil {
+		oldEDS = cs.eds()
+	}
+	if oldEDS != eds {
+		t.unindexEDS(oldEDS, name)
 		// Istio's EDS clusters request their own name; only the others need the
 		// index (tens of thousands of entries otherwise).
 		if eds != "" && eds != name {
@@ -541,7 +566,7 @@ func (t *Translator) syncCluster(name string) {
 	}
 	old := cs.info
 	claChanged := cs.cla != cla
-	cs.src, cs.cla, cs.eds = src, cla, eds
+	cs.src, cs.cla = src, cla
 	cs.info = clusterInfo{exists: true, special: special(name, c), hashLB: isHashLB(c)}
 	t.rebuilds[name] = true
 	t.markDeps(name, old, cs.info)
@@ -778,9 +803,12 @@ func (t *Translator) syncUpstreams() {
 	}
 }
 
-// idsOf returns the referenced upstream ids of a cluster.
+// idsOf returns the referenced upstream ids of a cluster, sorted.
 func (t *Translator) idsOf(cluster string) []string {
-	return slices.Sorted(slices.Values(t.upsOf[cluster]))
+	if cs := t.clusters[cluster]; cs != nil {
+		return slices.Sorted(slices.Values(cs.ups))
+	}
+	return nil
 }
 
 // fullReport returns the complete sorted report, rebuilt only when a part changed.
