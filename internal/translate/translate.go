@@ -217,17 +217,14 @@ func New(opts Options) *Translator {
 		opts.OriginalDstVar = "connection_original_dst"
 	}
 	return &Translator{
-		opts:       opts,
-		objects:    map[string]uint64{},
-		listeners:  map[string]*listenerState{},
-		ctxs:       map[string]*rcState{},
-		byRDS:      map[string]map[string]bool{},
-		clusters:   map[string]*clusterState{},
-		byEDS:      multi[string]{},
-		ups:        map[string]*upRef{},
-		streamsOf:  map[string]map[string]bool{},
-		deps:       multi[*vhostState]{},
-		mirrorDeps: multi[*vhostState]{},
+		opts:      opts,
+		objects:   map[string]uint64{},
+		listeners: map[string]*listenerState{},
+		ctxs:      map[string]*rcState{},
+		byRDS:     map[string]map[string]bool{},
+		clusters:  map[string]*clusterState{},
+		ups:       map[string]*upRef{},
+		streamsOf: map[string]map[string]bool{},
 	}
 }
 
@@ -516,7 +513,7 @@ func (t *Translator) syncClusters(full bool, ch *resource.Changes) {
 		if cs := t.clusters[e]; cs != nil && cs.eds() == e {
 			names[e] = true // not in byEDS, see syncCluster
 		}
-		for _, n := range t.byEDS[e] {
+		for n := range t.byEDS.all(e) {
 			names[n] = true
 		}
 	}
@@ -571,7 +568,7 @@ func (t *Translator) syncCluster(name string) {
 	t.rebuilds[name] = true
 	t.markDeps(name, old, cs.info)
 	if claChanged {
-		for _, vs := range t.mirrorDeps[name] {
+		for vs := range t.mirrorDeps.all(name) {
 			t.dirtyVH[vs] = true
 		}
 	}
@@ -585,10 +582,10 @@ func (t *Translator) markDeps(name string, old, cur clusterInfo) {
 	if old == cur {
 		return
 	}
-	for _, vs := range t.deps[name] {
+	for vs := range t.deps.all(name) {
 		t.dirtyVH[vs] = true
 	}
-	for _, vs := range t.mirrorDeps[name] {
+	for vs := range t.mirrorDeps.all(name) {
 		t.dirtyVH[vs] = true
 	}
 	for l := range t.streamsOf[name] {
