@@ -78,6 +78,8 @@ type Translator struct {
 
 	report      []report.Entry // cached sorted report
 	reportDirty bool
+	// sharedReports: findings shared by clusters (see shareReport).
+	sharedReports map[reportSig][]report.Entry
 
 	sc scratch // buffers of this goroutine (see parallel)
 
@@ -175,7 +177,7 @@ type clusterState struct {
 	// and a removed cluster's are all released in the call that removes it (its
 	// routes and stream routes depend on it, see markDeps).
 	ups    []string
-	report []report.Entry
+	report clusterFindings
 }
 
 // eds returns the EDS name the cluster's endpoints are read from, "" when they do not
@@ -790,9 +792,11 @@ func (t *Translator) syncUpstreams() {
 		j := &jobs[i]
 		// Clusters no route uses (about a third of Istio's) only have findings; their
 		// nodes are built when a route acquires one.
-		if (len(j.ids) == 0 || j.rebuild) && !equalEntries(j.rep, j.cs.report) {
-			j.cs.report = j.rep
-			t.reportDirty = true
+		if len(j.ids) == 0 || j.rebuild {
+			if rep := t.shareReport(j.name, j.rep); !rep.equal(j.cs.report) {
+				j.cs.report = rep
+				t.reportDirty = true
+			}
 		}
 		for _, o := range j.out {
 			t.store(o.key, o.hash, o.json)
@@ -815,7 +819,7 @@ func (t *Translator) fullReport() []report.Entry {
 	}
 	n := 0
 	for _, cs := range t.clusters {
-		n += len(cs.report) // most of the entries in Istio's output (auto-mTLS)
+		n += len(cs.report.es) // most of the entries in Istio's output (auto-mTLS)
 	}
 	all := make([]report.Entry, 0, n+64)
 	for _, ls := range t.listeners {
@@ -827,8 +831,8 @@ func (t *Translator) fullReport() []report.Entry {
 			all = append(all, vs.report...)
 		}
 	}
-	for _, cs := range t.clusters {
-		all = append(all, cs.report...)
+	for name, cs := range t.clusters {
+		all = cs.report.appendTo(all, name)
 	}
 	sortReport(all)
 	t.report, t.reportDirty = all, false
