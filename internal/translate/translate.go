@@ -80,6 +80,8 @@ type Translator struct {
 	reportDirty bool
 	// sharedReports: findings shared by clusters (see shareReport).
 	sharedReports map[reportSig][]report.Entry
+	// variants: the variants upRefs share (see internVariant).
+	variants map[variantKey]*variant
 
 	sc scratch // buffers of this goroutine (see parallel)
 
@@ -203,7 +205,7 @@ type clusterInfo struct {
 type upRef struct {
 	key     string // apisix.Key(apisix.KindUpstreams, id)
 	cluster string
-	v       variant
+	v       *variant // shared (see internVariant): not to be modified
 	n       int
 }
 
@@ -459,7 +461,7 @@ func (t *Translator) acquire(cluster string, v variant) string {
 func (t *Translator) acquireID(cluster string, v variant, id string) string {
 	r := t.ups[id]
 	if r == nil {
-		r = &upRef{key: apisix.Key(apisix.KindUpstreams, id), cluster: cluster, v: v}
+		r = &upRef{key: apisix.Key(apisix.KindUpstreams, id), cluster: cluster, v: t.internVariant(v)}
 		id = r.id()
 		t.ups[id] = r
 	}
