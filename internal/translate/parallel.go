@@ -170,7 +170,7 @@ func (t *Translator) buildVhosts() {
 	t.vhostJobs = nil
 	t.parallel(len(jobs), func(sc *scratch, i int) {
 		j := &jobs[i]
-		j.vs = &vhostState{owner: j.st, name: j.vh.GetName(), wire: j.wire}
+		j.vs = &vhostState{owner: j.st, wire: j.wire}
 		j.rec.enc = &sc.enc
 		b := vhostBuilder{t: t, st: j.st, vs: j.vs, vh: j.vh, rec: &j.rec, refs: &sc.refs}
 		b.build()
@@ -189,7 +189,7 @@ func (t *Translator) buildVhosts() {
 		for _, r := range j.rec.routes {
 			t.store(r.key, r.hash, r.json)
 		}
-		t.adoptVhost(j.st, j.vs)
+		t.adoptVhost(j.st, j.vh.GetName(), j.vs)
 	}
 }
 

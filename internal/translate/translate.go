@@ -144,13 +144,14 @@ type rcState struct {
 // keeps share one exactly sized slice, refs (see the accessors), filled once the
 // virtual host is built (vhostBuilder.finish).
 type vhostState struct {
-	owner *rcState
-	name  string
+	owner *rcState // its name is the key of the vhostState in owner.vhosts
 	wire  []byte
 	// refs is keys, then ups, then deps, then mirror.
 	refs               []string
 	nKeys, nUps, nDeps int32
-	report             []report.Entry
+	// dropped: no longer current (see dropVhost).
+	dropped bool
+	report  []report.Entry
 }
 
 // keys returns the object keys of the virtual host's routes.
@@ -314,7 +315,7 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 		}
 		t.dirtyVH = map[*vhostState]bool{}
 		for _, vs := range vhs {
-			if cur := vs.owner.vhosts[vs.name]; cur == vs {
+			if !vs.dropped {
 				t.rebuildFromWire(vs)
 			}
 		}

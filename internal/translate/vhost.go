@@ -134,7 +134,11 @@ func (t *Translator) dropRC(st *rcState) {
 	}
 }
 
+// dropVhost removes a virtual host's routes and references. Every virtual host that
+// stops being current (removed, replaced by a rebuild, or its context dropped) goes
+// through here.
 func (t *Translator) dropVhost(vs *vhostState) {
+	vs.dropped = true
 	for _, k := range vs.keys() {
 		t.del(k)
 	}
@@ -183,7 +187,7 @@ func (t *Translator) rebuildFromWire(vs *vhostState) {
 	if err != nil {
 		// The wire form was encoded by resource.NewRouteConfig from a valid message;
 		// failing to decode it is a bug, not bad input.
-		panic("translate: decode virtual host " + vs.name + ": " + err.Error())
+		panic("translate: decode a virtual host of " + vs.owner.ctx.key + ": " + err.Error())
 	}
 	t.rebuildVhost(vs.owner, vh, vs.wire)
 }
@@ -193,15 +197,16 @@ func (t *Translator) rebuildVhost(st *rcState, vh *routev3.VirtualHost, wire []b
 	if old := st.vhosts[vh.GetName()]; old != nil {
 		t.dropVhost(old)
 	}
-	vs := &vhostState{owner: st, name: vh.GetName(), wire: wire}
+	vs := &vhostState{owner: st, wire: wire}
 	b := vhostBuilder{t: t, st: st, vs: vs, vh: vh, refs: &t.sc.refs}
 	b.build()
-	t.adoptVhost(st, vs)
+	t.adoptVhost(st, vh.GetName(), vs)
 }
 
-// adoptVhost makes a built virtual host current and indexes what it depends on.
-func (t *Translator) adoptVhost(st *rcState, vs *vhostState) {
-	st.vhosts[vs.name] = vs
+// adoptVhost makes a built virtual host current under its name and indexes what it
+// depends on.
+func (t *Translator) adoptVhost(st *rcState, name string, vs *vhostState) {
+	st.vhosts[name] = vs
 	for _, c := range vs.deps() {
 		t.deps.add(c, vs)
 	}
