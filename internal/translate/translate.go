@@ -172,8 +172,11 @@ func (vs *vhostState) mirror() []string { return vs.refs[vs.nKeys+vs.nUps+vs.nDe
 // shared shape; upstreams are built from those). There is one per cluster (tens of
 // thousands), so it keeps only what cannot be derived.
 type clusterState struct {
-	src  *resource.Cluster
-	cla  *resource.LoadAssignment
+	src *resource.Cluster
+	cla *resource.LoadAssignment
+	// name is the snapshot's copy of the cluster's name (src.Name), next to info: routes
+	// look both up (clusterRef), and src is a cache miss away.
+	name string
 	info clusterInfo
 	// ups are the ids of the cluster's referenced upstreams (upRef.id), in no order.
 	// Here rather than in an index by name: only existing clusters have upstreams,
@@ -569,6 +572,9 @@ func (t *Translator) syncCluster(name string) {
 	old := cs.info
 	claChanged := cs.cla != cla
 	cs.src, cs.cla = src, cla
+	if cs.name = name; src.Name == name {
+		cs.name = src.Name
+	}
 	cs.info = clusterInfo{exists: true, special: special(name, c), hashLB: isHashLB(c)}
 	t.rebuilds[name] = true
 	t.markDeps(name, old, cs.info)
@@ -617,10 +623,7 @@ func (t *Translator) clusterInfoOf(name string) clusterInfo {
 // second copy of every referenced cluster's name (~0.6 MiB at 10,000 services).
 func (t *Translator) clusterRef(name string) (string, clusterInfo) {
 	if cs := t.clusters[name]; cs != nil {
-		if cs.src.Name == name {
-			name = cs.src.Name
-		}
-		return name, cs.info
+		return cs.name, cs.info
 	}
 	return name, clusterInfo{}
 }
