@@ -119,8 +119,8 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 
 	// target returns the upstream of one cluster or why the route must fail.
 	target := func(cluster string) (string, *failure) {
-		b.vs.deps = append(b.vs.deps, cluster)
-		info := b.t.clusterInfoOf(cluster)
+		cluster, info := b.t.clusterRef(cluster)
+		b.refs.deps = append(b.refs.deps, cluster)
 		switch {
 		case !info.exists:
 			b.report("route", res, "route.cluster", report.Invalid, "cluster "+cluster+" does not exist; the route answers 503 like Envoy")
@@ -154,9 +154,7 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 				b.report("route", res, "route.hash_policy", report.Approximated, strings.Join(hashProblems, "; "))
 			}
 		}
-		id := b.acquire(cluster, v)
-		b.vs.ups = append(b.vs.ups, id)
-		return id, nil
+		return b.acquire(cluster, v), nil
 	}
 
 	switch cs := ra.GetClusterSpecifier().(type) {
@@ -236,7 +234,8 @@ func (b *vhostBuilder) websocket(ra *routev3.RouteAction) bool {
 // mirrorTarget resolves a mirror cluster to one endpoint URL (APISIX's proxy-mirror
 // takes a single host). The route then depends on the cluster's endpoints.
 func (b *vhostBuilder) mirrorTarget(cluster string) (string, bool) {
-	b.vs.mirror = append(b.vs.mirror, cluster)
+	cluster, _ = b.t.clusterRef(cluster)
+	b.refs.mirror = append(b.refs.mirror, cluster)
 	cs := b.t.clusters[cluster]
 	if cs == nil || cs.info.special != specialNone {
 		return "", false

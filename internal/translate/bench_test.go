@@ -309,7 +309,7 @@ func BenchmarkEndpointChange(b *testing.B) {
 			// Change referenced clusters only (unreferenced ones produce no objects).
 			var idx []int
 			for i, c := range names {
-				if len(tr.upsOf[c]) > 0 {
+				if len(tr.idsOf(c)) > 0 {
 					idx = append(idx, i)
 				}
 			}

@@ -44,7 +44,7 @@ func TestIncrementalEndpointChange(t *testing.T) {
 	names := m.EDSClusters()
 	hits := 0
 	for i := 0; i < 6; i++ {
-		referenced := len(tr.upsOf[names[i*7%len(names)]]) > 0
+		referenced := len(tr.idsOf(names[i*7%len(names)])) > 0
 		if referenced {
 			hits++
 		}
@@ -205,7 +205,7 @@ func TestIncrementalRouteStartsUsingCluster(t *testing.T) {
 	tr.Translate(m.Snapshot())
 	unused := ""
 	for _, n := range m.EDSClusters() {
-		if len(tr.upsOf[n]) == 0 && m.Snapshot().Endpoints[n].NumEndpoints() > 0 {
+		if len(tr.idsOf(n)) == 0 && m.Snapshot().Endpoints[n].NumEndpoints() > 0 {
 			unused = n
 			break
 		}

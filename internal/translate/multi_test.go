@@ -6,24 +6,34 @@ import (
 )
 
 func TestMulti(t *testing.T) {
-	m := multi[string]{}
+	var m multi[string]
+	values := func(name string) []string { return slices.Sorted(m.all(name)) }
 	m.add("c", "a")
 	m.addOnce("c", "b")
 	m.addOnce("c", "a") // present: no duplicate
 	m.add("d", "x")
-	if got := slices.Sorted(slices.Values(m["c"])); !slices.Equal(got, []string{"a", "b"}) {
-		t.Fatalf("c = %v", got)
+	m.addOnce("d", "x") // present as the only value: no duplicate
+	if got := values("c"); !slices.Equal(got, []string{"a", "b"}) || m.len("c") != 2 {
+		t.Fatalf("c = %v (len %d)", got, m.len("c"))
 	}
+	m.add("c", "e")
+	m.remove("c", "e")
 	m.remove("c", "a")
 	m.remove("c", "zz") // absent: no effect
-	if !slices.Equal(m["c"], []string{"b"}) {
-		t.Fatalf("after remove, c = %v", m["c"])
+	if got := values("c"); !slices.Equal(got, []string{"b"}) || m.len("c") != 1 {
+		t.Fatalf("after remove, c = %v (len %d)", got, m.len("c"))
+	}
+	m.remove("c", "zz") // absent from a name with one value: no effect
+	m.add("c", "f")     // back to two values
+	if got := values("c"); !slices.Equal(got, []string{"b", "f"}) {
+		t.Fatalf("after adding again, c = %v", got)
 	}
 	m.remove("c", "b")
-	if _, ok := m["c"]; ok {
-		t.Fatal("a name without values must be deleted")
+	m.remove("c", "f")
+	if m.len("c") != 0 || len(values("c")) != 0 || len(m.one)+len(m.more) != 1 {
+		t.Fatalf("a name without values must be deleted: %v %v", m.one, m.more)
 	}
-	if !slices.Equal(m["d"], []string{"x"}) {
-		t.Fatalf("d = %v", m["d"])
+	if got := values("d"); !slices.Equal(got, []string{"x"}) {
+		t.Fatalf("d = %v", got)
 	}
 }

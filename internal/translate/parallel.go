@@ -53,7 +53,8 @@ func (t *Translator) buildUpstreams(jobs []upJob) {
 
 // scratch is the reusable buffers of one goroutine of a translation.
 type scratch struct {
-	enc encoder
+	enc  encoder
+	refs refLists
 }
 
 // parallel calls build for 0..n-1, on GOMAXPROCS goroutines (each with its own
@@ -122,8 +123,9 @@ func (t *Translator) buildUpstream(enc *encoder, j *upJob) {
 	j.rep = rep
 	j.out = make([]upOut, len(j.ids))
 	for k, id := range j.ids {
-		u := t.ups[id].v.ApplyAs(base, id) // routes name the variant they asked for
-		j.out[k] = t.encodeNew(enc, apisix.Key(apisix.KindUpstreams, id), u)
+		r := t.ups[id]
+		u := r.v.ApplyAs(base, id) // routes name the variant they asked for
+		j.out[k] = t.encodeNew(enc, r.key, u)
 	}
 }
 
@@ -168,26 +170,26 @@ func (t *Translator) buildVhosts() {
 	t.vhostJobs = nil
 	t.parallel(len(jobs), func(sc *scratch, i int) {
 		j := &jobs[i]
-		j.vs = &vhostState{owner: j.st, name: j.vh.GetName(), wire: j.wire}
+		j.vs = &vhostState{owner: j.st, wire: j.wire}
 		j.rec.enc = &sc.enc
-		b := vhostBuilder{t: t, st: j.st, vs: j.vs, vh: j.vh, rec: &j.rec}
+		b := vhostBuilder{t: t, st: j.st, vs: j.vs, vh: j.vh, rec: &j.rec, refs: &sc.refs}
 		b.build()
 		j.rec.enc = nil
-		j.vs.compactDeps() // here rather than in adoptVhost: it sorts
 	})
 	for i := range jobs {
 		j := &jobs[i]
-		if len(j.rec.acquires) != len(j.vs.ups) {
+		ups := j.vs.ups()
+		if len(j.rec.acquires) != len(ups) {
 			panic("translate: a virtual host build recorded acquires and ids out of step")
 		}
 		for k, a := range j.rec.acquires {
-			// Each acquire was the k-th id the build appended to vs.ups (action.go).
-			j.vs.ups[k] = t.acquireID(a.cluster, a.v, a.id)
+			// Each acquire was the k-th id the build listed in ups (vhostBuilder.acquire).
+			ups[k] = t.acquireID(a.cluster, a.v, a.id)
 		}
 		for _, r := range j.rec.routes {
 			t.store(r.key, r.hash, r.json)
 		}
-		t.adoptVhost(j.st, j.vs)
+		t.adoptVhost(j.st, j.vh.GetName(), j.vs)
 	}
 }
 

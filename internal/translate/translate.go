@@ -75,7 +75,6 @@ type Translator struct {
 	clusters  map[string]*clusterState
 	byEDS     multi[string]              // EDS name -> cluster names
 	ups       map[string]*upRef          // upstream id -> references
-	upsOf     multi[string]              // cluster -> referenced upstream ids
 	streamsOf map[string]map[string]bool // cluster -> listeners with a stream route to it
 
 	// deps: cluster name -> virtual hosts whose routes depend on the cluster's
@@ -85,6 +84,10 @@ type Translator struct {
 
 	report      []report.Entry // cached sorted report
 	reportDirty bool
+	// sharedReports: findings shared by clusters (see shareReport).
+	sharedReports map[reportSig][]report.Entry
+	// variants: the variants upRefs share (see internVariant).
+	variants map[variantKey]*variant
 
 	sc scratch // buffers of this goroutine (see parallel)
 
@@ -142,27 +145,62 @@ type rcState struct {
 // vhostState is a translated virtual host. It keeps the virtual host's wire form (a
 // slice of its route configuration's, see resource.RouteConfig), not the message: that
 // is what a resend is compared with, and what a rebuild for a cluster change decodes.
+//
+// There is one per virtual host (tens of thousands), so the four lists of names it
+// keeps share one exactly sized slice, refs (see the accessors), filled once the
+// virtual host is built (vhostBuilder.finish).
 type vhostState struct {
-	owner  *rcState
-	name   string
-	wire   []byte
-	keys   []string
-	ups    []string
-	deps   []string
-	mirror []string
-	report []report.Entry
-	// depsCompact: deps and mirror are sorted and without duplicates.
-	depsCompact bool
+	owner *rcState // its name is the key of the vhostState in owner.vhosts
+	wire  []byte
+	// refs is keys, then ups, then deps, then mirror.
+	refs               []string
+	nKeys, nUps, nDeps int32
+	// dropped: no longer current (see dropVhost).
+	dropped bool
+	report  []report.Entry
 }
 
+// keys returns the object keys of the virtual host's routes.
+func (vs *vhostState) keys() []string { return vs.refs[:vs.nKeys] }
+
+// ups returns the upstream ids the virtual host acquired, each once.
+func (vs *vhostState) ups() []string { return vs.refs[vs.nKeys : vs.nKeys+vs.nUps] }
+
+// deps returns the clusters whose existence and kind its routes depend on: sorted,
+// each once.
+func (vs *vhostState) deps() []string { return vs.refs[vs.nKeys+vs.nUps : vs.nKeys+vs.nUps+vs.nDeps] }
+
+// mirror returns the clusters whose endpoints its routes depend on too: sorted, each
+// once.
+func (vs *vhostState) mirror() []string { return vs.refs[vs.nKeys+vs.nUps+vs.nDeps:] }
+
 // clusterState is a translated cluster: the snapshot's resource.Cluster (its names and
-// shared shape; upstreams are built from those).
+// shared shape; upstreams are built from those). There is one per cluster (tens of
+// thousands), so it keeps only what cannot be derived.
 type clusterState struct {
-	src    *resource.Cluster
-	cla    *resource.LoadAssignment
-	info   clusterInfo
-	eds    string
-	report []report.Entry
+	src *resource.Cluster
+	cla *resource.LoadAssignment
+	// name is the snapshot's copy of the cluster's name (src.Name), next to info: routes
+	// look both up (clusterRef), and src is a cache miss away.
+	name string
+	info clusterInfo
+	// ups are the ids of the cluster's referenced upstreams (upRef.id), in no order.
+	// Here rather than in an index by name: only existing clusters have upstreams,
+	// and a removed cluster's are all released in the call that removes it (its
+	// routes and stream routes depend on it, see markDeps).
+	ups    []string
+	report clusterFindings
+}
+
+// eds returns the EDS name the cluster's endpoints are read from, "" when they do not
+// come from EDS.
+func (cs *clusterState) eds() string { return edsName(cs.src) }
+
+func edsName(src *resource.Cluster) string {
+	if c := src.Shape(); c.GetType() == clusterv3.Cluster_EDS || c.GetEdsClusterConfig() != nil {
+		return src.EDSName()
+	}
+	return ""
 }
 
 // clusterInfo is what routes need to know about a cluster.
@@ -172,12 +210,20 @@ type clusterInfo struct {
 	hashLB  bool
 }
 
+// upRef is a referenced upstream. Its id is a suffix of its object key, the key of
+// the upRef in Translator.ups: one string for both (see acquireID).
 type upRef struct {
-	id      string // the key of this upRef in Translator.ups (one copy, see acquireID)
+	key     string // apisix.Key(apisix.KindUpstreams, id)
 	cluster string
-	v       variant
+	v       *variant // shared (see internVariant): not to be modified
 	n       int
 }
+
+// upKeyPrefix is what apisix.Key puts before an upstream's id.
+var upKeyPrefix = apisix.Key(apisix.KindUpstreams, "")
+
+// id returns the upstream's id: the end of its key, not a copy.
+func (r *upRef) id() string { return r.key[len(upKeyPrefix):] }
 
 // New returns a Translator.
 func New(opts Options) *Translator {
@@ -185,18 +231,14 @@ func New(opts Options) *Translator {
 		opts.OriginalDstVar = "connection_original_dst"
 	}
 	return &Translator{
-		opts:       opts,
-		objects:    map[string]uint64{},
-		listeners:  map[string]*listenerState{},
-		ctxs:       map[string]*rcState{},
-		byRDS:      map[string]map[string]bool{},
-		clusters:   map[string]*clusterState{},
-		byEDS:      multi[string]{},
-		ups:        map[string]*upRef{},
-		upsOf:      multi[string]{},
-		streamsOf:  map[string]map[string]bool{},
-		deps:       multi[*vhostState]{},
-		mirrorDeps: multi[*vhostState]{},
+		opts:      opts,
+		objects:   map[string]uint64{},
+		listeners: map[string]*listenerState{},
+		ctxs:      map[string]*rcState{},
+		byRDS:     map[string]map[string]bool{},
+		clusters:  map[string]*clusterState{},
+		ups:       map[string]*upRef{},
+		streamsOf: map[string]map[string]bool{},
 	}
 }
 
@@ -282,7 +324,7 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 		}
 		t.dirtyVH = map[*vhostState]bool{}
 		for _, vs := range vhs {
-			if cur := vs.owner.vhosts[vs.name]; cur == vs {
+			if !vs.dropped {
 				t.rebuildFromWire(vs)
 			}
 		}
@@ -434,21 +476,26 @@ func (t *Translator) acquire(cluster string, v variant) string {
 }
 
 // acquireID is acquire with the id already computed. It returns the id string the
-// translator already holds for that upstream, if any, for the caller to keep instead
-// of its own copy: every route of a service references the same upstream, and each
-// computed its id anew (a string per route otherwise, ~1 MiB at 10,000 services).
+// translator holds for that upstream, for the caller to keep instead of its own copy:
+// every route of a service references the same upstream, and each computed its id
+// anew (a string per route otherwise, ~1 MiB at 10,000 services). That string is the
+// end of the upstream's object key, so the key (which the output needs anyway) and
+// the id cost one allocation.
 func (t *Translator) acquireID(cluster string, v variant, id string) string {
 	r := t.ups[id]
 	if r == nil {
-		r = &upRef{id: id, cluster: cluster, v: v}
+		r = &upRef{key: apisix.Key(apisix.KindUpstreams, id), cluster: cluster, v: t.internVariant(v)}
+		id = r.id()
 		t.ups[id] = r
 	}
 	r.n++
 	if r.n == 1 {
 		t.dirtyUp[id] = true
-		t.upsOf.add(cluster, id)
+		if cs := t.clusters[cluster]; cs != nil { // always: only existing clusters are acquired
+			cs.ups = append(cs.ups, id)
+		}
 	}
-	return r.id
+	return r.id()
 }
 
 func (t *Translator) release(id string) {
@@ -460,7 +507,15 @@ func (t *Translator) release(id string) {
 	if r.n <= 0 {
 		delete(t.ups, id)
 		t.dirtyUp[id] = true
-		t.upsOf.remove(r.cluster, id)
+		if cs := t.clusters[r.cluster]; cs != nil {
+			i := slices.Index(cs.ups, id)
+			if i < 0 {
+				panic("translate: upstream " + id + " is not listed by its cluster")
+			}
+			last := len(cs.ups) - 1
+			cs.ups[i], cs.ups[last] = cs.ups[last], ""
+			cs.ups = cs.ups[:last]
+		}
 	}
 }
 
@@ -482,10 +537,10 @@ func (t *Translator) syncClusters(full bool, ch *resource.Changes) {
 		names[n] = true
 	}
 	for e := range ch.Endpoints {
-		if cs := t.clusters[e]; cs != nil && cs.eds == e {
+		if cs := t.clusters[e]; cs != nil && cs.eds() == e {
 			names[e] = true // not in byEDS, see syncCluster
 		}
-		for _, n := range t.byEDS[e] {
+		for n := range t.byEDS.all(e) {
 			names[n] = true
 		}
 	}
@@ -501,7 +556,7 @@ func (t *Translator) syncCluster(name string) {
 		if cs == nil {
 			return
 		}
-		t.unindexEDS(cs.eds, name)
+		t.unindexEDS(cs.eds(), name)
 		delete(t.clusters, name)
 		t.reportDirty = true
 		t.rebuilds[name] = true
@@ -509,10 +564,7 @@ func (t *Translator) syncCluster(name string) {
 		return
 	}
 	c := src.Shape()
-	eds := ""
-	if c.GetType() == clusterv3.Cluster_EDS || c.GetEdsClusterConfig() != nil {
-		eds = src.EDSName()
-	}
+	eds := edsName(src)
 	var cla *resource.LoadAssignment
 	if eds != "" {
 		cla = t.snap.Endpoints[eds]
@@ -524,8 +576,12 @@ func (t *Translator) syncCluster(name string) {
 	if cs.src == src && cs.cla == cla {
 		return
 	}
-	if cs.eds != eds {
-		t.unindexEDS(cs.eds, name)
+	oldEDS := ""
+	if cs.src != nil {
+		oldEDS = cs.eds()
+	}
+	if oldEDS != eds {
+		t.unindexEDS(oldEDS, name)
 		// Istio's EDS clusters request their own name; only the others need the
 		// index (tens of thousands of entries otherwise).
 		if eds != "" && eds != name {
@@ -534,12 +590,15 @@ func (t *Translator) syncCluster(name string) {
 	}
 	old := cs.info
 	claChanged := cs.cla != cla
-	cs.src, cs.cla, cs.eds = src, cla, eds
+	cs.src, cs.cla = src, cla
+	if cs.name = name; src.Name == name {
+		cs.name = src.Name
+	}
 	cs.info = clusterInfo{exists: true, special: special(name, c), hashLB: isHashLB(c)}
 	t.rebuilds[name] = true
 	t.markDeps(name, old, cs.info)
 	if claChanged {
-		for _, vs := range t.mirrorDeps[name] {
+		for vs := range t.mirrorDeps.all(name) {
 			t.dirtyVH[vs] = true
 		}
 	}
@@ -553,10 +612,10 @@ func (t *Translator) markDeps(name string, old, cur clusterInfo) {
 	if old == cur {
 		return
 	}
-	for _, vs := range t.deps[name] {
+	for vs := range t.deps.all(name) {
 		t.dirtyVH[vs] = true
 	}
-	for _, vs := range t.mirrorDeps[name] {
+	for vs := range t.mirrorDeps.all(name) {
 		t.dirtyVH[vs] = true
 	}
 	for l := range t.streamsOf[name] {
@@ -575,6 +634,17 @@ func (t *Translator) clusterInfoOf(name string) clusterInfo {
 		return cs.info
 	}
 	return clusterInfo{}
+}
+
+// clusterRef is clusterInfoOf that also returns the name to keep: the snapshot's copy
+// when the cluster exists. Routes name their cluster with strings of their own
+// decoded configuration; keeping those in the indexes and references would hold a
+// second copy of every referenced cluster's name (~0.6 MiB at 10,000 services).
+func (t *Translator) clusterRef(name string) (string, clusterInfo) {
+	if cs := t.clusters[name]; cs != nil {
+		return cs.name, cs.info
+	}
+	return name, clusterInfo{}
 }
 
 // syncListeners re-derives contexts and stream routes when listeners may have changed;
@@ -747,9 +817,11 @@ func (t *Translator) syncUpstreams() {
 		j := &jobs[i]
 		// Clusters no route uses (about a third of Istio's) only have findings; their
 		// nodes are built when a route acquires one.
-		if (len(j.ids) == 0 || j.rebuild) && !equalEntries(j.rep, j.cs.report) {
-			j.cs.report = j.rep
-			t.reportDirty = true
+		if len(j.ids) == 0 || j.rebuild {
+			if rep := t.shareReport(j.name, j.rep); !rep.equal(j.cs.report) {
+				j.cs.report = rep
+				t.reportDirty = true
+			}
 		}
 		for _, o := range j.out {
 			t.store(o.key, o.hash, o.json)
@@ -757,9 +829,12 @@ func (t *Translator) syncUpstreams() {
 	}
 }
 
-// idsOf returns the referenced upstream ids of a cluster.
+// idsOf returns the referenced upstream ids of a cluster, sorted.
 func (t *Translator) idsOf(cluster string) []string {
-	return slices.Sorted(slices.Values(t.upsOf[cluster]))
+	if cs := t.clusters[cluster]; cs != nil {
+		return slices.Sorted(slices.Values(cs.ups))
+	}
+	return nil
 }
 
 // fullReport returns the complete sorted report, rebuilt only when a part changed.
@@ -769,7 +844,7 @@ func (t *Translator) fullReport() []report.Entry {
 	}
 	n := 0
 	for _, cs := range t.clusters {
-		n += len(cs.report) // most of the entries in Istio's output (auto-mTLS)
+		n += len(cs.report.es) // most of the entries in Istio's output (auto-mTLS)
 	}
 	all := make([]report.Entry, 0, n+64)
 	for _, ls := range t.listeners {
@@ -781,8 +856,8 @@ func (t *Translator) fullReport() []report.Entry {
 			all = append(all, vs.report...)
 		}
 	}
-	for _, cs := range t.clusters {
-		all = append(all, cs.report...)
+	for name, cs := range t.clusters {
+		all = cs.report.appendTo(all, name)
 	}
 	sortReport(all)
 	t.report, t.reportDirty = all, false

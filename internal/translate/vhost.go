@@ -134,17 +134,21 @@ func (t *Translator) dropRC(st *rcState) {
 	}
 }
 
+// dropVhost removes a virtual host's routes and references. Every virtual host that
+// stops being current (removed, replaced by a rebuild, or its context dropped) goes
+// through here.
 func (t *Translator) dropVhost(vs *vhostState) {
-	for _, k := range vs.keys {
+	vs.dropped = true
+	for _, k := range vs.keys() {
 		t.del(k)
 	}
-	for _, id := range vs.ups {
+	for _, id := range vs.ups() {
 		t.release(id)
 	}
-	for _, c := range vs.deps {
+	for _, c := range vs.deps() {
 		t.deps.remove(c, vs)
 	}
-	for _, c := range vs.mirror {
+	for _, c := range vs.mirror() {
 		t.mirrorDeps.remove(c, vs)
 	}
 	if len(vs.report) > 0 {
@@ -183,7 +187,7 @@ func (t *Translator) rebuildFromWire(vs *vhostState) {
 	if err != nil {
 		// The wire form was encoded by resource.NewRouteConfig from a valid message;
 		// failing to decode it is a bug, not bad input.
-		panic("translate: decode virtual host " + vs.name + ": " + err.Error())
+		panic("translate: decode a virtual host of " + vs.owner.ctx.key + ": " + err.Error())
 	}
 	t.rebuildVhost(vs.owner, vh, vs.wire)
 }
@@ -193,31 +197,20 @@ func (t *Translator) rebuildVhost(st *rcState, vh *routev3.VirtualHost, wire []b
 	if old := st.vhosts[vh.GetName()]; old != nil {
 		t.dropVhost(old)
 	}
-	vs := &vhostState{owner: st, name: vh.GetName(), wire: wire}
-	b := vhostBuilder{t: t, st: st, vs: vs, vh: vh}
+	vs := &vhostState{owner: st, wire: wire}
+	b := vhostBuilder{t: t, st: st, vs: vs, vh: vh, refs: &t.sc.refs}
 	b.build()
-	t.adoptVhost(st, vs)
+	t.adoptVhost(st, vh.GetName(), vs)
 }
 
-// compactDeps lists each cluster once, so that the indexes can append without
-// searching. Idempotent.
-func (vs *vhostState) compactDeps() {
-	if vs.depsCompact {
-		return
-	}
-	vs.deps = slices.Compact(slices.Sorted(slices.Values(vs.deps)))
-	vs.mirror = slices.Compact(slices.Sorted(slices.Values(vs.mirror)))
-	vs.depsCompact = true
-}
-
-// adoptVhost makes a built virtual host current and indexes what it depends on.
-func (t *Translator) adoptVhost(st *rcState, vs *vhostState) {
-	st.vhosts[vs.name] = vs
-	vs.compactDeps()
-	for _, c := range vs.deps {
+// adoptVhost makes a built virtual host current under its name and indexes what it
+// depends on.
+func (t *Translator) adoptVhost(st *rcState, name string, vs *vhostState) {
+	st.vhosts[name] = vs
+	for _, c := range vs.deps() {
 		t.deps.add(c, vs)
 	}
-	for _, c := range vs.mirror {
+	for _, c := range vs.mirror() {
 		t.mirrorDeps.add(c, vs)
 	}
 	if len(vs.report) > 0 {
@@ -242,16 +235,52 @@ type vhostBuilder struct {
 	// references and route objects) instead of the translator, so that builds can run
 	// concurrently (see buildVhosts).
 	rec *vhostRec
+	// refs collects what vs.refs will hold (the scratch of this goroutine).
+	refs *refLists
 }
 
-// acquire references the upstream of (cluster, v) and returns its id.
+// refLists are a virtual host's lists of names while it is built, in buffers reused
+// from one build to the next; finish copies them into vhostState.refs.
+type refLists struct {
+	keys, ups, deps, mirror []string
+}
+
+// acquire references the upstream of (cluster, v) once per virtual host and returns
+// its id: the routes of a virtual host mostly share one upstream, and one reference
+// keeps it alive as well as one per route would.
 func (b *vhostBuilder) acquire(cluster string, v variant) string {
-	if b.rec == nil {
-		return b.t.acquire(cluster, v)
-	}
 	id := variantID(cluster, v)
-	b.rec.acquires = append(b.rec.acquires, acquired{cluster: cluster, v: v, id: id})
+	for _, u := range b.refs.ups {
+		if u == id {
+			return u
+		}
+	}
+	if b.rec == nil {
+		id = b.t.acquireID(cluster, v, id)
+	} else {
+		b.rec.acquires = append(b.rec.acquires, acquired{cluster: cluster, v: v, id: id})
+	}
+	b.refs.ups = append(b.refs.ups, id)
 	return id
+}
+
+// finish stores the lists collected during the build in vs, in one exactly sized
+// slice, the clusters sorted and each listed once (so that the indexes can append
+// without searching), and empties the buffers without holding on to their strings.
+func (b *vhostBuilder) finish() {
+	l := b.refs
+	slices.Sort(l.deps)
+	slices.Sort(l.mirror)
+	l.deps, l.mirror = slices.Compact(l.deps), slices.Compact(l.mirror)
+	n := len(l.keys) + len(l.ups) + len(l.deps) + len(l.mirror)
+	refs := make([]string, 0, n)
+	refs = append(append(append(append(refs, l.keys...), l.ups...), l.deps...), l.mirror...)
+	b.vs.refs = refs
+	b.vs.nKeys, b.vs.nUps, b.vs.nDeps = int32(len(l.keys)), int32(len(l.ups)), int32(len(l.deps))
+	for _, s := range []*[]string{&l.keys, &l.ups, &l.deps, &l.mirror} {
+		clear(*s)
+		*s = (*s)[:0]
+	}
 }
 
 func (b *vhostBuilder) resource(r *routev3.Route, i int) string {
@@ -482,6 +511,7 @@ func (b *vhostBuilder) build() {
 			})
 		}
 	}
+	b.finish()
 }
 
 func routeName(n string) string {
@@ -493,7 +523,7 @@ func routeName(n string) string {
 
 func (b *vhostBuilder) emit(r apisix.Route) {
 	key := apisix.Key(apisix.KindRoutes, r.ID)
-	b.vs.keys = append(b.vs.keys, key)
+	b.refs.keys = append(b.refs.keys, key)
 	if b.rec == nil {
 		b.t.set(key, &r)
 		return

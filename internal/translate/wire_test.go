@@ -78,7 +78,7 @@ func TestClusterRemovalRebuildsVhostsFromWire(t *testing.T) {
 	orig := applyChanges(nil, apisix.ChangeSet{Put: tr.Objects()})
 	victim := ""
 	for _, name := range m.EDSClusters() {
-		if len(tr.deps[name]) > 0 {
+		if tr.deps.len(name) > 0 {
 			victim = name
 			break
 		}

@@ -5,7 +5,7 @@ import (
 )
 
 // SpecialKind classifies Istio's clusters that do not name a set of endpoints.
-type SpecialKind int
+type SpecialKind uint8
 
 const (
 	// None is an ordinary cluster.

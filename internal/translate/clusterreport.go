@@ -1,0 +1,90 @@
+package translate
+
+import "github.com/amesh-dev/amesh/internal/report"
+
+// Most clusters of a mesh have the same findings but for the cluster's name (Istio's
+// auto-mTLS entry is on every outbound cluster): tens of thousands of equal slices. A
+// cluster whose every finding names it keeps a shared slice with the name left out
+// (Resource ""), and fullReport puts the name back.
+
+// maxSharedReports bounds the table of shared findings: they are few distinct ones,
+// and beyond the bound a cluster simply keeps its own.
+const maxSharedReports = 256
+
+// reportSig tells shared findings apart cheaply: their number and first entry without
+// its resource. Equal signatures are then compared in full.
+type reportSig struct {
+	n     int
+	first report.Entry
+}
+
+// clusterFindings is a cluster's findings as clusterState keeps them.
+type clusterFindings struct {
+	es []report.Entry
+	// shared: es is shared between clusters and its entries' Resource is "", for the
+	// cluster's name.
+	shared bool
+}
+
+// shareReport returns how cluster name keeps its findings es (its own slice, which it
+// may modify).
+func (t *Translator) shareReport(name string, es []report.Entry) clusterFindings {
+	if len(es) == 0 {
+		return clusterFindings{}
+	}
+	for i := range es {
+		if es[i].Resource != name {
+			return clusterFindings{es: es}
+		}
+	}
+	sig := reportSig{n: len(es), first: es[0]}
+	sig.first.Resource = ""
+	if s, ok := t.sharedReports[sig]; ok {
+		if equalUnnamed(s, es) {
+			return clusterFindings{es: s, shared: true}
+		}
+		return clusterFindings{es: es}
+	}
+	if len(t.sharedReports) >= maxSharedReports {
+		return clusterFindings{es: es}
+	}
+	for i := range es {
+		es[i].Resource = ""
+	}
+	if t.sharedReports == nil {
+		t.sharedReports = map[reportSig][]report.Entry{}
+	}
+	t.sharedReports[sig] = es
+	return clusterFindings{es: es, shared: true}
+}
+
+// equalUnnamed reports whether shared findings s equal es without their resources.
+func equalUnnamed(s, es []report.Entry) bool {
+	if len(s) != len(es) {
+		return false
+	}
+	for i := range s {
+		e := es[i]
+		e.Resource = ""
+		if s[i] != e {
+			return false
+		}
+	}
+	return true
+}
+
+func (r clusterFindings) equal(o clusterFindings) bool {
+	return r.shared == o.shared && equalEntries(r.es, o.es)
+}
+
+// appendTo appends the findings of cluster name to all.
+func (r clusterFindings) appendTo(all []report.Entry, name string) []report.Entry {
+	if !r.shared {
+		return append(all, r.es...)
+	}
+	for _, e := range r.es {
+		e.Resource = name
+		all = append(all, e)
+	}
+	return all
+}

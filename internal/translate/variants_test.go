@@ -1,0 +1,36 @@
+package translate
+
+import "testing"
+
+func TestInternVariant(t *testing.T) {
+	tr := New(Options{})
+	two, alsoTwo, three := 2, 2, 3
+	rt, rd := 15.0, 15.0
+	a := tr.internVariant(variant{Retries: &two, RetryTimeout: &rt})
+	b := tr.internVariant(variant{Retries: &alsoTwo, RetryTimeout: &rt})
+	if a != b || *a.Retries != 2 || *a.RetryTimeout != 15 {
+		t.Fatalf("equal variants are not shared: %p %p", a, b)
+	}
+	// Variants that differ in any setting, or only in which setting holds a value,
+	// are distinct.
+	for _, v := range []variant{
+		{Retries: &three, RetryTimeout: &rt},
+		{Retries: &two},
+		{Retries: &two, ReadTimeout: &rd},
+		{Retries: &two, RetryTimeout: &rt, HashOn: "header", HashKey: "x"},
+		{},
+	} {
+		if p := tr.internVariant(v); p == a || keyOf(*p) != keyOf(v) {
+			t.Errorf("variant %+v: got %+v", keyOf(v), keyOf(*p))
+		}
+	}
+	for i := range maxVariants {
+		n := 100 + i
+		tr.internVariant(variant{Retries: &n})
+	}
+	n := -1
+	p, q := tr.internVariant(variant{Retries: &n}), tr.internVariant(variant{Retries: &n})
+	if p == q || *p.Retries != -1 || len(tr.variants) != maxVariants {
+		t.Fatalf("beyond the table's bound: shared %v, %d variants", p == q, len(tr.variants))
+	}
+}
