@@ -127,6 +127,7 @@ func decodeOne(t *typeState, r rawResource) decoded {
 	if err != nil {
 		return decoded{err: (&resource.Error{TypeURL: t.url, Name: r.name, Err: err}).Error()}
 	}
+	var prev any // the accepted message of that name: decoding reuses its unchanged parts
 	if body.GetTypeUrl() == t.url {
 		// A resend of accepted bytes is found by name: Delta's, or in SotW the
 		// name field read from the bytes (no decoding, no allocation).
@@ -140,8 +141,11 @@ func decodeOne(t *typeState, r rawResource) decoded {
 		if e != nil && e.hasForm(resource.Hash(b), uint32(len(b))) {
 			return decoded{e: e} // unchanged: no allocation
 		}
+		if e != nil {
+			prev = e.msg
+		}
 	}
-	d, err := resource.Decode(t.url, body, r.name)
+	d, err := resource.DecodeUpdate(t.url, body, r.name, prev)
 	if err != nil {
 		var re *resource.Error
 		if errors.As(err, &re) && re.Name != "" && !t.wants(re.Name) {

@@ -97,18 +97,31 @@ func Unwrap(a *anypb.Any) (*anypb.Any, error) {
 // not empty, is the name the server announced for it (Delta) and must match. Errors are
 // *Error.
 func Decode(typeURL string, a *anypb.Any, wantName string) (*Decoded, error) {
+	return DecodeUpdate(typeURL, a, wantName, nil)
+}
+
+// DecodeUpdate is Decode for a new version of prev (a Decoded.Msg, nil for none; it
+// need not have the same name): the result is the same, made faster by reusing what
+// prev has unchanged (the compressed virtual hosts of a route configuration).
+func DecodeUpdate(typeURL string, a *anypb.Any, wantName string, prev any) (*Decoded, error) {
 	if a == nil {
 		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: errors.New("no resource body")}
 	}
 	if a.GetTypeUrl() != typeURL {
 		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: fmt.Errorf("resource has type %s", a.GetTypeUrl())}
 	}
-	return DecodeBytes(typeURL, a.GetValue(), wantName)
+	return decodeBytes(typeURL, a.GetValue(), wantName, prev)
 }
 
 // DecodeBytes is Decode for the serialized message itself. The message is hashed and
 // validated as received, then pruned (Prune).
 func DecodeBytes(typeURL string, b []byte, wantName string) (*Decoded, error) {
+	return decodeBytes(typeURL, b, wantName, nil)
+}
+
+// decodeBytes is DecodeBytes reusing prev (see DecodeUpdate).
+func decodeBytes(typeURL string, b []byte, wantName string, prev any) (*Decoded, error) {
+	prevRC, _ := prev.(*RouteConfig)
 	d := &Decoded{Hash: Hash(b)}
 	var err error
 	switch typeURL {
@@ -123,7 +136,7 @@ func DecodeBytes(typeURL string, b []byte, wantName string) (*Decoded, error) {
 		d.Msg = l
 	case RouteConfigType:
 		if len(b) >= parallelRDSMin {
-			if r, perr := decodeRouteConfigParallel(b); perr == nil {
+			if r, perr := decodeRouteConfigParallel(b, prevRC); perr == nil {
 				d.Name, d.Msg = r.Name, r // validated, pruned and encoded (rds_decode.go)
 				break
 			}
@@ -169,7 +182,7 @@ func DecodeBytes(typeURL string, b []byte, wantName string) (*Decoded, error) {
 	switch m := d.Msg.(type) {
 	case *routev3.RouteConfiguration:
 		Prune(m)
-		d.Msg, err = NewRouteConfig(m)
+		d.Msg, err = newRouteConfig(m, prevRC)
 	case *clusterv3.Cluster:
 		// Pruned in two steps: its parts are interned only if its whole shape is not
 		// shared (newCluster). m is this decode's own: it becomes the shape.

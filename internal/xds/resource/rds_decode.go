@@ -31,9 +31,11 @@ var parallelRDSMin = 256 << 10
 var errFallback = errors.New("decode serially")
 
 // decodeRouteConfigParallel decodes, validates and prunes b like the serial path
-// (proto.Unmarshal, ValidateAll, Prune, NewRouteConfig) and returns the same
+// (proto.Unmarshal, ValidateAll, Prune, newRouteConfig) and returns the same
 // RouteConfig, or errFallback (or another error) when the serial path must decide.
-func decodeRouteConfigParallel(b []byte) (rc *RouteConfig, err error) {
+// The virtual hosts are compressed on the workers too (vhkept.go), reusing prev's
+// (nil: none) where unchanged.
+func decodeRouteConfigParallel(b []byte, prev *RouteConfig) (rc *RouteConfig, err error) {
 	var header []byte
 	var spans [][]byte
 	for rest := b; len(rest) > 0; {
@@ -70,7 +72,9 @@ func decodeRouteConfigParallel(b []byte) (rc *RouteConfig, err error) {
 	}
 
 	vhs := make([]*routev3.VirtualHost, len(spans))
-	wires := make([][]byte, len(spans)) // re-encoded, in per-worker buffers
+	kept := make([][]byte, len(spans)) // kept forms, in per-worker buffers
+	sums := make([]uint64, len(spans))
+	x := newReuse(prev)
 	workers := min(runtime.GOMAXPROCS(0), len(spans))
 	var failed error
 	var mu sync.Mutex
@@ -86,7 +90,9 @@ func decodeRouteConfigParallel(b []byte) (rc *RouteConfig, err error) {
 					mu.Unlock()
 				}
 			}()
-			var buf []byte
+			// Not from compressors: garbage once this decode is done (see there).
+			c := newVHCompressor()
+			var buf, wire []byte
 			for i := lo; i < hi; i++ {
 				vh := &routev3.VirtualHost{}
 				if proto.Unmarshal(spans[i], vh) != nil || vh.ValidateAll() != nil {
@@ -96,15 +102,16 @@ func decodeRouteConfigParallel(b []byte) (rc *RouteConfig, err error) {
 					return
 				}
 				pruneVirtualHost(vh)
-				start := len(buf)
 				var err error
-				if buf, err = deterministic.MarshalAppend(buf, vh); err != nil {
+				if wire, err = deterministic.MarshalAppend(wire[:0], vh); err != nil {
 					mu.Lock()
 					failed = errFallback
 					mu.Unlock()
 					return
 				}
-				vhs[i], wires[i] = vh, buf[start:len(buf):len(buf)]
+				start := len(buf)
+				buf, sums[i] = c.appendVH(buf, wire, i, x)
+				vhs[i], kept[i] = vh, buf[start:len(buf):len(buf)]
 			}
 		})
 	}
@@ -113,15 +120,15 @@ func decodeRouteConfigParallel(b []byte) (rc *RouteConfig, err error) {
 		return nil, failed
 	}
 	msg.VirtualHosts = vhs
-	r := &RouteConfig{Name: msg.GetName(), Header: hdr, VirtualHosts: make([][]byte, len(spans))}
-	// One array for all virtual hosts, as NewRouteConfig makes (the workers' buffers
+	r := &RouteConfig{Name: msg.GetName(), Header: hdr, VirtualHosts: make([][]byte, len(spans)), sums: sums}
+	// One array for all virtual hosts, as newRouteConfig makes (the workers' buffers
 	// grew by doubling; copying them is cheaper than keeping their slack).
 	total := 0
-	for _, w := range wires {
+	for _, w := range kept {
 		total += len(w)
 	}
 	all := make([]byte, 0, total)
-	for i, w := range wires {
+	for i, w := range kept {
 		start := len(all)
 		all = append(all, w...)
 		r.VirtualHosts[i] = all[start:len(all):len(all)]

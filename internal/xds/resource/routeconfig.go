@@ -3,7 +3,8 @@ package resource
 // Route configurations are kept in wire form. A decoded RouteConfiguration costs about
 // 1.2 KB per route in Go structs (Route, RouteMatch and RouteAction alone are 800
 // bytes before their strings), so a 10,000-service mesh's route configuration is
-// ~35 MiB decoded and ~6.5 MiB as its pruned wire form. The decoded message is needed
+// ~35 MiB decoded and ~6.5 MiB as its pruned wire form (under half of that with its
+// virtual hosts compressed, see vhkept.go). The decoded message is needed
 // once, when the configuration changes; afterwards the translator only compares
 // virtual hosts (byte comparison of their wire forms) and, rarely, re-translates one
 // (decoding just that virtual host). So the client keeps the wire form and hands the
@@ -31,28 +32,45 @@ type RouteConfig struct {
 	Name string
 	// Header is the wire form of every field but the virtual hosts.
 	Header []byte
-	// VirtualHosts is the deterministic wire form of each virtual host, in order.
-	// Equal bytes mean equal content (map entries are sorted); the slices share one
-	// array, so keeping any of them keeps the whole configuration's wire form.
+	// VirtualHosts is the kept form of each virtual host, in order: its deterministic
+	// wire form, compressed when that is shorter (vhkept.go). Equal bytes mean equal
+	// content (map entries are sorted, and the kept form is a function of the wire
+	// form); DecodeVirtualHost decodes one, VirtualHostWire gives its wire form. The
+	// slices share one array, so keeping any of them keeps the whole configuration's.
 	VirtualHosts [][]byte
 	// Routes is the number of routes in all virtual hosts (for sizing).
 	Routes int
 
-	msg atomic.Pointer[routev3.RouteConfiguration]
+	// sums are the Hash of each virtual host's wire form: the next version of the
+	// configuration reuses the kept forms of the virtual hosts it has unchanged.
+	sums []uint64
+	msg  atomic.Pointer[routev3.RouteConfiguration]
 }
 
 // NewRouteConfig encodes rc (which must not be modified afterwards: it is handed out
 // by Message until released). It fails only for messages that cannot be encoded
 // (strings that are not UTF-8, which a decoded message never has).
 func NewRouteConfig(rc *routev3.RouteConfiguration) (*RouteConfig, error) {
+	return newRouteConfig(rc, nil)
+}
+
+// newRouteConfig is NewRouteConfig reusing the kept forms of prev (nil: none), the
+// previous version of the configuration.
+func newRouteConfig(rc *routev3.RouteConfiguration, prev *RouteConfig) (*RouteConfig, error) {
 	b, err := deterministic.Marshal(rc)
 	if err != nil {
 		return nil, err
 	}
-	r := &RouteConfig{Name: rc.GetName(), VirtualHosts: make([][]byte, 0, len(rc.GetVirtualHosts()))}
+	nvh := len(rc.GetVirtualHosts())
+	r := &RouteConfig{Name: rc.GetName(), VirtualHosts: make([][]byte, 0, nvh), sums: make([]uint64, 0, nvh)}
 	for _, vh := range rc.GetVirtualHosts() {
 		r.Routes += len(vh.GetRoutes())
 	}
+	c := compressors.Get().(*vhCompressor)
+	defer compressors.Put(c)
+	x := newReuse(prev)
+	var kept []byte
+	ends := make([]int, 0, nvh)
 	for rest := b; len(rest) > 0; {
 		num, typ, n := protowire.ConsumeTag(rest)
 		if n < 0 {
@@ -64,14 +82,25 @@ func NewRouteConfig(rc *routev3.RouteConfiguration) (*RouteConfig, error) {
 		}
 		if num == virtualHostsField && typ == protowire.BytesType {
 			v, _ := protowire.ConsumeBytes(rest[n:])
-			r.VirtualHosts = append(r.VirtualHosts, v[:len(v):len(v)])
+			var sum uint64
+			kept, sum = c.appendVH(kept, v, len(ends), x)
+			ends = append(ends, len(kept))
+			r.sums = append(r.sums, sum)
 		} else {
 			r.Header = append(r.Header, rest[:n+m]...)
 		}
 		rest = rest[n+m:]
 	}
-	if len(r.VirtualHosts) != len(rc.GetVirtualHosts()) {
+	if len(ends) != nvh {
 		return nil, errors.New("route configuration: virtual hosts do not re-encode one to one")
+	}
+	// One array, sized exactly (kept grew by doubling).
+	all := make([]byte, len(kept))
+	copy(all, kept)
+	start := 0
+	for _, end := range ends {
+		r.VirtualHosts = append(r.VirtualHosts, all[start:end:end])
+		start = end
 	}
 	r.msg.Store(rc)
 	return r, nil
@@ -99,7 +128,7 @@ func (r *RouteConfig) Message() (*routev3.RouteConfiguration, error) {
 	}
 	for _, v := range r.VirtualHosts {
 		vh := &routev3.VirtualHost{}
-		if err := proto.Unmarshal(v, vh); err != nil {
+		if err := decodeKept(v, vh); err != nil {
 			return nil, err
 		}
 		m.VirtualHosts = append(m.VirtualHosts, vh)
@@ -136,10 +165,10 @@ func (r *RouteConfig) Equal(o *RouteConfig) bool {
 	return true
 }
 
-// DecodeVirtualHost decodes one virtual host's wire form (an element of VirtualHosts).
+// DecodeVirtualHost decodes one virtual host's kept form (an element of VirtualHosts).
 func DecodeVirtualHost(b []byte) (*routev3.VirtualHost, error) {
 	vh := &routev3.VirtualHost{}
-	if err := proto.Unmarshal(b, vh); err != nil {
+	if err := decodeKept(b, vh); err != nil {
 		return nil, err
 	}
 	return vh, nil

@@ -63,12 +63,17 @@ func richRC(t *testing.T) *routev3.RouteConfiguration {
 }
 
 // reassemble is the wire form of r's route configuration: its header followed by each
-// virtual host as a virtual_hosts field.
-func reassemble(r *resource.RouteConfig) []byte {
+// virtual host's wire form as a virtual_hosts field.
+func reassemble(t *testing.T, r *resource.RouteConfig) []byte {
+	t.Helper()
 	b := append([]byte(nil), r.Header...)
 	for _, v := range r.VirtualHosts {
+		w, err := resource.VirtualHostWire(v)
+		if err != nil {
+			t.Fatal(err)
+		}
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
-		b = protowire.AppendBytes(b, v)
+		b = protowire.AppendBytes(b, w)
 	}
 	return b
 }
@@ -125,14 +130,14 @@ func TestRouteConfigRoundTrip(t *testing.T) {
 		}
 	}
 	var back routev3.RouteConfiguration
-	if err := proto.Unmarshal(reassemble(r), &back); err != nil {
+	if err := proto.Unmarshal(reassemble(t, r), &back); err != nil {
 		t.Fatal(err)
 	}
 	if !proto.Equal(&back, want) {
 		t.Error("header + virtual hosts do not re-assemble the configuration")
 	}
-	if b := marshal(t, want); len(b) != len(reassemble(r)) {
-		t.Errorf("re-assembled %d bytes, the message marshals to %d", len(reassemble(r)), len(b))
+	if b := marshal(t, want); len(b) != len(reassemble(t, r)) {
+		t.Errorf("re-assembled %d bytes, the message marshals to %d", len(reassemble(t, r)), len(b))
 	}
 
 	// The virtual hosts are capped slices of one array: appending to one must not
