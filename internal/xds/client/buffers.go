@@ -6,37 +6,19 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// maxPooledBuffer is the largest message buffer kept for reuse between responses.
+// maxPooledBuffer is the largest received message the codec decodes from a buffer of
+// gRPC's global pool.
 const maxPooledBuffer = 1 << 20
 
-// Large messages get buffers of their own, never pooled. An initial sync or a full
-// push of a 10,000-service mesh brings responses of 30–40 MB each; gRPC's pools keep
-// buffers of any size in sync.Pools, which release them only after two garbage
-// collections, and in a quiet sidecar those can be minutes apart: after every full
-// push the agent held 60–86 MiB of receive buffers (measured with the bench's SotW
-// identical push and its heap profiles). Large responses are rare, so allocating their
-// buffers fresh costs nothing that matters. Two places take such buffers: the
-// connection's frames (largeUnpooled) and the codec, which copies a received message
-// into one piece before decoding it (codec).
-
-// largeUnpooled is the buffer pool of the xDS connection: gRPC's default pool for
-// ordinary buffers, fresh ones for large buffers.
-type largeUnpooled struct{ small mem.BufferPool }
-
-func (p largeUnpooled) Get(length int) *[]byte {
-	if length > maxPooledBuffer {
-		b := make([]byte, length)
-		return &b
-	}
-	return p.small.Get(length)
-}
-
-func (p largeUnpooled) Put(b *[]byte) {
-	if cap(*b) > maxPooledBuffer {
-		return // left to the garbage collector
-	}
-	p.small.Put(b)
-}
+// The xDS connection pools none of its buffers (dial: mem.NopBufferPool), and the
+// codec copies a large received message into a fresh buffer. gRPC's pools are
+// sync.Pools, which release buffers only after two garbage collections, and in a
+// quiet sidecar those can be minutes apart. An initial sync or a full push of a
+// 10,000-service mesh brings responses of 10–40 MB each, read as thousands of
+// 16 KiB frames: pooled, the frames of one SotW push were still ~10 MiB of the heap
+// after the next collection (the bench's heap profiles), and whole-message buffers
+// 60–86 MiB before the codec copied large messages. xDS traffic is rare next to a
+// data plane's, so allocating its buffers fresh costs nothing that matters.
 
 // codec is gRPC's proto codec, except that a large received message is copied into a
 // fresh buffer instead of one from gRPC's global pool.

@@ -33,8 +33,8 @@ func (c *Client) dial() (*grpc.ClientConn, error) {
 		}),
 		// xDS responses for a large mesh exceed grpc's 4 MiB default.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.ForceCodecV2(newCodec())),
-		// Large responses' buffers are not pooled (buffers.go).
-		experimental.WithBufferPool(largeUnpooled{small: mem.DefaultBufferPool()}),
+		// No buffer of this connection is pooled (buffers.go).
+		experimental.WithBufferPool(mem.NopBufferPool{}),
 	}
 	if t := c.cfg.TLS; t != nil {
 		tc, err := tlsConfig(c.cfg.Server, t)
