@@ -87,7 +87,7 @@ type Translator struct {
 	// sharedReports: findings shared by clusters (see shareReport).
 	sharedReports map[reportSig][]report.Entry
 	// variants: the variants upRefs share (see internVariant).
-	variants map[variantKey]*variant
+	variants map[string]*variant // by Variant.Key
 
 	sc scratch // buffers of this goroutine (see parallel)
 

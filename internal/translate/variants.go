@@ -9,44 +9,21 @@ package translate
 // maxVariants bounds the intern table; beyond it a reference keeps its own copy.
 const maxVariants = 1024
 
-// variantKey is a variant by value (Variant holds pointers, which compare by address).
-type variantKey struct {
-	set             uint8 // bits: retries, retry timeout, read timeout
-	retries         int
-	retryTimeout    float64
-	readTimeout     float64
-	hashOn, hashKey string
-}
-
-func keyOf(v variant) variantKey {
-	k := variantKey{hashOn: v.HashOn, hashKey: v.HashKey}
-	if v.Retries != nil {
-		k.set |= 1
-		k.retries = *v.Retries
-	}
-	if v.RetryTimeout != nil {
-		k.set |= 2
-		k.retryTimeout = *v.RetryTimeout
-	}
-	if v.ReadTimeout != nil {
-		k.set |= 4
-		k.readTimeout = *v.ReadTimeout
-	}
-	return k
-}
-
-// internVariant returns a shared copy of v, which nothing may modify.
+// internVariant returns a shared copy of v, which nothing may modify. Variants are
+// told apart by their Key, which also names their upstream (VariantID): a variant
+// with the same key would build the same upstream.
 func (t *Translator) internVariant(v variant) *variant {
-	k := keyOf(v)
-	if p := t.variants[k]; p != nil {
+	var kb [128]byte
+	k := v.AppendKey(kb[:0])
+	if p := t.variants[string(k)]; p != nil {
 		return p
 	}
 	p := &v
 	if len(t.variants) < maxVariants {
 		if t.variants == nil {
-			t.variants = map[variantKey]*variant{}
+			t.variants = map[string]*variant{}
 		}
-		t.variants[k] = p
+		t.variants[string(k)] = p
 	}
 	return p
 }

@@ -20,8 +20,8 @@ func TestInternVariant(t *testing.T) {
 		{Retries: &two, RetryTimeout: &rt, HashOn: "header", HashKey: "x"},
 		{},
 	} {
-		if p := tr.internVariant(v); p == a || keyOf(*p) != keyOf(v) {
-			t.Errorf("variant %+v: got %+v", keyOf(v), keyOf(*p))
+		if p := tr.internVariant(v); p == a || p.Key() != v.Key() {
+			t.Errorf("variant %q: got %q", v.Key(), p.Key())
 		}
 	}
 	for i := range maxVariants {

@@ -29,6 +29,9 @@ type Variant struct {
 // Key identifies the variant: "" for the base upstream, equal for equal variants.
 func (v Variant) Key() string { return string(v.appendKey(nil)) }
 
+// AppendKey appends Key's text to b.
+func (v Variant) AppendKey(b []byte) []byte { return v.appendKey(b) }
+
 // appendKey appends Key's text: the set settings as "name=value", joined by ",".
 func (v Variant) appendKey(b []byte) []byte {
 	start := len(b)
