@@ -38,9 +38,11 @@ type event struct {
 	FirstMS float64 `json:"first_ms,omitempty"`
 	// apply: wall-clock time (UnixNano) the batch was written, and what it wrote.
 	At int64 `json:"at,omitempty"`
-	// SnapAt is when the client handed over the newest snapshot before this batch
-	// (UnixNano): At - SnapAt is the data plane's own share (window, translate, write).
-	SnapAt int64 `json:"snap_at,omitempty"`
+	// RecvAt is when the xDS client received the newest response of the snapshots
+	// behind this batch (UnixNano, resource.Snapshot.Received): At - RecvAt is the
+	// data plane's own share, xDS response → version bump (decode, window, translate,
+	// write).
+	RecvAt int64 `json:"recv_at,omitempty"`
 	Puts   int   `json:"puts,omitempty"`
 	Dels   int   `json:"dels,omitempty"`
 	Bytes  int64 `json:"bytes,omitempty"`
@@ -82,7 +84,7 @@ type counter struct {
 	start time.Time
 
 	mu      sync.Mutex
-	snapAt  int64 // see event.SnapAt
+	recvAt  int64 // see event.RecvAt
 	bytes   int64 // keys + values written, all batches
 	applies int
 	version uint64
@@ -120,13 +122,13 @@ func (c *counter) write(puts map[string][]byte, dels []string) {
 	c.applies++
 	c.version++
 	first := c.applies == 1
-	snapAt := c.snapAt
+	recvAt := c.recvAt
 	c.mu.Unlock()
 	now := time.Now()
 	if first {
 		c.em.emit(event{Ev: "first", FirstMS: float64(now.Sub(c.start).Microseconds()) / 1000})
 	}
-	c.em.emit(event{Ev: "apply", At: now.UnixNano(), SnapAt: snapAt, Puts: len(puts), Dels: len(dels), Bytes: b})
+	c.em.emit(event{Ev: "apply", At: now.UnixNano(), RecvAt: recvAt, Puts: len(puts), Dels: len(dels), Bytes: b})
 }
 
 // timedSource records when each snapshot leaves the xDS client.
@@ -138,9 +140,8 @@ type timedSource struct {
 func (s timedSource) Next(ctx context.Context) (*resource.Snapshot, error) {
 	snap, err := s.src.Next(ctx)
 	if err == nil {
-		now := time.Now().UnixNano()
 		s.cnt.mu.Lock()
-		s.cnt.snapAt = now
+		s.cnt.recvAt = snap.Received.UnixNano()
 		s.cnt.mu.Unlock()
 	}
 	return snap, err

@@ -33,7 +33,7 @@ type row struct {
 	firstMS           float64
 	afterFirst, final event           // stats
 	lat               []time.Duration // control plane push → written
-	own               []time.Duration // snapshot handed over by the client → written
+	own               []time.Duration // xDS response received by the client → written
 	timerLate         []time.Duration // bare window timers in the child: how late they fired
 	// identical push: did the server resend, and what was written after it
 	resent      bool
@@ -213,7 +213,7 @@ func measure(n int, source, mode, addr string, cfg runConfig, prepare func(i int
 				i, err, st.Applies, st.Unchanged, st.Panics, st.LastError, st.Responses)
 		}
 		r.lat = append(r.lat, time.Duration(ev.At-t0.UnixNano()))
-		r.own = append(r.own, time.Duration(ev.At-ev.SnapAt))
+		r.own = append(r.own, time.Duration(ev.At-ev.RecvAt))
 	}
 
 	if mode != "floor" {

@@ -33,7 +33,7 @@ func printTable(w io.Writer, rows []row, cfg runConfig) {
 			floors[fmt.Sprint(r.source, r.services)] = r
 		}
 	}
-	fmt.Fprintln(w, "| services | source | pipeline | first config ms | ×floor | heap MiB (first / after) | RSS MiB (peak) | dict keys | dict MiB (slab est.) | update p50 ms | p99 ms | p50 − floor p50 | snapshot→write p50 ms | p99 ms | p50 − window | bare timer − window p50 / p99 ms | identical push: writes / bytes |")
+	fmt.Fprintln(w, "| services | source | pipeline | first config ms | ×floor | heap MiB (first / after) | RSS MiB (peak) | dict keys | dict MiB (slab est.) | update p50 ms | p99 ms | p50 − floor p50 | response→write p50 ms | p99 ms | p50 − window | bare timer − window p50 / p99 ms | identical push: writes / bytes |")
 	fmt.Fprintln(w, "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	for _, r := range rows {
 		f, hasFloor := floors[fmt.Sprint(r.source, r.services)]
@@ -65,10 +65,10 @@ func printTable(w io.Writer, rows []row, cfg runConfig) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "first config: client start → first complete config written. update: the control plane changes one endpoint → the")
-	fmt.Fprintln(w, "batch is written (the version bump), wall clock across processes, incl. gRPC and decode. snapshot→write: the xDS")
-	fmt.Fprintln(w, "client hands over the decoded snapshot → written (window + translate + diff + write). floor: decode + naive")
+	fmt.Fprintln(w, "batch is written (the version bump), wall clock across processes, incl. the control plane. response→write: the xDS")
+	fmt.Fprintln(w, "client receives the response → written (decode + window + translate + diff + write). floor: decode + naive")
 	fmt.Fprintln(w, "encode, no coalescing window. dict slab est.: key+value + ~80 B node, rounded as nginx's slab allocator does;")
 	fmt.Fprintln(w, "configure lua_shared_dict xds-config with headroom above it (a changed value is allocated before the old is freed).")
-	fmt.Fprintln(w, "bare timer: as many plain waits of the window in the data-plane child as there are updates; how late they fire is")
-	fmt.Fprintln(w, "the machine's timer and scheduling slack, included in every snapshot→write figure.")
+	fmt.Fprintln(w, "bare timer: as many plain time.After waits of the window in the data-plane child as there are updates: how late")
+	fmt.Fprintln(w, "Go's timers fire here (the agent's window timer ends with a kernel sleep instead, see internal/agent/timer.go).")
 }

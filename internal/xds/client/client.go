@@ -40,10 +40,12 @@ type Client struct {
 	pendingSince map[resKey]time.Time
 	deadline     time.Time // next missing-resource check; zero when nothing is awaited
 	missing      []resource.MissingResource
+	recvAt       time.Time // when the response being handled (or the last one) arrived
 
 	// Publication.
 	published  uint64                     // Seq of the last published snapshot (0: none yet)
 	pubMissing []resource.MissingResource // its Missing
+	pubRecv    time.Time                  // its Received
 	out        delta                      // resources published since Next last took them
 	pending    resource.Changes           // merged changes since the snapshot Next returned last
 	returned   uint64                     // Seq of the snapshot Next returned last
@@ -114,7 +116,7 @@ func (c *Client) Next(ctx context.Context) (*resource.Snapshot, error) {
 	for {
 		c.mu.Lock()
 		if c.published > c.returned {
-			s := &resource.Snapshot{Seq: c.published, Missing: c.pubMissing, Changes: c.pending}
+			s := &resource.Snapshot{Seq: c.published, Missing: c.pubMissing, Received: c.pubRecv, Changes: c.pending}
 			s.Changes.Since = c.returned
 			c.returned = s.Seq
 			c.pending = resource.Changes{Since: s.Seq}
@@ -280,7 +282,11 @@ func (c *Client) runStream(ctx context.Context) (gotResponse bool, err error) {
 
 	// One goroutine receives, this one handles and sends: gRPC allows one concurrent
 	// sender and one receiver per stream.
-	msgs := make(chan any)
+	type inbound struct {
+		m  any
+		at time.Time // when recv returned it
+	}
+	msgs := make(chan inbound)
 	errc := make(chan error, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -298,7 +304,7 @@ func (c *Client) runStream(ctx context.Context) (gotResponse bool, err error) {
 				return
 			}
 			select {
-			case msgs <- m:
+			case msgs <- inbound{m, time.Now()}:
 			case <-sctx.Done():
 				errc <- sctx.Err()
 				return
@@ -317,13 +323,16 @@ func (c *Client) runStream(ctx context.Context) (gotResponse bool, err error) {
 			return gotResponse, ctx.Err()
 		case err := <-errc:
 			return gotResponse, describe(c.cfg.Server, err)
-		case m := <-msgs:
+		case in := <-msgs:
 			if !gotResponse {
 				gotResponse = true
 				c.setState(Connected, nil)
 				c.log.Info("xds stream established")
 			}
-			if err := s.handle(m); err != nil {
+			c.mu.Lock()
+			c.recvAt = in.at
+			c.mu.Unlock()
+			if err := s.handle(in.m); err != nil {
 				if errors.Is(err, io.EOF) {
 					// The stream ended under our send; the receiver gets its status.
 					select {

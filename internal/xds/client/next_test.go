@@ -3,6 +3,7 @@ package client_test
 import (
 	"sort"
 	"testing"
+	"time"
 
 	"github.com/amesh-dev/amesh/internal/xds/client"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -115,4 +116,30 @@ func sameKeys(a, b map[string]struct{}) bool {
 		}
 	}
 	return true
+}
+
+// A snapshot says when the newest response it includes arrived: after the server sent
+// it and before Next returned it, later for a later response, and the same for a
+// snapshot that skipped earlier ones (where a change's latency is measured from).
+func TestSnapshotReceived(t *testing.T) {
+	srv := newServer(t, xdsOpts())
+	basicMesh(t, srv)
+	start := time.Now()
+	c := startClient(t, srv, client.Delta, nil)
+	first := waitSnapshot(t, c, hasCounts(counts{1, 1, 3, 2}))
+	if first.Received.Before(start) || first.Received.After(time.Now()) {
+		t.Fatalf("first snapshot received at %v, want between the client's start %v and now", first.Received, start)
+	}
+	sent := time.Now()
+	if err := srv.Update(xdstest.Endpoints("outbound|9080||a", "10.0.0.8:9080")); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, c, func(st client.Status) bool { return st.Seq == first.Seq+1 })
+	s, err := c.Next(ctxFor(t, mustHappen))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Received.After(sent) || s.Received.After(time.Now()) {
+		t.Errorf("update received at %v, want after it was sent (%v) and before Next returned", s.Received, sent)
+	}
 }

@@ -109,6 +109,7 @@ func (c *Client) publishSnapshotLocked(missing []resource.MissingResource) {
 	first := c.published == 0
 	c.published++
 	c.pubMissing = missing
+	c.pubRecv = c.recvAt
 	for i, t := range c.types {
 		c.out.record(i, t, c.dirty[i], first)
 	}

@@ -3,6 +3,8 @@
 package resource
 
 import (
+	"time"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 )
@@ -40,6 +42,10 @@ type Snapshot struct {
 	// when the resource timeout fired; the listeners and clusters that need them are
 	// included anyway so that the rest of the mesh is served.
 	Missing []MissingResource
+
+	// Received is when the xDS client received the newest response this snapshot
+	// includes (zero when none arrived yet): where the latency of a change begins.
+	Received time.Time
 
 	// Changes says what differs from the snapshot with Seq == Changes.Since. A
 	// consumer that last saw exactly that snapshot may do incremental work;
