@@ -1,9 +1,6 @@
 package resource_test
 
 import (
-	"bytes"
-	"fmt"
-	"sync"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -160,80 +157,36 @@ func TestClusterEDS(t *testing.T) {
 
 func TestClusterEqual(t *testing.T) {
 	c := richCluster(t)
-	a := resource.MustCluster(c)
-
-	// The same content received with its map entries in another order.
-	other := withReversedMap(t, c, "typed_extension_protocol_options")
-	if bytes.Equal(other, marshal(t, c)) {
-		t.Fatal("the reordered wire form is the deterministic one; the test would check nothing")
-	}
-	var dec clusterv3.Cluster
-	if err := proto.Unmarshal(other, &dec); err != nil {
-		t.Fatal(err)
-	}
-	b := resource.MustCluster(&dec)
-	if !a.Equal(b) || !b.Equal(a) || !resource.Equal(a, b) {
-		t.Error("same content in another map order: not equal")
-	}
-	if da, db := decodeCluster(t, c), decodeCluster(t, &dec); da.Shape() != db.Shape() || !da.Equal(db) {
-		t.Error("decoded, the same content in another map order does not share the shape")
-	}
-	if !a.Equal(a) || a.Equal(nil) || (*resource.Cluster)(nil).Equal(a) || !(*resource.Cluster)(nil).Equal(nil) {
-		t.Error("Equal with itself or nil")
-	}
-
-	for what, change := range map[string]func(*clusterv3.Cluster){
-		"the name":         func(m *clusterv3.Cluster) { m.Name = "outbound|9080||z" },
-		"the lb policy":    func(m *clusterv3.Cluster) { m.LbPolicy = clusterv3.Cluster_ROUND_ROBIN },
-		"the service name": func(m *clusterv3.Cluster) { m.EdsClusterConfig.ServiceName = "svc-z" },
-		"a circuit breaker": func(m *clusterv3.Cluster) {
-			m.CircuitBreakers.Thresholds[0].MaxConnections = wrapperspb.UInt32(1)
+	checkKeptEqual(t, c, "typed_extension_protocol_options", resource.MustCluster,
+		func(_, _ *resource.Cluster) {
+			// Decoded by the client, the two share the shape.
+			var dec clusterv3.Cluster
+			if err := proto.Unmarshal(withReversedMap(t, c, "typed_extension_protocol_options"), &dec); err != nil {
+				t.Fatal(err)
+			}
+			if da, db := decodeCluster(t, c), decodeCluster(t, &dec); da.Shape() != db.Shape() || !da.Equal(db) {
+				t.Error("decoded, the same content in another map order does not share the shape")
+			}
 		},
-		"a protocol option": func(m *clusterv3.Cluster) {
-			m.TypedExtensionProtocolOptions["istio.other"] = mustAny(t, wrapperspb.String("changed"))
-		},
-	} {
-		m := proto.Clone(c).(*clusterv3.Cluster)
-		change(m)
-		d := resource.MustCluster(m)
-		if a.Equal(d) || d.Equal(a) || resource.Equal(a, d) {
-			t.Errorf("%s changed: still equal", what)
-		}
-	}
-	if resource.Equal(a, c) {
-		t.Error("a Cluster equals a decoded message")
-	}
+		map[string]func(*clusterv3.Cluster){
+			"the name":         func(m *clusterv3.Cluster) { m.Name = "outbound|9080||z" },
+			"the lb policy":    func(m *clusterv3.Cluster) { m.LbPolicy = clusterv3.Cluster_ROUND_ROBIN },
+			"the service name": func(m *clusterv3.Cluster) { m.EdsClusterConfig.ServiceName = "svc-z" },
+			"a circuit breaker": func(m *clusterv3.Cluster) {
+				m.CircuitBreakers.Thresholds[0].MaxConnections = wrapperspb.UInt32(1)
+			},
+			"a protocol option": func(m *clusterv3.Cluster) {
+				m.TypedExtensionProtocolOptions["istio.other"] = mustAny(t, wrapperspb.String("changed"))
+			},
+		})
 }
 
 // DecodeBytes of a CDS resource gives the Cluster of the pruned message.
 func TestDecodeBytesCluster(t *testing.T) {
 	check := func(t *testing.T, c *clusterv3.Cluster) {
 		t.Helper()
-		d, err := resource.DecodeBytes(resource.ClusterType, marshal(t, c), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, ok := d.Msg.(*resource.Cluster)
-		if !ok {
-			t.Fatalf("Msg is a %T, want *resource.Cluster", d.Msg)
-		}
-		want := proto.Clone(c)
-		resource.Prune(want)
-		if d.Name != c.GetName() || r.Name != c.GetName() {
-			t.Errorf("name %q / %q, want %q", d.Name, r.Name, c.GetName())
-		}
-		m, err := r.Message()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !proto.Equal(m, want) {
-			t.Errorf("Message differs from the pruned message")
-		}
-		if !r.Equal(resource.AsStored(c).(*resource.Cluster)) {
-			t.Error("not equal to AsStored of the same message")
-		}
+		checkDecodeBytes(t, resource.ClusterType, c, func(r *resource.Cluster) string { return r.Name }, nil)
 	}
-
 	builtAndRecorded(t, richCluster(t), func(r *dump.Resources) []*clusterv3.Cluster { return r.Clusters }, check)
 }
 
@@ -241,31 +194,8 @@ func TestDecodeBytesCluster(t *testing.T) {
 // content (the shape is shared: nobody may change it).
 func TestClusterConcurrent(t *testing.T) {
 	c := richCluster(t)
-	want := proto.Clone(c)
-	r := resource.MustCluster(c)
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for g := 0; g < 4; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 50; i++ {
-				m, err := r.Message()
-				if err != nil {
-					errs <- err
-					return
-				}
-				if !proto.Equal(m, want) {
-					errs <- fmt.Errorf("message %d differs", i)
-					return
-				}
-				m.LbPolicy = clusterv3.Cluster_MAGLEV // the caller's own copy
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	want := proto.Clone(c).(*clusterv3.Cluster)
+	checkConcurrentMessage(t, resource.MustCluster(c), want, func(_ int, m *clusterv3.Cluster) {
+		m.LbPolicy = clusterv3.Cluster_MAGLEV // the caller's own copy
+	})
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -198,88 +197,34 @@ func withReversedMap(t *testing.T, m proto.Message, field protoreflect.Name) []b
 }
 
 func TestRouteConfigEqual(t *testing.T) {
-	rc := richRC(t)
-	a := resource.MustRouteConfig(rc)
-
-	// The same content received with its map entries in another order.
-	other := withReversedMap(t, rc, "typed_per_filter_config")
-	if bytes.Equal(other, marshal(t, rc)) {
-		t.Fatal("the reordered wire form is the deterministic one; the test would check nothing")
-	}
-	var dec routev3.RouteConfiguration
-	if err := proto.Unmarshal(other, &dec); err != nil {
-		t.Fatal(err)
-	}
-	b := resource.MustRouteConfig(&dec)
-	if !a.Equal(b) || !b.Equal(a) || !resource.Equal(a, b) {
-		t.Error("same content in another map order: not equal")
-	}
-	b.Release()
-	if !a.Equal(b) {
-		t.Error("equality changed with Release")
-	}
-	if !a.Equal(a) || a.Equal(nil) || (*resource.RouteConfig)(nil).Equal(a) || !(*resource.RouteConfig)(nil).Equal(nil) {
-		t.Error("Equal with itself or nil")
-	}
-
-	for what, change := range map[string]func(*routev3.RouteConfiguration){
-		"one virtual host's route": func(m *routev3.RouteConfiguration) {
-			m.VirtualHosts[1].Routes[0].GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "elsewhere"}
+	checkKeptEqual(t, richRC(t), "typed_per_filter_config", resource.MustRouteConfig,
+		func(a, b *resource.RouteConfig) {
+			b.Release()
+			if !a.Equal(b) {
+				t.Error("equality changed with Release")
+			}
 		},
-		"one virtual host's domains": func(m *routev3.RouteConfiguration) { m.VirtualHosts[2].Domains = m.VirtualHosts[2].Domains[:1] },
-		"virtual host order": func(m *routev3.RouteConfiguration) {
-			m.VirtualHosts[0], m.VirtualHosts[1] = m.VirtualHosts[1], m.VirtualHosts[0]
-		},
-		"a virtual host removed": func(m *routev3.RouteConfiguration) { m.VirtualHosts = m.VirtualHosts[:2] },
-		"the header":             func(m *routev3.RouteConfiguration) { m.ValidateClusters = wrapperspb.Bool(true) },
-		"the name":               func(m *routev3.RouteConfiguration) { m.Name = "8080" },
-	} {
-		m := proto.Clone(rc).(*routev3.RouteConfiguration)
-		change(m)
-		c := resource.MustRouteConfig(m)
-		if a.Equal(c) || c.Equal(a) || resource.Equal(a, c) {
-			t.Errorf("%s changed: still equal", what)
-		}
-	}
-	if resource.Equal(a, rc) {
-		t.Error("a RouteConfig equals a decoded message")
-	}
+		map[string]func(*routev3.RouteConfiguration){
+			"one virtual host's route": func(m *routev3.RouteConfiguration) {
+				m.VirtualHosts[1].Routes[0].GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "elsewhere"}
+			},
+			"one virtual host's domains": func(m *routev3.RouteConfiguration) { m.VirtualHosts[2].Domains = m.VirtualHosts[2].Domains[:1] },
+			"virtual host order": func(m *routev3.RouteConfiguration) {
+				m.VirtualHosts[0], m.VirtualHosts[1] = m.VirtualHosts[1], m.VirtualHosts[0]
+			},
+			"a virtual host removed": func(m *routev3.RouteConfiguration) { m.VirtualHosts = m.VirtualHosts[:2] },
+			"the header":             func(m *routev3.RouteConfiguration) { m.ValidateClusters = wrapperspb.Bool(true) },
+			"the name":               func(m *routev3.RouteConfiguration) { m.Name = "8080" },
+		})
 }
 
-// DecodeBytes of an RDS resource gives the RouteConfig of the pruned message.
+// DecodeBytes of an RDS resource gives the RouteConfig of the pruned message, before
+// and after its decoded message is released.
 func TestDecodeBytesRouteConfig(t *testing.T) {
 	check := func(t *testing.T, rc *routev3.RouteConfiguration) {
 		t.Helper()
-		d, err := resource.DecodeBytes(resource.RouteConfigType, marshal(t, rc), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, ok := d.Msg.(*resource.RouteConfig)
-		if !ok {
-			t.Fatalf("Msg is a %T, want *resource.RouteConfig", d.Msg)
-		}
-		want := proto.Clone(rc)
-		resource.Prune(want)
-		if d.Name != rc.GetName() || r.Name != rc.GetName() {
-			t.Errorf("name %q / %q, want %q", d.Name, r.Name, rc.GetName())
-		}
-		for _, release := range []bool{false, true} {
-			if release {
-				r.Release()
-			}
-			m, err := r.Message()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !proto.Equal(m, want) {
-				t.Errorf("released %v: Message differs from the pruned message", release)
-			}
-		}
-		if !r.Equal(resource.AsStored(rc).(*resource.RouteConfig)) {
-			t.Error("not equal to AsStored of the same message")
-		}
+		checkDecodeBytes(t, resource.RouteConfigType, rc, func(r *resource.RouteConfig) string { return r.Name }, (*resource.RouteConfig).Release)
 	}
-
 	builtAndRecorded(t, richRC(t), func(r *dump.Resources) []*routev3.RouteConfiguration { return r.RouteConfigs }, check)
 }
 
@@ -359,33 +304,11 @@ func TestRouteConfigBig(t *testing.T) {
 // reader may still be decoding); every Message is the same content.
 func TestRouteConfigConcurrent(t *testing.T) {
 	rc := richRC(t)
-	want := proto.Clone(rc)
+	want := proto.Clone(rc).(*routev3.RouteConfiguration)
 	r := resource.MustRouteConfig(rc)
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for g := 0; g < 4; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 50; i++ {
-				m, err := r.Message()
-				if err != nil {
-					errs <- err
-					return
-				}
-				if !proto.Equal(m, want) {
-					errs <- fmt.Errorf("message %d differs", i)
-					return
-				}
-				if i == 10 {
-					r.Release()
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	checkConcurrentMessage(t, r, want, func(i int, _ *routev3.RouteConfiguration) {
+		if i == 10 {
+			r.Release()
+		}
+	})
 }
