@@ -186,6 +186,11 @@ func TestRBACDenyAllIsEnforced(t *testing.T) {
 	for name, rules := range map[string]*rbacv3.RBAC{
 		"allow nothing": {Action: rbacv3.RBAC_ALLOW},
 		"deny all":      {Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{"all": everything()}},
+		// istiod's allow-nothing: ALLOW with a policy that matches no request.
+		"istio allow nothing": {Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{"ns[default]-policy[allow-nothing]-rule[0]": {
+			Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_NotRule{NotRule: &rbacv3.Permission{Rule: &rbacv3.Permission_Any{Any: true}}}}},
+			Principals:  []*rbacv3.Principal{{Identifier: &rbacv3.Principal_NotId{NotId: &rbacv3.Principal{Identifier: &rbacv3.Principal_Any{Any: true}}}}},
+		}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			objs, rep := translateOne(t, []*listenerv3.Listener{guardedListener(80, "80", nil, rbacFilter(rules)), httpListener(81, "81")},
@@ -464,7 +469,7 @@ func TestNetworkFilters(t *testing.T) {
 		&rbacnetv3.RBAC{StatPrefix: "tcp.", Rules: &rbacv3.RBAC{}})}}
 	objs, rep := translateOne(t, []*listenerv3.Listener{guardedListener(80, "80", []*listenerv3.Filter{netRBAC})}, twoRoutes("80"))
 	wantRoutes(t, objs, "out-80", map[string]int{"a": 403, "b": 403, "no-route": 403}, "")
-	if !findEntry(rep, "filter_chains.filters[envoy.filters.network.rbac]", report.Approximated, "Envoy closes the connections") {
+	if !findEntry(rep, "filter_chains.filters[envoy.filters.network.rbac]", report.Approximated, "Envoy closes these connections") {
 		t.Errorf("report: %v", rep)
 	}
 

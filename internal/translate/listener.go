@@ -194,6 +194,9 @@ func (t *Translator) inboundOutputs(l *listenerv3.Listener, out *listenerOut, re
 		}
 		a := analyzeChain(fc)
 		if a.hcm == nil {
+			// Inbound TCP is not served (no stream routes): what would guard it has
+			// nothing to guard, but is not dropped without a word.
+			a.report(rep, "inbound TCP filter chain "+fc.GetName()+", which is not translated")
 			continue
 		}
 		observed, accounted = append(observed, a.observed...), append(accounted, a.accounted...)
