@@ -40,7 +40,9 @@ func hf(t *testing.T, name string, m proto.Message) *hcmv3.HttpFilter {
 	return &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, m)}}
 }
 
-func router(t *testing.T) *hcmv3.HttpFilter { return hf(t, "envoy.filters.http.router", &routerv3.Router{}) }
+func router(t *testing.T) *hcmv3.HttpFilter {
+	return hf(t, "envoy.filters.http.router", &routerv3.Router{})
+}
 
 func opaque(name, url string) *hcmv3.HttpFilter {
 	return &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: &anypb.Any{TypeUrl: url}}}
