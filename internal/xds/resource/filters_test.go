@@ -1,6 +1,7 @@
 package resource_test
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -17,13 +18,15 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/amesh-dev/amesh/internal/translate"
+	"github.com/amesh-dev/amesh/internal/xds/dump"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 	"github.com/amesh-dev/amesh/internal/xdstest"
 )
 
 // withHTTPFilters is an outbound listener whose connection manager (RDS "80") has
 // filters, the router last unless they say otherwise.
-func withHTTPFilters(t *testing.T, fs ...*hcmv3.HttpFilter) *listenerv3.Listener {
+func withHTTPFilters(t testing.TB, fs ...*hcmv3.HttpFilter) *listenerv3.Listener {
 	t.Helper()
 	l := xdstest.Listener("0.0.0.0_80", 80, []string{"80"}, "")
 	f := l.FilterChains[0].Filters[0]
@@ -36,11 +39,11 @@ func withHTTPFilters(t *testing.T, fs ...*hcmv3.HttpFilter) *listenerv3.Listener
 	return l
 }
 
-func hf(t *testing.T, name string, m proto.Message) *hcmv3.HttpFilter {
+func hf(t testing.TB, name string, m proto.Message) *hcmv3.HttpFilter {
 	return &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, m)}}
 }
 
-func router(t *testing.T) *hcmv3.HttpFilter {
+func router(t testing.TB) *hcmv3.HttpFilter {
 	return hf(t, "envoy.filters.http.router", &routerv3.Router{})
 }
 
@@ -48,7 +51,7 @@ func opaque(name, url string) *hcmv3.HttpFilter {
 	return &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: &anypb.Any{TypeUrl: url}}}
 }
 
-func typedStruct(t *testing.T, m proto.Message) *anypb.Any {
+func typedStruct(t testing.TB, m proto.Message) *anypb.Any {
 	b, err := protojson.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
@@ -65,6 +68,20 @@ func typedStruct(t *testing.T, m proto.Message) *anypb.Any {
 // under another name or in a TypedStruct (it is found by type: its RDS name is a
 // dependency), a filter disabled by default before the router.
 func TestListenerFiltersAccepted(t *testing.T) {
+	for name, l := range acceptedListeners(t) {
+		d, err := resource.Decode(resource.ListenerType, mustAny(t, l), "")
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if strings.Join(d.Deps, ",") != "80" {
+			t.Errorf("%s: deps %v, want [80]", name, d.Deps)
+		}
+	}
+}
+
+// acceptedListeners are the shapes of TestListenerFiltersAccepted.
+func acceptedListeners(t testing.TB) map[string]*listenerv3.Listener {
 	istio := withHTTPFilters(t,
 		&hcmv3.HttpFilter{Name: "istio.metadata_exchange", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t,
 			&udpav1.TypedStruct{TypeUrl: "type.googleapis.com/io.istio.http.peer_metadata.Config"})}},
@@ -85,22 +102,37 @@ func TestListenerFiltersAccepted(t *testing.T) {
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: typedStruct(t, h)}}}}}
 	disabled := withHTTPFilters(t, &hcmv3.HttpFilter{Name: "envoy.filters.http.fault", Disabled: true,
 		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &faultv3.HTTPFault{})}}, router(t))
-	for name, l := range map[string]*listenerv3.Listener{
+	return map[string]*listenerv3.Listener{
 		"istio": istio, "optional": optional, "renamed": renamed, "typed struct": inStruct, "disabled": disabled,
-	} {
-		d, err := resource.Decode(resource.ListenerType, mustAny(t, l), "")
-		if err != nil {
-			t.Errorf("%s: %v", name, err)
-			continue
-		}
-		if strings.Join(d.Deps, ",") != "80" {
-			t.Errorf("%s: deps %v, want [80]", name, d.Deps)
-		}
 	}
 }
 
 // What Envoy rejects is NACKed, with Envoy's words naming the chain and the filter.
 func TestListenerFiltersRejected(t *testing.T) {
+	for _, tc := range rejectedListeners(t) {
+		_, err := resource.Decode(resource.ListenerType, mustAny(t, tc.l), "")
+		if err == nil {
+			t.Errorf("%s: accepted", tc.name)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %q does not mention %q", tc.name, err, w)
+			}
+		}
+	}
+}
+
+// rejectedListener is a listener Envoy rejects and what its error says.
+type rejectedListener struct {
+	name string
+	l    *listenerv3.Listener
+	want []string
+}
+
+// rejectedListeners are the shapes of TestListenerFiltersRejected.
+func rejectedListeners(t testing.TB) []rejectedListener {
+
 	garbledHCM := xdstest.Listener("0.0.0.0_80", 80, []string{"80"}, "")
 	garbledHCM.FilterChains[0].Filters[0].GetTypedConfig().Value = []byte{0xff, 0xff, 0xff}
 	wrongType := xdstest.Listener("0.0.0.0_80", 80, []string{"80"}, "")
@@ -114,11 +146,7 @@ func TestListenerFiltersRejected(t *testing.T) {
 		cd.ConfigSource = &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
 		return &hcmv3.HttpFilter{Name: "ecds", ConfigType: &hcmv3.HttpFilter_ConfigDiscovery{ConfigDiscovery: cd}}
 	}
-	for _, tc := range []struct {
-		name string
-		l    *listenerv3.Listener
-		want []string
-	}{
+	return []rejectedListener{
 		{"unknown HTTP filter", withHTTPFilters(t, opaque("vendor.auth", "type.googleapis.com/vendor.Auth"), router(t)),
 			[]string{`listener "0.0.0.0_80"`, "filter chain chain-80", "http filter vendor.auth", "Didn't find a registered implementation for 'vendor.auth' with type URL: 'vendor.Auth'"}},
 		{"unknown in TypedStruct", withHTTPFilters(t, &hcmv3.HttpFilter{Name: "x", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t,
@@ -148,17 +176,6 @@ func TestListenerFiltersRejected(t *testing.T) {
 		{"connection manager does not decode", garbledHCM, []string{"filter chain chain-80, filter envoy.filters.network.http_connection_manager"}},
 		{"filter after the connection manager", afterHCM,
 			[]string{"terminal filter named envoy.filters.network.http_connection_manager of type envoy.filters.network.http_connection_manager must be the last filter in a network filter chain"}},
-	} {
-		_, err := resource.Decode(resource.ListenerType, mustAny(t, tc.l), "")
-		if err == nil {
-			t.Errorf("%s: accepted", tc.name)
-			continue
-		}
-		for _, w := range tc.want {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("%s: %q does not mention %q", tc.name, err, w)
-			}
-		}
 	}
 }
 
@@ -183,4 +200,54 @@ func TestFilterRoles(t *testing.T) {
 			t.Errorf("%s: role %d, want %d", tc.a.GetTypeUrl(), got, tc.want)
 		}
 	}
+}
+
+// FuzzDecodeListener feeds listener bytes (seeded with the filter shapes above and
+// istiod's listeners) to the decoder: it never panics, decides the same way twice, and
+// what it accepts translates (twice alike) without panicking.
+func FuzzDecodeListener(f *testing.F) {
+	for _, l := range acceptedListeners(f) {
+		f.Add(marshal(f, l))
+	}
+	for _, tc := range rejectedListeners(f) {
+		f.Add(marshal(f, tc.l))
+	}
+	for _, mode := range []string{"sotw", "delta", "sotw-interception-none"} {
+		res, err := dump.LoadDir(filepath.Join("..", "..", "..", "testdata", "istiod", mode))
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, l := range res.Listeners {
+			f.Add(marshal(f, l))
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d1, err1 := resource.DecodeBytes(resource.ListenerType, b, "")
+		d2, err2 := resource.DecodeBytes(resource.ListenerType, b, "")
+		if (err1 == nil) != (err2 == nil) || err1 != nil && err1.Error() != err2.Error() {
+			t.Fatalf("two decodes disagree: %v / %v", err1, err2)
+		}
+		if err1 != nil {
+			return
+		}
+		if !proto.Equal(d1.Msg.(proto.Message), d2.Msg.(proto.Message)) || strings.Join(d1.Deps, ",") != strings.Join(d2.Deps, ",") {
+			t.Fatal("two decodes of the same bytes differ")
+		}
+		l := d1.Msg.(*listenerv3.Listener)
+		snap := func() *resource.Snapshot {
+			return &resource.Snapshot{Seq: 1, Changes: resource.Changes{Full: true},
+				Listeners: map[string]*listenerv3.Listener{l.GetName(): l}, RouteConfigs: map[string]*resource.RouteConfig{},
+				Clusters: map[string]*resource.Cluster{}, Endpoints: map[string]*resource.LoadAssignment{}}
+		}
+		r1 := translate.New(translate.Options{}).Translate(snap())
+		r2 := translate.New(translate.Options{}).Translate(snap())
+		if len(r1.Report) != len(r2.Report) || len(r1.Changes.Put) != len(r2.Changes.Put) {
+			t.Fatal("two translations of the same listener differ")
+		}
+		for i := range r1.Report {
+			if r1.Report[i] != r2.Report[i] {
+				t.Fatalf("two translations report differently: %+v / %+v", r1.Report[i], r2.Report[i])
+			}
+		}
+	})
 }
