@@ -15,7 +15,7 @@ package translate
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -417,15 +417,9 @@ func summary(observed, accounted []string) (note, bool) {
 }
 
 func uniqueSorted(s []string) []string {
-	s = append([]string(nil), s...)
-	sort.Strings(s)
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
-			out = append(out, v)
-		}
-	}
-	return out
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return slices.Compact(s)
 }
 
 // routeVerdict is what the guards decide for the requests of route r, in filter

@@ -10,6 +10,7 @@ package translate
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -163,17 +164,8 @@ func (a *chainAnalysis) report(rep func(string, report.Severity, string), where 
 // dedupEntries sorts entries and drops repeats (chains of one listener often have
 // the same filters).
 func dedupEntries(es []report.Entry) []report.Entry {
-	if len(es) < 2 {
-		return es
-	}
 	report.Sort(es)
-	out := es[:1]
-	for _, e := range es[1:] {
-		if e != out[len(out)-1] {
-			out = append(out, e)
-		}
-	}
-	return out
+	return slices.Compact(es)
 }
 
 // inboundOutputs turns virtualInbound's plaintext HTTP chains into inbound contexts,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate"
+	"github.com/amesh-dev/amesh/internal/xds/client"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 	"github.com/amesh-dev/amesh/internal/xdstest"
 )
@@ -99,6 +100,19 @@ func twoListeners(t *testing.T, srv *xdstest.Server) {
 	srv.Set(resource.RouteConfigType, xdstest.RouteConfig("9080", "outbound|9080||a"), xdstest.RouteConfig("8080", "outbound|9080||b"))
 }
 
+// startTwoListeners serves twoListeners to a client of protocol p and translates its
+// first complete snapshot.
+func startTwoListeners(t *testing.T, p client.Protocol) (*xdstest.Server, *client.Client, *output, *resource.Snapshot) {
+	t.Helper()
+	srv := newServer(t, xdsOpts())
+	twoListeners(t, srv)
+	c := startClient(t, srv, p, nil)
+	out := newOutput()
+	first := waitSnapshot(t, c, hasCounts(counts{2, 2, 3, 2}))
+	out.apply(first)
+	return srv, c, out, first
+}
+
 // listener9080 is the 9080 listener with its connection manager changed by edit.
 func listener9080(t *testing.T, edit func(h *hcmv3.HttpConnectionManager)) *listenerv3.Listener {
 	t.Helper()
@@ -167,12 +181,7 @@ func TestFilterNACKs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, p := range protocols {
 				t.Run(string(p), func(t *testing.T) {
-					srv := newServer(t, xdsOpts())
-					twoListeners(t, srv)
-					c := startClient(t, srv, p, nil)
-					out := newOutput()
-					first := waitSnapshot(t, c, hasCounts(counts{2, 2, 3, 2}))
-					out.apply(first)
+					srv, c, out, first := startTwoListeners(t, p)
 					good9080, good8080 := out.routes(t, "out-9080"), out.routes(t, "out-8080")
 
 					mark := srv.Mark()
@@ -265,12 +274,7 @@ func TestFiltersEnforced(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, p := range protocols {
 				t.Run(string(p), func(t *testing.T) {
-					srv := newServer(t, xdsOpts())
-					twoListeners(t, srv)
-					c := startClient(t, srv, p, nil)
-					out := newOutput()
-					first := waitSnapshot(t, c, hasCounts(counts{2, 2, 3, 2}))
-					out.apply(first)
+					srv, c, out, first := startTwoListeners(t, p)
 					good9080, good8080 := out.routes(t, "out-9080"), out.routes(t, "out-8080")
 
 					mark := srv.Mark()

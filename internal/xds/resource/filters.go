@@ -14,6 +14,7 @@ import (
 
 	udpav1 "github.com/cncf/xds/go/udpa/type/v1"
 	xdsv3 "github.com/cncf/xds/go/xds/type/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	wasmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -371,15 +372,7 @@ func checkNetworkFilters(fc *listenerv3.FilterChain, chain string) error {
 
 func checkNetworkFilter(f *listenerv3.Filter, last bool) error {
 	if cd := f.GetConfigDiscovery(); cd != nil {
-		if cd.GetApplyDefaultConfigWithoutWarming() && cd.GetDefaultConfig() == nil {
-			return envoyErr("Error: filter config %s applied without warming but has no default config.", f.GetName())
-		}
-		for _, u := range cd.GetTypeUrls() {
-			if _, ok := networkFilterTypes[typeName(u)]; !ok {
-				return envoyErr("Error: no factory found for a required type URL %s.", typeName(u))
-			}
-		}
-		return nil
+		return checkECDS(f.GetName(), cd, networkFilterTypes)
 	}
 	typ, err := FilterTypeName(f.GetTypedConfig())
 	if err != nil {
@@ -425,15 +418,7 @@ func checkHTTPFilter(f *hcmv3.HttpFilter, chainType string, last bool) error {
 		return envoyErr("Error: the last (terminal) filter (%s) in the chain cannot be disabled by default.", f.GetName())
 	}
 	if cd := f.GetConfigDiscovery(); cd != nil {
-		if cd.GetApplyDefaultConfigWithoutWarming() && cd.GetDefaultConfig() == nil {
-			return envoyErr("Error: filter config %s applied without warming but has no default config.", f.GetName())
-		}
-		for _, u := range cd.GetTypeUrls() {
-			if _, ok := httpFilterTypes[typeName(u)]; !ok {
-				return envoyErr("Error: no factory found for a required type URL %s.", typeName(u))
-			}
-		}
-		return nil
+		return checkECDS(f.GetName(), cd, httpFilterTypes)
 	}
 	typ, err := FilterTypeName(f.GetTypedConfig())
 	if err != nil {
@@ -450,6 +435,21 @@ func checkHTTPFilter(f *hcmv3.HttpFilter, chainType string, last bool) error {
 		return err
 	}
 	return checkTerminal(f.GetName(), ft, chainType, last)
+}
+
+// checkECDS checks a filter whose config comes from the extension config discovery
+// service: Envoy needs an implementation of every type the config may have, and a
+// default config to apply without waiting for one.
+func checkECDS(name string, cd *corev3.ExtensionConfigSource, table map[string]filterType) error {
+	if cd.GetApplyDefaultConfigWithoutWarming() && cd.GetDefaultConfig() == nil {
+		return envoyErr("Error: filter config %s applied without warming but has no default config.", name)
+	}
+	for _, u := range cd.GetTypeUrls() {
+		if _, ok := table[typeName(u)]; !ok {
+			return envoyErr("Error: no factory found for a required type URL %s.", typeName(u))
+		}
+	}
+	return nil
 }
 
 // checkTerminal is Envoy's rule that terminal filters come last, and only they.
