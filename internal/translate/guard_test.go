@@ -501,6 +501,22 @@ func TestNetworkFilters(t *testing.T) {
 	}
 }
 
+// A filter chain without anything amesh translates serves nothing, and says so.
+func TestChainWithoutTerminal(t *testing.T) {
+	dyn := httpListener(80, "80")
+	dyn.FilterChains[0].Filters = []*listenerv3.Filter{{Name: "dynamic", ConfigType: &listenerv3.Filter_ConfigDiscovery{ConfigDiscovery: &corev3.ExtensionConfigSource{
+		ConfigSource: &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}},
+		TypeUrls:     []string{"type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"}}}}}
+	objs, rep := translateOne(t, []*listenerv3.Listener{dyn}, twoRoutes("80"))
+	if n := keysWithPrefix(objs, "/routes/"); len(n) != 0 {
+		t.Errorf("routes %v from a chain without a connection manager", n)
+	}
+	if !findEntry(rep, "filter_chains.filters", report.Unsupported, "serves nothing") ||
+		!findEntry(rep, "filter_chains.filters[dynamic]", report.Unsupported, "ECDS") {
+		t.Errorf("report: %v", rep)
+	}
+}
+
 func keysWithPrefix(m map[string][]byte, p string) []string {
 	var out []string
 	for k := range m {

@@ -143,6 +143,9 @@ func (t *Translator) listenerOutputs(l *listenerv3.Listener, in inboundInfo) lis
 			out.streams = append(out.streams, streamOut{route: sr, cluster: cl})
 		case a.terminal != "":
 			rep("filter_chains.filters["+a.terminal+"]", report.Unsupported, "network filter "+a.terminal+" is not translated; this filter chain serves nothing")
+		default:
+			a.report(rep, "filter chain "+fc.GetName())
+			rep("filter_chains.filters", report.Unsupported, "a filter chain without an HTTP connection manager or tcp_proxy amesh can translate serves nothing")
 		}
 	}
 	if n, ok := summary(observed, accounted); ok {
