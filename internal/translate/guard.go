@@ -346,13 +346,12 @@ func (a *chainAnalysis) addGuardWhy(g guard, field, why string) {
 	var n note
 	switch {
 	case !g.base.deny:
-		what := "has no effect"
-		if why != "" {
-			what = why
-		}
-		n = note{field, report.Ignored, fmt.Sprintf("filter %s %s: it refuses no request", g.name, what)}
-		if g.role == resource.RoleJWT {
-			n.msg = fmt.Sprintf("filter %s has no rules: it refuses no request; routes that require a JWT in their per-route config fail closed (403)", g.name)
+		n = note{field, report.Ignored, fmt.Sprintf("filter %s refuses no request", g.name)}
+		switch {
+		case why != "":
+			n.msg += ": " + why
+		case g.role == resource.RoleJWT:
+			n.msg += ": no rules; routes that require a JWT in their per-route config fail closed (403)"
 		}
 	case g.base.body == rbacDeniedBody && g.network:
 		n = note{field, report.Approximated, g.base.reason + "; Envoy closes these connections: HTTP routes behind the filter answer 403, a TCP proxy behind it gets no stream route"}
@@ -482,7 +481,11 @@ func (b *vhostBuilder) guardOn(g *guard, r *routev3.Route, res string) verdict {
 				sev, msg = report.Approximated, v.reason+"; the route answers 403 ("+rbacDeniedBody+") as in Envoy"
 			}
 		}
-		b.report("route", res, field, sev, msg)
+		// Istio's RBAC filters share one name: report a per-route config once.
+		e := report.Entry{Kind: "route", Resource: res, Field: field, Severity: sev, Message: msg}
+		if !slices.Contains(b.vs.report, e) {
+			b.vs.report = append(b.vs.report, e)
+		}
 	}
 	return v
 }

@@ -47,7 +47,7 @@ func rbacRules(rules *rbacv3.RBAC, matcher *matcherv3.Matcher, shadow bool) rbac
 		return rbacOutcome{rbacDepends, "its matcher depends on the request" + shadowNote}
 	}
 	if rules == nil {
-		return rbacOutcome{rbacAllowAll, "no rules: it enforces nothing" + shadowNote}
+		return rbacOutcome{rbacAllowAll, "no rules, Envoy enforces nothing" + shadowNote}
 	}
 	names := policyNames(rules)
 	switch rules.GetAction() {
