@@ -87,8 +87,10 @@ func (t *Translator) listenerOutputs(l *listenerv3.Listener, in inboundInfo) lis
 	wildcard := addr == "0.0.0.0" || addr == "::" || addr == ""
 	loopback := addr == "127.0.0.1" || addr == "::1"
 	var observed, accounted []string
+	tls := 0
 	for _, fc := range l.GetFilterChains() {
 		if !plaintextChain(fc) {
+			tls++
 			continue
 		}
 		a := analyzeChain(fc)
@@ -150,6 +152,9 @@ func (t *Translator) listenerOutputs(l *listenerv3.Listener, in inboundInfo) lis
 	}
 	if n, ok := summary(observed, accounted); ok {
 		rep(n.field, n.sev, n.msg)
+	}
+	if tls > 0 {
+		rep("filter_chains.transport_socket", report.Unsupported, fmt.Sprintf("%d TLS filter chain(s) not translated; only plaintext chains are served", tls))
 	}
 	if l.GetDefaultFilterChain() != nil {
 		rep("default_filter_chain", report.Ignored, "non-HTTP traffic on this port is not passed through")

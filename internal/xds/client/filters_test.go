@@ -7,7 +7,9 @@ import (
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -263,6 +265,10 @@ func TestFiltersEnforced(t *testing.T) {
 		{"ext_authz", func(t *testing.T) *listenerv3.Listener {
 			return before(t, typed(t, "envoy.filters.http.ext_authz", &extauthzv3.ExtAuthz{}))
 		}, 403, "amesh: HTTP filter envoy.filters.http.ext_authz", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.ext_authz]"},
+		{"jwt_authn", func(t *testing.T) *listenerv3.Listener {
+			return before(t, typed(t, "envoy.filters.http.jwt_authn", &jwtv3.JwtAuthentication{Rules: []*jwtv3.RequirementRule{{
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}}}}))
+		}, 403, "amesh: HTTP filter envoy.filters.http.jwt_authn", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.jwt_authn]"},
 		{"RBAC without rules", func(t *testing.T) *listenerv3.Listener {
 			return before(t, typed(t, "envoy.filters.http.rbac", &rbachttpv3.RBAC{}))
 		}, 0, "", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.rbac]"},
