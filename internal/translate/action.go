@@ -48,7 +48,11 @@ type trafficSplit struct {
 }
 
 func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
-	out := forRoute(pluginInput{RouteConfig: b.st.hdr, VirtualHost: b.vh, Route: r, MirrorTarget: b.mirrorTarget, Resource: res})
+	in := pluginInput{RouteConfig: b.st.hdr, VirtualHost: b.vh, Route: r, MirrorTarget: b.mirrorTarget, Resource: res}
+	if cf := b.st.ctx.filters; cf != nil {
+		in.HTTPFilters = cf.plugins
+	}
+	out := forRoute(in)
 	for _, e := range out.Report {
 		if e.Kind == "" {
 			e.Kind = "route"

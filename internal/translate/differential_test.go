@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -23,7 +24,7 @@ import (
 
 func httpListener(port uint32, rds string) *listenerv3.Listener {
 	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{
-		Rds: &hcmv3.Rds{RouteConfigName: rds}}})
+		Rds: &hcmv3.Rds{RouteConfigName: rds}}, HttpFilters: []*hcmv3.HttpFilter{routerFilter()}})
 	if err != nil {
 		panic(err)
 	}
@@ -32,8 +33,17 @@ func httpListener(port uint32, rds string) *listenerv3.Listener {
 		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 			Address: "0.0.0.0", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}},
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
-			Name: hcmFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm}}}}},
+			Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm}}}}},
 	}
+}
+
+// routerFilter is the HTTP filter that forwards requests along the routes.
+func routerFilter() *hcmv3.HttpFilter {
+	a, err := anypb.New(&routerv3.Router{})
+	if err != nil {
+		panic(err)
+	}
+	return &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}}
 }
 
 func staticCluster(name string) *clusterv3.Cluster {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math/rand"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -13,8 +14,18 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	compressorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/compressor/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	grpcstatsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/grpc_stats/v3"
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -46,10 +57,11 @@ func (s *bytesSource) Int63() int64 {
 
 func (s *bytesSource) Seed(int64) {}
 
-// fuzzSnapshot builds listeners on ports 80 and 81, their route tables (randRC) with
-// the fuzz strings spliced into paths, header values, regexes, domains and cluster
-// names, route actions with weights, timeouts and retries, and the clusters they name
-// (EDS, STATIC, ORIGINAL_DST or missing).
+// fuzzSnapshot builds listeners on ports 80 and 81 with HTTP filters in front of the
+// router (fuzzGuards), their route tables (randRC) with the fuzz strings spliced into
+// paths, header values, regexes, domains and cluster names, route actions with weights,
+// timeouts and retries, per-route filter configs, and the clusters they name (EDS,
+// STATIC, ORIGINAL_DST or missing).
 func fuzzSnapshot(data []byte, lit, name string) *resource.Snapshot {
 	rng := rand.New(&bytesSource{b: data})
 	rcs := []*routev3.RouteConfiguration{randRC(rng, "80"), randRC(rng, "81")}
@@ -62,10 +74,12 @@ func fuzzSnapshot(data []byte, lit, name string) *resource.Snapshot {
 			for _, r := range vh.GetRoutes() {
 				spliceLiteral(rng, r.GetMatch(), lit)
 				r.Action = &routev3.Route_Route{Route: fuzzAction(rng, clusters)}
+				fuzzPerRoute(rng, &r.TypedPerFilterConfig)
 			}
+			fuzzPerRoute(rng, &vh.TypedPerFilterConfig)
 		}
 	}
-	snap := snapshotOf([]*listenerv3.Listener{httpListener(80, "80"), httpListener(81, "81")}, rcs, nil)
+	snap := snapshotOf([]*listenerv3.Listener{fuzzGuards(rng, 80), fuzzGuards(rng, 81)}, rcs, nil)
 	snap.Endpoints = map[string]*resource.LoadAssignment{}
 	for _, c := range clusters {
 		switch rng.Intn(4) {
@@ -83,6 +97,84 @@ func fuzzSnapshot(data []byte, lit, name string) *resource.Snapshot {
 		}
 	}
 	return snap
+}
+
+// denyAllGuard names the HTTP filter fuzzGuards adds to deny every request; no
+// per-route config names it, so every route behind it must refuse requests.
+const denyAllGuard = "deny-all"
+
+// fuzzGuards is a listener on port whose connection manager has up to three HTTP
+// filters of the shapes amesh enforces, fails closed or ignores, and sometimes a
+// network RBAC filter in front.
+func fuzzGuards(rng *rand.Rand, port uint32) *listenerv3.Listener {
+	shapes := []func() *hcmv3.HttpFilter{
+		func() *hcmv3.HttpFilter { return rbacFilter(nil) },
+		func() *hcmv3.HttpFilter { return rbacFilter(istioDenyPath("/a")) },
+		func() *hcmv3.HttpFilter { return rbacFilter(&rbacv3.RBAC{Action: rbacv3.RBAC_DENY}) },
+		func() *hcmv3.HttpFilter {
+			return httpFilter("envoy.filters.http.rbac", &rbachttpv3.RBAC{ShadowRules: &rbacv3.RBAC{}})
+		},
+		func() *hcmv3.HttpFilter { return httpFilter("envoy.filters.http.ext_authz", &extauthzv3.ExtAuthz{}) },
+		func() *hcmv3.HttpFilter {
+			return httpFilter("envoy.filters.http.jwt_authn", &jwtv3.JwtAuthentication{Rules: []*jwtv3.RequirementRule{{Match: prefix("/")}}})
+		},
+		func() *hcmv3.HttpFilter {
+			return httpFilter("envoy.filters.http.jwt_authn", &jwtv3.JwtAuthentication{})
+		},
+		func() *hcmv3.HttpFilter {
+			return httpFilter("envoy.filters.http.grpc_stats", &grpcstatsv3.FilterConfig{})
+		},
+		func() *hcmv3.HttpFilter {
+			return httpFilter("envoy.filters.http.compressor", &compressorv3.Compressor{})
+		},
+		func() *hcmv3.HttpFilter {
+			f := rbacFilter(&rbacv3.RBAC{})
+			f.Disabled = true
+			return f
+		},
+		func() *hcmv3.HttpFilter {
+			return &hcmv3.HttpFilter{Name: "vendor", IsOptional: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{
+				TypedConfig: &anypb.Any{TypeUrl: "type.googleapis.com/vendor.Filter"}}}
+		},
+		func() *hcmv3.HttpFilter {
+			return httpFilter(denyAllGuard, &rbachttpv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}})
+		},
+	}
+	var fs []*hcmv3.HttpFilter
+	for n := rng.Intn(4); n > 0; n-- {
+		fs = append(fs, shapes[rng.Intn(len(shapes))]())
+	}
+	var network []*listenerv3.Filter
+	if rng.Intn(8) == 0 {
+		network = append(network, &listenerv3.Filter{Name: "envoy.filters.network.rbac", ConfigType: &listenerv3.Filter_TypedConfig{
+			TypedConfig: mustAny(&rbacnetv3.RBAC{StatPrefix: "tcp.", Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_DENY}})}})
+	}
+	return guardedListener(port, strconv.Itoa(int(port)), network, fs...)
+}
+
+// fuzzPerRoute sometimes adds a per-route config for one of the filters fuzzGuards adds.
+func fuzzPerRoute(rng *rand.Rand, m *map[string]*anypb.Any) {
+	configs := []func() (string, proto.Message){
+		func() (string, proto.Message) { return "envoy.filters.http.rbac", &rbachttpv3.RBACPerRoute{} },
+		func() (string, proto.Message) {
+			return "envoy.filters.http.rbac", &rbachttpv3.RBACPerRoute{Rbac: &rbachttpv3.RBAC{Rules: &rbacv3.RBAC{}}}
+		},
+		func() (string, proto.Message) { return "envoy.filters.http.rbac", &routev3.FilterConfig{} },
+		func() (string, proto.Message) {
+			return "envoy.filters.http.ext_authz", &routev3.FilterConfig{Disabled: true}
+		},
+		func() (string, proto.Message) {
+			return "envoy.filters.http.jwt_authn", &jwtv3.PerRouteConfig{RequirementSpecifier: &jwtv3.PerRouteConfig_RequirementName{RequirementName: "r"}}
+		},
+	}
+	if rng.Intn(4) != 0 {
+		return
+	}
+	name, c := configs[rng.Intn(len(configs))]()
+	if *m == nil {
+		*m = map[string]*anypb.Any{}
+	}
+	(*m)[name] = mustAny(c)
 }
 
 func spliceLiteral(rng *rand.Rand, m *routev3.RouteMatch, lit string) {
@@ -123,6 +215,25 @@ func fuzzAction(rng *rand.Rand, clusters []string) *routev3.RouteAction {
 	return a
 }
 
+// hasHTTPFilter reports whether the connection manager of listener name has an HTTP
+// filter called filter.
+func hasHTTPFilter(t *testing.T, snap *resource.Snapshot, name, filter string) bool {
+	h := &hcmv3.HttpConnectionManager{}
+	for _, f := range snap.Listeners[name].GetFilterChains()[0].GetFilters() {
+		if f.GetTypedConfig().MessageIs(h) {
+			if err := f.GetTypedConfig().UnmarshalTo(h); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, f := range h.GetHttpFilters() {
+		if f.GetName() == filter {
+			return true
+		}
+	}
+	return false
+}
+
 func fuzzCLA(rng *rand.Rand, name string) *endpointv3.ClusterLoadAssignment {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	for l := rng.Intn(3); l > 0; l-- {
@@ -147,6 +258,10 @@ func FuzzTranslate(f *testing.F) {
 	f.Add([]byte("\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f"), "/a/[0-9]+", "svc.ns.svc.cluster.local")
 	f.Add(bytes.Repeat([]byte{0xff, 0x10, 0x80, 0x33}, 64), `/x(?i)y\z`, "*.Host:80")
 	f.Add(bytes.Repeat([]byte{0x55, 0xaa}, 200), "/\x00\"<>", strings.Repeat("long-", 30))
+	// Filter shapes (see fuzzGuards): the first bytes pick the filters.
+	for i := byte(0); i < 12; i++ {
+		f.Add([]byte{i, i * 19, i * 7, 0x30 + i, i * 3, 0x80 | i}, "/a", "c")
+	}
 	f.Fuzz(func(t *testing.T, data []byte, lit, name string) {
 		if !utf8.ValidString(lit) || !utf8.ValidString(name) {
 			return // proto3 strings are valid UTF-8; the xDS client rejects anything else
@@ -161,6 +276,17 @@ func FuzzTranslate(f *testing.F) {
 			t.Fatal("two translators of the same input report differently")
 		}
 		validateAll(t, a.Objects())
+		// Never fail open: behind a filter that denies every request no route forwards.
+		for _, port := range []string{"80", "81"} {
+			if !hasHTTPFilter(t, fuzzSnapshot(data, lit, name), "0.0.0.0_"+port, denyAllGuard) {
+				continue
+			}
+			for k, v := range a.Objects() {
+				if strings.HasPrefix(k, "/routes/out-"+port+".") && (strings.Contains(string(v), `"upstream_id"`) || !strings.Contains(string(v), `"abort"`)) {
+					t.Fatalf("%s forwards behind a filter that denies every request: %s", k, v)
+				}
+			}
+		}
 		// An unchanged resend (new messages, same content) changes nothing.
 		next := fuzzSnapshot(data, lit, name)
 		next.Seq, next.Changes = 2, resource.Changes{Since: 1, RouteConfigs: map[string]struct{}{"80": {}, "81": {}},

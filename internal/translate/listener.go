@@ -2,18 +2,20 @@ package translate
 
 // Listeners decide where route configurations apply. Each HTTP filter chain that
 // amesh serves becomes an httpCtx: the route configuration (RDS name or inline), the
-// id prefix of its routes and the conditions every one of its routes carries (the
-// original destination port; inbound vs outbound). TCP proxy chains become stream
-// routes. Everything else is reported.
+// id prefix of its routes, the conditions every one of its routes carries (the
+// original destination port; inbound vs outbound) and what the filters in front of the
+// routes decide (guard.go). TCP proxy chains become stream routes. Network filters are
+// recognised by the type of their config, as Envoy does, not by name. Everything else
+// is reported.
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
@@ -21,11 +23,7 @@ import (
 	"github.com/amesh-dev/amesh/internal/report"
 )
 
-const (
-	hcmFilter      = "envoy.filters.network.http_connection_manager"
-	tcpProxyFilter = "envoy.filters.network.tcp_proxy"
-	virtualInbound = "virtualInbound"
-)
+const virtualInbound = "virtualInbound"
 
 // httpCtx is one place a route configuration applies.
 type httpCtx struct {
@@ -35,11 +33,16 @@ type httpCtx struct {
 	inline    *routev3.RouteConfiguration // inline route_config
 	websocket bool                        // HCM upgrade_configs enables websocket
 	vars      []apisix.Expr               // conditions every route carries
+	filters   *ctxFilters                 // what the filters in front of the routes decide
 }
 
 // fingerprint identifies everything about the context that affects output.
 func (c *httpCtx) fingerprint() string {
-	return fmt.Sprintf("%s|%s|%s|%p|%v|%v", c.key, c.listener, c.rds, c.inline, c.websocket, c.vars)
+	sig := ""
+	if c.filters != nil {
+		sig = c.filters.sig
+	}
+	return fmt.Sprintf("%s|%s|%s|%p|%v|%v|%s", c.key, c.listener, c.rds, c.inline, c.websocket, c.vars, sig)
 }
 
 // streamOut is a stream route and the cluster it needs.
@@ -66,6 +69,7 @@ func (t *Translator) listenerOutputs(l *listenerv3.Listener, in inboundInfo) lis
 	rep := func(field string, sev report.Severity, msg string) {
 		out.report = append(out.report, report.Entry{Kind: "listener", Resource: name, Field: field, Severity: sev, Message: msg})
 	}
+	defer func() { out.report = dedupEntries(out.report) }()
 	sa := l.GetAddress().GetSocketAddress()
 	port := int(sa.GetPortValue())
 	addr := sa.GetAddress()
@@ -82,17 +86,22 @@ func (t *Translator) listenerOutputs(l *listenerv3.Listener, in inboundInfo) lis
 	}
 	wildcard := addr == "0.0.0.0" || addr == "::" || addr == ""
 	loopback := addr == "127.0.0.1" || addr == "::1"
+	var observed, accounted []string
+	tls := 0
 	for _, fc := range l.GetFilterChains() {
 		if !plaintextChain(fc) {
+			tls++
 			continue
 		}
-		hcm, tcp := chainFilters(fc)
+		a := analyzeChain(fc)
+		observed, accounted = append(observed, a.observed...), append(accounted, a.accounted...)
 		switch {
-		case hcm != nil:
-			ctx := httpCtx{key: "out-" + strconv.Itoa(port), listener: name, websocket: websocketOn(hcm)}
+		case a.hcm != nil:
+			ctx := httpCtx{key: "out-" + strconv.Itoa(port), listener: name, websocket: websocketOn(a.hcm), filters: &a.filters}
 			if !wildcard {
 				ctx.key = "out-" + addr + "_" + strconv.Itoa(port)
 			}
+			a.report(rep, "routes of "+ctx.key)
 			ctx.vars = []apisix.Expr{{t.opts.OriginalDstVar, "==", strconv.Itoa(port)}}
 			if t.opts.OriginalDstVar == "server_port" {
 				if !wildcard {
@@ -107,18 +116,24 @@ func (t *Translator) listenerOutputs(l *listenerv3.Listener, in inboundInfo) lis
 						"routes are restricted to destination port %d but not to address %s (%s carries only the port)", port, addr, t.opts.OriginalDstVar))
 				}
 			}
-			if !t.setRouteSource(&ctx, hcm) {
+			if !t.setRouteSource(&ctx, a.hcm) {
 				rep("filter_chains.filters.http_connection_manager", report.Unsupported, "HTTP connection manager without rds or route_config is not translated")
 				continue
 			}
 			out.ctxs = append(out.ctxs, ctx)
-		case tcp != nil:
-			cl := tcp.GetCluster()
+		case a.tcp != nil:
+			cl := a.tcp.GetCluster()
 			if cl == "" {
 				rep("filter_chains.filters.tcp_proxy", report.Unsupported, "tcp_proxy without a single cluster (weighted_clusters) is not translated")
 				continue
 			}
 			sr := apisix.StreamRoute{ID: apisix.SafeID("tcp-" + addr + "_" + strconv.Itoa(port)), ServerPort: port}
+			a.report(rep, "stream route "+sr.ID)
+			if v := a.filters.noRoute; v != nil {
+				rep("filter_chains.filters", report.Unsupported, fmt.Sprintf(
+					"%s; no stream route is emitted for port %d (connections are refused)", v.reason, port))
+				continue
+			}
 			if t.opts.OriginalDstVar == "server_port" {
 				if !wildcard {
 					sr.ServerAddr = addr
@@ -128,12 +143,37 @@ func (t *Translator) listenerOutputs(l *listenerv3.Listener, in inboundInfo) lis
 					"stream route matches APISIX's own listening port %d; with iptables interception APISIX must listen on it", port))
 			}
 			out.streams = append(out.streams, streamOut{route: sr, cluster: cl})
+		case a.terminal != "":
+			rep("filter_chains.filters["+a.terminal+"]", report.Unsupported, "network filter "+a.terminal+" is not translated; this filter chain serves nothing")
+		default:
+			a.report(rep, "filter chain "+fc.GetName())
+			rep("filter_chains.filters", report.Unsupported, "a filter chain without an HTTP connection manager or tcp_proxy amesh can translate serves nothing")
 		}
+	}
+	if n, ok := summary(observed, accounted); ok {
+		rep(n.field, n.sev, n.msg)
+	}
+	if tls > 0 {
+		rep("filter_chains.transport_socket", report.Unsupported, fmt.Sprintf("%d TLS filter chain(s) not translated; only plaintext chains are served", tls))
 	}
 	if l.GetDefaultFilterChain() != nil {
 		rep("default_filter_chain", report.Ignored, "non-HTTP traffic on this port is not passed through")
 	}
 	return out
+}
+
+// report adds the chain's notes to a listener's report; where says what they apply to.
+func (a *chainAnalysis) report(rep func(string, report.Severity, string), where string) {
+	for _, n := range a.notes {
+		rep(n.field, n.sev, n.msg+" ("+where+")")
+	}
+}
+
+// dedupEntries sorts entries and drops repeats (chains of one listener often have
+// the same filters).
+func dedupEntries(es []report.Entry) []report.Entry {
+	report.Sort(es)
+	return slices.Compact(es)
 }
 
 // inboundOutputs turns virtualInbound's plaintext HTTP chains into inbound contexts,
@@ -147,22 +187,28 @@ func (t *Translator) inboundOutputs(l *listenerv3.Listener, out *listenerOut, re
 	var ports []string
 	var catchAll *httpCtx
 	seen := map[string]bool{}
+	var observed, accounted []string
 	for _, fc := range l.GetFilterChains() {
 		if !plaintextChain(fc) {
 			continue
 		}
-		hcm, _ := chainFilters(fc)
-		if hcm == nil {
+		a := analyzeChain(fc)
+		if a.hcm == nil {
+			// Inbound TCP is not served (no stream routes): what would guard it has
+			// nothing to guard, but is not dropped without a word.
+			a.report(rep, "inbound TCP filter chain "+fc.GetName()+", which is not translated")
 			continue
 		}
+		observed, accounted = append(observed, a.observed...), append(accounted, a.accounted...)
 		dp := fc.GetFilterChainMatch().GetDestinationPort().GetValue()
-		ctx := httpCtx{listener: l.GetName(), websocket: websocketOn(hcm)}
-		if !t.setRouteSource(&ctx, hcm) {
+		ctx := httpCtx{listener: l.GetName(), websocket: websocketOn(a.hcm), filters: &a.filters}
+		if !t.setRouteSource(&ctx, a.hcm) {
 			continue
 		}
 		if dp == 0 {
 			if catchAll == nil {
 				ctx.key = "in-any"
+				a.report(rep, "routes of "+ctx.key)
 				c := ctx
 				catchAll = &c
 			}
@@ -175,8 +221,12 @@ func (t *Translator) inboundOutputs(l *listenerv3.Listener, out *listenerOut, re
 		seen[p] = true
 		ports = append(ports, p)
 		ctx.key = "in-" + p
+		a.report(rep, "routes of "+ctx.key)
 		ctx.vars = []apisix.Expr{{"server_port", "==", inPort}, {t.opts.OriginalDstVar, "==", p}}
 		out.ctxs = append(out.ctxs, ctx)
+	}
+	if n, ok := summary(observed, accounted); ok {
+		rep(n.field, n.sev, n.msg)
 	}
 	if catchAll != nil {
 		sort.Strings(ports)
@@ -209,24 +259,6 @@ func plaintextChain(fc *listenerv3.FilterChain) bool {
 	}
 	tp := fc.GetFilterChainMatch().GetTransportProtocol()
 	return tp == "" || tp == "raw_buffer"
-}
-
-func chainFilters(fc *listenerv3.FilterChain) (*hcmv3.HttpConnectionManager, *tcpv3.TcpProxy) {
-	for _, f := range fc.GetFilters() {
-		switch f.GetName() {
-		case hcmFilter:
-			var h hcmv3.HttpConnectionManager
-			if f.GetTypedConfig().UnmarshalTo(&h) == nil {
-				return &h, nil
-			}
-		case tcpProxyFilter:
-			var tp tcpv3.TcpProxy
-			if f.GetTypedConfig().UnmarshalTo(&tp) == nil {
-				return nil, &tp
-			}
-		}
-	}
-	return nil, nil
 }
 
 func websocketOn(h *hcmv3.HttpConnectionManager) bool {

@@ -433,6 +433,14 @@ type builtRoute struct {
 type failure struct {
 	status int
 	reason string
+	body   string // the response body; "" for "amesh: <reason>"
+}
+
+func (f *failure) responseBody() string {
+	if f.body != "" {
+		return f.body
+	}
+	return "amesh: " + f.reason + "\n"
 }
 
 func (b *vhostBuilder) build() {
@@ -448,7 +456,13 @@ func (b *vhostBuilder) build() {
 		br.shape = routeShape{sets: setsOf(br.path), nat: nat}
 		br.exactNat = exact
 		b.conditions(r, br, res)
-		b.action(r, br, res)
+		if v := b.routeVerdict(r, res); v != nil {
+			// The filters refuse the route's requests before the router looks at its
+			// action (or at a match amesh cannot express).
+			br.fail = &failure{status: v.status, reason: v.reason, body: v.body}
+		} else {
+			b.action(r, br, res)
+		}
 		shapes[i] = br.shape
 		if br.matchesAll {
 			catchAll = true
@@ -483,7 +497,7 @@ func (b *vhostBuilder) build() {
 				obj.URIs = uris
 			}
 			if br.fail != nil {
-				obj.Plugins = abortPlugin(br.fail.status, "amesh: "+br.fail.reason+"\n")
+				obj.Plugins = abortPlugin(br.fail.status, br.fail.responseBody())
 			} else {
 				obj.UpstreamID = br.upstreamID
 				obj.Plugins = br.plugins
@@ -501,13 +515,19 @@ func (b *vhostBuilder) build() {
 			if len(vars) == 0 {
 				vars = nil
 			}
+			// Envoy's filters run before the router finds no route: a request they
+			// refuse gets their answer, not a 404.
+			plugins := abortPlugin(404, "")
+			if v := b.st.ctx.filters.refuseUnrouted(); v != nil {
+				plugins = abortPlugin(v.status, v.body)
+			}
 			b.emit(apisix.Route{
 				ID:      apisix.SafeID(base + g.suffix + ".nr"),
 				Name:    "no-route",
 				URI:     "/*",
 				Hosts:   g.hosts,
 				Vars:    vars,
-				Plugins: abortPlugin(404, ""),
+				Plugins: plugins,
 			})
 		}
 	}

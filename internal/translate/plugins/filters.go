@@ -83,39 +83,68 @@ func (b *builder) perFilter(name string) (cfgs []filterConfig, disabled, ok bool
 	return cfgs, false, true
 }
 
+// present reports whether the connection manager has a filter named name whose
+// per-route configs this package translates or reports, and returns it.
+func (b *builder) present(name string) (HTTPFilter, bool) {
+	if b.in.HTTPFilters == nil {
+		return HTTPFilter{}, true
+	}
+	f, ok := b.in.HTTPFilters[name]
+	return f, ok && !f.Handled
+}
+
 // filterConfigs translates the per-route configs of the HTTP filters amesh knows
 // (fault, cors) and reports the others.
 func (b *builder) filterConfigs() {
 	//lint:ignore SA1019 Envoy still honours the deprecated fields; so must amesh.
 	legacy := b.in.Route.GetRoute().GetCors() != nil || b.in.VirtualHost.GetCors() != nil
-	if !legacy && len(b.in.Route.GetTypedPerFilterConfig())+len(b.in.VirtualHost.GetTypedPerFilterConfig())+
+	faultFilter, hasFault := b.present(filterFault)
+	_, hasCORS := b.present(filterCORS)
+	defaultFault := hasFault && faultFilter.Fault != nil && !faultFilter.Disabled
+	if !legacy && !defaultFault && len(b.in.Route.GetTypedPerFilterConfig())+len(b.in.VirtualHost.GetTypedPerFilterConfig())+
 		len(b.in.RouteConfig.GetTypedPerFilterConfig())+len(b.shared.GetTypedPerFilterConfig()) == 0 {
 		return
 	}
 	for _, lv := range b.filterLevels() {
 		names := make([]string, 0, len(lv.cfgs))
 		for n := range lv.cfgs {
-			if n != filterFault && n != filterCORS {
+			if !(n == filterFault && hasFault || n == filterCORS && hasCORS) {
 				names = append(names, n)
 			}
 		}
 		sort.Strings(names)
 		for _, n := range names {
-			b.note(lv.field+"["+n+"]", report.Ignored, "per-route config for HTTP filter %q is not translated", n)
+			f, known := b.in.HTTPFilters[n]
+			switch {
+			case b.in.HTTPFilters != nil && !known:
+				b.note(lv.field+"["+n+"]", report.Ignored, "per-route config for HTTP filter %q has no effect: the connection manager has no filter of that name", n)
+			case !f.Handled:
+				b.note(lv.field+"["+n+"]", report.Ignored, "per-route config for HTTP filter %q is not translated", n)
+			}
 		}
 	}
 
-	if cfgs, disabled, ok := b.perFilter(filterFault); ok && !disabled && len(cfgs) > 0 {
-		// The fault filter uses the most specific config only.
-		c := cfgs[0]
-		f, isFault := c.msg.(*faultv3.HTTPFault)
-		if !isFault {
-			b.fail(c.field, report.Invalid, "expected HTTPFault, got %T", c.msg)
-		} else {
-			b.fault(c.field, f)
+	if hasFault {
+		cfgs, disabled, ok := b.perFilter(filterFault)
+		switch {
+		case !ok || disabled:
+		case len(cfgs) > 0:
+			// The fault filter uses the most specific config only.
+			c := cfgs[0]
+			f, isFault := c.msg.(*faultv3.HTTPFault)
+			if !isFault {
+				b.fail(c.field, report.Invalid, "expected HTTPFault, got %T", c.msg)
+			} else {
+				b.fault(c.field, f)
+			}
+		case defaultFault:
+			b.fault("http_filters["+filterFault+"]", faultFilter.Fault)
 		}
 	}
 
+	if !hasCORS {
+		return
+	}
 	cfgs, disabled, ok := b.perFilter(filterCORS)
 	if !ok || disabled {
 		return

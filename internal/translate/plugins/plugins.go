@@ -22,6 +22,7 @@ import (
 	"fmt"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 
 	"github.com/amesh-dev/amesh/internal/report"
 )
@@ -39,6 +40,24 @@ type Input struct {
 	// Resource names the route in report entries. Default:
 	// "<route config>/<virtual host>/<route name>".
 	Resource string
+	// HTTPFilters are the HTTP filters of the connection manager serving the route, by
+	// name (the key of their per-route configs). Per-route configs of names it lacks
+	// have no effect, as in Envoy. Nil: the connection manager is not known, and every
+	// name is taken as a filter that is present and enabled (fault and CORS under the
+	// names Istio gives them).
+	HTTPFilters map[string]HTTPFilter
+}
+
+// HTTPFilter is what the connection manager has under one filter name.
+type HTTPFilter struct {
+	// Handled: the caller takes care of this filter's per-route configs (it enforces
+	// them or fails the route closed); they are not reported here.
+	Handled bool
+	// Disabled: the filter is disabled by default; a per-route config enables it.
+	Disabled bool
+	// Fault is the fault filter's own config, which applies to routes without a
+	// per-route one; nil when it injects nothing.
+	Fault *faultv3.HTTPFault
 }
 
 // Output is what ForRoute produced for one route.

@@ -130,7 +130,9 @@ func decodeBytes(typeURL string, b []byte, wantName string, prev any) (*Decoded,
 		if err = proto.Unmarshal(b, l); err == nil {
 			d.Name = l.GetName()
 			if err = l.ValidateAll(); err == nil {
-				d.Deps, err = ListenerRouteNames(l)
+				if err = ValidateListenerFilters(l); err == nil {
+					d.Deps, err = ListenerRouteNames(l)
+				}
 			}
 		}
 		d.Msg = l

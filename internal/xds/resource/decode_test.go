@@ -14,7 +14,7 @@ import (
 	"github.com/amesh-dev/amesh/internal/xdstest"
 )
 
-func mustAny(t *testing.T, m proto.Message) *anypb.Any {
+func mustAny(t testing.TB, m proto.Message) *anypb.Any {
 	t.Helper()
 	a, err := anypb.New(m)
 	if err != nil {

@@ -7,40 +7,41 @@ import (
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"google.golang.org/protobuf/proto"
 )
 
-// hcmType is the typed_config type URL of an HTTP connection manager network filter.
-const hcmType = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-
 // HCMs calls fn for every HTTP connection manager in the filter chains of l, the
-// default_filter_chain included, with the name of the chain it is in. It stops at the
-// first error, which names the chain and the filter.
+// default_filter_chain included, with the name of the chain it is in. A network filter
+// is an HTTP connection manager by the type of its typed_config, as Envoy decides,
+// whatever its name. It stops at the first error, which names the chain and the filter.
 func HCMs(l *listenerv3.Listener, fn func(chain string, h *hcmv3.HttpConnectionManager) error) error {
-	chains := l.GetFilterChains()
-	if dc := l.GetDefaultFilterChain(); dc != nil {
-		chains = append(chains[:len(chains):len(chains)], dc)
-	}
-	for i, fc := range chains {
-		chain := fc.GetName()
-		if chain == "" {
-			chain = fmt.Sprintf("#%d", i)
-		}
+	for i, fc := range chainsOf(l) {
+		chain := chainName(fc, i)
 		for _, f := range fc.GetFilters() {
-			tc := f.GetTypedConfig()
-			if tc.GetTypeUrl() != hcmType {
-				continue
+			h, err := HCMOf(f)
+			if err == nil && h != nil {
+				err = fn(chain, h)
 			}
-			h := &hcmv3.HttpConnectionManager{}
-			if err := proto.Unmarshal(tc.GetValue(), h); err != nil {
-				return fmt.Errorf("filter chain %s, filter %s: %w", chain, f.GetName(), err)
-			}
-			if err := fn(chain, h); err != nil {
+			if err != nil {
 				return fmt.Errorf("filter chain %s, filter %s: %w", chain, f.GetName(), err)
 			}
 		}
 	}
 	return nil
+}
+
+// HCMOf decodes f when it is an HTTP connection manager (by the type of its
+// typed_config, a TypedStruct naming that type included); it returns nil for any
+// other filter.
+func HCMOf(f *listenerv3.Filter) (*hcmv3.HttpConnectionManager, error) {
+	typ, err := FilterTypeName(f.GetTypedConfig())
+	if err != nil || typ != hcmTypeName {
+		return nil, err
+	}
+	h := &hcmv3.HttpConnectionManager{}
+	if err := UnpackFilterConfig(f.GetTypedConfig(), h); err != nil {
+		return nil, err
+	}
+	return h, nil
 }
 
 // ListenerRouteNames validates every HTTP connection manager of l and returns the

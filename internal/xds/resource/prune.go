@@ -19,7 +19,8 @@ package resource
 //     markTransportSocket):
 //     transport sockets (translation asks "is this TLS?"; the mTLS report needs the
 //     match names, which stay), typed_per_filter_config entries of HTTP filters other
-//     than fault and CORS (reported by name as not translated), and
+//     than fault and CORS and of types other than the access-control filters'
+//     per-route configs (reported by name, or failed closed, by type), and
 //     typed_extension_protocol_options other than HttpProtocolOptions.
 //
 // TestPruneKeepsTranslation (prune_translate_test.go) proves that translation of the
@@ -182,11 +183,21 @@ func pruneRoute(r *routev3.Route) {
 	}
 }
 
+// keepPerRouteTypes are the per-filter config types translation decodes whatever the
+// filter's name: the per-route configs of the access-control filters (which routes
+// they guard) and the wrapper that enables or disables a filter per route.
+var keepPerRouteTypes = map[string]bool{
+	"envoy.extensions.filters.http.rbac.v3.RBACPerRoute":          true,
+	"envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute": true,
+	"envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig":   true,
+	"envoy.config.route.v3.FilterConfig":                          true,
+}
+
 // markFilterConfigs marks the per-filter configs of every HTTP filter but the ones
-// translation decodes; their names stay, for the report.
+// translation decodes; their names and types stay, for the report.
 func markFilterConfigs(m map[string]*anypb.Any) {
 	for name, a := range m {
-		if name != keepFilterFault && name != keepFilterCORS {
+		if name != keepFilterFault && name != keepFilterCORS && !keepPerRouteTypes[typeName(a.GetTypeUrl())] {
 			m[name] = markAny(a)
 		}
 	}

@@ -1,0 +1,547 @@
+package translate
+
+// Filters in front of the routes. Envoy runs a connection's network filters, then the
+// HTTP connection manager's HTTP filters in order, the router last; a filter that
+// refuses a request ends it there, before the router picks a route or a cluster. amesh
+// translates the router (the routes), fault and CORS (from their per-route configs,
+// package plugins); filters that only observe traffic are ignored. Every other filter
+// is a guard: amesh enforces what it decides when that is the same for every request
+// of a route (an RBAC filter without rules allows everything, one that allows no
+// policy denies everything...), and otherwise the routes it applies to fail closed:
+// 403 for a filter that decides who gets in (RBAC, ext_authz, jwt_authn and code that
+// may refuse requests, as Envoy answers a request it cannot authorize), 500 for any
+// other. Per-route configs (typed_per_filter_config, FilterConfig) that disable,
+// enable or override a guard are taken into account, or fail the route closed.
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/translate/plugins"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
+)
+
+// Names istiod gives the filters whose per-route configs package plugins translates.
+const (
+	faultFilterName = "envoy.filters.http.fault"
+	corsFilterName  = "envoy.filters.http.cors"
+)
+
+// rbacDeniedBody is what Envoy's RBAC filter answers a request it denies (403).
+const rbacDeniedBody = "RBAC: access denied"
+
+// verdict is what a filter decides for the requests of one route.
+type verdict struct {
+	deny   bool
+	status int
+	body   string // the response body
+	reason string // why, for the report
+}
+
+// failClosed is the verdict on requests a filter amesh cannot enforce applies to.
+func failClosed(status int, reason string) verdict {
+	return verdict{deny: true, status: status, body: "amesh: " + reason + "\n", reason: reason}
+}
+
+// guard is one filter that may refuse requests.
+type guard struct {
+	name     string // the filter's name: the key of its per-route configs
+	role     resource.FilterRole
+	network  bool // a network filter: it has no per-route configs
+	disabled bool // disabled by default: only routes that enable it run it
+	base     verdict
+	status   int // of a fail-closed verdict: 403 for a filter that decides who gets in, else 500
+}
+
+// failClosed is the verdict on a route the guard cannot be enforced on.
+func (g *guard) failClosed(reason string) verdict {
+	return failClosed(g.status, reason)
+}
+
+// ctxFilters is what the filters of one filter chain mean for its routes.
+type ctxFilters struct {
+	guards []guard
+	// plugins are the HTTP filters as package plugins sees them, by name.
+	plugins map[string]plugins.HTTPFilter
+	// noRoute is what the filters decide for a request that matches no route (no
+	// per-route config applies to it); nil when they let it reach the router (404).
+	noRoute *verdict
+	sig     string
+}
+
+// refuseUnrouted is what the filters answer a request no route matches, nil when
+// they let it through (the router answers 404).
+func (cf *ctxFilters) refuseUnrouted() *verdict {
+	if cf == nil {
+		return nil
+	}
+	return cf.noRoute
+}
+
+// note is a report entry about a filter chain, without the listener it belongs to.
+type note struct {
+	field string
+	sev   report.Severity
+	msg   string
+}
+
+// chainAnalysis is one filter chain: its terminal filter and what the filters in
+// front of the routes mean for them.
+type chainAnalysis struct {
+	hcm *hcmv3.HttpConnectionManager
+	tcp *tcpv3.TcpProxy
+	// terminal names a terminal network filter amesh does not translate.
+	terminal string
+	filters  ctxFilters
+	notes    []note
+	// observed lists the filters that only observe traffic, and accounted lists
+	// what became of the others that need no report entry of their own.
+	observed, accounted []string
+}
+
+// analyzeChain reads a filter chain's filters in order. Listeners reach translation
+// validated (resource.ValidateListenerFilters), so every filter type is one Envoy
+// implements; one that is not is failed closed all the same.
+func analyzeChain(fc *listenerv3.FilterChain) chainAnalysis {
+	var a chainAnalysis
+	fs := fc.GetFilters()
+	for i, f := range fs {
+		name := f.GetName()
+		field := "filter_chains.filters[" + name + "]"
+		if cd := f.GetConfigDiscovery(); cd != nil {
+			a.ecds(name, field, resource.ECDSRole(cd.GetTypeUrls(), true), true, false)
+			continue
+		}
+		typ, err := resource.FilterTypeName(f.GetTypedConfig())
+		if err != nil {
+			a.addGuard(guard{name: name, role: resource.RoleOther, network: true, status: 500,
+				base: failClosed(500, "network filter "+name+": "+err.Error())}, field)
+			continue
+		}
+		switch role := resource.NetworkFilterRole(typ); role {
+		case resource.RoleHCM:
+			h, err := resource.HCMOf(f)
+			if err != nil {
+				a.addGuard(guard{name: name, role: resource.RoleOther, network: true, status: 500,
+					base: failClosed(500, "HTTP connection manager "+name+" cannot be decoded: "+err.Error())}, field)
+				continue
+			}
+			a.hcm = h
+			a.httpFilters(h)
+		case resource.RoleTCPProxy:
+			tp := &tcpv3.TcpProxy{}
+			if err := resource.UnpackFilterConfig(f.GetTypedConfig(), tp); err != nil {
+				a.addGuard(guard{name: name, role: resource.RoleOther, network: true, status: 500,
+					base: failClosed(500, "tcp_proxy "+name+" cannot be decoded: "+err.Error())}, field)
+				continue
+			}
+			a.tcp = tp
+		case resource.RoleObserve:
+			a.observed = append(a.observed, name)
+		case resource.RoleRBAC:
+			c := &rbacnetv3.RBAC{}
+			if err := resource.UnpackFilterConfig(f.GetTypedConfig(), c); err != nil {
+				a.addGuard(guard{name: name, role: role, network: true, status: 403,
+					base: failClosed(403, "network RBAC filter "+name+" cannot be decoded: "+err.Error())}, field)
+				continue
+			}
+			o := rbacRules(c.GetRules(), c.GetMatcher(), c.GetShadowRules() != nil || c.GetShadowMatcher() != nil)
+			g := guard{name: name, role: role, network: true, status: 403}
+			switch o.decision {
+			case rbacAllowAll:
+			case rbacDenyAll:
+				// Envoy closes such connections; an HTTP client of APISIX gets a 403.
+				g.base = verdict{deny: true, status: 403, body: rbacDeniedBody, reason: "network RBAC filter " + name + ": " + o.why}
+			default:
+				g.base = failClosed(403, "network RBAC filter "+name+": "+o.why+"; not translated")
+			}
+			a.addGuardWhy(g, field, o.why)
+		default:
+			if i == len(fs)-1 && role != resource.RoleUnknown && role != resource.RoleAccess {
+				a.terminal = name
+				continue
+			}
+			status, what := 500, "changes connections"
+			if role.Guards() {
+				status, what = 403, "may refuse connections"
+			}
+			if role == resource.RoleUnknown {
+				what = "has a type (" + typ + ") Envoy does not implement"
+			}
+			a.addGuard(guard{name: name, role: role, network: true, status: status,
+				base: failClosed(status, "network filter "+name+" "+what+"; not translated")}, field)
+		}
+	}
+	a.filters.finish()
+	return a
+}
+
+// httpFilters reads the HTTP connection manager's filters (and those of its upgrade
+// configs, which replace them for upgrade requests).
+func (a *chainAnalysis) httpFilters(h *hcmv3.HttpConnectionManager) {
+	a.filters.plugins = map[string]plugins.HTTPFilter{}
+	router := false
+	for _, f := range h.GetHttpFilters() {
+		if a.httpFilter(f, "filter_chains.filters.http_connection_manager.http_filters["+f.GetName()+"]", true) {
+			router = true
+		}
+	}
+	if !router {
+		a.addGuard(guard{name: "", role: resource.RoleOther, status: 500,
+			base: failClosed(500, "the HTTP filters have no router: Envoy forwards no request")},
+			"filter_chains.filters.http_connection_manager.http_filters")
+	}
+	for _, u := range h.GetUpgradeConfigs() {
+		// Their filters run for upgrade requests only; amesh holds every request of
+		// the routes to them.
+		for _, f := range u.GetFilters() {
+			a.httpFilter(f, "filter_chains.filters.http_connection_manager.upgrade_configs["+u.GetUpgradeType()+"].filters["+f.GetName()+"]", false)
+		}
+	}
+}
+
+// httpFilter reads one HTTP filter; main is false for an upgrade config's filters,
+// whose per-route configs are not package plugins' to translate. It reports whether
+// the filter is the router.
+func (a *chainAnalysis) httpFilter(f *hcmv3.HttpFilter, field string, main bool) bool {
+	name := f.GetName()
+	handled := func() {
+		if main {
+			a.filters.plugins[name] = plugins.HTTPFilter{Handled: true}
+		}
+	}
+	if cd := f.GetConfigDiscovery(); cd != nil {
+		a.ecds(name, field, resource.ECDSRole(cd.GetTypeUrls(), false), false, f.GetDisabled())
+		handled()
+		return false
+	}
+	typ, err := resource.FilterTypeName(f.GetTypedConfig())
+	role := resource.HTTPFilterRole(typ, f.GetTypedConfig())
+	if err != nil {
+		role = resource.RoleUnknown
+	}
+	g := guard{name: name, role: role, disabled: f.GetDisabled(), status: 500}
+	if role.Guards() {
+		g.status = 403
+	}
+	switch role {
+	case resource.RoleRouter:
+		a.accounted = append(a.accounted, name+" (the routes)")
+		return true
+	case resource.RoleObserve:
+		a.observed = append(a.observed, name)
+		if main {
+			a.filters.plugins[name] = plugins.HTTPFilter{Disabled: f.GetDisabled()}
+		}
+		return false
+	case resource.RoleUnknown:
+		if f.GetIsOptional() {
+			a.notes = append(a.notes, note{field, report.Ignored, fmt.Sprintf(
+				"optional HTTP filter %s has a type (%s) Envoy does not implement; skipped, as Envoy skips it", name, typ)})
+			return false
+		}
+		g.base = g.failClosed("HTTP filter " + name + " has a type (" + typ + ") Envoy does not implement")
+	case resource.RoleFault, resource.RoleCORS:
+		var fault *faultv3.HTTPFault
+		var err error
+		if role == resource.RoleFault {
+			fault = &faultv3.HTTPFault{}
+			if err = resource.UnpackFilterConfig(f.GetTypedConfig(), fault); err == nil && proto.Size(fault) == 0 {
+				fault = nil
+			}
+		}
+		if main && err == nil && (role == resource.RoleFault && name == faultFilterName || role == resource.RoleCORS && name == corsFilterName) {
+			a.filters.plugins[name] = plugins.HTTPFilter{Disabled: f.GetDisabled(), Fault: fault}
+			a.accounted = append(a.accounted, name+" (from per-route configs)")
+			return false
+		}
+		// Under another name (or in an upgrade config) its per-route configs are not
+		// translated: routes that have one fail closed, and so does every route if
+		// the filter injects faults of its own.
+		if fault != nil || err != nil {
+			g.base = g.failClosed("HTTP filter " + name + " injects faults of its own; not translated")
+		} else {
+			a.accounted = append(a.accounted, name+" (no effect without per-route configs)")
+		}
+	case resource.RoleRBAC:
+		c := &rbachttpv3.RBAC{}
+		if err := resource.UnpackFilterConfig(f.GetTypedConfig(), c); err != nil {
+			g.base = g.failClosed("RBAC filter " + name + " cannot be decoded: " + err.Error())
+			break
+		}
+		g.base = rbacVerdict(name, c)
+		a.addGuardWhy(g, field, rbacRules(c.GetRules(), c.GetMatcher(), c.GetShadowRules() != nil || c.GetShadowMatcher() != nil).why)
+		handled()
+		return false
+	case resource.RoleExtAuthz:
+		g.base = g.failClosed("HTTP filter " + name + " asks an external authorization service (ext_authz, Istio's CUSTOM action); not translated")
+	case resource.RoleJWT:
+		c := &jwtv3.JwtAuthentication{}
+		switch err := resource.UnpackFilterConfig(f.GetTypedConfig(), c); {
+		case err != nil:
+			g.base = g.failClosed("jwt_authn filter " + name + " cannot be decoded: " + err.Error())
+		case len(c.GetRules()) == 0 && c.GetFilterStateRules() == nil:
+			// No requirement applies unless a route names one in its per-route config.
+		default:
+			g.base = g.failClosed("HTTP filter " + name + " verifies JWTs (jwt_authn, Istio's RequestAuthentication); not translated")
+		}
+	case resource.RoleAccess:
+		g.base = g.failClosed("HTTP filter " + name + " (" + typ + ") may refuse requests; not translated")
+	default:
+		g.base = g.failClosed("HTTP filter " + name + " (" + typ + ") changes requests or responses; not translated")
+	}
+	a.addGuard(g, field)
+	handled()
+	return false
+}
+
+// rbacVerdict is what an HTTP RBAC filter's own config decides.
+func rbacVerdict(name string, c *rbachttpv3.RBAC) verdict {
+	o := rbacRules(c.GetRules(), c.GetMatcher(), c.GetShadowRules() != nil || c.GetShadowMatcher() != nil)
+	switch o.decision {
+	case rbacAllowAll:
+		return verdict{}
+	case rbacDenyAll:
+		return verdict{deny: true, status: 403, body: rbacDeniedBody, reason: "RBAC filter " + name + ": " + o.why}
+	}
+	return failClosed(403, "RBAC filter "+name+": "+o.why+"; not translated")
+}
+
+// ecds records a filter whose config comes from the extension config discovery
+// service, which amesh does not serve: a config of any of its allowed types may arrive.
+func (a *chainAnalysis) ecds(name, field string, role resource.FilterRole, network, disabled bool) {
+	if role == resource.RoleObserve {
+		a.observed = append(a.observed, name+" (config from ECDS)")
+		return
+	}
+	status := 500
+	if role.Guards() {
+		status = 403
+	}
+	reason := "filter " + name + " takes its config from the extension config discovery service (ECDS), which amesh does not serve"
+	a.addGuard(guard{name: name, role: role, network: network, disabled: disabled, status: status, base: failClosed(status, reason)}, field)
+}
+
+func (a *chainAnalysis) addGuard(g guard, field string) {
+	a.addGuardWhy(g, field, "")
+}
+
+// addGuardWhy adds a guard and its report entry; why explains an RBAC decision.
+func (a *chainAnalysis) addGuardWhy(g guard, field, why string) {
+	a.filters.guards = append(a.filters.guards, g)
+	var n note
+	switch {
+	case !g.base.deny:
+		n = note{field, report.Ignored, fmt.Sprintf("filter %s refuses no request", g.name)}
+		switch {
+		case why != "":
+			n.msg += ": " + why
+		case g.role == resource.RoleJWT:
+			n.msg += ": no rules; routes that require a JWT in their per-route config fail closed (403)"
+		}
+	case g.base.body == rbacDeniedBody && g.network:
+		n = note{field, report.Approximated, g.base.reason + "; Envoy closes these connections: HTTP routes behind the filter answer 403, a TCP proxy behind it gets no stream route"}
+	case g.base.body == rbacDeniedBody:
+		n = note{field, report.Approximated, g.base.reason + "; the routes answer 403 (" + rbacDeniedBody + ") as in Envoy, except requests for hosts no virtual host serves, which get APISIX's 404"}
+	case g.network:
+		n = note{field, report.Unsupported, fmt.Sprintf("%s; HTTP routes behind the filter answer %d (fail closed), a TCP proxy behind it gets no stream route", g.base.reason, g.base.status)}
+	default:
+		n = note{field, report.Unsupported, fmt.Sprintf("%s; the routes answer %d (fail closed)", g.base.reason, g.base.status)}
+	}
+	if g.disabled && g.base.deny {
+		n.msg += "; disabled by default, so only routes that enable it in their per-route config"
+	}
+	a.notes = append(a.notes, n)
+}
+
+// finish computes what requests matching no route get, and the signature.
+func (cf *ctxFilters) finish() {
+	for i := range cf.guards {
+		g := &cf.guards[i]
+		if g.base.deny && (g.network || !g.disabled) {
+			v := g.base
+			cf.noRoute = &v
+			break
+		}
+	}
+	var b strings.Builder
+	for _, g := range cf.guards {
+		fmt.Fprintf(&b, "%q/%d/%t/%t/%+v;", g.name, g.role, g.network, g.disabled, g.base)
+	}
+	names := sortedKeys(cf.plugins)
+	for _, n := range names {
+		p := cf.plugins[n]
+		fmt.Fprintf(&b, "%q:%t/%t/%x;", n, p.Handled, p.Disabled, mustMarshal(p.Fault))
+	}
+	cf.sig = b.String()
+}
+
+func mustMarshal(m proto.Message) []byte {
+	if m == nil {
+		return nil
+	}
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	return b
+}
+
+// summary is the listener's one report entry on the filters that need no entry of
+// their own: those that only observe (ignored) and those translated with the routes.
+func summary(observed, accounted []string) (note, bool) {
+	observed, accounted = uniqueSorted(observed), uniqueSorted(accounted)
+	var parts []string
+	if len(observed) > 0 {
+		parts = append(parts, "filters that only observe traffic are ignored: "+strings.Join(observed, ", "))
+	}
+	if len(accounted) > 0 {
+		parts = append(parts, "translated: "+strings.Join(accounted, ", "))
+	}
+	if len(parts) == 0 {
+		return note{}, false
+	}
+	return note{"filter_chains.filters", report.Ignored, strings.Join(parts, "; ")}, true
+}
+
+func uniqueSorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+// routeVerdict is what the guards decide for the requests of route r, in filter
+// order: the first that refuses them answers. It reports per-route configs that play
+// a part.
+func (b *vhostBuilder) routeVerdict(r *routev3.Route, res string) *verdict {
+	cf := b.st.ctx.filters
+	if cf == nil {
+		return nil
+	}
+	for i := range cf.guards {
+		g := &cf.guards[i]
+		if v := b.guardOn(g, r, res); v.deny {
+			return &v
+		}
+	}
+	return nil
+}
+
+// guardOn decides one guard for a route: the most specific per-route config under the
+// guard's name (a weighted cluster's, the route's, the virtual host's, the route
+// configuration's) decides, and without one the filter's own config.
+func (b *vhostBuilder) guardOn(g *guard, r *routev3.Route, res string) verdict {
+	if g.network || g.name == "" {
+		return g.base
+	}
+	levels := []struct {
+		field string
+		cfgs  map[string]*anypb.Any
+	}{
+		{"route.typed_per_filter_config", r.GetTypedPerFilterConfig()},
+		{"virtual_host.typed_per_filter_config", b.vh.GetTypedPerFilterConfig()},
+		{"route_config.typed_per_filter_config", b.st.hdr.GetTypedPerFilterConfig()},
+	}
+	var field string
+	var cfg *anypb.Any
+	for _, lv := range levels {
+		if a := lv.cfgs[g.name]; a != nil {
+			field, cfg = lv.field+"["+g.name+"]", a
+			break
+		}
+	}
+	v := g.decide(cfg)
+	for _, cw := range r.GetRoute().GetWeightedClusters().GetClusters() {
+		a := cw.GetTypedPerFilterConfig()[g.name]
+		if a == nil {
+			continue
+		}
+		if cv := g.decide(a); cv != v {
+			field = "route.weighted_clusters.clusters.typed_per_filter_config[" + g.name + "]"
+			v = g.failClosed("the weighted clusters' per-route configs for filter " + g.name + " decide differently; not translated")
+			break
+		}
+	}
+	if field != "" {
+		sev, msg := report.Ignored, "per-route config lets every request through filter "+g.name
+		if v.deny {
+			sev, msg = report.Unsupported, fmt.Sprintf("%s; the route answers %d (fail closed)", v.reason, v.status)
+			if v.body == rbacDeniedBody {
+				sev, msg = report.Approximated, v.reason+"; the route answers 403 ("+rbacDeniedBody+") as in Envoy"
+			}
+		}
+		// Istio's RBAC filters share one name: report a per-route config once.
+		e := report.Entry{Kind: "route", Resource: res, Field: field, Severity: sev, Message: msg}
+		if !slices.Contains(b.vs.report, e) {
+			b.vs.report = append(b.vs.report, e)
+		}
+	}
+	return v
+}
+
+// decide is the guard's verdict given the most specific per-route config under its
+// name (nil for none).
+func (g *guard) decide(a *anypb.Any) verdict {
+	if a == nil {
+		if g.disabled {
+			return verdict{}
+		}
+		return g.base
+	}
+	typ, _ := resource.FilterTypeName(a)
+	if typ == "envoy.config.route.v3.FilterConfig" {
+		fc := &routev3.FilterConfig{}
+		if err := a.UnmarshalTo(fc); err != nil {
+			return g.failClosed("per-route FilterConfig for filter " + g.name + " cannot be decoded")
+		}
+		switch {
+		case fc.GetDisabled():
+			return verdict{}
+		case fc.GetConfig() == nil:
+			return g.base // enabled, with the filter's own config
+		}
+		a = fc.GetConfig()
+		typ, _ = resource.FilterTypeName(a)
+	}
+	switch {
+	case g.role == resource.RoleRBAC && typ == "envoy.extensions.filters.http.rbac.v3.RBACPerRoute":
+		pr := &rbachttpv3.RBACPerRoute{}
+		if err := resource.UnpackFilterConfig(a, pr); err != nil {
+			break
+		}
+		if pr.GetRbac() == nil {
+			return verdict{} // Envoy: without rbac, RBAC is disabled for the route
+		}
+		return rbacVerdict(g.name, pr.GetRbac())
+	case g.role == resource.RoleExtAuthz && typ == "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute":
+		pr := &extauthzv3.ExtAuthzPerRoute{}
+		if err := resource.UnpackFilterConfig(a, pr); err != nil {
+			break
+		}
+		if pr.GetDisabled() {
+			return verdict{}
+		}
+		return g.base
+	case g.role == resource.RoleJWT && typ == "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig":
+		pr := &jwtv3.PerRouteConfig{}
+		if err := resource.UnpackFilterConfig(a, pr); err != nil {
+			break
+		}
+		if pr.GetDisabled() {
+			return verdict{}
+		}
+		return g.failClosed("the route requires JWT requirement " + pr.GetRequirementName() + " of filter " + g.name + "; not translated")
+	}
+	return g.failClosed("per-route config (" + typ + ") for filter " + g.name + " is not translated")
+}

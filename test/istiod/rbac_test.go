@@ -1,0 +1,195 @@
+package istiod_test
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/xds/client"
+	"github.com/amesh-dev/amesh/test/istiod/harness"
+)
+
+// sidecarEnvAs is sidecarEnv for another pod of the scenario.
+func sidecarEnvAs(t *testing.T, addr string, proto client.Protocol, pod, ip, serviceAccount, labels string) []string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "labels-"+pod)
+	if err := os.WriteFile(file, []byte(labels), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	environ := sidecarEnv(t, addr, proto)
+	for i, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "POD_NAME":
+			environ[i] = k + "=" + pod
+		case "INSTANCE_IP":
+			environ[i] = k + "=" + ip
+		case "SERVICE_ACCOUNT":
+			environ[i] = k + "=" + serviceAccount
+		case "AMESH_LABELS_FILE":
+			environ[i] = k + "=" + file
+		}
+	}
+	return environ
+}
+
+// authorizationPolicy selects the pods labelled app=<app>; without rules it allows
+// nothing (Istio's allow-nothing policy).
+func authorizationPolicy(name, app string, spec map[string]any) harness.Object {
+	spec["selector"] = map[string]any{"matchLabels": map[string]any{"app": app}}
+	return harness.Object{
+		"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+		"metadata": map[string]any{"name": name, "namespace": namespace},
+		"spec":     spec,
+	}
+}
+
+// inboundAnswers returns, for each inbound route (the workload's own ports, served
+// through virtualInbound), the status it answers itself and the start of its body.
+func inboundAnswers(t *testing.T, objs map[string][]byte) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for k, v := range objs {
+		if !strings.HasPrefix(k, "/routes/in-") {
+			continue
+		}
+		var r struct {
+			UpstreamID string `json:"upstream_id"`
+			Plugins    struct {
+				Fault *struct {
+					Abort struct {
+						Status int    `json:"http_status"`
+						Body   string `json:"body"`
+					} `json:"abort"`
+				} `json:"fault-injection"`
+			} `json:"plugins"`
+		}
+		if err := json.Unmarshal(v, &r); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case r.Plugins.Fault == nil:
+			out[k] = "forwards to " + r.UpstreamID
+		default:
+			body, _, _ := strings.Cut(r.Plugins.Fault.Abort.Body, ":")
+			out[k] = jsonInt(r.Plugins.Fault.Abort.Status) + " " + body
+		}
+	}
+	return out
+}
+
+func jsonInt(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+// allAnswer reports whether there are inbound routes and every one answers want
+// ("403 RBAC").
+func allAnswer(t *testing.T, objs map[string][]byte, want string) bool {
+	in := inboundAnswers(t, objs)
+	for _, a := range in {
+		if a != want {
+			return false
+		}
+	}
+	return len(in) > 0
+}
+
+func outboundRoutes(objs map[string][]byte) map[string]string {
+	out := map[string]string{}
+	for k, v := range objs {
+		if strings.HasPrefix(k, "/routes/out-") {
+			out[k] = string(v)
+		}
+	}
+	return out
+}
+
+// hasEntry reports whether the report has an entry on virtualInbound's RBAC filter
+// whose message holds every part.
+func hasEntry(es []report.Entry, sev report.Severity, parts ...string) bool {
+	for _, e := range es {
+		if e.Resource != "virtualInbound" || !strings.Contains(e.Field, "http_filters[envoy.filters.http.rbac]") || e.Severity != sev {
+			continue
+		}
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(e.Message, p)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// TestAuthorizationPolicy: istiod turns an AuthorizationPolicy into RBAC filters in the
+// inbound filter chains of the workloads it selects. amesh as productpage gets a DENY
+// for one path, which depends on the request: every inbound route fails closed with 403;
+// amesh as reviews-v1 gets an allow-nothing policy, which denies every request: every
+// inbound route answers 403 "RBAC: access denied", as Envoy. The refusal comes before
+// the 502 the inbound routes answer without a policy (their original-destination
+// cluster cannot be served); the report names the RBAC filter and the policy; the
+// outbound routes, which the policies do not concern, do not change. Deleting the
+// policies brings the 502s back.
+func TestAuthorizationPolicy(t *testing.T) {
+	requireEnv(t)
+	for _, proto := range protocols {
+		t.Run(string(proto), func(t *testing.T) {
+			pp := startAmesh(t, sidecarEnv(t, env.istiod.GRPCAddr, proto))
+			rv := startAmesh(t, sidecarEnvAs(t, env.istiod.GRPCAddr, proto, "reviews-v1", "192.0.2.21", "reviews", "app=\"reviews\"\nversion=\"v1\"\n"))
+			unguarded := "502 amesh"
+			ppBefore := pp.waitFor(t, "productpage's inbound routes", func(o map[string][]byte) bool { return allAnswer(t, o, unguarded) })
+			rv.waitFor(t, "reviews' inbound routes", func(o map[string][]byte) bool { return allAnswer(t, o, unguarded) })
+
+			deny := authorizationPolicy("deny-admin", "productpage", map[string]any{
+				"action": "DENY",
+				"rules":  []any{map[string]any{"to": []any{map[string]any{"operation": map[string]any{"paths": []any{"/admin"}}}}}},
+			})
+			allowNothing := authorizationPolicy("allow-nothing", "reviews", map[string]any{})
+			apply(t, deny)
+			apply(t, allowNothing)
+			t.Cleanup(func() {
+				for _, o := range []harness.Object{deny, allowNothing} {
+					if err := env.kube.Client.Delete(context.Background(), o); err != nil {
+						t.Error(err)
+					}
+				}
+				pp.waitFor(t, "productpage's inbound routes without the policy", func(o map[string][]byte) bool { return allAnswer(t, o, unguarded) })
+				rv.waitFor(t, "reviews' inbound routes without the policy", func(o map[string][]byte) bool { return allAnswer(t, o, unguarded) })
+			})
+
+			ppAfter := pp.waitFor(t, "productpage's inbound routes fail closed (403)", func(o map[string][]byte) bool {
+				return allAnswer(t, o, "403 amesh")
+			})
+			rv.waitFor(t, "reviews' inbound routes answer 403 RBAC: access denied", func(o map[string][]byte) bool {
+				return allAnswer(t, o, "403 RBAC")
+			})
+			if !maps.Equal(outboundRoutes(ppAfter), outboundRoutes(ppBefore)) {
+				t.Error("productpage's outbound routes changed; the policies concern inbound traffic only")
+			}
+
+			if rep := pp.ag.Report(); !hasEntry(rep, report.Unsupported, "ns[default]-policy[deny-admin]", "403 (fail closed)") {
+				t.Errorf("productpage's report does not name the RBAC filter and the policy:\n%v", entriesOf(rep, "virtualInbound"))
+			}
+			if rep := rv.ag.Report(); !hasEntry(rep, report.Approximated, "ns[default]-policy[allow-nothing]", "denies every request", "RBAC: access denied") {
+				t.Errorf("reviews' report does not name the RBAC filter:\n%v", entriesOf(rep, "virtualInbound"))
+			}
+		})
+	}
+}
+
+func entriesOf(es []report.Entry, resource string) []report.Entry {
+	var out []report.Entry
+	for _, e := range es {
+		if e.Resource == resource {
+			out = append(out, e)
+		}
+	}
+	return out
+}
