@@ -12,7 +12,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -88,11 +87,11 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 	}
 	total := envoyDefaultTimeout
 	if ra.GetTimeout() != nil {
-		total = seconds(ra.GetTimeout())
+		total = b.timeout(res, "route.timeout", ra.GetTimeout())
 	}
 	perTry := 0.0
 	if retries > 0 && rp.GetPerTryTimeout() != nil {
-		perTry = seconds(rp.GetPerTryTimeout())
+		perTry = b.timeout(res, "route.retry_policy.per_try_timeout", rp.GetPerTryTimeout())
 	}
 	// Envoy's timeout bounds the whole request (0 = none) and per_try_timeout each
 	// attempt; nginx bounds each send and read of an attempt, and the retries as a
@@ -255,8 +254,15 @@ func (b *vhostBuilder) mirrorTarget(cluster string) (string, bool) {
 	return "http://" + host, true
 }
 
-func seconds(d *durationpb.Duration) float64 {
-	return float64(d.GetSeconds()) + float64(d.GetNanos())/float64(time.Second)
+// timeout is a route timeout in seconds for nginx (upstream.Timeout); one longer than
+// nginx holds is clamped and reported.
+func (b *vhostBuilder) timeout(res, field string, d *durationpb.Duration) float64 {
+	secs, clamped := upstream.Timeout(d)
+	if clamped {
+		b.report("route", res, field, report.Approximated, fmt.Sprintf(
+			"timeout %ds exceeds what nginx holds (2^31-1 ms); %gs is used", d.GetSeconds(), upstream.MaxTimeout))
+	}
+	return secs
 }
 
 func minPositive(a, b float64) float64 {

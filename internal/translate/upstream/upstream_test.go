@@ -172,13 +172,26 @@ func TestConnectTimeout(t *testing.T) {
 		{durationpb.New(250_000_000), 0.25},
 		{&durationpb.Duration{Seconds: 1, Nanos: 1_000_000}, 1.001},
 		{&durationpb.Duration{}, 5},
+		// Envoy reads whole milliseconds; nginx holds at most 2^31-1 of them.
+		{&durationpb.Duration{Nanos: 1}, 0.001},
+		{&durationpb.Duration{Seconds: 2147483, Nanos: 647_000_000}, 2147483.647},
+		{&durationpb.Duration{Seconds: 2147483, Nanos: 648_000_000}, MaxTimeout},
+		{&durationpb.Duration{Seconds: 9223372035}, MaxTimeout},
 	} {
 		c := edsCluster("c")
 		c.ConnectTimeout = tc.d
-		u, _ := Build(c.GetName(), c, nil)
+		u, rep := Build(c.GetName(), c, nil)
 		mustValid(t, u)
 		if u.Timeout.Connect != tc.want {
 			t.Errorf("connect_timeout %v: got %v, want %v", tc.d, u.Timeout.Connect, tc.want)
+		}
+		clamped := tc.d.GetSeconds() > 2147483 || tc.d.GetSeconds() == 2147483 && tc.d.GetNanos() >= 648_000_000
+		reported := false
+		for _, e := range rep {
+			reported = reported || e.Field == "connect_timeout" && strings.Contains(e.Message, "exceeds what nginx holds")
+		}
+		if reported != clamped {
+			t.Errorf("connect_timeout %v: clamping reported %v, want %v (%v)", tc.d, reported, clamped, rep)
 		}
 	}
 }
