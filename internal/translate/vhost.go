@@ -23,6 +23,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/translate/upstream"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
@@ -249,16 +250,25 @@ type refLists struct {
 // its id: the routes of a virtual host mostly share one upstream, and one reference
 // keeps it alive as well as one per route would.
 func (b *vhostBuilder) acquire(cluster string, v variant) string {
-	id := variantID(cluster, v)
+	return b.reference(acquired{cluster: cluster, v: v, id: variantID(cluster, v)})
+}
+
+// acquireSplit is acquire for the upstream of a merged weighted split.
+func (b *vhostBuilder) acquireSplit(s *upstream.Split, v variant) string {
+	return b.reference(acquired{split: s, v: v, id: upstream.SplitID(s, v)})
+}
+
+func (b *vhostBuilder) reference(a acquired) string {
 	for _, u := range b.refs.ups {
-		if u == id {
+		if u == a.id {
 			return u
 		}
 	}
+	id := a.id
 	if b.rec == nil {
-		id = b.t.acquireID(cluster, v, id)
+		id = b.t.acquireRef(a)
 	} else {
-		b.rec.acquires = append(b.rec.acquires, acquired{cluster: cluster, v: v, id: id})
+		b.rec.acquires = append(b.rec.acquires, a)
 	}
 	b.refs.ups = append(b.refs.ups, id)
 	return id

@@ -245,7 +245,6 @@ type scenario struct {
 type completion struct {
 	at   float64
 	host int
-	lb   balancer
 	// heap is the least_conn heap the request was picked from.
 	heap *lcHeap
 }
