@@ -2,7 +2,8 @@ package translate
 
 // Route actions: where a matched request goes. A single cluster becomes upstream_id; a
 // weighted split becomes traffic-split (weights kept as integers, so the ratio is
-// exact; APISIX allows at most 20 per rule). Retries and the hash key live on APISIX
+// exact; APISIX allows at most 20 per rule, beyond which clusters with equal upstream
+// settings share an upstream, see mergeSplit). Retries and the hash key live on APISIX
 // upstreams, so each route names an upstream variant (cluster + settings), shared by
 // every route with equal settings. Features that need other plugins come from
 // forRoute. A route whose action cannot be made equivalent fails closed.
@@ -237,7 +238,6 @@ func (b *vhostBuilder) mergeSplit(ws []tsUpstream, res string, retries int,
 	type group struct {
 		names   []string
 		weights []uint32
-		info    clusterInfo
 		v       variant
 	}
 	var groups []*group
@@ -256,7 +256,7 @@ func (b *vhostBuilder) mergeSplit(ws []tsUpstream, res string, retries int,
 		key := upstream.SettingsKey(name, b.t.clusters[name].src.Shape(), v)
 		g := byKey[key]
 		if g == nil {
-			g = &group{info: info, v: v}
+			g = &group{v: v}
 			byKey[key] = g
 			groups = append(groups, g)
 		}
