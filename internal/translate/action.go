@@ -2,7 +2,8 @@ package translate
 
 // Route actions: where a matched request goes. A single cluster becomes upstream_id; a
 // weighted split becomes traffic-split (weights kept as integers, so the ratio is
-// exact; APISIX allows at most 20 per rule). Retries and the hash key live on APISIX
+// exact; APISIX allows at most 20 per rule, beyond which clusters with equal upstream
+// settings share an upstream, see mergeSplit). Retries and the hash key live on APISIX
 // upstreams, so each route names an upstream variant (cluster + settings), shared by
 // every route with equal settings. Features that need other plugins come from
 // forRoute. A route whose action cannot be made equivalent fails closed.
@@ -10,9 +11,9 @@ package translate
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -92,11 +93,11 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 	}
 	total := envoyDefaultTimeout
 	if ra.GetTimeout() != nil {
-		total = seconds(ra.GetTimeout())
+		total = b.timeout(res, "route.timeout", ra.GetTimeout())
 	}
 	perTry := 0.0
 	if retries > 0 && rp.GetPerTryTimeout() != nil {
-		perTry = seconds(rp.GetPerTryTimeout())
+		perTry = b.timeout(res, "route.retry_policy.per_try_timeout", rp.GetPerTryTimeout())
 	}
 	// Envoy's timeout bounds the whole request (0 = none) and per_try_timeout each
 	// attempt; nginx bounds each send and read of an attempt, and the retries as a
@@ -121,23 +122,28 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 	hashOn, hashKey, hashProblems := upstream.HashFromPolicy(ra.GetHashPolicy())
 	hashReported := false
 
-	// target returns the upstream of one cluster or why the route must fail.
-	target := func(cluster string) (string, *failure) {
+	// resolve returns the name to keep of one cluster of the route and its kind, or
+	// why the route must fail.
+	resolve := func(cluster string) (string, clusterInfo, *failure) {
 		cluster, info := b.t.clusterRef(cluster)
 		b.refs.deps = append(b.refs.deps, cluster)
 		switch {
 		case !info.exists:
 			b.report("route", res, "route.cluster", report.Invalid, "cluster "+cluster+" does not exist; the route answers 503 like Envoy")
-			return "", &failure{status: 503, reason: "cluster " + cluster + " not found"}
+			return cluster, info, &failure{status: 503, reason: "cluster " + cluster + " not found"}
 		case info.special == specialBlackHole:
-			return "", &failure{status: 503, reason: "no healthy upstream"}
+			return cluster, info, &failure{status: 503, reason: "no healthy upstream"}
 		case info.special != specialNone:
 			b.report("route", res, "route.cluster", report.Unsupported, "passthrough cluster "+cluster+
 				" (original destination) is not supported by APISIX; the route fails closed (502)")
-			return "", &failure{status: 502, reason: "passthrough to the original destination is not supported"}
+			return cluster, info, &failure{status: 502, reason: "passthrough to the original destination is not supported"}
 		}
-		// Only settings that differ from the base upstream (no retries, no timeouts)
-		// make a variant, so that routes which behave alike share one.
+		return cluster, info, nil
+	}
+	// variantOf returns the route's settings for an upstream of a cluster. Only
+	// settings that differ from the base upstream (no retries, no timeouts) make a
+	// variant, so that routes which behave alike share one.
+	variantOf := func(info clusterInfo) variant {
 		var v variant
 		if retries > 0 {
 			n := retries
@@ -158,7 +164,15 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 				b.report("route", res, "route.hash_policy", report.Approximated, strings.Join(hashProblems, "; "))
 			}
 		}
-		return b.acquire(cluster, v), nil
+		return v
+	}
+	// target returns the upstream of one cluster or why the route must fail.
+	target := func(cluster string) (string, *failure) {
+		cluster, info, f := resolve(cluster)
+		if f != nil {
+			return "", f
+		}
+		return b.acquire(cluster, variantOf(info)), nil
 	}
 
 	switch cs := ra.GetClusterSpecifier().(type) {
@@ -183,22 +197,22 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 			b.report("route", res, "route.weighted_clusters", report.Invalid, "no cluster has a positive weight; the route answers 503")
 			return
 		case len(ws) > maxWeighted:
-			br.fail = &failure{status: 500, reason: "more than 20 weighted clusters"}
-			b.report("route", res, "route.weighted_clusters", report.Unsupported, fmt.Sprintf(
-				"%d weighted clusters exceed APISIX's traffic-split limit of %d; the route fails closed (500)", len(ws), maxWeighted))
-			return
-		}
-		for i := range ws {
-			id, f := target(ws[i].UpstreamID)
-			if f != nil {
-				br.fail = f
-				if f.status != 503 || len(ws) > 1 {
-					b.report("route", res, "route.weighted_clusters", report.Unsupported,
-						"a cluster of the split cannot be served ("+f.reason+"); the whole route fails closed")
-				}
+			if ws, br.fail = b.mergeSplit(ws, res, retries, resolve, variantOf); br.fail != nil {
 				return
 			}
-			ws[i].UpstreamID = id
+		default:
+			for i := range ws {
+				id, f := target(ws[i].UpstreamID)
+				if f != nil {
+					br.fail = f
+					if f.status != 503 || len(ws) > 1 {
+						b.report("route", res, "route.weighted_clusters", report.Unsupported,
+							"a cluster of the split cannot be served ("+f.reason+"); the whole route fails closed")
+					}
+					return
+				}
+				ws[i].UpstreamID = id
+			}
 		}
 		br.upstreamID = ws[0].UpstreamID
 		if len(ws) > 1 {
@@ -215,6 +229,82 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 		br.plugins = out.Plugins
 		br.websocket = b.websocket(ra)
 	}
+}
+
+// mergeSplit serves a split over more clusters than traffic-split takes: clusters
+// whose upstreams have the same settings (upstream.SettingsKey) share one upstream
+// (upstream.Split), weighted to give each cluster its share; the result lists one
+// upstream per group, at most maxWeighted. ws holds cluster names as UpstreamID.
+// The route fails closed when the groups are still too many, or a cluster cannot be
+// served.
+func (b *vhostBuilder) mergeSplit(ws []tsUpstream, res string, retries int,
+	resolve func(string) (string, clusterInfo, *failure), variantOf func(clusterInfo) variant) ([]tsUpstream, *failure) {
+	type group struct {
+		names   []string
+		weights []uint32
+		v       variant
+	}
+	var groups []*group
+	byKey := map[string]*group{}
+	total := len(ws)
+	hashing := false
+	for _, w := range ws {
+		name, info, f := resolve(w.UpstreamID)
+		if f != nil {
+			b.report("route", res, "route.weighted_clusters", report.Unsupported,
+				"a cluster of the split cannot be served ("+f.reason+"); the whole route fails closed")
+			return nil, f
+		}
+		v := variantOf(info)
+		hashing = hashing || v.HashOn != ""
+		key := upstream.SettingsKey(name, b.t.clusters[name].src.Shape(), v)
+		g := byKey[key]
+		if g == nil {
+			g = &group{v: v}
+			byKey[key] = g
+			groups = append(groups, g)
+		}
+		if i := slices.Index(g.names, name); i >= 0 {
+			g.weights[i] += w.Weight // the same cluster twice: one member, both shares
+			continue
+		}
+		g.names = append(g.names, name)
+		g.weights = append(g.weights, w.Weight)
+	}
+	if len(groups) > maxWeighted {
+		b.report("route", res, "route.weighted_clusters", report.Unsupported, fmt.Sprintf(
+			"%d weighted clusters with %d distinct upstream settings exceed APISIX's traffic-split limit of %d; the route fails closed (500)",
+			total, len(groups), maxWeighted))
+		return nil, &failure{status: 500, reason: "more than 20 weighted clusters with distinct upstream settings"}
+	}
+	out := make([]tsUpstream, 0, len(groups))
+	merged := 0
+	for _, g := range groups {
+		var sum uint32
+		for _, w := range g.weights {
+			sum += w // at most 2^32-1 in all (the client rejects more)
+		}
+		if len(g.names) == 1 {
+			out = append(out, tsUpstream{UpstreamID: b.acquire(g.names[0], g.v), Weight: sum})
+			continue
+		}
+		merged += len(g.names)
+		// The group is made from the clusters' shapes: rebuilt when one changes.
+		b.refs.mirror = append(b.refs.mirror, g.names...)
+		out = append(out, tsUpstream{UpstreamID: b.acquireSplit(&upstream.Split{Clusters: g.names, Weights: g.weights}, g.v), Weight: sum})
+	}
+	b.report("route", res, "route.weighted_clusters", report.Approximated, fmt.Sprintf(
+		"%d weighted clusters exceed APISIX's traffic-split limit of %d: %d of them, with the same upstream settings, share upstreams "+
+			"(%d in all) whose node weights give each cluster its share", total, maxWeighted, merged, len(out)))
+	if retries > 0 {
+		b.report("route", res, "route.retry_policy", report.Approximated,
+			"a retry may go to another cluster of a shared upstream; Envoy retries within the cluster it picked")
+	}
+	if hashing {
+		b.report("route", res, "route.hash_policy", report.Approximated,
+			"consistent hashing spans the clusters of a shared upstream: a key always reaches the same host, where Envoy first picks a cluster by weight")
+	}
+	return out, nil
 }
 
 func mergePlugins(p map[string]any, name string, conf any) map[string]any {
@@ -259,8 +349,15 @@ func (b *vhostBuilder) mirrorTarget(cluster string) (string, bool) {
 	return "http://" + host, true
 }
 
-func seconds(d *durationpb.Duration) float64 {
-	return float64(d.GetSeconds()) + float64(d.GetNanos())/float64(time.Second)
+// timeout is a route timeout in seconds for nginx (upstream.Timeout); one longer than
+// nginx holds is clamped and reported.
+func (b *vhostBuilder) timeout(res, field string, d *durationpb.Duration) float64 {
+	secs, clamped := upstream.Timeout(d)
+	if clamped {
+		b.report("route", res, field, report.Approximated, fmt.Sprintf(
+			"timeout %ds exceeds what nginx holds (2^31-1 ms); %gs is used", d.GetSeconds(), upstream.MaxTimeout))
+	}
+	return secs
 }
 
 func minPositive(a, b float64) float64 {

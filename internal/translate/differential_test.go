@@ -86,17 +86,20 @@ func hdrExact(name, v string) *routev3.HeaderMatcher {
 // --- differential checking ---
 
 // checkSame translates the route configurations (one per port) and checks that APISIX
-// picks the route Envoy picks for every request.
-func checkSame(t *testing.T, rcs map[uint32]*routev3.RouteConfiguration, reqs []request) {
+// picks the route Envoy picks for every request. Routes use cluster "c" and clusters.
+func checkSame(t *testing.T, rcs map[uint32]*routev3.RouteConfiguration, reqs []request, clusters ...*clusterv3.Cluster) {
 	t.Helper()
 	var ls []*listenerv3.Listener
 	var list []*routev3.RouteConfiguration
 	for port, rc := range rcs {
+		if err := resource.Validate(rc); err != nil {
+			t.Fatalf("Envoy would reject route configuration %s: %v", rc.GetName(), err)
+		}
 		ls = append(ls, httpListener(port, rc.GetName()))
 		list = append(list, rc)
 	}
 	tr := newTracked(Options{})
-	tr.Translate(snapshotOf(ls, list, []*clusterv3.Cluster{staticCluster("c")}))
+	tr.Translate(snapshotOf(ls, list, append([]*clusterv3.Cluster{staticCluster("c")}, clusters...)))
 	validateAll(t, tr.Objects())
 	ar := newAPISIXRouter(t, tr.Objects())
 	for _, r := range reqs {
@@ -161,12 +164,28 @@ func TestDifferentialTable(t *testing.T) {
 			toCluster("any", prefix("/")),
 		}},
 	}}
+	// A split over more clusters than traffic-split takes, served by a merged upstream,
+	// between two other routes.
+	wc := &routev3.WeightedCluster{}
+	var split []*clusterv3.Cluster
+	for i := range 25 {
+		n := fmt.Sprintf("w%d", i)
+		split = append(split, clusterAt(n, fmt.Sprintf("10.7.%d.1:80", i)))
+		wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: n, Weight: wrapperspb.UInt32(uint32(1 + i))})
+	}
+	rc.VirtualHosts = append(rc.VirtualHosts[:len(rc.VirtualHosts)-1:len(rc.VirtualHosts)-1], &routev3.VirtualHost{
+		Name: "split", Domains: []string{"s.example.com"}, Routes: []*routev3.Route{
+			toCluster("x-health", exact("/health")),
+			{Name: "x-split", Match: prefix("/api"), Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}}}},
+			toCluster("x", prefix("/")),
+		}}, rc.VirtualHosts[len(rc.VirtualHosts)-1])
 	rc81 := &routev3.RouteConfiguration{Name: "81", IgnorePortInHostMatching: true, VirtualHosts: []*routev3.VirtualHost{
 		{Name: "a81", Domains: []string{"a"}, Routes: []*routev3.Route{toCluster("only81", prefix("/only81"))}},
 	}}
 	var reqs []request
 	for _, port := range []string{"80", "81", "82"} {
-		for _, host := range []string{"a", "a.ns", "b", "x.example.com", "y.example.com", ".example.com", "pre.x", "pre."} {
+		for _, host := range []string{"a", "a.ns", "b", "x.example.com", "s.example.com", "y.example.com", ".example.com", "pre.x", "pre."} {
 			for _, path := range []string{"/", "/api", "/api/v1", "/api/v2/x", "/health", "/w", "/ci/x", "/CI", "/p", "/only81"} {
 				for _, user := range []string{"", "jason"} {
 					h := map[string]string{}
@@ -178,7 +197,7 @@ func TestDifferentialTable(t *testing.T) {
 			}
 		}
 	}
-	checkSame(t, map[uint32]*routev3.RouteConfiguration{80: rc, 81: rc81}, reqs)
+	checkSame(t, map[uint32]*routev3.RouteConfiguration{80: rc, 81: rc81}, reqs, split...)
 }
 
 // --- randomized route tables ---

@@ -192,7 +192,11 @@ func spliceLiteral(rng *rand.Rand, m *routev3.RouteMatch, lit string) {
 
 func fuzzAction(rng *rand.Rand, clusters []string) *routev3.RouteAction {
 	a := &routev3.RouteAction{}
-	if n := rng.Intn(4); n >= 2 {
+	n := rng.Intn(4)
+	if rng.Intn(8) == 0 {
+		n = 21 + rng.Intn(6) // more than traffic-split takes
+	}
+	if n >= 2 {
 		wc := &routev3.WeightedCluster{}
 		for i := 0; i < n; i++ {
 			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
@@ -203,7 +207,9 @@ func fuzzAction(rng *rand.Rand, clusters []string) *routev3.RouteAction {
 		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: clusters[rng.Intn(len(clusters))]}
 	}
 	if rng.Intn(2) == 0 {
-		a.Timeout = &durationpb.Duration{Seconds: int64(rng.Intn(3)), Nanos: int32(rng.Intn(1e9))}
+		// Up to Envoy's largest (beyond what nginx holds), and below a millisecond.
+		secs := []int64{0, 1, 2, 3 << 20, 9223372035}[rng.Intn(5)]
+		a.Timeout = &durationpb.Duration{Seconds: secs, Nanos: int32(rng.Intn(1e9))}
 	}
 	if rng.Intn(2) == 0 {
 		a.RetryPolicy = &routev3.RetryPolicy{
@@ -262,6 +268,13 @@ func FuzzTranslate(f *testing.F) {
 	for i := byte(0); i < 12; i++ {
 		f.Add([]byte{i, i * 19, i * 7, 0x30 + i, i * 3, 0x80 | i}, "/a", "c")
 	}
+	// Regexes RE2 rejects (the client NACKs them; a route must never widen), and ones
+	// only RE2 accepts.
+	for i, re := range []string{`/api/(unclosed`, `a{1001}`, `\p{greek}`, `/b/\C+`, `/\p{Old_Italic}+`, `/(?P<名>[0-9]+)`} {
+		f.Add(bytes.Repeat([]byte{byte(i), 0x02, 0x80, 0x07}, 50+i), re, "c")
+	}
+	// Splits over more than 20 clusters.
+	f.Add(bytes.Repeat([]byte{0x0f, 0x00, 0x00, 0x03, 0x71}, 80), "/", "b") // two merged upstreams
 	f.Fuzz(func(t *testing.T, data []byte, lit, name string) {
 		if !utf8.ValidString(lit) || !utf8.ValidString(name) {
 			return // proto3 strings are valid UTF-8; the xDS client rejects anything else

@@ -11,6 +11,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/translate/upstream"
 )
 
 // The two large parts of a first translation are pure per item: a virtual host in,
@@ -158,6 +159,7 @@ type vhostRec struct {
 
 type acquired struct {
 	cluster string
+	split   *upstream.Split // instead of cluster, for a merged weighted split
 	v       variant
 	id      string
 }
@@ -184,7 +186,7 @@ func (t *Translator) buildVhosts() {
 		}
 		for k, a := range j.rec.acquires {
 			// Each acquire was the k-th id the build listed in ups (vhostBuilder.acquire).
-			ups[k] = t.acquireID(a.cluster, a.v, a.id)
+			ups[k] = t.acquireRef(a)
 		}
 		for _, r := range j.rec.routes {
 			t.store(r.key, r.hash, r.json)

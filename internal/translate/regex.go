@@ -2,27 +2,31 @@ package translate
 
 // Envoy's safe_regex is RE2 and must match the whole string; lua-resty-expr's "~~" is
 // ngx.re.find (PCRE, flags "jo"), a search. Rather than passing RE2 text through and
-// hoping the dialects agree, the regex is parsed with Go's regexp/syntax (RE2 syntax)
-// and printed back as PCRE from the parse tree: every construct gets its PCRE spelling,
+// hoping the dialects agree, the regex is parsed as RE2 reads it (package re2, on Go's
+// regexp/syntax) and printed back as PCRE from the parse tree: every construct gets
+// its PCRE spelling (RE2's \C, one byte, is PCRE's \C in either mode),
 // captures become non-capturing groups, and the result is anchored with \A...\z (PCRE's
 // "$" would also match before a final newline). When the pattern can match a non-ASCII
 // character (".", negated classes, Unicode classes or literals), the PCRE is put in UTF
 // mode with (*UTF), because RE2 matches code points and PCRE without it matches bytes.
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"regexp/syntax"
 	"strconv"
 	"strings"
+
+	"github.com/amesh-dev/amesh/internal/re2"
 )
 
 // pcreAnchored translates an RE2 regex into a PCRE that matches exactly the strings RE2
 // matches as a whole.
-func pcreAnchored(re2 string) (string, error) {
-	re, err := syntax.Parse(re2, syntax.Perl)
+func pcreAnchored(expr string) (string, error) {
+	re, err := re2.Parse(expr)
 	if err != nil {
-		return "", fmt.Errorf("invalid RE2 regex %q: %w", re2, err)
+		return "", fmt.Errorf("invalid RE2 regex %q: %w", expr, err)
 	}
 	var p pcrePrinter
 	p.node(re)
@@ -77,6 +81,10 @@ func (p *pcrePrinter) node(re *syntax.Regexp) {
 	case syntax.OpNoWordBoundary:
 		p.b.WriteString(`\B`)
 	case syntax.OpCapture:
+		if re2.IsAnyByte(re) {
+			p.b.WriteString(`\C`)
+			return
+		}
 		p.b.WriteString(`(?:`)
 		p.node(re.Sub[0])
 		p.b.WriteString(`)`)
@@ -176,8 +184,12 @@ func quoteLiteral(s string) string {
 	return b.String()
 }
 
-// compileWhole compiles an RE2 regex with Go's engine (also RE2) so that it matches
-// whole strings only; used to evaluate matchers at translation time.
-func compileWhole(re string) (*regexp.Regexp, error) {
-	return regexp.Compile(`^(?:` + re + `)$`)
+// isRegexError reports whether err is a regex RE2 does not compile.
+func isRegexError(err error) bool {
+	var se *syntax.Error
+	return errors.As(err, &se)
 }
+
+// compileWhole compiles an RE2 regex with Go's engine so that it matches whole
+// strings only; used to evaluate matchers at translation time (see re2.CompileWhole).
+func compileWhole(re string) (*regexp.Regexp, error) { return re2.CompileWhole(re) }

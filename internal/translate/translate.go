@@ -29,6 +29,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/translate/upstream"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
@@ -78,9 +79,12 @@ type Translator struct {
 	streamsOf map[string]map[string]bool // cluster -> listeners with a stream route to it
 
 	// deps: cluster name -> virtual hosts whose routes depend on the cluster's
-	// existence and kind; mirrorDeps: on its endpoints too.
+	// existence and kind; mirrorDeps: on its shape and endpoints too (mirror targets,
+	// the clusters of a merged weighted split).
 	deps       multi[*vhostState]
 	mirrorDeps multi[*vhostState]
+	// splits are the referenced upstreams of merged weighted splits, by id.
+	splits map[string]*upRef
 
 	report      []report.Entry // cached sorted report
 	reportDirty bool
@@ -217,6 +221,11 @@ type upRef struct {
 	cluster string
 	v       *variant // shared (see internVariant): not to be modified
 	n       int
+	// split, for the upstream of clusters merged by a weighted split (cluster is
+	// then ""), lists them; its id is in each of their clusterState.ups, so that a
+	// change to any of them rebuilds it. rep are its findings.
+	split *upstream.Split
+	rep   []report.Entry
 }
 
 // upKeyPrefix is what apisix.Key puts before an upstream's id.
@@ -239,6 +248,7 @@ func New(opts Options) *Translator {
 		clusters:  map[string]*clusterState{},
 		ups:       map[string]*upRef{},
 		streamsOf: map[string]map[string]bool{},
+		splits:    map[string]*upRef{},
 	}
 }
 
@@ -482,17 +492,33 @@ func (t *Translator) acquire(cluster string, v variant) string {
 // end of the upstream's object key, so the key (which the output needs anyway) and
 // the id cost one allocation.
 func (t *Translator) acquireID(cluster string, v variant, id string) string {
+	return t.acquireRef(acquired{cluster: cluster, v: v, id: id})
+}
+
+// acquireRef is acquireID for the upstream of a cluster or of a merged weighted
+// split (see upstream.Split), which each of its clusters lists.
+func (t *Translator) acquireRef(a acquired) string {
+	id := a.id
 	r := t.ups[id]
 	if r == nil {
-		r = &upRef{key: apisix.Key(apisix.KindUpstreams, id), cluster: cluster, v: t.internVariant(v)}
+		r = &upRef{key: apisix.Key(apisix.KindUpstreams, id), cluster: a.cluster, split: a.split, v: t.internVariant(a.v)}
 		id = r.id()
 		t.ups[id] = r
 	}
 	r.n++
 	if r.n == 1 {
 		t.dirtyUp[id] = true
-		if cs := t.clusters[cluster]; cs != nil { // always: only existing clusters are acquired
-			cs.ups = append(cs.ups, id)
+		if r.split == nil {
+			if cs := t.clusters[r.cluster]; cs != nil { // always: only existing clusters are acquired
+				cs.ups = append(cs.ups, id)
+			}
+		} else {
+			t.splits[id] = r
+			for _, c := range r.split.Clusters {
+				if cs := t.clusters[c]; cs != nil && !slices.Contains(cs.ups, id) {
+					cs.ups = append(cs.ups, id)
+				}
+			}
 		}
 	}
 	return r.id()
@@ -507,16 +533,36 @@ func (t *Translator) release(id string) {
 	if r.n <= 0 {
 		delete(t.ups, id)
 		t.dirtyUp[id] = true
+		if r.split != nil {
+			delete(t.splits, id)
+			if len(r.rep) > 0 {
+				t.reportDirty = true
+			}
+			for _, c := range r.split.Clusters {
+				if cs := t.clusters[c]; cs != nil {
+					cs.unlist(id)
+				}
+			}
+			return
+		}
 		if cs := t.clusters[r.cluster]; cs != nil {
-			i := slices.Index(cs.ups, id)
-			if i < 0 {
+			if !cs.unlist(id) {
 				panic("translate: upstream " + id + " is not listed by its cluster")
 			}
-			last := len(cs.ups) - 1
-			cs.ups[i], cs.ups[last] = cs.ups[last], ""
-			cs.ups = cs.ups[:last]
 		}
 	}
+}
+
+// unlist removes id from the cluster's upstreams, reporting whether it was there.
+func (cs *clusterState) unlist(id string) bool {
+	i := slices.Index(cs.ups, id)
+	if i < 0 {
+		return false
+	}
+	last := len(cs.ups) - 1
+	cs.ups[i], cs.ups[last] = cs.ups[last], ""
+	cs.ups = cs.ups[:last]
+	return true
 }
 
 // syncClusters updates cluster state for changed clusters and endpoints.
@@ -589,7 +635,7 @@ func (t *Translator) syncCluster(name string) {
 		}
 	}
 	old := cs.info
-	claChanged := cs.cla != cla
+	contentChanged := cs.cla != cla || cs.src != src
 	cs.src, cs.cla = src, cla
 	if cs.name = name; src.Name == name {
 		cs.name = src.Name
@@ -597,7 +643,7 @@ func (t *Translator) syncCluster(name string) {
 	cs.info = clusterInfo{exists: true, special: special(name, c), hashLB: isHashLB(c)}
 	t.rebuilds[name] = true
 	t.markDeps(name, old, cs.info)
-	if claChanged {
+	if contentChanged {
 		for vs := range t.mirrorDeps.all(name) {
 			t.dirtyVH[vs] = true
 		}
@@ -780,14 +826,19 @@ func (t *Translator) rdsToCheck(full bool, ch *resource.Changes) map[string]stru
 // (serial).
 func (t *Translator) syncUpstreams() {
 	// Group dirty ids and rebuilt clusters by cluster so each base is built once.
+	// Merged splits are built apart, once each, when dirty or one of their clusters
+	// is rebuilt.
 	byCluster := map[string][]string{}
+	splits := map[string]bool{}
 	for id := range t.dirtyUp {
 		if t.allClustersNew {
 			// Every cluster is rebuilt (below) with all its ids, and no id existed
 			// before: nothing to group or delete.
 			break
 		}
-		if r := t.ups[id]; r != nil {
+		if r := t.ups[id]; r != nil && r.split != nil {
+			splits[id] = true
+		} else if r != nil {
 			if !t.rebuilds[r.cluster] { // a rebuilt cluster builds all its ids anyway
 				byCluster[r.cluster] = append(byCluster[r.cluster], id)
 			}
@@ -799,7 +850,17 @@ func (t *Translator) syncUpstreams() {
 		if _, ok := byCluster[name]; !ok {
 			byCluster[name] = nil
 		}
+		if len(t.splits) > 0 {
+			if cs := t.clusters[name]; cs != nil {
+				for _, id := range cs.ups {
+					if t.splits[id] != nil {
+						splits[id] = true
+					}
+				}
+			}
+		}
 	}
+	t.buildSplits(splits)
 	jobs := make([]upJob, 0, len(byCluster))
 	for name, ids := range byCluster {
 		cs := t.clusters[name]
@@ -829,12 +890,47 @@ func (t *Translator) syncUpstreams() {
 	}
 }
 
-// idsOf returns the referenced upstream ids of a cluster, sorted.
+// idsOf returns the referenced upstream ids of a cluster, sorted, but for those of
+// merged splits (see buildSplits).
 func (t *Translator) idsOf(cluster string) []string {
-	if cs := t.clusters[cluster]; cs != nil {
-		return slices.Sorted(slices.Values(cs.ups))
+	cs := t.clusters[cluster]
+	if cs == nil {
+		return nil
 	}
-	return nil
+	ids := slices.Sorted(slices.Values(cs.ups))
+	if len(t.splits) > 0 {
+		ids = slices.DeleteFunc(ids, func(id string) bool { return t.splits[id] != nil })
+	}
+	return ids
+}
+
+// buildSplits builds the upstreams of merged weighted splits (few: serially).
+func (t *Translator) buildSplits(ids map[string]bool) {
+	for _, id := range sortedKeys(ids) {
+		r := t.splits[id]
+		if r == nil {
+			continue
+		}
+		members := make([]upstream.Member, 0, len(r.split.Clusters))
+		for i, c := range r.split.Clusters {
+			cs := t.clusters[c]
+			if cs == nil {
+				// Removed: the routes that use the split are rebuilt in this call and
+				// release it (they depend on every cluster of it).
+				continue
+			}
+			members = append(members, upstream.Member{Name: c, Shape: cs.src.Shape(), CLA: cs.cla, Weight: r.split.Weights[i]})
+		}
+		if len(members) == 0 {
+			continue
+		}
+		u, rep := upstream.BuildSplit(id, members, *r.v)
+		if !equalEntries(rep, r.rep) {
+			r.rep = rep
+			t.reportDirty = true
+		}
+		t.set(r.key, u)
+	}
 }
 
 // fullReport returns the complete sorted report, rebuilt only when a part changed.
@@ -858,6 +954,9 @@ func (t *Translator) fullReport() []report.Entry {
 	}
 	for name, cs := range t.clusters {
 		all = cs.report.appendTo(all, name)
+	}
+	for _, r := range t.splits {
+		all = append(all, r.rep...)
 	}
 	sortReport(all)
 	t.report, t.reportDirty = all, false

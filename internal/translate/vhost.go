@@ -23,6 +23,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/translate/upstream"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
@@ -249,16 +250,25 @@ type refLists struct {
 // its id: the routes of a virtual host mostly share one upstream, and one reference
 // keeps it alive as well as one per route would.
 func (b *vhostBuilder) acquire(cluster string, v variant) string {
-	id := variantID(cluster, v)
+	return b.reference(acquired{cluster: cluster, v: v, id: variantID(cluster, v)})
+}
+
+// acquireSplit is acquire for the upstream of a merged weighted split.
+func (b *vhostBuilder) acquireSplit(s *upstream.Split, v variant) string {
+	return b.reference(acquired{split: s, v: v, id: upstream.SplitID(s, v)})
+}
+
+func (b *vhostBuilder) reference(a acquired) string {
 	for _, u := range b.refs.ups {
-		if u == id {
+		if u == a.id {
 			return u
 		}
 	}
+	id := a.id
 	if b.rec == nil {
-		id = b.t.acquireID(cluster, v, id)
+		id = b.t.acquireRef(a)
 	} else {
-		b.rec.acquires = append(b.rec.acquires, acquired{cluster: cluster, v: v, id: id})
+		b.rec.acquires = append(b.rec.acquires, a)
 	}
 	b.refs.ups = append(b.refs.ups, id)
 	return id
@@ -568,36 +578,55 @@ type abortSpec struct {
 // conditions translates the non-path parts of the match.
 func (b *vhostBuilder) conditions(r *routev3.Route, br *builtRoute, res string) {
 	m := r.GetMatch()
-	var reasons []string
+	var reasons, invalid []string
 	if br.path.kind == pathUnsupported {
 		reasons = append(reasons, "path matcher kind is not supported")
 	} else if br.path.kind == pathRegex {
 		if _, err := pcreAnchored(br.path.lit); err != nil {
-			reasons = append(reasons, err.Error())
-			br.path = pathSpec{kind: pathPrefix, lit: "/"} // superset: the route fails closed
+			invalid = append(invalid, err.Error())
+			br.path = pathSpec{kind: pathPrefix, lit: "/"}
 			br.shape = routeShape{sets: setsOf(br.path), nat: bucket{all: true}}
 			br.exactNat = true
 		}
 	}
 	for _, h := range m.GetHeaders() {
 		terms, err := headerTerms(h)
-		if err != nil {
+		switch {
+		case isRegexError(err):
+			invalid = append(invalid, err.Error())
+		case err != nil:
 			reasons = append(reasons, err.Error())
-			continue
+		default:
+			br.conds = append(br.conds, terms...)
 		}
-		br.conds = append(br.conds, terms...)
 	}
 	if qs := m.GetQueryParameters(); len(qs) > 0 {
 		for _, q := range qs {
 			terms, err := queryTerms(q)
-			if err != nil {
+			switch {
+			case isRegexError(err):
+				invalid = append(invalid, err.Error())
+			case err != nil:
 				reasons = append(reasons, err.Error())
-				continue
+			default:
+				br.conds = append(br.conds, terms...)
 			}
-			br.conds = append(br.conds, terms...)
 		}
 		b.report("route", res, "match.query_parameters", report.Approximated,
 			"query parameters are read from nginx's $arg_<name>: first value, not percent-decoded, name case-insensitive")
+	}
+	if len(invalid) > 0 {
+		// Envoy rejects the whole route configuration (the xDS client NACKs it, see
+		// resource.ValidateRouteConfig), so no request ever reaches this route there.
+		// Input that skipped that check (a file, a test) gets a route that matches
+		// nothing: failing closed would need a condition at least as wide as the
+		// route's, which would take requests from the routes after it.
+		br.conds = append(br.conds, apisix.Expr{"uri", "~~", `(?!)`})
+		br.fail = &failure{status: 500, reason: "invalid regex"}
+		br.matchesAll = false
+		b.report("route", res, "match", report.Invalid, strings.Join(invalid, "; ")+
+			"; Envoy rejects the route configuration; the route matches nothing")
+		return
 	}
 	if m.GetGrpc() != nil {
 		br.conds = append(br.conds, apisix.Expr{"http_content_type", "~~", `\Aapplication/grpc(?:[+;]|\z)`})

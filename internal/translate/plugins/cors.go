@@ -2,12 +2,12 @@ package plugins
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
+	"github.com/amesh-dev/amesh/internal/re2"
 	"github.com/amesh-dev/amesh/internal/report"
 )
 
@@ -183,7 +183,7 @@ func originExpr(m *matcherv3.StringMatcher) (expr []any, star bool, err error) {
 			return nil, false, err
 		}
 		// RE2 safe_regex matches the whole string; lua-resty-expr's ~~ searches.
-		full, err := regexp.Compile(`^(?:` + re + `)$`)
+		full, err := re2.CompileWhole(re)
 		if err != nil {
 			return nil, false, err
 		}

@@ -6,9 +6,11 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/amesh-dev/amesh/internal/re2"
 )
 
-// Envoy's regexes are RE2 (safe_regex, regex_rewrite); APISIX evaluates PCRE through
+// Envoy's regexes are RE2 (safe_regex, regex_rewrite; read with package re2); APISIX evaluates PCRE through
 // ngx.re with the options "jo": no UTF-8 mode, so the subject is a byte string. The
 // converter below re-emits a parsed RE2 tree in PCRE syntax, spelling out every
 // construct whose meaning differs between the two engines:
@@ -25,7 +27,7 @@ import (
 // re2ToPCRE converts an RE2 pattern into a PCRE pattern with the same matches. It
 // returns the number of capture groups, for checking substitution strings.
 func re2ToPCRE(pattern string) (string, int, error) {
-	re, err := syntax.Parse(pattern, syntax.Perl)
+	re, err := re2.Parse(pattern)
 	if err != nil {
 		return "", 0, fmt.Errorf("invalid RE2 regex %q: %v", pattern, err)
 	}
@@ -75,11 +77,11 @@ func emit(b *strings.Builder, re *syntax.Regexp) error {
 	case syntax.OpNoWordBoundary:
 		b.WriteString(`\B`)
 	case syntax.OpCapture:
-		if re.Name != "" {
-			b.WriteString("(?<" + re.Name + ">")
-		} else {
-			b.WriteString("(")
+		if re2.IsAnyByte(re) {
+			b.WriteString(`[\x00-\xff]`) // RE2's \C: one byte, which is what this mode matches
+			return nil
 		}
+		b.WriteString("(")
 		if err := emit(b, re.Sub[0]); err != nil {
 			return err
 		}
@@ -226,7 +228,7 @@ func quotePCRE(s string) string {
 // anchoredAtStart reports whether every match of re must begin at offset 0 of the
 // text, so that RE2's replace-all and PCRE's replace-first give the same result.
 func anchoredAtStart(pattern string) bool {
-	re, err := syntax.Parse(pattern, syntax.Perl)
+	re, err := re2.Parse(pattern)
 	if err != nil {
 		return false
 	}

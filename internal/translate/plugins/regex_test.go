@@ -20,7 +20,11 @@ func TestRE2ToPCRE(t *testing.T) {
 		{re2: `(?m)^a$`, pcre: `(?m:^)a(?m:$)`},
 		{re2: `\d\s\w`, pcre: `[0-9][\x09-\x0a\x0c-\x0d\x20][0-9A-Z\x5fa-z]`},
 		{re2: `a{2,3}?b{2}c{1,}`, pcre: `(?:a){2,3}?(?:b){2}(?:c){1,}`},
-		{re2: `(a)|(?P<n>b)`, pcre: `(?:(a)|(?<n>b))`, groups: 2},
+		// Groups are numbered, never named: RE2 allows duplicate and non-ASCII names,
+		// PCRE does not, and substitutions refer to numbers only.
+		{re2: `(a)|(?P<n>b)`, pcre: `(?:(a)|(b))`, groups: 2},
+		{re2: `(?P<n>a)(?P<n>b)(?P<名>c)`, pcre: `(a)(b)(c)`, groups: 3},
+		{re2: `(a)\C(b)`, pcre: `(a)[\x00-\xff](b)`, groups: 2},
 		{re2: `\bx\B`, pcre: `\bx\B`},
 		{re2: `é`, pcre: `\xc3\xa9`},
 		{re2: `[^/]+`, pcre: `(?:[\x00-\x2e0-\x7f\x80-\xff])+`},

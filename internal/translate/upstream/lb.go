@@ -21,9 +21,15 @@ const (
 // lb sets the balancer.
 //
 //   - ROUND_ROBIN → roundrobin (weighted round robin in both).
-//   - LEAST_REQUEST → least_conn. Envoy picks the better of two random hosts (P2C),
-//     APISIX the best of all; both send to the least loaded, weighted. Not reported:
-//     it is Istio's default and the difference is statistical, not in which hosts serve.
+//   - LEAST_REQUEST (Istio's default) → roundrobin, reported. Envoy picks the less
+//     loaded of two random hosts, or with unequal weights an earliest-deadline schedule
+//     of weight / (active + 1): under light load, hosts get their weights' shares.
+//     APISIX's least_conn keeps a heap of (active + 1) / weight per worker, rebuilt with
+//     each new version of the configuration, and takes its top: light traffic all goes
+//     to one host (the first one after each rebuild, the heaviest one with unequal
+//     weights). Round robin gives Envoy's shares under light load, and under heavy load
+//     on hosts of equal speed; only with hosts of unequal speed under load does Envoy
+//     send fewer requests to the slower ones (TestLeastRequestMapping measures both).
 //   - RANDOM → roundrobin, reported: same long-run distribution, different sequence.
 //   - RING_HASH, MAGLEV → roundrobin on the base upstream, marked (see Hashing): Envoy
 //     hashes only when a route gives a hash policy and picks a random host otherwise;
@@ -61,10 +67,12 @@ func (b *builder) lb(c *clusterv3.Cluster, u *apisix.Upstream) {
 	case clusterv3.Cluster_ROUND_ROBIN:
 		u.Type = "roundrobin"
 	case clusterv3.Cluster_LEAST_REQUEST:
-		u.Type = "least_conn"
+		u.Type = "roundrobin"
+		b.add("cluster", "lb_policy", report.Approximated, "LEAST_REQUEST: weighted round robin; the same shares "+
+			"as Envoy's, except under load on hosts of unequal speed, where Envoy sends fewer requests to the slower ones")
 		if cfg := c.GetLeastRequestLbConfig(); cfg.GetChoiceCount() != nil || cfg.GetActiveRequestBias() != nil {
 			b.add("cluster", "least_request_lb_config", report.Approximated,
-				"choice_count and active_request_bias are not supported; APISIX's least_conn compares all hosts")
+				"choice_count and active_request_bias have no effect on round robin")
 		}
 	case clusterv3.Cluster_RANDOM:
 		u.Type = "roundrobin"

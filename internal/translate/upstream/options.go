@@ -41,7 +41,12 @@ func (b *builder) httpOptions(c *clusterv3.Cluster, u *apisix.Upstream) {
 	if common.GetIdleTimeout() != nil || common.GetMaxRequestsPerConnection() != nil {
 		kp := &apisix.KeepalivePool{IdleTimeout: defaultIdleTimeout}
 		if it := common.GetIdleTimeout(); it != nil {
-			kp.IdleTimeout = durSeconds(it)
+			var clamped bool
+			kp.IdleTimeout, clamped = Timeout(it)
+			if clamped {
+				b.add("cluster", "typed_extension_protocol_options.common_http_protocol_options.idle_timeout", report.Approximated,
+					fmt.Sprintf("idle_timeout %ds exceeds what nginx holds; %gs is used", it.GetSeconds(), MaxTimeout))
+			}
 			if kp.IdleTimeout == 0 {
 				kp.IdleTimeout = NoTimeout // Envoy: 0 disables the idle timeout
 			}

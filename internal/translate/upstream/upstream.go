@@ -8,6 +8,7 @@ package upstream
 
 import (
 	"fmt"
+	"math"
 	"time"
 	"unicode/utf8"
 
@@ -24,6 +25,23 @@ import (
 // three values (and nginx would otherwise apply 60 s). One day is far beyond any
 // request Envoy would let run while staying below nginx's limit (2^31 ms).
 const NoTimeout = 86400.0
+
+// MaxTimeout (seconds) is the longest timeout nginx holds: its timeouts are
+// milliseconds in an int32 (2^31-1 ms, about 24.8 days). Through lua-resty-core's
+// balancer a longer one overflows, and nginx applies its default (60 s) instead.
+const MaxTimeout = float64(math.MaxInt32) / 1000
+
+// Timeout converts a timeout as Envoy reads it (whole milliseconds,
+// DurationUtil::durationToMilliseconds; the client rejected negative and
+// out-of-range durations) into seconds for nginx: at most MaxTimeout, clamped
+// reporting that it was longer. 0 stays 0 (Envoy: no timeout).
+func Timeout(d *durationpb.Duration) (secs float64, clamped bool) {
+	ms := d.GetSeconds()*1000 + int64(d.GetNanos())/1e6
+	if d.GetSeconds() > math.MaxInt32/1000 || ms > math.MaxInt32 {
+		return MaxTimeout, true
+	}
+	return float64(ms) / 1000, false
+}
 
 // defaultConnectTimeout is Envoy's connect_timeout when the cluster does not set one.
 const defaultConnectTimeout = 5 * time.Second
@@ -75,7 +93,7 @@ func build(b *builder, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*api
 		// Envoy retries only when a route's retry_policy asks; APISIX's default is
 		// "number of nodes - 1". Route variants override this.
 		Retries: intPtr(0),
-		Timeout: &apisix.Timeout{Connect: connectTimeout(c), Send: NoTimeout, Read: NoTimeout},
+		Timeout: &apisix.Timeout{Connect: b.connectTimeout(c), Send: NoTimeout, Read: NoTimeout},
 	}
 	if !b.reportOnly && !b.noID {
 		u.ID = ID(b.name)
@@ -149,18 +167,27 @@ func (b *builder) add(kind, field string, sev report.Severity, msg string) {
 	b.entries = append(b.entries, report.Entry{Kind: kind, Resource: b.name, Field: field, Severity: sev, Message: msg})
 }
 
-func connectTimeout(c *clusterv3.Cluster) float64 {
-	d := defaultConnectTimeout
-	if ct := c.GetConnectTimeout(); ct != nil && ct.AsDuration() > 0 {
-		d = ct.AsDuration()
+func (b *builder) connectTimeout(c *clusterv3.Cluster) float64 {
+	ct := c.GetConnectTimeout()
+	if ct.GetSeconds() == 0 && ct.GetNanos() == 0 {
+		// Unset (validation requires more than 0 when set).
+		return seconds(defaultConnectTimeout)
 	}
-	return seconds(d)
+	secs, clamped := Timeout(ct)
+	if clamped {
+		b.add("cluster", "connect_timeout", report.Approximated, fmt.Sprintf(
+			"connect_timeout %ds exceeds what nginx holds; %gs is used", ct.GetSeconds(), MaxTimeout))
+	}
+	if secs == 0 {
+		// Below a millisecond (validation requires more than 0): the smallest
+		// timeout nginx holds.
+		secs = 0.001
+	}
+	return secs
 }
 
 // seconds keeps sub-second precision (APISIX takes fractional seconds).
 func seconds(d time.Duration) float64 { return d.Seconds() }
-
-func durSeconds(d *durationpb.Duration) float64 { return seconds(d.AsDuration()) }
 
 func intPtr(i int) *int { return &i }
 

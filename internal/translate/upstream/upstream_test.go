@@ -88,7 +88,7 @@ func TestIstiodClusters(t *testing.T) {
 	if !hasEntry(reports["outbound|9080|v1|reviews.default.svc.cluster.local"], "circuit_breakers", report.Unsupported, "max_connections=100") {
 		t.Errorf("reviews v1: circuit breakers not reported: %v", reports["outbound|9080|v1|reviews.default.svc.cluster.local"])
 	}
-	if pp := built["outbound|9080||productpage.default.svc.cluster.local"]; pp.Type != "least_conn" || pp.Timeout.Connect != 10 {
+	if pp := built["outbound|9080||productpage.default.svc.cluster.local"]; pp.Type != "roundrobin" || pp.Timeout.Connect != 10 {
 		t.Errorf("productpage: type %s connect %v", pp.Type, pp.Timeout.Connect)
 	}
 	if bh := built["BlackHoleCluster"]; len(bh.Nodes) != 0 || len(reports["BlackHoleCluster"]) != 0 {
@@ -133,7 +133,7 @@ func TestLBPolicy(t *testing.T) {
 		reported bool
 	}{
 		{clusterv3.Cluster_ROUND_ROBIN, "roundrobin", false, false},
-		{clusterv3.Cluster_LEAST_REQUEST, "least_conn", false, false},
+		{clusterv3.Cluster_LEAST_REQUEST, "roundrobin", false, true}, // see TestLeastRequestMapping
 		{clusterv3.Cluster_RANDOM, "roundrobin", false, true},
 		{clusterv3.Cluster_RING_HASH, "roundrobin", true, false},
 		{clusterv3.Cluster_MAGLEV, "roundrobin", true, true},
@@ -158,8 +158,8 @@ func TestLBPolicy(t *testing.T) {
 		{TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: "lr", TypedConfig: &anypb.Any{TypeUrl: policyLeastRequest}}},
 		{TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: "rr", TypedConfig: &anypb.Any{TypeUrl: policyRoundRobin}}},
 	}}
-	if u, _ := Build(c.GetName(), c, nil); u.Type != "least_conn" {
-		t.Errorf("load_balancing_policy: type %s, want least_conn", u.Type)
+	if u, es := Build(c.GetName(), c, nil); u.Type != "roundrobin" || !hasEntry(es, "lb_policy", report.Approximated, "LEAST_REQUEST") {
+		t.Errorf("load_balancing_policy: type %s (%v), want LEAST_REQUEST's roundrobin", u.Type, es)
 	}
 }
 
@@ -172,13 +172,26 @@ func TestConnectTimeout(t *testing.T) {
 		{durationpb.New(250_000_000), 0.25},
 		{&durationpb.Duration{Seconds: 1, Nanos: 1_000_000}, 1.001},
 		{&durationpb.Duration{}, 5},
+		// Envoy reads whole milliseconds; nginx holds at most 2^31-1 of them.
+		{&durationpb.Duration{Nanos: 1}, 0.001},
+		{&durationpb.Duration{Seconds: 2147483, Nanos: 647_000_000}, 2147483.647},
+		{&durationpb.Duration{Seconds: 2147483, Nanos: 648_000_000}, MaxTimeout},
+		{&durationpb.Duration{Seconds: 9223372035}, MaxTimeout},
 	} {
 		c := edsCluster("c")
 		c.ConnectTimeout = tc.d
-		u, _ := Build(c.GetName(), c, nil)
+		u, rep := Build(c.GetName(), c, nil)
 		mustValid(t, u)
 		if u.Timeout.Connect != tc.want {
 			t.Errorf("connect_timeout %v: got %v, want %v", tc.d, u.Timeout.Connect, tc.want)
+		}
+		clamped := tc.d.GetSeconds() > 2147483 || tc.d.GetSeconds() == 2147483 && tc.d.GetNanos() >= 648_000_000
+		reported := false
+		for _, e := range rep {
+			reported = reported || e.Field == "connect_timeout" && strings.Contains(e.Message, "exceeds what nginx holds")
+		}
+		if reported != clamped {
+			t.Errorf("connect_timeout %v: clamping reported %v, want %v (%v)", tc.d, reported, clamped, rep)
 		}
 	}
 }

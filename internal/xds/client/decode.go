@@ -65,6 +65,49 @@ func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion stri
 	return out, nil
 }
 
+// duplicateDelta rejects a Delta response that names a resource twice, among its
+// resources or its resources and removals together, as Envoy does
+// (DeltaSubscriptionState), before anything is decoded; the details are Envoy's.
+func duplicateDelta(raws []rawResource, removed []string) error {
+	if len(raws) < 2 && len(removed) == 0 || len(raws) == 0 && len(removed) < 2 {
+		return nil
+	}
+	seen := make(map[string]struct{}, len(raws)+len(removed))
+	for _, r := range raws {
+		if _, dup := seen[r.name]; dup {
+			return fmt.Errorf("duplicate name %s found among added/updated resources", r.name)
+		}
+		seen[r.name] = struct{}{}
+	}
+	for _, n := range removed {
+		if _, dup := seen[n]; dup {
+			return fmt.Errorf("duplicate name %s found in the union of added+removed resources", n)
+		}
+		seen[n] = struct{}{}
+	}
+	return nil
+}
+
+// duplicateSotW rejects a SotW response holding two resources of the same name. Envoy
+// rejects it for listeners and clusters ("duplicate listener X found"); for route
+// configurations and endpoints, its default ADS implementation uses the first copy
+// and its unified one rejects the response. One copy taken without a word would
+// leave which one unspecified, so every kind is rejected.
+func duplicateSotW(typeURL string, ups []upsert) error {
+	if len(ups) < 2 {
+		return nil
+	}
+	seen := make(map[string]struct{}, len(ups))
+	for _, u := range ups {
+		n := msgName(u.e.msg)
+		if _, dup := seen[n]; dup {
+			return fmt.Errorf("duplicate %s %s found", resource.KindOf(typeURL), n)
+		}
+		seen[n] = struct{}{}
+	}
+	return nil
+}
+
 // decoded is the outcome of decoding one resource of a response: ignored, invalid
 // (err, the NACK detail) or an entry (the accepted one when unchanged).
 type decoded struct {
@@ -220,7 +263,10 @@ func deltaRaws(resp *discoveryv3.DeltaDiscoveryResponse) []rawResource {
 // record the nonce, count it and decode its resources. ok is false for a type never
 // requested (the response is ignored). A non-nil err is the NACK detail, already
 // counted and logged; the caller sends the protocol's NACK.
-func (c *Client) receiveLocked(typeURL, nonce string, raws []rawResource, sotwVersion string) (i int, t *typeState, entries []upsert, ok bool, err error) {
+//
+// A response that names a resource twice is rejected too (duplicateDelta,
+// duplicateSotW); removed are a Delta response's removed names, nil in SotW.
+func (c *Client) receiveLocked(p Protocol, typeURL, nonce string, raws []rawResource, removed []string, sotwVersion string) (i int, t *typeState, entries []upsert, ok bool, err error) {
 	i, ok = typeIndex(typeURL)
 	if !ok {
 		c.log.Warn("xds: response for a type never requested", "type", typeURL)
@@ -229,7 +275,15 @@ func (c *Client) receiveLocked(typeURL, nonce string, raws []rawResource, sotwVe
 	t = c.types[i]
 	t.nonce = nonce
 	t.responses++
-	entries, err = c.decodeLocked(t, raws, sotwVersion)
+	if p == Delta {
+		err = duplicateDelta(raws, removed)
+	}
+	if err == nil {
+		entries, err = c.decodeLocked(t, raws, sotwVersion)
+	}
+	if err == nil && p == SotW {
+		err = duplicateSotW(t.url, entries)
+	}
 	if err != nil {
 		t.nacks++
 		t.lastNACK = err.Error()

@@ -68,7 +68,7 @@ func (s *deltaStream) handle(m any) error {
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	i, t, entries, ok, err := c.receiveLocked(resp.GetTypeUrl(), resp.GetNonce(), deltaRaws(resp), "")
+	i, t, entries, ok, err := c.receiveLocked(Delta, resp.GetTypeUrl(), resp.GetNonce(), deltaRaws(resp), resp.GetRemovedResources(), "")
 	if !ok {
 		return nil
 	}

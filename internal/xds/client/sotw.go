@@ -72,7 +72,7 @@ func (s *sotwStream) handle(m any) error {
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	i, t, entries, ok, err := c.receiveLocked(resp.GetTypeUrl(), resp.GetNonce(), sotwRaws(resp), resp.GetVersionInfo())
+	i, t, entries, ok, err := c.receiveLocked(SotW, resp.GetTypeUrl(), resp.GetNonce(), sotwRaws(resp), nil, resp.GetVersionInfo())
 	if !ok {
 		return nil
 	}

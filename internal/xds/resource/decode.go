@@ -129,7 +129,7 @@ func decodeBytes(typeURL string, b []byte, wantName string, prev any) (*Decoded,
 		l := &listenerv3.Listener{}
 		if err = proto.Unmarshal(b, l); err == nil {
 			d.Name = l.GetName()
-			if err = l.ValidateAll(); err == nil {
+			if err = validate(l); err == nil {
 				if err = ValidateListenerFilters(l); err == nil {
 					d.Deps, err = ListenerRouteNames(l)
 				}
@@ -146,14 +146,14 @@ func decodeBytes(typeURL string, b []byte, wantName string, prev any) (*Decoded,
 		rc := &routev3.RouteConfiguration{}
 		if err = proto.Unmarshal(b, rc); err == nil {
 			d.Name = rc.GetName()
-			err = rc.ValidateAll()
+			err = validate(rc)
 		}
 		d.Msg = rc
 	case ClusterType:
 		c := &clusterv3.Cluster{}
 		if err = proto.Unmarshal(b, c); err == nil {
 			d.Name = c.GetName()
-			if err = c.ValidateAll(); err == nil {
+			if err = validate(c); err == nil {
 				d.Deps = clusterDeps(c)
 			}
 		}
@@ -197,6 +197,18 @@ func decodeBytes(typeURL string, b []byte, wantName string, prev any) (*Decoded,
 		return nil, &Error{TypeURL: typeURL, Name: name, Err: err}
 	}
 	return d, nil
+}
+
+// validate checks m as Envoy does when it accepts it: the protos' rules, then what
+// Validate adds.
+func validate(m interface {
+	proto.Message
+	ValidateAll() error
+}) error {
+	if err := m.ValidateAll(); err != nil {
+		return err
+	}
+	return Validate(m)
 }
 
 // clusterDeps is the EDS name an EDS cluster needs, nil for other discovery types.

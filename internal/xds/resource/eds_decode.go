@@ -14,7 +14,8 @@ package resource
 // Contract: the wire decoder either produces exactly what the general path would
 // accept and produce, or gives up, and then decodeLoadAssignment runs the general path,
 // so the result and the error (the NACK detail) are the general path's, byte for byte.
-// It gives up on everything it does not handle with certainty: malformed wire data,
+// It gives up on everything it does not handle with certainty (which includes every
+// field that holds a Duration, checked by Validate on the general path): malformed wire data,
 // invalid UTF-8, unknown fields, a known field with an unexpected wire type, a field
 // with validation rules it does not implement (health_check_config,
 // additional_addresses, load_balancer_endpoints, proximity, named_endpoints, a policy
@@ -62,7 +63,7 @@ func decodeLoadAssignmentProto(b []byte) (*LoadAssignment, error) {
 	if err := proto.Unmarshal(b, cla); err != nil {
 		return nil, err
 	}
-	if err := cla.ValidateAll(); err != nil {
+	if err := validate(cla); err != nil {
 		return &LoadAssignment{ClusterName: cla.GetClusterName()}, err
 	}
 	return FromCLA(cla), nil

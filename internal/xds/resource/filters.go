@@ -390,6 +390,9 @@ func checkNetworkFilter(f *listenerv3.Filter, last bool) error {
 		if err := h.ValidateAll(); err != nil {
 			return err
 		}
+		if err := Validate(h); err != nil {
+			return err
+		}
 		if err := checkHTTPFilters(h.GetHttpFilters(), "http"); err != nil {
 			return err
 		}
@@ -482,7 +485,9 @@ func validateLinked(a *anypb.Any, typ string) error {
 			return err
 		}
 	}
-	return nil
+	// Envoy validates a typed config as it unpacks it, with the same checks as a
+	// resource: an inline route configuration's regexes, durations and domains included.
+	return Validate(m)
 }
 
 // envoyErr formats an error in Envoy's own words (capitalized, some with a final

@@ -9,13 +9,16 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/amesh-dev/amesh/internal/translate"
@@ -146,7 +149,33 @@ func rejectedListeners(t testing.TB) []rejectedListener {
 		cd.ConfigSource = &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
 		return &hcmv3.HttpFilter{Name: "ecds", ConfigType: &hcmv3.HttpFilter_ConfigDiscovery{ConfigDiscovery: cd}}
 	}
+	inline := func(rc *routev3.RouteConfiguration) *listenerv3.Listener {
+		l := withHTTPFilters(t, router(t))
+		f := l.FilterChains[0].Filters[0]
+		h := &hcmv3.HttpConnectionManager{}
+		if err := f.GetTypedConfig().UnmarshalTo(h); err != nil {
+			t.Fatal(err)
+		}
+		h.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}
+		f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t, h)}
+		return l
+	}
+	regexRoute := func(re string) *routev3.Route {
+		return &routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: re}}},
+			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200}}}
+	}
 	return []rejectedListener{
+		{"inline route config: invalid regex", inline(&routev3.RouteConfiguration{Name: "in", VirtualHosts: []*routev3.VirtualHost{
+			{Name: "a", Domains: []string{"a"}, Routes: []*routev3.Route{regexRoute("/api/(unclosed")}}}}),
+			[]string{"missing closing )"}},
+		{"inline route config: duplicate domains", inline(&routev3.RouteConfiguration{Name: "in", VirtualHosts: []*routev3.VirtualHost{
+			{Name: "a", Domains: []string{"x.example"}}, {Name: "b", Domains: []string{"X.example"}}}}),
+			[]string{"route_config", "duplicate entry of domain x.example"}},
+		{"inline route config: negative timeout", inline(&routev3.RouteConfiguration{Name: "in", VirtualHosts: []*routev3.VirtualHost{
+			{Name: "a", Domains: []string{"a"}, Routes: []*routev3.Route{{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "c"},
+					Timeout: &durationpb.Duration{Seconds: -1}}}}}}}}),
+			[]string{"timeout"}},
 		{"unknown HTTP filter", withHTTPFilters(t, opaque("vendor.auth", "type.googleapis.com/vendor.Auth"), router(t)),
 			[]string{`listener "0.0.0.0_80"`, "filter chain chain-80", "http filter vendor.auth", "Didn't find a registered implementation for 'vendor.auth' with type URL: 'vendor.Auth'"}},
 		{"unknown in TypedStruct", withHTTPFilters(t, &hcmv3.HttpFilter{Name: "x", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t,

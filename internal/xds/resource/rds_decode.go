@@ -8,9 +8,10 @@ package resource
 // split at its top-level fields, and each virtual host is unmarshalled, validated,
 // pruned and re-encoded on its own. The result is exactly the serial one:
 // RouteConfiguration's validation is its virtual hosts' plus its own fields' (the
-// generated validator composes them), and anything unexpected (a malformed field, a
-// virtual host that fails validation, a panic) falls back to the serial path, whose
-// error is the one reported.
+// generated validator composes them, and so does Validate, but for the domains, which
+// are checked once all virtual hosts are decoded), and anything unexpected (a
+// malformed field, a virtual host that fails validation, a panic) falls back to the
+// serial path, whose error is the one reported.
 
 import (
 	"errors"
@@ -62,7 +63,7 @@ func decodeRouteConfigParallel(b []byte, prev *RouteConfig) (rc *RouteConfig, er
 	if err := proto.Unmarshal(header, msg); err != nil {
 		return nil, errFallback
 	}
-	if err := msg.ValidateAll(); err != nil {
+	if err := validate(msg); err != nil {
 		return nil, errFallback
 	}
 	pruneRouteConfigOwn(msg)
@@ -95,7 +96,7 @@ func decodeRouteConfigParallel(b []byte, prev *RouteConfig) (rc *RouteConfig, er
 			var buf, wire []byte
 			for i := lo; i < hi; i++ {
 				vh := &routev3.VirtualHost{}
-				if proto.Unmarshal(spans[i], vh) != nil || vh.ValidateAll() != nil {
+				if proto.Unmarshal(spans[i], vh) != nil || validate(vh) != nil {
 					mu.Lock()
 					failed = errFallback
 					mu.Unlock()
@@ -120,6 +121,9 @@ func decodeRouteConfigParallel(b []byte, prev *RouteConfig) (rc *RouteConfig, er
 		return nil, failed
 	}
 	msg.VirtualHosts = vhs
+	if checkDomains(msg) != nil {
+		return nil, errFallback
+	}
 	r := &RouteConfig{Name: msg.GetName(), Header: hdr, VirtualHosts: make([][]byte, len(spans)), sums: sums}
 	// One array for all virtual hosts, as newRouteConfig makes (the workers' buffers
 	// grew by doubling; copying them is cheaper than keeping their slack).

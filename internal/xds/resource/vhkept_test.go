@@ -150,9 +150,10 @@ func TestRouteConfigReuse(t *testing.T) {
 		}
 		return prev
 	}
-	// The next version: one inserted at the front (all others move), one changed.
+	// The next version: one inserted at the front (all others move), one changed
+	// (virtual host 9, now at index 10).
 	next := append([]*routev3.VirtualHost{testVH(100, 3)}, vhs...)
-	next[10] = testVH(10, 4)
+	next[10] = testVH(9, 4)
 	rc := &routev3.RouteConfiguration{Name: "8080", VirtualHosts: next}
 	b, err := proto.Marshal(rc)
 	if err != nil {
