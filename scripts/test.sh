@@ -17,6 +17,12 @@ bash scripts/kube/build.sh >/dev/null
 step "istiod, unmodified (cached under \$HOME/.cache/amesh/istiod; cold build 10-25 min)"
 bash scripts/istiod/build.sh >/dev/null
 
+step "pilot-agent, unmodified (same module and Go build cache as istiod; a few minutes after it)"
+bash scripts/istiod/build.sh pilot-agent >/dev/null
+
+step "original-destination nginx module for Debian's nginx (cached under \$HOME/.cache/amesh/nginx-module)"
+bash scripts/nginx-module/build.sh >/dev/null
+
 step "lint (gofmt, go vet, staticcheck)"
 bash scripts/lint.sh
 
