@@ -167,6 +167,13 @@ func (n *NS) Do(fn func() error) error {
 	return fnErr
 }
 
+// Start starts cmd inside the namespace: it is forked from a thread that has entered it, so
+// cmd keeps cmd.SysProcAttr (e.g. the credentials to run as another user), which `ip netns
+// exec` would not.
+func (n *NS) Start(cmd *exec.Cmd) error {
+	return n.Do(cmd.Start)
+}
+
 // Dial connects from inside the namespace.
 func (n *NS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	var c net.Conn
