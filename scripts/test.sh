@@ -33,3 +33,6 @@ step "controller module: envtest against a real kube-apiserver + etcd (-race)"
 KUBEBUILDER_ASSETS="$(bash scripts/kube-assets.sh)"
 export KUBEBUILDER_ASSETS
 (cd controller && go test -race -shuffle=on -count=1 -timeout 20m ./...)
+
+step "install module: the Helm chart, Istio's injection with its template, server-side dry run (-race)"
+(cd test/install && go test -race -shuffle=on -count=1 -timeout 20m ./...)
