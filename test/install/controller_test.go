@@ -58,4 +58,3 @@ func normalize(o object) object {
 	}
 	return c
 }
-
