@@ -397,7 +397,12 @@ func TestPodWithIstioAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	slowStarted := make(chan struct{}, 1)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			slowStarted <- struct{}{}
+			time.Sleep(time.Second)
+		}
 		_ = json.NewEncoder(w).Encode(map[string]string{
 			"from": r.RemoteAddr, "dst": r.Header.Get("X-Amesh-Original-Dst"),
 			"port": r.Header.Get("X-Amesh-Original-Port"), "server_port": r.Header.Get("X-Amesh-Server-Port"),
@@ -425,6 +430,37 @@ func TestPodWithIstioAgent(t *testing.T) {
 	})
 	if d, err = podDump(pod, adminPort); err != nil || d.Version == nil || *d.Version != v0 || len(routesFor(t, bytesMap(d.Keys), reviews)) < 6 {
 		t.Errorf("amesh's configuration changed when the agent stopped (version %v, was %s): %v", d.Version, v0, err)
+	}
+
+	// Drain: the image's stop signal, SIGQUIT, lets a request in flight finish; nginx then
+	// exits and takes no new connections.
+	type result struct {
+		code int
+		err  error
+	}
+	slow := make(chan result, 1)
+	go func() {
+		code, _, err := get(kubelet, "http://"+net.JoinHostPort(podIP, "9080")+"/slow")
+		slow <- result{code, err}
+	}()
+	select {
+	case <-slowStarted:
+	case <-time.After(mustHappen):
+		t.Fatal("the slow request did not reach the application")
+	}
+	if err := nginx.cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-slow; r.err != nil || r.code != 200 {
+		t.Errorf("request in flight during the graceful stop: %d %v, want 200", r.code, r.err)
+	}
+	select {
+	case <-nginx.exited:
+	case <-time.After(mustHappen):
+		t.Fatal("nginx did not exit after SIGQUIT")
+	}
+	if _, _, err := get(kubelet, ready); err == nil {
+		t.Errorf("nginx still answers after its graceful stop")
 	}
 }
 
