@@ -353,6 +353,9 @@ func TestInjection(t *testing.T) {
 		{
 			name: "defaults",
 			check: func(t *testing.T, pod *corev1.Pod, cfg map[string]any) {
+				if at(cfg, "apisix", "enable_ipv6") != true || !strings.Contains(at(cfg, "nginx_config", "http_end_configuration_snippet").(string), "listen [::]:15021;") {
+					t.Errorf("IPv6 off by default")
+				}
 				apisix := container(t, pod.Spec.Containers, "apisix")
 				if got := envOf(apisix)["AMESH_CONTROLLER_ADDRESS"].Value; got != "" {
 					t.Errorf("controller address %q without a controller", got)
@@ -372,7 +375,7 @@ func TestInjection(t *testing.T) {
 				},
 				"apisix": map[string]any{
 					"xdsConfigSize": "200m", "workerProcesses": 4, "extraPlugins": []any{"limit-count", "redirect"},
-					"extraEnvs": []any{"X_TEMPLATE"},
+					"extraEnvs": []any{"X_TEMPLATE"}, "enableIPv6": false,
 				},
 				"controller": map[string]any{"enabled": true},
 			},
@@ -389,6 +392,9 @@ func TestInjection(t *testing.T) {
 				}
 				if got := at(cfg, "nginx_config", "http", "custom_lua_shared_dict", "xds-config"); got != "200m" {
 					t.Errorf("xds-config dict %v, want 200m", got)
+				}
+				if at(cfg, "apisix", "enable_ipv6") != false || strings.Contains(at(cfg, "nginx_config", "http_end_configuration_snippet").(string), "[::]") {
+					t.Errorf("IPv6 still on: enable_ipv6 %v", at(cfg, "apisix", "enable_ipv6"))
 				}
 				if got := at(cfg, "nginx_config", "worker_processes"); got != "4" {
 					t.Errorf("worker_processes %v, want 4", got)

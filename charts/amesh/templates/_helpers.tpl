@@ -19,7 +19,7 @@ apisix:
   node_listen:
   - port: 15001
   - port: 15006
-  enable_ipv6: true
+  enable_ipv6: {{ .Values.apisix.enableIPv6 }}
   enable_admin: false
   enable_control: false
   proxy_mode: http
@@ -47,7 +47,9 @@ nginx_config:
   http_end_configuration_snippet: |
     server {
         listen 15021;
+    {{- if .Values.apisix.enableIPv6 }}
         listen [::]:15021;
+    {{- end }}
         access_log off;
         location = /healthz/ready {
             content_by_lua_block { require("amesh.ready").check("/_amesh_agent_ready") }
