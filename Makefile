@@ -45,6 +45,8 @@ lint:
 e2e:
 	bash scripts/kube/build.sh >/dev/null
 	bash scripts/istiod/build.sh >/dev/null
+	bash scripts/istiod/build.sh pilot-agent >/dev/null
+	bash scripts/nginx-module/build.sh >/dev/null
 	$(GO) test -race -count=1 -v ./test/istiod/...
 
 # Scale benchmarks: fake control plane at 1,000 / 5,000 / 10,000 services (BENCHMARKS.md).

@@ -17,6 +17,12 @@ bash scripts/kube/build.sh >/dev/null
 step "istiod, unmodified (cached under \$HOME/.cache/amesh/istiod; cold build 10-25 min)"
 bash scripts/istiod/build.sh >/dev/null
 
+step "pilot-agent, unmodified (same module and Go build cache as istiod; a few minutes after it)"
+bash scripts/istiod/build.sh pilot-agent >/dev/null
+
+step "original-destination nginx module for Debian's nginx (cached under \$HOME/.cache/amesh/nginx-module)"
+bash scripts/nginx-module/build.sh >/dev/null
+
 step "lint (gofmt, go vet, staticcheck)"
 bash scripts/lint.sh
 
@@ -27,3 +33,6 @@ step "controller module: envtest against a real kube-apiserver + etcd (-race)"
 KUBEBUILDER_ASSETS="$(bash scripts/kube-assets.sh)"
 export KUBEBUILDER_ASSETS
 (cd controller && go test -race -shuffle=on -count=1 -timeout 20m ./...)
+
+step "install module: the Helm chart, Istio's injection with its template, server-side dry run (-race)"
+(cd test/install && go test -race -shuffle=on -count=1 -timeout 20m ./...)

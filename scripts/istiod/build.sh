@@ -2,6 +2,10 @@
 # Build an UNMODIFIED istiod (pilot-discovery) from the Go module proxy, once per machine.
 #
 #   ISTIOD_BIN="$(bash scripts/istiod/build.sh)"   # last stdout line = path of the binary
+#   AGENT_BIN="$(bash scripts/istiod/build.sh pilot-agent)"   # the sidecar's istio-agent
+#
+# The argument names the command of istio.io/istio/pilot/cmd to build (default pilot-discovery);
+# both share the module and the Go build cache, so the second costs a few minutes at most.
 #
 # Progress goes to stderr. The binary is cached under $AMESH_CACHE/istiod/<version>/ and kept
 # when `pilot-discovery version` already reports the expected build, so a second run costs
@@ -21,7 +25,9 @@ VER="${ISTIO_MODULE_VERSION:-v0.0.0-20260827124520-eed52ebb66ad}"
 REV="${VER##*-}"
 ROOT="${AMESH_CACHE:-$HOME/.cache/amesh}/istiod"
 OUT="$ROOT/$VER"
-BIN="$OUT/pilot-discovery"
+CMD="${1:-pilot-discovery}"
+case "$CMD" in pilot-discovery | pilot-agent) ;; *) echo "[istiod] ERROR: unknown command $CMD" >&2; exit 1 ;; esac
+BIN="$OUT/$CMD"
 WANT="1.31-dev-${REV:0:8}"
 
 log() { echo "[istiod] $*" >&2; }
@@ -34,7 +40,7 @@ flock 9
 
 # `version -s` prints "client version: <buildVersion>".
 if [[ -x "$BIN" ]] && "$BIN" version -s 2>/dev/null | grep -qx "client version: $WANT"; then
-  log "pilot-discovery $WANT already built: $BIN"
+  log "$CMD $WANT already built: $BIN"
   echo "$BIN"
   exit 0
 fi
@@ -46,7 +52,7 @@ TAGS=vtprotobuf,disable_pgv
 LDFLAGS="-s -w -X istio.io/istio/pkg/version.buildVersion=$WANT"
 LDFLAGS+=" -X istio.io/istio/pkg/version.buildGitRevision=$REV -X istio.io/istio/pkg/version.buildStatus=Clean"
 
-log "building istio.io/istio/pilot/cmd/pilot-discovery@$VER (unmodified)"
+log "building istio.io/istio/pilot/cmd/$CMD@$VER (unmodified)"
 log "cold Go caches: 10-25 min on 2 cores; warm: under a minute"
 t0=$SECONDS
 tmp="$(mktemp -d)"
@@ -57,8 +63,8 @@ trap 'rm -rf "$tmp"' EXIT
 beat=$!
 trap 'kill $beat 2>/dev/null; rm -rf "$tmp"' EXIT
 (cd "$tmp" && GOBIN="$tmp" go install -trimpath -tags="$TAGS" -ldflags "$LDFLAGS" \
-  "istio.io/istio/pilot/cmd/pilot-discovery@$VER") || die "go install failed"
-mv -f "$tmp/pilot-discovery" "$BIN"
+  "istio.io/istio/pilot/cmd/$CMD@$VER") || die "go install failed"
+mv -f "$tmp/$CMD" "$BIN"
 log "built $BIN in $((SECONDS - t0))s ($(du -h "$BIN" | cut -f1))"
 "$BIN" version -s 2>/dev/null >&2 || die "built binary does not run"
 echo "$BIN"

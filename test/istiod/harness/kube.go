@@ -130,7 +130,8 @@ func Path(obj Object) (string, error) {
 	return p + "/" + plural(kind) + "/" + url.PathEscape(name), nil
 }
 
-var clusterScoped = map[string]bool{"Namespace": true, "CustomResourceDefinition": true, "Node": true}
+var clusterScoped = map[string]bool{"Namespace": true, "CustomResourceDefinition": true, "Node": true,
+	"ClusterRole": true, "ClusterRoleBinding": true}
 
 // plural is the resource name of kind, by the rule Kubernetes and Istio follow for every kind
 // the tests use.
@@ -154,6 +155,19 @@ func (k *Kube) Apply(ctx context.Context, obj Object) error {
 	}
 	if err := k.Do(ctx, http.MethodPatch, p+"?fieldManager=amesh-e2e&force=true", "application/apply-patch+yaml", obj, nil); err != nil {
 		return fmt.Errorf("apply %s: %w", p, err)
+	}
+	return nil
+}
+
+// DryRunApply is Apply with dryRun=All: the API server validates, defaults and admits obj as
+// it would store it, and stores nothing.
+func (k *Kube) DryRunApply(ctx context.Context, obj Object) error {
+	p, err := Path(obj)
+	if err != nil {
+		return err
+	}
+	if err := k.Do(ctx, http.MethodPatch, p+"?fieldManager=amesh-e2e&force=true&dryRun=All", "application/apply-patch+yaml", obj, nil); err != nil {
+		return fmt.Errorf("dry-run apply %s: %w", p, err)
 	}
 	return nil
 }

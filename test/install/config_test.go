@@ -1,0 +1,204 @@
+package install_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+)
+
+var repoRoot = "../.."
+
+// finalStage is the last stage of docker/sidecar/Dockerfile: the image the chart runs.
+type finalStage struct {
+	copies     map[string]string // destination -> source
+	user       string
+	entrypoint string
+	stopSignal string
+}
+
+func sidecarImage(t *testing.T) finalStage {
+	t.Helper()
+	f, err := os.Open(path.Join(repoRoot, "docker", "sidecar", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st finalStage
+	var line string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		if strings.HasSuffix(l, "\\") {
+			line += strings.TrimSuffix(l, "\\") + " "
+			continue
+		}
+		line += l
+		fields := strings.Fields(line)
+		line = ""
+		if len(fields) == 0 {
+			continue
+		}
+		switch strings.ToUpper(fields[0]) {
+		case "FROM":
+			st = finalStage{copies: map[string]string{}}
+		case "COPY":
+			args := slices.DeleteFunc(fields[1:], func(s string) bool { return strings.HasPrefix(s, "--") })
+			st.copies[args[len(args)-1]] = args[0]
+		case "USER":
+			st.user = fields[1]
+		case "STOPSIGNAL":
+			st.stopSignal = fields[1]
+		case "ENTRYPOINT":
+			var ep []string
+			if err := json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(strings.Join(fields, " "), fields[0]))), &ep); err != nil {
+				t.Fatalf("ENTRYPOINT: %v", err)
+			}
+			st.entrypoint = ep[0]
+		}
+	}
+	return st
+}
+
+var (
+	translatedOnce    sync.Once
+	translatedPlugins []string
+	translatedErr     error
+)
+
+// pluginsAmeshEmits are the plugins amesh's translation of real istiod output uses (`amesh
+// translate` on testdata/istiod/sotw).
+func pluginsAmeshEmits(t *testing.T) []string {
+	t.Helper()
+	translatedOnce.Do(func() {
+		cmd := exec.Command("go", "run", "./cmd/amesh", "translate", "-dir", "testdata/istiod/sotw", "-format", "json")
+		cmd.Dir = repoRoot
+		out, err := cmd.Output()
+		if err != nil {
+			translatedErr = err
+			return
+		}
+		var conf map[string][]map[string]any
+		if err := json.Unmarshal(out, &conf); err != nil {
+			translatedErr = err
+			return
+		}
+		seen := map[string]bool{}
+		for _, kind := range []string{"routes", "services", "plugin_configs", "global_rules"} {
+			for _, o := range conf[kind] {
+				p, _ := o["plugins"].(map[string]any)
+				for name := range p {
+					seen[name] = true
+				}
+			}
+		}
+		translatedPlugins = keys(seen)
+	})
+	if translatedErr != nil {
+		t.Fatalf("amesh translate: %v", translatedErr)
+	}
+	return translatedPlugins
+}
+
+var loadModule = regexp.MustCompile(`load_module\s+(\S+);`)
+
+// checkAPISIXConfig: the sidecar's config.yaml makes APISIX an xDS data plane that loads what
+// the image holds where the image holds it, listens on the capture ports and enables every
+// plugin amesh's translation emits.
+func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
+	t.Helper()
+	if at(cfg, "deployment", "role") != "data_plane" || at(cfg, "deployment", "role_data_plane", "config_provider") != "xds" {
+		t.Errorf("deployment %v, want role data_plane with config_provider xds", cfg["deployment"])
+	}
+	dicts, _ := at(cfg, "nginx_config", "http", "custom_lua_shared_dict").(map[string]any)
+	if dicts["xds-config"] == nil || dicts["xds-config-version"] == nil {
+		t.Errorf("custom_lua_shared_dict %v lacks xds-config and xds-config-version", dicts)
+	}
+	// apisix.config_center: xds would make APISIX declare the same dicts at a fixed size, and
+	// nginx refuses a duplicate shared dict.
+	if at(cfg, "apisix", "config_center") != nil {
+		t.Errorf("apisix.config_center set: APISIX would declare the xds dicts a second time")
+	}
+	var ports []float64
+	for _, l := range at(cfg, "apisix", "node_listen").([]any) {
+		ports = append(ports, l.(map[string]any)["port"].(float64))
+	}
+	if !slices.Equal(ports, []float64{15001, 15006}) {
+		t.Errorf("node_listen ports %v, want the capture ports 15001 and 15006", ports)
+	}
+	plugins := toStrings(cfg["plugins"])
+	for _, p := range pluginsAmeshEmits(t) {
+		if !slices.Contains(plugins, p) {
+			t.Errorf("plugin %q, which amesh's translation emits, is not enabled (plugins %v)", p, plugins)
+		}
+	}
+
+	img := sidecarImage(t)
+	inImage := func(p string) bool { _, ok := img.copies[p]; return ok }
+	cpath, _ := at(cfg, "apisix", "extra_lua_cpath").(string)
+	if lib := strings.Replace(cpath, "?", "libxds", 1); !inImage(lib) {
+		t.Errorf("extra_lua_cpath %q: the image has no %s (it copies %v)", cpath, lib, keys(img.copies))
+	}
+	lpath, _ := at(cfg, "apisix", "extra_lua_path").(string)
+	if ready := strings.Replace(lpath, "?", "amesh/ready", 1); !inImage(ready) {
+		t.Errorf("extra_lua_path %q: the image has no %s", lpath, ready)
+	}
+	snippet, _ := at(cfg, "nginx_config", "main_configuration_snippet").(string)
+	mods := loadModule.FindAllStringSubmatch(snippet, -1)
+	if len(mods) != 2 {
+		t.Errorf("main_configuration_snippet loads %d modules, want the http and stream original-destination modules", len(mods))
+	}
+	for _, m := range mods {
+		if !inImage(m[1]) {
+			t.Errorf("load_module %s: not in the image", m[1])
+		}
+	}
+	http, _ := at(cfg, "nginx_config", "http_end_configuration_snippet").(string)
+	for _, want := range []string{"listen 15021;", `require("amesh.ready").check(`, "proxy_pass http://127.0.0.1:15020/healthz/ready;"} {
+		if !strings.Contains(http, want) {
+			t.Errorf("http_end_configuration_snippet lacks %q:\n%s", want, http)
+		}
+	}
+}
+
+// TestSidecarImage: the Dockerfile copies files that exist, builds the modules nginx/original_dst
+// declares, and runs as the UID the template and the capture rules expect, with a graceful stop.
+func TestSidecarImage(t *testing.T) {
+	img := sidecarImage(t)
+	for dst, src := range img.copies {
+		if strings.HasPrefix(src, "/") {
+			continue // from a build stage
+		}
+		if _, err := os.Stat(path.Join(repoRoot, src)); err != nil {
+			t.Errorf("COPY %s %s: %v", src, dst, err)
+		}
+	}
+	conf, err := os.ReadFile(path.Join(repoRoot, "nginx", "original_dst", "config"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`ngx_module_name=(\S+)`).FindAllStringSubmatch(string(conf), -1) {
+		want := "/usr/local/openresty/nginx/modules/" + m[1] + ".so"
+		if src, ok := img.copies[want]; !ok || path.Base(src) != m[1]+".so" {
+			t.Errorf("the image does not install module %s at %s", m[1], want)
+		}
+	}
+	if img.user != "1337:1337" {
+		t.Errorf("USER %q, want 1337:1337 (Istio's proxy UID, exempt from capture)", img.user)
+	}
+	if img.stopSignal != "SIGQUIT" {
+		t.Errorf("STOPSIGNAL %q, want SIGQUIT (nginx's graceful shutdown)", img.stopSignal)
+	}
+	if _, ok := img.copies[img.entrypoint]; !ok {
+		t.Errorf("ENTRYPOINT %s is not in the image", img.entrypoint)
+	}
+}
