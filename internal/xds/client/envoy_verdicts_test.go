@@ -65,8 +65,8 @@ func verdictMesh(srv *xdstest.Server) {
 
 var verdictCounts = counts{2, 2, 2, 2}
 
-// output translates a snapshot from scratch.
-func output(t *testing.T, s *resource.Snapshot) map[string][]byte {
+// translated translates a snapshot from scratch.
+func translated(t *testing.T, s *resource.Snapshot) map[string][]byte {
 	t.Helper()
 	res := translate.New(translate.Options{}).Translate(s)
 	objs := map[string][]byte{}
@@ -86,7 +86,7 @@ func expectNACK(t *testing.T, p client.Protocol, typeURL string, push func(*xdst
 	verdictMesh(srv)
 	c := startClient(t, srv, p, nil)
 	good := cloneMaps(waitSnapshot(t, c, hasCounts(verdictCounts)))
-	before := output(t, good)
+	before := translated(t, good)
 
 	mark := srv.Mark()
 	if err := push(srv); err != nil {
@@ -116,7 +116,7 @@ func expectNACK(t *testing.T, p client.Protocol, typeURL string, push func(*xdst
 	if !next.RouteConfigs["9080"].Equal(good.RouteConfigs["9080"]) || !proto.Equal(next.Listeners["0.0.0.0_9080"], good.Listeners["0.0.0.0_9080"]) {
 		t.Error("the rejected update leaked into the snapshot")
 	}
-	after := output(t, next)
+	after := translated(t, next)
 	changed := 0
 	for k, v := range before {
 		if string(after[k]) != string(v) {
@@ -176,7 +176,7 @@ func TestACKRE2OnlySyntax(t *testing.T) {
 					t.Fatalf("NACK: %s", r.ErrorDetail())
 				}
 			}
-			objs := output(t, s)
+			objs := translated(t, s)
 			var texts []string
 			for k, v := range objs {
 				if strings.HasPrefix(k, "/routes/") {
