@@ -171,7 +171,11 @@ func writeReport(w io.Writer, rep []report.Entry) {
 		if g.n > 1 {
 			where = fmt.Sprintf("%s and %d more", where, g.n-1)
 		}
-		fmt.Fprintf(w, "  %-12s %s %s (%s): %s\n", g.first.Severity, g.first.Kind, g.first.Field, where, g.first.Message)
+		what := g.first.Kind
+		if g.first.Field != "" { // empty when the finding is about the whole resource
+			what += " " + g.first.Field
+		}
+		fmt.Fprintf(w, "  %-12s %s (%s): %s\n", g.first.Severity, what, where, g.first.Message)
 	}
 }
 
