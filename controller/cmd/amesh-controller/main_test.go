@@ -28,6 +28,10 @@ func TestDeploymentArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := d.Spec.Template.Spec.Containers[0]
+	// The name controller/Dockerfile and `make controller-image` build.
+	if !strings.HasPrefix(c.Image, "ghcr.io/amesh-dev/amesh-controller:") {
+		t.Errorf("image %q, want ghcr.io/amesh-dev/amesh-controller:<version>", c.Image)
+	}
 	fs := flag.NewFlagSet("amesh-controller", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	parse := bindFlags(fs)
