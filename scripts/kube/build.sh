@@ -46,6 +46,8 @@ if ! command -v etcd >/dev/null; then
   apt-get update -qq >&2 || die "apt-get update failed"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >&2 \
     || die "apt-get install etcd-server failed"
+  # The tests start their own etcd; the system's must not start at the next boot.
+  bash "$(dirname "$0")/../no-autostart.sh" etcd || die "cannot disable etcd.service"
 fi
 ln -sfn "$(command -v etcd)" "$BIN/etcd"
 log "etcd: $("$BIN/etcd" --version 2>/dev/null | head -1)"
