@@ -80,54 +80,37 @@ func TestTranslateDir(t *testing.T) {
 	}
 }
 
-// writeConfigDump wraps the recorded istiod resources into an Envoy /config_dump
-// document, with the endpoints section (?include_eds) or without it, and returns its path.
+// sampleDump is the sample config dump: the recorded istiod resources in Envoy's
+// /config_dump?include_eds shape (testdata/envoy/README.md).
+const sampleDump = "../../testdata/envoy/config_dump.json"
+
+// writeConfigDump returns the path of the sample config dump, with its endpoints
+// section, or a copy without it (Envoy's /config_dump without ?include_eds).
 func writeConfigDump(t *testing.T, withEDS bool) string {
 	t.Helper()
-	const prefix = "type.googleapis.com/envoy."
-	read := func(sub, typ string) []map[string]any {
-		files, err := filepath.Glob(filepath.Join(istiodDir, sub, "*.json"))
-		if err != nil || len(files) == 0 {
-			t.Fatalf("no %s files: %v", sub, err)
-		}
-		var out []map[string]any
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var m map[string]any
-			if err := json.Unmarshal(b, &m); err != nil {
-				t.Fatal(err)
-			}
-			m["@type"] = prefix + typ
-			out = append(out, m)
-		}
-		return out
-	}
-	var listeners, routes, clusters, endpoints []any
-	for _, l := range read("lds", "config.listener.v3.Listener") {
-		listeners = append(listeners, map[string]any{"name": l["name"], "active_state": map[string]any{"version_info": "1", "listener": l}})
-	}
-	for _, r := range read("rds", "config.route.v3.RouteConfiguration") {
-		routes = append(routes, map[string]any{"version_info": "1", "route_config": r})
-	}
-	for _, c := range read("cds", "config.cluster.v3.Cluster") {
-		clusters = append(clusters, map[string]any{"version_info": "1", "cluster": c})
-	}
-	for _, e := range read("eds", "config.endpoint.v3.ClusterLoadAssignment") {
-		endpoints = append(endpoints, map[string]any{"version_info": "1", "endpoint_config": e})
-	}
-	configs := []any{
-		map[string]any{"@type": prefix + "admin.v3.BootstrapConfigDump", "bootstrap": map[string]any{}},
-		map[string]any{"@type": prefix + "admin.v3.ListenersConfigDump", "dynamic_listeners": listeners},
-		map[string]any{"@type": prefix + "admin.v3.RoutesConfigDump", "dynamic_route_configs": routes},
-		map[string]any{"@type": prefix + "admin.v3.ClustersConfigDump", "dynamic_active_clusters": clusters},
-	}
 	if withEDS {
-		configs = append(configs, map[string]any{"@type": prefix + "admin.v3.EndpointsConfigDump", "dynamic_endpoint_configs": endpoints})
+		return sampleDump
 	}
-	b, err := json.Marshal(map[string]any{"configs": configs})
+	b, err := os.ReadFile(sampleDump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Configs []map[string]any `json:"configs"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var kept []map[string]any
+	for _, c := range doc.Configs {
+		if c["@type"] != "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump" {
+			kept = append(kept, c)
+		}
+	}
+	if len(kept) != len(doc.Configs)-1 {
+		t.Fatal("the sample has no endpoints section")
+	}
+	b, err = json.Marshal(map[string]any{"configs": kept})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,12 +121,12 @@ func writeConfigDump(t *testing.T, withEDS bool) string {
 	return path
 }
 
-// TestTranslateConfigDump wraps the recorded istiod resources into an Envoy
-// /config_dump document (as istioctl proxy-config all -o json prints it, including an
-// Istio filter type amesh does not know): translating it must give exactly what
-// translating the directory gives.
+// TestTranslateConfigDump translates the sample config dump, the recorded istiod
+// resources as istioctl proxy-config all -o json prints them (including an Istio
+// filter type amesh does not know): it must give exactly what translating the
+// directory gives.
 func TestTranslateConfigDump(t *testing.T) {
-	path := writeConfigDump(t, true)
+	path := sampleDump
 	code, fromDump, stderr := runCmd("translate", "-config-dump", path)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
