@@ -61,8 +61,8 @@ func metric(t *testing.T, url, name string) string {
 
 // TestDemoStaysConnected leaves the demo running for five minutes, as a user who
 // started it would: the agent's keepalive pings (every 30s) must not make the control
-// plane close the stream. grpc.NewServer's default enforcement did that after three
-// pings, every ~90s.
+// plane close the stream, which grpc.NewServer's default enforcement does after three
+// pings (every ~90s of quiet).
 func TestDemoStaysConnected(t *testing.T) {
 	t.Parallel()
 	const quiet = 5 * time.Minute

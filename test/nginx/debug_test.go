@@ -44,8 +44,7 @@ func decodeAll(t *testing.T, kv map[string]string) map[string]any {
 
 // TestDebugAPISIXShowsTheDict: the status server inside nginx (AMESH_STATUS_ADDR)
 // shows, in /debug/apisix, exactly the objects the shared dict holds, as `amesh agent`
-// shows the file's: each object whole, however long (reading them back from the dict
-// once stopped at 128 bytes, and the cut objects were left out).
+// shows the file's: each object whole, however much longer than the read buffer.
 func TestDebugAPISIXShowsTheDict(t *testing.T) {
 	// 30 endpoints make upstreams of over 1 KiB, longer than the read buffer.
 	res := meshgen.Generate(meshgen.Options{Services: 3, Subsets: 1, EndpointsPerCluster: 30}).Resources()

@@ -28,9 +28,9 @@ func (d deadlineADS) DeltaAggregatedResources(s discoveryv3.AggregatedDiscoveryS
 }
 
 // A caller's deadline (the demo's -duration, a test's timeout) ends the stream from the
-// client's side only: sent to the server as grpc-timeout, it made the server cancel
-// the stream at the same instant, and the client sometimes took that for a lost
-// stream and logged a reconnect as it stopped.
+// client's side only: sent to the server as grpc-timeout, it would make the server
+// cancel the stream at the same instant, and the client could take that for a lost
+// stream and log a reconnect as it stops.
 func TestStreamCarriesNoDeadline(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

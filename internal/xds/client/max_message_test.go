@@ -78,7 +78,7 @@ func TestResponseOverMaxMessageSize(t *testing.T) {
 				t.Error("the oversized route configuration's version was accepted")
 			}
 
-			// A response that fits again is taken: the client was only set back.
+			// A response that fits again is taken: the refusal only set the client back.
 			srv.Set(resource.RouteConfigType, xdstest.RouteConfig("9080", "outbound|9080||b"))
 			s := waitSnapshot(t, c, func(s *resource.Snapshot) bool {
 				return s.RouteConfigs["9080"] != fitted.RouteConfigs["9080"]
