@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/amesh-dev/amesh/internal/version.Version=$(VERSION)
 
-.PHONY: all build amesh libxds controller demo test unit lint bench bench-istiod e2e proto generate clean
+.PHONY: all build amesh libxds controller controller-image demo test unit lint bench bench-istiod e2e proto generate clean
 
 all: build
 
@@ -17,6 +17,12 @@ libxds:
 
 controller:
 	cd controller && $(GO) build -ldflags "$(LDFLAGS)" -o ../build/amesh-controller ./cmd/amesh-controller
+
+# The controller's container image, ghcr.io/amesh-dev/amesh-controller:$(VERSION)
+# (images are named $(IMAGE_REPO)/<component>:<version>; see controller/Dockerfile).
+IMAGE_REPO ?= ghcr.io/amesh-dev
+controller-image:
+	docker build -f controller/Dockerfile -t $(IMAGE_REPO)/amesh-controller:$(VERSION) .
 
 # Regenerate the pluginsync gRPC code and the controller's deepcopy/CRD/RBAC files.
 proto:

@@ -34,3 +34,7 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 	trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The tests start their own nginx; the system's must not start at the next boot.
+if [[ " ${missing[*]} " == *" nginx "* ]]; then
+	bash "$(dirname "$0")/no-autostart.sh" nginx
+fi

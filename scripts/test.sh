@@ -26,6 +26,9 @@ bash scripts/nginx-module/build.sh >/dev/null
 step "lint (gofmt, go vet, staticcheck)"
 bash scripts/lint.sh
 
+step "the commands the READMEs and docs/ show (scripts/check-docs.sh)"
+bash scripts/check-docs.sh
+
 step "main module: unit tests, real nginx (test/nginx), real istiod (test/istiod), all -race"
 go test -race -shuffle=on -count=1 -timeout 20m ./...
 

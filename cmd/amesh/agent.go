@@ -79,6 +79,11 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	if *output == "" {
 		*output = "/usr/local/apisix/conf/apisix." + string(f)
 	}
+	// APISIX's conf/ exists where APISIX is installed; elsewhere (trying amesh out)
+	// the directory is made, as an editor would when saving a new file.
+	if err := os.MkdirAll(filepath.Dir(*output), 0o755); err != nil {
+		return fail(stderr, "agent", fmt.Errorf("-output %s: %w", *output, err))
+	}
 	ctx, cancel := baseContext()
 	defer cancel()
 	if err := agentMain(ctx, cfg, *output, f, *startupTimeout, stdout, stderr); err != nil {

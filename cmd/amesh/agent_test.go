@@ -198,7 +198,7 @@ func TestAgentBadConfig(t *testing.T) {
 		{"bad protocol", []string{"-xds-protocol", "grpc"}, "grpc"},
 		{"bad address", []string{"-xds-address", "istiod-without-port"}, "istiod-without-port"},
 		{"missing config file", []string{"-config", filepath.Join(dir, "nope.yaml")}, "nope.yaml"},
-		{"missing output dir", []string{"-xds-address", "127.0.0.1:1", "-output", filepath.Join(dir, "no", "apisix.yaml")}, "no"},
+		{"output dir cannot be made", []string{"-xds-address", "127.0.0.1:1", "-output", filepath.Join(regularFile(t), "conf", "apisix.yaml")}, "conf"},
 		{"bad format", []string{"-format", "toml"}, "toml"},
 		{"bad window", []string{"-window", "forever"}, "forever"},
 	} {
@@ -212,4 +212,33 @@ func TestAgentBadConfig(t *testing.T) {
 		code, _, stderr := runCmd("agent", "-status-addr", "off")
 		assertOneLineError(t, code, stderr, "amesh agent: ", "POD_NAME")
 	})
+	// Everything that is wrong is said at once, each on its own line, so that a user
+	// does not fix one setting per attempt.
+	t.Run("several problems", func(t *testing.T) {
+		t.Setenv("POD_NAME", "")
+		t.Setenv("POD_NAMESPACE", "")
+		t.Setenv("INSTANCE_IP", "")
+		out := filepath.Join(dir, "never", "apisix.yaml")
+		code, _, stderr := runCmd("agent", "-status-addr", "off", "-window", "forever", "-xds-protocol", "grpc", "-output", out)
+		want := "amesh agent: 3 problems:\n" +
+			"  bootstrap: AMESH_XDS_PROTOCOL=\"grpc\": want \"delta\" or \"sotw\"\n" +
+			"  bootstrap: POD_NAME and POD_NAMESPACE must be set: the pod's name and namespace (downward API metadata.name, metadata.namespace; any names work outside Kubernetes)\n" +
+			"  config: AMESH_COALESCE_WINDOW=\"forever\": want a duration in (0, 1m], e.g. 20ms\n"
+		if code != 1 || stderr != want {
+			t.Errorf("exit %d, stderr:\n%s\nwant:\n%s", code, stderr, want)
+		}
+		if _, err := os.Stat(filepath.Dir(out)); err == nil {
+			t.Error("the output directory was made although the configuration is wrong")
+		}
+	})
+}
+
+// regularFile returns the path of a new regular file (a directory cannot be made under it).
+func regularFile(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/amesh-dev/amesh/internal/demo"
@@ -18,6 +19,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	duration := fs.Duration("duration", 0, "stop after this long (default: run until Ctrl-C)")
 	changeAfter := fs.Duration("change-after", 2*time.Second, "pause before the live change")
 	statusAddr := fs.String("status-addr", "", "serve the status endpoints on this address, e.g. 127.0.0.1:15029 (default: off)")
+	listen := fs.String("listen", "", "control plane address, e.g. 127.0.0.1:15010 (default: a free loopback port)")
 	logLevel := logLevelFlag(fs, "warn")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: amesh demo [flags]")
@@ -48,11 +50,20 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	err = demo.Run(ctx, demo.Options{
 		Dir: *dir, Format: f, Protocol: *protocol, Duration: *duration, ChangeAfter: *changeAfter,
-		StatusAddr: *statusAddr, Out: stdout, Logger: log,
+		StatusAddr: *statusAddr, Out: stdout, Logger: log, ListenAddr: *listen, Command: invocation(),
 	})
 	if err != nil {
 		return fail(stderr, "demo", err)
 	}
 	fmt.Fprintln(stdout, "Demo finished.")
 	return 0
+}
+
+// invocation is how the user ran this binary, for commands the demo prints: "go run"
+// builds into a temporary directory, whose path would be useless to repeat.
+func invocation() string {
+	if strings.Contains(os.Args[0], "go-build") {
+		return "go run ./cmd/amesh"
+	}
+	return os.Args[0]
 }

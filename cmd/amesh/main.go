@@ -108,8 +108,19 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
-// fail prints the one-line error of a subcommand and returns exit code 1.
+// fail prints the error of a subcommand and returns exit code 1: one line, or for an
+// error that joins several problems (errors.Join) a count and one indented line each,
+// so that all of them can be fixed at once.
 func fail(stderr io.Writer, cmd string, err error) int {
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) && len(joined.Unwrap()) > 1 && strings.Contains(err.Error(), "\n") {
+		errs := joined.Unwrap()
+		fmt.Fprintf(stderr, "amesh %s: %d problems:\n", cmd, len(errs))
+		for _, e := range errs {
+			fmt.Fprintf(stderr, "  %s\n", strings.ReplaceAll(e.Error(), "\n", "\n  "))
+		}
+		return 1
+	}
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
 	fmt.Fprintf(stderr, "amesh %s: %s\n", cmd, msg)
 	return 1

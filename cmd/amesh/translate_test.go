@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -77,53 +80,37 @@ func TestTranslateDir(t *testing.T) {
 	}
 }
 
-// TestTranslateConfigDump wraps the recorded istiod resources into an Envoy
-// /config_dump document (as istioctl proxy-config all -o json prints it, including an
-// Istio filter type amesh does not know): translating it must give exactly what
-// translating the directory gives.
-func TestTranslateConfigDump(t *testing.T) {
-	const prefix = "type.googleapis.com/envoy."
-	read := func(sub, typ string) []map[string]any {
-		files, err := filepath.Glob(filepath.Join(istiodDir, sub, "*.json"))
-		if err != nil || len(files) == 0 {
-			t.Fatalf("no %s files: %v", sub, err)
+// sampleDump is the sample config dump: the recorded istiod resources in Envoy's
+// /config_dump?include_eds shape (testdata/envoy/README.md).
+const sampleDump = "../../testdata/envoy/config_dump.json"
+
+// writeConfigDump returns the path of the sample config dump, with its endpoints
+// section, or a copy without it (Envoy's /config_dump without ?include_eds).
+func writeConfigDump(t *testing.T, withEDS bool) string {
+	t.Helper()
+	if withEDS {
+		return sampleDump
+	}
+	b, err := os.ReadFile(sampleDump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Configs []map[string]any `json:"configs"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var kept []map[string]any
+	for _, c := range doc.Configs {
+		if c["@type"] != "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump" {
+			kept = append(kept, c)
 		}
-		var out []map[string]any
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var m map[string]any
-			if err := json.Unmarshal(b, &m); err != nil {
-				t.Fatal(err)
-			}
-			m["@type"] = prefix + typ
-			out = append(out, m)
-		}
-		return out
 	}
-	var listeners, routes, clusters, endpoints []any
-	for _, l := range read("lds", "config.listener.v3.Listener") {
-		listeners = append(listeners, map[string]any{"name": l["name"], "active_state": map[string]any{"version_info": "1", "listener": l}})
+	if len(kept) != len(doc.Configs)-1 {
+		t.Fatal("the sample has no endpoints section")
 	}
-	for _, r := range read("rds", "config.route.v3.RouteConfiguration") {
-		routes = append(routes, map[string]any{"version_info": "1", "route_config": r})
-	}
-	for _, c := range read("cds", "config.cluster.v3.Cluster") {
-		clusters = append(clusters, map[string]any{"version_info": "1", "cluster": c})
-	}
-	for _, e := range read("eds", "config.endpoint.v3.ClusterLoadAssignment") {
-		endpoints = append(endpoints, map[string]any{"version_info": "1", "endpoint_config": e})
-	}
-	doc := map[string]any{"configs": []any{
-		map[string]any{"@type": prefix + "admin.v3.BootstrapConfigDump", "bootstrap": map[string]any{}},
-		map[string]any{"@type": prefix + "admin.v3.ListenersConfigDump", "dynamic_listeners": listeners},
-		map[string]any{"@type": prefix + "admin.v3.RoutesConfigDump", "dynamic_route_configs": routes},
-		map[string]any{"@type": prefix + "admin.v3.ClustersConfigDump", "dynamic_active_clusters": clusters},
-		map[string]any{"@type": prefix + "admin.v3.EndpointsConfigDump", "dynamic_endpoint_configs": endpoints},
-	}}
-	b, err := json.Marshal(doc)
+	b, err = json.Marshal(map[string]any{"configs": kept})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +118,15 @@ func TestTranslateConfigDump(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return path
+}
+
+// TestTranslateConfigDump translates the sample config dump, the recorded istiod
+// resources as istioctl proxy-config all -o json prints them (including an Istio
+// filter type amesh does not know): it must give exactly what translating the
+// directory gives.
+func TestTranslateConfigDump(t *testing.T) {
+	path := sampleDump
 	code, fromDump, stderr := runCmd("translate", "-config-dump", path)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
@@ -176,5 +172,137 @@ func TestTranslateBadInput(t *testing.T) {
 				t.Errorf("stdout not empty on error: %q", out)
 			}
 		})
+	}
+}
+
+// A directory or file given without a flag is what a user types first.
+func TestTranslatePositional(t *testing.T) {
+	_, want, _ := runCmd("translate", "-dir", istiodDir)
+	if code, out, stderr := runCmd("translate", istiodDir); code != 0 || out != want {
+		t.Errorf("amesh translate DIR: exit %d, same output as -dir: %v; stderr %s", code, out == want, stderr)
+	}
+	dumpFile := writeConfigDump(t, true)
+	_, wantDump, _ := runCmd("translate", "-config-dump", dumpFile)
+	if code, out, stderr := runCmd("translate", "-format", "yaml", dumpFile); code != 0 || out != wantDump {
+		t.Errorf("amesh translate FILE: exit %d, same output as -config-dump: %v; stderr %s", code, out == wantDump, stderr)
+	}
+	for _, args := range [][]string{{istiodDir, istiodDir}, {"-dir", istiodDir, istiodDir}} {
+		if code, _, _ := runCmd(append([]string{"translate"}, args...)...); code != 2 {
+			t.Errorf("amesh translate %v: exit %d, want 2", args, code)
+		}
+	}
+}
+
+// Input without a single resource is an error that says where it looked, never an
+// empty configuration "translated faithfully".
+func TestTranslateNothingFound(t *testing.T) {
+	empty := t.TempDir()
+	unrelated := t.TempDir()
+	os.WriteFile(filepath.Join(unrelated, "notes.txt"), []byte("hello"), 0o644)
+	os.MkdirAll(filepath.Join(unrelated, "src"), 0o755)
+	emptyDump := filepath.Join(t.TempDir(), "empty.json")
+	os.WriteFile(emptyDump, []byte(`{"configs":[]}`), 0o644)
+	onlyEDS := t.TempDir()
+	os.MkdirAll(filepath.Join(onlyEDS, "eds"), 0o755)
+	eds, _ := os.ReadFile(filepath.Join(istiodDir, "eds", "outbound_9080__reviews.default.svc.cluster.local.json"))
+	os.WriteFile(filepath.Join(onlyEDS, "eds", "e.json"), eds, 0o644)
+	for _, c := range []struct {
+		name     string
+		args     []string
+		mentions []string
+	}{
+		{"empty directory", []string{"-dir", empty}, []string{"nothing to translate", empty, "lds/"}},
+		{"unrelated files", []string{unrelated}, []string{"nothing to translate", unrelated}},
+		{"one level too deep", []string{"-dir", filepath.Join(istiodDir, "lds")}, []string{"nothing to translate", "give the directory above it"}},
+		{"empty config dump", []string{"-config-dump", emptyDump}, []string{"nothing to translate", "no listeners, route configurations, clusters or endpoints"}},
+		{"endpoints only", []string{onlyEDS}, []string{"nothing to translate", "1 load assignments", "no APISIX object"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, stderr := runCmd(append([]string{"translate"}, c.args...)...)
+			assertOneLineError(t, code, stderr, "amesh translate: ", c.mentions[0])
+			for _, m := range c.mentions[1:] {
+				if !strings.Contains(stderr, m) {
+					t.Errorf("stderr %q does not mention %q", stderr, m)
+				}
+			}
+			if out != "" {
+				t.Errorf("stdout not empty: %q", out)
+			}
+		})
+	}
+}
+
+// translate reads regular files only and at most -max-bytes: /dev/zero (directly or
+// through a symbolic link) would grow without end, a named pipe could block forever.
+func TestTranslateReadLimits(t *testing.T) {
+	dir := t.TempDir()
+	zeroLink := filepath.Join(dir, "zero")
+	os.MkdirAll(filepath.Join(zeroLink, "cds"), 0o755)
+	if err := os.Symlink("/dev/zero", filepath.Join(zeroLink, "cds", "c.json")); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo.json")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fifoDir := filepath.Join(dir, "fifodir")
+	os.MkdirAll(filepath.Join(fifoDir, "lds"), 0o755)
+	if err := syscall.Mkfifo(filepath.Join(fifoDir, "lds", "l.json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dumpFile := writeConfigDump(t, true)
+	st, _ := os.Stat(dumpFile)
+	for _, c := range []struct {
+		name    string
+		args    []string
+		mention string
+	}{
+		{"config dump /dev/zero", []string{"-config-dump", "/dev/zero"}, "a device, not a regular file"},
+		{"symlink to /dev/zero", []string{"-dir", zeroLink}, "a device, not a regular file"},
+		{"named pipe", []string{"-config-dump", fifo}, "a named pipe, not a regular file"},
+		{"named pipe in a directory", []string{fifoDir}, "a named pipe, not a regular file"},
+		{"over the limit", []string{"-config-dump", dumpFile, "-max-bytes", strconv.FormatInt(st.Size()-1, 10)}, "raise -max-bytes"},
+		{"directory over the limit", []string{"-dir", istiodDir, "-max-bytes", "10KiB"}, "more than 10240 bytes"},
+		{"bad limit", []string{"-dir", istiodDir, "-max-bytes", "lots"}, "lots"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			done := make(chan struct{})
+			var code int
+			var stderr string
+			go func() {
+				defer close(done)
+				code, _, stderr = runCmd(append([]string{"translate"}, c.args...)...)
+			}()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("translate is still reading")
+			}
+			assertOneLineError(t, code, stderr, "amesh translate: ", c.mention)
+		})
+	}
+	// Exactly at the limit is fine.
+	if code, _, stderr := runCmd("translate", "-config-dump", dumpFile, "-max-bytes", strconv.FormatInt(st.Size(), 10)); code != 0 {
+		t.Errorf("input of exactly -max-bytes: exit %d: %s", code, stderr)
+	}
+}
+
+// A config dump without endpoints (Envoy's /config_dump without ?include_eds) says how
+// to take one with them.
+func TestTranslateConfigDumpWithoutEndpoints(t *testing.T) {
+	code, _, stderr := runCmd("translate", "-config-dump", writeConfigDump(t, false))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"hint: the config dump has no endpoints", "istioctl proxy-config all POD -o json", "include_eds"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(stderr, ": : ") {
+		t.Errorf("a report line has an empty field:\n%s", stderr)
+	}
+	if _, _, stderr := runCmd("translate", "-config-dump", writeConfigDump(t, true)); strings.Contains(stderr, "hint:") {
+		t.Errorf("hint with endpoints present:\n%s", stderr)
 	}
 }

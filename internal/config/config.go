@@ -4,6 +4,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -80,7 +81,7 @@ type Controller struct {
 // Load reads the configuration from environ (os.Environ's "KEY=value" form). Values
 // set in the environment win over those in the config file (AMESH_CONFIG_FILE,
 // default /etc/amesh/amesh.yaml if it exists): a YAML map from the same variable
-// names to values.
+// names to values. It reports every problem it finds, one per line of the error.
 func Load(environ []string) (Config, error) {
 	env := map[string]string{}
 	for _, kv := range environ {
@@ -98,7 +99,15 @@ func Load(environ []string) (Config, error) {
 		cfg.File = path
 	case os.IsNotExist(err) && !explicit:
 	default:
-		return Config{}, fmt.Errorf("config: %s=%s: %w", EnvConfigFile, path, err)
+		var each interface{ Unwrap() []error }
+		if !errors.As(err, &each) {
+			return Config{}, fmt.Errorf("config: %s=%s: %w", EnvConfigFile, path, err)
+		}
+		var errs []error
+		for _, e := range each.Unwrap() {
+			errs = append(errs, fmt.Errorf("config: %s: %w", path, e))
+		}
+		return Config{}, errors.Join(errs...)
 	}
 	for k, v := range fileVars {
 		if strings.TrimSpace(env[k]) == "" {
@@ -108,12 +117,14 @@ func Load(environ []string) (Config, error) {
 	}
 	get := func(k string) string { return strings.TrimSpace(env[k]) }
 
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("config: "+format, args...)) }
 	if cfg.XDS, err = bootstrap.FromEnviron(environ); err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
+		errs = append(errs, split(err)...)
 	}
 	if v := get(EnvLogLevel); v != "" {
 		if err := cfg.LogLevel.UnmarshalText([]byte(v)); err != nil {
-			return Config{}, fmt.Errorf("config: %s=%q: want debug, info, warn or error", EnvLogLevel, v)
+			bad("%s=%q: want debug, info, warn or error", EnvLogLevel, v)
 		}
 	}
 	if cfg.LogFile = get(EnvLogFile); cfg.LogFile == "stderr" {
@@ -122,13 +133,13 @@ func Load(environ []string) (Config, error) {
 	if cfg.OriginalDstVar = get(EnvOriginalDstVar); cfg.OriginalDstVar == "" {
 		cfg.OriginalDstVar = DefaultOriginalDstVar
 	} else if !isVarName(cfg.OriginalDstVar) {
-		return Config{}, fmt.Errorf("config: %s=%q: want an nginx variable name without $", EnvOriginalDstVar, cfg.OriginalDstVar)
+		bad("%s=%q: want an nginx variable name without $", EnvOriginalDstVar, cfg.OriginalDstVar)
 	}
 	cfg.Window = DefaultWindow
 	if v := get(EnvWindow); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 || d > time.Minute {
-			return Config{}, fmt.Errorf("config: %s=%q: want a duration in (0, 1m], e.g. 20ms", EnvWindow, v)
+			bad("%s=%q: want a duration in (0, 1m], e.g. 20ms", EnvWindow, v)
 		}
 		cfg.Window = d
 	}
@@ -136,9 +147,20 @@ func Load(environ []string) (Config, error) {
 		cfg.StatusAddr = ""
 	}
 	if cfg.Controller, err = loadController(get); err != nil {
-		return Config{}, err
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
 	}
 	return cfg, nil
+}
+
+// split returns the errors err joins (errors.Join), or err alone.
+func split(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // loadController reads the AMESH_CONTROLLER_* variables; without an address the
@@ -184,7 +206,12 @@ func readFile(path string) (map[string]string, error) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	var unknown []error
 	for _, k := range keys {
+		if err := checkKnown(k); err != nil {
+			unknown = append(unknown, err)
+			continue
+		}
 		switch v := raw[k].(type) {
 		case string:
 			out[k] = v
@@ -196,6 +223,9 @@ func readFile(path string) (map[string]string, error) {
 		default:
 			return nil, fmt.Errorf("%s: value must be a string, number or boolean", k)
 		}
+	}
+	if len(unknown) > 0 {
+		return nil, errors.Join(unknown...)
 	}
 	return out, nil
 }

@@ -1,9 +1,11 @@
 package config
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +130,86 @@ func TestLoggerWritesToFile(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	if !strings.Contains(string(b), "shown") || strings.Contains(string(b), "hidden") {
 		t.Errorf("log file = %q", b)
+	}
+}
+
+// A key of the config file that no code reads is an error naming the variable it
+// was probably meant to be; a setting must not silently stay at its default.
+func TestFileUnknownKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "amesh.yaml")
+	file := "AMESH_XDS_ADRESS: istiod:15012\namesh_log_level: debug\nFOO_BAR_BAZ: 1\nAMESH_CONFIG_FILE: /x\nISTIO_META_MESH_ID: m\nAMESH_STATUS_ADDR: 127.0.0.1:1\n"
+	if err := os.WriteFile(path, []byte(file), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(append(pod, "AMESH_CONFIG_FILE="+path))
+	if err == nil {
+		t.Fatal("unknown keys were accepted")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	for _, want := range []string{
+		"unknown variable AMESH_XDS_ADRESS (did you mean AMESH_XDS_ADDRESS?)",
+		"unknown variable amesh_log_level (did you mean AMESH_LOG_LEVEL?)",
+		"unknown variable FOO_BAR_BAZ (the variables are listed",
+		"AMESH_CONFIG_FILE cannot be set in the config file",
+	} {
+		found := false
+		for _, l := range lines {
+			found = found || strings.Contains(l, want) && strings.Contains(l, path)
+		}
+		if !found {
+			t.Errorf("no line says %q (with the file's path):\n%s", want, err)
+		}
+	}
+	if len(lines) != 4 {
+		t.Errorf("%d lines, want one per unknown key (4):\n%s", len(lines), err)
+	}
+}
+
+// Every problem is reported at once: the config file's own variables and the xDS ones.
+func TestLoadReportsAllProblems(t *testing.T) {
+	_, err := Load([]string{"AMESH_CONFIG_FILE=", "AMESH_LOG_LEVEL=loud", "AMESH_COALESCE_WINDOW=soon", "AMESH_XDS_PROTOCOL=rest", "INSTANCE_IP=10.0.0.1"})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) || len(joined.Unwrap()) != 4 {
+		t.Fatalf("want 4 separate problems (pod identity, protocol, log level, window), got:\n%v", err)
+	}
+	for _, want := range []string{"POD_NAME", "AMESH_XDS_PROTOCOL", EnvLogLevel, EnvWindow} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %s:\n%v", want, err)
+		}
+	}
+}
+
+// The variables the code reads and the ones README.md (and bootstrap's README for the
+// node's finer points) documents are the same.
+func TestVariablesDocumented(t *testing.T) {
+	documented := map[string]bool{} // in either README
+	name := regexp.MustCompile("`([A-Z][A-Z0-9_]+)`")
+	for _, f := range []string{"README.md", "../xds/bootstrap/README.md"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.HasPrefix(line, "| `") {
+				continue
+			}
+			first, _, _ := strings.Cut(strings.TrimPrefix(line, "| "), " | ")
+			for _, m := range name.FindAllStringSubmatch(first, -1) {
+				documented[m[1]] = true
+			}
+		}
+	}
+	for _, v := range Variables() {
+		if _, ok := documented[v]; !ok {
+			t.Errorf("%s is read but documented in neither README", v)
+		}
+	}
+	for v := range documented {
+		if v != EnvConfigFile && checkKnown(v) != nil {
+			t.Errorf("%s is documented but no code reads it", v)
+		}
 	}
 }

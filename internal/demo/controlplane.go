@@ -13,7 +13,9 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
+	"github.com/amesh-dev/amesh/internal/xds/bootstrap"
 	"github.com/amesh-dev/amesh/internal/xds/dump"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
@@ -35,14 +37,27 @@ type oneMesh struct{}
 
 func (oneMesh) ID(*corev3.Node) string { return "mesh" }
 
-func startControlPlane(ctx context.Context) (*controlPlane, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// keepalivePolicy lets clients ping as often as gRPC lets them (istiod allows every
+// 15s). grpc.NewServer's default allows one ping per 5 minutes and answers the 30s
+// pings of the agent (and istio-agent) with GOAWAY "too_many_pings" after three of
+// them: a reconnect every ~90s of quiet.
+var keepalivePolicy = grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+	MinTime: bootstrap.MinKeepaliveInterval, PermitWithoutStream: true,
+})
+
+// startControlPlane listens on addr (a free loopback port when empty) and serves with
+// opts.
+func startControlPlane(ctx context.Context, addr string, opts ...grpc.ServerOption) (*controlPlane, error) {
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("control plane: %w", err)
 	}
 	cp := &controlPlane{
 		cache:  cachev3.NewSnapshotCache(true, oneMesh{}, nil),
-		grpc:   grpc.NewServer(),
+		grpc:   grpc.NewServer(opts...),
 		ln:     ln,
 		served: make(chan error, 1),
 	}

@@ -49,6 +49,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Timeout bounds each wait for the agent (first config, live change). Default 30s.
 	Timeout time.Duration
+	// ListenAddr is where the control plane listens; default a free loopback port.
+	ListenAddr string
+	// Command is how the user runs amesh ("amesh", "go run ./cmd/amesh"), for the
+	// printed command that connects another agent; default "amesh".
+	Command string
 }
 
 // Run runs the demo until ctx is done or opts.Duration has passed. It returns nil on
@@ -93,7 +98,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	// The control plane, serving the mesh as istiod would.
 	cpCtx, stopCP := context.WithCancel(context.Background())
 	defer stopCP()
-	cp, err := startControlPlane(cpCtx)
+	cp, err := startControlPlane(cpCtx, opts.ListenAddr, keepalivePolicy)
 	if err != nil {
 		return err
 	}
@@ -190,8 +195,18 @@ func Run(ctx context.Context, opts Options) (err error) {
 	writeChanges(out, before, after)
 
 	fmt.Fprintf(out, "\nThe file stays in sync with the control plane; Ctrl-C to stop.\n")
+	fmt.Fprintf(out, "Connect an agent of your own to this control plane, in another terminal:\n  %s\n",
+		AgentCommand(firstNonEmpty(opts.Command, "amesh"), cp.Addr(), ccfg.Protocol, filepath.Join(os.TempDir(), "amesh-agent", "apisix.yaml")))
 	<-ctx.Done()
 	return ignoreDone(ctx, ctx.Err())
+}
+
+// AgentCommand is the shell command that runs `amesh agent` (as command) against the
+// control plane at addr, writing output. The identity is made up: the demo's control
+// plane serves every node the same mesh, and INSTANCE_IP defaults to the host's address.
+func AgentCommand(command, addr string, protocol client.Protocol, output string) string {
+	return fmt.Sprintf("POD_NAME=my-pod POD_NAMESPACE=default %s agent -xds-address %s -xds-protocol %s -output %s -status-addr off",
+		command, addr, protocol, output)
 }
 
 // notifySink signals every successful Apply, so the demo waits on a channel rather

@@ -75,6 +75,22 @@ func showsRemoval(story string) bool {
 	return false
 }
 
+// waitLiveChange waits until the demo writing to out (and ending on done) has told
+// the whole story up to the live change.
+func waitLiveChange(t *testing.T, out *notifyBuffer, done <-chan error, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for !strings.Contains(out.String(), "stays in sync") {
+		select {
+		case err := <-done:
+			t.Fatalf("demo ended early: %v\n%s", err, out.String())
+		case <-out.changed:
+		case <-deadline:
+			t.Fatalf("demo did not get through the live change:\n%s", out.String())
+		}
+	}
+}
+
 var versionBump = regexp.MustCompile(`APISIX configuration version (\d+) -> (\d+)`)
 
 // TestRunHeadless runs the whole demo (control plane, gRPC on loopback, client, agent,
@@ -94,16 +110,7 @@ func TestRunHeadless(t *testing.T) {
 			go func() {
 				done <- Run(ctx, Options{Dir: dir, Format: c.format, Protocol: c.protocol, Out: out, Timeout: 20 * time.Second})
 			}()
-			deadline := time.After(30 * time.Second)
-			for !strings.Contains(out.String(), "stays in sync") {
-				select {
-				case err := <-done:
-					t.Fatalf("demo ended early: %v\n%s", err, out.String())
-				case <-out.changed:
-				case <-deadline:
-					t.Fatalf("demo did not get through the live change:\n%s", out.String())
-				}
-			}
+			waitLiveChange(t, out, done, 30*time.Second)
 			got, err := os.ReadFile(filepath.Join(dir, "apisix."+string(c.format)))
 			if err != nil {
 				t.Fatal(err)

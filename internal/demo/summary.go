@@ -110,6 +110,7 @@ func writeSummary(w io.Writer, objects map[string][]byte, rep []report.Entry) {
 			fmt.Fprintf(w, "    %-44s -> %s\n", r.match(), r.target(names))
 		}
 	}
+	fmt.Fprintf(w, "\n%s", legend)
 	fmt.Fprintf(w, "\nUpstreams (%d):\n", len(upstreams))
 	for _, u := range upstreams {
 		fmt.Fprintf(w, "  %-52s %s\n", names[u.ID], nodeList(u.Nodes))
@@ -171,7 +172,11 @@ func writeReport(w io.Writer, rep []report.Entry) {
 		if g.n > 1 {
 			where = fmt.Sprintf("%s and %d more", where, g.n-1)
 		}
-		fmt.Fprintf(w, "  %-12s %s %s (%s): %s\n", g.first.Severity, g.first.Kind, g.first.Field, where, g.first.Message)
+		what := g.first.Kind
+		if g.first.Field != "" { // empty when the finding is about the whole resource
+			what += " " + g.first.Field
+		}
+		fmt.Fprintf(w, "  %-12s %s (%s): %s\n", g.first.Severity, what, where, g.first.Message)
 	}
 }
 
@@ -304,12 +309,13 @@ func trafficSplit(plugins map[string]any) []weightedTarget {
 }
 
 // exprString renders a lua-resty-expr term compactly: ["http_x","==","a"] as
-// http_x == "a", ["!", ...] as !(...), ["OR", t1, t2] as (t1 OR t2).
+// http_x == "a", a negated term (["http_x","!","~~","a"], or "!" first) as
+// !(http_x ~~ "a"), ["OR", t1, t2] as (t1 OR t2). Strings are quoted without escaping
+// backslashes, so that a regex reads as APISIX's PCRE sees it.
 func exprString(v any) string {
 	l, ok := v.([]any)
 	if !ok {
-		b, _ := json.Marshal(v)
-		return string(b)
+		return operand(v)
 	}
 	if len(l) > 0 {
 		if s, _ := l[0].(string); s == "!" {
@@ -322,17 +328,49 @@ func exprString(v any) string {
 			return "(" + strings.Join(parts, " "+s+" ") + ")"
 		}
 	}
+	if len(l) > 2 {
+		if s, _ := l[1].(string); s == "!" {
+			return "!(" + exprString(append([]any{l[0]}, l[2:]...)) + ")"
+		}
+	}
 	var parts []string
 	for i, x := range l {
 		if s, ok := x.(string); ok && i != 2 {
 			parts = append(parts, s)
 			continue
 		}
-		b, _ := json.Marshal(x)
-		parts = append(parts, string(b))
+		parts = append(parts, operand(x))
 	}
 	return strings.Join(parts, " ")
 }
+
+// operand renders a value: a string between quotes as it is (JSON when it holds a
+// quote or a control character), anything else as JSON.
+func operand(v any) string {
+	if s, ok := v.(string); ok && !strings.ContainsFunc(s, func(r rune) bool { return r == '"' || r < 0x20 || r == 0x7f }) {
+		return `"` + s + `"`
+	}
+	if l, ok := v.([]any); ok {
+		parts := make([]string, len(l))
+		for i, x := range l {
+			parts[i] = operand(x)
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// legend explains the notation of the routes once (docs/translate.md says the same).
+const legend = `How to read the routes: "/a" is an exact path, "/a*" a prefix, "/*" any path; a route's
+conditions [...] (APISIX's vars, lua-resty-expr over nginx variables) must all hold:
+  x == "v"  equals     x ~= "v"  differs     x ~~ "re"  the PCRE regex finds a match
+  (\A and \z anchor it at the start and end of the value, (*UTF) makes it match
+  characters rather than bytes; x ~~ "\A": x is present)
+  x in [..]  one of    !(...)  not (also true when x is absent)    (a OR b)  either
+Variables: uri, host, http_<header>, arg_<query parameter>, server_port (APISIX's own
+listening port), connection_original_dst (the port the client connected to).
+`
 
 func nodeList(nodes []apisix.Node) string {
 	if len(nodes) == 0 {

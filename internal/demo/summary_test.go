@@ -18,6 +18,11 @@ func TestExprString(t *testing.T) {
 		{[]any{"!", "http_x", "~~", "^a$"}, `!(http_x ~~ "^a$")`},
 		{[]any{"OR", []any{"arg_a", "==", "1"}, []any{"arg_b", "!=", "2"}}, `(arg_a == "1" OR arg_b != "2")`},
 		{[]any{"connection_original_dst", "==", float64(9080)}, `connection_original_dst == 9080`},
+		// The form translation emits for a negation, and a list operand.
+		{[]any{"connection_original_dst", "!", "in", []any{"19080", "19443"}}, `!(connection_original_dst in ["19080", "19443"])`},
+		// A regex reads as PCRE gets it: backslashes are not doubled.
+		{[]any{"http_x_canary", "~~", `\A(?:yes|true)\z`}, `http_x_canary ~~ "\A(?:yes|true)\z"`},
+		{[]any{"http_x", "==", "say \"hi\""}, `http_x == "say \"hi\""`},
 	} {
 		if got := exprString(c.in); got != c.want {
 			t.Errorf("exprString(%v) = %q, want %q", c.in, got, c.want)

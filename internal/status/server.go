@@ -118,6 +118,11 @@ func objectsView(objects func() map[string][]byte, kind string) map[string]json.
 			out[k] = json.RawMessage("null") // applied, but the sink cannot read it back
 		case json.Valid(v):
 			out[k] = json.RawMessage(v)
+		default:
+			// Shown as a string rather than left out: a view that hides what the
+			// sink holds would look like an empty configuration.
+			s, _ := json.Marshal(string(v))
+			out[k] = s
 		}
 	}
 	return out

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -279,5 +280,23 @@ func TestStartError(t *testing.T) {
 	defer s.Close(context.Background())
 	if _, err := Start(s.Addr(), Handler(Sources{}, quiet), quiet); err == nil || !strings.Contains(err.Error(), "status server") {
 		t.Errorf("second Start on the same address: %v", err)
+	}
+}
+
+// A value the sink holds that is not JSON (a truncated read, say) is shown, as a
+// string, and so is a key the sink cannot read back (null): the view never hides an
+// object it has.
+func TestObjectsViewShowsEveryKey(t *testing.T) {
+	base := startServer(t, Sources{Objects: func() map[string][]byte {
+		return map[string][]byte{"/routes/ok": []byte(`{"id":"ok"}`), "/routes/cut": []byte(`{"id":"cu`), "/routes/gone": nil}
+	}})
+	_, _, body := get(t, base+"/debug/apisix")
+	var objs map[string]any
+	if err := json.Unmarshal([]byte(body), &objs); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"/routes/ok": map[string]any{"id": "ok"}, "/routes/cut": `{"id":"cu`, "/routes/gone": nil}
+	if !reflect.DeepEqual(objs, want) {
+		t.Errorf("/debug/apisix = %v, want %v", objs, want)
 	}
 }

@@ -9,6 +9,9 @@ package translate
 // "$" would also match before a final newline). When the pattern can match a non-ASCII
 // character (".", negated classes, Unicode classes or literals), the PCRE is put in UTF
 // mode with (*UTF), because RE2 matches code points and PCRE without it matches bytes.
+// The PCRE is as plain as that allows, for people reading it in /debug/apisix: groups
+// only where precedence needs them, escapes only on characters PCRE would read as
+// syntax, and no anchor doubled where the regex already has its own (^...$).
 
 import (
 	"errors"
@@ -29,18 +32,66 @@ func pcreAnchored(expr string) (string, error) {
 		return "", fmt.Errorf("invalid RE2 regex %q: %w", expr, err)
 	}
 	var p pcrePrinter
+	// Concatenation is the loosest binding the printer emits (an alternation prints
+	// its own group), so the body needs no group between the anchors; and \A\A is
+	// \A, \z\z is \z.
+	if !edge(re, 0, syntax.OpBeginText) {
+		p.b.WriteString(`\A`)
+	}
 	p.node(re)
-	body := p.b.String()
+	if !edge(re, -1, syntax.OpEndText) {
+		p.b.WriteString(`\z`)
+	}
 	prefix := ""
 	if p.utf {
 		prefix = "(*UTF)"
 	}
-	return prefix + `\A(?:` + body + `)\z`, nil
+	return prefix + p.b.String(), nil
+}
+
+// edge reports whether re begins (at 0) or ends (at -1) with an op of kind op: re is
+// that op, or a concatenation (or a capture of one) whose first or last element is.
+func edge(re *syntax.Regexp, at int, op syntax.Op) bool {
+	for {
+		switch re.Op {
+		case op:
+			return true
+		case syntax.OpCapture:
+			re = re.Sub[0]
+		case syntax.OpConcat:
+			if len(re.Sub) == 0 {
+				return false
+			}
+			if at == 0 {
+				re = re.Sub[0]
+			} else {
+				re = re.Sub[len(re.Sub)-1]
+			}
+		default:
+			return false
+		}
+	}
+}
+
+// atom reports whether re prints as one unit a quantifier can follow without a group.
+func atom(re *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpCharClass:
+		return len(re.Rune) > 0 // an empty class prints as (?!)
+	case syntax.OpAnyChar, syntax.OpAnyCharNotNL, syntax.OpAlternate:
+		return true
+	case syntax.OpLiteral:
+		return len(re.Rune) == 1
+	case syntax.OpCapture:
+		return re2.IsAnyByte(re) || atom(re.Sub[0])
+	}
+	return false
 }
 
 type pcrePrinter struct {
-	b   strings.Builder
-	utf bool
+	b       strings.Builder
+	utf     bool
+	inClass bool // inside [...], where every ASCII punctuation character is escaped
 }
 
 func (p *pcrePrinter) node(re *syntax.Regexp) {
@@ -85,13 +136,16 @@ func (p *pcrePrinter) node(re *syntax.Regexp) {
 			p.b.WriteString(`\C`)
 			return
 		}
-		p.b.WriteString(`(?:`)
+		// Nothing refers to groups; the sub-expression prints concatenable.
 		p.node(re.Sub[0])
-		p.b.WriteString(`)`)
 	case syntax.OpStar, syntax.OpPlus, syntax.OpQuest, syntax.OpRepeat:
-		p.b.WriteString(`(?:`)
-		p.node(re.Sub[0])
-		p.b.WriteString(`)`)
+		if atom(re.Sub[0]) {
+			p.node(re.Sub[0])
+		} else {
+			p.b.WriteString(`(?:`)
+			p.node(re.Sub[0])
+			p.b.WriteString(`)`)
+		}
 		switch re.Op {
 		case syntax.OpStar:
 			p.b.WriteString(`*`)
@@ -138,6 +192,7 @@ func (p *pcrePrinter) class(ranges []rune) {
 		return
 	}
 	p.b.WriteString(`[`)
+	p.inClass = true
 	for i := 0; i+1 < len(ranges); i += 2 {
 		lo, hi := ranges[i], ranges[i+1]
 		p.char(lo)
@@ -146,6 +201,7 @@ func (p *pcrePrinter) class(ranges []rune) {
 			p.char(hi)
 		}
 	}
+	p.inClass = false
 	p.b.WriteString(`]`)
 }
 
@@ -157,6 +213,8 @@ func (p *pcrePrinter) char(r rune) {
 		fmt.Fprintf(&p.b, `\x{%x}`, r)
 	case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
 		p.b.WriteRune(r)
+	case r > 0x20 && r < 0x7f && !p.inClass && !strings.ContainsRune(pcreMeta, r):
+		p.b.WriteRune(r)
 	case r > 0x20 && r < 0x7f:
 		// A backslash before any ASCII punctuation is a literal in PCRE.
 		p.b.WriteByte('\\')
@@ -166,13 +224,21 @@ func (p *pcrePrinter) char(r rune) {
 	}
 }
 
-// quoteLiteral escapes s (bytes, not code points) for use inside a PCRE in byte mode.
+// pcreMeta are the characters that are syntax outside a class in PCRE (without the x
+// flag, which ngx.re's "jo" does not set); every other printable ASCII character
+// stands for itself.
+const pcreMeta = `\^$.[]|()?*+{}`
+
+// quoteLiteral escapes s (bytes, not code points) for use inside a PCRE in byte mode,
+// outside a class.
 func quoteLiteral(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+			b.WriteByte(c)
+		case c > 0x20 && c < 0x7f && !strings.ContainsRune(pcreMeta, rune(c)):
 			b.WriteByte(c)
 		case c > 0x20 && c < 0x7f:
 			b.WriteByte('\\')

@@ -27,11 +27,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/amesh-dev/amesh/internal/xds/bootstrap"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
@@ -182,7 +184,12 @@ func (s *Server) Start() error {
 		return fmt.Errorf("xdstest: listen %s: %w", addr, err)
 	}
 	s.addr = lis.Addr().String()
-	var gopts []grpc.ServerOption
+	// Clients may ping as often as gRPC lets them: grpc.NewServer's default policy
+	// (at most one ping per 5 minutes) answers a 30s keepalive with GOAWAY
+	// "too_many_pings", which would show up as reconnects in every long test.
+	gopts := []grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+		MinTime: bootstrap.MinKeepaliveInterval, PermitWithoutStream: true,
+	})}
 	if s.cert != nil {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(s.cert.tlsConfig())))
 	}

@@ -12,9 +12,11 @@
 #   AMESH_CACHE    cache root (default $HOME/.cache/amesh)
 #   K8S_VERSION    kube-apiserver version (default 1.37.2)
 #
-# Cost on a 2-core machine: 10-25 min with cold Go caches (+1 GB module cache, +3 GB build
-# cache, linker peak RSS ~2.3 GB); ~15 s when the Go build cache is warm (link only).
+# Cost on a 2-core machine: 10-25 min with cold Go caches (~2,100 packages to compile; +1 GB
+# module cache, +3 GB build cache, linker peak RSS ~2.3 GB); ~15 s when the Go build cache is
+# warm (link only). Progress (packages compiled) is printed every minute.
 set -euo pipefail
+source "$(dirname "$0")/../go-progress.sh"
 
 K8S_VERSION="${K8S_VERSION:-1.37.2}"
 K8S_VERSION="${K8S_VERSION#v}"
@@ -46,6 +48,8 @@ if ! command -v etcd >/dev/null; then
   apt-get update -qq >&2 || die "apt-get update failed"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >&2 \
     || die "apt-get install etcd-server failed"
+  # The tests start their own etcd; the system's must not start at the next boot.
+  bash "$(dirname "$0")/../no-autostart.sh" etcd || die "cannot disable etcd.service"
 fi
 ln -sfn "$(command -v etcd)" "$BIN/etcd"
 log "etcd: $("$BIN/etcd" --version 2>/dev/null | head -1)"
@@ -91,16 +95,26 @@ import (
 
 func main() { os.Exit(cli.Run(app.NewAPIServerCommand())) }
 GO
-  (cd "$SRC" && go mod tidy) || die "go mod tidy failed in $SRC"
+  rm -f "$SRC/go.sum"
   ldflags="-s -w"
   for kv in "gitVersion=v$K8S_VERSION" gitMajor=1 "gitMinor=$minor" gitTreeState=clean \
             "gitCommit=module-v$K8S_VERSION"; do
     ldflags+=" -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
   done
-  ( while sleep 60; do log "... still building ($((SECONDS - t0))s)"; done ) &
-  beat=$!
-  trap 'kill $beat 2>/dev/null' EXIT
-  (cd "$SRC" && go build -trimpath -ldflags "$ldflags" -o "$BIN/kube-apiserver.tmp" .) || die "go build failed"
+  # -mod=mod resolves and downloads exactly what the build compiles. `go mod tidy` also
+  # fetched the modules that only tests of dependencies need (about 40 % more module
+  # zips); the binary is the same byte for byte.
+  total="$(cd "$SRC" && go list -mod=mod -deps . | wc -l)" || die "go list failed in $SRC"
+  log "$total packages in kube-apiserver's build graph"
+  vlog="$(mktemp)"
+  go_progress_start kube "$total" "$vlog"
+  trap 'go_progress_stop; rm -f "$vlog"' EXIT
+  if ! (cd "$SRC" && go build -mod=mod -v -trimpath -ldflags "$ldflags" -o "$BIN/kube-apiserver.tmp" . 2>"$vlog"); then
+    tail -n 40 "$vlog" >&2   # the errors come last
+    die "go build failed"
+  fi
+  go_progress_stop
+  log "compiled $(grep -cv '^go: ' "$vlog") packages (the others came from the Go build cache)"
   mv -f "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
   log "built $BIN/kube-apiserver in $((SECONDS - t0))s ($(du -h "$BIN/kube-apiserver" | cut -f1))"
 fi

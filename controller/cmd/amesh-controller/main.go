@@ -26,9 +26,18 @@ func main() {
 		fmt.Fprintln(os.Stderr, "amesh-controller:", err)
 		os.Exit(2)
 	}
+	// Before anything of controller-runtime runs: its messages go nowhere (and the
+	// process exits without a word) until a logger is set.
+	ctrl.SetLogger(opts.Log)
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "amesh-controller: no Kubernetes API server to use: %v\n"+
+			"  give -kubeconfig FILE, set KUBECONFIG, or run it in a cluster (in-cluster service account)\n", err)
+		os.Exit(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := app.Run(ctx, ctrl.GetConfigOrDie(), opts); err != nil {
+	if err := app.Run(ctx, cfg, opts); err != nil {
 		opts.Log.Error(err, "amesh-controller stopped")
 		os.Exit(1)
 	}

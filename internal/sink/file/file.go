@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
@@ -71,6 +72,7 @@ func New(opts Options) (*Sink, error) {
 	} else if !st.IsDir() {
 		return nil, fmt.Errorf("file sink: %s is not a directory", dir)
 	}
+	removeStaleTemps(opts.Path, opts.Logger)
 	s := &Sink{path: opts.Path, format: opts.Format, log: opts.Logger,
 		render: renderer{format: opts.Format, frags: map[string]fragment{}}}
 	old, err := os.ReadFile(opts.Path)
@@ -157,6 +159,35 @@ func (s *Sink) Stats() Stats {
 	return st
 }
 
+// tempPrefix is how WriteAtomic names its temporary files for path: os.CreateTemp
+// replaces the "*" of tempPrefix(path)+"*" by decimal digits.
+func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
+
+// removeStaleTemps deletes the temporary files a previous writer of path left behind
+// when it was killed between creating one and renaming it (each as large as the whole
+// configuration). Only regular files named exactly as WriteAtomic names them for this
+// path are removed; anything else in the directory is not ours. One sink writes a
+// given file: a second writer of the same path could lose a file it is writing.
+func removeStaleTemps(path string, log *slog.Logger) {
+	dir, prefix := filepath.Dir(path), tempPrefix(path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		digits, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok || digits == "" || strings.Trim(digits, "0123456789") != "" || !e.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if err := os.Remove(p); err != nil {
+			log.Warn("cannot remove a stale temporary file", "path", p, "err", err)
+			continue
+		}
+		log.Info("removed a stale temporary file of an interrupted write", "path", p)
+	}
+}
+
 // WriteAtomic replaces path with content: a temporary file in the same directory (so
 // the rename cannot cross file systems) is written, fsynced and renamed over path, and
 // the directory is fsynced so the rename survives a crash. Readers see the old file or
@@ -166,7 +197,7 @@ func WriteAtomic(path string, content []byte) (err error) {
 	if dir == "" {
 		dir = "."
 	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	tmp, err := os.CreateTemp(dir, tempPrefix(base)+"*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}

@@ -31,25 +31,22 @@ static int amesh_store(void *fn, void *zone, int op, const char *key, size_t key
 		value_type, (const unsigned char *) buf, len, 0, 0, 0, errmsg, forcible);
 }
 
-// amesh_get copies a string value into buf (cap bytes) and returns its length in
-// *len; the module mallocs a larger buffer when the value does not fit, which is
-// copied and freed here so Go never sees module memory.
+// amesh_get reads a value. A string that fits in buf (*len bytes) is copied there
+// and *out is NULL; for a longer one the module mallocs a buffer, returned in *out for
+// the caller to copy and free (amesh_free), so Go never keeps module memory.
 static int amesh_get(void *fn, void *zone, const char *key, size_t key_len,
-		int *value_type, char *buf, size_t *len, double *num, char **errmsg) {
+		int *value_type, char *buf, size_t *len, double *num, char **errmsg,
+		unsigned char **out) {
 	unsigned char *p = (unsigned char *) buf;
-	size_t cap = *len;
 	int flags = 0, is_stale = 0;
 	*errmsg = NULL;
 	int rc = ((shdict_get_fn) fn)(zone, (const unsigned char *) key, key_len,
 		value_type, &p, len, num, &flags, 0, &is_stale, errmsg);
-	if (p != (unsigned char *) buf) {
-		size_t n = *len < cap ? *len : cap;
-		for (size_t i = 0; i < n; i++) buf[i] = (char) p[i];
-		free(p);
-		*len = n;
-	}
+	*out = p == (unsigned char *) buf ? NULL : p;
 	return rc;
 }
+
+static void amesh_free(void *p) { free(p); }
 
 // amesh_exiting reads nginx's globals ngx_quit and ngx_terminate (sig_atomic_t, set by
 // the signal handlers) and ngx_exiting (ngx_uint_t), any of which may be NULL.
@@ -172,18 +169,24 @@ func storeErr(op, key string, rc C.int, errmsg *C.char) error {
 }
 
 // getString returns the value of key as a string (a number is formatted), and false
-// if it does not exist.
+// if it does not exist. Values of any length are returned whole.
 func (z zone) getString(key string) (string, bool, error) {
 	kb := []byte(key)
 	var (
 		vt     C.int
 		num    C.double
 		errmsg *C.char
-		buf    [128]byte
+		out    *C.uchar
+		buf    [512]byte
 	)
 	n := C.size_t(len(buf))
-	rc := C.amesh_get(z.f.get, z.ptr, cbuf(kb), C.size_t(len(kb)), &vt,
-		(*C.char)(unsafe.Pointer(&buf[0])), &n, &num, &errmsg)
+	bufPtr := (*C.char)(unsafe.Pointer(&buf[0]))
+	rc := C.amesh_get(z.f.get, z.ptr, cbuf(kb), C.size_t(len(kb)), &vt, bufPtr, &n, &num, &errmsg, &out)
+	data := bufPtr
+	if out != nil { // the module allocated a buffer for a value longer than buf
+		defer C.amesh_free(unsafe.Pointer(out))
+		data = (*C.char)(unsafe.Pointer(out))
+	}
 	if rc == rcDeclined || (rc == rcOK && vt == typeNil) {
 		return "", false, nil
 	}
@@ -192,7 +195,10 @@ func (z zone) getString(key string) (string, bool, error) {
 	}
 	switch vt {
 	case typeString:
-		return string(buf[:n]), true, nil
+		if n == 0 {
+			return "", true, nil
+		}
+		return C.GoStringN(data, C.int(n)), true, nil
 	case typeNumber:
 		return strconv.FormatFloat(float64(num), 'f', -1, 64), true, nil
 	}

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -31,6 +32,41 @@ const (
 	DefaultNodeType      = "sidecar"
 	ProtocolDelta        = "delta"
 	ProtocolSotW         = "sotw"
+
+	// DefaultKeepaliveInterval and DefaultKeepaliveTimeout are istio-agent's for its
+	// connection to istiod (Istio's keepalive.DefaultOption: HTTP/2 pings every 30s,
+	// 10s to answer); istiod lets clients ping every 15s.
+	DefaultKeepaliveInterval = 30 * time.Second
+	DefaultKeepaliveTimeout  = 10 * time.Second
+	// MinKeepaliveInterval is the shortest interval gRPC sends pings at (it raises
+	// shorter ones silently), so a shorter setting is refused instead.
+	MinKeepaliveInterval = 10 * time.Second
+	// DefaultMaxMessageBytes bounds one xDS response. Decoding and translating a
+	// response takes several times its size in memory (about 6x for a route
+	// configuration); 128 MiB keeps that within the 1 GiB Istio gives a sidecar by
+	// default, while the largest response of a 10,000-service mesh with three
+	// clusters per service (its CDS) is about a quarter of it.
+	DefaultMaxMessageBytes = 128 << 20
+)
+
+// Variables lists every variable FromEnv reads, besides those starting with
+// ISTIO_META_ and ISTIO_METAJSON_ (see README.md).
+var Variables = []string{
+	"AMESH_XDS_ADDRESS", "AMESH_XDS_PROTOCOL", "AMESH_XDS_TLS", "AMESH_XDS_CA_FILE",
+	"AMESH_XDS_SERVER_NAME", "AMESH_XDS_TOKEN_FILE", EnvKeepaliveInterval, EnvKeepaliveTimeout,
+	EnvMaxMessageBytes, "POD_NAME", "POD_NAMESPACE", "INSTANCE_IP", "SERVICE_ACCOUNT",
+	"CLUSTER_ID", "ISTIO_VERSION", "NODE_NAME", "PROXY_CONFIG", "CLUSTER_DOMAIN",
+	"AMESH_NODE_TYPE", "AMESH_LABELS_FILE", "AMESH_VERSION",
+}
+
+// MetaPrefixes are the prefixes of the variables that become node metadata.
+var MetaPrefixes = []string{metaPrefix, metaJSONPrefix}
+
+// Variables of the transport (see README.md).
+const (
+	EnvKeepaliveInterval = "AMESH_XDS_KEEPALIVE_INTERVAL"
+	EnvKeepaliveTimeout  = "AMESH_XDS_KEEPALIVE_TIMEOUT"
+	EnvMaxMessageBytes   = "AMESH_XDS_MAX_MESSAGE_BYTES"
 )
 
 // Config is what the xDS client needs to reach istiod and present itself.
@@ -43,6 +79,13 @@ type Config struct {
 	Protocol string
 	// TLS is set when the connection to Server uses TLS.
 	TLS *TLS
+	// KeepaliveInterval is how long the connection may be idle before the client
+	// pings the server; KeepaliveTimeout how long a ping may stay unanswered before
+	// the connection is considered dead.
+	KeepaliveInterval, KeepaliveTimeout time.Duration
+	// MaxMessageBytes is the largest xDS response accepted; a larger one fails the
+	// stream, as gRPC fails any message over its limit.
+	MaxMessageBytes int
 }
 
 // TLS holds the settings for istiod's TLS port (15012).
@@ -82,6 +125,8 @@ func FromEnviron(environ []string) (Config, error) {
 	return fromEnv(func(k string) string { return m[k] }, names)
 }
 
+// fromEnv reports every problem it finds, not only the first, so that a user fixes
+// the environment in one go.
 func fromEnv(getenv func(string) string, names []string) (Config, error) {
 	env := func(name, def string) string {
 		if v := strings.TrimSpace(getenv(name)); v != "" {
@@ -90,21 +135,22 @@ func fromEnv(getenv func(string) string, names []string) (Config, error) {
 		return def
 	}
 	var cfg Config
+	var errs []error
 	cfg.Server = env("AMESH_XDS_ADDRESS", DefaultServer)
 	cfg.Protocol = strings.ToLower(env("AMESH_XDS_PROTOCOL", ProtocolDelta))
 	if cfg.Protocol != ProtocolDelta && cfg.Protocol != ProtocolSotW {
-		return Config{}, fmt.Errorf("bootstrap: AMESH_XDS_PROTOCOL=%q: want %q or %q", cfg.Protocol, ProtocolDelta, ProtocolSotW)
+		errs = append(errs, fmt.Errorf("AMESH_XDS_PROTOCOL=%q: want %q or %q", cfg.Protocol, ProtocolDelta, ProtocolSotW))
 	}
 	if err := checkServer(cfg.Server); err != nil {
-		return Config{}, fmt.Errorf("bootstrap: AMESH_XDS_ADDRESS=%q: %w", cfg.Server, err)
+		errs = append(errs, fmt.Errorf("AMESH_XDS_ADDRESS=%q: %w", cfg.Server, err))
 	}
 	useTLS, err := strconv.ParseBool(env("AMESH_XDS_TLS", "false"))
 	if err != nil {
-		return Config{}, fmt.Errorf("bootstrap: AMESH_XDS_TLS: %w", err)
+		errs = append(errs, fmt.Errorf("AMESH_XDS_TLS=%q: want true or false", env("AMESH_XDS_TLS", "")))
 	}
 	if ca := env("AMESH_XDS_CA_FILE", ""); ca != "" || useTLS {
 		if strings.HasPrefix(cfg.Server, "unix://") {
-			return Config{}, errors.New("bootstrap: TLS (AMESH_XDS_TLS / AMESH_XDS_CA_FILE) cannot be used with a unix socket address")
+			errs = append(errs, errors.New("TLS (AMESH_XDS_TLS / AMESH_XDS_CA_FILE) cannot be used with a unix socket address"))
 		}
 		cfg.TLS = &TLS{
 			CAFile:     ca,
@@ -115,11 +161,71 @@ func fromEnv(getenv func(string) string, names []string) (Config, error) {
 			cfg.TLS.TokenFile = ""
 		}
 	}
-	cfg.Node, err = node(getenv, env, names)
+	cfg.KeepaliveInterval, err = duration(env(EnvKeepaliveInterval, ""), DefaultKeepaliveInterval, MinKeepaliveInterval)
 	if err != nil {
-		return Config{}, err
+		errs = append(errs, fmt.Errorf("%s: %w", EnvKeepaliveInterval, err))
+	}
+	cfg.KeepaliveTimeout, err = duration(env(EnvKeepaliveTimeout, ""), DefaultKeepaliveTimeout, time.Second)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", EnvKeepaliveTimeout, err))
+	}
+	cfg.MaxMessageBytes, err = ParseBytes(env(EnvMaxMessageBytes, ""), DefaultMaxMessageBytes)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", EnvMaxMessageBytes, err))
+	}
+	var nodeErrs []error
+	cfg.Node, nodeErrs = node(getenv, env, names)
+	errs = append(errs, nodeErrs...)
+	if len(errs) > 0 {
+		return Config{}, prefixed(errs)
 	}
 	return cfg, nil
+}
+
+// prefixed joins errs into one error, one per line, each prefixed with the package.
+func prefixed(errs []error) error {
+	for i, e := range errs {
+		errs[i] = fmt.Errorf("bootstrap: %w", e)
+	}
+	return errors.Join(errs...)
+}
+
+// duration parses a Go duration of at least lowest; "" is def.
+func duration(v string, def, lowest time.Duration) (time.Duration, error) {
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < lowest {
+		return 0, fmt.Errorf("%q: want a duration of at least %s, e.g. %s", v, lowest, def)
+	}
+	return d, nil
+}
+
+// maxBytes is the most gRPC can receive in one message.
+const maxBytes = 1<<31 - 1
+
+// ParseBytes parses a byte count: a number, optionally followed by KiB, MiB or GiB
+// (e.g. 134217728 or 128MiB); "" is def.
+func ParseBytes(v string, def int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	num, unit := v, 1
+	for _, u := range []struct {
+		suffix string
+		n      int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if s, ok := strings.CutSuffix(v, u.suffix); ok {
+			num, unit = strings.TrimSpace(s), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > maxBytes/int64(unit) {
+		return 0, fmt.Errorf("%q: want a byte count between 1 and 2GiB-1, e.g. 128MiB", v)
+	}
+	return int(n) * unit, nil
 }
 
 func checkServer(s string) error {
@@ -142,7 +248,8 @@ const (
 	metaJSONPrefix = "ISTIO_METAJSON_"
 )
 
-func node(getenv func(string) string, env func(string, string) string, names []string) (*corev3.Node, error) {
+func node(getenv func(string) string, env func(string, string) string, names []string) (*corev3.Node, []error) {
+	var errs []error
 	meta := map[string]any{}
 	// Generic variables first, so that the specific ones below win.
 	sort.Strings(names) // deterministic when two names map to one key
@@ -152,7 +259,8 @@ func node(getenv func(string) string, env func(string, string) string, names []s
 		case strings.HasPrefix(k, metaJSONPrefix) && v != "":
 			var j any
 			if err := json.Unmarshal([]byte(v), &j); err != nil {
-				return nil, fmt.Errorf("bootstrap: %s is not JSON: %w", k, err)
+				errs = append(errs, fmt.Errorf("%s is not JSON: %w", k, err))
+				continue
 			}
 			meta[strings.TrimPrefix(k, metaJSONPrefix)] = j
 		case strings.HasPrefix(k, metaPrefix) && v != "":
@@ -168,21 +276,38 @@ func node(getenv func(string) string, env func(string, string) string, names []s
 
 	podName := env("POD_NAME", str("NAME", ""))
 	ns := env("POD_NAMESPACE", str("NAMESPACE", ""))
-	if podName == "" || ns == "" {
-		return nil, errors.New("bootstrap: POD_NAME and POD_NAMESPACE must be set (downward API)")
+	var missing []string
+	if podName == "" {
+		missing = append(missing, "POD_NAME")
+	}
+	if ns == "" {
+		missing = append(missing, "POD_NAMESPACE")
+	}
+	if len(missing) > 0 {
+		errs = append(errs, fmt.Errorf("%s must be set: the pod's name and namespace (downward API metadata.name, metadata.namespace; any names work outside Kubernetes)", strings.Join(missing, " and ")))
 	}
 	ips, err := instanceIPs(env("INSTANCE_IP", str("INSTANCE_IPS", "")))
 	if err != nil {
-		return nil, err
+		errs = append(errs, err)
 	}
 	labels, err := podLabels(env("AMESH_LABELS_FILE", DefaultLabelsFile), meta["LABELS"])
 	if err != nil {
-		return nil, err
+		errs = append(errs, err)
 	}
 	domain := env("CLUSTER_DOMAIN", DefaultClusterDomain)
 	nodeType := env("AMESH_NODE_TYPE", DefaultNodeType)
 	if nodeType != "sidecar" && nodeType != "router" {
-		return nil, fmt.Errorf("bootstrap: AMESH_NODE_TYPE=%q: want sidecar or router", nodeType)
+		errs = append(errs, fmt.Errorf("AMESH_NODE_TYPE=%q: want sidecar or router", nodeType))
+	}
+	if v := env("PROXY_CONFIG", ""); v != "" {
+		var pc map[string]any
+		if err := json.Unmarshal([]byte(v), &pc); err != nil {
+			errs = append(errs, fmt.Errorf("PROXY_CONFIG is not a JSON object: %w", err))
+		}
+		meta["PROXY_CONFIG"] = pc
+	}
+	if len(errs) > 0 {
+		return nil, errs
 	}
 
 	meta["NAME"] = podName
@@ -199,13 +324,6 @@ func node(getenv func(string) string, env func(string, string) string, names []s
 	if v := env("NODE_NAME", str("NODE_NAME", "")); v != "" {
 		meta["NODE_NAME"] = v
 	}
-	if v := env("PROXY_CONFIG", ""); v != "" {
-		var pc map[string]any
-		if err := json.Unmarshal([]byte(v), &pc); err != nil {
-			return nil, fmt.Errorf("bootstrap: PROXY_CONFIG is not a JSON object: %w", err)
-		}
-		meta["PROXY_CONFIG"] = pc
-	}
 	if len(labels) > 0 {
 		lm := make(map[string]any, len(labels))
 		for k, v := range labels {
@@ -220,7 +338,7 @@ func node(getenv func(string) string, env func(string, string) string, names []s
 	}
 	st, err := structpb.NewStruct(meta)
 	if err != nil {
-		return nil, fmt.Errorf("bootstrap: node metadata: %w", err)
+		return nil, []error{fmt.Errorf("node metadata: %w", err)}
 	}
 	// istio-agent's service cluster: the canonical service name and namespace.
 	cluster := firstNonEmpty(labels["service.istio.io/canonical-name"], labels["app.kubernetes.io/name"], labels["app"], workload) + "." + ns
@@ -243,10 +361,15 @@ func firstNonEmpty(s ...string) string {
 }
 
 // instanceIPs parses INSTANCE_IP (istio-agent accepts a comma-separated list; the first
-// address goes into the node id).
+// address goes into the node id). Unset, it is the host's first address that is not a
+// loopback, link-local or multicast one, as istio-agent finds the pod IP without it.
 func instanceIPs(v string) ([]string, error) {
 	if v == "" {
-		return nil, errors.New("bootstrap: INSTANCE_IP must be set to the pod IP (downward API status.podIP)")
+		a, err := firstHostAddr()
+		if err != nil {
+			return nil, fmt.Errorf("INSTANCE_IP is not set and %w; set it to the pod IP (downward API status.podIP)", err)
+		}
+		return []string{a.String()}, nil
 	}
 	var out []string
 	for _, s := range strings.Split(v, ",") {
@@ -256,14 +379,36 @@ func instanceIPs(v string) ([]string, error) {
 		}
 		a, err := netip.ParseAddr(s)
 		if err != nil {
-			return nil, fmt.Errorf("bootstrap: INSTANCE_IP: %w", err)
+			return nil, fmt.Errorf("INSTANCE_IP: %w", err)
 		}
 		out = append(out, a.String())
 	}
 	if len(out) == 0 {
-		return nil, errors.New("bootstrap: INSTANCE_IP has no address")
+		return nil, errors.New("INSTANCE_IP has no address")
 	}
 	return out, nil
+}
+
+// interfaceAddrs lists the host's addresses; tests replace it.
+var interfaceAddrs = net.InterfaceAddrs
+
+// firstHostAddr returns the first address of the host's interfaces that can identify
+// it to others: not loopback, link-local, multicast or unspecified.
+func firstHostAddr() (netip.Addr, error) {
+	addrs, err := interfaceAddrs()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("the host's addresses cannot be listed: %w", err)
+	}
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		if ip := p.Addr().Unmap(); ip.IsGlobalUnicast() {
+			return ip, nil
+		}
+	}
+	return netip.Addr{}, errors.New("the host has no address other than loopback and link-local ones")
 }
 
 // podLabels reads the downward API labels file; a missing file is not an error (the
@@ -283,11 +428,11 @@ func podLabels(path string, fromMeta any) (map[string]string, error) {
 		return labels, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bootstrap: labels file: %w", err)
+		return nil, fmt.Errorf("labels file: %w", err)
 	}
 	fromFile, err := ParseLabels(data)
 	if err != nil {
-		return nil, fmt.Errorf("bootstrap: labels file %s: %w", path, err)
+		return nil, fmt.Errorf("labels file %s: %w", path, err)
 	}
 	for k, v := range fromFile {
 		labels[k] = v

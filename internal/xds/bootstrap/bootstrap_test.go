@@ -1,10 +1,12 @@
 package bootstrap
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -100,7 +102,6 @@ func TestFromEnvironErrors(t *testing.T) {
 		want string
 	}{
 		"no pod":        {[]string{"INSTANCE_IP=10.0.0.1"}, "POD_NAME"},
-		"no ip":         {[]string{"POD_NAME=a", "POD_NAMESPACE=b"}, "INSTANCE_IP"},
 		"bad ip":        {[]string{"POD_NAME=a", "POD_NAMESPACE=b", "INSTANCE_IP=10.0.0"}, "INSTANCE_IP"},
 		"bad protocol":  {append(podEnv(t), "AMESH_XDS_PROTOCOL=rest"), "AMESH_XDS_PROTOCOL"},
 		"bad address":   {append(podEnv(t), "AMESH_XDS_ADDRESS=istiod"), "AMESH_XDS_ADDRESS"},
@@ -108,6 +109,10 @@ func TestFromEnvironErrors(t *testing.T) {
 		"tls on unix":   {append(podEnv(t), "AMESH_XDS_TLS=true"), "unix socket"},
 		"bad json":      {append(podEnv(t), "ISTIO_METAJSON_X={"), "ISTIO_METAJSON_X"},
 		"bad labels":    {append(podEnv(t), "AMESH_LABELS_FILE="+writeFile(t, "app=unquoted\n")), "labels file"},
+		"fast pings":    {append(podEnv(t), "AMESH_XDS_KEEPALIVE_INTERVAL=5s"), "AMESH_XDS_KEEPALIVE_INTERVAL"},
+		"bad timeout":   {append(podEnv(t), "AMESH_XDS_KEEPALIVE_TIMEOUT=soon"), "AMESH_XDS_KEEPALIVE_TIMEOUT"},
+		"bad max bytes": {append(podEnv(t), "AMESH_XDS_MAX_MESSAGE_BYTES=-1"), "AMESH_XDS_MAX_MESSAGE_BYTES"},
+		"huge max":      {append(podEnv(t), "AMESH_XDS_MAX_MESSAGE_BYTES=2GiB"), "AMESH_XDS_MAX_MESSAGE_BYTES"},
 	} {
 		_, err := FromEnviron(tc.env)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -135,4 +140,82 @@ func TestFromEnvUsesGetenv(t *testing.T) {
 	if got := cfg.Node.GetMetadata().AsMap()["MESH_ID"]; got != "from-getenv" {
 		t.Errorf("MESH_ID %v", got)
 	}
+}
+
+// Every problem is reported at once, so that a user fixes the environment in one go.
+func TestFromEnvironReportsAllProblems(t *testing.T) {
+	_, err := FromEnviron([]string{"AMESH_XDS_PROTOCOL=rest", "AMESH_XDS_KEEPALIVE_INTERVAL=1s", "INSTANCE_IP=10.0.0", "AMESH_LABELS_FILE=/nonexistent"})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	for _, want := range []string{"POD_NAME and POD_NAMESPACE must be set", "AMESH_XDS_PROTOCOL", "AMESH_XDS_KEEPALIVE_INTERVAL", "INSTANCE_IP"} {
+		n := 0
+		for _, l := range lines {
+			if strings.Contains(l, want) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d lines mention %q, want 1:\n%s", n, want, err)
+		}
+	}
+	if len(lines) != 4 {
+		t.Errorf("%d lines, want 4 (one per problem):\n%s", len(lines), err)
+	}
+}
+
+func TestTransportSettings(t *testing.T) {
+	cfg, err := FromEnviron(podEnv(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KeepaliveInterval != 30*time.Second || cfg.KeepaliveTimeout != 10*time.Second || cfg.MaxMessageBytes != 128<<20 {
+		t.Errorf("defaults: keepalive %v/%v, max message %d", cfg.KeepaliveInterval, cfg.KeepaliveTimeout, cfg.MaxMessageBytes)
+	}
+	for v, want := range map[string]int{"1048576": 1 << 20, "64MiB": 64 << 20, "512KiB": 512 << 10, "1GiB": 1 << 30} {
+		cfg, err := FromEnviron(podEnv(t, "AMESH_XDS_KEEPALIVE_INTERVAL=45s", "AMESH_XDS_KEEPALIVE_TIMEOUT=3s", "AMESH_XDS_MAX_MESSAGE_BYTES="+v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.KeepaliveInterval != 45*time.Second || cfg.KeepaliveTimeout != 3*time.Second || cfg.MaxMessageBytes != want {
+			t.Errorf("%s: keepalive %v/%v, max message %d, want 45s/3s/%d", v, cfg.KeepaliveInterval, cfg.KeepaliveTimeout, cfg.MaxMessageBytes, want)
+		}
+	}
+}
+
+// Without INSTANCE_IP the node id carries the host's first address that others can
+// reach it on, as internal/config/README.md says.
+func TestInstanceIPDefault(t *testing.T) {
+	old := interfaceAddrs
+	t.Cleanup(func() { interfaceAddrs = old })
+	env := []string{"POD_NAME=p", "POD_NAMESPACE=ns", "AMESH_LABELS_FILE=/nonexistent"}
+
+	interfaceAddrs = func() ([]net.Addr, error) {
+		return []net.Addr{cidr(t, "127.0.0.1/8"), cidr(t, "::1/128"), cidr(t, "fe80::1/64"), cidr(t, "10.2.3.4/24"), cidr(t, "192.168.1.9/24")}, nil
+	}
+	cfg, err := FromEnviron(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "sidecar~10.2.3.4~p.ns~ns.svc.cluster.local"; cfg.Node.GetId() != want {
+		t.Errorf("id %q, want %q", cfg.Node.GetId(), want)
+	}
+	if got := cfg.Node.GetMetadata().AsMap()["INSTANCE_IPS"]; got != "10.2.3.4" {
+		t.Errorf("INSTANCE_IPS %v", got)
+	}
+
+	interfaceAddrs = func() ([]net.Addr, error) { return []net.Addr{cidr(t, "127.0.0.1/8"), cidr(t, "fe80::1/64")}, nil }
+	if _, err := FromEnviron(env); err == nil || !strings.Contains(err.Error(), "INSTANCE_IP is not set") {
+		t.Errorf("only loopback and link-local addresses: error %v, want one saying INSTANCE_IP is not set", err)
+	}
+}
+
+func cidr(t *testing.T, s string) *net.IPNet {
+	ip, n, err := net.ParseCIDR(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.IP = ip
+	return n
 }

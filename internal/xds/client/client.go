@@ -253,7 +253,11 @@ func (c *Client) runStream(ctx context.Context) (gotResponse bool, err error) {
 		return false, err
 	}
 	defer conn.Close()
-	sctx, cancel := context.WithCancel(ctx)
+	// The stream ends with ctx but does not carry its deadline: gRPC would send it to
+	// the server (grpc-timeout), which then cancels the stream at the same instant,
+	// and its cancel could arrive before ctx is done here, looking like a lost stream.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer context.AfterFunc(ctx, cancel)()
 	defer cancel()
 	var s stream
 	if c.cfg.Protocol == SotW {

@@ -38,9 +38,14 @@ type Config struct {
 	// as missing. Default 15s (Envoy's initial_fetch_timeout).
 	ResourceTimeout time.Duration
 	// KeepaliveTime is the gRPC keepalive ping interval; KeepaliveTimeout how long a
-	// ping may stay unanswered. Defaults 30s and 10s (istiod permits pings every 15s).
+	// ping may stay unanswered. Defaults bootstrap.DefaultKeepaliveInterval and
+	// DefaultKeepaliveTimeout (istio-agent's; istiod permits pings every 15s).
 	KeepaliveTime    time.Duration
 	KeepaliveTimeout time.Duration
+	// MaxMessageBytes is the largest response accepted (default
+	// bootstrap.DefaultMaxMessageBytes); a larger one ends the stream with gRPC's
+	// ResourceExhausted, and the last good state stays in force.
+	MaxMessageBytes int
 	// Logger receives connection events and NACKs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -99,10 +104,13 @@ func (c Config) withDefaults() (Config, error) {
 		c.ResourceTimeout = 15 * time.Second
 	}
 	if c.KeepaliveTime <= 0 {
-		c.KeepaliveTime = 30 * time.Second
+		c.KeepaliveTime = bootstrap.DefaultKeepaliveInterval
 	}
 	if c.KeepaliveTimeout <= 0 {
-		c.KeepaliveTimeout = 10 * time.Second
+		c.KeepaliveTimeout = bootstrap.DefaultKeepaliveTimeout
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = bootstrap.DefaultMaxMessageBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -110,9 +118,11 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// ConfigFrom turns a bootstrap configuration into a client Config with default timing.
+// ConfigFrom turns a bootstrap configuration into a client Config with default
+// backoff and resource timeout.
 func ConfigFrom(b bootstrap.Config) Config {
-	c := Config{Server: b.Server, Protocol: Protocol(b.Protocol), Node: b.Node}
+	c := Config{Server: b.Server, Protocol: Protocol(b.Protocol), Node: b.Node,
+		KeepaliveTime: b.KeepaliveInterval, KeepaliveTimeout: b.KeepaliveTimeout, MaxMessageBytes: b.MaxMessageBytes}
 	if b.TLS != nil {
 		c.TLS = &TLSConfig{CAFile: b.TLS.CAFile, ServerName: b.TLS.ServerName, TokenFile: b.TLS.TokenFile}
 	}

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+
+	"github.com/amesh-dev/amesh/internal/xds/bootstrap"
 )
 
 // dial creates a gRPC connection for one stream attempt. A fresh connection per
@@ -26,13 +28,14 @@ import (
 // CA file, so a rotated mesh root is picked up on reconnect.
 func (c *Client) dial() (*grpc.ClientConn, error) {
 	opts := []grpc.DialOption{
+		// As istio-agent: pings only while the stream is open (a connection carries one
+		// stream attempt), which is what istiod's enforcement policy expects.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
-			Time:                c.cfg.KeepaliveTime,
-			Timeout:             c.cfg.KeepaliveTimeout,
-			PermitWithoutStream: true,
+			Time:    c.cfg.KeepaliveTime,
+			Timeout: c.cfg.KeepaliveTimeout,
 		}),
 		// xDS responses for a large mesh exceed grpc's 4 MiB default.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.ForceCodecV2(newCodec())),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.cfg.MaxMessageBytes), grpc.ForceCodecV2(newCodec())),
 		// No buffer of this connection is pooled (buffers.go).
 		experimental.WithBufferPool(mem.NopBufferPool{}),
 	}
@@ -117,6 +120,9 @@ func describe(server string, err error) error {
 	}
 	msg := st.Message()
 	switch {
+	case st.Code() == codes.ResourceExhausted && strings.Contains(msg, "larger than max"):
+		return fmt.Errorf("xds %s: a response exceeds the receive limit (raise %s if the mesh needs it): %w",
+			server, bootstrap.EnvMaxMessageBytes, err)
 	case st.Code() == codes.Unauthenticated || st.Code() == codes.PermissionDenied:
 		return fmt.Errorf("xds %s: server rejected our credentials (token): %w", server, err)
 	case strings.Contains(msg, "x509") || strings.Contains(msg, "tls:") || strings.Contains(msg, "handshake"):

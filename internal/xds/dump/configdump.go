@@ -37,11 +37,36 @@ const (
 //     the load assignments of STATIC clusters there too; those stay in the cluster).
 //
 // The endpoints section is only present when the dump was taken with ?include_eds.
+// At most DefaultMaxBytes are read (LoadConfigDumpMax sets the limit).
 func LoadConfigDump(r io.Reader) (*Resources, error) {
-	data, err := io.ReadAll(r)
+	return LoadConfigDumpMax(r, "config dump", DefaultMaxBytes)
+}
+
+// LoadConfigDumpMax is LoadConfigDump reading at most maxBytes (DefaultMaxBytes if
+// <= 0) from r, which name describes in errors.
+func LoadConfigDumpMax(r io.Reader, name string, maxBytes int64) (*Resources, error) {
+	data, err := newBudget(maxBytes).read(r, name)
 	if err != nil {
-		return nil, fmt.Errorf("dump: reading config dump: %w", err)
+		return nil, fmt.Errorf("dump: %w", err)
 	}
+	return parseConfigDump(data)
+}
+
+// LoadConfigDumpFile loads the config dump in the regular file at path (of at most
+// maxBytes, DefaultMaxBytes if <= 0).
+func LoadConfigDumpFile(path string, maxBytes int64) (*Resources, error) {
+	data, err := ReadFile(path, maxBytes)
+	if err != nil {
+		return nil, fmt.Errorf("dump: %w", err)
+	}
+	res, err := parseConfigDump(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return res, nil
+}
+
+func parseConfigDump(data []byte) (*Resources, error) {
 	configs, err := splitConfigs(data)
 	if err != nil {
 		return nil, fmt.Errorf("dump: config dump: %w", err)

@@ -20,17 +20,27 @@ import (
 
 // LoadDir loads a directory laid out like testdata/istiod/<mode>: subdirectories lds/,
 // rds/, cds/ and eds/, each holding one protojson file (*.json) per resource. Missing
-// subdirectories are empty; other files are ignored.
+// subdirectories are empty; other files are ignored. It reads at most DefaultMaxBytes
+// in all (LoadDirMax sets the limit), and only regular files.
 //
 // File names are the resource names with unsafe characters replaced, so they are not
 // used as names, except that a ClusterLoadAssignment without cluster_name takes the EDS
 // name of the cluster stored under the same file name in cds/.
-func LoadDir(dir string) (*Resources, error) {
-	if _, err := os.Stat(dir); err != nil {
+func LoadDir(dir string) (*Resources, error) { return LoadDirMax(dir, DefaultMaxBytes) }
+
+// LoadDirMax is LoadDir reading at most maxBytes in all (DefaultMaxBytes if <= 0).
+func LoadDirMax(dir string, maxBytes int64) (*Resources, error) {
+	if st, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("dump: %w", err)
+	} else if !st.IsDir() {
+		return nil, fmt.Errorf("dump: %s is not a directory", dir)
+	}
+	b := newBudget(maxBytes)
+	load := func(sub string, newMsg func() proto.Message, add func(file string, m proto.Message) error) error {
+		return loadFiles(b, dir, sub, newMsg, add)
 	}
 	r := &Resources{}
-	err := loadFiles(dir, "lds", func() proto.Message { return &listenerv3.Listener{} }, func(_ string, m proto.Message) error {
+	err := load("lds", func() proto.Message { return &listenerv3.Listener{} }, func(_ string, m proto.Message) error {
 		l := m.(*listenerv3.Listener)
 		if l.GetName() == "" {
 			return errors.New("listener has no name")
@@ -41,7 +51,7 @@ func LoadDir(dir string) (*Resources, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = loadFiles(dir, "rds", func() proto.Message { return &routev3.RouteConfiguration{} }, func(_ string, m proto.Message) error {
+	err = load("rds", func() proto.Message { return &routev3.RouteConfiguration{} }, func(_ string, m proto.Message) error {
 		rc := m.(*routev3.RouteConfiguration)
 		if rc.GetName() == "" {
 			return errors.New("route configuration has no name")
@@ -53,7 +63,7 @@ func LoadDir(dir string) (*Resources, error) {
 		return nil, err
 	}
 	clusterByFile := map[string]*clusterv3.Cluster{}
-	err = loadFiles(dir, "cds", func() proto.Message { return &clusterv3.Cluster{} }, func(file string, m proto.Message) error {
+	err = load("cds", func() proto.Message { return &clusterv3.Cluster{} }, func(file string, m proto.Message) error {
 		c := m.(*clusterv3.Cluster)
 		if c.GetName() == "" {
 			return errors.New("cluster has no name")
@@ -65,7 +75,7 @@ func LoadDir(dir string) (*Resources, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = loadFiles(dir, "eds", func() proto.Message { return &endpointv3.ClusterLoadAssignment{} }, func(file string, m proto.Message) error {
+	err = load("eds", func() proto.Message { return &endpointv3.ClusterLoadAssignment{} }, func(file string, m proto.Message) error {
 		cla := m.(*endpointv3.ClusterLoadAssignment)
 		if cla.GetClusterName() == "" {
 			c := clusterByFile[file]
@@ -88,7 +98,7 @@ func LoadDir(dir string) (*Resources, error) {
 }
 
 // loadFiles decodes every *.json file of dir/sub in name order and hands it to add.
-func loadFiles(dir, sub string, newMsg func() proto.Message, add func(file string, m proto.Message) error) error {
+func loadFiles(b *budget, dir, sub string, newMsg func() proto.Message, add func(file string, m proto.Message) error) error {
 	entries, err := os.ReadDir(filepath.Join(dir, sub))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -102,7 +112,7 @@ func loadFiles(dir, sub string, newMsg func() proto.Message, add func(file strin
 			continue
 		}
 		path := filepath.Join(dir, sub, e.Name())
-		data, err := os.ReadFile(path)
+		data, err := b.readFile(path)
 		if err != nil {
 			return fmt.Errorf("dump: %w", err)
 		}
