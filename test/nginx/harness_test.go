@@ -82,6 +82,13 @@ type options struct {
 	DictSize string // size of xds-config, e.g. "10m"
 	Window   time.Duration
 	Protocol string // "delta" (default) or "sotw"
+	// Reader is how every worker follows the dict (harness.lua): "full" (default),
+	// "stock" or "amesh"; View makes the amesh reader publish every object's
+	// modifiedIndex.
+	Reader string
+	View   bool
+	// VersionDictSize is the size of xds-config-version (default "1m").
+	VersionDictSize string
 }
 
 // instance is one running nginx with libxds.so pointed at a fake xDS server.
@@ -119,6 +126,12 @@ func start(t testing.TB, xds *xdstest.Server, o options) *instance {
 	}
 	if o.Protocol == "" {
 		o.Protocol = "delta"
+	}
+	if o.Reader == "" {
+		o.Reader = "full"
+	}
+	if o.VersionDictSize == "" {
+		o.VersionDictSize = "1m"
 	}
 	n := &instance{t: t, opts: o, prefix: t.TempDir(), port: freePort(t), xds: xds, exited: make(chan struct{})}
 	n.statusAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -172,7 +185,9 @@ func (n *instance) writeConf() {
 	var buf bytes.Buffer
 	err = tmpl.Execute(&buf, map[string]any{
 		"Root": os.Geteuid() == 0, "Workers": n.opts.Workers, "Prefix": n.prefix, "Env": envNames,
-		"Dir": dir, "DictSize": n.opts.DictSize, "Lib": libPath, "Port": n.port, "Poll": 0.02,
+		"Dir": dir, "LuaDir": filepath.Join(dir, "..", "..", "lua"), "DictSize": n.opts.DictSize,
+		"VersionDictSize": n.opts.VersionDictSize, "Reader": n.opts.Reader, "View": n.opts.View,
+		"Lib": libPath, "Port": n.port, "Poll": poll(n.opts.Reader),
 	})
 	if err != nil {
 		n.t.Fatal(err)
@@ -180,6 +195,14 @@ func (n *instance) writeConf() {
 	if err := os.WriteFile(filepath.Join(n.prefix, "nginx.conf"), buf.Bytes(), 0o644); err != nil {
 		n.t.Fatal(err)
 	}
+}
+
+// poll is the readers' poll interval in seconds: amesh's provider polls at 10 ms.
+func poll(reader string) float64 {
+	if reader == "full" {
+		return 0.02
+	}
+	return 0.01
 }
 
 // stop stops nginx (fast shutdown) and waits for it.
@@ -252,6 +275,24 @@ type dump struct {
 	Loads     int                `json:"loads"`
 	Workers   map[string]workerV `json:"workers"`
 	FreeSpace int64              `json:"free_space"`
+	// Readers and Views are what the stock and amesh readers publish, by worker id.
+	Readers map[string]readerV            `json:"readers"`
+	Views   map[string]map[string]float64 `json:"views"`
+}
+
+// readerV is one worker's state in the stock or amesh reader.
+type readerV struct {
+	Version      string         `json:"version"`
+	Digest       string         `json:"digest"`
+	Keys         int            `json:"keys"`
+	PID          int            `json:"pid"`
+	ConfVersions map[string]int `json:"conf_versions"`
+	CPUms        float64        `json:"cpu_ms"`
+	LastCPUms    float64        `json:"last_cpu_ms"`
+	Filtered     int            `json:"filtered"`
+	Stats        struct {
+		Polls, Applied, Keys, Resyncs int
+	} `json:"stats"`
 }
 
 type workerV struct {
