@@ -6,6 +6,7 @@
 local cjson = require("cjson.safe")
 local journal = require("amesh.config.journal")
 local collection = require("amesh.config.collection")
+local hosts_index = require("amesh.router.hosts")
 
 local _M = {}
 
@@ -222,12 +223,112 @@ local function test_collection()
     check(p:get("plugins") and p:get("plugins").value[1].name == "a", "single item is stored under its name")
 end
 
+-- The host index kept route by route holds the same URI routers as one built from
+-- scratch, after any sequence of route changes; a change rebuilds only the routers
+-- of the hosts it touches.
+local function test_router_index()
+    local order = {}      -- id -> position in "values"
+    local next_pos = 0
+    local builds = 0
+    local function new_index()
+        return hosts_index.new({
+            entry = function(item)
+                if item.disabled then
+                    return nil
+                end
+                return {id = item.id, rev = item.rev}, item.hosts
+            end,
+            build = function(list)
+                builds = builds + 1
+                local ids = {}
+                for i, e in ipairs(list) do
+                    ids[i] = e.id .. "@" .. e.rev
+                end
+                return table.concat(ids, " ")
+            end,
+            order = function(id) return order[id] end,
+        })
+    end
+    local function state(idx)
+        local parts = {}
+        for _, which in ipairs({"exact", "wild"}) do
+            local keys = {}
+            for h in pairs(idx[which]) do
+                keys[#keys + 1] = h
+            end
+            table.sort(keys)
+            for _, h in ipairs(keys) do
+                parts[#parts + 1] = which .. " " .. h .. ": " .. idx[which][h]
+            end
+        end
+        parts[#parts + 1] = "only: " .. tostring(idx.only)
+        return table.concat(parts, "\n")
+    end
+
+    local host_pool = {"a.com", "b.com", "*.b.com", "*.com", "c.org", "x.*.org", "*"}
+    math.randomseed(7)
+    local items = {}
+    local inc = new_index()
+    for step = 1, 400 do
+        local id = "r" .. math.random(1, 25)
+        local item
+        if math.random(1, 6) > 1 then
+            local hosts
+            local pick = math.random(1, 5)
+            if pick == 1 then
+                hosts = nil
+            elseif pick == 2 then
+                hosts = {}
+            else
+                hosts = {}
+                for _ = 1, math.random(1, 3) do
+                    hosts[#hosts + 1] = host_pool[math.random(1, #host_pool)]
+                end
+            end
+            item = {id = id, rev = step, hosts = hosts, disabled = math.random(1, 10) == 1}
+            if not order[id] then
+                next_pos = next_pos + 1
+                order[id] = next_pos
+            end
+        else
+            order[id] = nil
+        end
+        items[id] = item
+        local before = builds
+        inc:set(id, item)
+        inc:flush()
+        check(builds - before <= 8, "step ", step, ": one route change built ", builds - before, " routers")
+
+        if step % 20 == 0 then
+            local full = new_index()
+            for rid, it in pairs(items) do
+                full:set(rid, it)
+            end
+            full:flush()
+            local a, b = state(inc), state(full)
+            check(a == b, "step ", step, ": incremental\n", a, "\nfrom scratch\n", b)
+        end
+    end
+    check(hosts_index.is_wild("moc.*") and hosts_index.is_wild("*") and not hosts_index.is_wild("moc.a"), "is_wild")
+
+    -- The same item again changes nothing.
+    local it = {id = "same", rev = 1, hosts = {"a.com"}}
+    order.same = 1000
+    inc:set("same", it)
+    inc:flush()
+    local before = builds
+    inc:set("same", it)
+    inc:flush()
+    check(builds == before, "setting the same item rebuilt ", builds - before, " routers")
+end
+
 function _M.run()
     failures = {}
     local ok, err = pcall(function()
         test_versions()
         test_journal()
         test_collection()
+        test_router_index()
     end)
     if not ok then
         failures[#failures + 1] = "error: " .. tostring(err)

@@ -10,6 +10,7 @@ local ipairs = ipairs
 local pcall = pcall
 local str_find = string.find
 local str_sub = string.sub
+local next = next
 
 local _M = {}
 
@@ -70,7 +71,8 @@ local empty = {}
 
 --- add loads coll with the dict's objects of its kind and from then on keeps it up to
 -- date. The first call blocks until libxds.so has written a first version (as
--- APISIX's stock provider does), sleeping with block_sleep.
+-- APISIX's stock provider does), sleeping with block_sleep. If loading fails, the
+-- error is logged and the next poll loads the kind again.
 function _M.add(coll)
     if reader.version == nil then
         local v = reader:current()
@@ -82,11 +84,6 @@ function _M.add(coll)
         -- its journal entry, even if the keys read here already show it.
         reader:commit(v)
     end
-    if not listed or listed.version ~= reader.version then
-        listed = {version = reader.version, by_kind = list()}
-    end
-    coll:resync(listed.by_kind[coll.key] or empty, get)
-    coll:commit_round()
     local kind = coll.key
     if not kinds[kind] then
         kinds[kind] = {}
@@ -95,6 +92,17 @@ function _M.add(coll)
     local colls = kinds[kind]
     colls[#colls + 1] = coll
     stats.version = reader.version
+    local ok, err = pcall(function()
+        if not listed or listed.version ~= reader.version then
+            listed = {version = reader.version, by_kind = list()}
+        end
+        coll:resync(listed.by_kind[kind] or empty, get)
+    end)
+    coll:commit_round()
+    if not ok then
+        coll.reload = true
+        log(ngx.ERR, "amesh: failed to load ", kind, ", will retry: ", err)
+    end
 end
 
 local function prune()
@@ -117,9 +125,19 @@ function _M.poll()
         return false
     end
     local ch = reader:changes(kind_list)
-    if not ch then
+    local reload
+    for _, kind in ipairs(kind_list) do
+        for _, coll in ipairs(kinds[kind]) do
+            if coll.reload then
+                reload = reload or {}
+                reload[kind] = true
+            end
+        end
+    end
+    if not ch and not reload then
         return false
     end
+    ch = ch or {version = reader.version, kinds = {}, keys = empty}
     prune()
     local whole = ch.kinds
     if ch.all then
@@ -127,6 +145,9 @@ function _M.poll()
         for _, kind in ipairs(kind_list) do
             whole[kind] = true
         end
+    end
+    for kind in pairs(reload or empty) do
+        whole[kind] = true
     end
     local touched = {}
     if next(whole) then
@@ -136,6 +157,7 @@ function _M.poll()
             if colls then
                 for _, coll in ipairs(colls) do
                     coll:resync(by_kind[kind] or empty, get)
+                    coll.reload = nil
                 end
                 touched[kind] = true
                 stats.resyncs = stats.resyncs + 1
