@@ -351,8 +351,11 @@ func (n *instance) waitNewVersion(old uint64) dump {
 }
 
 // statusMetric returns the value of a metric line from the status server.
-func (n *instance) statusMetric(name string) (float64, bool) {
-	resp, err := httpClient.Get("http://" + n.statusAddr + "/metrics")
+func (n *instance) statusMetric(name string) (float64, bool) { return statusValue(n.statusAddr, name) }
+
+// statusValue returns the value of a metric line from the status server at addr.
+func statusValue(addr, name string) (float64, bool) {
+	resp, err := httpClient.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return 0, false
 	}
