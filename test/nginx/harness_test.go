@@ -410,7 +410,13 @@ const long = 60 * time.Second // deadline for what must happen
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), long)
+	waitForLong(t, what, long, cond)
+}
+
+// waitForLong is waitFor with deadline d.
+func waitForLong(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	for !cond() {
 		select {
