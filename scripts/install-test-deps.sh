@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the nginx integration tests (test/nginx) need: Debian's nginx with
 # lua-nginx-module and lua-resty-core (the FFI shdict API libxds.so writes through), and
-# lua-cjson for the harness's JSON responses. Idempotent: installs only what is missing.
+# lua-cjson for the harness's JSON responses, luajit for the lint's Lua syntax check.
+# Idempotent: installs only what is missing.
 set -euo pipefail
 
-pkgs=(nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson)
+pkgs=(nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson luajit2)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -127,6 +127,21 @@ function _M.version()
     ngx.say(tostring(conf_ver:get("version") or ""))
 end
 
+-- GET /readers: the version and what the stock and amesh readers published (a /dump
+-- without the keys, for large dicts).
+function _M.readers()
+    local readers = {}
+    for _, k in ipairs(state:get_keys(0)) do
+        local id = k:match("^reader:(%d+)$")
+        if id then
+            readers[id] = cjson.decode(state:get(k))
+        end
+    end
+    local v = conf_ver:get("version")
+    ngx.header["Content-Type"] = "application/json"
+    ngx.say(cjson.encode({version = v and tostring(v) or cjson.null, readers = readers}))
+end
+
 -- GET /dump: everything the Go tests assert on.
 function _M.dump()
     local keys = config:get_keys(0)
