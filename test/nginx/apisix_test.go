@@ -9,9 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -222,18 +220,7 @@ func (a *apisixInstance) waitServing() {
 	})
 }
 
-func (a *apisixInstance) stop() {
-	if a.cmd.Process == nil {
-		return
-	}
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-a.exited:
-	case <-time.After(15 * time.Second):
-		_ = a.cmd.Process.Kill()
-		<-a.exited
-	}
-}
+func (a *apisixInstance) stop() { terminate(a.cmd, a.exited, 15*time.Second) }
 
 // apisixClient opens a connection per request (keep-alive would pin a worker).
 var apisixClient = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -272,13 +259,8 @@ func (a *apisixInstance) get(port int, path string) ([]byte, error) {
 // "privileged agent").
 func (a *apisixInstance) processes(title string) []int {
 	a.t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", a.cmd.Process.Pid, a.cmd.Process.Pid))
-	if err != nil {
-		a.t.Fatal(err)
-	}
 	var pids []int
-	for _, f := range strings.Fields(string(b)) {
-		p, _ := strconv.Atoi(f)
+	for _, p := range children(a.t, a.cmd.Process.Pid) {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
 		if strings.Contains(string(cmdline), title) {
 			pids = append(pids, p)

@@ -206,16 +206,19 @@ func poll(reader string) float64 {
 }
 
 // stop stops nginx (fast shutdown) and waits for it.
-func (n *instance) stop() {
-	if n.cmd.Process == nil {
+func (n *instance) stop() { terminate(n.cmd, n.exited, 10*time.Second) }
+
+// terminate sends cmd's process SIGTERM and waits for exited, killing it after d.
+func terminate(cmd *exec.Cmd, exited <-chan struct{}, d time.Duration) {
+	if cmd.Process == nil {
 		return
 	}
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-n.exited:
-	case <-time.After(10 * time.Second):
-		_ = n.cmd.Process.Kill()
-		<-n.exited
+	case <-exited:
+	case <-time.After(d):
+		_ = cmd.Process.Kill()
+		<-exited
 	}
 }
 
@@ -392,10 +395,14 @@ func (n *instance) logContains(s string) bool {
 }
 
 // workerPIDs returns the pids of the running nginx workers (children of the master).
-func (n *instance) workerPIDs() []int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", n.cmd.Process.Pid, n.cmd.Process.Pid))
+func (n *instance) workerPIDs() []int { return children(n.t, n.cmd.Process.Pid) }
+
+// children returns the pids of pid's children.
+func children(t testing.TB, pid int) []int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 	if err != nil {
-		n.t.Fatal(err)
+		t.Fatal(err)
 	}
 	var pids []int
 	for _, f := range strings.Fields(string(b)) {
