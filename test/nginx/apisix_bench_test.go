@@ -40,7 +40,8 @@ import (
 //     the idle cost (polling, a trickle of requests), mean per worker
 //   - p99: request latency of a closed loop of 4 clients over 100 services without
 //     bumps, and while the bumps come (requests that fail count as 20 s)
-//   - RSS: workers' resident memory before the changes and after them
+//   - RSS: workers' resident memory after the first request, and before and after
+//     the changes under load (the requests before them warm it up)
 func BenchmarkAPISIXProviders(b *testing.B) {
 	requireAPISIX(b)
 	services := envInt("AMESH_BENCH_SERVICES", 10000)
@@ -62,15 +63,16 @@ func envInt(name string, def int) int {
 }
 
 type apisixRow struct {
-	provider                string
-	first                   time.Duration
-	visible                 []time.Duration
-	censored                int // bumps superseded before they were visible
-	cpuEndpoint, cpuRoute   time.Duration
-	noise                   time.Duration // resolution of the CPU figures
-	p99Idle, p99Bumps       time.Duration
-	rssStart, rssEnd        float64 // MiB per worker
-	requestsIdle, reqsBumps int
+	provider              string
+	first                 time.Duration
+	visible               []time.Duration
+	censored              int // bumps superseded before they were visible
+	cpuEndpoint, cpuRoute time.Duration
+	noise                 time.Duration // resolution of the CPU figures
+	p99Idle, p99Bumps     time.Duration
+	// MiB per worker: after the first request, before and after the bumps under load
+	rssFirst, rssStart, rssEnd float64
+	requestsIdle, reqsBumps    int
 }
 
 // loadServices is how many services the load and the probe reach (their endpoints
@@ -117,7 +119,7 @@ func benchProvider(b *testing.B, provider string, services, bumps int) apisixRow
 	// after a change); its cost and the idle polling are measured first.
 	trickle := startTrickle(ap, hosts)
 	time.Sleep(2 * time.Second)
-	row.rssStart = rssMiB(workers)
+	row.rssFirst = rssMiB(workers)
 	// base is the idle cost in ns per second (both workers); noise how far one 2 s
 	// window of it strays from the mean, per worker: the resolution of the CPU figures.
 	var windows []float64
@@ -202,6 +204,7 @@ func benchProvider(b *testing.B, provider string, services, bumps int) apisixRow
 	// Latency under load, without and with an endpoint change every 2 s.
 	lat, n, _ := runLoad(ap, hosts, 15*time.Second, nil)
 	row.p99Idle, row.requestsIdle = percentile(lat, 0.99), n
+	row.rssStart = rssMiB(workers)
 	lat, n, _ = runLoad(ap, hosts, time.Duration(bumps)*2*time.Second+time.Second, func(stop <-chan struct{}) {
 		tick := time.NewTicker(2 * time.Second)
 		defer tick.Stop()
@@ -363,14 +366,14 @@ func printAPISIXTable(rows []apisixRow, services, bumps int) {
 	la, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("\nAPISIX 3.18, %d services (3 routes, 1 cluster, 10 endpoints each), 2 workers, %d endpoint changes 2 s apart under load (load average at the end: %s)\n\n",
 		services, bumps, strings.Join(strings.Fields(string(la))[:3], " "))
-	fmt.Printf("| provider | first request after first batch | change visible p50 / max | not visible within 2 s | worker CPU per endpoint change | per one-route change | p99 no bumps → bumps | requests | worker RSS start → after |\n")
+	fmt.Printf("| provider | first request after first batch | change visible p50 / max | not visible within 2 s | worker CPU per endpoint change | per one-route change | p99 no bumps → bumps | requests | worker RSS first request; before → after the bumps |\n")
 	fmt.Printf("(CPU figures ± the idle noise of a 2 s window; below it they read as ≤ that.)\n")
 	fmt.Printf("|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
-		fmt.Printf("| %s | %s | %s / %s | %d | %s | %s | %s → %s | %d → %d | %.0f → %.0f MiB |\n",
+		fmt.Printf("| %s | %s | %s / %s | %d | %s | %s | %s → %s | %d → %d | %.0f; %.0f → %.0f MiB |\n",
 			r.provider, ms(r.first), ms(percentile(r.visible, 0.5)), ms(percentile(r.visible, 1)), r.censored,
 			cpuFigure(r.cpuEndpoint, r.noise), cpuFigure(r.cpuRoute, r.noise), ms(r.p99Idle), ms(r.p99Bumps),
-			r.requestsIdle, r.reqsBumps, r.rssStart, r.rssEnd)
+			r.requestsIdle, r.reqsBumps, r.rssFirst, r.rssStart, r.rssEnd)
 	}
 	fmt.Println()
 }
