@@ -2,6 +2,7 @@ package nginx
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -30,7 +31,8 @@ import (
 //
 // AMESH_BENCH_SERVICES (default 10000) sizes the mesh (per service: 3 routes, one
 // cluster, 10 endpoints), AMESH_BENCH_BUMPS (default 100) the number of endpoint changes,
-// 2 s apart, under load. Per provider:
+// 2 s apart, under load; AMESH_BENCH_PROVIDERS (default "stock,amesh") which providers
+// run. Per provider:
 //   - first: time from amesh's first batch (its log) to the first request answered
 //   - visible: one endpoint change (the probed service moves to another backend) until
 //     requests reach the new backend, p50 / max over all changes (10 one at a time,
@@ -46,8 +48,9 @@ func BenchmarkAPISIXProviders(b *testing.B) {
 	requireAPISIX(b)
 	services := envInt("AMESH_BENCH_SERVICES", 10000)
 	bumps := envInt("AMESH_BENCH_BUMPS", 100)
+	providers := strings.Split(cmp.Or(os.Getenv("AMESH_BENCH_PROVIDERS"), "stock,amesh"), ",")
 	var rows []apisixRow
-	for _, provider := range []string{"stock", "amesh"} {
+	for _, provider := range providers {
 		r := benchProvider(b, provider, services, bumps)
 		rows = append(rows, r)
 		b.Logf("%s: %+v", provider, r)
@@ -201,7 +204,9 @@ func benchProvider(b *testing.B, provider string, services, bumps int) apisixRow
 	row.cpuRoute = cpu / routeBumps
 	trickle()
 
-	// Latency under load, without and with an endpoint change every 2 s.
+	// Latency under load, without and with an endpoint change every 2 s (or, with
+	// AMESH_BENCH_NO_CHANGES, the same load again without them: the control for RSS).
+	noChanges := os.Getenv("AMESH_BENCH_NO_CHANGES") != ""
 	lat, n, _ := runLoad(ap, hosts, 15*time.Second, nil)
 	row.p99Idle, row.requestsIdle = percentile(lat, 0.99), n
 	row.rssStart = rssMiB(workers)
@@ -213,6 +218,9 @@ func benchProvider(b *testing.B, provider string, services, bumps int) apisixRow
 			case <-stop:
 				return
 			case <-tick.C:
+			}
+			if noChanges {
+				continue
 			}
 			want, at := bump()
 			if d, ok := visibleAfter(want, at, 2*time.Second-100*time.Millisecond); ok {
