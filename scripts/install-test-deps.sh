@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the nginx integration tests (test/nginx) need: Debian's nginx with
 # lua-nginx-module and lua-resty-core (the FFI shdict API libxds.so writes through), and
-# lua-cjson for the harness's JSON responses. The capture tests (test/capture) add nginx-dev
-# (the installed nginx's headers and configure, to build the original-destination module),
-# its stream module, a C compiler, and iproute2 and iptables for network namespaces with
-# Istio's rules. Idempotent: installs only what is missing.
+# lua-cjson for the harness's JSON responses, luajit for the lint's Lua syntax check. The
+# capture tests (test/capture) add nginx-dev (the installed nginx's headers and configure, to
+# build the original-destination module), its stream module, a C compiler, and iproute2 and
+# iptables for network namespaces with Istio's rules. Idempotent: installs only what is missing.
 set -euo pipefail
 
-pkgs=(nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson
+pkgs=(nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson luajit2
 	nginx-dev libnginx-mod-stream gcc make iproute2 iptables)
 
 missing=()

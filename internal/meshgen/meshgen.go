@@ -35,6 +35,9 @@ type Options struct {
 	Subsets int
 	// EndpointsPerCluster is the number of endpoints in each load assignment (default 10).
 	EndpointsPerCluster int
+	// BasePort is the first service port (default BasePort), for a data plane that
+	// must listen on the mesh's ports next to others on one machine.
+	BasePort int
 }
 
 func (o Options) withDefaults() Options {
@@ -55,6 +58,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.EndpointsPerCluster <= 0 {
 		o.EndpointsPerCluster = 10
+	}
+	if o.BasePort <= 0 {
+		o.BasePort = BasePort
 	}
 	return o
 }
@@ -114,7 +120,7 @@ func Generate(o Options) *Mesh {
 		svcs[i] = newService(i)
 	}
 	for p := 0; p < o.Ports; p++ {
-		port := BasePort + p
+		port := o.BasePort + p
 		m.listeners[ListenerName(port)] = outboundListener(t.outboundHTTP, port)
 		rc := &routev3.RouteConfiguration{
 			Name:                           fmt.Sprint(port),
@@ -141,7 +147,7 @@ func Generate(o Options) *Mesh {
 	return m
 }
 
-// BasePort is the first service port; port p of Options.Ports is BasePort+p.
+// BasePort is the default first service port; port p of Options.Ports is BasePort+p.
 const BasePort = 9080
 
 // ListenerName is the name of the outbound listener of a port, as istiod names it.

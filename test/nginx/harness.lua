@@ -1,8 +1,13 @@
 -- Test harness for libxds.so, modelled on APISIX's apisix/core/config_xds.lua: it loads
 -- the library in one process and passes it the zones of the shared dicts
--- "xds-config" and "xds-config-version"; every worker polls the version and, when it
--- changes, re-reads all keys (as APISIX does) and records what it saw, so the Go
--- tests can check that all workers converge on the same state.
+-- "xds-config" and "xds-config-version". Every worker follows the dict with one of
+-- these readers and records what it saw, so the Go tests can check that all workers
+-- converge on the same state:
+--   full   re-reads all keys on every version change (what the stock provider reads)
+--   stock  the stock provider's work per version change: for each of the kinds APISIX
+--          creates config objects for, list all keys, read and decode that kind's
+--          (the benchmark's "old provider")
+--   amesh  amesh's provider core (lua/amesh/config): the journal, only changed keys
 --
 -- Stock Debian nginx has no privileged agent (an OpenResty patch), so worker 0 loads
 -- the library instead.
@@ -41,6 +46,8 @@ local function digest(keys)
     return ngx.md5(table.concat(parts, "\n"))
 end
 
+_M.digest = digest
+
 local function sync(premature)
     if premature then
         return
@@ -66,31 +73,73 @@ local function load(lib_path)
     ngx.log(ngx.NOTICE, "harness: libxds.so initial() called by worker 0, pid ", ngx.worker.pid())
 end
 
-function _M.init_worker(lib_path, poll)
-    local ok, err = ngx.timer.every(poll, sync)
-    if not ok then
-        ngx.log(ngx.ERR, "harness: timer: ", err)
-    end
+local reinit_requested
+
+function _M.init_worker(lib_path, poll, reader, view)
     if ngx.worker.id() == 0 then
         load(lib_path)
+        ngx.timer.every(0.01, reinit_requested, lib_path)
+    end
+    local ok, err
+    if reader == "amesh" then
+        ok, err = require("provider").start(poll, view)
+    elseif reader == "stock" then
+        ok, err = require("stockmodel").start(poll)
+    else
+        ok, err = ngx.timer.every(poll, sync)
+    end
+    if not ok then
+        ngx.log(ngx.ERR, "harness: reader: ", err)
     end
 end
 
--- POST /reinit: call initial() again in the process that loaded the library (only
--- meaningful with one worker), as a second load by APISIX would.
+-- GET /reinit: call initial() again in the process that loaded the library, as a
+-- second load by APISIX would. Another worker asks the loader through the harness
+-- dict and waits for it.
 function _M.reinit(lib_path)
-    if not libxds then
-        ngx.status = 409
-        ngx.say("library not loaded in this worker")
+    if libxds then
+        load(lib_path)
+        ngx.say("ok")
         return
     end
-    load(lib_path)
-    ngx.say("ok")
+    local loads = state:get("loads") or 0
+    state:set("reinit", true)
+    for _ = 1, 500 do
+        ngx.sleep(0.01)
+        if (state:get("loads") or 0) > loads then
+            ngx.say("ok")
+            return
+        end
+    end
+    ngx.status = 504
+    ngx.say("the loader did not call initial() again")
+end
+
+reinit_requested = function(premature, lib_path)
+    if not premature and state:get("reinit") then
+        state:delete("reinit")
+        load(lib_path)
+    end
 end
 
 -- GET /version: the current version, empty if none.
 function _M.version()
     ngx.say(tostring(conf_ver:get("version") or ""))
+end
+
+-- GET /readers: the version and what the stock and amesh readers published (a /dump
+-- without the keys, for large dicts).
+function _M.readers()
+    local readers = {}
+    for _, k in ipairs(state:get_keys(0)) do
+        local id = k:match("^reader:(%d+)$")
+        if id then
+            readers[id] = cjson.decode(state:get(k))
+        end
+    end
+    local v = conf_ver:get("version")
+    ngx.header["Content-Type"] = "application/json"
+    ngx.say(cjson.encode({version = v and tostring(v) or cjson.null, readers = readers}))
 end
 
 -- GET /dump: everything the Go tests assert on.
@@ -100,11 +149,19 @@ function _M.dump()
     for _, k in ipairs(keys) do
         kv[k] = config:get(k)
     end
-    local workers = {}
+    local workers, readers, views = {}, {}, {}
     for _, k in ipairs(state:get_keys(0)) do
         local id = k:match("^worker:(%d+)$")
         if id then
             workers[id] = cjson.decode(state:get(k))
+        end
+        id = k:match("^reader:(%d+)$")
+        if id then
+            readers[id] = cjson.decode(state:get(k))
+        end
+        id = k:match("^view:(%d+)$")
+        if id then
+            views[id] = cjson.decode(state:get(k))
         end
     end
     local v = conf_ver:get("version")
@@ -116,6 +173,8 @@ function _M.dump()
         loader_pid = state:get("loader_pid"),
         loads = state:get("loads") or 0,
         workers = workers,
+        readers = readers,
+        views = views,
         free_space = config:free_space(),
     }))
 end

@@ -82,6 +82,13 @@ type options struct {
 	DictSize string // size of xds-config, e.g. "10m"
 	Window   time.Duration
 	Protocol string // "delta" (default) or "sotw"
+	// Reader is how every worker follows the dict (harness.lua): "full" (default),
+	// "stock" or "amesh"; View makes the amesh reader publish every object's
+	// modifiedIndex.
+	Reader string
+	View   bool
+	// VersionDictSize is the size of xds-config-version (default "1m").
+	VersionDictSize string
 }
 
 // instance is one running nginx with libxds.so pointed at a fake xDS server.
@@ -119,6 +126,12 @@ func start(t testing.TB, xds *xdstest.Server, o options) *instance {
 	}
 	if o.Protocol == "" {
 		o.Protocol = "delta"
+	}
+	if o.Reader == "" {
+		o.Reader = "full"
+	}
+	if o.VersionDictSize == "" {
+		o.VersionDictSize = "1m"
 	}
 	n := &instance{t: t, opts: o, prefix: t.TempDir(), port: freePort(t), xds: xds, exited: make(chan struct{})}
 	n.statusAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -172,7 +185,9 @@ func (n *instance) writeConf() {
 	var buf bytes.Buffer
 	err = tmpl.Execute(&buf, map[string]any{
 		"Root": os.Geteuid() == 0, "Workers": n.opts.Workers, "Prefix": n.prefix, "Env": envNames,
-		"Dir": dir, "DictSize": n.opts.DictSize, "Lib": libPath, "Port": n.port, "Poll": 0.02,
+		"Dir": dir, "LuaDir": filepath.Join(dir, "..", "..", "lua"), "DictSize": n.opts.DictSize,
+		"VersionDictSize": n.opts.VersionDictSize, "Reader": n.opts.Reader, "View": n.opts.View,
+		"Lib": libPath, "Port": n.port, "Poll": poll(n.opts.Reader),
 	})
 	if err != nil {
 		n.t.Fatal(err)
@@ -182,17 +197,28 @@ func (n *instance) writeConf() {
 	}
 }
 
+// poll is the readers' poll interval in seconds: amesh's provider polls at 10 ms.
+func poll(reader string) float64 {
+	if reader == "full" {
+		return 0.02
+	}
+	return 0.01
+}
+
 // stop stops nginx (fast shutdown) and waits for it.
-func (n *instance) stop() {
-	if n.cmd.Process == nil {
+func (n *instance) stop() { terminate(n.cmd, n.exited, 10*time.Second) }
+
+// terminate sends cmd's process SIGTERM and waits for exited, killing it after d.
+func terminate(cmd *exec.Cmd, exited <-chan struct{}, d time.Duration) {
+	if cmd.Process == nil {
 		return
 	}
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-n.exited:
-	case <-time.After(10 * time.Second):
-		_ = n.cmd.Process.Kill()
-		<-n.exited
+	case <-exited:
+	case <-time.After(d):
+		_ = cmd.Process.Kill()
+		<-exited
 	}
 }
 
@@ -252,6 +278,24 @@ type dump struct {
 	Loads     int                `json:"loads"`
 	Workers   map[string]workerV `json:"workers"`
 	FreeSpace int64              `json:"free_space"`
+	// Readers and Views are what the stock and amesh readers publish, by worker id.
+	Readers map[string]readerV            `json:"readers"`
+	Views   map[string]map[string]float64 `json:"views"`
+}
+
+// readerV is one worker's state in the stock or amesh reader.
+type readerV struct {
+	Version      string         `json:"version"`
+	Digest       string         `json:"digest"`
+	Keys         int            `json:"keys"`
+	PID          int            `json:"pid"`
+	ConfVersions map[string]int `json:"conf_versions"`
+	CPUms        float64        `json:"cpu_ms"`
+	LastCPUms    float64        `json:"last_cpu_ms"`
+	Filtered     int            `json:"filtered"`
+	Stats        struct {
+		Polls, Applied, Keys, Resyncs int
+	} `json:"stats"`
 }
 
 type workerV struct {
@@ -310,8 +354,11 @@ func (n *instance) waitNewVersion(old uint64) dump {
 }
 
 // statusMetric returns the value of a metric line from the status server.
-func (n *instance) statusMetric(name string) (float64, bool) {
-	resp, err := httpClient.Get("http://" + n.statusAddr + "/metrics")
+func (n *instance) statusMetric(name string) (float64, bool) { return statusValue(n.statusAddr, name) }
+
+// statusValue returns the value of a metric line from the status server at addr.
+func statusValue(addr, name string) (float64, bool) {
+	resp, err := httpClient.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return 0, false
 	}
@@ -348,10 +395,14 @@ func (n *instance) logContains(s string) bool {
 }
 
 // workerPIDs returns the pids of the running nginx workers (children of the master).
-func (n *instance) workerPIDs() []int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", n.cmd.Process.Pid, n.cmd.Process.Pid))
+func (n *instance) workerPIDs() []int { return children(n.t, n.cmd.Process.Pid) }
+
+// children returns the pids of pid's children.
+func children(t testing.TB, pid int) []int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 	if err != nil {
-		n.t.Fatal(err)
+		t.Fatal(err)
 	}
 	var pids []int
 	for _, f := range strings.Fields(string(b)) {
@@ -366,7 +417,13 @@ const long = 60 * time.Second // deadline for what must happen
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), long)
+	waitForLong(t, what, long, cond)
+}
+
+// waitForLong is waitFor with deadline d.
+func waitForLong(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	for !cond() {
 		select {

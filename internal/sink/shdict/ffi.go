@@ -18,6 +18,7 @@ typedef int (*shdict_get_fn)(void *zone, const unsigned char *key, size_t key_le
     int *value_type, unsigned char **str_value_buf, size_t *str_value_len,
     double *num_value, int *user_flags, int get_stale, int *is_stale, char **errmsg);
 typedef int (*shdict_flush_all_fn)(void *zone);
+typedef size_t (*shdict_capacity_fn)(void *zone);
 
 static void *amesh_dlsym(const char *name) {
 	return dlsym(RTLD_DEFAULT, name);
@@ -59,6 +60,10 @@ static int amesh_exiting(void *quit, void *terminate, void *exiting) {
 static int amesh_flush_all(void *fn, void *zone) {
 	return ((shdict_flush_all_fn) fn)(zone);
 }
+
+static size_t amesh_capacity(void *fn, void *zone) {
+	return ((shdict_capacity_fn) fn)(zone);
+}
 */
 import "C"
 
@@ -86,6 +91,7 @@ var prefixes = []string{"ngx_http_lua_ffi_shdict_", "ngx_meta_lua_ffi_shdict_"}
 // funcs are the FFI entry points, resolved with dlsym in the running process.
 type funcs struct {
 	store, get, flushAll unsafe.Pointer
+	capacity             unsafe.Pointer // optional (lua-nginx-module 0.10.11 and later)
 	prefix               string
 	// nginx's shutdown flags; nil when the symbols are not exported.
 	quit, terminate, exiting unsafe.Pointer
@@ -96,6 +102,7 @@ func resolve() (funcs, error) {
 		f := funcs{prefix: p, store: sym(p + "store"), get: sym(p + "get"), flushAll: sym(p + "flush_all")}
 		if f.store != nil && f.get != nil && f.flushAll != nil {
 			f.quit, f.terminate, f.exiting = sym("ngx_quit"), sym("ngx_terminate"), sym("ngx_exiting")
+			f.capacity = sym(p + "capacity")
 			return f, nil
 		}
 	}
@@ -214,4 +221,11 @@ func (z zone) shuttingDown() bool {
 
 func (z zone) flushAll() {
 	C.amesh_flush_all(z.f.flushAll, z.ptr)
+}
+
+func (z zone) capacity() int {
+	if z.f.capacity == nil {
+		return 0
+	}
+	return int(C.amesh_capacity(z.f.capacity, z.ptr))
 }

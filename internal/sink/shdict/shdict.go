@@ -1,7 +1,9 @@
 // Package shdict is the sink that writes APISIX objects into the nginx shared dicts
-// APISIX's config_xds.lua reads ("xds-config" and "xds-config-version"). It runs
-// inside nginx (libxds.so) and calls lua-nginx-module's FFI shared-dict functions,
-// found with dlsym at run time, so it links against no nginx symbol.
+// APISIX's config_xds.lua reads ("xds-config" and "xds-config-version"), with a
+// journal of the keys each version changed for amesh's own config provider (see
+// journal.go). It runs inside nginx (libxds.so) and calls lua-nginx-module's FFI
+// shared-dict functions, found with dlsym at run time, so it links against no nginx
+// symbol.
 package shdict
 
 import (
@@ -42,6 +44,8 @@ type dict interface {
 	delete(key string) error
 	getString(key string) (string, bool, error)
 	flushAll()
+	// capacity is the dict's size in bytes, 0 if unknown.
+	capacity() int
 	shuttingDown() bool
 }
 
@@ -58,7 +62,8 @@ type Sink struct {
 	ver     atomic.Uint64
 	// keys are the keys of the last successful Apply; their values live in the dict
 	// (nginx's shared memory), and Objects reads them back from there.
-	keys keyset.Set[struct{}]
+	keys    keyset.Set[struct{}]
+	journal journal
 }
 
 // Open returns a Sink for the zones APISIX passes to initial() (the results of
@@ -75,10 +80,11 @@ func Open(configZone, versionZone unsafe.Pointer) (*Sink, error) {
 }
 
 func newSink(config, version dict, now func() time.Time) *Sink {
-	return &Sink{config: config, version: version, now: now}
+	return &Sink{config: config, version: version, now: now, journal: newJournal(version.capacity())}
 }
 
-// Apply writes cs and then bumps the version once.
+// Apply writes cs, the journal entry that lists its keys, and then bumps the version
+// once.
 //
 // The first Apply of a Sink is the complete state (the agent starts from nothing):
 // it first flushes the config dict, so that keys a previous instance of the library
@@ -94,10 +100,12 @@ func (s *Sink) Apply(_ context.Context, cs apisix.ChangeSet) error {
 		return ErrExiting
 	}
 	full := !s.started
+	puts, deletes := cs.Ordered()
+	s.journal.touch(puts, deletes)
 	if full {
+		s.journal.full = true
 		s.config.flushAll()
 	}
-	puts, deletes := cs.Ordered()
 	for _, k := range deletes {
 		if err := s.config.delete(k); err != nil {
 			return err
@@ -126,13 +134,15 @@ func (s *Sink) Apply(_ context.Context, cs apisix.ChangeSet) error {
 			return err
 		}
 	}
-	next, err := s.nextVersion()
+	next, prev, err := s.nextVersion()
 	if err != nil {
 		return err
 	}
+	s.journal.write(s.version, next, prev)
 	if _, err := s.version.set(VersionKey, []byte(strconv.FormatUint(next, 10)), false); err != nil {
 		return err
 	}
+	s.journal.committed()
 	s.ver.Store(next)
 	if full {
 		s.keys.Reset()
@@ -177,22 +187,27 @@ func (s *Sink) verify(keys []string) error {
 // nextVersion returns the version for the next batch: one more than the last, and on
 // the first batch of this Sink more than both the wall clock in nanoseconds and the
 // value already in the dict, so that versions increase across reloads and restarts
-// of the library (APISIX only compares for inequality; operators compare order).
-func (s *Sink) nextVersion() (uint64, error) {
+// of the library (APISIX only compares for inequality; operators and the journal's
+// readers compare order). prev is the version already in the dict on the first batch
+// (0 if none or later).
+func (s *Sink) nextVersion() (next, prev uint64, err error) {
 	if cur := s.ver.Load(); cur != 0 {
-		return cur + 1, nil
+		return cur + 1, 0, nil
 	}
-	next := uint64(s.now().UnixNano())
+	next = uint64(s.now().UnixNano())
 	old, ok, err := s.version.getString(VersionKey)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if ok {
-		if v, err := strconv.ParseUint(old, 10, 64); err == nil && v >= next {
-			next = v + 1
+		if v, err := strconv.ParseUint(old, 10, 64); err == nil {
+			prev = v
+			if v >= next {
+				next = v + 1
+			}
 		}
 	}
-	return next, nil
+	return next, prev, nil
 }
 
 // Version returns the version last written (0 before the first batch).

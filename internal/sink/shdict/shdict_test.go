@@ -86,6 +86,8 @@ func (d *mapDict) getString(key string) (string, bool, error) {
 
 func (d *mapDict) shuttingDown() bool { return d.exiting }
 
+func (d *mapDict) capacity() int { return d.cap }
+
 func (d *mapDict) flushAll() {
 	*d.ops = append(*d.ops, d.name+" flush_all")
 	for k, v := range d.m {
@@ -140,7 +142,12 @@ func TestFirstApplyReplacesStaleKeysAndSetsVersion(t *testing.T) {
 	if diff := cmp.Diff(want, f.config.m); diff != "" {
 		t.Errorf("config dict (-want +got):\n%s", diff)
 	}
-	wantOps := []string{"config flush_all", "config set /upstreams/u", "config set /routes/r", "version set version"}
+	wantOps := []string{"config flush_all", "config set /upstreams/u", "config set /routes/r",
+		// The journal: every kind changed (the dict was replaced), then the entry.
+		"version set version:/global_rules", "version set version:/plugin_configs", "version set version:/routes",
+		"version set version:/services", "version set version:/stream_routes", "version set version:/upstreams",
+		"version set journal:1700000000000000000",
+		"version set version"}
 	if diff := cmp.Diff(wantOps, f.ops); diff != "" {
 		t.Errorf("ops (-want +got):\n%s", diff)
 	}
@@ -165,6 +172,8 @@ func TestOrderAndOneBumpPerBatch(t *testing.T) {
 	want := []string{
 		"config delete /routes/a", "config delete /upstreams/a", // routes go before the upstreams they name
 		"config set /upstreams/b", "config set /plugin_configs/p", "config set /routes/b",
+		"version set version:/plugin_configs", "version set version:/routes", "version set version:/upstreams",
+		fmt.Sprintf("version set journal:%d", v1+1),
 		"version set version",
 	}
 	if diff := cmp.Diff(want, f.ops); diff != "" {
