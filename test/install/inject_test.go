@@ -414,7 +414,7 @@ func TestInjection(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := renderChart(t, chartDir, "amesh", "istio-system", c.values)
-			image := "amesh-sidecar:latest"
+			image := "ghcr.io/amesh-dev/amesh-sidecar:latest"
 			if s, _ := at(c.values, "sidecar", "image").(string); s != "" {
 				image = s
 			}
