@@ -80,14 +80,16 @@ func TestLibxdsInNginx(t *testing.T) {
 	environ = append(environ, "AMESH_LOG_FILE="+filepath.Join(prefix, "amesh.log"), "AMESH_LOG_LEVEL=info",
 		"AMESH_COALESCE_WINDOW=20ms", "AMESH_CONFIG_FILE=")
 	port := freePort(t)
-	tmpl, err := template.ParseFiles(filepath.Join(harnessDir, "nginx.conf.tmpl"))
+	// missingkey=error: a field the harness's template gains must be given here too.
+	tmpl, err := template.New("nginx.conf.tmpl").Option("missingkey=error").ParseFiles(filepath.Join(harnessDir, "nginx.conf.tmpl"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var conf bytes.Buffer
 	if err := tmpl.Execute(&conf, map[string]any{
 		"Root": os.Geteuid() == 0, "Workers": 2, "Prefix": prefix, "Env": libxdsEnv,
-		"Dir": harnessDir, "DictSize": "16m", "Lib": lib, "Port": port, "Poll": 0.05,
+		"Dir": harnessDir, "LuaDir": filepath.Join(harnessDir, "..", "..", "lua"), "DictSize": "16m",
+		"VersionDictSize": "1m", "Reader": "", "View": false, "Lib": lib, "Port": port, "Poll": 0.05,
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -181,7 +181,7 @@ func (n *instance) writeConf() {
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	tmpl := template.Must(template.ParseFiles(filepath.Join(dir, "nginx.conf.tmpl")))
+	tmpl := template.Must(template.New("nginx.conf.tmpl").Option("missingkey=error").ParseFiles(filepath.Join(dir, "nginx.conf.tmpl")))
 	var buf bytes.Buffer
 	err = tmpl.Execute(&buf, map[string]any{
 		"Root": os.Geteuid() == 0, "Workers": n.opts.Workers, "Prefix": n.prefix, "Env": envNames,
