@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/amesh-dev/amesh/internal/lbsim"
@@ -135,3 +138,46 @@ func TestAPISIXLeastRequest(t *testing.T) {
 }
 
 func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// A split over 25 weighted clusters (more than APISIX's traffic-split takes), in two
+// groups of equal upstream settings, is served by merged upstreams whose node weights
+// give each cluster its weight's share: over n sequential requests in real APISIX each
+// cluster's count is within the binomial bound of Envoy's random weighted pick.
+func TestAPISIXSplitOverTwentyClusters(t *testing.T) {
+	requireAPISIX(t)
+	port := freePort(t)
+	const clusters = 25
+	var msgs []proto.Message
+	split := &routev3.WeightedCluster{}
+	want := map[string]uint32{}
+	var total uint32
+	for i := range clusters {
+		name := fmt.Sprintf("outbound|%d|v%02d|split.test", port, i)
+		b := startBackendAt(t, fmt.Sprintf("127.0.0.%d", 100+i), fmt.Sprintf("v%02d", i), nil)
+		c := edsCluster(name, b)
+		if i%2 == 1 {
+			// Another connect timeout: another upstream, so two groups.
+			c[0].(*clusterv3.Cluster).ConnectTimeout = durationpb.New(3 * time.Second)
+		}
+		msgs = append(msgs, c...)
+		w := uint32(i + 1)
+		want[b.name] = w
+		total += w
+		split.Clusters = append(split.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: name, Weight: wrapperspb.UInt32(w)})
+	}
+	msgs = append(msgs, outbound(port, "split"), routeConfig("split", vhost("split.test",
+		&routev3.Route{Name: "split", Match: prefixMatch("/"), Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: split}}}})))
+	ap := startAPISIX(t, newXDS(t, resourcesOf(msgs...)), apisixOptions{Provider: "amesh", Workers: 2, Port: port})
+	ap.waitServing()
+	ap.waitCode(port, "split.test", "/", 200)
+	if e, ok := findEntry(ap.report(), "split", "route.weighted_clusters", "share upstreams"); !ok {
+		t.Errorf("no report entry on the merged split")
+	} else {
+		t.Logf("report: %s %s: %s", e.Resource, e.Field, e.Message)
+	}
+	n := 8 * int(total)
+	got := ap.counts(port, "split.test", "/", n)
+	t.Logf("%d requests over %d clusters of weights 1..%d: %v", n, clusters, clusters, got)
+	checkShares(t, "split", got, n, want, binomialBound(n))
+}
