@@ -115,14 +115,15 @@ func TestAPISIXLeastRequest(t *testing.T) {
 		}
 		real := []float64{float64(hits["fast"]) / m, float64(hits["slow"]) / m}
 		s := lbsim.Scenario{Weights: []int{1, 1}, Latency: []float64{fastMean.Seconds(), slowMean.Seconds()}, Clients: clients, Workers: workers}
-		envoy, rr := s.Run(lbsim.Envoy, 20000, 1), s.Run(lbsim.RoundRobin, 20000, 2)
+		envoy, rr, lc := s.Run(lbsim.Envoy, 20000, 1), s.Run(lbsim.RoundRobin, 20000, 2), s.Run(lbsim.LeastConn, 20000, 3)
 		service := func(sh []float64) time.Duration {
 			return time.Duration(sh[0]*float64(fastMean) + sh[1]*float64(slowMean))
 		}
 		t.Logf("%d clients, %d requests, hosts of mean service time %v and %v (exponential), %d workers:", clients, m, fastMean, slowMean, workers)
-		t.Logf("  real APISIX (roundrobin): shares %s, mean latency %.1f ms (service time alone %.1f ms), %.0f requests/s",
+		t.Logf("  real APISIX (roundrobin): shares %s, mean latency %.1f ms (the hosts' mean service times at these shares: %.1f ms), %.0f requests/s",
 			lbsim.Shares(real), msOf(sum/m), msOf(service(real)), m/elapsed.Seconds())
 		t.Logf("  lbsim roundrobin:         shares %s, service time %.1f ms", lbsim.Shares(rr), msOf(service(rr)))
+		t.Logf("  lbsim least_conn (not used): shares %s, service time %.1f ms", lbsim.Shares(lc), msOf(service(lc)))
 		// Envoy's latency: its service time plus what APISIX adds to the service time.
 		overhead := sum/m - service(real)
 		envoyLatency := service(envoy) + overhead
