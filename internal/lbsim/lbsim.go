@@ -11,9 +11,8 @@
 //   - APISIX's least_conn: a binary min-heap of score = (active + 1) / weight (the
 //     binaryheap library: update sifts up from a non-root position while the parent's
 //     score is not <=, then down while a child's is <), the top picked; built in node
-//     order from nothing each time the picker is rebuilt (a new upstream version: any
-//     config change, as amesh's provider bumps every object's version) and per nginx
-//     worker.
+//     order from nothing each time the picker is rebuilt (a new version of the
+//     upstream: any change of it, such as its endpoints) and per nginx worker.
 //   - APISIX's roundrobin (lua-resty-balancer): interleaved weighted round robin (a
 //     current weight stepping down by the weights' gcd from the largest, each pass
 //     taking the nodes at least that heavy), starting after a random node.
