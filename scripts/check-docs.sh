@@ -28,12 +28,16 @@ trap cleanup EXIT
 go build -o "$work/bin/amesh" ./cmd/amesh
 export PATH="$work/bin:$PATH"
 
+# without_env prints a command without its leading VAR=value assignments.
+without_env() {
+  local cmd=$1
+  while [[ "$cmd" =~ ^[A-Z_][A-Z0-9_]*=[^[:space:]]*[[:space:]]+(.*)$ ]]; do cmd=${BASH_REMATCH[1]}; done
+  echo "$cmd"
+}
+
 # skip_reason prints why a command is not run, or nothing.
 skip_reason() {
-  local cmd=$1
-  # Variables set for the command alone (VAR=value cmd ...) do not change what it is.
-  while [[ "$cmd" =~ ^[A-Z_][A-Z0-9_]*=[^[:space:]]*[[:space:]]+(.*)$ ]]; do cmd=${BASH_REMATCH[1]}; done
-  case "$cmd" in
+  case "$(without_env "$1")" in
     "make test") echo "this check runs inside it" ;;
     "make e2e"*|"go test"*|"export KUBEBUILDER_ASSETS"*) echo "a test run: make test runs every tier" ;;
     "make bench"*|"go run ./bench"*) echo "scale benchmarks, minutes to hours" ;;
@@ -45,8 +49,8 @@ skip_reason() {
 
 # long_running reports whether a command runs until Ctrl-C, and prints its "in sync" line.
 long_running() {
-  local cmd=$1
-  while [[ "$cmd" =~ ^[A-Z_][A-Z0-9_]*=[^[:space:]]*[[:space:]]+(.*)$ ]]; do cmd=${BASH_REMATCH[1]}; done
+  local cmd
+  cmd=$(without_env "$1")
   [[ "$cmd" == *" -duration "* ]] && return 1
   case "$cmd" in
     "amesh demo"*|"go run ./cmd/amesh demo"*) echo "The file stays in sync" ;;

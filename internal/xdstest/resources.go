@@ -12,6 +12,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -69,14 +70,27 @@ func Endpoints(name string, addrs ...string) *endpointv3.ClusterLoadAssignment {
 }
 
 // HCM returns an http_connection_manager network filter using RDS route rds over ADS.
-func HCM(rds string) *listenerv3.Filter {
+func HCM(rds string) *listenerv3.Filter { return HCMWithFilters(rds) }
+
+// HCMWithFilters is HCM with HTTP filters in front of the router.
+func HCMWithFilters(rds string, filters ...*hcmv3.HttpFilter) *listenerv3.Filter {
 	return hcmFilter(&hcmv3.HttpConnectionManager{
 		StatPrefix: "outbound_0.0.0.0_" + rds,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource:    &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}, ResourceApiVersion: corev3.ApiVersion_V3},
 			RouteConfigName: rds,
 		}},
+		HttpFilters: filters,
 	})
+}
+
+// HTTPFilter is an HTTP filter with config cfg (an RBAC, a fault...).
+func HTTPFilter(name string, cfg proto.Message) *hcmv3.HttpFilter {
+	a, err := anypb.New(cfg)
+	if err != nil {
+		panic(err)
+	}
+	return &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}}
 }
 
 func hcmFilter(h *hcmv3.HttpConnectionManager) *listenerv3.Filter {

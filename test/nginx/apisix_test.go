@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"text/template"
@@ -42,6 +43,8 @@ type apisixOptions struct {
 	// Port is where APISIX listens: the mesh's base port (meshgen.Options.BasePort),
 	// as routes carry a condition on it (AMESH_ORIGINAL_DST_VAR=server_port).
 	Port int
+	// ExtraPorts are more ports it listens on: those of other listeners.
+	ExtraPorts []int
 	// ControlPort, if set, enables APISIX's control API there.
 	ControlPort int
 	// ExtraLua is a directory of Lua modules added to the path (test helpers), and
@@ -71,8 +74,10 @@ apisix:
   router:
     http: {{.Router}}
   node_listen:
+{{- range .Ports}}
     - ip: 127.0.0.1
-      port: {{.Port}}
+      port: {{.}}
+{{- end}}
   enable_admin: false
   enable_control: {{.Control}}
 {{- if .Control}}
@@ -153,7 +158,7 @@ func startAPISIX(t testing.TB, xds *xdstest.Server, o apisixOptions) *apisixInst
 		t.Fatal(err)
 	}
 	vars := map[string]any{
-		"LibDir": filepath.Dir(libPath), "Router": "radixtree_host_uri", "Port": o.Port,
+		"LibDir": filepath.Dir(libPath), "Router": "radixtree_host_uri", "Ports": append([]int{o.Port}, o.ExtraPorts...),
 		"Control": o.ControlPort != 0, "ControlPort": o.ControlPort, "PromPort": freePort(t),
 		"Workers": o.Workers, "Envs": strings.Join(envNames, ", "),
 	}
@@ -227,18 +232,8 @@ var apisixClient = &http.Client{Timeout: 20 * time.Second, Transport: &http.Tran
 
 // request sends GET path with Host host and returns the status and body.
 func (a *apisixInstance) request(host, path string) (int, string, error) {
-	req, err := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d%s", a.opts.Port, path), nil)
-	if err != nil {
-		return 0, "", err
-	}
-	req.Host = host
-	resp, err := apisixClient.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
+	ans, err := a.call(a.opts.Port, host, path)
+	return ans.code, ans.body, err
 }
 
 // get is a GET of the control API or another local server of the instance.
@@ -272,19 +267,32 @@ func (a *apisixInstance) processes(title string) []int {
 // backend is a local HTTP server that answers its name: an endpoint whose
 // answers show which endpoint a request reached.
 type backend struct {
-	name string
-	port int
-	srv  *http.Server
+	name, ip string
+	port     int
+	srv      *http.Server
 }
+
+// addr is the backend's "ip:port", an endpoint address.
+func (b *backend) addr() string { return net.JoinHostPort(b.ip, strconv.Itoa(b.port)) }
 
 func startBackend(t testing.TB, name string) *backend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startBackendAt(t, "127.0.0.1", name, nil)
+}
+
+// startBackendAt starts a backend on ip (any of 127.0.0.0/8) that answers after
+// delay() when delay is not nil.
+func startBackendAt(t testing.TB, ip, name string, delay func() time.Duration) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &backend{name: name, port: ln.Addr().(*net.TCPAddr).Port}
+	b := &backend{name: name, ip: ip, port: ln.Addr().(*net.TCPAddr).Port}
 	b.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if delay != nil {
+			time.Sleep(delay())
+		}
 		_, _ = io.WriteString(w, name)
 	}), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = b.srv.Serve(ln) }()

@@ -1,0 +1,129 @@
+package nginx
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/amesh-dev/amesh/internal/xdstest"
+)
+
+// rbacListener is an outbound listener on port whose connection manager runs an RBAC
+// filter with rules (nil: none) in front of the router.
+func rbacListener(port int, rds string, rules *rbacv3.RBAC) proto.Message {
+	return xdstest.ListenerWithFilters(fmt.Sprintf("0.0.0.0_%d", port), uint32(port),
+		xdstest.HCMWithFilters(rds, xdstest.HTTPFilter("envoy.filters.http.rbac", &rbachttpv3.RBAC{Rules: rules})))
+}
+
+// istioDenyPrefix is what istiod makes of an AuthorizationPolicy with action DENY and
+// one rule "to: operation: paths: [prefix*]".
+func istioDenyPrefix(prefix string) *rbacv3.RBAC {
+	return &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{
+		"ns[default]-policy[deny-admin]-rule[0]": {
+			Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_AndRules{AndRules: &rbacv3.Permission_Set{Rules: []*rbacv3.Permission{
+				{Rule: &rbacv3.Permission_OrRules{OrRules: &rbacv3.Permission_Set{Rules: []*rbacv3.Permission{
+					{Rule: &rbacv3.Permission_UrlPath{UrlPath: &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{
+						Path: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: prefix}}}}}},
+				}}}},
+			}}}}},
+			Principals: []*rbacv3.Principal{{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: []*rbacv3.Principal{
+				{Identifier: &rbacv3.Principal_Any{Any: true}},
+			}}}}},
+		},
+	}}
+}
+
+// An HTTP RBAC filter in real APISIX: one that denies every request (ALLOW without
+// policies) makes every route of its listener, and requests no route matches, answer
+// Envoy's 403 "RBAC: access denied"; one whose decision depends on the request (a DENY
+// on a path) fails closed with 403 on every route; one without rules lets traffic
+// through. The other listener's routes answer from their backend throughout, and the
+// report names the filter each time.
+func TestAPISIXRBAC(t *testing.T) {
+	requireAPISIX(t)
+	guarded, open := freePort(t), freePort(t)
+	inside, outside := startBackendAt(t, "127.0.0.21", "guarded", nil), startBackendAt(t, "127.0.0.22", "open", nil)
+	cg, co := fmt.Sprintf("outbound|%d||guarded.test", guarded), fmt.Sprintf("outbound|%d||open.test", open)
+	msgs := []proto.Message{
+		rbacListener(guarded, "guarded", &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}),
+		routeConfig("guarded", &routev3.VirtualHost{Name: "all", Domains: []string{"*"}, Routes: []*routev3.Route{
+			toCluster("a", prefixMatch("/a"), cg, nil), toCluster("admin", prefixMatch("/admin"), cg, nil),
+		}}),
+		outbound(open, "open"),
+		routeConfig("open", &routev3.VirtualHost{Name: "all", Domains: []string{"*"}, Routes: []*routev3.Route{
+			toCluster("all", prefixMatch("/"), co, nil),
+		}}),
+	}
+	msgs = append(append(msgs, edsCluster(cg, inside)...), edsCluster(co, outside)...)
+	xds := newXDS(t, resourcesOf(msgs...))
+	ap := startAPISIX(t, xds, apisixOptions{Provider: "amesh", Workers: 2, Port: guarded, ExtraPorts: []int{open}})
+	ap.waitServing()
+	const field = "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.rbac]"
+	listener := fmt.Sprintf("0.0.0.0_%d", guarded)
+	paths := []string{"/a", "/admin/x", "/unrouted"}
+
+	// checkOpen: the other listener is unaffected.
+	checkOpen := func(step string) {
+		t.Helper()
+		for _, p := range paths {
+			if ans := ap.mustCall(open, "any.test", p); ans.code != 200 || ans.body != "open" {
+				t.Errorf("%s: the other listener's %s answers %d %q, want 200 from its backend", step, p, ans.code, ans.body)
+			}
+		}
+	}
+	// checkReport: the report names the filter with msg.
+	checkReport := func(step, msg string) {
+		t.Helper()
+		if e, ok := findEntry(ap.report(), listener, field, msg); !ok {
+			t.Errorf("%s: no report entry on %s's RBAC filter saying %q", step, listener, msg)
+		} else {
+			t.Logf("%s: report: %s %s: %s", step, e.Resource, e.Field, e.Message)
+		}
+	}
+
+	step := "ALLOW without policies"
+	ap.waitCode(guarded, "any.test", "/a", 403)
+	for _, p := range paths {
+		if ans := ap.mustCall(guarded, "any.test", p); ans.code != 403 || ans.body != "RBAC: access denied" {
+			t.Errorf("%s: %s answers %d %q, want 403 %q", step, p, ans.code, ans.body, "RBAC: access denied")
+		}
+	}
+	checkOpen(step)
+	checkReport(step, "denies every request")
+
+	step = "DENY on a path prefix"
+	if err := xds.Update(rbacListener(guarded, "guarded", istioDenyPrefix("/admin"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the path rule's fail-closed answer", func() bool {
+		ans, err := ap.call(guarded, "any.test", "/a")
+		return err == nil && strings.HasPrefix(ans.body, "amesh: RBAC filter")
+	})
+	for _, p := range paths {
+		if ans := ap.mustCall(guarded, "any.test", p); ans.code != 403 || !strings.HasPrefix(ans.body, "amesh: RBAC filter envoy.filters.http.rbac") {
+			t.Errorf("%s: %s answers %d %q, want 403 (fail closed)", step, p, ans.code, ans.body)
+		}
+	}
+	checkOpen(step)
+	checkReport(step, "depend on the request")
+
+	step = "no rules"
+	if err := xds.Update(rbacListener(guarded, "guarded", nil)); err != nil {
+		t.Fatal(err)
+	}
+	ap.waitCode(guarded, "any.test", "/a", 200)
+	for p, want := range map[string]int{"/a": 200, "/admin/x": 200, "/unrouted": 404} {
+		ans := ap.mustCall(guarded, "any.test", p)
+		if ans.code != want || want == 200 && ans.body != "guarded" {
+			t.Errorf("%s: %s answers %d %q, want %d", step, p, ans.code, ans.body, want)
+		}
+	}
+	checkOpen(step)
+	checkReport(step, "refuses no request")
+}
