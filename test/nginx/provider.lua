@@ -70,6 +70,7 @@ local function publish(view, cpu_ms, last_cpu_ms)
     end
     local st = sync.stats()
     local id = ngx.worker.id()
+    state:set("reader-pid:" .. id, ngx.worker.pid())
     state:set("reader:" .. id, cjson.encode({
         version = st.version, digest = ngx.md5(table.concat(parts, "\n")), keys = #keys,
         pid = ngx.worker.pid(), conf_versions = conf_versions, cpu_ms = cpu_ms,
@@ -101,6 +102,11 @@ local function loop(premature, poll, view, cpu_ms)
             local dt = (_M.cpu() - t0) * 1000
             cpu_ms = cpu_ms + dt
             publish(view, cpu_ms, dt)
+        elseif state:get("reader-pid:" .. ngx.worker.id()) ~= ngx.worker.pid() then
+            -- A worker of the previous generation (nginx reload) published after this
+            -- one and has exited since: its entry would stand for this worker's id
+            -- until the next version.
+            publish(view, cpu_ms, 0)
         end
         end
         ::sleep::

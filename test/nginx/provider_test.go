@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -233,7 +235,13 @@ func moveEndpoint(clas []proto.Message, i, seq int) []proto.Message {
 // pass than a small version dict keeps), every worker holds exactly the dict's objects.
 func TestProviderRandomized(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	if s := os.Getenv("AMESH_TEST_SEED"); s != "" { // to replay a failed run
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("seed %d (AMESH_TEST_SEED replays it)", seed)
 	rng := rand.New(rand.NewPCG(seed, 7))
 	mesh := smallMesh(6)
 	res := mesh.Resources()
