@@ -23,8 +23,12 @@ apisix:
   enable_admin: false
   enable_control: false
   proxy_mode: http
+  # amesh's config provider (apisix/core/config_xds.lua there comes before APISIX's own)
+  # and router, and the readiness check.
   extra_lua_path: /usr/local/amesh/lua/?.lua
   extra_lua_cpath: /usr/local/amesh/lib/?.so
+  router:
+    http: amesh_host_uri
 deployment:
   role: data_plane
   role_data_plane:
