@@ -168,6 +168,9 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 	if at(cfg, "apisix", "config_center") != nil {
 		t.Errorf("apisix.config_center set: APISIX would declare the xds dicts a second time")
 	}
+	if at(cfg, "apisix", "ssl", "enable") != false {
+		t.Errorf("apisix.ssl.enable is not false: APISIX would listen on 9443, a port of the application's network namespace")
+	}
 	var ports []float64
 	for _, l := range at(cfg, "apisix", "node_listen").([]any) {
 		ports = append(ports, l.(map[string]any)["port"].(float64))
