@@ -109,26 +109,12 @@ func run(t *testing.T, builds []nginxBuild, test func(t *testing.T, b nginxBuild
 	}
 }
 
-// pod makes the pod and client namespaces and applies Istio's capture rules in the pod with
-// the arguments Istio's injection template gives istio-init for a sidecar (all outbound, all
-// inbound ports but the agent's, proxy UID 1337), plus dual stack.
+// pod makes the pod and client namespaces with Istio's capture rules in the pod, and the
+// services' addresses on the client side.
 func pod(t *testing.T, agent string) (p, client *netns.NS) {
-	p, client = netns.New(t, "pod"), netns.New(t, "client")
-	netns.Link(t, p, []string{podV4 + "/24", podV6 + "/64"}, client, []string{clientV4 + "/24", clientV6 + "/64"})
-	p.MustRun(t, "ip", "route", "add", "default", "via", clientV4)
-	p.MustRun(t, "ip", "-6", "route", "add", "default", "via", clientV6)
+	p, client = netns.IstioPod(t, agent, []string{podV4 + "/24", podV6 + "/64"}, []string{clientV4 + "/24", clientV6 + "/64"})
 	for _, a := range serviceAddrs {
 		client.MustRun(t, "ip", "addr", "add", a, "dev", "lo")
-	}
-	p.MustRun(t, agent, "istio-iptables",
-		"-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT",
-		"-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020", "--dual-stack",
-		"--log_output_level=default:warn")
-	rules := string(p.MustRun(t, "iptables-save", "-t", "nat")) + string(p.MustRun(t, "ip6tables-save", "-t", "nat"))
-	for _, want := range []string{"ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001", "ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006"} {
-		if strings.Count(rules, want) != 2 {
-			t.Fatalf("istio-iptables did not install %q for IPv4 and IPv6:\n%s", want, rules)
-		}
 	}
 	return p, client
 }
