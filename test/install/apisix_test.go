@@ -173,19 +173,9 @@ func asProxy(cmd *exec.Cmd) *exec.Cmd {
 // installation's code and the conf/ and logs/ of this instance, owned by the proxy UID.
 func apisixHome(t *testing.T, home, config string) string {
 	t.Helper()
-	dir := tempDir(t, "amesh-apisix-")
-	for _, d := range []string{"conf", "logs"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, l := range []string{"apisix", "bin", "deps", "conf/cert"} {
-		if err := os.Symlink(filepath.Join(home, l), filepath.Join(dir, l)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, f := range []string{"conf/mime.types", "conf/debug.yaml"} {
-		copyTree(t, filepath.Join(home, f), filepath.Join(dir, f))
+	dir := tempDir(t, "amesh-sidecar-")
+	if err := harness.LayOutAPISIX(dir, home); err != nil {
+		t.Fatal(err)
 	}
 	// What the image's entrypoint does with AMESH_APISIX_CONFIG.
 	if err := os.WriteFile(filepath.Join(dir, "conf", "config.yaml"), []byte(config+"\n"), 0o644); err != nil {
