@@ -79,15 +79,59 @@ ngx_module_t  ngx_http_amesh_original_dst_module = {
 };
 
 
+/*
+ * The variable named name that nginx's core or an earlier module already declared, or NULL.
+ * APISIX's OpenResty build (apisix-runtime, apisix-nginx-module's
+ * nginx-connection-original-dst.patch) declares $connection_original_dst in the core, with
+ * "address:port" for IPv4 clients and nothing otherwise; ngx_http_add_variable would refuse
+ * this module's declaration as a duplicate.
+ */
+static ngx_http_variable_t *
+ngx_http_amesh_original_dst_declared(ngx_conf_t *cf, ngx_str_t *name)
+{
+    ngx_uint_t                  i;
+    ngx_hash_key_t             *key;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    key = cmcf->variables_keys->keys.elts;
+    for (i = 0; i < cmcf->variables_keys->keys.nelts; i++) {
+        if (name->len == key[i].key.len
+            && ngx_strncasecmp(name->data, key[i].key.data, name->len) == 0)
+        {
+            return key[i].value;
+        }
+    }
+
+    return NULL;
+}
+
+
 static ngx_int_t
 ngx_http_amesh_original_dst_add_variables(ngx_conf_t *cf)
 {
     ngx_http_variable_t  *var, *v;
 
     for (v = ngx_http_amesh_original_dst_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
+        var = ngx_http_amesh_original_dst_declared(cf, &v->name);
+
+        if (var != NULL) {
+            /*
+             * Take the variable over, so that it means the same in every build and in
+             * stream (the port, for IPv4 and IPv6): amesh's routes compare it with a port.
+             */
+            ngx_conf_log_error(NGX_LOG_INFO, cf, 0,
+                               "amesh original dst: \"%V\" is declared by this "
+                               "nginx build, this module's value replaces it",
+                               &v->name);
+            var->flags = v->flags;
+
+        } else {
+            var = ngx_http_add_variable(cf, &v->name, v->flags);
+            if (var == NULL) {
+                return NGX_ERROR;
+            }
         }
 
         var->get_handler = v->get_handler;

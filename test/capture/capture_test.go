@@ -1,8 +1,13 @@
 // Package capture_test proves the original-destination module (nginx/original_dst) under
 // Istio's own traffic capture: a pod network namespace whose iptables rules come from an
-// unmodified `pilot-agent istio-iptables` (the init container's command), Debian's nginx
-// with the module listening on 15001 (outbound) and 15006 (inbound), a client namespace
-// across a veth pair, and connections to several address:port pairs over IPv4 and IPv6.
+// unmodified `pilot-agent istio-iptables` (the init container's command), nginx with the
+// module listening on 15001 (outbound) and 15006 (inbound), a client namespace across a veth
+// pair, and connections to several address:port pairs over IPv4 and IPv6.
+//
+// The nginx is Debian's, and also APISIX's OpenResty when AMESH_APISIX_HOME names an APISIX
+// installation and AMESH_OPENRESTY_SRC the source of its OpenResty release (the modules are
+// built from it by scripts/nginx-module/build-openresty.sh, as the sidecar image builds them);
+// without those two variables that half skips (CI has no APISIX).
 //
 // Needs root (network namespaces), nginx-dev and libnginx-mod-stream (the module's build and
 // nginx's stream module; scripts/install-test-deps.sh) and pilot-agent (`bash
@@ -39,8 +44,20 @@ const (
 
 var serviceAddrs = []string{"198.51.100.7/32", "203.0.113.9/32", "2001:db8:5::7/128"}
 
-// require skips (or, under CI, fails) the test when the machine cannot run it.
-func require(t *testing.T) (agent, module string) {
+// nginxBuild is an nginx the modules are tested in.
+type nginxBuild struct {
+	name   string
+	binary string
+	loads  []string // load_module arguments, in order
+	// debug: built --with-debug, so the module's lookups are in the debug log.
+	debug bool
+	// skip: why this build cannot run here (APISIX's OpenResty without AMESH_APISIX_HOME).
+	skip error
+}
+
+// require skips (or, under CI, fails) the test when the machine cannot run it, and returns
+// pilot-agent and the nginx builds to test: Debian's, and APISIX's OpenResty when available.
+func require(t *testing.T) (agent string, builds []nginxBuild) {
 	t.Helper()
 	skip := func(err error) {
 		t.Helper()
@@ -56,35 +73,48 @@ func require(t *testing.T) (agent, module string) {
 	if err != nil {
 		skip(err)
 	}
-	module, err = harness.OriginalDstModule()
+	module, err := harness.OriginalDstModule()
 	if errors.Is(err, harness.ErrNoBinaries) {
 		skip(err)
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	return agent, module
+	builds = append(builds, nginxBuild{name: "debian", binary: "/usr/sbin/nginx", debug: true, loads: []string{
+		"/usr/lib/nginx/modules/ngx_stream_module.so", // Debian's stream module, first
+		filepath.Join(module, "ngx_http_amesh_original_dst_module.so"),
+		filepath.Join(module, "ngx_stream_amesh_original_dst_module.so"),
+	}})
+	// APISIX's OpenResty has stream built in and declares its own $connection_original_dst
+	// (address:port, IPv4 only), which the http module takes over.
+	openresty, modules, err := harness.APISIXOpenResty()
+	if err != nil && !errors.Is(err, harness.ErrNoAPISIX) {
+		t.Fatal(err)
+	}
+	builds = append(builds, nginxBuild{name: "apisix-openresty", binary: openresty, skip: err, loads: []string{
+		filepath.Join(modules, "ngx_http_amesh_original_dst_module.so"),
+		filepath.Join(modules, "ngx_stream_amesh_original_dst_module.so"),
+	}})
+	return agent, builds
 }
 
-// pod makes the pod and client namespaces and applies Istio's capture rules in the pod with
-// the arguments Istio's injection template gives istio-init for a sidecar (all outbound, all
-// inbound ports but the agent's, proxy UID 1337), plus dual stack.
+// run runs test once per nginx build, each as a subtest.
+func run(t *testing.T, builds []nginxBuild, test func(t *testing.T, b nginxBuild)) {
+	for _, b := range builds {
+		t.Run(b.name, func(t *testing.T) {
+			if b.skip != nil {
+				t.Skip(b.skip)
+			}
+			test(t, b)
+		})
+	}
+}
+
+// pod makes the pod and client namespaces with Istio's capture rules in the pod, and the
+// services' addresses on the client side.
 func pod(t *testing.T, agent string) (p, client *netns.NS) {
-	p, client = netns.New(t, "pod"), netns.New(t, "client")
-	netns.Link(t, p, []string{podV4 + "/24", podV6 + "/64"}, client, []string{clientV4 + "/24", clientV6 + "/64"})
-	p.MustRun(t, "ip", "route", "add", "default", "via", clientV4)
-	p.MustRun(t, "ip", "-6", "route", "add", "default", "via", clientV6)
+	p, client = netns.IstioPod(t, agent, []string{podV4 + "/24", podV6 + "/64"}, []string{clientV4 + "/24", clientV6 + "/64"})
 	for _, a := range serviceAddrs {
 		client.MustRun(t, "ip", "addr", "add", a, "dev", "lo")
-	}
-	p.MustRun(t, agent, "istio-iptables",
-		"-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT",
-		"-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020", "--dual-stack",
-		"--log_output_level=default:warn")
-	rules := string(p.MustRun(t, "iptables-save", "-t", "nat")) + string(p.MustRun(t, "ip6tables-save", "-t", "nat"))
-	for _, want := range []string{"ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001", "ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006"} {
-		if strings.Count(rules, want) != 2 {
-			t.Fatalf("istio-iptables did not install %q for IPv4 and IPv6:\n%s", want, rules)
-		}
 	}
 	return p, client
 }
@@ -94,10 +124,8 @@ worker_processes 1;
 daemon off;
 error_log {{.Prefix}}/error.log debug;
 pid {{.Prefix}}/nginx.pid;
-load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-load_module {{.Module}}/ngx_http_amesh_original_dst_module.so;
-load_module {{.Module}}/ngx_stream_amesh_original_dst_module.so;
-events { worker_connections 64; }
+{{range .Loads}}load_module {{.}};
+{{end}}events { worker_connections 64; }
 {{if .Stream}}
 stream {
     server {
@@ -144,12 +172,12 @@ var listeners = []listener{
 }
 
 // nginx runs nginx inside ns until the test ends; it returns the error log's path.
-func startNginx(t *testing.T, ns *netns.NS, module string, l listener) string {
+func startNginx(t *testing.T, ns *netns.NS, b nginxBuild, l listener) string {
 	t.Helper()
 	dir := t.TempDir()
 	var conf strings.Builder
 	if err := template.Must(template.New("nginx").Parse(confTmpl)).Execute(&conf, map[string]any{
-		"Prefix": dir, "Module": module, "Stream": l.stream, "Listen": l.listen,
+		"Prefix": dir, "Loads": b.loads, "Stream": l.stream, "Listen": l.listen,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +186,7 @@ func startNginx(t *testing.T, ns *netns.NS, module string, l listener) string {
 		t.Fatal(err)
 	}
 	errLog := filepath.Join(dir, "error.log")
-	cmd := ns.Command("/usr/sbin/nginx", "-p", dir, "-c", confPath)
+	cmd := ns.Command(b.binary, "-p", dir, "-c", confPath)
 	out, err := os.Create(filepath.Join(dir, "stderr.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -319,7 +347,7 @@ func lookups(t *testing.T, errLog string) map[string]int {
 // to 15006; in every subsystem and socket layout nginx reports the address and port the client
 // connected to, asking the kernel once per connection.
 func TestOriginalDstUnderIstioCapture(t *testing.T) {
-	agent, module := require(t)
+	agent, builds := require(t)
 	p, client := pod(t, agent)
 
 	cases := []struct {
@@ -337,55 +365,65 @@ func TestOriginalDstUnderIstioCapture(t *testing.T) {
 		{"inbound v4 :9080", client, podV4, "9080", "15006"},
 		{"inbound v6 :8080", client, podV6, "8080", "15006"},
 	}
-	for _, l := range listeners {
-		t.Run(l.name, func(t *testing.T) {
-			errLog := startNginx(t, p, module, l)
-			// The readiness probe's connection is one too (stream answers every connection).
-			before := lookups(t, errLog)
-			requests := 3
-			if l.stream {
-				requests = 1
-			}
-			for _, c := range cases {
-				want := expect(c.host, c.port, c.serverPort)
-				for i, got := range ask(t, c.from, l, net.JoinHostPort(c.host, c.port), requests) {
-					if got != want {
-						t.Errorf("%s, request %d: nginx saw %+v, want %+v", c.name, i+1, got, want)
+	run(t, builds, func(t *testing.T, b nginxBuild) {
+		for _, l := range listeners {
+			t.Run(l.name, func(t *testing.T) {
+				errLog := startNginx(t, p, b, l)
+				// The readiness probe's connection is one too (stream answers every connection).
+				before := lookups(t, errLog)
+				requests := 3
+				if l.stream {
+					requests = 1
+				}
+				for _, c := range cases {
+					want := expect(c.host, c.port, c.serverPort)
+					for i, got := range ask(t, c.from, l, net.JoinHostPort(c.host, c.port), requests) {
+						if got != want {
+							t.Errorf("%s, request %d: nginx saw %+v, want %+v", c.name, i+1, got, want)
+						}
 					}
 				}
-			}
-			after := lookups(t, errLog)
-			if n := after["connection tracking"] - before["connection tracking"]; n != len(cases) || after["local address"] != before["local address"] {
-				t.Errorf("%d original-destination lookups answered by connection tracking and %d by the local address for %d connections (%d requests each), want one by connection tracking per connection",
-					n, after["local address"]-before["local address"], len(cases), requests)
-			}
-		})
-	}
+				if !b.debug {
+					return
+				}
+				after := lookups(t, errLog)
+				if n := after["connection tracking"] - before["connection tracking"]; n != len(cases) || after["local address"] != before["local address"] {
+					t.Errorf("%d original-destination lookups answered by connection tracking and %d by the local address for %d connections (%d requests each), want one by connection tracking per connection",
+						n, after["local address"]-before["local address"], len(cases), requests)
+				}
+			})
+		}
+	})
 }
 
 // TestOriginalDstNotRedirected: without capture rules the kernel has no original destination
 // for the connection, and the variables hold the local address, as Envoy's original_dst
 // listener filter keeps it; IPv4 clients of a dual-stack socket are reported in IPv4 form.
 func TestOriginalDstNotRedirected(t *testing.T) {
-	_, module := require(t)
+	_, builds := require(t)
 	ns := netns.New(t, "plain")
 	ns.MustRun(t, "ip", "addr", "add", "2001:db8:9::1/128", "dev", "lo", "nodad")
-	for _, l := range listeners {
-		t.Run(l.name, func(t *testing.T) {
-			errLog := startNginx(t, ns, module, l)
-			before := lookups(t, errLog)
-			for _, c := range []struct{ host, port string }{
-				{"127.0.0.1", "15001"}, {"127.0.0.1", "15006"}, {"::1", "15001"}, {"2001:db8:9::1", "15006"},
-			} {
-				want := expect(c.host, c.port, c.port)
-				if got := ask(t, ns, l, net.JoinHostPort(c.host, c.port), 1)[0]; got != want {
-					t.Errorf("%s: nginx saw %+v, want %+v", net.JoinHostPort(c.host, c.port), got, want)
+	run(t, builds, func(t *testing.T, b nginxBuild) {
+		for _, l := range listeners {
+			t.Run(l.name, func(t *testing.T) {
+				errLog := startNginx(t, ns, b, l)
+				before := lookups(t, errLog)
+				for _, c := range []struct{ host, port string }{
+					{"127.0.0.1", "15001"}, {"127.0.0.1", "15006"}, {"::1", "15001"}, {"2001:db8:9::1", "15006"},
+				} {
+					want := expect(c.host, c.port, c.port)
+					if got := ask(t, ns, l, net.JoinHostPort(c.host, c.port), 1)[0]; got != want {
+						t.Errorf("%s: nginx saw %+v, want %+v", net.JoinHostPort(c.host, c.port), got, want)
+					}
 				}
-			}
-			after := lookups(t, errLog)
-			if n := after["local address"] - before["local address"]; n != 4 || after["connection tracking"] != 0 {
-				t.Errorf("%d lookups fell back to the local address and %d were answered by connection tracking, want 4 and 0", n, after["connection tracking"])
-			}
-		})
-	}
+				if !b.debug {
+					return
+				}
+				after := lookups(t, errLog)
+				if n := after["local address"] - before["local address"]; n != 4 || after["connection tracking"] != 0 {
+					t.Errorf("%d lookups fell back to the local address and %d were answered by connection tracking, want 4 and 0", n, after["connection tracking"])
+				}
+			})
+		}
+	})
 }

@@ -3,9 +3,11 @@ package install_test
 import (
 	"bufio"
 	"encoding/json"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -69,6 +71,44 @@ func sidecarImage(t *testing.T) finalStage {
 	return st
 }
 
+// has reports whether the image holds the file p: copied as a file, or from a directory of
+// the repository copied whole.
+func (st finalStage) has(p string) bool {
+	if _, ok := st.copies[p]; ok {
+		return true
+	}
+	for dst, src := range st.copies {
+		rel, ok := strings.CutPrefix(p, dst+"/")
+		if !ok || strings.HasPrefix(src, "/") {
+			continue
+		}
+		if fi, err := os.Stat(path.Join(repoRoot, src, rel)); err == nil && !fi.IsDir() {
+			return true
+		}
+	}
+	return false
+}
+
+// luaModules lists the modules of the repository's lua/ tree as extra_lua_path's "?"
+// stands for them ("amesh/config/sync").
+func luaModules(t *testing.T) []string {
+	t.Helper()
+	root := path.Join(repoRoot, "lua")
+	var mods []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".lua") {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		mods = append(mods, strings.TrimSuffix(filepath.ToSlash(rel), ".lua"))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mods
+}
+
 var (
 	translatedOnce    sync.Once
 	translatedPlugins []string
@@ -128,6 +168,9 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 	if at(cfg, "apisix", "config_center") != nil {
 		t.Errorf("apisix.config_center set: APISIX would declare the xds dicts a second time")
 	}
+	if at(cfg, "apisix", "ssl", "enable") != false {
+		t.Errorf("apisix.ssl.enable is not false: APISIX would listen on 9443, a port of the application's network namespace")
+	}
 	var ports []float64
 	for _, l := range at(cfg, "apisix", "node_listen").([]any) {
 		ports = append(ports, l.(map[string]any)["port"].(float64))
@@ -143,21 +186,36 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 	}
 
 	img := sidecarImage(t)
-	inImage := func(p string) bool { _, ok := img.copies[p]; return ok }
+	inImage := img.has
 	cpath, _ := at(cfg, "apisix", "extra_lua_cpath").(string)
 	if lib := strings.Replace(cpath, "?", "libxds", 1); !inImage(lib) {
 		t.Errorf("extra_lua_cpath %q: the image has no %s (it copies %v)", cpath, lib, keys(img.copies))
 	}
+	// amesh's Lua tree: every module of the repository's lua/ where extra_lua_path finds it,
+	// among them amesh's config provider (apisix/core/config_xds.lua, found there before
+	// APISIX's own), the router that router.http names, and the readiness check.
 	lpath, _ := at(cfg, "apisix", "extra_lua_path").(string)
-	if ready := strings.Replace(lpath, "?", "amesh/ready", 1); !inImage(ready) {
-		t.Errorf("extra_lua_path %q: the image has no %s", lpath, ready)
+	mods := luaModules(t)
+	router, _ := at(cfg, "apisix", "router", "http").(string)
+	if router != "amesh_host_uri" {
+		t.Errorf("apisix.router.http %q, want amesh's amesh_host_uri", router)
 	}
-	snippet, _ := at(cfg, "nginx_config", "main_configuration_snippet").(string)
-	mods := loadModule.FindAllStringSubmatch(snippet, -1)
-	if len(mods) != 2 {
-		t.Errorf("main_configuration_snippet loads %d modules, want the http and stream original-destination modules", len(mods))
+	for _, m := range []string{"apisix/core/config_xds", "apisix/http/router/" + router, "amesh/ready"} {
+		if !slices.Contains(mods, m) {
+			t.Errorf("lua/ has no module %s", m)
+		}
 	}
 	for _, m := range mods {
+		if f := strings.Replace(lpath, "?", m, 1); !inImage(f) {
+			t.Errorf("extra_lua_path %q: the image has no %s (lua/%s.lua)", lpath, f, m)
+		}
+	}
+	snippet, _ := at(cfg, "nginx_config", "main_configuration_snippet").(string)
+	loads := loadModule.FindAllStringSubmatch(snippet, -1)
+	if len(loads) != 2 {
+		t.Errorf("main_configuration_snippet loads %d modules, want the http and stream original-destination modules", len(loads))
+	}
+	for _, m := range loads {
 		if !inImage(m[1]) {
 			t.Errorf("load_module %s: not in the image", m[1])
 		}

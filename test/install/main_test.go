@@ -2,8 +2,9 @@
 // charts/amesh Helm chart rendered with Helm's own engine for several value sets, its injection
 // template installed into istiod's injector through Istio's own istiod chart and run by Istio's
 // own injection code (istio.io/istio/pkg/kube/inject), the rendered objects and the injected
-// pod validated by a real kube-apiserver (server-side dry run), and the sidecar image's
-// Dockerfile against the paths the configuration uses.
+// pod validated by a real kube-apiserver (server-side dry run), the sidecar image's
+// Dockerfile against the paths the configuration uses, and, with AMESH_APISIX_HOME, the
+// sidecar's APISIX configuration run in real APISIX (apisix_test.go).
 //
 // A module of its own, so that Helm's and Istio's dependencies stay out of amesh's main module.
 // The kube-apiserver comes from scripts/kube/build.sh (test/istiod/harness); without it the

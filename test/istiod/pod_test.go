@@ -290,7 +290,7 @@ func TestPodWithIstioAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	copyAs(t, filepath.Join("..", "nginx", "harness.lua"), filepath.Join(prefix, "lua", "harness.lua"))
-	copyAs(t, filepath.Join("..", "..", "docker", "sidecar", "lua", "amesh", "ready.lua"), filepath.Join(prefix, "lua", "amesh", "ready.lua"))
+	copyAs(t, filepath.Join("..", "..", "lua", "amesh", "ready.lua"), filepath.Join(prefix, "lua", "amesh", "ready.lua"))
 	for _, m := range []string{"ngx_http_amesh_original_dst_module.so", "ngx_stream_amesh_original_dst_module.so"} {
 		copyAs(t, filepath.Join(module, m), filepath.Join(prefix, m))
 	}

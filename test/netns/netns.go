@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -194,4 +195,46 @@ func (n *NS) Listen(network, addr string) (net.Listener, error) {
 		return err
 	})
 	return l, err
+}
+
+// IstioPod makes a pod namespace with the traffic capture of an Istio sidecar, linked to a
+// client namespace that routes for it. The rules come from agent (an unmodified pilot-agent)
+// with the arguments Istio's injection template gives istio-init for a sidecar: outbound TCP to
+// 15001, inbound to 15006, all ports but the agent's (15090, 15021, 15020), the proxy UID 1337
+// exempt, REDIRECT, IPv4 and IPv6. podAddrs and clientAddrs are the two ends' addresses (CIDR
+// form); the pod's default routes go to the client's first IPv4 and IPv6 address.
+func IstioPod(t testing.TB, agent string, podAddrs, clientAddrs []string) (pod, client *NS) {
+	t.Helper()
+	pod, client = New(t, "pod"), New(t, "client")
+	Link(t, pod, podAddrs, client, clientAddrs)
+	routed := map[bool]bool{}
+	for _, a := range clientAddrs {
+		ip, _, _ := strings.Cut(a, "/")
+		v6 := strings.Contains(ip, ":")
+		if routed[v6] {
+			continue
+		}
+		routed[v6] = true
+		if v6 {
+			pod.MustRun(t, "ip", "-6", "route", "add", "default", "via", ip)
+		} else {
+			pod.MustRun(t, "ip", "route", "add", "default", "via", ip)
+		}
+	}
+	pod.MustRun(t, agent, "istio-iptables",
+		"-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT",
+		"-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020", "--dual-stack",
+		"--log_output_level=default:warn")
+	// istio-iptables writes IPv6 rules only for a pod with an IPv6 address.
+	families := 1
+	if slices.ContainsFunc(podAddrs, func(a string) bool { return strings.Contains(a, ":") }) {
+		families = 2
+	}
+	rules := string(pod.MustRun(t, "iptables-save", "-t", "nat")) + string(pod.MustRun(t, "ip6tables-save", "-t", "nat"))
+	for _, want := range []string{"ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001", "ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006"} {
+		if strings.Count(rules, want) != families {
+			t.Fatalf("istio-iptables did not install %q for each of the pod's %d address families:\n%s", want, families, rules)
+		}
+	}
+	return pod, client
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/amesh-dev/amesh/internal/xdstest"
+	"github.com/amesh-dev/amesh/test/istiod/harness"
 )
 
 // requireAPISIX returns the APISIX installation in AMESH_APISIX_HOME, or skips: APISIX
@@ -125,24 +126,8 @@ func startAPISIX(t testing.TB, xds *xdstest.Server, o apisixOptions) *apisixInst
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{"conf", "logs"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, l := range []string{"apisix", "bin", "deps", "conf/cert"} {
-		if err := os.Symlink(filepath.Join(home, l), filepath.Join(dir, l)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, f := range []string{"conf/mime.types", "conf/debug.yaml"} {
-		b, err := os.ReadFile(filepath.Join(home, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	if err := harness.LayOutAPISIX(dir, home); err != nil {
+		t.Fatal(err)
 	}
 	a := &apisixInstance{t: t, home: home, dir: dir, opts: o, exited: make(chan struct{})}
 	a.statusAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))

@@ -20,11 +20,20 @@ apisix:
   - port: 15001
   - port: 15006
   enable_ipv6: {{ .Values.apisix.enableIPv6 }}
+  # The sidecar listens only on the ports Istio reserves for its proxy (15001, 15006, 15021):
+  # no admin, control or HTTPS listener (APISIX's 9443 by default) takes a port from the
+  # application in the pod's network namespace.
   enable_admin: false
   enable_control: false
+  ssl:
+    enable: false
   proxy_mode: http
+  # amesh's config provider (apisix/core/config_xds.lua there comes before APISIX's own)
+  # and router, and the readiness check.
   extra_lua_path: /usr/local/amesh/lua/?.lua
   extra_lua_cpath: /usr/local/amesh/lib/?.so
+  router:
+    http: amesh_host_uri
 deployment:
   role: data_plane
   role_data_plane:

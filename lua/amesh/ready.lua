@@ -11,7 +11,9 @@
 -- configuration (the version key of the "xds-config-version" dict exists: amesh writes it
 -- after the objects of its first consistent snapshot), and istio-agent reports itself ready on
 -- its status port. Until then the pod gets no traffic, as with Envoy, which is not ready before
--- its first configuration.
+-- its first configuration. In APISIX the workers do not answer at all before that version
+-- (APISIX's xds providers wait for it in init_worker), so the probe times out instead; the
+-- version check covers an nginx whose workers serve without waiting.
 local _M = {}
 
 local function fail(reason)
@@ -26,7 +28,7 @@ end
 function _M.check(agent_location)
     local versions = ngx.shared["xds-config-version"]
     if versions == nil then
-        return fail("not ready: no shared dict xds-config-version (apisix.config_center: xds missing?)")
+        return fail("not ready: no shared dict xds-config-version (declare it in nginx_config.http.custom_lua_shared_dict)")
     end
     if versions:get("version") == nil then
         return fail("not ready: amesh has not written a configuration yet")
