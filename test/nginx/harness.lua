@@ -97,7 +97,9 @@ end
 -- second load by APISIX would. Another worker asks the loader through the harness
 -- dict and waits for it.
 function _M.reinit(lib_path)
-    if libxds then
+    -- A worker of the previous generation (nginx reload) still answers requests on its
+    -- keepalive connections; it must not become the loader just before it exits.
+    if libxds and not ngx.worker.exiting() then
         load(lib_path)
         ngx.say("ok")
         return
