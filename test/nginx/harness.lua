@@ -75,8 +75,20 @@ end
 
 local reinit_requested
 
+-- The loader's generation. After an nginx reload the master waits about 100 ms before
+-- it tells the old workers to quit; in that window the old worker 0 still runs its
+-- timers and must not take a reinit request, or the recorded loader would be a
+-- process that is about to exit.
+local generation
+
+local function current()
+    return generation ~= nil and generation == state:get("generation")
+        and not ngx.worker.exiting()
+end
+
 function _M.init_worker(lib_path, poll, reader, view)
     if ngx.worker.id() == 0 then
+        generation = state:incr("generation", 1, 0)
         load(lib_path)
         ngx.timer.every(0.01, reinit_requested, lib_path)
     end
@@ -99,7 +111,7 @@ end
 function _M.reinit(lib_path)
     -- A worker of the previous generation (nginx reload) still answers requests on its
     -- keepalive connections; it must not become the loader just before it exits.
-    if libxds and not ngx.worker.exiting() then
+    if libxds and current() then
         load(lib_path)
         ngx.say("ok")
         return
@@ -118,7 +130,7 @@ function _M.reinit(lib_path)
 end
 
 reinit_requested = function(premature, lib_path)
-    if not premature and state:get("reinit") then
+    if not premature and current() and state:get("reinit") then
         state:delete("reinit")
         load(lib_path)
     end

@@ -260,6 +260,7 @@ func TestProviderRandomized(t *testing.T) {
 		seq++
 		op := ops[rng.IntN(len(ops))]
 		counts[op]++
+		t.Logf("step %d: %s", step, op)
 		switch op {
 		case "endpoint":
 			res[resource.EndpointType] = moveEndpoint(res[resource.EndpointType], rng.IntN(len(res[resource.EndpointType])), seq)
