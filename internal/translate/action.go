@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/translate/plugins"
 	"github.com/amesh-dev/amesh/internal/translate/upstream"
 )
 
@@ -49,11 +50,11 @@ type trafficSplit struct {
 }
 
 func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
-	in := pluginInput{RouteConfig: b.st.hdr, VirtualHost: b.vh, Route: r, MirrorTarget: b.mirrorTarget, Resource: res}
+	in := plugins.Input{RouteConfig: b.st.hdr, VirtualHost: b.vh, Route: r, MirrorTarget: b.mirrorTarget, Resource: res}
 	if cf := b.st.ctx.filters; cf != nil {
 		in.HTTPFilters = cf.plugins
 	}
-	out := forRoute(in)
+	out := plugins.ForRoute(in)
 	for _, e := range out.Report {
 		if e.Kind == "" {
 			e.Kind = "route"
@@ -131,9 +132,9 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 		case !info.exists:
 			b.report("route", res, "route.cluster", report.Invalid, "cluster "+cluster+" does not exist; the route answers 503 like Envoy")
 			return cluster, info, &failure{status: 503, reason: "cluster " + cluster + " not found"}
-		case info.special == specialBlackHole:
+		case info.special == upstream.BlackHole:
 			return cluster, info, &failure{status: 503, reason: "no healthy upstream"}
-		case info.special != specialNone:
+		case info.special != upstream.None:
 			b.report("route", res, "route.cluster", report.Unsupported, "passthrough cluster "+cluster+
 				" (original destination) is not supported by APISIX; the route fails closed (502)")
 			return cluster, info, &failure{status: 502, reason: "passthrough to the original destination is not supported"}
@@ -143,8 +144,8 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 	// variantOf returns the route's settings for an upstream of a cluster. Only
 	// settings that differ from the base upstream (no retries, no timeouts) make a
 	// variant, so that routes which behave alike share one.
-	variantOf := func(info clusterInfo) variant {
-		var v variant
+	variantOf := func(info clusterInfo) upstream.Variant {
+		var v upstream.Variant
 		if retries > 0 {
 			n := retries
 			v.Retries = &n
@@ -238,11 +239,11 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 // The route fails closed when the groups are still too many, or a cluster cannot be
 // served.
 func (b *vhostBuilder) mergeSplit(ws []tsUpstream, res string, retries int,
-	resolve func(string) (string, clusterInfo, *failure), variantOf func(clusterInfo) variant) ([]tsUpstream, *failure) {
+	resolve func(string) (string, clusterInfo, *failure), variantOf func(clusterInfo) upstream.Variant) ([]tsUpstream, *failure) {
 	type group struct {
 		names   []string
 		weights []uint32
-		v       variant
+		v       upstream.Variant
 	}
 	var groups []*group
 	byKey := map[string]*group{}
@@ -331,10 +332,10 @@ func (b *vhostBuilder) mirrorTarget(cluster string) (string, bool) {
 	cluster, _ = b.t.clusterRef(cluster)
 	b.refs.mirror = append(b.refs.mirror, cluster)
 	cs := b.t.clusters[cluster]
-	if cs == nil || cs.info.special != specialNone {
+	if cs == nil || cs.info.special != upstream.None {
 		return "", false
 	}
-	u, _ := buildUpstream(cluster, cs.src.Shape(), cs.cla)
+	u, _ := upstream.Build(cluster, cs.src.Shape(), cs.cla)
 	if len(u.Nodes) == 0 {
 		return "", false
 	}

@@ -117,10 +117,10 @@ func (t *Translator) buildUpstream(enc *encoder, j *upJob) {
 		j.ids = t.idsOf(j.name)
 	}
 	if len(j.ids) == 0 {
-		j.rep = clusterReport(j.name, cs.src.Shape(), cs.cla)
+		j.rep = upstream.Report(j.name, cs.src.Shape(), cs.cla)
 		return
 	}
-	base, rep := buildUnnamed(j.name, cs.src.Shape(), cs.cla) // ApplyAs names each variant
+	base, rep := upstream.BuildUnnamed(j.name, cs.src.Shape(), cs.cla) // ApplyAs names each variant
 	j.rep = rep
 	j.out = make([]upOut, len(j.ids))
 	for k, id := range j.ids {
@@ -160,7 +160,7 @@ type vhostRec struct {
 type acquired struct {
 	cluster string
 	split   *upstream.Split // instead of cluster, for a merged weighted split
-	v       variant
+	v       upstream.Variant
 	id      string
 }
 

@@ -91,7 +91,7 @@ type Translator struct {
 	// sharedReports: findings shared by clusters (see shareReport).
 	sharedReports map[reportSig][]report.Entry
 	// variants: the variants upRefs share (see internVariant).
-	variants map[string]*variant // by Variant.Key
+	variants map[string]*upstream.Variant // by Variant.Key
 
 	sc scratch // buffers of this goroutine (see parallel)
 
@@ -210,7 +210,7 @@ func edsName(src *resource.Cluster) string {
 // clusterInfo is what routes need to know about a cluster.
 type clusterInfo struct {
 	exists  bool
-	special specialKind
+	special upstream.SpecialKind
 	hashLB  bool
 }
 
@@ -219,7 +219,7 @@ type clusterInfo struct {
 type upRef struct {
 	key     string // apisix.Key(apisix.KindUpstreams, id)
 	cluster string
-	v       *variant // shared (see internVariant): not to be modified
+	v       *upstream.Variant // shared (see internVariant): not to be modified
 	n       int
 	// split, for the upstream of clusters merged by a weighted split (cluster is
 	// then ""), lists them; its id is in each of their clusterState.ups, so that a
@@ -481,8 +481,8 @@ func (t *Translator) changeSet() (apisix.ChangeSet, map[string]uint64) {
 }
 
 // acquire references upstream (cluster, v) and returns its id.
-func (t *Translator) acquire(cluster string, v variant) string {
-	return t.acquireID(cluster, v, variantID(cluster, v))
+func (t *Translator) acquire(cluster string, v upstream.Variant) string {
+	return t.acquireID(cluster, v, upstream.VariantID(cluster, v))
 }
 
 // acquireID is acquire with the id already computed. It returns the id string the
@@ -491,7 +491,7 @@ func (t *Translator) acquire(cluster string, v variant) string {
 // anew (a string per route otherwise, ~1 MiB at 10,000 services). That string is the
 // end of the upstream's object key, so the key (which the output needs anyway) and
 // the id cost one allocation.
-func (t *Translator) acquireID(cluster string, v variant, id string) string {
+func (t *Translator) acquireID(cluster string, v upstream.Variant, id string) string {
 	return t.acquireRef(acquired{cluster: cluster, v: v, id: id})
 }
 
@@ -640,7 +640,7 @@ func (t *Translator) syncCluster(name string) {
 	if cs.name = name; src.Name == name {
 		cs.name = src.Name
 	}
-	cs.info = clusterInfo{exists: true, special: special(name, c), hashLB: isHashLB(c)}
+	cs.info = clusterInfo{exists: true, special: upstream.Special(name, c), hashLB: isHashLB(c)}
 	t.rebuilds[name] = true
 	t.markDeps(name, old, cs.info)
 	if contentChanged {
@@ -797,11 +797,11 @@ func (t *Translator) addStream(ls *listenerState, s streamOut) {
 	case !info.exists:
 		rep(report.Invalid, "cluster "+s.cluster+" does not exist; no stream route is emitted (Envoy closes such connections)")
 		return
-	case info.special != specialNone:
+	case info.special != upstream.None:
 		rep(report.Unsupported, "TCP to special cluster "+s.cluster+" is not translated; no stream route is emitted")
 		return
 	}
-	id := t.acquire(s.cluster, variant{})
+	id := t.acquire(s.cluster, upstream.Variant{})
 	ls.ups = append(ls.ups, id)
 	r := s.route
 	r.UpstreamID = id

@@ -1,5 +1,7 @@
 package translate
 
+import "github.com/amesh-dev/amesh/internal/translate/upstream"
+
 // An upstream reference keeps the variant it was asked for, to build the upstream.
 // Variants are few and shared by many upstreams (Istio gives every route the same
 // retry policy), while a variant held by value is most of an upRef: references keep a
@@ -12,7 +14,7 @@ const maxVariants = 1024
 // internVariant returns a shared copy of v, which nothing may modify. Variants are
 // told apart by their Key, which also names their upstream (VariantID): a variant
 // with the same key would build the same upstream.
-func (t *Translator) internVariant(v variant) *variant {
+func (t *Translator) internVariant(v upstream.Variant) *upstream.Variant {
 	var kb [128]byte
 	k := v.AppendKey(kb[:0])
 	if p := t.variants[string(k)]; p != nil {
@@ -21,7 +23,7 @@ func (t *Translator) internVariant(v variant) *variant {
 	p := &v
 	if len(t.variants) < maxVariants {
 		if t.variants == nil {
-			t.variants = map[string]*variant{}
+			t.variants = map[string]*upstream.Variant{}
 		}
 		t.variants[string(k)] = p
 	}

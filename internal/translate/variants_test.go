@@ -1,19 +1,23 @@
 package translate
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/amesh-dev/amesh/internal/translate/upstream"
+)
 
 func TestInternVariant(t *testing.T) {
 	tr := New(Options{})
 	two, alsoTwo, three := 2, 2, 3
 	rt, rd := 15.0, 15.0
-	a := tr.internVariant(variant{Retries: &two, RetryTimeout: &rt})
-	b := tr.internVariant(variant{Retries: &alsoTwo, RetryTimeout: &rt})
+	a := tr.internVariant(upstream.Variant{Retries: &two, RetryTimeout: &rt})
+	b := tr.internVariant(upstream.Variant{Retries: &alsoTwo, RetryTimeout: &rt})
 	if a != b || *a.Retries != 2 || *a.RetryTimeout != 15 {
 		t.Fatalf("equal variants are not shared: %p %p", a, b)
 	}
 	// Variants that differ in any setting, or only in which setting holds a value,
 	// are distinct.
-	for _, v := range []variant{
+	for _, v := range []upstream.Variant{
 		{Retries: &three, RetryTimeout: &rt},
 		{Retries: &two},
 		{Retries: &two, ReadTimeout: &rd},
@@ -26,10 +30,10 @@ func TestInternVariant(t *testing.T) {
 	}
 	for i := range maxVariants {
 		n := 100 + i
-		tr.internVariant(variant{Retries: &n})
+		tr.internVariant(upstream.Variant{Retries: &n})
 	}
 	n := -1
-	p, q := tr.internVariant(variant{Retries: &n}), tr.internVariant(variant{Retries: &n})
+	p, q := tr.internVariant(upstream.Variant{Retries: &n}), tr.internVariant(upstream.Variant{Retries: &n})
 	if p == q || *p.Retries != -1 || len(tr.variants) != maxVariants {
 		t.Fatalf("beyond the table's bound: shared %v, %d variants", p == q, len(tr.variants))
 	}

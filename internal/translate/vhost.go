@@ -249,12 +249,12 @@ type refLists struct {
 // acquire references the upstream of (cluster, v) once per virtual host and returns
 // its id: the routes of a virtual host mostly share one upstream, and one reference
 // keeps it alive as well as one per route would.
-func (b *vhostBuilder) acquire(cluster string, v variant) string {
-	return b.reference(acquired{cluster: cluster, v: v, id: variantID(cluster, v)})
+func (b *vhostBuilder) acquire(cluster string, v upstream.Variant) string {
+	return b.reference(acquired{cluster: cluster, v: v, id: upstream.VariantID(cluster, v)})
 }
 
 // acquireSplit is acquire for the upstream of a merged weighted split.
-func (b *vhostBuilder) acquireSplit(s *upstream.Split, v variant) string {
+func (b *vhostBuilder) acquireSplit(s *upstream.Split, v upstream.Variant) string {
 	return b.reference(acquired{split: s, v: v, id: upstream.SplitID(s, v)})
 }
 
