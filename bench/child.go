@@ -234,7 +234,8 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 	switch mode {
 	case "amesh":
 		cnt.track = true
-		ag = agent.New(timedSource{c, cnt}, translate.New(translate.Options{}), cnt, agent.Options{Window: window,
+		newTr := func() agent.Translator { return translate.New(translate.Options{}) }
+		ag = agent.New(timedSource{c, cnt}, newTr, cnt, agent.Options{Window: window,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		go func() {
 			if err := ag.Run(ctx); err != nil && ctx.Err() == nil {

@@ -19,10 +19,10 @@ type Source interface {
 }
 
 // Translator is what the pipeline needs of translate.Translator. Its change sets,
-// applied in order, give its complete output; after a Translate that panicked, the
-// next call's changes start from the output of the last call that returned. Its
+// applied in order, give its complete output, the first one all of it. Its
 // Result.Prior must be exact (translate.Result.CheckPrior): the pipeline skips a
-// batched change whose value equals the prior one.
+// batched change whose value equals the prior one. A Translator whose Translate
+// panicked is not called again: the pipeline builds a new one.
 type Translator interface {
 	Translate(*resource.Snapshot) translate.Result
 }

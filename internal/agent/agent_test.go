@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -170,8 +172,9 @@ func TestTranslatorPanicKeepsLastGoodState(t *testing.T) {
 		t.Fatalf("stats after translator panic = %+v", s)
 	}
 
-	// The next good snapshot's changes start from the translator's last returned
-	// output, not from what the panic left half-updated.
+	// The translator is replaced: the next good snapshot's batch is what turns the
+	// sink's state into the new translator's output, without what the panic left
+	// half-updated.
 	h.batch(t, map[string]string{"/routes/a": "1", "/routes/c": "1"})
 	got := h.sink.next(t)
 	if diff := cmp.Diff(map[string]string{"/routes/c": "1"}, got.puts); diff != "" {
@@ -179,6 +182,31 @@ func TestTranslatorPanicKeepsLastGoodState(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"/routes/b"}, got.deletes); diff != "" {
 		t.Errorf("deletes (-want +got):\n%s", diff)
+	}
+	if h.tr.built != 2 {
+		t.Errorf("%d translators built, want 2 (one replaced after the panic)", h.tr.built)
+	}
+}
+
+// Against a sink that cannot read its values back, the batch after a replaced
+// translator writes every key of the new output again and deletes what the sink
+// holds beyond it; with the values' digests, it writes only what differs.
+func TestBatchReplace(t *testing.T) {
+	out := map[string][]byte{"/routes/a": []byte("1"), "/routes/c": []byte("1")}
+	held := map[string]uint64{"/routes/a": apisix.Hash([]byte("1")), "/routes/b": apisix.Hash([]byte("1"))}
+	for _, c := range []struct {
+		known bool
+		puts  []string
+	}{{true, []string{"/routes/c"}}, {false, []string{"/routes/a", "/routes/c"}}} {
+		b := batch{resync: true}
+		b.replace(out, held, c.known)
+		cs, kinds := b.changes()
+		if b.resync || !cmp.Equal(slices.Sorted(maps.Keys(cs.Put)), c.puts) || !cmp.Equal(cs.Delete, []string{"/routes/b"}) {
+			t.Errorf("known %v: puts %v, deletes %v; want puts %v, deletes [/routes/b]", c.known, slices.Sorted(maps.Keys(cs.Put)), cs.Delete, c.puts)
+		}
+		if kinds[apisix.KindRoutes] != 0 {
+			t.Errorf("known %v: routes count changes by %d, want 0 (one added, one deleted)", c.known, kinds[apisix.KindRoutes])
+		}
 	}
 }
 
@@ -274,7 +302,7 @@ func stringMap(m map[string][]byte) map[string]string {
 
 // A sink that cannot read back its objects still lets Objects list the applied keys.
 func TestObjectsWithoutReaderListsKeys(t *testing.T) {
-	a := New(newFakeSource(), newFakeTranslator(), plainSink{}, Options{})
+	a := New(newFakeSource(), newFakeScript().newTranslator, plainSink{}, Options{})
 	a.commit(apisix.ChangeSet{Put: map[string][]byte{"/routes/a": []byte("1")}}, map[apisix.Kind]int{apisix.KindRoutes: 1}, 1, 0)
 	got := a.Objects()
 	if v, ok := got["/routes/a"]; len(got) != 1 || !ok || v != nil {

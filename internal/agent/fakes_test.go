@@ -66,68 +66,86 @@ func (s *fakeSource) settle(t *testing.T) {
 // push hands the next snapshot (numbered in order) to the pipeline.
 func (s *fakeSource) push(t *testing.T) uint64 {
 	t.Helper()
-	s.settle(t)
-	s.held = false
 	s.seq++
-	select {
-	case s.ch <- &resource.Snapshot{Seq: s.seq}:
-	case <-time.After(long):
-		t.Fatal("source: snapshot not taken")
-	}
+	s.pushSnap(t, &resource.Snapshot{Seq: s.seq})
 	return s.seq
 }
 
+// pushSnap hands snap to the pipeline.
+func (s *fakeSource) pushSnap(t *testing.T, snap *resource.Snapshot) {
+	t.Helper()
+	s.settle(t)
+	s.held = false
+	select {
+	case s.ch <- snap:
+	case <-time.After(long):
+		t.Fatal("source: snapshot not taken")
+	}
+}
+
 // fakeTranslator returns, for snapshot n, the objects the test set for n, as a diff
-// against the previous output. touch lists keys reported as changed although their
-// value is the same (istiod resends identical resources). Like translate.Translator,
-// after a panic it reports the changes from the output it last returned.
+// against its previous output. A fakeScript, shared by every fakeTranslator of a
+// test (the agent builds a new one after a panic), says what each snapshot gives.
 type fakeTranslator struct {
-	mu       sync.Mutex
-	states   map[uint64]map[string][]byte
-	touch    map[uint64][]string
-	panics   map[uint64]bool
-	objects  map[string][]byte
-	returned map[string][]byte // the output of the last call that returned
-	delay    time.Duration     // how long each translation takes
+	s       *fakeScript
+	objects map[string][]byte
 }
 
-func newFakeTranslator() *fakeTranslator {
-	return &fakeTranslator{states: map[uint64]map[string][]byte{}, touch: map[uint64][]string{},
-		panics: map[uint64]bool{}, objects: map[string][]byte{}, returned: map[string][]byte{}}
+// fakeScript: touch lists keys reported as changed although their value is the same
+// (istiod resends identical resources); panics, the snapshots whose translation
+// panics.
+type fakeScript struct {
+	mu     sync.Mutex
+	states map[uint64]map[string][]byte
+	touch  map[uint64][]string
+	panics map[uint64]bool
+	delay  time.Duration // how long each translation takes
+	built  int           // translators made
 }
 
-func (f *fakeTranslator) set(seq uint64, objs map[string]string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+func newFakeScript() *fakeScript {
+	return &fakeScript{states: map[uint64]map[string][]byte{}, touch: map[uint64][]string{}, panics: map[uint64]bool{}}
+}
+
+// newTranslator is the agent's factory of translators.
+func (s *fakeScript) newTranslator() Translator {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.built++
+	return &fakeTranslator{s: s, objects: map[string][]byte{}}
+}
+
+func (s *fakeScript) set(seq uint64, objs map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	m := map[string][]byte{}
 	for k, v := range objs {
 		m[k] = []byte(v)
 	}
-	f.states[seq] = m
+	s.states[seq] = m
 }
 
-func (f *fakeTranslator) Translate(s *resource.Snapshot) translate.Result {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	time.Sleep(f.delay) // a translation that takes time (zero: none)
-	if f.panics[s.Seq] {
+func (f *fakeTranslator) Translate(snap *resource.Snapshot) translate.Result {
+	s := f.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	time.Sleep(s.delay) // a translation that takes time (zero: none)
+	if s.panics[snap.Seq] {
 		// Leave the output half-updated, as a real panic might.
 		f.objects["/routes/garbage"] = []byte(`{"half":true}`)
-		panic(fmt.Sprintf("translator bug at %d", s.Seq))
+		panic(fmt.Sprintf("translator bug at %d", snap.Seq))
 	}
-	f.objects = f.returned // undo what a panic left half-updated
-	next, ok := f.states[s.Seq]
+	next, ok := s.states[snap.Seq]
 	if !ok {
 		next = f.objects // unchanged
 	}
 	cs := apisix.Diff(f.objects, next)
-	for _, k := range f.touch[s.Seq] {
+	for _, k := range s.touch[snap.Seq] {
 		cs.Put[k] = next[k]
 	}
 	prior := translate.PriorOf(f.objects, cs)
 	f.objects = maps.Clone(next)
-	f.returned = next
-	return translate.Result{Changes: cs, Prior: prior, Report: []report.Entry{{Kind: "listener", Resource: fmt.Sprint(s.Seq)}}}
+	return translate.Result{Changes: cs, Prior: prior, Report: []report.Entry{{Kind: "listener", Resource: fmt.Sprint(snap.Seq)}}}
 }
 
 // applied is one Apply call as the fake sink saw it.
@@ -233,7 +251,7 @@ func (c *fakeClock) timer(t *testing.T) fakeTimer {
 // harness runs an Agent with fakes.
 type harness struct {
 	src   *fakeSource
-	tr    *fakeTranslator
+	tr    *fakeScript
 	sink  *fakeSink
 	clock *fakeClock
 	agent *Agent
@@ -243,9 +261,18 @@ type harness struct {
 
 func start(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{src: newFakeSource(), tr: newFakeTranslator(), sink: newFakeSink(),
+	tr := newFakeScript()
+	h := startWith(t, tr.newTranslator)
+	h.tr = tr
+	return h
+}
+
+// startWith runs an Agent with the fakes but for its translators, which newTr makes.
+func startWith(t *testing.T, newTr func() Translator) *harness {
+	t.Helper()
+	h := &harness{src: newFakeSource(), sink: newFakeSink(),
 		clock: &fakeClock{timers: make(chan fakeTimer)}, done: make(chan error, 1)}
-	h.agent = New(h.src, h.tr, h.sink, Options{Window: 50 * time.Millisecond,
+	h.agent = New(h.src, newTr, h.sink, Options{Window: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	h.agent.after = h.clock.after
 	ctx, cancel := context.WithCancel(context.Background())

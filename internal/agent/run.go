@@ -60,11 +60,14 @@ type Versioned interface {
 // time (they are what the status server reads).
 type Agent struct {
 	// Read-only after New.
-	src  Source
-	tr   Translator
-	sink Sink
-	opts Options
-	log  *slog.Logger
+	src   Source
+	newTr func() Translator
+	sink  Sink
+	opts  Options
+	log   *slog.Logger
+
+	// tr is used only by Run's goroutine, which replaces it after a panic.
+	tr Translator
 
 	// after is preciseAfter (time.After without the runtime's millisecond rounding);
 	// tests replace it to control the window and backoff timers.
@@ -81,12 +84,13 @@ type Agent struct {
 	report []report.Entry
 }
 
-// New returns an Agent that reads src, translates with tr and writes to sink. tr is
-// used only by Run's goroutine.
-func New(src Source, tr Translator, sink Sink, opts Options) *Agent {
+// New returns an Agent that reads src, translates with a Translator from newTr and
+// writes to sink. newTr is called once here and again after each translation that
+// panicked, only by Run's goroutine.
+func New(src Source, newTr func() Translator, sink Sink, opts Options) *Agent {
 	opts = opts.withDefaults()
 	a := &Agent{
-		src: src, tr: tr, sink: sink, opts: opts, log: opts.Logger,
+		src: src, newTr: newTr, tr: newTr(), sink: sink, opts: opts, log: opts.Logger,
 		after: preciseAfter,
 		ready: make(chan struct{}),
 		stats: Stats{ObjectsByKind: map[string]int{}, PushToWrite: newLatency()},
@@ -97,9 +101,9 @@ func New(src Source, tr Translator, sink Sink, opts Options) *Agent {
 	return a
 }
 
-// Run is New(src, tr, sink, opts).Run(ctx), for callers that need no observability.
-func Run(ctx context.Context, src Source, tr Translator, sink Sink, opts Options) error {
-	return New(src, tr, sink, opts).Run(ctx)
+// Run is New(src, newTr, sink, opts).Run(ctx), for callers that need no observability.
+func Run(ctx context.Context, src Source, newTr func() Translator, sink Sink, opts Options) error {
+	return New(src, newTr, sink, opts).Run(ctx)
 }
 
 // received is a snapshot and the time the Source handed it over (the start of its
@@ -223,22 +227,50 @@ func (a *Agent) next(ctx context.Context) (snap *resource.Snapshot, err error) {
 func (a *Agent) absorb(b *batch, r received) {
 	res, err := a.translate(r.snap)
 	if err != nil {
-		// The translator's state is suspect until it translates a snapshot
-		// successfully again; until then nothing is written and APISIX keeps the
+		// A translation that panicked may have stopped half-way: the translator's
+		// state no longer matches the changes it handed out. It is replaced; until the
+		// new one has translated a snapshot nothing is written and APISIX keeps the
 		// last good state.
 		a.recordError(err)
-		b.broken = true
+		a.tr = a.newTr()
+		b.resync = true
 		return
 	}
-	b.broken = false
 	if b.since.IsZero() {
 		b.since = r.at
 	}
 	b.seq = r.snap.Seq
-	b.addDirty(res.Changes, res.Prior)
+	if b.resync {
+		// The new translator's first output is complete: compare it with what the
+		// sink holds instead of with a previous output.
+		held, known := a.held()
+		b.replace(res.Changes.Put, held, known)
+	} else {
+		b.addDirty(res.Changes, res.Prior)
+	}
 	a.mu.Lock()
 	a.report = res.Report
 	a.mu.Unlock()
+}
+
+// held returns the keys the sink holds with the digest (apisix.Hash) of each value;
+// known is false when the sink cannot read its values back (the digests are then 0).
+func (a *Agent) held() (digests map[string]uint64, known bool) {
+	if r, ok := a.sink.(Reader); ok {
+		objs := r.Objects()
+		digests = make(map[string]uint64, len(objs))
+		for k, v := range objs {
+			digests[k] = apisix.Hash(v)
+		}
+		return digests, true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	digests = make(map[string]uint64, len(a.keys))
+	for k := range a.keys {
+		digests[k] = 0
+	}
+	return digests, false
 }
 
 func (a *Agent) translate(snap *resource.Snapshot) (res translateResult, err error) {
@@ -261,7 +293,7 @@ type translateResult struct {
 // there is nothing to write or the write succeeded (b is then reset), and the
 // Apply error otherwise (b is kept for the retry).
 func (a *Agent) flush(ctx context.Context, b *batch) error {
-	if b.broken {
+	if b.resync {
 		return nil // nothing trustworthy to write; wait for the next snapshot
 	}
 	first := !a.Ready()

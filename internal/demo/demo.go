@@ -131,7 +131,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	sink := &notifySink{Sink: fsink, applied: make(chan struct{}, 1)}
-	ag := agent.New(cl, translate.New(translate.Options{}), sink, agent.Options{Logger: opts.Logger})
+	newTr := func() agent.Translator { return translate.New(translate.Options{}) }
+	ag := agent.New(cl, newTr, sink, agent.Options{Logger: opts.Logger})
 
 	runCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup

@@ -61,9 +61,11 @@ func New(cfg config.Config, sink agent.Sink, opts Options) (*Sidecar, error) {
 		return nil, err
 	}
 	var (
-		src agent.Source     = cl
-		tr  agent.Translator = translate.New(translate.Options{OriginalDstVar: cfg.OriginalDstVar})
-		ps  *pluginsync.Client
+		src   agent.Source = cl
+		newTr              = func() agent.Translator {
+			return translate.New(translate.Options{OriginalDstVar: cfg.OriginalDstVar})
+		}
+		ps *pluginsync.Client
 	)
 	if cfg.Controller.Address != "" {
 		if ps, err = newPluginSync(cfg, log, opts); err != nil {
@@ -72,9 +74,12 @@ func New(cfg config.Config, sink agent.Sink, opts Options) (*Sidecar, error) {
 		// The overlay re-runs the pipeline when the controller's set changes and merges
 		// it into the routes; without a set it passes the translation through.
 		src = overlay.NewSource(cl, ps)
-		tr = overlay.NewTranslator(tr, ps, overlay.Options{PortVar: cfg.OriginalDstVar})
+		newXDS := newTr
+		newTr = func() agent.Translator {
+			return overlay.NewTranslator(newXDS(), ps, overlay.Options{PortVar: cfg.OriginalDstVar})
+		}
 	}
-	ag := agent.New(src, tr, sink, agent.Options{Window: cfg.Window, Logger: log.With("component", "agent")})
+	ag := agent.New(src, newTr, sink, agent.Options{Window: cfg.Window, Logger: log.With("component", "agent")})
 	s := &Sidecar{cfg: cfg, log: log, xds: cl, plugins: ps, agent: ag,
 		sources: status.ForPipeline(opts.Version, cl, ag)}
 	if ps != nil {

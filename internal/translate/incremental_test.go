@@ -155,47 +155,6 @@ func resendWithOneChangedVhost(t *testing.T) {
 	}
 }
 
-// After a Translate that panicked half-way, the next one returns the changes from the
-// output of the last call that returned, so a caller applying change sets stays exact.
-func TestRecoversFromPanicMidTranslation(t *testing.T) {
-	m := meshgen.Generate(meshgen.Options{Services: 20})
-	tr := newTracked(Options{})
-	tr.Translate(m.Snapshot())
-	applied := applyChanges(nil, apisix.ChangeSet{Put: tr.Objects()})
-
-	// A route change whose translation panics after the route configurations were
-	// translated (their objects already updated inside the translator).
-	snap := m.ResendRouteConfigs()
-	editRC(t, snap, "9080", func(rc *routev3.RouteConfiguration) {
-		rc.GetVirtualHosts()[3].GetRoutes()[1].GetMatch().PathSpecifier = &routev3.RouteMatch_Path{Path: "/changed"}
-	})
-	func() {
-		testHookAfterRouteConfigs = func() { panic("injected") }
-		defer func() {
-			testHookAfterRouteConfigs = nil
-			if recover() == nil {
-				t.Fatal("the injected panic did not happen")
-			}
-		}()
-		tr.Translator.Translate(snap)
-	}()
-
-	r := tr.Translator.Translate(m.ChangeEndpoint(3))
-	if len(r.Changes.Put) == 0 {
-		t.Fatal("the change lost in the panic is not in the next change set")
-	}
-	if err := r.CheckPrior(applied); err != nil {
-		t.Fatalf("after a panic: %v", err)
-	}
-	applied = applyChanges(applied, r.Changes)
-	if want := fullFrom(t, m); !sameObjects(want, applied) {
-		t.Fatal("after a panic, the applied change sets differ from a full translation")
-	}
-	if r := tr.Translator.Translate(m.Resend()); !r.Changes.Empty() {
-		t.Fatalf("unchanged resend after recovery: %d puts, %d deletes", len(r.Changes.Put), len(r.Changes.Delete))
-	}
-}
-
 // A cluster no route uses gets no nodes built (only its report); when a route starts
 // using it, its upstream is built in full: the output and report equal a full
 // translation's.
@@ -250,26 +209,5 @@ func TestIncrementalRouteStartsUsingCluster(t *testing.T) {
 	}
 	if fmt.Sprint(fr.Report) != fmt.Sprint(r.Report) {
 		t.Fatalf("report differs from a full translation:\n%v\n%v", r.Report, fr.Report)
-	}
-}
-
-// A first translation that panics has handed out nothing: the next call's change set
-// is the complete output.
-func TestRecoversFromPanicInFirstTranslation(t *testing.T) {
-	m := meshgen.Generate(meshgen.Options{Services: 5})
-	tr := New(Options{})
-	func() {
-		testHookAfterRouteConfigs = func() { panic("injected") }
-		defer func() {
-			testHookAfterRouteConfigs = nil
-			if recover() == nil {
-				t.Fatal("the injected panic did not happen")
-			}
-		}()
-		tr.Translate(m.Snapshot())
-	}()
-	r := tr.Translate(m.Resend())
-	if len(r.Changes.Delete) != 0 || !sameObjects(applyChanges(nil, r.Changes), fullFrom(t, m)) {
-		t.Fatal("after a panicked first translation, the next change set is not the complete output")
 	}
 }

@@ -77,7 +77,8 @@ func startAmesh(t *testing.T, environ []string) *amesh {
 	t.Helper()
 	sc := startSidecar(t, environ)
 	a := &amesh{sc: sc, sink: newMemSink()}
-	a.ag = agent.New(sc.c, translate.New(translate.Options{}), a.sink, agent.Options{Logger: testLogger(t)})
+	newTr := func() agent.Translator { return translate.New(translate.Options{}) }
+	a.ag = agent.New(sc.c, newTr, a.sink, agent.Options{Logger: testLogger(t)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.ag.Run(ctx) }()

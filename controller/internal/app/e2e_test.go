@@ -66,14 +66,14 @@ func startSidecar(t *testing.T, controllerAddr string, pod *corev1.Pod, token st
 	}
 	src := onceSource{snap: make(chan *resource.Snapshot, 1)}
 	src.snap <- meshgen.Generate(meshgen.Options{Services: 2}).Snapshot()
-	var (
-		s  agent.Source     = overlay.NewSource(src, client)
-		tr agent.Translator = overlay.NewTranslator(translate.New(translate.Options{}), client, overlay.Options{})
-	)
+	s := overlay.NewSource(src, client)
+	newTr := func() agent.Translator {
+		return overlay.NewTranslator(translate.New(translate.Options{}), client, overlay.Options{})
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { _ = client.Run(ctx); done <- struct{}{} }()
-	go func() { _ = agent.Run(ctx, s, tr, sink, agent.Options{Logger: log}); done <- struct{}{} }()
+	go func() { _ = agent.Run(ctx, s, newTr, sink, agent.Options{Logger: log}); done <- struct{}{} }()
 	t.Cleanup(func() { cancel(); <-done; <-done })
 	return &sidecar{path: sink.Path(), client: client}
 }
