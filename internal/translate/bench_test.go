@@ -16,6 +16,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/meshgen"
+	"github.com/amesh-dev/amesh/internal/translate/store"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
@@ -187,10 +188,10 @@ func decodedObjects(b testing.TB, objs map[string][]byte) []keyed {
 // scale benchmark's floor produces too (bench/floor.go).
 func floor(b testing.TB, w *wire, objs []keyed) map[string][]byte {
 	w.decode(b)
-	var e encoder
+	var e store.Encoder
 	out := make(map[string][]byte, len(objs))
 	for _, o := range objs {
-		j, err := e.encode(o.v)
+		j, err := e.Encode(o.v)
 		if err != nil {
 			b.Fatal(err)
 		}

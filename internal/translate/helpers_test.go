@@ -96,11 +96,11 @@ func (tt *tracked) Translate(snap *resource.Snapshot) Result {
 // Objects returns the output the change sets add up to, after checking that the
 // translator's digests describe exactly that output.
 func (tt *tracked) Objects() map[string][]byte {
-	if len(tt.objs) != len(tt.Translator.objects) {
-		panic(fmt.Sprintf("change sets hold %d objects, the translator %d", len(tt.objs), len(tt.Translator.objects)))
+	if len(tt.objs) != tt.Translator.Len() {
+		panic(fmt.Sprintf("change sets hold %d objects, the translator %d", len(tt.objs), tt.Translator.Len()))
 	}
 	for k, v := range tt.objs {
-		if h, ok := tt.Translator.objects[k]; !ok || h != apisix.Hash(v) {
+		if h, ok := tt.out.Digest(k); !ok || h != apisix.Hash(v) {
 			panic("the translator's digest of " + k + " does not match its change sets")
 		}
 	}

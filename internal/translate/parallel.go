@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"bytes"
 	"fmt"
 	"runtime"
 	"sync"
@@ -9,8 +8,8 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
-	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/translate/store"
 	"github.com/amesh-dev/amesh/internal/translate/upstream"
 )
 
@@ -36,14 +35,7 @@ type upJob struct {
 	ids     []string // the upstream ids routes reference; none: only the report
 
 	rep []report.Entry
-	out []upOut // per id
-}
-
-// upOut is one encoded object.
-type upOut struct {
-	key  string
-	hash uint64
-	json []byte // an owned copy; nil when the digest is unchanged
+	out []store.Object // per id
 }
 
 // buildUpstreams fills rep and out of every job. It only reads translator state
@@ -54,7 +46,7 @@ func (t *Translator) buildUpstreams(jobs []upJob) {
 
 // scratch is the reusable buffers of one goroutine of a translation.
 type scratch struct {
-	enc  encoder
+	enc  store.Encoder
 	refs refLists
 }
 
@@ -111,7 +103,7 @@ func (t *Translator) parallel(n int, build func(sc *scratch, i int)) {
 	}
 }
 
-func (t *Translator) buildUpstream(enc *encoder, j *upJob) {
+func (t *Translator) buildUpstream(enc *store.Encoder, j *upJob) {
 	cs := j.cs
 	if j.rebuild {
 		j.ids = t.idsOf(j.name)
@@ -122,23 +114,12 @@ func (t *Translator) buildUpstream(enc *encoder, j *upJob) {
 	}
 	base, rep := upstream.BuildUnnamed(j.name, cs.src.Shape(), cs.cla) // ApplyAs names each variant
 	j.rep = rep
-	j.out = make([]upOut, len(j.ids))
+	j.out = make([]store.Object, len(j.ids))
 	for k, id := range j.ids {
 		r := t.ups[id]
 		u := r.v.ApplyAs(base, id) // routes name the variant they asked for
-		j.out[k] = t.encodeNew(enc, r.key, u)
+		j.out[k] = t.out.Encode(enc, r.key, u)
 	}
-}
-
-// encodeNew encodes obj and returns its digest, with an owned copy of its JSON unless
-// the digest equals the current one of key. It only reads t.objects.
-func (t *Translator) encodeNew(enc *encoder, key string, obj any) upOut {
-	b := enc.mustEncode(key, obj)
-	o := upOut{key: key, hash: apisix.Hash(b)}
-	if old, ok := t.objects[key]; !ok || old != o.hash {
-		o.json = bytes.Clone(b)
-	}
-	return o
 }
 
 // vhostJob is one new virtual host of a first translation.
@@ -152,9 +133,9 @@ type vhostJob struct {
 
 // vhostRec is what building a virtual host would have done to the translator.
 type vhostRec struct {
-	enc      *encoder
+	enc      *store.Encoder
 	acquires []acquired
-	routes   []upOut
+	routes   []store.Object
 }
 
 type acquired struct {
@@ -189,19 +170,10 @@ func (t *Translator) buildVhosts() {
 			ups[k] = t.acquireRef(a)
 		}
 		for _, r := range j.rec.routes {
-			t.store(r.key, r.hash, r.json)
+			t.out.Put(r)
 		}
 		t.adoptVhost(j.st, j.vh.GetName(), j.vs)
 	}
-}
-
-// mustEncode encodes an object of the model, which only holds JSON-encodable values.
-func (e *encoder) mustEncode(key string, obj any) []byte {
-	b, err := e.encode(obj)
-	if err != nil {
-		panic("translate: encode " + key + ": " + err.Error())
-	}
-	return b
 }
 
 // sortReport sorts a report as report.Sort does; a long one (a first translation of

@@ -19,7 +19,6 @@
 package translate
 
 import (
-	"bytes"
 	"slices"
 	"sort"
 
@@ -29,6 +28,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/translate/store"
 	"github.com/amesh-dev/amesh/internal/translate/upstream"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
@@ -59,8 +59,8 @@ type Result struct {
 // Translator keeps the previous output so that each call only redoes the work the
 // snapshot's Changes require. It is not safe for concurrent use.
 type Translator struct {
-	opts    Options
-	objects map[string]uint64 // key -> apisix.Hash of the object's JSON
+	opts Options
+	out  *store.Store
 
 	started bool
 	seq     uint64
@@ -92,13 +92,6 @@ type Translator struct {
 	sc scratch // buffers of this goroutine (see parallel)
 
 	// per call
-	// fromEmpty: the call started from an empty output (a first translation), so
-	// touched stays empty (every old value is "absent") and pending, which then holds
-	// exactly the current keys, is the change set: two fewer map operations on long
-	// keys per object.
-	fromEmpty      bool
-	touched        map[string]touch
-	pending        map[string][]byte // JSON of keys whose digest changed in this call
 	dirtyVH        map[*vhostState]bool
 	dirtyUp        map[string]bool
 	dirtyListeners map[string]bool
@@ -113,11 +106,6 @@ type Translator struct {
 	// read: the route configurations whose decoded message this call used; released
 	// when it returns (see resource.RouteConfig).
 	read []*resource.RouteConfig
-}
-
-type touch struct {
-	old     uint64
-	existed bool
 }
 
 type listenerState struct {
@@ -237,7 +225,7 @@ func New(opts Options) *Translator {
 	}
 	return &Translator{
 		opts:      opts,
-		objects:   map[string]uint64{},
+		out:       store.New(),
 		listeners: map[string]*listenerState{},
 		ctxs:      map[string]*rcState{},
 		byRDS:     map[string]map[string]bool{},
@@ -249,7 +237,7 @@ func New(opts Options) *Translator {
 }
 
 // Len returns the number of objects in the current output.
-func (t *Translator) Len() int { return len(t.objects) }
+func (t *Translator) Len() int { return t.out.Len() }
 
 // Translate brings the output up to date with snap and returns what changed: the
 // Changes of successive calls, applied in order to an empty map, give the complete
@@ -268,16 +256,11 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 		hintClusters = len(snap.Clusters)
 		t.clusters = make(map[string]*clusterState, hintClusters)
 	}
-	if len(t.objects) == 0 {
-		// A first translation: size the per-call maps that will hold every object up
-		// front (growing maps of tens of thousands of keys was a visible share of its
-		// time). Not t.objects: it is kept, and an estimate too high would cost
-		// retained heap for good (+1.7 MiB at 10,000 services).
+	first := t.out.Len() == 0
+	if first {
 		hint = sizeHint(snap)
 	}
-	t.fromEmpty = len(t.objects) == 0
-	t.touched = map[string]touch{}
-	t.pending = make(map[string][]byte, hint)
+	t.out.Begin(hint)
 	t.dirtyVH = map[*vhostState]bool{}
 	t.dirtyUp = map[string]bool{}
 	t.rebuilds = make(map[string]bool, hintClusters)
@@ -298,7 +281,7 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 		}
 	}
 	keys := sortedKeys(dirtyCtx)
-	t.collect, t.vhostJobs = t.fromEmpty, nil
+	t.collect, t.vhostJobs = first, nil
 	for _, key := range keys {
 		if st := t.ctxs[key]; st != nil {
 			t.syncRC(st)
@@ -323,9 +306,9 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	t.syncUpstreams()
 
 	t.started, t.seq = true, snap.Seq
-	cs, prior := t.changeSet()
+	cs, prior := t.out.Changes()
 	res := Result{Changes: cs, Prior: prior, Report: t.fullReport()}
-	t.snap, t.touched, t.pending, t.dirtyVH, t.dirtyUp, t.rebuilds, t.dirtyListeners = nil, nil, nil, nil, nil, nil, nil
+	t.snap, t.dirtyVH, t.dirtyUp, t.rebuilds, t.dirtyListeners = nil, nil, nil, nil, nil
 	t.vhostJobs = nil
 	// Route configurations no listener uses (yet) are released too: nothing else
 	// would release them.
@@ -360,83 +343,6 @@ func sizeHint(snap *resource.Snapshot) int {
 		n += rc.Routes
 	}
 	return n
-}
-
-// set stores an object's digest, remembering the one before this call.
-//
-// Objects are encoded into one reused buffer; only an object whose digest changed is
-// copied out (at its exact size) for the change set, so an unchanged object costs no
-// allocation, which is what makes small changes and resends cheap.
-func (t *Translator) set(key string, obj any) {
-	b := t.sc.enc.mustEncode(key, obj)
-	h := apisix.Hash(b)
-	if old, ok := t.objects[key]; ok && old == h {
-		b = nil // unchanged: store keeps the digest and needs no copy
-	} else {
-		b = bytes.Clone(b)
-	}
-	t.store(key, h, b)
-}
-
-// store records the digest h of key's new JSON b (an owned copy; nil only when h
-// equals the current digest).
-func (t *Translator) store(key string, h uint64, b []byte) {
-	old, ok := t.objects[key]
-	if !t.fromEmpty {
-		if _, seen := t.touched[key]; !seen {
-			t.touched[key] = touch{old: old, existed: ok}
-		}
-	}
-	if ok && old == h {
-		return
-	}
-	t.objects[key] = h
-	t.pending[key] = b
-}
-
-func (t *Translator) del(key string) {
-	old, ok := t.objects[key]
-	if !ok {
-		return
-	}
-	if t.fromEmpty {
-		delete(t.pending, key) // keep pending == the current keys
-	} else if _, seen := t.touched[key]; !seen {
-		t.touched[key] = touch{old: old, existed: true}
-	}
-	delete(t.objects, key)
-}
-
-// changeSet returns the changes of this call and the prior digests of the keys it
-// changed that existed before (Result.Prior).
-func (t *Translator) changeSet() (apisix.ChangeSet, map[string]uint64) {
-	if t.fromEmpty {
-		return apisix.ChangeSet{Put: t.pending}, nil
-	}
-	cs := apisix.ChangeSet{Put: make(map[string][]byte, len(t.pending))}
-	var prior map[string]uint64
-	for key, tc := range t.touched {
-		cur, ok := t.objects[key]
-		switch {
-		case ok && tc.existed && cur == tc.old:
-			// Changed and changed back, or re-put identically.
-			continue
-		case ok:
-			cs.Put[key] = t.pending[key]
-		case tc.existed:
-			cs.Delete = append(cs.Delete, key)
-		default:
-			continue // added and removed again
-		}
-		if tc.existed {
-			if prior == nil {
-				prior = map[string]uint64{}
-			}
-			prior[key] = tc.old
-		}
-	}
-	sort.Strings(cs.Delete)
-	return cs, prior
 }
 
 // acquire references upstream (cluster, v) and returns its id.
@@ -723,7 +629,7 @@ func (t *Translator) syncListeners(check bool) map[string]bool {
 
 func (t *Translator) dropListener(name string, ls *listenerState) {
 	for _, k := range ls.sr {
-		t.del(k)
+		t.out.Delete(k)
 	}
 	for _, s := range ls.out.streams {
 		if m := t.streamsOf[s.cluster]; m != nil {
@@ -766,7 +672,7 @@ func (t *Translator) addStream(ls *listenerState, s streamOut) {
 	r.UpstreamID = id
 	key := apisix.Key(apisix.KindStreamRoutes, r.ID)
 	ls.sr = append(ls.sr, key)
-	t.set(key, r)
+	t.out.Set(&t.sc.enc, key, r)
 }
 
 func (t *Translator) rdsToCheck(full bool, ch *resource.Changes) map[string]struct{} {
@@ -802,7 +708,7 @@ func (t *Translator) syncUpstreams() {
 				byCluster[r.cluster] = append(byCluster[r.cluster], id)
 			}
 		} else {
-			t.del(apisix.Key(apisix.KindUpstreams, id))
+			t.out.Delete(apisix.Key(apisix.KindUpstreams, id))
 		}
 	}
 	for name := range t.rebuilds {
@@ -825,7 +731,7 @@ func (t *Translator) syncUpstreams() {
 		cs := t.clusters[name]
 		if cs == nil {
 			for _, id := range ids {
-				t.del(apisix.Key(apisix.KindUpstreams, id))
+				t.out.Delete(apisix.Key(apisix.KindUpstreams, id))
 			}
 			continue
 		}
@@ -844,7 +750,7 @@ func (t *Translator) syncUpstreams() {
 			}
 		}
 		for _, o := range j.out {
-			t.store(o.key, o.hash, o.json)
+			t.out.Put(o)
 		}
 	}
 }
@@ -888,7 +794,7 @@ func (t *Translator) buildSplits(ids map[string]bool) {
 			r.rep = rep
 			t.reportDirty = true
 		}
-		t.set(r.key, u)
+		t.out.Set(&t.sc.enc, r.key, u)
 	}
 }
 

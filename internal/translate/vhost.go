@@ -141,7 +141,7 @@ func (t *Translator) dropRC(st *rcState) {
 func (t *Translator) dropVhost(vs *vhostState) {
 	vs.dropped = true
 	for _, k := range vs.keys() {
-		t.del(k)
+		t.out.Delete(k)
 	}
 	for _, id := range vs.ups() {
 		t.release(id)
@@ -555,10 +555,10 @@ func (b *vhostBuilder) emit(r apisix.Route) {
 	key := apisix.Key(apisix.KindRoutes, r.ID)
 	b.refs.keys = append(b.refs.keys, key)
 	if b.rec == nil {
-		b.t.set(key, &r)
+		b.t.out.Set(&b.t.sc.enc, key, &r)
 		return
 	}
-	b.rec.routes = append(b.rec.routes, b.t.encodeNew(b.rec.enc, key, &r))
+	b.rec.routes = append(b.rec.routes, b.t.out.Encode(b.rec.enc, key, &r))
 }
 
 // abortPlugin answers every request with status and body (fault-injection abort at 100%).

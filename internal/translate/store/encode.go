@@ -1,4 +1,4 @@
-package translate
+package store
 
 import (
 	"bytes"
@@ -10,17 +10,17 @@ import (
 	"github.com/amesh-dev/amesh/internal/apisix"
 )
 
-// encoder produces apisix.Encode's canonical JSON (struct fields in order, map keys
-// sorted, no HTML escaping, no trailing newline) into a buffer it reuses: the result
-// is only valid until the next call.
+// Encoder produces apisix.Encode's canonical JSON (struct fields in order, map keys
+// sorted, no HTML escaping, no trailing newline) into a buffer it reuses. The zero
+// value is ready to use; one Encoder serves one goroutine.
 //
-// A first translation encodes tens of thousands of upstreams and routes, and
-// encoding/json's reflection was a tenth of its time. Upstreams, their nodes and the
-// fixed fields of routes are therefore appended by hand; whatever is unusual (maps,
-// plugin configurations, strings that need escaping, floats in exponent form) goes
-// through encoding/json, so the bytes stay identical (TestEncoderMatchesApisixEncode
-// and FuzzEncoder compare them with apisix.Encode).
-type encoder struct {
+// A first translation encodes tens of thousands of upstreams and routes, too many for
+// encoding/json's reflection: upstreams, their nodes and the fixed fields of routes
+// are appended by hand. Whatever is unusual (maps, plugin configurations, strings
+// that need escaping, floats in exponent form) goes through encoding/json, so the
+// bytes stay identical (TestEncoderMatchesApisixEncode and FuzzEncoder compare them
+// with apisix.Encode).
+type Encoder struct {
 	buf []byte
 	err error // the first error of the current call
 
@@ -29,7 +29,8 @@ type encoder struct {
 	subEnc *json.Encoder
 }
 
-func (e *encoder) encode(v any) ([]byte, error) {
+// Encode returns the JSON of v, valid until the next call.
+func (e *Encoder) Encode(v any) ([]byte, error) {
 	e.buf, e.err = e.buf[:0], nil
 	switch o := v.(type) {
 	case *apisix.Upstream:
@@ -54,7 +55,7 @@ func (e *encoder) encode(v any) ([]byte, error) {
 }
 
 // appendJSON appends encoding/json's encoding of v.
-func (e *encoder) appendJSON(b []byte, v any) []byte {
+func (e *Encoder) appendJSON(b []byte, v any) []byte {
 	if e.subEnc == nil {
 		e.subEnc = json.NewEncoder(&e.sub)
 		e.subEnc.SetEscapeHTML(false)
@@ -70,7 +71,7 @@ func (e *encoder) appendJSON(b []byte, v any) []byte {
 	return append(b, out[:len(out)-1]...) // without Encode's newline
 }
 
-func (e *encoder) upstream(b []byte, u *apisix.Upstream) []byte {
+func (e *Encoder) upstream(b []byte, u *apisix.Upstream) []byte {
 	b = append(b, `{"id":`...)
 	b = e.str(b, u.ID)
 	b = e.optStr(b, `,"name":`, u.Name)
@@ -132,7 +133,7 @@ func (e *encoder) upstream(b []byte, u *apisix.Upstream) []byte {
 	return append(b, '}')
 }
 
-func (e *encoder) node(b []byte, n *apisix.Node) []byte {
+func (e *Encoder) node(b []byte, n *apisix.Node) []byte {
 	b = append(b, `{"host":`...)
 	b = e.str(b, n.Host)
 	if n.Port != 0 {
@@ -152,7 +153,7 @@ func (e *encoder) node(b []byte, n *apisix.Node) []byte {
 	return append(b, '}')
 }
 
-func (e *encoder) route(b []byte, r *apisix.Route) []byte {
+func (e *Encoder) route(b []byte, r *apisix.Route) []byte {
 	b = append(b, `{"id":`...)
 	b = e.str(b, r.ID)
 	b = e.optStr(b, `,"name":`, r.Name)
@@ -196,7 +197,7 @@ func (e *encoder) route(b []byte, r *apisix.Route) []byte {
 
 // expr appends a lua-resty-expr term; its elements are strings and nested terms or
 // string lists in practice, anything else goes through encoding/json.
-func (e *encoder) expr(b []byte, x apisix.Expr) []byte {
+func (e *Encoder) expr(b []byte, x apisix.Expr) []byte {
 	if x == nil {
 		return append(b, "null"...)
 	}
@@ -223,7 +224,7 @@ func (e *encoder) expr(b []byte, x apisix.Expr) []byte {
 	return append(b, ']')
 }
 
-func (e *encoder) timeout(b []byte, t *apisix.Timeout) []byte {
+func (e *Encoder) timeout(b []byte, t *apisix.Timeout) []byte {
 	b = append(b, `{"connect":`...)
 	b = e.float(b, t.Connect)
 	b = append(b, `,"send":`...)
@@ -234,7 +235,7 @@ func (e *encoder) timeout(b []byte, t *apisix.Timeout) []byte {
 }
 
 // optStr appends key and s unless s is empty (omitempty).
-func (e *encoder) optStr(b []byte, key, s string) []byte {
+func (e *Encoder) optStr(b []byte, key, s string) []byte {
 	if s == "" {
 		return b
 	}
@@ -242,14 +243,14 @@ func (e *encoder) optStr(b []byte, key, s string) []byte {
 }
 
 // optStrs appends key and ss unless ss is empty (omitempty).
-func (e *encoder) optStrs(b []byte, key string, ss []string) []byte {
+func (e *Encoder) optStrs(b []byte, key string, ss []string) []byte {
 	if len(ss) == 0 {
 		return b
 	}
 	return e.strs(append(b, key...), ss)
 }
 
-func (e *encoder) strs(b []byte, ss []string) []byte {
+func (e *Encoder) strs(b []byte, ss []string) []byte {
 	b = append(b, '[')
 	for i, s := range ss {
 		if i > 0 {
@@ -263,7 +264,7 @@ func (e *encoder) strs(b []byte, ss []string) []byte {
 // str appends s as a JSON string. Printable ASCII without quotes or backslashes, which
 // is nearly every id, host and path, is copied as is; anything else is escaped by
 // encoding/json (control characters, invalid UTF-8, U+2028/U+2029).
-func (e *encoder) str(b []byte, s string) []byte {
+func (e *Encoder) str(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' {
 			return e.appendJSON(b, s)
@@ -276,7 +277,7 @@ func (e *encoder) str(b []byte, s string) []byte {
 
 // float appends f as encoding/json does for values in its plain ('f') range; the
 // exponent forms, NaN and infinities go through encoding/json.
-func (e *encoder) float(b []byte, f float64) []byte {
+func (e *Encoder) float(b []byte, f float64) []byte {
 	if a := math.Abs(f); a != 0 && (a < 1e-6 || a >= 1e21) || math.IsNaN(f) {
 		return e.appendJSON(b, f)
 	}

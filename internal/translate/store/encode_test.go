@@ -1,4 +1,4 @@
-package translate
+package store
 
 import (
 	"bytes"
@@ -17,13 +17,13 @@ func TestEncoderMatchesApisixEncode(t *testing.T) {
 		&apisix.Upstream{ID: "u", Nodes: []apisix.Node{{Host: "10.0.0.1", Port: 80, Weight: 1}}},
 		&apisix.Route{ID: "b"},
 	}
-	var e encoder
+	var e Encoder
 	for i, o := range objs {
 		want, err := apisix.Encode(o)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := e.encode(o)
+		got, err := e.Encode(o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,14 +131,14 @@ func fuzzObjects(data []byte) []any {
 	return out
 }
 
-func checkEncoder(t *testing.T, e *encoder, objs []any) {
+func checkEncoder(t *testing.T, e *Encoder, objs []any) {
 	t.Helper()
 	for i, o := range objs {
 		want, err := apisix.Encode(o)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := e.encode(o)
+		got, err := e.Encode(o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -151,7 +151,7 @@ func checkEncoder(t *testing.T, e *encoder, objs []any) {
 // The hand-written paths must match encoding/json on random objects.
 func TestEncoderRandomObjects(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	var e encoder
+	var e Encoder
 	for range 2000 {
 		data := make([]byte, 64+rng.IntN(128))
 		for i := range data {
@@ -165,18 +165,18 @@ func FuzzEncoder(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
 	f.Add([]byte{1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var e encoder
+		var e Encoder
 		checkEncoder(t, &e, fuzzObjects(data))
 	})
 }
 
 // Encoding errors (a NaN timeout) are reported, not written as broken JSON.
 func TestEncoderError(t *testing.T) {
-	var e encoder
-	if _, err := e.encode(&apisix.Upstream{ID: "u", Timeout: &apisix.Timeout{Connect: math.NaN()}}); err == nil {
+	var e Encoder
+	if _, err := e.Encode(&apisix.Upstream{ID: "u", Timeout: &apisix.Timeout{Connect: math.NaN()}}); err == nil {
 		t.Fatal("NaN timeout encoded without error")
 	}
-	if b, err := e.encode(&apisix.Route{ID: "after"}); err != nil || string(b) != `{"id":"after"}` {
+	if b, err := e.Encode(&apisix.Route{ID: "after"}); err != nil || string(b) != `{"id":"after"}` {
 		t.Fatalf("encoder not reset after an error: %s, %v", b, err)
 	}
 }
