@@ -19,6 +19,7 @@
 package translate
 
 import (
+	"maps"
 	"slices"
 	"sort"
 
@@ -28,6 +29,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/translate/index"
 	"github.com/amesh-dev/amesh/internal/translate/store"
 	"github.com/amesh-dev/amesh/internal/translate/upstream"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -67,18 +69,10 @@ type Translator struct {
 	snap    *resource.Snapshot // the snapshot being translated (only during Translate)
 
 	listeners map[string]*listenerState
-	ctxs      map[string]*rcState        // by httpCtx.key
-	byRDS     map[string]map[string]bool // RDS name -> ctx keys
+	ctxs      map[string]*rcState // by httpCtx.key
 	clusters  map[string]*clusterState
-	byEDS     multi[string]              // EDS name -> cluster names
-	ups       map[string]*upRef          // upstream id -> references
-	streamsOf map[string]map[string]bool // cluster -> listeners with a stream route to it
-
-	// deps: cluster name -> virtual hosts whose routes depend on the cluster's
-	// existence and kind; mirrorDeps: on its shape and endpoints too (mirror targets,
-	// the clusters of a merged weighted split).
-	deps       multi[*vhostState]
-	mirrorDeps multi[*vhostState]
+	ups       map[string]*upRef // upstream id -> references
+	idx       *index.Index[*vhostState]
 	// splits are the referenced upstreams of merged weighted splits, by id.
 	splits map[string]*upRef
 
@@ -92,10 +86,8 @@ type Translator struct {
 	sc scratch // buffers of this goroutine (see parallel)
 
 	// per call
-	dirtyVH        map[*vhostState]bool
-	dirtyUp        map[string]bool
-	dirtyListeners map[string]bool
-	rebuilds       map[string]bool // clusters whose upstreams must be rebuilt
+	dirtyUp  map[string]bool
+	rebuilds map[string]bool // clusters whose upstreams must be rebuilt
 	// collect: syncRC queues new virtual hosts in vhostJobs instead of building them
 	// one by one (a first translation, see buildVhosts).
 	collect   bool
@@ -175,7 +167,7 @@ type clusterState struct {
 	// ups are the ids of the cluster's referenced upstreams (upRef.id), in no order.
 	// Here rather than in an index by name: only existing clusters have upstreams,
 	// and a removed cluster's are all released in the call that removes it (its
-	// routes and stream routes depend on it, see markDeps).
+	// routes and stream routes depend on it, see index.ClusterChanged).
 	ups    []string
 	report clusterFindings
 }
@@ -228,10 +220,9 @@ func New(opts Options) *Translator {
 		out:       store.New(),
 		listeners: map[string]*listenerState{},
 		ctxs:      map[string]*rcState{},
-		byRDS:     map[string]map[string]bool{},
 		clusters:  map[string]*clusterState{},
 		ups:       map[string]*upRef{},
-		streamsOf: map[string]map[string]bool{},
+		idx:       index.New[*vhostState](),
 		splits:    map[string]*upRef{},
 	}
 }
@@ -261,10 +252,9 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 		hint = sizeHint(snap)
 	}
 	t.out.Begin(hint)
-	t.dirtyVH = map[*vhostState]bool{}
+	t.idx.Begin()
 	t.dirtyUp = map[string]bool{}
 	t.rebuilds = make(map[string]bool, hintClusters)
-	t.dirtyListeners = map[string]bool{}
 
 	ch := &snap.Changes
 	full := !t.started || ch.Full || ch.Since != t.seq
@@ -273,10 +263,14 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	// 1. Clusters first: routes need their kind and existence.
 	t.syncClusters(full, ch)
 	// 2. Listeners decide the set of route-config contexts.
-	dirtyCtx := t.syncListeners(full || len(ch.Listeners) > 0 || len(t.dirtyListeners) > 0)
+	dirtyCtx := t.syncListeners(full || len(ch.Listeners) > 0 || t.idx.AnyListenerStale())
 	// 3. Route configurations whose resource changed.
-	for name := range t.rdsToCheck(full, ch) {
-		for key := range t.byRDS[name] {
+	changedRDS := maps.Keys(ch.RouteConfigs)
+	if full {
+		changedRDS = t.idx.RouteConfigs()
+	}
+	for name := range changedRDS {
+		for key := range t.idx.Contexts(name) {
 			dirtyCtx[key] = true
 		}
 	}
@@ -290,12 +284,7 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	t.collect = false
 	t.buildVhosts()
 	// 4. Virtual hosts affected by cluster changes.
-	for len(t.dirtyVH) > 0 {
-		vhs := make([]*vhostState, 0, len(t.dirtyVH))
-		for vs := range t.dirtyVH {
-			vhs = append(vhs, vs)
-		}
-		t.dirtyVH = map[*vhostState]bool{}
+	for vhs := t.idx.TakeStale(); len(vhs) > 0; vhs = t.idx.TakeStale() {
 		for _, vs := range vhs {
 			if !vs.dropped {
 				t.rebuildFromWire(vs)
@@ -308,7 +297,8 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	t.started, t.seq = true, snap.Seq
 	cs, prior := t.out.Changes()
 	res := Result{Changes: cs, Prior: prior, Report: t.fullReport()}
-	t.snap, t.dirtyVH, t.dirtyUp, t.rebuilds, t.dirtyListeners = nil, nil, nil, nil, nil
+	t.idx.End()
+	t.snap, t.dirtyUp, t.rebuilds = nil, nil, nil
 	t.vhostJobs = nil
 	// Route configurations no listener uses (yet) are released too: nothing else
 	// would release them.
@@ -449,9 +439,9 @@ func (t *Translator) syncClusters(full bool, ch *resource.Changes) {
 	}
 	for e := range ch.Endpoints {
 		if cs := t.clusters[e]; cs != nil && cs.eds() == e {
-			names[e] = true // not in byEDS, see syncCluster
+			names[e] = true // not in the index, see index.MoveEDS
 		}
-		for n := range t.byEDS.all(e) {
+		for n := range t.idx.ClustersOfEDS(e) {
 			names[n] = true
 		}
 	}
@@ -467,11 +457,11 @@ func (t *Translator) syncCluster(name string) {
 		if cs == nil {
 			return
 		}
-		t.unindexEDS(cs.eds(), name)
+		t.idx.MoveEDS(name, cs.eds(), "")
 		delete(t.clusters, name)
 		t.reportDirty = true
 		t.rebuilds[name] = true
-		t.markDeps(name, cs.info, clusterInfo{})
+		t.idx.ClusterChanged(name, cs.info != clusterInfo{}, false)
 		return
 	}
 	c := src.Shape()
@@ -491,14 +481,7 @@ func (t *Translator) syncCluster(name string) {
 	if cs.src != nil {
 		oldEDS = cs.eds()
 	}
-	if oldEDS != eds {
-		t.unindexEDS(oldEDS, name)
-		// Istio's EDS clusters request their own name; only the others need the
-		// index (tens of thousands of entries otherwise).
-		if eds != "" && eds != name {
-			t.byEDS.addOnce(eds, name)
-		}
-	}
+	t.idx.MoveEDS(name, oldEDS, eds)
 	old := cs.info
 	contentChanged := cs.cla != cla || cs.src != src
 	cs.src, cs.cla = src, cla
@@ -507,31 +490,7 @@ func (t *Translator) syncCluster(name string) {
 	}
 	cs.info = clusterInfo{exists: true, special: upstream.Special(name, c), hashLB: isHashLB(c)}
 	t.rebuilds[name] = true
-	t.markDeps(name, old, cs.info)
-	if contentChanged {
-		for vs := range t.mirrorDeps.all(name) {
-			t.dirtyVH[vs] = true
-		}
-	}
-}
-
-func (t *Translator) unindexEDS(eds, name string) {
-	t.byEDS.remove(eds, name)
-}
-
-func (t *Translator) markDeps(name string, old, cur clusterInfo) {
-	if old == cur {
-		return
-	}
-	for vs := range t.deps.all(name) {
-		t.dirtyVH[vs] = true
-	}
-	for vs := range t.mirrorDeps.all(name) {
-		t.dirtyVH[vs] = true
-	}
-	for l := range t.streamsOf[name] {
-		t.dirtyListeners[l] = true
-	}
+	t.idx.ClusterChanged(name, old != cs.info, contentChanged)
 }
 
 func isHashLB(c *clusterv3.Cluster) bool {
@@ -571,7 +530,7 @@ func (t *Translator) syncListeners(check bool) map[string]bool {
 	}
 	// Listeners removed or changed.
 	for name, ls := range t.listeners {
-		if l := t.snap.Listeners[name]; l == nil || l != ls.l || ls.in != in || t.dirtyListeners[name] {
+		if l := t.snap.Listeners[name]; l == nil || l != ls.l || ls.in != in || t.idx.ListenerStale(name) {
 			t.dropListener(name, ls)
 		}
 	}
@@ -600,11 +559,8 @@ func (t *Translator) syncListeners(check bool) map[string]bool {
 		if c, ok := want[key]; !ok || c.fingerprint() != st.fp {
 			t.dropRC(st)
 			delete(t.ctxs, key)
-			if m := t.byRDS[st.ctx.rds]; m != nil {
-				delete(m, key)
-				if len(m) == 0 {
-					delete(t.byRDS, st.ctx.rds)
-				}
+			if st.ctx.rds != "" {
+				t.idx.RemoveContext(st.ctx.rds, key)
 			}
 		}
 	}
@@ -615,12 +571,7 @@ func (t *Translator) syncListeners(check bool) map[string]bool {
 		st := &rcState{ctx: c, fp: c.fingerprint(), vhosts: map[string]*vhostState{}}
 		t.ctxs[key] = st
 		if c.rds != "" {
-			m := t.byRDS[c.rds]
-			if m == nil {
-				m = map[string]bool{}
-				t.byRDS[c.rds] = m
-			}
-			m[key] = true
+			t.idx.AddContext(c.rds, key)
 		}
 		dirty[key] = true
 	}
@@ -632,12 +583,7 @@ func (t *Translator) dropListener(name string, ls *listenerState) {
 		t.out.Delete(k)
 	}
 	for _, s := range ls.out.streams {
-		if m := t.streamsOf[s.cluster]; m != nil {
-			delete(m, name)
-			if len(m) == 0 {
-				delete(t.streamsOf, s.cluster)
-			}
-		}
+		t.idx.RemoveStream(s.cluster, name)
 	}
 	for _, id := range ls.ups {
 		t.release(id)
@@ -647,12 +593,7 @@ func (t *Translator) dropListener(name string, ls *listenerState) {
 }
 
 func (t *Translator) addStream(ls *listenerState, s streamOut) {
-	m := t.streamsOf[s.cluster]
-	if m == nil {
-		m = map[string]bool{}
-		t.streamsOf[s.cluster] = m
-	}
-	m[ls.l.GetName()] = true
+	t.idx.AddStream(s.cluster, ls.l.GetName())
 	info := t.clusterInfoOf(s.cluster)
 	rep := func(sev report.Severity, msg string) {
 		ls.out.report = append(ls.out.report, report.Entry{Kind: "listener", Resource: ls.l.GetName(),
@@ -673,17 +614,6 @@ func (t *Translator) addStream(ls *listenerState, s streamOut) {
 	key := apisix.Key(apisix.KindStreamRoutes, r.ID)
 	ls.sr = append(ls.sr, key)
 	t.out.Set(&t.sc.enc, key, r)
-}
-
-func (t *Translator) rdsToCheck(full bool, ch *resource.Changes) map[string]struct{} {
-	if !full {
-		return ch.RouteConfigs
-	}
-	out := make(map[string]struct{}, len(t.byRDS))
-	for n := range t.byRDS {
-		out[n] = struct{}{}
-	}
-	return out
 }
 
 // syncUpstreams writes the upstream objects that changed: a plan of the clusters to

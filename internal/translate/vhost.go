@@ -146,16 +146,10 @@ func (t *Translator) dropVhost(vs *vhostState) {
 	for _, id := range vs.ups() {
 		t.release(id)
 	}
-	for _, c := range vs.deps() {
-		t.deps.remove(c, vs)
-	}
-	for _, c := range vs.mirror() {
-		t.mirrorDeps.remove(c, vs)
-	}
+	t.idx.RemoveVirtualHost(vs, vs.deps(), vs.mirror())
 	if len(vs.report) > 0 {
 		t.reportDirty = true
 	}
-	delete(t.dirtyVH, vs)
 }
 
 // source returns the route configuration of a context: the RDS resource, or the
@@ -208,12 +202,7 @@ func (t *Translator) rebuildVhost(st *rcState, vh *routev3.VirtualHost, wire []b
 // depends on.
 func (t *Translator) adoptVhost(st *rcState, name string, vs *vhostState) {
 	st.vhosts[name] = vs
-	for _, c := range vs.deps() {
-		t.deps.add(c, vs)
-	}
-	for _, c := range vs.mirror() {
-		t.mirrorDeps.add(c, vs)
-	}
+	t.idx.AddVirtualHost(vs, vs.deps(), vs.mirror())
 	if len(vs.report) > 0 {
 		t.reportDirty = true
 	}

@@ -78,7 +78,7 @@ func TestClusterRemovalRebuildsVhostsFromWire(t *testing.T) {
 	orig := applyChanges(nil, apisix.ChangeSet{Put: tr.Objects()})
 	victim := ""
 	for _, name := range m.EDSClusters() {
-		if tr.deps.len(name) > 0 {
+		if len(tr.idsOf(name)) > 0 {
 			victim = name
 			break
 		}

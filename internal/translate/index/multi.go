@@ -1,4 +1,4 @@
-package translate
+package index
 
 import (
 	"iter"
@@ -7,11 +7,10 @@ import (
 
 // multi maps a name to a small set of values. Reverse indexes have one entry per
 // cluster (tens of thousands), and almost every cluster has a single value: a map of
-// single values keeps those without a slice per name and in smaller map entries
-// (~0.4 MiB at 10,000 services), and the few names with more values keep a slice in a
-// second map. Removal is linear in the values of one name, which stays cheap unless
-// one cluster fans in to very many virtual hosts. The zero value is empty, ready to
-// use.
+// single values keeps those without a slice per name and in smaller map entries, and
+// the few names with more values keep a slice in a second map. Removal is linear in
+// the values of one name, which stays cheap unless one cluster fans in to very many
+// virtual hosts. The zero value is empty, ready to use.
 type multi[V comparable] struct {
 	one  map[string]V   // names with exactly one value
 	more map[string][]V // names with two or more values
@@ -83,12 +82,4 @@ func (m *multi[V]) all(name string) iter.Seq[V] {
 			}
 		}
 	}
-}
-
-// len returns the number of values of name.
-func (m *multi[V]) len(name string) int {
-	if _, ok := m.one[name]; ok {
-		return 1
-	}
-	return len(m.more[name])
 }
