@@ -50,8 +50,8 @@ type trafficSplit struct {
 }
 
 func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
-	in := plugins.Input{RouteConfig: b.st.hdr, VirtualHost: b.vh, Route: r, MirrorTarget: b.mirrorTarget, Resource: res}
-	if cf := b.st.ctx.filters; cf != nil {
+	in := plugins.Input{RouteConfig: b.rc.hdr, VirtualHost: b.vh, Route: r, MirrorTarget: b.mirrorTarget, Resource: res}
+	if cf := b.rc.ctx.filters; cf != nil {
 		in.HTTPFilters = cf.plugins
 	}
 	out := plugins.ForRoute(in)
@@ -62,7 +62,7 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 		if e.Resource == "" {
 			e.Resource = res
 		}
-		b.vs.report = append(b.vs.report, e)
+		b.rep = append(b.rep, e)
 	}
 	if br.fail != nil {
 		return
@@ -126,7 +126,7 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 	// resolve returns the name to keep of one cluster of the route and its kind, or
 	// why the route must fail.
 	resolve := func(cluster string) (string, clusterInfo, *failure) {
-		cluster, info := b.t.clusterRef(cluster)
+		cluster, info := b.clusters.ref(cluster)
 		b.refs.deps = append(b.refs.deps, cluster)
 		switch {
 		case !info.exists:
@@ -258,7 +258,7 @@ func (b *vhostBuilder) mergeSplit(ws []tsUpstream, res string, retries int,
 		}
 		v := variantOf(info)
 		hashing = hashing || v.HashOn != ""
-		key := upstream.SettingsKey(name, b.t.clusters[name].src.Shape(), v)
+		key := upstream.SettingsKey(name, b.clusters[name].src.Shape(), v)
 		g := byKey[key]
 		if g == nil {
 			g = &group{v: v}
@@ -323,15 +323,15 @@ func (b *vhostBuilder) websocket(ra *routev3.RouteAction) bool {
 			return u.GetEnabled() == nil || u.GetEnabled().GetValue()
 		}
 	}
-	return b.st.ctx.websocket
+	return b.rc.ctx.websocket
 }
 
 // mirrorTarget resolves a mirror cluster to one endpoint URL (APISIX's proxy-mirror
 // takes a single host). The route then depends on the cluster's endpoints.
 func (b *vhostBuilder) mirrorTarget(cluster string) (string, bool) {
-	cluster, _ = b.t.clusterRef(cluster)
+	cluster, _ = b.clusters.ref(cluster)
 	b.refs.mirror = append(b.refs.mirror, cluster)
-	cs := b.t.clusters[cluster]
+	cs := b.clusters[cluster]
 	if cs == nil || cs.info.special != upstream.None {
 		return "", false
 	}

@@ -425,7 +425,7 @@ func uniqueSorted(s []string) []string {
 // order: the first that refuses them answers. It reports per-route configs that play
 // a part.
 func (b *vhostBuilder) routeVerdict(r *routev3.Route, res string) *verdict {
-	cf := b.st.ctx.filters
+	cf := b.rc.ctx.filters
 	if cf == nil {
 		return nil
 	}
@@ -451,7 +451,7 @@ func (b *vhostBuilder) guardOn(g *guard, r *routev3.Route, res string) verdict {
 	}{
 		{"route.typed_per_filter_config", r.GetTypedPerFilterConfig()},
 		{"virtual_host.typed_per_filter_config", b.vh.GetTypedPerFilterConfig()},
-		{"route_config.typed_per_filter_config", b.st.hdr.GetTypedPerFilterConfig()},
+		{"route_config.typed_per_filter_config", b.rc.hdr.GetTypedPerFilterConfig()},
 	}
 	var field string
 	var cfg *anypb.Any
@@ -483,8 +483,8 @@ func (b *vhostBuilder) guardOn(g *guard, r *routev3.Route, res string) verdict {
 		}
 		// Istio's RBAC filters share one name: report a per-route config once.
 		e := report.Entry{Kind: "route", Resource: res, Field: field, Severity: sev, Message: msg}
-		if !slices.Contains(b.vs.report, e) {
-			b.vs.report = append(b.vs.report, e)
+		if !slices.Contains(b.rep, e) {
+			b.rep = append(b.rep, e)
 		}
 	}
 	return v

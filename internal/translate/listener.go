@@ -63,7 +63,10 @@ type inboundInfo struct {
 	port int // the virtualInbound listener's own port (APISIX's inbound listen port)
 }
 
-func (t *Translator) listenerOutputs(l *listenerv3.Listener, in inboundInfo) listenerOut {
+// buildListener translates a listener: the places its route configurations apply,
+// its stream routes (without their upstreams, which the translator references) and
+// its findings. It is pure.
+func buildListener(l *listenerv3.Listener, in inboundInfo, opts Options) listenerOut {
 	var out listenerOut
 	name := l.GetName()
 	rep := func(field string, sev report.Severity, msg string) {
@@ -75,7 +78,7 @@ func (t *Translator) listenerOutputs(l *listenerv3.Listener, in inboundInfo) lis
 	addr := sa.GetAddress()
 	switch {
 	case name == virtualInbound:
-		t.inboundOutputs(l, &out, rep)
+		buildInbound(l, &out, rep, opts)
 		return out
 	case name == "virtualOutbound" || l.GetUseOriginalDst().GetValue():
 		rep("use_original_dst", report.Ignored, "the iptables catch-all listener has no APISIX equivalent; traffic to unknown destinations is not passed through")
@@ -102,8 +105,8 @@ func (t *Translator) listenerOutputs(l *listenerv3.Listener, in inboundInfo) lis
 				ctx.key = "out-" + addr + "_" + strconv.Itoa(port)
 			}
 			a.report(rep, "routes of "+ctx.key)
-			ctx.vars = []apisix.Expr{{t.opts.OriginalDstVar, "==", strconv.Itoa(port)}}
-			if t.opts.OriginalDstVar == "server_port" {
+			ctx.vars = []apisix.Expr{{opts.OriginalDstVar, "==", strconv.Itoa(port)}}
+			if opts.OriginalDstVar == "server_port" {
 				if !wildcard {
 					ctx.vars = append(ctx.vars, apisix.Expr{"server_addr", "==", addr})
 				}
@@ -113,10 +116,10 @@ func (t *Translator) listenerOutputs(l *listenerv3.Listener, in inboundInfo) lis
 				}
 				if !wildcard && !loopback {
 					rep("address", report.Approximated, fmt.Sprintf(
-						"routes are restricted to destination port %d but not to address %s (%s carries only the port)", port, addr, t.opts.OriginalDstVar))
+						"routes are restricted to destination port %d but not to address %s (%s carries only the port)", port, addr, opts.OriginalDstVar))
 				}
 			}
-			if !t.setRouteSource(&ctx, a.hcm) {
+			if !setRouteSource(&ctx, a.hcm) {
 				rep("filter_chains.filters.http_connection_manager", report.Unsupported, "HTTP connection manager without rds or route_config is not translated")
 				continue
 			}
@@ -134,7 +137,7 @@ func (t *Translator) listenerOutputs(l *listenerv3.Listener, in inboundInfo) lis
 					"%s; no stream route is emitted for port %d (connections are refused)", v.reason, port))
 				continue
 			}
-			if t.opts.OriginalDstVar == "server_port" {
+			if opts.OriginalDstVar == "server_port" {
 				if !wildcard {
 					sr.ServerAddr = addr
 				}
@@ -176,10 +179,10 @@ func dedupEntries(es []report.Entry) []report.Entry {
 	return slices.Compact(es)
 }
 
-// inboundOutputs turns virtualInbound's plaintext HTTP chains into inbound contexts,
+// buildInbound turns virtualInbound's plaintext HTTP chains into inbound contexts,
 // one per destination port plus a catch-all that excludes those ports.
-func (t *Translator) inboundOutputs(l *listenerv3.Listener, out *listenerOut, rep func(string, report.Severity, string)) {
-	if t.opts.OriginalDstVar == "server_port" {
+func buildInbound(l *listenerv3.Listener, out *listenerOut, rep func(string, report.Severity, string), opts Options) {
+	if opts.OriginalDstVar == "server_port" {
 		rep("filter_chains", report.Unsupported, "inbound routes need the original destination port; with server_port they are not translated")
 		return
 	}
@@ -202,7 +205,7 @@ func (t *Translator) inboundOutputs(l *listenerv3.Listener, out *listenerOut, re
 		observed, accounted = append(observed, a.observed...), append(accounted, a.accounted...)
 		dp := fc.GetFilterChainMatch().GetDestinationPort().GetValue()
 		ctx := httpCtx{listener: l.GetName(), websocket: websocketOn(a.hcm), filters: &a.filters}
-		if !t.setRouteSource(&ctx, a.hcm) {
+		if !setRouteSource(&ctx, a.hcm) {
 			continue
 		}
 		if dp == 0 {
@@ -222,7 +225,7 @@ func (t *Translator) inboundOutputs(l *listenerv3.Listener, out *listenerOut, re
 		ports = append(ports, p)
 		ctx.key = "in-" + p
 		a.report(rep, "routes of "+ctx.key)
-		ctx.vars = []apisix.Expr{{"server_port", "==", inPort}, {t.opts.OriginalDstVar, "==", p}}
+		ctx.vars = []apisix.Expr{{"server_port", "==", inPort}, {opts.OriginalDstVar, "==", p}}
 		out.ctxs = append(out.ctxs, ctx)
 	}
 	if n, ok := summary(observed, accounted); ok {
@@ -232,14 +235,14 @@ func (t *Translator) inboundOutputs(l *listenerv3.Listener, out *listenerOut, re
 		sort.Strings(ports)
 		catchAll.vars = []apisix.Expr{{"server_port", "==", inPort}}
 		if len(ports) > 0 {
-			catchAll.vars = append(catchAll.vars, apisix.Expr{t.opts.OriginalDstVar, "!", "in", ports})
+			catchAll.vars = append(catchAll.vars, apisix.Expr{opts.OriginalDstVar, "!", "in", ports})
 		}
 		out.ctxs = append(out.ctxs, *catchAll)
 	}
 	rep("filter_chains.transport_socket", report.Unsupported, "inbound mTLS (istio-peer-exchange/TLS chains) is not translated; only plaintext inbound HTTP is served")
 }
 
-func (t *Translator) setRouteSource(ctx *httpCtx, hcm *hcmv3.HttpConnectionManager) bool {
+func setRouteSource(ctx *httpCtx, hcm *hcmv3.HttpConnectionManager) bool {
 	switch {
 	case hcm.GetRds() != nil:
 		ctx.rds = hcm.GetRds().GetRouteConfigName()

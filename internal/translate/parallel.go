@@ -8,6 +8,7 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
+	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate/store"
 	"github.com/amesh-dev/amesh/internal/translate/upstream"
@@ -46,8 +47,9 @@ func (t *Translator) buildUpstreams(jobs []upJob) {
 
 // scratch is the reusable buffers of one goroutine of a translation.
 type scratch struct {
-	enc  store.Encoder
-	refs refLists
+	enc    store.Encoder
+	refs   refLists
+	routes []apisix.Route
 }
 
 // parallel calls build for 0..n-1, on GOMAXPROCS goroutines (each with its own
@@ -122,57 +124,28 @@ func (t *Translator) buildUpstream(enc *store.Encoder, j *upJob) {
 	}
 }
 
-// vhostJob is one new virtual host of a first translation.
+// vhostJob is one virtual host to build: its route configuration's context, the
+// virtual host and its wire form in; the built virtual host, the upstreams it
+// references and its encoded routes out.
 type vhostJob struct {
 	st   *rcState
 	vh   *routev3.VirtualHost
-	wire []byte // vh's wire form
-	vs   *vhostState
-	rec  vhostRec
-}
+	wire []byte
 
-// vhostRec is what building a virtual host would have done to the translator.
-type vhostRec struct {
-	enc      *store.Encoder
+	vs       *vhostState
 	acquires []acquired
 	routes   []store.Object
 }
 
-type acquired struct {
-	cluster string
-	split   *upstream.Split // instead of cluster, for a merged weighted split
-	v       upstream.Variant
-	id      string
-}
-
-// buildVhosts builds the virtual hosts syncRC queued, then applies their effects in
-// queue order, as rebuildVhost would have one by one. Builds only read translator
-// state (clusters, objects), which nothing writes while they run.
+// buildVhosts builds the virtual hosts syncRC queued, then adopts them in queue
+// order, as rebuildVhost would have one by one. Builds only read translator state
+// (clusters, the output's digests), which nothing writes while they run.
 func (t *Translator) buildVhosts() {
 	jobs := t.vhostJobs
 	t.vhostJobs = nil
-	t.parallel(len(jobs), func(sc *scratch, i int) {
-		j := &jobs[i]
-		j.vs = &vhostState{owner: j.st, wire: j.wire}
-		j.rec.enc = &sc.enc
-		b := vhostBuilder{t: t, st: j.st, vs: j.vs, vh: j.vh, rec: &j.rec, refs: &sc.refs}
-		b.build()
-		j.rec.enc = nil
-	})
+	t.parallel(len(jobs), func(sc *scratch, i int) { t.buildVhost(sc, &jobs[i]) })
 	for i := range jobs {
-		j := &jobs[i]
-		ups := j.vs.ups()
-		if len(j.rec.acquires) != len(ups) {
-			panic("translate: a virtual host build recorded acquires and ids out of step")
-		}
-		for k, a := range j.rec.acquires {
-			// Each acquire was the k-th id the build listed in ups (vhostBuilder.acquire).
-			ups[k] = t.acquireRef(a)
-		}
-		for _, r := range j.rec.routes {
-			t.out.Put(r)
-		}
-		t.adoptVhost(j.st, j.vh.GetName(), j.vs)
+		t.adoptVhost(&jobs[i])
 	}
 }
 

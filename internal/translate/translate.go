@@ -70,7 +70,7 @@ type Translator struct {
 
 	listeners map[string]*listenerState
 	ctxs      map[string]*rcState // by httpCtx.key
-	clusters  map[string]*clusterState
+	clusters  clusters
 	ups       map[string]*upRef // upstream id -> references
 	idx       *index.Index[*vhostState]
 	// splits are the referenced upstreams of merged weighted splits, by id.
@@ -109,17 +109,23 @@ type listenerState struct {
 }
 
 type rcState struct {
-	ctx httpCtx
-	fp  string
+	rcInput
+	fp string
 	// src is the route configuration translated last; inline is the wire form of an
-	// inline one (ctx.inline), made once. hdr is src decoded without its virtual hosts:
-	// what routes read from the configuration itself (plugins.Input).
+	// inline one (ctx.inline), made once.
 	src    *resource.RouteConfig
 	inline *resource.RouteConfig
-	hdr    *routev3.RouteConfiguration
-	info   rcInfo
 	vhosts map[string]*vhostState
 	report []report.Entry
+}
+
+// rcInput is what building a virtual host reads of its context and route
+// configuration. hdr is the route configuration decoded without its virtual hosts:
+// what routes read from the configuration itself (plugins.Input).
+type rcInput struct {
+	ctx  httpCtx
+	hdr  *routev3.RouteConfiguration
+	info rcInfo
 }
 
 // vhostState is a translated virtual host. It keeps the virtual host's wire form (a
@@ -132,27 +138,32 @@ type rcState struct {
 type vhostState struct {
 	owner *rcState // its name is the key of the vhostState in owner.vhosts
 	wire  []byte
-	// refs is keys, then ups, then deps, then mirror.
-	refs               []string
-	nKeys, nUps, nDeps int32
+	vhostRefs
 	// dropped: no longer current (see dropVhost).
 	dropped bool
 	report  []report.Entry
 }
 
-// keys returns the object keys of the virtual host's routes.
-func (vs *vhostState) keys() []string { return vs.refs[:vs.nKeys] }
+// vhostRefs are the names a built virtual host keeps, in one slice: keys, then ups,
+// then deps, then mirror.
+type vhostRefs struct {
+	refs               []string
+	nKeys, nUps, nDeps int32
+}
 
-// ups returns the upstream ids the virtual host acquired, each once.
-func (vs *vhostState) ups() []string { return vs.refs[vs.nKeys : vs.nKeys+vs.nUps] }
+// keys returns the object keys of the virtual host's routes.
+func (r *vhostRefs) keys() []string { return r.refs[:r.nKeys] }
+
+// ups returns the upstream ids the virtual host references, each once.
+func (r *vhostRefs) ups() []string { return r.refs[r.nKeys : r.nKeys+r.nUps] }
 
 // deps returns the clusters whose existence and kind its routes depend on: sorted,
 // each once.
-func (vs *vhostState) deps() []string { return vs.refs[vs.nKeys+vs.nUps : vs.nKeys+vs.nUps+vs.nDeps] }
+func (r *vhostRefs) deps() []string { return r.refs[r.nKeys+r.nUps : r.nKeys+r.nUps+r.nDeps] }
 
-// mirror returns the clusters whose endpoints its routes depend on too: sorted, each
-// once.
-func (vs *vhostState) mirror() []string { return vs.refs[vs.nKeys+vs.nUps+vs.nDeps:] }
+// mirror returns the clusters whose shape and endpoints its routes depend on too:
+// sorted, each once.
+func (r *vhostRefs) mirror() []string { return r.refs[r.nKeys+r.nUps+r.nDeps:] }
 
 // clusterState is a translated cluster: the snapshot's resource.Cluster (its names and
 // shared shape; upstreams are built from those). There is one per cluster (tens of
@@ -220,7 +231,7 @@ func New(opts Options) *Translator {
 		out:       store.New(),
 		listeners: map[string]*listenerState{},
 		ctxs:      map[string]*rcState{},
-		clusters:  map[string]*clusterState{},
+		clusters:  clusters{},
 		ups:       map[string]*upRef{},
 		idx:       index.New[*vhostState](),
 		splits:    map[string]*upRef{},
@@ -245,7 +256,7 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 		// Every cluster is new: size the maps that will hold one entry per cluster
 		// exactly (growing them was ~10% of a first translation's serial part).
 		hintClusters = len(snap.Clusters)
-		t.clusters = make(map[string]*clusterState, hintClusters)
+		t.clusters = make(clusters, hintClusters)
 	}
 	first := t.out.Len() == 0
 	if first {
@@ -498,20 +509,15 @@ func isHashLB(c *clusterv3.Cluster) bool {
 	return p == clusterv3.Cluster_RING_HASH || p == clusterv3.Cluster_MAGLEV
 }
 
-// clusterInfoOf returns what routes need to know about a cluster of the current snapshot.
-func (t *Translator) clusterInfoOf(name string) clusterInfo {
-	if cs := t.clusters[name]; cs != nil {
-		return cs.info
-	}
-	return clusterInfo{}
-}
+// clusters are the translated clusters of the current snapshot, by name.
+type clusters map[string]*clusterState
 
-// clusterRef is clusterInfoOf that also returns the name to keep: the snapshot's copy
-// when the cluster exists. Routes name their cluster with strings of their own
-// decoded configuration; keeping those in the indexes and references would hold a
-// second copy of every referenced cluster's name (~0.6 MiB at 10,000 services).
-func (t *Translator) clusterRef(name string) (string, clusterInfo) {
-	if cs := t.clusters[name]; cs != nil {
+// ref returns what routes need to know about a cluster and the name to keep: the
+// snapshot's copy when the cluster exists. Routes name their cluster with strings of
+// their own decoded configuration; keeping those in the index and references would
+// hold a second copy of every referenced cluster's name.
+func (c clusters) ref(name string) (string, clusterInfo) {
+	if cs := c[name]; cs != nil {
 		return cs.name, cs.info
 	}
 	return name, clusterInfo{}
@@ -539,7 +545,7 @@ func (t *Translator) syncListeners(check bool) map[string]bool {
 			continue
 		}
 		l := t.snap.Listeners[name]
-		ls := &listenerState{l: l, in: in, out: t.listenerOutputs(l, in)}
+		ls := &listenerState{l: l, in: in, out: buildListener(l, in, t.opts)}
 		t.listeners[name] = ls
 		t.reportDirty = true
 		for _, s := range ls.out.streams {
@@ -568,7 +574,7 @@ func (t *Translator) syncListeners(check bool) map[string]bool {
 		if _, ok := t.ctxs[key]; ok {
 			continue
 		}
-		st := &rcState{ctx: c, fp: c.fingerprint(), vhosts: map[string]*vhostState{}}
+		st := &rcState{rcInput: rcInput{ctx: c}, fp: c.fingerprint(), vhosts: map[string]*vhostState{}}
 		t.ctxs[key] = st
 		if c.rds != "" {
 			t.idx.AddContext(c.rds, key)
@@ -594,7 +600,7 @@ func (t *Translator) dropListener(name string, ls *listenerState) {
 
 func (t *Translator) addStream(ls *listenerState, s streamOut) {
 	t.idx.AddStream(s.cluster, ls.l.GetName())
-	info := t.clusterInfoOf(s.cluster)
+	_, info := t.clusters.ref(s.cluster)
 	rep := func(sev report.Severity, msg string) {
 		ls.out.report = append(ls.out.report, report.Entry{Kind: "listener", Resource: ls.l.GetName(),
 			Field: "filter_chains.filters.tcp_proxy.cluster", Severity: sev, Message: msg})

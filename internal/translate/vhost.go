@@ -23,6 +23,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/translate/store"
 	"github.com/amesh-dev/amesh/internal/translate/upstream"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
@@ -192,16 +193,43 @@ func (t *Translator) rebuildVhost(st *rcState, vh *routev3.VirtualHost, wire []b
 	if old := st.vhosts[vh.GetName()]; old != nil {
 		t.dropVhost(old)
 	}
-	vs := &vhostState{owner: st, wire: wire}
-	b := vhostBuilder{t: t, st: st, vs: vs, vh: vh, refs: &t.sc.refs}
-	b.build()
-	t.adoptVhost(st, vh.GetName(), vs)
+	j := vhostJob{st: st, vh: vh, wire: wire}
+	t.buildVhost(&t.sc, &j)
+	t.adoptVhost(&j)
 }
 
-// adoptVhost makes a built virtual host current under its name and indexes what it
-// depends on.
-func (t *Translator) adoptVhost(st *rcState, name string, vs *vhostState) {
-	st.vhosts[name] = vs
+// buildVhost builds a job's virtual host and encodes its routes. It only reads the
+// translator's state (clusters, the output's digests), so that jobs can be built on
+// several goroutines, each with its own scratch.
+func (t *Translator) buildVhost(sc *scratch, j *vhostJob) {
+	b := vhostBuilder{rc: &j.st.rcInput, vh: j.vh, clusters: t.clusters, refs: &sc.refs, routes: sc.routes}
+	b.build()
+	j.vs = &vhostState{owner: j.st, wire: j.wire, vhostRefs: b.finish(), report: b.rep}
+	j.acquires = b.acquires
+	j.routes = make([]store.Object, len(b.routes))
+	for i, k := range j.vs.keys() {
+		j.routes[i] = t.out.Encode(&sc.enc, k, &b.routes[i])
+	}
+	clear(b.routes)
+	sc.routes = b.routes[:0]
+}
+
+// adoptVhost makes a built virtual host current: it references the upstreams its
+// routes use, stores the routes and indexes what the virtual host read.
+func (t *Translator) adoptVhost(j *vhostJob) {
+	vs := j.vs
+	ups := vs.ups()
+	if len(j.acquires) != len(ups) {
+		panic("translate: a virtual host build listed acquires and ids out of step")
+	}
+	for k, a := range j.acquires {
+		// Keep the id string the translator holds, not the build's copy.
+		ups[k] = t.acquireRef(a)
+	}
+	for _, r := range j.routes {
+		t.out.Put(r)
+	}
+	j.st.vhosts[j.vh.GetName()] = vs
 	t.idx.AddVirtualHost(vs, vs.deps(), vs.mirror())
 	if len(vs.report) > 0 {
 		t.reportDirty = true
@@ -216,23 +244,37 @@ type group struct {
 	vars   []apisix.Expr
 }
 
+// vhostBuilder translates one virtual host of a route configuration into APISIX
+// routes. It reads nothing but its inputs and writes nothing but its outputs, so
+// virtual hosts can be built on several goroutines.
 type vhostBuilder struct {
-	t  *Translator
-	st *rcState
-	vs *vhostState
-	vh *routev3.VirtualHost
-	// rec, when set, receives the builder's effects on the translator (upstream
-	// references and route objects) instead of the translator, so that builds can run
-	// concurrently (see buildVhosts).
-	rec *vhostRec
-	// refs collects what vs.refs will hold (the scratch of this goroutine).
+	// Inputs.
+	rc       *rcInput
+	vh       *routev3.VirtualHost
+	clusters clusters
+
+	// Outputs: the routes, one per refs.keys entry; the upstreams they reference,
+	// one per refs.ups entry; the findings.
+	routes   []apisix.Route
+	acquires []acquired
+	rep      []report.Entry
+	// refs collects the names finish returns, in buffers of this goroutine.
 	refs *refLists
 }
 
 // refLists are a virtual host's lists of names while it is built, in buffers reused
-// from one build to the next; finish copies them into vhostState.refs.
+// from one build to the next; finish copies them out.
 type refLists struct {
 	keys, ups, deps, mirror []string
+}
+
+// acquired is an upstream a build references: of a cluster, or of a merged
+// weighted split.
+type acquired struct {
+	cluster string
+	split   *upstream.Split // instead of cluster, for a merged weighted split
+	v       upstream.Variant
+	id      string
 }
 
 // acquire references the upstream of (cluster, v) once per virtual host and returns
@@ -253,20 +295,15 @@ func (b *vhostBuilder) reference(a acquired) string {
 			return u
 		}
 	}
-	id := a.id
-	if b.rec == nil {
-		id = b.t.acquireRef(a)
-	} else {
-		b.rec.acquires = append(b.rec.acquires, a)
-	}
-	b.refs.ups = append(b.refs.ups, id)
-	return id
+	b.acquires = append(b.acquires, a)
+	b.refs.ups = append(b.refs.ups, a.id)
+	return a.id
 }
 
-// finish stores the lists collected during the build in vs, in one exactly sized
-// slice, the clusters sorted and each listed once (so that the indexes can append
-// without searching), and empties the buffers without holding on to their strings.
-func (b *vhostBuilder) finish() {
+// finish returns the lists collected during the build in one exactly sized slice,
+// the clusters sorted and each listed once (so that the index can append without
+// searching), and empties the buffers without holding on to their strings.
+func (b *vhostBuilder) finish() vhostRefs {
 	l := b.refs
 	slices.Sort(l.deps)
 	slices.Sort(l.mirror)
@@ -274,12 +311,12 @@ func (b *vhostBuilder) finish() {
 	n := len(l.keys) + len(l.ups) + len(l.deps) + len(l.mirror)
 	refs := make([]string, 0, n)
 	refs = append(append(append(append(refs, l.keys...), l.ups...), l.deps...), l.mirror...)
-	b.vs.refs = refs
-	b.vs.nKeys, b.vs.nUps, b.vs.nDeps = int32(len(l.keys)), int32(len(l.ups)), int32(len(l.deps))
+	out := vhostRefs{refs: refs, nKeys: int32(len(l.keys)), nUps: int32(len(l.ups)), nDeps: int32(len(l.deps))}
 	for _, s := range []*[]string{&l.keys, &l.ups, &l.deps, &l.mirror} {
 		clear(*s)
 		*s = (*s)[:0]
 	}
+	return out
 }
 
 func (b *vhostBuilder) resource(r *routev3.Route, i int) string {
@@ -287,11 +324,11 @@ func (b *vhostBuilder) resource(r *routev3.Route, i int) string {
 	if n == "" {
 		n = "#" + strconv.Itoa(i)
 	}
-	return b.st.ctx.key + "/" + b.vh.GetName() + "/" + n
+	return b.rc.ctx.key + "/" + b.vh.GetName() + "/" + n
 }
 
 func (b *vhostBuilder) report(kind, resource, field string, sev report.Severity, msg string) {
-	b.vs.report = append(b.vs.report, report.Entry{Kind: kind, Resource: resource, Field: field, Severity: sev, Message: msg})
+	b.rep = append(b.rep, report.Entry{Kind: kind, Resource: resource, Field: field, Severity: sev, Message: msg})
 }
 
 // groups splits the domains of the virtual host.
@@ -309,7 +346,7 @@ func (b *vhostBuilder) groups() []group {
 			continue
 		}
 		if i := strings.LastIndexByte(d, ':'); i > 0 && !strings.Contains(d[i:], "]") {
-			if b.st.info.ignorePort {
+			if b.rc.info.ignorePort {
 				// Envoy strips the port from the request's host: this domain never matches.
 				continue
 			}
@@ -326,7 +363,7 @@ func (b *vhostBuilder) groups() []group {
 				hosts = append(hosts, d)
 				suffixes = append(suffixes, d[1:])
 			} else {
-				b.report("virtual_host", b.st.ctx.key+"/"+b.vh.GetName(), "domains", report.Unsupported, "domain "+d+" cannot be an APISIX host and is not served")
+				b.report("virtual_host", b.rc.ctx.key+"/"+b.vh.GetName(), "domains", report.Unsupported, "domain "+d+" cannot be an APISIX host and is not served")
 			}
 		case d[len(d)-1] == '*':
 			prefixes = append(prefixes, d[:len(d)-1])
@@ -337,12 +374,12 @@ func (b *vhostBuilder) groups() []group {
 					hosts = append(hosts, d)
 				}
 			} else {
-				b.report("virtual_host", b.st.ctx.key+"/"+b.vh.GetName(), "domains", report.Unsupported, "domain "+d+" cannot be an APISIX host and is not served")
+				b.report("virtual_host", b.rc.ctx.key+"/"+b.vh.GetName(), "domains", report.Unsupported, "domain "+d+" cannot be an APISIX host and is not served")
 			}
 		}
 	}
 	if portDropped {
-		b.report("virtual_host", b.st.ctx.key+"/"+b.vh.GetName(), "domains", report.Approximated, "domains with a port are matched without it")
+		b.report("virtual_host", b.rc.ctx.key+"/"+b.vh.GetName(), "domains", report.Approximated, "domains with a port are matched without it")
 	}
 	var gs []group
 	if len(hosts) > 0 {
@@ -356,7 +393,7 @@ func (b *vhostBuilder) groups() []group {
 		}
 		gs = append(gs, g)
 	}
-	stems := b.st.info.stems()
+	stems := b.rc.info.stems()
 	for k, p := range dedupe(prefixes) {
 		g := group{suffix: ".pw" + strconv.Itoa(k)}
 		g.vars = append(g.vars, apisix.Expr{"host", "~~", `\A` + quoteLiteral(p) + `[\x00-\xff]`})
@@ -469,13 +506,13 @@ func (b *vhostBuilder) build() {
 	}
 	buckets := assignBuckets(shapes)
 	n := len(routes)
-	base := b.st.ctx.key + "." + b.vh.GetName()
+	base := b.rc.ctx.key + "." + b.vh.GetName()
 	for _, g := range b.groups() {
 		for i, r := range routes {
 			br := &brs[i]
 			bk := buckets[i]
-			vars := make([]apisix.Expr, 0, len(b.st.ctx.vars)+len(g.vars)+1+len(br.conds))
-			vars = append(vars, b.st.ctx.vars...)
+			vars := make([]apisix.Expr, 0, len(b.rc.ctx.vars)+len(g.vars)+1+len(br.conds))
+			vars = append(vars, b.rc.ctx.vars...)
 			vars = append(vars, g.vars...)
 			if bk.all && !(br.exactNat && br.shape.nat.all) {
 				if pv, err := pathVar(br.path); err == nil && pv != nil {
@@ -508,8 +545,8 @@ func (b *vhostBuilder) build() {
 			b.emit(obj)
 		}
 		if !catchAll {
-			vars := make([]apisix.Expr, 0, len(b.st.ctx.vars)+len(g.vars))
-			vars = append(vars, b.st.ctx.vars...)
+			vars := make([]apisix.Expr, 0, len(b.rc.ctx.vars)+len(g.vars))
+			vars = append(vars, b.rc.ctx.vars...)
 			vars = append(vars, g.vars...)
 			if len(vars) == 0 {
 				vars = nil
@@ -517,7 +554,7 @@ func (b *vhostBuilder) build() {
 			// Envoy's filters run before the router finds no route: a request they
 			// refuse gets their answer, not a 404.
 			plugins := abortPlugin(404, "")
-			if v := b.st.ctx.filters.refuseUnrouted(); v != nil {
+			if v := b.rc.ctx.filters.refuseUnrouted(); v != nil {
 				plugins = abortPlugin(v.status, v.body)
 			}
 			b.emit(apisix.Route{
@@ -530,7 +567,6 @@ func (b *vhostBuilder) build() {
 			})
 		}
 	}
-	b.finish()
 }
 
 func routeName(n string) string {
@@ -541,13 +577,8 @@ func routeName(n string) string {
 }
 
 func (b *vhostBuilder) emit(r apisix.Route) {
-	key := apisix.Key(apisix.KindRoutes, r.ID)
-	b.refs.keys = append(b.refs.keys, key)
-	if b.rec == nil {
-		b.t.out.Set(&b.t.sc.enc, key, &r)
-		return
-	}
-	b.rec.routes = append(b.rec.routes, b.t.out.Encode(b.rec.enc, key, &r))
+	b.refs.keys = append(b.refs.keys, apisix.Key(apisix.KindRoutes, r.ID))
+	b.routes = append(b.routes, r)
 }
 
 // abortPlugin answers every request with status and body (fault-injection abort at 100%).
