@@ -10,6 +10,7 @@ package translate
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -310,9 +311,7 @@ func (b *vhostBuilder) mergeSplit(ws []tsUpstream, res string, retries int,
 
 func mergePlugins(p map[string]any, name string, conf any) map[string]any {
 	out := make(map[string]any, len(p)+1)
-	for k, v := range p {
-		out[k] = v
-	}
+	maps.Copy(out, p)
 	out[name] = conf
 	return out
 }

@@ -1,6 +1,10 @@
 package translate
 
-import "github.com/amesh-dev/amesh/internal/report"
+import (
+	"slices"
+
+	"github.com/amesh-dev/amesh/internal/report"
+)
 
 // Most clusters of a mesh have the same findings but for the cluster's name (Istio's
 // auto-mTLS entry is on every outbound cluster): tens of thousands of equal slices. A
@@ -26,9 +30,17 @@ type clusterFindings struct {
 	shared bool
 }
 
-// shareReport returns how cluster name keeps its findings es (its own slice, which it
-// may modify).
-func (t *Translator) shareReport(name string, es []report.Entry) clusterFindings {
+// findings is the complete sorted report, rebuilt only when a part of it changed
+// (dirty), and the findings clusters share.
+type findings struct {
+	sorted []report.Entry
+	dirty  bool
+	shared map[reportSig][]report.Entry
+}
+
+// share returns how cluster name keeps its findings es (its own slice, which it may
+// modify).
+func (f *findings) share(name string, es []report.Entry) clusterFindings {
 	if len(es) == 0 {
 		return clusterFindings{}
 	}
@@ -39,22 +51,22 @@ func (t *Translator) shareReport(name string, es []report.Entry) clusterFindings
 	}
 	sig := reportSig{n: len(es), first: es[0]}
 	sig.first.Resource = ""
-	if s, ok := t.sharedReports[sig]; ok {
+	if s, ok := f.shared[sig]; ok {
 		if equalUnnamed(s, es) {
 			return clusterFindings{es: s, shared: true}
 		}
 		return clusterFindings{es: es}
 	}
-	if len(t.sharedReports) >= maxSharedReports {
+	if len(f.shared) >= maxSharedReports {
 		return clusterFindings{es: es}
 	}
 	for i := range es {
 		es[i].Resource = ""
 	}
-	if t.sharedReports == nil {
-		t.sharedReports = map[reportSig][]report.Entry{}
+	if f.shared == nil {
+		f.shared = map[reportSig][]report.Entry{}
 	}
-	t.sharedReports[sig] = es
+	f.shared[sig] = es
 	return clusterFindings{es: es, shared: true}
 }
 
@@ -74,7 +86,7 @@ func equalUnnamed(s, es []report.Entry) bool {
 }
 
 func (r clusterFindings) equal(o clusterFindings) bool {
-	return r.shared == o.shared && equalEntries(r.es, o.es)
+	return r.shared == o.shared && slices.Equal(r.es, o.es)
 }
 
 // appendTo appends the findings of cluster name to all.

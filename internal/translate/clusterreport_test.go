@@ -34,22 +34,22 @@ func TestShareReport(t *testing.T) {
 	entry := func(res, msg string) report.Entry {
 		return report.Entry{Kind: "cluster", Resource: res, Field: "f", Severity: report.Unsupported, Message: msg}
 	}
-	a := tr.shareReport("a", []report.Entry{entry("a", "m")})
-	b := tr.shareReport("b", []report.Entry{entry("b", "m")})
+	a := tr.findings.share("a", []report.Entry{entry("a", "m")})
+	b := tr.findings.share("b", []report.Entry{entry("b", "m")})
 	if !a.shared || !b.shared || &a.es[0] != &b.es[0] {
 		t.Fatalf("equal findings are not shared: %+v %+v", a, b)
 	}
 	// Another message, or a finding naming something else, is kept as is.
-	if c := tr.shareReport("c", []report.Entry{entry("c", "m"), entry("c", "other")}); !c.shared || &c.es[0] == &a.es[0] {
+	if c := tr.findings.share("c", []report.Entry{entry("c", "m"), entry("c", "other")}); !c.shared || &c.es[0] == &a.es[0] {
 		t.Fatalf("different findings: %+v", c)
 	}
 	own := []report.Entry{entry("d", "m"), entry("x", "m")}
-	if d := tr.shareReport("d", own); d.shared || !equalEntries(d.es, []report.Entry{entry("d", "m"), entry("x", "m")}) {
+	if d := tr.findings.share("d", own); d.shared || !slices.Equal(d.es, []report.Entry{entry("d", "m"), entry("x", "m")}) {
 		t.Fatalf("findings naming another resource must be kept as they are: %+v", d)
 	}
 	for _, n := range []string{"a", "b"} {
-		got := tr.shareReport(n, []report.Entry{entry(n, "m")}).appendTo(nil, n)
-		if !equalEntries(got, []report.Entry{entry(n, "m")}) {
+		got := tr.findings.share(n, []report.Entry{entry(n, "m")}).appendTo(nil, n)
+		if !slices.Equal(got, []report.Entry{entry(n, "m")}) {
 			t.Fatalf("%s: appendTo = %+v", n, got)
 		}
 	}

@@ -15,6 +15,7 @@ package translate
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -382,7 +383,7 @@ func (cf *ctxFilters) finish() {
 	for _, g := range cf.guards {
 		fmt.Fprintf(&b, "%q/%d/%t/%t/%+v;", g.name, g.role, g.network, g.disabled, g.base)
 	}
-	names := sortedKeys(cf.plugins)
+	names := slices.Sorted(maps.Keys(cf.plugins))
 	for _, n := range names {
 		p := cf.plugins[n]
 		fmt.Fprintf(&b, "%q:%t/%t/%x;", n, p.Handled, p.Disabled, mustMarshal(p.Fault))

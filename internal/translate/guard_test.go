@@ -2,6 +2,8 @@ package translate
 
 import (
 	"encoding/json"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -176,7 +178,7 @@ func wantRoutes(t *testing.T, objs map[string][]byte, ctx string, want map[strin
 	}
 }
 
-func keysOf[V any](m map[string]V) []string { return sortedKeys(m) }
+func keysOf[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
 // An RBAC filter whose rules deny every request (ALLOW without policies: Istio's
 // allow-nothing policy; DENY with a policy matching everything) is enforced exactly:

@@ -118,7 +118,7 @@ func (t *Translator) buildUpstream(enc *store.Encoder, j *upJob) {
 	j.rep = rep
 	j.out = make([]store.Object, len(j.ids))
 	for k, id := range j.ids {
-		r := t.ups[id]
+		r := t.refs.byID[id]
 		u := r.v.ApplyAs(base, id) // routes name the variant they asked for
 		j.out[k] = t.out.Encode(enc, r.key, u)
 	}
@@ -141,8 +141,8 @@ type vhostJob struct {
 // order, as rebuildVhost would have one by one. Builds only read translator state
 // (clusters, the output's digests), which nothing writes while they run.
 func (t *Translator) buildVhosts() {
-	jobs := t.vhostJobs
-	t.vhostJobs = nil
+	jobs := t.call.vhostJobs
+	t.call.vhostJobs = nil
 	t.parallel(len(jobs), func(sc *scratch, i int) { t.buildVhost(sc, &jobs[i]) })
 	for i := range jobs {
 		t.adoptVhost(&jobs[i])

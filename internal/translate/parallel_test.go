@@ -2,7 +2,9 @@ package translate
 
 import (
 	"fmt"
+	"maps"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,7 +38,7 @@ func TestParallelMatchesSerial(t *testing.T) {
 			tr := newTracked(Options{})
 			for _, s := range steps(m) {
 				r := tr.Translate(s)
-				outs = append(outs, fmt.Sprintf("put %d %v delete %v report %v", len(r.Changes.Put), sortedKeys(r.Changes.Put), r.Changes.Delete, r.Report))
+				outs = append(outs, fmt.Sprintf("put %d %v delete %v report %v", len(r.Changes.Put), slices.Sorted(maps.Keys(r.Changes.Put)), r.Changes.Delete, r.Report))
 				outs = append(outs, fmt.Sprint(tr.Objects()))
 			}
 		})

@@ -21,7 +21,6 @@ package translate
 import (
 	"maps"
 	"slices"
-	"sort"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -58,39 +57,39 @@ type Result struct {
 	Prior map[string]uint64
 }
 
-// Translator keeps the previous output so that each call only redoes the work the
-// snapshot's Changes require. It is not safe for concurrent use.
+// Translator keeps what its output was built from, so that each call only redoes the
+// work the snapshot's Changes require. It is not safe for concurrent use.
+//
+// Translate drives the builders (listener.go, vhost.go, package upstream), which are
+// pure, over the pieces an update changed or made stale (package index), and writes
+// what they build to the output (package store).
 type Translator struct {
 	opts Options
-	out  *store.Store
+	out  *store.Store              // the output: a digest per object
+	idx  *index.Index[*vhostState] // what each piece read
 
-	started bool
-	seq     uint64
-	snap    *resource.Snapshot // the snapshot being translated (only during Translate)
-
+	// The translated pieces, kept from one call to the next.
+	started   bool
+	seq       uint64 // of the snapshot translated last
 	listeners map[string]*listenerState
 	ctxs      map[string]*rcState // by httpCtx.key
 	clusters  clusters
-	ups       map[string]*upRef // upstream id -> references
-	idx       *index.Index[*vhostState]
-	// splits are the referenced upstreams of merged weighted splits, by id.
-	splits map[string]*upRef
+	refs      upRefs
+	findings  findings
 
-	report      []report.Entry // cached sorted report
-	reportDirty bool
-	// sharedReports: findings shared by clusters (see shareReport).
-	sharedReports map[reportSig][]report.Entry
-	// variants: the variants upRefs share (see internVariant).
-	variants map[string]*upstream.Variant // by Variant.Key
+	call call    // the call in progress; zero between calls
+	sc   scratch // buffers of this goroutine (see parallel)
+}
 
-	sc scratch // buffers of this goroutine (see parallel)
-
-	// per call
-	dirtyUp  map[string]bool
+// call is what one Translate call works on.
+type call struct {
+	snap     *resource.Snapshot
+	full     bool            // translate all of snap, not only its Changes
+	dirtyUp  map[string]bool // upstream ids referenced or released
 	rebuilds map[string]bool // clusters whose upstreams must be rebuilt
-	// collect: syncRC queues new virtual hosts in vhostJobs instead of building them
-	// one by one (a first translation, see buildVhosts).
-	collect   bool
+	// first: the output was empty. syncRC then queues new virtual hosts in vhostJobs
+	// instead of building them one by one (see buildVhosts).
+	first     bool
 	vhostJobs []vhostJob
 	// allClustersNew: a full translation by a translator that had no clusters, so
 	// every cluster is synced and rebuilt in this call.
@@ -232,9 +231,8 @@ func New(opts Options) *Translator {
 		listeners: map[string]*listenerState{},
 		ctxs:      map[string]*rcState{},
 		clusters:  clusters{},
-		ups:       map[string]*upRef{},
 		idx:       index.New[*vhostState](),
-		splits:    map[string]*upRef{},
+		refs:      upRefs{byID: map[string]*upRef{}, splits: map[string]*upRef{}},
 	}
 }
 
@@ -248,28 +246,10 @@ func (t *Translator) Len() int { return t.out.Len() }
 // A Translate that panicked leaves the Translator unusable: its state may be
 // half-updated. The caller drops it and starts over with a new one.
 func (t *Translator) Translate(snap *resource.Snapshot) Result {
-	defer t.releaseRead()
-	t.snap = snap
-	hint, hintClusters := 0, 0
-	t.allClustersNew = false
-	if len(t.clusters) == 0 {
-		// Every cluster is new: size the maps that will hold one entry per cluster
-		// exactly (growing them was ~10% of a first translation's serial part).
-		hintClusters = len(snap.Clusters)
-		t.clusters = make(clusters, hintClusters)
-	}
-	first := t.out.Len() == 0
-	if first {
-		hint = sizeHint(snap)
-	}
-	t.out.Begin(hint)
-	t.idx.Begin()
-	t.dirtyUp = map[string]bool{}
-	t.rebuilds = make(map[string]bool, hintClusters)
-
 	ch := &snap.Changes
 	full := !t.started || ch.Full || ch.Since != t.seq
-	t.allClustersNew = full && hintClusters > 0
+	t.begin(snap, full)
+	defer t.end()
 
 	// 1. Clusters first: routes need their kind and existence.
 	t.syncClusters(full, ch)
@@ -285,14 +265,11 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 			dirtyCtx[key] = true
 		}
 	}
-	keys := sortedKeys(dirtyCtx)
-	t.collect, t.vhostJobs = first, nil
-	for _, key := range keys {
+	for _, key := range slices.Sorted(maps.Keys(dirtyCtx)) {
 		if st := t.ctxs[key]; st != nil {
 			t.syncRC(st)
 		}
 	}
-	t.collect = false
 	t.buildVhosts()
 	// 4. Virtual hosts affected by cluster changes.
 	for vhs := t.idx.TakeStale(); len(vhs) > 0; vhs = t.idx.TakeStale() {
@@ -307,33 +284,49 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 
 	t.started, t.seq = true, snap.Seq
 	cs, prior := t.out.Changes()
-	res := Result{Changes: cs, Prior: prior, Report: t.fullReport()}
-	t.idx.End()
-	t.snap, t.dirtyUp, t.rebuilds = nil, nil, nil
-	t.vhostJobs = nil
-	// Route configurations no listener uses (yet) are released too: nothing else
-	// would release them.
-	if full {
+	return Result{Changes: cs, Prior: prior, Report: t.fullReport()}
+}
+
+// begin starts a call. A first translation sizes the maps that will hold one entry
+// per cluster or per object up front: growing maps of tens of thousands of entries
+// shows in its time.
+func (t *Translator) begin(snap *resource.Snapshot, full bool) {
+	t.call = call{snap: snap, full: full, dirtyUp: map[string]bool{}, first: t.out.Len() == 0}
+	hintClusters, hint := 0, 0
+	if len(t.clusters) == 0 {
+		hintClusters = len(snap.Clusters)
+		t.clusters = make(clusters, hintClusters)
+	}
+	if t.call.first {
+		hint = sizeHint(snap)
+	}
+	t.call.rebuilds = make(map[string]bool, hintClusters)
+	t.call.allClustersNew = full && hintClusters > 0
+	t.out.Begin(hint)
+	t.idx.Begin()
+}
+
+// end ends a call, also one that panicked: it releases the decoded messages of the
+// route configurations the call read (see resource.RouteConfig), and of those of
+// the snapshot no listener uses (yet), which nothing else would release.
+func (t *Translator) end() {
+	for _, rc := range t.call.read {
+		rc.Release()
+	}
+	snap := t.call.snap
+	if t.call.full {
 		for _, rc := range snap.RouteConfigs {
 			rc.Release()
 		}
 	} else {
-		for name := range ch.RouteConfigs {
+		for name := range snap.Changes.RouteConfigs {
 			if rc := snap.RouteConfigs[name]; rc != nil {
 				rc.Release()
 			}
 		}
 	}
-	return res
-}
-
-// releaseRead releases the decoded messages of the route configurations this call
-// read (see resource.RouteConfig), also when it panics.
-func (t *Translator) releaseRead() {
-	for _, rc := range t.read {
-		rc.Release()
-	}
-	t.read = nil
+	t.idx.End()
+	t.call = call{}
 }
 
 // sizeHint estimates the number of objects snap translates into: about one upstream
@@ -365,21 +358,21 @@ func (t *Translator) acquireID(cluster string, v upstream.Variant, id string) st
 // split (see upstream.Split), which each of its clusters lists.
 func (t *Translator) acquireRef(a acquired) string {
 	id := a.id
-	r := t.ups[id]
+	r := t.refs.byID[id]
 	if r == nil {
-		r = &upRef{key: apisix.Key(apisix.KindUpstreams, id), cluster: a.cluster, split: a.split, v: t.internVariant(a.v)}
+		r = &upRef{key: apisix.Key(apisix.KindUpstreams, id), cluster: a.cluster, split: a.split, v: t.refs.intern(a.v)}
 		id = r.id()
-		t.ups[id] = r
+		t.refs.byID[id] = r
 	}
 	r.n++
 	if r.n == 1 {
-		t.dirtyUp[id] = true
+		t.call.dirtyUp[id] = true
 		if r.split == nil {
 			if cs := t.clusters[r.cluster]; cs != nil { // always: only existing clusters are acquired
 				cs.ups = append(cs.ups, id)
 			}
 		} else {
-			t.splits[id] = r
+			t.refs.splits[id] = r
 			for _, c := range r.split.Clusters {
 				if cs := t.clusters[c]; cs != nil && !slices.Contains(cs.ups, id) {
 					cs.ups = append(cs.ups, id)
@@ -391,18 +384,18 @@ func (t *Translator) acquireRef(a acquired) string {
 }
 
 func (t *Translator) release(id string) {
-	r := t.ups[id]
+	r := t.refs.byID[id]
 	if r == nil {
 		return
 	}
 	r.n--
 	if r.n <= 0 {
-		delete(t.ups, id)
-		t.dirtyUp[id] = true
+		delete(t.refs.byID, id)
+		t.call.dirtyUp[id] = true
 		if r.split != nil {
-			delete(t.splits, id)
+			delete(t.refs.splits, id)
 			if len(r.rep) > 0 {
-				t.reportDirty = true
+				t.findings.dirty = true
 			}
 			for _, c := range r.split.Clusters {
 				if cs := t.clusters[c]; cs != nil {
@@ -434,11 +427,11 @@ func (cs *clusterState) unlist(id string) bool {
 // syncClusters updates cluster state for changed clusters and endpoints.
 func (t *Translator) syncClusters(full bool, ch *resource.Changes) {
 	if full {
-		for n := range t.snap.Clusters {
+		for n := range t.call.snap.Clusters {
 			t.syncCluster(n)
 		}
 		for n := range t.clusters {
-			if t.snap.Clusters[n] == nil {
+			if t.call.snap.Clusters[n] == nil {
 				t.syncCluster(n) // removed
 			}
 		}
@@ -462,7 +455,7 @@ func (t *Translator) syncClusters(full bool, ch *resource.Changes) {
 }
 
 func (t *Translator) syncCluster(name string) {
-	src := t.snap.Clusters[name]
+	src := t.call.snap.Clusters[name]
 	cs := t.clusters[name]
 	if src == nil {
 		if cs == nil {
@@ -470,8 +463,8 @@ func (t *Translator) syncCluster(name string) {
 		}
 		t.idx.MoveEDS(name, cs.eds(), "")
 		delete(t.clusters, name)
-		t.reportDirty = true
-		t.rebuilds[name] = true
+		t.findings.dirty = true
+		t.call.rebuilds[name] = true
 		t.idx.ClusterChanged(name, cs.info != clusterInfo{}, false)
 		return
 	}
@@ -479,7 +472,7 @@ func (t *Translator) syncCluster(name string) {
 	eds := edsName(src)
 	var cla *resource.LoadAssignment
 	if eds != "" {
-		cla = t.snap.Endpoints[eds]
+		cla = t.call.snap.Endpoints[eds]
 	}
 	if cs == nil {
 		cs = &clusterState{}
@@ -500,7 +493,7 @@ func (t *Translator) syncCluster(name string) {
 		cs.name = src.Name
 	}
 	cs.info = clusterInfo{exists: true, special: upstream.Special(name, c), hashLB: isHashLB(c)}
-	t.rebuilds[name] = true
+	t.call.rebuilds[name] = true
 	t.idx.ClusterChanged(name, old != cs.info, contentChanged)
 }
 
@@ -531,30 +524,30 @@ func (t *Translator) syncListeners(check bool) map[string]bool {
 		return dirty
 	}
 	in := inboundInfo{}
-	if vi := t.snap.Listeners[virtualInbound]; vi != nil && t.opts.OriginalDstVar != "server_port" {
+	if vi := t.call.snap.Listeners[virtualInbound]; vi != nil && t.opts.OriginalDstVar != "server_port" {
 		in.port = int(vi.GetAddress().GetSocketAddress().GetPortValue())
 	}
 	// Listeners removed or changed.
 	for name, ls := range t.listeners {
-		if l := t.snap.Listeners[name]; l == nil || l != ls.l || ls.in != in || t.idx.ListenerStale(name) {
+		if l := t.call.snap.Listeners[name]; l == nil || l != ls.l || ls.in != in || t.idx.ListenerStale(name) {
 			t.dropListener(name, ls)
 		}
 	}
-	for _, name := range sortedKeys(t.snap.Listeners) {
+	for _, name := range slices.Sorted(maps.Keys(t.call.snap.Listeners)) {
 		if _, ok := t.listeners[name]; ok {
 			continue
 		}
-		l := t.snap.Listeners[name]
+		l := t.call.snap.Listeners[name]
 		ls := &listenerState{l: l, in: in, out: buildListener(l, in, t.opts)}
 		t.listeners[name] = ls
-		t.reportDirty = true
+		t.findings.dirty = true
 		for _, s := range ls.out.streams {
 			t.addStream(ls, s)
 		}
 	}
 	// Contexts: compare the wanted set with the current one.
 	want := map[string]httpCtx{}
-	for _, name := range sortedKeys(t.listeners) {
+	for _, name := range slices.Sorted(maps.Keys(t.listeners)) {
 		for _, c := range t.listeners[name].out.ctxs {
 			if _, dup := want[c.key]; !dup {
 				want[c.key] = c
@@ -595,7 +588,7 @@ func (t *Translator) dropListener(name string, ls *listenerState) {
 		t.release(id)
 	}
 	delete(t.listeners, name)
-	t.reportDirty = true
+	t.findings.dirty = true
 }
 
 func (t *Translator) addStream(ls *listenerState, s streamOut) {
@@ -631,30 +624,30 @@ func (t *Translator) syncUpstreams() {
 	// is rebuilt.
 	byCluster := map[string][]string{}
 	splits := map[string]bool{}
-	for id := range t.dirtyUp {
-		if t.allClustersNew {
+	for id := range t.call.dirtyUp {
+		if t.call.allClustersNew {
 			// Every cluster is rebuilt (below) with all its ids, and no id existed
 			// before: nothing to group or delete.
 			break
 		}
-		if r := t.ups[id]; r != nil && r.split != nil {
+		if r := t.refs.byID[id]; r != nil && r.split != nil {
 			splits[id] = true
 		} else if r != nil {
-			if !t.rebuilds[r.cluster] { // a rebuilt cluster builds all its ids anyway
+			if !t.call.rebuilds[r.cluster] { // a rebuilt cluster builds all its ids anyway
 				byCluster[r.cluster] = append(byCluster[r.cluster], id)
 			}
 		} else {
 			t.out.Delete(apisix.Key(apisix.KindUpstreams, id))
 		}
 	}
-	for name := range t.rebuilds {
+	for name := range t.call.rebuilds {
 		if _, ok := byCluster[name]; !ok {
 			byCluster[name] = nil
 		}
-		if len(t.splits) > 0 {
+		if len(t.refs.splits) > 0 {
 			if cs := t.clusters[name]; cs != nil {
 				for _, id := range cs.ups {
-					if t.splits[id] != nil {
+					if t.refs.splits[id] != nil {
 						splits[id] = true
 					}
 				}
@@ -672,7 +665,7 @@ func (t *Translator) syncUpstreams() {
 			continue
 		}
 		// A rebuilt cluster's ids are listed by the build (idsOf, off this goroutine).
-		jobs = append(jobs, upJob{name: name, cs: cs, rebuild: t.rebuilds[name], ids: ids})
+		jobs = append(jobs, upJob{name: name, cs: cs, rebuild: t.call.rebuilds[name], ids: ids})
 	}
 	t.buildUpstreams(jobs)
 	for i := range jobs {
@@ -680,9 +673,9 @@ func (t *Translator) syncUpstreams() {
 		// Clusters no route uses (about a third of Istio's) only have findings; their
 		// nodes are built when a route acquires one.
 		if len(j.ids) == 0 || j.rebuild {
-			if rep := t.shareReport(j.name, j.rep); !rep.equal(j.cs.report) {
+			if rep := t.findings.share(j.name, j.rep); !rep.equal(j.cs.report) {
 				j.cs.report = rep
-				t.reportDirty = true
+				t.findings.dirty = true
 			}
 		}
 		for _, o := range j.out {
@@ -699,16 +692,16 @@ func (t *Translator) idsOf(cluster string) []string {
 		return nil
 	}
 	ids := slices.Sorted(slices.Values(cs.ups))
-	if len(t.splits) > 0 {
-		ids = slices.DeleteFunc(ids, func(id string) bool { return t.splits[id] != nil })
+	if len(t.refs.splits) > 0 {
+		ids = slices.DeleteFunc(ids, func(id string) bool { return t.refs.splits[id] != nil })
 	}
 	return ids
 }
 
 // buildSplits builds the upstreams of merged weighted splits (few: serially).
 func (t *Translator) buildSplits(ids map[string]bool) {
-	for _, id := range sortedKeys(ids) {
-		r := t.splits[id]
+	for _, id := range slices.Sorted(maps.Keys(ids)) {
+		r := t.refs.splits[id]
 		if r == nil {
 			continue
 		}
@@ -726,9 +719,9 @@ func (t *Translator) buildSplits(ids map[string]bool) {
 			continue
 		}
 		u, rep := upstream.BuildSplit(id, members, *r.v)
-		if !equalEntries(rep, r.rep) {
+		if !slices.Equal(rep, r.rep) {
 			r.rep = rep
-			t.reportDirty = true
+			t.findings.dirty = true
 		}
 		t.out.Set(&t.sc.enc, r.key, u)
 	}
@@ -736,8 +729,8 @@ func (t *Translator) buildSplits(ids map[string]bool) {
 
 // fullReport returns the complete sorted report, rebuilt only when a part changed.
 func (t *Translator) fullReport() []report.Entry {
-	if !t.reportDirty && t.report != nil {
-		return t.report
+	if !t.findings.dirty && t.findings.sorted != nil {
+		return t.findings.sorted
 	}
 	n := 0
 	for _, cs := range t.clusters {
@@ -756,31 +749,10 @@ func (t *Translator) fullReport() []report.Entry {
 	for name, cs := range t.clusters {
 		all = cs.report.appendTo(all, name)
 	}
-	for _, r := range t.splits {
+	for _, r := range t.refs.splits {
 		all = append(all, r.rep...)
 	}
 	sortReport(all)
-	t.report, t.reportDirty = all, false
+	t.findings.sorted, t.findings.dirty = all, false
 	return all
-}
-
-func equalEntries(a, b []report.Entry) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

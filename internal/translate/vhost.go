@@ -80,7 +80,7 @@ func (t *Translator) syncRC(st *rcState) {
 			msg = "route configuration cannot be read (" + err.Error() + "); listener " + st.ctx.listener + " serves no routes"
 		}
 		st.report = []report.Entry{{Kind: "route_config", Resource: st.ctx.rds, Field: "name", Severity: report.Invalid, Message: msg}}
-		t.reportDirty = true
+		t.findings.dirty = true
 		return
 	}
 	info := infoOf(rc)
@@ -90,7 +90,7 @@ func (t *Translator) syncRC(st *rcState) {
 	st.src, st.hdr, st.info = src, hdr, info
 	if len(st.report) > 0 {
 		st.report = nil
-		t.reportDirty = true
+		t.findings.dirty = true
 	}
 	vhs := rc.GetVirtualHosts()
 	seen := make(map[string]bool, len(vhs))
@@ -108,9 +108,9 @@ func (t *Translator) syncRC(st *rcState) {
 			old.wire = wire
 			continue
 		}
-		if old == nil && t.collect {
+		if old == nil && t.call.first {
 			// A first translation: built later with the others, see buildVhosts.
-			t.vhostJobs = append(t.vhostJobs, vhostJob{st: st, vh: vh, wire: wire})
+			t.call.vhostJobs = append(t.call.vhostJobs, vhostJob{st: st, vh: vh, wire: wire})
 			continue
 		}
 		t.rebuildVhost(st, vh, wire)
@@ -132,7 +132,7 @@ func (t *Translator) dropRC(st *rcState) {
 	st.src, st.hdr = nil, nil
 	if len(st.report) > 0 {
 		st.report = nil
-		t.reportDirty = true
+		t.findings.dirty = true
 	}
 }
 
@@ -149,7 +149,7 @@ func (t *Translator) dropVhost(vs *vhostState) {
 	}
 	t.idx.RemoveVirtualHost(vs, vs.deps(), vs.mirror())
 	if len(vs.report) > 0 {
-		t.reportDirty = true
+		t.findings.dirty = true
 	}
 }
 
@@ -157,7 +157,7 @@ func (t *Translator) dropVhost(vs *vhostState) {
 // inline configuration (encoded once per context).
 func (t *Translator) source(st *rcState) (*resource.RouteConfig, error) {
 	if st.ctx.inline == nil {
-		return t.snap.RouteConfigs[st.ctx.rds], nil
+		return t.call.snap.RouteConfigs[st.ctx.rds], nil
 	}
 	if st.inline == nil {
 		rc, err := resource.NewRouteConfig(st.ctx.inline)
@@ -172,7 +172,7 @@ func (t *Translator) source(st *rcState) (*resource.RouteConfig, error) {
 // message returns the decoded route configuration of src; it is released (only its
 // wire form kept) when this call of Translate returns.
 func (t *Translator) message(src *resource.RouteConfig) (*routev3.RouteConfiguration, error) {
-	t.read = append(t.read, src)
+	t.call.read = append(t.call.read, src)
 	return src.Message()
 }
 
@@ -232,7 +232,7 @@ func (t *Translator) adoptVhost(j *vhostJob) {
 	j.st.vhosts[j.vh.GetName()] = vs
 	t.idx.AddVirtualHost(vs, vs.deps(), vs.mirror())
 	if len(vs.report) > 0 {
-		t.reportDirty = true
+		t.findings.dirty = true
 	}
 }
 
