@@ -13,7 +13,6 @@ package translate
 //     keeps them disjoint (a prefix wildcard excludes the longer ones; "*" excludes all).
 
 import (
-	"bytes"
 	"slices"
 	"sort"
 	"strconv"
@@ -23,9 +22,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
-	"github.com/amesh-dev/amesh/internal/translate/store"
 	"github.com/amesh-dev/amesh/internal/translate/upstream"
-	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 // rcInfo is what every virtual host of a route configuration needs from the others.
@@ -57,183 +54,6 @@ func (i rcInfo) stems() []string {
 		return nil
 	}
 	return strings.Split(i.prefixWild, "\x00")
-}
-
-// syncRC brings one context's routes up to date with its route configuration.
-func (t *Translator) syncRC(st *rcState) {
-	src, err := t.source(st)
-	if src == st.src && src != nil {
-		return
-	}
-	var rc, hdr *routev3.RouteConfiguration
-	if src != nil {
-		if rc, err = t.message(src); err == nil {
-			hdr, err = src.HeaderMessage()
-		}
-	}
-	if src == nil || err != nil {
-		t.dropRC(st)
-		msg := "route configuration is missing from the snapshot; listener " + st.ctx.listener + " serves no routes"
-		if err != nil {
-			// Only a message that cannot be encoded or decoded again gets here; the
-			// client never publishes one.
-			msg = "route configuration cannot be read (" + err.Error() + "); listener " + st.ctx.listener + " serves no routes"
-		}
-		st.report = []report.Entry{{Kind: "route_config", Resource: st.ctx.rds, Field: "name", Severity: report.Invalid, Message: msg}}
-		t.findings.dirty = true
-		return
-	}
-	info := infoOf(rc)
-	// Settings of the configuration itself (headers to add, per-filter configs, mirror
-	// policies...) reach every route: when they change, every virtual host is rebuilt.
-	force := st.src == nil || info != st.info || !bytes.Equal(st.src.Header, src.Header)
-	st.src, st.hdr, st.info = src, hdr, info
-	if len(st.report) > 0 {
-		st.report = nil
-		t.findings.dirty = true
-	}
-	vhs := rc.GetVirtualHosts()
-	seen := make(map[string]bool, len(vhs))
-	for i, vh := range vhs {
-		name := vh.GetName()
-		if seen[name] {
-			continue // duplicate names are invalid in Envoy; the first one wins here
-		}
-		seen[name] = true
-		wire := src.VirtualHosts[i]
-		old := st.vhosts[name]
-		if old != nil && !force && bytes.Equal(old.wire, wire) {
-			// Unchanged. Point at the new wire form, so that the old configuration's
-			// can be freed.
-			old.wire = wire
-			continue
-		}
-		if old == nil && t.call.first {
-			// A first translation: built later with the others, see buildVhosts.
-			t.call.vhostJobs = append(t.call.vhostJobs, vhostJob{st: st, vh: vh, wire: wire})
-			continue
-		}
-		t.rebuildVhost(st, vh, wire)
-	}
-	for name, vs := range st.vhosts {
-		if !seen[name] {
-			t.dropVhost(vs)
-			delete(st.vhosts, name)
-		}
-	}
-}
-
-// dropRC removes every route of a context.
-func (t *Translator) dropRC(st *rcState) {
-	for _, vs := range st.vhosts {
-		t.dropVhost(vs)
-	}
-	st.vhosts = map[string]*vhostState{}
-	st.src, st.hdr = nil, nil
-	if len(st.report) > 0 {
-		st.report = nil
-		t.findings.dirty = true
-	}
-}
-
-// dropVhost removes a virtual host's routes and references. Every virtual host that
-// stops being current (removed, replaced by a rebuild, or its context dropped) goes
-// through here.
-func (t *Translator) dropVhost(vs *vhostState) {
-	vs.dropped = true
-	for _, k := range vs.keys() {
-		t.out.Delete(k)
-	}
-	for _, id := range vs.ups() {
-		t.release(id)
-	}
-	t.idx.RemoveVirtualHost(vs, vs.deps(), vs.mirror())
-	if len(vs.report) > 0 {
-		t.findings.dirty = true
-	}
-}
-
-// source returns the route configuration of a context: the RDS resource, or the
-// inline configuration (encoded once per context).
-func (t *Translator) source(st *rcState) (*resource.RouteConfig, error) {
-	if st.ctx.inline == nil {
-		return t.call.snap.RouteConfigs[st.ctx.rds], nil
-	}
-	if st.inline == nil {
-		rc, err := resource.NewRouteConfig(st.ctx.inline)
-		if err != nil {
-			return nil, err
-		}
-		st.inline = rc
-	}
-	return st.inline, nil
-}
-
-// message returns the decoded route configuration of src; it is released (only its
-// wire form kept) when this call of Translate returns.
-func (t *Translator) message(src *resource.RouteConfig) (*routev3.RouteConfiguration, error) {
-	t.call.read = append(t.call.read, src)
-	return src.Message()
-}
-
-// rebuildFromWire retranslates a current virtual host from its wire form, after a
-// change of the clusters it depends on.
-func (t *Translator) rebuildFromWire(vs *vhostState) {
-	vh, err := resource.DecodeVirtualHost(vs.wire)
-	if err != nil {
-		// The wire form was encoded by resource.NewRouteConfig from a valid message;
-		// failing to decode it is a bug, not bad input.
-		panic("translate: decode a virtual host of " + vs.owner.ctx.key + ": " + err.Error())
-	}
-	t.rebuildVhost(vs.owner, vh, vs.wire)
-}
-
-// rebuildVhost retranslates one virtual host; wire is its wire form.
-func (t *Translator) rebuildVhost(st *rcState, vh *routev3.VirtualHost, wire []byte) {
-	if old := st.vhosts[vh.GetName()]; old != nil {
-		t.dropVhost(old)
-	}
-	j := vhostJob{st: st, vh: vh, wire: wire}
-	t.buildVhost(&t.sc, &j)
-	t.adoptVhost(&j)
-}
-
-// buildVhost builds a job's virtual host and encodes its routes. It only reads the
-// translator's state (clusters, the output's digests), so that jobs can be built on
-// several goroutines, each with its own scratch.
-func (t *Translator) buildVhost(sc *scratch, j *vhostJob) {
-	b := vhostBuilder{rc: &j.st.rcInput, vh: j.vh, clusters: t.clusters, refs: &sc.refs, routes: sc.routes}
-	b.build()
-	j.vs = &vhostState{owner: j.st, wire: j.wire, vhostRefs: b.finish(), report: b.rep}
-	j.acquires = b.acquires
-	j.routes = make([]store.Object, len(b.routes))
-	for i, k := range j.vs.keys() {
-		j.routes[i] = t.out.Encode(&sc.enc, k, &b.routes[i])
-	}
-	clear(b.routes)
-	sc.routes = b.routes[:0]
-}
-
-// adoptVhost makes a built virtual host current: it references the upstreams its
-// routes use, stores the routes and indexes what the virtual host read.
-func (t *Translator) adoptVhost(j *vhostJob) {
-	vs := j.vs
-	ups := vs.ups()
-	if len(j.acquires) != len(ups) {
-		panic("translate: a virtual host build listed acquires and ids out of step")
-	}
-	for k, a := range j.acquires {
-		// Keep the id string the translator holds, not the build's copy.
-		ups[k] = t.acquireRef(a)
-	}
-	for _, r := range j.routes {
-		t.out.Put(r)
-	}
-	j.st.vhosts[j.vh.GetName()] = vs
-	t.idx.AddVirtualHost(vs, vs.deps(), vs.mirror())
-	if len(vs.report) > 0 {
-		t.findings.dirty = true
-	}
 }
 
 // group is one copy of a virtual host's routes: for its exact/suffix hosts, for one
@@ -671,4 +491,13 @@ func (b *vhostBuilder) conditions(r *routev3.Route, br *builtRoute, res string) 
 		b.report("route", res, "match", report.Unsupported, msg+"; the route fails closed (500)")
 	}
 	br.matchesAll = len(br.conds) == 0 && br.path.kind == pathPrefix && (br.path.lit == "" || br.path.lit == "/")
+}
+
+// rcInput is what building a virtual host reads of its context and route
+// configuration. hdr is the route configuration decoded without its virtual hosts:
+// what routes read from the configuration itself (plugins.Input).
+type rcInput struct {
+	ctx  httpCtx
+	hdr  *routev3.RouteConfiguration
+	info rcInfo
 }

@@ -1,7 +1,12 @@
 package translate
 
+// The report: every piece keeps its own findings, and the complete sorted report is
+// put together again only when one of them changed.
+
 import (
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/amesh-dev/amesh/internal/report"
 )
@@ -99,4 +104,59 @@ func (r clusterFindings) appendTo(all []report.Entry, name string) []report.Entr
 		all = append(all, e)
 	}
 	return all
+}
+
+// fullReport returns the complete sorted report, rebuilt only when a part changed.
+func (t *Translator) fullReport() []report.Entry {
+	if !t.findings.dirty && t.findings.sorted != nil {
+		return t.findings.sorted
+	}
+	n := 0
+	for _, cs := range t.clusters {
+		n += len(cs.report.es) // most of the entries in Istio's output (auto-mTLS)
+	}
+	all := make([]report.Entry, 0, n+64)
+	for _, ls := range t.listeners {
+		all = append(all, ls.out.report...)
+	}
+	for _, st := range t.ctxs {
+		all = append(all, st.report...)
+		for _, vs := range st.vhosts {
+			all = append(all, vs.report...)
+		}
+	}
+	for name, cs := range t.clusters {
+		all = cs.report.appendTo(all, name)
+	}
+	for _, r := range t.refs.splits {
+		all = append(all, r.rep...)
+	}
+	sortReport(all)
+	t.findings.sorted, t.findings.dirty = all, false
+	return all
+}
+
+// sortReport sorts a report as report.Sort does; a long one (a first translation of
+// Istio's output has a finding per cluster) as two halves on two goroutines, merged.
+func sortReport(es []report.Entry) {
+	if len(es) < 4*parallelMin || runtime.GOMAXPROCS(0) < 2 {
+		report.Sort(es)
+		return
+	}
+	mid := len(es) / 2
+	a, b := es[:mid], es[mid:]
+	var wg sync.WaitGroup
+	wg.Go(func() { report.Sort(a) })
+	report.Sort(b)
+	wg.Wait()
+	merged := make([]report.Entry, 0, len(es))
+	for len(a) > 0 && len(b) > 0 {
+		if report.Compare(&b[0], &a[0]) < 0 {
+			merged, b = append(merged, b[0]), b[1:]
+		} else {
+			merged, a = append(merged, a[0]), a[1:]
+		}
+	}
+	merged = append(append(merged, a...), b...)
+	copy(es, merged)
 }
