@@ -64,6 +64,15 @@ type group struct {
 	vars   []apisix.Expr
 }
 
+// rcInput is what building a virtual host reads of its context and route
+// configuration. hdr is the route configuration decoded without its virtual hosts:
+// what routes read from the configuration itself (plugins.Input).
+type rcInput struct {
+	ctx  httpCtx
+	hdr  *routev3.RouteConfiguration
+	info rcInfo
+}
+
 // vhostBuilder translates one virtual host of a route configuration into APISIX
 // routes. It reads nothing but its inputs and writes nothing but its outputs, so
 // virtual hosts can be built on several goroutines.
@@ -491,13 +500,4 @@ func (b *vhostBuilder) conditions(r *routev3.Route, br *builtRoute, res string) 
 		b.report("route", res, "match", report.Unsupported, msg+"; the route fails closed (500)")
 	}
 	br.matchesAll = len(br.conds) == 0 && br.path.kind == pathPrefix && (br.path.lit == "" || br.path.lit == "/")
-}
-
-// rcInput is what building a virtual host reads of its context and route
-// configuration. hdr is the route configuration decoded without its virtual hosts:
-// what routes read from the configuration itself (plugins.Input).
-type rcInput struct {
-	ctx  httpCtx
-	hdr  *routev3.RouteConfiguration
-	info rcInfo
 }

@@ -39,7 +39,7 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *resource.LoadAssignment, dns 
 	}
 	localityWeighted := c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
 	// Sized up front: a first translation builds tens of thousands of these, and
-	// growing by appends was a visible share of its allocations.
+	// growing them by appends shows in its allocations.
 	total := 0
 	if !b.reportOnly {
 		total = cla.NumEndpoints()
