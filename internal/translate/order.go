@@ -125,11 +125,11 @@ func overlap(a, b pathSet) bool {
 	}
 	switch {
 	case a.prefix && b.prefix:
-		return hasPrefix(al, bl) || hasPrefix(bl, al)
+		return strings.HasPrefix(al, bl) || strings.HasPrefix(bl, al)
 	case a.prefix:
-		return hasPrefix(bl, al)
+		return strings.HasPrefix(bl, al)
 	case b.prefix:
-		return hasPrefix(al, bl)
+		return strings.HasPrefix(al, bl)
 	}
 	return al == bl
 }
@@ -231,5 +231,3 @@ func lower(s string) string {
 	}
 	return s
 }
-
-func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
