@@ -1,7 +1,5 @@
 package translate
 
-import "strings"
-
 // Route order. Envoy takes the first route of a virtual host whose match holds.
 // APISIX's radixtree (within one host) tries routes whose uri equals the path first,
 // then prefix uris ("/x*") from the longest to the shortest, and only among routes with
@@ -14,6 +12,8 @@ import "strings"
 // "/*" (tried last by APISIX) with its path as a condition and a priority below every
 // earlier route there. Moving a route only makes it later, so the check is greedy and
 // one pass suffices. Later routes are checked against the final bucket of earlier ones.
+
+import "strings"
 
 // uriEntry is one APISIX uri of a route: an exact path or a prefix ("lit*").
 type uriEntry struct {
