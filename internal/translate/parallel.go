@@ -1,6 +1,13 @@
 package translate
 
-// Builds on every core.
+// The two large parts of a first translation are pure per item: a virtual host in,
+// its routes, the upstream variants they reference and its findings out; a cluster and
+// its endpoints in, an upstream per referenced variant and the cluster's findings out.
+// A first translation builds tens of thousands of each, so they are built on every
+// core, while everything that writes the translator's state (the plan before;
+// reference counts, the index and the store after) stays on the calling goroutine, in
+// the order a serial translation would use. The result does not depend on the number
+// of workers (TestParallelMatchesSerial).
 
 import (
 	"fmt"
@@ -11,15 +18,6 @@ import (
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/translate/store"
 )
-
-// The two large parts of a first translation are pure per item: a virtual host in,
-// its routes, the upstream variants they reference and its findings out; a cluster and
-// its endpoints in, an upstream per referenced variant and the cluster's findings out.
-// A first translation builds tens of thousands of each, so they are built on every
-// core, while everything that writes the translator's state (the plan before;
-// reference counts, the index and the store after) stays on the calling goroutine, in
-// the order a serial translation would use. The result does not depend on the number
-// of workers (TestParallelMatchesSerial).
 
 // parallelMin is the number of items from which the builds are spread over
 // GOMAXPROCS goroutines; below it the goroutines would cost more than they save (an
