@@ -128,21 +128,23 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	// 2. Listeners decide the set of route-config contexts.
 	dirtyCtx := t.syncListeners(full || len(ch.Listeners) > 0 || t.idx.AnyListenerStale())
 	// 3. Route configurations whose resource changed.
-	changedRDS := maps.Keys(ch.RouteConfigs)
 	if full {
-		changedRDS = t.idx.RouteConfigs()
-	}
-	for name := range changedRDS {
-		for key := range t.idx.Contexts(name) {
-			dirtyCtx[key] = true
+		for name := range t.idx.RouteConfigs() {
+			t.contextsOf(name, dirtyCtx)
+		}
+	} else {
+		for name := range ch.RouteConfigs {
+			t.contextsOf(name, dirtyCtx)
 		}
 	}
-	for _, key := range slices.Sorted(maps.Keys(dirtyCtx)) {
-		if st := t.ctxs[key]; st != nil {
-			t.syncRC(st)
+	if len(dirtyCtx) > 0 {
+		for _, key := range slices.Sorted(maps.Keys(dirtyCtx)) {
+			if st := t.ctxs[key]; st != nil {
+				t.syncRC(st)
+			}
 		}
+		t.buildVhosts()
 	}
-	t.buildVhosts()
 	// 4. Virtual hosts affected by cluster changes.
 	for vhs := t.idx.TakeStale(); len(vhs) > 0; vhs = t.idx.TakeStale() {
 		for _, vs := range vhs {
@@ -157,6 +159,14 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	t.started, t.seq = true, snap.Seq
 	cs, prior := t.out.Changes()
 	return Result{Changes: cs, Prior: prior, Report: t.fullReport()}
+}
+
+// contextsOf adds the keys of the contexts serving the route configuration rds to
+// keys.
+func (t *Translator) contextsOf(rds string, keys map[string]bool) {
+	for key := range t.idx.Contexts(rds) {
+		keys[key] = true
+	}
 }
 
 // begin starts a call. A first translation sizes the maps that will hold one entry
