@@ -130,11 +130,11 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	// 3. Route configurations whose resource changed.
 	if full {
 		for name := range t.idx.RouteConfigs() {
-			t.contextsOf(name, dirtyCtx)
+			t.idx.CollectContexts(name, dirtyCtx)
 		}
 	} else {
 		for name := range ch.RouteConfigs {
-			t.contextsOf(name, dirtyCtx)
+			t.idx.CollectContexts(name, dirtyCtx)
 		}
 	}
 	if len(dirtyCtx) > 0 {
@@ -148,7 +148,7 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	// 4. Virtual hosts affected by cluster changes.
 	for vhs := t.idx.TakeStale(); len(vhs) > 0; vhs = t.idx.TakeStale() {
 		for _, vs := range vhs {
-			if !vs.dropped {
+			if vs.owner != nil {
 				t.rebuildFromWire(vs)
 			}
 		}
@@ -159,14 +159,6 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 	t.started, t.seq = true, snap.Seq
 	cs, prior := t.out.Changes()
 	return Result{Changes: cs, Prior: prior, Report: t.fullReport()}
-}
-
-// contextsOf adds the keys of the contexts serving the route configuration rds to
-// keys.
-func (t *Translator) contextsOf(rds string, keys map[string]bool) {
-	for key := range t.idx.Contexts(rds) {
-		keys[key] = true
-	}
 }
 
 // begin starts a call. A first translation sizes the maps that will hold one entry

@@ -36,12 +36,12 @@ type rcState struct {
 // keeps share one exactly sized slice (vhostRefs), filled once the virtual host is
 // built (vhostBuilder.finish).
 type vhostState struct {
-	owner *rcState // its name is the key of the vhostState in owner.vhosts
+	// owner holds it in owner.vhosts under its name; nil once the virtual host is no
+	// longer current (see dropVhost).
+	owner *rcState
 	wire  []byte
 	vhostRefs
-	// dropped: no longer current (see dropVhost).
-	dropped bool
-	report  []report.Entry
+	report []report.Entry
 }
 
 // vhostRefs are the names a built virtual host keeps, in one slice: keys, then ups,
@@ -146,7 +146,7 @@ func (t *Translator) dropRC(st *rcState) {
 // stops being current (removed, replaced by a rebuild, or its context dropped) goes
 // through here.
 func (t *Translator) dropVhost(vs *vhostState) {
-	vs.dropped = true
+	vs.owner = nil
 	for _, k := range vs.keys() {
 		t.out.Delete(k)
 	}

@@ -43,8 +43,13 @@ func (x *Index[V]) AddContext(rds, key string) { add(x.contexts, rds, key) }
 // RemoveContext undoes AddContext.
 func (x *Index[V]) RemoveContext(rds, key string) { remove(x.contexts, rds, key) }
 
-// Contexts yields the keys of the contexts serving the route configuration rds.
-func (x *Index[V]) Contexts(rds string) iter.Seq[string] { return maps.Keys(x.contexts[rds]) }
+// CollectContexts adds to keys the keys of the contexts serving the route
+// configuration rds.
+func (x *Index[V]) CollectContexts(rds string, keys map[string]bool) {
+	for k := range x.contexts[rds] {
+		keys[k] = true
+	}
+}
 
 // RouteConfigs yields the names of the route configurations some context serves.
 func (x *Index[V]) RouteConfigs() iter.Seq[string] { return maps.Keys(x.contexts) }

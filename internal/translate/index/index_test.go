@@ -1,6 +1,7 @@
 package index
 
 import (
+	"maps"
 	"slices"
 	"testing"
 )
@@ -66,7 +67,9 @@ func TestContexts(t *testing.T) {
 	x.AddContext("rds", "out-80")
 	x.AddContext("rds", "in-80")
 	x.AddContext("other", "out-81")
-	if got := slices.Sorted(x.Contexts("rds")); !slices.Equal(got, []string{"in-80", "out-80"}) {
+	got := map[string]bool{"before": true}
+	x.CollectContexts("rds", got)
+	if !maps.Equal(got, map[string]bool{"before": true, "in-80": true, "out-80": true}) {
 		t.Fatalf("contexts of rds: %v", got)
 	}
 	x.RemoveContext("other", "out-81")
