@@ -39,7 +39,7 @@ type event struct {
 	// apply: wall-clock time (UnixNano) the batch was written, and what it wrote.
 	At int64 `json:"at,omitempty"`
 	// RecvAt is when the xDS client received the newest response of the snapshots
-	// behind this batch (UnixNano, resource.Snapshot.Received): At - RecvAt is the
+	// behind this batch (UnixNano, resource.State.Received): At - RecvAt is the
 	// data plane's own share, xDS response → version bump (decode, window, translate,
 	// write).
 	RecvAt int64 `json:"recv_at,omitempty"`
@@ -137,7 +137,7 @@ type timedSource struct {
 	cnt *counter
 }
 
-func (s timedSource) Next(ctx context.Context) (*resource.Snapshot, error) {
+func (s timedSource) Next(ctx context.Context) (*resource.Update, error) {
 	snap, err := s.src.Next(ctx)
 	if err == nil {
 		s.cnt.mu.Lock()
@@ -313,12 +313,15 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 // coalescing, ordering, diffing or reporting.
 // settled is closed once the first output has been written and dropped.
 func floor(ctx context.Context, src agent.Source, cnt *counter, settled chan<- struct{}) error {
+	var st resource.State
 	for first := true; ; first = false {
-		snap, err := src.Next(ctx)
+		u, err := src.Next(ctx)
 		if err != nil {
 			return err
 		}
-		puts, err := naive(snap)
+		st.Apply(u)
+		puts, err := naive(&st)
+		st.Done()
 		if err != nil {
 			return err
 		}

@@ -14,7 +14,7 @@ import (
 // load assignment and one route per xDS route: the decode + encode floor. It ignores every
 // semantic amesh must keep (order, matchers, policies), so it is a lower bound, not a
 // translation.
-func naive(snap *resource.Snapshot) (map[string][]byte, error) {
+func naive(snap *resource.State) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	full := snap.Changes.Full || snap.Changes.Since == 0
 	for name, cla := range snap.Endpoints {
@@ -29,7 +29,7 @@ func naive(snap *resource.Snapshot) (map[string][]byte, error) {
 		if _, ok := snap.Changes.RouteConfigs[name]; !full && !ok {
 			continue
 		}
-		rc, err := src.Message()
+		rc, err := snap.Changes.RouteMessage(src)
 		if err != nil {
 			return nil, fmt.Errorf("route config %s: %w", name, err)
 		}
@@ -41,9 +41,6 @@ func naive(snap *resource.Snapshot) (map[string][]byte, error) {
 				}
 			}
 		}
-		// Like the translator: once encoded, only the wire form stays in memory
-		// (see resource.RouteConfig), so the floor's heap compares with the agent's.
-		src.Release()
 	}
 	return out, nil
 }

@@ -12,10 +12,11 @@ import (
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
-// Source yields snapshots. Next blocks until a snapshot newer than the last one it
-// returned exists, and returns the newest, with Changes merged over any it skipped.
+// Source yields updates (client.Client is one). Next blocks until there is
+// something newer than what it returned last, and returns one Update covering
+// everything since; the first one replaces every kind. The caller owns it.
 type Source interface {
-	Next(ctx context.Context) (*resource.Snapshot, error)
+	Next(ctx context.Context) (*resource.Update, error)
 }
 
 // Translator is what the pipeline needs of translate.Translator. Its change sets,
@@ -24,7 +25,7 @@ type Source interface {
 // batched change whose value equals the prior one. A Translator whose Translate
 // panicked is not called again: the pipeline builds a new one.
 type Translator interface {
-	Translate(*resource.Snapshot) translate.Result
+	Translate(*resource.State) translate.Result
 }
 
 // Sink writes APISIX objects somewhere APISIX reads them.

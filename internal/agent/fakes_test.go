@@ -22,7 +22,7 @@ const long = 10 * time.Second // deadline for things that must happen
 // fakeSource hands out the snapshots the test pushes. Next announces on waiting that
 // it is about to block, so that the test knows every earlier snapshot was taken.
 type fakeSource struct {
-	ch      chan *resource.Snapshot
+	ch      chan *resource.Update
 	waiting chan struct{}
 	held    bool // the test holds a waiting token it has not used yet
 	seq     uint64
@@ -30,10 +30,10 @@ type fakeSource struct {
 }
 
 func newFakeSource() *fakeSource {
-	return &fakeSource{ch: make(chan *resource.Snapshot), waiting: make(chan struct{}), err: make(chan error, 1)}
+	return &fakeSource{ch: make(chan *resource.Update), waiting: make(chan struct{}), err: make(chan error, 1)}
 }
 
-func (s *fakeSource) Next(ctx context.Context) (*resource.Snapshot, error) {
+func (s *fakeSource) Next(ctx context.Context) (*resource.Update, error) {
 	select {
 	case s.waiting <- struct{}{}:
 	case <-ctx.Done():
@@ -67,17 +67,17 @@ func (s *fakeSource) settle(t *testing.T) {
 func (s *fakeSource) push(t *testing.T) uint64 {
 	t.Helper()
 	s.seq++
-	s.pushSnap(t, &resource.Snapshot{Seq: s.seq})
+	s.pushSnap(t, &resource.State{Seq: s.seq})
 	return s.seq
 }
 
-// pushSnap hands snap to the pipeline.
-func (s *fakeSource) pushSnap(t *testing.T, snap *resource.Snapshot) {
+// pushSnap hands the pipeline the update that brings it to snap.
+func (s *fakeSource) pushSnap(t *testing.T, snap *resource.State) {
 	t.Helper()
 	s.settle(t)
 	s.held = false
 	select {
-	case s.ch <- snap:
+	case s.ch <- resource.UpdateOf(snap):
 	case <-time.After(long):
 		t.Fatal("source: snapshot not taken")
 	}
@@ -125,7 +125,7 @@ func (s *fakeScript) set(seq uint64, objs map[string]string) {
 	s.states[seq] = m
 }
 
-func (f *fakeTranslator) Translate(snap *resource.Snapshot) translate.Result {
+func (f *fakeTranslator) Translate(snap *resource.State) translate.Result {
 	s := f.s
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -23,7 +23,7 @@ type panicking struct {
 	translated chan<- uint64
 }
 
-func (p *panicking) Translate(s *resource.Snapshot) translate.Result {
+func (p *panicking) Translate(s *resource.State) translate.Result {
 	defer func() { p.translated <- s.Seq }()
 	r := p.tr.Translate(s)
 	if p.at[s.Seq] {
@@ -52,7 +52,7 @@ func startReal(t *testing.T) *realHarness {
 }
 
 // push hands snap to the agent and waits until it is translated.
-func (r *realHarness) push(t *testing.T, snap *resource.Snapshot) {
+func (r *realHarness) push(t *testing.T, snap *resource.State) {
 	t.Helper()
 	r.src.pushSnap(t, snap)
 	select {

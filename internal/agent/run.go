@@ -66,8 +66,10 @@ type Agent struct {
 	opts  Options
 	log   *slog.Logger
 
-	// tr is used only by Run's goroutine, which replaces it after a panic.
-	tr Translator
+	// Used only by Run's goroutine. state is the resources the updates brought; tr
+	// translates it and is replaced after a panic.
+	state resource.State
+	tr    Translator
 
 	// after is preciseAfter (time.After without the runtime's millisecond rounding);
 	// tests replace it to control the window and backoff timers.
@@ -106,11 +108,11 @@ func Run(ctx context.Context, src Source, newTr func() Translator, sink Sink, op
 	return New(src, newTr, sink, opts).Run(ctx)
 }
 
-// received is a snapshot and the time the Source handed it over (the start of its
+// received is an update and the time the Source handed it over (the start of its
 // push-to-write latency).
 type received struct {
-	snap *resource.Snapshot
-	at   time.Time
+	u  *resource.Update
+	at time.Time
 }
 
 // Run processes snapshots until ctx is done, then returns ctx's error. It must be
@@ -187,9 +189,9 @@ func (a *Agent) collect(ctx context.Context, snaps <-chan received, b *batch, d 
 // pipeline inside nginx.
 func (a *Agent) read(ctx context.Context, out chan<- received) {
 	for attempt := 0; ctx.Err() == nil; {
-		snap, err := a.next(ctx)
-		if err == nil && snap == nil {
-			err = errors.New("source returned a nil snapshot")
+		u, err := a.next(ctx)
+		if err == nil && u == nil {
+			err = errors.New("source returned a nil update")
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -206,7 +208,7 @@ func (a *Agent) read(ctx context.Context, out chan<- received) {
 		}
 		attempt = 0
 		select {
-		case out <- received{snap: snap, at: time.Now()}:
+		case out <- received{u: u, at: time.Now()}:
 		case <-ctx.Done():
 			return
 		}
@@ -214,7 +216,7 @@ func (a *Agent) read(ctx context.Context, out chan<- received) {
 }
 
 // next calls Source.Next, turning a panic into an error.
-func (a *Agent) next(ctx context.Context) (snap *resource.Snapshot, err error) {
+func (a *Agent) next(ctx context.Context) (u *resource.Update, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = panicError("Source.Next", p)
@@ -223,9 +225,12 @@ func (a *Agent) next(ctx context.Context) (snap *resource.Snapshot, err error) {
 	return a.src.Next(ctx)
 }
 
-// absorb translates one snapshot and adds its changes to b.
+// absorb applies one update to the state, translates the state and adds the
+// translation's changes to b.
 func (a *Agent) absorb(b *batch, r received) {
-	res, err := a.translate(r.snap)
+	a.state.Apply(r.u)
+	res, err := a.translate(&a.state)
+	a.state.Done()
 	if err != nil {
 		// A translation that panicked may have stopped half-way: the translator's
 		// state no longer matches the changes it handed out. It is replaced; until the
@@ -239,7 +244,7 @@ func (a *Agent) absorb(b *batch, r received) {
 	if b.since.IsZero() {
 		b.since = r.at
 	}
-	b.seq = r.snap.Seq
+	b.seq = r.u.Seq
 	if b.resync {
 		// The new translator's first output is complete: compare it with what the
 		// sink holds instead of with a previous output.
@@ -273,7 +278,7 @@ func (a *Agent) held() (digests map[string]uint64, known bool) {
 	return digests, false
 }
 
-func (a *Agent) translate(snap *resource.Snapshot) (res translateResult, err error) {
+func (a *Agent) translate(snap *resource.State) (res translateResult, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = panicError(fmt.Sprintf("translating snapshot %d", snap.Seq), p)

@@ -165,13 +165,14 @@ func subsetName(k int) string {
 	return fmt.Sprintf("v%d", k)
 }
 
-// Snapshot returns the current state as a snapshot that asks for a full translation.
-func (m *Mesh) Snapshot() *resource.Snapshot {
-	return m.snapshot(resource.Changes{Full: true})
+// Snapshot returns the current state as a snapshot that asks for a full translation,
+// with the decoded route configurations as an update from the client brings them.
+func (m *Mesh) Snapshot() *resource.State {
+	return m.snapshot(resource.Changes{Full: true, Decoded: m.routeConfigs})
 }
 
-func (m *Mesh) snapshot(ch resource.Changes) *resource.Snapshot {
-	return &resource.Snapshot{
+func (m *Mesh) snapshot(ch resource.Changes) *resource.State {
+	return &resource.State{
 		Seq:          m.seq,
 		Listeners:    m.listeners,
 		RouteConfigs: m.storedRC,
@@ -193,7 +194,7 @@ func (m *Mesh) EDSClusters() []string { return append([]string(nil), m.edsNames.
 // ChangeEndpoint replaces the address of one endpoint of one cluster (cluster i modulo
 // the number of EDS clusters; the endpoint rotates with every call), as when a pod is
 // rescheduled, and returns the next snapshot with only that load assignment changed.
-func (m *Mesh) ChangeEndpoint(i int) *resource.Snapshot {
+func (m *Mesh) ChangeEndpoint(i int) *resource.State {
 	name := m.edsNames[((i%len(m.edsNames))+len(m.edsNames))%len(m.edsNames)]
 	cla := clone(m.endpoints[name])
 	m.changes++
@@ -210,7 +211,7 @@ func (m *Mesh) ChangeEndpoint(i int) *resource.Snapshot {
 // Resend replaces every resource by a freshly decoded copy with identical content (new
 // pointers), as after istiod resends everything, and returns the next snapshot listing
 // every resource as changed.
-func (m *Mesh) Resend() *resource.Snapshot {
+func (m *Mesh) Resend() *resource.State {
 	ch := resource.Changes{
 		Listeners:    redecodeAll(m.listeners),
 		RouteConfigs: redecodeAll(m.routeConfigs),
@@ -228,12 +229,20 @@ func (m *Mesh) Resend() *resource.Snapshot {
 }
 
 // ResendRouteConfigs is Resend for the route configurations only.
-func (m *Mesh) ResendRouteConfigs() *resource.Snapshot {
+func (m *Mesh) ResendRouteConfigs() *resource.State {
 	ch := resource.Changes{RouteConfigs: redecodeAll(m.routeConfigs)}
 	m.restoreRCs()
 	m.seq++
 	ch.Since = m.seq - 1
 	return m.snapshot(ch)
+}
+
+// EditRouteConfig changes route configuration name with f, in the mesh and in the
+// snapshots it returned (their maps are the mesh's), without a new Seq: for a test
+// that edits the snapshot it is about to translate.
+func (m *Mesh) EditRouteConfig(name string, f func(*routev3.RouteConfiguration)) {
+	f(m.routeConfigs[name])
+	m.storedRC[name] = resource.MustRouteConfig(m.routeConfigs[name])
 }
 
 // restoreRCs brings storedRC in step with routeConfigs (new pointers for all).

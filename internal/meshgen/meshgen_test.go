@@ -79,7 +79,7 @@ func messageOf[M proto.Message](t *testing.T, r interface{ Message() (M, error) 
 
 // checkConsistent checks what a client guarantees: every RDS name and every cluster a
 // route names exists, and every EDS cluster has its endpoints.
-func checkConsistent(t *testing.T, snap *resource.Snapshot) {
+func checkConsistent(t *testing.T, snap *resource.State) {
 	t.Helper()
 	for _, l := range snap.Listeners {
 		for _, fc := range l.GetFilterChains() {

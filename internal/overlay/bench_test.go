@@ -19,7 +19,7 @@ func BenchmarkConfigChange(b *testing.B) {
 	}
 	feed := &Latest{}
 	tr := NewTranslator(&fakeTranslator{next: objects}, feed, Options{})
-	tr.Translate(&resource.Snapshot{})
+	tr.Translate(&resource.State{})
 	puts := 0
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -28,7 +28,7 @@ func BenchmarkConfigChange(b *testing.B) {
 			cfg("ns", "all", 0, Scope{}, plugin("cors", `{}`)),
 			cfg("ns", "one-port", 1, Scope{Ports: []uint32{9080}}, plugin("limit-count", fmt.Sprintf(`{"count":%d,"time_window":60}`, i))),
 		}})
-		puts += len(tr.Translate(&resource.Snapshot{}).Changes.Put)
+		puts += len(tr.Translate(&resource.State{}).Changes.Put)
 	}
 	b.ReportMetric(float64(routes), "routes")
 	b.ReportMetric(float64(puts)/float64(b.N), "puts/op")
@@ -46,7 +46,7 @@ func BenchmarkTranslationChange(b *testing.B) {
 	feed.Publish(Set{Version: 1, Configs: []Config{cfg("ns", "all", 0, Scope{}, plugin("cors", `{}`))}})
 	inner := &fakeTranslator{next: objects}
 	tr := NewTranslator(inner, feed, Options{})
-	tr.Translate(&resource.Snapshot{})
+	tr.Translate(&resource.State{})
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -58,7 +58,7 @@ func BenchmarkTranslationChange(b *testing.B) {
 		next["/routes/r0"] = route(b, "r0", []string{"h"}, fmt.Sprint("/", i), 9080, nil)
 		inner.next = next
 		b.StartTimer()
-		if n := len(tr.Translate(&resource.Snapshot{}).Changes.Put); n != 1 {
+		if n := len(tr.Translate(&resource.State{}).Changes.Put); n != 1 {
 			b.Fatalf("%d puts, want 1", n)
 		}
 	}

@@ -22,7 +22,7 @@ type fakeTranslator struct {
 	next, objects map[string][]byte
 }
 
-func (f *fakeTranslator) Translate(*resource.Snapshot) translate.Result {
+func (f *fakeTranslator) Translate(*resource.State) translate.Result {
 	cs := apisix.Diff(f.objects, f.next)
 	prior := translate.PriorOf(f.objects, cs)
 	f.objects = f.next
@@ -84,7 +84,7 @@ func newHarness(t *testing.T, objects map[string][]byte) *harness {
 
 func (h *harness) step() apisix.ChangeSet {
 	h.t.Helper()
-	h.last = h.tr.Translate(&resource.Snapshot{})
+	h.last = h.tr.Translate(&resource.State{})
 	cs := h.last.Changes
 	if err := h.last.CheckPrior(h.sink); err != nil {
 		h.t.Fatal(err)
@@ -366,7 +366,7 @@ func TestRandomSequencesMatchFullRender(t *testing.T) {
 		}
 		set, _ := h.feed.Current()
 		fresh := NewTranslator(&fakeTranslator{next: h.inner.objects}, staticFeed(set), Options{})
-		full := fresh.Translate(&resource.Snapshot{}).Changes.Put
+		full := fresh.Translate(&resource.State{}).Changes.Put
 		if !sameObjects(full, h.sink) {
 			t.Fatalf("step %d: incremental output differs from a full render (-full +incremental):\n%s",
 				i, cmp.Diff(full, h.sink))

@@ -11,24 +11,24 @@ import (
 // SnapshotSource is the source the overlay wraps (agent.Source; declared here so that
 // this package does not depend on the pipeline).
 type SnapshotSource interface {
-	Next(ctx context.Context) (*resource.Snapshot, error)
+	Next(ctx context.Context) (*resource.Update, error)
 }
 
 // Source wraps the xDS source: Next also returns when the feed has a newer config
-// set, with the latest snapshot again and empty Changes, so that the pipeline runs the
+// set, with an update that changes no resource, so that the pipeline runs the
 // Translator (which reads the feed) without any xDS change. Not safe for concurrent use,
 // like the sources it wraps.
 type Source struct {
 	inner SnapshotSource
 	feed  Feed
 
-	last    *resource.Snapshot // the last snapshot inner returned
-	changed <-chan struct{}    // closed when the feed moves past what last was returned with
-	pending chan nextResult    // the in-flight inner.Next, nil if none
+	last    *resource.Update // the last update inner returned
+	changed <-chan struct{}  // closed when the feed moves past what last was returned with
+	pending chan nextResult  // the in-flight inner.Next, nil if none
 }
 
 type nextResult struct {
-	snap *resource.Snapshot
+	snap *resource.Update
 	err  error
 	ctx  context.Context // the context inner.Next ran with
 }
@@ -38,10 +38,10 @@ func NewSource(inner SnapshotSource, feed Feed) *Source {
 	return &Source{inner: inner, feed: feed}
 }
 
-// Next returns the next snapshot from the wrapped source, or, once a snapshot has
-// been returned, the latest one again (Changes empty, Since its own Seq) when the feed
+// Next returns the next update from the wrapped source, or, once one has been
+// returned, an update with the same Seq that changes no resource when the feed
 // changed. An inner call interrupted by a feed change stays in flight for the next call.
-func (s *Source) Next(ctx context.Context) (*resource.Snapshot, error) {
+func (s *Source) Next(ctx context.Context) (*resource.Update, error) {
 	for {
 		if s.pending == nil {
 			ch := make(chan nextResult, 1)
@@ -78,9 +78,7 @@ func (s *Source) Next(ctx context.Context) (*resource.Snapshot, error) {
 			return r.snap, nil
 		case <-changed:
 			_, s.changed = s.feed.Current()
-			again := *s.last
-			again.Changes = resource.Changes{Since: s.last.Seq}
-			return &again, nil
+			return &resource.Update{Seq: s.last.Seq, Missing: s.last.Missing, Received: s.last.Received}, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

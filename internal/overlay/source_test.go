@@ -11,9 +11,9 @@ import (
 )
 
 // chanSource returns the snapshots sent on its channel.
-type chanSource chan *resource.Snapshot
+type chanSource chan *resource.Update
 
-func (c chanSource) Next(ctx context.Context) (*resource.Snapshot, error) {
+func (c chanSource) Next(ctx context.Context) (*resource.Update, error) {
 	select {
 	case s := <-c:
 		return s, nil
@@ -23,7 +23,7 @@ func (c chanSource) Next(ctx context.Context) (*resource.Snapshot, error) {
 }
 
 type nextResultT struct {
-	snap *resource.Snapshot
+	snap *resource.Update
 	err  error
 }
 
@@ -67,27 +67,27 @@ func TestSourceWakesOnFeedChange(t *testing.T) {
 	first := nextAsync(ctx, s)
 	feed.Publish(Set{Version: 1})
 	mustNotReturn(t, first)
-	snap1 := &resource.Snapshot{Seq: 1, Changes: resource.Changes{Full: true}}
+	snap1 := &resource.Update{Seq: 1, Clusters: resource.Kind[*resource.Cluster]{Replace: true}}
 	inner <- snap1
 	if r := wait(t, first); r.snap != snap1 || r.err != nil {
 		t.Fatalf("got %+v, want snapshot 1", r)
 	}
 
-	// A feed change returns the same snapshot with empty Changes since itself.
+	// A feed change returns an update with the same Seq that changes nothing.
 	ch := nextAsync(ctx, s)
 	feed.Publish(Set{Version: 2})
 	r := wait(t, ch)
-	if r.err != nil || r.snap.Seq != 1 || !r.snap.Changes.Empty() || r.snap.Changes.Since != 1 {
+	if r.err != nil || r.snap.Seq != 1 || !r.snap.Empty() {
 		t.Fatalf("got %+v, want snapshot 1 again with empty changes since 1", r.snap)
 	}
-	if !snap1.Changes.Full {
+	if !snap1.Clusters.Replace {
 		t.Fatal("the published snapshot was modified")
 	}
 
 	// The inner call interrupted by the feed change is still in flight and delivers.
 	ch = nextAsync(ctx, s)
 	mustNotReturn(t, ch)
-	snap2 := &resource.Snapshot{Seq: 2}
+	snap2 := &resource.Update{Seq: 2}
 	inner <- snap2
 	if r := wait(t, ch); r.snap != snap2 {
 		t.Fatalf("got %+v, want snapshot 2", r.snap)
@@ -96,7 +96,7 @@ func TestSourceWakesOnFeedChange(t *testing.T) {
 	// Two feed changes before Next is called wake it once.
 	feed.Publish(Set{Version: 3})
 	feed.Publish(Set{Version: 4})
-	if r := wait(t, nextAsync(ctx, s)); r.snap.Seq != 2 || !r.snap.Changes.Empty() {
+	if r := wait(t, nextAsync(ctx, s)); r.snap.Seq != 2 || !r.snap.Empty() {
 		t.Fatalf("got %+v, want snapshot 2 again", r.snap)
 	}
 	mustNotReturn(t, nextAsync(ctx, s))
@@ -115,7 +115,7 @@ func TestSourceContextCancel(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
 	ch = nextAsync(ctx2, s)
-	snap := &resource.Snapshot{Seq: 7}
+	snap := &resource.Update{Seq: 7}
 	inner <- snap
 	if r := wait(t, ch); r.snap != snap || r.err != nil {
 		t.Fatalf("got %+v, want snapshot 7", r)
@@ -124,7 +124,7 @@ func TestSourceContextCancel(t *testing.T) {
 
 type panicSource struct{}
 
-func (panicSource) Next(context.Context) (*resource.Snapshot, error) { panic("boom") }
+func (panicSource) Next(context.Context) (*resource.Update, error) { panic("boom") }
 
 func TestSourcePanicBecomesError(t *testing.T) {
 	s := NewSource(panicSource{}, &Latest{})

@@ -21,7 +21,7 @@ type Options struct {
 // Inner is the translator the overlay wraps (agent.Translator; declared here so that
 // this package does not depend on the pipeline).
 type Inner interface {
-	Translate(*resource.Snapshot) translate.Result
+	Translate(*resource.State) translate.Result
 }
 
 // Translator wraps the xDS translator and merges the feed's plugins into its routes.
@@ -69,7 +69,7 @@ func NewTranslator(inner Inner, feed Feed, opts Options) *Translator {
 
 // Translate translates snap with the wrapped translator and merges the current
 // configs into the routes whose translation or applicable configs changed.
-func (t *Translator) Translate(snap *resource.Snapshot) translate.Result {
+func (t *Translator) Translate(snap *resource.State) translate.Result {
 	res := t.inner.Translate(snap)
 	set, _ := t.feed.Current()
 	configsChanged := t.setConfigs(set)

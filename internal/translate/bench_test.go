@@ -142,9 +142,9 @@ func decodeRCs(b testing.TB, w *wire) map[string]*resource.RouteConfig {
 }
 
 // decode returns a new snapshot of fresh messages, asking for a full translation.
-func (w *wire) decode(b testing.TB) *resource.Snapshot {
+func (w *wire) decode(b testing.TB) *resource.State {
 	w.seq++
-	return &resource.Snapshot{
+	return &resource.State{
 		Seq:          w.seq,
 		Listeners:    decodeAll(b, w.listeners, func() *listenerv3.Listener { return &listenerv3.Listener{} }),
 		RouteConfigs: decodeRCs(b, w),
@@ -257,13 +257,12 @@ func BenchmarkFirst(b *testing.B) {
 				runtime.GC()
 				var before runtime.MemStats
 				if i == b.N-1 {
-					// What a translated snapshot holds: decoded, with its route
-					// configurations released as the translator releases them.
+					// What a translated state holds: decoded, its changes (with
+					// their decoded route configurations) dropped as the agent
+					// drops them.
 					runtime.ReadMemStats(&before)
 					s := w.decode(b)
-					for _, rc := range s.RouteConfigs {
-						rc.Release()
-					}
+					s.Done()
 					runtime.GC()
 					var m runtime.MemStats
 					runtime.ReadMemStats(&m)

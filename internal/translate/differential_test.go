@@ -50,8 +50,8 @@ func staticCluster(name string) *clusterv3.Cluster {
 	return &clusterv3.Cluster{Name: name, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}}
 }
 
-func snapshotOf(ls []*listenerv3.Listener, rcs []*routev3.RouteConfiguration, cs []*clusterv3.Cluster) *resource.Snapshot {
-	s := &resource.Snapshot{Seq: 1, Listeners: map[string]*listenerv3.Listener{}, RouteConfigs: map[string]*resource.RouteConfig{},
+func snapshotOf(ls []*listenerv3.Listener, rcs []*routev3.RouteConfiguration, cs []*clusterv3.Cluster) *resource.State {
+	s := &resource.State{Seq: 1, Listeners: map[string]*listenerv3.Listener{}, RouteConfigs: map[string]*resource.RouteConfig{},
 		Clusters: map[string]*resource.Cluster{}, Endpoints: nil, Changes: resource.Changes{Full: true}}
 	for _, l := range ls {
 		s.Listeners[l.GetName()] = l

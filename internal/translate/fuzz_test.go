@@ -62,7 +62,7 @@ func (s *bytesSource) Seed(int64) {}
 // paths, header values, regexes, domains and cluster names, route actions with weights,
 // timeouts and retries, per-route filter configs, and the clusters they name (EDS,
 // STATIC, ORIGINAL_DST or missing).
-func fuzzSnapshot(data []byte, lit, name string) *resource.Snapshot {
+func fuzzSnapshot(data []byte, lit, name string) *resource.State {
 	rng := rand.New(&bytesSource{b: data})
 	rcs := []*routev3.RouteConfiguration{randRC(rng, "80"), randRC(rng, "81")}
 	clusters := []string{"c", name, "outbound|80|v1|" + name}
@@ -223,7 +223,7 @@ func fuzzAction(rng *rand.Rand, clusters []string) *routev3.RouteAction {
 
 // hasHTTPFilter reports whether the connection manager of listener name has an HTTP
 // filter called filter.
-func hasHTTPFilter(t *testing.T, snap *resource.Snapshot, name, filter string) bool {
+func hasHTTPFilter(t *testing.T, snap *resource.State, name, filter string) bool {
 	h := &hcmv3.HttpConnectionManager{}
 	for _, f := range snap.Listeners[name].GetFilterChains()[0].GetFilters() {
 		if f.GetTypedConfig().MessageIs(h) {

@@ -84,7 +84,7 @@ func newTracked(opts Options) *tracked {
 	return &tracked{Translator: New(opts), objs: map[string][]byte{}}
 }
 
-func (tt *tracked) Translate(snap *resource.Snapshot) Result {
+func (tt *tracked) Translate(snap *resource.State) Result {
 	r := tt.Translator.Translate(snap)
 	if err := r.CheckPrior(tt.objs); err != nil {
 		panic(err)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/meshgen"
-	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 // fullFrom translates snap from scratch (the reference for incremental results).
@@ -100,18 +99,6 @@ func TestSkippedSnapshotFallsBackToFull(t *testing.T) {
 	}
 }
 
-// editRC changes the route configuration name of snap (in place: the message and the
-// wire form snapshots carry, shared with the meshgen.Mesh it came from).
-func editRC(t *testing.T, snap *resource.Snapshot, name string, f func(*routev3.RouteConfiguration)) {
-	t.Helper()
-	rc, err := snap.RouteConfigs[name].Message()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f(rc)
-	snap.RouteConfigs[name] = resource.MustRouteConfig(rc)
-}
-
 // A resend in which one virtual host differs retranslates that virtual host only, and
 // the next unchanged resend (compared by wire form) changes nothing.
 // Run with virtual hosts built one by one and on every core.
@@ -134,7 +121,7 @@ func resendWithOneChangedVhost(t *testing.T) {
 	tr.Translate(m.ResendRouteConfigs())
 
 	snap := m.ResendRouteConfigs()
-	editRC(t, snap, "9080", func(rc *routev3.RouteConfiguration) {
+	m.EditRouteConfig("9080", func(rc *routev3.RouteConfiguration) {
 		rc.GetVirtualHosts()[3].GetRoutes()[1].GetMatch().PathSpecifier = &routev3.RouteMatch_Path{Path: "/changed"}
 	})
 	r := tr.Translate(snap)
@@ -175,7 +162,7 @@ func TestIncrementalRouteStartsUsingCluster(t *testing.T) {
 	snap := m.ResendRouteConfigs()
 	changed := false
 	for name := range snap.RouteConfigs {
-		editRC(t, snap, name, func(rc *routev3.RouteConfiguration) {
+		m.EditRouteConfig(name, func(rc *routev3.RouteConfiguration) {
 			for _, vh := range rc.GetVirtualHosts() {
 				for _, r := range vh.GetRoutes() {
 					if !changed && r.GetRoute().GetCluster() != "" {

@@ -29,8 +29,8 @@ func TestParallelMatchesSerial(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("one CPU: the parallel path is never taken")
 	}
-	steps := func(m *meshgen.Mesh) []*resource.Snapshot {
-		return []*resource.Snapshot{m.Snapshot(), m.ChangeEndpoint(4), m.ChangeEndpoint(9), m.Resend()}
+	steps := func(m *meshgen.Mesh) []*resource.State {
+		return []*resource.State{m.Snapshot(), m.ChangeEndpoint(4), m.ChangeEndpoint(9), m.Resend()}
 	}
 	run := func(min int) (outs []string) {
 		withParallelMin(t, min, func() {

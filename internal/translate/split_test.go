@@ -312,7 +312,7 @@ func splitIncremental(t *testing.T) {
 	other := &routev3.RouteConfiguration{Name: "81", VirtualHosts: []*routev3.VirtualHost{{Name: "o", Domains: []string{"*"},
 		Routes: []*routev3.Route{{Name: "c3-only", Match: prefix("/"), Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "c3"}}}}}}}}
-	snap := func(seq uint64, changed ...string) *resource.Snapshot {
+	snap := func(seq uint64, changed ...string) *resource.State {
 		var cs []*clusterv3.Cluster
 		for _, n := range names {
 			cs = append(cs, clusters[n])

@@ -76,7 +76,7 @@ type Translator struct {
 
 // call is what one Translate call works on.
 type call struct {
-	snap     *resource.Snapshot
+	snap     *resource.State
 	full     bool            // translate all of snap, not only its Changes
 	dirtyUp  map[string]bool // upstream ids referenced or released
 	rebuilds map[string]bool // clusters whose upstreams must be rebuilt
@@ -87,9 +87,6 @@ type call struct {
 	// allClustersNew: a full translation by a translator that had no clusters, so
 	// every cluster is synced and rebuilt in this call.
 	allClustersNew bool
-	// read: the route configurations whose decoded message this call used; released
-	// when it returns (see resource.RouteConfig).
-	read []*resource.RouteConfig
 }
 
 // New returns a Translator.
@@ -117,7 +114,7 @@ func (t *Translator) Len() int { return t.out.Len() }
 //
 // A Translate that panicked leaves the Translator unusable: its state may be
 // half-updated. The caller drops it and starts over with a new one.
-func (t *Translator) Translate(snap *resource.Snapshot) Result {
+func (t *Translator) Translate(snap *resource.State) Result {
 	ch := &snap.Changes
 	full := !t.started || ch.Full || ch.Since != t.seq
 	t.begin(snap, full)
@@ -164,7 +161,7 @@ func (t *Translator) Translate(snap *resource.Snapshot) Result {
 // begin starts a call. A first translation sizes the maps that will hold one entry
 // per cluster or per object up front: growing maps of tens of thousands of entries
 // shows in its time.
-func (t *Translator) begin(snap *resource.Snapshot, full bool) {
+func (t *Translator) begin(snap *resource.State, full bool) {
 	t.call = call{snap: snap, full: full, dirtyUp: map[string]bool{}, first: t.out.Len() == 0}
 	hintClusters, hint := 0, 0
 	if len(t.clusters) == 0 {
@@ -180,32 +177,15 @@ func (t *Translator) begin(snap *resource.Snapshot, full bool) {
 	t.idx.Begin()
 }
 
-// end ends a call, also one that panicked: it releases the decoded messages of the
-// route configurations the call read (see resource.RouteConfig), and of those of
-// the snapshot no listener uses (yet), which nothing else would release.
+// end ends a call, also one that panicked.
 func (t *Translator) end() {
-	for _, rc := range t.call.read {
-		rc.Release()
-	}
-	snap := t.call.snap
-	if t.call.full {
-		for _, rc := range snap.RouteConfigs {
-			rc.Release()
-		}
-	} else {
-		for name := range snap.Changes.RouteConfigs {
-			if rc := snap.RouteConfigs[name]; rc != nil {
-				rc.Release()
-			}
-		}
-	}
 	t.idx.End()
 	t.call = call{}
 }
 
 // sizeHint estimates the number of objects snap translates into: about one upstream
 // per cluster and one route per xDS route.
-func sizeHint(snap *resource.Snapshot) int {
+func sizeHint(snap *resource.State) int {
 	n := len(snap.Clusters)
 	for _, rc := range snap.RouteConfigs {
 		n += rc.Routes

@@ -73,7 +73,7 @@ func (t *Translator) syncRC(st *rcState) {
 	}
 	var rc, hdr *routev3.RouteConfiguration
 	if src != nil {
-		if rc, err = t.message(src); err == nil {
+		if rc, err = t.message(st, src); err == nil {
 			hdr, err = src.HeaderMessage()
 		}
 	}
@@ -175,11 +175,13 @@ func (t *Translator) source(st *rcState) (*resource.RouteConfig, error) {
 	return st.inline, nil
 }
 
-// message returns the decoded route configuration of src; it is released (only its
-// wire form kept) when this call of Translate returns.
-func (t *Translator) message(src *resource.RouteConfig) (*routev3.RouteConfiguration, error) {
-	t.call.read = append(t.call.read, src)
-	return src.Message()
+// message returns the decoded route configuration of a context's source: the inline
+// message, or the one the update brought (decoded anew when it brought none).
+func (t *Translator) message(st *rcState, src *resource.RouteConfig) (*routev3.RouteConfiguration, error) {
+	if st.ctx.inline != nil {
+		return st.ctx.inline, nil
+	}
+	return t.call.snap.Changes.RouteMessage(src)
 }
 
 // rebuildFromWire retranslates a current virtual host from its wire form, after a

@@ -77,11 +77,11 @@ func TestNACK(t *testing.T) {
 			apply(t, ratingsVS(70, 30))
 			t.Cleanup(func() {
 				apply(t, ratingsVS(50, 50))
-				sc.waitFor(t, "ratings weights back to 50/50", func(s *resource.Snapshot) bool {
+				sc.waitFor(t, "ratings weights back to 50/50", func(s *resource.State) bool {
 					return slices.Equal(defaultWeights(t, s, ratings), []uint32{50, 50})
 				})
 			})
-			snap := sc.waitFor(t, "ratings weights 70/30 despite the NACK", func(s *resource.Snapshot) bool {
+			snap := sc.waitFor(t, "ratings weights 70/30 despite the NACK", func(s *resource.State) bool {
 				return slices.Equal(defaultWeights(t, s, ratings), []uint32{70, 30})
 			})
 			if d := connectTimeout(t, snap.Clusters[outbound("9080", "", details)]); d <= 0 {

@@ -45,7 +45,7 @@ func TestIstiodRestart(t *testing.T) {
 		}
 		apply(t, se)
 		for _, sc := range sidecars {
-			sc.waitFor(t, "details back", func(s *resource.Snapshot) bool {
+			sc.waitFor(t, "details back", func(s *resource.State) bool {
 				return s.Clusters[outbound("9080", "", details)] != nil
 			})
 		}
@@ -76,7 +76,7 @@ func TestIstiodRestart(t *testing.T) {
 		t.Errorf("reviews routes lost in the resync")
 	}
 	for proto, sc := range sidecars {
-		snap := sc.waitFor(t, string(proto)+": details dropped after the resync", func(s *resource.Snapshot) bool {
+		snap := sc.waitFor(t, string(proto)+": details dropped after the resync", func(s *resource.State) bool {
 			// istiod sends CDS before RDS; a snapshot between the two is consistent (a route
 			// to a missing cluster answers 503), so wait for both.
 			return s.Clusters[outbound("9080", "", details)] == nil && vhost(t, s.RouteConfigs["9080"], details) == nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"testing"
@@ -50,6 +51,8 @@ type sidecar struct {
 	c      *client.Client
 	cancel context.CancelFunc
 	done   chan error
+	// state is the consumer's: every update Next returned, applied.
+	state resource.State
 }
 
 // startSidecar connects a client built from environ (sidecarEnv plus extras) and stops it at
@@ -80,25 +83,39 @@ func (s *sidecar) stop() {
 	<-s.done
 }
 
-// next returns the next snapshot, failing the test after d.
-func (s *sidecar) next(t *testing.T, d time.Duration) *resource.Snapshot {
+// next applies the next update to the sidecar's state and returns a copy of the
+// state (tests compare states taken at different times), failing the test after d.
+func (s *sidecar) next(t *testing.T, d time.Duration) *resource.State {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	snap, err := s.c.Next(ctx)
+	snap, err := s.apply(ctx)
 	if err != nil {
 		t.Fatalf("no snapshot within %v: %v; client status: %+v", d, err, s.c.Status())
 	}
 	return snap
 }
 
+// apply waits for the next update, applies it and returns a copy of the state.
+func (s *sidecar) apply(ctx context.Context) (*resource.State, error) {
+	u, err := s.c.Next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.state.Apply(u)
+	c := s.state
+	c.Listeners, c.RouteConfigs = maps.Clone(c.Listeners), maps.Clone(c.RouteConfigs)
+	c.Clusters, c.Endpoints = maps.Clone(c.Clusters), maps.Clone(c.Endpoints)
+	return &c, nil
+}
+
 // waitFor returns the first snapshot for which ok holds (the current one included).
-func (s *sidecar) waitFor(t *testing.T, what string, ok func(*resource.Snapshot) bool) *resource.Snapshot {
+func (s *sidecar) waitFor(t *testing.T, what string, ok func(*resource.State) bool) *resource.State {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), mustHappen)
 	defer cancel()
 	for {
-		snap, err := s.c.Next(ctx)
+		snap, err := s.apply(ctx)
 		if err != nil {
 			t.Fatalf("%s: not seen within %v (%v); client status: %+v", what, mustHappen, err, s.c.Status())
 		}
@@ -113,7 +130,7 @@ func (s *sidecar) noSnapshot(t *testing.T, why string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), quiet)
 	defer cancel()
-	snap, err := s.c.Next(ctx)
+	snap, err := s.apply(ctx)
 	if err == nil {
 		t.Errorf("%s: unexpected snapshot %d with changes %+v", why, snap.Seq, snap.Changes)
 	} else if !errors.Is(err, context.DeadlineExceeded) {

@@ -109,7 +109,7 @@ func TestIncrementalChanges(t *testing.T) {
 		t.Run(string(proto), func(t *testing.T) {
 			sc := startSidecar(t, sidecarEnv(t, env.istiod.GRPCAddr, proto))
 			// The client patches a snapshot's maps in place once Next has returned two
-			// more (see resource.Snapshot), and waitFor may call Next many times: keep
+			// more (see resource.State), and waitFor may call Next many times: keep
 			// copies of the maps, not the snapshot, or sameContent compares a patched map
 			// with itself.
 			base := cloneMaps(sc.next(t, mustHappen))
@@ -121,11 +121,11 @@ func TestIncrementalChanges(t *testing.T) {
 			apply(t, ratingsVS(90, 10))
 			t.Cleanup(func() {
 				apply(t, ratingsVS(50, 50))
-				sc.waitFor(t, "ratings weights back to 50/50", func(s *resource.Snapshot) bool {
+				sc.waitFor(t, "ratings weights back to 50/50", func(s *resource.State) bool {
 					return slices.Equal(defaultWeights(t, s, ratings), []uint32{50, 50})
 				})
 			})
-			snap := sc.waitFor(t, "ratings weights 90/10", func(s *resource.Snapshot) bool {
+			snap := sc.waitFor(t, "ratings weights 90/10", func(s *resource.State) bool {
 				return slices.Equal(defaultWeights(t, s, ratings), []uint32{90, 10})
 			})
 			if _, ok := snap.Changes.RouteConfigs["9080"]; !ok {
@@ -144,11 +144,11 @@ func TestIncrementalChanges(t *testing.T) {
 			apply(t, slice)
 			t.Cleanup(func() {
 				removeReviewsV2c(t)
-				sc.waitFor(t, "reviews v2 endpoint removed", func(s *resource.Snapshot) bool {
+				sc.waitFor(t, "reviews v2 endpoint removed", func(s *resource.State) bool {
 					return !slices.Contains(endpoints(s.Endpoints[outbound("9080", "v2", reviews)]), "192.0.2.24:9080")
 				})
 			})
-			snap = sc.waitFor(t, "new reviews v2 endpoint", func(s *resource.Snapshot) bool {
+			snap = sc.waitFor(t, "new reviews v2 endpoint", func(s *resource.State) bool {
 				return slices.Contains(endpoints(s.Endpoints[outbound("9080", "v2", reviews)]), "192.0.2.24:9080")
 			})
 			if len(snap.Changes.Listeners)+len(snap.Changes.RouteConfigs)+len(snap.Changes.Clusters) > 0 || snap.Changes.Full {
@@ -190,7 +190,7 @@ func TestIdenticalPush(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), quiet)
 			defer cancel()
 			for {
-				snap, err := sc.c.Next(ctx)
+				snap, err := sc.apply(ctx)
 				if err != nil {
 					break // quiet: nothing (more) published
 				}
@@ -348,7 +348,7 @@ func routeNames(vh *routev3.VirtualHost) []string {
 }
 
 // defaultWeights returns the weighted-cluster weights of host's route named "default".
-func defaultWeights(t *testing.T, s *resource.Snapshot, host string) []uint32 {
+func defaultWeights(t *testing.T, s *resource.State, host string) []uint32 {
 	t.Helper()
 	for _, r := range vhost(t, s.RouteConfigs["9080"], host).GetRoutes() {
 		if r.GetName() == "default" {
@@ -399,7 +399,7 @@ func sameContent[M any](t *testing.T, before, after map[string]M, changed map[st
 
 // cloneMaps returns s with copies of its four resource maps, so that it can be compared
 // with snapshots more than two Next calls later (the messages are immutable and shared).
-func cloneMaps(s *resource.Snapshot) *resource.Snapshot {
+func cloneMaps(s *resource.State) *resource.State {
 	c := *s
 	c.Listeners = maps.Clone(s.Listeners)
 	c.RouteConfigs = maps.Clone(s.RouteConfigs)

@@ -45,7 +45,7 @@ func serve(srv *xdstest.Server, res map[string][]proto.Message) {
 // snapshot of exactly those resources.
 func expected(t testing.TB, res map[string][]proto.Message) map[string]string {
 	t.Helper()
-	snap := &resource.Snapshot{Seq: 1, Changes: resource.Changes{Full: true},
+	snap := &resource.State{Seq: 1, Changes: resource.Changes{Full: true},
 		Listeners: map[string]*listenerv3.Listener{}, RouteConfigs: map[string]*resource.RouteConfig{},
 		Clusters: map[string]*resource.Cluster{}, Endpoints: map[string]*resource.LoadAssignment{}}
 	for _, m := range res[resource.ListenerType] {

@@ -30,9 +30,9 @@ import (
 
 // onceSource hands out one snapshot and then blocks, like an xDS client with a mesh
 // that does not change.
-type onceSource struct{ snap chan *resource.Snapshot }
+type onceSource struct{ snap chan *resource.Update }
 
-func (s onceSource) Next(ctx context.Context) (*resource.Snapshot, error) {
+func (s onceSource) Next(ctx context.Context) (*resource.Update, error) {
 	select {
 	case snap := <-s.snap:
 		return snap, nil
@@ -64,8 +64,8 @@ func startSidecar(t *testing.T, controllerAddr string, pod *corev1.Pod, token st
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := onceSource{snap: make(chan *resource.Snapshot, 1)}
-	src.snap <- meshgen.Generate(meshgen.Options{Services: 2}).Snapshot()
+	src := onceSource{snap: make(chan *resource.Update, 1)}
+	src.snap <- resource.UpdateOf(meshgen.Generate(meshgen.Options{Services: 2}).Snapshot())
 	s := overlay.NewSource(src, client)
 	newTr := func() agent.Translator {
 		return overlay.NewTranslator(translate.New(translate.Options{}), client, overlay.Options{})

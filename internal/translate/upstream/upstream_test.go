@@ -22,7 +22,7 @@ import (
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
-func istiod(t testing.TB) *resource.Snapshot {
+func istiod(t testing.TB) *resource.State {
 	t.Helper()
 	r, err := dump.LoadDir("../../../testdata/istiod/sotw")
 	if err != nil {

@@ -176,8 +176,8 @@ func benchDeltaEndpointChange(b *testing.B, anys map[string][]*anypb.Any) {
 		b.Fatal(err)
 	}
 	eds := anys[resource.EndpointType]
-	if len(first.Endpoints) != len(eds) {
-		b.Fatalf("first snapshot has %d endpoint sets, want %d", len(first.Endpoints), len(eds))
+	if len(first.Endpoints.Upsert) != len(eds) {
+		b.Fatalf("first update has %d endpoint sets, want %d", len(first.Endpoints.Upsert), len(eds))
 	}
 	// Pre-build the changes: endpoint set i*131%n with a changed weight.
 	const variants = 64
@@ -212,8 +212,8 @@ func benchDeltaEndpointChange(b *testing.B, anys map[string][]*anypb.Any) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if s.Seq != seq+1 || len(s.Changes.Endpoints) != 1 {
-			b.Fatalf("snapshot %d after %d with %d changed endpoint sets, want one", s.Seq, seq, len(s.Changes.Endpoints))
+		if s.Seq != seq+1 || len(s.Endpoints.Upsert) != 1 {
+			b.Fatalf("update %d after %d with %d changed endpoint sets, want one", s.Seq, seq, len(s.Endpoints.Upsert))
 		}
 		seq = s.Seq
 	}

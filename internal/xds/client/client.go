@@ -1,7 +1,7 @@
 // Package client is amesh's ADS client: it talks to istiod like an Envoy sidecar
 // (Delta or SotW over one gRPC stream), follows wildcard listeners and clusters and the
 // route configurations and endpoints they name, ACKs or NACKs every response, and
-// publishes consistent snapshots (resource.Snapshot) to the rest of amesh.
+// publishes consistent snapshots (resource.State) to the rest of amesh.
 //
 // Concurrency: Run owns the protocol state and is the only writer; Next, Ready and
 // Status may be called from any goroutine. All mutable fields are guarded by mu,
@@ -12,9 +12,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,19 +44,17 @@ type Client struct {
 	missing      []resource.MissingResource
 	recvAt       time.Time // when the response being handled (or the last one) arrived
 
+	// decoded are the decoded route configurations accepted since the last
+	// publication, handed to the consumer once (resource.Update.Decoded).
+	decoded map[string]*routev3.RouteConfiguration
+
 	// Publication.
-	published  uint64                     // Seq of the last published snapshot (0: none yet)
+	published  uint64                     // Seq of the last published update (0: none yet)
 	pubMissing []resource.MissingResource // its Missing
 	pubRecv    time.Time                  // its Received
-	out        delta                      // resources published since Next last took them
-	pending    resource.Changes           // merged changes since the snapshot Next returned last
-	returned   uint64                     // Seq of the snapshot Next returned last
+	out        delta                      // what was published since Next last took it
+	returned   uint64                     // Seq of the update Next returned last
 	notify     chan struct{}              // closed and replaced at every publication
-
-	// Consumer side: the maps Next hands out. consumer is a one-token semaphore held
-	// by Next, so that a second caller cannot race on them.
-	consumer chan struct{}
-	views    views
 
 	// Connection status.
 	state      ConnState
@@ -82,7 +82,7 @@ func New(cfg Config) (*Client, error) {
 		rnd:          defaultRand,
 		pendingSince: map[resKey]time.Time{},
 		notify:       make(chan struct{}),
-		consumer:     make(chan struct{}, 1),
+		decoded:      map[string]*routev3.RouteConfiguration{},
 		state:        Idle,
 	}
 	for i, u := range typeURLs {
@@ -94,38 +94,20 @@ func New(cfg Config) (*Client, error) {
 // Ready is closed when the first consistent snapshot has been published.
 func (c *Client) Ready() <-chan struct{} { return c.ready }
 
-// Next blocks until a snapshot newer than the one it returned last exists and returns
-// the newest. Its Changes are relative to the snapshot Next returned last (merged over
-// any published in between); the first one returned has Changes.Full. A Full Changes
-// lists no names (everything changed; see publishSnapshotLocked). Next is meant
-// for a single consumer (agent.Source); concurrent calls are serialized.
-//
-// The snapshot's resource maps belong to the client and are patched in place by later
-// calls (that keeps a change O(changed), see view.go): they stay unchanged until Next
-// has returned two more snapshots. A consumer may therefore read the previous snapshot
-// while it waits for the next one, but must not keep maps longer; it may keep the
-// messages (they are immutable), and the Changes and Missing of a snapshot are its own.
-// Neither maps nor messages may be modified.
-func (c *Client) Next(ctx context.Context) (*resource.Snapshot, error) {
-	select {
-	case c.consumer <- struct{}{}:
-		defer func() { <-c.consumer }()
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+// Next blocks until the client has published since Next last returned, and returns
+// one Update covering everything published since then: the first one replaces every
+// kind. It has a single consumer; the Update is the consumer's own.
+func (c *Client) Next(ctx context.Context) (*resource.Update, error) {
 	for {
 		c.mu.Lock()
 		if c.published > c.returned {
-			s := &resource.Snapshot{Seq: c.published, Missing: c.pubMissing, Received: c.pubRecv, Changes: c.pending}
-			s.Changes.Since = c.returned
-			c.returned = s.Seq
-			c.pending = resource.Changes{Since: s.Seq}
+			u := &resource.Update{Seq: c.published, Missing: slices.Clone(c.pubMissing), Received: c.pubRecv}
+			c.returned = u.Seq
 			d := c.out
 			c.out = delta{}
 			c.mu.Unlock()
-			// Patching happens here, outside mu: the views are the consumer's.
-			c.views.take(&d).fill(s)
-			return s, nil
+			d.fill(u) // outside mu: d is no longer the client's
+			return u, nil
 		}
 		ch := c.notify
 		c.mu.Unlock()

@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"runtime"
 	"strings"
 	"sync"
@@ -56,7 +57,7 @@ func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion stri
 		case res.err != "":
 			errs = append(errs, res.err)
 		default:
-			out = append(out, upsert{e: res.e, version: v})
+			out = append(out, upsert{e: res.e, version: v, route: res.route})
 		}
 	}
 	if len(errs) > 0 {
@@ -114,6 +115,7 @@ type decoded struct {
 	ignored bool
 	err     string
 	e       *entry
+	route   *routev3.RouteConfiguration // resource.Decoded.Route
 }
 
 // parallelDecodeMin is the number of resources from which a response is decoded on
@@ -211,7 +213,7 @@ func decodeOne(t *typeState, r rawResource) decoded {
 		// Same message, new form: applyLocked keeps old and remembers the form.
 		return decoded{e: newEntry(old.msg, d.Hash, size, old.deps())}
 	}
-	return decoded{e: newEntry(d.Msg, d.Hash, size, d.Deps)}
+	return decoded{e: newEntry(d.Msg, d.Hash, size, d.Deps), route: d.Route}
 }
 
 // wireName is the name of a serialized Listener, RouteConfiguration, Cluster or

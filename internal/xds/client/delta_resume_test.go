@@ -14,7 +14,7 @@ func TestDeltaResume(t *testing.T) {
 	srv := newServer(t, xdsOpts())
 	basicMesh(t, srv)
 	c := startClient(t, srv, client.Delta, nil)
-	first := cloneMaps(waitSnapshot(t, c, hasCounts(counts{1, 1, 3, 2})))
+	first := waitSnapshot(t, c, hasCounts(counts{1, 1, 3, 2}))
 	held := c.Status().Types
 
 	srv.Stop()

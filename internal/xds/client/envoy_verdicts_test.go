@@ -66,7 +66,7 @@ func verdictMesh(srv *xdstest.Server) {
 var verdictCounts = counts{2, 2, 2, 2}
 
 // translated translates a snapshot from scratch.
-func translated(t *testing.T, s *resource.Snapshot) map[string][]byte {
+func translated(t *testing.T, s *resource.State) map[string][]byte {
 	t.Helper()
 	res := translate.New(translate.Options{}).Translate(s)
 	objs := map[string][]byte{}
@@ -85,7 +85,7 @@ func expectNACK(t *testing.T, p client.Protocol, typeURL string, push func(*xdst
 	srv := newServer(t, xdsOpts())
 	verdictMesh(srv)
 	c := startClient(t, srv, p, nil)
-	good := cloneMaps(waitSnapshot(t, c, hasCounts(verdictCounts)))
+	good := waitSnapshot(t, c, hasCounts(verdictCounts))
 	before := translated(t, good)
 
 	mark := srv.Mark()
@@ -112,7 +112,7 @@ func expectNACK(t *testing.T, p client.Protocol, typeURL string, push func(*xdst
 	if err := srv.Update(xdstest.Endpoints(clusterB, "10.0.0.3:9090")); err != nil {
 		t.Fatal(err)
 	}
-	next := waitSnapshot(t, c, func(s *resource.Snapshot) bool { return s.Seq > good.Seq })
+	next := waitSnapshot(t, c, func(s *resource.State) bool { return s.Seq > good.Seq })
 	if !next.RouteConfigs["9080"].Equal(good.RouteConfigs["9080"]) || !proto.Equal(next.Listeners["0.0.0.0_9080"], good.Listeners["0.0.0.0_9080"]) {
 		t.Error("the rejected update leaked into the snapshot")
 	}
@@ -170,7 +170,7 @@ func TestACKRE2OnlySyntax(t *testing.T) {
 				regexRoute("name", `/(?P<ид>[0-9]+)`), routeTo("default", "/", clusterA, nil))); err != nil {
 				t.Fatal(err)
 			}
-			s := waitSnapshot(t, c, func(s *resource.Snapshot) bool { return s.Seq > good.Seq })
+			s := waitSnapshot(t, c, func(s *resource.State) bool { return s.Seq > good.Seq })
 			for _, r := range srv.Requests()[mark:] {
 				if r.IsNACK() {
 					t.Fatalf("NACK: %s", r.ErrorDetail())

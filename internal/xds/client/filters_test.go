@@ -39,7 +39,7 @@ func newOutput() *output {
 	return &output{tr: translate.New(translate.Options{}), objs: map[string][]byte{}}
 }
 
-func (o *output) apply(s *resource.Snapshot) {
+func (o *output) apply(s *resource.State) {
 	r := o.tr.Translate(s)
 	r.Changes.ApplyTo(o.objs)
 	o.rep = r.Report
@@ -104,7 +104,7 @@ func twoListeners(t *testing.T, srv *xdstest.Server) {
 
 // startTwoListeners serves twoListeners to a client of protocol p and translates its
 // first complete snapshot.
-func startTwoListeners(t *testing.T, p client.Protocol) (*xdstest.Server, *client.Client, *output, *resource.Snapshot) {
+func startTwoListeners(t *testing.T, p client.Protocol) (*xdstest.Server, *client.Client, *output, *resource.State) {
 	t.Helper()
 	srv := newServer(t, xdsOpts())
 	twoListeners(t, srv)
@@ -210,7 +210,7 @@ func TestFilterNACKs(t *testing.T) {
 					if err := srv.Update(xdstest.RouteConfig("8080", "outbound|9080||a")); err != nil {
 						t.Fatal(err)
 					}
-					s := waitSnapshot(t, c, func(s *resource.Snapshot) bool { _, ok := s.Changes.RouteConfigs["8080"]; return ok })
+					s := waitSnapshot(t, c, func(s *resource.State) bool { _, ok := s.Changes.RouteConfigs["8080"]; return ok })
 					if s.Listeners["0.0.0.0_9080"] != first.Listeners["0.0.0.0_9080"] {
 						t.Error("the rejected listener replaced the last good one")
 					}
@@ -287,7 +287,7 @@ func TestFiltersEnforced(t *testing.T) {
 					if err := srv.Update(tc.l(t)); err != nil {
 						t.Fatal(err)
 					}
-					s := waitSnapshot(t, c, func(s *resource.Snapshot) bool { return s.Listeners["0.0.0.0_9080"] != first.Listeners["0.0.0.0_9080"] })
+					s := waitSnapshot(t, c, func(s *resource.State) bool { return s.Listeners["0.0.0.0_9080"] != first.Listeners["0.0.0.0_9080"] })
 					if _, err := srv.WaitRequest(ctxFor(t, mustHappen), mark, func(r xdstest.Request) bool {
 						return r.TypeURL() == resource.ListenerType && r.Nonce() != "" && !r.IsNACK()
 					}); err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,13 +78,33 @@ type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
-// waitSnapshot calls Next until a snapshot satisfies ok and returns it.
-func waitSnapshot(t *testing.T, c *client.Client, ok func(*resource.Snapshot) bool) *resource.Snapshot {
+// consumers holds, per client, the state a consumer builds from its updates.
+var consumers sync.Map // *client.Client -> *resource.State
+
+// next calls c.Next and applies the update to the client's consumer state, as the
+// agent does, and returns a copy of that state: tests compare states taken at
+// different times.
+func next(ctx context.Context, c *client.Client) (*resource.State, error) {
+	u, err := c.Next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, _ := consumers.LoadOrStore(c, &resource.State{})
+	st := v.(*resource.State)
+	st.Apply(u)
+	s := *st
+	s.Listeners, s.RouteConfigs = maps.Clone(st.Listeners), maps.Clone(st.RouteConfigs)
+	s.Clusters, s.Endpoints = maps.Clone(st.Clusters), maps.Clone(st.Endpoints)
+	return &s, nil
+}
+
+// waitSnapshot calls next until a state satisfies ok and returns it.
+func waitSnapshot(t *testing.T, c *client.Client, ok func(*resource.State) bool) *resource.State {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), mustHappen)
 	defer cancel()
 	for {
-		s, err := c.Next(ctx)
+		s, err := next(ctx, c)
 		if err != nil {
 			t.Fatalf("no matching snapshot: %v; status %+v", err, c.Status())
 		}
@@ -102,12 +123,12 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 // counts is the number of resources per kind of a snapshot.
 type counts struct{ L, R, C, E int }
 
-func countsOf(s *resource.Snapshot) counts {
+func countsOf(s *resource.State) counts {
 	return counts{len(s.Listeners), len(s.RouteConfigs), len(s.Clusters), len(s.Endpoints)}
 }
 
-func hasCounts(want counts) func(*resource.Snapshot) bool {
-	return func(s *resource.Snapshot) bool { return countsOf(s) == want }
+func hasCounts(want counts) func(*resource.State) bool {
+	return func(s *resource.State) bool { return countsOf(s) == want }
 }
 
 // basicMesh puts a small Istio-shaped mesh into srv: two EDS clusters with endpoints,
@@ -121,19 +142,6 @@ func basicMesh(t *testing.T, srv *xdstest.Server) {
 }
 
 func xdsOpts() xdstest.Options { return xdstest.Options{} }
-
-// cloneMaps returns s with copies of its four resource maps. The client patches a
-// snapshot's maps once Next has returned two more (see resource.Snapshot), and
-// waitSnapshot may call Next many times: a test that compares a snapshot with one
-// waited for later keeps copies, or it may compare a patched map with itself.
-func cloneMaps(s *resource.Snapshot) *resource.Snapshot {
-	c := *s
-	c.Listeners = maps.Clone(s.Listeners)
-	c.RouteConfigs = maps.Clone(s.RouteConfigs)
-	c.Clusters = maps.Clone(s.Clusters)
-	c.Endpoints = maps.Clone(s.Endpoints)
-	return &c
-}
 
 // pruned is m as the client stores it (resource.Prune on a copy).
 func pruned[M proto.Message](m M) M {

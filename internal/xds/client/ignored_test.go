@@ -15,7 +15,7 @@ func TestIgnoresUnsubscribedNames(t *testing.T) {
 			srv := newServer(t, xdsOpts())
 			basicMesh(t, srv)
 			c := startClient(t, srv, p, nil)
-			first := cloneMaps(waitSnapshot(t, c, hasCounts(counts{1, 1, 3, 2})))
+			first := waitSnapshot(t, c, hasCounts(counts{1, 1, 3, 2}))
 
 			srv.InjectNext(resource.EndpointType, xdstest.Endpoints("outbound|9080||gone", "10.0.0.9:9080"))
 			srv.InjectNext(resource.RouteConfigType, xdstest.RouteConfig("8080", "outbound|9080||a"))
@@ -23,7 +23,7 @@ func TestIgnoresUnsubscribedNames(t *testing.T) {
 			if err := srv.Update(xdstest.Endpoints("outbound|9080||a", "10.0.0.1:9080", "10.0.0.5:9080"), xdstest.RouteConfig("9080", "outbound|9080||b")); err != nil {
 				t.Fatal(err)
 			}
-			s := waitSnapshot(t, c, func(s *resource.Snapshot) bool {
+			s := waitSnapshot(t, c, func(s *resource.State) bool {
 				return s.RouteConfigs["9080"] != first.RouteConfigs["9080"] && s.Endpoints["outbound|9080||a"] != first.Endpoints["outbound|9080||a"]
 			})
 			if got := countsOf(s); got != (counts{1, 1, 3, 2}) {

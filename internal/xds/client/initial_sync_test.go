@@ -13,7 +13,7 @@ func TestInitialSync(t *testing.T) {
 			basicMesh(t, srv)
 			c := startClient(t, srv, p, nil)
 
-			s := waitSnapshot(t, c, func(*resource.Snapshot) bool { return true })
+			s := waitSnapshot(t, c, func(*resource.State) bool { return true })
 			if got, want := countsOf(s), (counts{L: 1, R: 1, C: 3, E: 2}); got != want {
 				t.Fatalf("first snapshot has %+v, want %+v (it must be complete)", got, want)
 			}

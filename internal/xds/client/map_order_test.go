@@ -112,7 +112,7 @@ func TestMapOrderResendIsNoChange(t *testing.T) {
 			basicMesh(t, srv)
 			srv.Set(resource.ClusterType, ab, xdstest.EDSCluster("outbound|9080||b"), xdstest.StaticCluster("BlackHoleCluster"))
 			c := startClient(t, srv, p, nil)
-			first := waitSnapshot(t, c, func(s *resource.Snapshot) bool {
+			first := waitSnapshot(t, c, func(s *resource.State) bool {
 				if countsOf(s) != (counts{1, 1, 3, 2}) {
 					return false
 				}
@@ -141,7 +141,7 @@ func TestMapOrderResendIsNoChange(t *testing.T) {
 
 			// A real change: exactly one snapshot, listing only that cluster.
 			srv.Set(resource.ClusterType, ba, xdstest.EDSCluster("outbound|9080||b"), xdstest.StaticCluster("BlackHoleCluster"), xdstest.StaticCluster("PassthroughCluster"))
-			s := waitSnapshot(t, c, func(s *resource.Snapshot) bool { return len(s.Clusters) == 4 })
+			s := waitSnapshot(t, c, func(s *resource.State) bool { return len(s.Clusters) == 4 })
 			if s.Seq != seq+1 {
 				t.Errorf("seq %d, want %d: the resends published snapshots", s.Seq, seq+1)
 			}
@@ -170,7 +170,7 @@ func TestMapOrderRouteConfigResendIsNoChange(t *testing.T) {
 			basicMesh(t, srv)
 			srv.Set(resource.RouteConfigType, ab)
 			c := startClient(t, srv, p, nil)
-			first := waitSnapshot(t, c, func(s *resource.Snapshot) bool {
+			first := waitSnapshot(t, c, func(s *resource.State) bool {
 				if countsOf(s) != (counts{1, 1, 3, 2}) {
 					return false
 				}
@@ -195,7 +195,7 @@ func TestMapOrderRouteConfigResendIsNoChange(t *testing.T) {
 			}
 
 			srv.Set(resource.ClusterType, xdstest.EDSCluster(cluster), xdstest.EDSCluster("outbound|9080||b"), xdstest.StaticCluster("BlackHoleCluster"), xdstest.StaticCluster("PassthroughCluster"))
-			s := waitSnapshot(t, c, func(s *resource.Snapshot) bool { return len(s.Clusters) == 4 })
+			s := waitSnapshot(t, c, func(s *resource.State) bool { return len(s.Clusters) == 4 })
 			if s.Seq != seq+1 {
 				t.Errorf("seq %d, want %d: the resends published snapshots", s.Seq, seq+1)
 			}

@@ -48,13 +48,13 @@ func TestResponseOverMaxMessageSize(t *testing.T) {
 				from := client.ConfigFrom(boot)
 				cfg.MaxMessageBytes = from.MaxMessageBytes
 			})
-			first := cloneMaps(waitSnapshot(t, c, hasCounts(counts{1, 1, 3, 2})))
+			first := waitSnapshot(t, c, hasCounts(counts{1, 1, 3, 2}))
 
 			// Just under the limit passes (the response wraps the resource in a few
 			// bytes more), so the limit is the variable's and not gRPC's 4 MiB default.
 			fits := bigRouteConfig("9080", "outbound|9080||b", 60<<10)
 			srv.Set(resource.RouteConfigType, fits)
-			fitted := cloneMaps(waitSnapshot(t, c, func(s *resource.Snapshot) bool { return s.RouteConfigs["9080"] != first.RouteConfigs["9080"] }))
+			fitted := waitSnapshot(t, c, func(s *resource.State) bool { return s.RouteConfigs["9080"] != first.RouteConfigs["9080"] })
 
 			before := c.Status()
 			srv.Set(resource.RouteConfigType, bigRouteConfig("9080", "outbound|9080||a", 64<<10))
@@ -80,7 +80,7 @@ func TestResponseOverMaxMessageSize(t *testing.T) {
 
 			// A response that fits again is taken: the refusal only set the client back.
 			srv.Set(resource.RouteConfigType, xdstest.RouteConfig("9080", "outbound|9080||b"))
-			s := waitSnapshot(t, c, func(s *resource.Snapshot) bool {
+			s := waitSnapshot(t, c, func(s *resource.State) bool {
 				return s.RouteConfigs["9080"] != fitted.RouteConfigs["9080"]
 			})
 			if s.Clusters["outbound|9080||a"] != first.Clusters["outbound|9080||a"] {

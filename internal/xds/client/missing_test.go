@@ -22,7 +22,7 @@ func TestMissingResourceTimeout(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := startClient(t, srv, p, func(cfg *client.Config) { cfg.ResourceTimeout = 200 * time.Millisecond })
-			s := waitSnapshot(t, c, func(*resource.Snapshot) bool { return true })
+			s := waitSnapshot(t, c, func(*resource.State) bool { return true })
 			if got := countsOf(s); got != (counts{2, 1, 4, 2}) {
 				t.Errorf("counts %+v, want everything that arrived", got)
 			}
@@ -38,7 +38,7 @@ func TestMissingResourceTimeout(t *testing.T) {
 			if err := srv.Update(xdstest.RouteConfig("8080", "outbound|9080||a")); err != nil {
 				t.Fatal(err)
 			}
-			s = waitSnapshot(t, c, func(s *resource.Snapshot) bool { return len(s.RouteConfigs) == 2 })
+			s = waitSnapshot(t, c, func(s *resource.State) bool { return len(s.RouteConfigs) == 2 })
 			if !equalMissing(s.Missing, want[:1]) {
 				t.Errorf("missing %v, want %v", s.Missing, want[:1])
 			}

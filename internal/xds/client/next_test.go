@@ -27,7 +27,7 @@ func TestNextMergesSkippedChanges(t *testing.T) {
 	}
 	waitStatus(t, c, func(st client.Status) bool { return st.Seq == first.Seq+2 })
 
-	s, err := c.Next(ctxFor(t, mustHappen))
+	s, err := next(ctxFor(t, mustHappen), c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestNextAfterSeveralPublishes(t *testing.T) {
 		waitStatus(t, c, func(st client.Status) bool { return st.Seq == first.Seq+uint64(i)+1 })
 	}
 
-	s, err := c.Next(ctxFor(t, mustHappen))
+	s, err := next(ctxFor(t, mustHappen), c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestSnapshotReceived(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStatus(t, c, func(st client.Status) bool { return st.Seq == first.Seq+1 })
-	s, err := c.Next(ctxFor(t, mustHappen))
+	s, err := next(ctxFor(t, mustHappen), c)
 	if err != nil {
 		t.Fatal(err)
 	}

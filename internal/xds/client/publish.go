@@ -1,6 +1,7 @@
 package client
 
 import (
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"sort"
 	"time"
 
@@ -102,9 +103,8 @@ func sameMissing(a, b []resource.MissingResource) bool {
 	return true
 }
 
-// publishSnapshotLocked publishes the accepted state as the next snapshot. It does not
-// build the snapshot's maps: it records what changed (c.out) for Next, which patches
-// the consumer's maps (view.go). The first snapshot records the whole state.
+// publishSnapshotLocked publishes the accepted state: it records what changed (c.out)
+// for Next. The first publication records the whole state.
 func (c *Client) publishSnapshotLocked(missing []resource.MissingResource) {
 	first := c.published == 0
 	c.published++
@@ -113,44 +113,11 @@ func (c *Client) publishSnapshotLocked(missing []resource.MissingResource) {
 	for i, t := range c.types {
 		c.out.record(i, t, c.dirty[i], first)
 	}
-	if c.out.overflowed {
-		// The consumer has not taken changes for longer than it takes to change the
-		// whole mesh: "everything changed" is cheaper than the list of names.
-		c.out.overflowed = false
-		c.pending = resource.Changes{Since: c.pending.Since, Full: true}
-	}
-	if first {
-		c.pending.Full = true
-	}
-	if c.pending.Full {
-		// "Everything changed": listing the names too would only repeat the maps,
-		// and the first snapshot's lists (every name, ~1 MiB at 10,000 services)
-		// would live as long as the consumer keeps the snapshot.
-		c.pending = resource.Changes{Since: c.pending.Since, Full: true}
-	} else {
-		adopt(&c.pending.Clusters, c.dirty[cdsIdx])
-		adopt(&c.pending.Endpoints, c.dirty[edsIdx])
-		adopt(&c.pending.Listeners, c.dirty[ldsIdx])
-		adopt(&c.pending.RouteConfigs, c.dirty[rdsIdx])
-	}
+	c.out.addDecoded(c.types[rdsIdx], c.decoded)
+	c.decoded = map[string]*routev3.RouteConfiguration{}
 	c.dirty = [numTypes]map[string]struct{}{}
 
 	close(c.notify)
 	c.notify = make(chan struct{})
 	c.readyOnce.Do(func() { close(c.ready) })
-}
-
-// adopt adds the names of src to *dst, taking src itself when *dst is empty (src is
-// a dirty set the caller drops, so no copy is needed).
-func adopt(dst *map[string]struct{}, src map[string]struct{}) {
-	if len(src) == 0 {
-		return
-	}
-	if *dst == nil {
-		*dst = src
-		return
-	}
-	for n := range src {
-		(*dst)[n] = struct{}{}
-	}
 }

@@ -15,7 +15,7 @@ func TestRemovals(t *testing.T) {
 			srv := newServer(t, xdsOpts())
 			basicMesh(t, srv)
 			c := startClient(t, srv, p, nil)
-			first := cloneMaps(waitSnapshot(t, c, hasCounts(counts{1, 1, 3, 2})))
+			first := waitSnapshot(t, c, hasCounts(counts{1, 1, 3, 2}))
 
 			mark := srv.Mark()
 			if err := srv.Remove(resource.ClusterType, "outbound|9080||b"); err != nil {

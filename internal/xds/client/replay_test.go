@@ -35,7 +35,7 @@ func TestReplayIstiod(t *testing.T) {
 				srv.Set(resource.RouteConfigType, msgs(res.RouteConfigs)...)
 				c := startClient(t, srv, p, nil)
 
-				s := waitSnapshot(t, c, func(*resource.Snapshot) bool { return true })
+				s := waitSnapshot(t, c, func(*resource.State) bool { return true })
 				if got := countsOf(s); got != tc.want {
 					t.Fatalf("first snapshot %+v, want %+v", got, tc.want)
 				}
@@ -94,7 +94,7 @@ func TestReplayIstiod(t *testing.T) {
 
 // assertConsistent checks the Snapshot contract: every RDS name of a listener and
 // every EDS name of a cluster is present.
-func assertConsistent(t *testing.T, s *resource.Snapshot) {
+func assertConsistent(t *testing.T, s *resource.State) {
 	t.Helper()
 	for name, l := range s.Listeners {
 		rds, err := resource.ListenerRouteNames(l)

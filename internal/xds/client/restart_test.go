@@ -17,7 +17,7 @@ func TestServerRestart(t *testing.T) {
 			srv := newServer(t, xdsOpts())
 			basicMesh(t, srv)
 			c := startClient(t, srv, p, nil)
-			first := cloneMaps(waitSnapshot(t, c, hasCounts(counts{1, 1, 3, 2})))
+			first := waitSnapshot(t, c, hasCounts(counts{1, 1, 3, 2}))
 
 			srv.Stop()
 			// The client notices, and keeps trying (several attempts while down).
@@ -35,7 +35,7 @@ func TestServerRestart(t *testing.T) {
 			if err := srv.Start(); err != nil {
 				t.Fatal(err)
 			}
-			s := waitSnapshot(t, c, func(s *resource.Snapshot) bool {
+			s := waitSnapshot(t, c, func(s *resource.State) bool {
 				return s.Endpoints["outbound|9080||a"] != first.Endpoints["outbound|9080||a"]
 			})
 			if got := countsOf(s); got != (counts{1, 1, 3, 2}) {

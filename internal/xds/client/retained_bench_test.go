@@ -49,24 +49,27 @@ func BenchmarkRetainedHeap(b *testing.B) {
 					if c.published == 0 {
 						b.Fatal("no complete snapshot")
 					}
-					// The consumer takes the first snapshot, as the agent does: Next builds
-					// the consumer's maps (one of the client's numViews views). The
-					// translator releases the decoded route configurations it read (see
-					// resource.RouteConfig): only their wire form stays.
-					s, err := c.Next(context.Background())
+					// The consumer takes the first update into its state, as the agent
+					// does, and drops the decoded route configurations once translated
+					// (State.Done): only their wire form stays.
+					var st resource.State
+					u, err := c.Next(context.Background())
 					if err != nil {
 						b.Fatal(err)
 					}
-					for _, rc := range s.RouteConfigs {
-						rc.Release()
-					}
+					st.Apply(u)
+					st.Done()
 					retained = float64(liveHeap() - before)
-					for k := range numViews {
+					for k := range 3 {
 						changeEndpoints(b, c, anys[resource.EndpointType][k], k+2)
-						if _, err := c.Next(context.Background()); err != nil {
+						u, err := c.Next(context.Background())
+						if err != nil {
 							b.Fatal(err)
 						}
+						st.Apply(u)
+						st.Done()
 					}
+					runtime.KeepAlive(&st)
 					steady = float64(liveHeap() - before)
 					resources = 0
 					for _, t := range c.types {

@@ -3,6 +3,7 @@ package client
 import (
 	"encoding/hex"
 	"fmt"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"sort"
 	"unsafe"
 
@@ -324,6 +325,7 @@ type accepted struct {
 type upsert struct {
 	e       *entry
 	version version
+	route   *routev3.RouteConfiguration // the decoded route configuration, if new
 }
 
 // subChange is how the subscription of a dependent type changed.
@@ -359,6 +361,9 @@ func (c *Client) applyLocked(a accepted) subChange {
 		e.setVersion(u.version)
 		t.put(name, e)
 		changed[name] = struct{}{}
+		if u.route != nil {
+			c.decoded[name] = u.route
+		}
 	}
 	for _, n := range a.removed {
 		if t.remove(n) {

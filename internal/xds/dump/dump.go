@@ -26,20 +26,21 @@ type Resources struct {
 // Snapshot returns the resources as the first snapshot a client would publish
 // (Seq 1, Changes.Full). Endpoints are keyed by cluster_name, in their compact form. The
 // snapshot shares the messages with r, so neither may be modified afterwards.
-func (r *Resources) Snapshot() *resource.Snapshot {
-	s := &resource.Snapshot{
+func (r *Resources) Snapshot() *resource.State {
+	s := &resource.State{
 		Seq:          1,
 		Listeners:    make(map[string]*listenerv3.Listener, len(r.Listeners)),
 		RouteConfigs: make(map[string]*resource.RouteConfig, len(r.RouteConfigs)),
 		Clusters:     make(map[string]*resource.Cluster, len(r.Clusters)),
 		Endpoints:    make(map[string]*resource.LoadAssignment, len(r.Endpoints)),
-		Changes:      resource.Changes{Full: true},
+		Changes:      resource.Changes{Full: true, Decoded: make(map[string]*routev3.RouteConfiguration, len(r.RouteConfigs))},
 	}
 	for _, l := range r.Listeners {
 		s.Listeners[l.GetName()] = l
 	}
 	for _, rc := range r.RouteConfigs {
 		s.RouteConfigs[rc.GetName()] = resource.MustRouteConfig(rc)
+		s.Changes.Decoded[rc.GetName()] = rc
 	}
 	for _, c := range r.Clusters {
 		s.Clusters[c.GetName()] = resource.MustCluster(c)

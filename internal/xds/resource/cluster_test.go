@@ -185,7 +185,7 @@ func TestClusterEqual(t *testing.T) {
 func TestDecodeBytesCluster(t *testing.T) {
 	check := func(t *testing.T, c *clusterv3.Cluster) {
 		t.Helper()
-		checkDecodeBytes(t, resource.ClusterType, c, func(r *resource.Cluster) string { return r.Name }, nil)
+		checkDecodeBytes(t, resource.ClusterType, c, func(r *resource.Cluster) string { return r.Name })
 	}
 	builtAndRecorded(t, richCluster(t), func(r *dump.Resources) []*clusterv3.Cluster { return r.Clusters }, check)
 }

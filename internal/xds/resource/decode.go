@@ -29,6 +29,9 @@ type Decoded struct {
 	Deps []string
 	// Hash is Hash of the serialized bytes the resource was decoded from (before pruning).
 	Hash uint64
+	// Route is the decoded (pruned) message of a route configuration, which the
+	// client hands to its consumer once (Update.Decoded) and does not keep.
+	Route *routev3.RouteConfiguration
 }
 
 // Error is a resource that could not be decoded or failed validation. Its text names the
@@ -138,8 +141,8 @@ func decodeBytes(typeURL string, b []byte, wantName string, prev any) (*Decoded,
 		d.Msg = l
 	case RouteConfigType:
 		if len(b) >= parallelRDSMin {
-			if r, perr := decodeRouteConfigParallel(b, prevRC); perr == nil {
-				d.Name, d.Msg = r.Name, r // validated, pruned and encoded (rds_decode.go)
+			if r, m, perr := decodeRouteConfigParallel(b, prevRC); perr == nil {
+				d.Name, d.Msg, d.Route = r.Name, r, m // validated, pruned and encoded (rds_decode.go)
 				break
 			}
 		}
@@ -185,6 +188,7 @@ func decodeBytes(typeURL string, b []byte, wantName string, prev any) (*Decoded,
 	case *routev3.RouteConfiguration:
 		Prune(m)
 		d.Msg, err = newRouteConfig(m, prevRC)
+		d.Route = m
 	case *clusterv3.Cluster:
 		// Pruned in two steps: its parts are interned only if its whole shape is not
 		// shared (newCluster). m is this decode's own: it becomes the shape.

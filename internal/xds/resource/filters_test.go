@@ -263,8 +263,8 @@ func FuzzDecodeListener(f *testing.F) {
 			t.Fatal("two decodes of the same bytes differ")
 		}
 		l := d1.Msg.(*listenerv3.Listener)
-		snap := func() *resource.Snapshot {
-			return &resource.Snapshot{Seq: 1, Changes: resource.Changes{Full: true},
+		snap := func() *resource.State {
+			return &resource.State{Seq: 1, Changes: resource.Changes{Full: true},
 				Listeners: map[string]*listenerv3.Listener{l.GetName(): l}, RouteConfigs: map[string]*resource.RouteConfig{},
 				Clusters: map[string]*resource.Cluster{}, Endpoints: map[string]*resource.LoadAssignment{}}
 		}

@@ -61,8 +61,8 @@ func TestPruneKeepsTranslation(t *testing.T) {
 
 		// Incremental work too (the translator compares resent virtual hosts by
 		// content): an endpoint change, then everything resent with new pointers.
-		for _, next := range []func() *resource.Snapshot{
-			func() *resource.Snapshot { return m.ChangeEndpoint(3) },
+		for _, next := range []func() *resource.State{
+			func() *resource.State { return m.ChangeEndpoint(3) },
 			m.Resend,
 		} {
 			full = next()
@@ -83,14 +83,14 @@ func newTracked(opts translate.Options) *tracked {
 	return &tracked{tr: translate.New(opts), objects: map[string][]byte{}}
 }
 
-func (x *tracked) translate(s *resource.Snapshot) translate.Result {
+func (x *tracked) translate(s *resource.State) translate.Result {
 	r := x.tr.Translate(s)
 	r.Changes.ApplyTo(x.objects)
 	return r
 }
 
 // sameTranslation translates full with a and pruned with b and compares the outcome.
-func sameTranslation(t *testing.T, a, b *tracked, full, pruned *resource.Snapshot) {
+func sameTranslation(t *testing.T, a, b *tracked, full, pruned *resource.State) {
 	t.Helper()
 	ra, rb := a.translate(full), b.translate(pruned)
 	if diff := cmp.Diff(ra.Report, rb.Report); diff != "" {
@@ -125,7 +125,7 @@ func sameTranslation(t *testing.T, a, b *tracked, full, pruned *resource.Snapsho
 // prunedCopy is s as the xDS client stores it: every resource serialized and decoded
 // by resource.DecodeBytes (hash, validation, pruning). Endpoints are already in their
 // stored form (LoadAssignment; eds_decode_test.go compares its decoder with FromCLA).
-func prunedCopy(t *testing.T, s *resource.Snapshot) *resource.Snapshot {
+func prunedCopy(t *testing.T, s *resource.State) *resource.State {
 	t.Helper()
 	out := *s
 	out.Listeners = decodeAll(t, resource.ListenerType, s.Listeners)
@@ -136,7 +136,7 @@ func prunedCopy(t *testing.T, s *resource.Snapshot) *resource.Snapshot {
 
 // advance is prunedCopy for the next snapshot: the resources named in its Changes are
 // decoded again, the others keep their pruned messages (and pointers).
-func advance(t *testing.T, prev, next *resource.Snapshot) *resource.Snapshot {
+func advance(t *testing.T, prev, next *resource.State) *resource.State {
 	t.Helper()
 	out := *next
 	out.Listeners = patch(t, resource.ListenerType, prev.Listeners, next.Listeners, next.Changes.Listeners)
@@ -206,7 +206,7 @@ func message(t *testing.T, m any) proto.Message {
 }
 
 // shrunk returns how many resources pruning made smaller.
-func shrunk(t *testing.T, full, pruned *resource.Snapshot) int {
+func shrunk(t *testing.T, full, pruned *resource.State) int {
 	t.Helper()
 	return count(t, full.Listeners, pruned.Listeners) + count(t, full.RouteConfigs, pruned.RouteConfigs) +
 		count(t, full.Clusters, pruned.Clusters)

@@ -36,21 +36,21 @@ var errFallback = errors.New("decode serially")
 // RouteConfig, or errFallback (or another error) when the serial path must decide.
 // The virtual hosts are compressed on the workers too (vhkept.go), reusing prev's
 // (nil: none) where unchanged.
-func decodeRouteConfigParallel(b []byte, prev *RouteConfig) (rc *RouteConfig, err error) {
+func decodeRouteConfigParallel(b []byte, prev *RouteConfig) (rc *RouteConfig, msg *routev3.RouteConfiguration, err error) {
 	var header []byte
 	var spans [][]byte
 	for rest := b; len(rest) > 0; {
 		num, typ, n := protowire.ConsumeTag(rest)
 		if n < 0 {
-			return nil, errFallback
+			return nil, nil, errFallback
 		}
 		m := protowire.ConsumeFieldValue(num, typ, rest[n:])
 		if m < 0 {
-			return nil, errFallback
+			return nil, nil, errFallback
 		}
 		if num == virtualHostsField {
 			if typ != protowire.BytesType {
-				return nil, errFallback
+				return nil, nil, errFallback
 			}
 			v, _ := protowire.ConsumeBytes(rest[n:])
 			spans = append(spans, v)
@@ -59,17 +59,17 @@ func decodeRouteConfigParallel(b []byte, prev *RouteConfig) (rc *RouteConfig, er
 		}
 		rest = rest[n+m:]
 	}
-	msg := &routev3.RouteConfiguration{}
+	msg = &routev3.RouteConfiguration{}
 	if err := proto.Unmarshal(header, msg); err != nil {
-		return nil, errFallback
+		return nil, nil, errFallback
 	}
 	if err := validate(msg); err != nil {
-		return nil, errFallback
+		return nil, nil, errFallback
 	}
 	pruneRouteConfigOwn(msg)
 	hdr, err := deterministic.Marshal(msg)
 	if err != nil {
-		return nil, errFallback
+		return nil, nil, errFallback
 	}
 
 	vhs := make([]*routev3.VirtualHost, len(spans))
@@ -118,11 +118,11 @@ func decodeRouteConfigParallel(b []byte, prev *RouteConfig) (rc *RouteConfig, er
 	}
 	wg.Wait()
 	if failed != nil {
-		return nil, failed
+		return nil, nil, failed
 	}
 	msg.VirtualHosts = vhs
 	if checkDomains(msg) != nil {
-		return nil, errFallback
+		return nil, nil, errFallback
 	}
 	r := &RouteConfig{Name: msg.GetName(), Header: hdr, VirtualHosts: make([][]byte, len(spans)), sums: sums}
 	// One array for all virtual hosts, as newRouteConfig makes (the workers' buffers
@@ -138,6 +138,5 @@ func decodeRouteConfigParallel(b []byte, prev *RouteConfig) (rc *RouteConfig, er
 		r.VirtualHosts[i] = all[start:len(all):len(all)]
 		r.Routes += len(vhs[i].GetRoutes())
 	}
-	r.msg.Store(msg)
-	return r, nil
+	return r, msg, nil
 }

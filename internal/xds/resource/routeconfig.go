@@ -8,12 +8,11 @@ package resource
 // once, when the configuration changes; afterwards the translator only compares
 // virtual hosts (byte comparison of their wire forms) and, rarely, re-translates one
 // (decoding just that virtual host). So the client keeps the wire form and hands the
-// decoded message over with the snapshot that brought it; the consumer releases it.
+// decoded message over once, in the Update that brings it (Update.Decoded).
 
 import (
 	"bytes"
 	"errors"
-	"sync/atomic"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -26,8 +25,7 @@ const virtualHostsField = 2
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
 // RouteConfig is a route configuration in deterministic wire form, split into its
-// virtual hosts, plus (until released) the decoded message it was made from.
-// Immutable but for that release; safe for concurrent use.
+// virtual hosts. Immutable.
 type RouteConfig struct {
 	Name string
 	// Header is the wire form of every field but the virtual hosts.
@@ -44,11 +42,9 @@ type RouteConfig struct {
 	// sums are the Hash of each virtual host's wire form: the next version of the
 	// configuration reuses the kept forms of the virtual hosts it has unchanged.
 	sums []uint64
-	msg  atomic.Pointer[routev3.RouteConfiguration]
 }
 
-// NewRouteConfig encodes rc (which must not be modified afterwards: it is handed out
-// by Message until released). It fails only for messages that cannot be encoded
+// NewRouteConfig encodes rc. It fails only for messages that cannot be encoded
 // (strings that are not UTF-8, which a decoded message never has).
 func NewRouteConfig(rc *routev3.RouteConfiguration) (*RouteConfig, error) {
 	return newRouteConfig(rc, nil)
@@ -102,7 +98,6 @@ func newRouteConfig(rc *routev3.RouteConfiguration, prev *RouteConfig) (*RouteCo
 		r.VirtualHosts = append(r.VirtualHosts, all[start:end:end])
 		start = end
 	}
-	r.msg.Store(rc)
 	return r, nil
 }
 
@@ -116,12 +111,8 @@ func MustRouteConfig(rc *routev3.RouteConfiguration) *RouteConfig {
 	return r
 }
 
-// Message returns the decoded route configuration: the message r was made from until
-// Release, a newly decoded one (equal to it) afterwards.
+// Message decodes the route configuration.
 func (r *RouteConfig) Message() (*routev3.RouteConfiguration, error) {
-	if m := r.msg.Load(); m != nil {
-		return m, nil
-	}
 	m := &routev3.RouteConfiguration{}
 	if err := proto.Unmarshal(r.Header, m); err != nil {
 		return nil, err
@@ -144,10 +135,6 @@ func (r *RouteConfig) HeaderMessage() (*routev3.RouteConfiguration, error) {
 	}
 	return m, nil
 }
-
-// Release drops the decoded message, so that only the wire form stays in memory. The
-// consumer that translated r calls it; later Message calls decode anew.
-func (r *RouteConfig) Release() { r.msg.Store(nil) }
 
 // Equal reports whether r and o have the same content.
 func (r *RouteConfig) Equal(o *RouteConfig) bool {

@@ -87,23 +87,15 @@ func TestRouteConfigRoundTrip(t *testing.T) {
 	if r.Name != "9080" || len(r.VirtualHosts) != 3 || r.Routes != 3 {
 		t.Fatalf("name %q, %d virtual hosts, %d routes; want 9080, 3, 3", r.Name, len(r.VirtualHosts), r.Routes)
 	}
-	if m, err := r.Message(); err != nil || m != orig {
-		t.Fatalf("before Release, Message = %p (%v), want the message it was made from %p", m, err, orig)
-	}
-
-	r.Release()
 	m, err := r.Message()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m == orig || !proto.Equal(m, want) {
-		t.Errorf("after Release, Message is not a new decode equal to the original:\n%v\nwant\n%v", m, want)
+		t.Errorf("Message is not a new decode equal to the original:\n%v\nwant\n%v", m, want)
 	}
 	if m2, _ := r.Message(); m2 == m {
-		t.Error("a released RouteConfig handed out the same decoded message twice: it keeps it")
-	}
-	if r.Routes != 3 {
-		t.Errorf("Routes %d after Release, want 3", r.Routes)
+		t.Error("a RouteConfig handed out the same decoded message twice: it keeps it")
 	}
 
 	// The header holds everything but the virtual hosts.
@@ -152,7 +144,6 @@ func TestRouteConfigRoundTrip(t *testing.T) {
 func TestRouteConfigNoVirtualHosts(t *testing.T) {
 	for _, rc := range []*routev3.RouteConfiguration{{}, {Name: "x", ValidateClusters: wrapperspb.Bool(true)}} {
 		r := resource.MustRouteConfig(rc)
-		r.Release()
 		m, err := r.Message()
 		if err != nil || !proto.Equal(m, rc) || len(r.VirtualHosts) != 0 || r.Name != rc.GetName() {
 			t.Errorf("%v: got %v (%v), %d virtual hosts", rc, m, err, len(r.VirtualHosts))
@@ -198,12 +189,7 @@ func withReversedMap(t *testing.T, m proto.Message, field protoreflect.Name) []b
 
 func TestRouteConfigEqual(t *testing.T) {
 	checkKeptEqual(t, richRC(t), "typed_per_filter_config", resource.MustRouteConfig,
-		func(a, b *resource.RouteConfig) {
-			b.Release()
-			if !a.Equal(b) {
-				t.Error("equality changed with Release")
-			}
-		},
+		nil,
 		map[string]func(*routev3.RouteConfiguration){
 			"one virtual host's route": func(m *routev3.RouteConfiguration) {
 				m.VirtualHosts[1].Routes[0].GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "elsewhere"}
@@ -218,12 +204,17 @@ func TestRouteConfigEqual(t *testing.T) {
 		})
 }
 
-// DecodeBytes of an RDS resource gives the RouteConfig of the pruned message, before
-// and after its decoded message is released.
+// DecodeBytes of an RDS resource gives the RouteConfig of the pruned message, and the
+// pruned message itself (Decoded.Route, which the client hands over once).
 func TestDecodeBytesRouteConfig(t *testing.T) {
 	check := func(t *testing.T, rc *routev3.RouteConfiguration) {
 		t.Helper()
-		checkDecodeBytes(t, resource.RouteConfigType, rc, func(r *resource.RouteConfig) string { return r.Name }, (*resource.RouteConfig).Release)
+		d := checkDecodeBytes(t, resource.RouteConfigType, rc, func(r *resource.RouteConfig) string { return r.Name })
+		want := proto.Clone(rc)
+		resource.Prune(want)
+		if !proto.Equal(d.Route, want) {
+			t.Error("Decoded.Route is not the pruned message")
+		}
 	}
 	builtAndRecorded(t, richRC(t), func(r *dump.Resources) []*routev3.RouteConfiguration { return r.RouteConfigs }, check)
 }
@@ -269,7 +260,6 @@ func TestRouteConfigBig(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := d.Msg.(*resource.RouteConfig)
-		r.Release()
 		vhs := rc.GetVirtualHosts()
 		if len(vhs) <= 1000 || len(r.VirtualHosts) != len(vhs) {
 			t.Fatalf("%s: %d virtual hosts, the message has %d (want more than 1,000)", rc.GetName(), len(r.VirtualHosts), len(vhs))
@@ -295,20 +285,16 @@ func TestRouteConfigBig(t *testing.T) {
 		want := proto.Clone(rc)
 		resource.Prune(want)
 		if !proto.Equal(m, want) {
-			t.Errorf("%s: released message differs from the pruned original", rc.GetName())
+			t.Errorf("%s: message differs from the pruned original", rc.GetName())
 		}
 	}
 }
 
-// Message and Release may be called concurrently (the translator releases what a
-// reader may still be decoding); every Message is the same content.
+// Message may be called concurrently (the client and its consumer share a
+// RouteConfig); every Message is the same content.
 func TestRouteConfigConcurrent(t *testing.T) {
 	rc := richRC(t)
 	want := proto.Clone(rc).(*routev3.RouteConfiguration)
 	r := resource.MustRouteConfig(rc)
-	checkConcurrentMessage(t, r, want, func(i int, _ *routev3.RouteConfiguration) {
-		if i == 10 {
-			r.Release()
-		}
-	})
+	checkConcurrentMessage(t, r, want, func(int, *routev3.RouteConfiguration) {})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -42,6 +43,8 @@ type modelHarness struct {
 	nonce int
 	// states holds the state of every published Seq.
 	states map[uint64]modelState
+	// state is the consumer's, built by applying every update Next returned.
+	state resource.State
 }
 
 func newModelHarness(t *testing.T, clusters int) *modelHarness {
@@ -97,24 +100,49 @@ func (h *modelHarness) send(typeURL string, upserts []proto.Message, removed []s
 	}
 }
 
-// next calls Next, which must return at once (something was published).
-func (h *modelHarness) next() *resource.Snapshot {
+// next calls Next, which must return at once (something was published), applies the
+// update to the harness's state as a consumer does, and returns a copy of that state
+// with the update.
+func (h *modelHarness) next() (*resource.State, *resource.Update) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if h.c.published == h.c.returned {
 		h.t.Fatal("next called with nothing published")
 	}
-	s, err := h.c.Next(ctx)
+	u, err := h.c.Next(ctx)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return s
+	h.state.Apply(u)
+	s := h.state
+	s.Listeners, s.RouteConfigs = maps.Clone(s.Listeners), maps.Clone(s.RouteConfigs)
+	s.Clusters, s.Endpoints = maps.Clone(s.Clusters), maps.Clone(s.Endpoints)
+	return &s, u
+}
+
+// copyUpdate is a copy of u's maps and slices, to check later that nothing changed them.
+func copyUpdate(u *resource.Update) resource.Update {
+	c := *u
+	c.Listeners.Upsert, c.Listeners.Remove = maps.Clone(u.Listeners.Upsert), slices.Clone(u.Listeners.Remove)
+	c.RouteConfigs.Upsert, c.RouteConfigs.Remove = maps.Clone(u.RouteConfigs.Upsert), slices.Clone(u.RouteConfigs.Remove)
+	c.Clusters.Upsert, c.Clusters.Remove = maps.Clone(u.Clusters.Upsert), slices.Clone(u.Clusters.Remove)
+	c.Endpoints.Upsert, c.Endpoints.Remove = maps.Clone(u.Endpoints.Upsert), slices.Clone(u.Endpoints.Remove)
+	c.Decoded, c.Missing = maps.Clone(u.Decoded), slices.Clone(u.Missing)
+	return c
+}
+
+func sameUpdate(a, b *resource.Update) bool {
+	return maps.Equal(a.Listeners.Upsert, b.Listeners.Upsert) && slices.Equal(a.Listeners.Remove, b.Listeners.Remove) &&
+		maps.Equal(a.RouteConfigs.Upsert, b.RouteConfigs.Upsert) && slices.Equal(a.RouteConfigs.Remove, b.RouteConfigs.Remove) &&
+		maps.Equal(a.Clusters.Upsert, b.Clusters.Upsert) && slices.Equal(a.Clusters.Remove, b.Clusters.Remove) &&
+		maps.Equal(a.Endpoints.Upsert, b.Endpoints.Upsert) && slices.Equal(a.Endpoints.Remove, b.Endpoints.Remove) &&
+		maps.Equal(a.Decoded, b.Decoded) && slices.Equal(a.Missing, b.Missing)
 }
 
 // checkMaps asserts that the maps of s hold exactly the messages (same pointers) of
 // the state published with s.Seq.
-func (h *modelHarness) checkMaps(s *resource.Snapshot, what string) {
+func (h *modelHarness) checkMaps(s *resource.State, what string) {
 	h.t.Helper()
 	want, ok := h.states[s.Seq]
 	if !ok {
@@ -159,20 +187,22 @@ func sameSet(a, b map[string]struct{}) bool {
 }
 
 // A consumer calling Next at random points of a random sequence of endpoint changes,
-// cluster removals and re-additions always gets the state published last, with exactly
-// the names changed since the snapshot it saw before as Changes, unchanged
-// resources keep their pointers, and the maps of the two snapshots it got before stay
-// as they were (the documented lifetime).
-func TestNextPatchesMapsInPlace(t *testing.T) {
+// cluster removals and re-additions and applying each update to its state always has
+// the state published last, with exactly the names changed since the update it applied
+// before as Changes; unchanged resources keep their pointers, and the client never
+// touches an update it handed over.
+func TestNextUpdatesBuildThePublishedState(t *testing.T) {
 	const clusters = 12
 	h := newModelHarness(t, clusters)
 	rng := rand.New(rand.NewPCG(7, 11))
-	first := h.next()
+	first, u := h.next()
+	type heldUpdate struct{ u, copy resource.Update }
+	updates := []heldUpdate{{*u, copyUpdate(u)}}
 	if !first.Changes.Full || first.Seq != 1 {
 		t.Fatalf("first snapshot: seq %d full %v", first.Seq, first.Changes.Full)
 	}
 	h.checkMaps(first, "first")
-	held := []*resource.Snapshot{first} // returned snapshots, newest last
+	held := []*resource.State{first} // returned snapshots, newest last
 	present := map[int]bool{}
 	for i := range clusters {
 		present[i] = true
@@ -196,7 +226,8 @@ func TestNextPatchesMapsInPlace(t *testing.T) {
 			present[i] = true
 		case op >= 4 && h.c.published > h.c.returned:
 			prev := held[len(held)-1]
-			s := h.next()
+			s, u := h.next()
+			updates = append(updates, heldUpdate{*u, copyUpdate(u)})
 			nexts++
 			if s.Seq != h.c.published || s.Changes.Since != prev.Seq || s.Changes.Full {
 				t.Fatalf("step %d: seq %d since %d full %v, want %d %d false", step, s.Seq, s.Changes.Since, s.Changes.Full, h.c.published, prev.Seq)
@@ -220,11 +251,10 @@ func TestNextPatchesMapsInPlace(t *testing.T) {
 				skipped++
 			}
 			held = append(held, s)
-			if len(held) > numViews {
-				held = held[1:]
-			}
-			for _, old := range held[:len(held)-1] {
-				h.checkMaps(old, fmt.Sprintf("step %d: snapshot %d held", step, old.Seq))
+			for _, old := range updates {
+				if !sameUpdate(&old.u, &old.copy) {
+					t.Fatalf("step %d: update %d changed after Next returned it", step, old.u.Seq)
+				}
 			}
 		}
 		if t.Failed() {
@@ -258,25 +288,28 @@ func TestStalledConsumerGetsFull(t *testing.T) {
 	if !h.c.out.replaced[cdsIdx] || held != len(h.c.types[cdsIdx].res) {
 		t.Errorf("pending cluster delta holds %d names, want the %d clusters", held, len(h.c.types[cdsIdx].res))
 	}
-	s := h.next()
+	s, u := h.next()
+	if !u.Clusters.Replace || u.Endpoints.Replace {
+		t.Errorf("update replaces clusters %v endpoints %v, want clusters only", u.Clusters.Replace, u.Endpoints.Replace)
+	}
 	if !s.Changes.Full || s.Changes.Since != 1 {
 		t.Errorf("changes since %d full %v, want since 1, full", s.Changes.Since, s.Changes.Full)
 	}
 	h.checkMaps(s, "after the stall")
 
 	h.send(resource.EndpointType, []proto.Message{xdstest.Endpoints(modelCluster(1), "10.9.9.9:80")}, nil)
-	s = h.next()
+	s, _ = h.next()
 	if s.Changes.Full || len(s.Changes.Endpoints) != 1 || len(s.Changes.Clusters) != 0 {
 		t.Errorf("after the stall: changes %+v, want endpoints of svc1 only", s.Changes)
 	}
 	h.checkMaps(s, "after the stall, one change")
 }
 
-// The agent's pipeline: a reader goroutine calls Next and hands each snapshot over an
-// unbuffered channel to a translator goroutine, then calls Next again while the
-// translator still reads the snapshot before. With updates published concurrently,
-// the race detector checks that Next never patches maps the translator is reading,
-// and the translator checks every snapshot is consistent.
+// The agent's pipeline: a reader goroutine calls Next and hands each update over an
+// unbuffered channel to a translator goroutine, which applies it to its state, while
+// the reader calls Next again. With updates published concurrently, the race detector
+// checks that the client never touches an update it handed over, and the translator
+// checks every state is consistent.
 func TestPipelinedConsumer(t *testing.T) {
 	const clusters, updates = 8, 300
 	h := newModelHarness(t, clusters)
@@ -301,18 +334,18 @@ func TestPipelinedConsumer(t *testing.T) {
 		pubErr <- nil
 	}()
 
-	snaps := make(chan *resource.Snapshot)
+	ups := make(chan *resource.Update)
 	readErr := make(chan error, 1)
 	go func() {
-		defer close(snaps)
+		defer close(ups)
 		for {
-			s, err := h.c.Next(ctx)
+			u, err := h.c.Next(ctx)
 			if err != nil {
 				readErr <- err
 				return
 			}
-			snaps <- s
-			if s.Seq == updates+1 {
+			ups <- u
+			if u.Seq == updates+1 {
 				readErr <- nil
 				return
 			}
@@ -320,7 +353,9 @@ func TestPipelinedConsumer(t *testing.T) {
 	}()
 
 	got := 0
-	for s := range snaps {
+	var s resource.State
+	for u := range ups {
+		s.Apply(u)
 		got++
 		for name, cl := range s.Clusters {
 			if cl.EDS != "" && s.Endpoints[cl.EDS].NumEndpoints() == 0 {
@@ -338,4 +373,37 @@ func TestPipelinedConsumer(t *testing.T) {
 		t.Fatalf("after %d snapshots: %v", got, err)
 	}
 	t.Logf("translated %d of %d snapshots", got, updates+1)
+}
+
+// An update hands over the decoded message of each route configuration it brings,
+// equal to what its wire form decodes to; the client keeps none once Next returned
+// it, and an update that brings no route configuration brings no decoded message.
+func TestUpdateHandsOverDecodedRouteConfigs(t *testing.T) {
+	h := newModelHarness(t, 2)
+	check := func(u *resource.Update, want string) {
+		t.Helper()
+		if len(u.Decoded) != 1 || u.Decoded[want] == nil {
+			t.Fatalf("update %d: decoded %v, want route configuration %q", u.Seq, slices.Collect(maps.Keys(u.Decoded)), want)
+		}
+		fromWire, err := u.RouteConfigs.Upsert[want].Message()
+		if err != nil || !proto.Equal(fromWire, u.Decoded[want]) {
+			t.Fatalf("update %d: the decoded message differs from its wire form (%v)", u.Seq, err)
+		}
+		h.c.mu.Lock()
+		defer h.c.mu.Unlock()
+		if len(h.c.decoded) != 0 || h.c.out.decoded != nil {
+			t.Fatalf("update %d: the client still holds %d decoded route configurations", u.Seq, len(h.c.decoded)+len(h.c.out.decoded))
+		}
+	}
+	_, u := h.next()
+	check(u, "80")
+
+	h.send(resource.RouteConfigType, []proto.Message{xdstest.RouteConfig("80", modelCluster(1))}, nil)
+	_, u = h.next()
+	check(u, "80")
+
+	h.send(resource.EndpointType, []proto.Message{xdstest.Endpoints(modelCluster(0), "10.0.0.2:80")}, nil)
+	if _, u = h.next(); u.Decoded != nil {
+		t.Fatalf("an endpoint change brought decoded route configurations %v", u.Decoded)
+	}
 }

@@ -1,0 +1,205 @@
+// Package resource holds the xDS resource kinds amesh consumes, their decoders and
+// validators, the Update the xDS client publishes and the State a consumer builds
+// from those updates.
+package resource
+
+import (
+	"maps"
+	"slices"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+)
+
+// Update is what changed in the xDS client's accepted state since the Update before
+// it. The consumer owns it: the client keeps no reference to its maps or slices. The
+// messages in it are immutable and may be shared with the client and kept.
+type Update struct {
+	// Seq increases by one with every update the client publishes; an update that
+	// the consumer took late covers the ones it skipped.
+	Seq uint64
+
+	Listeners    Kind[*listenerv3.Listener]
+	RouteConfigs Kind[*RouteConfig]
+	Clusters     Kind[*Cluster]
+	Endpoints    Kind[*LoadAssignment]
+
+	// Decoded holds the decoded message of each route configuration in
+	// RouteConfigs.Upsert, for the one translation that needs it: the state keeps
+	// only the wire form.
+	Decoded map[string]*routev3.RouteConfiguration
+
+	// Missing names the dependent resources (RDS or EDS names) absent when the
+	// resource timeout fired; the listeners and clusters that need them are
+	// included anyway so that the rest of the mesh is served. It is the whole list,
+	// not a change.
+	Missing []MissingResource
+
+	// Received is when the client received the newest response this update includes
+	// (zero when none arrived yet): where the latency of a change begins.
+	Received time.Time
+}
+
+// Kind is one kind's part of an Update.
+type Kind[T any] struct {
+	// Replace: Upsert is the kind's whole state; names not in it are gone.
+	Replace bool
+	Upsert  map[string]T
+	Remove  []string
+}
+
+func (k *Kind[T]) empty() bool { return !k.Replace && len(k.Upsert) == 0 && len(k.Remove) == 0 }
+
+// apply applies k to m (allocated when nil) and returns it with the names that
+// changed; replaced reports a Replace.
+func (k *Kind[T]) apply(m map[string]T) (out map[string]T, changed map[string]struct{}) {
+	if k.Replace || m == nil {
+		m = make(map[string]T, len(k.Upsert))
+	}
+	if !k.Replace {
+		changed = make(map[string]struct{}, len(k.Upsert)+len(k.Remove))
+	}
+	for _, n := range k.Remove {
+		delete(m, n)
+		if changed != nil {
+			changed[n] = struct{}{}
+		}
+	}
+	for n, v := range k.Upsert {
+		m[n] = v
+		if changed != nil {
+			changed[n] = struct{}{}
+		}
+	}
+	return m, changed
+}
+
+// State is the resources a consumer holds, by kind, brought up to date by Apply. It
+// is consistent when the client's updates are applied in order: every RDS name a
+// listener references is in RouteConfigs, and every EDS cluster in Clusters has its
+// endpoints in Endpoints, unless listed in Missing. The consumer owns the maps;
+// their messages are shared with the client and never modified.
+type State struct {
+	// Seq is the Seq of the last update applied.
+	Seq uint64
+
+	Listeners    map[string]*listenerv3.Listener
+	RouteConfigs map[string]*RouteConfig
+	Clusters     map[string]*Cluster
+	// Endpoints is keyed by the EDS service name (eds_cluster_config.service_name, or
+	// the cluster name when that is empty), which is also ClusterLoadAssignment.cluster_name.
+	Endpoints map[string]*LoadAssignment
+
+	Missing  []MissingResource
+	Received time.Time
+
+	// Changes says what the last Apply changed. A state built by hand (tests,
+	// generated meshes) sets Changes.Full.
+	Changes Changes
+}
+
+// MissingResource is a dependent resource that never arrived.
+type MissingResource struct {
+	TypeURL string
+	Name    string
+}
+
+// Apply brings s up to date with u and sets s.Changes to what u changed, relative to
+// the state s was (Changes.Since is s's previous Seq).
+func (s *State) Apply(u *Update) {
+	ch := Changes{Since: s.Seq, Decoded: u.Decoded}
+	var c [4]map[string]struct{}
+	s.Listeners, c[0] = u.Listeners.apply(s.Listeners)
+	s.RouteConfigs, c[1] = u.RouteConfigs.apply(s.RouteConfigs)
+	s.Clusters, c[2] = u.Clusters.apply(s.Clusters)
+	s.Endpoints, c[3] = u.Endpoints.apply(s.Endpoints)
+	if u.Listeners.Replace || u.RouteConfigs.Replace || u.Clusters.Replace || u.Endpoints.Replace {
+		ch.Full = true
+	} else {
+		ch.Listeners, ch.RouteConfigs, ch.Clusters, ch.Endpoints = c[0], c[1], c[2], c[3]
+	}
+	s.Seq, s.Missing, s.Received, s.Changes = u.Seq, u.Missing, u.Received, ch
+}
+
+// Done tells s that its Changes were consumed: they are dropped with the decoded
+// route configurations they carry, so that only the wire forms stay in memory.
+func (s *State) Done() { s.Changes = Changes{Since: s.Seq} }
+
+// Empty reports whether u changes no resource.
+func (u *Update) Empty() bool {
+	return u.Listeners.empty() && u.RouteConfigs.empty() && u.Clusters.empty() && u.Endpoints.empty()
+}
+
+// Changes lists, per kind, the names that were added, updated or removed since the
+// state with sequence number Since. Full means "assume everything changed".
+type Changes struct {
+	Since        uint64
+	Full         bool
+	Listeners    map[string]struct{}
+	RouteConfigs map[string]struct{}
+	Clusters     map[string]struct{}
+	Endpoints    map[string]struct{}
+	// Decoded is Update.Decoded: the decoded message of each changed route
+	// configuration (all of them when Full), where the update brought one.
+	Decoded map[string]*routev3.RouteConfiguration
+}
+
+// Empty reports whether nothing changed.
+func (c *Changes) Empty() bool {
+	return !c.Full && len(c.Listeners) == 0 && len(c.RouteConfigs) == 0 &&
+		len(c.Clusters) == 0 && len(c.Endpoints) == 0
+}
+
+// RouteMessage returns the decoded route configuration rc: the message the update
+// brought when rc changed with it, else decoded anew from its wire form.
+func (c *Changes) RouteMessage(rc *RouteConfig) (*routev3.RouteConfiguration, error) {
+	if m := c.Decoded[rc.Name]; m != nil {
+		return m, nil
+	}
+	return rc.Message()
+}
+
+// EDSName returns the name under which the endpoints of c are requested and stored.
+func EDSName(c *clusterv3.Cluster) string {
+	if n := c.GetEdsClusterConfig().GetServiceName(); n != "" {
+		return n
+	}
+	return c.GetName()
+}
+
+// UpdateOf returns the update that brings a consumer holding the state s.Changes.Since
+// to s: every resource of s when s.Changes.Full, else the changed names. For states
+// built without a client (tests, generated meshes) that feed a consumer of updates.
+func UpdateOf(s *State) *Update {
+	u := &Update{Seq: s.Seq, Missing: s.Missing, Received: s.Received}
+	u.Listeners = kindOf(s.Listeners, s.Changes.Listeners, s.Changes.Full)
+	u.RouteConfigs = kindOf(s.RouteConfigs, s.Changes.RouteConfigs, s.Changes.Full)
+	u.Clusters = kindOf(s.Clusters, s.Changes.Clusters, s.Changes.Full)
+	u.Endpoints = kindOf(s.Endpoints, s.Changes.Endpoints, s.Changes.Full)
+	u.Decoded = s.Changes.Decoded
+	return u
+}
+
+func kindOf[T any](m map[string]T, changed map[string]struct{}, full bool) Kind[T] {
+	if full {
+		if m == nil {
+			m = map[string]T{}
+		}
+		return Kind[T]{Replace: true, Upsert: maps.Clone(m)}
+	}
+	var k Kind[T]
+	for n := range changed {
+		if v, ok := m[n]; ok {
+			if k.Upsert == nil {
+				k.Upsert = map[string]T{}
+			}
+			k.Upsert[n] = v
+		} else {
+			k.Remove = append(k.Remove, n)
+		}
+	}
+	slices.Sort(k.Remove)
+	return k
+}
