@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -54,7 +56,7 @@ func writeSummary(w io.Writer, objects map[string][]byte, rep []report.Entry) {
 	var routes []routeView
 	var upstreams []upstreamView
 	var streams []streamRouteView
-	for _, key := range sortedKeys(objects) {
+	for _, key := range slices.Sorted(maps.Keys(objects)) {
 		switch apisix.KindOf(key) {
 		case apisix.KindRoutes:
 			var r routeView
@@ -97,7 +99,7 @@ func writeSummary(w io.Writer, objects map[string][]byte, rep []report.Entry) {
 		groups[h] = append(groups[h], r)
 	}
 	fmt.Fprintf(w, "Routes (%d), by host:\n", len(routes))
-	for _, h := range sortedKeys(groups) {
+	for _, h := range slices.Sorted(maps.Keys(groups)) {
 		rs := groups[h]
 		sort.SliceStable(rs, func(i, j int) bool {
 			if rs[i].Priority != rs[j].Priority {
@@ -274,7 +276,7 @@ func (r routeView) target(names map[string]string) string {
 		parts = append(parts, names[r.UpstreamID])
 	}
 	var plugins []string
-	for _, p := range sortedKeys(r.Plugins) {
+	for _, p := range slices.Sorted(maps.Keys(r.Plugins)) {
 		if p != "traffic-split" {
 			plugins = append(plugins, p)
 		}
@@ -414,7 +416,7 @@ func writeChanges(w io.Writer, before, after map[string][]byte) {
 		default:
 			fmt.Fprintf(w, "  ~ %s\n", k)
 			old, cur := flatten(before[k]), flatten(after[k])
-			for _, p := range sortedKeys(union(old, cur)) {
+			for _, p := range slices.Sorted(maps.Keys(union(old, cur))) {
 				if old[p] == cur[p] {
 					continue
 				}
@@ -482,11 +484,3 @@ func union(a, b map[string]string) map[string]bool {
 	return out
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
