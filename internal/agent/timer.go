@@ -5,9 +5,8 @@ import "time"
 // timerMargin is how long before a deadline preciseAfter stops relying on Go's timers.
 // The runtime sleeps in the network poller (epoll_wait on Linux) in whole
 // milliseconds, so a timer fires up to 1 ms late — how late depends on where in a
-// millisecond the process fell asleep. Measured on the bench's one-endpoint updates,
-// that was most of the coalescing window's overshoot: window + 0.6 ms at the median,
-// + 1.1 ms at p99, against + 0.1 / + 0.17 ms with the precise tail.
+// millisecond the process fell asleep — and that lateness is added to every change's
+// latency through the coalescing window (BENCHMARKS.md has the figures).
 const timerMargin = time.Millisecond
 
 // preciseAfter is time.After(d) without the runtime's millisecond rounding: a Go timer
