@@ -2,12 +2,9 @@ package client
 
 import (
 	"encoding/hex"
-	"fmt"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"sort"
 	"unsafe"
-
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
@@ -93,19 +90,7 @@ func (e *entry) deps() []string {
 }
 
 // msgName is the name of a decoded resource (resource.Decoded.Name).
-func msgName(msg any) string {
-	switch m := msg.(type) {
-	case *resource.Cluster:
-		return m.Name
-	case *resource.LoadAssignment:
-		return m.ClusterName
-	case *resource.RouteConfig:
-		return m.Name
-	case *listenerv3.Listener:
-		return m.GetName()
-	}
-	panic(fmt.Sprintf("xds client: no name for %T", msg))
-}
+func msgName(msg any) string { return resource.NameOf(msg) }
 
 // hasForm reports whether bytes with hash h and length size are a known form of e.
 func (e *entry) hasForm(h uint64, size uint32) bool {
