@@ -36,20 +36,16 @@ func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion stri
 	var errs []string
 	// Entries keep their versions. A Delta response carries one string per resource
 	// even when they are equal (istiod sends the push's version with each): equal
-	// ones share the first's storage. Distinct ones are packed (packVersion).
+	// ones share the first's storage.
 	var last string
-	var lastV version
-	shared := version{s: sotwVersion} // the whole SotW response's
 	for i, r := range raws {
 		res := &results[i]
-		v := shared
-		switch {
-		case r.version == "":
-		case r.version == last:
-			v = lastV
-		default:
-			last, lastV = r.version, packVersion(r.version)
-			v = lastV
+		v := sotwVersion // the whole SotW response's
+		if r.version != "" {
+			if r.version != last {
+				last = r.version
+			}
+			v = last
 		}
 		switch {
 		case res.ignored:
