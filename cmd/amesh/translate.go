@@ -9,13 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/sink/file"
 	"github.com/amesh-dev/amesh/internal/translate"
 	"github.com/amesh-dev/amesh/internal/xds/bootstrap"
 	"github.com/amesh-dev/amesh/internal/xds/dump"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 func runTranslate(args []string, stdout, stderr io.Writer) int {
@@ -152,7 +151,7 @@ func writeEDSHint(w io.Writer, res *dump.Resources) {
 	}
 	eds := 0
 	for _, c := range res.Clusters {
-		if c.GetType() == clusterv3.Cluster_EDS {
+		if resource.IsEDS(c) {
 			eds++
 		}
 	}

@@ -114,7 +114,7 @@ func checkConsistent(t *testing.T, snap *resource.State) {
 	}
 	for n, c := range snap.Clusters {
 		m := messageOf(t, c)
-		if m.GetType() == clusterv3.Cluster_EDS && snap.Endpoints[resource.EDSName(m)] == nil {
+		if resource.IsEDS(m) && snap.Endpoints[resource.EDSName(m)] == nil {
 			t.Errorf("cluster %s: endpoints missing", n)
 		}
 	}

@@ -88,12 +88,16 @@ func decodeAll[M proto.Message](b testing.TB, bs map[string][]byte, newM func() 
 	})
 }
 
+// clientDecode decodes as one stream of the xDS client does: with one interning
+// table for every resource.
+var clientDecode = resource.DecodeOptions{Intern: resource.NewInterner()}
+
 // decodeAs decodes every resource of one type as the xDS client does
 // (resource.DecodeBytes: validated, pruned, into the form the client keeps: T is
 // *resource.LoadAssignment, *resource.RouteConfig or *resource.Cluster).
 func decodeAs[T any](b testing.TB, typeURL string, bs map[string][]byte) map[string]T {
 	return decodeEach(b, bs, func(name string, raw []byte) (T, error) {
-		d, err := resource.DecodeBytes(typeURL, raw, name)
+		d, err := resource.DecodeBytes(typeURL, raw, name, clientDecode)
 		if err != nil {
 			var zero T
 			return zero, err

@@ -46,14 +46,7 @@ type clusterState struct {
 
 // eds returns the EDS name the cluster's endpoints are read from, "" when they do not
 // come from EDS.
-func (cs *clusterState) eds() string { return edsName(cs.src) }
-
-func edsName(src *resource.Cluster) string {
-	if c := src.Shape(); c.GetType() == clusterv3.Cluster_EDS || c.GetEdsClusterConfig() != nil {
-		return src.EDSName()
-	}
-	return ""
-}
+func (cs *clusterState) eds() string { return cs.src.EDS }
 
 // clusterInfo is what routes need to know about a cluster.
 type clusterInfo struct {
@@ -108,7 +101,7 @@ func (t *Translator) syncCluster(name string) {
 		return
 	}
 	c := src.Shape()
-	eds := edsName(src)
+	eds := src.EDS
 	var cla *resource.LoadAssignment
 	if eds != "" {
 		cla = t.call.snap.Endpoints[eds]

@@ -43,6 +43,9 @@ type Client struct {
 	deadline     time.Time // next missing-resource check; zero when nothing is awaited
 	missing      []resource.MissingResource
 	recvAt       time.Time // when the response being handled (or the last one) arrived
+	// intern is the interning table of the resources decoded on the current stream
+	// (resource.Interner); each stream starts a new one.
+	intern *resource.Interner
 
 	// decoded are the decoded route configurations accepted since the last
 	// publication, handed to the consumer once (resource.Update.Decoded).
@@ -83,6 +86,7 @@ func New(cfg Config) (*Client, error) {
 		pendingSince: map[resKey]time.Time{},
 		notify:       make(chan struct{}),
 		decoded:      map[string]*routev3.RouteConfiguration{},
+		intern:       resource.NewInterner(),
 		state:        Idle,
 	}
 	for i, u := range typeURLs {
@@ -254,6 +258,7 @@ func (c *Client) runStream(ctx context.Context) (gotResponse bool, err error) {
 	for _, t := range c.types {
 		t.nonce = ""
 	}
+	c.intern = resource.NewInterner()
 	c.mu.Unlock()
 	if err := s.start(); err != nil {
 		// io.EOF from a send means the server already ended the stream (e.g. it

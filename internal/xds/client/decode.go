@@ -31,25 +31,21 @@ type rawResource struct {
 // invalid resource with its problem, for the NACK.
 func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion string) ([]upsert, error) {
 	results := make([]decoded, len(raws))
-	decodeAll(t, raws, results)
+	decodeAll(t, raws, results, resource.DecodeOptions{Intern: c.intern})
 	out := make([]upsert, 0, len(raws))
 	var errs []string
 	// Entries keep their versions. A Delta response carries one string per resource
 	// even when they are equal (istiod sends the push's version with each): equal
-	// ones share the first's storage. Distinct ones are packed (packVersion).
+	// ones share the first's storage.
 	var last string
-	var lastV version
-	shared := version{s: sotwVersion} // the whole SotW response's
 	for i, r := range raws {
 		res := &results[i]
-		v := shared
-		switch {
-		case r.version == "":
-		case r.version == last:
-			v = lastV
-		default:
-			last, lastV = r.version, packVersion(r.version)
-			v = lastV
+		v := sotwVersion // the whole SotW response's
+		if r.version != "" {
+			if r.version != last {
+				last = r.version
+			}
+			v = last
 		}
 		switch {
 		case res.ignored:
@@ -128,11 +124,11 @@ var parallelDecodeMin = 256
 // while a response is decoded, under Client.mu), so large responses are split
 // between GOMAXPROCS goroutines; the results keep the response's order, and so do
 // the NACK details built from them.
-func decodeAll(t *typeState, raws []rawResource, results []decoded) {
+func decodeAll(t *typeState, raws []rawResource, results []decoded, opts resource.DecodeOptions) {
 	workers := runtime.GOMAXPROCS(0)
 	if len(raws) < parallelDecodeMin || workers < 2 {
 		for i := range raws {
-			results[i] = decodeOne(t, raws[i])
+			results[i] = decodeOne(t, raws[i], opts)
 		}
 		return
 	}
@@ -142,7 +138,7 @@ func decodeAll(t *typeState, raws []rawResource, results []decoded) {
 		hi := min(lo+share, len(raws))
 		wg.Go(func() {
 			for i := lo; i < hi; i++ {
-				results[i] = decodeOneSafely(t, raws[i])
+				results[i] = decodeOneSafely(t, raws[i], opts)
 			}
 		})
 	}
@@ -152,19 +148,19 @@ func decodeAll(t *typeState, raws []rawResource, results []decoded) {
 // decodeOneSafely is decodeOne on a goroutine of decodeAll: a panic in a decoder
 // (a bug) must not take the process down from a goroutine nobody recovers; it
 // rejects the resource like any other decoding error.
-func decodeOneSafely(t *typeState, r rawResource) (res decoded) {
+func decodeOneSafely(t *typeState, r rawResource, opts resource.DecodeOptions) (res decoded) {
 	defer func() {
 		if p := recover(); p != nil {
 			res = decoded{err: (&resource.Error{TypeURL: t.url, Name: r.name, Err: fmt.Errorf("decoder panic: %v", p)}).Error()}
 		}
 	}()
-	return decodeOne(t, r)
+	return decodeOne(t, r, opts)
 }
 
 // decodeOne decodes one resource. A resource whose bytes equal an accepted one is not
 // decoded again; one with other bytes but the content of the accepted one of its name
 // keeps the accepted message (see decodeLocked).
-func decodeOne(t *typeState, r rawResource) decoded {
+func decodeOne(t *typeState, r rawResource, opts resource.DecodeOptions) decoded {
 	if r.name != "" && !t.wants(r.name) {
 		return decoded{ignored: true}
 	}
@@ -190,7 +186,7 @@ func decodeOne(t *typeState, r rawResource) decoded {
 			prev = e.msg
 		}
 	}
-	d, err := resource.DecodeUpdate(t.url, body, r.name, prev)
+	d, err := resource.DecodeUpdate(t.url, body, r.name, prev, opts)
 	if err != nil {
 		var re *resource.Error
 		if errors.As(err, &re) && re.Name != "" && !t.wants(re.Name) {

@@ -57,7 +57,7 @@ func TestParallelDecodeMatchesSerial(t *testing.T) {
 			o.err = err.Error()
 		}
 		for _, u := range ups {
-			o.names = append(o.names, msgName(u.e.msg)+"@"+u.version.s)
+			o.names = append(o.names, msgName(u.e.msg)+"@"+u.version)
 		}
 		return o
 	}

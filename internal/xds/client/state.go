@@ -1,33 +1,26 @@
 package client
 
 import (
-	"encoding/hex"
-	"fmt"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"sort"
-	"unsafe"
 
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 // entry is one accepted resource. At 10,000 services the client holds 20,000 of them,
-// so the struct is kept small (48 bytes): its name is its message's (msgName, also
-// the key in typeState.res), its dependencies are derived from the message where they
-// can be (clusters), its version is a pointer into bytes it shares with the other
-// resources of its response that came with the same one (or into its packed form),
-// and what only few entries need is behind more.
+// so the struct is kept small: its name is its message's (msgName, also the key in
+// typeState.res), its dependencies are derived from the message where they can be
+// (clusters), its version shares its bytes with the other resources of its response
+// that came with the same one, and what only few entries need is behind more.
 type entry struct {
 	msg  any    // resource.Decoded.Msg
 	hash uint64 // resource.Hash of the bytes msg was decoded from
 	size uint32 // length of those bytes, a second guard against hash collisions
-	// ver and vlen are the Delta resource version or the SotW response version_info
-	// (version.s): its bytes and their length, with verPacked set when they are the
-	// packed form (see packVersion). versionString gives it back as the server sent it.
-	vlen uint32
-	ver  *byte
-	more *entryMore
+	// version is the Delta resource version or the SotW response version_info, as
+	// the server sent it.
+	version string
+	more    *entryMore
 }
 
 // entryMore holds what few entries have.
@@ -93,19 +86,7 @@ func (e *entry) deps() []string {
 }
 
 // msgName is the name of a decoded resource (resource.Decoded.Name).
-func msgName(msg any) string {
-	switch m := msg.(type) {
-	case *resource.Cluster:
-		return m.Name
-	case *resource.LoadAssignment:
-		return m.ClusterName
-	case *resource.RouteConfig:
-		return m.Name
-	case *listenerv3.Listener:
-		return m.GetName()
-	}
-	panic(fmt.Sprintf("xds client: no name for %T", msg))
-}
+func msgName(msg any) string { return resource.NameOf(msg) }
 
 // hasForm reports whether bytes with hash h and length size are a known form of e.
 func (e *entry) hasForm(h uint64, size uint32) bool {
@@ -122,54 +103,8 @@ func (e *entry) hasForm(h uint64, size uint32) bool {
 	return false
 }
 
-// verPacked marks entry.vlen of a packed version. Versions are far shorter than
-// 2 GiB: they come in gRPC messages.
-const verPacked = 1 << 31
-
-// setVersion sets the version e was last received with. e keeps v.s's bytes.
-func (e *entry) setVersion(v version) {
-	e.ver, e.vlen = unsafe.StringData(v.s), uint32(len(v.s))
-	if v.packed {
-		e.vlen |= verPacked
-	}
-}
-
 // versionString is the version exactly as the server sent it.
-func (e *entry) versionString() string {
-	s := unsafe.String(e.ver, e.vlen&^verPacked)
-	if e.vlen&verPacked != 0 {
-		return hex.EncodeToString([]byte(s))
-	}
-	return s
-}
-
-// version is a received resource version, possibly packed (see packVersion). Entries
-// given the same version share the bytes of s.
-type version struct {
-	s      string
-	packed bool
-}
-
-// packVersion keeps a lowercase hex version in half the bytes: go-control-plane's
-// Delta versions are hex SHA-256 digests, one per resource (64 bytes each, 1.3 MB at
-// 20,000 resources). Decoding them and encoding them again gives exactly the bytes
-// the server sent, which initial_resource_versions must send back. Short versions
-// and any other text are kept as they are.
-func packVersion(v string) version {
-	if len(v) < 16 || len(v)%2 != 0 {
-		return version{s: v}
-	}
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return version{s: v}
-		}
-	}
-	b := make([]byte, len(v)/2)
-	if _, err := hex.Decode(b, []byte(v)); err != nil {
-		return version{s: v}
-	}
-	return version{s: string(b), packed: true}
-}
+func (e *entry) versionString() string { return e.version }
 
 // typeState is the protocol-independent state of one resource type. All fields are
 // guarded by Client.mu; they are written only by the goroutine running Client.Run.
@@ -324,7 +259,7 @@ type accepted struct {
 // pointer) and the new form's hash; applying it keeps the accepted entry.
 type upsert struct {
 	e       *entry
-	version version
+	version string
 	route   *routev3.RouteConfiguration // the decoded route configuration, if new
 }
 
@@ -352,13 +287,13 @@ func (c *Client) applyLocked(a accepted) subChange {
 			seen[name] = struct{}{}
 		}
 		if old := t.res[name]; old != nil && (old == e || old.msg == e.msg || old.hash == e.hash && old.size == e.size) {
-			old.setVersion(u.version)
+			old.version = u.version
 			if old != e && old.msg == e.msg {
 				t.addForm(name, old, form{hash: e.hash, size: e.size})
 			}
 			continue
 		}
-		e.setVersion(u.version)
+		e.version = u.version
 		t.put(name, e)
 		changed[name] = struct{}{}
 		if u.route != nil {

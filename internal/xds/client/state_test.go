@@ -1,8 +1,6 @@
 package client
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"testing"
 	"unsafe"
@@ -48,41 +46,6 @@ func TestAltForms(t *testing.T) {
 	}
 }
 
-// Versions go back to the server (initial_resource_versions) exactly as received,
-// whether packed or not.
-func TestPackVersion(t *testing.T) {
-	sum := sha256.Sum256([]byte("cluster"))
-	for _, tc := range []struct {
-		v      string
-		packed bool
-	}{
-		{hex.EncodeToString(sum[:]), true},
-		{"0123456789abcdef", true},
-		{"", false},
-		{"1", false},
-		{"0123456789abcde", false},                   // odd length
-		{"0123456789ABCDEF", false},                  // upper case would come back lower
-		{"0123456789abcdeg", false},                  // not hex
-		{"2024-05-01T10:00:00Z/17", false},           // istiod
-		{"0123456789abcdef0123456789abcdef", true},   // any even length from 16 on
-		{"00000000000000000000000000000000", true},   // leading zeros are kept
-		{"ffffffffffffffffffffffffffffffff0", false}, // odd
-	} {
-		v := packVersion(tc.v)
-		if v.packed != tc.packed {
-			t.Errorf("%q: packed %v, want %v", tc.v, v.packed, tc.packed)
-		}
-		if v.packed && len(v.s) != len(tc.v)/2 {
-			t.Errorf("%q: packed into %d bytes, want %d", tc.v, len(v.s), len(tc.v)/2)
-		}
-		e := &entry{}
-		e.setVersion(v)
-		if got := e.versionString(); got != tc.v {
-			t.Errorf("%q came back as %q", tc.v, got)
-		}
-	}
-}
-
 // A cluster's dependency is derived from its message; other dependencies are kept.
 func TestEntryDeps(t *testing.T) {
 	eds := &resource.Cluster{Name: "outbound|80||a", EDS: "outbound|80||a"}
@@ -110,13 +73,14 @@ func TestEntryDeps(t *testing.T) {
 
 // The entry stays within its size class: 20,000 of them at 10,000 services.
 func TestEntrySize(t *testing.T) {
-	if s := unsafe.Sizeof(entry{}); s > 48 {
-		t.Errorf("entry is %d bytes, want at most 48", s)
+	if s := unsafe.Sizeof(entry{}); s > 64 {
+		t.Errorf("entry is %d bytes, want at most 64", s)
 	}
 }
 
 // Resources of a Delta response that came with equal versions share one stored
-// version; others keep their own, and each comes back as sent.
+// version; others keep their own, and each comes back as sent (it goes back to the
+// server in initial_resource_versions).
 func TestDeltaVersionsShared(t *testing.T) {
 	ts := newTypeState(resource.EndpointType, false)
 	var raws []rawResource
@@ -130,16 +94,15 @@ func TestDeltaVersionsShared(t *testing.T) {
 	if err != nil || len(ups) != len(raws) {
 		t.Fatalf("%d upserts, err %v", len(ups), err)
 	}
-	data := func(i int) *byte { return unsafe.StringData(ups[i].version.s) }
+	data := func(i int) *byte { return unsafe.StringData(ups[i].version) }
 	if data(0) != data(1) || data(1) != data(2) {
 		t.Error("equal versions are stored separately")
 	}
-	if data(2) == data(3) || data(3) == data(4) || !ups[3].version.packed {
-		t.Error("distinct versions share storage, or the hex one is not packed")
+	if data(2) == data(3) || data(3) == data(4) {
+		t.Error("distinct versions share storage")
 	}
 	for i, u := range ups {
-		e := &entry{}
-		e.setVersion(u.version)
+		e := &entry{version: u.version}
 		if got := e.versionString(); got != raws[i].version {
 			t.Errorf("%s: version %q, want %q", raws[i].name, got, raws[i].version)
 		}

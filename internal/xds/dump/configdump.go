@@ -232,7 +232,7 @@ func (r *Resources) addEndpoints(s *adminv3.EndpointsConfigDump) ([]*endpointv3.
 func (r *Resources) addStaticEndpoints(static []*endpointv3.ClusterLoadAssignment) {
 	need := map[string]bool{}
 	for _, c := range r.Clusters {
-		if c.GetType() == clusterv3.Cluster_EDS {
+		if resource.IsEDS(c) {
 			need[resource.EDSName(c)] = true
 		}
 	}

@@ -6,10 +6,11 @@ import (
 	"strings"
 	"testing"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 // istiodTestdata returns the directory of the recorded istiod output for mode.
@@ -90,7 +91,7 @@ func TestLoadDirIstiod(t *testing.T) {
 				if m, err := got.Message(); err != nil || !proto.Equal(m, c) {
 					t.Errorf("cluster %s: snapshot content differs (%v)", c.GetName(), err)
 				}
-				if c.GetType() != clusterv3.Cluster_EDS {
+				if !resource.IsEDS(c) {
 					continue
 				}
 				if got.EDS != c.GetEdsClusterConfig().GetServiceName() {

@@ -1,27 +1,75 @@
 package resource
 
 // Clusters are kept as shapes. A decoded Istio cluster is ~900 bytes even with its
-// repeated sub-messages shared (Prune interns them): the Cluster struct alone is 576.
+// repeated sub-messages shared (pruning interns them): the Cluster struct alone is 576.
 // But the clusters of a mesh differ mostly in their names: once pruned, the outbound
 // clusters of services without a DestinationRule are identical but for name and
 // eds_cluster_config.service_name. So a cluster is kept as those two names and its
-// shape, the pruned message without them, interned like the sub-messages Prune shares
-// (bounded: beyond the table's capacity shapes are kept unshared, one per cluster, which
-// is what every cluster cost before). The translator builds upstreams from the shape
+// shape, the pruned message without them, interned like the sub-messages pruning
+// shares (bounded: beyond the table's capacity shapes are kept unshared, one per
+// cluster). The translator builds upstreams from the shape
 // and the name; nothing needs the whole message again but tests and debug views
 // (Message).
+//
+// A cluster depends on the endpoints of its EDS name when its endpoints come from
+// EDS: IsEDS is the one rule that decides it, for the client's subscriptions and
+// for the translator alike.
 
 import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"google.golang.org/protobuf/proto"
 )
 
+var clusterKind = &kindFuncs[*clusterv3.Cluster, *Cluster]{
+	kindNoun: "cluster",
+	decodeFn: decodeCluster,
+	pruneFn:  pruneCluster,
+	keepFn:   func(c *clusterv3.Cluster) *Cluster { return newCluster(c, nil) },
+	nameFn:   func(r *Cluster) string { return r.Name },
+	equalFn:  (*Cluster).Equal,
+}
+
+// decodeCluster decodes and validates a cluster and returns it as its names and
+// shape, with its EDS name as d.Deps when it has one.
+func decodeCluster(d *Decoded, b []byte, _ *Cluster, opts DecodeOptions) (*Cluster, error) {
+	c := &clusterv3.Cluster{}
+	if err := unmarshalValid(d, b, c); err != nil {
+		return nil, err
+	}
+	// Pruned in two steps: its parts are interned only if its whole shape is not
+	// shared (newCluster). c is this decode's own: it becomes the shape.
+	clearCluster(c)
+	r := newCluster(c, opts.Intern)
+	if r.EDS != "" {
+		d.Deps = []string{r.EDS}
+	}
+	return r, nil
+}
+
+// IsEDS reports whether the endpoints of c come from EDS (under EDSName(c)).
+func IsEDS(c *clusterv3.Cluster) bool {
+	return c.GetType() == clusterv3.Cluster_EDS && c.GetClusterType() == nil
+}
+
+// EDSName returns the name under which the endpoints of c are requested and stored:
+// its EDS service name, or its name when that is empty.
+func EDSName(c *clusterv3.Cluster) string {
+	return edsName(c.GetEdsClusterConfig().GetServiceName(), c.GetName())
+}
+
+func edsName(serviceName, name string) string {
+	if serviceName != "" {
+		return serviceName
+	}
+	return name
+}
+
 // Cluster is a validated, pruned cluster as the client keeps it. Immutable; safe for
 // concurrent use.
 type Cluster struct {
 	Name string
 	// EDS is the name the cluster's endpoints are requested and stored under (EDSName)
-	// when they come from EDS (IsEDS), else "".
+	// when they come from EDS (IsEDS), else "": what the cluster depends on.
 	EDS string
 	// serviceName is eds_cluster_config.service_name.
 	serviceName string
@@ -29,14 +77,12 @@ type Cluster struct {
 }
 
 // NewCluster keeps c (which it does not modify) as a Cluster. Its shape is its own:
-// only clusters decoded by DecodeBytes (pruned, so that what differs between Istio's
-// clusters beyond their names is gone) share shapes. Messages built elsewhere (tests,
-// generated meshes, dumps) are not pruned and would fill the shared table with
-// shapes that differ in a TLS context each.
+// only clusters decoded with an Interner (pruned, so that what differs between
+// Istio's clusters beyond their names is gone) share shapes. Messages built elsewhere
+// (tests, generated meshes, dumps) are not pruned and would fill a table with shapes
+// that differ in a TLS context each.
 func NewCluster(c *clusterv3.Cluster) *Cluster {
-	r := &Cluster{}
-	r.shape = r.takeNames(proto.Clone(c).(*clusterv3.Cluster))
-	return r
+	return newCluster(proto.Clone(c).(*clusterv3.Cluster), nil)
 }
 
 // MustCluster is NewCluster; it is kept for symmetry with MustRouteConfig, which can
@@ -45,13 +91,16 @@ func MustCluster(c *clusterv3.Cluster) *Cluster { return NewCluster(c) }
 
 // newCluster makes a Cluster of c, which it owns and which has been through
 // clearCluster (or Prune): c loses its names and becomes the shape, or is dropped for
-// an equal shared one.
-func newCluster(c *clusterv3.Cluster) *Cluster {
+// an equal one shared through in (nil: none).
+func newCluster(c *clusterv3.Cluster, in *Interner) *Cluster {
 	r := &Cluster{}
 	r.shape = r.takeNames(c)
+	if in == nil {
+		return r
+	}
 	k, keyed := sharedKey("cluster shape", c)
 	if keyed {
-		if v, ok := lookupShared(k); ok {
+		if v, ok := in.lookup(k); ok {
 			r.shape = v.(*clusterv3.Cluster) // c is dropped: its parts need no interning
 			return r
 		}
@@ -59,9 +108,9 @@ func newCluster(c *clusterv3.Cluster) *Cluster {
 	// A new shape (or the table is full): share what parts can be, then offer it.
 	// Interning parts changes no field's value, so k is still its key; and it must
 	// happen before the shape is shared, as other decoders may read it from then on.
-	internCluster(c)
+	internCluster(c, in)
 	if keyed {
-		if v, ok := share(k, c); ok {
+		if v, ok := in.share(k, c); ok {
 			r.shape = v.(*clusterv3.Cluster)
 		}
 	}
@@ -91,12 +140,7 @@ func (r *Cluster) Shape() *clusterv3.Cluster { return r.shape }
 
 // EDSName is EDSName of the whole cluster: the EDS service name, or the cluster name
 // when that is empty.
-func (r *Cluster) EDSName() string {
-	if r.serviceName != "" {
-		return r.serviceName
-	}
-	return r.Name
-}
+func (r *Cluster) EDSName() string { return edsName(r.serviceName, r.Name) }
 
 // Message returns the whole cluster (as decoded and pruned, or as given to NewCluster)
 // as a new message the caller owns. The error is always nil; the signature is

@@ -67,7 +67,7 @@ func TestClusterRoundTrip(t *testing.T) {
 // decodeCluster decodes c as the xDS client does.
 func decodeCluster(t *testing.T, c *clusterv3.Cluster) *resource.Cluster {
 	t.Helper()
-	d, err := resource.DecodeBytes(resource.ClusterType, marshal(t, c), "")
+	d, err := resource.DecodeBytes(resource.ClusterType, marshal(t, c), "", clientOpts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"hash/maphash"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/proto"
@@ -17,12 +15,12 @@ import (
 // it without decoding it again.
 type Decoded struct {
 	Name string
-	// Msg is a *listenerv3.Listener, *RouteConfig, *Cluster or *LoadAssignment,
-	// matching the type URL it was decoded as. The messages are pruned (see Prune):
-	// validated whole, then stored without what amesh never reads; a RouteConfig is
-	// the wire form of the pruned message (routeconfig.go), a Cluster its names and
-	// shared shape (cluster.go), a LoadAssignment the compact form of a validated
-	// ClusterLoadAssignment.
+	// Msg is the resource in its kind's stored form: a *listenerv3.Listener,
+	// *RouteConfig, *Cluster or *LoadAssignment, matching the type URL it was decoded
+	// as. The messages are pruned (see Prune): validated whole, then stored without
+	// what amesh never reads; a RouteConfig is the wire form of the pruned message
+	// (routeconfig.go), a Cluster its names and shared shape (cluster.go), a
+	// LoadAssignment the compact form of a validated ClusterLoadAssignment.
 	Msg any
 	// Deps are the names of the dependent resources Msg needs: RDS names of a listener,
 	// the EDS name of an EDS cluster. Nil for route configs and endpoints.
@@ -51,21 +49,6 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
-
-// KindOf returns a short human name for a type URL ("listener", "cluster", ...).
-func KindOf(typeURL string) string {
-	switch typeURL {
-	case ListenerType:
-		return "listener"
-	case RouteConfigType:
-		return "route configuration"
-	case ClusterType:
-		return "cluster"
-	case EndpointType:
-		return "cluster load assignment"
-	}
-	return typeURL
-}
 
 // hashSeed is per process: hashes are only compared with hashes from the same process.
 var hashSeed = maphash.MakeSeed()
@@ -96,86 +79,52 @@ func Unwrap(a *anypb.Any) (*anypb.Any, error) {
 	return r.GetResource(), nil
 }
 
-// Decode decodes and validates a resource of kind typeURL from an Any. wantName, when
-// not empty, is the name the server announced for it (Delta) and must match. Errors are
-// *Error.
+// DecodeOptions are what decoding uses beyond a resource's bytes.
+type DecodeOptions struct {
+	// Intern shares equal parts between the resources decoded with it (intern.go);
+	// nil shares nothing. The xDS client owns one per stream.
+	Intern *Interner
+}
+
+// Decode decodes and validates a resource of kind typeURL from an Any, sharing
+// nothing with other resources. wantName, when not empty, is the name the server
+// announced for it (Delta) and must match. Errors are *Error.
 func Decode(typeURL string, a *anypb.Any, wantName string) (*Decoded, error) {
-	return DecodeUpdate(typeURL, a, wantName, nil)
+	return DecodeUpdate(typeURL, a, wantName, nil, DecodeOptions{})
 }
 
 // DecodeUpdate is Decode for a new version of prev (a Decoded.Msg, nil for none; it
-// need not have the same name): the result is the same, made faster by reusing what
-// prev has unchanged (the compressed virtual hosts of a route configuration).
-func DecodeUpdate(typeURL string, a *anypb.Any, wantName string, prev any) (*Decoded, error) {
+// need not have the same name), with opts: the result is the same, made faster by
+// reusing what prev has unchanged (the compressed virtual hosts of a route
+// configuration).
+func DecodeUpdate(typeURL string, a *anypb.Any, wantName string, prev any, opts DecodeOptions) (*Decoded, error) {
 	if a == nil {
 		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: errors.New("no resource body")}
 	}
 	if a.GetTypeUrl() != typeURL {
 		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: fmt.Errorf("resource has type %s", a.GetTypeUrl())}
 	}
-	return decodeBytes(typeURL, a.GetValue(), wantName, prev)
+	return decodeBytes(typeURL, a.GetValue(), wantName, prev, opts)
 }
 
-// DecodeBytes is Decode for the serialized message itself. The message is hashed and
-// validated as received, then pruned (Prune).
-func DecodeBytes(typeURL string, b []byte, wantName string) (*Decoded, error) {
-	return decodeBytes(typeURL, b, wantName, nil)
+// DecodeBytes is Decode for the serialized message itself, with opts. The message is
+// hashed and validated as received, then pruned (Prune).
+func DecodeBytes(typeURL string, b []byte, wantName string, opts DecodeOptions) (*Decoded, error) {
+	return decodeBytes(typeURL, b, wantName, nil, opts)
 }
 
 // decodeBytes is DecodeBytes reusing prev (see DecodeUpdate).
-func decodeBytes(typeURL string, b []byte, wantName string, prev any) (*Decoded, error) {
-	prevRC, _ := prev.(*RouteConfig)
-	d := &Decoded{Hash: Hash(b)}
-	var err error
-	switch typeURL {
-	case ListenerType:
-		l := &listenerv3.Listener{}
-		if err = proto.Unmarshal(b, l); err == nil {
-			d.Name = l.GetName()
-			if err = validate(l); err == nil {
-				if err = ValidateListenerFilters(l); err == nil {
-					d.Deps, err = ListenerRouteNames(l)
-				}
-			}
-		}
-		d.Msg = l
-	case RouteConfigType:
-		if len(b) >= parallelRDSMin {
-			if r, m, perr := decodeRouteConfigParallel(b, prevRC); perr == nil {
-				d.Name, d.Msg, d.Route = r.Name, r, m // validated, pruned and encoded (rds_decode.go)
-				break
-			}
-		}
-		rc := &routev3.RouteConfiguration{}
-		if err = proto.Unmarshal(b, rc); err == nil {
-			d.Name = rc.GetName()
-			err = validate(rc)
-		}
-		d.Msg = rc
-	case ClusterType:
-		c := &clusterv3.Cluster{}
-		if err = proto.Unmarshal(b, c); err == nil {
-			d.Name = c.GetName()
-			if err = validate(c); err == nil {
-				d.Deps = clusterDeps(c)
-			}
-		}
-		d.Msg = c
-	case EndpointType:
-		var la *LoadAssignment
-		la, err = decodeLoadAssignment(b)
-		if la != nil {
-			d.Name = la.ClusterName // also for the error, when only validation failed
-		}
-		d.Msg = la
-	default:
+func decodeBytes(typeURL string, b []byte, wantName string, prev any, opts DecodeOptions) (*Decoded, error) {
+	k := kinds[typeURL]
+	if k == nil {
 		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: errors.New("unsupported resource type")}
 	}
-	name := d.Name
-	if name == "" {
-		name = wantName
-	}
-	if err != nil {
+	d := &Decoded{Hash: Hash(b)}
+	if err := k.decode(d, b, prev, opts); err != nil {
+		name := d.Name
+		if name == "" {
+			name = wantName
+		}
 		return nil, &Error{TypeURL: typeURL, Name: name, Err: err}
 	}
 	if d.Name == "" {
@@ -184,23 +133,21 @@ func decodeBytes(typeURL string, b []byte, wantName string, prev any) (*Decoded,
 	if wantName != "" && wantName != d.Name {
 		return nil, &Error{TypeURL: typeURL, Name: wantName, Err: fmt.Errorf("announced as %q but named %q", wantName, d.Name)}
 	}
-	switch m := d.Msg.(type) {
-	case *routev3.RouteConfiguration:
-		Prune(m)
-		d.Msg, err = newRouteConfig(m, prevRC)
-		d.Route = m
-	case *clusterv3.Cluster:
-		// Pruned in two steps: its parts are interned only if its whole shape is not
-		// shared (newCluster). m is this decode's own: it becomes the shape.
-		clearCluster(m)
-		d.Msg = newCluster(m)
-	case proto.Message:
-		Prune(m)
-	}
-	if err != nil {
-		return nil, &Error{TypeURL: typeURL, Name: name, Err: err}
-	}
 	return d, nil
+}
+
+// unmarshalValid unmarshals b into m and validates it, setting d.Name as soon as it
+// is known (the error then names the resource).
+func unmarshalValid(d *Decoded, b []byte, m interface {
+	proto.Message
+	ValidateAll() error
+	GetName() string
+}) error {
+	if err := proto.Unmarshal(b, m); err != nil {
+		return err
+	}
+	d.Name = m.GetName()
+	return validate(m)
 }
 
 // validate checks m as Envoy does when it accepts it: the protos' rules, then what
@@ -214,14 +161,3 @@ func validate(m interface {
 	}
 	return Validate(m)
 }
-
-// clusterDeps is the EDS name an EDS cluster needs, nil for other discovery types.
-func clusterDeps(c *clusterv3.Cluster) []string {
-	if c.GetType() != clusterv3.Cluster_EDS || c.GetClusterType() != nil {
-		return nil
-	}
-	return []string{EDSName(c)}
-}
-
-// IsEDS reports whether the endpoints of c come from EDS.
-func IsEDS(c *clusterv3.Cluster) bool { return clusterDeps(c) != nil }

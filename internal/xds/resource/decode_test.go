@@ -14,6 +14,10 @@ import (
 	"github.com/amesh-dev/amesh/internal/xdstest"
 )
 
+// clientOpts decode as the xDS client does: with one interning table for every
+// resource.
+var clientOpts = resource.DecodeOptions{Intern: resource.NewInterner()}
+
 func mustAny(t testing.TB, m proto.Message) *anypb.Any {
 	t.Helper()
 	a, err := anypb.New(m)

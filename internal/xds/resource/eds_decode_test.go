@@ -468,7 +468,7 @@ func TestDecodeLoadAssignmentCases(t *testing.T) {
 // the assignment's name.
 func TestDecodeLoadAssignmentError(t *testing.T) {
 	b := marshal(t, cla(func(c *endpointv3.ClusterLoadAssignment) { c.Endpoints[1].Priority = 129 }))
-	d, err := resource.DecodeBytes(resource.EndpointType, b, "")
+	d, err := resource.DecodeBytes(resource.EndpointType, b, "", clientOpts)
 	if d != nil || err == nil {
 		t.Fatalf("got %v, %v", d, err)
 	}

@@ -251,8 +251,8 @@ func FuzzDecodeListener(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		d1, err1 := resource.DecodeBytes(resource.ListenerType, b, "")
-		d2, err2 := resource.DecodeBytes(resource.ListenerType, b, "")
+		d1, err1 := resource.DecodeBytes(resource.ListenerType, b, "", clientOpts)
+		d2, err2 := resource.DecodeBytes(resource.ListenerType, b, "", clientOpts)
 		if (err1 == nil) != (err2 == nil) || err1 != nil && err1.Error() != err2.Error() {
 			t.Fatalf("two decodes disagree: %v / %v", err1, err2)
 		}

@@ -66,7 +66,7 @@ func checkKeptEqual[M proto.Message, K keptForm[M, K]](t *testing.T, msg M, mapF
 // when set, is done and Message checked again.
 func checkDecodeBytes[M proto.Message, K keptForm[M, K]](t *testing.T, typeURL string, msg M, name func(K) string) *resource.Decoded {
 	t.Helper()
-	d, err := resource.DecodeBytes(typeURL, marshal(t, msg), "")
+	d, err := resource.DecodeBytes(typeURL, marshal(t, msg), "", clientOpts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,7 @@ package resource
 
 // Pruning: the one place that decides what of a decoded resource the xDS client keeps.
 //
-// At mesh scale the decoded resources are most of amesh's heap (issue 7): istiod's
+// At mesh scale the decoded resources are most of amesh's heap: istiod's
 // clusters carry TLS contexts and Istio metadata, its endpoints an Istio metadata Struct
 // each, its routes metadata, decorators and retry host predicates. amesh's translation
 // (internal/translate and its upstream and plugins packages) reads none of that, so the
@@ -28,11 +28,12 @@ package resource
 // and without pruning: a translator change that starts reading a pruned field fails it,
 // and then the field must be kept here.
 //
-// Prune also shares equal small leaves (weights, flags, timeouts) and sub-messages
-// istiod repeats verbatim (retry policies, circuit breakers, pruned transport socket
-// matches) between resources, see intern.go; that changes no value, only allocations.
+// Pruning a decoded resource also shares equal small leaves (weights, flags, timeouts)
+// and sub-messages istiod repeats verbatim (retry policies, circuit breakers, pruned
+// transport socket matches) between resources through the decoder's Interner, see
+// intern.go; that changes no value, only allocations.
 //
-// Consumers of a Snapshot therefore see pruned messages; StoredForm says so on
+// Consumers of an Update therefore see pruned messages; StoredForm says so on
 // /debug/xds.
 
 import (
@@ -65,24 +66,21 @@ const (
 const keepProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 // Prune clears, in place, what amesh never reads from a decoded Listener,
-// RouteConfiguration, Cluster or ClusterLoadAssignment (see the file comment). Other
-// messages are left alone. Pruning is deterministic: equal messages stay equal, and
-// messages that differ in something translation reads still differ.
+// RouteConfiguration or Cluster (see the file comment), as the client's decoder does
+// (without sharing anything with other resources). Other messages, a
+// ClusterLoadAssignment included (kept in its own compact form), are left alone.
+// Pruning is deterministic: equal messages stay equal, and messages that differ in
+// something translation reads still differ.
 func Prune(m proto.Message) {
-	switch m := m.(type) {
-	case *listenerv3.Listener:
-		pruneListener(m)
-	case *routev3.RouteConfiguration:
-		pruneRouteConfig(m)
-	case *clusterv3.Cluster:
-		pruneCluster(m)
+	if k := kindOfValue(m); k != nil {
+		k.prune(m, nil)
 	}
 }
 
 // pruneListener clears listener-level observability settings. The HTTP connection
 // managers stay as they are: they are serialized inside Anys that translation decodes,
 // and a sidecar has few listeners (one per port), so they are not worth re-encoding.
-func pruneListener(l *listenerv3.Listener) {
+func pruneListener(l *listenerv3.Listener, _ *Interner) {
 	l.Metadata = nil
 	l.AccessLog = nil
 	l.StatPrefix = ""
@@ -94,10 +92,10 @@ func pruneListener(l *listenerv3.Listener) {
 	}
 }
 
-func pruneRouteConfig(rc *routev3.RouteConfiguration) {
+func pruneRouteConfig(rc *routev3.RouteConfiguration, in *Interner) {
 	pruneRouteConfigOwn(rc)
 	for _, vh := range rc.GetVirtualHosts() {
-		pruneVirtualHost(vh)
+		pruneVirtualHost(vh, in)
 	}
 }
 
@@ -107,11 +105,11 @@ func pruneRouteConfigOwn(rc *routev3.RouteConfiguration) {
 	markFilterConfigs(rc.GetTypedPerFilterConfig())
 }
 
-func pruneVirtualHost(vh *routev3.VirtualHost) {
+func pruneVirtualHost(vh *routev3.VirtualHost, in *Interner) {
 	vh.Metadata = nil
 	markFilterConfigs(vh.GetTypedPerFilterConfig())
 	for _, r := range vh.GetRoutes() {
-		pruneRoute(r)
+		pruneRoute(r, in)
 	}
 	hoistRetryPolicy(vh)
 }
@@ -154,32 +152,32 @@ func hoistRetryPolicy(vh *routev3.VirtualHost) {
 	}
 }
 
-func pruneRoute(r *routev3.Route) {
+func pruneRoute(r *routev3.Route, in *Interner) {
 	r.Metadata = nil
 	r.Decorator = nil
 	r.Tracing = nil
 	r.StatPrefix = ""
 	markFilterConfigs(r.GetTypedPerFilterConfig())
 	if m := r.GetMatch(); m != nil {
-		internBool(&m.CaseSensitive)
+		in.boolean(&m.CaseSensitive)
 	}
 	a := r.GetRoute()
 	if a == nil {
 		return
 	}
-	internDur(&a.Timeout)
-	internDur(&a.IdleTimeout)
+	in.dur(&a.Timeout)
+	in.dur(&a.IdleTimeout)
 	//lint:ignore SA1019 deprecated, but istiod still sets it; interning changes no value.
-	internDur(&a.MaxGrpcTimeout)
+	in.dur(&a.MaxGrpcTimeout)
 	if rp := a.GetRetryPolicy(); rp != nil {
 		rp.RetryHostPredicate = nil
-		internU32(&rp.NumRetries)
-		internDur(&rp.PerTryTimeout)
-		internWhole(&a.RetryPolicy)
+		in.u32(&rp.NumRetries)
+		in.dur(&rp.PerTryTimeout)
+		internWhole(in, &a.RetryPolicy)
 	}
 	for _, cw := range a.GetWeightedClusters().GetClusters() {
 		markFilterConfigs(cw.GetTypedPerFilterConfig())
-		internU32(&cw.Weight)
+		in.u32(&cw.Weight)
 	}
 }
 
@@ -203,9 +201,9 @@ func markFilterConfigs(m map[string]*anypb.Any) {
 	}
 }
 
-func pruneCluster(c *clusterv3.Cluster) {
+func pruneCluster(c *clusterv3.Cluster, in *Interner) {
 	clearCluster(c)
-	internCluster(c)
+	internCluster(c, in)
 }
 
 // clearCluster is the part of pruneCluster that drops and marks fields; internCluster
@@ -233,21 +231,27 @@ func clearCluster(c *clusterv3.Cluster) {
 	}
 }
 
-func internCluster(c *clusterv3.Cluster) {
+func internCluster(c *clusterv3.Cluster, in *Interner) {
+	if in == nil {
+		return
+	}
 	if tsm := c.GetTransportSocketMatches(); len(tsm) > 0 {
-		if v, ok := sharedBy("transport_socket_matches", &clusterv3.Cluster{TransportSocketMatches: tsm}, tsm); ok {
+		if v, ok := in.sharedBy("transport_socket_matches", &clusterv3.Cluster{TransportSocketMatches: tsm}, tsm); ok {
 			c.TransportSocketMatches = v.([]*clusterv3.Cluster_TransportSocketMatch)
 		}
 	}
-	internDur(&c.ConnectTimeout)
+	in.dur(&c.ConnectTimeout)
 	for _, t := range c.GetCircuitBreakers().GetThresholds() {
-		internU32(&t.MaxConnections)
-		internU32(&t.MaxPendingRequests)
-		internU32(&t.MaxRequests)
-		internU32(&t.MaxRetries)
+		in.u32(&t.MaxConnections)
+		in.u32(&t.MaxPendingRequests)
+		in.u32(&t.MaxRequests)
+		in.u32(&t.MaxRetries)
 	}
-	internWhole(&c.CircuitBreakers)
-	internWhole(&c.CommonLbConfig)
+	internWhole(in, &c.CircuitBreakers)
+	internWhole(in, &c.CommonLbConfig)
+	if la := c.GetLoadAssignment(); la != nil {
+		internEndpoints(la, in)
+	}
 }
 
 // markTransportSocket keeps the socket's name and the type of its config: translation
@@ -290,16 +294,24 @@ func IsMarker(a *anypb.Any) bool {
 func pruneEndpoints(cla *endpointv3.ClusterLoadAssignment) {
 	for _, g := range cla.GetEndpoints() {
 		g.Metadata = nil
-		internU32(&g.LoadBalancingWeight)
-		internWhole(&g.Locality)
 		for _, e := range g.GetLbEndpoints() {
 			e.Metadata = nil
-			internU32(&e.LoadBalancingWeight)
 			if ep := e.GetEndpoint(); ep != nil {
 				ep.Hostname = ""
 				ep.HealthCheckConfig = nil
 				ep.AdditionalAddresses = nil
 			}
+		}
+	}
+}
+
+// internEndpoints shares the leaves of a pruned inline load assignment.
+func internEndpoints(cla *endpointv3.ClusterLoadAssignment, in *Interner) {
+	for _, g := range cla.GetEndpoints() {
+		in.u32(&g.LoadBalancingWeight)
+		internWhole(in, &g.Locality)
+		for _, e := range g.GetLbEndpoints() {
+			in.u32(&e.LoadBalancingWeight)
 		}
 	}
 }

@@ -31,9 +31,13 @@ func tlsCluster(sni string) *clusterv3.Cluster {
 	}
 }
 
+// pruneShared prunes m as the client's decoder does, sharing parts through in.
+func pruneShared(m proto.Message, in *Interner) { kindOfValue(m).prune(m, in) }
+
 func TestPruneMarksTransportSocket(t *testing.T) {
+	in := NewInterner()
 	c := tlsCluster("outbound_.9080_._.a")
-	Prune(c)
+	pruneShared(c, in)
 	if c.GetMetadata() != nil || c.GetAltStatName() != "" || c.GetTransportSocketMatches()[0].GetMatch() != nil {
 		t.Errorf("metadata, alt_stat_name or match kept: %v", c)
 	}
@@ -51,19 +55,19 @@ func TestPruneMarksTransportSocket(t *testing.T) {
 
 	// Pruning is idempotent, keeps equal payloads equal and different ones different.
 	again := proto.Clone(c).(*clusterv3.Cluster)
-	Prune(again)
+	pruneShared(again, in)
 	if !proto.Equal(c, again) {
 		t.Error("pruning twice changed the message")
 	}
 	same := tlsCluster("outbound_.9080_._.a")
-	Prune(same)
+	pruneShared(same, in)
 	if !proto.Equal(c, same) {
 		t.Error("equal clusters differ after pruning")
 	}
 	// The TLS payload is not amesh's business: clusters that differ only in it are
 	// equal once pruned, and share their transport socket matches.
 	other := tlsCluster("outbound_.9080_._.b")
-	Prune(other)
+	pruneShared(other, in)
 	if !proto.Equal(c, other) || &c.GetTransportSocketMatches()[0] != &other.GetTransportSocketMatches()[0] {
 		t.Error("clusters differing only in their TLS context do not share their pruned transport socket matches")
 	}
@@ -105,8 +109,9 @@ func TestPruneSharesEqualLeaves(t *testing.T) {
 		return rc.GetVirtualHosts()[0].GetRoutes()[0].GetRoute().GetWeightedClusters().GetClusters()
 	}
 	a, b := mk(1), mk(7)
-	Prune(a)
-	Prune(b)
+	in := NewInterner()
+	pruneShared(a, in)
+	pruneShared(b, in)
 	wa, wb := weights(a), weights(b)
 	if wa[0].GetWeight() != wb[1].GetWeight() {
 		t.Error("equal weights of two resources are not shared")
@@ -144,7 +149,7 @@ func TestPruneHoistsSharedRetryPolicy(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := proto.Clone(c.vh).(*routev3.VirtualHost)
-			pruneVirtualHost(c.vh)
+			pruneVirtualHost(c.vh, NewInterner())
 			if !proto.Equal(c.vh.GetRetryPolicy(), c.wantVH) {
 				t.Errorf("virtual host policy = %v, want %v", c.vh.GetRetryPolicy(), c.wantVH)
 			}

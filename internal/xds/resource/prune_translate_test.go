@@ -175,7 +175,7 @@ func decodeOne[M any](t *testing.T, typeURL string, m M) M {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := resource.DecodeBytes(typeURL, b, "")
+	d, err := resource.DecodeBytes(typeURL, b, "", clientOpts)
 	if err != nil {
 		t.Fatalf("%s: %v", typeURL, err)
 	}

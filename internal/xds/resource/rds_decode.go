@@ -35,8 +35,8 @@ var errFallback = errors.New("decode serially")
 // (proto.Unmarshal, ValidateAll, Prune, newRouteConfig) and returns the same
 // RouteConfig, or errFallback (or another error) when the serial path must decide.
 // The virtual hosts are compressed on the workers too (vhkept.go), reusing prev's
-// (nil: none) where unchanged.
-func decodeRouteConfigParallel(b []byte, prev *RouteConfig) (rc *RouteConfig, msg *routev3.RouteConfiguration, err error) {
+// (nil: none) where unchanged; in shares their leaves.
+func decodeRouteConfigParallel(b []byte, prev *RouteConfig, in *Interner) (rc *RouteConfig, msg *routev3.RouteConfiguration, err error) {
 	var header []byte
 	var spans [][]byte
 	for rest := b; len(rest) > 0; {
@@ -102,7 +102,7 @@ func decodeRouteConfigParallel(b []byte, prev *RouteConfig) (rc *RouteConfig, ms
 					mu.Unlock()
 					return
 				}
-				pruneVirtualHost(vh)
+				pruneVirtualHost(vh, in)
 				var err error
 				if wire, err = deterministic.MarshalAppend(wire[:0], vh); err != nil {
 					mu.Lock()

@@ -18,10 +18,10 @@ import (
 func decodeBoth(t *testing.T, b []byte, want string) (serial, parallel *resource.Decoded, serr, perr error) {
 	t.Helper()
 	restore := resource.SetParallelRDSMin(1 << 62)
-	serial, serr = resource.DecodeBytes(resource.RouteConfigType, b, want)
+	serial, serr = resource.DecodeBytes(resource.RouteConfigType, b, want, clientOpts)
 	restore()
 	restore = resource.SetParallelRDSMin(0)
-	parallel, perr = resource.DecodeBytes(resource.RouteConfigType, b, want)
+	parallel, perr = resource.DecodeBytes(resource.RouteConfigType, b, want, clientOpts)
 	restore()
 	return serial, parallel, serr, perr
 }
@@ -151,7 +151,7 @@ func BenchmarkDecodeRouteConfig(b *testing.B) {
 			var prev any
 			in := &anypb.Any{TypeUrl: resource.RouteConfigType, Value: raw}
 			if tc.update {
-				d, err := resource.DecodeBytes(resource.RouteConfigType, raw, "")
+				d, err := resource.DecodeBytes(resource.RouteConfigType, raw, "", clientOpts)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -161,7 +161,7 @@ func BenchmarkDecodeRouteConfig(b *testing.B) {
 			var d *resource.Decoded
 			for b.Loop() {
 				var err error
-				if d, err = resource.DecodeUpdate(resource.RouteConfigType, in, "", prev); err != nil {
+				if d, err = resource.DecodeUpdate(resource.RouteConfigType, in, "", prev, clientOpts); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -316,13 +316,13 @@ func TestDecodeUpdateMatchesDecode(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, p := range []any{prev.Msg, nil, "not a route configuration"} {
-				got, err := resource.DecodeUpdate(resource.RouteConfigType, mustAny(t, next), "", p)
+				got, err := resource.DecodeUpdate(resource.RouteConfigType, mustAny(t, next), "", p, clientOpts)
 				if err != nil {
 					t.Fatal(err)
 				}
 				sameRouteConfig(t, plain, got)
 			}
-			got, _ := resource.DecodeUpdate(resource.RouteConfigType, mustAny(t, next), "", prev.Msg)
+			got, _ := resource.DecodeUpdate(resource.RouteConfigType, mustAny(t, next), "", prev.Msg, clientOpts)
 			for _, v := range prev.Msg.(*resource.RouteConfig).VirtualHosts {
 				clear(v)
 			}
@@ -331,7 +331,7 @@ func TestDecodeUpdateMatchesDecode(t *testing.T) {
 			bad := proto.Clone(next).(*routev3.RouteConfiguration)
 			bad.VirtualHosts[2].Domains = nil
 			_, err1 := resource.Decode(resource.RouteConfigType, mustAny(t, bad), "")
-			_, err2 := resource.DecodeUpdate(resource.RouteConfigType, mustAny(t, bad), "", plain.Msg)
+			_, err2 := resource.DecodeUpdate(resource.RouteConfigType, mustAny(t, bad), "", plain.Msg, clientOpts)
 			if err1 == nil || err2 == nil || err1.Error() != err2.Error() {
 				t.Fatalf("invalid update: %v, with reuse %v", err1, err2)
 			}

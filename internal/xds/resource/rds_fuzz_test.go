@@ -71,12 +71,13 @@ func FuzzDecodeRouteConfig(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	in := NewInterner() // shared, as the client shares one between its decodes
 	f.Fuzz(func(t *testing.T, b []byte) {
 		decode := func(min int) (*Decoded, error) {
 			old := parallelRDSMin
 			parallelRDSMin = min
 			defer func() { parallelRDSMin = old }()
-			return DecodeBytes(RouteConfigType, b, "")
+			return DecodeBytes(RouteConfigType, b, "", DecodeOptions{Intern: in})
 		}
 		serial, serr := decode(math.MaxInt)
 		parallel, perr := decode(0)

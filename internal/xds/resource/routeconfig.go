@@ -24,6 +24,38 @@ const virtualHostsField = 2
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
+var routeConfigKind = &kindFuncs[*routev3.RouteConfiguration, *RouteConfig]{
+	kindNoun: "route configuration",
+	decodeFn: decodeRouteConfig,
+	pruneFn:  pruneRouteConfig,
+	keepFn:   MustRouteConfig,
+	nameFn:   func(r *RouteConfig) string { return r.Name },
+	equalFn:  (*RouteConfig).Equal,
+}
+
+// decodeRouteConfig decodes and validates a route configuration and returns its wire
+// form, reusing prev's (nil: none) compressed virtual hosts where unchanged; d.Route
+// is the decoded, pruned message. A large one is decoded on every core (rds_decode.go).
+func decodeRouteConfig(d *Decoded, b []byte, prev *RouteConfig, opts DecodeOptions) (*RouteConfig, error) {
+	if len(b) >= parallelRDSMin {
+		if r, m, err := decodeRouteConfigParallel(b, prev, opts.Intern); err == nil {
+			d.Name, d.Route = r.Name, m
+			return r, nil
+		}
+	}
+	rc := &routev3.RouteConfiguration{}
+	if err := unmarshalValid(d, b, rc); err != nil {
+		return nil, err
+	}
+	pruneRouteConfig(rc, opts.Intern)
+	r, err := newRouteConfig(rc, prev)
+	if err != nil {
+		return nil, err
+	}
+	d.Route = rc
+	return r, nil
+}
+
 // RouteConfig is a route configuration in deterministic wire form, split into its
 // virtual hosts. Immutable.
 type RouteConfig struct {

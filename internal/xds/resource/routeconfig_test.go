@@ -255,7 +255,7 @@ func TestRouteConfigBig(t *testing.T) {
 	}
 	for _, msg := range msgs {
 		rc := msg.(*routev3.RouteConfiguration)
-		d, err := resource.DecodeBytes(resource.RouteConfigType, marshal(t, rc), "")
+		d, err := resource.DecodeBytes(resource.RouteConfigType, marshal(t, rc), "", clientOpts)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 )
@@ -159,14 +158,6 @@ func (c *Changes) RouteMessage(rc *RouteConfig) (*routev3.RouteConfiguration, er
 		return m, nil
 	}
 	return rc.Message()
-}
-
-// EDSName returns the name under which the endpoints of c are requested and stored.
-func EDSName(c *clusterv3.Cluster) string {
-	if n := c.GetEdsClusterConfig().GetServiceName(); n != "" {
-		return n
-	}
-	return c.GetName()
 }
 
 // UpdateOf returns the update that brings a consumer holding the state s.Changes.Since

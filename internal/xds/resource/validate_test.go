@@ -230,7 +230,7 @@ func TestValidateRouteConfig(t *testing.T) {
 			}
 			for _, min := range []int{1 << 62, 0} {
 				restore := SetParallelRDSMin(min)
-				_, derr := DecodeBytes(RouteConfigType, b, "")
+				_, derr := DecodeBytes(RouteConfigType, b, "", DecodeOptions{})
 				restore()
 				if (derr == nil) != (tc.want == "") || derr != nil && !strings.Contains(derr.Error(), tc.want) {
 					t.Errorf("decode (parallel from %d bytes): %v, want %q", min, derr, tc.want)

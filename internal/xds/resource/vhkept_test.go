@@ -165,11 +165,11 @@ func TestRouteConfigReuse(t *testing.T) {
 			parallelRDSMin = min
 			defer func() { parallelRDSMin = old }()
 			prev := makePrev()
-			d, err := decodeBytes(RouteConfigType, b, "", prev)
+			d, err := decodeBytes(RouteConfigType, b, "", prev, DecodeOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			plain, err := decodeBytes(RouteConfigType, b, "", nil)
+			plain, err := decodeBytes(RouteConfigType, b, "", nil, DecodeOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,5 +1,10 @@
 package resource
 
+// Listeners are kept as decoded, pruned messages: a sidecar has few (one per port),
+// and their HTTP connection managers are serialized inside Anys that translation
+// decodes, so there is nothing to gain from another form. A listener depends on the
+// route configurations its HTTP connection managers name (RDS).
+
 import (
 	"errors"
 	"fmt"
@@ -7,7 +12,36 @@ import (
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
 )
+
+var listenerKind = &kindFuncs[*listenerv3.Listener, *listenerv3.Listener]{
+	kindNoun: "listener",
+	decodeFn: decodeListener,
+	pruneFn:  pruneListener,
+	keepFn:   func(l *listenerv3.Listener) *listenerv3.Listener { return l },
+	nameFn:   (*listenerv3.Listener).GetName,
+	equalFn:  func(a, b *listenerv3.Listener) bool { return proto.Equal(a, b) },
+}
+
+// decodeListener decodes a listener, validates it and its network filters as Envoy
+// does, and returns it pruned, with its RDS names as d.Deps.
+func decodeListener(d *Decoded, b []byte, _ *listenerv3.Listener, opts DecodeOptions) (*listenerv3.Listener, error) {
+	l := &listenerv3.Listener{}
+	if err := unmarshalValid(d, b, l); err != nil {
+		return nil, err
+	}
+	if err := ValidateListenerFilters(l); err != nil {
+		return nil, err
+	}
+	deps, err := ListenerRouteNames(l)
+	if err != nil {
+		return nil, err
+	}
+	d.Deps = deps
+	pruneListener(l, opts.Intern)
+	return l, nil
+}
 
 // HCMs calls fn for every HTTP connection manager in the filter chains of l, the
 // default_filter_chain included, with the name of the chain it is in. A network filter
