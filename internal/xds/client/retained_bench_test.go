@@ -19,7 +19,7 @@ import (
 )
 
 // BenchmarkRetainedHeap measures what the client keeps after the initial sync of a
-// mesh in the bench program's shape (issue 7: one cluster per service, 10 endpoints,
+// mesh in the bench program's shape (one cluster per service, 10 endpoints,
 // 3 routes per virtual host), over SotW and over Delta: live heap with the synced
 // client, after its first snapshot was taken with Next, minus live heap without it,
 // both after a full GC. The input (the serialized mesh) is alive in both

@@ -704,7 +704,7 @@ func BenchmarkDecodeLoadAssignment(b *testing.B) {
 
 // BenchmarkLoadAssignmentRetained measures what the kept form costs: the heap that the
 // decoded assignments of a 1,000-service mesh (3,000 assignments of 10 endpoints, the
-// issue 7 shape) hold once the input is gone, per endpoint. The figure is exact (live
+// the bench shape) hold once the input is gone, per endpoint. The figure is exact (live
 // heap after a GC), not a timing.
 func BenchmarkLoadAssignmentRetained(b *testing.B) {
 	all := meshgenAssignments(b, 1000)

@@ -10,13 +10,12 @@ import (
 // LoadAssignment is the form in which amesh keeps a ClusterLoadAssignment: exactly what
 // translation reads, in flat slices.
 //
-// Why not the Envoy message: endpoints are most of a mesh's xDS (10 per cluster, three
-// clusters per service). As go-control-plane structs each endpoint is five nested
-// messages and ~460 bytes of heap even after pruning, about 135 MiB at 10,000 services,
-// and decoding them allocated ~25 objects per endpoint. Here an
-// endpoint is one 12-byte value in its locality's slice, and the addresses of all
-// endpoints are one string per assignment (each locality holds its part): about 40
-// bytes of heap per endpoint in all, at 10 endpoints per assignment.
+// Why not the Envoy message: endpoints are most of a mesh's xDS (several per cluster,
+// often several clusters per service). As go-control-plane structs each endpoint is
+// five nested messages, hundreds of bytes of heap even after pruning, and tens of
+// allocations to decode. Here an endpoint is one small value in its locality's slice,
+// and the addresses of all endpoints are one string per assignment (each locality
+// holds its part). BENCHMARKS.md has the figures.
 //
 // A LoadAssignment is immutable once published, like every resource of an Update.
 type LoadAssignment struct {
@@ -76,8 +75,7 @@ func (l *Locality) Address(i int) string {
 // Endpoint is one LbEndpoint. Its address is kept by its Locality (Locality.Address).
 //
 // The fields are as narrow as what they hold, because endpoints are most of what amesh
-// keeps: 12 bytes instead of 32 with a string header and an int32 health (~2 MB at
-// 10,000 services).
+// keeps: no string header per endpoint, and a health that fits a byte.
 type Endpoint struct {
 	// end is the end of the endpoint's address in its locality's addrs; the address
 	// starts at the previous endpoint's end (0 for the first).

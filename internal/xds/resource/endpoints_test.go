@@ -128,7 +128,7 @@ func TestLoadAssignmentEqualAddresses(t *testing.T) {
 }
 
 // An endpoint is kept in 12 bytes (its address is in its locality's string): the
-// endpoints are most of what amesh keeps (issue 7), so a field added to Endpoint
+// endpoints are most of what amesh keeps, so a field added to Endpoint
 // should be a deliberate choice.
 func TestEndpointSize(t *testing.T) {
 	if n := unsafe.Sizeof(resource.Endpoint{}); n > 12 {

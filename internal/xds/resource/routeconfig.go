@@ -1,10 +1,8 @@
 package resource
 
-// Route configurations are kept in wire form. A decoded RouteConfiguration costs about
-// 1.2 KB per route in Go structs (Route, RouteMatch and RouteAction alone are 800
-// bytes before their strings), so a 10,000-service mesh's route configuration is
-// ~35 MiB decoded and ~6.5 MiB as its pruned wire form (under half of that with its
-// virtual hosts compressed, see vhkept.go). The decoded message is needed
+// Route configurations are kept in wire form. A decoded RouteConfiguration costs over a
+// kilobyte per route in Go structs, several times its pruned wire form (which the
+// virtual hosts' compression halves again, see vhkept.go). The decoded message is needed
 // once, when the configuration changes; afterwards the translator only compares
 // virtual hosts (byte comparison of their wire forms) and, rarely, re-translates one
 // (decoding just that virtual host). So the client keeps the wire form and hands the

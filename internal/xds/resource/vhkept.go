@@ -1,9 +1,9 @@
 package resource
 
 // The virtual hosts of a route configuration are kept compressed. Their wire forms are
-// the largest single item of the agent's heap (~5 MB at 10,000 services), and each is
-// read only when it changed or a cluster it routes to did. DEFLATE at BestSpeed halves
-// them at ~15 µs per virtual host; each is compressed on its own, so that one can
+// the largest single item of the agent's heap, and each is read only when it changed
+// or a cluster it routes to did. DEFLATE at BestSpeed halves them cheaply (figures in
+// BENCHMARKS.md); each is compressed on its own, so that one can
 // still be compared (bytes.Equal) and decoded without the others.
 //
 // The kept form is a function of the wire form alone, and the wire form can be read
@@ -29,8 +29,9 @@ import (
 // compressedMark starts a compressed kept form.
 const compressedMark = 0
 
-// vhCompressor makes kept forms. A flate.Writer holds ~700 KB of state: one is made
-// per goroutine of a large decode, or taken from compressors, never per virtual host.
+// vhCompressor makes kept forms. A flate.Writer holds hundreds of kilobytes of state:
+// one is made per goroutine of a large decode, or taken from compressors, never per
+// virtual host.
 type vhCompressor struct {
 	w   *flate.Writer
 	out appendWriter
@@ -102,7 +103,7 @@ func keptWireLen(kept []byte) int {
 	return int(n)
 }
 
-// vhDecompressor reads kept forms back. A flate reader holds ~40 KB: pooled.
+// vhDecompressor reads kept forms back. A flate reader holds tens of kilobytes: pooled.
 type vhDecompressor struct {
 	r   io.ReadCloser // also a flate.Resetter
 	src bytes.Reader
