@@ -9,15 +9,13 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate/upstream"
 	"github.com/amesh-dev/amesh/internal/xds/dump"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
+	"github.com/amesh-dev/amesh/internal/xdstest"
 )
 
 // answer is what APISIX does with a request: the route it picks, and what the route
@@ -87,56 +85,20 @@ func answerOf(t *testing.T, objs map[string][]byte, r request) answer {
 	return a
 }
 
-// registryOnly returns istiod's configuration as REGISTRY_ONLY changes it: the catch-all
-// outbound chain goes to BlackHoleCluster, and the HTTP route configuration's catch-all
-// virtual host answers 502 (istiod's block_all).
+// registryOnly returns istiod's configuration as REGISTRY_ONLY changes it (xdstest's
+// transformation, which test/istiod checks against istiod).
 func registryOnly(t *testing.T, snap *resource.State) *resource.State {
 	t.Helper()
 	out := *snap
 	out.Listeners = maps.Clone(snap.Listeners)
 	out.RouteConfigs = maps.Clone(snap.RouteConfigs)
 	out.Changes = resource.Changes{Full: true}
-
-	vo := proto.Clone(snap.Listeners[virtualOutbound]).(*listenerv3.Listener)
-	changed := false
-	for _, fc := range vo.GetFilterChains() {
-		if fc.GetFilterChainMatch().GetDestinationPort() != nil {
-			continue
-		}
-		for _, f := range fc.GetFilters() {
-			tp := &tcpv3.TcpProxy{}
-			if f.GetTypedConfig().MessageIs(tp) {
-				if err := f.GetTypedConfig().UnmarshalTo(tp); err != nil {
-					t.Fatal(err)
-				}
-				tp.ClusterSpecifier = &tcpv3.TcpProxy_Cluster{Cluster: "BlackHoleCluster"}
-				a, err := anypb.New(tp)
-				if err != nil {
-					t.Fatal(err)
-				}
-				f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
-				changed = true
-			}
-		}
-	}
-	if !changed {
-		t.Fatal("virtualOutbound has no catch-all tcp_proxy chain")
-	}
-	out.Listeners[virtualOutbound] = vo
-
+	out.Listeners[virtualOutbound] = xdstest.RegistryOnlyListener(snap.Listeners[virtualOutbound])
 	rc, err := snap.RouteConfigs["9080"].Message()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, vh := range rc.GetVirtualHosts() {
-		if vh.GetName() == "allow_any" {
-			rc.VirtualHosts[i] = &routev3.VirtualHost{Name: "block_all", Domains: []string{"*"}, Routes: []*routev3.Route{{
-				Name: "block_all", Match: prefix("/"),
-				Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 502}},
-			}}}
-		}
-	}
-	out.RouteConfigs["9080"] = resource.MustRouteConfig(rc)
+	out.RouteConfigs["9080"] = resource.MustRouteConfig(xdstest.RegistryOnlyRoutes(rc))
 	return &out
 }
 
