@@ -1,0 +1,187 @@
+package install_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/amesh-dev/amesh/internal/xds/dump"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
+	"github.com/amesh-dev/amesh/internal/xdstest"
+	"github.com/amesh-dev/amesh/test/netns"
+)
+
+// seen is what an echo server saw of a request.
+type seen struct {
+	Server string `json:"server"` // which server answered
+	Remote string `json:"remote"` // the connection's source address
+	XFF    string `json:"xff"`    // X-Forwarded-For, which APISIX sets and a direct client does not
+}
+
+// echo serves, on addr in ns, a JSON description of each request (seen); it returns the
+// number of requests it answered.
+func echo(t *testing.T, ns *netns.NS, addr string) *atomic.Int64 {
+	t.Helper()
+	var n atomic.Int64
+	serveIn(t, ns, addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		_ = json.NewEncoder(w).Encode(seen{Server: addr, Remote: host, XFF: r.Header.Get("X-Forwarded-For")})
+	}))
+	return &n
+}
+
+// request sends GET / with Host host from ns to addr and decodes the echo server's answer.
+func request(ns *netns.NS, addr, host string) (int, seen, string, error) {
+	code, body, err := get(ns, addr, host, "/", 5*time.Second)
+	var s seen
+	if err == nil && code == http.StatusOK {
+		err = json.Unmarshal([]byte(body), &s)
+	}
+	return code, s, body, err
+}
+
+// serveIstiod serves istiod's own configuration (testdata/istiod/sotw: the sidecar of
+// productpage, whose application port is 19080), with virtualOutbound and the route
+// configuration 9080 replaced by the given ones when not nil.
+func serveIstiod(xds *xdstest.Server, res *dump.Resources, vo, rc9080 proto.Message) {
+	var ls, rcs, cs, es []proto.Message
+	for _, l := range res.Listeners {
+		if l.GetName() == "virtualOutbound" && vo != nil {
+			ls = append(ls, vo)
+			continue
+		}
+		ls = append(ls, l)
+	}
+	for _, rc := range res.RouteConfigs {
+		if rc.GetName() == "9080" && rc9080 != nil {
+			rcs = append(rcs, rc9080)
+			continue
+		}
+		rcs = append(rcs, rc)
+	}
+	for _, c := range res.Clusters {
+		cs = append(cs, c)
+	}
+	for _, e := range res.Endpoints {
+		es = append(es, e)
+	}
+	xds.Set(resource.ClusterType, cs...)
+	xds.Set(resource.EndpointType, es...)
+	xds.Set(resource.ListenerType, ls...)
+	xds.Set(resource.RouteConfigType, rcs...)
+}
+
+// TestSidecarDelivery: the sidecar's APISIX (startSidecar) with istiod's own configuration
+// for productpage delivers captured traffic as Envoy does.
+//
+// Inbound: a client's request to the pod's application port 19080 is captured to 15006 and
+// delivered to the application, which listens on the pod IP only, from 127.0.0.6 (Istio's
+// rules do not capture that connection again); a port no inbound chain names goes through
+// InboundPassthroughCluster the same way; an application listening on 127.0.0.1 only is not
+// reached from outside the pod; a connection to 15006 itself gets no route (no loop).
+// Outbound (ALLOW_ANY): the application's request to an address outside the mesh, on a port
+// no listener has, and on port 9080 with a host no virtual host has, is captured to 15001
+// and passed through to that address. REGISTRY_ONLY (istiod's shapes, see
+// xdstest.RegistryOnlyListener): the same requests get 502 (istiod's block_all) and 503
+// (BlackHoleCluster) and reach nothing.
+func TestSidecarDelivery(t *testing.T) {
+	s := startSidecar(t)
+	res, err := dump.LoadDir(filepath.Join(repoRoot, "testdata", "istiod", "sotw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The application: its mesh port on the pod IP only, another port, and a port on
+	// loopback only.
+	echo(t, s.pod, podIP+":19080")
+	echo(t, s.pod, podIP+":8081")
+	local := echo(t, s.pod, "127.0.0.1:8082")
+	// Outside the mesh, beyond the pod's network.
+	external8080 := echo(t, s.client, peerIP+":8080")
+	external9080 := echo(t, s.client, peerIP+":9080")
+
+	xds := s.serve(t)
+	serveIstiod(xds, res, nil, nil)
+	s.waitReady(t)
+
+	in := func(port string) (int, seen, string, error) {
+		return request(s.client, net.JoinHostPort(podIP, port), "productpage.default.svc.cluster.local")
+	}
+	out := func(port string) (int, seen, string, error) {
+		return request(s.pod, net.JoinHostPort(peerIP, port), "example.com")
+	}
+
+	// Inbound.
+	for _, port := range []string{"19080", "8081"} {
+		code, got, body, err := in(port)
+		if err != nil || code != http.StatusOK || got.Server != podIP+":"+port || got.Remote != "127.0.0.6" || got.XFF != peerIP {
+			t.Errorf("inbound to the pod's %s: %d %q %v; want the application's answer to a connection from 127.0.0.6 for the client %s", port, code, body, err, peerIP)
+		}
+	}
+	if code, _, body, err := in("8082"); err != nil || code != http.StatusBadGateway || local.Load() != 0 {
+		t.Errorf("inbound to port 8082, where the application listens on 127.0.0.1 only: %d %q %v, %d requests reached it; want APISIX's 502 (the pod IP refuses), as Envoy", code, body, err, local.Load())
+	}
+	if code, _, body, err := in("15006"); err != nil || code != http.StatusNotFound {
+		t.Errorf("inbound to 15006 itself: %d %q %v; want APISIX's 404 (no route: passing it through would loop)", code, body, err)
+	}
+
+	// Outbound, ALLOW_ANY.
+	for _, port := range []string{"8080", "9080"} {
+		code, got, body, err := out(port)
+		if err != nil || code != http.StatusOK || got.Server != peerIP+":"+port || got.XFF != podIP {
+			t.Errorf("outbound to %s:%s (not in the mesh): %d %q %v; want the external server's answer through APISIX (X-Forwarded-For %s)", peerIP, port, code, body, err, podIP)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+
+	// REGISTRY_ONLY.
+	var vo, rc9080 proto.Message
+	for _, l := range res.Listeners {
+		if l.GetName() == "virtualOutbound" {
+			vo = xdstest.RegistryOnlyListener(l)
+		}
+	}
+	for _, rc := range res.RouteConfigs {
+		if rc.GetName() == "9080" {
+			rc9080 = xdstest.RegistryOnlyRoutes(rc)
+		}
+	}
+	serveIstiod(xds, res, vo, rc9080)
+	waitFor(t, "the passthrough route to answer 503 (BlackHoleCluster)", 30*time.Second, func() (bool, string) {
+		code, _, body, err := out("8080")
+		return err == nil && code == http.StatusServiceUnavailable, fmt.Sprintf("%d %q %v", code, body, err)
+	})
+	if code, _, body, err := out("9080"); err != nil || code != http.StatusBadGateway {
+		t.Errorf("REGISTRY_ONLY, outbound to port 9080 with an unknown host: %d %q %v; want istiod's block_all 502", code, body, err)
+	}
+	// Requests that reached an external server after the change went through a route
+	// not yet replaced (the wait above); none may reach it now.
+	before8080, before9080 := external8080.Load(), external9080.Load()
+	for range 3 {
+		_, _, _, _ = out("8080")
+		_, _, _, _ = out("9080")
+	}
+	if external8080.Load() != before8080 || external9080.Load() != before9080 {
+		t.Errorf("REGISTRY_ONLY: requests reached the external servers")
+	}
+	// Inbound is unchanged.
+	if code, got, body, err := in("19080"); err != nil || code != http.StatusOK || got.Remote != "127.0.0.6" {
+		t.Errorf("REGISTRY_ONLY, inbound to 19080: %d %q %v", code, body, err)
+	}
+	for _, line := range strings.Split(s.stderr.String(), "\n") {
+		if strings.Contains(line, "amesh-original-dst") && strings.Contains(line, "[error]") {
+			t.Errorf("error log: %s", line)
+		}
+	}
+	s.errorLogClean(t)
+}
