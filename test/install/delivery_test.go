@@ -1,7 +1,9 @@
 package install_test
 
 import (
+	"context"
 	"encoding/json"
+	"io"
 	"fmt"
 	"net"
 	"net/http"
@@ -39,40 +41,52 @@ func echo(t *testing.T, ns *netns.NS, addr string) *atomic.Int64 {
 	return &n
 }
 
-// request sends GET / with Host host from ns to addr and decodes the echo server's answer.
+// request sends GET / with Host host from ns to addr, on a connection of its own that it
+// does not ask to close (APISIX would ask its upstream to close too, on routes that allow
+// websockets), and decodes the echo server's answer.
 func request(ns *netns.NS, addr, host string) (int, seen, string, error) {
-	code, body, err := get(ns, addr, host, "/", 5*time.Second)
-	var s seen
-	if err == nil && code == http.StatusOK {
-		err = json.Unmarshal([]byte(body), &s)
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, a string) (net.Conn, error) { return ns.Dial(ctx, network, a) }}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequest("GET", "http://"+addr+"/", nil)
+	if err != nil {
+		return 0, seen{}, "", err
 	}
-	return code, s, body, err
+	req.Host = host
+	resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: tr}).Do(req)
+	if err != nil {
+		return 0, seen{}, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	var s seen
+	if err == nil && resp.StatusCode == http.StatusOK {
+		err = json.Unmarshal(b, &s)
+	}
+	return resp.StatusCode, s, string(b), err
 }
 
 // serveIstiod serves istiod's own configuration (testdata/istiod/sotw: the sidecar of
-// productpage, whose application port is 19080), with virtualOutbound and the route
-// configuration 9080 replaced by the given ones when not nil.
-func serveIstiod(xds *xdstest.Server, res *dump.Resources, vo, rc9080 proto.Message) {
+// productpage, whose application port is 19080), with the resources of replace (by name:
+// listener, route configuration or cluster of a load assignment) in place of istiod's.
+func serveIstiod(xds *xdstest.Server, res *dump.Resources, replace map[string]proto.Message) {
 	var ls, rcs, cs, es []proto.Message
-	for _, l := range res.Listeners {
-		if l.GetName() == "virtualOutbound" && vo != nil {
-			ls = append(ls, vo)
-			continue
+	pick := func(name string, m proto.Message) proto.Message {
+		if r := replace[name]; r != nil {
+			return r
 		}
-		ls = append(ls, l)
+		return m
+	}
+	for _, l := range res.Listeners {
+		ls = append(ls, pick(l.GetName(), l))
 	}
 	for _, rc := range res.RouteConfigs {
-		if rc.GetName() == "9080" && rc9080 != nil {
-			rcs = append(rcs, rc9080)
-			continue
-		}
-		rcs = append(rcs, rc)
+		rcs = append(rcs, pick(rc.GetName(), rc))
 	}
 	for _, c := range res.Clusters {
 		cs = append(cs, c)
 	}
 	for _, e := range res.Endpoints {
-		es = append(es, e)
+		es = append(es, pick(e.GetClusterName(), e))
 	}
 	xds.Set(resource.ClusterType, cs...)
 	xds.Set(resource.EndpointType, es...)
@@ -90,10 +104,14 @@ func serveIstiod(xds *xdstest.Server, res *dump.Resources, vo, rc9080 proto.Mess
 // reached from outside the pod; a connection to 15006 itself gets no route (no loop).
 // Outbound (ALLOW_ANY): the application's request to an address outside the mesh, on a port
 // no listener has, and on port 9080 with a host no virtual host has, is captured to 15001
-// and passed through to that address. REGISTRY_ONLY (istiod's shapes, see
+// and passed through to that address. The application's call to its own service takes both
+// hops (captured again to 15006, then delivered from 127.0.0.6) between inbound requests,
+// which take one: APISIX's idle connections from 127.0.0.6 and from the pod's address to
+// the application's port are pooled apart. REGISTRY_ONLY (istiod's shapes, see
 // xdstest.RegistryOnlyListener): the same requests get 502 (istiod's block_all) and 503
 // (BlackHoleCluster) and reach nothing.
 func TestSidecarDelivery(t *testing.T) {
+	const productpage = "outbound|9080||productpage.default.svc.cluster.local"
 	s := startSidecar(t)
 	res, err := dump.LoadDir(filepath.Join(repoRoot, "testdata", "istiod", "sotw"))
 	if err != nil {
@@ -108,8 +126,10 @@ func TestSidecarDelivery(t *testing.T) {
 	external8080 := echo(t, s.client, peerIP+":8080")
 	external9080 := echo(t, s.client, peerIP+":9080")
 
+	// productpage's endpoint is this pod: the application calls its own service.
+	self := map[string]proto.Message{productpage: xdstest.Endpoints(productpage, podIP+":19080")}
 	xds := s.serve(t)
-	serveIstiod(xds, res, nil, nil)
+	serveIstiod(xds, res, self)
 	s.waitReady(t)
 
 	in := func(port string) (int, seen, string, error) {
@@ -140,23 +160,38 @@ func TestSidecarDelivery(t *testing.T) {
 			t.Errorf("outbound to %s:%s (not in the mesh): %d %q %v; want the external server's answer through APISIX (X-Forwarded-For %s)", peerIP, port, code, body, err, podIP)
 		}
 	}
+
+	// The application calls its own service: captured to 15001, sent to the pod's address
+	// from the pod's own (not 127.0.0.6), captured again to 15006 and delivered from
+	// 127.0.0.6, each hop adding to X-Forwarded-For. Inbound requests come between: the
+	// connections of either kind must not carry the other's requests, which would then
+	// skip the inbound hop or take it twice (APISIX keeps idle upstream connections).
+	for i := range 4 {
+		code, got, body, err := request(s.pod, net.JoinHostPort(peerIP, "9080"), "productpage.default.svc.cluster.local")
+		if want := podIP + ", " + podIP; err != nil || code != http.StatusOK || got.Server != podIP+":19080" || got.Remote != "127.0.0.6" || got.XFF != want {
+			t.Errorf("call %d of the application to its own service: %d %q %v; want the application's answer to 127.0.0.6 after two hops (X-Forwarded-For %q)", i, code, body, err, want)
+		}
+		code, got, body, err = in("19080")
+		if err != nil || code != http.StatusOK || got.Remote != "127.0.0.6" || got.XFF != peerIP {
+			t.Errorf("inbound request %d: %d %q %v; want the application's answer to 127.0.0.6 after one hop (X-Forwarded-For %q)", i, code, body, err, peerIP)
+		}
+	}
 	if t.Failed() {
 		return
 	}
 
 	// REGISTRY_ONLY.
-	var vo, rc9080 proto.Message
 	for _, l := range res.Listeners {
 		if l.GetName() == "virtualOutbound" {
-			vo = xdstest.RegistryOnlyListener(l)
+			self[l.GetName()] = xdstest.RegistryOnlyListener(l)
 		}
 	}
 	for _, rc := range res.RouteConfigs {
 		if rc.GetName() == "9080" {
-			rc9080 = xdstest.RegistryOnlyRoutes(rc)
+			self[rc.GetName()] = xdstest.RegistryOnlyRoutes(rc)
 		}
 	}
-	serveIstiod(xds, res, vo, rc9080)
+	serveIstiod(xds, res, self)
 	waitFor(t, "the passthrough route to answer 503 (BlackHoleCluster)", 30*time.Second, func() (bool, string) {
 		code, _, body, err := out("8080")
 		return err == nil && code == http.StatusServiceUnavailable, fmt.Sprintf("%d %q %v", code, body, err)

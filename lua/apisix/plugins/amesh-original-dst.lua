@@ -102,8 +102,20 @@ function _M.access(conf, ctx)
         upstream_host = base.upstream_host,
         keepalive_pool = base.keepalive_pool,
     }
+    if bind then
+        -- APISIX names its pools of idle upstream connections by the upstream's scheme,
+        -- the node's address and its port (balancer.lua, set_current_peer), not by source
+        -- address. A connection bound to 127.0.0.6 and one APISIX makes from the pod's own
+        -- address to the same destination (an outbound call of the application to its
+        -- own service, which Istio's rules capture again, to 15006) must not share a
+        -- pool: a request would take the other's path, skipping the inbound hop or
+        -- taking it twice. So the bound upstream's scheme names a pool of its own; the
+        -- request is proxied with the scheme set below ($upstream_scheme), not this one.
+        up_conf.scheme = base.scheme .. "+bind=" .. bind
+    end
     upstream.set(ctx, plugin_name .. "#" .. up_id .. "#" .. host .. ":" .. port,
                  ctx.conf_version, up_conf)
+    upstream.set_scheme(ctx, base)
 end
 
 
