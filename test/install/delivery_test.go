@@ -3,8 +3,8 @@ package install_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
