@@ -93,12 +93,16 @@ func registryOnly(t *testing.T, snap *resource.State) *resource.State {
 	out.Listeners = maps.Clone(snap.Listeners)
 	out.RouteConfigs = maps.Clone(snap.RouteConfigs)
 	out.Changes = resource.Changes{Full: true}
-	out.Listeners[virtualOutbound] = xdstest.RegistryOnlyListener(snap.Listeners[virtualOutbound])
-	rc, err := snap.RouteConfigs["9080"].Message()
-	if err != nil {
-		t.Fatal(err)
+	for name, l := range snap.Listeners {
+		out.Listeners[name] = xdstest.RegistryOnlyListener(l)
 	}
-	out.RouteConfigs["9080"] = resource.MustRouteConfig(xdstest.RegistryOnlyRoutes(rc))
+	for name, src := range snap.RouteConfigs {
+		rc, err := src.Message()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.RouteConfigs[name] = resource.MustRouteConfig(xdstest.RegistryOnlyRoutes(rc))
+	}
 	return &out
 }
 

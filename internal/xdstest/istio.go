@@ -8,14 +8,19 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// RegistryOnlyListener returns a copy of Istio's catch-all outbound listener
-// (virtualOutbound) as istiod builds it for outboundTrafficPolicy REGISTRY_ONLY instead of
-// ALLOW_ANY: its chain for destinations no other listener claims proxies to
-// BlackHoleCluster instead of PassthroughCluster (the tcp_proxy's cluster and stat prefix;
-// istiod's buildOutboundCatchAllNetworkFiltersOnly). test/istiod checks it against istiod.
+// RegistryOnlyListener returns a copy of an outbound listener as istiod builds it for
+// outboundTrafficPolicy REGISTRY_ONLY instead of ALLOW_ANY: the chains that proxy to
+// PassthroughCluster (virtualOutbound's for destinations no other listener claims, the
+// default chain of a port's listener) proxy to BlackHoleCluster (the tcp_proxy's cluster
+// and stat prefix; istiod's buildOutboundCatchAllNetworkFiltersOnly). test/istiod checks
+// it against istiod.
 func RegistryOnlyListener(l *listenerv3.Listener) *listenerv3.Listener {
 	l = proto.Clone(l).(*listenerv3.Listener)
-	for _, fc := range l.GetFilterChains() {
+	chains := l.GetFilterChains()
+	if dc := l.GetDefaultFilterChain(); dc != nil {
+		chains = append(chains[:len(chains):len(chains)], dc)
+	}
+	for _, fc := range chains {
 		for _, f := range fc.GetFilters() {
 			tp := &tcpv3.TcpProxy{}
 			if !f.GetTypedConfig().MessageIs(tp) || f.GetTypedConfig().UnmarshalTo(tp) != nil || tp.GetCluster() != "PassthroughCluster" {

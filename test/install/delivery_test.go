@@ -182,14 +182,10 @@ func TestSidecarDelivery(t *testing.T) {
 
 	// REGISTRY_ONLY.
 	for _, l := range res.Listeners {
-		if l.GetName() == "virtualOutbound" {
-			self[l.GetName()] = xdstest.RegistryOnlyListener(l)
-		}
+		self[l.GetName()] = xdstest.RegistryOnlyListener(l)
 	}
 	for _, rc := range res.RouteConfigs {
-		if rc.GetName() == "9080" {
-			self[rc.GetName()] = xdstest.RegistryOnlyRoutes(rc)
-		}
+		self[rc.GetName()] = xdstest.RegistryOnlyRoutes(rc)
 	}
 	serveIstiod(xds, res, self)
 	waitFor(t, "the passthrough route to answer 503 (BlackHoleCluster)", 30*time.Second, func() (bool, string) {
