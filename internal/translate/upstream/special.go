@@ -112,7 +112,7 @@ func OriginalDstConfig(c *clusterv3.Cluster) (conf OriginalDstConf, field, reaso
 		}
 		addrs = append(addrs, a.GetAddress())
 	}
-	//nolint:staticcheck // deprecated in favour of extra_source_addresses, which Envoy still reads
+	//lint:ignore SA1019 deprecated for extra_source_addresses, but Envoy still reads it; so must amesh.
 	addrs = append(addrs, bc.GetAdditionalSourceAddresses()...)
 	for _, sa := range addrs {
 		ip, err := netip.ParseAddr(sa.GetAddress())

@@ -130,6 +130,8 @@ func TestOriginalDstConfig(t *testing.T) {
 		}
 		return c
 	}
+	//lint:ignore SA1019 deprecated, but Envoy still reads it; so must amesh.
+	additional := &corev3.BindConfig{SourceAddress: sock("::6", 0), AdditionalSourceAddresses: []*corev3.SocketAddress{sock("127.0.0.6", 0), sock("127.0.0.7", 0)}}
 	for _, tc := range []struct {
 		name   string
 		c      *clusterv3.Cluster
@@ -140,8 +142,7 @@ func TestOriginalDstConfig(t *testing.T) {
 		{"istio's inbound", odst(&corev3.BindConfig{SourceAddress: sock("127.0.0.6", 0)}, nil), OriginalDstConf{Bind: "127.0.0.6"}, ""},
 		{"dual stack", odst(&corev3.BindConfig{SourceAddress: sock("127.0.0.6", 0),
 			ExtraSourceAddresses: []*corev3.ExtraSourceAddress{{Address: sock("::6", 0)}}}, nil), OriginalDstConf{Bind: "127.0.0.6", Bind6: "::6"}, ""},
-		{"ipv6 first, deprecated additional", odst(&corev3.BindConfig{SourceAddress: sock("::6", 0),
-			AdditionalSourceAddresses: []*corev3.SocketAddress{sock("127.0.0.6", 0), sock("127.0.0.7", 0)}}, nil), OriginalDstConf{Bind: "127.0.0.6", Bind6: "::6"}, ""},
+		{"ipv6 first, deprecated additional", odst(additional, nil), OriginalDstConf{Bind: "127.0.0.6", Bind6: "::6"}, ""},
 		{"port override", odst(nil, &clusterv3.Cluster_OriginalDstLbConfig{UpstreamPortOverride: wrapperspb.UInt32(8080)}), OriginalDstConf{Port: 8080}, ""},
 		{"header", odst(nil, &clusterv3.Cluster_OriginalDstLbConfig{UseHttpHeader: true}), OriginalDstConf{}, "request header"},
 		{"fixed source port", odst(&corev3.BindConfig{SourceAddress: sock("127.0.0.6", 1234)}, nil), OriginalDstConf{}, "source port"},
