@@ -168,7 +168,8 @@ func TestCaptureRouting(t *testing.T) {
 					t.Errorf("%s: %+v (plugin %+v), want %+v (plugin %+v)", c.name, got, got.odst, c.want, c.want.odst)
 				}
 			}
-			if !findEntry(rep, "filter_chains.filters.tcp_proxy", report.Approximated, "served as HTTP", "TLS and other TCP traffic") {
+			if !findEntry(rep, "filter_chains.filters.tcp_proxy", report.Approximated, "served as HTTP") ||
+				!findEntry(rep, "filter_chains.filters.tcp_proxy", report.Unsupported, "TLS and other non-HTTP connections") {
 				t.Errorf("the report does not say that only HTTP passes through: %v", rep)
 			}
 		})

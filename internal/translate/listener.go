@@ -313,7 +313,9 @@ func catchAllChain(l *listenerv3.Listener, key string, rep func(string, report.S
 	cl := tcp.tcp.GetCluster()
 	tcp.report(rep, "routes of "+key)
 	rep("filter_chains.filters.tcp_proxy", report.Approximated, fmt.Sprintf(
-		"connections no other chain takes are served as HTTP: each request goes to %s (routes of %s); TLS and other TCP traffic to those destinations gets no answer", cl, key))
+		"connections no other chain takes are served as HTTP: each request goes to %s (routes of %s)", cl, key))
+	rep("filter_chains.filters.tcp_proxy", report.Unsupported,
+		"TLS and other non-HTTP connections no other chain takes are not proxied: APISIX's capture ports are HTTP listeners")
 	// tcp_proxy passes an upgraded connection's bytes like any others.
 	return &httpCtx{key: key, listener: l.GetName(), websocket: true, filters: &tcp.filters, originalDst: true, inline: tcpRoutes(key, cl)}
 }
