@@ -36,8 +36,9 @@ const proxyUID = 1337
 // inside the test's namespaces), and a service address the application calls: captured, so
 // nothing needs to answer there.
 const (
-	podIP, peerIP = "192.0.2.10", "192.0.2.1"
-	serviceIP     = "198.51.100.7"
+	podIP, peerIP   = "192.0.2.10", "192.0.2.1"
+	podIP6, peerIP6 = "2001:db8::10", "2001:db8::1"
+	serviceIP       = "198.51.100.7"
 )
 
 // requireAPISIX returns the APISIX installation, the modules built for its OpenResty and
@@ -385,7 +386,7 @@ func startSidecar(t *testing.T) *sidecar {
 	// where nothing answers until the test starts one (loopback is not captured, and the
 	// proxy UID is exempt anyway).
 	s := &sidecar{exited: make(chan error, 1), stderr: &syncBuffer{}}
-	s.pod, s.client = netns.IstioPod(t, agentBin, []string{podIP + "/24"}, []string{peerIP + "/24"})
+	s.pod, s.client = netns.IstioPod(t, agentBin, []string{podIP + "/24", podIP6 + "/64"}, []string{peerIP + "/24", peerIP6 + "/64"})
 	s.agent = startAgentStub(t, s.pod)
 	l, err := s.pod.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -101,10 +101,11 @@ func serveIstiod(xds *xdstest.Server, res *dump.Resources, replace map[string]pr
 // delivered to the application, which listens on the pod IP only, from 127.0.0.6 (Istio's
 // rules do not capture that connection again); a port no inbound chain names goes through
 // InboundPassthroughCluster the same way; an application listening on 127.0.0.1 only is not
-// reached from outside the pod; a connection to 15006 itself gets no route (no loop).
+// reached from outside the pod; a connection to 15006 itself gets no route (no loop); over
+// IPv6, which istiod's source address 127.0.0.6 cannot reach, the request is refused.
 // Outbound (ALLOW_ANY): the application's request to an address outside the mesh, on a port
-// no listener has, and on port 9080 with a host no virtual host has, is captured to 15001
-// and passed through to that address. The application's call to its own service takes both
+// no listener has (IPv4 and IPv6), and on port 9080 with a host no virtual host has, is
+// captured to 15001 and passed through to that address. The application's call to its own service takes both
 // hops (captured again to 15006, then delivered from 127.0.0.6) between inbound requests,
 // which take one: APISIX's idle connections from 127.0.0.6 and from the pod's address to
 // the application's port are pooled apart. REGISTRY_ONLY (istiod's shapes, see
@@ -120,11 +121,13 @@ func TestSidecarDelivery(t *testing.T) {
 	// The application: its mesh port on the pod IP only, another port, and a port on
 	// loopback only.
 	echo(t, s.pod, podIP+":19080")
+	app6 := echo(t, s.pod, net.JoinHostPort(podIP6, "19080"))
 	echo(t, s.pod, podIP+":8081")
 	local := echo(t, s.pod, "127.0.0.1:8082")
 	// Outside the mesh, beyond the pod's network.
 	external8080 := echo(t, s.client, peerIP+":8080")
 	external9080 := echo(t, s.client, peerIP+":9080")
+	echo(t, s.client, net.JoinHostPort(peerIP6, "8080"))
 
 	// productpage's endpoint is this pod: the application calls its own service.
 	self := map[string]proto.Message{productpage: xdstest.Endpoints(productpage, podIP+":19080")}
@@ -152,6 +155,12 @@ func TestSidecarDelivery(t *testing.T) {
 	if code, _, body, err := in("15006"); err != nil || code != http.StatusNotFound {
 		t.Errorf("inbound to 15006 itself: %d %q %v; want APISIX's 404 (no route: passing it through would loop)", code, body, err)
 	}
+	// istiod's clusters for this single-stack pod bind 127.0.0.6 only: an IPv6 connection
+	// cannot be delivered from there (nor, Istio's rules say, from any other address
+	// without being captured again). Envoy's connection fails; APISIX refuses it.
+	if code, _, body, err := request(s.client, net.JoinHostPort(podIP6, "19080"), "productpage"); err != nil || code != http.StatusBadGateway || app6.Load() != 0 {
+		t.Errorf("inbound over IPv6 with only an IPv4 source address: %d %q %v, %d requests reached the application; want 502", code, body, err, app6.Load())
+	}
 
 	// Outbound, ALLOW_ANY.
 	for _, port := range []string{"8080", "9080"} {
@@ -159,6 +168,10 @@ func TestSidecarDelivery(t *testing.T) {
 		if err != nil || code != http.StatusOK || got.Server != peerIP+":"+port || got.XFF != podIP {
 			t.Errorf("outbound to %s:%s (not in the mesh): %d %q %v; want the external server's answer through APISIX (X-Forwarded-For %s)", peerIP, port, code, body, err, podIP)
 		}
+	}
+	ext6 := net.JoinHostPort(peerIP6, "8080")
+	if code, got, body, err := request(s.pod, ext6, "example.com"); err != nil || code != http.StatusOK || got.Server != ext6 || got.XFF != podIP6 {
+		t.Errorf("outbound over IPv6 to %s: %d %q %v; want the external server's answer through APISIX (X-Forwarded-For %s)", ext6, code, body, err, podIP6)
 	}
 
 	// The application calls its own service: captured to 15001, sent to the pod's address
@@ -209,10 +222,15 @@ func TestSidecarDelivery(t *testing.T) {
 	if code, got, body, err := in("19080"); err != nil || code != http.StatusOK || got.Remote != "127.0.0.6" {
 		t.Errorf("REGISTRY_ONLY, inbound to 19080: %d %q %v", code, body, err)
 	}
+	// The plugin logs why it refuses a request: the IPv6 one above, and nothing else.
+	refused := "amesh-original-dst: no source address for destination " + podIP6
 	for _, line := range strings.Split(s.stderr.String(), "\n") {
-		if strings.Contains(line, "amesh-original-dst") && strings.Contains(line, "[error]") {
+		if strings.Contains(line, "amesh-original-dst") && strings.Contains(line, "[error]") && !strings.Contains(line, refused) {
 			t.Errorf("error log: %s", line)
 		}
+	}
+	if !strings.Contains(s.stderr.String(), refused) {
+		t.Errorf("the error log does not say why the IPv6 request was refused (%q)", refused)
 	}
 	s.errorLogClean(t)
 }
