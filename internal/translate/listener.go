@@ -208,16 +208,23 @@ func buildInbound(l *listenerv3.Listener, out *listenerOut, rep func(string, rep
 	named := map[string]bool{} // every destination port a chain names
 	seen := map[string]bool{}  // those with an HTTP context
 	var observed, accounted []string
+	catchAll, usedChain, used := catchAllChain(l, "in-any", rep)
+	if used != nil {
+		observed, accounted = append(observed, used.observed...), append(accounted, used.accounted...)
+	}
 	for _, fc := range l.GetFilterChains() {
 		dp := fc.GetFilterChainMatch().GetDestinationPort().GetValue()
 		p := strconv.Itoa(int(dp))
 		if dp != 0 {
 			named[p] = true
 		}
-		if dp == 0 || !plaintextChain(fc) {
+		if !plaintextChain(fc) || fc == usedChain {
 			continue
 		}
 		a := analyzeChain(fc)
+		if dp == 0 && a.hcm != nil {
+			continue // another catch-all: Envoy takes the first that matches
+		}
 		if a.hcm == nil {
 			// Inbound TCP is not served (no stream routes): what would guard it has
 			// nothing to guard, but is not dropped without a word.
@@ -237,12 +244,12 @@ func buildInbound(l *listenerv3.Listener, out *listenerOut, rep func(string, rep
 	if n, ok := summary(observed, accounted); ok {
 		rep(n.field, n.sev, n.msg)
 	}
-	if ctx := catchAllChain(l, "in-any", rep); ctx != nil {
-		ctx.vars = []apisix.Expr{{"server_port", "==", inPort}}
+	if catchAll != nil {
+		catchAll.vars = []apisix.Expr{{"server_port", "==", inPort}}
 		if ports := slices.Sorted(maps.Keys(named)); len(ports) > 0 {
-			ctx.vars = append(ctx.vars, apisix.Expr{opts.OriginalDstVar, "!", "in", ports})
+			catchAll.vars = append(catchAll.vars, apisix.Expr{opts.OriginalDstVar, "!", "in", ports})
 		}
-		out.ctxs = append(out.ctxs, *ctx)
+		out.ctxs = append(out.ctxs, *catchAll)
 	}
 	rep("filter_chains.transport_socket", report.Unsupported, "inbound mTLS (istio-peer-exchange/TLS chains) is not translated; only plaintext inbound HTTP is served")
 }
@@ -258,9 +265,12 @@ func buildPassthrough(l *listenerv3.Listener, in peers, out *listenerOut, rep fu
 		rep("use_original_dst", report.Ignored, "routes match on APISIX's own port (no traffic capture): connections to destinations no listener claims are not served")
 		return
 	}
-	ctx := catchAllChain(l, "out-passthrough", rep)
+	ctx, _, used := catchAllChain(l, "out-passthrough", rep)
 	if ctx == nil {
 		return
+	}
+	if n, ok := summary(used.observed, used.accounted); ok {
+		rep(n.field, n.sev, n.msg)
 	}
 	var excluded []string
 	if in.outPorts != "" {
@@ -288,9 +298,11 @@ func buildPassthrough(l *listenerv3.Listener, in peers, out *listenerOut, rep fu
 // catchAllChain returns the context of a capture listener's plaintext chain without a
 // destination port, key its key: its HTTP connection manager's routes, or, without
 // one, a route to its tcp_proxy cluster for every HTTP request (APISIX's capture
-// ports are HTTP listeners, so only HTTP reaches them). nil when it has neither.
-func catchAllChain(l *listenerv3.Listener, key string, rep func(string, report.Severity, string)) *httpCtx {
+// ports are HTTP listeners, so only HTTP reaches them); and the chain it serves and its
+// analysis, whose notes it has reported. All nil when it has neither.
+func catchAllChain(l *listenerv3.Listener, key string, rep func(string, report.Severity, string)) (*httpCtx, *listenerv3.FilterChain, *chainAnalysis) {
 	var tcp *chainAnalysis
+	var tcpChain *listenerv3.FilterChain
 	for _, fc := range l.GetFilterChains() {
 		if fc.GetFilterChainMatch().GetDestinationPort().GetValue() != 0 || !plaintextChain(fc) {
 			continue
@@ -301,14 +313,14 @@ func catchAllChain(l *listenerv3.Listener, key string, rep func(string, report.S
 			ctx := &httpCtx{key: key, listener: l.GetName(), websocket: websocketOn(a.hcm), filters: &a.filters, originalDst: true}
 			if setRouteSource(ctx, a.hcm) {
 				a.report(rep, "routes of "+key)
-				return ctx
+				return ctx, fc, &a
 			}
 		case a.tcp != nil && tcp == nil:
-			tcp = &a
+			tcp, tcpChain = &a, fc
 		}
 	}
 	if tcp == nil || tcp.tcp.GetCluster() == "" {
-		return nil
+		return nil, nil, nil
 	}
 	cl := tcp.tcp.GetCluster()
 	tcp.report(rep, "routes of "+key)
@@ -317,7 +329,7 @@ func catchAllChain(l *listenerv3.Listener, key string, rep func(string, report.S
 	rep("filter_chains.filters.tcp_proxy", report.Unsupported,
 		"TLS and other non-HTTP connections no other chain takes are not proxied: APISIX's capture ports are HTTP listeners")
 	// tcp_proxy passes an upgraded connection's bytes like any others.
-	return &httpCtx{key: key, listener: l.GetName(), websocket: true, filters: &tcp.filters, originalDst: true, inline: tcpRoutes(key, cl)}
+	return &httpCtx{key: key, listener: l.GetName(), websocket: true, filters: &tcp.filters, originalDst: true, inline: tcpRoutes(key, cl)}, tcpChain, tcp
 }
 
 // tcpRoutes is the route configuration that sends every HTTP request to cluster, for a
