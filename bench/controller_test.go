@@ -14,9 +14,9 @@ import (
 )
 
 // oneSnapshot is a source that yields snap once.
-type oneSnapshot struct{ snap *resource.Snapshot }
+type oneSnapshot struct{ snap *resource.Update }
 
-func (s *oneSnapshot) Next(ctx context.Context) (*resource.Snapshot, error) {
+func (s *oneSnapshot) Next(ctx context.Context) (*resource.Update, error) {
 	if snap := s.snap; snap != nil {
 		s.snap = nil
 		return snap, nil
@@ -53,13 +53,15 @@ func TestControllerRunMergesPlugins(t *testing.T) {
 		t.Fatalf("%d services selected, want %d", len(selected), services/10)
 	}
 
-	src, newTr := controllerPipeline(&oneSnapshot{snap: mesh.Snapshot()},
+	src, newTr := controllerPipeline(&oneSnapshot{snap: resource.UpdateOf(mesh.Snapshot())},
 		func() agent.Translator { return translate.New(translate.Options{}) }, feed)
 	snap, err := src.Next(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := newTr().Translate(snap)
+	var state resource.State
+	state.Apply(snap)
+	res := newTr().Translate(&state)
 	for _, e := range res.Report {
 		if e.Kind == "plugin_config" || e.Field == "plugins" {
 			t.Errorf("the overlay reports %+v", e)
