@@ -208,9 +208,9 @@ func slabSize(n int) int64 {
 	return p
 }
 
-// runChild runs the data plane; with controller (mode amesh) the pipeline has
-// amesh-controller's overlay, fed the set the parent sends as the first stdin line
-// (read before the clock of the first config starts).
+// runChild runs the data plane; with controller (mode amesh) the agent has
+// amesh-controller's plugin input, holding the set the parent sends as the first stdin
+// line (read before the clock of the first config starts).
 func runChild(mode, addr, proto string, window time.Duration, controller bool) error {
 	if os.Getenv("AMESH_BENCH_HEAPPROFILE") != "" {
 		// Sample every 4 KiB instead of 512 KiB: profiles precise enough to account
@@ -254,13 +254,13 @@ func runChild(mode, addr, proto string, window time.Duration, controller bool) e
 	switch mode {
 	case "amesh":
 		cnt.track = true
-		var src agent.Source = c
 		newTr := func() agent.Translator { return translate.New(translate.Options{}) }
+		opts := agent.Options{Window: window,
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 		if feed != nil {
-			src, newTr = controllerPipeline(src, newTr, feed)
+			opts.Plugins = feed // as internal/sidecar wires a configured controller
 		}
-		ag = agent.New(timedSource{src, cnt}, newTr, cnt, agent.Options{Window: window,
-			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		ag = agent.New(timedSource{c, cnt}, newTr, cnt, opts)
 		go func() {
 			if err := ag.Run(ctx); err != nil && ctx.Err() == nil {
 				em.emit(event{Ev: "error", Error: err.Error()})

@@ -8,26 +8,15 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/amesh-dev/amesh/internal/agent"
 	"github.com/amesh-dev/amesh/internal/overlay"
 )
 
-// The run "with a controller configured": amesh's pipeline with amesh-controller's overlay,
-// fed a fixed set of plugin configs that select a fraction of the services. Everything the
-// bench knows of the overlay is in this file.
+// The run "with a controller configured": amesh's pipeline with amesh-controller's plugin
+// input, a fixed set of plugin configs that select a fraction of the services. Everything
+// the bench knows of the plugin configs is in this file.
 
 // ctlMode is the pipeline name of that run (the child runs mode amesh with -controller).
 const ctlMode = "amesh+ctl"
-
-// controllerPipeline wraps the xDS source and the translator factory in the overlay the
-// way internal/sidecar does when a controller address is configured: the source also wakes
-// up when the feed's set changes, and every translator the agent makes merges the feed's
-// plugins into its routes.
-func controllerPipeline(src agent.Source, newTr func() agent.Translator, feed overlay.Feed) (agent.Source, func() agent.Translator) {
-	return overlay.NewSource(src, feed), func() agent.Translator {
-		return overlay.NewTranslator(newTr(), feed, overlay.Options{})
-	}
-}
 
 // staticFeed returns a feed that holds set from the start and never changes, as the
 // controller client does once it has received the set (the bench measures the pipeline
@@ -51,7 +40,7 @@ type meshService struct {
 // fraction of svcs, spread evenly over them, each scoped to the outbound routes of its
 // service's host. Configs alternate between a rate limit plus a request header and the
 // request header alone: plugins that translation does not produce for these routes, so
-// the overlay merges them instead of reporting them shadowed.
+// translation merges them instead of reporting them shadowed.
 func pluginSet(svcs []meshService, fraction float64) ([]byte, error) {
 	set := overlay.Set{Version: 1}
 	for i, s := range svcs {

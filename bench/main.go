@@ -13,7 +13,7 @@
 //
 // With -istiod it also measures amesh against a real istiod (test/istiod/harness). With
 // -plugins f it also measures amesh with amesh-controller configured (amesh+ctl): the
-// controller's overlay in the pipeline, with plugin configs for a fraction f of the services.
+// controller's plugin configs as the agent's second input, selecting a fraction f of the services.
 //
 // Each data plane runs in a child process (this binary with -child) so that its heap and RSS
 // are its own.
@@ -40,7 +40,7 @@ func main() {
 		istiod   = flag.Bool("istiod", false, "also measure against a real istiod (needs scripts/{kube,istiod}/build.sh)")
 		istiodN  = flag.String("istiod-services", "1000", "mesh sizes for the real-istiod runs")
 		plugins  = flag.Float64("plugins", 0, "also run amesh with a controller configured whose plugin configs select this fraction of the services (0: no such run)")
-		ctl      = flag.Bool("controller", false, "child: wire the controller's overlay; the first stdin line is its config set")
+		ctl      = flag.Bool("controller", false, "child: give the agent a controller plugin input; the first stdin line is its config set")
 		subsets  = flag.Int("subsets", 0, "fake control plane: DestinationRule subsets per service, each an extra cluster with its own 10 endpoints (0: the issue's shape, one cluster per service)")
 	)
 	flag.Parse()

@@ -10,6 +10,7 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
+	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate/store"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -42,6 +43,9 @@ type vhostState struct {
 	wire  []byte
 	vhostRefs
 	report []report.Entry
+	// hosts summarises its routes' hosts: which controller plugin configs may select
+	// them (syncPlugins).
+	hosts overlay.Hosts
 }
 
 // vhostRefs are the names a built virtual host keeps, in one slice: keys, then ups,
@@ -154,6 +158,7 @@ func (t *Translator) dropVhost(vs *vhostState) {
 		t.release(id)
 	}
 	t.idx.RemoveVirtualHost(vs, vs.deps(), vs.mirror())
+	t.setShadows(vs, nil)
 	if len(vs.report) > 0 {
 		t.findings.dirty = true
 	}
@@ -210,10 +215,10 @@ func (t *Translator) rebuildVhost(st *rcState, vh *routev3.VirtualHost, wire []b
 // translator's state (clusters, the output's digests), so that jobs can be built on
 // several goroutines, each with its own scratch.
 func (t *Translator) buildVhost(sc *scratch, j *vhostJob) {
-	b := vhostBuilder{rc: &j.st.rcInput, vh: j.vh, clusters: t.clusters, refs: &sc.refs, routes: sc.routes}
+	b := vhostBuilder{rc: &j.st.rcInput, vh: j.vh, clusters: t.clusters, plugins: t.plugins, refs: &sc.refs, routes: sc.routes}
 	b.build()
-	j.vs = &vhostState{owner: j.st, wire: j.wire, vhostRefs: b.finish(), report: b.rep}
-	j.acquires = b.acquires
+	j.vs = &vhostState{owner: j.st, wire: j.wire, vhostRefs: b.finish(), report: b.rep, hosts: b.hosts}
+	j.acquires, j.shadows = b.acquires, b.shadows
 	j.routes = make([]store.Object, len(b.routes))
 	for i, k := range j.vs.keys() {
 		j.routes[i] = t.out.Encode(&sc.enc, k, &b.routes[i])
@@ -239,6 +244,7 @@ func (t *Translator) adoptVhost(j *vhostJob) {
 	}
 	j.st.vhosts[j.vh.GetName()] = vs
 	t.idx.AddVirtualHost(vs, vs.deps(), vs.mirror())
+	t.setShadows(vs, j.shadows)
 	if len(vs.report) > 0 {
 		t.findings.dirty = true
 	}
@@ -246,7 +252,7 @@ func (t *Translator) adoptVhost(j *vhostJob) {
 
 // vhostJob is one virtual host to build: its route configuration's context, the
 // virtual host and its wire form in; the built virtual host, the upstreams it
-// references and its encoded routes out.
+// references, its encoded routes and the controller plugins they shadow out.
 type vhostJob struct {
 	st   *rcState
 	vh   *routev3.VirtualHost
@@ -255,6 +261,7 @@ type vhostJob struct {
 	vs       *vhostState
 	acquires []acquired
 	routes   []store.Object
+	shadows  []routeShadow
 }
 
 // buildVhosts builds the virtual hosts syncRC queued, then adopts them in queue
