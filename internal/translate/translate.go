@@ -157,11 +157,7 @@ func (t *Translator) Translate(snap *resource.State) Result {
 	}
 	// 4. Virtual hosts affected by cluster changes or by changed controller plugins.
 	for vhs := t.idx.TakeStale(); len(vhs) > 0; vhs = t.idx.TakeStale() {
-		for _, vs := range vhs {
-			if vs.owner != nil {
-				t.rebuildFromWire(vs)
-			}
-		}
+		t.rebuildStale(vhs)
 	}
 	// 5. Upstreams: rebuild what changed, add what is newly referenced, drop the rest.
 	t.syncUpstreams()
