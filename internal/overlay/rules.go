@@ -53,16 +53,15 @@ func (rs *Rules) index(configs []*Config) {
 	rs.hostBits = make([][]Hosts, len(configs))
 	for i, c := range configs {
 		rs.fps[i] = fingerprint(c)
+		exact := len(c.Scope.Hosts) > 0
 		for _, h := range c.Scope.Hosts {
 			var bits Hosts
-			if !strings.HasPrefix(h, "*") {
+			if strings.HasPrefix(h, "*") {
+				exact = false
+			} else {
 				bits = hostBits(strings.ToLower(h))
 			}
 			rs.hostBits[i] = append(rs.hostBits[i], bits)
-		}
-		exact := len(c.Scope.Hosts) > 0
-		for _, h := range c.Scope.Hosts {
-			exact = exact && !strings.HasPrefix(h, "*")
 		}
 		if !exact {
 			rs.others = append(rs.others, i)
@@ -171,7 +170,8 @@ type Shadow struct {
 	Config, Plugin string
 }
 
-// Entry is the report of a shadow over routes routes, first the first of them.
+// Entry reports s for the routes it kept the plugin out of: how many, and the key of
+// the first.
 func (s Shadow) Entry(routes int, first string) report.Entry {
 	return report.Entry{
 		Kind: "plugin_config", Resource: s.Config, Field: "spec.plugins[" + s.Plugin + "]",
