@@ -1,6 +1,6 @@
 // Package pluginsync is the sidecar side of the plugin-sync protocol: it keeps a Watch
 // stream open to amesh-controller, reconnecting with backoff forever, and publishes each
-// config set it receives as an overlay.Feed. When the controller goes away the last set
+// config set it receives as an overlay.Feed (the agent's plugin input). When the controller goes away the last set
 // stays in force; nothing is published until a new stream delivers a set.
 package pluginsync
 

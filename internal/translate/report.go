@@ -131,6 +131,7 @@ func (t *Translator) fullReport() []report.Entry {
 	for _, r := range t.refs.splits {
 		all = append(all, r.rep...)
 	}
+	all = append(all, t.pluginReport()...)
 	sortReport(all)
 	t.findings.sorted, t.findings.dirty = all, false
 	return all
