@@ -4,14 +4,13 @@ import (
 	"errors"
 	"fmt"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	"runtime"
 	"strings"
-	"sync"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/amesh-dev/amesh/internal/parallel"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
@@ -116,33 +115,28 @@ type decoded struct {
 
 // parallelDecodeMin is the number of resources from which a response is decoded on
 // every core: an initial sync of 10,000 services brings 30,000 clusters and as many
-// load assignments in one response each. A variable so that tests can force either
-// path.
-var parallelDecodeMin = 256
+// load assignments in one response each.
+const parallelDecodeMin = 256
 
 // decodeAll fills results[i] for raws[i]. Decoding only reads t (nothing writes it
-// while a response is decoded, under Client.mu), so large responses are split
-// between GOMAXPROCS goroutines; the results keep the response's order, and so do
-// the NACK details built from them.
+// while a response is decoded: the goroutine that owns it waits here), so large
+// responses are split between GOMAXPROCS goroutines; the results keep the response's
+// order, and so do the NACK details built from them.
 func decodeAll(t *typeState, raws []rawResource, results []decoded, opts resource.DecodeOptions) {
-	workers := runtime.GOMAXPROCS(0)
-	if len(raws) < parallelDecodeMin || workers < 2 {
+	workers := parallel.Workers(len(raws), parallelDecodeMin)
+	if workers < 2 {
 		for i := range raws {
 			results[i] = decodeOne(t, raws[i], opts)
 		}
 		return
 	}
-	var wg sync.WaitGroup
-	share := (len(raws) + workers - 1) / workers
-	for lo := 0; lo < len(raws); lo += share {
-		hi := min(lo+share, len(raws))
-		wg.Go(func() {
+	parallel.For(len(raws), workers, 0, func() func(lo, hi int) {
+		return func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				results[i] = decodeOneSafely(t, raws[i], opts)
 			}
-		})
-	}
-	wg.Wait()
+		}
+	})
 }
 
 // decodeOneSafely is decodeOne on a goroutine of decodeAll: a panic in a decoder
