@@ -20,7 +20,7 @@ type rawResource struct {
 	body          *anypb.Any
 }
 
-// decodeLocked decodes the resources of a response for type t. A resource whose bytes
+// decode decodes the resources of a response for type t. A resource whose bytes
 // equal an accepted one is not decoded again. A resource with other bytes but the same
 // content as the accepted one of its name (istiod marshals protobuf maps in no stable
 // order) keeps the accepted entry too, so it is not reported changed; its new form is
@@ -28,7 +28,7 @@ type rawResource struct {
 // not subscribed are dropped and counted as ignored (istiod sends them right after an
 // unsubscribe). Any invalid resource rejects the whole response: the error lists every
 // invalid resource with its problem, for the NACK.
-func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion string) ([]upsert, error) {
+func (c *Client) decode(t *typeState, raws []rawResource, sotwVersion string) ([]upsert, error) {
 	results := make([]decoded, len(raws))
 	decodeAll(t, raws, results, resource.DecodeOptions{Intern: c.intern})
 	out := make([]upsert, 0, len(raws))
@@ -153,7 +153,7 @@ func decodeOneSafely(t *typeState, r rawResource, opts resource.DecodeOptions) (
 
 // decodeOne decodes one resource. A resource whose bytes equal an accepted one is not
 // decoded again; one with other bytes but the content of the accepted one of its name
-// keeps the accepted message (see decodeLocked).
+// keeps the accepted message (see decode).
 func decodeOne(t *typeState, r rawResource, opts resource.DecodeOptions) decoded {
 	if r.name != "" && !t.wants(r.name) {
 		return decoded{ignored: true}
@@ -200,7 +200,7 @@ func decodeOne(t *typeState, r rawResource, opts resource.DecodeOptions) decoded
 	// the entries differs), so a length change is a change without comparing.
 	size := uint32(len(body.GetValue()))
 	if old := t.res[d.Name]; old != nil && old.size == size && resource.Equal(old.msg, d.Msg) {
-		// Same message, new form: applyLocked keeps old and remembers the form.
+		// Same message, new form: apply keeps old and remembers the form.
 		return decoded{e: newEntry(old.msg, d.Hash, size, old.deps())}
 	}
 	return decoded{e: newEntry(d.Msg, d.Hash, size, d.Deps), route: d.Route}
@@ -251,14 +251,15 @@ func deltaRaws(resp *discoveryv3.DeltaDiscoveryResponse) []rawResource {
 	return out
 }
 
-// receiveLocked does what both protocols do first with a response: find its type,
-// record the nonce, count it and decode its resources. ok is false for a type never
+// receive does what both protocols do first with a response: find its type, record
+// the nonce, count it (posted at once: Status shows the response while it is
+// decoded) and decode its resources. ok is false for a type never
 // requested (the response is ignored). A non-nil err is the NACK detail, already
 // counted and logged; the caller sends the protocol's NACK.
 //
 // A response that names a resource twice is rejected too (duplicateDelta,
 // duplicateSotW); removed are a Delta response's removed names, nil in SotW.
-func (c *Client) receiveLocked(p Protocol, typeURL, nonce string, raws []rawResource, removed []string, sotwVersion string) (i int, t *typeState, entries []upsert, ok bool, err error) {
+func (c *Client) receive(p Protocol, typeURL, nonce string, raws []rawResource, removed []string, sotwVersion string) (i int, t *typeState, entries []upsert, ok bool, err error) {
 	i, ok = typeIndex(typeURL)
 	if !ok {
 		c.log.Warn("xds: response for a type never requested", "type", typeURL)
@@ -267,11 +268,12 @@ func (c *Client) receiveLocked(p Protocol, typeURL, nonce string, raws []rawReso
 	t = c.types[i]
 	t.nonce = nonce
 	t.responses++
+	c.post()
 	if p == Delta {
 		err = duplicateDelta(raws, removed)
 	}
 	if err == nil {
-		entries, err = c.decodeLocked(t, raws, sotwVersion)
+		entries, err = c.decode(t, raws, sotwVersion)
 	}
 	if err == nil && p == SotW {
 		err = duplicateSotW(t.url, entries)

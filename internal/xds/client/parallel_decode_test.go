@@ -55,7 +55,7 @@ func TestParallelDecodeMatchesSerial(t *testing.T) {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 		ts := newTypeState(resource.EndpointType, false)
 		ts.subscribed = subscribed
-		ups, err := (&Client{}).decodeLocked(ts, raws, "")
+		ups, err := (&Client{}).decode(ts, raws, "")
 		o := outcome{ignored: ts.ignored}
 		if err != nil {
 			o.err = err.Error()
