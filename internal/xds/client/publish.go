@@ -109,7 +109,6 @@ func (c *Client) publishSnapshot(missing []resource.MissingResource) {
 	c.handOver(missing)
 	c.decoded = map[string]*routev3.RouteConfiguration{}
 	c.dirty = [numTypes]map[string]struct{}{}
-	c.readyOnce.Do(func() { close(c.ready) })
 }
 
 // handOver records the changes in c.out under pubMu and wakes Next.
@@ -124,7 +123,9 @@ func (c *Client) handOver(missing []resource.MissingResource) {
 		c.out.record(i, t, c.dirty[i], first)
 	}
 	c.out.addDecoded(c.types[rdsIdx], c.decoded)
-	c.post() // Status shows the publication before Next can return it
+	// Status and Ready show the publication before Next can return it.
+	c.post()
+	c.readyOnce.Do(func() { close(c.ready) })
 	close(c.notify)
 	c.notify = make(chan struct{})
 }
