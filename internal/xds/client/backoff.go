@@ -1,7 +1,6 @@
 package client
 
 import (
-	"math/rand/v2"
 	"time"
 
 	"github.com/amesh-dev/amesh/internal/backoff"
@@ -13,5 +12,3 @@ import (
 func (b Backoff) delay(failures int, rnd func() float64) time.Duration {
 	return backoff.Exponential{Initial: b.Initial, Max: b.Max, Multiplier: b.Multiplier, Jitter: b.Jitter}.Delay(failures, rnd())
 }
-
-func defaultRand() float64 { return rand.Float64() }

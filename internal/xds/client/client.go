@@ -19,6 +19,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -29,10 +30,9 @@ import (
 
 // Client is an ADS client. Create it with New and start it with Run.
 type Client struct {
-	cfg   Config         // read-only after New
-	log   *slog.Logger   // read-only after New
-	ready chan struct{}  // closed at the first published snapshot
-	rnd   func() float64 // jitter source, read-only after New
+	cfg   Config        // read-only after New
+	log   *slog.Logger  // read-only after New
+	ready chan struct{} // closed at the first published snapshot
 
 	readyOnce sync.Once
 	running   sync.Mutex // held by Run: one Run at a time
@@ -93,7 +93,6 @@ func New(cfg Config) (*Client, error) {
 		cfg:          cfg,
 		log:          cfg.Logger.With("xds_server", cfg.Server, "xds_protocol", string(cfg.Protocol)),
 		ready:        make(chan struct{}),
-		rnd:          defaultRand,
 		pendingSince: map[resKey]time.Time{},
 		notify:       make(chan struct{}),
 		decoded:      map[string]*routev3.RouteConfiguration{},
@@ -165,7 +164,7 @@ func (c *Client) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		failures = nextFailures(failures, gotResponse)
-		wait := c.cfg.Backoff.delay(failures, c.rnd)
+		wait := c.cfg.Backoff.delay(failures, rand.Float64)
 		c.setState(Waiting, err)
 		c.log.Warn("xds stream ended, reconnecting", "err", err, "in", wait)
 		if err := c.sleep(ctx, wait); err != nil {
