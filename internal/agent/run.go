@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/backoff"
 	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -177,7 +178,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			wait := backoff(a.opts.RetryInitial, a.opts.RetryMax, attempt)
+			wait := retryWait(a.opts.RetryInitial, a.opts.RetryMax, attempt)
 			a.log.Warn("apply failed, will retry", "err", err, "attempt", attempt, "retry_in", wait)
 			if err := a.collect(ctx, snaps, &b, wait); err != nil {
 				return err
@@ -221,7 +222,7 @@ func (a *Agent) read(ctx context.Context, out chan<- received) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-a.after(backoff(a.opts.RetryInitial, a.opts.RetryMax, attempt)):
+			case <-a.after(retryWait(a.opts.RetryInitial, a.opts.RetryMax, attempt)):
 			}
 			continue
 		}
@@ -434,11 +435,7 @@ func panicError(where string, p any) error {
 	return &PanicError{Where: where, Value: p, Stack: debug.Stack()}
 }
 
-// backoff returns min(initial*2^(attempt-1), max).
-func backoff(initial, maxWait time.Duration, attempt int) time.Duration {
-	d := initial
-	for i := 1; i < attempt && d < maxWait; i++ {
-		d *= 2
-	}
-	return min(d, maxWait)
+// retryWait returns min(initial*2^(attempt-1), max).
+func retryWait(initial, maxWait time.Duration, attempt int) time.Duration {
+	return backoff.Exponential{Initial: initial, Max: maxWait, Multiplier: 2}.Delay(attempt, 0)
 }

@@ -4,10 +4,10 @@ package translate
 // put together again only when one of them changed.
 
 import (
-	"runtime"
 	"slices"
 	"sync"
 
+	"github.com/amesh-dev/amesh/internal/parallel"
 	"github.com/amesh-dev/amesh/internal/report"
 )
 
@@ -140,7 +140,7 @@ func (t *Translator) fullReport() []report.Entry {
 // sortReport sorts a report as report.Sort does; a long one (a first translation of
 // Istio's output has a finding per cluster) as two halves on two goroutines, merged.
 func sortReport(es []report.Entry) {
-	if len(es) < 4*parallelMin || runtime.GOMAXPROCS(0) < 2 {
+	if parallel.Workers(len(es), 4*parallelMin) < 2 {
 		report.Sort(es)
 		return
 	}
