@@ -3,8 +3,7 @@ package apisix
 import "hash/maphash"
 
 // Holders of the output (the translator, the agent) keep a 64-bit digest per object
-// instead of its JSON: at 10,000 services the JSON is 30 MiB that already lives in
-// the sink (nginx's shared memory, or the file), and a digest is all that deciding
+// instead of its JSON: the JSON is most of the output and already lives in the sink (nginx's shared memory, or the file), and a digest is all that deciding
 // "did this object change?" needs.
 
 // hashSeed is chosen per process: digests are only compared within one process, and a

@@ -1,7 +1,7 @@
 // Package keyset is a set of strings kept as one sorted slice, for the sinks that must
-// be able to list the keys they wrote. At 10,000 services a sink holds 40,000 keys; a
-// Go map of them cost ~1.7 MiB (slots, control bytes and growth headroom), the slice
-// 16 bytes a key. The key strings themselves are the ones the caller passes in (the
+// be able to list the keys they wrote. A sink holds a key per object of the mesh; a Go
+// map of them costs slots, control bytes and growth headroom, the slice one string
+// header a key. The key strings themselves are the ones the caller passes in (the
 // translator's), not copies.
 //
 // Lookups are binary searches and a batch that adds or removes keys costs one pass
@@ -115,7 +115,7 @@ func (s *Set[V]) Apply(put iter.Seq2[string, V], del []string) {
 
 // inPlaceMax is the most keys Apply adds or removes by moving the others in place
 // (each a memmove of the tail) rather than rebuilding the slices (one pass, but two
-// new arrays: ~1.3 MB at 40,000 keys, for a route added to a large mesh).
+// new arrays the size of the set, for a route added to a large mesh).
 const inPlaceMax = 8
 
 type entry[V any] struct {

@@ -46,9 +46,9 @@ func Render(objects map[string][]byte, f Format) ([]byte, error) {
 }
 
 // renderer holds the objects of the file and each one's rendered fragment, so that a
-// change set re-renders only the objects it changed: at 10,000 services the file has
-// 50,000 objects, and rendering all of them for every change would dominate the cost
-// of an update. The objects' JSON is kept because it is the state of the file (the
+// change set re-renders only the objects it changed: a large mesh's file has tens of
+// thousands of objects, and rendering all of them for every change would dominate the
+// cost of an update. The objects' JSON is kept because it is the state of the file (the
 // pipeline keeps only digests); it is shared with the change sets, not copied.
 type renderer struct {
 	format Format

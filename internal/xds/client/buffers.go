@@ -13,12 +13,11 @@ const maxPooledBuffer = 1 << 20
 // The xDS connection pools none of its buffers (dial: mem.NopBufferPool), and the
 // codec copies a large received message into a fresh buffer. gRPC's pools are
 // sync.Pools, which release buffers only after two garbage collections, and in a
-// quiet sidecar those can be minutes apart. An initial sync or a full push of a
-// 10,000-service mesh brings responses of 10–40 MB each, read as thousands of
-// 16 KiB frames: pooled, the frames of one SotW push were still ~10 MiB of the heap
-// after the next collection (the bench's heap profiles), and whole-message buffers
-// 60–86 MiB before the codec copied large messages. xDS traffic is rare next to a
-// data plane's, so allocating its buffers fresh costs nothing that matters.
+// quiet sidecar those can be minutes apart. An initial sync or a full push of a large
+// mesh brings responses of tens of megabytes, read as thousands of frames: pooled,
+// they would stay on the heap long after the push (BENCHMARKS.md has the figures).
+// xDS traffic is rare next to a data plane's, so allocating its buffers fresh costs
+// nothing that matters.
 
 // codec is gRPC's proto codec, except that a large received message is copied into a
 // fresh buffer instead of one from gRPC's global pool.

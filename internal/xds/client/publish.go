@@ -44,7 +44,7 @@ func (c *Client) publish(now time.Time) {
 	}
 	if hadPending && len(c.pendingSince) == 0 {
 		// A Go map keeps its buckets when emptied: after an initial sync that waited
-		// for every endpoint set, they held ~5 MiB at 10,000 services for good.
+		// for every endpoint set, they would hold megabytes for good.
 		c.pendingSince = map[resKey]time.Time{}
 	}
 	c.deadline = time.Time{}

@@ -8,8 +8,8 @@ import (
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
-// entry is one accepted resource. At 10,000 services the client holds 20,000 of them,
-// so the struct is kept small: its name is its message's (msgName, also the key in
+// entry is one accepted resource. The client holds one per resource of the mesh, so
+// the struct is kept small: its name is its message's (msgName, also the key in
 // typeState.res), its dependencies are derived from the message where they can be
 // (clusters), its version shares its bytes with the other resources of its response
 // that came with the same one, and what only few entries need is behind more.

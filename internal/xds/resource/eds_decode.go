@@ -2,11 +2,10 @@ package resource
 
 // Decoding of ClusterLoadAssignments straight from the protobuf wire format.
 //
-// Endpoints are most of a mesh's xDS: at 10,000 services, 30,000 assignments with
-// 300,000 endpoints, each carrying an Istio metadata Struct. The general path
-// (proto.Unmarshal, ValidateAll, FromCLA) builds about 25 messages per endpoint only to
-// copy four numbers and a string out of them, and two thirds of the bytes it parses are
-// metadata that amesh never reads. The wire decoder below reads the few fields a
+// Endpoints are most of a mesh's xDS, each endpoint carrying an Istio metadata Struct.
+// The general path (proto.Unmarshal, ValidateAll, FromCLA) builds dozens of messages
+// per endpoint only to copy four numbers and a string out of them, and most of the
+// bytes it parses are metadata that amesh never reads. The wire decoder below reads the few fields a
 // LoadAssignment keeps, skips the rest without allocating, and allocates a handful of
 // objects per assignment (the assignment, its localities, one backing array for all
 // endpoints, the cluster name, one string holding every address).
