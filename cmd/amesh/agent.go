@@ -30,7 +30,7 @@ var agentEnvFlags = []struct{ flag, env, usage string }{
 	{"controller-address", config.EnvControllerAddress, "amesh-controller gRPC address for plugin configs (default off: Istio's config only)"},
 }
 
-func runAgent(args []string, stdout, stderr io.Writer) int {
+func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("agent", stderr)
 	envFlags := map[string]*string{}
 	for _, f := range agentEnvFlags {
@@ -84,8 +84,6 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	if err := os.MkdirAll(filepath.Dir(*output), 0o755); err != nil {
 		return fail(stderr, "agent", fmt.Errorf("-output %s: %w", *output, err))
 	}
-	ctx, cancel := baseContext()
-	defer cancel()
 	if err := agentMain(ctx, cfg, *output, f, *startupTimeout, stdout, stderr); err != nil {
 		return fail(stderr, "agent", err)
 	}

@@ -27,12 +27,12 @@ func TestAgentControllerFlag(t *testing.T) {
 	srv.Set(resource.ClusterType, xdstest.EDSCluster(cluster))
 	srv.Set(resource.EndpointType, xdstest.Endpoints(cluster, "10.1.0.1:9080"))
 
-	cancel := withContext(t)
+	ctx, cancel := withContext(t)
 	ctl, statusAddr := freeAddr(t), freeAddr(t)
 	stdout, stderr := newSyncBuffer(), newSyncBuffer()
 	done := make(chan int, 1)
 	go func() {
-		done <- run([]string{"agent", "-xds-address", srv.Addr(), "-controller-address", ctl,
+		done <- run(ctx, []string{"agent", "-xds-address", srv.Addr(), "-controller-address", ctl,
 			"-output", filepath.Join(t.TempDir(), "apisix.yaml"), "-status-addr", statusAddr, "-log-level", "error"}, stdout, stderr)
 	}()
 	stdout.waitFor(t, "keeping it in sync", 30*time.Second)

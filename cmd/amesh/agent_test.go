@@ -95,13 +95,13 @@ func TestAgent(t *testing.T) {
 		srv.Set(typ, msgs...)
 	}
 
-	cancel := withContext(t)
+	ctx, cancel := withContext(t)
 	out := filepath.Join(t.TempDir(), "apisix.yaml")
 	statusAddr := freeAddr(t)
 	stdout, stderr := newSyncBuffer(), newSyncBuffer()
 	done := make(chan int, 1)
 	go func() {
-		done <- run([]string{"agent", "-xds-address", srv.Addr(), "-xds-protocol", "sotw", "-output", out,
+		done <- run(ctx, []string{"agent", "-xds-address", srv.Addr(), "-xds-protocol", "sotw", "-output", out,
 			"-status-addr", statusAddr, "-log-level", "warn", "-window", "5ms"}, stdout, stderr)
 	}()
 	stdout.waitFor(t, "keeping it in sync", 30*time.Second)
@@ -176,7 +176,6 @@ func toMessages[M proto.Message](ms []M) []proto.Message {
 
 func TestAgentUnreachable(t *testing.T) {
 	setPodEnv(t)
-	withContext(t)
 	addr := freeAddr(t) // nothing listens there
 	code, _, stderr := runCmd("agent", "-xds-address", addr, "-output", filepath.Join(t.TempDir(), "apisix.yaml"),
 		"-status-addr", "off", "-startup-timeout", "1500ms", "-log-level", "error")
@@ -188,7 +187,6 @@ func TestAgentUnreachable(t *testing.T) {
 
 func TestAgentBadConfig(t *testing.T) {
 	setPodEnv(t)
-	withContext(t)
 	dir := t.TempDir()
 	for _, c := range []struct {
 		name    string

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,7 +12,7 @@ import (
 	"github.com/amesh-dev/amesh/internal/sink/file"
 )
 
-func runDemo(args []string, stdout, stderr io.Writer) int {
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("demo", stderr)
 	dir := fs.String("dir", "", "write apisix.yaml into this directory and keep it (default: a temporary directory, removed at exit)")
 	format := fs.String("format", "yaml", "standalone file format: yaml or json")
@@ -46,8 +47,6 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 			return fail(stderr, "demo", fmt.Errorf("-dir %s: %w", *dir, err))
 		}
 	}
-	ctx, cancel := baseContext()
-	defer cancel()
 	err = demo.Run(ctx, demo.Options{
 		Dir: *dir, Format: f, Protocol: *protocol, Duration: *duration, ChangeAfter: *changeAfter,
 		StatusAddr: *statusAddr, Out: stdout, Logger: log, ListenAddr: *listen, Command: invocation(),

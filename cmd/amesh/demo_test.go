@@ -13,12 +13,12 @@ import (
 // TestDemo runs `amesh demo` headless: it must write the file, show the live change and
 // end cleanly when its context ends (what Ctrl-C does).
 func TestDemo(t *testing.T) {
-	cancel := withContext(t)
+	ctx, cancel := withContext(t)
 	dir := filepath.Join(t.TempDir(), "out") // created by the demo
 	stdout, stderr := newSyncBuffer(), newSyncBuffer()
 	done := make(chan int, 1)
 	go func() {
-		done <- run([]string{"demo", "-dir", dir, "-change-after", "0", "-duration", "2m"}, stdout, stderr)
+		done <- run(ctx, []string{"demo", "-dir", dir, "-change-after", "0", "-duration", "2m"}, stdout, stderr)
 	}()
 	stdout.waitFor(t, "stays in sync", 60*time.Second)
 	cancel()
@@ -52,7 +52,7 @@ func TestDemo(t *testing.T) {
 // plane; run as printed (in another terminal), that agent makes its output directory
 // and writes the same configuration as the demo's agent.
 func TestDemoPrintsAgentCommand(t *testing.T) {
-	cancel := withContext(t)
+	ctx, cancel := withContext(t)
 	t.Setenv("TMPDIR", t.TempDir()) // where the printed command writes
 	t.Setenv("AMESH_CONFIG_FILE", "")
 	t.Setenv("AMESH_LABELS_FILE", filepath.Join(t.TempDir(), "no-labels"))
@@ -60,7 +60,7 @@ func TestDemoPrintsAgentCommand(t *testing.T) {
 	stdout, stderr := newSyncBuffer(), newSyncBuffer()
 	demoDone := make(chan int, 1)
 	go func() {
-		demoDone <- run([]string{"demo", "-dir", dir, "-change-after", "0", "-xds-protocol", "sotw"}, stdout, stderr)
+		demoDone <- run(ctx, []string{"demo", "-dir", dir, "-change-after", "0", "-xds-protocol", "sotw"}, stdout, stderr)
 	}()
 	stdout.waitFor(t, "in another terminal:\n", 60*time.Second)
 	_, line, _ := strings.Cut(stdout.String(), "in another terminal:\n")
@@ -83,7 +83,7 @@ func TestDemoPrintsAgentCommand(t *testing.T) {
 	t.Logf("running %q", line)
 	agentOut, agentErr := newSyncBuffer(), newSyncBuffer()
 	agentDone := make(chan int, 1)
-	go func() { agentDone <- run(args, agentOut, agentErr) }()
+	go func() { agentDone <- run(ctx, args, agentOut, agentErr) }()
 	agentOut.waitFor(t, "keeping it in sync", 30*time.Second)
 	cancel()
 	for _, done := range []chan int{demoDone, agentDone} {
@@ -109,7 +109,6 @@ func TestDemoPrintsAgentCommand(t *testing.T) {
 }
 
 func TestDemoBadFlags(t *testing.T) {
-	withContext(t)
 	for _, c := range []struct {
 		args    []string
 		mention string

@@ -9,23 +9,30 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	// Long-running commands run until Ctrl-C or SIGTERM.
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	cancel()
+	os.Exit(code)
 }
 
 // command is one subcommand: its run function gets the arguments after its name.
 type command struct {
 	name, summary string
-	run           func(args []string, stdout, stderr io.Writer) int
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
 func commands() []command {
@@ -37,9 +44,9 @@ func commands() []command {
 	}
 }
 
-// run is main without the process: tests call it in-process. It returns the exit code:
-// 0 success, 1 failure, 2 usage error.
-func run(args []string, stdout, stderr io.Writer) (code int) {
+// run is main without the process: tests call it in-process. Long-running commands
+// stop when ctx is done. It returns the exit code: 0 success, 1 failure, 2 usage error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
 	// The last line of defence for "one clear line, never a stack trace".
 	defer func() {
 		if p := recover(); p != nil {
@@ -56,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
-			return c.run(args[1:], stdout, stderr)
+			return c.run(ctx, args[1:], stdout, stderr)
 		}
 	}
 	fmt.Fprintf(stderr, "amesh: unknown command %q (try amesh -h)\n", args[0])

@@ -54,24 +54,19 @@ func (b *syncBuffer) waitFor(t *testing.T, s string, timeout time.Duration) {
 	}
 }
 
-// withContext makes long-running commands run under a context the test cancels,
-// instead of waiting for Ctrl-C.
-func withContext(t *testing.T) context.CancelFunc {
+// withContext is the context long-running commands run under in a test, in place of
+// Ctrl-C: cancel stops them; it is cancelled when the test ends.
+func withContext(t *testing.T) (context.Context, context.CancelFunc) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	old := baseContext
-	baseContext = func() (context.Context, context.CancelFunc) { return context.WithCancel(ctx) }
-	t.Cleanup(func() {
-		cancel()
-		baseContext = old
-	})
-	return cancel
+	t.Cleanup(cancel)
+	return ctx, cancel
 }
 
 // runCmd runs the command in-process and returns its exit code and output.
 func runCmd(args ...string) (int, string, string) {
 	var stdout, stderr bytes.Buffer
-	code := run(args, &stdout, &stderr)
+	code := run(context.Background(), args, &stdout, &stderr)
 	return code, stdout.String(), stderr.String()
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,7 +18,7 @@ import (
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
-func runTranslate(args []string, stdout, stderr io.Writer) int {
+func runTranslate(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("translate", stderr)
 	dir := fs.String("dir", "", "directory of xDS resources, one protojson file per resource in lds/, rds/, cds/, eds/ (the layout of testdata/istiod/sotw)")
 	configDump := fs.String("config-dump", "", "Envoy /config_dump JSON file (istioctl proxy-config all POD -o json); - reads stdin")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"runtime"
@@ -8,7 +9,7 @@ import (
 	"github.com/amesh-dev/amesh/internal/version"
 )
 
-func runVersion(args []string, stdout, stderr io.Writer) int {
+func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("version", stderr)
 	short := fs.Bool("short", false, "print only the version")
 	if code, ok := parse(fs, args); !ok {

@@ -277,12 +277,11 @@ func startWith(t *testing.T, newTr func() Translator, plugins ...Plugins) *harne
 	t.Helper()
 	h := &harness{src: newFakeSource(), sink: newFakeSink(),
 		clock: &fakeClock{timers: make(chan fakeTimer)}, done: make(chan error, 1)}
-	opts := Options{Window: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	opts := Options{Window: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), After: h.clock.after}
 	if len(plugins) > 0 {
 		opts.Plugins = plugins[0]
 	}
 	h.agent = New(h.src, newTr, h.sink, opts)
-	h.agent.after = h.clock.after
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stop = cancel
 	go func() { h.done <- h.agent.Run(ctx) }()

@@ -30,6 +30,11 @@ type Options struct {
 	RetryInitial, RetryMax time.Duration
 	// Logger receives batch and error events; nil means slog.Default().
 	Logger *slog.Logger
+	// After is the agent's clock: it returns a channel that receives once d has
+	// passed, for the coalescing window and the waits between retries. Default: a
+	// timer without the runtime's millisecond rounding (preciseAfter). A caller that
+	// drives time itself (a simulation) sets it.
+	After func(d time.Duration) <-chan time.Time
 	// Plugins, when set, is the second input: every Translator gets its current set
 	// (Translator.SetPlugins), and a new set is translated and written like an
 	// update, once the first update has arrived.
@@ -51,6 +56,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.After == nil {
+		o.After = preciseAfter
 	}
 	return o
 }
@@ -83,10 +91,6 @@ type Agent struct {
 	changed    <-chan struct{}
 	setPending bool
 
-	// after is preciseAfter (time.After without the runtime's millisecond rounding);
-	// tests replace it to control the window and backoff timers.
-	after func(time.Duration) <-chan time.Time
-
 	readyOnce sync.Once
 	ready     chan struct{} // closed after the first successful Apply
 
@@ -105,7 +109,6 @@ func New(src Source, newTr func() Translator, sink Sink, opts Options) *Agent {
 	opts = opts.withDefaults()
 	a := &Agent{
 		src: src, newTr: newTr, tr: newTr(), sink: sink, opts: opts, log: opts.Logger,
-		after: preciseAfter,
 		ready: make(chan struct{}),
 		stats: Stats{ObjectsByKind: map[string]int{}, PushToWrite: newLatency()},
 	}
@@ -189,7 +192,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // collect absorbs snapshots into b for d.
 func (a *Agent) collect(ctx context.Context, snaps <-chan received, b *batch, d time.Duration) error {
-	timer := a.after(d)
+	timer := a.opts.After(d)
 	for {
 		select {
 		case <-ctx.Done():
@@ -222,7 +225,7 @@ func (a *Agent) read(ctx context.Context, out chan<- received) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-a.after(retryWait(a.opts.RetryInitial, a.opts.RetryMax, attempt)):
+			case <-a.opts.After(retryWait(a.opts.RetryInitial, a.opts.RetryMax, attempt)):
 			}
 			continue
 		}

@@ -108,14 +108,14 @@ func TestIncrementalResendWithOneChangedVhost(t *testing.T) {
 		min  int
 	}{{"serial", 1 << 30}, {"parallel", 1}} {
 		t.Run(tc.name, func(t *testing.T) {
-			withParallelMin(t, tc.min, func() { resendWithOneChangedVhost(t) })
+			resendWithOneChangedVhost(t, tc.min)
 		})
 	}
 }
 
-func resendWithOneChangedVhost(t *testing.T) {
+func resendWithOneChangedVhost(t *testing.T, parallelMin int) {
 	m := meshgen.Generate(meshgen.Options{Services: 20})
-	tr := newTracked(Options{})
+	tr := newTracked(Options{ParallelMin: parallelMin})
 	tr.Translate(m.Snapshot())
 	prev := applyChanges(nil, apisix.ChangeSet{Put: tr.Objects()})
 	tr.Translate(m.ResendRouteConfigs())

@@ -17,10 +17,9 @@ import (
 	"github.com/amesh-dev/amesh/internal/translate/store"
 )
 
-// parallelMin is the number of items from which the builds are spread over
-// GOMAXPROCS goroutines; below it the goroutines would cost more than they save (an
-// endpoint change builds one cluster). A variable so that tests can force either path.
-var parallelMin = 256
+// defaultParallelMin is Options.ParallelMin's default: below it the goroutines would
+// cost more than they save (an endpoint change builds one cluster).
+const defaultParallelMin = 256
 
 // scratch is the reusable buffers of one goroutine of a translation.
 type scratch struct {
@@ -30,10 +29,10 @@ type scratch struct {
 }
 
 // parallel calls build for 0..n-1, on GOMAXPROCS goroutines (each with its own
-// scratch) when n is at least parallelMin, else on this one with t.sc. A panic in a
+// scratch) when n is at least Options.ParallelMin, else on this one with t.sc. A panic in a
 // build reaches the caller.
 func (t *Translator) parallel(n int, build func(sc *scratch, i int)) {
-	workers := parallel.Workers(n, parallelMin)
+	workers := parallel.Workers(n, t.opts.ParallelMin)
 	if workers < 2 {
 		for i := 0; i < n; i++ {
 			build(&t.sc, i)

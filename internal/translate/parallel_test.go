@@ -12,15 +12,6 @@ import (
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
-// withParallelMin runs f with the given threshold for parallel upstream builds.
-func withParallelMin(t *testing.T, n int, f func()) {
-	t.Helper()
-	old := parallelMin
-	parallelMin = n
-	defer func() { parallelMin = old }()
-	f()
-}
-
 // The output, change sets and report do not depend on whether upstreams are built on
 // one goroutine or several: a first translation, an endpoint change, a cluster
 // change and a full resend, compared step by step (run with -race, this also checks
@@ -33,15 +24,13 @@ func TestParallelMatchesSerial(t *testing.T) {
 		return []*resource.State{m.Snapshot(), m.ChangeEndpoint(4), m.ChangeEndpoint(9), m.Resend()}
 	}
 	run := func(min int) (outs []string) {
-		withParallelMin(t, min, func() {
-			m := meshgen.Generate(meshgen.Options{Services: 40})
-			tr := newTracked(Options{})
-			for _, s := range steps(m) {
-				r := tr.Translate(s)
-				outs = append(outs, fmt.Sprintf("put %d %v delete %v report %v", len(r.Changes.Put), slices.Sorted(maps.Keys(r.Changes.Put)), r.Changes.Delete, r.Report))
-				outs = append(outs, fmt.Sprint(tr.Objects()))
-			}
-		})
+		m := meshgen.Generate(meshgen.Options{Services: 40})
+		tr := newTracked(Options{ParallelMin: min})
+		for _, s := range steps(m) {
+			r := tr.Translate(s)
+			outs = append(outs, fmt.Sprintf("put %d %v delete %v report %v", len(r.Changes.Put), slices.Sorted(maps.Keys(r.Changes.Put)), r.Changes.Delete, r.Report))
+			outs = append(outs, fmt.Sprint(tr.Objects()))
+		}
 		return outs
 	}
 	serial, parallel := run(1<<30), run(1)
@@ -61,16 +50,14 @@ func TestParallelBuildPanicReachesCaller(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("one CPU: the parallel path is never taken")
 	}
-	withParallelMin(t, 1, func() {
-		defer func() {
-			if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "injected") {
-				t.Fatalf("recovered %v, want the panic of the build", r)
-			}
-		}()
-		New(Options{}).parallel(64, func(_ *scratch, i int) {
-			if i == 63 {
-				panic("injected")
-			}
-		})
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "injected") {
+			t.Fatalf("recovered %v, want the panic of the build", r)
+		}
+	}()
+	New(Options{ParallelMin: 1}).parallel(64, func(_ *scratch, i int) {
+		if i == 63 {
+			panic("injected")
+		}
 	})
 }

@@ -132,14 +132,14 @@ func (t *Translator) fullReport() []report.Entry {
 		all = append(all, r.rep...)
 	}
 	all = append(all, t.pluginReport()...)
-	sortReport(all)
+	sortReport(all, t.opts.ParallelMin)
 	t.findings.sorted, t.findings.dirty = all, false
 	return all
 }
 
 // sortReport sorts a report as report.Sort does; a long one (a first translation of
 // Istio's output has a finding per cluster) as two halves on two goroutines, merged.
-func sortReport(es []report.Entry) {
+func sortReport(es []report.Entry, parallelMin int) {
 	if parallel.Workers(len(es), 4*parallelMin) < 2 {
 		report.Sort(es)
 		return

@@ -292,12 +292,12 @@ func TestSplitFindings(t *testing.T) {
 func TestSplitIncremental(t *testing.T) {
 	for _, min := range []int{1 << 30, 1} {
 		t.Run(fmt.Sprintf("parallel-from-%d", min), func(t *testing.T) {
-			withParallelMin(t, min, func() { splitIncremental(t) })
+			splitIncremental(t, min)
 		})
 	}
 }
 
-func splitIncremental(t *testing.T) {
+func splitIncremental(t *testing.T, parallelMin int) {
 	rng := rand.New(rand.NewSource(1))
 	var names []string
 	var weights []uint32
@@ -327,7 +327,7 @@ func splitIncremental(t *testing.T) {
 		}
 		return s
 	}
-	tr := newTracked(Options{})
+	tr := newTracked(Options{ParallelMin: parallelMin})
 	tr.Translate(snap(1))
 	prev := snap(1)
 	for step := 2; step < 40; step++ {

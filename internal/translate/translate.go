@@ -42,6 +42,10 @@ type Options struct {
 	// the condition [OriginalDstVar, "==", P]. Default "connection_original_dst";
 	// "server_port" fits APISIX listening on each port directly.
 	OriginalDstVar string
+	// ParallelMin is the number of pieces (clusters, virtual hosts) of one call from
+	// which their builds are spread over every core. Zero takes a default; the output
+	// does not depend on it.
+	ParallelMin int
 }
 
 // Result is the outcome of one Translate call.
@@ -105,6 +109,9 @@ type call struct {
 func New(opts Options) *Translator {
 	if opts.OriginalDstVar == "" {
 		opts.OriginalDstVar = "connection_original_dst"
+	}
+	if opts.ParallelMin <= 0 {
+		opts.ParallelMin = defaultParallelMin
 	}
 	return &Translator{
 		opts:      opts,

@@ -360,12 +360,12 @@ func TestPluginRandomSequencesMatchFullRender(t *testing.T) {
 		min  int
 	}{{"serial", 1 << 30}, {"parallel", 1}} {
 		t.Run(tc.name, func(t *testing.T) {
-			withParallelMin(t, tc.min, func() { randomPluginSequence(t) })
+			randomPluginSequence(t, tc.min)
 		})
 	}
 }
 
-func randomPluginSequence(t *testing.T) {
+func randomPluginSequence(t *testing.T, parallelMin int) {
 	rng := rand.New(rand.NewSource(1))
 	m := meshgen.Generate(meshgen.Options{Services: 6, Ports: 2})
 	hosts := []string{"svc-00000.default.svc.cluster.local", "svc-00001", "svc-00002.ns-2.svc.cluster.local",
@@ -393,7 +393,7 @@ func randomPluginSequence(t *testing.T) {
 		}
 		return cs
 	}
-	tr := newTracked(Options{})
+	tr := newTracked(Options{ParallelMin: parallelMin})
 	tr.Translate(m.Snapshot())
 	snap := m.Snapshot()
 	var set overlay.Set

@@ -110,11 +110,16 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		k, _, _ := strings.Cut(kv, "=")
 		names = append(names, k)
 	}
-	return fromEnv(getenv, names)
+	return fromEnv(getenv, names, net.InterfaceAddrs)
 }
 
 // FromEnviron is FromEnv for an explicit environment in os.Environ's "KEY=value" form.
 func FromEnviron(environ []string) (Config, error) {
+	return fromEnviron(environ, net.InterfaceAddrs)
+}
+
+// fromEnviron is FromEnviron with the host's addresses listed by hostAddrs.
+func fromEnviron(environ []string, hostAddrs func() ([]net.Addr, error)) (Config, error) {
 	m := make(map[string]string, len(environ))
 	names := make([]string, 0, len(environ))
 	for _, kv := range environ {
@@ -122,12 +127,12 @@ func FromEnviron(environ []string) (Config, error) {
 		m[k] = v
 		names = append(names, k)
 	}
-	return fromEnv(func(k string) string { return m[k] }, names)
+	return fromEnv(func(k string) string { return m[k] }, names, hostAddrs)
 }
 
 // fromEnv reports every problem it finds, not only the first, so that a user fixes
-// the environment in one go.
-func fromEnv(getenv func(string) string, names []string) (Config, error) {
+// the environment in one go. hostAddrs lists the host's addresses (net.InterfaceAddrs).
+func fromEnv(getenv func(string) string, names []string, hostAddrs func() ([]net.Addr, error)) (Config, error) {
 	env := func(name, def string) string {
 		if v := strings.TrimSpace(getenv(name)); v != "" {
 			return v
@@ -174,7 +179,7 @@ func fromEnv(getenv func(string) string, names []string) (Config, error) {
 		errs = append(errs, fmt.Errorf("%s: %w", EnvMaxMessageBytes, err))
 	}
 	var nodeErrs []error
-	cfg.Node, nodeErrs = node(getenv, env, names)
+	cfg.Node, nodeErrs = node(getenv, env, names, hostAddrs)
 	errs = append(errs, nodeErrs...)
 	if len(errs) > 0 {
 		return Config{}, prefixed(errs)
@@ -248,7 +253,7 @@ const (
 	metaJSONPrefix = "ISTIO_METAJSON_"
 )
 
-func node(getenv func(string) string, env func(string, string) string, names []string) (*corev3.Node, []error) {
+func node(getenv func(string) string, env func(string, string) string, names []string, hostAddrs func() ([]net.Addr, error)) (*corev3.Node, []error) {
 	var errs []error
 	meta := map[string]any{}
 	// Generic variables first, so that the specific ones below win.
@@ -286,7 +291,7 @@ func node(getenv func(string) string, env func(string, string) string, names []s
 	if len(missing) > 0 {
 		errs = append(errs, fmt.Errorf("%s must be set: the pod's name and namespace (downward API metadata.name, metadata.namespace; any names work outside Kubernetes)", strings.Join(missing, " and ")))
 	}
-	ips, err := instanceIPs(env("INSTANCE_IP", str("INSTANCE_IPS", "")))
+	ips, err := instanceIPs(env("INSTANCE_IP", str("INSTANCE_IPS", "")), hostAddrs)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -363,9 +368,9 @@ func firstNonEmpty(s ...string) string {
 // instanceIPs parses INSTANCE_IP (istio-agent accepts a comma-separated list; the first
 // address goes into the node id). Unset, it is the host's first address that is not a
 // loopback, link-local or multicast one, as istio-agent finds the pod IP without it.
-func instanceIPs(v string) ([]string, error) {
+func instanceIPs(v string, hostAddrs func() ([]net.Addr, error)) ([]string, error) {
 	if v == "" {
-		a, err := firstHostAddr()
+		a, err := firstHostAddr(hostAddrs)
 		if err != nil {
 			return nil, fmt.Errorf("INSTANCE_IP is not set and %w; set it to the pod IP (downward API status.podIP)", err)
 		}
@@ -389,13 +394,10 @@ func instanceIPs(v string) ([]string, error) {
 	return out, nil
 }
 
-// interfaceAddrs lists the host's addresses; tests replace it.
-var interfaceAddrs = net.InterfaceAddrs
-
 // firstHostAddr returns the first address of the host's interfaces that can identify
 // it to others: not loopback, link-local, multicast or unspecified.
-func firstHostAddr() (netip.Addr, error) {
-	addrs, err := interfaceAddrs()
+func firstHostAddr(hostAddrs func() ([]net.Addr, error)) (netip.Addr, error) {
+	addrs, err := hostAddrs()
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("the host's addresses cannot be listed: %w", err)
 	}

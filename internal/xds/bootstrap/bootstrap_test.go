@@ -187,14 +187,11 @@ func TestTransportSettings(t *testing.T) {
 // Without INSTANCE_IP the node id carries the host's first address that others can
 // reach it on, as internal/config/README.md says.
 func TestInstanceIPDefault(t *testing.T) {
-	old := interfaceAddrs
-	t.Cleanup(func() { interfaceAddrs = old })
 	env := []string{"POD_NAME=p", "POD_NAMESPACE=ns", "AMESH_LABELS_FILE=/nonexistent"}
 
-	interfaceAddrs = func() ([]net.Addr, error) {
+	cfg, err := fromEnviron(env, func() ([]net.Addr, error) {
 		return []net.Addr{cidr(t, "127.0.0.1/8"), cidr(t, "::1/128"), cidr(t, "fe80::1/64"), cidr(t, "10.2.3.4/24"), cidr(t, "192.168.1.9/24")}, nil
-	}
-	cfg, err := FromEnviron(env)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,8 +202,8 @@ func TestInstanceIPDefault(t *testing.T) {
 		t.Errorf("INSTANCE_IPS %v", got)
 	}
 
-	interfaceAddrs = func() ([]net.Addr, error) { return []net.Addr{cidr(t, "127.0.0.1/8"), cidr(t, "fe80::1/64")}, nil }
-	if _, err := FromEnviron(env); err == nil || !strings.Contains(err.Error(), "INSTANCE_IP is not set") {
+	onlyLocal := func() ([]net.Addr, error) { return []net.Addr{cidr(t, "127.0.0.1/8"), cidr(t, "fe80::1/64")}, nil }
+	if _, err := fromEnviron(env, onlyLocal); err == nil || !strings.Contains(err.Error(), "INSTANCE_IP is not set") {
 		t.Errorf("only loopback and link-local addresses: error %v, want one saying INSTANCE_IP is not set", err)
 	}
 }

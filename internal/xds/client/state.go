@@ -1,6 +1,8 @@
 package client
 
 import (
+	"maps"
+	"slices"
 	"sort"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -197,16 +199,7 @@ func (t *typeState) remove(name string) bool {
 }
 
 func (t *typeState) sortedSubscribed() []string {
-	return sortedKeys(t.subscribed)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(t.subscribed))
 }
 
 // Indexes into Client.types, in the order Envoy subscribes (clusters before

@@ -84,6 +84,9 @@ type DecodeOptions struct {
 	// Intern shares equal parts between the resources decoded with it (intern.go);
 	// nil shares nothing. The xDS client owns one per stream.
 	Intern *Interner
+	// ParallelRDSMin is the size in bytes from which a route configuration is decoded
+	// on every core; zero takes a default. The result does not depend on it.
+	ParallelRDSMin int
 }
 
 // Decode decodes and validates a resource of kind typeURL from an Any, sharing

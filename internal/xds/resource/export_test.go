@@ -7,11 +7,3 @@ var (
 	DecodeLoadAssignmentWire  = decodeLoadAssignmentWire
 	DecodeLoadAssignmentProto = decodeLoadAssignmentProto
 )
-
-// SetParallelRDSMin sets the size from which route configurations are decoded on
-// every core, until the returned function restores it.
-func SetParallelRDSMin(n int) (restore func()) {
-	old := parallelRDSMin
-	parallelRDSMin = n
-	return func() { parallelRDSMin = old }
-}

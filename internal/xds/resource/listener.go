@@ -8,7 +8,7 @@ package resource
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -106,19 +106,6 @@ func ListenerRouteNames(l *listenerv3.Listener) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return dedupSorted(names), nil
-}
-
-func dedupSorted(s []string) []string {
-	if len(s) < 2 {
-		return s
-	}
-	sort.Strings(s)
-	out := s[:1]
-	for _, v := range s[1:] {
-		if v != out[len(out)-1] {
-			out = append(out, v)
-		}
-	}
-	return out
+	slices.Sort(names)
+	return slices.Compact(names), nil
 }

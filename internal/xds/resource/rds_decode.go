@@ -24,9 +24,9 @@ import (
 	"github.com/amesh-dev/amesh/internal/parallel"
 )
 
-// parallelRDSMin is the size from which a route configuration is decoded on every
-// core (a variable so that tests can force either path).
-var parallelRDSMin = 256 << 10
+// defaultParallelRDSMin is DecodeOptions.ParallelRDSMin's default: below it, one core
+// decodes faster than the split costs.
+const defaultParallelRDSMin = 256 << 10
 
 // errFallback makes decodeRouteConfigParallel's caller decode serially.
 var errFallback = errors.New("decode serially")

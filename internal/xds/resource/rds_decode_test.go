@@ -17,12 +17,10 @@ import (
 // decodeBoth decodes b as a route configuration serially and on every core.
 func decodeBoth(t *testing.T, b []byte, want string) (serial, parallel *resource.Decoded, serr, perr error) {
 	t.Helper()
-	restore := resource.SetParallelRDSMin(1 << 62)
-	serial, serr = resource.DecodeBytes(resource.RouteConfigType, b, want, clientOpts)
-	restore()
-	restore = resource.SetParallelRDSMin(0)
-	parallel, perr = resource.DecodeBytes(resource.RouteConfigType, b, want, clientOpts)
-	restore()
+	so, po := clientOpts, clientOpts
+	so.ParallelRDSMin, po.ParallelRDSMin = 1<<62, 1
+	serial, serr = resource.DecodeBytes(resource.RouteConfigType, b, want, so)
+	parallel, perr = resource.DecodeBytes(resource.RouteConfigType, b, want, po)
 	return serial, parallel, serr, perr
 }
 
@@ -145,9 +143,10 @@ func BenchmarkDecodeRouteConfig(b *testing.B) {
 		name   string
 		min    int
 		update bool
-	}{{"serial", 1 << 62, false}, {"parallel", 0, false}, {"serial-update", 1 << 62, true}, {"parallel-update", 0, true}} {
+	}{{"serial", 1 << 62, false}, {"parallel", 1, false}, {"serial-update", 1 << 62, true}, {"parallel-update", 1, true}} {
 		b.Run(tc.name, func(b *testing.B) {
-			defer resource.SetParallelRDSMin(tc.min)()
+			opts := clientOpts
+			opts.ParallelRDSMin = tc.min
 			var prev any
 			in := &anypb.Any{TypeUrl: resource.RouteConfigType, Value: raw}
 			if tc.update {
@@ -161,7 +160,7 @@ func BenchmarkDecodeRouteConfig(b *testing.B) {
 			var d *resource.Decoded
 			for b.Loop() {
 				var err error
-				if d, err = resource.DecodeUpdate(resource.RouteConfigType, in, "", prev, clientOpts); err != nil {
+				if d, err = resource.DecodeUpdate(resource.RouteConfigType, in, "", prev, opts); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -304,9 +303,10 @@ func TestDecodeUpdateMatchesDecode(t *testing.T) {
 	next.VirtualHosts = append(next.VirtualHosts[:7], next.VirtualHosts[8:]...)
 	next.VirtualHosts = append([]*routev3.VirtualHost{proto.Clone(rc.VirtualHosts[1]).(*routev3.VirtualHost)}, next.VirtualHosts...)
 	next.VirtualHosts[0].Name, next.VirtualHosts[0].Domains = "added", []string{"added"}
-	for name, min := range map[string]int{"serial": 1 << 62, "parallel": 0} {
+	for name, min := range map[string]int{"serial": 1 << 62, "parallel": 1} {
 		t.Run(name, func(t *testing.T) {
-			defer resource.SetParallelRDSMin(min)()
+			opts := clientOpts
+			opts.ParallelRDSMin = min
 			prev, err := resource.Decode(resource.RouteConfigType, mustAny(t, rc), "")
 			if err != nil {
 				t.Fatal(err)
@@ -316,7 +316,7 @@ func TestDecodeUpdateMatchesDecode(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, p := range []any{prev.Msg, nil, "not a route configuration"} {
-				got, err := resource.DecodeUpdate(resource.RouteConfigType, mustAny(t, next), "", p, clientOpts)
+				got, err := resource.DecodeUpdate(resource.RouteConfigType, mustAny(t, next), "", p, opts)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -74,13 +74,10 @@ func FuzzDecodeRouteConfig(f *testing.F) {
 	in := NewInterner() // shared, as the client shares one between its decodes
 	f.Fuzz(func(t *testing.T, b []byte) {
 		decode := func(min int) (*Decoded, error) {
-			old := parallelRDSMin
-			parallelRDSMin = min
-			defer func() { parallelRDSMin = old }()
-			return DecodeBytes(RouteConfigType, b, "", DecodeOptions{Intern: in})
+			return DecodeBytes(RouteConfigType, b, "", DecodeOptions{Intern: in, ParallelRDSMin: min})
 		}
 		serial, serr := decode(math.MaxInt)
-		parallel, perr := decode(0)
+		parallel, perr := decode(1)
 		switch {
 		case (serr == nil) != (perr == nil):
 			t.Fatalf("serial decode: %v; parallel: %v", serr, perr)

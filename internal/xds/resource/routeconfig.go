@@ -35,7 +35,11 @@ var routeConfigKind = &kindFuncs[*routev3.RouteConfiguration, *RouteConfig]{
 // form, reusing prev's (nil: none) compressed virtual hosts where unchanged; d.Route
 // is the decoded, pruned message. A large one is decoded on every core (rds_decode.go).
 func decodeRouteConfig(d *Decoded, b []byte, prev *RouteConfig, opts DecodeOptions) (*RouteConfig, error) {
-	if len(b) >= parallelRDSMin {
+	min := opts.ParallelRDSMin
+	if min <= 0 {
+		min = defaultParallelRDSMin
+	}
+	if len(b) >= min {
 		if r, m, err := decodeRouteConfigParallel(b, prev, opts.Intern); err == nil {
 			d.Name, d.Route = r.Name, m
 			return r, nil

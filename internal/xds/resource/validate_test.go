@@ -228,10 +228,8 @@ func TestValidateRouteConfig(t *testing.T) {
 			if merr != nil {
 				t.Fatal(merr)
 			}
-			for _, min := range []int{1 << 62, 0} {
-				restore := SetParallelRDSMin(min)
-				_, derr := DecodeBytes(RouteConfigType, b, "", DecodeOptions{})
-				restore()
+			for _, min := range []int{1 << 62, 1} {
+				_, derr := DecodeBytes(RouteConfigType, b, "", DecodeOptions{ParallelRDSMin: min})
 				if (derr == nil) != (tc.want == "") || derr != nil && !strings.Contains(derr.Error(), tc.want) {
 					t.Errorf("decode (parallel from %d bytes): %v, want %q", min, derr, tc.want)
 				}

@@ -159,17 +159,14 @@ func TestRouteConfigReuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, min := range map[string]int{"serial": 1 << 62, "parallel": 0} {
+	for name, min := range map[string]int{"serial": 1 << 62, "parallel": 1} {
 		t.Run(name, func(t *testing.T) {
-			old := parallelRDSMin
-			parallelRDSMin = min
-			defer func() { parallelRDSMin = old }()
 			prev := makePrev()
-			d, err := decodeBytes(RouteConfigType, b, "", prev, DecodeOptions{})
+			d, err := decodeBytes(RouteConfigType, b, "", prev, DecodeOptions{ParallelRDSMin: min})
 			if err != nil {
 				t.Fatal(err)
 			}
-			plain, err := decodeBytes(RouteConfigType, b, "", nil, DecodeOptions{})
+			plain, err := decodeBytes(RouteConfigType, b, "", nil, DecodeOptions{ParallelRDSMin: min})
 			if err != nil {
 				t.Fatal(err)
 			}
