@@ -96,7 +96,7 @@ func buildListener(l *listenerv3.Listener, in inboundInfo, opts Options) listene
 			tls++
 			continue
 		}
-		a := analyzeChain(fc)
+		a := analyzeChain(fc, opts.OriginalDstVar)
 		observed, accounted = append(observed, a.observed...), append(accounted, a.accounted...)
 		switch {
 		case a.hcm != nil:
@@ -195,7 +195,7 @@ func buildInbound(l *listenerv3.Listener, out *listenerOut, rep func(string, rep
 		if !plaintextChain(fc) {
 			continue
 		}
-		a := analyzeChain(fc)
+		a := analyzeChain(fc, opts.OriginalDstVar)
 		if a.hcm == nil {
 			// Inbound TCP is not served (no stream routes): what would guard it has
 			// nothing to guard, but is not dropped without a word.
