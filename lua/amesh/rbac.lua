@@ -19,10 +19,12 @@
 --   headers    repeated headers joined with "," (Envoy's header matchers); :method,
 --              :authority (Host), :scheme, :path (the normalised path with the query).
 --   ports      the connection's original destination port, from conf.port_var.
---   ip         "direct": the physical peer ($realip_remote_addr); "source": the peer
---              after PROXY protocol ($remote_addr); "remote": Envoy's remote address,
---              which is the peer when conf.peer_is_remote, or when the request has no
---              x-forwarded-for (else unknown: "u").
+--   ip         "direct": the physical peer ($realip_remote_addr, else $remote_addr);
+--              "source": the peer after PROXY protocol ($remote_addr, which nginx's
+--              realip module sets from it); "remote": Envoy's remote address, which is
+--              that same address when conf.peer_is_remote or when the request has no
+--              x-forwarded-for (else unknown: "u"). A realip set from a request header
+--              would make "source" differ from Envoy's; amesh's APISIX sets none.
 local ngx = ngx
 local ngx_var = ngx.var
 local re_find = ngx.re.find
@@ -329,7 +331,7 @@ function req_mt:addr(src)
         s = ngx_var.remote_addr
     elseif src == "remote" then
         if self.conf.peer_is_remote or not self:header("x-forwarded-for") then
-            s = ngx_var.realip_remote_addr or ngx_var.remote_addr
+            s = ngx_var.remote_addr
         end
     end
     if s == nil then
