@@ -17,6 +17,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -207,19 +208,7 @@ func (n *rbacNginx) send(c string, r rbacReq) (int, string, string, error) {
 // translator emits it; it must validate against the plugin's schema.
 func rbacConf(t *testing.T, hcm func(*hcmv3.HttpConnectionManager), filters ...*hcmv3.HttpFilter) []byte {
 	t.Helper()
-	f := xdstest.HCMWithFilters("r80", filters...)
-	if hcm != nil {
-		h := &hcmv3.HttpConnectionManager{}
-		if err := f.GetTypedConfig().UnmarshalTo(h); err != nil {
-			t.Fatal(err)
-		}
-		hcm(h)
-		a, err := anypb.New(h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.GetTypedConfig().Value = a.Value
-	}
+	f := editHCM(xdstest.HCMWithFilters("r80", filters...), hcm)
 	res := resourcesOf(
 		xdstest.ListenerWithFilters("0.0.0.0_80", 80, f),
 		routeConfig("r80", &routev3.VirtualHost{Name: "all", Domains: []string{"*"}, Routes: []*routev3.Route{
@@ -252,6 +241,24 @@ func rbacConf(t *testing.T, hcm func(*hcmv3.HttpConnectionManager), filters ...*
 	}
 	t.Fatal("no route r in the translation")
 	return nil
+}
+
+// editHCM changes the connection manager of filter f (nil edit: none).
+func editHCM(f *listenerv3.Filter, edit func(*hcmv3.HttpConnectionManager)) *listenerv3.Filter {
+	if edit == nil {
+		return f
+	}
+	h := &hcmv3.HttpConnectionManager{}
+	if err := f.GetTypedConfig().UnmarshalTo(h); err != nil {
+		panic(err)
+	}
+	edit(h)
+	a, err := anypb.New(h)
+	if err != nil {
+		panic(err)
+	}
+	f.GetTypedConfig().Value = a.Value
+	return f
 }
 
 func rbacHTTP(name string, rules *rbacv3.RBAC) *hcmv3.HttpFilter {
