@@ -7,7 +7,10 @@ package translate
 // package plugins); filters that only observe traffic are ignored. Every other filter
 // is a guard: amesh enforces what it decides when that is the same for every request
 // of a route (an RBAC filter without rules allows everything, one that allows no
-// policy denies everything...), and otherwise the routes it applies to fail closed:
+// policy denies everything...); an HTTP RBAC filter whose rules depend on the request
+// is enforced per request by the amesh-rbac plugin, which runs the RBAC filters of a
+// route in filter order up to the first guard that refuses the route's requests; and
+// otherwise the routes a guard applies to fail closed:
 // 403 for a filter that decides who gets in (RBAC, ext_authz, jwt_authn and code that
 // may refuse requests, as Envoy answers a request it cannot authorize), 500 for any
 // other. Per-route configs (typed_per_filter_config, FilterConfig) that disable,

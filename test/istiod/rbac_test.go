@@ -50,7 +50,8 @@ func authorizationPolicy(name, app string, spec map[string]any) harness.Object {
 }
 
 // inboundAnswers returns, for each inbound route (the workload's own ports, served
-// through virtualInbound), the status it answers itself and the start of its body.
+// through virtualInbound), the status it answers itself and the start of its body,
+// after "rbac <action:policy,...> then " when amesh-rbac enforces RBAC rules first.
 func inboundAnswers(t *testing.T, objs map[string][]byte) map[string]string {
 	t.Helper()
 	out := map[string]string{}
@@ -67,6 +68,14 @@ func inboundAnswers(t *testing.T, objs map[string][]byte) map[string]string {
 						Body   string `json:"body"`
 					} `json:"abort"`
 				} `json:"fault-injection"`
+				RBAC *struct {
+					Filters []struct {
+						Action   string `json:"action"`
+						Policies []struct {
+							Name string `json:"name"`
+						} `json:"policies"`
+					} `json:"filters"`
+				} `json:"amesh-rbac"`
 			} `json:"plugins"`
 		}
 		if err := json.Unmarshal(v, &r); err != nil {
@@ -78,6 +87,17 @@ func inboundAnswers(t *testing.T, objs map[string][]byte) map[string]string {
 		default:
 			body, _, _ := strings.Cut(r.Plugins.Fault.Abort.Body, ":")
 			out[k] = jsonInt(r.Plugins.Fault.Abort.Status) + " " + body
+		}
+		if r.Plugins.RBAC != nil {
+			var fs []string
+			for _, f := range r.Plugins.RBAC.Filters {
+				var ps []string
+				for _, p := range f.Policies {
+					ps = append(ps, p.Name)
+				}
+				fs = append(fs, f.Action+":"+strings.Join(ps, ","))
+			}
+			out[k] = "rbac " + strings.Join(fs, " ") + " then " + out[k]
 		}
 	}
 	return out
@@ -130,7 +150,8 @@ func hasEntry(es []report.Entry, sev report.Severity, parts ...string) bool {
 
 // TestAuthorizationPolicy: istiod turns an AuthorizationPolicy into RBAC filters in the
 // inbound filter chains of the workloads it selects. amesh as productpage gets a DENY
-// for one path, which depends on the request: every inbound route fails closed with 403;
+// for one path, which depends on the request: every inbound route carries it for
+// amesh-rbac to enforce per request, in front of what the route does without it;
 // amesh as reviews-v1 gets an allow-nothing policy, which denies every request: every
 // inbound route answers 403 "RBAC: access denied", as Envoy. The refusal comes before
 // the 502 the inbound routes answer without a policy (their original-destination
@@ -164,8 +185,8 @@ func TestAuthorizationPolicy(t *testing.T) {
 				rv.waitFor(t, "reviews' inbound routes without the policy", func(o map[string][]byte) bool { return allAnswer(t, o, unguarded) })
 			})
 
-			ppAfter := pp.waitFor(t, "productpage's inbound routes fail closed (403)", func(o map[string][]byte) bool {
-				return allAnswer(t, o, "403 amesh")
+			ppAfter := pp.waitFor(t, "productpage's inbound routes enforce the DENY policy", func(o map[string][]byte) bool {
+				return allAnswer(t, o, "rbac DENY:ns[default]-policy[deny-admin]-rule[0] then "+unguarded)
 			})
 			rv.waitFor(t, "reviews' inbound routes answer 403 RBAC: access denied", func(o map[string][]byte) bool {
 				return allAnswer(t, o, "403 RBAC")
@@ -174,7 +195,7 @@ func TestAuthorizationPolicy(t *testing.T) {
 				t.Error("productpage's outbound routes changed; the policies concern inbound traffic only")
 			}
 
-			if rep := pp.ag.Report(); !hasEntry(rep, report.Unsupported, "ns[default]-policy[deny-admin]", "403 (fail closed)") {
+			if rep := pp.ag.Report(); !hasEntry(rep, report.Approximated, "ns[default]-policy[deny-admin]", "enforced per request by amesh-rbac") {
 				t.Errorf("productpage's report does not name the RBAC filter and the policy:\n%v", entriesOf(rep, "virtualInbound"))
 			}
 			if rep := rv.ag.Report(); !hasEntry(rep, report.Approximated, "ns[default]-policy[allow-nothing]", "denies every request", "RBAC: access denied") {
