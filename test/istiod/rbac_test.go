@@ -1,14 +1,17 @@
 package istiod_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/amesh-dev/amesh/internal/apisix/schema"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/xds/client"
 	"github.com/amesh-dev/amesh/test/istiod/harness"
@@ -213,4 +216,106 @@ func entriesOf(es []report.Entry, resource string) []report.Entry {
 		}
 	}
 	return out
+}
+
+var updateRBAC = flag.Bool("update-rbac", false, "rewrite test/nginx/testdata/istiod-rbac-allow.json from istiod's RBAC filter")
+
+// rbacGolden is where the amesh-rbac config of istiod's policy is kept for
+// test/nginx's TestRBACLuaDecisions, which runs it in nginx against Envoy's decisions.
+const rbacGolden = "../nginx/testdata/istiod-rbac-allow.json"
+
+// TestAuthorizationPolicyRules: an ALLOW AuthorizationPolicy with principals, IP
+// blocks (ipBlocks, notRemoteIpBlocks), methods, paths and notPaths, a header
+// condition and a JWT claim, as istiod turns it into an RBAC filter, becomes the
+// amesh-rbac config of productpage's inbound routes: it validates against the plugin's
+// schema; what needs the mTLS peer (principals on a plaintext connection, never
+// authenticated) or a JWT (claims) is decided here as Envoy's worst case for ALLOW, so
+// those rules can only deny; the rest stays for the plugin. The config is kept as a
+// golden file for test/nginx (-update-rbac rewrites it).
+func TestAuthorizationPolicyRules(t *testing.T) {
+	requireEnv(t)
+	pp := startAmesh(t, sidecarEnv(t, env.istiod.GRPCAddr, client.Delta))
+	unguarded := "502 amesh"
+	pp.waitFor(t, "productpage's inbound routes", func(o map[string][]byte) bool { return allAnswer(t, o, unguarded) })
+	allow := authorizationPolicy("allow-rich", "productpage", map[string]any{
+		"action": "ALLOW",
+		"rules": []any{
+			map[string]any{
+				"from": []any{map[string]any{"source": map[string]any{"principals": []any{"cluster.local/ns/default/sa/sleep"}}}},
+				"to":   []any{map[string]any{"operation": map[string]any{"methods": []any{"GET"}, "paths": []any{"/api/*"}}}},
+			},
+			map[string]any{
+				"from": []any{map[string]any{"source": map[string]any{
+					"ipBlocks": []any{"127.0.0.0/8", "2001:db8::/32"}, "notRemoteIpBlocks": []any{"127.0.0.9"}}}},
+				"to":   []any{map[string]any{"operation": map[string]any{"methods": []any{"GET", "HEAD"}, "notPaths": []any{"/private*"}}}},
+				"when": []any{map[string]any{"key": "request.headers[x-team]", "values": []any{"blue*"}}},
+			},
+			map[string]any{
+				"to":   []any{map[string]any{"operation": map[string]any{"paths": []any{"/health"}}}},
+				"when": []any{map[string]any{"key": "request.auth.claims[group]", "values": []any{"admin"}}},
+			},
+		},
+	})
+	apply(t, allow)
+	t.Cleanup(func() {
+		if err := env.kube.Client.Delete(context.Background(), allow); err != nil {
+			t.Error(err)
+		}
+	})
+	want := "rbac ALLOW:ns[default]-policy[allow-rich]-rule[0],ns[default]-policy[allow-rich]-rule[1],ns[default]-policy[allow-rich]-rule[2] then " + unguarded
+	objs := pp.waitFor(t, "productpage's inbound routes carry the ALLOW policy", func(o map[string][]byte) bool { return allAnswer(t, o, want) })
+
+	var conf json.RawMessage
+	for k, v := range objs {
+		if !strings.HasPrefix(k, "/routes/in-") {
+			continue
+		}
+		var r struct {
+			Plugins map[string]json.RawMessage `json:"plugins"`
+		}
+		if err := json.Unmarshal(v, &r); err != nil {
+			t.Fatal(err)
+		}
+		c := r.Plugins["amesh-rbac"]
+		if err := schema.ValidatePlugin("amesh-rbac", c); err != nil {
+			t.Errorf("%s: amesh-rbac config does not validate: %v", k, err)
+		}
+		if conf == nil {
+			conf = c
+		} else if !bytes.Equal(conf, c) {
+			t.Errorf("%s: amesh-rbac config differs from another inbound route's", k)
+		}
+	}
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, conf, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	pretty.WriteByte('\n')
+	text := pretty.String()
+	// The principal's rule is never met on plaintext, the claim's is decided as ALLOW's
+	// worst case; the IP blocks, methods, paths and header stay.
+	for _, part := range []string{
+		`"const": false`, `"src": "direct"`, `"addr": "2001:db8::"`, `"src": "remote"`, `"name": ":method"`,
+		`"op": "prefix"`, `"v": "/api/"`, `"v": "/private"`, `"name": "x-team"`, `"v": "blue"`, `"normalize_path": true`,
+	} {
+		if !strings.Contains(text, part) {
+			t.Errorf("amesh-rbac config lacks %s:\n%s", part, text)
+		}
+	}
+	if *updateRBAC {
+		if err := os.WriteFile(rbacGolden, pretty.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	golden, err := os.ReadFile(rbacGolden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(golden) != text {
+		t.Errorf("istiod's policy translates to something else than %s (run with -update-rbac and check TestRBACLuaDecisions):\n%s", rbacGolden, text)
+	}
+	if rep := pp.ag.Report(); !hasEntry(rep, report.Unsupported, "ns[default]-policy[allow-rich]", "metadata (request principals, JWT claims)") {
+		t.Errorf("the report does not say what was decided as the worst case:\n%v", entriesOf(rep, "virtualInbound"))
+	}
 }

@@ -537,7 +537,49 @@ func TestRBACLuaDecisions(t *testing.T) {
 			{target: "/", proxy: "10.0.0.1", allow: deny, filter: "allow-p1"}, // a third port
 		}
 	}
+	// What istiod makes of an ALLOW AuthorizationPolicy, translated
+	// (test/istiod's TestAuthorizationPolicyRules keeps it up to date), with the port
+	// variable of this nginx.
+	golden, err := os.ReadFile(filepath.Join("testdata", "istiod-rbac-allow.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var istiod map[string]any
+	if err := json.Unmarshal(golden, &istiod); err != nil {
+		t.Fatal(err)
+	}
+	istiod["port_var"] = "server_port"
+	istiodConf, _ := json.Marshal(istiod)
+	if err := schema.ValidatePlugin("amesh-rbac", istiodConf); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(n.cases, "istiod-allow.json"), istiodConf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	blue := h("x-team", "blue-1")
+	cases = append(cases, struct {
+		name    string
+		hcm     func(*hcmv3.HttpConnectionManager)
+		filters []*hcmv3.HttpFilter
+		reqs    []rbacReq
+	}{"istiod-allow", nil, nil, []rbacReq{
+		{target: "/public", headers: blue, allow: allow}, // rule 1: GET, not /private*, from 127/8, x-team blue*
+		{method: "HEAD", target: "/public", headers: blue, allow: allow},
+		{target: "/public", headers: h("x-team", "red"), allow: deny},
+		{method: "POST", target: "/public", headers: blue, allow: deny},
+		{target: "/private/x", headers: blue, allow: deny},
+		{target: "/./private/x", headers: blue, allow: deny},
+		{target: "/%70rivate", headers: blue, allow: deny},
+		{target: "/public", headers: blue, from: "127.0.0.9", allow: deny}, // notRemoteIpBlocks
+		{target: "/public", headers: blue, from: "::1", allow: deny},       // not in 2001:db8::/32
+		{target: "/public", headers: h("x-team", "blue", "x-forwarded-for", "10.0.0.1"), allow: deny},
+		{target: "/api/x", allow: deny},  // rule 0 needs the mTLS peer sleep
+		{target: "/health", allow: deny}, // rule 2 needs a JWT claim
+	}})
 	for _, c := range cases {
+		if c.filters == nil {
+			continue
+		}
 		conf := rbacConf(t, c.hcm, c.filters...)
 		if err := os.WriteFile(filepath.Join(n.cases, c.name+".json"), conf, 0o644); err != nil {
 			t.Fatal(err)
@@ -555,7 +597,7 @@ func TestRBACLuaDecisions(t *testing.T) {
 			if !r.allow {
 				want = 403
 			}
-			if code != want || (want == 403 && body != "RBAC: access denied") || (want == 200 && body != "allowed") {
+			if code != want || (want == 403 && body != "RBAC: access denied") || (want == 200 && r.method != "HEAD" && body != "allowed") {
 				t.Errorf("%s: %s headers %v from %q proxy %q port2 %t: %d %q, want %d", c.name, r.target, r.headers, r.from, r.proxy, r.port2, code, body, want)
 			}
 			if r.filter != "" && filter != r.filter {
