@@ -63,18 +63,22 @@ type rbacEnv struct {
 	PeerIsRemote bool `json:"peer_is_remote,omitempty"`
 	// remoteUnknown: an original IP detection extension decides the remote address.
 	remoteUnknown bool
+	// authorityRewritten: the connection manager strips the host's port or trailing
+	// dot before the filters.
+	authorityRewritten bool
 }
 
 // envOf reads the connection manager's options.
 func envOf(h *hcmv3.HttpConnectionManager, portVar string) rbacEnv {
 	a := h.GetPathWithEscapedSlashesAction()
 	return rbacEnv{
-		PortVar:       portVar,
-		NormalizePath: h.GetNormalizePath().GetValue(),
-		MergeSlashes:  h.GetMergeSlashes(),
-		PctUnknown:    a > hcmv3.HttpConnectionManager_KEEP_UNCHANGED,
-		PeerIsRemote:  h.GetUseRemoteAddress().GetValue() && h.GetXffNumTrustedHops() == 0 && len(h.GetOriginalIpDetectionExtensions()) == 0,
-		remoteUnknown: len(h.GetOriginalIpDetectionExtensions()) > 0,
+		PortVar:            portVar,
+		NormalizePath:      h.GetNormalizePath().GetValue(),
+		MergeSlashes:       h.GetMergeSlashes(),
+		PctUnknown:         a > hcmv3.HttpConnectionManager_KEEP_UNCHANGED,
+		PeerIsRemote:       h.GetUseRemoteAddress().GetValue() && h.GetXffNumTrustedHops() == 0 && len(h.GetOriginalIpDetectionExtensions()) == 0,
+		remoteUnknown:      len(h.GetOriginalIpDetectionExtensions()) > 0,
+		authorityRewritten: h.GetStripPortMode() != nil || h.GetStripMatchingHostPort() || h.GetStripTrailingHostDot(),
 	}
 }
 
@@ -359,8 +363,8 @@ func (c *rbacCompiler) str(sm *matcherv3.StringMatcher) (*rbacString, bool) {
 // match.go keeps for routes).
 func (c *rbacCompiler) header(h *routev3.HeaderMatcher, neg bool) rbacNode {
 	name := strings.ToLower(h.GetName())
-	if strings.HasPrefix(name, ":") && !slices.Contains([]string{":method", ":path", ":authority", ":scheme"}, name) {
-		return c.unknown(neg, "header "+name)
+	if why := unreadableHeader(name, c.env); why != "" {
+		return c.unknown(neg, "header "+name+" ("+why+")")
 	}
 	hd := &rbacHeader{Name: name, Invert: h.GetInvertMatch()}
 	var sm *matcherv3.StringMatcher
@@ -418,4 +422,42 @@ func (c *rbacCompiler) header(h *routev3.HeaderMatcher, neg bool) rbacNode {
 	}
 	// :path is the normalised path: the plugin may find it cannot know it.
 	return rbacNode{Header: hd, U: c.worst(neg)}
+}
+
+// unreadableHeader says why the plugin cannot see header name as Envoy's RBAC filter
+// sees it, "" when it can.
+func unreadableHeader(name string, env rbacEnv) string {
+	switch name {
+	case ":method", ":path", ":scheme":
+		return ""
+	case ":authority":
+		if env.authorityRewritten {
+			return "the connection manager rewrites the host"
+		}
+		return ""
+	case "host":
+		// Envoy keeps Host as :authority: a matcher on "host" may see nothing.
+		return "Envoy holds it as :authority"
+	case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-client-cert", "x-forwarded-host",
+		"x-forwarded-port", "x-request-id", "connection", "keep-alive", "proxy-connection",
+		"transfer-encoding", "upgrade", "te":
+		return "the connection manager sets or removes it before the filters"
+	}
+	if strings.HasPrefix(name, "x-envoy-") {
+		return "the connection manager sets or removes it before the filters"
+	}
+	if strings.HasPrefix(name, ":") {
+		return "a pseudo-header nginx does not have"
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			// nginx drops header names with '_' (underscores_in_headers off) and
+			// others it does not read as names.
+			return "nginx drops such names"
+		}
+	}
+	if name == "" {
+		return "no name"
+	}
+	return ""
 }

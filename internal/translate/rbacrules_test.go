@@ -111,6 +111,12 @@ func TestRBACNodeTranslation(t *testing.T) {
 		{"header range", A, header(&routev3.HeaderMatcher{Name: "x-r", HeaderMatchSpecifier: &routev3.HeaderMatcher_RangeMatch{RangeMatch: &typev3.Int64Range{Start: -5, End: 10}}}), nil, rbacEnv{}, `{"header":{"name":"x-r","range":[-5,10]}}`, ""},
 		{"header range beyond doubles", D, header(&routev3.HeaderMatcher{Name: "x-r", HeaderMatchSpecifier: &routev3.HeaderMatcher_RangeMatch{RangeMatch: &typev3.Int64Range{Start: 0, End: 1 << 60}}}), nil, rbacEnv{}, `{"const":true}`, "header range beyond 2^53"},
 		{"pseudo-header", A, header(str(":protocol", exactSM("websocket"))), nil, rbacEnv{}, `{"const":false}`, "header :protocol"},
+		{"host header", D, header(str("Host", exactSM("a"))), nil, rbacEnv{}, `{"const":true}`, "header host (Envoy holds it as :authority)"},
+		{"authority", A, header(str(":authority", exactSM("a"))), nil, rbacEnv{}, `{"header":{"name":":authority","str":{"op":"exact","v":"a"}}}`, ""},
+		{"authority with the port stripped", A, header(str(":authority", exactSM("a"))), nil, rbacEnv{authorityRewritten: true}, `{"const":false}`, "rewrites the host"},
+		{"header Envoy sets", D, header(str("x-forwarded-proto", exactSM("https"))), nil, rbacEnv{}, `{"const":true}`, "sets or removes it"},
+		{"x-envoy header", A, header(str("x-envoy-peer-metadata", exactSM("x"))), nil, rbacEnv{}, `{"const":false}`, "sets or removes it"},
+		{"header nginx drops", D, header(str("x_user", exactSM("a"))), nil, rbacEnv{}, `{"const":true}`, "nginx drops such names"},
 		{"destination port", A, &rbacv3.Permission{Rule: &rbacv3.Permission_DestinationPort{DestinationPort: 8080}}, nil, rbacEnv{}, `{"ports":[8080,8081]}`, ""},
 		{"destination port range", D, &rbacv3.Permission{Rule: &rbacv3.Permission_DestinationPortRange{DestinationPortRange: &typev3.Int32Range{Start: 80, End: 90}}}, nil, rbacEnv{}, `{"ports":[80,90],"u":true}`, ""},
 		{"and, or, not", A, &rbacv3.Permission{Rule: &rbacv3.Permission_AndRules{AndRules: &rbacv3.Permission_Set{Rules: []*rbacv3.Permission{
