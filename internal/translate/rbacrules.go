@@ -308,7 +308,8 @@ func (c *rbacCompiler) principal(p *rbacv3.Principal, neg bool, d int) rbacNode 
 			return c.unknown(neg, "remote_ip (the connection manager detects the client address with an extension)")
 		}
 		return c.cidr("remote", r.RemoteIp, neg)
-	case *rbacv3.Principal_SourceIp: //nolint:staticcheck // deprecated, still valid xDS
+	case *rbacv3.Principal_SourceIp:
+		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 		return c.cidr("source", r.SourceIp, neg)
 	case *rbacv3.Principal_Metadata:
 		return c.unknown(neg, "metadata (request principals, JWT claims)")
@@ -377,14 +378,19 @@ func (c *rbacCompiler) header(h *routev3.HeaderMatcher, neg bool) rbacNode {
 	case nil:
 		present, presentWanted = true, true
 	case *routev3.HeaderMatcher_ExactMatch:
+		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s.ExactMatch}}
 	case *routev3.HeaderMatcher_PrefixMatch:
+		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: s.PrefixMatch}}
 	case *routev3.HeaderMatcher_SuffixMatch:
+		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: s.SuffixMatch}}
 	case *routev3.HeaderMatcher_ContainsMatch:
+		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Contains{Contains: s.ContainsMatch}}
 	case *routev3.HeaderMatcher_SafeRegexMatch:
+		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: s.SafeRegexMatch}}
 	case *routev3.HeaderMatcher_RangeMatch:
 		r := s.RangeMatch
@@ -418,7 +424,7 @@ func (c *rbacCompiler) header(h *routev3.HeaderMatcher, neg bool) rbacNode {
 			hd.Miss = empty != hd.Invert
 		}
 	case h.GetTreatMissingHeaderAsEmpty():
-		hd.Miss = false != hd.Invert // "" is no integer
+		hd.Miss = hd.Invert // "" is no integer: no match, inverted
 	}
 	// :path is the normalised path: the plugin may find it cannot know it.
 	return rbacNode{Header: hd, U: c.worst(neg)}

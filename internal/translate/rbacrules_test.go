@@ -31,6 +31,7 @@ func exactSM(v string) *matcherv3.StringMatcher {
 }
 
 func metadataPermission() *rbacv3.Permission {
+	//lint:ignore SA1019 deprecated fields are still valid xDS: the translation must keep their meaning
 	return &rbacv3.Permission{Rule: &rbacv3.Permission_Metadata{Metadata: &matcherv3.MetadataMatcher{Filter: "istio_authn"}}}
 }
 
@@ -135,6 +136,7 @@ func TestRBACNodeTranslation(t *testing.T) {
 		{"direct_remote_ip", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_DirectRemoteIp{DirectRemoteIp: cidr("10.1.2.3", 16)}}, rbacEnv{}, `{"ip":{"src":"direct","addr":"10.1.0.0","len":16}}`, ""},
 		{"remote_ip v6", D, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_RemoteIp{RemoteIp: cidr("2001:db8::1", 32)}}, rbacEnv{}, `{"ip":{"src":"remote","addr":"2001:db8::","len":32},"u":true}`, ""},
 		{"remote_ip with a detection extension", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_RemoteIp{RemoteIp: cidr("10.0.0.0", 8)}}, rbacEnv{remoteUnknown: true}, `{"const":false}`, "remote_ip"},
+		//lint:ignore SA1019 deprecated fields are still valid xDS: the translation must keep their meaning
 		{"source_ip", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_SourceIp{SourceIp: cidr("::1", 128)}}, rbacEnv{}, `{"ip":{"src":"source","addr":"::1","len":128}}`, ""},
 		{"bad CIDR", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_DirectRemoteIp{DirectRemoteIp: cidr("10.0.0.0", 33)}}, rbacEnv{}, `{"const":false}`, "CIDR range"},
 		{"filter_state (request principals)", D, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_FilterState{FilterState: &matcherv3.FilterStateMatcher{Key: "k"}}}, rbacEnv{}, `{"const":true}`, "filter_state"},

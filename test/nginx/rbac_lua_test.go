@@ -309,6 +309,7 @@ func cidr(a string, n uint32) *corev3.CidrRange {
 }
 
 func metadataPerm() *rbacv3.Permission {
+	//lint:ignore SA1019 deprecated fields are still valid xDS: the translation must keep their meaning
 	return &rbacv3.Permission{Rule: &rbacv3.Permission_Metadata{Metadata: &matcherv3.MetadataMatcher{
 		Filter: "istio_authn", Path: []*matcherv3.MetadataMatcher_PathSegment{{Segment: &matcherv3.MetadataMatcher_PathSegment_Key{Key: "request.auth.principal"}}},
 		Value: &matcherv3.ValueMatcher{MatchPattern: &matcherv3.ValueMatcher_StringMatch{StringMatch: sm("exact", "issuer/subject", false)}}}}}
@@ -462,6 +463,7 @@ func TestRBACLuaDecisions(t *testing.T) {
 			{target: "/", from: "127.0.0.1", allow: deny},
 		}},
 		{"ips-proxy-source", nil, []*hcmv3.HttpFilter{rbacHTTP("envoy.filters.http.rbac", rules(rbacv3.RBAC_ALLOW, map[string]*rbacv3.Policy{
+			//lint:ignore SA1019 deprecated fields are still valid xDS: the translation must keep their meaning
 			"p": policy([]*rbacv3.Permission{permAny()}, &rbacv3.Principal{Identifier: &rbacv3.Principal_SourceIp{SourceIp: cidr("2001:db8::", 32)}}),
 		}))}, []rbacReq{
 			{target: "/", proxy: "2001:db8:0:1::5", allow: allow},
