@@ -94,8 +94,22 @@ func TestAPISIXRBAC(t *testing.T) {
 		}
 	}
 
+	// settle waits until path answers code on every worker: many calls in a row (each
+	// on a new connection, which any worker may take).
+	settle := func(path string, code int) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("%s to answer %d on every worker", path, code), func() bool {
+			for i := 0; i < 12; i++ {
+				if ans, err := ap.call(guarded, "any.test", path); err != nil || ans.code != code {
+					return false
+				}
+			}
+			return true
+		})
+	}
+
 	step := "ALLOW without policies"
-	ap.waitCode(guarded, "any.test", "/a", 403)
+	settle("/a", 403)
 	for _, p := range paths {
 		if ans := ap.mustCall(guarded, "any.test", p); ans.code != 403 || ans.body != "RBAC: access denied" {
 			t.Errorf("%s: %s answers %d %q, want 403 %q", step, p, ans.code, ans.body, "RBAC: access denied")
@@ -108,7 +122,7 @@ func TestAPISIXRBAC(t *testing.T) {
 	if err := xds.Update(rbacListener(guarded, "guarded", istioDenyPrefix("/admin"))); err != nil {
 		t.Fatal(err)
 	}
-	ap.waitCode(guarded, "any.test", "/a", 200)
+	settle("/a", 200)
 	for _, c := range []struct {
 		path string
 		code int
@@ -150,7 +164,7 @@ func TestAPISIXRBAC(t *testing.T) {
 		xdstest.HTTPFilter("istio-allow", &rbachttpv3.RBAC{Rules: allowGET}))); err != nil {
 		t.Fatal(err)
 	}
-	ap.waitCode(guarded, "any.test", "/a", 403)
+	settle("/a", 403)
 	for _, c := range []struct {
 		path   string
 		header []string
@@ -174,7 +188,7 @@ func TestAPISIXRBAC(t *testing.T) {
 	if err := xds.Update(rbacListener(guarded, "guarded", nil)); err != nil {
 		t.Fatal(err)
 	}
-	ap.waitCode(guarded, "any.test", "/a", 200)
+	settle("/a", 200)
 	for p, want := range map[string]int{"/a": 200, "/admin/x": 200, "/unrouted": 404} {
 		ans := ap.mustCall(guarded, "any.test", p)
 		if ans.code != want || want == 200 && ans.body != "guarded" {
