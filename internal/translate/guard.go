@@ -485,7 +485,7 @@ func (b *vhostBuilder) routeVerdict(r *routev3.Route, res string) (*verdict, []j
 }
 
 // rbacApprox says what amesh-rbac decides differently from Envoy.
-const rbacApprox = "the plugin decides as Envoy's worst case (what would deny) a request whose :path it cannot normalise as the connection manager does (percent-encoding, backslashes, bytes outside RFC 3986's path characters), a remote_ip Envoy takes from x-forwarded-for, and a regex PCRE cannot run on the value; requests for hosts no virtual host serves get APISIX's 404 without the rules"
+const rbacApprox = "the plugin decides as Envoy's worst case (what would deny) a request whose :path it cannot normalise as the connection manager does (percent-encoding, backslashes, bytes outside RFC 3986's path characters), an x-forwarded-for entry it may read as an address differently from Envoy (remote_ip), and a regex PCRE cannot run on the value; requests for hosts no virtual host serves get APISIX's 404 without the rules"
 
 // rbacPlugin is the amesh-rbac config enforcing rules on a route of the chain.
 func (cf *ctxFilters) rbacPlugin(rules []json.RawMessage) rbacPluginConf {

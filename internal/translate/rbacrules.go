@@ -57,12 +57,13 @@ type rbacEnv struct {
 	// PctUnknown: the connection manager rewrites percent-encoded slashes
 	// (path_with_escaped_slashes_action), which the plugin does not repeat.
 	PctUnknown bool `json:"pct_unknown,omitempty"`
-	// PeerIsRemote: Envoy's remote address (remote_ip) is always the connection's
-	// peer (use_remote_address without trusted hops). Otherwise it is taken from
-	// x-forwarded-for when the request has one, which the plugin does not repeat.
-	PeerIsRemote bool `json:"peer_is_remote,omitempty"`
-	// remoteUnknown: an original IP detection extension decides the remote address.
-	remoteUnknown bool
+	// RemoteFrom says where Envoy's remote address (remote_ip) comes from: "peer",
+	// the connection's (use_remote_address without trusted hops); "xff", the
+	// x-forwarded-for entry XffHops from the right when the request has a valid one,
+	// else the peer (use_remote_address false); "" where the plugin does not know
+	// (trusted hops with use_remote_address, or a detection extension).
+	RemoteFrom string `json:"remote_from,omitempty"`
+	XffHops    uint32 `json:"xff_hops,omitempty"`
 	// authorityRewritten: the connection manager strips the host's port or trailing
 	// dot before the filters.
 	authorityRewritten bool
@@ -76,10 +77,24 @@ func envOf(h *hcmv3.HttpConnectionManager, portVar string) rbacEnv {
 		NormalizePath:      h.GetNormalizePath().GetValue(),
 		MergeSlashes:       h.GetMergeSlashes(),
 		PctUnknown:         a > hcmv3.HttpConnectionManager_KEEP_UNCHANGED,
-		PeerIsRemote:       h.GetUseRemoteAddress().GetValue() && h.GetXffNumTrustedHops() == 0 && len(h.GetOriginalIpDetectionExtensions()) == 0,
-		remoteUnknown:      len(h.GetOriginalIpDetectionExtensions()) > 0,
+		RemoteFrom:         remoteFrom(h),
+		XffHops:            h.GetXffNumTrustedHops(),
 		authorityRewritten: h.GetStripPortMode() != nil || h.GetStripMatchingHostPort() || h.GetStripTrailingHostDot(),
 	}
+}
+
+// remoteFrom is where the connection manager takes the remote address from (see
+// rbacEnv.RemoteFrom).
+func remoteFrom(h *hcmv3.HttpConnectionManager) string {
+	switch {
+	case len(h.GetOriginalIpDetectionExtensions()) > 0:
+		return ""
+	case !h.GetUseRemoteAddress().GetValue():
+		return "xff"
+	case h.GetXffNumTrustedHops() == 0:
+		return "peer"
+	}
+	return ""
 }
 
 // rbacEnforced is one RBAC filter's enforced rules.
@@ -304,8 +319,8 @@ func (c *rbacCompiler) principal(p *rbacv3.Principal, neg bool, d int) rbacNode 
 	case *rbacv3.Principal_DirectRemoteIp:
 		return c.cidr("direct", r.DirectRemoteIp, neg)
 	case *rbacv3.Principal_RemoteIp:
-		if c.env.remoteUnknown {
-			return c.unknown(neg, "remote_ip (the connection manager detects the client address with an extension)")
+		if c.env.RemoteFrom == "" {
+			return c.unknown(neg, "remote_ip (the connection manager's client address detection)")
 		}
 		return c.cidr("remote", r.RemoteIp, neg)
 	case *rbacv3.Principal_SourceIp:

@@ -134,8 +134,8 @@ func TestRBACNodeTranslation(t *testing.T) {
 		{"authenticated", D, nil, authenticated, rbacEnv{}, `{"const":false}`, ""},
 		{"not authenticated", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: authenticated}}, rbacEnv{}, `{"not":{"const":false}}`, ""},
 		{"direct_remote_ip", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_DirectRemoteIp{DirectRemoteIp: cidr("10.1.2.3", 16)}}, rbacEnv{}, `{"ip":{"src":"direct","addr":"10.1.0.0","len":16}}`, ""},
-		{"remote_ip v6", D, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_RemoteIp{RemoteIp: cidr("2001:db8::1", 32)}}, rbacEnv{}, `{"ip":{"src":"remote","addr":"2001:db8::","len":32},"u":true}`, ""},
-		{"remote_ip with a detection extension", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_RemoteIp{RemoteIp: cidr("10.0.0.0", 8)}}, rbacEnv{remoteUnknown: true}, `{"const":false}`, "remote_ip"},
+		{"remote_ip v6", D, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_RemoteIp{RemoteIp: cidr("2001:db8::1", 32)}}, rbacEnv{RemoteFrom: "xff"}, `{"ip":{"src":"remote","addr":"2001:db8::","len":32},"u":true}`, ""},
+		{"remote_ip with a detection extension", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_RemoteIp{RemoteIp: cidr("10.0.0.0", 8)}}, rbacEnv{}, `{"const":false}`, "remote_ip"},
 		//lint:ignore SA1019 deprecated fields are still valid xDS: the translation must keep their meaning
 		{"source_ip", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_SourceIp{SourceIp: cidr("::1", 128)}}, rbacEnv{}, `{"ip":{"src":"source","addr":"::1","len":128}}`, ""},
 		{"bad CIDR", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_DirectRemoteIp{DirectRemoteIp: cidr("10.0.0.0", 33)}}, rbacEnv{}, `{"const":false}`, "CIDR range"},
@@ -177,14 +177,22 @@ func TestRBACEnvFromHCM(t *testing.T) {
 	h := &hcmv3.HttpConnectionManager{NormalizePath: wrapperspb.Bool(true), MergeSlashes: true,
 		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD, UseRemoteAddress: wrapperspb.Bool(true)}
 	got := envOf(h, "server_port")
-	want := rbacEnv{PortVar: "server_port", NormalizePath: true, MergeSlashes: true, PctUnknown: true, PeerIsRemote: true}
+	want := rbacEnv{PortVar: "server_port", NormalizePath: true, MergeSlashes: true, PctUnknown: true, RemoteFrom: "peer"}
 	if got != want {
 		t.Errorf("env %+v, want %+v", got, want)
 	}
 	h.XffNumTrustedHops = 1
 	h.PathWithEscapedSlashesAction = hcmv3.HttpConnectionManager_KEEP_UNCHANGED
-	if got := envOf(h, "v"); got.PeerIsRemote || got.PctUnknown {
-		t.Errorf("env %+v: with a trusted hop the remote address comes from x-forwarded-for; KEEP_UNCHANGED keeps escapes", got)
+	if got := envOf(h, "v"); got.RemoteFrom != "" || got.PctUnknown {
+		t.Errorf("env %+v: with use_remote_address and a trusted hop the plugin does not know the remote address; KEEP_UNCHANGED keeps escapes", got)
+	}
+	h.UseRemoteAddress = nil
+	if got := envOf(h, "v"); got.RemoteFrom != "xff" || got.XffHops != 1 {
+		t.Errorf("env %+v: without use_remote_address the remote address is x-forwarded-for's second entry from the right", got)
+	}
+	h.OriginalIpDetectionExtensions = []*corev3.TypedExtensionConfig{{Name: "custom"}}
+	if got := envOf(h, "v"); got.RemoteFrom != "" {
+		t.Errorf("env %+v: a detection extension decides the remote address", got)
 	}
 }
 

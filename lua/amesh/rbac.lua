@@ -21,10 +21,11 @@
 --   ports      the connection's original destination port, from conf.port_var.
 --   ip         "direct": the physical peer ($realip_remote_addr, else $remote_addr);
 --              "source": the peer after PROXY protocol ($remote_addr, which nginx's
---              realip module sets from it); "remote": Envoy's remote address, which is
---              that same address when conf.peer_is_remote or when the request has no
---              x-forwarded-for (else unknown: "u"). A realip set from a request header
---              would make "source" differ from Envoy's; amesh's APISIX sets none.
+--              realip module sets from it); "remote": Envoy's remote address, that
+--              same address with conf.remote_from "peer", and with "xff" the
+--              x-forwarded-for entry Envoy takes (xff_remote). A realip set from a
+--              request header would make "source" differ from Envoy's; amesh's APISIX
+--              sets none.
 local ngx = ngx
 local ngx_var = ngx.var
 local re_find = ngx.re.find
@@ -318,6 +319,36 @@ function req_mt:port()
     return self.port_read or nil
 end
 
+-- xff_remote is Envoy's remote address without use_remote_address: the entry of
+-- x-forwarded-for (repeated headers joined with ",") conf.xff_hops from the right,
+-- when it is an IP address, else the peer. nil when the entry looks like an address
+-- the plugin may read differently from Envoy.
+function req_mt:xff_remote()
+    local xff = self:header("x-forwarded-for")
+    if not xff then
+        return ngx_var.remote_addr
+    end
+    for _ = 1, self.conf.xff_hops or 0 do
+        local c = find(xff, ",[^,]*$")
+        if not c then
+            return ngx_var.remote_addr
+        end
+        xff = sub(xff, 1, c - 1)
+    end
+    local c = find(xff, ",[^,]*$")
+    if c and c < #xff then
+        xff = sub(xff, c + 1)
+    end
+    xff = xff:match("^%s*(.-)%s*$")
+    if parse_ip(xff) and not find(xff, "%", 1, true) then
+        return xff
+    end
+    if find(xff, "^[%x:.%%]+$") then
+        return nil
+    end
+    return ngx_var.remote_addr
+end
+
 -- addr returns the parsed address src names; false when it is not known.
 function req_mt:addr(src)
     local a = self.addrs[src]
@@ -330,8 +361,11 @@ function req_mt:addr(src)
     elseif src == "source" then
         s = ngx_var.remote_addr
     elseif src == "remote" then
-        if self.conf.peer_is_remote or not self:header("x-forwarded-for") then
+        local from = self.conf.remote_from
+        if from == "peer" then
             s = ngx_var.remote_addr
+        elseif from == "xff" then
+            s = self:xff_remote()
         end
     end
     if s == nil then

@@ -481,9 +481,15 @@ func TestRBACLuaDecisions(t *testing.T) {
 		}))}, []rbacReq{
 			{target: "/", proxy: "10.1.2.3", allow: allow},
 			{target: "/", proxy: "10.2.2.3", allow: deny},
-			// use_remote_address false: Envoy takes the remote address from
-			// x-forwarded-for, which the plugin does not: ALLOW's worst case.
-			{target: "/", proxy: "10.1.2.3", headers: h("x-forwarded-for", "10.1.9.9"), allow: deny},
+			// use_remote_address false: Envoy's remote address is x-forwarded-for's
+			// last entry when it is an IP address, else the connection's.
+			{target: "/", proxy: "10.2.2.3", headers: h("x-forwarded-for", "10.1.9.9"), allow: allow},
+			{target: "/", proxy: "10.1.2.3", headers: h("x-forwarded-for", "10.2.0.1"), allow: deny},
+			{target: "/", proxy: "10.2.2.3", headers: h("x-forwarded-for", "10.2.0.1, 10.1.9.9"), allow: allow},
+			{target: "/", proxy: "10.2.2.3", headers: h("x-forwarded-for", "10.2.0.1", "X-Forwarded-For", " 10.1.9.9 "), allow: allow},
+			{target: "/", proxy: "10.1.2.3", headers: h("x-forwarded-for", "unknown"), allow: allow},
+			{target: "/", proxy: "10.2.2.3", headers: h("x-forwarded-for", "10.1.9.9,"), allow: deny},
+			{target: "/", proxy: "10.2.2.3", headers: h("x-forwarded-for", "10.1.9.9, 10.2.0.1"), allow: deny},
 		}},
 		{"unknown-allow", nil, []*hcmv3.HttpFilter{rbacHTTP("envoy.filters.http.rbac", rules(rbacv3.RBAC_ALLOW, map[string]*rbacv3.Policy{
 			"jwt":     policy([]*rbacv3.Permission{metadataPerm()}),
@@ -574,7 +580,8 @@ func TestRBACLuaDecisions(t *testing.T) {
 		{target: "/%70rivate", headers: blue, allow: deny},
 		{target: "/public", headers: blue, from: "127.0.0.9", allow: deny}, // notRemoteIpBlocks
 		{target: "/public", headers: blue, from: "::1", allow: deny},       // not in 2001:db8::/32
-		{target: "/public", headers: h("x-team", "blue", "x-forwarded-for", "10.0.0.1"), allow: deny},
+		{target: "/public", headers: h("x-team", "blue", "x-forwarded-for", "10.0.0.1"), allow: allow},
+		{target: "/public", headers: h("x-team", "blue", "x-forwarded-for", "127.0.0.9"), allow: deny}, // the remote address, from x-forwarded-for
 		{target: "/api/x", allow: deny},  // rule 0 needs the mTLS peer sleep
 		{target: "/health", allow: deny}, // rule 2 needs a JWT claim
 	}})

@@ -26,7 +26,8 @@ local schema = core.json.decode([==[
     "normalize_path": {"type": "boolean"},
     "merge_slashes": {"type": "boolean"},
     "pct_unknown": {"type": "boolean"},
-    "peer_is_remote": {"type": "boolean"},
+    "remote_from": {"type": "string", "enum": ["peer", "xff"]},
+    "xff_hops": {"type": "integer", "minimum": 0},
     "filters": {
       "type": "array",
       "items": {
