@@ -468,8 +468,20 @@ func TestRBACLuaDecisions(t *testing.T) {
 		}))}, []rbacReq{
 			{target: "/", proxy: "2001:db8:0:1::5", allow: allow},
 			{target: "/", proxy: "2001:db9::5", allow: deny},
+			{target: "/", proxy: "2001:db8::", allow: allow},
+			{target: "/", proxy: "2001:0db8:ffff:ffff:ffff:ffff:ffff:ffff", allow: allow},
+			{target: "/", proxy: "2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", allow: deny},
 			{target: "/", proxy: "10.1.2.3", allow: deny},
 			{target: "/", allow: deny},
+		}},
+		{"ips-v6-odd-prefix", nil, []*hcmv3.HttpFilter{rbacHTTP("envoy.filters.http.rbac", rules(rbacv3.RBAC_DENY, map[string]*rbacv3.Policy{
+			//lint:ignore SA1019 deprecated fields are still valid xDS: the translation must keep their meaning
+			"p": policy([]*rbacv3.Permission{permAny()}, &rbacv3.Principal{Identifier: &rbacv3.Principal_SourceIp{SourceIp: cidr("2001:db8:8000::", 33)}}),
+		}))}, []rbacReq{
+			{target: "/", proxy: "2001:db8:8000::1", allow: deny},
+			{target: "/", proxy: "2001:db8:ffff::1", allow: deny},
+			{target: "/", proxy: "2001:db8:7fff::1", allow: allow},
+			{target: "/", proxy: "10.0.0.1", allow: allow},
 		}},
 		{"ips-proxy-direct", nil, []*hcmv3.HttpFilter{rbacHTTP("envoy.filters.http.rbac", rules(rbacv3.RBAC_ALLOW, map[string]*rbacv3.Policy{
 			"p": policy([]*rbacv3.Permission{permAny()}, &rbacv3.Principal{Identifier: &rbacv3.Principal_DirectRemoteIp{DirectRemoteIp: cidr("2001:db8::", 32)}}),
@@ -582,8 +594,8 @@ func TestRBACLuaDecisions(t *testing.T) {
 		{target: "/public", headers: blue, from: "::1", allow: deny},       // not in 2001:db8::/32
 		{target: "/public", headers: h("x-team", "blue", "x-forwarded-for", "10.0.0.1"), allow: allow},
 		{target: "/public", headers: h("x-team", "blue", "x-forwarded-for", "127.0.0.9"), allow: deny}, // the remote address, from x-forwarded-for
-		{target: "/api/x", allow: deny},  // rule 0 needs the mTLS peer sleep
-		{target: "/health", allow: deny}, // rule 2 needs a JWT claim
+		{target: "/api/x", allow: deny},                                                                // rule 0 needs the mTLS peer sleep
+		{target: "/health", allow: deny},                                                               // rule 2 needs a JWT claim
 	}})
 	for _, c := range cases {
 		if c.filters == nil {
