@@ -126,6 +126,8 @@ type chainAnalysis struct {
 	// observed lists the filters that only observe traffic, and accounted lists
 	// what became of the others that need no report entry of their own.
 	observed, accounted []string
+	// pluginFilters are the fault and CORS filters read so far, in order.
+	pluginFilters []string
 }
 
 // analyzeChain reads a filter chain's filters in order. Listeners reach translation
@@ -283,6 +285,7 @@ func (a *chainAnalysis) httpFilter(f *hcmv3.HttpFilter, field string, main bool)
 		}
 		if main && err == nil && (role == resource.RoleFault && name == faultFilterName || role == resource.RoleCORS && name == corsFilterName) {
 			a.filters.plugins[name] = plugins.HTTPFilter{Disabled: f.GetDisabled(), Fault: fault}
+			a.pluginFilters = append(a.pluginFilters, name)
 			a.accounted = append(a.accounted, name+" (from per-route configs)")
 			return false
 		}
@@ -302,6 +305,11 @@ func (a *chainAnalysis) httpFilter(f *hcmv3.HttpFilter, field string, main bool)
 		}
 		g.base = rbacVerdict(name, c, g.env)
 		a.addGuardWhy(g, field, rbacRules(c.GetRules(), c.GetMatcher(), c.GetShadowRules() != nil || c.GetShadowMatcher() != nil).why)
+		if len(a.pluginFilters) > 0 && main && g.base.rbac != "" {
+			// APISIX runs amesh-rbac before the plugins of these filters.
+			a.notes = append(a.notes, note{field, report.Approximated, "RBAC filter " + name + " runs after " + strings.Join(a.pluginFilters, ", ") +
+				" in Envoy; amesh enforces RBAC rules first, so a request those filters would abort or answer (a CORS preflight) may get RBAC's 403 instead"})
+		}
 		handled()
 		return false
 	case resource.RoleExtAuthz:

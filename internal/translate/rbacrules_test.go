@@ -14,6 +14,7 @@ import (
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -239,6 +240,20 @@ func TestRBACFilterOrder(t *testing.T) {
 		if _, ok := rbacOf(t, r); ok {
 			t.Errorf("route %q carries %s behind a filter that fails it closed", name, rbacPluginName)
 		}
+	}
+}
+
+// Envoy runs a fault filter in front of an RBAC filter first; APISIX runs amesh-rbac
+// before fault-injection: the report says so.
+func TestRBACAfterFaultIsReported(t *testing.T) {
+	fault := httpFilter(faultFilterName, &faultv3.HTTPFault{})
+	_, rep := translateOne(t, []*listenerv3.Listener{guardedListener(80, "80", nil, fault, rbacFilter(istioDenyPath("/a")))}, twoRoutes("80"))
+	if !findEntry(rep, rbacField, report.Approximated, "runs after "+faultFilterName) {
+		t.Errorf("the order is not reported: %v", rep)
+	}
+	_, rep = translateOne(t, []*listenerv3.Listener{guardedListener(80, "80", nil, rbacFilter(istioDenyPath("/a")), fault)}, twoRoutes("80"))
+	if findEntry(rep, rbacField, report.Approximated, "runs after") {
+		t.Errorf("an RBAC filter in front of the fault filter is reported as after it: %v", rep)
 	}
 }
 
