@@ -21,6 +21,7 @@ import (
 	"github.com/amesh-dev/amesh/internal/agent"
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/keyset"
+	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/translate"
 	"github.com/amesh-dev/amesh/internal/xds/client"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -207,11 +208,30 @@ func slabSize(n int) int64 {
 	return p
 }
 
-func runChild(mode, addr, proto string, window time.Duration) error {
+// runChild runs the data plane; with controller (mode amesh) the agent has
+// amesh-controller's plugin input, holding the set the parent sends as the first stdin
+// line (read before the clock of the first config starts).
+func runChild(mode, addr, proto string, window time.Duration, controller bool) error {
 	if os.Getenv("AMESH_BENCH_HEAPPROFILE") != "" {
 		// Sample every 4 KiB instead of 512 KiB: profiles precise enough to account
 		// for each MiB (slower; only when profiles are asked for).
 		runtime.MemProfileRate = 4096
+	}
+	stdin := bufio.NewReader(os.Stdin)
+	var feed overlay.Feed
+	profileName := mode
+	if controller {
+		profileName = ctlMode
+		if mode != "amesh" {
+			return fmt.Errorf("-controller needs mode amesh, not %q", mode)
+		}
+		line, err := stdin.ReadBytes('\n')
+		if err != nil {
+			return fmt.Errorf("controller set: %w", err)
+		}
+		if feed, err = staticFeed(line); err != nil {
+			return err
+		}
 	}
 	em := &emitter{enc: json.NewEncoder(os.Stdout)}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -235,8 +255,12 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 	case "amesh":
 		cnt.track = true
 		newTr := func() agent.Translator { return translate.New(translate.Options{}) }
-		ag = agent.New(timedSource{c, cnt}, newTr, cnt, agent.Options{Window: window,
-			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		opts := agent.Options{Window: window,
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+		if feed != nil {
+			opts.Plugins = feed // as internal/sidecar wires a configured controller
+		}
+		ag = agent.New(timedSource{c, cnt}, newTr, cnt, opts)
 		go func() {
 			if err := ag.Run(ctx); err != nil && ctx.Err() == nil {
 				em.emit(event{Ev: "error", Error: err.Error()})
@@ -254,7 +278,7 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 	}
 
 	// Commands from the parent, one per line.
-	in := bufio.NewScanner(os.Stdin)
+	in := bufio.NewScanner(stdin)
 	for in.Scan() {
 		switch strings.TrimSpace(in.Text()) {
 		case "stats":
@@ -268,7 +292,7 @@ func runChild(mode, addr, proto string, window time.Duration) error {
 				<-floorSettled
 			}
 			runtime.GC()
-			if err := writeHeapProfile(mode); err != nil {
+			if err := writeHeapProfile(profileName); err != nil {
 				return err
 			}
 			var ms runtime.MemStats
@@ -359,16 +383,16 @@ func procRSS() (rss, peak uint64) {
 var _ agent.Sink = (*counter)(nil)
 var _ agent.Versioned = (*counter)(nil)
 
-// writeHeapProfile writes the live heap to $AMESH_BENCH_HEAPPROFILE/<mode>-<pid>-<k>.pprof
+// writeHeapProfile writes the live heap to $AMESH_BENCH_HEAPPROFILE/<pipeline>-<pid>-<k>.pprof
 // for the k-th stats request of this child, when that variable names a directory:
 // where the heap figures come from (go tool pprof -sample_index=inuse_space).
-func writeHeapProfile(mode string) error {
+func writeHeapProfile(pipeline string) error {
 	dir := os.Getenv("AMESH_BENCH_HEAPPROFILE")
 	if dir == "" {
 		return nil
 	}
 	heapProfiles++
-	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d-%d.pprof", mode, os.Getpid(), heapProfiles)))
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d-%d.pprof", pipeline, os.Getpid(), heapProfiles)))
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/amesh-dev/amesh/test/istiod/harness"
 )
 
-// istiodRun measures the floor and amesh against a real istiod (Kubernetes mode, harness of
+// istiodRun measures cfg's pipelines against a real istiod (Kubernetes mode, harness of
 // test/istiod) serving n Services, each with an EndpointSlice of 10 endpoints and a
 // VirtualService of 3 routes. There are no pods or DestinationRules (10 pods per service
 // would make the API server the bottleneck), so each service has one cluster.
@@ -54,10 +54,20 @@ func istiodRun(n int, cfg runConfig) ([]row, error) {
 	}
 	defer d.Stop()
 
+	var ctlSet []byte
+	if cfg.plugins > 0 {
+		svcs := make([]meshService, n)
+		for i := range svcs {
+			svcs[i] = benchServiceName(i)
+		}
+		if ctlSet, err = pluginSet(svcs, cfg.plugins); err != nil {
+			return nil, err
+		}
+	}
 	var rows []row
 	changes := 0
-	for _, mode := range []string{"floor", "amesh"} {
-		r, err := measure(n, "istiod", mode, d.GRPCAddr, cfg,
+	for _, mode := range cfg.pipelines() {
+		r, err := measure(n, "istiod", mode, d.GRPCAddr, cfg, ctlSet,
 			func(i int) (func() error, error) {
 				changes++
 				s := slices[(i*7919)%n]
@@ -82,11 +92,17 @@ func istiodRun(n int, cfg runConfig) ([]row, error) {
 	return rows, nil
 }
 
-func benchService(i int) (svc, slice, vs harness.Object) {
+// benchServiceName names benchService(i).
+func benchServiceName(i int) meshService {
 	name := fmt.Sprintf("svc-%05d", i)
-	host := name + ".default.svc.cluster.local"
+	return meshService{namespace: "default", name: name, host: name + ".default.svc.cluster.local"}
+}
+
+func benchService(i int) (svc, slice, vs harness.Object) {
+	s := benchServiceName(i)
+	name, host := s.name, s.host
 	meta := func(n string, labels map[string]any) map[string]any {
-		m := map[string]any{"name": n, "namespace": "default"}
+		m := map[string]any{"name": n, "namespace": s.namespace}
 		if labels != nil {
 			m["labels"] = labels
 		}

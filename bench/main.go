@@ -11,7 +11,9 @@
 //     version bump), wall clock across the two processes
 //   - identical push: writes and version bumps after the control plane resends everything
 //
-// With -istiod it also measures amesh against a real istiod (test/istiod/harness).
+// With -istiod it also measures amesh against a real istiod (test/istiod/harness). With
+// -plugins f it also measures amesh with amesh-controller configured (amesh+ctl): the
+// controller's plugin configs as the agent's second input, selecting a fraction f of the services.
 //
 // Each data plane runs in a child process (this binary with -child) so that its heap and RSS
 // are its own.
@@ -37,11 +39,13 @@ func main() {
 		updates  = flag.Int("updates", 200, "one-endpoint updates per run (for p50/p99; with fewer than 100, p99 is the maximum)")
 		istiod   = flag.Bool("istiod", false, "also measure against a real istiod (needs scripts/{kube,istiod}/build.sh)")
 		istiodN  = flag.String("istiod-services", "1000", "mesh sizes for the real-istiod runs")
+		plugins  = flag.Float64("plugins", 0, "also run amesh with a controller configured whose plugin configs select this fraction of the services (0: no such run)")
+		ctl      = flag.Bool("controller", false, "child: give the agent a controller plugin input; the first stdin line is its config set")
 		subsets  = flag.Int("subsets", 0, "fake control plane: DestinationRule subsets per service, each an extra cluster with its own 10 endpoints (0: the issue's shape, one cluster per service)")
 	)
 	flag.Parse()
 	if *child {
-		if err := runChild(*mode, *addr, *proto, *window); err != nil {
+		if err := runChild(*mode, *addr, *proto, *window, *ctl); err != nil {
 			fmt.Fprintln(os.Stderr, "bench child:", err)
 			os.Exit(1)
 		}
@@ -51,8 +55,15 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	cfg := runConfig{proto: *proto, window: *window, updates: *updates, subsets: *subsets}
-	fmt.Printf("amesh scale benchmark: %s, ADS %s, window %v, %d updates per run, %d subset clusters per service (fake control plane)\n\n", machine(), cfg.proto, cfg.window, cfg.updates, cfg.subsets)
+	if *plugins < 0 || *plugins > 1 {
+		fatal(fmt.Errorf("-plugins %v: want a fraction between 0 and 1", *plugins))
+	}
+	cfg := runConfig{proto: *proto, window: *window, updates: *updates, subsets: *subsets, plugins: *plugins}
+	fmt.Printf("amesh scale benchmark: %s, ADS %s, window %v, %d updates per run, %d subset clusters per service (fake control plane)", machine(), cfg.proto, cfg.window, cfg.updates, cfg.subsets)
+	if cfg.plugins > 0 {
+		fmt.Printf(", controller plugin configs on %g of the services (%s)", cfg.plugins, ctlMode)
+	}
+	fmt.Print("\n\n")
 	var rows []row
 	for _, n := range sizes {
 		r, err := fakeRuns(n, cfg)

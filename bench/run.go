@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/amesh-dev/amesh/internal/meshgen"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 	"github.com/amesh-dev/amesh/internal/xdstest"
 )
 
@@ -22,14 +23,24 @@ type runConfig struct {
 	proto   string
 	window  time.Duration
 	updates int
-	subsets int // fake control plane: extra subset clusters per service
+	subsets int     // fake control plane: extra subset clusters per service
+	plugins float64 // fraction of services with controller plugin configs; 0: no ctlMode run
+}
+
+// pipelines lists the runs per mesh: the floor, amesh, and amesh with a controller
+// configured when cfg asks for it.
+func (cfg runConfig) pipelines() []string {
+	if cfg.plugins > 0 {
+		return []string{"floor", "amesh", ctlMode}
+	}
+	return []string{"floor", "amesh"}
 }
 
 // row is one line of the result table.
 type row struct {
 	services          int
 	source            string // "fake" or "istiod"
-	mode              string // "amesh" or "floor"
+	mode              string // "floor", "amesh" or ctlMode
 	firstMS           float64
 	afterFirst, final event           // stats
 	lat               []time.Duration // control plane push → written
@@ -48,12 +59,19 @@ type childProc struct {
 	events chan event
 }
 
-func startChild(mode, addr string, cfg runConfig) (*childProc, error) {
+// startChild starts a child running pipeline mode; ctlSet is the controller's config set
+// for ctlMode (pluginSet), sent as the first stdin line.
+func startChild(mode, addr string, cfg runConfig, ctlSet []byte) (*childProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "-child", "-mode", mode, "-addr", addr, "-proto", cfg.proto, "-window", cfg.window.String())
+	args := []string{"-child", "-mode", mode, "-addr", addr, "-proto", cfg.proto, "-window", cfg.window.String()}
+	if mode == ctlMode {
+		args[2] = "amesh"
+		args = append(args, "-controller")
+	}
+	cmd := exec.Command(self, args...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -65,6 +83,13 @@ func startChild(mode, addr string, cfg runConfig) (*childProc, error) {
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
+	}
+	if mode == ctlMode {
+		if _, err := stdin.Write(append(ctlSet, '\n')); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return nil, err
+		}
 	}
 	p := &childProc{cmd: cmd, stdin: stdin, events: make(chan event, 1024)}
 	go func() {
@@ -123,10 +148,10 @@ func (p *childProc) stop() {
 	}
 }
 
-// fakeRuns measures the floor and amesh for an n-service mesh on the fake control plane.
+// fakeRuns measures cfg's pipelines for an n-service mesh on the fake control plane.
 func fakeRuns(n int, cfg runConfig) ([]row, error) {
 	var rows []row
-	for _, mode := range []string{"floor", "amesh"} {
+	for _, mode := range cfg.pipelines() {
 		subsets := cfg.subsets
 		if subsets == 0 {
 			subsets = -1 // meshgen's "none"
@@ -136,10 +161,18 @@ func fakeRuns(n int, cfg runConfig) ([]row, error) {
 		if err != nil {
 			return nil, err
 		}
-		for typ, res := range mesh.Resources() {
+		resources := mesh.Resources()
+		for typ, res := range resources {
 			srv.Set(typ, res...)
 		}
-		r, err := measure(n, "fake", mode, srv.Addr(), cfg,
+		var ctlSet []byte
+		if mode == ctlMode {
+			if ctlSet, err = pluginSet(meshServices(resources[resource.RouteConfigType]), cfg.plugins); err != nil {
+				srv.Close()
+				return nil, err
+			}
+		}
+		r, err := measure(n, "fake", mode, srv.Addr(), cfg, ctlSet,
 			func(i int) (func() error, error) {
 				// Spread over the services; meshgen lists each service's clusters as default,
 				// v1, v2, ... and with subsets its routes use only the subsets (an
@@ -173,10 +206,11 @@ func fakeRuns(n int, cfg runConfig) ([]row, error) {
 }
 
 // measure runs one child against addr: first config, stats, cfg.updates one-endpoint changes
-// (prepare(i) returns the push), an identical push (resend), final stats.
-func measure(n int, source, mode, addr string, cfg runConfig, prepare func(i int) (func() error, error), resend func() error) (row, error) {
+// (prepare(i) returns the push), an identical push (resend), final stats. ctlSet is the
+// controller's config set for ctlMode.
+func measure(n int, source, mode, addr string, cfg runConfig, ctlSet []byte, prepare func(i int) (func() error, error), resend func() error) (row, error) {
 	r := row{services: n, source: source, mode: mode}
-	p, err := startChild(mode, addr, cfg)
+	p, err := startChild(mode, addr, cfg, ctlSet)
 	if err != nil {
 		return r, err
 	}

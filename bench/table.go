@@ -71,4 +71,9 @@ func printTable(w io.Writer, rows []row, cfg runConfig) {
 	fmt.Fprintln(w, "configure lua_shared_dict xds-config with headroom above it (a changed value is allocated before the old is freed).")
 	fmt.Fprintln(w, "bare timer: as many plain time.After waits of the window in the data-plane child as there are updates: how late")
 	fmt.Fprintln(w, "Go's timers fire here (the agent's window timer ends with a kernel sleep instead, see internal/agent/timer.go).")
+	if cfg.plugins > 0 {
+		fmt.Fprintf(w, "%s: amesh with a controller configured (its plugin set as the agent's second input, as internal/sidecar\n", ctlMode)
+		fmt.Fprintf(w, "wires it), the set in place from the start: one config per service for %g of the services, scoped to that\n", cfg.plugins)
+		fmt.Fprintln(w, "service's outbound routes (limit-count + proxy-rewrite headers, or proxy-rewrite headers alone).")
+	}
 }

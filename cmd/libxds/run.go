@@ -9,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/amesh-dev/amesh/internal/backoff"
 	"github.com/amesh-dev/amesh/internal/config"
 	"github.com/amesh-dev/amesh/internal/sidecar"
 	"github.com/amesh-dev/amesh/internal/sink/shdict"
@@ -51,12 +52,13 @@ func start(configZone, versionZone unsafe.Pointer) {
 // starts it again from scratch (fresh client and translator, full rewrite of the
 // dict) after a backoff, until ctx is done.
 func supervise(ctx context.Context, configZone, versionZone unsafe.Pointer) {
-	wait := time.Second
-	for ctx.Err() == nil {
+	restart := backoff.Exponential{Initial: time.Second, Max: 30 * time.Second, Multiplier: 2}
+	for failures := 1; ctx.Err() == nil; failures++ {
 		err := runOnce(ctx, configZone, versionZone)
 		if ctx.Err() != nil {
 			return
 		}
+		wait := restart.Delay(failures, 0)
 		// runOnce logs to its configured logger; this is the last resort.
 		fmt.Fprintf(os.Stderr, "amesh libxds: pipeline stopped: %v; restarting in %v\n", err, wait)
 		select {
@@ -64,7 +66,6 @@ func supervise(ctx context.Context, configZone, versionZone unsafe.Pointer) {
 			return
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, 30*time.Second)
 	}
 }
 

@@ -1,13 +1,15 @@
 // Package agent is the pipeline shared by libxds.so and the amesh command: it takes
 // consistent snapshots from the xDS client, translates them, coalesces the changes of a
 // short window into one batch, and hands each batch to a sink that writes it and then
-// makes it visible (one version bump per batch).
+// makes it visible (one version bump per batch). The plugin configs of amesh-controller,
+// when configured, are a second input: a new set is translated like a new snapshot.
 package agent
 
 import (
 	"context"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/translate"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
@@ -22,11 +24,20 @@ type Source interface {
 // Translator is what the pipeline needs of translate.Translator. Its change sets,
 // applied in order, give its complete output, the first one all of it. Its
 // Result.Prior must be exact (translate.Result.CheckPrior): the pipeline skips a
-// batched change whose value equals the prior one. A Translator whose Translate
-// panicked is not called again: the pipeline builds a new one.
+// batched change whose value equals the prior one. A Translator whose Translate or
+// SetPlugins panicked is not called again: the pipeline builds a new one, and hands
+// it the current plugin set before its first Translate.
 type Translator interface {
 	Translate(*resource.State) translate.Result
+	// SetPlugins makes set the plugin configs that the following Translate calls
+	// merge into routes.
+	SetPlugins(set overlay.Set)
 }
+
+// Plugins is the pipeline's second input, the plugin configs of amesh-controller
+// (pluginsync.Client is one): Current returns the set in force and a channel closed
+// once a newer one is available.
+type Plugins = overlay.Feed
 
 // Sink writes APISIX objects somewhere APISIX reads them.
 type Sink interface {

@@ -256,8 +256,8 @@ func TestBackoff(t *testing.T) {
 		attempt int
 		want    time.Duration
 	}{{1, 100 * time.Millisecond}, {2, 200 * time.Millisecond}, {4, 800 * time.Millisecond}, {10, time.Second}, {100, time.Second}} {
-		if got := backoff(100*time.Millisecond, time.Second, c.attempt); got != c.want {
-			t.Errorf("backoff(%d) = %v, want %v", c.attempt, got, c.want)
+		if got := retryWait(100*time.Millisecond, time.Second, c.attempt); got != c.want {
+			t.Errorf("retryWait(%d) = %v, want %v", c.attempt, got, c.want)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -124,6 +125,9 @@ func (s *fakeScript) set(seq uint64, objs map[string]string) {
 	}
 	s.states[seq] = m
 }
+
+// SetPlugins ignores the set: what a script's snapshots give is set by the test.
+func (f *fakeTranslator) SetPlugins(overlay.Set) {}
 
 func (f *fakeTranslator) Translate(snap *resource.State) translate.Result {
 	s := f.s
@@ -267,13 +271,17 @@ func start(t *testing.T) *harness {
 	return h
 }
 
-// startWith runs an Agent with the fakes but for its translators, which newTr makes.
-func startWith(t *testing.T, newTr func() Translator) *harness {
+// startWith runs an Agent with the fakes but for its translators, which newTr makes,
+// and its plugin input (nil: none).
+func startWith(t *testing.T, newTr func() Translator, plugins ...Plugins) *harness {
 	t.Helper()
 	h := &harness{src: newFakeSource(), sink: newFakeSink(),
 		clock: &fakeClock{timers: make(chan fakeTimer)}, done: make(chan error, 1)}
-	h.agent = New(h.src, newTr, h.sink, Options{Window: 50 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	opts := Options{Window: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if len(plugins) > 0 {
+		opts.Plugins = plugins[0]
+	}
+	h.agent = New(h.src, newTr, h.sink, opts)
 	h.agent.after = h.clock.after
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stop = cancel

@@ -3,30 +3,36 @@ package agent
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/amesh-dev/amesh/internal/meshgen"
+	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/translate"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
-// panicking is a real translator that panics, on the snapshots in at, after it has
-// taken the snapshot in: its state has moved on, and the changes are lost. Every
-// translation is announced on translated (meshgen's snapshots share the mesh's maps,
-// so the test changes the mesh only once the agent is done with a snapshot).
+// panicking is a real translator that panics, on the snapshots in at (or on the next
+// translation when next is set), after it has taken the snapshot in: its state has
+// moved on, and the changes are lost. Every translation is announced on translated
+// (meshgen's snapshots share the mesh's maps, so the test changes the mesh only once
+// the agent is done with a snapshot).
 type panicking struct {
 	tr         *translate.Translator
 	at         map[uint64]bool
+	next       *atomic.Bool
 	translated chan<- uint64
 }
+
+func (p *panicking) SetPlugins(set overlay.Set) { p.tr.SetPlugins(set) }
 
 func (p *panicking) Translate(s *resource.State) translate.Result {
 	defer func() { p.translated <- s.Seq }()
 	r := p.tr.Translate(s)
-	if p.at[s.Seq] {
+	if p.at[s.Seq] || p.next.CompareAndSwap(true, false) {
 		panic(fmt.Sprintf("injected at %d", s.Seq))
 	}
 	return r
@@ -37,17 +43,20 @@ func (p *panicking) Translate(s *resource.State) translate.Result {
 type realHarness struct {
 	*harness
 	at         map[uint64]bool
+	panicNext  atomic.Bool
 	translated chan uint64
-	built      int
+	built      atomic.Int32
 }
 
-func startReal(t *testing.T) *realHarness {
+// startReal starts the agent with real translators and the plugin input plugins
+// (none: no plugin input).
+func startReal(t *testing.T, plugins ...Plugins) *realHarness {
 	t.Helper()
 	r := &realHarness{at: map[uint64]bool{}, translated: make(chan uint64, 16)}
 	r.harness = startWith(t, func() Translator {
-		r.built++ // only on Run's goroutine, after New
-		return &panicking{tr: translate.New(translate.Options{}), at: r.at, translated: r.translated}
-	})
+		r.built.Add(1)
+		return &panicking{tr: translate.New(translate.Options{}), at: r.at, next: &r.panicNext, translated: r.translated}
+	}, plugins...)
 	return r
 }
 
@@ -55,6 +64,12 @@ func startReal(t *testing.T) *realHarness {
 func (r *realHarness) push(t *testing.T, snap *resource.State) {
 	t.Helper()
 	r.src.pushSnap(t, snap)
+	r.waitTranslated(t, snap)
+}
+
+// waitTranslated waits until the agent has translated snap.
+func (r *realHarness) waitTranslated(t *testing.T, snap *resource.State) {
+	t.Helper()
 	select {
 	case seq := <-r.translated:
 		if seq != snap.Seq {
@@ -71,6 +86,21 @@ func (r *realHarness) flush(t *testing.T, tm fakeTimer) applied {
 	t.Helper()
 	tm.fire()
 	return r.sink.next(t)
+}
+
+// flushNothing fires the window timer of a batch that changes nothing APISIX sees,
+// waits until it is flushed and checks that nothing was written; unchanged is
+// Stats().Unchanged before the batch.
+func (r *realHarness) flushNothing(t *testing.T, what string, unchanged uint64) {
+	t.Helper()
+	tm := r.clock.timer(t)
+	tm.fire()
+	waitFor(t, what+": the batch to be flushed", func() bool { return r.agent.Stats().Unchanged > unchanged })
+	select {
+	case a := <-r.sink.calls:
+		t.Fatalf("%s wrote %d puts, %d deletes", what, len(a.puts), len(a.deletes))
+	default:
+	}
 }
 
 // full is a from-scratch translation of the mesh's current state.
@@ -139,20 +169,13 @@ func TestTranslatorPanicMidTranslationResyncs(t *testing.T) {
 	if diff := cmp.Diff(want, stringMap(r.sink.Objects())); diff != "" {
 		t.Fatalf("after a panic, the sink differs from a full translation (-want +got):\n%s", diff)
 	}
-	if r.built != 2 {
-		t.Errorf("%d translators built, want 2 (one replaced after the panic)", r.built)
+	if n := r.built.Load(); n != 2 {
+		t.Errorf("%d translators built, want 2 (one replaced after the panic)", n)
 	}
 
-	r.push(t, m.Resend())
 	unchanged := r.agent.Stats().Unchanged
-	tm := r.clock.timer(t)
-	tm.fire()
-	waitFor(t, "the resend's batch to be flushed", func() bool { return r.agent.Stats().Unchanged > unchanged })
-	select {
-	case a := <-r.sink.calls:
-		t.Fatalf("unchanged resend after recovery wrote %d puts, %d deletes", len(a.puts), len(a.deletes))
-	default:
-	}
+	r.push(t, m.Resend())
+	r.flushNothing(t, "unchanged resend after recovery", unchanged)
 }
 
 // A first translation that panics has written nothing: the next batch writes the

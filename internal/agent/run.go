@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/backoff"
+	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
@@ -28,6 +30,10 @@ type Options struct {
 	RetryInitial, RetryMax time.Duration
 	// Logger receives batch and error events; nil means slog.Default().
 	Logger *slog.Logger
+	// Plugins, when set, is the second input: every Translator gets its current set
+	// (Translator.SetPlugins), and a new set is translated and written like an
+	// update, once the first update has arrived.
+	Plugins Plugins
 }
 
 // DefaultWindow is the default coalescing window.
@@ -55,9 +61,9 @@ type Versioned interface {
 	Version() uint64
 }
 
-// Agent runs the pipeline Source → Translator → Sink. Create it with New, start it
-// with Run; Stats, Objects, Report and Ready may be called from any goroutine at any
-// time (they are what the status server reads).
+// Agent runs the pipeline Source (and Options.Plugins) → Translator → Sink. Create it
+// with New, start it with Run; Stats, Objects, Report and Ready may be called from any
+// goroutine at any time (they are what the status server reads).
 type Agent struct {
 	// Read-only after New.
 	src   Source
@@ -66,10 +72,16 @@ type Agent struct {
 	opts  Options
 	log   *slog.Logger
 
-	// Used only by Run's goroutine. state is the resources the updates brought; tr
-	// translates it and is replaced after a panic.
-	state resource.State
-	tr    Translator
+	// Used only by Run's goroutine. state is the resources the updates brought
+	// (received: at least one did); tr translates it and is replaced after a panic.
+	// set is opts.Plugins' current set, changed closed when it has a newer one (nil:
+	// no plugin input); setPending: tr has not been given set yet.
+	state      resource.State
+	received   bool
+	tr         Translator
+	set        overlay.Set
+	changed    <-chan struct{}
+	setPending bool
 
 	// after is preciseAfter (time.After without the runtime's millisecond rounding);
 	// tests replace it to control the window and backoff timers.
@@ -115,16 +127,20 @@ type received struct {
 	at time.Time
 }
 
-// Run processes snapshots until ctx is done, then returns ctx's error. It must be
-// called once. The first batch is always applied, even if it is empty, so that APISIX
-// (whose workers wait for a version to exist) can start with an empty mesh; later
-// batches are applied only when some key changed.
+// Run processes snapshots (and plugin sets) until ctx is done, then returns ctx's
+// error. It must be called once. The first batch is always applied, even if it is
+// empty, so that APISIX (whose workers wait for a version to exist) can start with an
+// empty mesh; later batches are applied only when some key changed.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
 
+	if a.opts.Plugins != nil {
+		a.set, a.changed = a.opts.Plugins.Current()
+		a.setPending = true
+	}
 	snaps := make(chan received)
 	wg.Add(1)
 	go func() {
@@ -141,6 +157,8 @@ func (a *Agent) Run(ctx context.Context) error {
 				return ctx.Err()
 			case r := <-snaps:
 				a.absorb(&b, r)
+			case <-a.changed:
+				a.absorbPlugins(&b)
 			}
 			if !b.due() {
 				continue
@@ -160,7 +178,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			wait := backoff(a.opts.RetryInitial, a.opts.RetryMax, attempt)
+			wait := retryWait(a.opts.RetryInitial, a.opts.RetryMax, attempt)
 			a.log.Warn("apply failed, will retry", "err", err, "attempt", attempt, "retry_in", wait)
 			if err := a.collect(ctx, snaps, &b, wait); err != nil {
 				return err
@@ -178,6 +196,8 @@ func (a *Agent) collect(ctx context.Context, snaps <-chan received, b *batch, d 
 			return ctx.Err()
 		case r := <-snaps:
 			a.absorb(b, r)
+		case <-a.changed:
+			a.absorbPlugins(b)
 		case <-timer:
 			return nil
 		}
@@ -202,7 +222,7 @@ func (a *Agent) read(ctx context.Context, out chan<- received) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-a.after(backoff(a.opts.RetryInitial, a.opts.RetryMax, attempt)):
+			case <-a.after(retryWait(a.opts.RetryInitial, a.opts.RetryMax, attempt)):
 			}
 			continue
 		}
@@ -229,22 +249,40 @@ func (a *Agent) next(ctx context.Context) (u *resource.Update, err error) {
 // translation's changes to b.
 func (a *Agent) absorb(b *batch, r received) {
 	a.state.Apply(r.u)
+	a.received = true
+	a.translateInto(b, r.at)
+}
+
+// absorbPlugins takes the plugin input's newer set and, once there is a state to
+// translate, translates it with the set and adds the changes to b.
+func (a *Agent) absorbPlugins(b *batch) {
+	a.set, a.changed = a.opts.Plugins.Current()
+	a.setPending = true
+	if a.received {
+		a.translateInto(b, time.Now())
+	}
+}
+
+// translateInto translates the state and adds the changes to b; at is when what
+// triggered the translation arrived.
+func (a *Agent) translateInto(b *batch, at time.Time) {
 	res, err := a.translate(&a.state)
 	a.state.Done()
 	if err != nil {
 		// A translation that panicked may have stopped half-way: the translator's
 		// state no longer matches the changes it handed out. It is replaced; until the
 		// new one has translated a snapshot nothing is written and APISIX keeps the
-		// last good state.
+		// last good state. The new one gets the current plugin set first.
 		a.recordError(err)
 		a.tr = a.newTr()
+		a.setPending = a.opts.Plugins != nil
 		b.resync = true
 		return
 	}
 	if b.since.IsZero() {
-		b.since = r.at
+		b.since = at
 	}
-	b.seq = r.u.Seq
+	b.seq = a.state.Seq
 	if b.resync {
 		// The new translator's first output is complete: compare it with what the
 		// sink holds instead of with a previous output.
@@ -278,12 +316,18 @@ func (a *Agent) held() (digests map[string]uint64, known bool) {
 	return digests, false
 }
 
+// translate hands the translator the plugin set if it has not had it, and translates
+// snap, turning a panic into an error.
 func (a *Agent) translate(snap *resource.State) (res translateResult, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = panicError(fmt.Sprintf("translating snapshot %d", snap.Seq), p)
 		}
 	}()
+	if a.setPending {
+		a.tr.SetPlugins(a.set)
+		a.setPending = false
+	}
 	r := a.tr.Translate(snap)
 	return translateResult{Changes: r.Changes, Prior: r.Prior, Report: r.Report}, nil
 }
@@ -391,11 +435,7 @@ func panicError(where string, p any) error {
 	return &PanicError{Where: where, Value: p, Stack: debug.Stack()}
 }
 
-// backoff returns min(initial*2^(attempt-1), max).
-func backoff(initial, maxWait time.Duration, attempt int) time.Duration {
-	d := initial
-	for i := 1; i < attempt && d < maxWait; i++ {
-		d *= 2
-	}
-	return min(d, maxWait)
+// retryWait returns min(initial*2^(attempt-1), max).
+func retryWait(initial, maxWait time.Duration, attempt int) time.Duration {
+	return backoff.Exponential{Initial: initial, Max: maxWait, Multiplier: 2}.Delay(attempt, 0)
 }

@@ -483,4 +483,3 @@ func union(a, b map[string]string) map[string]bool {
 	}
 	return out
 }
-

@@ -1,10 +1,8 @@
-// Package overlay merges the APISIX plugins that amesh-controller distributes
-// (AmeshPluginConfig objects) into the routes translated from xDS.
-//
-// It wraps the agent's Source and Translator so the pipeline itself needs no change:
-// NewSource also wakes up when the controller's config changes, and NewTranslator merges
-// the plugins of the configs that apply into the affected routes, re-rendering only
-// routes whose inputs changed.
+// Package overlay holds the rules by which the APISIX plugins that amesh-controller
+// distributes (AmeshPluginConfig objects) are merged into the routes translated from
+// xDS. It is pure and keeps nothing per route: the translator compiles the current Set
+// (Compile) and merges it into each route as it builds it (Rules.Merge); when the set
+// changes, Changed and Config.MaySelect tell it which of its routes a change can touch.
 //
 // # Precedence
 //
@@ -14,8 +12,8 @@
 // A plugin that translation produced from Istio config (fault-injection,
 // traffic-split, ...) is kept unless that deciding config marks its plugin Override;
 // a kept translated plugin shadows the config's plugin, which is reported.
-// Removing a config removes exactly the plugins it contributed: every route is always
-// re-rendered from its translated form plus the current set of configs.
+// Removing a config removes exactly the plugins it contributed: a route is always
+// built from its translation plus the current set of configs.
 package overlay
 
 import (
@@ -104,7 +102,7 @@ func fingerprint(c *Config) string {
 
 func hostMatches(pattern, host string) bool {
 	pattern, host = strings.ToLower(pattern), strings.ToLower(host)
-	if i := strings.LastIndexByte(host, ':'); i > 0 && !strings.Contains(host[i:], "]") {
+	if i := portSep(host); i > 0 {
 		if pattern == host {
 			return true
 		}
@@ -114,6 +112,15 @@ func hostMatches(pattern, host string) bool {
 		return strings.HasSuffix(host, suffix) && len(host) > len(suffix)
 	}
 	return pattern == host
+}
+
+// portSep returns the index of the ':' before a port at the end of host ("reviews:9080",
+// "[::1]:80"), or -1.
+func portSep(host string) int {
+	if i := strings.LastIndexByte(host, ':'); i > 0 && !strings.Contains(host[i:], "]") {
+		return i
+	}
+	return -1
 }
 
 func pathMatches(pattern, uri string) bool {

@@ -1,6 +1,6 @@
 // Package pluginsync is the sidecar side of the plugin-sync protocol: it keeps a Watch
 // stream open to amesh-controller, reconnecting with backoff forever, and publishes each
-// config set it receives as an overlay.Feed. When the controller goes away the last set
+// config set it receives as an overlay.Feed (the agent's plugin input). When the controller goes away the last set
 // stays in force; nothing is published until a new stream delivers a set.
 package pluginsync
 
@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	pb "github.com/amesh-dev/amesh/api/pluginsync/v1"
+	"github.com/amesh-dev/amesh/internal/backoff"
 	"github.com/amesh-dev/amesh/internal/overlay"
 )
 
@@ -91,7 +92,8 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	defer conn.Close()
 	client := pb.NewPluginSyncClient(conn)
-	delay, failures := c.opts.MinBackoff, 0
+	retry := backoff.Exponential{Initial: c.opts.MinBackoff, Max: c.opts.MaxBackoff, Multiplier: 2}
+	failures := 0
 	for {
 		received, err := c.watch(ctx, client)
 		c.connected.Store(false)
@@ -99,8 +101,7 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		}
 		if received {
-			delay = c.opts.MinBackoff // the controller was healthy: retry promptly
-			failures = 0
+			failures = 0 // the controller was healthy: retry promptly
 		}
 		// Warn once per outage; the retries of a controller that is absent (it is
 		// optional) are only worth a debug line.
@@ -109,7 +110,9 @@ func (c *Client) Run(ctx context.Context) error {
 			level = slog.LevelWarn
 		}
 		failures++
+		delay := retry.Delay(failures, 0)
 		c.opts.Logger.Log(ctx, level, "no plugin config stream; keeping the last config", "addr", c.opts.Addr, "err", err, "retry_in", delay)
+		// Between half the delay and all of it.
 		t := time.NewTimer(delay/2 + rand.N(delay/2+1))
 		select {
 		case <-ctx.Done():
@@ -117,7 +120,6 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		delay = min(2*delay, c.opts.MaxBackoff)
 	}
 }
 

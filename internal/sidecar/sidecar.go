@@ -1,5 +1,5 @@
 // Package sidecar builds and runs the pipeline that libxds.so and `amesh agent` share:
-// xDS client → translate → (overlay of amesh-controller's plugins) → agent → sink, plus
+// xDS client (and amesh-controller's plugin configs) → translate → agent → sink, plus
 // the optional status server. Callers bring the configuration and the sink; everything
 // else is wired here once, so the two entry points cannot drift apart.
 package sidecar
@@ -19,7 +19,6 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/agent"
 	"github.com/amesh-dev/amesh/internal/config"
-	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/pluginsync"
 	"github.com/amesh-dev/amesh/internal/status"
 	"github.com/amesh-dev/amesh/internal/translate"
@@ -60,26 +59,20 @@ func New(cfg config.Config, sink agent.Sink, opts Options) (*Sidecar, error) {
 	if err != nil {
 		return nil, err
 	}
-	var (
-		src   agent.Source = cl
-		newTr              = func() agent.Translator {
-			return translate.New(translate.Options{OriginalDstVar: cfg.OriginalDstVar})
-		}
-		ps *pluginsync.Client
-	)
+	newTr := func() agent.Translator {
+		return translate.New(translate.Options{OriginalDstVar: cfg.OriginalDstVar})
+	}
+	aopts := agent.Options{Window: cfg.Window, Logger: log.With("component", "agent")}
+	var ps *pluginsync.Client
 	if cfg.Controller.Address != "" {
 		if ps, err = newPluginSync(cfg, log, opts); err != nil {
 			return nil, err
 		}
-		// The overlay re-runs the pipeline when the controller's set changes and merges
-		// it into the routes; without a set it passes the translation through.
-		src = overlay.NewSource(cl, ps)
-		newXDS := newTr
-		newTr = func() agent.Translator {
-			return overlay.NewTranslator(newXDS(), ps, overlay.Options{PortVar: cfg.OriginalDstVar})
-		}
+		// The controller's set is the agent's second input; until one arrives it is
+		// empty and the routes are the translation alone.
+		aopts.Plugins = ps
 	}
-	ag := agent.New(src, newTr, sink, agent.Options{Window: cfg.Window, Logger: log.With("component", "agent")})
+	ag := agent.New(cl, newTr, sink, aopts)
 	s := &Sidecar{cfg: cfg, log: log, xds: cl, plugins: ps, agent: ag,
 		sources: status.ForPipeline(opts.Version, cl, ag)}
 	if ps != nil {

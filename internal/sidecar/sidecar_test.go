@@ -288,7 +288,7 @@ func TestControllerAppearsLater(t *testing.T) {
 }
 
 // TestWithoutController checks that amesh works from Istio alone when no controller is
-// configured: no overlay, no controller views.
+// configured: no plugin input, no controller views.
 func TestWithoutController(t *testing.T) {
 	xds := startXDS(t)
 	s, out := start(t, loadConfig(t, "AMESH_XDS_ADDRESS="+xds.Addr()))

@@ -1,6 +1,7 @@
 package status
 
 import (
+	"context"
 	"sort"
 
 	"github.com/amesh-dev/amesh/internal/agent"
@@ -13,6 +14,7 @@ func ForPipeline(version string, c *client.Client, a *agent.Agent) Sources {
 	src := Sources{Version: version}
 	if c != nil {
 		src.XDS = func() XDS { return FromClient(c.Status()) }
+		src.XDSDetail = func(ctx context.Context) (any, error) { return c.Dump(ctx) }
 	}
 	if a != nil {
 		src.Ready = a.Ready
@@ -23,8 +25,7 @@ func ForPipeline(version string, c *client.Client, a *agent.Agent) Sources {
 	return src
 }
 
-// FromClient converts the client's status; the full status is kept as Detail for
-// /debug/xds (resource names, versions, nonces, last NACK).
+// FromClient converts the client's status.
 func FromClient(st client.Status) XDS {
 	x := XDS{
 		State:      string(st.State),
@@ -32,7 +33,6 @@ func FromClient(st client.Status) XDS {
 		Protocol:   string(st.Protocol),
 		Reconnects: st.Reconnects,
 		Missing:    len(st.Missing),
-		Detail:     st,
 	}
 	urls := make([]string, 0, len(st.Types))
 	for u := range st.Types {
@@ -42,7 +42,7 @@ func FromClient(st client.Status) XDS {
 	for _, u := range urls {
 		t := st.Types[u]
 		x.Types = append(x.Types, XDSType{
-			TypeURL: u, Resources: len(t.ResourceVersion), Version: t.Version, Nonce: t.Nonce,
+			TypeURL: u, Resources: t.Resources, Version: t.Version, Nonce: t.Nonce,
 			Responses: t.Responses, ACKs: t.ACKs, NACKs: t.NACKs, LastNACK: t.LastNACK,
 		})
 	}

@@ -54,16 +54,19 @@ func Handler(src Sources, log *slog.Logger) http.Handler {
 		w.Write(buf.Bytes())
 	})
 	mux.HandleFunc("GET /debug/xds", func(w http.ResponseWriter, r *http.Request) {
-		if src.XDS == nil {
+		switch {
+		case src.XDSDetail != nil:
+			d, err := src.XDSDetail(r.Context())
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			writeJSON(w, d)
+		case src.XDS != nil:
+			writeJSON(w, src.XDS())
+		default:
 			writeJSON(w, struct{}{})
-			return
 		}
-		x := src.XDS()
-		if x.Detail != nil {
-			writeJSON(w, x.Detail)
-			return
-		}
-		writeJSON(w, x)
 	})
 	mux.HandleFunc("GET /debug/apisix", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, objectsView(src.Objects, r.URL.Query().Get("kind")))

@@ -3,6 +3,7 @@ package status
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -239,9 +240,16 @@ func TestDebugViews(t *testing.T) {
 }
 
 func TestDetailAndEmptySources(t *testing.T) {
-	base := startServer(t, Sources{XDS: func() XDS { return XDS{Detail: map[string]string{"raw": "client status"}} }})
+	base := startServer(t, Sources{
+		XDS:       func() XDS { return XDS{State: "connected"} },
+		XDSDetail: func(context.Context) (any, error) { return map[string]string{"raw": "client status"}, nil },
+	})
 	if _, _, body := get(t, base+"/debug/xds"); !strings.Contains(body, `"raw": "client status"`) {
-		t.Errorf("/debug/xds does not serve Detail: %s", body)
+		t.Errorf("/debug/xds does not serve XDSDetail: %s", body)
+	}
+	failing := startServer(t, Sources{XDSDetail: func(context.Context) (any, error) { return nil, errors.New("gone") }})
+	if code, _, body := get(t, failing+"/debug/xds"); code != 503 || !strings.Contains(body, "gone") {
+		t.Errorf("/debug/xds with a failing XDSDetail = %d %s, want 503 and the error", code, body)
 	}
 	for _, path := range []string{"/debug/apisix", "/debug/report", "/metrics", "/"} {
 		if code, _, body := get(t, base+path); code != 200 {

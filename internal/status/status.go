@@ -6,6 +6,8 @@
 package status
 
 import (
+	"context"
+
 	"github.com/amesh-dev/amesh/internal/metrics"
 	"github.com/amesh-dev/amesh/internal/report"
 )
@@ -18,8 +20,13 @@ type Sources struct {
 	Version string
 	// Ready reports whether the first consistent snapshot has been applied.
 	Ready func() bool
-	// XDS describes the connection to the control plane.
+	// XDS describes the connection to the control plane. Every scrape calls it, so it
+	// must be cheap.
 	XDS func() XDS
+	// XDSDetail is what /debug/xds serves: the xDS client's complete state (resource
+	// names, versions, nonces, last NACK), computed for the request; the XDS value when
+	// nil.
+	XDSDetail func(ctx context.Context) (any, error)
 	// Pipeline describes translation and writes.
 	Pipeline func() Pipeline
 	// Objects returns the APISIX objects currently applied, keyed "/<kind>/<id>" (as
@@ -57,9 +64,6 @@ type XDS struct {
 	Types []XDSType
 	// Missing counts dependent resources that never arrived.
 	Missing int
-	// Detail is the client's complete status, served as JSON by /debug/xds; when nil
-	// the XDS value itself is served.
-	Detail any `json:"-"`
 }
 
 // XDSType is the state of one resource type on the ADS stream.

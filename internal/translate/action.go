@@ -123,6 +123,9 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 	}
 	hashOn, hashKey, hashProblems := upstream.HashFromPolicy(ra.GetHashPolicy())
 	hashReported := false
+	// odst is the original-destination plugin's configuration when the route goes to
+	// an ORIGINAL_DST cluster.
+	var odst *upstream.OriginalDstConf
 
 	// resolve returns the name to keep of one cluster of the route and its kind, or
 	// why the route must fail.
@@ -136,9 +139,11 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 		case info.special == upstream.BlackHole:
 			return cluster, info, &failure{status: 503, reason: "no healthy upstream"}
 		case info.special != upstream.None:
-			b.report("route", res, "route.cluster", report.Unsupported, "passthrough cluster "+cluster+
-				" (original destination) is not supported by APISIX; the route fails closed (502)")
-			return cluster, info, &failure{status: 502, reason: "passthrough to the original destination is not supported"}
+			conf, f := b.originalDst(cluster, res)
+			if f != nil {
+				return cluster, info, f
+			}
+			odst = conf
 		}
 		return cluster, info, nil
 	}
@@ -216,6 +221,14 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 				ws[i].UpstreamID = id
 			}
 		}
+		if odst != nil && len(ws) > 1 {
+			// The plugin replaces the upstream of the whole route; traffic-split
+			// picks one per request.
+			br.fail = &failure{status: 502, reason: "a weighted split over an original-destination cluster is not supported"}
+			b.report("route", res, "route.weighted_clusters", report.Unsupported,
+				"a weighted split that includes an ORIGINAL_DST cluster is not supported; the route fails closed (502)")
+			return
+		}
 		br.upstreamID = ws[0].UpstreamID
 		if len(ws) > 1 {
 			br.plugins = mergePlugins(out.Plugins, "traffic-split", trafficSplit{Rules: []tsRule{{WeightedUpstreams: ws}}})
@@ -229,8 +242,30 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 	}
 	if br.fail == nil {
 		br.plugins = out.Plugins
+		if odst != nil {
+			br.plugins = mergePlugins(out.Plugins, upstream.OriginalDstPlugin, odst)
+		}
 		br.websocket = b.websocket(ra)
 	}
+}
+
+// originalDst returns the original-destination plugin's configuration for a route to
+// an ORIGINAL_DST cluster (Istio's PassthroughCluster, InboundPassthroughCluster,
+// inbound|<port>||), or why the route fails closed. The route is rebuilt when the
+// cluster changes.
+func (b *vhostBuilder) originalDst(cluster, res string) (*upstream.OriginalDstConf, *failure) {
+	if !b.rc.ctx.originalDst {
+		b.report("route", res, "route.cluster", report.Unsupported, "cluster "+cluster+
+			" forwards to the connection's original destination, which routes that match on server_port (no traffic capture) do not know; the route fails closed (502)")
+		return nil, &failure{status: 502, reason: "no original destination without traffic capture"}
+	}
+	b.refs.mirror = append(b.refs.mirror, cluster)
+	conf, _, reason := upstream.OriginalDstConfig(b.clusters[cluster].src.Shape())
+	if reason != "" {
+		b.report("route", res, "route.cluster", report.Unsupported, "cluster "+cluster+": "+reason+"; the route fails closed (502)")
+		return nil, &failure{status: 502, reason: "cluster " + cluster + " cannot be served"}
+	}
+	return &conf, nil
 }
 
 // mergeSplit serves a split over more clusters than traffic-split takes: clusters

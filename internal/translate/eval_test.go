@@ -26,6 +26,7 @@ type request struct {
 	headers map[string]string // lower-case names
 	method  string
 	port    string // original destination port
+	listen  string // APISIX's port (server_port); "" is the outbound capture port 15001
 }
 
 // envoyRoute returns the index of the virtual host and route Envoy picks, or -1, -1.
@@ -243,6 +244,9 @@ func nginxVars(r request) map[string]string {
 	v := map[string]string{
 		"uri": r.path, "host": r.host, "http_host": r.host, "request_method": r.method, "scheme": "http",
 		"server_port": "15001", "connection_original_dst": r.port,
+	}
+	if r.listen != "" {
+		v["server_port"] = r.listen
 	}
 	for k, x := range r.headers {
 		v["http_"+strings.ReplaceAll(k, "-", "_")] = x

@@ -392,12 +392,13 @@ func TestExtAuthzAndJWTFailClosed(t *testing.T) {
 
 // The filters run in order, and before the router: the first that refuses a request
 // answers it, and a refusal comes before the router's own errors (a missing cluster's
-// 503, an original-destination cluster's 502).
+// 503, the 502 of an original-destination cluster amesh cannot serve).
 func TestFilterOrderAndRouterErrors(t *testing.T) {
 	r := twoRoutes("80")
 	r.VirtualHosts[0].Routes[0].GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "missing"}
 	r.VirtualHosts[0].Routes[1].GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "orig"}
-	orig := &clusterv3.Cluster{Name: "orig", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}}
+	orig := &clusterv3.Cluster{Name: "orig", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbConfig: &clusterv3.Cluster_OriginalDstLbConfig_{OriginalDstLbConfig: &clusterv3.Cluster_OriginalDstLbConfig{UseHttpHeader: true}}}
 	tr := newTracked(Options{})
 	// compressor (not translated: 500) after the RBAC filter that denies everything.
 	l := guardedListener(80, "80", nil, rbacFilter(&rbacv3.RBAC{}), httpFilter("envoy.filters.http.compressor", &compressorv3.Compressor{}))

@@ -10,20 +10,27 @@ package translate
 
 import (
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strconv"
+	"strings"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
 )
 
-const virtualInbound = "virtualInbound"
+// Istio's listeners for captured connections: inbound ones (15006), and outbound ones
+// whose original destination no other listener claims (15001, use_original_dst).
+const (
+	virtualInbound  = "virtualInbound"
+	virtualOutbound = "virtualOutbound"
+)
 
 // httpCtx is one place a route configuration applies.
 type httpCtx struct {
@@ -32,8 +39,11 @@ type httpCtx struct {
 	rds       string                      // RDS name, or "" when inline
 	inline    *routev3.RouteConfiguration // inline route_config
 	websocket bool                        // HCM upgrade_configs enables websocket
-	vars      []apisix.Expr               // conditions every route carries
-	filters   *ctxFilters                 // what the filters in front of the routes decide
+	// originalDst: the connection's original destination is known (traffic capture;
+	// not server_port), so routes may forward to it (ORIGINAL_DST clusters).
+	originalDst bool
+	vars        []apisix.Expr // conditions every route carries
+	filters     *ctxFilters   // what the filters in front of the routes decide
 }
 
 // fingerprint identifies everything about the context that affects output.
@@ -42,7 +52,7 @@ func (c *httpCtx) fingerprint() string {
 	if c.filters != nil {
 		sig = c.filters.sig
 	}
-	return fmt.Sprintf("%s|%s|%s|%p|%v|%v|%s", c.key, c.listener, c.rds, c.inline, c.websocket, c.vars, sig)
+	return fmt.Sprintf("%s|%s|%s|%p|%v|%v|%v|%s", c.key, c.listener, c.rds, c.inline, c.websocket, c.originalDst, c.vars, sig)
 }
 
 // streamOut is a stream route and the cluster it needs.
@@ -58,15 +68,20 @@ type listenerOut struct {
 	report  []report.Entry
 }
 
-// inboundInfo is what outbound contexts need to know about the inbound listener.
-type inboundInfo struct {
-	port int // the virtualInbound listener's own port (APISIX's inbound listen port)
+// peers is what a listener's translation needs to know about the other listeners.
+type peers struct {
+	inPort int // the virtualInbound listener's own port (APISIX's inbound listen port)
+	// outPorts, for the catch-all outbound listener only, are the ports of the other
+	// outbound listeners, sorted and comma-separated: the connections it gets are
+	// those to other ports. narrowPorts are those of them that only listeners for one
+	// address have.
+	outPorts, narrowPorts string
 }
 
 // buildListener translates a listener: the places its route configurations apply,
 // its stream routes (without their upstreams, which the translator references) and
 // its findings. It is pure.
-func buildListener(l *listenerv3.Listener, in inboundInfo, opts Options) listenerOut {
+func buildListener(l *listenerv3.Listener, in peers, opts Options) listenerOut {
 	var out listenerOut
 	name := l.GetName()
 	rep := func(field string, sev report.Severity, msg string) {
@@ -80,8 +95,8 @@ func buildListener(l *listenerv3.Listener, in inboundInfo, opts Options) listene
 	case name == virtualInbound:
 		buildInbound(l, &out, rep, opts)
 		return out
-	case name == "virtualOutbound" || l.GetUseOriginalDst().GetValue():
-		rep("use_original_dst", report.Ignored, "the iptables catch-all listener has no APISIX equivalent; traffic to unknown destinations is not passed through")
+	case name == virtualOutbound || l.GetUseOriginalDst().GetValue():
+		buildPassthrough(l, in, &out, rep, opts)
 		return out
 	case port == 0:
 		rep("address", report.Unsupported, "listener without a port is not translated")
@@ -100,7 +115,8 @@ func buildListener(l *listenerv3.Listener, in inboundInfo, opts Options) listene
 		observed, accounted = append(observed, a.observed...), append(accounted, a.accounted...)
 		switch {
 		case a.hcm != nil:
-			ctx := httpCtx{key: "out-" + strconv.Itoa(port), listener: name, websocket: websocketOn(a.hcm), filters: &a.filters}
+			ctx := httpCtx{key: "out-" + strconv.Itoa(port), listener: name, websocket: websocketOn(a.hcm), filters: &a.filters,
+				originalDst: opts.OriginalDstVar != "server_port"}
 			if !wildcard {
 				ctx.key = "out-" + addr + "_" + strconv.Itoa(port)
 			}
@@ -111,8 +127,8 @@ func buildListener(l *listenerv3.Listener, in inboundInfo, opts Options) listene
 					ctx.vars = append(ctx.vars, apisix.Expr{"server_addr", "==", addr})
 				}
 			} else {
-				if in.port > 0 {
-					ctx.vars = append(ctx.vars, apisix.Expr{"server_port", "~=", strconv.Itoa(in.port)})
+				if in.inPort > 0 {
+					ctx.vars = append(ctx.vars, apisix.Expr{"server_port", "~=", strconv.Itoa(in.inPort)})
 				}
 				if !wildcard && !loopback {
 					rep("address", report.Approximated, fmt.Sprintf(
@@ -180,22 +196,35 @@ func dedupEntries(es []report.Entry) []report.Entry {
 }
 
 // buildInbound turns virtualInbound's plaintext HTTP chains into inbound contexts,
-// one per destination port plus a catch-all that excludes those ports.
+// one per destination port plus a catch-all for the ports no chain names (Envoy picks
+// a chain by destination port first: a port some chain names never reaches the
+// chains without one, so a port whose chains amesh does not serve gets no route).
 func buildInbound(l *listenerv3.Listener, out *listenerOut, rep func(string, report.Severity, string), opts Options) {
 	if opts.OriginalDstVar == "server_port" {
 		rep("filter_chains", report.Unsupported, "inbound routes need the original destination port; with server_port they are not translated")
 		return
 	}
 	inPort := strconv.Itoa(int(l.GetAddress().GetSocketAddress().GetPortValue()))
-	var ports []string
-	var catchAll *httpCtx
-	seen := map[string]bool{}
+	named := map[string]bool{} // every destination port a chain names
+	seen := map[string]bool{}  // those with an HTTP context
 	var observed, accounted []string
+	catchAll, usedChain, used := catchAllChain(l, "in-any", opts.OriginalDstVar, rep)
+	if used != nil {
+		observed, accounted = append(observed, used.observed...), append(accounted, used.accounted...)
+	}
 	for _, fc := range l.GetFilterChains() {
-		if !plaintextChain(fc) {
+		dp := fc.GetFilterChainMatch().GetDestinationPort().GetValue()
+		p := strconv.Itoa(int(dp))
+		if dp != 0 {
+			named[p] = true
+		}
+		if !plaintextChain(fc) || fc == usedChain {
 			continue
 		}
 		a := analyzeChain(fc, opts.OriginalDstVar)
+		if dp == 0 && a.hcm != nil {
+			continue // another catch-all: Envoy takes the first that matches
+		}
 		if a.hcm == nil {
 			// Inbound TCP is not served (no stream routes): what would guard it has
 			// nothing to guard, but is not dropped without a word.
@@ -203,27 +232,11 @@ func buildInbound(l *listenerv3.Listener, out *listenerOut, rep func(string, rep
 			continue
 		}
 		observed, accounted = append(observed, a.observed...), append(accounted, a.accounted...)
-		dp := fc.GetFilterChainMatch().GetDestinationPort().GetValue()
-		ctx := httpCtx{listener: l.GetName(), websocket: websocketOn(a.hcm), filters: &a.filters}
-		if !setRouteSource(&ctx, a.hcm) {
-			continue
-		}
-		if dp == 0 {
-			if catchAll == nil {
-				ctx.key = "in-any"
-				a.report(rep, "routes of "+ctx.key)
-				c := ctx
-				catchAll = &c
-			}
-			continue
-		}
-		p := strconv.Itoa(int(dp))
-		if seen[p] {
+		ctx := httpCtx{key: "in-" + p, listener: l.GetName(), websocket: websocketOn(a.hcm), filters: &a.filters, originalDst: true}
+		if seen[p] || !setRouteSource(&ctx, a.hcm) {
 			continue
 		}
 		seen[p] = true
-		ports = append(ports, p)
-		ctx.key = "in-" + p
 		a.report(rep, "routes of "+ctx.key)
 		ctx.vars = []apisix.Expr{{"server_port", "==", inPort}, {opts.OriginalDstVar, "==", p}}
 		out.ctxs = append(out.ctxs, ctx)
@@ -232,14 +245,108 @@ func buildInbound(l *listenerv3.Listener, out *listenerOut, rep func(string, rep
 		rep(n.field, n.sev, n.msg)
 	}
 	if catchAll != nil {
-		sort.Strings(ports)
 		catchAll.vars = []apisix.Expr{{"server_port", "==", inPort}}
-		if len(ports) > 0 {
+		if ports := slices.Sorted(maps.Keys(named)); len(ports) > 0 {
 			catchAll.vars = append(catchAll.vars, apisix.Expr{opts.OriginalDstVar, "!", "in", ports})
 		}
 		out.ctxs = append(out.ctxs, *catchAll)
 	}
 	rep("filter_chains.transport_socket", report.Unsupported, "inbound mTLS (istio-peer-exchange/TLS chains) is not translated; only plaintext inbound HTTP is served")
+}
+
+// buildPassthrough turns the catch-all outbound listener (virtualOutbound, which gets
+// the captured connections whose original destination no other listener claims) into
+// one context for the ports of no other listener: Istio's PassthroughCluster
+// (ALLOW_ANY) or BlackHoleCluster (REGISTRY_ONLY). Its routes and every other
+// outbound route differ in the original destination port, and the inbound ones in
+// APISIX's port, so no route of it takes a request from another.
+func buildPassthrough(l *listenerv3.Listener, in peers, out *listenerOut, rep func(string, report.Severity, string), opts Options) {
+	if opts.OriginalDstVar == "server_port" {
+		rep("use_original_dst", report.Ignored, "routes match on APISIX's own port (no traffic capture): connections to destinations no listener claims are not served")
+		return
+	}
+	ctx, _, used := catchAllChain(l, "out-passthrough", opts.OriginalDstVar, rep)
+	if ctx == nil {
+		return
+	}
+	if n, ok := summary(used.observed, used.accounted); ok {
+		rep(n.field, n.sev, n.msg)
+	}
+	var excluded []string
+	if in.outPorts != "" {
+		excluded = strings.Split(in.outPorts, ",")
+	}
+	for _, fc := range l.GetFilterChains() {
+		if dp := fc.GetFilterChainMatch().GetDestinationPort().GetValue(); dp != 0 {
+			// The listener's own port (to BlackHoleCluster): a connection made to it
+			// directly must not be passed through to it again.
+			excluded = append(excluded, strconv.Itoa(int(dp)))
+		}
+	}
+	if in.narrowPorts != "" {
+		rep("use_original_dst", report.Approximated, "requests to port(s) "+in.narrowPorts+
+			", which other listeners have for one address, are not passed through to other addresses (routes match on the original destination port)")
+	}
+	slices.Sort(excluded)
+	ctx.vars = []apisix.Expr{{"server_port", "==", strconv.Itoa(int(l.GetAddress().GetSocketAddress().GetPortValue()))}}
+	if excluded = slices.Compact(excluded); len(excluded) > 0 {
+		ctx.vars = append(ctx.vars, apisix.Expr{opts.OriginalDstVar, "!", "in", excluded})
+	}
+	out.ctxs = append(out.ctxs, *ctx)
+}
+
+// catchAllChain returns the context of a capture listener's plaintext chain without a
+// destination port, key its key: its HTTP connection manager's routes, or, without
+// one, a route to its tcp_proxy cluster for every HTTP request (APISIX's capture
+// ports are HTTP listeners, so only HTTP reaches them); and the chain it serves and its
+// analysis, whose notes it has reported. All nil when it has neither.
+func catchAllChain(l *listenerv3.Listener, key, portVar string, rep func(string, report.Severity, string)) (*httpCtx, *listenerv3.FilterChain, *chainAnalysis) {
+	var tcp *chainAnalysis
+	var tcpChain *listenerv3.FilterChain
+	for _, fc := range l.GetFilterChains() {
+		if fc.GetFilterChainMatch().GetDestinationPort().GetValue() != 0 || !plaintextChain(fc) {
+			continue
+		}
+		a := analyzeChain(fc, portVar)
+		switch {
+		case a.hcm != nil:
+			ctx := &httpCtx{key: key, listener: l.GetName(), websocket: websocketOn(a.hcm), filters: &a.filters, originalDst: true}
+			if setRouteSource(ctx, a.hcm) {
+				a.report(rep, "routes of "+key)
+				return ctx, fc, &a
+			}
+		case a.tcp != nil && tcp == nil:
+			tcp, tcpChain = &a, fc
+		}
+	}
+	if tcp == nil || tcp.tcp.GetCluster() == "" {
+		return nil, nil, nil
+	}
+	cl := tcp.tcp.GetCluster()
+	tcp.report(rep, "routes of "+key)
+	rep("filter_chains.filters.tcp_proxy", report.Approximated, fmt.Sprintf(
+		"connections no other chain takes are served as HTTP: each request goes to %s (routes of %s)", cl, key))
+	rep("filter_chains.filters.tcp_proxy", report.Unsupported,
+		"TLS and other non-HTTP connections no other chain takes are not proxied: APISIX's capture ports are HTTP listeners")
+	// tcp_proxy passes an upgraded connection's bytes like any others.
+	return &httpCtx{key: key, listener: l.GetName(), websocket: true, filters: &tcp.filters, originalDst: true, inline: tcpRoutes(key, cl)}, tcpChain, tcp
+}
+
+// tcpRoutes is the route configuration that sends every HTTP request to cluster, for a
+// tcp_proxy chain served as HTTP: no timeout (tcp_proxy has none per request).
+func tcpRoutes(name, cluster string) *routev3.RouteConfiguration {
+	return &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{{
+		Name:    "tcp_proxy",
+		Domains: []string{"*"},
+		Routes: []*routev3.Route{{
+			Name:  "tcp_proxy",
+			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
+				Timeout:          durationpb.New(0),
+			}},
+		}},
+	}}}
 }
 
 func setRouteSource(ctx *httpCtx, hcm *hcmv3.HttpConnectionManager) bool {

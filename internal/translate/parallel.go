@@ -11,11 +11,9 @@ package translate
 
 import (
 	"fmt"
-	"runtime"
-	"sync"
-	"sync/atomic"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/parallel"
 	"github.com/amesh-dev/amesh/internal/translate/store"
 )
 
@@ -35,51 +33,31 @@ type scratch struct {
 // scratch) when n is at least parallelMin, else on this one with t.sc. A panic in a
 // build reaches the caller.
 func (t *Translator) parallel(n int, build func(sc *scratch, i int)) {
-	workers := runtime.GOMAXPROCS(0)
-	if n < parallelMin || workers < 2 {
+	workers := parallel.Workers(n, parallelMin)
+	if workers < 2 {
 		for i := 0; i < n; i++ {
 			build(&t.sc, i)
 		}
 		return
 	}
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		panicked any
-		next     atomic.Int64
-	)
+	// A panic must reach Translate's caller (which drops the translator), not end the
+	// process from a goroutine nobody recovers.
+	defer func() {
+		if r := recover(); r != nil {
+			panic(fmt.Sprintf("translate: parallel build: %v", r))
+		}
+	}()
 	// Workers take chunks in turn rather than fixed shares: items differ in cost, and
 	// the garbage collector borrows a core now and then, so fixed halves would leave
 	// one core idle at the end. A chunk is contiguous, so each worker writes its own
 	// part of the jobs.
 	const chunk = 64
-	for range workers {
-		wg.Go(func() {
-			// A panic must reach Translate's caller (which drops the translator), not
-			// end the process from a goroutine nobody recovers.
-			defer func() {
-				if r := recover(); r != nil {
-					mu.Lock()
-					if panicked == nil {
-						panicked = r
-					}
-					mu.Unlock()
-				}
-			}()
-			var sc scratch
-			for {
-				lo := int(next.Add(chunk)) - chunk
-				if lo >= n {
-					return
-				}
-				for i := lo; i < min(lo+chunk, n); i++ {
-					build(&sc, i)
-				}
+	parallel.For(n, workers, chunk, func() func(lo, hi int) {
+		var sc scratch
+		return func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				build(&sc, i)
 			}
-		})
-	}
-	wg.Wait()
-	if panicked != nil {
-		panic(fmt.Sprintf("translate: parallel build: %v", panicked))
-	}
+		}
+	})
 }

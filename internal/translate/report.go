@@ -4,10 +4,10 @@ package translate
 // put together again only when one of them changed.
 
 import (
-	"runtime"
 	"slices"
 	"sync"
 
+	"github.com/amesh-dev/amesh/internal/parallel"
 	"github.com/amesh-dev/amesh/internal/report"
 )
 
@@ -131,6 +131,7 @@ func (t *Translator) fullReport() []report.Entry {
 	for _, r := range t.refs.splits {
 		all = append(all, r.rep...)
 	}
+	all = append(all, t.pluginReport()...)
 	sortReport(all)
 	t.findings.sorted, t.findings.dirty = all, false
 	return all
@@ -139,7 +140,7 @@ func (t *Translator) fullReport() []report.Entry {
 // sortReport sorts a report as report.Sort does; a long one (a first translation of
 // Istio's output has a finding per cluster) as two halves on two goroutines, merged.
 func sortReport(es []report.Entry) {
-	if len(es) < 4*parallelMin || runtime.GOMAXPROCS(0) < 2 {
+	if parallel.Workers(len(es), 4*parallelMin) < 2 {
 		report.Sort(es)
 		return
 	}

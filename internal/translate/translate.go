@@ -9,9 +9,12 @@
 // stale, and writes what they build to package store. Listeners are cheap and redone
 // when any changes; route configurations are translated per virtual host, and a
 // virtual host whose wire form is unchanged keeps its routes; clusters and endpoints
-// rebuild only the upstreams that name them. The store keeps a digest per object
-// (apisix.Hash) and hands back the objects that changed: the complete JSON lives in
-// the sink (nginx's shared memory or the file), not here.
+// rebuild only the upstreams that name them. The plugin configs of amesh-controller
+// are a second input (SetPlugins, update_plugins.go), merged into each route before it
+// is encoded; a new set rebuilds the virtual hosts whose routes it may change. The
+// store keeps a digest per object (apisix.Hash) and hands back the objects that
+// changed: the complete JSON lives in the sink (nginx's shared memory or the file),
+// not here.
 //
 // Known approximations, reported per resource where they apply: nginx's $uri is the
 // decoded, normalised path while Envoy matches the (normalised) :path (amesh-rbac
@@ -26,6 +29,7 @@ import (
 	"slices"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate/index"
 	"github.com/amesh-dev/amesh/internal/translate/store"
@@ -56,7 +60,8 @@ type Result struct {
 }
 
 // Translator keeps what its output was built from, so that each call only redoes the
-// work the snapshot's Changes require. It is not safe for concurrent use.
+// work the snapshot's Changes (and a new set of controller plugins, SetPlugins)
+// require. It is not safe for concurrent use.
 type Translator struct {
 	opts Options
 	out  *store.Store              // the output: a digest per object
@@ -70,6 +75,13 @@ type Translator struct {
 	clusters  clusters
 	refs      upRefs
 	findings  findings
+
+	// Controller plugins (update_plugins.go): the rules merged into routes, the set
+	// SetPlugins handed over for the next call, and the routes whose translated
+	// plugins shadow a config's, by virtual host.
+	plugins     *overlay.Rules
+	nextPlugins *overlay.Set
+	shadows     map[*vhostState][]routeShadow
 
 	call call    // the call in progress; zero between calls
 	sc   scratch // buffers of this goroutine (see parallel)
@@ -120,6 +132,7 @@ func (t *Translator) Translate(snap *resource.State) Result {
 	full := !t.started || ch.Full || ch.Since != t.seq
 	t.begin(snap, full)
 	defer t.end()
+	t.syncPlugins()
 
 	// 1. Clusters first: routes need their kind and existence.
 	t.syncClusters(full, ch)
@@ -143,13 +156,9 @@ func (t *Translator) Translate(snap *resource.State) Result {
 		}
 		t.buildVhosts()
 	}
-	// 4. Virtual hosts affected by cluster changes.
+	// 4. Virtual hosts affected by cluster changes or by changed controller plugins.
 	for vhs := t.idx.TakeStale(); len(vhs) > 0; vhs = t.idx.TakeStale() {
-		for _, vs := range vhs {
-			if vs.owner != nil {
-				t.rebuildFromWire(vs)
-			}
-		}
+		t.rebuildStale(vhs)
 	}
 	// 5. Upstreams: rebuild what changed, add what is newly referenced, drop the rest.
 	t.syncUpstreams()

@@ -8,6 +8,8 @@ package translate
 import (
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 
@@ -19,7 +21,7 @@ import (
 // listenerState is a translated listener.
 type listenerState struct {
 	l   *listenerv3.Listener
-	in  inboundInfo
+	in  peers
 	out listenerOut
 	sr  []string // stream route keys
 	ups []string // upstream ids acquired by stream routes
@@ -32,13 +34,16 @@ func (t *Translator) syncListeners(check bool) map[string]bool {
 	if !check {
 		return dirty
 	}
-	in := inboundInfo{}
-	if vi := t.call.snap.Listeners[virtualInbound]; vi != nil && t.opts.OriginalDstVar != "server_port" {
-		in.port = int(vi.GetAddress().GetSocketAddress().GetPortValue())
+	in, out := t.peers()
+	peersOf := func(l *listenerv3.Listener) peers {
+		if l.GetName() == virtualOutbound || l.GetUseOriginalDst().GetValue() {
+			return out
+		}
+		return in
 	}
 	// Listeners removed or changed.
 	for name, ls := range t.listeners {
-		if l := t.call.snap.Listeners[name]; l == nil || l != ls.l || ls.in != in || t.idx.ListenerStale(name) {
+		if l := t.call.snap.Listeners[name]; l == nil || l != ls.l || ls.in != peersOf(l) || t.idx.ListenerStale(name) {
 			t.dropListener(name, ls)
 		}
 	}
@@ -47,7 +52,7 @@ func (t *Translator) syncListeners(check bool) map[string]bool {
 			continue
 		}
 		l := t.call.snap.Listeners[name]
-		ls := &listenerState{l: l, in: in, out: buildListener(l, in, t.opts)}
+		ls := &listenerState{l: l, in: peersOf(l), out: buildListener(l, peersOf(l), t.opts)}
 		t.listeners[name] = ls
 		t.findings.dirty = true
 		for _, s := range ls.out.streams {
@@ -84,6 +89,46 @@ func (t *Translator) syncListeners(check bool) map[string]bool {
 		dirty[key] = true
 	}
 	return dirty
+}
+
+// peers returns what every listener's translation needs to know about the others,
+// and what the catch-all outbound listener needs (see peers).
+func (t *Translator) peers() (in, out peers) {
+	if vi := t.call.snap.Listeners[virtualInbound]; vi != nil && t.opts.OriginalDstVar != "server_port" {
+		in.inPort = int(vi.GetAddress().GetSocketAddress().GetPortValue())
+	}
+	wide, narrow := map[int]bool{}, map[int]bool{}
+	for name, l := range t.call.snap.Listeners {
+		if name == virtualInbound || name == virtualOutbound || l.GetUseOriginalDst().GetValue() {
+			continue
+		}
+		sa := l.GetAddress().GetSocketAddress()
+		switch p := int(sa.GetPortValue()); {
+		case p == 0:
+		case sa.GetAddress() == "0.0.0.0" || sa.GetAddress() == "::" || sa.GetAddress() == "":
+			wide[p] = true
+		default:
+			narrow[p] = true
+		}
+	}
+	all := maps.Clone(wide)
+	for p := range narrow {
+		if all[p] = true; wide[p] {
+			delete(narrow, p)
+		}
+	}
+	out = in
+	out.outPorts, out.narrowPorts = joinPorts(all), joinPorts(narrow)
+	return in, out
+}
+
+// joinPorts returns the ports in ascending order, comma-separated.
+func joinPorts(ports map[int]bool) string {
+	s := make([]string, 0, len(ports))
+	for _, p := range slices.Sorted(maps.Keys(ports)) {
+		s = append(s, strconv.Itoa(p))
+	}
+	return strings.Join(s, ",")
 }
 
 func (t *Translator) dropListener(name string, ls *listenerState) {

@@ -7,9 +7,11 @@ package translate
 
 import (
 	"bytes"
+	"slices"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
+	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate/store"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -42,6 +44,9 @@ type vhostState struct {
 	wire  []byte
 	vhostRefs
 	report []report.Entry
+	// hosts summarises its routes' hosts: which controller plugin configs may select
+	// them (syncPlugins).
+	hosts overlay.Hosts
 }
 
 // vhostRefs are the names a built virtual host keeps, in one slice: keys, then ups,
@@ -144,16 +149,28 @@ func (t *Translator) dropRC(st *rcState) {
 
 // dropVhost removes a virtual host's routes and references. Every virtual host that
 // stops being current (removed, replaced by a rebuild, or its context dropped) goes
-// through here.
+// through here or, when replaced, through unlinkVhost.
 func (t *Translator) dropVhost(vs *vhostState) {
-	vs.owner = nil
-	for _, k := range vs.keys() {
-		t.out.Delete(k)
-	}
+	t.unlinkVhost(vs, nil)
 	for _, id := range vs.ups() {
 		t.release(id)
 	}
+}
+
+// unlinkVhost is dropVhost but for the upstream references, which the caller
+// releases, and for the routes of keep (the keys of the virtual host that replaces
+// it, which the caller puts).
+func (t *Translator) unlinkVhost(vs *vhostState, keep []string) {
+	vs.owner = nil
+	for i, k := range vs.keys() {
+		// Route ids follow the routes' positions: a kept key is mostly at the same one.
+		if i < len(keep) && keep[i] == k || slices.Contains(keep, k) {
+			continue
+		}
+		t.out.Delete(k)
+	}
 	t.idx.RemoveVirtualHost(vs, vs.deps(), vs.mirror())
+	t.setShadows(vs, nil)
 	if len(vs.report) > 0 {
 		t.findings.dirty = true
 	}
@@ -184,36 +201,75 @@ func (t *Translator) message(st *rcState, src *resource.RouteConfig) (*routev3.R
 	return t.call.snap.Changes.RouteMessage(src)
 }
 
-// rebuildFromWire retranslates a current virtual host from its wire form, after a
-// change of the clusters it depends on.
-func (t *Translator) rebuildFromWire(vs *vhostState) {
-	vh, err := resource.DecodeVirtualHost(vs.wire)
-	if err != nil {
-		// The wire form was encoded by resource.NewRouteConfig from a valid message;
-		// failing to decode it is a bug, not bad input.
-		panic("translate: decode a virtual host of " + vs.owner.ctx.key + ": " + err.Error())
+// rebuildStale retranslates current virtual hosts from their wire forms, after a
+// change of the clusters they read or of the controller plugins that may select their
+// routes. They are decoded and built on every core when they are many (see
+// parallel), a batch at a time so that only one batch's decoded messages are alive,
+// and replace the old ones one by one.
+func (t *Translator) rebuildStale(vhs []*vhostState) {
+	const batch = 1024
+	jobs := make([]vhostJob, 0, min(len(vhs), batch))
+	for len(vhs) > 0 {
+		n := min(len(vhs), batch)
+		jobs = jobs[:0]
+		for _, vs := range vhs[:n] {
+			if vs.owner != nil {
+				jobs = append(jobs, vhostJob{st: vs.owner, wire: vs.wire})
+			}
+		}
+		vhs = vhs[n:]
+		t.parallel(len(jobs), func(sc *scratch, i int) {
+			j := &jobs[i]
+			vh, err := resource.DecodeVirtualHost(j.wire)
+			if err != nil {
+				// The wire form was encoded by resource.NewRouteConfig from a valid
+				// message; failing to decode it is a bug, not bad input.
+				panic("translate: decode a virtual host of " + j.st.ctx.key + ": " + err.Error())
+			}
+			j.vh = vh
+			t.buildVhost(sc, j)
+		})
+		for i := range jobs {
+			t.replaceVhost(&jobs[i])
+			jobs[i] = vhostJob{}
+		}
 	}
-	t.rebuildVhost(vs.owner, vh, vs.wire)
 }
 
 // rebuildVhost retranslates one virtual host; wire is its wire form.
 func (t *Translator) rebuildVhost(st *rcState, vh *routev3.VirtualHost, wire []byte) {
-	if old := st.vhosts[vh.GetName()]; old != nil {
-		t.dropVhost(old)
-	}
 	j := vhostJob{st: st, vh: vh, wire: wire}
 	t.buildVhost(&t.sc, &j)
-	t.adoptVhost(&j)
+	t.replaceVhost(&j)
+}
+
+// replaceVhost makes a built virtual host current in place of the one of its name, if
+// any. It was built while the old one was current, and references its upstreams
+// before the old one releases them: a route that came out unchanged was not copied
+// (its digest is the stored one), and an upstream both reference is kept rather than
+// dropped and built again. A rebuild for a cluster or plugin change mostly changes
+// neither.
+func (t *Translator) replaceVhost(j *vhostJob) {
+	old := j.st.vhosts[j.vh.GetName()]
+	if old != nil {
+		t.unlinkVhost(old, j.vs.keys())
+	}
+	t.adoptVhost(j)
+	if old != nil {
+		for _, id := range old.ups() {
+			t.release(id)
+		}
+	}
 }
 
 // buildVhost builds a job's virtual host and encodes its routes. It only reads the
 // translator's state (clusters, the output's digests), so that jobs can be built on
 // several goroutines, each with its own scratch.
 func (t *Translator) buildVhost(sc *scratch, j *vhostJob) {
-	b := vhostBuilder{rc: &j.st.rcInput, vh: j.vh, clusters: t.clusters, refs: &sc.refs, routes: sc.routes}
+	b := vhostBuilder{rc: &j.st.rcInput, vh: j.vh, clusters: t.clusters, plugins: t.plugins, refs: &sc.refs, routes: sc.routes}
 	b.build()
-	j.vs = &vhostState{owner: j.st, wire: j.wire, vhostRefs: b.finish(), report: b.rep}
-	j.acquires = b.acquires
+	j.vs = &vhostState{owner: j.st, wire: j.wire, vhostRefs: b.finish(), report: b.rep, hosts: b.hosts}
+	j.acquires, j.shadows = b.acquires, b.shadows
 	j.routes = make([]store.Object, len(b.routes))
 	for i, k := range j.vs.keys() {
 		j.routes[i] = t.out.Encode(&sc.enc, k, &b.routes[i])
@@ -239,6 +295,7 @@ func (t *Translator) adoptVhost(j *vhostJob) {
 	}
 	j.st.vhosts[j.vh.GetName()] = vs
 	t.idx.AddVirtualHost(vs, vs.deps(), vs.mirror())
+	t.setShadows(vs, j.shadows)
 	if len(vs.report) > 0 {
 		t.findings.dirty = true
 	}
@@ -246,7 +303,7 @@ func (t *Translator) adoptVhost(j *vhostJob) {
 
 // vhostJob is one virtual host to build: its route configuration's context, the
 // virtual host and its wire form in; the built virtual host, the upstreams it
-// references and its encoded routes out.
+// references, its encoded routes and the controller plugins they shadow out.
 type vhostJob struct {
 	st   *rcState
 	vh   *routev3.VirtualHost
@@ -255,6 +312,7 @@ type vhostJob struct {
 	vs       *vhostState
 	acquires []acquired
 	routes   []store.Object
+	shadows  []routeShadow
 }
 
 // buildVhosts builds the virtual hosts syncRC queued, then adopts them in queue

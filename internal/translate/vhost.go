@@ -23,6 +23,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate/upstream"
 )
@@ -79,16 +80,20 @@ type rcInput struct {
 // routes. It reads nothing but its inputs and writes nothing but its outputs, so
 // virtual hosts can be built on several goroutines.
 type vhostBuilder struct {
-	// Inputs.
+	// Inputs; plugins are the controller's, merged into every route.
 	rc       *rcInput
 	vh       *routev3.VirtualHost
 	clusters clusters
+	plugins  *overlay.Rules
 
 	// Outputs: the routes, one per refs.keys entry; the upstreams they reference,
-	// one per refs.ups entry; the findings.
+	// one per refs.ups entry; the findings; the controller plugins that translated
+	// plugins kept out; a summary of the routes' hosts.
 	routes   []apisix.Route
 	acquires []acquired
 	rep      []report.Entry
+	shadows  []routeShadow
+	hosts    overlay.Hosts
 	// refs collects the names finish returns, in buffers of this goroutine.
 	refs *refLists
 }
@@ -342,6 +347,9 @@ func (b *vhostBuilder) build() {
 	n := len(routes)
 	base := b.rc.ctx.key + "." + b.vh.GetName()
 	for _, g := range b.groups() {
+		for _, h := range g.hosts {
+			b.hosts.Add(h)
+		}
 		for i, r := range routes {
 			br := &brs[i]
 			bk := buckets[i]
@@ -417,7 +425,11 @@ func routeName(n string) string {
 }
 
 func (b *vhostBuilder) emit(r apisix.Route) {
-	b.refs.keys = append(b.refs.keys, apisix.Key(apisix.KindRoutes, r.ID))
+	key := apisix.Key(apisix.KindRoutes, r.ID)
+	for _, sh := range b.plugins.Merge(&r) {
+		b.shadows = append(b.shadows, routeShadow{Shadow: sh, key: key})
+	}
+	b.refs.keys = append(b.refs.keys, key)
 	b.routes = append(b.routes, r)
 }
 

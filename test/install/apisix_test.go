@@ -36,8 +36,9 @@ const proxyUID = 1337
 // inside the test's namespaces), and a service address the application calls: captured, so
 // nothing needs to answer there.
 const (
-	podIP, peerIP = "192.0.2.10", "192.0.2.1"
-	serviceIP     = "198.51.100.7"
+	podIP, peerIP   = "192.0.2.10", "192.0.2.1"
+	podIP6, peerIP6 = "2001:db8::10", "2001:db8::1"
+	serviceIP       = "198.51.100.7"
 )
 
 // requireAPISIX returns the APISIX installation, the modules built for its OpenResty and
@@ -325,22 +326,29 @@ var (
 	listenLine = regexp.MustCompile(`(?m)^\s*listen\s+([^\s;]+)`)
 )
 
-// TestSidecarAPISIX runs the sidecar's APISIX as the image does, in real APISIX: the config.yaml
-// Istio's injection gives the apisix container (the chart rendered, its template installed
-// into istiod's injector and run), the files the image copies at their image paths (the
-// repository's lua/, libxds.so built from this checkout, the original-destination modules
-// built for APISIX's OpenResty), APISIX's CLI and nginx as the proxy UID, in a pod network
-// namespace with Istio's capture rules, against a fake control plane in the pod. What differs
-// from a pod: amesh's xDS address is the fake control plane instead of istio-agent's socket,
-// istio-agent's status port is a stub, and amesh's status server is on (for the failure log).
-//
-// apisix init renders an nginx.conf with the modules loaded, the env lines, the dicts, the
-// capture listeners and the readiness server, and apisix test (nginx -t) accepts it; nginx
-// runs it; 15021 is not ready before amesh's first configuration, ready after it, not ready
-// once the agent is not; a request the application sends to a service port is captured to
-// 15001 and routed by amesh's routes on $connection_original_dst (another port of the same
-// address gets no route); SIGQUIT stops nginx.
-func TestSidecarAPISIX(t *testing.T) {
+// sidecar is the sidecar's APISIX running as the image runs it, in a pod network namespace
+// with Istio's capture rules: the config.yaml Istio's injection gives the apisix container
+// (the chart rendered, its template installed into istiod's injector and run), the files the
+// image copies at their image paths (the repository's lua/, libxds.so built from this
+// checkout, the original-destination modules built for APISIX's OpenResty), nginx as the
+// proxy UID. What differs from a pod: amesh's xDS address is xdsAddr (where the test starts a
+// control plane) instead of istio-agent's socket, istio-agent's status port is a stub, and
+// amesh's status server is on (for the failure log).
+type sidecar struct {
+	pod, client *netns.NS
+	agent       *agentStub
+	xdsAddr     string
+	cmd         *exec.Cmd
+	stderr      *syncBuffer
+	exited      chan error
+	stopped     bool
+}
+
+// startSidecar checks what apisix init renders (checkNginxConf) and that apisix test accepts
+// it, then starts nginx; the test's cleanup stops it and, when the test failed, logs amesh's
+// debug views and nginx's error log.
+func startSidecar(t *testing.T) *sidecar {
+	t.Helper()
 	home, modules, agentBin := requireAPISIX(t)
 	openresty := filepath.Join(home, "openresty", "bin", "openresty")
 
@@ -371,57 +379,104 @@ func TestSidecarAPISIX(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("nginx.conf:\n%s", nginxConf)
-		return
+		t.FailNow()
 	}
 
-	// The pod: capture rules, the agent's status port, an endpoint of the service, the
-	// control plane (loopback is not captured, and the proxy UID is exempt anyway).
-	p, _ := netns.IstioPod(t, agentBin, []string{podIP + "/24"}, []string{peerIP + "/24"})
-	agent := startAgentStub(t, p)
-	backend := serveIn(t, p, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, "reviews")
-	}))
-	// The control plane's address, where nothing answers until the test starts it.
-	l, err := p.Listen("tcp", "127.0.0.1:0")
+	// The pod: capture rules, the agent's status port, and the control plane's address,
+	// where nothing answers until the test starts one (loopback is not captured, and the
+	// proxy UID is exempt anyway).
+	s := &sidecar{exited: make(chan error, 1), stderr: &syncBuffer{}}
+	s.pod, s.client = netns.IstioPod(t, agentBin, []string{podIP + "/24", podIP6 + "/64"}, []string{peerIP + "/24", peerIP6 + "/64"})
+	s.agent = startAgentStub(t, s.pod)
+	l, err := s.pod.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	xdsAddr := l.Addr().String()
+	s.xdsAddr = l.Addr().String()
 	l.Close()
 
 	// The image's entrypoint: nginx in the foreground with APISIX's home as its prefix.
-	cmd := asProxy(exec.Command(openresty, "-p", dir, "-g", "daemon off;"))
-	cmd.Dir = dir
-	// amesh's status server, read when the test fails.
-	const statusAddr = "127.0.0.1:15029"
-	cmd.Env = append(podEnv(t, container), "AMESH_XDS_ADDRESS="+xdsAddr, "AMESH_STATUS_ADDR="+statusAddr)
-
-	var stderr syncBuffer
-	start, copied := outputPipe(t, cmd, &stderr)
-	if err := p.Do(start); err != nil {
+	s.cmd = asProxy(exec.Command(openresty, "-p", dir, "-g", "daemon off;"))
+	s.cmd.Dir = dir
+	s.cmd.Env = append(podEnv(t, container), "AMESH_XDS_ADDRESS="+s.xdsAddr, "AMESH_STATUS_ADDR="+statusAddr)
+	start, copied := outputPipe(t, s.cmd, s.stderr)
+	if err := s.pod.Do(start); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { err := cmd.Wait(); <-copied; exited <- err }()
-	stopped := false
+	go func() { err := s.cmd.Wait(); <-copied; s.exited <- err }()
 	t.Cleanup(func() {
-		if t.Failed() && !stopped {
+		if t.Failed() && !s.stopped {
 			for _, path := range []string{"/debug/xds", "/debug/report", "/debug/apisix"} {
-				_, body, err := get(p, statusAddr, "", path, 5*time.Second)
+				_, body, err := get(s.pod, statusAddr, "", path, 5*time.Second)
 				t.Logf("amesh's %s (%v), last 4 KiB:\n%s", path, err, tail([]byte(body), 4096))
 			}
 		}
-		if !stopped {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
+		if !s.stopped {
+			_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+			<-s.exited
 		}
 		if t.Failed() {
-			t.Logf("nginx's stderr (error_log), last 8 KiB:\n%s", tail([]byte(stderr.String()), 8192))
+			t.Logf("nginx's stderr (error_log), last 8 KiB:\n%s", tail([]byte(s.stderr.String()), 8192))
 		}
 	})
-	ready := func(timeout time.Duration) (int, string, error) {
-		return get(p, "127.0.0.1:15021", "", "/healthz/ready", timeout)
+	return s
+}
+
+// statusAddr is where amesh's status server listens in the pod, read when a test fails.
+const statusAddr = "127.0.0.1:15029"
+
+// serve starts the control plane on the sidecar's xDS address.
+func (s *sidecar) serve(t *testing.T) *xdstest.Server {
+	t.Helper()
+	var xds *xdstest.Server
+	if err := s.pod.Do(func() (err error) { xds, err = xdstest.New(xdstest.Options{Addr: s.xdsAddr}); return err }); err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(xds.Close)
+	return xds
+}
+
+// ready asks the sidecar's readiness endpoint.
+func (s *sidecar) ready(timeout time.Duration) (int, string, error) {
+	return get(s.pod, "127.0.0.1:15021", "", "/healthz/ready", timeout)
+}
+
+// waitReady waits for amesh's first configuration to be in APISIX.
+func (s *sidecar) waitReady(t *testing.T) {
+	t.Helper()
+	waitFor(t, "15021/healthz/ready to answer ready", 60*time.Second, func() (bool, string) {
+		code, body, err := s.ready(2 * time.Second)
+		return err == nil && code == http.StatusOK && body == "ready\n", fmt.Sprintf("%d %q %v", code, body, err)
+	})
+}
+
+// errorLogClean fails the test on error log lines that mean the configuration or amesh
+// failed.
+func (s *sidecar) errorLogClean(t *testing.T) {
+	t.Helper()
+	for _, bad := range []string{"[emerg]", "[crit]", "amesh: failed", "failed to check the conf"} {
+		if strings.Contains(s.stderr.String(), bad) {
+			t.Errorf("nginx's error log has %q", bad)
+		}
+	}
+}
+
+// TestSidecarAPISIX runs the sidecar's APISIX as the image does, in real APISIX
+// (startSidecar), against a fake control plane in the pod.
+//
+// apisix init renders an nginx.conf with the modules loaded, the env lines, the dicts, the
+// capture listeners and the readiness server, and apisix test (nginx -t) accepts it; nginx
+// runs it; 15021 is not ready before amesh's first configuration, ready after it, not ready
+// once the agent is not; a request the application sends to a service port is captured to
+// 15001 and routed by amesh's routes on $connection_original_dst (another port of the same
+// address gets no route); SIGQUIT stops nginx.
+func TestSidecarAPISIX(t *testing.T) {
+	s := startSidecar(t)
+	p, agent, exited := s.pod, s.agent, s.exited
+	ready := s.ready
+	backend := serveIn(t, p, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "reviews")
+	}))
 
 	// Before amesh's first configuration (the control plane does not answer yet) the workers
 	// wait for it (APISIX's xds providers do, in init_worker), so the probe gets no answer.
@@ -445,20 +500,13 @@ func TestSidecarAPISIX(t *testing.T) {
 
 	// The control plane starts, with the service reviews on port 9080, its endpoint the
 	// backend.
-	var xds *xdstest.Server
-	if err := p.Do(func() (err error) { xds, err = xdstest.New(xdstest.Options{Addr: xdsAddr}); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(xds.Close)
+	xds := s.serve(t)
 	const cluster = "outbound|9080||reviews.default.svc.cluster.local"
 	xds.Set(resource.ListenerType, xdstest.Listener("0.0.0.0_9080", 9080, []string{"9080"}, ""))
 	xds.Set(resource.RouteConfigType, xdstest.RouteConfig("9080", cluster))
 	xds.Set(resource.ClusterType, xdstest.EDSCluster(cluster))
 	xds.Set(resource.EndpointType, xdstest.Endpoints(cluster, backend))
-	waitFor(t, "15021/healthz/ready to answer ready", 60*time.Second, func() (bool, string) {
-		code, body, err := ready(2 * time.Second)
-		return err == nil && code == http.StatusOK && body == "ready\n", fmt.Sprintf("%d %q %v", code, body, err)
-	})
+	s.waitReady(t)
 
 	// The application calls the service: captured to 15001, where $connection_original_dst is
 	// 9080, the port amesh's route requires.
@@ -481,23 +529,19 @@ func TestSidecarAPISIX(t *testing.T) {
 	}
 
 	// The image's stop signal.
-	if err := cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+	if err := s.cmd.Process.Signal(syscall.SIGQUIT); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-exited:
-		stopped = true
+		s.stopped = true
 		if err != nil {
 			t.Errorf("nginx exited after SIGQUIT: %v", err)
 		}
 	case <-time.After(30 * time.Second):
 		t.Errorf("nginx still runs 30 s after SIGQUIT")
 	}
-	for _, bad := range []string{"[emerg]", "[crit]", "amesh: failed", "failed to check the conf"} {
-		if strings.Contains(stderr.String(), bad) {
-			t.Errorf("nginx's error log has %q", bad)
-		}
-	}
+	s.errorLogClean(t)
 }
 
 // checkNginxConf: the nginx.conf apisix init renders from the sidecar's config.yaml loads the

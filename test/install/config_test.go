@@ -205,6 +205,19 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 			t.Errorf("lua/ has no module %s", m)
 		}
 	}
+	// amesh's own plugins are APISIX plugin modules in lua/.
+	for _, p := range plugins {
+		if strings.HasPrefix(p, "amesh-") && !slices.Contains(mods, "apisix/plugins/"+p) {
+			t.Errorf("plugin %s is enabled, but lua/ has no module apisix/plugins/%s", p, p)
+		}
+	}
+	// amesh-original-dst binds inbound deliveries to 127.0.0.6 through this variable.
+	server, _ := at(cfg, "nginx_config", "http_server_configuration_snippet").(string)
+	for _, want := range []string{"set $amesh_upstream_bind '';", "proxy_bind $amesh_upstream_bind;"} {
+		if !strings.Contains(server, want) {
+			t.Errorf("http_server_configuration_snippet lacks %q:\n%s", want, server)
+		}
+	}
 	for _, m := range mods {
 		if f := strings.Replace(lpath, "?", m, 1); !inImage(f) {
 			t.Errorf("extra_lua_path %q: the image has no %s (lua/%s.lua)", lpath, f, m)

@@ -53,8 +53,10 @@ func authorizationPolicy(name, app string, spec map[string]any) harness.Object {
 }
 
 // inboundAnswers returns, for each inbound route (the workload's own ports, served
-// through virtualInbound), the status it answers itself and the start of its body,
-// after "rbac <action:policy,...> then " when amesh-rbac enforces RBAC rules first.
+// through virtualInbound), the status it answers itself and the start of its body, or
+// "delivers from <source address>" for a route to the connection's original destination
+// (the application); after "rbac <action:policy,...> then " when amesh-rbac enforces
+// RBAC rules first.
 func inboundAnswers(t *testing.T, objs map[string][]byte) map[string]string {
 	t.Helper()
 	out := map[string]string{}
@@ -65,6 +67,9 @@ func inboundAnswers(t *testing.T, objs map[string][]byte) map[string]string {
 		var r struct {
 			UpstreamID string `json:"upstream_id"`
 			Plugins    struct {
+				OriginalDst *struct {
+					Bind string `json:"bind"`
+				} `json:"amesh-original-dst"`
 				Fault *struct {
 					Abort struct {
 						Status int    `json:"http_status"`
@@ -85,6 +90,8 @@ func inboundAnswers(t *testing.T, objs map[string][]byte) map[string]string {
 			t.Fatal(err)
 		}
 		switch {
+		case r.Plugins.Fault == nil && r.Plugins.OriginalDst != nil:
+			out[k] = "delivers from " + r.Plugins.OriginalDst.Bind
 		case r.Plugins.Fault == nil:
 			out[k] = "forwards to " + r.UpstreamID
 		default:
@@ -156,18 +163,17 @@ func hasEntry(es []report.Entry, sev report.Severity, parts ...string) bool {
 // for one path, which depends on the request: every inbound route carries it for
 // amesh-rbac to enforce per request, in front of what the route does without it;
 // amesh as reviews-v1 gets an allow-nothing policy, which denies every request: every
-// inbound route answers 403 "RBAC: access denied", as Envoy. The refusal comes before
-// the 502 the inbound routes answer without a policy (their original-destination
-// cluster cannot be served); the report names the RBAC filter and the policy; the
-// outbound routes, which the policies do not concern, do not change. Deleting the
-// policies brings the 502s back.
+// inbound route answers 403 "RBAC: access denied", as Envoy. Without a policy the inbound
+// routes deliver to the application (their original-destination cluster, from 127.0.0.6);
+// the report names the RBAC filter and the policy; the outbound routes, which the policies
+// do not concern, do not change. Deleting the policies brings the deliveries back.
 func TestAuthorizationPolicy(t *testing.T) {
 	requireEnv(t)
 	for _, proto := range protocols {
 		t.Run(string(proto), func(t *testing.T) {
 			pp := startAmesh(t, sidecarEnv(t, env.istiod.GRPCAddr, proto))
 			rv := startAmesh(t, sidecarEnvAs(t, env.istiod.GRPCAddr, proto, "reviews-v1", "192.0.2.21", "reviews", "app=\"reviews\"\nversion=\"v1\"\n"))
-			unguarded := "502 amesh"
+			unguarded := "delivers from 127.0.0.6"
 			ppBefore := pp.waitFor(t, "productpage's inbound routes", func(o map[string][]byte) bool { return allAnswer(t, o, unguarded) })
 			rv.waitFor(t, "reviews' inbound routes", func(o map[string][]byte) bool { return allAnswer(t, o, unguarded) })
 
@@ -235,7 +241,7 @@ const rbacGolden = "../nginx/testdata/istiod-rbac-allow.json"
 func TestAuthorizationPolicyRules(t *testing.T) {
 	requireEnv(t)
 	pp := startAmesh(t, sidecarEnv(t, env.istiod.GRPCAddr, client.Delta))
-	unguarded := "502 amesh"
+	unguarded := "delivers from 127.0.0.6"
 	pp.waitFor(t, "productpage's inbound routes", func(o map[string][]byte) bool { return allAnswer(t, o, unguarded) })
 	allow := authorizationPolicy("allow-rich", "productpage", map[string]any{
 		"action": "ALLOW",

@@ -13,7 +13,7 @@ docker/sidecar/Dockerfile.
   "CLUSTER_DOMAIN" "PROXY_CONFIG" "ISTIO_VERSION" "ISTIO_META_APP_CONTAINERS" "GOMAXPROCS" -}}
 {{- $envs = concat $envs .Values.apisix.extraEnvs | uniq -}}
 {{- $plugins := list "traffic-split" "redirect" "mocking" "fault-injection" "cors" "proxy-mirror"
-  "proxy-rewrite" "response-rewrite" "amesh-rbac" -}}
+  "proxy-rewrite" "response-rewrite" "amesh-original-dst" "amesh-rbac" -}}
 {{- $plugins = concat $plugins .Values.apisix.extraPlugins | uniq -}}
 apisix:
   node_listen:
@@ -49,6 +49,11 @@ nginx_config:
   main_configuration_snippet: |
     load_module /usr/local/openresty/nginx/modules/ngx_http_amesh_original_dst_module.so;
     load_module /usr/local/openresty/nginx/modules/ngx_stream_amesh_original_dst_module.so;
+  # amesh-original-dst (lua/apisix/plugins) binds upstream connections to the source
+  # address of the cluster (127.0.0.6 for inbound delivery) through this variable.
+  http_server_configuration_snippet: |
+    set $amesh_upstream_bind '';
+    proxy_bind $amesh_upstream_bind;
   http:
     custom_lua_shared_dict:
       xds-config: {{ .Values.apisix.xdsConfigSize }}

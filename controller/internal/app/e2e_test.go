@@ -21,7 +21,6 @@ import (
 	"github.com/amesh-dev/amesh/controller/api/v1alpha1"
 	"github.com/amesh-dev/amesh/internal/agent"
 	"github.com/amesh-dev/amesh/internal/meshgen"
-	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/pluginsync"
 	"github.com/amesh-dev/amesh/internal/sink/file"
 	"github.com/amesh-dev/amesh/internal/translate"
@@ -41,8 +40,8 @@ func (s onceSource) Next(ctx context.Context) (*resource.Update, error) {
 	}
 }
 
-// sidecar is an amesh agent for one pod: xDS snapshot → translate → overlay (plugins
-// from the controller) → file sink, as the amesh command wires it.
+// sidecar is an amesh agent for one pod: xDS snapshot and the controller's plugins →
+// translate → file sink, as the amesh command wires it.
 type sidecar struct {
 	path   string
 	client *pluginsync.Client
@@ -66,14 +65,14 @@ func startSidecar(t *testing.T, controllerAddr string, pod *corev1.Pod, token st
 	}
 	src := onceSource{snap: make(chan *resource.Update, 1)}
 	src.snap <- resource.UpdateOf(meshgen.Generate(meshgen.Options{Services: 2}).Snapshot())
-	s := overlay.NewSource(src, client)
-	newTr := func() agent.Translator {
-		return overlay.NewTranslator(translate.New(translate.Options{}), client, overlay.Options{})
-	}
+	newTr := func() agent.Translator { return translate.New(translate.Options{}) }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { _ = client.Run(ctx); done <- struct{}{} }()
-	go func() { _ = agent.Run(ctx, s, newTr, sink, agent.Options{Logger: log}); done <- struct{}{} }()
+	go func() {
+		_ = agent.Run(ctx, src, newTr, sink, agent.Options{Logger: log, Plugins: client})
+		done <- struct{}{}
+	}()
 	t.Cleanup(func() { cancel(); <-done; <-done })
 	return &sidecar{path: sink.Path(), client: client}
 }

@@ -45,6 +45,9 @@ func Spec(spec *v1alpha1.AmeshPluginConfigSpec) error {
 			return &Error{Reason: v1alpha1.ReasonInvalidSpec, Message: fmt.Sprintf("plugin %s listed twice", p.Name)}
 		}
 		seen[p.Name] = true
+		if schema.Own(p.Name) {
+			return &Error{Reason: v1alpha1.ReasonInvalidSpec, Message: fmt.Sprintf("plugin %s is amesh's own: the translation sets it", p.Name)}
+		}
 		if !schema.KnownPlugin(p.Name) {
 			return &Error{Reason: v1alpha1.ReasonUnknownPlugin, Message: fmt.Sprintf("unknown APISIX plugin %q", p.Name)}
 		}

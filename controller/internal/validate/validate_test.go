@@ -28,6 +28,7 @@ func TestSpec(t *testing.T) {
 		{"valid", v1alpha1.AmeshPluginConfigSpec{Plugins: []v1alpha1.Plugin{plugin("limit-count", `{"count":1,"time_window":1}`)}}, ""},
 		{"absent config is an empty object", v1alpha1.AmeshPluginConfigSpec{Plugins: []v1alpha1.Plugin{plugin("cors", "")}}, ""},
 		{"unknown plugin", v1alpha1.AmeshPluginConfigSpec{Plugins: []v1alpha1.Plugin{plugin("nope", `{}`)}}, v1alpha1.ReasonUnknownPlugin},
+		{"amesh's own plugin", v1alpha1.AmeshPluginConfigSpec{Plugins: []v1alpha1.Plugin{plugin("amesh-original-dst", `{}`)}}, v1alpha1.ReasonInvalidSpec},
 		{"config fails the schema", v1alpha1.AmeshPluginConfigSpec{Plugins: []v1alpha1.Plugin{plugin("limit-count", `{"count":"x"}`)}}, v1alpha1.ReasonInvalidConfig},
 		{"missing required field", v1alpha1.AmeshPluginConfigSpec{Plugins: []v1alpha1.Plugin{plugin("limit-count", `{}`)}}, v1alpha1.ReasonInvalidConfig},
 		{"duplicate plugin", v1alpha1.AmeshPluginConfigSpec{Plugins: []v1alpha1.Plugin{plugin("cors", ""), plugin("cors", "")}}, v1alpha1.ReasonInvalidSpec},

@@ -132,6 +132,12 @@ func KnownPlugin(name string) bool {
 	return ok
 }
 
+// Own reports whether name is one of amesh's own plugins (lua/apisix/plugins): the
+// translation sets them where Envoy's configuration needs them; user configuration
+// must not, since their settings decide where requests go (a route to the original
+// destination without its source address would be captured again).
+func Own(name string) bool { return strings.HasPrefix(name, "amesh-") }
+
 // ValidatePlugin validates one plugin's configuration (the value of plugins.<name>).
 func ValidatePlugin(name string, conf []byte) error {
 	v, err := decode(conf)

@@ -20,7 +20,7 @@ func TestEmbeddedSchemasCompile(t *testing.T) {
 	if apisixOnes != 18 {
 		t.Errorf("%d APISIX plugin schemas, want the 18 exported ones: %v", apisixOnes, got)
 	}
-	for _, p := range []string{"traffic-split", "proxy-rewrite", "fault-injection", "cors", "proxy-mirror", "redirect", "response-rewrite", "amesh-rbac"} {
+	for _, p := range []string{"traffic-split", "proxy-rewrite", "fault-injection", "cors", "proxy-mirror", "redirect", "response-rewrite", "amesh-original-dst", "amesh-rbac"} {
 		if !KnownPlugin(p) {
 			t.Errorf("KnownPlugin(%q) = false", p)
 		}
@@ -40,6 +40,9 @@ func TestValidate(t *testing.T) {
 		{"apisix example upstream", "/upstreams/1", `{"nodes":[{"port":1980,"priority":0,"host":"127.0.0.1","weight":1}],"type":"roundrobin","id":"1"}`, ""},
 		{"route with plugins", "/routes/r", `{"id":"r","uri":"/a","upstream_id":"u","plugins":{"proxy-rewrite":{"uri":"/b"},"fault-injection":{"abort":{"http_status":503,"percentage":10}}}}`, ""},
 		{"route without uri", "/routes/r", `{"id":"r","upstream_id":"u"}`, "/routes/r"},
+		{"original destination", "/routes/r", `{"id":"r","uri":"/*","upstream_id":"u","plugins":{"amesh-original-dst":{"bind":"127.0.0.6","bind6":"::6","port":8080}}}`, ""},
+		{"original destination, bind not an address", "/routes/r", `{"id":"r","uri":"/*","upstream_id":"u","plugins":{"amesh-original-dst":{"bind":"localhost"}}}`, "bind"},
+		{"original destination, unknown field", "/routes/r", `{"id":"r","uri":"/*","upstream_id":"u","plugins":{"amesh-original-dst":{"addr":"10.0.0.1"}}}`, "addr"},
 		{"unknown property", "/routes/r", `{"id":"r","uri":"/a","upstream_id":"u","bogus":1}`, "bogus"},
 		{"upstream timeout without read", "/upstreams/u", `{"id":"u","nodes":[],"timeout":{"connect":1,"send":1}}`, "read"},
 		{"zero timeout", "/upstreams/u", `{"id":"u","nodes":[],"timeout":{"connect":0,"send":1,"read":1}}`, "connect"},

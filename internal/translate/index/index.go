@@ -121,6 +121,11 @@ func (x *Index[V]) ClusterChanged(cluster string, kind, content bool) {
 	}
 }
 
+// MarkStale marks the virtual host v stale for a reason outside the edges the index
+// keeps: the caller found that it read something that changed (a plugin config of
+// amesh-controller whose scope may select its routes).
+func (x *Index[V]) MarkStale(v V) { x.staleVH[v] = true }
+
 // TakeStale returns the virtual hosts marked stale since the last call, in no order.
 func (x *Index[V]) TakeStale() []V {
 	if len(x.staleVH) == 0 {

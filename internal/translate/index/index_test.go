@@ -44,6 +44,28 @@ func TestClusterChanged(t *testing.T) {
 	x.End()
 }
 
+// A virtual host marked stale by the caller is taken with the others, once; one
+// removed meanwhile is not.
+func TestMarkStale(t *testing.T) {
+	x := New[string]()
+	x.AddVirtualHost("a", []string{"c"}, nil)
+	x.AddVirtualHost("b", nil, nil)
+	x.AddVirtualHost("gone", nil, nil)
+	x.Begin()
+	x.ClusterChanged("c", true, false)
+	x.MarkStale("a")
+	x.MarkStale("b")
+	x.MarkStale("gone")
+	x.RemoveVirtualHost("gone", nil, nil)
+	if got := slices.Sorted(slices.Values(x.TakeStale())); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("stale %v", got)
+	}
+	if got := x.TakeStale(); len(got) != 0 {
+		t.Fatalf("taken twice: %v", got)
+	}
+	x.End()
+}
+
 // Clusters reading the EDS resource of their own name are not indexed; others are
 // found by the resource's name, and moved when they read another.
 func TestMoveEDS(t *testing.T) {

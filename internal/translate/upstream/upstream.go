@@ -106,8 +106,13 @@ func build(b *builder, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*api
 	b.unsupportedClusterFields(c)
 	switch kind := Special(b.name, c); kind {
 	case Passthrough, InboundPassthrough, OriginalDst:
-		b.add("cluster", "type", report.Unsupported, fmt.Sprintf(
-			"%s cluster (ORIGINAL_DST): an APISIX upstream cannot forward to the connection's original destination; the upstream has no nodes (503) unless the listener translation handles it", kind))
+		// No nodes: routes to the cluster name this upstream for its settings and add
+		// OriginalDstPlugin, which sets the node from the connection's original
+		// destination. Without the plugin the upstream answers 503.
+		if _, field, reason := OriginalDstConfig(c); reason != "" {
+			b.add("cluster", field, report.Unsupported, fmt.Sprintf(
+				"%s cluster: %s; routes to it fail closed (502)", kind, reason))
+		}
 		return u, b.entries
 	case BlackHole:
 		// Envoy's BlackHoleCluster has no hosts: every request gets 503, exactly what an

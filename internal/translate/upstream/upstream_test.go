@@ -94,8 +94,75 @@ func TestIstiodClusters(t *testing.T) {
 	if bh := built["BlackHoleCluster"]; len(bh.Nodes) != 0 || len(reports["BlackHoleCluster"]) != 0 {
 		t.Errorf("BlackHoleCluster: %+v %v", bh, reports["BlackHoleCluster"])
 	}
-	if !hasEntry(reports["PassthroughCluster"], "type", report.Unsupported, "ORIGINAL_DST") {
-		t.Errorf("PassthroughCluster: %v", reports["PassthroughCluster"])
+	// The original-destination clusters: no nodes (the route's plugin sets the
+	// connection's original destination), nothing unsupported about them.
+	for _, name := range []string{"PassthroughCluster", "InboundPassthroughCluster", "inbound|19080||"} {
+		if u := built[name]; len(u.Nodes) != 0 || u.Timeout.Connect != 10 {
+			t.Errorf("%s: %+v, want no nodes and istiod's connect timeout", name, u)
+		}
+		for _, e := range reports[name] {
+			if e.Severity == report.Unsupported {
+				t.Errorf("%s: %v", name, e)
+			}
+		}
+	}
+	for name, want := range map[string]OriginalDstConf{
+		"PassthroughCluster":        {},
+		"InboundPassthroughCluster": {Bind: "127.0.0.6"},
+		"inbound|19080||":           {Bind: "127.0.0.6"},
+	} {
+		if got, field, reason := OriginalDstConfig(msgOf(t, snap.Clusters[name])); got != want || reason != "" {
+			t.Errorf("OriginalDstConfig(%s) = %+v (%s: %s), want %+v", name, got, field, reason, want)
+		}
+	}
+}
+
+// What of an ORIGINAL_DST cluster the original-destination plugin reproduces (source
+// addresses by family, a port override), and what it cannot, which is reported.
+func TestOriginalDstConfig(t *testing.T) {
+	sock := func(ip string, port uint32) *corev3.SocketAddress {
+		return &corev3.SocketAddress{Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}
+	}
+	odst := func(bc *corev3.BindConfig, lb *clusterv3.Cluster_OriginalDstLbConfig) *clusterv3.Cluster {
+		c := &clusterv3.Cluster{Name: "inbound|80||", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}, UpstreamBindConfig: bc}
+		if lb != nil {
+			c.LbConfig = &clusterv3.Cluster_OriginalDstLbConfig_{OriginalDstLbConfig: lb}
+		}
+		return c
+	}
+	//lint:ignore SA1019 deprecated, but Envoy still reads it; so must amesh.
+	additional := &corev3.BindConfig{SourceAddress: sock("::6", 0), AdditionalSourceAddresses: []*corev3.SocketAddress{sock("127.0.0.6", 0), sock("127.0.0.7", 0)}}
+	for _, tc := range []struct {
+		name   string
+		c      *clusterv3.Cluster
+		want   OriginalDstConf
+		reason string // a part of it; "" when supported
+	}{
+		{"no bind", odst(nil, nil), OriginalDstConf{}, ""},
+		{"istio's inbound", odst(&corev3.BindConfig{SourceAddress: sock("127.0.0.6", 0)}, nil), OriginalDstConf{Bind: "127.0.0.6"}, ""},
+		{"dual stack", odst(&corev3.BindConfig{SourceAddress: sock("127.0.0.6", 0),
+			ExtraSourceAddresses: []*corev3.ExtraSourceAddress{{Address: sock("::6", 0)}}}, nil), OriginalDstConf{Bind: "127.0.0.6", Bind6: "::6"}, ""},
+		{"ipv6 first, deprecated additional", odst(additional, nil), OriginalDstConf{Bind: "127.0.0.6", Bind6: "::6"}, ""},
+		{"port override", odst(nil, &clusterv3.Cluster_OriginalDstLbConfig{UpstreamPortOverride: wrapperspb.UInt32(8080)}), OriginalDstConf{Port: 8080}, ""},
+		{"header", odst(nil, &clusterv3.Cluster_OriginalDstLbConfig{UseHttpHeader: true}), OriginalDstConf{}, "request header"},
+		{"fixed source port", odst(&corev3.BindConfig{SourceAddress: sock("127.0.0.6", 1234)}, nil), OriginalDstConf{}, "source port"},
+		{"freebind", odst(&corev3.BindConfig{SourceAddress: sock("127.0.0.6", 0), Freebind: wrapperspb.Bool(true)}, nil), OriginalDstConf{}, "freebind"},
+		{"not an address", odst(&corev3.BindConfig{SourceAddress: sock("localhost", 0)}, nil), OriginalDstConf{}, "not an IP address"},
+		{"not ORIGINAL_DST", &clusterv3.Cluster{Name: "PassthroughCluster"}, OriginalDstConf{}, "not of type ORIGINAL_DST"},
+	} {
+		got, field, reason := OriginalDstConfig(tc.c)
+		if tc.reason == "" && (got != tc.want || reason != "") {
+			t.Errorf("%s: %+v (%s: %s), want %+v", tc.name, got, field, reason, tc.want)
+		}
+		if tc.reason != "" {
+			if !strings.Contains(reason, tc.reason) || field == "" {
+				t.Errorf("%s: %s: %q, want a reason with %q", tc.name, field, reason, tc.reason)
+			}
+			// The cluster's report says so too.
+			if _, es := Build(tc.c.GetName(), tc.c, nil); !hasEntry(es, field, report.Unsupported, "fail closed") {
+				t.Errorf("%s: Build reports %v", tc.name, es)
+			}
+		}
 	}
 }
 

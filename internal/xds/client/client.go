@@ -3,9 +3,13 @@
 // route configurations and endpoints they name, ACKs or NACKs every response, and
 // publishes consistent snapshots (resource.State) to the rest of amesh.
 //
-// Concurrency: Run owns the protocol state and is the only writer; Next, Ready and
-// Status may be called from any goroutine. All mutable fields are guarded by mu,
-// except the consumer's maps, which only Next touches (see view.go).
+// Concurrency: the goroutine running Run owns the protocol state (resources,
+// versions, nonces, subscriptions) and reads and writes it without a lock: it decodes
+// and applies each response, then hands the requests that answer it to the stream's
+// sender goroutine (send.go). What other goroutines see goes through small hand-offs
+// of their own: the publication to Next (pubMu), the status (statMu, status.go), and
+// inspect for a look at the protocol state itself. None of them waits for a response
+// to be decoded.
 package client
 
 import (
@@ -15,6 +19,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -25,16 +30,15 @@ import (
 
 // Client is an ADS client. Create it with New and start it with Run.
 type Client struct {
-	cfg   Config         // read-only after New
-	log   *slog.Logger   // read-only after New
-	ready chan struct{}  // closed at the first published snapshot
-	rnd   func() float64 // jitter source, read-only after New
+	cfg   Config        // read-only after New
+	log   *slog.Logger  // read-only after New
+	ready chan struct{} // closed at the first published snapshot
 
 	readyOnce sync.Once
 	running   sync.Mutex // held by Run: one Run at a time
 
-	mu sync.Mutex
-	// Protocol state, written by Run.
+	// Protocol state, owned by the goroutine running Run: no lock, as nothing else
+	// touches it (other goroutines ask that goroutine, see inspect).
 	types [numTypes]*typeState
 	// dirty holds, per type, the names changed since the last published snapshot.
 	dirty [numTypes]map[string]struct{}
@@ -50,8 +54,17 @@ type Client struct {
 	// decoded are the decoded route configurations accepted since the last
 	// publication, handed to the consumer once (resource.Update.Decoded).
 	decoded map[string]*routev3.RouteConfiguration
+	alarm   *time.Timer // fires at deadline; created by Run
 
-	// Publication.
+	// Inspection of the protocol state from other goroutines (inspect).
+	insp        sync.Mutex
+	runDone     chan struct{} // guarded by insp: closed when Run ends; nil while none runs
+	inspections chan func()   // served by Run between two events
+
+	// Publication, guarded by pubMu. Run's goroutine publishes; it alone writes
+	// published and pubMissing, so it reads them without the lock. Next takes out and
+	// sets returned. statMu may be taken while pubMu is held, not the other way.
+	pubMu      sync.Mutex
 	published  uint64                     // Seq of the last published update (0: none yet)
 	pubMissing []resource.MissingResource // its Missing
 	pubRecv    time.Time                  // its Received
@@ -59,11 +72,9 @@ type Client struct {
 	returned   uint64                     // Seq of the update Next returned last
 	notify     chan struct{}              // closed and replaced at every publication
 
-	// Connection status.
-	state      ConnState
-	lastErr    string
-	reconnects uint64
-	connected  time.Time
+	// Status, guarded by statMu: copied from the protocol state as it changes (post).
+	statMu sync.Mutex
+	stat   board
 }
 
 // New validates cfg and returns a Client that is not yet connected.
@@ -82,16 +93,17 @@ func New(cfg Config) (*Client, error) {
 		cfg:          cfg,
 		log:          cfg.Logger.With("xds_server", cfg.Server, "xds_protocol", string(cfg.Protocol)),
 		ready:        make(chan struct{}),
-		rnd:          defaultRand,
 		pendingSince: map[resKey]time.Time{},
 		notify:       make(chan struct{}),
 		decoded:      map[string]*routev3.RouteConfiguration{},
 		intern:       resource.NewInterner(),
-		state:        Idle,
+		inspections:  make(chan func()),
+		stat:         board{state: Idle},
 	}
 	for i, u := range typeURLs {
 		c.types[i] = newTypeState(u, i == ldsIdx || i == cdsIdx)
 	}
+	c.post()
 	return c, nil
 }
 
@@ -103,18 +115,18 @@ func (c *Client) Ready() <-chan struct{} { return c.ready }
 // kind. It has a single consumer; the Update is the consumer's own.
 func (c *Client) Next(ctx context.Context) (*resource.Update, error) {
 	for {
-		c.mu.Lock()
+		c.pubMu.Lock()
 		if c.published > c.returned {
 			u := &resource.Update{Seq: c.published, Missing: slices.Clone(c.pubMissing), Received: c.pubRecv}
 			c.returned = u.Seq
 			d := c.out
 			c.out = delta{}
-			c.mu.Unlock()
-			d.fill(u) // outside mu: d is no longer the client's
+			c.pubMu.Unlock()
+			d.fill(u) // outside pubMu: d is no longer the client's
 			return u, nil
 		}
 		ch := c.notify
-		c.mu.Unlock()
+		c.pubMu.Unlock()
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -131,17 +143,20 @@ func (c *Client) Run(ctx context.Context) error {
 		return fmt.Errorf("xds client: Run is already running")
 	}
 	defer c.running.Unlock()
+	c.own()
+	defer c.disown()
+	c.alarm = time.NewTimer(time.Hour)
+	defer c.alarm.Stop()
 
-	c.mu.Lock()
-	c.publishLocked(time.Now()) // start the clock for the first responses
-	c.mu.Unlock()
+	c.publish(time.Now()) // start the clock for the first responses
+	c.post()
 
 	failures := 0
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
-			c.mu.Lock()
-			c.reconnects++
-			c.mu.Unlock()
+			c.statMu.Lock()
+			c.stat.reconnects++
+			c.statMu.Unlock()
 		}
 		gotResponse, err := c.runStream(ctx)
 		if ctx.Err() != nil {
@@ -149,7 +164,7 @@ func (c *Client) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		failures = nextFailures(failures, gotResponse)
-		wait := c.cfg.Backoff.delay(failures, c.rnd)
+		wait := c.cfg.Backoff.delay(failures, rand.Float64)
 		c.setState(Waiting, err)
 		c.log.Warn("xds stream ended, reconnecting", "err", err, "in", wait)
 		if err := c.sleep(ctx, wait); err != nil {
@@ -173,31 +188,38 @@ func nextFailures(failures int, gotResponse bool) int {
 func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	wake := time.NewTimer(d)
 	defer wake.Stop()
-	deadline := time.NewTimer(time.Hour)
-	defer deadline.Stop()
+	if _, ok := await(c, ctx, wake.C); !ok {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// await returns the next value of ch, doing meanwhile what Run's goroutine owes the
+// others: the missing-resource check and inspections. ok is false when ctx ended
+// first.
+func await[T any](c *Client, ctx context.Context, ch <-chan T) (v T, ok bool) {
 	for {
-		c.armDeadline(deadline)
+		c.armDeadline()
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-wake.C:
-			return nil
-		case <-deadline.C:
+			return v, false
+		case v := <-ch:
+			return v, true
+		case <-c.alarm.C:
 			c.onDeadline()
+		case f := <-c.inspections:
+			f()
 		}
 	}
 }
 
-// armDeadline points t at the next missing-resource check (or far away).
-func (c *Client) armDeadline(t *time.Timer) {
-	c.mu.Lock()
-	dl := c.deadline
-	c.mu.Unlock()
-	if dl.IsZero() {
-		t.Reset(time.Hour)
+// armDeadline points the alarm at the next missing-resource check (or far away).
+func (c *Client) armDeadline() {
+	if c.deadline.IsZero() {
+		c.alarm.Reset(time.Hour)
 		return
 	}
-	t.Reset(max(time.Until(dl), 0))
+	c.alarm.Reset(max(time.Until(c.deadline), 0))
 }
 
 func (c *Client) onDeadline() {
@@ -206,20 +228,57 @@ func (c *Client) onDeadline() {
 			c.log.Error("xds client panic in missing-resource check", "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.publishLocked(time.Now())
+	c.publish(time.Now())
+	c.post()
 }
 
-func (c *Client) setState(s ConnState, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.state = s
-	if err != nil {
-		c.lastErr = err.Error()
-	}
-	if s == Connected {
-		c.connected = time.Now()
+// own makes Run's goroutine the owner of the protocol state, which inspect then asks.
+func (c *Client) own() {
+	c.insp.Lock()
+	defer c.insp.Unlock()
+	c.runDone = make(chan struct{})
+}
+
+// disown gives the protocol state back to inspect's callers.
+func (c *Client) disown() {
+	c.insp.Lock()
+	defer c.insp.Unlock()
+	close(c.runDone)
+	c.runDone = nil
+}
+
+// inspect runs f where it may read the protocol state: on Run's goroutine between
+// two events while Run runs, else here, holding insp so that no Run starts meanwhile.
+// It returns ctx's error if ctx ends before f could run.
+func (c *Client) inspect(ctx context.Context, f func()) error {
+	for {
+		c.insp.Lock()
+		done := c.runDone
+		if done == nil {
+			f()
+			c.insp.Unlock()
+			return nil
+		}
+		c.insp.Unlock()
+		ran := make(chan struct{})
+		var panicked any
+		run := func() {
+			defer close(ran)
+			// A bug in f is the caller's, not a reason to end the stream.
+			defer func() { panicked = recover() }()
+			f()
+		}
+		select {
+		case c.inspections <- run:
+			<-ran
+			if panicked != nil {
+				panic(panicked)
+			}
+			return nil
+		case <-done: // Run ended: try again
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
@@ -243,109 +302,136 @@ func (c *Client) runStream(ctx context.Context) (gotResponse bool, err error) {
 	// the server (grpc-timeout), which then cancels the stream at the same instant,
 	// and its cancel could arrive before ctx is done here, looking like a lost stream.
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	defer context.AfterFunc(ctx, cancel)()
 	defer cancel()
-	var s stream
-	if c.cfg.Protocol == SotW {
-		s, err = c.openSotw(sctx, conn)
-	} else {
-		s, err = c.openDelta(sctx, conn)
+
+	// Opening waits for the connection; this goroutine keeps its duties meanwhile.
+	type opened struct {
+		s   stream
+		err error
 	}
-	if err != nil {
-		return false, describe(c.cfg.Server, err)
+	opening := make(chan opened, 1)
+	wg.Go(func() {
+		defer func() {
+			if r := recover(); r != nil {
+				opening <- opened{err: fmt.Errorf("xds client: internal error in open: %v", r)}
+			}
+		}()
+		var o opened
+		if c.cfg.Protocol == SotW {
+			o.s, o.err = c.openSotw(sctx, conn)
+		} else {
+			o.s, o.err = c.openDelta(sctx, conn)
+		}
+		opening <- o
+	})
+	o, ok := await(c, ctx, opening)
+	if !ok {
+		return false, ctx.Err()
 	}
-	c.mu.Lock()
+	if o.err != nil {
+		return false, describe(c.cfg.Server, o.err)
+	}
+	s := o.s
 	for _, t := range c.types {
 		t.nonce = ""
 	}
 	c.intern = resource.NewInterner()
-	c.mu.Unlock()
-	if err := s.start(); err != nil {
-		// io.EOF from a send means the server already ended the stream (e.g. it
-		// rejected our token); its status comes with the next receive.
-		if errors.Is(err, io.EOF) {
-			if _, rerr := s.recv(); rerr != nil {
-				err = rerr
-			}
-		}
-		return false, describe(c.cfg.Server, err)
-	}
+	s.start()
+	c.post()
+	s.flush()
 
-	// One goroutine receives, this one handles and sends: gRPC allows one concurrent
-	// sender and one receiver per stream.
-	type inbound struct {
-		m  any
-		at time.Time // when recv returned it
+	// One goroutine receives, one sends (gRPC allows one of each per stream), and this
+	// one handles what arrives. Either ends the stream with an error.
+	type event struct {
+		m   any
+		at  time.Time // when recv returned it
+		err error
 	}
-	msgs := make(chan inbound)
-	errc := make(chan error, 1)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	events := make(chan event)
+	report := func(err error) {
+		select {
+		case events <- event{err: err}:
+		case <-sctx.Done():
+		}
+	}
+	wg.Go(func() {
 		defer func() {
 			if r := recover(); r != nil {
-				errc <- fmt.Errorf("xds client: internal error in receive: %v", r)
+				report(fmt.Errorf("xds client: internal error in receive: %v", r))
 			}
 		}()
 		for {
 			m, err := s.recv()
 			if err != nil {
-				errc <- err
+				report(err)
 				return
 			}
 			select {
-			case msgs <- inbound{m, time.Now()}:
+			case events <- event{m: m, at: time.Now()}:
 			case <-sctx.Done():
-				errc <- sctx.Err()
 				return
 			}
 		}
-	}()
-	defer wg.Wait()
-	defer cancel()
-
-	deadline := time.NewTimer(time.Hour)
-	defer deadline.Stop()
-	for {
-		c.armDeadline(deadline)
-		select {
-		case <-ctx.Done():
-			return gotResponse, ctx.Err()
-		case err := <-errc:
-			return gotResponse, describe(c.cfg.Server, err)
-		case in := <-msgs:
-			if !gotResponse {
-				gotResponse = true
-				c.setState(Connected, nil)
-				c.log.Info("xds stream established")
+	})
+	wg.Go(func() {
+		defer func() {
+			if r := recover(); r != nil {
+				report(fmt.Errorf("xds client: internal error in send: %v", r))
 			}
-			c.mu.Lock()
-			c.recvAt = in.at
-			c.mu.Unlock()
-			if err := s.handle(in.m); err != nil {
-				if errors.Is(err, io.EOF) {
-					// The stream ended under our send; the receiver gets its status.
-					select {
-					case rerr := <-errc:
-						err = rerr
-					case <-time.After(time.Second):
-					}
-				}
-				return gotResponse, describe(c.cfg.Server, err)
-			}
-		case <-deadline.C:
-			c.onDeadline()
+		}()
+		err := s.sendLoop(sctx)
+		if sctx.Err() != nil {
+			return
 		}
+		if errors.Is(err, io.EOF) {
+			// The server ended the stream under our send; the receiver gets its status.
+			t := time.NewTimer(time.Second)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-sctx.Done():
+				return
+			}
+		}
+		report(err)
+	})
+
+	for {
+		ev, ok := await(c, ctx, events)
+		if !ok {
+			return gotResponse, ctx.Err()
+		}
+		if ev.err != nil {
+			return gotResponse, describe(c.cfg.Server, ev.err)
+		}
+		if !gotResponse {
+			gotResponse = true
+			c.setState(Connected, nil)
+			c.log.Info("xds stream established")
+		}
+		c.recvAt = ev.at
+		s.handle(ev.m)
+		// The status shows the response handled before the server can see the answer.
+		c.post()
+		s.flush()
 	}
 }
 
-// stream is one protocol's side of an ADS stream.
+// stream is one protocol's side of an ADS stream. All but sendLoop run on Run's
+// goroutine.
 type stream interface {
-	// start sends the initial subscriptions (all of them, with the versions held).
-	start() error
+	// start queues the initial subscriptions (all of them, with the versions held).
+	start()
 	recv() (any, error)
-	// handle processes one response: decode, apply or reject, send the dependent
+	// handle processes one response: decode, apply or reject, queue the dependent
 	// subscription changes and the ACK or NACK, publish.
-	handle(any) error
+	handle(any)
+	// flush hands the requests queued since the last flush to the sender.
+	flush()
+	// sendLoop sends what flush hands over, in order, until ctx is done or a send
+	// fails. It runs on the stream's sender goroutine.
+	sendLoop(ctx context.Context) error
 }

@@ -4,14 +4,13 @@ import (
 	"errors"
 	"fmt"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	"runtime"
 	"strings"
-	"sync"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/amesh-dev/amesh/internal/parallel"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
@@ -21,7 +20,7 @@ type rawResource struct {
 	body          *anypb.Any
 }
 
-// decodeLocked decodes the resources of a response for type t. A resource whose bytes
+// decode decodes the resources of a response for type t. A resource whose bytes
 // equal an accepted one is not decoded again. A resource with other bytes but the same
 // content as the accepted one of its name (istiod marshals protobuf maps in no stable
 // order) keeps the accepted entry too, so it is not reported changed; its new form is
@@ -29,7 +28,7 @@ type rawResource struct {
 // not subscribed are dropped and counted as ignored (istiod sends them right after an
 // unsubscribe). Any invalid resource rejects the whole response: the error lists every
 // invalid resource with its problem, for the NACK.
-func (c *Client) decodeLocked(t *typeState, raws []rawResource, sotwVersion string) ([]upsert, error) {
+func (c *Client) decode(t *typeState, raws []rawResource, sotwVersion string) ([]upsert, error) {
 	results := make([]decoded, len(raws))
 	decodeAll(t, raws, results, resource.DecodeOptions{Intern: c.intern})
 	out := make([]upsert, 0, len(raws))
@@ -116,33 +115,28 @@ type decoded struct {
 
 // parallelDecodeMin is the number of resources from which a response is decoded on
 // every core: an initial sync of 10,000 services brings 30,000 clusters and as many
-// load assignments in one response each. A variable so that tests can force either
-// path.
-var parallelDecodeMin = 256
+// load assignments in one response each.
+const parallelDecodeMin = 256
 
 // decodeAll fills results[i] for raws[i]. Decoding only reads t (nothing writes it
-// while a response is decoded, under Client.mu), so large responses are split
-// between GOMAXPROCS goroutines; the results keep the response's order, and so do
-// the NACK details built from them.
+// while a response is decoded: the goroutine that owns it waits here), so large
+// responses are split between GOMAXPROCS goroutines; the results keep the response's
+// order, and so do the NACK details built from them.
 func decodeAll(t *typeState, raws []rawResource, results []decoded, opts resource.DecodeOptions) {
-	workers := runtime.GOMAXPROCS(0)
-	if len(raws) < parallelDecodeMin || workers < 2 {
+	workers := parallel.Workers(len(raws), parallelDecodeMin)
+	if workers < 2 {
 		for i := range raws {
 			results[i] = decodeOne(t, raws[i], opts)
 		}
 		return
 	}
-	var wg sync.WaitGroup
-	share := (len(raws) + workers - 1) / workers
-	for lo := 0; lo < len(raws); lo += share {
-		hi := min(lo+share, len(raws))
-		wg.Go(func() {
+	parallel.For(len(raws), workers, 0, func() func(lo, hi int) {
+		return func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				results[i] = decodeOneSafely(t, raws[i], opts)
 			}
-		})
-	}
-	wg.Wait()
+		}
+	})
 }
 
 // decodeOneSafely is decodeOne on a goroutine of decodeAll: a panic in a decoder
@@ -159,7 +153,7 @@ func decodeOneSafely(t *typeState, r rawResource, opts resource.DecodeOptions) (
 
 // decodeOne decodes one resource. A resource whose bytes equal an accepted one is not
 // decoded again; one with other bytes but the content of the accepted one of its name
-// keeps the accepted message (see decodeLocked).
+// keeps the accepted message (see decode).
 func decodeOne(t *typeState, r rawResource, opts resource.DecodeOptions) decoded {
 	if r.name != "" && !t.wants(r.name) {
 		return decoded{ignored: true}
@@ -206,7 +200,7 @@ func decodeOne(t *typeState, r rawResource, opts resource.DecodeOptions) decoded
 	// the entries differs), so a length change is a change without comparing.
 	size := uint32(len(body.GetValue()))
 	if old := t.res[d.Name]; old != nil && old.size == size && resource.Equal(old.msg, d.Msg) {
-		// Same message, new form: applyLocked keeps old and remembers the form.
+		// Same message, new form: apply keeps old and remembers the form.
 		return decoded{e: newEntry(old.msg, d.Hash, size, old.deps())}
 	}
 	return decoded{e: newEntry(d.Msg, d.Hash, size, d.Deps), route: d.Route}
@@ -257,14 +251,15 @@ func deltaRaws(resp *discoveryv3.DeltaDiscoveryResponse) []rawResource {
 	return out
 }
 
-// receiveLocked does what both protocols do first with a response: find its type,
-// record the nonce, count it and decode its resources. ok is false for a type never
+// receive does what both protocols do first with a response: find its type, record
+// the nonce, count it (posted at once: Status shows the response while it is
+// decoded) and decode its resources. ok is false for a type never
 // requested (the response is ignored). A non-nil err is the NACK detail, already
 // counted and logged; the caller sends the protocol's NACK.
 //
 // A response that names a resource twice is rejected too (duplicateDelta,
 // duplicateSotW); removed are a Delta response's removed names, nil in SotW.
-func (c *Client) receiveLocked(p Protocol, typeURL, nonce string, raws []rawResource, removed []string, sotwVersion string) (i int, t *typeState, entries []upsert, ok bool, err error) {
+func (c *Client) receive(p Protocol, typeURL, nonce string, raws []rawResource, removed []string, sotwVersion string) (i int, t *typeState, entries []upsert, ok bool, err error) {
 	i, ok = typeIndex(typeURL)
 	if !ok {
 		c.log.Warn("xds: response for a type never requested", "type", typeURL)
@@ -273,11 +268,12 @@ func (c *Client) receiveLocked(p Protocol, typeURL, nonce string, raws []rawReso
 	t = c.types[i]
 	t.nonce = nonce
 	t.responses++
+	c.post()
 	if p == Delta {
 		err = duplicateDelta(raws, removed)
 	}
 	if err == nil {
-		entries, err = c.decodeLocked(t, raws, sotwVersion)
+		entries, err = c.decode(t, raws, sotwVersion)
 	}
 	if err == nil && p == SotW {
 		err = duplicateSotW(t.url, entries)

@@ -16,6 +16,7 @@ import (
 type deltaStream struct {
 	c        *Client
 	s        discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+	out      requests[*discoveryv3.DeltaDiscoveryRequest]
 	sentNode bool
 }
 
@@ -24,20 +25,23 @@ func (c *Client) openDelta(ctx context.Context, conn *grpc.ClientConn) (stream, 
 	if err != nil {
 		return nil, err
 	}
-	return &deltaStream{c: c, s: s}, nil
+	return &deltaStream{c: c, s: s, out: newRequests[*discoveryv3.DeltaDiscoveryRequest]()}, nil
 }
 
-func (s *deltaStream) send(req *discoveryv3.DeltaDiscoveryRequest) error {
+// send queues req; the first request of the stream carries the node.
+func (s *deltaStream) send(req *discoveryv3.DeltaDiscoveryRequest) {
 	if !s.sentNode {
 		req.Node = s.c.cfg.Node
 		s.sentNode = true
 	}
-	return s.s.Send(req)
+	s.out.add(req)
 }
 
-func (s *deltaStream) start() error {
-	s.c.mu.Lock()
-	defer s.c.mu.Unlock()
+func (s *deltaStream) flush() { s.out.flush() }
+
+func (s *deltaStream) sendLoop(ctx context.Context) error { return s.out.run(ctx, s.s.Send) }
+
+func (s *deltaStream) start() {
 	for _, t := range s.c.types {
 		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: t.url}
 		if t.wildcard {
@@ -54,30 +58,26 @@ func (s *deltaStream) start() error {
 				req.InitialResourceVersions[n] = e.versionString()
 			}
 		}
-		if err := s.send(req); err != nil {
-			return err
-		}
+		s.send(req)
 	}
-	return nil
 }
 
 func (s *deltaStream) recv() (any, error) { return s.s.Recv() }
 
-func (s *deltaStream) handle(m any) error {
+func (s *deltaStream) handle(m any) {
 	resp := m.(*discoveryv3.DeltaDiscoveryResponse)
 	c := s.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	i, t, entries, ok, err := c.receiveLocked(Delta, resp.GetTypeUrl(), resp.GetNonce(), deltaRaws(resp), resp.GetRemovedResources(), "")
+	i, t, entries, ok, err := c.receive(Delta, resp.GetTypeUrl(), resp.GetNonce(), deltaRaws(resp), resp.GetRemovedResources(), "")
 	if !ok {
-		return nil
+		return
 	}
 	if err != nil {
-		return s.send(&discoveryv3.DeltaDiscoveryRequest{
+		s.send(&discoveryv3.DeltaDiscoveryRequest{
 			TypeUrl:       t.url,
 			ResponseNonce: t.nonce,
 			ErrorDetail:   &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()},
 		})
+		return
 	}
 	var removed []string
 	for _, n := range resp.GetRemovedResources() {
@@ -91,21 +91,16 @@ func (s *deltaStream) handle(m any) error {
 	if version == "" {
 		version = t.version
 	}
-	sc := c.applyLocked(accepted{idx: i, upserts: entries, removed: removed, version: version})
+	sc := c.apply(accepted{idx: i, upserts: entries, removed: removed, version: version})
 	if !sc.empty() {
 		// The new subscription goes out before the ACK, like Envoy.
-		if err := s.send(&discoveryv3.DeltaDiscoveryRequest{
+		s.send(&discoveryv3.DeltaDiscoveryRequest{
 			TypeUrl:                  c.types[sc.idx].url,
 			ResourceNamesSubscribe:   sc.added,
 			ResourceNamesUnsubscribe: sc.removed,
-		}); err != nil {
-			return err
-		}
+		})
 	}
 	t.acks++
-	if err := s.send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: t.url, ResponseNonce: t.nonce}); err != nil {
-		return err
-	}
-	c.publishLocked(time.Now())
-	return nil
+	s.send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: t.url, ResponseNonce: t.nonce})
+	c.publish(time.Now())
 }

@@ -15,7 +15,7 @@ func TestDeltaResume(t *testing.T) {
 	basicMesh(t, srv)
 	c := startClient(t, srv, client.Delta, nil)
 	first := waitSnapshot(t, c, hasCounts(counts{1, 1, 3, 2}))
-	held := c.Status().Types
+	held := dumpOf(t, c).Types
 
 	srv.Stop()
 	waitStatus(t, c, func(st client.Status) bool { return st.State != client.Connected })

@@ -48,8 +48,8 @@ func TestDependentSubscriptions(t *testing.T) {
 			if indexOf(reqs, sub) > indexOf(reqs, ack) {
 				t.Error("LDS ACK sent before the RDS subscription")
 			}
-			// The ACK has been handled (Status waits for the handler): nothing published
-			// while the route configurations are missing.
+			// The ACK has been handled (its status is posted before it is sent): nothing
+			// published while the route configurations are missing.
 			if st := c.Status(); st.Seq != first.Seq || st.Types[resource.RouteConfigType].Subscribed != 3 {
 				t.Fatalf("published seq %d with route configs missing (status %+v)", st.Seq, st.Types[resource.RouteConfigType])
 			}

@@ -114,6 +114,16 @@ func waitSnapshot(t *testing.T, c *client.Client, ok func(*resource.State) bool)
 	}
 }
 
+// dumpOf is c.Dump, which must answer.
+func dumpOf(t *testing.T, c *client.Client) client.Status {
+	t.Helper()
+	st, err := c.Dump(ctxFor(t, mustHappen))
+	if err != nil {
+		t.Fatalf("Dump: %v", err)
+	}
+	return st
+}
+
 func ctxFor(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)

@@ -56,7 +56,7 @@ func TestResponseOverMaxMessageSize(t *testing.T) {
 			srv.Set(resource.RouteConfigType, fits)
 			fitted := waitSnapshot(t, c, func(s *resource.State) bool { return s.RouteConfigs["9080"] != first.RouteConfigs["9080"] })
 
-			before := c.Status()
+			before := dumpOf(t, c)
 			srv.Set(resource.RouteConfigType, bigRouteConfig("9080", "outbound|9080||a", 64<<10))
 			deadline := time.Now().Add(mustHappen)
 			for st := c.Status(); st.Reconnects == before.Reconnects || st.LastError == ""; st = c.Status() {
@@ -65,7 +65,7 @@ func TestResponseOverMaxMessageSize(t *testing.T) {
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			st := c.Status()
+			st := dumpOf(t, c)
 			for _, want := range []string{"ResourceExhausted", "larger than max", bootstrap.EnvMaxMessageBytes} {
 				if !strings.Contains(st.LastError, want) {
 					t.Errorf("last error %q does not mention %q", st.LastError, want)

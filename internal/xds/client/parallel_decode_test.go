@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -25,6 +26,9 @@ func anyOf(t *testing.T, m proto.Message) *anypb.Any {
 // lists the invalid resources in the response's order.
 func TestParallelDecodeMatchesSerial(t *testing.T) {
 	const n = 600
+	if n < parallelDecodeMin {
+		t.Fatal("the response is too small to be decoded in parallel")
+	}
 	var valid, invalid []rawResource
 	subscribed := map[string]struct{}{}
 	for i := range n {
@@ -45,13 +49,13 @@ func TestParallelDecodeMatchesSerial(t *testing.T) {
 		ignored uint64
 		err     string
 	}
-	run := func(min int, raws []rawResource) outcome {
-		old := parallelDecodeMin
-		parallelDecodeMin = min
-		defer func() { parallelDecodeMin = old }()
+	// One processor takes the serial path; several (even more than the machine has)
+	// the parallel one: the response is larger than parallelDecodeMin.
+	run := func(procs int, raws []rawResource) outcome {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 		ts := newTypeState(resource.EndpointType, false)
 		ts.subscribed = subscribed
-		ups, err := (&Client{}).decodeLocked(ts, raws, "")
+		ups, err := (&Client{}).decode(ts, raws, "")
 		o := outcome{ignored: ts.ignored}
 		if err != nil {
 			o.err = err.Error()
@@ -65,7 +69,7 @@ func TestParallelDecodeMatchesSerial(t *testing.T) {
 		name string
 		raws []rawResource
 	}{{"valid", valid}, {"with invalid", invalid}} {
-		serial, parallel := run(1<<30, tc.raws), run(1, tc.raws)
+		serial, parallel := run(1, tc.raws), run(4, tc.raws)
 		if fmt.Sprint(serial) != fmt.Sprint(parallel) {
 			t.Errorf("%s: serial and parallel decoding differ:\nserial   %v\nparallel %v", tc.name, serial, parallel)
 		}

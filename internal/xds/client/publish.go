@@ -17,13 +17,13 @@ type resKey struct {
 	name string
 }
 
-// publishLocked publishes a new snapshot if the state is consistent and differs from
+// publish publishes a new snapshot if the state is consistent and differs from
 // the last published one. Consistent means: listeners and clusters have been received,
 // and every subscribed route configuration and endpoint set is present or has been
 // absent for longer than ResourceTimeout (then it is listed in Snapshot.Missing). While
 // something is still awaited, c.deadline is when to check again. The cost is in the
 // number of absent and changed resources, not in the size of the mesh.
-func (c *Client) publishLocked(now time.Time) {
+func (c *Client) publish(now time.Time) {
 	absent := map[resKey]struct{}{}
 	for i, t := range c.types {
 		if t.wildcard {
@@ -79,7 +79,7 @@ func (c *Client) publishLocked(now time.Time) {
 	if c.published > 0 && c.dirtyEmpty() && sameMissing(c.pubMissing, missing) {
 		return
 	}
-	c.publishSnapshotLocked(missing)
+	c.publishSnapshot(missing)
 }
 
 func (c *Client) dirtyEmpty() bool {
@@ -103,9 +103,18 @@ func sameMissing(a, b []resource.MissingResource) bool {
 	return true
 }
 
-// publishSnapshotLocked publishes the accepted state: it records what changed (c.out)
-// for Next. The first publication records the whole state.
-func (c *Client) publishSnapshotLocked(missing []resource.MissingResource) {
+// publishSnapshot publishes the accepted state: it records what changed (c.out) for
+// Next. The first publication records the whole state.
+func (c *Client) publishSnapshot(missing []resource.MissingResource) {
+	c.handOver(missing)
+	c.decoded = map[string]*routev3.RouteConfiguration{}
+	c.dirty = [numTypes]map[string]struct{}{}
+}
+
+// handOver records the changes in c.out under pubMu and wakes Next.
+func (c *Client) handOver(missing []resource.MissingResource) {
+	c.pubMu.Lock()
+	defer c.pubMu.Unlock()
 	first := c.published == 0
 	c.published++
 	c.pubMissing = missing
@@ -114,10 +123,9 @@ func (c *Client) publishSnapshotLocked(missing []resource.MissingResource) {
 		c.out.record(i, t, c.dirty[i], first)
 	}
 	c.out.addDecoded(c.types[rdsIdx], c.decoded)
-	c.decoded = map[string]*routev3.RouteConfiguration{}
-	c.dirty = [numTypes]map[string]struct{}{}
-
+	// Status and Ready show the publication before Next can return it.
+	c.post()
+	c.readyOnce.Do(func() { close(c.ready) })
 	close(c.notify)
 	c.notify = make(chan struct{})
-	c.readyOnce.Do(func() { close(c.ready) })
 }

@@ -22,7 +22,7 @@ func TestServerRestart(t *testing.T) {
 			srv.Stop()
 			// The client notices, and keeps trying (several attempts while down).
 			waitStatus(t, c, func(st client.Status) bool { return st.Reconnects >= 3 && st.State != client.Connected })
-			st := c.Status()
+			st := dumpOf(t, c)
 			if st.LastError == "" {
 				t.Error("no LastError while the server is down")
 			}

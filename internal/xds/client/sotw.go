@@ -16,8 +16,9 @@ import (
 type sotwStream struct {
 	c        *Client
 	s        discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	out      requests[*discoveryv3.DiscoveryRequest]
 	sentNode bool
-	// requested: a request for the type was sent on this stream.
+	// requested: a request for the type was queued on this stream.
 	requested [numTypes]bool
 }
 
@@ -26,10 +27,11 @@ func (c *Client) openSotw(ctx context.Context, conn *grpc.ClientConn) (stream, e
 	if err != nil {
 		return nil, err
 	}
-	return &sotwStream{c: c, s: s}, nil
+	return &sotwStream{c: c, s: s, out: newRequests[*discoveryv3.DiscoveryRequest]()}, nil
 }
 
-func (s *sotwStream) send(req *discoveryv3.DiscoveryRequest) error {
+// send queues req; the first request of the stream carries the node.
+func (s *sotwStream) send(req *discoveryv3.DiscoveryRequest) {
 	if !s.sentNode {
 		req.Node = s.c.cfg.Node
 		s.sentNode = true
@@ -37,12 +39,16 @@ func (s *sotwStream) send(req *discoveryv3.DiscoveryRequest) error {
 	if i, ok := typeIndex(req.GetTypeUrl()); ok {
 		s.requested[i] = true
 	}
-	return s.s.Send(req)
+	s.out.add(req)
 }
 
-// namesLocked is the resource_names of a request for type i: empty for wildcard types
+func (s *sotwStream) flush() { s.out.flush() }
+
+func (s *sotwStream) sendLoop(ctx context.Context) error { return s.out.run(ctx, s.s.Send) }
+
+// names is the resource_names of a request for type i: empty for wildcard types
 // (legacy wildcard, understood by every istiod), the sorted subscription otherwise.
-func (s *sotwStream) namesLocked(i int) []string {
+func (s *sotwStream) names(i int) []string {
 	t := s.c.types[i]
 	if t.wildcard {
 		return nil
@@ -50,57 +56,46 @@ func (s *sotwStream) namesLocked(i int) []string {
 	return t.sortedSubscribed()
 }
 
-func (s *sotwStream) start() error {
-	s.c.mu.Lock()
-	defer s.c.mu.Unlock()
+func (s *sotwStream) start() {
 	for i, t := range s.c.types {
 		if !t.wildcard && len(t.subscribed) == 0 {
 			continue // an empty non-wildcard request would mean "everything"
 		}
 		// version_info tells the server what we hold (Envoy does the same).
-		if err := s.send(&discoveryv3.DiscoveryRequest{TypeUrl: t.url, VersionInfo: t.version, ResourceNames: s.namesLocked(i)}); err != nil {
-			return err
-		}
+		s.send(&discoveryv3.DiscoveryRequest{TypeUrl: t.url, VersionInfo: t.version, ResourceNames: s.names(i)})
 	}
-	return nil
 }
 
 func (s *sotwStream) recv() (any, error) { return s.s.Recv() }
 
-func (s *sotwStream) handle(m any) error {
+func (s *sotwStream) handle(m any) {
 	resp := m.(*discoveryv3.DiscoveryResponse)
 	c := s.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	i, t, entries, ok, err := c.receiveLocked(SotW, resp.GetTypeUrl(), resp.GetNonce(), sotwRaws(resp), nil, resp.GetVersionInfo())
+	i, t, entries, ok, err := c.receive(SotW, resp.GetTypeUrl(), resp.GetNonce(), sotwRaws(resp), nil, resp.GetVersionInfo())
 	if !ok {
-		return nil
+		return
 	}
 	if err != nil {
-		return s.send(&discoveryv3.DiscoveryRequest{
+		s.send(&discoveryv3.DiscoveryRequest{
 			TypeUrl:       t.url,
 			VersionInfo:   t.version, // the last accepted version stays in force
 			ResponseNonce: t.nonce,
-			ResourceNames: s.namesLocked(i),
+			ResourceNames: s.names(i),
 			ErrorDetail:   &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()},
 		})
+		return
 	}
 	// Listeners and clusters are full state in SotW: a missing one was removed.
 	// Route configurations and endpoints are sent only when they change.
-	sc := c.applyLocked(accepted{idx: i, upserts: entries, full: t.wildcard, version: resp.GetVersionInfo()})
+	sc := c.apply(accepted{idx: i, upserts: entries, full: t.wildcard, version: resp.GetVersionInfo()})
 	if !sc.empty() {
 		d := c.types[sc.idx]
 		if len(d.subscribed) > 0 || s.requested[sc.idx] {
 			// The new subscription goes out before the ACK, like Envoy.
-			if err := s.send(&discoveryv3.DiscoveryRequest{TypeUrl: d.url, VersionInfo: d.version, ResponseNonce: d.nonce, ResourceNames: s.namesLocked(sc.idx)}); err != nil {
-				return err
-			}
+			s.send(&discoveryv3.DiscoveryRequest{TypeUrl: d.url, VersionInfo: d.version, ResponseNonce: d.nonce, ResourceNames: s.names(sc.idx)})
 		}
 	}
 	t.acks++
-	if err := s.send(&discoveryv3.DiscoveryRequest{TypeUrl: t.url, VersionInfo: t.version, ResponseNonce: t.nonce, ResourceNames: s.namesLocked(i)}); err != nil {
-		return err
-	}
-	c.publishLocked(time.Now())
-	return nil
+	s.send(&discoveryv3.DiscoveryRequest{TypeUrl: t.url, VersionInfo: t.version, ResponseNonce: t.nonce, ResourceNames: s.names(i)})
+	c.publish(time.Now())
 }

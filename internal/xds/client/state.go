@@ -106,8 +106,8 @@ func (e *entry) hasForm(h uint64, size uint32) bool {
 // versionString is the version exactly as the server sent it.
 func (e *entry) versionString() string { return e.version }
 
-// typeState is the protocol-independent state of one resource type. All fields are
-// guarded by Client.mu; they are written only by the goroutine running Client.Run.
+// typeState is the protocol-independent state of one resource type, owned by the
+// goroutine running Client.Run (see Client).
 type typeState struct {
 	url string
 	// wildcard types (listeners, clusters) are subscribed to everything; the others
@@ -115,7 +115,7 @@ type typeState struct {
 	wildcard   bool
 	subscribed map[string]struct{}
 	// absent is the subscribed names with no accepted resource, kept up to date by
-	// put, remove and resubscribeLocked so that publishing need not scan the whole
+	// put, remove and resubscribe so that publishing need not scan the whole
 	// subscription (it is O(changed), see publish.go).
 	absent map[string]struct{}
 
@@ -271,9 +271,9 @@ type subChange struct {
 
 func (s subChange) empty() bool { return len(s.added) == 0 && len(s.removed) == 0 }
 
-// applyLocked installs an accepted response and returns the change of the dependent
+// apply installs an accepted response and returns the change of the dependent
 // subscription it causes (empty for dependent types).
-func (c *Client) applyLocked(a accepted) subChange {
+func (c *Client) apply(a accepted) subChange {
 	t := c.types[a.idx]
 	changed := c.dirtySet(a.idx)
 	var seen map[string]struct{}
@@ -320,13 +320,13 @@ func (c *Client) applyLocked(a accepted) subChange {
 	if !ok {
 		return subChange{}
 	}
-	return c.resubscribeLocked(a.idx, d)
+	return c.resubscribe(a.idx, d)
 }
 
-// resubscribeLocked recomputes the names dependent type d needs from the resources of
+// resubscribe recomputes the names dependent type d needs from the resources of
 // type from, updates its subscription and drops resources no longer subscribed (a
 // consumer must not see a route configuration no listener uses).
-func (c *Client) resubscribeLocked(from, d int) subChange {
+func (c *Client) resubscribe(from, d int) subChange {
 	want := map[string]struct{}{}
 	add := func(n string) { want[n] = struct{}{} }
 	for _, e := range c.types[from].res {

@@ -90,7 +90,7 @@ func TestDeltaVersionsShared(t *testing.T) {
 		// Separate strings, as unmarshalling a response gives.
 		raws = append(raws, rawResource{name: name, version: string([]byte(v)), body: anyOf(t, xdstest.Endpoints(name, "10.0.0.1:80"))})
 	}
-	ups, err := (&Client{}).decodeLocked(ts, raws, "")
+	ups, err := (&Client{}).decode(ts, raws, "")
 	if err != nil || len(ups) != len(raws) {
 		t.Fatalf("%d upserts, err %v", len(ups), err)
 	}

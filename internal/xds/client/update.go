@@ -11,7 +11,7 @@ import (
 
 // Publishing is O(changed resources): copying the maps of a large mesh for every
 // endpoint change would dominate the change's latency. So the client publishes what
-// changed (a delta, recorded per type under Client.mu), and Next turns the deltas
+// changed (a delta, recorded per type under Client.pubMu), and Next turns the deltas
 // published since it last returned into one resource.Update that the consumer owns.
 
 // overflowSlack is how many more names than the type holds a delta may collect before
@@ -24,7 +24,7 @@ const overflowSlack = 1024
 // first publication, or after an overflow) holds the whole state of the type as it
 // was then (whole), with msgs the changes since. whole lists the entries rather than
 // copying their messages into a map: an entry's message never changes. Guarded by
-// Client.mu until Next takes it; Next's own afterwards.
+// Client.pubMu until Next takes it; Next's own afterwards.
 type delta struct {
 	msgs     [numTypes]map[string]any
 	whole    [numTypes][]*entry

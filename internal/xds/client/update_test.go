@@ -89,9 +89,7 @@ func (h *modelHarness) send(typeURL string, upserts []proto.Message, removed []s
 		resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: nameOf(m), Version: fmt.Sprint(h.nonce), Resource: a})
 	}
 	before := h.c.published
-	if err := h.d.handle(resp); err != nil {
-		h.t.Fatal(err)
-	}
+	handleDelta(h.d, resp)
 	if h.c.published != before {
 		if h.c.published != before+1 {
 			h.t.Fatalf("one response published %d snapshots", h.c.published-before)
@@ -282,9 +280,9 @@ func TestStalledConsumerGetsFull(t *testing.T) {
 	}
 	h.send(resource.ClusterType, statics, nil)
 	h.send(resource.ClusterType, nil, names)
-	h.c.mu.Lock()
+	h.c.pubMu.Lock()
 	held := len(h.c.out.whole[cdsIdx]) + len(h.c.out.msgs[cdsIdx])
-	h.c.mu.Unlock()
+	h.c.pubMu.Unlock()
 	if !h.c.out.replaced[cdsIdx] || held != len(h.c.types[cdsIdx].res) {
 		t.Errorf("pending cluster delta holds %d names, want the %d clusters", held, len(h.c.types[cdsIdx].res))
 	}
@@ -326,10 +324,7 @@ func TestPipelinedConsumer(t *testing.T) {
 			}
 			resp := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: resource.EndpointType, Nonce: fmt.Sprint("u", i),
 				Resources: []*discoveryv3.Resource{{Name: modelCluster(i % clusters), Version: fmt.Sprint(i), Resource: a}}}
-			if err := h.d.handle(resp); err != nil {
-				pubErr <- err
-				return
-			}
+			handleDelta(h.d, resp)
 		}
 		pubErr <- nil
 	}()
@@ -389,8 +384,8 @@ func TestUpdateHandsOverDecodedRouteConfigs(t *testing.T) {
 		if err != nil || !proto.Equal(fromWire, u.Decoded[want]) {
 			t.Fatalf("update %d: the decoded message differs from its wire form (%v)", u.Seq, err)
 		}
-		h.c.mu.Lock()
-		defer h.c.mu.Unlock()
+		h.c.pubMu.Lock()
+		defer h.c.pubMu.Unlock()
 		if len(h.c.decoded) != 0 || h.c.out.decoded != nil {
 			t.Fatalf("update %d: the client still holds %d decoded route configurations", u.Seq, len(h.c.decoded)+len(h.c.out.decoded))
 		}

@@ -16,12 +16,13 @@ package resource
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/amesh-dev/amesh/internal/parallel"
 )
 
 // parallelRDSMin is the size from which a route configuration is decoded on every
@@ -76,14 +77,10 @@ func decodeRouteConfigParallel(b []byte, prev *RouteConfig, in *Interner) (rc *R
 	kept := make([][]byte, len(spans)) // kept forms, in per-worker buffers
 	sums := make([]uint64, len(spans))
 	x := newReuse(prev)
-	workers := min(runtime.GOMAXPROCS(0), len(spans))
 	var failed error
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	per := (len(spans) + workers - 1) / max(workers, 1)
-	for lo := 0; lo < len(spans); lo += per {
-		hi := min(lo+per, len(spans))
-		wg.Go(func() {
+	parallel.For(len(spans), parallel.Workers(len(spans), 0), 0, func() func(lo, hi int) {
+		return func(lo, hi int) {
 			defer func() {
 				if p := recover(); p != nil {
 					mu.Lock()
@@ -114,9 +111,8 @@ func decodeRouteConfigParallel(b []byte, prev *RouteConfig, in *Interner) (rc *R
 				buf, sums[i] = c.appendVH(buf, wire, i, x)
 				vhs[i], kept[i] = vh, buf[start:len(buf):len(buf)]
 			}
-		})
-	}
-	wg.Wait()
+		}
+	})
 	if failed != nil {
 		return nil, nil, failed
 	}

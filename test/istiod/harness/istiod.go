@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -113,6 +114,18 @@ func (d *Istiod) start(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// SetOutboundTrafficPolicy rewrites istiod's mesh configuration with outboundTrafficPolicy
+// mode (ALLOW_ANY, REGISTRY_ONLY); istiod watches the file and pushes what changes.
+func (d *Istiod) SetOutboundTrafficPolicy(mode string) error {
+	mesh := strings.Replace(meshConfig, "mode: ALLOW_ANY", "mode: "+mode, 1)
+	// Replaced whole, so that istiod never reads half a file.
+	tmp := filepath.Join(d.dir, "mesh.yaml.tmp")
+	if err := os.WriteFile(tmp, []byte(mesh), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(d.dir, "mesh.yaml"))
 }
 
 // Stop stops istiod gracefully.
