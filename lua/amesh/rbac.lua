@@ -207,14 +207,15 @@ local function request_path(conf)
     if not uri then
         return nil
     end
+    -- Envoy strips a fragment from the :path, query included.
+    local frag = find(uri, "#", 1, true)
+    if frag then
+        uri = sub(uri, 1, frag - 1)
+    end
     local q = find(uri, "?", 1, true)
     local path, query = uri, ""
     if q then
         path, query = sub(uri, 1, q - 1), sub(uri, q)
-    end
-    local frag = find(path, "#", 1, true)
-    if frag then
-        path = sub(path, 1, frag - 1)
     end
     if byte(path, 1) ~= 47 then -- "/": an absolute-form target
         return nil
