@@ -101,14 +101,14 @@ func remoteFrom(h *hcmv3.HttpConnectionManager) string {
 type rbacEnforced struct {
 	Name     string       `json:"name"`
 	Action   string       `json:"action"` // ALLOW or DENY
-	Policies []rbacPolicy `json:"policies"`
+	Policies []rbacPolicy `json:"policies,omitempty"`
 }
 
 // rbacPolicy matches when one of its permissions and one of its principals match.
 type rbacPolicy struct {
 	Name        string     `json:"name"`
-	Permissions []rbacNode `json:"permissions"`
-	Principals  []rbacNode `json:"principals"`
+	Permissions []rbacNode `json:"permissions,omitempty"`
+	Principals  []rbacNode `json:"principals,omitempty"`
 }
 
 // rbacNode is one condition: exactly one of the fields is set (Any false and no other
@@ -259,7 +259,13 @@ func (c *rbacCompiler) perm(p *rbacv3.Permission, neg bool, d int) rbacNode {
 		}
 		return rbacNode{Ports: &[2]int{int(r.DestinationPort), int(r.DestinationPort) + 1}, U: c.worst(neg)}
 	case *rbacv3.Permission_DestinationPortRange:
-		return rbacNode{Ports: &[2]int{int(r.DestinationPortRange.GetStart()), int(r.DestinationPortRange.GetEnd())}, U: c.worst(neg)}
+		// Ports are 0..65535: a range reaching beyond holds the same ports as its part
+		// within, and an empty one none.
+		lo, hi := max(int(r.DestinationPortRange.GetStart()), 0), min(int(r.DestinationPortRange.GetEnd()), 65536)
+		if lo >= hi {
+			return constNode(false)
+		}
+		return rbacNode{Ports: &[2]int{lo, hi}, U: c.worst(neg)}
 	case *rbacv3.Permission_DestinationIp:
 		return c.unknown(neg, "destination_ip")
 	case *rbacv3.Permission_RequestedServerName:

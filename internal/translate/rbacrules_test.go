@@ -315,3 +315,17 @@ func TestRBACSchemaMatchesPlugin(t *testing.T) {
 		t.Errorf("%s has no embedded schema", rbacPluginName)
 	}
 }
+
+// Destination port ranges beyond the ports hold the ports within; an empty range none.
+func TestRBACPortRangeClamped(t *testing.T) {
+	for _, tc := range []struct {
+		lo, hi int32
+		want   string
+	}{{-5, 100, `{"ports":[0,100]}`}, {1000, 1 << 30, `{"ports":[1000,65536]}`}, {90, 80, `{"const":false}`}, {70000, 80000, `{"const":false}`}} {
+		got, _ := nodeJSON(t, rbacv3.RBAC_ALLOW, &rbacv3.Permission{Rule: &rbacv3.Permission_DestinationPortRange{
+			DestinationPortRange: &typev3.Int32Range{Start: tc.lo, End: tc.hi}}}, nil, rbacEnv{})
+		if got != tc.want {
+			t.Errorf("[%d, %d): %s, want %s", tc.lo, tc.hi, got, tc.want)
+		}
+	}
+}

@@ -480,7 +480,10 @@ eval = function(n, r)
             base = parse_ip(ip.addr)
             parsed[ip] = base
         end
-        return base ~= nil and in_range(a, base, ip.len)
+        if not base then
+            return n.u == true
+        end
+        return in_range(a, base, ip.len)
     end
     return false
 end

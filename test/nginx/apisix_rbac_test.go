@@ -198,3 +198,29 @@ func TestAPISIXRBAC(t *testing.T) {
 	checkOpen(step)
 	checkReport(step, "refuses no request")
 }
+
+// An APISIX whose config.yaml does not enable amesh-rbac would run the routes without
+// their RBAC rules (APISIX's data plane skips plugins it has not enabled): amesh's
+// provider makes such routes answer 403 themselves, and the log says why.
+func TestAPISIXRBACPluginNotEnabled(t *testing.T) {
+	requireAPISIX(t)
+	port := freePort(t)
+	be := startBackendAt(t, "127.0.0.23", "guarded", nil)
+	cl := fmt.Sprintf("outbound|%d||guarded.test", port)
+	msgs := []proto.Message{
+		rbacListener(port, "guarded", istioDenyPrefix("/admin")),
+		routeConfig("guarded", &routev3.VirtualHost{Name: "all", Domains: []string{"*"}, Routes: []*routev3.Route{
+			toCluster("a", prefixMatch("/"), cl, nil),
+		}}),
+	}
+	msgs = append(msgs, edsCluster(cl, be)...)
+	xds := newXDS(t, resourcesOf(msgs...))
+	ap := startAPISIX(t, xds, apisixOptions{Provider: "amesh", Workers: 1, Port: port, OmitPlugins: []string{"amesh-rbac"}})
+	ap.waitServing()
+	for _, p := range []string{"/a", "/admin/x", "/unrouted"} {
+		ans := ap.waitCode(port, "any.test", p, 403)
+		if ans.body != "amesh: plugin amesh-rbac is not enabled in APISIX\n" {
+			t.Errorf("%s answers %d %q, want the provider's 403", p, ans.code, ans.body)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -51,6 +52,8 @@ type apisixOptions struct {
 	// ExtraLua is a directory of Lua modules added to the path (test helpers), and
 	// Snippet nginx configuration added to the http block.
 	ExtraLua, Snippet string
+	// OmitPlugins are left out of config.yaml's plugins (amesh provider only).
+	OmitPlugins []string
 }
 
 // apisixInstance is one running APISIX (master in the foreground, as a child).
@@ -157,7 +160,13 @@ func startAPISIX(t testing.TB, xds *xdstest.Server, o apisixOptions) *apisixInst
 	if o.Provider == "amesh" {
 		lua = append(lua, filepath.Join(here, "..", "..", "lua", "?.lua"))
 		vars["Router"] = "amesh_host_uri"
-		vars["Plugins"] = apisixPlugins(t, home, here)
+		var plugins []string
+		for _, p := range apisixPlugins(t, home, here) {
+			if !slices.Contains(o.OmitPlugins, p) {
+				plugins = append(plugins, p)
+			}
+		}
+		vars["Plugins"] = plugins
 	}
 	if o.ExtraLua != "" {
 		lua = append(lua, filepath.Join(o.ExtraLua, "?.lua"))

@@ -22,7 +22,7 @@ local schema = core.json.decode([==[
 {
   "type": "object",
   "properties": {
-    "port_var": {"type": "string", "pattern": "^[a-z0-9_]+$"},
+    "port_var": {"type": "string", "minLength": 1},
     "normalize_path": {"type": "boolean"},
     "merge_slashes": {"type": "boolean"},
     "pct_unknown": {"type": "boolean"},
@@ -94,7 +94,7 @@ local schema = core.json.decode([==[
           "type": "object",
           "properties": {
             "src": {"type": "string", "enum": ["direct", "remote", "source"]},
-            "addr": {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+            "addr": {"type": "string", "minLength": 2, "maxLength": 45},
             "len": {"type": "integer", "minimum": 0, "maximum": 128}
           },
           "required": ["src", "addr", "len"],
