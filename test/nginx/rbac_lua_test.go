@@ -447,6 +447,16 @@ func TestRBACLuaDecisions(t *testing.T) {
 			{target: "/", headers: h("x-absent", "1", "x-present", "1"), allow: deny}, // x-empty missing, treated as ""
 			{target: "/", headers: h("x-absent", "1", "x-present", "1", "x-empty", "z"), allow: allow},
 		}},
+		// RE2 reads bytes that are not UTF-8 as U+FFFD and "a.*" matches "a\xff"; PCRE
+		// in UTF mode refuses such a subject, and the plugin takes DENY's worst case.
+		{"regex-not-utf8", nil, []*hcmv3.HttpFilter{rbacHTTP("envoy.filters.http.rbac", rules(rbacv3.RBAC_DENY, map[string]*rbacv3.Policy{
+			"p": policy([]*rbacv3.Permission{permHeader(hdrStr("x-any", "regex", "a.*"))}),
+		}))}, []rbacReq{
+			{target: "/", headers: h("x-any", "abc"), allow: deny},
+			{target: "/", headers: h("x-any", "b"), allow: allow},
+			{target: "/", headers: h("x-any", "a\xff"), allow: deny},
+			{target: "/", headers: h("x-any", "b\xff"), allow: deny}, // not a match in RE2: what amesh denies more
+		}},
 		{"ports", nil, nil, nil}, // filled in below: the ports are the test's
 		{"ips-v4", nil, []*hcmv3.HttpFilter{rbacHTTP("envoy.filters.http.rbac", rules(rbacv3.RBAC_ALLOW, map[string]*rbacv3.Policy{
 			"p": policy([]*rbacv3.Permission{permAny()}, &rbacv3.Principal{Identifier: &rbacv3.Principal_DirectRemoteIp{DirectRemoteIp: cidr("127.0.0.0", 30)}}),
