@@ -20,6 +20,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	exprv1alpha1 "google.golang.org/genproto/googleapis/api/expr/v1alpha1"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -327,5 +328,49 @@ func TestRBACPortRangeClamped(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("[%d, %d): %s, want %s", tc.lo, tc.hi, got, tc.want)
 		}
+	}
+}
+
+// istiod's RBAC filter for an ALLOW AuthorizationPolicy with principals, IP blocks,
+// methods, paths, notPaths, a header condition and a JWT claim (captured by
+// test/istiod's TestAuthorizationPolicyRules) compiles to exactly the rules
+// test/nginx's TestRBACLuaDecisions runs in nginx against Envoy's decisions
+// (test/nginx/testdata/istiod-rbac-allow.json), and reports the JWT claim.
+func TestIstiodRBACFilter(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "istiod", "rbac-allow-rich.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &rbachttpv3.RBAC{}
+	if err := protojson.Unmarshal(raw, c); err != nil {
+		t.Fatal(err)
+	}
+	env := envOf(&hcmv3.HttpConnectionManager{NormalizePath: wrapperspb.Bool(true)}, "connection_original_dst")
+	v := rbacVerdict("envoy.filters.http.rbac", c, env)
+	if v.deny || v.rbac == "" || !v.gaps || !strings.Contains(v.reason, "metadata (request principals, JWT claims)") {
+		t.Fatalf("verdict %+v, want rules for amesh-rbac with the JWT claim decided as the worst case", v)
+	}
+	conf, err := json.Marshal(rbacPluginConf{rbacEnv: env, Filters: []json.RawMessage{json.RawMessage(v.rbac)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(filepath.Join("..", "..", "test", "nginx", "testdata", "istiod-rbac-allow.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b any
+	if err := json.Unmarshal(conf, &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(want, &b); err != nil {
+		t.Fatal(err)
+	}
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	if string(ja) != string(jb) {
+		t.Errorf("istiod's filter compiles to\n%s\nwant (test/nginx's golden)\n%s", ja, jb)
+	}
+	if err := schema.ValidatePlugin(rbacPluginName, conf); err != nil {
+		t.Error(err)
 	}
 }

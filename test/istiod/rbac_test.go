@@ -11,9 +11,13 @@ import (
 	"strings"
 	"testing"
 
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"github.com/amesh-dev/amesh/internal/apisix/schema"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/xds/client"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 	"github.com/amesh-dev/amesh/test/istiod/harness"
 )
 
@@ -224,11 +228,59 @@ func entriesOf(es []report.Entry, resource string) []report.Entry {
 	return out
 }
 
-var updateRBAC = flag.Bool("update-rbac", false, "rewrite test/nginx/testdata/istiod-rbac-allow.json from istiod's RBAC filter")
+var updateRBAC = flag.Bool("update-rbac", false, "rewrite internal/translate/testdata/istiod/rbac-allow-rich.json and test/nginx/testdata/istiod-rbac-allow.json from istiod's RBAC filter")
 
 // rbacGolden is where the amesh-rbac config of istiod's policy is kept for
-// test/nginx's TestRBACLuaDecisions, which runs it in nginx against Envoy's decisions.
-const rbacGolden = "../nginx/testdata/istiod-rbac-allow.json"
+// test/nginx's TestRBACLuaDecisions, which runs it in nginx against Envoy's decisions;
+// rbacFilterGolden is istiod's RBAC filter itself, for internal/translate's
+// TestIstiodRBACFilter.
+const (
+	rbacGolden       = "../nginx/testdata/istiod-rbac-allow.json"
+	rbacFilterGolden = "../../internal/translate/testdata/istiod/rbac-allow-rich.json"
+)
+
+// istiodRBACFilter waits for the RBAC filter istiod gives productpage's inbound
+// chains with policy in it and returns it as indented JSON.
+func istiodRBACFilter(t *testing.T, policy string) string {
+	t.Helper()
+	sc := startSidecar(t, sidecarEnv(t, env.istiod.GRPCAddr, client.Delta))
+	var out string
+	sc.waitFor(t, "istiod's RBAC filter with "+policy, func(s *resource.State) bool {
+		l := s.Listeners["virtualInbound"]
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				h, err := resource.HCMOf(f)
+				if err != nil || h == nil {
+					continue
+				}
+				for _, hf := range h.GetHttpFilters() {
+					if hf.GetName() != "envoy.filters.http.rbac" {
+						continue
+					}
+					c := &rbachttpv3.RBAC{}
+					if err := resource.UnpackFilterConfig(hf.GetTypedConfig(), c); err != nil {
+						t.Fatal(err)
+					}
+					if c.GetRules().GetPolicies()[policy] == nil {
+						continue
+					}
+					b, err := protojson.Marshal(c)
+					if err != nil {
+						t.Fatal(err)
+					}
+					var pretty bytes.Buffer
+					if err := json.Indent(&pretty, b, "", "  "); err != nil {
+						t.Fatal(err)
+					}
+					out = pretty.String() + "\n"
+					return true
+				}
+			}
+		}
+		return false
+	})
+	return out
+}
 
 // TestAuthorizationPolicyRules: an ALLOW AuthorizationPolicy with principals, IP
 // blocks (ipBlocks, notRemoteIpBlocks), methods, paths and notPaths, a header
@@ -267,6 +319,8 @@ func TestAuthorizationPolicyRules(t *testing.T) {
 		if err := env.kube.Client.Delete(context.Background(), allow); err != nil {
 			t.Error(err)
 		}
+		// The tests after this one start from istiod's configuration without it.
+		pp.waitFor(t, "productpage's inbound routes without the policy", func(o map[string][]byte) bool { return allAnswer(t, o, unguarded) })
 	})
 	want := "rbac ALLOW:ns[default]-policy[allow-rich]-rule[0],ns[default]-policy[allow-rich]-rule[1],ns[default]-policy[allow-rich]-rule[2] then " + unguarded
 	objs := pp.waitFor(t, "productpage's inbound routes carry the ALLOW policy", func(o map[string][]byte) bool { return allAnswer(t, o, want) })
@@ -308,11 +362,18 @@ func TestAuthorizationPolicyRules(t *testing.T) {
 			t.Errorf("amesh-rbac config lacks %s:\n%s", part, text)
 		}
 	}
+	raw := istiodRBACFilter(t, "ns[default]-policy[allow-rich]-rule[0]")
 	if *updateRBAC {
 		if err := os.WriteFile(rbacGolden, pretty.Bytes(), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.WriteFile(rbacFilterGolden, []byte(raw), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		return
+	}
+	if golden, err := os.ReadFile(rbacFilterGolden); err != nil || !sameJSON(golden, []byte(raw)) {
+		t.Errorf("istiod's RBAC filter is not %s (%v; run with -update-rbac):\n%s", rbacFilterGolden, err, raw)
 	}
 	golden, err := os.ReadFile(rbacGolden)
 	if err != nil {
@@ -324,4 +385,15 @@ func TestAuthorizationPolicyRules(t *testing.T) {
 	if rep := pp.ag.Report(); !hasEntry(rep, report.Unsupported, "ns[default]-policy[allow-rich]", "metadata (request principals, JWT claims)") {
 		t.Errorf("the report does not say what was decided as the worst case:\n%v", entriesOf(rep, "virtualInbound"))
 	}
+}
+
+// sameJSON reports whether a and b hold the same JSON value.
+func sameJSON(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	ja, _ := json.Marshal(x)
+	jb, _ := json.Marshal(y)
+	return bytes.Equal(ja, jb)
 }
