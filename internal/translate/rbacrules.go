@@ -9,17 +9,19 @@ package translate
 // What the plugin reads: the :path as Envoy's HTTP connection manager normalises it
 // (from $request_uri; see rbacEnv), the method and headers (repeated headers joined
 // with "," as Envoy's header matchers see them), the destination port from the
-// original-destination variable, and the peer's address. Everything else a rule may
-// name (the mTLS peer's identity on a TLS connection, JWT claims and other metadata,
-// the SNI, CEL conditions, matcher extensions) is decided here, as the worst case
+// original-destination variable, and the peer's address (the remote address from
+// x-forwarded-for as the connection manager takes it). The mTLS peer's identity is
+// decided here: amesh translates plaintext chains only, on which Envoy's authenticated
+// principal never matches. Everything else a rule may name (JWT claims and other
+// metadata, the SNI, the destination address, CEL conditions, matcher extensions,
+// headers the connection manager rewrites) is decided here as the worst case
 // Envoy could decide: a condition that cannot be evaluated never makes an ALLOW
 // policy match and always makes a DENY policy match. Conditions under a not_rule (or
 // not_id) flip, so the constant given to each is chosen by the polarity of its
 // position, which makes the whole policy deny at least what Envoy denies. Conditions
 // the plugin may find it cannot evaluate at run time (a path Envoy would normalise in
-// ways the plugin does not repeat, a client address Envoy takes from
-// x-forwarded-for, a regex PCRE rejects on the subject) carry the same worst-case
-// constant ("u").
+// ways the plugin does not repeat, an x-forwarded-for entry it may read differently,
+// a regex PCRE rejects on the subject) carry the same worst-case constant ("u").
 
 import (
 	"encoding/json"
