@@ -7,19 +7,24 @@ package translate
 // package plugins); filters that only observe traffic are ignored. Every other filter
 // is a guard: amesh enforces what it decides when that is the same for every request
 // of a route (an RBAC filter without rules allows everything, one that allows no
-// policy denies everything...), and otherwise the routes it applies to fail closed:
+// policy denies everything...); an HTTP RBAC filter whose rules depend on the request
+// is enforced per request by the amesh-rbac plugin, which runs the RBAC filters of a
+// route in filter order up to the first guard that refuses the route's requests; and
+// otherwise the routes a guard applies to fail closed:
 // 403 for a filter that decides who gets in (RBAC, ext_authz, jwt_authn and code that
 // may refuse requests, as Envoy answers a request it cannot authorize), 500 for any
 // other. Per-route configs (typed_per_filter_config, FilterConfig) that disable,
 // enable or override a guard are taken into account, or fail the route closed.
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
@@ -51,6 +56,11 @@ type verdict struct {
 	status int
 	body   string // the response body
 	reason string // why, for the report
+	// rbac, when set, is an RBAC filter's rules (the JSON of an rbacEnforced) that
+	// amesh-rbac enforces per request; deny is false then.
+	rbac string
+	// gaps: some of rbac's conditions are decided as Envoy's worst case.
+	gaps bool
 }
 
 // failClosed is the verdict on requests a filter amesh cannot enforce applies to.
@@ -65,7 +75,8 @@ type guard struct {
 	network  bool // a network filter: it has no per-route configs
 	disabled bool // disabled by default: only routes that enable it run it
 	base     verdict
-	status   int // of a fail-closed verdict: 403 for a filter that decides who gets in, else 500
+	status   int     // of a fail-closed verdict: 403 for a filter that decides who gets in, else 500
+	env      rbacEnv // what RBAC rules of per-route configs read
 }
 
 // failClosed is the verdict on a route the guard cannot be enforced on.
@@ -81,7 +92,10 @@ type ctxFilters struct {
 	// noRoute is what the filters decide for a request that matches no route (no
 	// per-route config applies to it); nil when they let it reach the router (404).
 	noRoute *verdict
-	sig     string
+	// noRouteRBAC are the RBAC rules enforced before noRoute (or the router's 404).
+	noRouteRBAC []json.RawMessage
+	env         rbacEnv
+	sig         string
 }
 
 // refuseUnrouted is what the filters answer a request no route matches, nil when
@@ -112,13 +126,16 @@ type chainAnalysis struct {
 	// observed lists the filters that only observe traffic, and accounted lists
 	// what became of the others that need no report entry of their own.
 	observed, accounted []string
+	// pluginFilters are the fault and CORS filters read so far, in order.
+	pluginFilters []string
 }
 
 // analyzeChain reads a filter chain's filters in order. Listeners reach translation
 // validated (resource.ValidateListenerFilters), so every filter type is one Envoy
 // implements; one that is not is failed closed all the same.
-func analyzeChain(fc *listenerv3.FilterChain) chainAnalysis {
+func analyzeChain(fc *listenerv3.FilterChain, portVar string) chainAnalysis {
 	var a chainAnalysis
+	a.filters.env.PortVar = portVar
 	fs := fc.GetFilters()
 	for i, f := range fs {
 		name := f.GetName()
@@ -195,6 +212,7 @@ func analyzeChain(fc *listenerv3.FilterChain) chainAnalysis {
 // configs, which replace them for upgrade requests).
 func (a *chainAnalysis) httpFilters(h *hcmv3.HttpConnectionManager) {
 	a.filters.plugins = map[string]plugins.HTTPFilter{}
+	a.filters.env = envOf(h, a.filters.env.PortVar)
 	router := false
 	for _, f := range h.GetHttpFilters() {
 		if a.httpFilter(f, "filter_chains.filters.http_connection_manager.http_filters["+f.GetName()+"]", true) {
@@ -235,7 +253,7 @@ func (a *chainAnalysis) httpFilter(f *hcmv3.HttpFilter, field string, main bool)
 	if err != nil {
 		role = resource.RoleUnknown
 	}
-	g := guard{name: name, role: role, disabled: f.GetDisabled(), status: 500}
+	g := guard{name: name, role: role, disabled: f.GetDisabled(), status: 500, env: a.filters.env}
 	if role.Guards() {
 		g.status = 403
 	}
@@ -267,6 +285,7 @@ func (a *chainAnalysis) httpFilter(f *hcmv3.HttpFilter, field string, main bool)
 		}
 		if main && err == nil && (role == resource.RoleFault && name == faultFilterName || role == resource.RoleCORS && name == corsFilterName) {
 			a.filters.plugins[name] = plugins.HTTPFilter{Disabled: f.GetDisabled(), Fault: fault}
+			a.pluginFilters = append(a.pluginFilters, name)
 			a.accounted = append(a.accounted, name+" (from per-route configs)")
 			return false
 		}
@@ -284,8 +303,13 @@ func (a *chainAnalysis) httpFilter(f *hcmv3.HttpFilter, field string, main bool)
 			g.base = g.failClosed("RBAC filter " + name + " cannot be decoded: " + err.Error())
 			break
 		}
-		g.base = rbacVerdict(name, c)
+		g.base = rbacVerdict(name, c, g.env)
 		a.addGuardWhy(g, field, rbacRules(c.GetRules(), c.GetMatcher(), c.GetShadowRules() != nil || c.GetShadowMatcher() != nil).why)
+		if len(a.pluginFilters) > 0 && main && g.base.rbac != "" {
+			// APISIX runs amesh-rbac before the plugins of these filters.
+			a.notes = append(a.notes, note{field, report.Approximated, "RBAC filter " + name + " runs after " + strings.Join(a.pluginFilters, ", ") +
+				" in Envoy; amesh enforces RBAC rules first, so a request those filters would abort or answer (a CORS preflight) may get RBAC's 403 instead"})
+		}
 		handled()
 		return false
 	case resource.RoleExtAuthz:
@@ -310,14 +334,27 @@ func (a *chainAnalysis) httpFilter(f *hcmv3.HttpFilter, field string, main bool)
 	return false
 }
 
-// rbacVerdict is what an HTTP RBAC filter's own config decides.
-func rbacVerdict(name string, c *rbachttpv3.RBAC) verdict {
+// rbacVerdict is what an HTTP RBAC filter's own config decides: rules that depend on
+// the request are enforced by amesh-rbac, a matcher tree fails closed.
+func rbacVerdict(name string, c *rbachttpv3.RBAC, env rbacEnv) verdict {
 	o := rbacRules(c.GetRules(), c.GetMatcher(), c.GetShadowRules() != nil || c.GetShadowMatcher() != nil)
 	switch o.decision {
 	case rbacAllowAll:
 		return verdict{}
 	case rbacDenyAll:
 		return verdict{deny: true, status: 403, body: rbacDeniedBody, reason: "RBAC filter " + name + ": " + o.why}
+	}
+	if act := c.GetRules().GetAction(); c.GetMatcher() == nil && (act == rbacv3.RBAC_ALLOW || act == rbacv3.RBAC_DENY) {
+		f, gaps := compileRBAC(name, c.GetRules(), env)
+		b, err := json.Marshal(f)
+		if err == nil {
+			v := verdict{rbac: string(b), reason: "RBAC filter " + name + ": " + o.why + "; enforced per request by " + rbacPluginName}
+			if len(gaps) > 0 {
+				v.gaps = true
+				v.reason += "; decided as Envoy's worst case (what would deny), as amesh cannot evaluate them: " + strings.Join(gaps, ", ")
+			}
+			return v
+		}
 	}
 	return failClosed(403, "RBAC filter "+name+": "+o.why+"; not translated")
 }
@@ -346,6 +383,10 @@ func (a *chainAnalysis) addGuardWhy(g guard, field, why string) {
 	a.filters.guards = append(a.filters.guards, g)
 	var n note
 	switch {
+	case g.base.rbac != "" && g.base.gaps:
+		n = note{field, report.Unsupported, g.base.reason}
+	case g.base.rbac != "":
+		n = note{field, report.Approximated, g.base.reason + "; " + rbacApprox}
 	case !g.base.deny:
 		n = note{field, report.Ignored, fmt.Sprintf("filter %s refuses no request", g.name)}
 		switch {
@@ -363,7 +404,7 @@ func (a *chainAnalysis) addGuardWhy(g guard, field, why string) {
 	default:
 		n = note{field, report.Unsupported, fmt.Sprintf("%s; the routes answer %d (fail closed)", g.base.reason, g.base.status)}
 	}
-	if g.disabled && g.base.deny {
+	if g.disabled && (g.base.deny || g.base.rbac != "") {
 		n.msg += "; disabled by default, so only routes that enable it in their per-route config"
 	}
 	a.notes = append(a.notes, n)
@@ -373,13 +414,19 @@ func (a *chainAnalysis) addGuardWhy(g guard, field, why string) {
 func (cf *ctxFilters) finish() {
 	for i := range cf.guards {
 		g := &cf.guards[i]
-		if g.base.deny && (g.network || !g.disabled) {
-			v := g.base
-			cf.noRoute = &v
-			break
+		if g.network || !g.disabled {
+			if g.base.rbac != "" {
+				cf.noRouteRBAC = append(cf.noRouteRBAC, json.RawMessage(g.base.rbac))
+			}
+			if g.base.deny {
+				v := g.base
+				cf.noRoute = &v
+				break
+			}
 		}
 	}
 	var b strings.Builder
+	fmt.Fprintf(&b, "%+v;", cf.env)
 	for _, g := range cf.guards {
 		fmt.Fprintf(&b, "%q/%d/%t/%t/%+v;", g.name, g.role, g.network, g.disabled, g.base)
 	}
@@ -423,20 +470,34 @@ func uniqueSorted(s []string) []string {
 }
 
 // routeVerdict is what the guards decide for the requests of route r, in filter
-// order: the first that refuses them answers. It reports per-route configs that play
-// a part.
-func (b *vhostBuilder) routeVerdict(r *routev3.Route, res string) *verdict {
+// order: the first that refuses them answers, after the RBAC rules of the filters in
+// front of it, which amesh-rbac enforces in that order. It reports per-route configs
+// that play a part.
+func (b *vhostBuilder) routeVerdict(r *routev3.Route, res string) (*verdict, []json.RawMessage) {
 	cf := b.rc.ctx.filters
 	if cf == nil {
-		return nil
+		return nil, nil
 	}
+	var rules []json.RawMessage
 	for i := range cf.guards {
 		g := &cf.guards[i]
-		if v := b.guardOn(g, r, res); v.deny {
-			return &v
+		v := b.guardOn(g, r, res)
+		if v.rbac != "" {
+			rules = append(rules, json.RawMessage(v.rbac))
+		}
+		if v.deny {
+			return &v, rules
 		}
 	}
-	return nil
+	return nil, rules
+}
+
+// rbacApprox says what amesh-rbac decides differently from Envoy.
+const rbacApprox = "the plugin decides as Envoy's worst case (what would deny) a request whose :path it cannot normalise as the connection manager does (percent-encoding, backslashes, bytes outside RFC 3986's path characters), an x-forwarded-for entry it may read as an address differently from Envoy (remote_ip), and a regex PCRE cannot run on the value; requests for hosts no virtual host serves get APISIX's 404 without the rules"
+
+// rbacPlugin is the amesh-rbac config enforcing rules on a route of the chain.
+func (cf *ctxFilters) rbacPlugin(rules []json.RawMessage) rbacPluginConf {
+	return rbacPluginConf{rbacEnv: cf.env, Filters: rules}
 }
 
 // guardOn decides one guard for a route: the most specific per-route config under the
@@ -476,7 +537,12 @@ func (b *vhostBuilder) guardOn(g *guard, r *routev3.Route, res string) verdict {
 	}
 	if field != "" {
 		sev, msg := report.Ignored, "per-route config lets every request through filter "+g.name
-		if v.deny {
+		switch {
+		case v.rbac != "" && v.gaps:
+			sev, msg = report.Unsupported, v.reason
+		case v.rbac != "":
+			sev, msg = report.Approximated, v.reason+"; "+rbacApprox
+		case v.deny:
 			sev, msg = report.Unsupported, fmt.Sprintf("%s; the route answers %d (fail closed)", v.reason, v.status)
 			if v.body == rbacDeniedBody {
 				sev, msg = report.Approximated, v.reason+"; the route answers 403 ("+rbacDeniedBody+") as in Envoy"
@@ -524,7 +590,7 @@ func (g *guard) decide(a *anypb.Any) verdict {
 		if pr.GetRbac() == nil {
 			return verdict{} // Envoy: without rbac, RBAC is disabled for the route
 		}
-		return rbacVerdict(g.name, pr.GetRbac())
+		return rbacVerdict(g.name, pr.GetRbac(), g.env)
 	case g.role == resource.RoleExtAuthz && typ == "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute":
 		pr := &extauthzv3.ExtAuthzPerRoute{}
 		if err := resource.UnpackFilterConfig(a, pr); err != nil {

@@ -209,20 +209,64 @@ func TestRBACDenyAllIsEnforced(t *testing.T) {
 	}
 }
 
-// Rules that depend on the request (istiod's DENY for one path) cannot be enforced
-// exactly: every route of the connection manager fails closed with 403, and the report
-// names the filter and the policy.
-func TestRBACDependingOnRequestFailsClosed(t *testing.T) {
+// Rules that depend on the request (istiod's DENY for one path) are enforced per
+// request by amesh-rbac: every route of the connection manager forwards with the
+// plugin carrying the filter's rules, requests no route matches meet the rules before
+// the 404, and the report names the filter and the policy. The other listener is
+// untouched.
+func TestRBACDependingOnRequestIsEnforced(t *testing.T) {
 	objs, rep := translateOne(t, []*listenerv3.Listener{guardedListener(80, "80", nil, rbacFilter(istioDenyPath("/a"))), httpListener(81, "81")},
 		twoRoutes("80"), twoRoutes("81"))
-	wantRoutes(t, objs, "out-80", map[string]int{"a": 403, "b": 403, "no-route": 403}, "")
+	wantRoutes(t, objs, "out-80", map[string]int{"a": 0, "b": 0, "no-route": 404}, "")
 	wantRoutes(t, objs, "out-81", map[string]int{"a": 0, "b": 0, "no-route": 404}, "")
-	if _, b := abortOf(routeObjs(t, objs, "out-80")["b"]); !strings.HasPrefix(b, "amesh: RBAC filter envoy.filters.http.rbac") {
-		t.Errorf("body %q does not say why", b)
+	rs := routeObjs(t, objs, "out-80")
+	for _, name := range []string{"a", "b", "no-route"} {
+		c, ok := rbacOf(t, rs[name])
+		if !ok {
+			t.Errorf("out-80 route %q has no %s plugin", name, rbacPluginName)
+			continue
+		}
+		if len(c.Filters) != 1 || c.Filters[0].Action != "DENY" || c.Filters[0].Name != "envoy.filters.http.rbac" ||
+			len(c.Filters[0].Policies) != 1 || c.Filters[0].Policies[0].Name != "ns[default]-policy[deny-path]-rule[0]" {
+			t.Errorf("out-80 route %q: %s config %+v, want the DENY filter with istiod's policy", name, rbacPluginName, c)
+		}
+		if c.PortVar != "connection_original_dst" {
+			t.Errorf("port_var %q, want the original destination variable", c.PortVar)
+		}
 	}
-	if !findEntry(rep, rbacField, report.Unsupported, "ns[default]-policy[deny-path]-rule[0]", "403 (fail closed)") {
+	for name, r := range routeObjs(t, objs, "out-81") {
+		if _, ok := rbacOf(t, r); ok {
+			t.Errorf("out-81 route %q carries %s", name, rbacPluginName)
+		}
+	}
+	if !findEntry(rep, rbacField, report.Approximated, "ns[default]-policy[deny-path]-rule[0]", "enforced per request by amesh-rbac") {
 		t.Errorf("report does not name the filter and policy: %v", rep)
 	}
+}
+
+// rbacDecoded is amesh-rbac's config as a test reads it.
+type rbacDecoded struct {
+	rbacEnv
+	Filters []rbacEnforced `json:"filters"`
+}
+
+// rbacOf decodes a route's amesh-rbac config.
+func rbacOf(t *testing.T, r map[string]any) (rbacDecoded, bool) {
+	t.Helper()
+	p, _ := r["plugins"].(map[string]any)
+	raw, ok := p[rbacPluginName]
+	if !ok {
+		return rbacDecoded{}, false
+	}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c rbacDecoded
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c, true
 }
 
 // RBAC configs that allow every request change nothing: no rules (Envoy enforces
@@ -277,7 +321,7 @@ func TestRBACPerRoute(t *testing.T) {
 		{"RBACPerRoute without rbac", denyAll, rc(mustAny(&rbachttpv3.RBACPerRoute{}), nil), map[string]int{"a": 0, "b": 403, "no-route": 403}},
 		{"RBACPerRoute allowing", denyAll, rc(mustAny(&rbachttpv3.RBACPerRoute{Rbac: &rbachttpv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_DENY}}}), nil), map[string]int{"a": 0, "b": 403, "no-route": 403}},
 		{"RBACPerRoute denying", rbacFilter(nil), rc(mustAny(&rbachttpv3.RBACPerRoute{Rbac: &rbachttpv3.RBAC{Rules: &rbacv3.RBAC{}}}), nil), map[string]int{"a": 403, "b": 0, "no-route": 404}},
-		{"RBACPerRoute depending", rbacFilter(nil), rc(nil, mustAny(&rbachttpv3.RBACPerRoute{Rbac: &rbachttpv3.RBAC{Rules: istioDenyPath("/b")}})), map[string]int{"a": 0, "b": 403, "no-route": 404}},
+		{"RBACPerRoute depending", rbacFilter(nil), rc(nil, mustAny(&rbachttpv3.RBACPerRoute{Rbac: &rbachttpv3.RBAC{Rules: istioDenyPath("/b")}})), map[string]int{"a": 0, "b": 0, "no-route": 404}},
 		{"FilterConfig disabled", denyAll, rc(mustAny(&routev3.FilterConfig{Disabled: true}), nil), map[string]int{"a": 0, "b": 403, "no-route": 403}},
 		{"FilterConfig enables", disabledDenyAll, rc(nil, mustAny(&routev3.FilterConfig{})), map[string]int{"a": 0, "b": 403, "no-route": 404}},
 		{"FilterConfig wraps", rbacFilter(nil), rc(mustAny(&routev3.FilterConfig{Config: mustAny(&rbachttpv3.RBACPerRoute{Rbac: &rbachttpv3.RBAC{Rules: &rbacv3.RBAC{}}})}), nil), map[string]int{"a": 403, "b": 0, "no-route": 404}},

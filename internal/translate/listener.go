@@ -111,7 +111,7 @@ func buildListener(l *listenerv3.Listener, in peers, opts Options) listenerOut {
 			tls++
 			continue
 		}
-		a := analyzeChain(fc)
+		a := analyzeChain(fc, opts.OriginalDstVar)
 		observed, accounted = append(observed, a.observed...), append(accounted, a.accounted...)
 		switch {
 		case a.hcm != nil:
@@ -208,7 +208,7 @@ func buildInbound(l *listenerv3.Listener, out *listenerOut, rep func(string, rep
 	named := map[string]bool{} // every destination port a chain names
 	seen := map[string]bool{}  // those with an HTTP context
 	var observed, accounted []string
-	catchAll, usedChain, used := catchAllChain(l, "in-any", rep)
+	catchAll, usedChain, used := catchAllChain(l, "in-any", opts.OriginalDstVar, rep)
 	if used != nil {
 		observed, accounted = append(observed, used.observed...), append(accounted, used.accounted...)
 	}
@@ -221,7 +221,7 @@ func buildInbound(l *listenerv3.Listener, out *listenerOut, rep func(string, rep
 		if !plaintextChain(fc) || fc == usedChain {
 			continue
 		}
-		a := analyzeChain(fc)
+		a := analyzeChain(fc, opts.OriginalDstVar)
 		if dp == 0 && a.hcm != nil {
 			continue // another catch-all: Envoy takes the first that matches
 		}
@@ -265,7 +265,7 @@ func buildPassthrough(l *listenerv3.Listener, in peers, out *listenerOut, rep fu
 		rep("use_original_dst", report.Ignored, "routes match on APISIX's own port (no traffic capture): connections to destinations no listener claims are not served")
 		return
 	}
-	ctx, _, used := catchAllChain(l, "out-passthrough", rep)
+	ctx, _, used := catchAllChain(l, "out-passthrough", opts.OriginalDstVar, rep)
 	if ctx == nil {
 		return
 	}
@@ -300,14 +300,14 @@ func buildPassthrough(l *listenerv3.Listener, in peers, out *listenerOut, rep fu
 // one, a route to its tcp_proxy cluster for every HTTP request (APISIX's capture
 // ports are HTTP listeners, so only HTTP reaches them); and the chain it serves and its
 // analysis, whose notes it has reported. All nil when it has neither.
-func catchAllChain(l *listenerv3.Listener, key string, rep func(string, report.Severity, string)) (*httpCtx, *listenerv3.FilterChain, *chainAnalysis) {
+func catchAllChain(l *listenerv3.Listener, key, portVar string, rep func(string, report.Severity, string)) (*httpCtx, *listenerv3.FilterChain, *chainAnalysis) {
 	var tcp *chainAnalysis
 	var tcpChain *listenerv3.FilterChain
 	for _, fc := range l.GetFilterChains() {
 		if fc.GetFilterChainMatch().GetDestinationPort().GetValue() != 0 || !plaintextChain(fc) {
 			continue
 		}
-		a := analyzeChain(fc)
+		a := analyzeChain(fc, portVar)
 		switch {
 		case a.hcm != nil:
 			ctx := &httpCtx{key: key, listener: l.GetName(), websocket: websocketOn(a.hcm), filters: &a.filters, originalDst: true}

@@ -1,12 +1,13 @@
 package translate
 
 // RBAC. An RBAC filter (HTTP or network) allows or denies each request by matching it
-// against its policies. amesh enforces it where the answer does not depend on the
-// request: no rules (Envoy enforces nothing), an action that decides the same for
-// every request (ALLOW without policies denies everything, DENY without policies
-// allows everything, a policy that matches every request and principal), or LOG (it
-// never denies). Anything else depends on the request (paths, principals, source
-// addresses, headers...) and is not translated here: what it guards fails closed.
+// against its policies. rbacRules decides what it does when the answer does not
+// depend on the request: no rules (Envoy enforces nothing), an action that decides the
+// same for every request (ALLOW without policies denies everything, DENY without
+// policies allows everything, a policy that matches every request and principal), or
+// LOG (it never denies). An HTTP filter whose ALLOW or DENY rules depend on the
+// request is enforced per request by the amesh-rbac plugin (rbacrules.go); a matcher
+// tree, and a network filter that depends on the connection, fail closed.
 
 import (
 	"fmt"

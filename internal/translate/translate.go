@@ -17,7 +17,8 @@
 // not here.
 //
 // Known approximations, reported per resource where they apply: nginx's $uri is the
-// decoded, normalised path while Envoy matches the (normalised) :path; $http_<name>
+// decoded, normalised path while Envoy matches the (normalised) :path (amesh-rbac
+// reads the raw request target instead, see rbacrules.go); $http_<name>
 // joins repeated headers with "," like Envoy; a route timeout becomes nginx's
 // per-operation connect/send/read timeouts; $host has no port, so domains are matched
 // without port as with ignore_port_in_host_matching (istiod's default).

@@ -13,6 +13,8 @@ package translate
 //     keeps them disjoint (a prefix wildcard excludes the longer ones; "*" excludes all).
 
 import (
+	"encoding/json"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -297,6 +299,7 @@ type builtRoute struct {
 	upstreamID string
 	plugins    map[string]any
 	websocket  bool
+	rbac       []json.RawMessage // RBAC rules amesh-rbac enforces first, in filter order
 }
 
 // failure is why a route answers an error instead of routing.
@@ -326,7 +329,9 @@ func (b *vhostBuilder) build() {
 		br.shape = routeShape{sets: setsOf(br.path), nat: nat}
 		br.exactNat = exact
 		b.conditions(r, br, res)
-		if v := b.routeVerdict(r, res); v != nil {
+		v, rules := b.routeVerdict(r, res)
+		br.rbac = rules
+		if v != nil {
 			// The filters refuse the route's requests before the router looks at its
 			// action (or at a match amesh cannot express).
 			br.fail = &failure{status: v.status, reason: v.reason, body: v.body}
@@ -376,6 +381,9 @@ func (b *vhostBuilder) build() {
 				obj.Plugins = br.plugins
 				obj.EnableWebsocket = br.websocket
 			}
+			if len(br.rbac) > 0 {
+				obj.Plugins = withRBAC(obj.Plugins, b.rc.ctx.filters.rbacPlugin(br.rbac))
+			}
 			if len(obj.Vars) == 0 {
 				obj.Vars = nil
 			}
@@ -393,6 +401,9 @@ func (b *vhostBuilder) build() {
 			plugins := abortPlugin(404, "")
 			if v := b.rc.ctx.filters.refuseUnrouted(); v != nil {
 				plugins = abortPlugin(v.status, v.body)
+			}
+			if cf := b.rc.ctx.filters; cf != nil && len(cf.noRouteRBAC) > 0 {
+				plugins = withRBAC(plugins, cf.rbacPlugin(cf.noRouteRBAC))
 			}
 			b.emit(apisix.Route{
 				ID:      apisix.SafeID(base + g.suffix + ".nr"),
@@ -420,6 +431,15 @@ func (b *vhostBuilder) emit(r apisix.Route) {
 	}
 	b.refs.keys = append(b.refs.keys, key)
 	b.routes = append(b.routes, r)
+}
+
+// withRBAC returns plugins with amesh-rbac added, which runs before any of them (its
+// priority is the highest), as Envoy's RBAC filters run before the router.
+func withRBAC(plugins map[string]any, conf rbacPluginConf) map[string]any {
+	out := make(map[string]any, len(plugins)+1)
+	maps.Copy(out, plugins)
+	out[rbacPluginName] = conf
+	return out
 }
 
 // abortPlugin answers every request with status and body (fault-injection abort at 100%).

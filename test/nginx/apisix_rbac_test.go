@@ -2,12 +2,12 @@ package nginx
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -17,8 +17,14 @@ import (
 // rbacListener is an outbound listener on port whose connection manager runs an RBAC
 // filter with rules (nil: none) in front of the router.
 func rbacListener(port int, rds string, rules *rbacv3.RBAC) proto.Message {
-	return xdstest.ListenerWithFilters(fmt.Sprintf("0.0.0.0_%d", port), uint32(port),
-		xdstest.HCMWithFilters(rds, xdstest.HTTPFilter("envoy.filters.http.rbac", &rbachttpv3.RBAC{Rules: rules})))
+	return rbacFiltersListener(port, rds, xdstest.HTTPFilter("envoy.filters.http.rbac", &rbachttpv3.RBAC{Rules: rules}))
+}
+
+// rbacFiltersListener is an outbound listener on port whose connection manager
+// normalises paths as istiod's do (normalize_path) and runs filters in front of the
+// router.
+func rbacFiltersListener(port int, rds string, filters ...*hcmv3.HttpFilter) proto.Message {
+	return xdstest.ListenerWithFilters(fmt.Sprintf("0.0.0.0_%d", port), uint32(port), editHCM(xdstest.HCMWithFilters(rds, filters...), normalize))
 }
 
 // istioDenyPrefix is what istiod makes of an AuthorizationPolicy with action DENY and
@@ -39,12 +45,13 @@ func istioDenyPrefix(prefix string) *rbacv3.RBAC {
 	}}
 }
 
-// An HTTP RBAC filter in real APISIX: one that denies every request (ALLOW without
+// HTTP RBAC filters in real APISIX: one that denies every request (ALLOW without
 // policies) makes every route of its listener, and requests no route matches, answer
 // Envoy's 403 "RBAC: access denied"; one whose decision depends on the request (a DENY
-// on a path) fails closed with 403 on every route; one without rules lets traffic
-// through. The other listener's routes answer from their backend throughout, and the
-// report names the filter each time.
+// on a path prefix; then that DENY followed by an ALLOW on method and header) is
+// enforced per request by amesh-rbac, on routed and unrouted requests alike, in filter
+// order; one without rules lets traffic through. The other listener's routes answer
+// from their backend throughout, and the report names the filter.
 func TestAPISIXRBAC(t *testing.T) {
 	requireAPISIX(t)
 	guarded, open := freePort(t), freePort(t)
@@ -87,8 +94,22 @@ func TestAPISIXRBAC(t *testing.T) {
 		}
 	}
 
+	// settle waits until path answers code on every worker: many calls in a row (each
+	// on a new connection, which any worker may take).
+	settle := func(path string, code int) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("%s to answer %d on every worker", path, code), func() bool {
+			for i := 0; i < 12; i++ {
+				if ans, err := ap.call(guarded, "any.test", path); err != nil || ans.code != code {
+					return false
+				}
+			}
+			return true
+		})
+	}
+
 	step := "ALLOW without policies"
-	ap.waitCode(guarded, "any.test", "/a", 403)
+	settle("/a", 403)
 	for _, p := range paths {
 		if ans := ap.mustCall(guarded, "any.test", p); ans.code != 403 || ans.body != "RBAC: access denied" {
 			t.Errorf("%s: %s answers %d %q, want 403 %q", step, p, ans.code, ans.body, "RBAC: access denied")
@@ -101,23 +122,73 @@ func TestAPISIXRBAC(t *testing.T) {
 	if err := xds.Update(rbacListener(guarded, "guarded", istioDenyPrefix("/admin"))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the path rule's fail-closed answer", func() bool {
-		ans, err := ap.call(guarded, "any.test", "/a")
-		return err == nil && strings.HasPrefix(ans.body, "amesh: RBAC filter")
-	})
-	for _, p := range paths {
-		if ans := ap.mustCall(guarded, "any.test", p); ans.code != 403 || !strings.HasPrefix(ans.body, "amesh: RBAC filter envoy.filters.http.rbac") {
-			t.Errorf("%s: %s answers %d %q, want 403 (fail closed)", step, p, ans.code, ans.body)
+	settle("/a", 200)
+	for _, c := range []struct {
+		path string
+		code int
+		body string
+	}{
+		{"/a", 200, "guarded"},
+		{"/admin/x", 403, "RBAC: access denied"},
+		{"/admin?q=1", 403, "RBAC: access denied"},
+		{"/unrouted", 404, ""},
+	} {
+		if ans := ap.mustCall(guarded, "any.test", c.path); ans.code != c.code || c.body != "" && ans.body != c.body {
+			t.Errorf("%s: %s answers %d %q, want %d %q", step, c.path, ans.code, ans.body, c.code, c.body)
+		}
+	}
+	// The path is the raw request target, as Envoy matches it: a dot segment does not
+	// hide /admin, and a percent-encoded one is decided as DENY's worst case.
+	for _, p := range []string{"/a/../admin/x", "/%61dmin"} {
+		if ans, err := ap.callRaw(guarded, "any.test", p); err != nil || ans.code != 403 {
+			t.Errorf("%s: %s answers %d %q (%v), want 403", step, p, ans.code, ans.body, err)
 		}
 	}
 	checkOpen(step)
-	checkReport(step, "depend on the request")
+	checkReport(step, "enforced per request by amesh-rbac")
+
+	step = "ALLOW on method and header, after a DENY"
+	allowGET := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{
+		"ns[default]-policy[allow-get]-rule[0]": {
+			Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_AndRules{AndRules: &rbacv3.Permission_Set{Rules: []*rbacv3.Permission{
+				{Rule: &rbacv3.Permission_Header{Header: &routev3.HeaderMatcher{Name: ":method", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+					StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "GET"}}}}}},
+				{Rule: &rbacv3.Permission_Header{Header: &routev3.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+					StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "blue"}}}}}},
+			}}}}},
+			Principals: []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}},
+		},
+	}}
+	if err := xds.Update(rbacFiltersListener(guarded, "guarded",
+		xdstest.HTTPFilter("istio-deny", &rbachttpv3.RBAC{Rules: istioDenyPrefix("/admin")}),
+		xdstest.HTTPFilter("istio-allow", &rbachttpv3.RBAC{Rules: allowGET}))); err != nil {
+		t.Fatal(err)
+	}
+	settle("/a", 403)
+	for _, c := range []struct {
+		path   string
+		header []string
+		code   int
+	}{
+		{"/a", nil, 403},
+		{"/a", []string{"x-team", "blue-1"}, 200},
+		{"/a", []string{"x-team", "red"}, 403},
+		{"/admin/x", []string{"x-team", "blue-1"}, 403}, // the DENY filter first
+		{"/unrouted", []string{"x-team", "blue"}, 404},
+		{"/unrouted", nil, 403},
+	} {
+		ans, err := ap.call(guarded, "any.test", c.path, c.header...)
+		if err != nil || ans.code != c.code || c.code == 403 && ans.body != "RBAC: access denied" {
+			t.Errorf("%s: %s %v answers %d %q (%v), want %d", step, c.path, c.header, ans.code, ans.body, err, c.code)
+		}
+	}
+	checkOpen(step)
 
 	step = "no rules"
 	if err := xds.Update(rbacListener(guarded, "guarded", nil)); err != nil {
 		t.Fatal(err)
 	}
-	ap.waitCode(guarded, "any.test", "/a", 200)
+	settle("/a", 200)
 	for p, want := range map[string]int{"/a": 200, "/admin/x": 200, "/unrouted": 404} {
 		ans := ap.mustCall(guarded, "any.test", p)
 		if ans.code != want || want == 200 && ans.body != "guarded" {
@@ -126,4 +197,30 @@ func TestAPISIXRBAC(t *testing.T) {
 	}
 	checkOpen(step)
 	checkReport(step, "refuses no request")
+}
+
+// An APISIX whose config.yaml does not enable amesh-rbac would run the routes without
+// their RBAC rules (APISIX's data plane skips plugins it has not enabled): amesh's
+// provider makes such routes answer 403 themselves, and the log says why.
+func TestAPISIXRBACPluginNotEnabled(t *testing.T) {
+	requireAPISIX(t)
+	port := freePort(t)
+	be := startBackendAt(t, "127.0.0.23", "guarded", nil)
+	cl := fmt.Sprintf("outbound|%d||guarded.test", port)
+	msgs := []proto.Message{
+		rbacListener(port, "guarded", istioDenyPrefix("/admin")),
+		routeConfig("guarded", &routev3.VirtualHost{Name: "all", Domains: []string{"*"}, Routes: []*routev3.Route{
+			toCluster("a", prefixMatch("/"), cl, nil),
+		}}),
+	}
+	msgs = append(msgs, edsCluster(cl, be)...)
+	xds := newXDS(t, resourcesOf(msgs...))
+	ap := startAPISIX(t, xds, apisixOptions{Provider: "amesh", Workers: 1, Port: port, OmitPlugins: []string{"amesh-rbac"}})
+	ap.waitServing()
+	for _, p := range []string{"/a", "/admin/x", "/unrouted"} {
+		ans := ap.waitCode(port, "any.test", p, 403)
+		if ans.body != "amesh: plugin amesh-rbac is not enabled in APISIX\n" {
+			t.Errorf("%s answers %d %q, want the provider's 403", p, ans.code, ans.body)
+		}
+	}
 }

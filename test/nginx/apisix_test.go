@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -51,6 +52,8 @@ type apisixOptions struct {
 	// ExtraLua is a directory of Lua modules added to the path (test helpers), and
 	// Snippet nginx configuration added to the http block.
 	ExtraLua, Snippet string
+	// OmitPlugins are left out of config.yaml's plugins (amesh provider only).
+	OmitPlugins []string
 }
 
 // apisixInstance is one running APISIX (master in the foreground, as a child).
@@ -88,6 +91,12 @@ apisix:
 {{- end}}
   ssl:
     enable: false
+{{- if .Plugins}}
+plugins:
+{{- range .Plugins}}
+  - {{.}}
+{{- end}}
+{{- end}}
 plugin_attr:
   prometheus:
     export_addr:
@@ -151,6 +160,13 @@ func startAPISIX(t testing.TB, xds *xdstest.Server, o apisixOptions) *apisixInst
 	if o.Provider == "amesh" {
 		lua = append(lua, filepath.Join(here, "..", "..", "lua", "?.lua"))
 		vars["Router"] = "amesh_host_uri"
+		var plugins []string
+		for _, p := range apisixPlugins(t, home, here) {
+			if !slices.Contains(o.OmitPlugins, p) {
+				plugins = append(plugins, p)
+			}
+		}
+		vars["Plugins"] = plugins
 	}
 	if o.ExtraLua != "" {
 		lua = append(lua, filepath.Join(o.ExtraLua, "?.lua"))
@@ -283,4 +299,38 @@ func startBackendAt(t testing.TB, ip, name string, delay func() time.Duration) *
 	go func() { _ = b.srv.Serve(ln) }()
 	t.Cleanup(func() { _ = b.srv.Close() })
 	return b
+}
+
+// apisixPlugins is APISIX's default plugin list (config.yaml.example's, which
+// config.yaml's `plugins` replaces) and amesh's own plugins (lua/apisix/plugins), as
+// the chart's APISIX config lists them.
+func apisixPlugins(t testing.TB, home, here string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(home, "conf", "config.yaml.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(line, "plugins:"):
+			in = true
+		case in && strings.HasPrefix(line, "  - "):
+			out = append(out, strings.Fields(line)[1])
+		case in && line != "" && !strings.HasPrefix(line, " "):
+			in = false
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no plugin list in APISIX's config.yaml.example")
+	}
+	own, err := filepath.Glob(filepath.Join(here, "..", "..", "lua", "apisix", "plugins", "*.lua"))
+	if err != nil || len(own) == 0 {
+		t.Fatalf("amesh's plugins: %v %v", own, err)
+	}
+	for _, f := range own {
+		out = append(out, strings.TrimSuffix(filepath.Base(f), ".lua"))
+	}
+	return out
 }

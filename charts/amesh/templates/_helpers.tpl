@@ -13,7 +13,7 @@ docker/sidecar/Dockerfile.
   "CLUSTER_DOMAIN" "PROXY_CONFIG" "ISTIO_VERSION" "ISTIO_META_APP_CONTAINERS" "GOMAXPROCS" -}}
 {{- $envs = concat $envs .Values.apisix.extraEnvs | uniq -}}
 {{- $plugins := list "traffic-split" "redirect" "mocking" "fault-injection" "cors" "proxy-mirror"
-  "proxy-rewrite" "response-rewrite" "amesh-original-dst" -}}
+  "proxy-rewrite" "response-rewrite" "amesh-original-dst" "amesh-rbac" -}}
 {{- $plugins = concat $plugins .Values.apisix.extraPlugins | uniq -}}
 apisix:
   node_listen:

@@ -26,6 +26,10 @@ local ffi = require("ffi")
 local C = ffi.C
 local ngx = ngx
 local pcall = pcall
+local pairs = pairs
+local type = type
+local require = require
+local sub = string.sub
 local error = error
 local setmetatable = setmetatable
 local tostring = tostring
@@ -116,12 +120,33 @@ local function configure()
     configured = true
 end
 
--- check combines a kind's schema and checker, as APISIX's providers apply them.
+-- own_plugin_missing returns the first of amesh's own plugins (lua/apisix/plugins,
+-- "amesh-*") that value's plugins name and APISIX has not enabled (config.yaml's
+-- `plugins`). APISIX's checker lets a data plane's object through with a plugin it
+-- has not enabled, and runs it without: a route would lose its RBAC rules.
+local function own_plugin_missing(value)
+    local plugins = type(value) == "table" and value.plugins
+    if type(plugins) ~= "table" then
+        return nil
+    end
+    for name in pairs(plugins) do
+        if type(name) == "string" and sub(name, 1, 6) == "amesh-"
+           and not require("apisix.plugin").get(name) then
+            return name
+        end
+    end
+    return nil
+end
+
+-- check combines a kind's schema and checker, as APISIX's providers apply them. An
+-- object naming one of amesh's plugins that APISIX has not enabled answers every
+-- request itself instead (fault-injection's abort: 403 for amesh-rbac, 500 for the
+-- others), so that it fails closed rather than runs without the plugin.
 local function check_of(item_schema, checker)
     if not item_schema and not checker then
         return nil
     end
-    return function(value, key)
+    local function check(value, key)
         if item_schema then
             local ok, err = check_schema(item_schema, value)
             if not ok then
@@ -135,6 +160,26 @@ local function check_of(item_schema, checker)
             end
         end
         return true
+    end
+    return function(value, key)
+        local ok, err = check(value, key)
+        if not ok then
+            return false, err
+        end
+        local missing = own_plugin_missing(value)
+        if not missing then
+            return true
+        end
+        log.error("[", key, "] needs plugin ", missing, ", which is not in config.yaml's ",
+                  "plugins: it answers every request itself")
+        if not require("apisix.plugin").get("fault-injection") then
+            return false, "plugin " .. missing .. " is not enabled, nor fault-injection"
+        end
+        value.plugins = {["fault-injection"] = {abort = {
+            http_status = missing == "amesh-rbac" and 403 or 500,
+            body = "amesh: plugin " .. missing .. " is not enabled in APISIX\n",
+        }}}
+        return check(value, key)
     end
 end
 

@@ -1,0 +1,39 @@
+-- rbaccheck: runs amesh.rbac (lua/amesh/rbac.lua) in stock nginx for rbac_lua_test.go.
+-- The request names its case in x-rbac-case; the case's amesh-rbac config (what the
+-- translator emitted) is <dir>/<case>.json. A denied request gets the plugin's answer
+-- (403, "RBAC: access denied") and the denying filter in x-rbac-filter.
+local cjson = require("cjson.safe")
+local rbac = require("amesh.rbac")
+
+local _M = {}
+local confs = {}
+
+function _M.run(dir)
+    local case = ngx.var.http_x_rbac_case
+    if not case or not case:match("^[%w-]+$") then
+        ngx.status = 400
+        ngx.print("no case")
+        return ngx.exit(400)
+    end
+    local conf = confs[case]
+    if not conf then
+        local f = io.open(dir .. "/" .. case .. ".json")
+        if not f then
+            ngx.status = 500
+            ngx.print("no config for case ", case)
+            return ngx.exit(500)
+        end
+        conf = cjson.decode(f:read("*a"))
+        f:close()
+        confs[case] = conf
+    end
+    local filter = rbac.decide(conf)
+    if filter then
+        ngx.status = 403
+        ngx.header["x-rbac-filter"] = filter
+        ngx.print(rbac.deny_body)
+        return ngx.exit(403)
+    end
+end
+
+return _M
