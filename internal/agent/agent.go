@@ -1,8 +1,8 @@
 // Package agent is the pipeline shared by libxds.so and the amesh command: it takes
-// consistent snapshots from the xDS client, translates them, coalesces the changes of a
+// consistent updates from the xDS client, translates them, coalesces the changes of a
 // short window into one batch, and hands each batch to a sink that writes it and then
 // makes it visible (one version bump per batch). The plugin configs of amesh-controller,
-// when configured, are a second input: a new set is translated like a new snapshot.
+// when configured, are a second input: a new set is translated like a new update.
 package agent
 
 import (

@@ -11,15 +11,15 @@ import (
 // translator reported changed, its newest value (or that it was deleted), and what the
 // sink held for it before the batch (the translator's Result.Prior when the key first
 // changed). At flush time the two are compared, so a key changed and changed back
-// within a batch (or a failed Apply and a later snapshot) costs nothing, and retries
+// within a batch (or a failed Apply and a later update) costs nothing, and retries
 // always write the newest state. The pipeline keeps no digest of its own per object:
 // the translator's Result.Prior says what the sink holds.
 type batch struct {
 	dirty map[string]pending
 	// resync: the translator panicked and was replaced; write nothing until the new
-	// one has translated a snapshot, whose complete output replaces dirty.
+	// one has translated an update, whose complete output replaces dirty.
 	resync bool
-	// since is when the first snapshot of the batch arrived; seq the newest one's Seq.
+	// since is when the first update of the batch arrived; seq the newest one's Seq.
 	since time.Time
 	seq   uint64
 }

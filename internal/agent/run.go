@@ -18,10 +18,10 @@ import (
 
 // Options configure an Agent. Zero values take the defaults.
 type Options struct {
-	// Window is how long the agent keeps collecting snapshots after the first one of a
-	// batch arrived before it writes; every snapshot in the window ends up in one Apply
+	// Window is how long the agent keeps collecting updates after the first one of a
+	// batch arrived before it writes; every update in the window ends up in one Apply
 	// (one APISIX version bump). It is counted from the arrival, so translating the
-	// first snapshot takes place within it rather than after it. Default 20ms: istiod
+	// first update takes place within it rather than after it. Default 20ms: istiod
 	// pushes a change as a burst of responses (CDS, EDS, LDS, RDS) within a few
 	// milliseconds.
 	Window time.Duration
@@ -130,7 +130,7 @@ type received struct {
 	at time.Time
 }
 
-// Run processes snapshots (and plugin sets) until ctx is done, then returns ctx's
+// Run processes updates (and plugin sets) until ctx is done, then returns ctx's
 // error. It must be called once. The first batch is always applied, even if it is
 // empty, so that APISIX (whose workers wait for a version to exist) can start with an
 // empty mesh; later batches are applied only when some key changed.
@@ -153,7 +153,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	var b batch
 	for {
-		// Wait for the first snapshot of a batch.
+		// Wait for the first update of a batch.
 		if !b.due() {
 			select {
 			case <-ctx.Done():
@@ -167,12 +167,12 @@ func (a *Agent) Run(ctx context.Context) error {
 				continue
 			}
 		}
-		// Collect the rest of the window, which began when the batch's first snapshot
+		// Collect the rest of the window, which began when the batch's first update
 		// arrived.
 		if err := a.collect(ctx, snaps, &b, max(0, a.opts.Window-time.Since(b.since))); err != nil {
 			return err
 		}
-		// Write, retrying with backoff; snapshots arriving meanwhile join the batch.
+		// Write, retrying with backoff; updates arriving meanwhile join the batch.
 		for attempt := 1; ; attempt++ {
 			err := a.flush(ctx, &b)
 			if err == nil {
@@ -190,7 +190,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// collect absorbs snapshots into b for d.
+// collect absorbs updates into b for d.
 func (a *Agent) collect(ctx context.Context, snaps <-chan received, b *batch, d time.Duration) error {
 	timer := a.opts.After(d)
 	for {
@@ -207,7 +207,7 @@ func (a *Agent) collect(ctx context.Context, snaps <-chan received, b *batch, d 
 	}
 }
 
-// read forwards snapshots from the Source until ctx is done. Errors other than ctx's
+// read forwards updates from the Source until ctx is done. Errors other than ctx's
 // are reported and retried with backoff, so a misbehaving Source cannot end the
 // pipeline inside nginx.
 func (a *Agent) read(ctx context.Context, out chan<- received) {
@@ -274,7 +274,7 @@ func (a *Agent) translateInto(b *batch, at time.Time) {
 	if err != nil {
 		// A translation that panicked may have stopped half-way: the translator's
 		// state no longer matches the changes it handed out. It is replaced; until the
-		// new one has translated a snapshot nothing is written and APISIX keeps the
+		// new one has translated an update nothing is written and APISIX keeps the
 		// last good state. The new one gets the current plugin set first.
 		a.recordError(err)
 		a.tr = a.newTr()
@@ -324,7 +324,7 @@ func (a *Agent) held() (digests map[string]uint64, known bool) {
 func (a *Agent) translate(snap *resource.State) (res translateResult, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = panicError(fmt.Sprintf("translating snapshot %d", snap.Seq), p)
+			err = panicError(fmt.Sprintf("translating update %d", snap.Seq), p)
 		}
 	}()
 	if a.setPending {

@@ -23,14 +23,14 @@ type Stats struct {
 	// it happened; it is not cleared by later successes.
 	LastError     string
 	LastErrorTime time.Time
-	// Seq is the Seq of the newest snapshot applied.
+	// Seq is the Seq of the newest update applied.
 	Seq uint64
 	// Version is the sink's version of the applied state, when the sink implements
 	// Versioned (the shared-dict "version"); otherwise 0.
 	Version uint64
 	// ObjectsByKind counts the applied objects per APISIX kind ("routes", ...).
 	ObjectsByKind map[string]int
-	// PushToWrite is the time from the Source handing over the first snapshot of a
+	// PushToWrite is the time from the Source handing over the first update of a
 	// batch to the batch being applied, in seconds, over fixed buckets.
 	PushToWrite metrics.HistogramData
 	// Ready is true once the first batch has been applied.
@@ -89,7 +89,7 @@ func (a *Agent) Objects() map[string][]byte {
 	return out
 }
 
-// Report returns the translation report of the newest snapshot translated.
+// Report returns the translation report of the newest update translated.
 func (a *Agent) Report() []report.Entry {
 	a.mu.Lock()
 	defer a.mu.Unlock()

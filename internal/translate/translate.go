@@ -1,8 +1,9 @@
-// Package translate turns a consistent xDS snapshot into APISIX objects. It is pure:
-// no I/O, no clock, no randomness; the same input gives byte-identical output.
+// Package translate turns a consistent xDS state (resource.State) into APISIX objects.
+// It is pure: no I/O, no clock, no randomness; the same input gives byte-identical
+// output.
 //
 // A Translator keeps what its output was built from and redoes only what the
-// snapshot's Changes (or pointer identity) require. One call syncs clusters,
+// state's Changes (or pointer identity) require. One call syncs clusters,
 // listeners, route configurations and upstreams in that order (update_*.go): each
 // sync runs the builders, which are pure (buildListener, vhostBuilder, package
 // upstream and package plugins), over what changed or what package index says went
@@ -64,7 +65,7 @@ type Result struct {
 }
 
 // Translator keeps what its output was built from, so that each call only redoes the
-// work the snapshot's Changes (and a new set of controller plugins, SetPlugins)
+// work the state's Changes (and a new set of controller plugins, SetPlugins)
 // require. It is not safe for concurrent use.
 type Translator struct {
 	opts Options
@@ -73,7 +74,7 @@ type Translator struct {
 
 	// The translated pieces, kept from one call to the next.
 	started   bool
-	seq       uint64 // of the snapshot translated last
+	seq       uint64 // of the state translated last
 	listeners map[string]*listenerState
 	ctxs      map[string]*rcState // by httpCtx.key
 	clusters  clusters
@@ -130,7 +131,7 @@ func (t *Translator) Len() int { return t.out.Len() }
 
 // Translate brings the output up to date with snap and returns what changed: the
 // Changes of successive calls, applied in order to an empty map, give the complete
-// output (a fresh Translator's first Changes.Put is the complete output of its snapshot).
+// output (a fresh Translator's first Changes.Put is the complete output of its state).
 //
 // A Translate that panicked leaves the Translator unusable: its state may be
 // half-updated. The caller drops it and starts over with a new one.
