@@ -215,6 +215,22 @@ func compileRBAC(name string, rules *rbacv3.RBAC, env rbacEnv) (f rbacEnforced, 
 	return f, c.gaps
 }
 
+// ruleSet is an and_rules/and_ids (and) or or_rules/or_ids set of the nodes compile
+// makes of xs. Envoy: an empty and-set matches every request, an empty or-set none.
+func ruleSet[T any](and bool, xs []T, compile func(T) rbacNode) rbacNode {
+	if len(xs) == 0 {
+		return constNode(and)
+	}
+	nodes := make([]rbacNode, 0, len(xs))
+	for _, x := range xs {
+		nodes = append(nodes, compile(x))
+	}
+	if and {
+		return rbacNode{And: nodes}
+	}
+	return rbacNode{Or: nodes}
+}
+
 func (c *rbacCompiler) perm(p *rbacv3.Permission, neg bool, d int) rbacNode {
 	if d > maxRBACDepth {
 		return c.unknown(neg, "rules nested deeper than "+fmt.Sprint(maxRBACDepth))
@@ -223,23 +239,9 @@ func (c *rbacCompiler) perm(p *rbacv3.Permission, neg bool, d int) rbacNode {
 	case *rbacv3.Permission_Any:
 		return rbacNode{Any: r.Any}
 	case *rbacv3.Permission_AndRules:
-		n := rbacNode{}
-		for _, x := range r.AndRules.GetRules() {
-			n.And = append(n.And, c.perm(x, neg, d+1))
-		}
-		if len(n.And) == 0 {
-			return constNode(true) // Envoy: an empty set matches every request
-		}
-		return n
+		return ruleSet(true, r.AndRules.GetRules(), func(x *rbacv3.Permission) rbacNode { return c.perm(x, neg, d+1) })
 	case *rbacv3.Permission_OrRules:
-		n := rbacNode{}
-		for _, x := range r.OrRules.GetRules() {
-			n.Or = append(n.Or, c.perm(x, neg, d+1))
-		}
-		if len(n.Or) == 0 {
-			return constNode(false) // Envoy: an empty set matches none
-		}
-		return n
+		return ruleSet(false, r.OrRules.GetRules(), func(x *rbacv3.Permission) rbacNode { return c.perm(x, neg, d+1) })
 	case *rbacv3.Permission_NotRule:
 		x := c.perm(r.NotRule, !neg, d+1)
 		return rbacNode{Not: &x}
@@ -292,23 +294,9 @@ func (c *rbacCompiler) principal(p *rbacv3.Principal, neg bool, d int) rbacNode 
 	case *rbacv3.Principal_Any:
 		return rbacNode{Any: r.Any}
 	case *rbacv3.Principal_AndIds:
-		n := rbacNode{}
-		for _, x := range r.AndIds.GetIds() {
-			n.And = append(n.And, c.principal(x, neg, d+1))
-		}
-		if len(n.And) == 0 {
-			return constNode(true) // Envoy: an empty set matches every request
-		}
-		return n
+		return ruleSet(true, r.AndIds.GetIds(), func(x *rbacv3.Principal) rbacNode { return c.principal(x, neg, d+1) })
 	case *rbacv3.Principal_OrIds:
-		n := rbacNode{}
-		for _, x := range r.OrIds.GetIds() {
-			n.Or = append(n.Or, c.principal(x, neg, d+1))
-		}
-		if len(n.Or) == 0 {
-			return constNode(false) // Envoy: an empty set matches none
-		}
-		return n
+		return ruleSet(false, r.OrIds.GetIds(), func(x *rbacv3.Principal) rbacNode { return c.principal(x, neg, d+1) })
 	case *rbacv3.Principal_NotId:
 		x := c.principal(r.NotId, !neg, d+1)
 		return rbacNode{Not: &x}

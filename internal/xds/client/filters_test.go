@@ -240,7 +240,8 @@ func equalMaps(a, b map[string]string) bool {
 }
 
 // Valid listeners with filters that decide who gets in are ACKed; their routes answer
-// 403 (exactly as Envoy where RBAC denies every request, failing closed otherwise); a
+// 403 (exactly as Envoy where RBAC denies every request, failing closed where amesh
+// cannot enforce the filter) or carry amesh-rbac (RBAC that depends on the request); a
 // connection manager under another name is translated like one under the usual name;
 // the other listener's routes never change.
 func TestFiltersEnforced(t *testing.T) {
@@ -255,26 +256,27 @@ func TestFiltersEnforced(t *testing.T) {
 		status int    // of every 9080 route; 0: they forward
 		body   string // prefix of the body
 		field  string // report entry naming the filter
+		plugin string // a plugin every forwarding 9080 route carries ("": none added)
 	}{
 		{"RBAC allowing nothing", func(t *testing.T) *listenerv3.Listener {
 			return before(t, typed(t, "envoy.filters.http.rbac", &rbachttpv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}}))
-		}, 403, "RBAC: access denied", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.rbac]"},
+		}, 403, "RBAC: access denied", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.rbac]", ""},
 		{"RBAC denying a path", func(t *testing.T) *listenerv3.Listener {
 			return before(t, typed(t, "envoy.filters.http.rbac", &rbachttpv3.RBAC{Rules: denyPath}))
-		}, 403, "amesh: RBAC filter", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.rbac]"},
+		}, 0, "", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.rbac]", "amesh-rbac"},
 		{"ext_authz", func(t *testing.T) *listenerv3.Listener {
 			return before(t, typed(t, "envoy.filters.http.ext_authz", &extauthzv3.ExtAuthz{}))
-		}, 403, "amesh: HTTP filter envoy.filters.http.ext_authz", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.ext_authz]"},
+		}, 403, "amesh: HTTP filter envoy.filters.http.ext_authz", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.ext_authz]", ""},
 		{"jwt_authn", func(t *testing.T) *listenerv3.Listener {
 			return before(t, typed(t, "envoy.filters.http.jwt_authn", &jwtv3.JwtAuthentication{Rules: []*jwtv3.RequirementRule{{
 				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}}}}))
-		}, 403, "amesh: HTTP filter envoy.filters.http.jwt_authn", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.jwt_authn]"},
+		}, 403, "amesh: HTTP filter envoy.filters.http.jwt_authn", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.jwt_authn]", ""},
 		{"RBAC without rules", func(t *testing.T) *listenerv3.Listener {
 			return before(t, typed(t, "envoy.filters.http.rbac", &rbachttpv3.RBAC{}))
-		}, 0, "", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.rbac]"},
+		}, 0, "", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.rbac]", ""},
 		{"connection manager under another name", func(t *testing.T) *listenerv3.Listener {
 			return hcmFilter9080(func(f *listenerv3.Filter) { f.Name = "istio.hcm" })
-		}, 0, "", "filter_chains.filters"},
+		}, 0, "", "filter_chains.filters", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -309,8 +311,11 @@ func TestFiltersEnforced(t *testing.T) {
 						if st != want || !strings.HasPrefix(body, tc.body) {
 							t.Errorf("route %q answers %d %q, want %d %q...", name, st, body, want, tc.body)
 						}
+						if tc.plugin != "" && name != "no-route" && !strings.Contains(r, `"`+tc.plugin+`":`) {
+							t.Errorf("route %q lacks plugin %s: %s", name, tc.plugin, r)
+						}
 					}
-					if tc.status == 0 && !equalMaps(routes, good9080) {
+					if tc.status == 0 && tc.plugin == "" && !equalMaps(routes, good9080) {
 						t.Errorf("9080 routes changed:\n%v\nwas\n%v", routes, good9080)
 					}
 					if got := out.routes(t, "out-8080"); !equalMaps(got, good8080) {
