@@ -416,6 +416,18 @@ local function eval_header(h, r, n)
     return res
 end
 
+local function any_of(list, r)
+    if not list then
+        return false
+    end
+    for _, x in ipairs(list) do
+        if eval(x, r) then
+            return true
+        end
+    end
+    return false
+end
+
 eval = function(n, r)
     local c = n.const
     if c ~= nil then
@@ -435,12 +447,7 @@ eval = function(n, r)
     end
     set = n["or"]
     if set then
-        for _, x in ipairs(set) do
-            if eval(x, r) then
-                return true
-            end
-        end
-        return false
+        return any_of(set, r)
     end
     if n["not"] then
         return not eval(n["not"], r)
@@ -484,18 +491,6 @@ eval = function(n, r)
             return n.u == true
         end
         return in_range(a, base, ip.len)
-    end
-    return false
-end
-
-local function any_of(list, r)
-    if not list then
-        return false
-    end
-    for _, x in ipairs(list) do
-        if eval(x, r) then
-            return true
-        end
     end
     return false
 end
