@@ -40,7 +40,7 @@ func TestControllerRunMergesPlugins(t *testing.T) {
 	}
 
 	var state resource.State
-	state.Apply(resource.UpdateOf(mesh.Snapshot()))
+	state.Apply(meshgen.UpdateOf(mesh.Snapshot()))
 	tr := translate.New(translate.Options{})
 	tr.SetPlugins(set)
 	res := tr.Translate(&state)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/meshgen"
 	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate"
@@ -78,7 +79,7 @@ func (s *fakeSource) pushSnap(t *testing.T, snap *resource.State) {
 	s.settle(t)
 	s.held = false
 	select {
-	case s.ch <- resource.UpdateOf(snap):
+	case s.ch <- meshgen.UpdateOf(snap):
 	case <-time.After(long):
 		t.Fatal("source: snapshot not taken")
 	}

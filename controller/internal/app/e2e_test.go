@@ -64,7 +64,7 @@ func startSidecar(t *testing.T, controllerAddr string, pod *corev1.Pod, token st
 		t.Fatal(err)
 	}
 	src := onceSource{snap: make(chan *resource.Update, 1)}
-	src.snap <- resource.UpdateOf(meshgen.Generate(meshgen.Options{Services: 2}).Snapshot())
+	src.snap <- meshgen.UpdateOf(meshgen.Generate(meshgen.Options{Services: 2}).Snapshot())
 	newTr := func() agent.Translator { return translate.New(translate.Options{}) }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)

@@ -4,8 +4,6 @@
 package resource
 
 import (
-	"maps"
-	"slices"
 	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -158,39 +156,4 @@ func (c *Changes) RouteMessage(rc *RouteConfig) (*routev3.RouteConfiguration, er
 		return m, nil
 	}
 	return rc.Message()
-}
-
-// UpdateOf returns the update that brings a consumer holding the state s.Changes.Since
-// to s: every resource of s when s.Changes.Full, else the changed names. For states
-// built without a client (tests, generated meshes) that feed a consumer of updates.
-func UpdateOf(s *State) *Update {
-	u := &Update{Seq: s.Seq, Missing: s.Missing, Received: s.Received}
-	u.Listeners = kindOf(s.Listeners, s.Changes.Listeners, s.Changes.Full)
-	u.RouteConfigs = kindOf(s.RouteConfigs, s.Changes.RouteConfigs, s.Changes.Full)
-	u.Clusters = kindOf(s.Clusters, s.Changes.Clusters, s.Changes.Full)
-	u.Endpoints = kindOf(s.Endpoints, s.Changes.Endpoints, s.Changes.Full)
-	u.Decoded = s.Changes.Decoded
-	return u
-}
-
-func kindOf[T any](m map[string]T, changed map[string]struct{}, full bool) Kind[T] {
-	if full {
-		if m == nil {
-			m = map[string]T{}
-		}
-		return Kind[T]{Replace: true, Upsert: maps.Clone(m)}
-	}
-	var k Kind[T]
-	for n := range changed {
-		if v, ok := m[n]; ok {
-			if k.Upsert == nil {
-				k.Upsert = map[string]T{}
-			}
-			k.Upsert[n] = v
-		} else {
-			k.Remove = append(k.Remove, n)
-		}
-	}
-	slices.Sort(k.Remove)
-	return k
 }
