@@ -50,13 +50,13 @@ type Kind[T any] struct {
 func (k *Kind[T]) empty() bool { return !k.Replace && len(k.Upsert) == 0 && len(k.Remove) == 0 }
 
 // apply applies k to m (allocated when nil) and returns it with the names that
-// changed; replaced reports a Replace.
+// changed: nil for a Replace (everything changed) and when nothing did.
 func (k *Kind[T]) apply(m map[string]T) (out map[string]T, changed map[string]struct{}) {
 	if k.Replace || m == nil {
 		m = make(map[string]T, len(k.Upsert))
 	}
-	if !k.Replace {
-		changed = make(map[string]struct{}, len(k.Upsert)+len(k.Remove))
+	if n := len(k.Upsert) + len(k.Remove); !k.Replace && n > 0 {
+		changed = make(map[string]struct{}, n)
 	}
 	for _, n := range k.Remove {
 		delete(m, n)
