@@ -2,7 +2,6 @@ package istiod_test
 
 import (
 	"context"
-	"maps"
 	"net/http"
 	"slices"
 	"sort"
@@ -108,11 +107,9 @@ func TestIncrementalChanges(t *testing.T) {
 	for _, proto := range protocols {
 		t.Run(string(proto), func(t *testing.T) {
 			sc := startSidecar(t, sidecarEnv(t, env.istiod.GRPCAddr, proto))
-			// The client patches a snapshot's maps in place once Next has returned two
-			// more (see resource.State), and waitFor may call Next many times: keep
-			// copies of the maps, not the snapshot, or sameContent compares a patched map
-			// with itself.
-			base := cloneMaps(sc.next(t, mustHappen))
+			// Each state the sidecar helper returns is a copy of its own: base stays
+			// as it was while later updates are applied.
+			base := sc.next(t, mustHappen)
 
 			// 1. Shift the ratings weights 50/50 -> 90/10.
 			if w := defaultWeights(t, base, ratings); !slices.Equal(w, []uint32{50, 50}) {
@@ -136,7 +133,7 @@ func TestIncrementalChanges(t *testing.T) {
 			}
 			sameContent(t, base.Clusters, snap.Clusters, nil)
 			sameContent(t, base.Endpoints, snap.Endpoints, nil)
-			base = cloneMaps(snap)
+			base = snap
 
 			// 2. A new v2 pod of reviews joins the EndpointSlice.
 			pod, slice := reviewsV2c(t)
@@ -395,17 +392,6 @@ func sameContent[M any](t *testing.T, before, after map[string]M, changed map[st
 			t.Errorf("%s: appeared", name)
 		}
 	}
-}
-
-// cloneMaps returns s with copies of its four resource maps, so that it can be compared
-// with snapshots more than two Next calls later (the messages are immutable and shared).
-func cloneMaps(s *resource.State) *resource.State {
-	c := *s
-	c.Listeners = maps.Clone(s.Listeners)
-	c.RouteConfigs = maps.Clone(s.RouteConfigs)
-	c.Clusters = maps.Clone(s.Clusters)
-	c.Endpoints = maps.Clone(s.Endpoints)
-	return &c
 }
 
 func keys[V any](m map[string]V) []string {

@@ -26,8 +26,8 @@ import (
 // measurements, so it is not counted. Delta responses are unmarshalled from their
 // wire form for every sync, like gRPC does, with go-control-plane's per-resource
 // versions (hex SHA-256), so that what the client keeps of a response is counted.
-// steady-MiB is the same after numViews more snapshots (one endpoint set changing in
-// each) were taken: every view of the consumer's maps then exists (view.go).
+// steady-MiB is the same after three more updates (one endpoint set changing in each)
+// were applied to the consumer's state.
 func BenchmarkRetainedHeap(b *testing.B) {
 	for _, services := range []int{1000, 10000} {
 		anys, err := meshgen.Generate(meshgen.Options{Services: services, Subsets: -1}).Anys()
