@@ -101,11 +101,19 @@ func startRBACNginx(t *testing.T) *rbacNginx {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
+	startStockNginx(t, prefix, buf.Bytes(), n.p1)
+	return n
+}
+
+// startStockNginx runs Debian's nginx with conf in prefix (its error log there) until the
+// test ends, and waits for it to listen on 127.0.0.1:port.
+func startStockNginx(t *testing.T, prefix string, conf []byte, port int) {
+	t.Helper()
+	path := filepath.Join(prefix, "nginx.conf")
+	if err := os.WriteFile(path, conf, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("/usr/sbin/nginx", "-p", prefix, "-c", conf)
+	cmd := exec.Command("/usr/sbin/nginx", "-p", prefix, "-c", path)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -126,13 +134,12 @@ func startRBACNginx(t *testing.T) *rbacNginx {
 			t.Fatalf("nginx exited: %s", stderr.String())
 		default:
 		}
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", n.p1))
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
 			c.Close()
 		}
 		return err == nil
 	})
-	return n
 }
 
 // rbacReq is one request of a case and the decision Envoy documents for it.
