@@ -31,11 +31,14 @@
 #endif
 
 
-/* The three textual forms, allocated once per connection from its pool. */
+/* The destination and its three textual forms, allocated once per connection. */
 typedef struct {
-    ngx_str_t  addr;        /* "10.0.0.1", "2001:db8::1" (no brackets, as $server_addr) */
-    ngx_str_t  port;        /* "8080" */
-    ngx_str_t  endpoint;    /* "10.0.0.1:8080", "[2001:db8::1]:8080" */
+    ngx_str_t       addr;      /* "10.0.0.1", "2001:db8::1" (no brackets, as $server_addr) */
+    ngx_str_t       port;      /* "8080" */
+    ngx_str_t       endpoint;  /* "10.0.0.1:8080", "[2001:db8::1]:8080" */
+    ngx_sockaddr_t  sockaddr;  /* the same address and port */
+    socklen_t       socklen;
+    unsigned        tracked:1; /* from connection tracking: the connection was redirected */
 } ngx_amesh_original_dst_t;
 
 
@@ -112,58 +115,52 @@ ngx_amesh_original_dst_query(ngx_connection_t *c, ngx_sockaddr_t *sa,
 
 
 /*
- * Resolves the original destination of c into dst, with strings from pool. IPv4 clients of a
- * dual-stack socket are reported in IPv4 form, as istiod's addresses are.
+ * Sets dst to the destination sa, with strings from pool. An IPv4 address of a dual-stack
+ * socket (::ffff:a.b.c.d) is kept in IPv4 form, the form istiod's addresses have. NGX_DECLINED
+ * for an address that is not IPv4 or IPv6 (a unix socket has no destination address or port).
  */
 static ngx_int_t
-ngx_amesh_original_dst_resolve(ngx_connection_t *c, ngx_pool_t *pool,
+ngx_amesh_original_dst_set(ngx_pool_t *pool, struct sockaddr *sa, socklen_t len,
     ngx_amesh_original_dst_t *dst)
 {
-    size_t          n;
-    u_char         *p;
-    ngx_int_t       rc;
-    socklen_t       len;
-    in_port_t       port;
-    ngx_sockaddr_t  sa;
-    u_char          text[NGX_SOCKADDR_STRLEN];
+    size_t      n;
+    u_char     *p;
+    in_port_t   port;
+    u_char      text[NGX_SOCKADDR_STRLEN];
 
-    if (ngx_connection_local_sockaddr(c, NULL, 0) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    rc = ngx_amesh_original_dst_query(c, &sa, &len);
-    if (rc != NGX_OK) {
-        ngx_memcpy(&sa, c->local_sockaddr, c->local_socklen);
-        len = c->local_socklen;
-    }
-
+    if (sa->sa_family != AF_INET
 #if (NGX_HAVE_INET6)
-    if (sa.sockaddr.sa_family == AF_INET6
-        && IN6_IS_ADDR_V4MAPPED(&sa.sockaddr_in6.sin6_addr))
-    {
-        struct sockaddr_in  sin;
-
-        ngx_memzero(&sin, sizeof(struct sockaddr_in));
-        sin.sin_family = AF_INET;
-        sin.sin_port = sa.sockaddr_in6.sin6_port;
-        ngx_memcpy(&sin.sin_addr, &sa.sockaddr_in6.sin6_addr.s6_addr[12], 4);
-
-        ngx_memcpy(&sa.sockaddr_in, &sin, sizeof(struct sockaddr_in));
-        len = sizeof(struct sockaddr_in);
-    }
-#endif
-
-    if (sa.sockaddr.sa_family != AF_INET
-#if (NGX_HAVE_INET6)
-        && sa.sockaddr.sa_family != AF_INET6
+        && sa->sa_family != AF_INET6
 #endif
        )
     {
-        /* a unix socket has no destination address or port */
         return NGX_DECLINED;
     }
 
-    n = ngx_sock_ntop(&sa.sockaddr, len, text, NGX_SOCKADDR_STRLEN, 0);
+    ngx_memcpy(&dst->sockaddr, sa, len);
+    dst->socklen = len;
+
+#if (NGX_HAVE_INET6)
+    if (sa->sa_family == AF_INET6
+        && IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *) sa)->sin6_addr))
+    {
+        struct sockaddr_in   sin;
+        struct sockaddr_in6  *sin6 = (struct sockaddr_in6 *) sa;
+
+        ngx_memzero(&sin, sizeof(struct sockaddr_in));
+        sin.sin_family = AF_INET;
+        sin.sin_port = sin6->sin6_port;
+        ngx_memcpy(&sin.sin_addr, &sin6->sin6_addr.s6_addr[12], 4);
+
+        ngx_memcpy(&dst->sockaddr.sockaddr_in, &sin, sizeof(struct sockaddr_in));
+        dst->socklen = sizeof(struct sockaddr_in);
+    }
+#endif
+
+    sa = &dst->sockaddr.sockaddr;
+    len = dst->socklen;
+
+    n = ngx_sock_ntop(sa, len, text, NGX_SOCKADDR_STRLEN, 0);
     p = ngx_pnalloc(pool, n);
     if (p == NULL) {
         return NGX_ERROR;
@@ -171,7 +168,7 @@ ngx_amesh_original_dst_resolve(ngx_connection_t *c, ngx_pool_t *pool,
     dst->addr.len = n;
     dst->addr.data = ngx_cpymem(p, text, n) - n;
 
-    n = ngx_sock_ntop(&sa.sockaddr, len, text, NGX_SOCKADDR_STRLEN, 1);
+    n = ngx_sock_ntop(sa, len, text, NGX_SOCKADDR_STRLEN, 1);
     p = ngx_pnalloc(pool, n);
     if (p == NULL) {
         return NGX_ERROR;
@@ -179,7 +176,7 @@ ngx_amesh_original_dst_resolve(ngx_connection_t *c, ngx_pool_t *pool,
     dst->endpoint.len = n;
     dst->endpoint.data = ngx_cpymem(p, text, n) - n;
 
-    port = ngx_inet_get_port(&sa.sockaddr);
+    port = ngx_inet_get_port(sa);
     p = ngx_pnalloc(pool, sizeof("65535") - 1);
     if (p == NULL) {
         return NGX_ERROR;
@@ -187,9 +184,44 @@ ngx_amesh_original_dst_resolve(ngx_connection_t *c, ngx_pool_t *pool,
     dst->port.len = ngx_sprintf(p, "%ui", (ngx_uint_t) port) - p;
     dst->port.data = p;
 
+    return NGX_OK;
+}
+
+
+/*
+ * Resolves the original destination of c into dst, with strings from pool: connection
+ * tracking's answer, else the local address. NGX_DECLINED for a unix socket.
+ */
+static ngx_int_t
+ngx_amesh_original_dst_resolve(ngx_connection_t *c, ngx_pool_t *pool,
+    ngx_amesh_original_dst_t *dst)
+{
+    ngx_int_t       rc;
+    socklen_t       len;
+    ngx_sockaddr_t  sa;
+
+    if (ngx_connection_local_sockaddr(c, NULL, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    dst->tracked = 0;
+
+    if (ngx_amesh_original_dst_query(c, &sa, &len) == NGX_OK) {
+        dst->tracked = 1;
+
+    } else {
+        ngx_memcpy(&sa, c->local_sockaddr, c->local_socklen);
+        len = c->local_socklen;
+    }
+
+    rc = ngx_amesh_original_dst_set(pool, &sa.sockaddr, len, dst);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, c->log, 0,
                    "amesh original dst: %V from the %s", &dst->endpoint,
-                   rc == NGX_OK ? "connection tracking" : "local address");
+                   dst->tracked ? "connection tracking" : "local address");
 
     return NGX_OK;
 }

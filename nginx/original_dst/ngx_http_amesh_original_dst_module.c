@@ -11,6 +11,16 @@
  *
  * The kernel is asked once per client connection: the answer is kept in the connection's
  * pool, so keepalive requests and HTTP/2 streams reuse it.
+ *
+ *   amesh_capture_listener ADDRESS PORT;   (server, repeatable)
+ *
+ * makes the listening socket ADDRESS (`listen ADDRESS proxy_protocol`) the HTTP hop of amesh's
+ * stream front, which takes the connections captured on PORT and passes HTTP on with a PROXY
+ * header: client and original destination. On that socket a connection looks as if the
+ * client had reached nginx on PORT through the capture directly: $remote_addr, $remote_port
+ * (and $realip_remote_addr) are the header's source, $server_addr its destination address,
+ * $server_port is PORT, $connection_original_dst* the header's destination. A connection
+ * without a PROXY header that has addresses is refused: the socket is internal.
  */
 
 #include <ngx_config.h>
@@ -20,10 +30,39 @@
 #include "ngx_amesh_original_dst.h"
 
 
+/* amesh_capture_listener ADDRESS PORT */
+typedef struct {
+    ngx_addr_t   addr;
+    in_port_t    port;
+} ngx_http_amesh_capture_listener_t;
+
+
+typedef struct {
+    ngx_array_t  listeners;    /* of ngx_http_amesh_capture_listener_t */
+} ngx_http_amesh_original_dst_main_conf_t;
+
+
 static ngx_int_t ngx_http_amesh_original_dst_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_amesh_original_dst_init(ngx_conf_t *cf);
+static void *ngx_http_amesh_original_dst_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_amesh_capture_listener(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_amesh_original_dst_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static void ngx_http_amesh_original_dst_cleanup(void *data);
+
+
+static ngx_command_t  ngx_http_amesh_original_dst_commands[] = {
+
+    { ngx_string("amesh_capture_listener"),
+      NGX_HTTP_SRV_CONF|NGX_CONF_TAKE2,
+      ngx_http_amesh_capture_listener,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
 
 
 static ngx_http_variable_t  ngx_http_amesh_original_dst_vars[] = {
@@ -50,9 +89,9 @@ static ngx_http_variable_t  ngx_http_amesh_original_dst_vars[] = {
 
 static ngx_http_module_t  ngx_http_amesh_original_dst_module_ctx = {
     ngx_http_amesh_original_dst_add_variables,  /* preconfiguration */
-    NULL,                                       /* postconfiguration */
+    ngx_http_amesh_original_dst_init,           /* postconfiguration */
 
-    NULL,                                       /* create main configuration */
+    ngx_http_amesh_original_dst_create_main_conf, /* create main configuration */
     NULL,                                       /* init main configuration */
 
     NULL,                                       /* create server configuration */
@@ -66,7 +105,7 @@ static ngx_http_module_t  ngx_http_amesh_original_dst_module_ctx = {
 ngx_module_t  ngx_http_amesh_original_dst_module = {
     NGX_MODULE_V1,
     &ngx_http_amesh_original_dst_module_ctx,    /* module context */
-    NULL,                                       /* module directives */
+    ngx_http_amesh_original_dst_commands,       /* module directives */
     NGX_HTTP_MODULE,                            /* module type */
     NULL,                                       /* init master */
     NULL,                                       /* init module */
@@ -142,6 +181,185 @@ ngx_http_amesh_original_dst_add_variables(ngx_conf_t *cf)
 }
 
 
+static void *
+ngx_http_amesh_original_dst_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_amesh_original_dst_main_conf_t  *amcf;
+
+    amcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_amesh_original_dst_main_conf_t));
+    if (amcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&amcf->listeners, cf->pool, 2,
+                       sizeof(ngx_http_amesh_capture_listener_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return amcf;
+}
+
+
+/* amesh_capture_listener ADDRESS PORT: kept in the main conf, as listening sockets are */
+static char *
+ngx_http_amesh_capture_listener(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_amesh_original_dst_main_conf_t  *amcf = conf;
+
+    ngx_int_t                           port;
+    ngx_url_t                           u;
+    ngx_str_t                          *value;
+    ngx_http_amesh_capture_listener_t  *l;
+
+    value = cf->args->elts;
+
+    /* parsed as `listen` parses its address, so that the two compare equal */
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = value[1];
+    u.listen = 1;
+    u.default_port = 80;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        if (u.err) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s in \"%V\"",
+                               u.err, &u.url);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs != 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" is not one address", &u.url);
+        return NGX_CONF_ERROR;
+    }
+
+    port = ngx_atoi(value[2].data, value[2].len);
+    if (port < 1 || port > 65535) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid port \"%V\"",
+                           &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    l = ngx_array_push(&amcf->listeners);
+    if (l == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* ngx_parse_url may point the address into u */
+    l->addr.sockaddr = ngx_palloc(cf->pool, u.addrs[0].socklen);
+    if (l->addr.sockaddr == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(l->addr.sockaddr, u.addrs[0].sockaddr, u.addrs[0].socklen);
+    l->addr.socklen = u.addrs[0].socklen;
+    l->addr.name = value[1];
+    l->port = (in_port_t) port;
+
+    return NGX_CONF_OK;
+}
+
+
+/* The connection of the client's socket: each HTTP/2 stream has a copy of its own. */
+static ngx_connection_t *
+ngx_http_amesh_socket_connection(ngx_http_request_t *r)
+{
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        return r->stream->connection->connection;
+    }
+#endif
+
+    return r->connection;
+}
+
+
+/* The capture port of the listening socket c was accepted on, 0 for other sockets. */
+static in_port_t
+ngx_http_amesh_capture_port(ngx_http_request_t *r, ngx_connection_t *c)
+{
+    ngx_uint_t                                i;
+    ngx_http_amesh_capture_listener_t        *l;
+    ngx_http_amesh_original_dst_main_conf_t  *amcf;
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_amesh_original_dst_module);
+
+    l = amcf->listeners.elts;
+    for (i = 0; i < amcf->listeners.nelts; i++) {
+        if (ngx_cmp_sockaddr(c->listening->sockaddr, c->listening->socklen,
+                             l[i].addr.sockaddr, l[i].addr.socklen, 1)
+            == NGX_OK)
+        {
+            return l[i].port;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * A connection of the capture listener for port: its addresses become those of its PROXY
+ * header, the client's and the original destination's, for good (a keepalive connection
+ * is one client's). NGX_DECLINED for a header without them ("PROXY UNKNOWN", a v2 LOCAL
+ * command).
+ */
+static ngx_int_t
+ngx_http_amesh_capture_accept(ngx_connection_t *c, in_port_t port,
+    ngx_amesh_original_dst_t *dst)
+{
+    u_char                *text;
+    ngx_int_t              rc;
+    ngx_addr_t             src, local;
+    ngx_proxy_protocol_t  *pp;
+
+    pp = c->proxy_protocol;
+
+    if (pp == NULL
+        || ngx_parse_addr(c->pool, &src, pp->src_addr.data, pp->src_addr.len)
+           != NGX_OK
+        || ngx_parse_addr(c->pool, &local, pp->dst_addr.data, pp->dst_addr.len)
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    /* $connection_original_dst*: the destination, with its port */
+    ngx_inet_set_port(local.sockaddr, pp->dst_port);
+
+    rc = ngx_amesh_original_dst_set(c->pool, local.sockaddr, local.socklen, dst);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    text = ngx_pnalloc(c->pool, NGX_SOCKADDR_STRLEN);
+    if (text == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* $remote_addr, $remote_port, $realip_remote_addr, the client in log lines */
+    ngx_inet_set_port(src.sockaddr, pp->src_port);
+    c->sockaddr = src.sockaddr;
+    c->socklen = src.socklen;
+    c->addr_text.len = ngx_sock_ntop(src.sockaddr, src.socklen, text,
+                                     NGX_SOCKADDR_STRLEN, 0);
+    c->addr_text.data = text;
+
+    /* $server_addr, $server_port: the destination's address on the capture port */
+    ngx_inet_set_port(local.sockaddr, port);
+    c->local_sockaddr = local.sockaddr;
+    c->local_socklen = local.socklen;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "amesh original dst: %V from the PROXY header", &dst->endpoint);
+
+    return NGX_OK;
+}
+
+
 /*
  * The connection's answer, found among its pool's cleanups by the handler that marks it (the
  * way ngx_http_realip_module keeps per-connection state: http has no per-connection context).
@@ -150,17 +368,11 @@ static ngx_amesh_original_dst_t *
 ngx_http_amesh_original_dst_get(ngx_http_request_t *r)
 {
     ngx_int_t            rc;
+    in_port_t            port;
     ngx_connection_t    *c;
     ngx_pool_cleanup_t  *cln;
 
-    c = r->connection;
-
-#if (NGX_HTTP_V2)
-    if (r->stream) {
-        /* each HTTP/2 stream has a connection of its own; the socket's is the session's */
-        c = r->stream->connection->connection;
-    }
-#endif
+    c = ngx_http_amesh_socket_connection(r);
 
     for (cln = c->pool->cleanup; cln; cln = cln->next) {
         if (cln->handler == ngx_http_amesh_original_dst_cleanup) {
@@ -175,16 +387,142 @@ ngx_http_amesh_original_dst_get(ngx_http_request_t *r)
 
     ngx_memzero(cln->data, sizeof(ngx_amesh_original_dst_t));
 
-    rc = ngx_amesh_original_dst_resolve(c, c->pool, cln->data);
+    port = ngx_http_amesh_capture_port(r, c);
+
+    if (port) {
+        rc = ngx_http_amesh_capture_accept(c, port, cln->data);
+
+    } else {
+        rc = ngx_amesh_original_dst_resolve(c, c->pool, cln->data);
+    }
+
     if (rc == NGX_ERROR) {
         /* a cleanup without a handler is skipped when the pool is destroyed */
         return NULL;
     }
 
-    /* NGX_DECLINED (a unix socket) is kept too, as empty strings */
+    /*
+     * NGX_DECLINED (a unix socket; a capture listener's connection without addresses) is
+     * kept too, as empty strings
+     */
     cln->handler = ngx_http_amesh_original_dst_cleanup;
 
     return cln->data;
+}
+
+
+/*
+ * Post-read handler on capture listeners: the connection's addresses become its PROXY
+ * header's before anything else reads them. It runs before ngx_http_realip_module's
+ * (a module registered later runs earlier in a phase, and this one always comes after it), so
+ * `set_real_ip_from unix:` does not make a client's X-Real-IP trusted.
+ */
+static ngx_int_t
+ngx_http_amesh_capture_handler(ngx_http_request_t *r)
+{
+    ngx_connection_t          *c, *fc;
+    ngx_amesh_original_dst_t  *dst;
+
+    c = ngx_http_amesh_socket_connection(r);
+
+    if (ngx_http_amesh_capture_port(r, c) == 0) {
+        return NGX_DECLINED;
+    }
+
+    dst = ngx_http_amesh_original_dst_get(r);
+    if (dst == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (dst->port.len == 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "amesh capture listener: no PROXY header with "
+                      "addresses, connection refused");
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    fc = r->connection;
+
+    if (fc != c) {
+        /* an HTTP/2 stream's copy may predate the change */
+        fc->sockaddr = c->sockaddr;
+        fc->socklen = c->socklen;
+        fc->addr_text = c->addr_text;
+        fc->local_sockaddr = c->local_sockaddr;
+        fc->local_socklen = c->local_socklen;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* Whether some server has `listen ADDRESS proxy_protocol` for the capture listener l. */
+static ngx_uint_t
+ngx_http_amesh_capture_listen_declared(ngx_http_core_main_conf_t *cmcf,
+    ngx_http_amesh_capture_listener_t *l)
+{
+    ngx_uint_t             p, a;
+    ngx_http_conf_port_t  *port;
+    ngx_http_conf_addr_t  *addr;
+
+    if (cmcf->ports == NULL) {
+        return 0;
+    }
+
+    port = cmcf->ports->elts;
+    for (p = 0; p < cmcf->ports->nelts; p++) {
+
+        addr = port[p].addrs.elts;
+        for (a = 0; a < port[p].addrs.nelts; a++) {
+            if (addr[a].opt.proxy_protocol
+                && ngx_cmp_sockaddr(addr[a].opt.sockaddr, addr[a].opt.socklen,
+                                    l->addr.sockaddr, l->addr.socklen, 1)
+                   == NGX_OK)
+            {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_http_amesh_original_dst_init(ngx_conf_t *cf)
+{
+    ngx_uint_t                                i;
+    ngx_http_handler_pt                      *h;
+    ngx_http_core_main_conf_t                *cmcf;
+    ngx_http_amesh_capture_listener_t        *l;
+    ngx_http_amesh_original_dst_main_conf_t  *amcf;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_amesh_original_dst_module);
+
+    if (amcf->listeners.nelts == 0) {
+        return NGX_OK;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    l = amcf->listeners.elts;
+    for (i = 0; i < amcf->listeners.nelts; i++) {
+        if (!ngx_http_amesh_capture_listen_declared(cmcf, &l[i])) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "amesh_capture_listener %V: no \"listen %V "
+                          "proxy_protocol\"", &l[i].addr.name, &l[i].addr.name);
+            return NGX_ERROR;
+        }
+    }
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_amesh_capture_handler;
+
+    return NGX_OK;
 }
 
 

@@ -51,6 +51,8 @@ type nginxBuild struct {
 	loads  []string // load_module arguments, in order
 	// debug: built --with-debug, so the module's lookups are in the debug log.
 	debug bool
+	// lua: has stream-lua (balancer_by_lua, preread_by_lua), as APISIX's OpenResty.
+	lua bool
 	// skip: why this build cannot run here (APISIX's OpenResty without AMESH_APISIX_HOME).
 	skip error
 }
@@ -90,7 +92,7 @@ func require(t *testing.T) (agent string, builds []nginxBuild) {
 	if err != nil && !errors.Is(err, harness.ErrNoAPISIX) {
 		t.Fatal(err)
 	}
-	builds = append(builds, nginxBuild{name: "apisix-openresty", binary: openresty, skip: err, loads: []string{
+	builds = append(builds, nginxBuild{name: "apisix-openresty", binary: openresty, lua: true, skip: err, loads: []string{
 		filepath.Join(modules, "ngx_http_amesh_original_dst_module.so"),
 		filepath.Join(modules, "ngx_stream_amesh_original_dst_module.so"),
 	}})
@@ -171,18 +173,61 @@ var listeners = []listener{
 	{name: "stream dual-stack socket", stream: true, listen: []string{"[::]:15001 ipv6only=off", "[::]:15006 ipv6only=off"}},
 }
 
-// nginx runs nginx inside ns until the test ends; it returns the error log's path.
+// startNginx runs nginx with listener l's configuration inside ns until the test ends; it
+// returns the error log's path.
 func startNginx(t *testing.T, ns *netns.NS, b nginxBuild, l listener) string {
 	t.Helper()
-	dir := t.TempDir()
-	var conf strings.Builder
-	if err := template.Must(template.New("nginx").Parse(confTmpl)).Execute(&conf, map[string]any{
-		"Prefix": dir, "Loads": b.loads, "Stream": l.stream, "Listen": l.listen,
-	}); err != nil {
+	dir := nginxDir(t)
+	conf := render(t, confTmpl, map[string]any{"Prefix": dir, "Loads": b.loads, "Stream": l.stream, "Listen": l.listen})
+	return runNginx(t, ns, b, dir, conf, func() error {
+		// The pod's own loopback traffic is not captured (Istio returns it early), so the ports
+		// can be probed directly.
+		c, err := ns.Dial(context.Background(), "tcp", "127.0.0.1:15006")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if l.stream {
+			// stream answers at once; reading the answer makes sure this connection's lookup
+			// is in the log before the test counts lookups.
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.ReadAll(c)
+		}
+		return nil
+	})
+}
+
+// nginxDir is a directory for one nginx, removed when the test ends: short enough for unix
+// socket paths in it, and open to nginx's workers (which run as another user).
+func nginxDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "amesh-nginx-")
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// render executes the text template tmpl with data.
+func render(t *testing.T, tmpl string, data any) string {
+	t.Helper()
+	var out strings.Builder
+	if err := template.Must(template.New("nginx").Parse(tmpl)).Execute(&out, data); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+// runNginx runs nginx with configuration conf in directory dir (nginxDir) inside ns until the
+// test ends; it returns once ready returns nil, with the error log's path.
+func runNginx(t *testing.T, ns *netns.NS, b nginxBuild, dir, conf string, ready func() error) string {
+	t.Helper()
 	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf.String()), 0o644); err != nil {
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	errLog := filepath.Join(dir, "error.log")
@@ -212,19 +257,10 @@ func startNginx(t *testing.T, ns *netns.NS, b nginxBuild, l listener) string {
 			t.Logf("nginx error log (last 4 KiB):\n%s", tail(b, 4096))
 		}
 	})
-	// The pod's own loopback traffic is not captured (Istio returns it early), so the ports can
-	// be probed directly.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := ns.Dial(context.Background(), "tcp", "127.0.0.1:15006")
+		err := ready()
 		if err == nil {
-			if l.stream {
-				// stream answers at once; reading the answer makes sure this connection's
-				// lookup is in the log before the test counts lookups.
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				_, _ = io.ReadAll(c)
-			}
-			c.Close()
 			return errLog
 		}
 		select {
@@ -234,7 +270,7 @@ func startNginx(t *testing.T, ns *netns.NS, b nginxBuild, l listener) string {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nginx not listening after 10 s: %v", err)
+			t.Fatalf("nginx not ready after 10 s: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -271,35 +307,63 @@ func expect(host, port, serverPort string) seen {
 // (several requests share the connection: keepalive, or streams of one HTTP/2 connection).
 func ask(t *testing.T, ns *netns.NS, l listener, addr string, requests int) []seen {
 	t.Helper()
+	if l.stream {
+		line, _ := readFrom(t, ns, addr, "")
+		return []seen{parseSeen(t, line)}
+	}
+	var out []seen
+	bodies, _ := get(t, ns, addr, l.http2, requests)
+	for _, b := range bodies {
+		out = append(out, parseSeen(t, b))
+	}
+	return out
+}
+
+// readFrom connects from ns to addr, sends send, and returns all it reads until the other end
+// closes, and the connection's local address.
+func readFrom(t *testing.T, ns *netns.NS, addr, send string) (string, *net.TCPAddr) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if l.stream {
-		c, err := ns.Dial(ctx, "tcp", addr)
-		if err != nil {
-			t.Fatalf("dial %s: %v", addr, err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		b, err := io.ReadAll(c)
-		if err != nil {
-			t.Fatalf("read from %s: %v", addr, err)
-		}
-		return []seen{parseSeen(t, string(b))}
+	c, err := ns.Dial(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
 	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, send); err != nil {
+		t.Fatalf("write to %s: %v", addr, err)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read from %s: %v", addr, err)
+	}
+	return string(b), c.LocalAddr().(*net.TCPAddr)
+}
+
+// get sends requests GETs from ns to addr over one connection (keepalive, or streams of one
+// HTTP/2 connection with http2) and returns the bodies and the connection's local address.
+func get(t *testing.T, ns *netns.NS, addr string, http2 bool, requests int) ([]string, *net.TCPAddr) {
+	t.Helper()
 	var dials atomic.Int32
+	var local atomic.Pointer[net.TCPAddr]
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
 			dials.Add(1)
-			return ns.Dial(ctx, network, a)
+			c, err := ns.Dial(ctx, network, a)
+			if err == nil {
+				local.Store(c.LocalAddr().(*net.TCPAddr))
+			}
+			return c, err
 		},
 	}
-	if l.http2 {
+	if http2 {
 		tr.Protocols = new(http.Protocols)
 		tr.Protocols.SetUnencryptedHTTP2(true)
 	}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	var out []seen
+	var out []string
 	for range requests {
 		resp, err := client.Get("http://" + addr + "/")
 		if err != nil {
@@ -310,21 +374,22 @@ func ask(t *testing.T, ns *netns.NS, l listener, addr string, requests int) []se
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("GET %s: %d %v %s", addr, resp.StatusCode, err, b)
 		}
-		if want := map[bool]int{false: 1, true: 2}[l.http2]; resp.ProtoMajor != want {
+		if want := map[bool]int{false: 1, true: 2}[http2]; resp.ProtoMajor != want {
 			t.Fatalf("GET %s: answered over HTTP/%d, want HTTP/%d", addr, resp.ProtoMajor, want)
 		}
-		out = append(out, parseSeen(t, string(b)))
+		out = append(out, string(b))
 	}
 	if n := dials.Load(); n != 1 {
 		t.Fatalf("GET %s: %d connections for %d requests, want 1 (keepalive)", addr, n, requests)
 	}
-	return out
+	return out, local.Load()
 }
 
-var lookupLine = regexp.MustCompile(`amesh original dst: \S+ from the (connection tracking|local address)\b`)
+var lookupLine = regexp.MustCompile(`amesh original dst: \S+ from the (connection tracking|local address|PROXY header)\b`)
 
 // lookups counts the module's lookups in nginx's debug log (one a connection, when a variable
-// is first read) by where the answer came from: "connection tracking" or "local address".
+// is first read) by where the answer came from: "connection tracking", "local address" or, on
+// a capture listener, "PROXY header".
 func lookups(t *testing.T, errLog string) map[string]int {
 	t.Helper()
 	f, err := os.Open(errLog)
@@ -342,20 +407,19 @@ func lookups(t *testing.T, errLog string) map[string]int {
 	return n
 }
 
-// TestOriginalDstUnderIstioCapture: outbound connections from the pod to services (IPv4 and
-// IPv6, several ports) are redirected to 15001, inbound connections from the client to the pod
-// to 15006; in every subsystem and socket layout nginx reports the address and port the client
-// connected to, asking the kernel once per connection.
-func TestOriginalDstUnderIstioCapture(t *testing.T) {
-	agent, builds := require(t)
-	p, client := pod(t, agent)
+// capturedConn is a connection the pod's capture redirects: from a namespace to host:port,
+// arriving on serverPort (15001 outbound, 15006 inbound).
+type capturedConn struct {
+	name       string
+	from       *netns.NS
+	host, port string
+	serverPort string
+}
 
-	cases := []struct {
-		name       string
-		from       *netns.NS
-		host, port string
-		serverPort string
-	}{
+// captured are the connections the tests make under capture: outbound from the pod to
+// services, inbound from the client to the pod, IPv4 and IPv6, several addresses and ports.
+func captured(p, client *netns.NS) []capturedConn {
+	return []capturedConn{
 		{"outbound v4 :80", p, "198.51.100.7", "80", "15001"},
 		{"outbound v4 :9080", p, "198.51.100.7", "9080", "15001"},
 		{"outbound v4 other host :3306", p, "203.0.113.9", "3306", "15001"},
@@ -365,6 +429,16 @@ func TestOriginalDstUnderIstioCapture(t *testing.T) {
 		{"inbound v4 :9080", client, podV4, "9080", "15006"},
 		{"inbound v6 :8080", client, podV6, "8080", "15006"},
 	}
+}
+
+// TestOriginalDstUnderIstioCapture: outbound connections from the pod to services (IPv4 and
+// IPv6, several ports) are redirected to 15001, inbound connections from the client to the pod
+// to 15006; in every subsystem and socket layout nginx reports the address and port the client
+// connected to, asking the kernel once per connection.
+func TestOriginalDstUnderIstioCapture(t *testing.T) {
+	agent, builds := require(t)
+	p, client := pod(t, agent)
+	cases := captured(p, client)
 	run(t, builds, func(t *testing.T, b nginxBuild) {
 		for _, l := range listeners {
 			t.Run(l.name, func(t *testing.T) {
