@@ -324,6 +324,8 @@ var (
 	envLine    = regexp.MustCompile(`(?m)^env "?([^";\s]+)"?;`)
 	dictLine   = regexp.MustCompile(`(?m)^\s*lua_shared_dict (\S+) (\S+);`)
 	listenLine = regexp.MustCompile(`(?m)^\s*listen\s+([^\s;]+)`)
+	// The HTTP server's listeners behind the stream front.
+	socketListen = regexp.MustCompile(`(?m)^\s*listen unix:\S+/1500[16]\.sock proxy_protocol;`)
 )
 
 // sidecar is the sidecar's APISIX running as the image runs it, in a pod network namespace
@@ -362,6 +364,19 @@ func startSidecar(t *testing.T) *sidecar {
 	if strings.Count(config, "/usr/local/") != strings.Count(config, root+"/usr/local/") {
 		t.Fatalf("the config names paths the image does not copy:\n%s", config)
 	}
+	// The pod's volume for the HTTP server's unix sockets: a directory of the proxy UID's.
+	sockets, _ := at(cfg, "plugin_attr", "amesh-http", "socket_dir").(string)
+	if sockets == "" || !strings.Contains(config, sockets+"/") {
+		t.Fatalf("the config has no socket directory (plugin_attr.amesh-http.socket_dir %q)", sockets)
+	}
+	socketDir := tempDir(t, "amesh-sockets-")
+	if err := os.Chown(socketDir, proxyUID, proxyUID); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(socketDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	config = strings.NewReplacer(sockets+"/", socketDir+"/", `"`+sockets+`"`, `"`+socketDir+`"`).Replace(config)
 	dir := apisixHome(t, home, config)
 
 	// apisix init: nginx.conf.
@@ -567,14 +582,24 @@ func checkNginxConf(t *testing.T, conf string, cfg map[string]any, root string) 
 			t.Errorf("nginx.conf has no env %s; it has %v", e, envs)
 		}
 	}
+	// amesh's dicts: once, in the top-level lua {} block, where both the http and the
+	// stream workers see them.
 	dicts := map[string][]string{}
 	for _, m := range dictLine.FindAllStringSubmatch(conf, -1) {
 		dicts[m[1]] = append(dicts[m[1]], m[2])
 	}
+	_, meta, _ := strings.Cut(main, "\nlua {\n")
+	meta, _, _ = strings.Cut(meta, "\n}\n")
 	for name, size := range map[string]string{"xds-config": "50m", "xds-config-version": "1m"} {
 		if got := dicts[name]; !slices.Equal(got, []string{size}) {
 			t.Errorf("lua_shared_dict %s declared with sizes %v, want once with %s", name, got, size)
 		}
+		if !regexp.MustCompile(`(?m)^\s*lua_shared_dict ` + name + ` ` + size + `;`).MatchString(meta) {
+			t.Errorf("lua_shared_dict %s is not in the top-level lua {} block:\n%s", name, meta)
+		}
+	}
+	if _, stream, ok := strings.Cut(main, "\nstream {"); !ok || !strings.Contains(stream, "amesh_original_dst_local on;") {
+		t.Errorf("nginx.conf's stream block lacks amesh_original_dst_local on")
 	}
 	if want := "lua_package_path  \"" + root + "/usr/local/amesh/lua/?.lua;"; !strings.Contains(conf, want) {
 		t.Errorf("nginx.conf's lua_package_path does not start with amesh's Lua tree (%q)", want)
@@ -590,6 +615,13 @@ func checkNginxConf(t *testing.T, conf string, cfg map[string]any, root string) 
 	slices.Sort(listens)
 	if want := []string{"0.0.0.0:15001", "0.0.0.0:15006", "15021", "[::]:15001", "[::]:15006", "[::]:15021"}; !slices.Equal(listens, want) {
 		t.Errorf("nginx.conf listens on %v, want %v", listens, want)
+	}
+	// The capture ports are stream listeners; HTTP listens behind them on the unix sockets.
+	if !regexp.MustCompile(`(?s)\nstream \{.*listen 0\.0\.0\.0:15001 .*\n\}\n.*\nhttp \{`).MatchString(conf) {
+		t.Errorf("15001 is not a stream listener")
+	}
+	if n := len(socketListen.FindAllString(conf, -1)); n != 2 {
+		t.Errorf("nginx.conf listens on %d unix sockets with the PROXY protocol, want one per capture port", n)
 	}
 }
 

@@ -184,6 +184,7 @@ func TestStreamRouteIndex(t *testing.T) {
 			{Listen: 15001, Addr: "10.0.0.1", Port: 9080, Protocol: "tls", want: "out-9080-tcp", sniffed: true},
 			{Listen: 15001, Addr: "240.240.0.3", Port: 3306, Protocol: "http", want: "out-3306-vip"},
 			{Listen: 15001, Addr: "240.240.7.7", Port: 3306, want: "out-3306-net"},
+			{Listen: 15001, Addr: "::ffff:240.240.0.3", Port: 3306, want: "out-3306-vip"},
 			{Listen: 15001, Addr: "240.241.0.3", Port: 3306, want: "out-any"},
 			{Listen: 15001, Addr: "10.0.0.1", Port: 8080, Protocol: "http", want: "out-any"},
 			{Listen: 15001, Addr: "2001:db8:1::5", Port: 443, want: "out-443-v6"},

@@ -89,8 +89,8 @@ nginx_config:
     set $amesh_upstream_bind '';
     proxy_bind $amesh_upstream_bind;
   http:
-    # No peer is trusted to name the client in a header (APISIX trusts 127.0.0.1 and unix:
-    # sockets with X-Real-IP by default): the client is the PROXY header's source.
+    # No peer is trusted to name the client in a header (APISIX trusts X-Real-IP from
+    # 127.0.0.1 and unix: sockets by default): the client is the PROXY header's source.
     real_ip_from: []
   http_end_configuration_snippet: |
     server {

@@ -49,6 +49,7 @@ local mt = {__index = _M}
 _M.protocols = {http = true, tls = true}
 
 local addr_buf = ffi.new("unsigned char[16]")
+local v4_mapped = string.rep("\0", 10) .. "\255\255"
 
 -- parse_addr returns the bytes of an IPv4 (4) or IPv6 (16) address in text form, or nil.
 local function parse_addr(s)
@@ -56,10 +57,15 @@ local function parse_addr(s)
         return nil
     end
     if str_find(s, ":", 1, true) then
-        if C.inet_pton(AF_INET6, s, addr_buf) == 1 then
-            return ffi.string(addr_buf, 16)
+        if C.inet_pton(AF_INET6, s, addr_buf) ~= 1 then
+            return nil
         end
-        return nil
+        local b = ffi.string(addr_buf, 16)
+        -- An IPv4 client of a dual-stack socket (::ffff:a.b.c.d) is an IPv4 address.
+        if str_sub(b, 1, 12) == v4_mapped then
+            return str_sub(b, 13)
+        end
+        return b
     end
     if C.inet_pton(AF_INET, s, addr_buf) == 1 then
         return ffi.string(addr_buf, 4)

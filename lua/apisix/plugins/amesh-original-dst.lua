@@ -51,11 +51,6 @@ function _M.check_schema(conf)
 end
 
 
-local function set_bind(addr)
-    return pcall(function() ngx.var.amesh_upstream_bind = addr end)
-end
-
-
 function _M.access(conf, ctx)
     local var = ctx.var
     local addr = var.connection_original_dst_addr
@@ -76,19 +71,15 @@ function _M.access(conf, ctx)
         return 503
     end
 
-    local host, bind = addr, conf.bind
-    if find(addr, ":", 1, true) then
-        host, bind = "[" .. addr .. "]", conf.bind6
-    end
-    if bind then
-        if not set_bind(bind) then
-            core.log.error(plugin_name, ": $amesh_upstream_bind is not declared ",
-                           "(set $amesh_upstream_bind ''; proxy_bind $amesh_upstream_bind;)")
-            return 500
-        end
-    elseif conf.bind or conf.bind6 then
-        core.log.error(plugin_name, ": no source address for destination ", addr)
+    local host, bind = original_dst.target(conf, addr)
+    if not host then
+        core.log.error(plugin_name, ": ", bind)
         return 502
+    end
+    if bind and not original_dst.set_bind(bind) then
+        core.log.error(plugin_name, ": $amesh_upstream_bind is not declared ",
+                       "(set $amesh_upstream_bind ''; proxy_bind $amesh_upstream_bind;)")
+        return 500
     end
 
     local up_conf = {

@@ -10,33 +10,21 @@
 -- the kernel recorded for the connection before iptables redirected it
 -- ($connection_original_dst_addr and _port, ngx_stream_amesh_original_dst_module).
 --
--- `bind` and `bind6` are the source address for IPv4 and IPv6 destinations (Istio binds
--- its inbound clusters to 127.0.0.6 and ::6; its capture rules do not redirect such
--- connections to the pod's own address back to the sidecar). nginx binds through
--- `proxy_bind $amesh_upstream_bind;` in the stream block, with the variable declared
--- there (`map $server_port $amesh_upstream_bind { default ""; }`), which the chart's
--- APISIX config has. A destination of a family without a source address is refused, as
--- Envoy's connection from the other family's address fails. Whatever is missing (the
--- module's variables, the upstream, the bind variable), the connection is closed: it
--- never goes anywhere else.
+-- `bind` and `bind6` are the source address for IPv4 and IPv6 destinations
+-- (amesh.original_dst). nginx binds through `proxy_bind $amesh_upstream_bind;` in the
+-- stream block, with the variable declared there
+-- (`map $server_port $amesh_upstream_bind { default ""; }`: APISIX's stream server has no
+-- snippet for `set`), which the chart's APISIX config has. Whatever is missing (the
+-- module's variables, the upstream, the bind variable, a source address for the
+-- destination's family), the connection is closed: it never goes anywhere else.
 local core = require("apisix.core")
 local upstream = require("apisix.upstream")
-local ngx = ngx
+local original_dst = require("amesh.original_dst")
 local tonumber = tonumber
-local pcall = pcall
-local find = string.find
 
 local plugin_name = "amesh-original-dst"
 
-local schema = {
-    type = "object",
-    properties = {
-        bind = {type = "string", format = "ipv4"},
-        bind6 = {type = "string", format = "ipv6"},
-        port = {type = "integer", minimum = 1, maximum = 65535},
-    },
-    additionalProperties = false,
-}
+local schema = original_dst.schema
 
 local _M = {
     version = 0.1,
@@ -51,11 +39,6 @@ function _M.check_schema(conf)
 end
 
 
-local function set_bind(addr)
-    return pcall(function() ngx.var.amesh_upstream_bind = addr end)
-end
-
-
 function _M.preread(conf, ctx)
     local var = ctx.var
     local addr = var.connection_original_dst_addr
@@ -67,29 +50,26 @@ function _M.preread(conf, ctx)
         return 502
     end
 
+    -- APISIX's preread phase has found the route's upstream (or closed the connection).
     local route = ctx.matched_route
     local up_id = route and route.value.upstream_id
-    local base = up_id and upstream.get_by_id(up_id)
+    local base = up_id and ctx.matched_upstream
     if not base then
         core.log.error(plugin_name, ": stream route ", route and route.value.id,
                        " names no upstream that exists: closed")
         return 503
     end
 
-    local host, bind = addr, conf.bind
-    if find(addr, ":", 1, true) then
-        host, bind = "[" .. addr .. "]", conf.bind6
-    end
-    if bind then
-        if not set_bind(bind) then
-            core.log.error(plugin_name, ": $amesh_upstream_bind is not declared in the ",
-                           "stream block (map $server_port $amesh_upstream_bind ",
-                           "{ default \"\"; } proxy_bind $amesh_upstream_bind;): closed")
-            return 500
-        end
-    elseif conf.bind or conf.bind6 then
-        core.log.error(plugin_name, ": no source address for destination ", addr, ": closed")
+    local host, bind = original_dst.target(conf, addr)
+    if not host then
+        core.log.error(plugin_name, ": ", bind, ": closed")
         return 502
+    end
+    if bind and not original_dst.set_bind(bind) then
+        core.log.error(plugin_name, ": $amesh_upstream_bind is not declared in the ",
+                       "stream block (map $server_port $amesh_upstream_bind ",
+                       "{ default \"\"; } proxy_bind $amesh_upstream_bind;): closed")
+        return 500
     end
 
     upstream.set(ctx, plugin_name .. "#" .. up_id .. "#" .. host .. ":" .. port,
