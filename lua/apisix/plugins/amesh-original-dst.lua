@@ -11,32 +11,18 @@
 -- traffic-split does. Without the variables, or without the upstream, the request is
 -- refused: it never goes anywhere else.
 --
--- `bind` and `bind6` are the source address for IPv4 and IPv6 destinations (Istio
--- binds its inbound clusters to 127.0.0.6 and ::6: its capture rules do not redirect
--- such connections to the pod's own address back to APISIX). nginx binds upstream
--- connections through `proxy_bind $amesh_upstream_bind;`, with the variable declared
+-- `bind` and `bind6` are the source address for IPv4 and IPv6 destinations
+-- (amesh.original_dst). nginx binds upstream connections through
+-- `proxy_bind $amesh_upstream_bind;`, with the variable declared
 -- (`set $amesh_upstream_bind '';`) in the server, which the chart's APISIX config does.
--- A destination of a family without a source address is refused, as Envoy's connection
--- from the other family's address fails: an unbound connection to the pod's own
--- address would be captured again.
 local core = require("apisix.core")
 local upstream = require("apisix.upstream")
-local ngx = ngx
+local original_dst = require("amesh.original_dst")
 local tonumber = tonumber
-local pcall = pcall
-local find = string.find
 
 local plugin_name = "amesh-original-dst"
 
-local schema = {
-    type = "object",
-    properties = {
-        bind = {type = "string", format = "ipv4"},
-        bind6 = {type = "string", format = "ipv6"},
-        port = {type = "integer", minimum = 1, maximum = 65535},
-    },
-    additionalProperties = false,
-}
+local schema = original_dst.schema
 
 local _M = {
     version = 0.1,

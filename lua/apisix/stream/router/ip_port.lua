@@ -92,7 +92,7 @@ local function rebuild()
     table.sort(entries, function(a, b) return tostring(a.id) < tostring(b.id) end)
     local idx, problems = index_mod.build(entries)
     for _, p in ipairs(problems) do
-        core.log.error("stream route ", p.id, ": ", p.err)
+        core.log.error("amesh: stream route ", p.id, " left out: ", p.err)
     end
     index = idx
     index_ver = user_routes.conf_version
