@@ -12,7 +12,9 @@
 -- object keeps its table and modifiedIndex, so balancers and health checkers survive
 -- and a kind's conf_version moves only when that kind changed (an upstream change
 -- never rebuilds the router). The privileged agent, which routes nothing, loads the
--- library and reads nothing. Like the stock provider, workers wait in init_worker for
+-- library and reads nothing. Stream workers (a Lua VM of their own in each nginx
+-- worker) follow the dicts as http workers do; they see them only when nginx's top-level
+-- lua {} block declares them (custom_lua_shared_dict is http only). Like the stock provider, workers wait in init_worker for
 -- the first version, and an object that fails its schema or checker is left out with
 -- an error log; unlike it, an object's value.id is always its key's id (as with etcd).
 local config_local = require("apisix.core.config_local")
