@@ -103,12 +103,15 @@ type HealthChecks struct {
 
 // StreamRoute is an APISIX L4 route (schema_def.stream_route).
 type StreamRoute struct {
-	ID         string         `json:"id"`
-	Desc       string         `json:"desc,omitempty"`
-	ServerAddr string         `json:"server_addr,omitempty"`
-	ServerPort int            `json:"server_port,omitempty"`
-	RemoteAddr string         `json:"remote_addr,omitempty"`
-	SNI        string         `json:"sni,omitempty"`
-	UpstreamID string         `json:"upstream_id,omitempty"`
-	Plugins    map[string]any `json:"plugins,omitempty"`
+	ID         string `json:"id"`
+	Desc       string `json:"desc,omitempty"`
+	ServerAddr string `json:"server_addr,omitempty"`
+	ServerPort int    `json:"server_port,omitempty"`
+	RemoteAddr string `json:"remote_addr,omitempty"`
+	SNI        string `json:"sni,omitempty"`
+	// Labels carry what amesh's stream router matches besides address and port (the
+	// capture port a connection arrived on, its protocol).
+	Labels     map[string]string `json:"labels,omitempty"`
+	UpstreamID string            `json:"upstream_id,omitempty"`
+	Plugins    map[string]any    `json:"plugins,omitempty"`
 }

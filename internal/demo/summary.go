@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
@@ -44,10 +45,44 @@ type upstreamView struct {
 }
 
 type streamRouteView struct {
-	ID         string `json:"id"`
-	ServerAddr string `json:"server_addr"`
-	ServerPort int    `json:"server_port"`
-	UpstreamID string `json:"upstream_id"`
+	ID         string                     `json:"id"`
+	ServerAddr string                     `json:"server_addr"`
+	ServerPort int                        `json:"server_port"`
+	Labels     map[string]string          `json:"labels"`
+	UpstreamID string                     `json:"upstream_id"`
+	Plugins    map[string]json.RawMessage `json:"plugins"`
+}
+
+// match is what the stream route takes: [capture port] address:port, and the protocol.
+func (s streamRouteView) match() string {
+	addr, port := s.ServerAddr, "*"
+	if addr == "" {
+		addr = "*"
+	}
+	if s.ServerPort != 0 {
+		port = strconv.Itoa(s.ServerPort)
+	}
+	m := addr + ":" + port
+	if l := s.Labels["amesh-listen"]; l != "" {
+		m = "[" + l + "] " + m
+	}
+	if p := s.Labels["amesh-protocol"]; p != "" {
+		m += " " + p
+	}
+	return m
+}
+
+// target is what the stream route does with a connection.
+func (s streamRouteView) target(names map[string]string) string {
+	switch _, odst := s.Plugins["amesh-original-dst"]; {
+	case s.Plugins["amesh-http"] != nil:
+		return "HTTP routes"
+	case odst:
+		return "original destination (" + names[s.UpstreamID] + ")"
+	case s.UpstreamID != "":
+		return names[s.UpstreamID]
+	}
+	return "closed"
 }
 
 // writeSummary prints routes grouped by their hosts, upstreams with their nodes, stream
@@ -120,11 +155,7 @@ func writeSummary(w io.Writer, objects map[string][]byte, rep []report.Entry) {
 	if len(streams) > 0 {
 		fmt.Fprintf(w, "\nStream routes (%d):\n", len(streams))
 		for _, s := range streams {
-			addr := s.ServerAddr
-			if addr == "" {
-				addr = "*"
-			}
-			fmt.Fprintf(w, "  %s:%d -> %s\n", addr, s.ServerPort, names[s.UpstreamID])
+			fmt.Fprintf(w, "  %-44s -> %s\n", s.match(), s.target(names))
 		}
 	}
 	fmt.Fprintln(w)

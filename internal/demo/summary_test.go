@@ -73,6 +73,11 @@ func TestWriteSummary(t *testing.T) {
 			Plugins: map[string]any{"traffic-split": map[string]any{"rules": []any{map[string]any{"weighted_upstreams": []any{
 				map[string]any{"upstream_id": "a", "weight": 90}, map[string]any{"upstream_id": "b", "weight": 10}}}}}, "fault-injection": map[string]any{}}}),
 		"/stream_routes/s": enc(t, apisix.StreamRoute{ID: "s", ServerPort: 3306, UpstreamID: "b"}),
+		"/stream_routes/h": enc(t, apisix.StreamRoute{ID: "h", ServerPort: 9080, Labels: map[string]string{"amesh-listen": "15001", "amesh-protocol": "http"},
+			Plugins: map[string]any{"amesh-http": struct{}{}}}),
+		"/stream_routes/p": enc(t, apisix.StreamRoute{ID: "p", Labels: map[string]string{"amesh-listen": "15001"}, UpstreamID: "b",
+			Plugins: map[string]any{"amesh-original-dst": struct{}{}}}),
+		"/stream_routes/c": enc(t, apisix.StreamRoute{ID: "c", ServerAddr: "10.0.0.1", ServerPort: 15001, Labels: map[string]string{"amesh-listen": "15001"}}),
 	}
 	rep := []report.Entry{{Kind: "cluster", Resource: "outbound|80||a", Field: "transport_socket_matches", Severity: report.Unsupported, Message: "plaintext"}}
 	var buf bytes.Buffer
@@ -88,7 +93,10 @@ func TestWriteSummary(t *testing.T) {
 		"split outbound|80||a 90 / outbound|80||b 10; plugins: fault-injection",
 		"10.0.0.1:80 w2 p-1",
 		"(no endpoints: answers 503)",
-		"*:3306 -> outbound|80||b",
+		"*:3306                                       -> outbound|80||b",
+		"[15001] *:9080 http                          -> HTTP routes",
+		"[15001] *:*                                  -> original destination (outbound|80||b)",
+		"[15001] 10.0.0.1:15001                       -> closed",
 		"Translation report (1 unsupported)",
 		"unsupported  cluster transport_socket_matches (outbound|80||a): plaintext",
 	} {

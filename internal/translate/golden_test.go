@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/amesh-dev/amesh/internal/xds/dump"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -28,6 +29,16 @@ func istiodDir(t testing.TB, mode string) string {
 		t.Skipf("istiod testdata %s not present: %v", mode, err)
 	}
 	return dir
+}
+
+// istiodSnapshot returns the state of istiod's testdata for mode ("sotw", ...).
+func istiodSnapshot(t testing.TB, mode string) *resource.State {
+	t.Helper()
+	res, err := dump.LoadDir(istiodDir(t, mode))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Snapshot()
 }
 
 func TestGoldenIstiod(t *testing.T) {

@@ -396,11 +396,11 @@ func (a *chainAnalysis) addGuardWhy(g guard, field, why string) {
 			n.msg += ": no rules; routes that require a JWT in their per-route config fail closed (403)"
 		}
 	case g.base.body == rbacDeniedBody && g.network:
-		n = note{field, report.Approximated, g.base.reason + "; Envoy closes these connections: HTTP routes behind the filter answer 403, a TCP proxy behind it gets no stream route"}
+		n = note{field, report.Approximated, g.base.reason + "; Envoy closes these connections: HTTP routes behind the filter answer 403, connections to a TCP proxy behind it are refused"}
 	case g.base.body == rbacDeniedBody:
 		n = note{field, report.Approximated, g.base.reason + "; the routes answer 403 (" + rbacDeniedBody + ") as in Envoy, except requests for hosts no virtual host serves, which get APISIX's 404"}
 	case g.network:
-		n = note{field, report.Unsupported, fmt.Sprintf("%s; HTTP routes behind the filter answer %d (fail closed), a TCP proxy behind it gets no stream route", g.base.reason, g.base.status)}
+		n = note{field, report.Unsupported, fmt.Sprintf("%s; HTTP routes behind the filter answer %d (fail closed), connections to a TCP proxy behind it are refused", g.base.reason, g.base.status)}
 	default:
 		n = note{field, report.Unsupported, fmt.Sprintf("%s; the routes answer %d (fail closed)", g.base.reason, g.base.status)}
 	}

@@ -491,7 +491,8 @@ func TestFaultFilterConfig(t *testing.T) {
 // Network filters are recognised by type: a connection manager under another name is
 // translated like one under the usual name; a network RBAC filter in front of it that
 // denies everything makes its routes answer 403 (Envoy closes the connections), and in
-// front of tcp_proxy removes the stream route.
+// front of tcp_proxy makes its stream route close the connections (under capture; without,
+// there is no stream route).
 func TestNetworkFilters(t *testing.T) {
 	base, _ := translateOne(t, []*listenerv3.Listener{httpListener(80, "80")}, twoRoutes("80"))
 	l := httpListener(80, "80")
@@ -534,11 +535,18 @@ func TestNetworkFilters(t *testing.T) {
 		t.Fatalf("no stream route without RBAC: %v", keysOf(objs))
 	}
 	objs, rep = translateOne(t, []*listenerv3.Listener{tcp(netRBAC)})
-	if n := keysWithPrefix(objs, "/stream_routes/"); len(n) != 0 {
-		t.Errorf("stream routes %v behind an RBAC filter that denies everything", n)
+	checkStreams(t, objs, []stc{{"behind an RBAC filter that denies everything", conn{listen: "15001", addr: "10.0.0.9", port: 3306},
+		streamAnswer{route: "15001-3306-10.0.0.9", closed: true}}})
+	if !findEntry(rep, "filter_chains.filters", report.Unsupported, "connections to c are closed") {
+		t.Errorf("report: %v", rep)
+	}
+	tr := newTracked(Options{OriginalDstVar: "server_port"})
+	rep = tr.Translate(snapshotOf([]*listenerv3.Listener{tcp(netRBAC)}, nil, []*clusterv3.Cluster{staticCluster("c")})).Report
+	if n := keysWithPrefix(tr.Objects(), "/stream_routes/"); len(n) != 0 {
+		t.Errorf("without capture: stream routes %v behind an RBAC filter that denies everything", n)
 	}
 	if !findEntry(rep, "filter_chains.filters", report.Unsupported, "no stream route is emitted") {
-		t.Errorf("report: %v", rep)
+		t.Errorf("without capture: report: %v", rep)
 	}
 	allowAll := proto.Clone(netRBAC).(*listenerv3.Filter)
 	allowAll.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(&rbacnetv3.RBAC{StatPrefix: "tcp."})}

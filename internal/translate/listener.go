@@ -4,9 +4,10 @@ package translate
 // amesh serves becomes an httpCtx: the route configuration (RDS name or inline), the
 // id prefix of its routes, the conditions every one of its routes carries (the
 // original destination port; inbound vs outbound) and what the filters in front of the
-// routes decide (guard.go). TCP proxy chains become stream routes. Network filters are
-// recognised by the type of their config, as Envoy does, not by name. Everything else
-// is reported.
+// routes decide (guard.go). Under capture every filter chain also has its place among
+// the stream routes (stream.go); without capture, TCP proxy chains become stream routes
+// on APISIX's own port. Network filters are recognised by the type of their config, as
+// Envoy does, not by name. Everything else is reported.
 
 import (
 	"fmt"
@@ -55,74 +56,120 @@ func (c *httpCtx) fingerprint() string {
 	return fmt.Sprintf("%s|%s|%s|%p|%v|%v|%v|%s", c.key, c.listener, c.rds, c.inline, c.websocket, c.originalDst, c.vars, sig)
 }
 
-// streamOut is a stream route and the cluster it needs.
-type streamOut struct {
-	route   apisix.StreamRoute
-	cluster string
-}
-
 // listenerOut is what one listener contributes.
 type listenerOut struct {
 	ctxs    []httpCtx
-	streams []streamOut
+	streams []streamClaim
 	report  []report.Entry
 }
 
 // peers is what a listener's translation needs to know about the other listeners.
 type peers struct {
 	inPort int // the virtualInbound listener's own port (APISIX's inbound listen port)
+	// outListen is APISIX's outbound capture port (virtualOutbound's), which the stream
+	// routes of the other outbound listeners carry.
+	outListen int
 	// outPorts, for the catch-all outbound listener only, are the ports of the other
-	// outbound listeners, sorted and comma-separated: the connections it gets are
-	// those to other ports. narrowPorts are those of them that only listeners for one
-	// address have.
-	outPorts, narrowPorts string
+	// outbound listeners, sorted and comma-separated: the connections its HTTP routes
+	// get are those to other ports.
+	outPorts string
 }
+
+// listenerBuild is one listener's translation in progress: its output, and each
+// filter chain's analysis, shared by its HTTP contexts and its stream routes.
+type listenerBuild struct {
+	l        *listenerv3.Listener
+	opts     Options
+	out      *listenerOut
+	analyses map[*listenerv3.FilterChain]*chainAnalysis
+	// observed and accounted are those of the chains served, for the summary.
+	observed, accounted []string
+}
+
+func (b *listenerBuild) rep(field string, sev report.Severity, msg string) {
+	b.out.report = append(b.out.report, report.Entry{Kind: "listener", Resource: b.l.GetName(), Field: field, Severity: sev, Message: msg})
+}
+
+// analyze returns the analysis of fc, made once.
+func (b *listenerBuild) analyze(fc *listenerv3.FilterChain) *chainAnalysis {
+	if a := b.analyses[fc]; a != nil {
+		return a
+	}
+	a := analyzeChain(fc, b.opts.OriginalDstVar)
+	if b.analyses == nil {
+		b.analyses = map[*listenerv3.FilterChain]*chainAnalysis{}
+	}
+	b.analyses[fc] = &a
+	return &a
+}
+
+// use records that a served chain's filters are in the summary.
+func (b *listenerBuild) use(a *chainAnalysis) {
+	b.observed, b.accounted = append(b.observed, a.observed...), append(b.accounted, a.accounted...)
+}
+
+// capture reports whether connections arrive through Istio's capture (the original
+// destination is known), so that stream routes match on it.
+func (o Options) capture() bool { return o.OriginalDstVar != "server_port" }
 
 // buildListener translates a listener: the places its route configurations apply,
 // its stream routes (without their upstreams, which the translator references) and
 // its findings. It is pure.
-func buildListener(l *listenerv3.Listener, in peers, opts Options) listenerOut {
-	var out listenerOut
-	name := l.GetName()
-	rep := func(field string, sev report.Severity, msg string) {
-		out.report = append(out.report, report.Entry{Kind: "listener", Resource: name, Field: field, Severity: sev, Message: msg})
-	}
+func buildListener(l *listenerv3.Listener, in peers, opts Options) (out listenerOut) {
+	b := &listenerBuild{l: l, opts: opts, out: &out}
 	defer func() { out.report = dedupEntries(out.report) }()
+	defer func() {
+		if n, ok := summary(b.observed, b.accounted); ok {
+			b.rep(n.field, n.sev, n.msg)
+		}
+	}()
+	name := l.GetName()
+	sa := l.GetAddress().GetSocketAddress()
+	port := int(sa.GetPortValue())
+	switch {
+	case name == virtualInbound:
+		buildInbound(b)
+		return out
+	case name == virtualOutbound || l.GetUseOriginalDst().GetValue():
+		buildPassthrough(b, in)
+		return out
+	case port == 0:
+		b.rep("address", report.Unsupported, "listener without a port is not translated")
+		return out
+	}
+	buildOutbound(b, in)
+	return out
+}
+
+// buildOutbound translates an outbound listener for one port: an HTTP context per
+// HTTP connection manager chain and, under capture, the stream routes of all its
+// chains; without capture, a stream route for a tcp_proxy chain on APISIX's own port.
+func buildOutbound(b *listenerBuild, in peers) {
+	l, opts := b.l, b.opts
+	name := l.GetName()
 	sa := l.GetAddress().GetSocketAddress()
 	port := int(sa.GetPortValue())
 	addr := sa.GetAddress()
-	switch {
-	case name == virtualInbound:
-		buildInbound(l, &out, rep, opts)
-		return out
-	case name == virtualOutbound || l.GetUseOriginalDst().GetValue():
-		buildPassthrough(l, in, &out, rep, opts)
-		return out
-	case port == 0:
-		rep("address", report.Unsupported, "listener without a port is not translated")
-		return out
-	}
 	wildcard := addr == "0.0.0.0" || addr == "::" || addr == ""
 	loopback := addr == "127.0.0.1" || addr == "::1"
-	var observed, accounted []string
 	tls := 0
 	for _, fc := range l.GetFilterChains() {
 		if !plaintextChain(fc) {
 			tls++
 			continue
 		}
-		a := analyzeChain(fc, opts.OriginalDstVar)
-		observed, accounted = append(observed, a.observed...), append(accounted, a.accounted...)
+		a := b.analyze(fc)
+		b.use(a)
 		switch {
 		case a.hcm != nil:
 			ctx := httpCtx{key: "out-" + strconv.Itoa(port), listener: name, websocket: websocketOn(a.hcm), filters: &a.filters,
-				originalDst: opts.OriginalDstVar != "server_port"}
+				originalDst: opts.capture()}
 			if !wildcard {
 				ctx.key = "out-" + addr + "_" + strconv.Itoa(port)
 			}
-			a.report(rep, "routes of "+ctx.key)
+			a.report(b.rep, "routes of "+ctx.key)
 			ctx.vars = []apisix.Expr{{opts.OriginalDstVar, "==", strconv.Itoa(port)}}
-			if opts.OriginalDstVar == "server_port" {
+			if !opts.capture() {
 				if !wildcard {
 					ctx.vars = append(ctx.vars, apisix.Expr{"server_addr", "==", addr})
 				}
@@ -131,54 +178,52 @@ func buildListener(l *listenerv3.Listener, in peers, opts Options) listenerOut {
 					ctx.vars = append(ctx.vars, apisix.Expr{"server_port", "~=", strconv.Itoa(in.inPort)})
 				}
 				if !wildcard && !loopback {
-					rep("address", report.Approximated, fmt.Sprintf(
+					b.rep("address", report.Approximated, fmt.Sprintf(
 						"routes are restricted to destination port %d but not to address %s (%s carries only the port)", port, addr, opts.OriginalDstVar))
 				}
 			}
 			if !setRouteSource(&ctx, a.hcm) {
-				rep("filter_chains.filters.http_connection_manager", report.Unsupported, "HTTP connection manager without rds or route_config is not translated")
+				b.rep(noRouteSource())
 				continue
 			}
-			out.ctxs = append(out.ctxs, ctx)
+			b.out.ctxs = append(b.out.ctxs, ctx)
 		case a.tcp != nil:
+			if opts.capture() {
+				continue // stream routes below
+			}
 			cl := a.tcp.GetCluster()
 			if cl == "" {
-				rep("filter_chains.filters.tcp_proxy", report.Unsupported, "tcp_proxy without a single cluster (weighted_clusters) is not translated")
+				b.rep(unservedChain(a))
 				continue
 			}
-			sr := apisix.StreamRoute{ID: apisix.SafeID("tcp-" + addr + "_" + strconv.Itoa(port)), ServerPort: port}
-			a.report(rep, "stream route "+sr.ID)
+			c := streamClaim{id: apisix.SafeID("tcp-" + addr + "_" + strconv.Itoa(port)), cell: streamCell{port: port}, cluster: cl}
+			a.report(b.rep, "stream route "+c.id)
 			if v := a.filters.noRoute; v != nil {
-				rep("filter_chains.filters", report.Unsupported, fmt.Sprintf(
+				b.rep("filter_chains.filters", report.Unsupported, fmt.Sprintf(
 					"%s; no stream route is emitted for port %d (connections are refused)", v.reason, port))
 				continue
 			}
-			if opts.OriginalDstVar == "server_port" {
-				if !wildcard {
-					sr.ServerAddr = addr
-				}
-			} else {
-				rep("filter_chains.filters.tcp_proxy", report.Approximated, fmt.Sprintf(
-					"stream route matches APISIX's own listening port %d; with iptables interception APISIX must listen on it", port))
+			if !wildcard {
+				c.cell.addr = addr
 			}
-			out.streams = append(out.streams, streamOut{route: sr, cluster: cl})
-		case a.terminal != "":
-			rep("filter_chains.filters["+a.terminal+"]", report.Unsupported, "network filter "+a.terminal+" is not translated; this filter chain serves nothing")
+			b.out.streams = append(b.out.streams, c)
 		default:
-			a.report(rep, "filter chain "+fc.GetName())
-			rep("filter_chains.filters", report.Unsupported, "a filter chain without an HTTP connection manager or tcp_proxy amesh can translate serves nothing")
+			if a.terminal == "" {
+				a.report(b.rep, "filter chain "+fc.GetName())
+			}
+			b.rep(unservedChain(a))
 		}
 	}
-	if n, ok := summary(observed, accounted); ok {
-		rep(n.field, n.sev, n.msg)
-	}
 	if tls > 0 {
-		rep("filter_chains.transport_socket", report.Unsupported, fmt.Sprintf("%d TLS filter chain(s) not translated; only plaintext chains are served", tls))
+		b.rep("filter_chains.transport_socket", report.Unsupported, fmt.Sprintf("%d TLS filter chain(s) not translated; only plaintext chains are served", tls))
 	}
-	if l.GetDefaultFilterChain() != nil {
-		rep("default_filter_chain", report.Ignored, "non-HTTP traffic on this port is not passed through")
+	if !opts.capture() {
+		if l.GetDefaultFilterChain() != nil {
+			b.rep("default_filter_chain", report.Ignored, "non-HTTP traffic on this port is not passed through")
+		}
+		return
 	}
-	return out
+	b.outboundStreams(in.outListen, port)
 }
 
 // report adds the chain's notes to a listener's report; where says what they apply to.
@@ -198,20 +243,18 @@ func dedupEntries(es []report.Entry) []report.Entry {
 // buildInbound turns virtualInbound's plaintext HTTP chains into inbound contexts,
 // one per destination port plus a catch-all for the ports no chain names (Envoy picks
 // a chain by destination port first: a port some chain names never reaches the
-// chains without one, so a port whose chains amesh does not serve gets no route).
-func buildInbound(l *listenerv3.Listener, out *listenerOut, rep func(string, report.Severity, string), opts Options) {
-	if opts.OriginalDstVar == "server_port" {
-		rep("filter_chains", report.Unsupported, "inbound routes need the original destination port; with server_port they are not translated")
+// chains without one, so a port whose chains amesh does not serve gets no route), and
+// all its chains into stream routes.
+func buildInbound(b *listenerBuild) {
+	l, opts := b.l, b.opts
+	if !opts.capture() {
+		b.rep("filter_chains", report.Unsupported, "inbound routes need the original destination port; with server_port they are not translated")
 		return
 	}
-	inPort := strconv.Itoa(int(l.GetAddress().GetSocketAddress().GetPortValue()))
+	inPort := int(l.GetAddress().GetSocketAddress().GetPortValue())
 	named := map[string]bool{} // every destination port a chain names
 	seen := map[string]bool{}  // those with an HTTP context
-	var observed, accounted []string
-	catchAll, usedChain, used := catchAllChain(l, "in-any", opts.OriginalDstVar, rep)
-	if used != nil {
-		observed, accounted = append(observed, used.observed...), append(accounted, used.accounted...)
-	}
+	catchAll, usedChain := catchAllChain(b, "in-any")
 	for _, fc := range l.GetFilterChains() {
 		dp := fc.GetFilterChainMatch().GetDestinationPort().GetValue()
 		p := strconv.Itoa(int(dp))
@@ -221,37 +264,32 @@ func buildInbound(l *listenerv3.Listener, out *listenerOut, rep func(string, rep
 		if !plaintextChain(fc) || fc == usedChain {
 			continue
 		}
-		a := analyzeChain(fc, opts.OriginalDstVar)
-		if dp == 0 && a.hcm != nil {
-			continue // another catch-all: Envoy takes the first that matches
-		}
-		if a.hcm == nil {
-			// Inbound TCP is not served (no stream routes): what would guard it has
-			// nothing to guard, but is not dropped without a word.
-			a.report(rep, "inbound TCP filter chain "+fc.GetName()+", which is not translated")
+		a := b.analyze(fc)
+		if a.hcm == nil || dp == 0 {
+			// TCP chains are stream routes only; another HTTP catch-all is not
+			// served (Envoy takes the first that matches).
 			continue
 		}
-		observed, accounted = append(observed, a.observed...), append(accounted, a.accounted...)
+		b.use(a)
 		ctx := httpCtx{key: "in-" + p, listener: l.GetName(), websocket: websocketOn(a.hcm), filters: &a.filters, originalDst: true}
 		if seen[p] || !setRouteSource(&ctx, a.hcm) {
 			continue
 		}
 		seen[p] = true
-		a.report(rep, "routes of "+ctx.key)
-		ctx.vars = []apisix.Expr{{"server_port", "==", inPort}, {opts.OriginalDstVar, "==", p}}
-		out.ctxs = append(out.ctxs, ctx)
-	}
-	if n, ok := summary(observed, accounted); ok {
-		rep(n.field, n.sev, n.msg)
+		a.report(b.rep, "routes of "+ctx.key)
+		ctx.vars = []apisix.Expr{{"server_port", "==", strconv.Itoa(inPort)}, {opts.OriginalDstVar, "==", p}}
+		b.out.ctxs = append(b.out.ctxs, ctx)
 	}
 	if catchAll != nil {
-		catchAll.vars = []apisix.Expr{{"server_port", "==", inPort}}
+		catchAll.vars = []apisix.Expr{{"server_port", "==", strconv.Itoa(inPort)}}
 		if ports := slices.Sorted(maps.Keys(named)); len(ports) > 0 {
 			catchAll.vars = append(catchAll.vars, apisix.Expr{opts.OriginalDstVar, "!", "in", ports})
 		}
-		out.ctxs = append(out.ctxs, *catchAll)
+		b.out.ctxs = append(b.out.ctxs, *catchAll)
 	}
-	rep("filter_chains.transport_socket", report.Unsupported, "inbound mTLS (istio-peer-exchange/TLS chains) is not translated; only plaintext inbound HTTP is served")
+	b.rep("filter_chains.transport_socket", report.Unsupported, "inbound mTLS (istio-peer-exchange/TLS chains) is not translated; "+
+		"only plaintext inbound connections are served, and a TLS connection takes the stream route of its port's plaintext chains")
+	b.streams(inPort, rankCapture, 0, nil)
 }
 
 // buildPassthrough turns the catch-all outbound listener (virtualOutbound, which gets
@@ -259,18 +297,20 @@ func buildInbound(l *listenerv3.Listener, out *listenerOut, rep func(string, rep
 // one context for the ports of no other listener: Istio's PassthroughCluster
 // (ALLOW_ANY) or BlackHoleCluster (REGISTRY_ONLY). Its routes and every other
 // outbound route differ in the original destination port, and the inbound ones in
-// APISIX's port, so no route of it takes a request from another.
-func buildPassthrough(l *listenerv3.Listener, in peers, out *listenerOut, rep func(string, report.Severity, string), opts Options) {
-	if opts.OriginalDstVar == "server_port" {
-		rep("use_original_dst", report.Ignored, "routes match on APISIX's own port (no traffic capture): connections to destinations no listener claims are not served")
+// APISIX's port, so no route of it takes a request from another. Its chains become
+// stream routes, which are what connections take: the stream routes of other
+// listeners are more specific wherever Envoy would hand them a connection.
+func buildPassthrough(b *listenerBuild, in peers) {
+	l, opts := b.l, b.opts
+	if !opts.capture() {
+		b.rep("use_original_dst", report.Ignored, "routes match on APISIX's own port (no traffic capture): connections to destinations no listener claims are not served")
 		return
 	}
-	ctx, _, used := catchAllChain(l, "out-passthrough", opts.OriginalDstVar, rep)
+	port := int(l.GetAddress().GetSocketAddress().GetPortValue())
+	b.streams(port, rankCapture, 0, nil)
+	ctx, _ := catchAllChain(b, "out-passthrough")
 	if ctx == nil {
 		return
-	}
-	if n, ok := summary(used.observed, used.accounted); ok {
-		rep(n.field, n.sev, n.msg)
 	}
 	var excluded []string
 	if in.outPorts != "" {
@@ -283,53 +323,46 @@ func buildPassthrough(l *listenerv3.Listener, in peers, out *listenerOut, rep fu
 			excluded = append(excluded, strconv.Itoa(int(dp)))
 		}
 	}
-	if in.narrowPorts != "" {
-		rep("use_original_dst", report.Approximated, "requests to port(s) "+in.narrowPorts+
-			", which other listeners have for one address, are not passed through to other addresses (routes match on the original destination port)")
-	}
 	slices.Sort(excluded)
-	ctx.vars = []apisix.Expr{{"server_port", "==", strconv.Itoa(int(l.GetAddress().GetSocketAddress().GetPortValue()))}}
+	ctx.vars = []apisix.Expr{{"server_port", "==", strconv.Itoa(port)}}
 	if excluded = slices.Compact(excluded); len(excluded) > 0 {
 		ctx.vars = append(ctx.vars, apisix.Expr{opts.OriginalDstVar, "!", "in", excluded})
 	}
-	out.ctxs = append(out.ctxs, *ctx)
+	b.out.ctxs = append(b.out.ctxs, *ctx)
 }
 
 // catchAllChain returns the context of a capture listener's plaintext chain without a
 // destination port, key its key: its HTTP connection manager's routes, or, without
-// one, a route to its tcp_proxy cluster for every HTTP request (APISIX's capture
-// ports are HTTP listeners, so only HTTP reaches them); and the chain it serves and its
-// analysis, whose notes it has reported. All nil when it has neither.
-func catchAllChain(l *listenerv3.Listener, key, portVar string, rep func(string, report.Severity, string)) (*httpCtx, *listenerv3.FilterChain, *chainAnalysis) {
+// one, a route to its tcp_proxy cluster for every HTTP request; and the chain it
+// serves, whose notes it has reported. Both nil when it has neither.
+func catchAllChain(b *listenerBuild, key string) (*httpCtx, *listenerv3.FilterChain) {
 	var tcp *chainAnalysis
 	var tcpChain *listenerv3.FilterChain
-	for _, fc := range l.GetFilterChains() {
+	for _, fc := range b.l.GetFilterChains() {
 		if fc.GetFilterChainMatch().GetDestinationPort().GetValue() != 0 || !plaintextChain(fc) {
 			continue
 		}
-		a := analyzeChain(fc, portVar)
+		a := b.analyze(fc)
 		switch {
 		case a.hcm != nil:
-			ctx := &httpCtx{key: key, listener: l.GetName(), websocket: websocketOn(a.hcm), filters: &a.filters, originalDst: true}
+			ctx := &httpCtx{key: key, listener: b.l.GetName(), websocket: websocketOn(a.hcm), filters: &a.filters, originalDst: true}
 			if setRouteSource(ctx, a.hcm) {
-				a.report(rep, "routes of "+key)
-				return ctx, fc, &a
+				b.use(a)
+				a.report(b.rep, "routes of "+key)
+				return ctx, fc
 			}
 		case a.tcp != nil && tcp == nil:
-			tcp, tcpChain = &a, fc
+			tcp, tcpChain = a, fc
 		}
 	}
 	if tcp == nil || tcp.tcp.GetCluster() == "" {
-		return nil, nil, nil
+		return nil, nil
 	}
-	cl := tcp.tcp.GetCluster()
-	tcp.report(rep, "routes of "+key)
-	rep("filter_chains.filters.tcp_proxy", report.Approximated, fmt.Sprintf(
-		"connections no other chain takes are served as HTTP: each request goes to %s (routes of %s)", cl, key))
-	rep("filter_chains.filters.tcp_proxy", report.Unsupported,
-		"TLS and other non-HTTP connections no other chain takes are not proxied: APISIX's capture ports are HTTP listeners")
+	b.use(tcp)
+	tcp.report(b.rep, "routes of "+key)
 	// tcp_proxy passes an upgraded connection's bytes like any others.
-	return &httpCtx{key: key, listener: l.GetName(), websocket: true, filters: &tcp.filters, originalDst: true, inline: tcpRoutes(key, cl)}, tcpChain, tcp
+	return &httpCtx{key: key, listener: b.l.GetName(), websocket: true, filters: &tcp.filters, originalDst: true,
+		inline: tcpRoutes(key, tcp.tcp.GetCluster())}, tcpChain
 }
 
 // tcpRoutes is the route configuration that sends every HTTP request to cluster, for a

@@ -119,6 +119,7 @@ func (t *Translator) fullReport() []report.Entry {
 	for _, ls := range t.listeners {
 		all = append(all, ls.out.report...)
 	}
+	all = append(all, t.streamReport...)
 	for _, st := range t.ctxs {
 		all = append(all, st.report...)
 		for _, vs := range st.vhosts {

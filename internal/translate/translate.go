@@ -76,10 +76,13 @@ type Translator struct {
 	started   bool
 	seq       uint64 // of the state translated last
 	listeners map[string]*listenerState
-	ctxs      map[string]*rcState // by httpCtx.key
-	clusters  clusters
-	refs      upRefs
-	findings  findings
+	ctxs      map[string]*rcState     // by httpCtx.key
+	streams   map[string]*streamState // by object key
+	// streamReport are the findings of the stream routes' clusters (syncStreams).
+	streamReport []report.Entry
+	clusters     clusters
+	refs         upRefs
+	findings     findings
 
 	// Controller plugins (update_plugins.go): the rules merged into routes, the set
 	// SetPlugins handed over for the next call, and the routes whose translated
@@ -120,6 +123,7 @@ func New(opts Options) *Translator {
 		out:       store.New(),
 		listeners: map[string]*listenerState{},
 		ctxs:      map[string]*rcState{},
+		streams:   map[string]*streamState{},
 		clusters:  clusters{},
 		idx:       index.New[*vhostState](),
 		refs:      upRefs{byID: map[string]*upRef{}, splits: map[string]*upRef{}},

@@ -24,8 +24,16 @@ import (
 // validID is APISIX's id_schema string form (schema_def.id_schema).
 var validID = regexp.MustCompile(`^[a-zA-Z0-9-_.]{1,64}$`)
 
-//go:embed schemas/*.json schemas/plugins/*.json
+//go:embed schemas/*.json schemas/plugins/*.json schemas/stream_plugins/*.json
 var files embed.FS
+
+// Plugin schemas by directory: APISIX loads HTTP plugins (apisix/plugins) and stream
+// plugins (apisix/stream/plugins) apart, and a name may be both with different
+// schemas, so routes and stream routes are checked against their own set.
+const (
+	pluginDir       = "schemas/plugins/"
+	streamPluginDir = "schemas/stream_plugins/"
+)
 
 // kindFiles maps the kind segment of a shared-dict key ("/routes/<id>") to its schema.
 var kindFiles = map[string]string{
@@ -43,9 +51,28 @@ var kindFiles = map[string]string{
 }
 
 type compiled struct {
-	kinds   map[string]*jsonschema.Schema
-	plugins map[string]*jsonschema.Schema
-	names   []string // sorted plugin names
+	kinds         map[string]*jsonschema.Schema
+	plugins       pluginSet
+	streamPlugins pluginSet
+}
+
+// pluginSet is the schemas of one kind of plugin.
+type pluginSet struct {
+	what    string // "plugin", "stream plugin"
+	schemas map[string]*jsonschema.Schema
+	names   []string // sorted
+}
+
+// validate validates v against the schema of plugin name.
+func (ps *pluginSet) validate(name string, v any) error {
+	sch, ok := ps.schemas[name]
+	if !ok {
+		return fmt.Errorf("%s %s: unknown %s (known: %s)", ps.what, name, ps.what, strings.Join(ps.names, ", "))
+	}
+	if err := sch.Validate(v); err != nil {
+		return fmt.Errorf("%s %s: %w", ps.what, name, err)
+	}
+	return nil
 }
 
 var (
@@ -88,7 +115,9 @@ func compile() (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("schema: loading embedded schemas: %w", err)
 	}
-	out := &compiled{kinds: map[string]*jsonschema.Schema{}, plugins: map[string]*jsonschema.Schema{}}
+	out := &compiled{kinds: map[string]*jsonschema.Schema{},
+		plugins:       pluginSet{what: "plugin", schemas: map[string]*jsonschema.Schema{}},
+		streamPlugins: pluginSet{what: "stream plugin", schemas: map[string]*jsonschema.Schema{}}}
 	for kind, file := range kindFiles {
 		s, err := c.Compile(urls[path.Join("schemas", file)])
 		if err != nil {
@@ -98,18 +127,20 @@ func compile() (*compiled, error) {
 	}
 	for p, u := range urls {
 		dir, file := path.Split(p)
-		if dir != "schemas/plugins/" {
+		set := map[string]*pluginSet{pluginDir: &out.plugins, streamPluginDir: &out.streamPlugins}[dir]
+		if set == nil {
 			continue
 		}
 		name := strings.TrimSuffix(file, ".json")
 		s, err := c.Compile(u)
 		if err != nil {
-			return nil, fmt.Errorf("schema: compiling plugin %s: %w", name, err)
+			return nil, fmt.Errorf("schema: compiling %s %s: %w", set.what, name, err)
 		}
-		out.plugins[name] = s
-		out.names = append(out.names, name)
+		set.schemas[name] = s
+		set.names = append(set.names, name)
 	}
-	sort.Strings(out.names)
+	sort.Strings(out.plugins.names)
+	sort.Strings(out.streamPlugins.names)
 	return out, nil
 }
 
@@ -119,7 +150,7 @@ func Plugins() []string {
 	if err != nil {
 		return nil
 	}
-	return append([]string(nil), s.names...)
+	return append([]string(nil), s.plugins.names...)
 }
 
 // KnownPlugin reports whether name is a plugin with a known schema.
@@ -128,7 +159,7 @@ func KnownPlugin(name string) bool {
 	if err != nil {
 		return false
 	}
-	_, ok := s.plugins[name]
+	_, ok := s.plugins.schemas[name]
 	return ok
 }
 
@@ -152,19 +183,21 @@ func validatePlugin(name string, v any) error {
 	if err != nil {
 		return err
 	}
-	sch, ok := s.plugins[name]
-	if !ok {
-		return fmt.Errorf("plugin %s: unknown plugin (known: %s)", name, strings.Join(s.names, ", "))
+	return s.plugins.validate(name, v)
+}
+
+// validateStreamPlugin is validatePlugin for a stream route's plugin.
+func validateStreamPlugin(name string, v any) error {
+	s, err := load()
+	if err != nil {
+		return err
 	}
-	if err := sch.Validate(v); err != nil {
-		return fmt.Errorf("plugin %s: %w", name, err)
-	}
-	return nil
+	return s.streamPlugins.validate(name, v)
 }
 
 // Validate validates obj, the JSON value stored under key (e.g. "/routes/r1"), against
 // the schema of the key's kind, then each plugins.<name> value against that plugin's
-// schema (an unknown plugin is an error), then the checks APISIX makes in code on
+// schema (a stream route's against the stream plugin's; an unknown plugin is an error), then the checks APISIX makes in code on
 // upstreams (see checkUpstream). An "id" in obj must equal the key's id.
 func Validate(key string, obj []byte) error {
 	kind, id, ok := splitKey(key)
@@ -216,10 +249,11 @@ func validatePlugins(kind string, obj map[string]any) error {
 	if len(plugins) == 0 {
 		return nil
 	}
+	check := validatePlugin
 	if kind == "stream_routes" {
-		// Stream routes run APISIX's stream plugins, whose schemas differ from the HTTP
-		// plugins' and are not embedded: refuse rather than pass them unchecked.
-		return fmt.Errorf("stream route plugins cannot be validated (no stream plugin schemas)")
+		// Stream routes run APISIX's stream plugins; only those with an embedded
+		// schema pass (the rest are refused rather than passed unchecked).
+		check = validateStreamPlugin
 	}
 	names := make([]string, 0, len(plugins))
 	for n := range plugins {
@@ -227,7 +261,7 @@ func validatePlugins(kind string, obj map[string]any) error {
 	}
 	sort.Strings(names) // report the first failure deterministically
 	for _, n := range names {
-		if err := validatePlugin(n, plugins[n]); err != nil {
+		if err := check(n, plugins[n]); err != nil {
 			return err
 		}
 	}

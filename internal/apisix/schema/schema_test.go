@@ -28,6 +28,15 @@ func TestEmbeddedSchemasCompile(t *testing.T) {
 	if KnownPlugin("no-such-plugin") {
 		t.Error("KnownPlugin(no-such-plugin) = true")
 	}
+	// The stream plugins amesh's stream routes use, and no other: an HTTP plugin of the
+	// same name does not make a stream plugin known.
+	s, _ := load()
+	if want := []string{"amesh-http", "amesh-original-dst"}; strings.Join(s.streamPlugins.names, ",") != strings.Join(want, ",") {
+		t.Errorf("stream plugin schemas %v, want %v", s.streamPlugins.names, want)
+	}
+	if KnownPlugin("amesh-http") {
+		t.Error("the stream plugin amesh-http is known as an HTTP plugin")
+	}
 }
 
 func TestValidate(t *testing.T) {
@@ -60,7 +69,17 @@ func TestValidate(t *testing.T) {
 		{"inline upstream checked", "/routes/r", `{"id":"r","uri":"/a","upstream":{"type":"chash","hash_on":"cookie","nodes":[]}}`, "needs a key"},
 		{"traffic-split upstream checked", "/routes/r", `{"id":"r","uri":"/a","upstream_id":"u","plugins":{"traffic-split":{"rules":[{"weighted_upstreams":[{"upstream":{"type":"chash","key":"bad key","hash_on":"header","nodes":[]},"weight":1}]}]}}}`, "weighted_upstreams[0]"},
 		{"stream route", "/stream_routes/s", `{"id":"s","server_port":3306,"upstream_id":"u"}`, ""},
-		{"stream route plugins", "/stream_routes/s", `{"id":"s","upstream_id":"u","plugins":{"ip-restriction":{}}}`, "stream"},
+		{"stream route plugins", "/stream_routes/s", `{"id":"s","upstream_id":"u","plugins":{"ip-restriction":{}}}`, "unknown stream plugin"},
+		{"stream route to the http server", "/stream_routes/s", `{"id":"s","server_port":9080,"labels":{"amesh-listen":"15001","amesh-protocol":"http"},"plugins":{"amesh-http":{}}}`, ""},
+		{"stream amesh-http with a setting", "/stream_routes/s", `{"id":"s","plugins":{"amesh-http":{"socket":"/x"}}}`, "socket"},
+		{"stream original destination", "/stream_routes/s", `{"id":"s","labels":{"amesh-listen":"15006"},"upstream_id":"u","plugins":{"amesh-original-dst":{"bind":"127.0.0.6"}}}`, ""},
+		{"stream original destination, bind not an address", "/stream_routes/s", `{"id":"s","upstream_id":"u","plugins":{"amesh-original-dst":{"bind":"localhost"}}}`, "bind"},
+		{"stream route with an http plugin", "/stream_routes/s", `{"id":"s","upstream_id":"u","plugins":{"fault-injection":{"abort":{"http_status":503}}}}`, "unknown stream plugin"},
+		{"route with a stream plugin", "/routes/r", `{"id":"r","uri":"/a","upstream_id":"u","plugins":{"amesh-http":{}}}`, "unknown plugin"},
+		{"stream route with a CIDR", "/stream_routes/s", `{"id":"s","server_addr":"10.0.0.0/8","server_port":3306}`, ""},
+		{"stream route with an IPv6 address", "/stream_routes/s", `{"id":"s","server_addr":"fd00::1","server_port":3306}`, ""},
+		{"stream route with a host name", "/stream_routes/s", `{"id":"s","server_addr":"db.example","server_port":3306}`, "server_addr"},
+		{"stream route with an empty label", "/stream_routes/s", `{"id":"s","labels":{"amesh-listen":""}}`, "labels"},
 		{"bad id chars", "/upstreams/a b", `{"nodes":[]}`, "not a valid APISIX id"},
 		{"id too long", "/upstreams/" + strings.Repeat("a", 65), `{"nodes":[]}`, "not a valid APISIX id"},
 		{"unknown kind", "/nope/x", `{}`, "unknown kind"},

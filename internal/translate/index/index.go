@@ -19,6 +19,8 @@ type Index[V comparable] struct {
 	routes   multi[V]                   // cluster -> virtual hosts routing to it
 	mirrors  multi[V]                   // cluster -> virtual hosts reading its shape and endpoints
 	streams  map[string]map[string]bool // cluster -> listeners with a stream route to it
+	// shapes: cluster -> listeners whose stream routes read its shape too
+	shapes map[string]map[string]bool
 
 	staleVH        map[V]bool
 	staleListeners map[string]bool
@@ -26,7 +28,7 @@ type Index[V comparable] struct {
 
 // New returns an empty Index.
 func New[V comparable]() *Index[V] {
-	return &Index[V]{contexts: map[string]map[string]bool{}, streams: map[string]map[string]bool{}}
+	return &Index[V]{contexts: map[string]map[string]bool{}, streams: map[string]map[string]bool{}, shapes: map[string]map[string]bool{}}
 }
 
 // Begin starts an update.
@@ -95,16 +97,25 @@ func (x *Index[V]) RemoveVirtualHost(v V, routes, mirrors []string) {
 	delete(x.staleVH, v)
 }
 
-// AddStream records that listener has a stream route to cluster.
-func (x *Index[V]) AddStream(cluster, listener string) { add(x.streams, cluster, listener) }
+// AddStream records that listener has a stream route to cluster; shape: the route
+// reads the cluster's shape too (an original-destination cluster's source addresses).
+func (x *Index[V]) AddStream(cluster, listener string, shape bool) {
+	add(x.streams, cluster, listener)
+	if shape {
+		add(x.shapes, cluster, listener)
+	}
+}
 
 // RemoveStream undoes AddStream.
-func (x *Index[V]) RemoveStream(cluster, listener string) { remove(x.streams, cluster, listener) }
+func (x *Index[V]) RemoveStream(cluster, listener string) {
+	remove(x.streams, cluster, listener)
+	remove(x.shapes, cluster, listener)
+}
 
 // ClusterChanged marks stale what read cluster. kind: what routes see of it changed
 // (its existence, kind or load balancing), which makes stale the virtual hosts that
 // read it and the listeners with stream routes to it. content: its shape or
-// endpoints changed, which makes stale the virtual hosts that read those.
+// endpoints changed, which makes stale the virtual hosts and listeners that read those.
 func (x *Index[V]) ClusterChanged(cluster string, kind, content bool) {
 	if kind {
 		for v := range x.routes.all(cluster) {
@@ -117,6 +128,9 @@ func (x *Index[V]) ClusterChanged(cluster string, kind, content bool) {
 	if kind || content {
 		for v := range x.mirrors.all(cluster) {
 			x.staleVH[v] = true
+		}
+		for l := range x.shapes[cluster] {
+			x.staleListeners[l] = true
 		}
 	}
 }

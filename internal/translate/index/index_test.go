@@ -8,18 +8,20 @@ import (
 
 // A cluster whose kind changed makes stale the virtual hosts that route to it or read
 // it and the listeners with stream routes to it; one whose content changed, only the
-// virtual hosts that read its shape and endpoints.
+// virtual hosts that read its shape and endpoints and the listeners whose stream
+// routes read its shape.
 func TestClusterChanged(t *testing.T) {
 	x := New[string]()
 	x.AddVirtualHost("routes", []string{"c"}, nil)
 	x.AddVirtualHost("mirrors", []string{"other"}, []string{"c"})
 	x.AddVirtualHost("unrelated", []string{"other"}, nil)
-	x.AddStream("c", "tcp")
+	x.AddStream("c", "tcp", false)
+	x.AddStream("c", "odst", true)
 
 	x.Begin()
 	x.ClusterChanged("c", false, true)
-	if got := slices.Sorted(slices.Values(x.TakeStale())); !slices.Equal(got, []string{"mirrors"}) || x.AnyListenerStale() {
-		t.Fatalf("content changed: stale %v, listeners stale %v", got, x.AnyListenerStale())
+	if got := slices.Sorted(slices.Values(x.TakeStale())); !slices.Equal(got, []string{"mirrors"}) || x.ListenerStale("tcp") || !x.ListenerStale("odst") {
+		t.Fatalf("content changed: stale %v, tcp stale %v, odst stale %v", got, x.ListenerStale("tcp"), x.ListenerStale("odst"))
 	}
 	x.ClusterChanged("c", true, false)
 	if got := slices.Sorted(slices.Values(x.TakeStale())); !slices.Equal(got, []string{"mirrors", "routes"}) || !x.ListenerStale("tcp") {
@@ -36,8 +38,9 @@ func TestClusterChanged(t *testing.T) {
 	}
 	x.End()
 	x.RemoveStream("c", "tcp")
+	x.RemoveStream("c", "odst")
 	x.Begin()
-	x.ClusterChanged("c", true, false)
+	x.ClusterChanged("c", true, true)
 	if x.AnyListenerStale() {
 		t.Fatal("a removed stream route's listener is stale")
 	}

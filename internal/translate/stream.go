@@ -1,0 +1,449 @@
+package translate
+
+// Stream routes under capture. Every connection of the pod arrives on APISIX's stream
+// server, on 15001 (outbound) or 15006 (inbound), and amesh's stream router picks a
+// stream route for it: among the routes of its capture port (label amesh-listen), one
+// for its original destination port beats one for any port, then the longest
+// server_addr prefix wins (none: /0), then one for its protocol (label
+// amesh-protocol) beats one for any. Envoy picks a listener (the one for the
+// connection's exact address and port, else the one for its port, else the capture
+// listener keeps it), then a filter chain by destination port, destination prefix,
+// server names, transport protocol, application protocols and source. Each place of
+// the first order (a streamCell) is given the chain Envoy picks there, so that both
+// choose alike:
+//
+//   - every destination port and prefix that some chain names gets a route for any
+//     protocol: its plaintext chain's, else the default chain's, else one that closes
+//     the connection. Envoy never falls back from a port or prefix with chains to the
+//     chains of a wider one, so a connection must not fall through to a less specific
+//     route either;
+//   - the cells of a listener for one port carry that port (and its addresses): the
+//     router puts them above the capture listener's, as Envoy's hand-off does; a cell
+//     claimed by more than one listener goes to the one Envoy hands connections to
+//     (Translator.syncStreams);
+//   - TLS chains (mTLS, SNI) are not translated: a TLS connection takes the route of
+//     the plaintext chains of its place.
+//
+// What a route does is what its chain does: an HTTP connection manager's carries
+// amesh-http (APISIX's HTTP server takes the connection and its HTTP routes decide);
+// tcp_proxy's names its cluster's upstream, with amesh-original-dst for an ORIGINAL_DST
+// cluster; a chain amesh cannot serve, filters that fail closed and BlackHoleCluster
+// get a route without upstream or plugin, whose connections APISIX closes. At the
+// bottom (any port, address and protocol) such a route is left out: nothing less
+// specific would take its connections.
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+
+	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/report"
+)
+
+// What amesh's stream router and stream plugins read.
+const (
+	// labelListen is the capture port a route is for (15001, 15006).
+	labelListen = "amesh-listen"
+	// labelProtocol restricts a route to connections whose first bytes are of a
+	// protocol: protoHTTP (HTTP/1.x or the h2c preface).
+	labelProtocol = "amesh-protocol"
+	protoHTTP     = "http"
+	// protoNever stands for application protocols no plaintext connection has: the
+	// chain still takes part in Envoy's transport protocol step.
+	protoNever = "-"
+	// streamHTTPPlugin hands a connection to APISIX's HTTP server for the route's
+	// capture port.
+	streamHTTPPlugin = "amesh-http"
+)
+
+// defaultOutboundListen is Istio's outbound capture port, for outbound listeners when
+// no virtualOutbound listener says otherwise.
+const defaultOutboundListen = 15001
+
+// Listener ranks: which listener Envoy hands a connection to when several have a
+// place for it (use_original_dst): the one for its exact address, then the one for
+// its port; the capture listener keeps the rest.
+const (
+	rankAddr = iota
+	rankWildcard
+	rankCapture
+)
+
+// streamCell is a place in the stream router's order.
+type streamCell struct {
+	listen int    // APISIX's capture port (label amesh-listen); 0 without capture
+	port   int    // original destination port; 0: any
+	addr   string // original destination address or prefix; "": any
+	proto  string // protoHTTP, or "": any
+}
+
+// id is the id of the cell's route: the cell itself, so unique.
+func (c streamCell) id() string {
+	var b strings.Builder
+	b.WriteString(strconv.Itoa(c.listen))
+	if c.port == 0 {
+		b.WriteString("-any")
+	} else {
+		b.WriteString("-" + strconv.Itoa(c.port))
+	}
+	if c.addr != "" {
+		b.WriteString("-" + c.addr)
+	}
+	if c.proto != "" {
+		b.WriteString("-" + c.proto)
+	}
+	return apisix.SafeID(b.String())
+}
+
+// bottom reports whether the cell is the least specific place: a connection no other
+// route takes.
+func (c streamCell) bottom() bool { return c.port == 0 && c.addr == "" && c.proto == "" }
+
+// streamClaim is the stream route a listener asks for at a cell. What the route does:
+// http (amesh-http), cluster (tcp_proxy's cluster, whose kind the translator resolves),
+// or neither: it closes connections, closed says why.
+type streamClaim struct {
+	cell    streamCell
+	rank    int
+	http    bool
+	cluster string
+	closed  string
+	// id is set without capture: the route's id (tcp-<address>_<port>).
+	id string
+}
+
+// routeID returns the id of the claim's route.
+func (c *streamClaim) routeID() string {
+	if c.id != "" {
+		return c.id
+	}
+	return c.cell.id()
+}
+
+// chainPlace is where a filter chain sits in Envoy's filter chain match, as a
+// plaintext connection sees it.
+type chainPlace struct {
+	fc   *listenerv3.FilterChain
+	port int // destination_port; 0: any
+	// prefixes are its destination prefixes (but /0); anyAddr: it also takes any
+	// address (no prefix_ranges, or a /0 among them).
+	prefixes []netip.Prefix
+	anyAddr  bool
+	plain    bool   // it may take a plaintext connection (no server names, no TLS transport protocol)
+	raw      bool   // transport_protocol raw_buffer, which beats none
+	proto    string // protoHTTP for HTTP's application protocols, "" for none, protoNever
+	// unsupported says why the chain's place cannot be expressed; the connections it
+	// would take are closed.
+	unsupported string
+}
+
+// httpInspector is the type of Envoy's http_inspector listener filter: without it a
+// plaintext connection has no application protocol.
+const httpInspector = "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+
+// inspectsHTTP reports whether the listener tells HTTP connections from others.
+func inspectsHTTP(l *listenerv3.Listener) bool {
+	return slices.ContainsFunc(l.GetListenerFilters(), func(f *listenerv3.ListenerFilter) bool {
+		return f.GetTypedConfig().GetTypeUrl() == httpInspector
+	})
+}
+
+// placeOf returns where fc sits; inspect: the listener runs http_inspector.
+func placeOf(fc *listenerv3.FilterChain, inspect bool) chainPlace {
+	m := fc.GetFilterChainMatch()
+	p := chainPlace{fc: fc, port: int(m.GetDestinationPort().GetValue()), anyAddr: len(m.GetPrefixRanges()) == 0}
+	for _, r := range m.GetPrefixRanges() {
+		ip, err := netip.ParseAddr(r.GetAddressPrefix())
+		bits := int(r.GetPrefixLen().GetValue())
+		if err != nil || ip.Zone() != "" || bits > ip.BitLen() {
+			p.unsupported = fmt.Sprintf("destination prefix %s/%d is not an address prefix", r.GetAddressPrefix(), bits)
+			continue
+		}
+		// Envoy matches a chain without prefixes as 0.0.0.0/0 and ::/0.
+		if bits == 0 {
+			p.anyAddr = true
+			continue
+		}
+		p.prefixes = append(p.prefixes, netip.PrefixFrom(ip, bits).Masked())
+	}
+	tp := m.GetTransportProtocol()
+	// A plaintext connection has no SNI: Envoy gives it the chains without server
+	// names only.
+	p.plain = (tp == "" || tp == "raw_buffer") && len(m.GetServerNames()) == 0
+	p.raw = tp == "raw_buffer"
+	aps := m.GetApplicationProtocols()
+	h11, h2c, h10 := slices.Contains(aps, "http/1.1"), slices.Contains(aps, "h2c"), slices.Contains(aps, "http/1.0")
+	switch {
+	case len(aps) == 0:
+	case !inspect:
+		// Without http_inspector no plaintext connection has them.
+		p.proto = protoNever
+	case h11 && h2c:
+		// What Envoy's http_inspector reports for HTTP/1.1 and h2c.
+		p.proto = protoHTTP
+	case h11 || h2c || h10:
+		p.proto = protoHTTP
+		p.unsupported = fmt.Sprintf("application_protocols %v take only some HTTP versions", aps)
+	default:
+		// Protocols a plaintext connection never has (they come from TLS's ALPN).
+		p.proto = protoNever
+	}
+	if len(m.GetDirectSourcePrefixRanges()) > 0 || len(m.GetSourcePrefixRanges()) > 0 || len(m.GetSourcePorts()) > 0 ||
+		m.GetSourceType() != listenerv3.FilterChainMatch_ANY {
+		p.unsupported = "the chain matches on the connection's source"
+	}
+	return p
+}
+
+// outboundStreams adds the stream routes of an outbound listener for port, on the
+// outbound capture port listen.
+func (b *listenerBuild) outboundStreams(listen, port int) {
+	addrs, err := listenerAddrs(b.l)
+	if err != "" {
+		b.rep("address", report.Unsupported, err+"; connections to it are not served")
+		return
+	}
+	rank := rankAddr
+	if addrs == nil {
+		rank = rankWildcard
+	}
+	b.streams(listen, rank, port, addrs)
+}
+
+// listenerAddrs returns the destination addresses a listener takes connections for:
+// nil for any (it has a wildcard address), or why an address is not one.
+func listenerAddrs(l *listenerv3.Listener) ([]netip.Addr, string) {
+	all := []string{l.GetAddress().GetSocketAddress().GetAddress()}
+	for _, a := range l.GetAdditionalAddresses() {
+		all = append(all, a.GetAddress().GetSocketAddress().GetAddress())
+	}
+	var out []netip.Addr
+	for _, s := range all {
+		if s == "" || s == "0.0.0.0" || s == "::" {
+			return nil, ""
+		}
+		ip, err := netip.ParseAddr(s)
+		if err != nil || ip.Zone() != "" {
+			return nil, fmt.Sprintf("listener address %q is not an IP address", s)
+		}
+		if !slices.Contains(out, ip) {
+			out = append(out, ip)
+		}
+	}
+	return out, ""
+}
+
+// streams adds the stream routes of the listener's chains on the capture port listen:
+// for a listener of one port (port != 0) and addresses (nil: any), the cells of
+// those; for a capture listener (port 0), one per destination port its chains name
+// and those for any port.
+func (b *listenerBuild) streams(listen, rank, port int, addrs []netip.Addr) {
+	places := make([]chainPlace, 0, len(b.l.GetFilterChains()))
+	inspect := inspectsHTTP(b.l)
+	for _, fc := range b.l.GetFilterChains() {
+		places = append(places, placeOf(fc, inspect))
+	}
+	if port != 0 {
+		// Connections to this listener all have its port: its chains for that port,
+		// or, without any, those for any port.
+		group := placesFor(places, port)
+		if len(group) == 0 {
+			group = placesFor(places, 0)
+		}
+		if addrs == nil {
+			b.prefixes(streamCell{listen: listen, port: port}, rank, group)
+		}
+		for _, a := range addrs {
+			b.place(streamCell{listen: listen, port: port, addr: a.String()}, rank, placesOfAddr(group, a))
+		}
+		return
+	}
+	var ports []int
+	for _, p := range places {
+		if p.port != 0 && !slices.Contains(ports, p.port) {
+			ports = append(ports, p.port)
+		}
+	}
+	slices.Sort(ports)
+	for _, dp := range ports {
+		b.prefixes(streamCell{listen: listen, port: dp}, rank, placesFor(places, dp))
+	}
+	b.prefixes(streamCell{listen: listen}, rank, placesFor(places, 0))
+}
+
+// placesFor returns the places of the chains for destination port dp (0: any).
+func placesFor(places []chainPlace, dp int) []chainPlace {
+	var out []chainPlace
+	for _, p := range places {
+		if p.port == dp {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// placesOfAddr returns the places Envoy picks among group for a connection to a: the
+// chains of the longest prefix that holds it, else those for any address.
+func placesOfAddr(group []chainPlace, a netip.Addr) []chainPlace {
+	best := -1
+	for _, p := range group {
+		for _, pf := range p.prefixes {
+			if pf.Contains(a) && pf.Bits() > best {
+				best = pf.Bits()
+			}
+		}
+	}
+	var out []chainPlace
+	for _, p := range group {
+		if best < 0 && p.anyAddr || best >= 0 && slices.ContainsFunc(p.prefixes, func(pf netip.Prefix) bool { return pf.Bits() == best && pf.Contains(a) }) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// prefixes adds, for the chains of one destination port (cell.port), a cell per
+// destination prefix they name and the cell for any address.
+func (b *listenerBuild) prefixes(cell streamCell, rank int, group []chainPlace) {
+	var pfs []netip.Prefix
+	for _, p := range group {
+		for _, pf := range p.prefixes {
+			if !slices.Contains(pfs, pf) {
+				pfs = append(pfs, pf)
+			}
+		}
+	}
+	slices.SortFunc(pfs, func(x, y netip.Prefix) int { return strings.Compare(x.String(), y.String()) })
+	for _, pf := range pfs {
+		c := cell
+		c.addr = prefixAddr(pf)
+		b.place(c, rank, slices.DeleteFunc(slices.Clone(group), func(p chainPlace) bool { return !slices.Contains(p.prefixes, pf) }))
+	}
+	b.place(cell, rank, slices.DeleteFunc(slices.Clone(group), func(p chainPlace) bool { return !p.anyAddr }))
+}
+
+// prefixAddr is a prefix as server_addr: an address when it holds one.
+func prefixAddr(pf netip.Prefix) string {
+	if pf.IsSingleIP() {
+		return pf.Addr().String()
+	}
+	return pf.String()
+}
+
+// place adds the routes of one destination port and address (cell, proto unset) whose
+// candidate chains are chains: one for HTTP when a chain takes HTTP only, and one for
+// any protocol.
+func (b *listenerBuild) place(cell streamCell, rank int, chains []chainPlace) {
+	// Envoy's transport protocol step: raw_buffer chains beat those without one, and
+	// it never falls back from them; then the application protocol step.
+	var plain []chainPlace
+	raw := false
+	for _, p := range chains {
+		if p.plain {
+			plain = append(plain, p)
+			raw = raw || p.raw
+		}
+	}
+	if raw {
+		plain = slices.DeleteFunc(plain, func(p chainPlace) bool { return !p.raw })
+	}
+	for _, proto := range []string{protoHTTP, ""} {
+		c := cell
+		c.proto = proto
+		i := slices.IndexFunc(plain, func(p chainPlace) bool { return p.proto == proto })
+		switch {
+		case i < 0 && proto != "":
+			// HTTP takes the route for any protocol, as in Envoy.
+		case i < 0:
+			b.fallback(c, rank)
+		default:
+			// Several chains in one place differ in what amesh cannot express (Envoy
+			// rejects identical matches).
+			if j := slices.IndexFunc(plain, func(p chainPlace) bool { return p.proto == proto && p.unsupported != "" }); j >= 0 {
+				b.rep("filter_chains.filter_chain_match", report.Unsupported, fmt.Sprintf(
+					"%s; the connections it would take are closed", plain[j].unsupported))
+				b.close(c, rank, "filter chain match not translated")
+				continue
+			}
+			b.claim(c, rank, plain[i].fc)
+		}
+	}
+}
+
+// fallback adds the route of a place without a plaintext chain: the default chain's,
+// or one that closes connections, as Envoy does.
+func (b *listenerBuild) fallback(cell streamCell, rank int) {
+	if dc := b.l.GetDefaultFilterChain(); dc != nil {
+		b.claim(cell, rank, dc)
+		return
+	}
+	b.close(cell, rank, "no filter chain")
+}
+
+// close adds a route that closes the connections of cell, why says why; none at the
+// bottom.
+func (b *listenerBuild) close(cell streamCell, rank int, why string) {
+	if cell.bottom() {
+		return
+	}
+	b.out.streams = append(b.out.streams, streamClaim{cell: cell, rank: rank, closed: why})
+}
+
+// claim adds the route that serves cell as chain fc does.
+func (b *listenerBuild) claim(cell streamCell, rank int, fc *listenerv3.FilterChain) {
+	if fc.GetTransportSocket() != nil {
+		// A chain that terminates TLS: Envoy's handshake fails on a plaintext
+		// connection (and TLS chains are not translated).
+		b.close(cell, rank, "TLS filter chain not translated")
+		return
+	}
+	a := b.analyze(fc)
+	b.use(a)
+	switch cl := a.tcp.GetCluster(); {
+	case a.hcm != nil:
+		var ctx httpCtx
+		if !setRouteSource(&ctx, a.hcm) {
+			b.rep(noRouteSource())
+			b.close(cell, rank, "HTTP connection manager without routes")
+			return
+		}
+		b.out.streams = append(b.out.streams, streamClaim{cell: cell, rank: rank, http: true})
+	case a.tcp != nil && cl != "":
+		where := "connections to " + cl
+		a.report(b.rep, where)
+		if v := a.filters.noRoute; v != nil {
+			b.rep("filter_chains.filters", report.Unsupported, v.reason+"; the "+where+" are closed")
+			b.close(cell, rank, "filters fail closed")
+			return
+		}
+		b.out.streams = append(b.out.streams, streamClaim{cell: cell, rank: rank, cluster: cl})
+	default:
+		if a.tcp == nil && a.terminal == "" {
+			a.report(b.rep, "filter chain "+fc.GetName())
+		}
+		b.rep(unservedChain(a))
+		b.close(cell, rank, "filter chain not translated")
+	}
+}
+
+// noRouteSource is the report entry on an HTTP connection manager without routes.
+func noRouteSource() (string, report.Severity, string) {
+	return "filter_chains.filters.http_connection_manager", report.Unsupported, "HTTP connection manager without rds or route_config is not translated"
+}
+
+// unservedChain is the report entry on a chain that is neither an HTTP connection
+// manager nor a tcp_proxy to one cluster.
+func unservedChain(a *chainAnalysis) (string, report.Severity, string) {
+	switch {
+	case a.tcp != nil:
+		return "filter_chains.filters.tcp_proxy", report.Unsupported, "tcp_proxy without a single cluster (weighted_clusters) is not translated"
+	case a.terminal != "":
+		return "filter_chains.filters[" + a.terminal + "]", report.Unsupported, "network filter " + a.terminal + " is not translated; this filter chain serves nothing"
+	}
+	return "filter_chains.filters", report.Unsupported, "a filter chain without an HTTP connection manager or tcp_proxy amesh can translate serves nothing"
+}
