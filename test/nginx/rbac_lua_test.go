@@ -36,24 +36,7 @@ import (
 // loopback, and a PROXY protocol port whose $remote_addr is the PROXY header's source
 // (Envoy's source address with its proxy_protocol listener filter; the physical peer
 // stays in $realip_remote_addr).
-const rbacNginxConf = `{{if .Root}}user root root;
-{{end}}worker_processes 1;
-daemon off;
-pid {{.Prefix}}/nginx.pid;
-error_log {{.Prefix}}/error.log info;
-load_module /usr/lib/nginx/modules/ndk_http_module.so;
-load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
-events {
-    worker_connections 64;
-}
-http {
-    access_log off;
-    client_body_temp_path {{.Prefix}}/body;
-    proxy_temp_path {{.Prefix}}/proxy;
-    fastcgi_temp_path {{.Prefix}}/fastcgi;
-    uwsgi_temp_path {{.Prefix}}/uwsgi;
-    scgi_temp_path {{.Prefix}}/scgi;
-    lua_package_path "{{.Dir}}/?.lua;{{.LuaDir}}/?.lua;/usr/share/lua/5.1/?.lua;;";
+const rbacNginxConf = stockLuaNginx + `
     server {
         listen 127.0.0.1:{{.P1}};
         listen [::1]:{{.P1}};
@@ -104,6 +87,28 @@ func startRBACNginx(t *testing.T) *rbacNginx {
 	startStockNginx(t, prefix, buf.Bytes(), n.p1)
 	return n
 }
+
+// stockLuaNginx starts the configuration of a stock nginx (one worker, its files in
+// .Prefix) whose http block runs Lua from this directory (.Dir) and the repository's lua/
+// (.LuaDir); the servers follow, and a closing brace.
+const stockLuaNginx = `{{if .Root}}user root root;
+{{end}}worker_processes 1;
+daemon off;
+pid {{.Prefix}}/nginx.pid;
+error_log {{.Prefix}}/error.log info;
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+events {
+    worker_connections 64;
+}
+http {
+    access_log off;
+    client_body_temp_path {{.Prefix}}/body;
+    proxy_temp_path {{.Prefix}}/proxy;
+    fastcgi_temp_path {{.Prefix}}/fastcgi;
+    uwsgi_temp_path {{.Prefix}}/uwsgi;
+    scgi_temp_path {{.Prefix}}/scgi;
+    lua_package_path "{{.Dir}}/?.lua;{{.LuaDir}}/?.lua;/usr/share/lua/5.1/?.lua;;";`
 
 // startStockNginx runs Debian's nginx with conf in prefix (its error log there) until the
 // test ends, and waits for it to listen on 127.0.0.1:port.

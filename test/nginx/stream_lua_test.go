@@ -17,25 +17,8 @@ import (
 
 // streamNginxConf is stock nginx running amesh's stream route index and protocol
 // classification through streamcheck.lua.
-const streamNginxConf = `{{if .Root}}user root root;
-{{end}}worker_processes 1;
-daemon off;
-pid {{.Prefix}}/nginx.pid;
-error_log {{.Prefix}}/error.log info;
-load_module /usr/lib/nginx/modules/ndk_http_module.so;
-load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
-events {
-    worker_connections 64;
-}
-http {
-    access_log off;
-    client_body_temp_path {{.Prefix}}/body;
-    proxy_temp_path {{.Prefix}}/proxy;
-    fastcgi_temp_path {{.Prefix}}/fastcgi;
-    uwsgi_temp_path {{.Prefix}}/uwsgi;
-    scgi_temp_path {{.Prefix}}/scgi;
+const streamNginxConf = stockLuaNginx + `
     client_body_buffer_size 1m;
-    lua_package_path "{{.Dir}}/?.lua;{{.LuaDir}}/?.lua;/usr/share/lua/5.1/?.lua;;";
     server {
         listen 127.0.0.1:{{.Port}};
         location / {

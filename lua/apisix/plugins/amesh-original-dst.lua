@@ -3,22 +3,15 @@
 -- InboundPassthroughCluster and inbound|<port>||). amesh adds it to the routes of such
 -- clusters; it must be in config.yaml's `plugins` (the chart's APISIX config lists it).
 --
--- The route names the cluster's upstream, which has no nodes: amesh puts the cluster's
--- settings (timeouts, retries) there. In the access phase this plugin takes that
--- upstream with one node, the address and port the kernel recorded for the connection
--- before iptables redirected it ($connection_original_dst_addr and _port, from
--- ngx_http_amesh_original_dst_module), and hands it to APISIX's balancer as
--- traffic-split does. Without the variables, or without the upstream, the request is
--- refused: it never goes anywhere else.
---
--- `bind` and `bind6` are the source address for IPv4 and IPv6 destinations
--- (amesh.original_dst). nginx binds upstream connections through
--- `proxy_bind $amesh_upstream_bind;`, with the variable declared
+-- The route names the cluster's upstream (no nodes); in the access phase this plugin
+-- hands APISIX's balancer that upstream with the original destination as its one node
+-- (amesh.original_dst), as traffic-split does, binding to the cluster's source address
+-- through `proxy_bind $amesh_upstream_bind;`, with the variable declared
 -- (`set $amesh_upstream_bind '';`) in the server, which the chart's APISIX config does.
+-- Whatever is missing, the request is refused: it never goes anywhere else.
 local core = require("apisix.core")
 local upstream = require("apisix.upstream")
 local original_dst = require("amesh.original_dst")
-local tonumber = tonumber
 
 local plugin_name = "amesh-original-dst"
 
@@ -38,47 +31,17 @@ end
 
 
 function _M.access(conf, ctx)
-    local var = ctx.var
-    local addr = var.connection_original_dst_addr
-    local port = conf.port or tonumber(var.connection_original_dst_port)
-    if not addr or addr == "" or not port then
-        core.log.error(plugin_name, ": the connection has no original destination ",
-                       "($connection_original_dst_addr is empty: is ",
-                       "ngx_http_amesh_original_dst_module loaded?)")
-        return 502
-    end
-
     local route = ctx.matched_route
     local up_id = route and route.value.upstream_id
     local base = up_id and upstream.get_by_id(up_id)
-    if not base then
-        core.log.error(plugin_name, ": route ", route and route.value.id,
-                       " names no upstream that exists")
-        return 503
+    local up_conf, bind, err = original_dst.upstream(conf, ctx.var, base)
+    if not up_conf then
+        core.log.error(plugin_name, ": ", err, " (route ", route and route.value.id, ")")
+        return bind
     end
-
-    local host, bind = original_dst.target(conf, addr)
-    if not host then
-        core.log.error(plugin_name, ": ", bind)
-        return 502
-    end
-    if bind and not original_dst.set_bind(bind) then
-        core.log.error(plugin_name, ": $amesh_upstream_bind is not declared ",
-                       "(set $amesh_upstream_bind ''; proxy_bind $amesh_upstream_bind;)")
-        return 500
-    end
-
-    local up_conf = {
-        type = "roundrobin",
-        nodes = {{host = host, port = port, weight = 1, priority = 0}},
-        timeout = base.timeout,
-        retries = base.retries,
-        retry_timeout = base.retry_timeout,
-        scheme = base.scheme,
-        pass_host = base.pass_host,
-        upstream_host = base.upstream_host,
-        keepalive_pool = base.keepalive_pool,
-    }
+    up_conf.pass_host = base.pass_host
+    up_conf.upstream_host = base.upstream_host
+    up_conf.keepalive_pool = base.keepalive_pool
     if bind then
         -- APISIX names its pools of idle upstream connections by the upstream's scheme,
         -- the node's address and its port (balancer.lua, set_current_peer), not by source
@@ -90,7 +53,8 @@ function _M.access(conf, ctx)
         -- request is proxied with the scheme set below ($upstream_scheme), not this one.
         up_conf.scheme = base.scheme .. "+bind=" .. bind
     end
-    upstream.set(ctx, plugin_name .. "#" .. up_id .. "#" .. host .. ":" .. port,
+    local node = up_conf.nodes[1]
+    upstream.set(ctx, plugin_name .. "#" .. up_id .. "#" .. node.host .. ":" .. node.port,
                  ctx.conf_version, up_conf)
     upstream.set_scheme(ctx, base)
 end
