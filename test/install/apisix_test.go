@@ -469,7 +469,7 @@ func (s *sidecar) waitReady(t *testing.T) {
 // failed.
 func (s *sidecar) errorLogClean(t *testing.T) {
 	t.Helper()
-	for _, bad := range []string{"[emerg]", "[crit]", "amesh: failed", "failed to check the conf", "amesh: stream route"} {
+	for _, bad := range []string{"[emerg]", "[crit]", "amesh: failed", "failed to check the conf", "amesh: stream route", "amesh: protocol detection failed"} {
 		if strings.Contains(s.stderr.String(), bad) {
 			t.Errorf("nginx's error log has %q", bad)
 		}

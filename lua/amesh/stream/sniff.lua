@@ -155,13 +155,19 @@ end
 -- seconds, or false when it must be closed (see CLOSE); and a reason for the log. It
 -- sleeps (ngx.sleep) while waiting, polling the socket with growing intervals.
 function _M.detect(timeout)
+    -- Without the socket nothing can be detected: an error, not a connection without a
+    -- protocol.
     local sock, err = ngx.req.socket()
     if not sock then
-        return nil, "no downstream socket: " .. tostring(err)
+        err = "no downstream socket: " .. tostring(err)
+        ngx.log(ngx.ERR, "amesh: protocol detection failed: ", err)
+        return nil, err
     end
     local fd, ferr = sock:getfd()
     if not fd then
-        return nil, "no downstream fd: " .. tostring(ferr)
+        err = "no downstream fd: " .. tostring(ferr)
+        ngx.log(ngx.ERR, "amesh: protocol detection failed: ", err)
+        return nil, err
     end
     ngx.update_time()
     local deadline = ngx.now() + timeout
