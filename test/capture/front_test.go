@@ -67,7 +67,7 @@ http {
     uwsgi_temp_path {{.Prefix}}/uwsgi;
     scgi_temp_path {{.Prefix}}/scgi;
     server {
-        listen unix:{{.Prefix}}/15001.sock {{if .NoProxyProtocol}}{{else}}proxy_protocol{{end}}{{if .HTTP2}} http2{{end}};
+        listen unix:{{.Prefix}}/15001.sock {{if not .NoProxyProtocol}}proxy_protocol{{end}}{{if .HTTP2}} http2{{end}};
         listen unix:{{.Prefix}}/15006.sock proxy_protocol{{if .HTTP2}} http2{{end}};
         amesh_capture_listener unix:{{.Prefix}}/15001.sock 15001;
         amesh_capture_listener unix:{{.Prefix}}/15006.sock 15006;
