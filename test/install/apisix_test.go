@@ -324,6 +324,8 @@ var (
 	envLine    = regexp.MustCompile(`(?m)^env "?([^";\s]+)"?;`)
 	dictLine   = regexp.MustCompile(`(?m)^\s*lua_shared_dict (\S+) (\S+);`)
 	listenLine = regexp.MustCompile(`(?m)^\s*listen\s+([^\s;]+)`)
+	// The HTTP server's listeners behind the stream front.
+	socketListen = regexp.MustCompile(`(?m)^\s*listen unix:\S+/1500[16]\.sock proxy_protocol;`)
 )
 
 // sidecar is the sidecar's APISIX running as the image runs it, in a pod network namespace
@@ -362,6 +364,19 @@ func startSidecar(t *testing.T) *sidecar {
 	if strings.Count(config, "/usr/local/") != strings.Count(config, root+"/usr/local/") {
 		t.Fatalf("the config names paths the image does not copy:\n%s", config)
 	}
+	// The pod's volume for the HTTP server's unix sockets: a directory of the proxy UID's.
+	sockets, _ := at(cfg, "plugin_attr", "amesh-http", "socket_dir").(string)
+	if sockets == "" || !strings.Contains(config, sockets+"/") {
+		t.Fatalf("the config has no socket directory (plugin_attr.amesh-http.socket_dir %q)", sockets)
+	}
+	socketDir := tempDir(t, "amesh-sockets-")
+	if err := os.Chown(socketDir, proxyUID, proxyUID); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(socketDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	config = strings.NewReplacer(sockets+"/", socketDir+"/", `"`+sockets+`"`, `"`+socketDir+`"`).Replace(config)
 	dir := apisixHome(t, home, config)
 
 	// apisix init: nginx.conf.
@@ -415,7 +430,7 @@ func startSidecar(t *testing.T) *sidecar {
 			_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 			<-s.exited
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("AMESH_TEST_LOGS") != "" {
 			t.Logf("nginx's stderr (error_log), last 8 KiB:\n%s", tail([]byte(s.stderr.String()), 8192))
 		}
 	})
@@ -454,7 +469,7 @@ func (s *sidecar) waitReady(t *testing.T) {
 // failed.
 func (s *sidecar) errorLogClean(t *testing.T) {
 	t.Helper()
-	for _, bad := range []string{"[emerg]", "[crit]", "amesh: failed", "failed to check the conf"} {
+	for _, bad := range []string{"[emerg]", "[crit]", "amesh: failed", "failed to check the conf", "amesh: stream route", "amesh: protocol detection failed"} {
 		if strings.Contains(s.stderr.String(), bad) {
 			t.Errorf("nginx's error log has %q", bad)
 		}
@@ -468,8 +483,9 @@ func (s *sidecar) errorLogClean(t *testing.T) {
 // capture listeners and the readiness server, and apisix test (nginx -t) accepts it; nginx
 // runs it; 15021 is not ready before amesh's first configuration, ready after it, not ready
 // once the agent is not; a request the application sends to a service port is captured to
-// 15001 and routed by amesh's routes on $connection_original_dst (another port of the same
-// address gets no route); SIGQUIT stops nginx.
+// 15001, taken by the stream route of the service's listener to APISIX's HTTP server and
+// routed by amesh's HTTP routes on $connection_original_dst (another port of the same
+// address has no stream route: closed); SIGQUIT stops nginx.
 func TestSidecarAPISIX(t *testing.T) {
 	s := startSidecar(t)
 	p, agent, exited := s.pod, s.agent, s.exited
@@ -514,8 +530,10 @@ func TestSidecarAPISIX(t *testing.T) {
 		code, body, err := get(p, net.JoinHostPort(serviceIP, "9080"), "reviews.default.svc.cluster.local:9080", "/", 5*time.Second)
 		return err == nil && code == http.StatusOK && body == "reviews", fmt.Sprintf("%d %q %v", code, body, err)
 	})
-	if code, body, err := get(p, net.JoinHostPort(serviceIP, "9081"), "reviews.default.svc.cluster.local:9080", "/", 5*time.Second); err != nil || code != http.StatusNotFound {
-		t.Errorf("a request captured from port 9081, where the mesh has no listener: %d %q %v, want APISIX's 404", code, body, err)
+	// Another port of the same address: no listener, and no virtualOutbound listener to
+	// pass it through, so no stream route: the connection is closed.
+	if ok, got := closedWithoutAnswer(p, net.JoinHostPort(serviceIP, "9081"), true); !ok {
+		t.Errorf("a request captured from port 9081, where the mesh has no listener: %s, want the connection closed", got)
 	}
 
 	// The agent is not ready: neither is the sidecar, with the reason.
@@ -567,14 +585,24 @@ func checkNginxConf(t *testing.T, conf string, cfg map[string]any, root string) 
 			t.Errorf("nginx.conf has no env %s; it has %v", e, envs)
 		}
 	}
+	// amesh's dicts: once, in the top-level lua {} block, where both the http and the
+	// stream workers see them.
 	dicts := map[string][]string{}
 	for _, m := range dictLine.FindAllStringSubmatch(conf, -1) {
 		dicts[m[1]] = append(dicts[m[1]], m[2])
 	}
+	_, meta, _ := strings.Cut(main, "\nlua {\n")
+	meta, _, _ = strings.Cut(meta, "\n}\n")
 	for name, size := range map[string]string{"xds-config": "50m", "xds-config-version": "1m"} {
 		if got := dicts[name]; !slices.Equal(got, []string{size}) {
 			t.Errorf("lua_shared_dict %s declared with sizes %v, want once with %s", name, got, size)
 		}
+		if !regexp.MustCompile(`(?m)^\s*lua_shared_dict ` + name + ` ` + size + `;`).MatchString(meta) {
+			t.Errorf("lua_shared_dict %s is not in the top-level lua {} block:\n%s", name, meta)
+		}
+	}
+	if _, stream, ok := strings.Cut(main, "\nstream {"); !ok || !strings.Contains(stream, "amesh_original_dst_local on;") {
+		t.Errorf("nginx.conf's stream block lacks amesh_original_dst_local on")
 	}
 	if want := "lua_package_path  \"" + root + "/usr/local/amesh/lua/?.lua;"; !strings.Contains(conf, want) {
 		t.Errorf("nginx.conf's lua_package_path does not start with amesh's Lua tree (%q)", want)
@@ -590,6 +618,13 @@ func checkNginxConf(t *testing.T, conf string, cfg map[string]any, root string) 
 	slices.Sort(listens)
 	if want := []string{"0.0.0.0:15001", "0.0.0.0:15006", "15021", "[::]:15001", "[::]:15006", "[::]:15021"}; !slices.Equal(listens, want) {
 		t.Errorf("nginx.conf listens on %v, want %v", listens, want)
+	}
+	// The capture ports are stream listeners; HTTP listens behind them on the unix sockets.
+	if !regexp.MustCompile(`(?s)\nstream \{.*listen 0\.0\.0\.0:15001 .*\n\}\n.*\nhttp \{`).MatchString(conf) {
+		t.Errorf("15001 is not a stream listener")
+	}
+	if n := len(socketListen.FindAllString(conf, -1)); n != 2 {
+		t.Errorf("nginx.conf listens on %d unix sockets with the PROXY protocol, want one per capture port", n)
 	}
 }
 

@@ -111,13 +111,14 @@ func luaModules(t *testing.T) []string {
 
 var (
 	translatedOnce    sync.Once
-	translatedPlugins []string
+	translatedPlugins map[string][]string
 	translatedErr     error
 )
 
 // pluginsAmeshEmits are the plugins amesh's translation of real istiod output uses (`amesh
-// translate` on testdata/istiod/sotw).
-func pluginsAmeshEmits(t *testing.T) []string {
+// translate` on testdata/istiod/sotw): the http plugins of its routes, services, plugin
+// configs and global rules (stream false), or those of its stream routes (stream true).
+func pluginsAmeshEmits(t *testing.T, stream bool) []string {
 	t.Helper()
 	translatedOnce.Do(func() {
 		cmd := exec.Command("go", "run", "./cmd/amesh", "translate", "-dir", "testdata/istiod/sotw", "-format", "json")
@@ -132,22 +133,47 @@ func pluginsAmeshEmits(t *testing.T) []string {
 			translatedErr = err
 			return
 		}
-		seen := map[string]bool{}
-		for _, kind := range []string{"routes", "services", "plugin_configs", "global_rules"} {
-			for _, o := range conf[kind] {
-				p, _ := o["plugins"].(map[string]any)
-				for name := range p {
-					seen[name] = true
+		translatedPlugins = map[string][]string{}
+		for _, kinds := range [][]string{{"routes", "services", "plugin_configs", "global_rules"}, {"stream_routes"}} {
+			seen := map[string]bool{}
+			for _, kind := range kinds {
+				for _, o := range conf[kind] {
+					p, _ := o["plugins"].(map[string]any)
+					for name := range p {
+						seen[name] = true
+					}
 				}
 			}
+			translatedPlugins[kinds[0]] = keys(seen)
 		}
-		translatedPlugins = keys(seen)
 	})
 	if translatedErr != nil {
 		t.Fatalf("amesh translate: %v", translatedErr)
 	}
-	return translatedPlugins
+	if stream {
+		return translatedPlugins["stream_routes"]
+	}
+	return translatedPlugins["routes"]
 }
+
+// metaDicts returns the shared dicts declared in nginx's top-level lua {} block, name ->
+// size: APISIX writes each value of nginx_config.meta.lua_shared_dict there as it is, so the
+// sidecar's dicts come in behind one of them.
+func metaDicts(cfg map[string]any) map[string]string {
+	dicts := map[string]string{}
+	m, _ := at(cfg, "nginx_config", "meta", "lua_shared_dict").(map[string]any)
+	for name, v := range m {
+		s, _ := v.(string)
+		first, rest, _ := strings.Cut(s, ";")
+		dicts[name] = strings.TrimSpace(first)
+		for _, d := range dictDecl.FindAllStringSubmatch(rest, -1) {
+			dicts[d[1]] = d[2]
+		}
+	}
+	return dicts
+}
+
+var dictDecl = regexp.MustCompile(`lua_shared_dict\s+(\S+)\s+([^\s;]+)\s*;?`)
 
 var loadModule = regexp.MustCompile(`load_module\s+(\S+);`)
 
@@ -159,29 +185,79 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 	if at(cfg, "deployment", "role") != "data_plane" || at(cfg, "deployment", "role_data_plane", "config_provider") != "xds" {
 		t.Errorf("deployment %v, want role data_plane with config_provider xds", cfg["deployment"])
 	}
-	dicts, _ := at(cfg, "nginx_config", "http", "custom_lua_shared_dict").(map[string]any)
-	if dicts["xds-config"] == nil || dicts["xds-config-version"] == nil {
-		t.Errorf("custom_lua_shared_dict %v lacks xds-config and xds-config-version", dicts)
+	// The dicts amesh writes are read by the http and the stream workers: declared in the
+	// top-level lua {} block, not in http's custom_lua_shared_dict (nginx refuses a dict
+	// declared twice). apisix.config_center: xds would declare them in http at a fixed size.
+	dicts := metaDicts(cfg)
+	if dicts["xds-config"] == "" || dicts["xds-config-version"] == "" {
+		t.Errorf("the lua {} block declares %v, without xds-config and xds-config-version", dicts)
 	}
-	// apisix.config_center: xds would make APISIX declare the same dicts at a fixed size, and
-	// nginx refuses a duplicate shared dict.
+	if d, _ := at(cfg, "nginx_config", "http", "custom_lua_shared_dict").(map[string]any); d["xds-config"] != nil || d["xds-config-version"] != nil {
+		t.Errorf("custom_lua_shared_dict %v declares amesh's dicts in http only", d)
+	}
 	if at(cfg, "apisix", "config_center") != nil {
 		t.Errorf("apisix.config_center set: APISIX would declare the xds dicts a second time")
 	}
 	if at(cfg, "apisix", "ssl", "enable") != false {
 		t.Errorf("apisix.ssl.enable is not false: APISIX would listen on 9443, a port of the application's network namespace")
 	}
-	var ports []float64
-	for _, l := range at(cfg, "apisix", "node_listen").([]any) {
-		ports = append(ports, l.(map[string]any)["port"].(float64))
+	// The capture ports are stream listeners (IPv4, and IPv6 with enable_ipv6); HTTP
+	// listens on no TCP port, only on the stream front's unix sockets.
+	if l, ok := at(cfg, "apisix", "node_listen").([]any); !ok || len(l) != 0 {
+		t.Errorf("node_listen %v, want none: HTTP listens only behind the stream front", at(cfg, "apisix", "node_listen"))
 	}
-	if !slices.Equal(ports, []float64{15001, 15006}) {
-		t.Errorf("node_listen ports %v, want the capture ports 15001 and 15006", ports)
+	if at(cfg, "apisix", "proxy_mode") != "http&stream" {
+		t.Errorf("proxy_mode %v, want http&stream", at(cfg, "apisix", "proxy_mode"))
+	}
+	var addrs []string
+	for _, l := range at(cfg, "apisix", "stream_proxy", "tcp").([]any) {
+		addrs = append(addrs, l.(map[string]any)["addr"].(string))
+	}
+	wantAddrs := []string{"0.0.0.0:15001", "0.0.0.0:15006"}
+	if at(cfg, "apisix", "enable_ipv6") == true {
+		wantAddrs = append(wantAddrs, "[::]:15001", "[::]:15006")
+	}
+	slices.Sort(addrs)
+	slices.Sort(wantAddrs)
+	if !slices.Equal(addrs, wantAddrs) {
+		t.Errorf("stream_proxy.tcp %v, want the capture ports %v", addrs, wantAddrs)
+	}
+	stream, _ := at(cfg, "nginx_config", "stream_configuration_snippet").(string)
+	for _, want := range []string{"amesh_original_dst_local on;", "map $server_port $amesh_upstream_bind { default \"\"; }", "proxy_bind $amesh_upstream_bind;"} {
+		if !strings.Contains(stream, want) {
+			t.Errorf("stream_configuration_snippet lacks %q:\n%s", want, stream)
+		}
+	}
+	// The HTTP server behind the stream front: a unix socket per capture port, in the
+	// directory amesh-http sends connections to, with the PROXY header the stream front
+	// writes, read by the module's amesh_capture_listener.
+	server, _ := at(cfg, "nginx_config", "http_server_configuration_snippet").(string)
+	sockets, _ := at(cfg, "plugin_attr", "amesh-http", "socket_dir").(string)
+	if sockets == "" {
+		t.Errorf("plugin_attr.amesh-http.socket_dir is not set")
+	}
+	for _, port := range []string{"15001", "15006"} {
+		sock := "unix:" + sockets + "/" + port + ".sock"
+		for _, want := range []string{"listen " + sock + " proxy_protocol;", "amesh_capture_listener " + sock + " " + port + ";"} {
+			if !strings.Contains(server, want) {
+				t.Errorf("http_server_configuration_snippet lacks %q:\n%s", want, server)
+			}
+		}
+	}
+	// No peer may name the client in a header: the client is the PROXY header's source.
+	if l, ok := at(cfg, "nginx_config", "http", "real_ip_from").([]any); !ok || len(l) != 0 {
+		t.Errorf("nginx_config.http.real_ip_from %v, want none (APISIX trusts X-Real-IP from unix: sockets by default)", at(cfg, "nginx_config", "http", "real_ip_from"))
 	}
 	plugins := toStrings(cfg["plugins"])
-	for _, p := range pluginsAmeshEmits(t) {
+	for _, p := range pluginsAmeshEmits(t, false) {
 		if !slices.Contains(plugins, p) {
 			t.Errorf("plugin %q, which amesh's translation emits, is not enabled (plugins %v)", p, plugins)
+		}
+	}
+	streamPlugins := toStrings(cfg["stream_plugins"])
+	for _, p := range append(pluginsAmeshEmits(t, true), "amesh-http", "amesh-original-dst") {
+		if !slices.Contains(streamPlugins, p) {
+			t.Errorf("stream plugin %q, which amesh's translation emits, is not enabled (stream_plugins %v)", p, streamPlugins)
 		}
 	}
 
@@ -193,14 +269,15 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 	}
 	// amesh's Lua tree: every module of the repository's lua/ where extra_lua_path finds it,
 	// among them amesh's config provider (apisix/core/config_xds.lua, found there before
-	// APISIX's own), the router that router.http names, and the readiness check.
+	// APISIX's own), the router that router.http names, its stream router (in place of
+	// APISIX's only one) and the readiness check.
 	lpath, _ := at(cfg, "apisix", "extra_lua_path").(string)
 	mods := luaModules(t)
 	router, _ := at(cfg, "apisix", "router", "http").(string)
 	if router != "amesh_host_uri" {
 		t.Errorf("apisix.router.http %q, want amesh's amesh_host_uri", router)
 	}
-	for _, m := range []string{"apisix/core/config_xds", "apisix/http/router/" + router, "amesh/ready"} {
+	for _, m := range []string{"apisix/core/config_xds", "apisix/http/router/" + router, "apisix/stream/router/ip_port", "amesh/ready"} {
 		if !slices.Contains(mods, m) {
 			t.Errorf("lua/ has no module %s", m)
 		}
@@ -211,8 +288,12 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 			t.Errorf("plugin %s is enabled, but lua/ has no module apisix/plugins/%s", p, p)
 		}
 	}
+	for _, p := range streamPlugins {
+		if strings.HasPrefix(p, "amesh-") && !slices.Contains(mods, "apisix/stream/plugins/"+p) {
+			t.Errorf("stream plugin %s is enabled, but lua/ has no module apisix/stream/plugins/%s", p, p)
+		}
+	}
 	// amesh-original-dst binds inbound deliveries to 127.0.0.6 through this variable.
-	server, _ := at(cfg, "nginx_config", "http_server_configuration_snippet").(string)
 	for _, want := range []string{"set $amesh_upstream_bind '';", "proxy_bind $amesh_upstream_bind;"} {
 		if !strings.Contains(server, want) {
 			t.Errorf("http_server_configuration_snippet lacks %q:\n%s", want, server)

@@ -255,6 +255,24 @@ func checkInjected(t *testing.T, pod *corev1.Pod, image string) {
 	if ed := vols["istio-xds"].EmptyDir; ed == nil || ed.Medium != corev1.StorageMediumMemory {
 		t.Errorf("volume istio-xds %+v, want an in-memory emptyDir", vols["istio-xds"])
 	}
+	// The HTTP server's unix sockets behind the capture ports: a directory of APISIX's own,
+	// which no other container mounts (a client that could connect there would name any
+	// source address in its PROXY header), and which the entrypoint clears.
+	sockets, _ := at(apisixConfig(t, apisix), "plugin_attr", "amesh-http", "socket_dir").(string)
+	if vol := pm[sockets]; vol == "" || vols[vol].EmptyDir == nil {
+		t.Errorf("apisix mounts %q at the socket directory %q, want an emptyDir", vol, sockets)
+	} else {
+		for _, c := range pod.Spec.Containers {
+			for _, m := range c.VolumeMounts {
+				if m.Name == vol && c.Name != "apisix" {
+					t.Errorf("%s mounts the socket directory's volume %s", c.Name, vol)
+				}
+			}
+		}
+	}
+	if got := envOf(apisix)["AMESH_SOCKET_DIR"].Value; got != sockets {
+		t.Errorf("apisix env AMESH_SOCKET_DIR=%q, want the socket directory %q (the entrypoint removes stale sockets there)", got, sockets)
+	}
 
 	// amesh's environment: no xDS address, TLS or token of its own (the defaults are the
 	// agent's socket at /etc/istio/proxy/XDS), the pod's identity from the downward API, and
@@ -273,7 +291,8 @@ func checkInjected(t *testing.T, pod *corev1.Pod, image string) {
 	cfg := apisixConfig(t, apisix)
 	envs := toStrings(at(cfg, "nginx_config", "envs"))
 	for name := range pe {
-		if name != "AMESH_APISIX_CONFIG" && !slices.Contains(envs, name) {
+		// The entrypoint's own variables (docker/sidecar/entrypoint.sh).
+		if name != "AMESH_APISIX_CONFIG" && name != "AMESH_SOCKET_DIR" && !slices.Contains(envs, name) {
 			t.Errorf("apisix gets %s but nginx_config.envs does not pass it to amesh", name)
 		}
 	}
@@ -390,7 +409,7 @@ func TestInjection(t *testing.T) {
 						t.Errorf("apisix env %s=%q, want %q", k, e[k].Value, v)
 					}
 				}
-				if got := at(cfg, "nginx_config", "http", "custom_lua_shared_dict", "xds-config"); got != "200m" {
+				if got := metaDicts(cfg)["xds-config"]; got != "200m" {
 					t.Errorf("xds-config dict %v, want 200m", got)
 				}
 				if at(cfg, "apisix", "enable_ipv6") != false || strings.Contains(at(cfg, "nginx_config", "http_end_configuration_snippet").(string), "[::]") {

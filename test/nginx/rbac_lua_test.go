@@ -36,24 +36,7 @@ import (
 // loopback, and a PROXY protocol port whose $remote_addr is the PROXY header's source
 // (Envoy's source address with its proxy_protocol listener filter; the physical peer
 // stays in $realip_remote_addr).
-const rbacNginxConf = `{{if .Root}}user root root;
-{{end}}worker_processes 1;
-daemon off;
-pid {{.Prefix}}/nginx.pid;
-error_log {{.Prefix}}/error.log info;
-load_module /usr/lib/nginx/modules/ndk_http_module.so;
-load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
-events {
-    worker_connections 64;
-}
-http {
-    access_log off;
-    client_body_temp_path {{.Prefix}}/body;
-    proxy_temp_path {{.Prefix}}/proxy;
-    fastcgi_temp_path {{.Prefix}}/fastcgi;
-    uwsgi_temp_path {{.Prefix}}/uwsgi;
-    scgi_temp_path {{.Prefix}}/scgi;
-    lua_package_path "{{.Dir}}/?.lua;{{.LuaDir}}/?.lua;/usr/share/lua/5.1/?.lua;;";
+const rbacNginxConf = stockLuaNginx + `
     server {
         listen 127.0.0.1:{{.P1}};
         listen [::1]:{{.P1}};
@@ -101,11 +84,41 @@ func startRBACNginx(t *testing.T) *rbacNginx {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
+	startStockNginx(t, prefix, buf.Bytes(), n.p1)
+	return n
+}
+
+// stockLuaNginx starts the configuration of a stock nginx (one worker, its files in
+// .Prefix) whose http block runs Lua from this directory (.Dir) and the repository's lua/
+// (.LuaDir); the servers follow, and a closing brace.
+const stockLuaNginx = `{{if .Root}}user root root;
+{{end}}worker_processes 1;
+daemon off;
+pid {{.Prefix}}/nginx.pid;
+error_log {{.Prefix}}/error.log info;
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+events {
+    worker_connections 64;
+}
+http {
+    access_log off;
+    client_body_temp_path {{.Prefix}}/body;
+    proxy_temp_path {{.Prefix}}/proxy;
+    fastcgi_temp_path {{.Prefix}}/fastcgi;
+    uwsgi_temp_path {{.Prefix}}/uwsgi;
+    scgi_temp_path {{.Prefix}}/scgi;
+    lua_package_path "{{.Dir}}/?.lua;{{.LuaDir}}/?.lua;/usr/share/lua/5.1/?.lua;;";`
+
+// startStockNginx runs Debian's nginx with conf in prefix (its error log there) until the
+// test ends, and waits for it to listen on 127.0.0.1:port.
+func startStockNginx(t *testing.T, prefix string, conf []byte, port int) {
+	t.Helper()
+	path := filepath.Join(prefix, "nginx.conf")
+	if err := os.WriteFile(path, conf, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("/usr/sbin/nginx", "-p", prefix, "-c", conf)
+	cmd := exec.Command("/usr/sbin/nginx", "-p", prefix, "-c", path)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -126,13 +139,12 @@ func startRBACNginx(t *testing.T) *rbacNginx {
 			t.Fatalf("nginx exited: %s", stderr.String())
 		default:
 		}
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", n.p1))
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
 			c.Close()
 		}
 		return err == nil
 	})
-	return n
 }
 
 // rbacReq is one request of a case and the decision Envoy documents for it.

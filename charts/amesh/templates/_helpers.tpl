@@ -15,21 +15,32 @@ docker/sidecar/Dockerfile.
 {{- $plugins := list "traffic-split" "redirect" "mocking" "fault-injection" "cors" "proxy-mirror"
   "proxy-rewrite" "response-rewrite" "amesh-original-dst" "amesh-rbac" -}}
 {{- $plugins = concat $plugins .Values.apisix.extraPlugins | uniq -}}
+{{- $sockets := include "amesh.socketDir" . -}}
+{{- $dicts := printf "lua_shared_dict xds-config %s;\n    lua_shared_dict xds-config-version %s" .Values.apisix.xdsConfigSize .Values.apisix.xdsConfigVersionSize -}}
 apisix:
-  node_listen:
-  - port: 15001
-  - port: 15006
+  # The capture ports are nginx stream listeners: amesh's stream router picks a route by the
+  # connection's original destination; HTTP chains go on to the HTTP server below, over a unix
+  # socket per capture port. HTTP listens on nothing else (node_listen), so the sidecar listens
+  # only on the ports Istio reserves for its proxy (15001, 15006, 15021): no admin, control or
+  # HTTPS listener (APISIX's 9443 by default) takes a port from the application in the pod's
+  # network namespace.
+  node_listen: []
+  proxy_mode: http&stream
+  stream_proxy:
+    tcp:
+    {{- range list 15001 15006 }}
+    - addr: "0.0.0.0:{{ . }}"
+    {{- if $.Values.apisix.enableIPv6 }}
+    - addr: "[::]:{{ . }}"
+    {{- end }}
+    {{- end }}
   enable_ipv6: {{ .Values.apisix.enableIPv6 }}
-  # The sidecar listens only on the ports Istio reserves for its proxy (15001, 15006, 15021):
-  # no admin, control or HTTPS listener (APISIX's 9443 by default) takes a port from the
-  # application in the pod's network namespace.
   enable_admin: false
   enable_control: false
   ssl:
     enable: false
-  proxy_mode: http
-  # amesh's config provider (apisix/core/config_xds.lua there comes before APISIX's own)
-  # and router, and the readiness check.
+  # amesh's config provider (apisix/core/config_xds.lua there comes before APISIX's own),
+  # its http and stream routers, and the readiness check.
   extra_lua_path: /usr/local/amesh/lua/?.lua
   extra_lua_cpath: /usr/local/amesh/lib/?.so
   router:
@@ -49,15 +60,38 @@ nginx_config:
   main_configuration_snippet: |
     load_module /usr/local/openresty/nginx/modules/ngx_http_amesh_original_dst_module.so;
     load_module /usr/local/openresty/nginx/modules/ngx_stream_amesh_original_dst_module.so;
-  # amesh-original-dst (lua/apisix/plugins) binds upstream connections to the source
-  # address of the cluster (127.0.0.6 for inbound delivery) through this variable.
+  # The dicts amesh writes are read by the http and the stream workers: only nginx's
+  # top-level lua {} block (APISIX's runtime) declares a dict both see, and APISIX 3.18
+  # writes that block itself with fixed names and sizes only, so the declarations follow
+  # the size of one of them (APISIX puts the value in as it is). A second lua {} block
+  # would be a duplicate.
+  meta:
+    lua_shared_dict:
+      upstream-healthcheck: {{ printf "10m;\n    %s" $dicts | quote }}
+  # The stream side of the capture ports: the local address of each connection becomes its
+  # original destination ($server_addr, $server_port; ngx_stream_amesh_original_dst_module),
+  # and amesh-original-dst binds through $amesh_upstream_bind (127.0.0.6 for inbound
+  # delivery; map, because APISIX's stream server has no snippet for `set`).
+  stream_configuration_snippet: |
+    amesh_original_dst_local on;
+    map $server_port $amesh_upstream_bind { default ""; }
+    proxy_bind $amesh_upstream_bind;
+  # The HTTP server listens on the stream front's unix sockets, one per capture port, where
+  # each connection starts with a PROXY header (client and original destination): the
+  # module gives the HTTP side the client as $remote_addr, the capture port as
+  # $server_port and the original destination, as when it listened on the capture port.
+  # amesh-original-dst (lua/apisix/plugins) binds through $amesh_upstream_bind.
   http_server_configuration_snippet: |
+    {{- range list 15001 15006 }}
+    listen unix:{{ $sockets }}/{{ . }}.sock proxy_protocol;
+    amesh_capture_listener unix:{{ $sockets }}/{{ . }}.sock {{ . }};
+    {{- end }}
     set $amesh_upstream_bind '';
     proxy_bind $amesh_upstream_bind;
   http:
-    custom_lua_shared_dict:
-      xds-config: {{ .Values.apisix.xdsConfigSize }}
-      xds-config-version: {{ .Values.apisix.xdsConfigVersionSize }}
+    # No peer is trusted to name the client in a header (APISIX trusts X-Real-IP from
+    # 127.0.0.1 and unix: sockets by default): the client is the PROXY header's source.
+    real_ip_from: []
   http_end_configuration_snippet: |
     server {
         listen 15021;
@@ -77,7 +111,20 @@ plugins:
 {{- range $plugins }}
 - {{ . }}
 {{- end }}
-stream_plugins: []
+stream_plugins:
+- amesh-http
+- amesh-original-dst
+plugin_attr:
+  amesh-http:
+    socket_dir: {{ $sockets }}
+{{- end }}
+
+{{/*
+amesh.socketDir: where the HTTP server's unix sockets for the stream front are (an emptyDir of
+the apisix container's own, owned by nothing else in the pod).
+*/}}
+{{- define "amesh.socketDir" -}}
+/var/run/amesh
 {{- end }}
 
 {{/*
@@ -109,5 +156,6 @@ evaluates the template, so it is escaped in the values.
   | replace "@AMESH_CONTROLLER_ADDRESS@" (include "amesh.controllerAddress" . | quote)
   | replace "@AMESH_DRAIN_SECONDS@" (.Values.sidecar.drainSeconds | toString)
   | replace "@AMESH_RESOURCES@" (.Values.sidecar.resources | toJson)
+  | replace "@AMESH_SOCKET_DIR@" (include "amesh.socketDir" . | quote)
   | replace "    @AMESH_EXTRA_ENV@\n" $env -}}
 {{- end }}

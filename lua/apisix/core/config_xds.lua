@@ -12,7 +12,9 @@
 -- object keeps its table and modifiedIndex, so balancers and health checkers survive
 -- and a kind's conf_version moves only when that kind changed (an upstream change
 -- never rebuilds the router). The privileged agent, which routes nothing, loads the
--- library and reads nothing. Like the stock provider, workers wait in init_worker for
+-- library and reads nothing. Stream workers (a Lua VM of their own in each nginx
+-- worker) follow the dicts as http workers do; they see them only when nginx's top-level
+-- lua {} block declares them (custom_lua_shared_dict is http only). Like the stock provider, workers wait in init_worker for
 -- the first version, and an object that fails its schema or checker is left out with
 -- an error log; unlike it, an object's value.id is always its key's id (as with etcd).
 local config_local = require("apisix.core.config_local")
@@ -141,8 +143,11 @@ end
 -- check combines a kind's schema and checker, as APISIX's providers apply them. An
 -- object naming one of amesh's plugins that APISIX has not enabled answers every
 -- request itself instead (fault-injection's abort: 403 for amesh-rbac, 500 for the
--- others), so that it fails closed rather than runs without the plugin.
-local function check_of(item_schema, checker)
+-- others), so that it fails closed rather than runs without the plugin. That applies to
+-- the kinds whose plugins run in the http subsystem, and there only: a stream route's
+-- plugins are stream plugins, and amesh's stream router closes the connections of a
+-- route whose amesh plugin is not enabled (apisix/stream/router/ip_port.lua).
+local function check_of(item_schema, checker, own_plugins)
     if not item_schema and not checker then
         return nil
     end
@@ -166,7 +171,7 @@ local function check_of(item_schema, checker)
         if not ok then
             return false, err
         end
-        local missing = own_plugin_missing(value)
+        local missing = own_plugins and own_plugin_missing(value)
         if not missing then
             return true
         end
@@ -194,13 +199,15 @@ function _M.new(key, opts)
     opts = opts or {}
     if not config_dict or not version_dict then
         return nil, "the shared dicts xds-config and xds-config-version are not declared "
-                    .. "(set apisix.config_center: xds, or declare them in "
-                    .. "nginx_config.http.custom_lua_shared_dict)"
+                    .. "in the " .. ngx.config.subsystem .. " subsystem (declare them in "
+                    .. "nginx_config.http.custom_lua_shared_dict for http only, in nginx's "
+                    .. "top-level lua {} block for http and stream)"
     end
     local obj = collection.new(key, {
         single_item = opts.single_item,
         decode = json.decode,
-        check = check_of(opts.item_schema, opts.checker),
+        check = check_of(opts.item_schema, opts.checker,
+                         is_http and key ~= "/stream_routes"),
         filter = opts.filter,
         log_invalid = log_invalid,
     })

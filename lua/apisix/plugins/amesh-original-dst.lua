@@ -3,40 +3,19 @@
 -- InboundPassthroughCluster and inbound|<port>||). amesh adds it to the routes of such
 -- clusters; it must be in config.yaml's `plugins` (the chart's APISIX config lists it).
 --
--- The route names the cluster's upstream, which has no nodes: amesh puts the cluster's
--- settings (timeouts, retries) there. In the access phase this plugin takes that
--- upstream with one node, the address and port the kernel recorded for the connection
--- before iptables redirected it ($connection_original_dst_addr and _port, from
--- ngx_http_amesh_original_dst_module), and hands it to APISIX's balancer as
--- traffic-split does. Without the variables, or without the upstream, the request is
--- refused: it never goes anywhere else.
---
--- `bind` and `bind6` are the source address for IPv4 and IPv6 destinations (Istio
--- binds its inbound clusters to 127.0.0.6 and ::6: its capture rules do not redirect
--- such connections to the pod's own address back to APISIX). nginx binds upstream
--- connections through `proxy_bind $amesh_upstream_bind;`, with the variable declared
+-- The route names the cluster's upstream (no nodes); in the access phase this plugin
+-- hands APISIX's balancer that upstream with the original destination as its one node
+-- (amesh.original_dst), as traffic-split does, binding to the cluster's source address
+-- through `proxy_bind $amesh_upstream_bind;`, with the variable declared
 -- (`set $amesh_upstream_bind '';`) in the server, which the chart's APISIX config does.
--- A destination of a family without a source address is refused, as Envoy's connection
--- from the other family's address fails: an unbound connection to the pod's own
--- address would be captured again.
+-- Whatever is missing, the request is refused: it never goes anywhere else.
 local core = require("apisix.core")
 local upstream = require("apisix.upstream")
-local ngx = ngx
-local tonumber = tonumber
-local pcall = pcall
-local find = string.find
+local original_dst = require("amesh.original_dst")
 
 local plugin_name = "amesh-original-dst"
 
-local schema = {
-    type = "object",
-    properties = {
-        bind = {type = "string", format = "ipv4"},
-        bind6 = {type = "string", format = "ipv6"},
-        port = {type = "integer", minimum = 1, maximum = 65535},
-    },
-    additionalProperties = false,
-}
+local schema = original_dst.schema
 
 local _M = {
     version = 0.1,
@@ -51,57 +30,18 @@ function _M.check_schema(conf)
 end
 
 
-local function set_bind(addr)
-    return pcall(function() ngx.var.amesh_upstream_bind = addr end)
-end
-
-
 function _M.access(conf, ctx)
-    local var = ctx.var
-    local addr = var.connection_original_dst_addr
-    local port = conf.port or tonumber(var.connection_original_dst_port)
-    if not addr or addr == "" or not port then
-        core.log.error(plugin_name, ": the connection has no original destination ",
-                       "($connection_original_dst_addr is empty: is ",
-                       "ngx_http_amesh_original_dst_module loaded?)")
-        return 502
-    end
-
     local route = ctx.matched_route
     local up_id = route and route.value.upstream_id
     local base = up_id and upstream.get_by_id(up_id)
-    if not base then
-        core.log.error(plugin_name, ": route ", route and route.value.id,
-                       " names no upstream that exists")
-        return 503
+    local up_conf, bind, err = original_dst.upstream(conf, ctx.var, base)
+    if not up_conf then
+        core.log.error(plugin_name, ": ", err, " (route ", route and route.value.id, ")")
+        return bind
     end
-
-    local host, bind = addr, conf.bind
-    if find(addr, ":", 1, true) then
-        host, bind = "[" .. addr .. "]", conf.bind6
-    end
-    if bind then
-        if not set_bind(bind) then
-            core.log.error(plugin_name, ": $amesh_upstream_bind is not declared ",
-                           "(set $amesh_upstream_bind ''; proxy_bind $amesh_upstream_bind;)")
-            return 500
-        end
-    elseif conf.bind or conf.bind6 then
-        core.log.error(plugin_name, ": no source address for destination ", addr)
-        return 502
-    end
-
-    local up_conf = {
-        type = "roundrobin",
-        nodes = {{host = host, port = port, weight = 1, priority = 0}},
-        timeout = base.timeout,
-        retries = base.retries,
-        retry_timeout = base.retry_timeout,
-        scheme = base.scheme,
-        pass_host = base.pass_host,
-        upstream_host = base.upstream_host,
-        keepalive_pool = base.keepalive_pool,
-    }
+    up_conf.pass_host = base.pass_host
+    up_conf.upstream_host = base.upstream_host
+    up_conf.keepalive_pool = base.keepalive_pool
     if bind then
         -- APISIX names its pools of idle upstream connections by the upstream's scheme,
         -- the node's address and its port (balancer.lua, set_current_peer), not by source
@@ -113,7 +53,8 @@ function _M.access(conf, ctx)
         -- request is proxied with the scheme set below ($upstream_scheme), not this one.
         up_conf.scheme = base.scheme .. "+bind=" .. bind
     end
-    upstream.set(ctx, plugin_name .. "#" .. up_id .. "#" .. host .. ":" .. port,
+    local node = up_conf.nodes[1]
+    upstream.set(ctx, plugin_name .. "#" .. up_id .. "#" .. node.host .. ":" .. node.port,
                  ctx.conf_version, up_conf)
     upstream.set_scheme(ctx, base)
 end
