@@ -28,6 +28,7 @@ var agentEnvFlags = []struct{ flag, env, usage string }{
 	{"window", config.EnvWindow, "coalescing window: changes within it become one write (default 20ms)"},
 	{"log-level", config.EnvLogLevel, "log level: debug, info, warn or error (default info)"},
 	{"controller-address", config.EnvControllerAddress, "amesh-controller gRPC address for plugin configs (default off: Istio's config only)"},
+	{"workload-cert-dir", config.EnvWorkloadCert, "directory of istio-agent's workload certificate, written as APISIX ssls (default " + config.DefaultWorkloadCertDir + "; off: none)"},
 }
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) int {

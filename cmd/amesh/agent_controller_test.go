@@ -10,22 +10,30 @@ import (
 	"github.com/amesh-dev/amesh/internal/xdstest"
 )
 
+// reviewsServer serves one outbound listener on 9080 with a route to reviews, until
+// the test ends.
+func reviewsServer(t *testing.T) *xdstest.Server {
+	t.Helper()
+	srv, err := xdstest.New(xdstest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	const cluster = "outbound|9080||reviews.default.svc.cluster.local"
+	srv.Set(resource.ListenerType, xdstest.Listener("0.0.0.0_9080", 9080, []string{"9080"}, ""))
+	srv.Set(resource.RouteConfigType, xdstest.RouteConfig("9080", cluster))
+	srv.Set(resource.ClusterType, xdstest.EDSCluster(cluster))
+	srv.Set(resource.EndpointType, xdstest.Endpoints(cluster, "10.1.0.1:9080"))
+	return srv
+}
+
 // TestAgentControllerFlag checks that -controller-address reaches the pipeline: the
 // agent serves Istio's config while no controller answers and shows the connection in
 // its status server (the plugin merge itself is tested in internal/sidecar).
 func TestAgentControllerFlag(t *testing.T) {
 	setPodEnv(t)
 	t.Setenv("AMESH_CONTROLLER_TOKEN_FILE", "none")
-	srv, err := xdstest.New(xdstest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	const cluster = "outbound|9080||reviews.default.svc.cluster.local"
-	srv.Set(resource.ListenerType, xdstest.Listener("0.0.0.0_9080", 9080, []string{"9080"}, ""))
-	srv.Set(resource.RouteConfigType, xdstest.RouteConfig("9080", cluster))
-	srv.Set(resource.ClusterType, xdstest.EDSCluster(cluster))
-	srv.Set(resource.EndpointType, xdstest.Endpoints(cluster, "10.1.0.1:9080"))
+	srv := reviewsServer(t)
 
 	ctx, cancel := withContext(t)
 	ctl, statusAddr := freeAddr(t), freeAddr(t)
@@ -44,13 +52,5 @@ func TestAgentControllerFlag(t *testing.T) {
 	if _, metrics := httpGet(t, base+"/metrics"); !strings.Contains(metrics, "\namesh_controller_connected 0\n") {
 		t.Errorf("/metrics lacks amesh_controller_connected 0:\n%s", metrics)
 	}
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("agent exited %d: %s", code, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("agent did not stop after cancel")
-	}
+	stopAgent(t, cancel, done, stderr)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -28,6 +29,7 @@ func setPodEnv(t *testing.T) {
 	t.Setenv("AMESH_CONFIG_FILE", "")
 	t.Setenv("AMESH_STATUS_ADDR", "")
 	t.Setenv("AMESH_XDS_ADDRESS", "")
+	t.Setenv("AMESH_WORKLOAD_CERT_DIR", filepath.Join(t.TempDir(), "no-certs"))
 }
 
 // freeAddr returns a loopback address nobody listens on right now.
@@ -51,6 +53,20 @@ func httpGet(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// stopAgent cancels the agent's context and checks that it exits cleanly.
+func stopAgent(t *testing.T, cancel context.CancelFunc, done <-chan int, stderr *syncBuffer) {
+	t.Helper()
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("agent exited %d: %s", code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent did not stop after cancel")
+	}
 }
 
 // waitFile waits until the file at path satisfies ok (the agent writes it from
@@ -152,15 +168,7 @@ func TestAgent(t *testing.T) {
 		t.Errorf("config version after one change is not 2:\n%s", metrics)
 	}
 
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("agent exited %d: %s", code, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("agent did not stop after cancel")
-	}
+	stopAgent(t, cancel, done, stderr)
 	if s := stderr.String(); strings.Contains(s, "level=ERROR") {
 		t.Errorf("agent logged errors:\n%s", s)
 	}

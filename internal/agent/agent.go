@@ -1,14 +1,16 @@
 // Package agent is the pipeline shared by libxds.so and the amesh command: it takes
 // consistent updates from the xDS client, translates them, coalesces the changes of a
 // short window into one batch, and hands each batch to a sink that writes it and then
-// makes it visible (one version bump per batch). The plugin configs of amesh-controller,
-// when configured, are a second input: a new set is translated like a new update.
+// makes it visible (one version bump per batch). The plugin configs of amesh-controller
+// and the workload identity, when configured, are further inputs: a new value of
+// either is translated like a new update.
 package agent
 
 import (
 	"context"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/identity"
 	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/translate"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -26,18 +28,25 @@ type Source interface {
 // Result.Prior must be exact (translate.Result.CheckPrior): the pipeline skips a
 // batched change whose value equals the prior one. A Translator whose Translate or
 // SetPlugins panicked is not called again: the pipeline builds a new one, and hands
-// it the current plugin set before its first Translate.
+// it the current plugin set and identity before its first Translate.
 type Translator interface {
 	Translate(*resource.State) translate.Result
 	// SetPlugins makes set the plugin configs that the following Translate calls
 	// merge into routes.
 	SetPlugins(set overlay.Set)
+	// SetIdentity makes st the workload identity that the following Translate calls
+	// write as ssl objects.
+	SetIdentity(st identity.State)
 }
 
 // Plugins is the pipeline's second input, the plugin configs of amesh-controller
 // (pluginsync.Client is one): Current returns the set in force and a channel closed
 // once a newer one is available.
 type Plugins = overlay.Feed
+
+// Identity is the pipeline's third input, the workload identity (certwatch.Watcher is
+// one): Current returns the state in force and a channel closed once it changes.
+type Identity = identity.Feed
 
 // Sink writes APISIX objects somewhere APISIX reads them.
 type Sink interface {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/identity"
 	"github.com/amesh-dev/amesh/internal/meshgen"
 	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/report"
@@ -129,6 +130,9 @@ func (s *fakeScript) set(seq uint64, objs map[string]string) {
 
 // SetPlugins ignores the set: what a script's snapshots give is set by the test.
 func (f *fakeTranslator) SetPlugins(overlay.Set) {}
+
+// SetIdentity ignores the identity, for the same reason.
+func (f *fakeTranslator) SetIdentity(identity.State) {}
 
 func (f *fakeTranslator) Translate(snap *resource.State) translate.Result {
 	s := f.s
@@ -273,14 +277,14 @@ func start(t *testing.T) *harness {
 }
 
 // startWith runs an Agent with the fakes but for its translators, which newTr makes,
-// and its plugin input (nil: none).
-func startWith(t *testing.T, newTr func() Translator, plugins ...Plugins) *harness {
+// and the inputs, which set further Options (Plugins, Identity).
+func startWith(t *testing.T, newTr func() Translator, inputs ...func(*Options)) *harness {
 	t.Helper()
 	h := &harness{src: newFakeSource(), sink: newFakeSink(),
 		clock: &fakeClock{timers: make(chan fakeTimer)}, done: make(chan error, 1)}
 	opts := Options{Window: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), After: h.clock.after}
-	if len(plugins) > 0 {
-		opts.Plugins = plugins[0]
+	for _, in := range inputs {
+		in(&opts)
 	}
 	h.agent = New(h.src, newTr, h.sink, opts)
 	ctx, cancel := context.WithCancel(context.Background())

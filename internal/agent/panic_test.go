@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/amesh-dev/amesh/internal/identity"
 	"github.com/amesh-dev/amesh/internal/meshgen"
 	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/translate"
@@ -28,6 +29,8 @@ type panicking struct {
 }
 
 func (p *panicking) SetPlugins(set overlay.Set) { p.tr.SetPlugins(set) }
+
+func (p *panicking) SetIdentity(st identity.State) { p.tr.SetIdentity(st) }
 
 func (p *panicking) Translate(s *resource.State) translate.Result {
 	defer func() { p.translated <- s.Seq }()
@@ -52,11 +55,21 @@ type realHarness struct {
 // (none: no plugin input).
 func startReal(t *testing.T, plugins ...Plugins) *realHarness {
 	t.Helper()
+	var inputs []func(*Options)
+	for _, p := range plugins {
+		inputs = append(inputs, func(o *Options) { o.Plugins = p })
+	}
+	return startRealWith(t, inputs...)
+}
+
+// startRealWith starts the agent with real translators and the given inputs.
+func startRealWith(t *testing.T, inputs ...func(*Options)) *realHarness {
+	t.Helper()
 	r := &realHarness{at: map[uint64]bool{}, translated: make(chan uint64, 16)}
 	r.harness = startWith(t, func() Translator {
 		r.built.Add(1)
 		return &panicking{tr: translate.New(translate.Options{}), at: r.at, next: &r.panicNext, translated: r.translated}
-	}, plugins...)
+	}, inputs...)
 	return r
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/backoff"
+	"github.com/amesh-dev/amesh/internal/identity"
 	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -39,6 +40,9 @@ type Options struct {
 	// (Translator.SetPlugins), and a new set is translated and written like an
 	// update, once the first update has arrived.
 	Plugins Plugins
+	// Identity, when set, is the third input, handled like Plugins
+	// (Translator.SetIdentity).
+	Identity Identity
 }
 
 // DefaultWindow is the default coalescing window.
@@ -69,7 +73,8 @@ type Versioned interface {
 	Version() uint64
 }
 
-// Agent runs the pipeline Source (and Options.Plugins) → Translator → Sink. Create it
+// Agent runs the pipeline Source (and Options.Plugins, Options.Identity) → Translator
+// → Sink. Create it
 // with New, start it with Run; Stats, Objects, Report and Ready may be called from any
 // goroutine at any time (they are what the status server reads).
 type Agent struct {
@@ -83,13 +88,17 @@ type Agent struct {
 	// Used only by Run's goroutine. state is the resources the updates brought
 	// (received: at least one did); tr translates it and is replaced after a panic.
 	// set is opts.Plugins' current set, changed closed when it has a newer one (nil:
-	// no plugin input); setPending: tr has not been given set yet.
-	state      resource.State
-	received   bool
-	tr         Translator
-	set        overlay.Set
-	changed    <-chan struct{}
-	setPending bool
+	// no plugin input); setPending: tr has not been given set yet. ident, identChanged
+	// and identPending are the same for opts.Identity.
+	state        resource.State
+	received     bool
+	tr           Translator
+	set          overlay.Set
+	changed      <-chan struct{}
+	setPending   bool
+	ident        identity.State
+	identChanged <-chan struct{}
+	identPending bool
 
 	readyOnce sync.Once
 	ready     chan struct{} // closed after the first successful Apply
@@ -144,6 +153,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.set, a.changed = a.opts.Plugins.Current()
 		a.setPending = true
 	}
+	if a.opts.Identity != nil {
+		a.ident, a.identChanged = a.opts.Identity.Current()
+		a.identPending = true
+	}
 	snaps := make(chan received)
 	wg.Add(1)
 	go func() {
@@ -162,6 +175,8 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.absorb(&b, r)
 			case <-a.changed:
 				a.absorbPlugins(&b)
+			case <-a.identChanged:
+				a.absorbIdentity(&b)
 			}
 			if !b.due() {
 				continue
@@ -201,6 +216,8 @@ func (a *Agent) collect(ctx context.Context, snaps <-chan received, b *batch, d 
 			a.absorb(b, r)
 		case <-a.changed:
 			a.absorbPlugins(b)
+		case <-a.identChanged:
+			a.absorbIdentity(b)
 		case <-timer:
 			return nil
 		}
@@ -266,6 +283,16 @@ func (a *Agent) absorbPlugins(b *batch) {
 	}
 }
 
+// absorbIdentity takes the identity input's newer state and, once there is a state to
+// translate, translates it with the identity and adds the changes to b.
+func (a *Agent) absorbIdentity(b *batch) {
+	a.ident, a.identChanged = a.opts.Identity.Current()
+	a.identPending = true
+	if a.received {
+		a.translateInto(b, time.Now())
+	}
+}
+
 // translateInto translates the state and adds the changes to b; at is when what
 // triggered the translation arrived.
 func (a *Agent) translateInto(b *batch, at time.Time) {
@@ -275,10 +302,11 @@ func (a *Agent) translateInto(b *batch, at time.Time) {
 		// A translation that panicked may have stopped half-way: the translator's
 		// state no longer matches the changes it handed out. It is replaced; until the
 		// new one has translated an update nothing is written and APISIX keeps the
-		// last good state. The new one gets the current plugin set first.
+		// last good state. The new one gets the current plugin set and identity first.
 		a.recordError(err)
 		a.tr = a.newTr()
 		a.setPending = a.opts.Plugins != nil
+		a.identPending = a.opts.Identity != nil
 		b.resync = true
 		return
 	}
@@ -319,8 +347,8 @@ func (a *Agent) held() (digests map[string]uint64, known bool) {
 	return digests, false
 }
 
-// translate hands the translator the plugin set if it has not had it, and translates
-// snap, turning a panic into an error.
+// translate hands the translator the plugin set and identity if it has not had them,
+// and translates snap, turning a panic into an error.
 func (a *Agent) translate(snap *resource.State) (res translateResult, err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -330,6 +358,10 @@ func (a *Agent) translate(snap *resource.State) (res translateResult, err error)
 	if a.setPending {
 		a.tr.SetPlugins(a.set)
 		a.setPending = false
+	}
+	if a.identPending {
+		a.tr.SetIdentity(a.ident)
+		a.identPending = false
 	}
 	r := a.tr.Translate(snap)
 	return translateResult{Changes: r.Changes, Prior: r.Prior, Report: r.Report}, nil

@@ -10,6 +10,7 @@ type Kind string
 // The kinds amesh writes. The order of KindOrder is the order in which puts are applied
 // (referenced objects first); deletes are applied in reverse.
 const (
+	KindSSLs          Kind = "ssls"
 	KindUpstreams     Kind = "upstreams"
 	KindPluginConfigs Kind = "plugin_configs"
 	KindServices      Kind = "services"
@@ -19,7 +20,7 @@ const (
 )
 
 // KindOrder lists the kinds so that a kind only references kinds before it.
-var KindOrder = []Kind{KindUpstreams, KindPluginConfigs, KindServices, KindGlobalRules, KindRoutes, KindStreamRoutes}
+var KindOrder = []Kind{KindSSLs, KindUpstreams, KindPluginConfigs, KindServices, KindGlobalRules, KindRoutes, KindStreamRoutes}
 
 // Key returns the shared-dict key of the object of kind k with id.
 func Key(k Kind, id string) string { return "/" + string(k) + "/" + id }

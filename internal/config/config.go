@@ -26,6 +26,7 @@ const (
 	EnvOriginalDstVar = "AMESH_ORIGINAL_DST_VAR"
 	EnvWindow         = "AMESH_COALESCE_WINDOW"
 	EnvStatusAddr     = "AMESH_STATUS_ADDR"
+	EnvWorkloadCert   = "AMESH_WORKLOAD_CERT_DIR"
 
 	EnvControllerAddress    = "AMESH_CONTROLLER_ADDRESS"
 	EnvControllerTokenFile  = "AMESH_CONTROLLER_TOKEN_FILE"
@@ -42,6 +43,9 @@ const (
 	// DefaultControllerTokenFile is the pod's service-account token, which
 	// amesh-controller verifies with a TokenReview.
 	DefaultControllerTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+	// DefaultWorkloadCertDir is where the sidecar template mounts istio-agent's
+	// OUTPUT_CERTS.
+	DefaultWorkloadCertDir = "/var/lib/istio/data"
 )
 
 // Config is the complete runtime configuration.
@@ -59,6 +63,8 @@ type Config struct {
 	StatusAddr string
 	// Controller is the optional amesh-controller connection.
 	Controller Controller
+	// WorkloadCertDir holds the workload certificate istio-agent writes; "" is off.
+	WorkloadCertDir string
 	// File is the config file that was read ("" if none).
 	File string
 }
@@ -145,6 +151,12 @@ func Load(environ []string) (Config, error) {
 	}
 	if cfg.StatusAddr = get(EnvStatusAddr); cfg.StatusAddr == "off" {
 		cfg.StatusAddr = ""
+	}
+	switch cfg.WorkloadCertDir = get(EnvWorkloadCert); cfg.WorkloadCertDir {
+	case "":
+		cfg.WorkloadCertDir = DefaultWorkloadCertDir
+	case "off":
+		cfg.WorkloadCertDir = ""
 	}
 	if cfg.Controller, err = loadController(get); err != nil {
 		errs = append(errs, err)

@@ -19,7 +19,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Window != 20*time.Millisecond || cfg.OriginalDstVar != "connection_original_dst" ||
-		cfg.StatusAddr != "" || cfg.LogLevel != slog.LevelInfo || cfg.LogFile != "" {
+		cfg.StatusAddr != "" || cfg.LogLevel != slog.LevelInfo || cfg.LogFile != "" || cfg.WorkloadCertDir != "/var/lib/istio/data" {
 		t.Errorf("defaults = %+v", cfg)
 	}
 	if cfg.XDS.Server != "unix:///etc/istio/proxy/XDS" || cfg.XDS.Protocol != "delta" || cfg.XDS.TLS != nil {
@@ -27,6 +27,19 @@ func TestDefaults(t *testing.T) {
 	}
 	if id := cfg.XDS.Node.GetId(); id != "sidecar~10.0.0.7~app-1.default~default.svc.cluster.local" {
 		t.Errorf("node id = %q", id)
+	}
+}
+
+// AMESH_WORKLOAD_CERT_DIR names another directory or, with "off", none.
+func TestWorkloadCertDir(t *testing.T) {
+	for v, want := range map[string]string{"/certs": "/certs", "off": "", "": DefaultWorkloadCertDir} {
+		cfg, err := Load(append(pod, EnvWorkloadCert+"="+v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.WorkloadCertDir != want {
+			t.Errorf("%s=%q: dir %q, want %q", EnvWorkloadCert, v, cfg.WorkloadCertDir, want)
+		}
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 // node metadata ones (bootstrap.MetaPrefixes). A config file may set any of them but
 // AMESH_CONFIG_FILE.
 func Variables() []string {
-	own := []string{EnvLogLevel, EnvLogFile, EnvOriginalDstVar, EnvWindow, EnvStatusAddr,
+	own := []string{EnvLogLevel, EnvLogFile, EnvOriginalDstVar, EnvWindow, EnvStatusAddr, EnvWorkloadCert,
 		EnvControllerAddress, EnvControllerTokenFile, EnvControllerTLS, EnvControllerCAFile, EnvControllerServerName}
 	all := append(own, bootstrap.Variables...)
 	slices.Sort(all)

@@ -19,6 +19,8 @@ package overlay
 import (
 	"encoding/json"
 	"strings"
+
+	"github.com/amesh-dev/amesh/internal/feed"
 )
 
 // Plugin is one APISIX plugin of a config.
@@ -78,9 +80,7 @@ type Set struct {
 
 // Feed publishes the current Set. The channel returned by Current is closed once a
 // newer Set is available (and never when none ever will be).
-type Feed interface {
-	Current() (Set, <-chan struct{})
-}
+type Feed = feed.Feed[Set]
 
 // precedes reports whether a takes precedence over b (see the package comment).
 func precedes(a, b *Config) bool {

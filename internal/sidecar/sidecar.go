@@ -1,6 +1,6 @@
 // Package sidecar builds and runs the pipeline that libxds.so and `amesh agent` share:
-// xDS client (and amesh-controller's plugin configs) → translate → agent → sink, plus
-// the optional status server. Callers bring the configuration and the sink; everything
+// xDS client (and amesh-controller's plugin configs, the workload certificate's
+// watcher) → translate → agent → sink, plus the optional status server. Callers bring the configuration and the sink; everything
 // else is wired here once, so the two entry points cannot drift apart.
 package sidecar
 
@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/amesh-dev/amesh/internal/agent"
+	"github.com/amesh-dev/amesh/internal/certwatch"
 	"github.com/amesh-dev/amesh/internal/config"
 	"github.com/amesh-dev/amesh/internal/pluginsync"
 	"github.com/amesh-dev/amesh/internal/status"
@@ -43,6 +44,7 @@ type Sidecar struct {
 	log     *slog.Logger
 	xds     *client.Client
 	plugins *pluginsync.Client // nil when no controller is configured
+	certs   *certwatch.Watcher // nil when the certificate directory is off
 	agent   *agent.Agent
 	sources status.Sources
 }
@@ -72,13 +74,35 @@ func New(cfg config.Config, sink agent.Sink, opts Options) (*Sidecar, error) {
 		// empty and the routes are the translation alone.
 		aopts.Plugins = ps
 	}
+	var certs *certwatch.Watcher
+	if cfg.WorkloadCertDir != "" {
+		// The workload certificate is the agent's third input: until the files hold
+		// one, APISIX has no identity and everything else is written as usual.
+		certs = certwatch.New(certwatch.Options{Dir: cfg.WorkloadCertDir, Logger: log.With("component", "certwatch")})
+		aopts.Identity = certs
+	}
 	ag := agent.New(cl, newTr, sink, aopts)
-	s := &Sidecar{cfg: cfg, log: log, xds: cl, plugins: ps, agent: ag,
+	s := &Sidecar{cfg: cfg, log: log, xds: cl, plugins: ps, certs: certs, agent: ag,
 		sources: status.ForPipeline(opts.Version, cl, ag)}
 	if ps != nil {
 		s.sources.Controller = s.controllerStatus
 	}
+	if certs != nil {
+		s.sources.Identity = s.identityStatus
+	}
 	return s, nil
+}
+
+// identityStatus is the status server's view of the workload identity.
+func (s *Sidecar) identityStatus() status.Identity {
+	cur, _ := s.certs.Current()
+	ws := s.certs.Status()
+	st := status.Identity{Dir: ws.Dir, Files: ws.Files, Problem: cur.Problem, Published: ws.Published}
+	if id := cur.Identity; id != nil {
+		st.SPIFFE, st.Serial, st.NotBefore, st.NotAfter = id.URI, id.Serial, &id.NotBefore, &id.NotAfter
+		st.LastPublished = &ws.LastPublished
+	}
+	return st
 }
 
 // newPluginSync returns the amesh-controller client for the pod in cfg's node identity.
@@ -171,6 +195,9 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 		s.log.Info("status server listening", "addr", srv.Addr())
 	}
 	tasks := []task{{"xds client", s.xds.Run}, {"agent", s.agent.Run}}
+	if s.certs != nil {
+		tasks = append(tasks, task{"workload certificate watcher", s.certs.Run})
+	}
 	if s.plugins != nil {
 		tasks = append(tasks, task{"controller client", s.plugins.Run})
 		s.log.Info("plugin configs from amesh-controller", "addr", s.cfg.Controller.Address, "tls", s.cfg.Controller.TLS)

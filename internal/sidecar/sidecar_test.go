@@ -51,7 +51,7 @@ func loadConfig(t *testing.T, env ...string) config.Config {
 	cfg, err := config.Load(append([]string{
 		"POD_NAME=reviews-1", "POD_NAMESPACE=default", "INSTANCE_IP=10.0.0.7",
 		"AMESH_LABELS_FILE=" + filepath.Join(t.TempDir(), "no-labels"), "AMESH_CONFIG_FILE=",
-		"AMESH_COALESCE_WINDOW=5ms",
+		"AMESH_COALESCE_WINDOW=5ms", config.EnvWorkloadCert + "=" + filepath.Join(t.TempDir(), "no-certs"),
 	}, env...))
 	if err != nil {
 		t.Fatal(err)
@@ -62,8 +62,13 @@ func loadConfig(t *testing.T, env ...string) config.Config {
 // start builds the sidecar with a JSON file sink and runs it until the test ends.
 func start(t *testing.T, cfg config.Config) (*Sidecar, string) {
 	t.Helper()
+	return startLogged(t, cfg, slog.New(slog.DiscardHandler))
+}
+
+// startLogged is start with the sidecar logging to log.
+func startLogged(t *testing.T, cfg config.Config, log *slog.Logger) (*Sidecar, string) {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "apisix.json")
-	log := slog.New(slog.DiscardHandler)
 	sink, err := file.New(file.Options{Path: out, Format: file.JSON, Logger: log})
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/metrics"
 	"github.com/amesh-dev/amesh/internal/report"
 )
@@ -29,6 +30,9 @@ const DefaultAddr = "127.0.0.1:15029"
 //	/debug/apisix   the applied APISIX objects as JSON; ?kind=routes filters by kind
 //	/debug/report   the translation report as JSON
 //	/debug/controller  the amesh-controller connection and the plugin configs in force
+//	/debug/identity the workload certificate in force (never its key)
+//
+// /debug/apisix shows the private keys of ssl objects as apisix.RedactedKey.
 func Handler(src Sources, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.Default()
@@ -97,14 +101,26 @@ func Handler(src Sources, log *slog.Logger) http.Handler {
 			Controller
 		}{true, src.Controller()})
 	})
+	mux.HandleFunc("GET /debug/identity", func(w http.ResponseWriter, r *http.Request) {
+		if src.Identity == nil {
+			writeJSON(w, struct {
+				Configured bool `json:"configured"`
+			}{})
+			return
+		}
+		writeJSON(w, struct {
+			Configured bool `json:"configured"`
+			Identity
+		}{true, src.Identity()})
+	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		text(w, http.StatusOK, "amesh "+src.Version+"\n/healthz /ready /metrics /debug/xds /debug/apisix /debug/report /debug/controller\n")
+		text(w, http.StatusOK, "amesh "+src.Version+"\n/healthz /ready /metrics /debug/xds /debug/apisix /debug/report /debug/controller /debug/identity\n")
 	})
 	return recoverer(mux, log)
 }
 
 // objectsView returns the objects as a JSON object keyed like the shared dict, with the
-// values embedded as JSON (encoding/json sorts the keys).
+// values embedded as JSON (encoding/json sorts the keys) and private keys redacted.
 func objectsView(objects func() map[string][]byte, kind string) map[string]json.RawMessage {
 	out := map[string]json.RawMessage{}
 	if objects == nil {
@@ -115,6 +131,7 @@ func objectsView(objects func() map[string][]byte, kind string) map[string]json.
 		prefix = "/" + kind + "/"
 	}
 	for k, v := range objects() {
+		v = apisix.Redact(k, v)
 		switch {
 		case !strings.HasPrefix(k, prefix):
 		case v == nil:

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/metrics"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -259,6 +260,9 @@ func TestDetailAndEmptySources(t *testing.T) {
 	if _, _, body := get(t, base+"/debug/controller"); !strings.Contains(body, `"configured": false`) {
 		t.Errorf("/debug/controller without a controller = %s", body)
 	}
+	if _, _, body := get(t, base+"/debug/identity"); !strings.Contains(body, `"configured": false`) {
+		t.Errorf("/debug/identity without a certificate directory = %s", body)
+	}
 	if _, _, body := get(t, base+"/metrics"); strings.Contains(body, "amesh_controller_") {
 		t.Errorf("controller metrics exported without a controller:\n%s", body)
 	}
@@ -306,5 +310,48 @@ func TestObjectsViewShowsEveryKey(t *testing.T) {
 	want := map[string]any{"/routes/ok": map[string]any{"id": "ok"}, "/routes/cut": `{"id":"cu`, "/routes/gone": nil}
 	if !reflect.DeepEqual(objs, want) {
 		t.Errorf("/debug/apisix = %v, want %v", objs, want)
+	}
+}
+
+// The private key of an ssl object never shows in /debug/apisix, whole or in part,
+// nor does an ssl object the view cannot decode; its other fields do; /debug/identity
+// shows the identity's source.
+func TestObjectsViewRedactsKeys(t *testing.T) {
+	const key = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIH0zJcgmm8WKqBSkzXsqfBzJ8Ue2KoQWh4P4Om2HyyvgoAoGCCqGSM49\n-----END EC PRIVATE KEY-----\n"
+	enc, _ := json.Marshal(key)
+	na := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	base := startServer(t, Sources{
+		Objects: func() map[string][]byte {
+			return map[string][]byte{
+				"/ssls/ok":  []byte(`{"id":"ok","type":"client","cert":"CERT","key":` + string(enc) + `}`),
+				"/ssls/cut": []byte(`{"id":"cut","key":` + string(enc[:40])),
+			}
+		},
+		Identity: func() Identity {
+			return Identity{Dir: "/var/lib/istio/data", Files: "consistent", SPIFFE: "spiffe://cluster.local/ns/default/sa/a", NotAfter: &na}
+		},
+	})
+	for _, path := range []string{"/debug/apisix", "/debug/apisix?kind=ssls"} {
+		_, _, body := get(t, base+path)
+		if strings.Contains(body, "MHcCAQEEIH0zJcgmm8WKqBSkzXsqfBzJ8Ue2KoQWh4P4Om2HyyvgoAoGCCqGSM49") || strings.Contains(body, "PRIVATE KEY") {
+			t.Fatalf("%s shows the key:\n%s", path, body)
+		}
+		var objs map[string]any
+		if err := json.Unmarshal([]byte(body), &objs); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]any{
+			"/ssls/ok":  map[string]any{"id": "ok", "type": "client", "cert": "CERT", "key": apisix.RedactedKey},
+			"/ssls/cut": apisix.RedactedKey,
+		}
+		if !reflect.DeepEqual(objs, want) {
+			t.Errorf("%s = %v, want %v", path, objs, want)
+		}
+	}
+	_, _, body := get(t, base+"/debug/identity")
+	for _, want := range []string{`"configured": true`, `"spiffe": "spiffe://cluster.local/ns/default/sa/a"`, `"not_after": "2030-01-02T03:04:05Z"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/debug/identity lacks %s:\n%s", want, body)
+		}
 	}
 }

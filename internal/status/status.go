@@ -7,6 +7,7 @@ package status
 
 import (
 	"context"
+	"time"
 
 	"github.com/amesh-dev/amesh/internal/metrics"
 	"github.com/amesh-dev/amesh/internal/report"
@@ -38,6 +39,27 @@ type Sources struct {
 	// Controller describes the connection to amesh-controller; nil when none is
 	// configured.
 	Controller func() Controller
+	// Identity describes the workload identity; nil when its directory is off.
+	Identity func() Identity
+}
+
+// Identity is the state of the workload identity (AMESH_WORKLOAD_CERT_DIR). It holds
+// nothing of the private key.
+type Identity struct {
+	Dir string `json:"dir"`
+	// Files is "absent", "consistent" or "inconsistent" (Problem says why).
+	Files string `json:"files"`
+	// The certificate in force, if any.
+	SPIFFE    string     `json:"spiffe,omitempty"`
+	Serial    string     `json:"serial,omitempty"`
+	NotBefore *time.Time `json:"not_before,omitempty"`
+	NotAfter  *time.Time `json:"not_after,omitempty"`
+	// Problem says why what the files hold is not in force.
+	Problem string `json:"problem,omitempty"`
+	// Published counts the identities published; LastPublished is when the one in
+	// force was.
+	Published     uint64     `json:"published"`
+	LastPublished *time.Time `json:"last_published,omitempty"`
 }
 
 // Controller is the state of the optional amesh-controller connection (plugin configs).

@@ -133,6 +133,7 @@ func (t *Translator) fullReport() []report.Entry {
 		all = append(all, r.rep...)
 	}
 	all = append(all, t.pluginReport()...)
+	all = append(all, t.identityFindings()...)
 	sortReport(all, t.opts.ParallelMin)
 	t.findings.sorted, t.findings.dirty = all, false
 	return all

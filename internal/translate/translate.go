@@ -13,6 +13,8 @@
 // rebuild only the upstreams that name them. The plugin configs of amesh-controller
 // are a second input (SetPlugins, update_plugins.go), merged into each route before it
 // is encoded; a new set rebuilds the virtual hosts whose routes it may change. The
+// workload identity is a third (SetIdentity, update_identity.go): the certificate the
+// watcher read becomes ssl objects, and nothing else. The
 // store keeps a digest per object (apisix.Hash) and hands back the objects that
 // changed: the complete JSON lives in the sink (nginx's shared memory or the file),
 // not here.
@@ -30,6 +32,7 @@ import (
 	"slices"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/identity"
 	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate/index"
@@ -91,6 +94,12 @@ type Translator struct {
 	nextPlugins *overlay.Set
 	shadows     map[*vhostState][]routeShadow
 
+	// Workload identity (update_identity.go): the state in force, the one SetIdentity
+	// handed over for the next call, and what its ssl objects could not be built for.
+	identity       identity.State
+	nextIdentity   *identity.State
+	identityReport []report.Entry
+
 	call call    // the call in progress; zero between calls
 	sc   scratch // buffers of this goroutine (see parallel)
 }
@@ -145,6 +154,7 @@ func (t *Translator) Translate(snap *resource.State) Result {
 	t.begin(snap, full)
 	defer t.end()
 	t.syncPlugins()
+	t.syncIdentity()
 
 	// 1. Clusters first: routes need their kind and existence.
 	t.syncClusters(full, ch)

@@ -37,14 +37,17 @@ var nginxDeps = []string{
 var libxdsEnv = []string{
 	"AMESH_XDS_ADDRESS", "AMESH_XDS_PROTOCOL", "POD_NAME", "POD_NAMESPACE", "INSTANCE_IP",
 	"AMESH_LABELS_FILE", "SERVICE_ACCOUNT", "ISTIO_VERSION", "CLUSTER_ID",
-	"AMESH_LOG_FILE", "AMESH_LOG_LEVEL", "AMESH_COALESCE_WINDOW", "AMESH_CONFIG_FILE",
+	"AMESH_LOG_FILE", "AMESH_LOG_LEVEL", "AMESH_COALESCE_WINDOW", "AMESH_CONFIG_FILE", "AMESH_WORKLOAD_CERT_DIR",
 }
 
 type nginxDump struct {
 	Version *string           `json:"version"`
 	Keys    map[string]string `json:"keys"`
 	Digest  string            `json:"digest"`
-	Workers map[string]struct {
+	// LoaderPID is the process that loaded libxds.so; Loads counts its initial() calls.
+	LoaderPID int `json:"loader_pid"`
+	Loads     int `json:"loads"`
+	Workers   map[string]struct {
 		Version string `json:"version"`
 		Digest  string `json:"digest"`
 	} `json:"workers"`

@@ -21,6 +21,8 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/amesh-dev/amesh/test/istiod/harness"
 	"github.com/amesh-dev/amesh/test/netns"
 )
@@ -309,6 +311,7 @@ func TestPodWithIstioAgent(t *testing.T) {
 		"POD_NAME=" + podName, "POD_NAMESPACE=" + namespace, "INSTANCE_IP=" + podIP,
 		"SERVICE_ACCOUNT=productpage", "ISTIO_VERSION=1.31.0", "CLUSTER_ID=Kubernetes",
 		"AMESH_LOG_FILE=" + filepath.Join(prefix, "amesh.log"), "AMESH_LOG_LEVEL=info", "AMESH_CONFIG_FILE=",
+		"AMESH_WORKLOAD_CERT_DIR=" + fs.path("var/lib/istio/data"),
 	}
 	nginx := startPodProc(t, pod, "nginx", prefix, filepath.Join(prefix, "stderr.log"),
 		append([]string{"PATH=" + os.Getenv("PATH")}, ameshEnv...), "/usr/sbin/nginx", "-p", prefix, "-c", filepath.Join(prefix, "nginx.conf"))
@@ -346,6 +349,10 @@ func TestPodWithIstioAgent(t *testing.T) {
 		"ISTIOD_SAN=" + env.istiod.ServerName,
 		"DISABLE_ENVOY=true", "ISTIO_META_DNS_CAPTURE=false",
 		"OUTPUT_CERTS=" + fs.path("var/lib/istio/data"),
+		// Certificates that rotate within the test: the agent asks istiod's CA for this
+		// lifetime (istiod caps it at MAX_WORKLOAD_CERT_TTL and sets no minimum) and
+		// renews once this share of it is left, i.e. every 6 s.
+		"SECRET_TTL=30s", "SECRET_GRACE_PERIOD_RATIO=0.8",
 	}
 	copyAs(t, agentBin, fs.path("usr/local/bin/pilot-agent"))
 	agent := startPodProc(t, pod, "pilot-agent", string(fs), fs.path("pilot-agent.log"), agentEnv,
@@ -382,6 +389,29 @@ func TestPodWithIstioAgent(t *testing.T) {
 		code, body, err = get(kubelet, ready)
 		return err == nil && code == http.StatusOK
 	})
+
+	// The workload identity: amesh puts the certificate the agent wrote, exactly, into
+	// the dict as APISIX's ssl objects; the agent's rotation reaches the dict without
+	// any restart and changes those objects only.
+	spiffe := "spiffe://cluster.local/ns/" + namespace + "/sa/productpage"
+	d, files := waitDictCarriesAgentCerts(t, pod, adminPort, certs, "the agent's certificate in the dict's ssl objects",
+		func(agentCerts) bool { return true })
+	serial := leafSerial(t, files.chain, root, spiffe)
+	agentKeys := [][]byte{files.key}
+	rotated, next := waitDictCarriesAgentCerts(t, pod, adminPort, certs, "the agent's rotated certificate in the dict",
+		func(c agentCerts) bool { return !bytes.Equal(c.chain, files.chain) })
+	if s := leafSerial(t, next.chain, root, spiffe); s == serial || bytes.Equal(next.key, files.key) {
+		t.Errorf("the rotation kept serial %s or the key", serial)
+	}
+	agentKeys = append(agentKeys, next.key)
+	if diff := cmp.Diff(nonSSL(d.Keys), nonSSL(rotated.Keys)); diff != "" {
+		t.Errorf("the rotation changed more than the ssl objects (-before +after):\n%s", diff)
+	}
+	if rotated.LoaderPID != d.LoaderPID || rotated.Loads != d.Loads || *rotated.Version == *d.Version {
+		t.Errorf("rotation: loader %d (%d loads), version %s; before: loader %d (%d loads), version %s; want a new version from the same library instance",
+			rotated.LoaderPID, rotated.Loads, *rotated.Version, d.LoaderPID, d.Loads, *d.Version)
+	}
+	d = rotated
 
 	// Outbound: the application calls reviews' ClusterIP; the connection is captured to 15001
 	// and nginx knows where it was going.
@@ -421,15 +451,18 @@ func TestPodWithIstioAgent(t *testing.T) {
 	}
 
 	// Readiness follows the agent: without it the pod stops being ready, while amesh keeps the
-	// configuration it has.
-	v0 := *d.Version
+	// configuration it has, and the last certificate the agent wrote stays in force.
+	before := d
 	agent.stop(syscall.SIGTERM)
 	waitUntil(t, "readiness fails once istio-agent is gone", func() bool {
 		code, body, err = get(kubelet, ready)
 		return err == nil && code == http.StatusServiceUnavailable && strings.Contains(body, "istio-agent")
 	})
-	if d, err = podDump(pod, adminPort); err != nil || d.Version == nil || *d.Version != v0 || len(routesFor(t, bytesMap(d.Keys), reviews)) < 6 {
-		t.Errorf("amesh's configuration changed when the agent stopped (version %v, was %s): %v", d.Version, v0, err)
+	d, last := waitDictCarriesAgentCerts(t, pod, adminPort, certs, "the agent's last certificate in the dict once it is gone",
+		func(agentCerts) bool { return true })
+	agentKeys = append(agentKeys, last.key)
+	if diff := cmp.Diff(nonSSL(before.Keys), nonSSL(d.Keys)); diff != "" || len(routesFor(t, bytesMap(d.Keys), reviews)) < 6 {
+		t.Errorf("amesh's configuration changed when the agent stopped (-before +after):\n%s", diff)
 	}
 
 	// Drain: the image's stop signal, SIGQUIT, lets a request in flight finish; nginx then
@@ -462,6 +495,7 @@ func TestPodWithIstioAgent(t *testing.T) {
 	if _, _, err := get(kubelet, ready); err == nil {
 		t.Errorf("nginx still answers after its graceful stop")
 	}
+	noKeyMaterial(t, agentKeys, filepath.Join(prefix, "amesh.log"), filepath.Join(prefix, "error.log"), filepath.Join(prefix, "stderr.log"))
 }
 
 // checkWorkloadCert: the certificate istio-agent wrote is the workload's SPIFFE identity,

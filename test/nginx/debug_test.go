@@ -10,8 +10,8 @@ import (
 	"github.com/amesh-dev/amesh/internal/meshgen"
 )
 
-// statusJSON decodes a JSON view of the library's status server.
-func (n *instance) statusJSON(t *testing.T, path string, v any) {
+// statusBody returns a view of the library's status server.
+func (n *instance) statusBody(t *testing.T, path string) []byte {
 	t.Helper()
 	resp, err := httpClient.Get("http://" + n.statusAddr + path)
 	if err != nil {
@@ -22,6 +22,13 @@ func (n *instance) statusJSON(t *testing.T, path string, v any) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return b
+}
+
+// statusJSON decodes a JSON view of the library's status server.
+func (n *instance) statusJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	b := n.statusBody(t, path)
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("GET %s: %v\n%s", path, err, b)
 	}

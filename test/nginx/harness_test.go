@@ -89,6 +89,9 @@ type options struct {
 	View   bool
 	// VersionDictSize is the size of xds-config-version (default "1m").
 	VersionDictSize string
+	// CertDir is AMESH_WORKLOAD_CERT_DIR (default: a directory that does not exist,
+	// so the dict holds no identity).
+	CertDir string
 }
 
 // instance is one running nginx with libxds.so pointed at a fake xDS server.
@@ -107,7 +110,7 @@ type instance struct {
 var envNames = []string{
 	"AMESH_XDS_ADDRESS", "AMESH_XDS_PROTOCOL", "POD_NAME", "POD_NAMESPACE", "INSTANCE_IP",
 	"AMESH_LABELS_FILE", "AMESH_CONFIG_FILE", "AMESH_LOG_FILE", "AMESH_LOG_LEVEL",
-	"AMESH_STATUS_ADDR", "AMESH_COALESCE_WINDOW", "AMESH_ORIGINAL_DST_VAR",
+	"AMESH_STATUS_ADDR", "AMESH_COALESCE_WINDOW", "AMESH_ORIGINAL_DST_VAR", "AMESH_WORKLOAD_CERT_DIR",
 }
 
 // start runs nginx against xds (which the test owns).
@@ -134,13 +137,16 @@ func start(t testing.TB, xds *xdstest.Server, o options) *instance {
 		o.VersionDictSize = "1m"
 	}
 	n := &instance{t: t, opts: o, prefix: t.TempDir(), port: freePort(t), xds: xds, exited: make(chan struct{})}
+	if o.CertDir == "" {
+		o.CertDir = filepath.Join(n.prefix, "no-certs")
+	}
 	n.statusAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	n.env = []string{
 		"AMESH_XDS_ADDRESS=" + xds.Addr(), "AMESH_XDS_PROTOCOL=" + o.Protocol,
 		"POD_NAME=apisix-0", "POD_NAMESPACE=default", "INSTANCE_IP=10.1.2.3",
 		"AMESH_LABELS_FILE=/nonexistent", "AMESH_CONFIG_FILE=", "AMESH_LOG_FILE=" + filepath.Join(n.prefix, "amesh.log"),
 		"AMESH_LOG_LEVEL=debug", "AMESH_STATUS_ADDR=" + n.statusAddr, "AMESH_COALESCE_WINDOW=" + o.Window.String(),
-		"AMESH_ORIGINAL_DST_VAR=server_port",
+		"AMESH_ORIGINAL_DST_VAR=server_port", "AMESH_WORKLOAD_CERT_DIR=" + o.CertDir,
 	}
 	n.writeConf()
 	n.cmd = exec.Command("/usr/sbin/nginx", "-p", n.prefix, "-c", filepath.Join(n.prefix, "nginx.conf"))

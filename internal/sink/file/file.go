@@ -191,8 +191,14 @@ func removeStaleTemps(path string, log *slog.Logger) {
 // WriteAtomic replaces path with content: a temporary file in the same directory (so
 // the rename cannot cross file systems) is written, fsynced and renamed over path, and
 // the directory is fsynced so the rename survives a crash. Readers see the old file or
-// the new one, never a mix.
+// the new one, never a mix. The new file keeps the permissions of the one it replaces
+// (0644 when there is none), so that a file narrowed by its operator (it may hold the
+// workload's private key) stays narrow.
 func WriteAtomic(path string, content []byte) (err error) {
+	mode := os.FileMode(0o644) // CreateTemp makes the file 0600; APISIX may run as another user
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -211,8 +217,7 @@ func WriteAtomic(path string, content []byte) (err error) {
 	if _, err = tmp.Write(content); err != nil {
 		return err
 	}
-	// CreateTemp makes the file 0600; APISIX may run as another user.
-	if err = tmp.Chmod(0o644); err != nil {
+	if err = tmp.Chmod(mode); err != nil {
 		return err
 	}
 	if err = tmp.Sync(); err != nil {

@@ -208,3 +208,25 @@ func TestAtomicWrite(t *testing.T) {
 	}
 	t.Logf("%d reads during %d writes, all complete", reads, s.Stats().Writes)
 }
+
+// A file its operator narrowed (it holds the workload's private key) keeps its mode
+// when rewritten.
+func TestWriteAtomicKeepsTheMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "apisix.yaml")
+	if err := os.WriteFile(path, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	if err := WriteAtomic(path, []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o600 {
+		t.Errorf("mode after a rewrite %v, want 0600", info.Mode().Perm())
+	}
+}
