@@ -16,6 +16,8 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -24,21 +26,24 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/xds/bootstrap"
 	"github.com/amesh-dev/amesh/internal/xds/client"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 	"github.com/amesh-dev/amesh/test/istiod/harness"
 )
 
-var updateMTLS = flag.Bool("update-mtls", false, "rewrite the outbound TLS clusters and endpoints kept in internal/translate/upstream/testdata/istiod")
+var updateMTLS = flag.Bool("update-mtls", false, "rewrite testdata/istiod/mtls (the xDS istiod sends for testdata/mtls.yaml)")
 
-// mtlsGolden is where istiod's clusters and endpoints of testdata/mtls.yaml are kept, for the
-// translation's unit tests.
-var mtlsGolden = filepath.Join("..", "..", "internal", "translate", "upstream", "testdata", "istiod")
+// mtlsGolden is where istiod's xDS for testdata/mtls.yaml is kept (as dump.LoadDir reads
+// it), for the translation's tests.
+var mtlsGolden = filepath.Join("..", "..", "testdata", "istiod", "mtls")
 
 const (
-	typeCluster = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-	typeCLA     = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	typeListener = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	typeRoute    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+	typeCluster  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	typeCLA      = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 )
 
-// mtlsClusters are the clusters of testdata/mtls.yaml that the golden files keep.
+// mtlsClusters are the clusters of testdata/mtls.yaml.
 var mtlsClusters = []string{
 	"outbound|8080||secure.default.svc.cluster.local",
 	"outbound|8080||mixed.default.svc.cluster.local",
@@ -51,15 +56,14 @@ var mtlsClusters = []string{
 	"outbound|8443||credential.example.com",
 }
 
-// rawXDS is what istiod sends a sidecar over one SotW stream: every cluster and the load
-// assignments of the EDS ones, as istiod serialized them (nothing of amesh's decoding).
-type rawXDS struct {
-	clusters map[string]*clusterv3.Cluster
-	cla      map[string]*endpointv3.ClusterLoadAssignment
-}
+// rawXDS is what istiod sends a sidecar over one SotW stream, as istiod serialized it
+// (nothing of amesh's decoding), by type URL and resource name.
+type rawXDS map[string]map[string]proto.Message
 
-// fetchRaw asks istiod at addr for the clusters and endpoints of node over a fresh stream.
-func fetchRaw(ctx context.Context, addr string, node *corev3.Node) (*rawXDS, error) {
+// fetchRaw asks istiod at addr for everything it sends node over a fresh stream: every
+// listener and cluster, the route configurations the listeners name and the load
+// assignments of the EDS clusters.
+func fetchRaw(ctx context.Context, addr string, node *corev3.Node) (rawXDS, error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
@@ -69,52 +73,68 @@ func fetchRaw(ctx context.Context, addr string, node *corev3.Node) (*rawXDS, err
 	if err != nil {
 		return nil, err
 	}
-	out := &rawXDS{clusters: map[string]*clusterv3.Cluster{}, cla: map[string]*endpointv3.ClusterLoadAssignment{}}
-	if err := st.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typeCluster}); err != nil {
-		return nil, err
+	out := rawXDS{typeListener: {}, typeRoute: {}, typeCluster: {}, typeCLA: {}}
+	for _, typ := range []string{typeCluster, typeListener} {
+		if err := st.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typ}); err != nil {
+			return nil, err
+		}
 	}
-	var eds []string
-	for {
+	pending := map[string]bool{typeCluster: true, typeListener: true, typeCLA: true, typeRoute: true}
+	for len(pending) > 0 {
 		resp, err := st.Recv()
 		if err != nil {
 			return nil, err
 		}
-		switch resp.GetTypeUrl() {
-		case typeCluster:
-			for _, a := range resp.GetResources() {
-				c := &clusterv3.Cluster{}
-				if err := a.UnmarshalTo(c); err != nil {
-					return nil, err
-				}
-				out.clusters[c.GetName()] = c
-				if c.GetType() == clusterv3.Cluster_EDS {
-					eds = append(eds, c.GetName())
-				}
-			}
-			slices.Sort(eds)
-			if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: typeCluster, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
+		typ := resp.GetTypeUrl()
+		var names []string
+		for _, a := range resp.GetResources() {
+			m, err := a.UnmarshalNew()
+			if err != nil {
 				return nil, err
 			}
-			if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: typeCLA, ResourceNames: eds}); err != nil {
+			var name string
+			switch r := m.(type) {
+			case *clusterv3.Cluster:
+				name = r.GetName()
+				if r.GetType() == clusterv3.Cluster_EDS {
+					names = append(names, resource.EDSName(r))
+				}
+			case *listenerv3.Listener:
+				name = r.GetName()
+				for _, fc := range append(r.GetFilterChains(), r.GetDefaultFilterChain()) {
+					for _, f := range fc.GetFilters() {
+						if h, err := resource.HCMOf(f); err == nil && h.GetRds() != nil {
+							names = append(names, h.GetRds().GetRouteConfigName())
+						}
+					}
+				}
+			case *routev3.RouteConfiguration:
+				name = r.GetName()
+			case *endpointv3.ClusterLoadAssignment:
+				name = r.GetClusterName()
+			}
+			out[typ][name] = m
+		}
+		if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: typ, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
+			return nil, err
+		}
+		delete(pending, typ)
+		dep := map[string]string{typeCluster: typeCLA, typeListener: typeRoute}[typ]
+		if dep != "" {
+			slices.Sort(names)
+			names = slices.Compact(names)
+			if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: dep, ResourceNames: names}); err != nil {
 				return nil, err
 			}
-		case typeCLA:
-			for _, a := range resp.GetResources() {
-				c := &endpointv3.ClusterLoadAssignment{}
-				if err := a.UnmarshalTo(c); err != nil {
-					return nil, err
-				}
-				out.cla[c.GetClusterName()] = c
-			}
-			return out, nil
 		}
 	}
+	return out, nil
 }
 
 // waitRaw fetches until ok holds for what istiod sends.
-func waitRaw(t *testing.T, node *corev3.Node, what string, ok func(*rawXDS) bool) *rawXDS {
+func waitRaw(t *testing.T, node *corev3.Node, what string, ok func(rawXDS) bool) rawXDS {
 	t.Helper()
-	var got *rawXDS
+	var got rawXDS
 	waitUntil(t, what, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -142,8 +162,10 @@ func hasSocketMatch(cla *endpointv3.ClusterLoadAssignment) bool {
 	return false
 }
 
-// fileName is the golden file name of a cluster (as testdata/istiod names them).
-func fileName(cluster string) string { return strings.ReplaceAll(cluster, "|", "_") + ".json" }
+// fileName is the golden file name of a resource (as testdata/istiod names them).
+func fileName(name string) string {
+	return strings.NewReplacer("|", "_", "/", "_", ":", "_").Replace(name) + ".json"
+}
 
 func marshalIndent(t *testing.T, m proto.Message) []byte {
 	t.Helper()
@@ -159,10 +181,10 @@ func marshalIndent(t *testing.T, m proto.Message) []byte {
 	return pretty.Bytes()
 }
 
-// TestOutboundTLSClusters: the clusters and endpoints istiod sends for testdata/mtls.yaml
-// (auto mTLS to pods with and without sidecars, ISTIO_MUTUAL, SIMPLE and MUTUAL
-// DestinationRules) are the ones the translation's unit tests read from
-// internal/translate/upstream/testdata/istiod (-update-mtls rewrites them).
+// TestOutboundTLSClusters: the xDS istiod sends the productpage sidecar for
+// testdata/mtls.yaml on top of the scenario (auto mTLS to pods with and without
+// sidecars, ISTIO_MUTUAL, SIMPLE and MUTUAL DestinationRules) is what the translation's
+// tests read from testdata/istiod/mtls (-update-mtls rewrites it).
 func TestOutboundTLSClusters(t *testing.T) {
 	requireEnv(t)
 	objs, err := readObjects("mtls.yaml")
@@ -179,34 +201,47 @@ func TestOutboundTLSClusters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw := waitRaw(t, b.Node, "istiod's clusters for mtls.yaml", func(x *rawXDS) bool {
+	raw := waitRaw(t, b.Node, "istiod's clusters for mtls.yaml", func(x rawXDS) bool {
 		for _, c := range mtlsClusters {
-			if x.clusters[c] == nil {
+			if x[typeCluster][c] == nil {
 				return false
 			}
 		}
-		cla := x.cla["outbound|8080||mixed.default.svc.cluster.local"]
-		return len(cla.GetEndpoints()) > 0 && len(cla.GetEndpoints()[0].GetLbEndpoints()) == 2 && hasSocketMatch(cla)
+		cla, _ := x[typeCLA]["outbound|8080||mixed.default.svc.cluster.local"].(*endpointv3.ClusterLoadAssignment)
+		return len(cla.GetEndpoints()) > 0 && len(cla.GetEndpoints()[0].GetLbEndpoints()) == 2 && hasSocketMatch(cla) &&
+			x[typeRoute]["8080"] != nil && x[typeRoute]["8443"] != nil
 	})
-	for _, name := range mtlsClusters {
-		files := map[string]proto.Message{filepath.Join("cds", fileName(name)): raw.clusters[name]}
-		if cla := raw.cla[name]; cla != nil {
-			files[filepath.Join("eds", fileName(name))] = cla
+	dirs := map[string]string{typeListener: "lds", typeRoute: "rds", typeCluster: "cds", typeCLA: "eds"}
+	if *updateMTLS {
+		for typ, dir := range dirs {
+			if err := os.RemoveAll(filepath.Join(mtlsGolden, dir)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(filepath.Join(mtlsGolden, dir), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for name, m := range raw[typ] {
+				if err := os.WriteFile(filepath.Join(mtlsGolden, dir, fileName(name)), marshalIndent(t, m), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
-		for f, m := range files {
-			path := filepath.Join(mtlsGolden, f)
-			got := marshalIndent(t, m)
-			if *updateMTLS {
-				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
+		return
+	}
+	// What the Kubernetes objects give every run alike (the rest names service
+	// addresses, which the API server picks anew).
+	same := map[string][]string{typeCluster: mtlsClusters, typeCLA: mtlsClusters, typeListener: {"0.0.0.0_8080", "0.0.0.0_8443"}}
+	for typ, names := range same {
+		for _, name := range names {
+			path := filepath.Join(mtlsGolden, dirs[typ], fileName(name))
+			m := raw[typ][name]
+			if m == nil {
+				t.Errorf("istiod sends no %s %s", dirs[typ], name)
 				continue
 			}
-			want, err := os.ReadFile(path)
-			if err != nil || !sameJSON(want, got) {
+			got := marshalIndent(t, m)
+			golden, err := os.ReadFile(path)
+			if err != nil || !sameJSON(golden, got) {
 				t.Errorf("istiod's %s is not %s (%v; run with -update-mtls):\n%s", name, path, err, got)
 			}
 		}

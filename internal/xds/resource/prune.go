@@ -12,7 +12,7 @@ package resource
 //
 // Two kinds of pruning:
 //   - Cleared: the field is set to its zero value. Used for what translation never
-//     looks at (metadata, decorators, tracing, stat names, access logs, EDS config
+//     looks at (metadata but a cluster's istio.alpn_override, decorators, tracing, stat names, access logs, EDS config
 //     sources, endpoint health-check config, retry host predicates, cluster filters).
 //   - Marked: an Any whose type (or presence) translation reports but whose payload it
 //     never decodes keeps its type URL and gets a marker as value (see markAny and
@@ -219,7 +219,7 @@ func pruneCluster(c *clusterv3.Cluster, in *Interner) {
 // the part that shares equal leaves and sub-messages. A decoded cluster whose whole
 // shape is shared (see newCluster) needs no interning of its parts.
 func clearCluster(c *clusterv3.Cluster) {
-	c.Metadata = nil
+	c.Metadata = keepALPNOverride(c.GetMetadata())
 	c.AltStatName = ""
 	c.Filters = nil
 	if eds := c.GetEdsClusterConfig(); eds != nil {
@@ -376,6 +376,21 @@ func pruneEndpoints(cla *endpointv3.ClusterLoadAssignment) {
 			}
 		}
 	}
+}
+
+// ALPNOverrideKey is the cluster metadata (under "istio") by which istiod turns Istio's
+// ALPN override filter off for a cluster ("false": its TLS is not Istio's).
+const ALPNOverrideKey = "alpn_override"
+
+// keepALPNOverride returns the metadata holding only md's istio.alpn_override, nil when
+// it has none.
+func keepALPNOverride(md *corev3.Metadata) *corev3.Metadata {
+	v, ok := md.GetFilterMetadata()["istio"].GetFields()[ALPNOverrideKey]
+	if !ok {
+		return nil
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		"istio": {Fields: map[string]*structpb.Value{ALPNOverrideKey: v}}}}
 }
 
 // keepSocketMatch returns the metadata holding only md's transport socket match, nil
