@@ -51,7 +51,7 @@ func istioMTLSCluster(name string, sans ...string) *clusterv3.Cluster {
 	ctx := &tlsv3.UpstreamTlsContext{
 		Sni: resource.ClusterSNI(name),
 		CommonTlsContext: &tlsv3.CommonTlsContext{
-			TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2, TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3},
+			TlsParams:                      &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2, TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3},
 			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: "default"}},
 			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 				DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchSubjectAltNames: m},
@@ -336,4 +336,3 @@ func TestAPISIXUpstreamTLS(t *testing.T) {
 		t.Error("the error log does not say why /wrong/ failed")
 	}
 }
-
