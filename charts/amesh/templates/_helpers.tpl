@@ -13,7 +13,7 @@ docker/sidecar/Dockerfile.
   "CLUSTER_DOMAIN" "PROXY_CONFIG" "ISTIO_VERSION" "ISTIO_META_APP_CONTAINERS" "GOMAXPROCS" -}}
 {{- $envs = concat $envs .Values.apisix.extraEnvs | uniq -}}
 {{- $plugins := list "traffic-split" "redirect" "mocking" "fault-injection" "cors" "proxy-mirror"
-  "proxy-rewrite" "response-rewrite" "amesh-original-dst" "amesh-rbac" -}}
+  "proxy-rewrite" "response-rewrite" "amesh-original-dst" "amesh-rbac" "amesh-upstream-tls" -}}
 {{- $plugins = concat $plugins .Values.apisix.extraPlugins | uniq -}}
 apisix:
   node_listen:
@@ -49,12 +49,20 @@ nginx_config:
   main_configuration_snippet: |
     load_module /usr/local/openresty/nginx/modules/ngx_http_amesh_original_dst_module.so;
     load_module /usr/local/openresty/nginx/modules/ngx_stream_amesh_original_dst_module.so;
+    load_module /usr/local/openresty/nginx/modules/ngx_http_amesh_upstream_tls_module.so;
   # amesh-original-dst (lua/apisix/plugins) binds upstream connections to the source
   # address of the cluster (127.0.0.6 for inbound delivery) through this variable.
+  # amesh-upstream-tls (Istio mTLS, DestinationRule TLS) gives each upstream TLS connection
+  # its cluster's settings through the upstream TLS module's variable, which replaces
+  # APISIX's proxy_ssl_name (http.proxy_ssl_server_name: false below) and names
+  # $upstream_host for every other request.
   http_server_configuration_snippet: |
     set $amesh_upstream_bind '';
     proxy_bind $amesh_upstream_bind;
+    proxy_ssl_server_name on;
+    proxy_ssl_name $amesh_upstream_ssl_name;
   http:
+    proxy_ssl_server_name: false
     custom_lua_shared_dict:
       xds-config: {{ .Values.apisix.xdsConfigSize }}
       xds-config-version: {{ .Values.apisix.xdsConfigVersionSize }}
