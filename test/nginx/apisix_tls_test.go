@@ -54,6 +54,7 @@ func istioMTLSCluster(name string, sans ...string) *clusterv3.Cluster {
 			TlsParams:                      &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2, TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3},
 			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: "default"}},
 			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+				//lint:ignore SA1019 deprecated, but istiod still sets it
 				DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchSubjectAltNames: m},
 				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: "ROOTCA"},
 			}},

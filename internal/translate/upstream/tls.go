@@ -315,7 +315,9 @@ func tlsConfOf(name string, t *tlsv3.UpstreamTlsContext, hopts *corev3.UpstreamH
 		return nil, nil, "auto_sni_san_validation is not supported"
 	case hopts.GetOverrideAutoSniHeader() != "":
 		return nil, nil, "override_auto_sni_header is not supported"
+	//lint:ignore SA1019 deprecated fields are still valid xDS: a context that sets them is not served
 	case common.GetTlsCertificateProviderInstance() != nil, common.GetTlsCertificateCertificateProvider() != nil,
+		//lint:ignore SA1019 deprecated fields are still valid xDS: a context that sets them is not served
 		common.GetTlsCertificateCertificateProviderInstance() != nil, common.GetCustomTlsCertificateSelector() != nil:
 		return nil, nil, "certificate providers are not supported"
 	case common.GetCustomHandshaker() != nil:
@@ -423,6 +425,7 @@ func tlsConfOf(name string, t *tlsv3.UpstreamTlsContext, hopts *corev3.UpstreamH
 	if t.GetAllowRenegotiation() {
 		notes = append(notes, "renegotiation is refused (nginx), where Envoy allows it")
 	}
+	//lint:ignore SA1019 deprecated fields are still valid xDS: the translation must keep their meaning
 	if t.GetEnforceRsaKeyUsage().GetValue() {
 		notes = append(notes, "enforce_rsa_key_usage is not applied")
 	}
@@ -491,6 +494,7 @@ func validation(conf *TLSConf, vc *tlsv3.CertificateValidationContext) string {
 		}
 		conf.CRLFile, conf.CRLLeafOnly = crl.GetFilename(), vc.GetOnlyVerifyLeafCertCrl()
 	}
+	//lint:ignore SA1019 deprecated, but istiod still sets it: the translation must keep its meaning
 	for _, m := range vc.GetMatchSubjectAltNames() {
 		s, why := sanMatcher("", m)
 		if why != "" {
