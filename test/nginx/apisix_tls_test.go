@@ -8,12 +8,10 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"text/template"
-	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -185,32 +183,11 @@ func startStandaloneAPISIX(t *testing.T, port int, objects map[string][]byte) (d
 	if err := os.WriteFile(filepath.Join(dir, "conf", "apisix.yaml"), yaml, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	path := "PATH=" + filepath.Join(home, "openresty", "bin") + ":" + os.Getenv("PATH")
-	initCmd := exec.Command("./bin/apisix", "init")
-	initCmd.Dir, initCmd.Env = dir, []string{path}
-	if out, err := initCmd.CombinedOutput(); err != nil {
-		t.Fatalf("apisix init: %v\n%s\n%s", err, out, conf.String())
-	}
-	cmd := exec.Command(filepath.Join(home, "openresty", "bin", "openresty"), "-p", dir, "-c", filepath.Join(dir, "conf", "nginx.conf"), "-g", "daemon off;")
-	cmd.Dir, cmd.Env = dir, []string{path}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		terminate(cmd, exited, 15*time.Second)
-		if t.Failed() || os.Getenv("AMESH_TEST_LOGS") != "" {
-			b, _ := os.ReadFile(filepath.Join(dir, "logs", "error.log"))
-			t.Logf("--- error.log (last 8k) ---\n%s\n--- stderr ---\n%s", tail(b, 8192), tail(stderr.Bytes(), 4096))
-		}
-	})
+	_, exited := launchAPISIX(t, home, dir, nil)
 	waitFor(t, "APISIX to serve its routes", func() bool {
 		select {
 		case <-exited:
-			t.Fatalf("APISIX exited: %s", stderr.String())
+			t.Fatal("APISIX exited")
 		default:
 		}
 		resp, err := apisixClient.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))

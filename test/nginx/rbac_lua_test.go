@@ -2,18 +2,15 @@ package nginx
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"text/template"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -89,49 +86,7 @@ func startRBACNginx(t *testing.T) *rbacNginx {
 	if err := os.Mkdir(n.cases, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	err = template.Must(template.New("rbac").Parse(rbacNginxConf)).Execute(&buf, map[string]any{
-		"Root": os.Geteuid() == 0, "Prefix": prefix, "Dir": dir, "LuaDir": filepath.Join(dir, "..", "..", "lua"),
-		"P1": n.p1, "P2": n.p2, "PP": n.pp, "Cases": n.cases,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("/usr/sbin/nginx", "-p", prefix, "-c", conf)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		terminate(cmd, exited, 10*time.Second)
-		if t.Failed() || os.Getenv("AMESH_TEST_LOGS") != "" {
-			b, _ := os.ReadFile(filepath.Join(prefix, "error.log"))
-			t.Logf("--- error.log (last 4k) ---\n%s\n--- stderr ---\n%s", tail(b, 4096), tail(stderr.Bytes(), 4096))
-		}
-	})
-	waitFor(t, "nginx to listen", func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("nginx exited: %s", stderr.String())
-		default:
-		}
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", n.p1))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	startStockNginx(t, prefix, rbacNginxConf, map[string]any{"P1": n.p1, "P2": n.p2, "PP": n.pp, "Cases": n.cases}, n.p1)
 	return n
 }
 

@@ -8,13 +8,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"text/template"
-	"time"
 
 	"github.com/amesh-dev/amesh/internal/meshpeer"
 	"github.com/amesh-dev/amesh/test/istiod/harness"
@@ -143,48 +140,9 @@ func startTLSNginx(t *testing.T, routes map[string]tlsRoute) *tlsNginx {
 	if err := os.WriteFile(routesFile, rb, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	err = template.Must(template.New("tls").Parse(upstreamTLSConf)).Execute(&buf, map[string]any{
-		"Root": os.Geteuid() == 0, "Prefix": prefix, "Dir": dir, "LuaDir": filepath.Join(dir, "..", "..", "lua"),
+	startStockNginx(t, prefix, upstreamTLSConf, map[string]any{
 		"Module": filepath.Join(mods, "ngx_http_amesh_upstream_tls_module.so"), "Port": n.port, "Routes": routesFile,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("/usr/sbin/nginx", "-p", prefix, "-c", conf)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		terminate(cmd, exited, 10*time.Second)
-		if t.Failed() || os.Getenv("AMESH_TEST_LOGS") != "" {
-			t.Logf("--- error.log (last 8k) ---\n%s\n--- stderr ---\n%s", tail(n.errorLog(), 8192), tail(stderr.Bytes(), 4096))
-		}
-	})
-	waitFor(t, "nginx to listen", func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("nginx exited: %s", stderr.String())
-		default:
-		}
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", n.port))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	}, n.port)
 	return n
 }
 

@@ -359,16 +359,9 @@ func (d *wireDecoder) locality(b []byte) bool {
 			}
 			l.leds = true
 		case f.is(lleMetadata, protowire.BytesType):
-			// A second metadata would merge into the first: left to the runtime.
-			if metadataSet {
+			if !d.metadata(f.s, &metadataSet, &l.socketMatch) {
 				return false
 			}
-			metadataSet = true
-			form, ok := d.sm.metadataMatch(f.s)
-			if !ok {
-				return false
-			}
-			l.socketMatch = d.matches.indexBytes(form)
 		default:
 			return false
 		}
@@ -379,6 +372,22 @@ func (d *wireDecoder) locality(b []byte) bool {
 	}
 	l.n = len(d.eps) - first
 	d.locs = append(d.locs, l)
+	return true
+}
+
+// metadata reads a locality's or an endpoint's Metadata into *match, the index of its
+// socket match form; *set says whether one was read already: a second would merge into
+// the first, which is left to the runtime.
+func (d *wireDecoder) metadata(b []byte, set *bool, match *uint8) bool {
+	if *set {
+		return false
+	}
+	*set = true
+	form, ok := d.sm.metadataMatch(b)
+	if !ok {
+		return false
+	}
+	*match = d.matches.indexBytes(form)
 	return true
 }
 
@@ -445,15 +454,9 @@ func (d *wireDecoder) lbEndpoint(b []byte) bool {
 				return false
 			}
 		case f.is(lbeMetadata, protowire.BytesType):
-			if metadataSet {
+			if !d.metadata(f.s, &metadataSet, &match) {
 				return false
 			}
-			metadataSet = true
-			form, ok := d.sm.metadataMatch(f.s)
-			if !ok {
-				return false
-			}
-			match = d.matches.indexBytes(form)
 		default:
 			return false
 		}
