@@ -244,6 +244,11 @@ func internCluster(c *clusterv3.Cluster, in *Interner) {
 		return
 	}
 	if tsm := c.GetTransportSocketMatches(); len(tsm) > 0 {
+		// The matches of a TLS context of its own (subject alt names) still share their
+		// parts with other clusters' matches.
+		for i := range tsm {
+			internWhole(in, &tsm[i])
+		}
 		if v, ok := in.sharedBy("transport_socket_matches", &clusterv3.Cluster{TransportSocketMatches: tsm}, tsm); ok {
 			c.TransportSocketMatches = v.([]*clusterv3.Cluster_TransportSocketMatch)
 		}
@@ -257,6 +262,17 @@ func internCluster(c *clusterv3.Cluster, in *Interner) {
 	}
 	internWhole(in, &c.CircuitBreakers)
 	internWhole(in, &c.CommonLbConfig)
+	// What clusters of the same settings repeat: their shapes are separate when they
+	// differ in something else (the subject alt names of their TLS contexts, which name
+	// each service's accounts), their parts need not be.
+	internWhole(in, &c.OutlierDetection)
+	internWhole(in, &c.UpstreamConnectionOptions)
+	internWhole(in, &c.EdsClusterConfig)
+	if o := c.GetTypedExtensionProtocolOptions(); len(o) > 0 {
+		if v, ok := in.sharedBy("typed_extension_protocol_options", &clusterv3.Cluster{TypedExtensionProtocolOptions: o}, o); ok {
+			c.TypedExtensionProtocolOptions = v.(map[string]*anypb.Any)
+		}
+	}
 	if la := c.GetLoadAssignment(); la != nil {
 		internEndpoints(la, in)
 	}
