@@ -160,7 +160,13 @@ func (t *Translator) addStream(ls *listenerState, s streamOut) {
 		rep(report.Unsupported, "TCP to special cluster "+s.cluster+" is not translated; no stream route is emitted")
 		return
 	}
-	id := t.acquire(s.cluster, upstream.Variant{})
+	var v upstream.Variant
+	if info.tls != 0 {
+		// nginx's stream proxy makes these connections without amesh-upstream-tls.
+		v.Plaintext = true
+		rep(report.Unsupported, "TCP to cluster "+s.cluster+" originates no TLS: endpoints Envoy reaches with TLS (Istio mTLS) are left out of its stream route (fail closed); the others are reached in plaintext, as by Envoy")
+	}
+	id := t.acquire(s.cluster, v)
 	ls.ups = append(ls.ups, id)
 	r := s.route
 	r.UpstreamID = id

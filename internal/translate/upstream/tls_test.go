@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -278,5 +279,52 @@ func TestTLSSchema(t *testing.T) {
 		if err := schema.ValidatePlugin(TLSPlugin, []byte(bad)); err == nil {
 			t.Errorf("%s validates", bad)
 		}
+	}
+}
+
+// A stream route's upstream (Variant.Plaintext) keeps only the nodes Envoy reaches in
+// plaintext; without TLS nodes it is the base upstream.
+func TestPlaintextVariant(t *testing.T) {
+	snap := istiodMTLS(t)
+	mixed, _, _ := buildMTLS(t, snap, "outbound|8080||mixed.default.svc.cluster.local", meshIdentity)
+	u := Variant{Plaintext: true}.Apply(mixed)
+	mustValid(t, u)
+	if diff := cmp.Diff(map[string]any{"192.0.2.72": nil}, hosts(u)); diff != "" || u.Scheme != "" {
+		t.Errorf("scheme %q, nodes (-want +got):\n%s", u.Scheme, diff)
+	}
+	if len(mixed.Nodes) != 2 || mixed.Scheme != "https" {
+		t.Errorf("the base changed: %+v", mixed)
+	}
+	plain, _, _ := buildMTLS(t, snap, "outbound|9080||reviews.default.svc.cluster.local", meshIdentity)
+	if v := (Variant{Plaintext: true}).Effective(plain); v.Plaintext {
+		t.Error("Plaintext has an effect on an upstream without TLS nodes")
+	}
+}
+
+// Clusters of a split merged into one upstream (more than traffic-split's 20) keep their
+// TLS per node: the upstream's settings without an SNI, each TLS node its cluster's.
+func TestSplitTLS(t *testing.T) {
+	snap := istiodMTLS(t)
+	names := []string{"outbound|8080||pinned.default.svc.cluster.local", "outbound|8080|v1|pinned.default.svc.cluster.local"}
+	var members []Member
+	var shapes []*clusterv3.Cluster
+	for _, n := range names {
+		src := snap.Clusters[n]
+		members = append(members, Member{Name: n, Shape: src.Shape(), CLA: snap.Endpoints[src.EDSName()], Weight: 1})
+		shapes = append(shapes, src.Shape())
+	}
+	// Their TLS differs in the SNI (and the subset's SANs equal the service's here).
+	if SettingsKey(meshIdentity, names[0], shapes[0], Variant{}) != SettingsKey(meshIdentity, names[1], shapes[1], Variant{}) {
+		t.Fatal("clusters whose TLS differs only in the SNI have different settings")
+	}
+	s := &Split{Clusters: names, Weights: []uint32{1, 1}}
+	conf := SplitTLS(meshIdentity, s, shapes)
+	if conf == nil || conf.SNI != "" || len(conf.SANs) != 1 {
+		t.Fatalf("split TLS %+v", conf)
+	}
+	u, _ := BuildSplit(meshIdentity, "split-x", members, Variant{})
+	mustValid(t, u)
+	if len(u.Nodes) != 1 || u.Scheme != "https" || u.Nodes[0].Metadata[NodeSNIKey] != "outbound_.8080_._.pinned.default.svc.cluster.local" {
+		t.Errorf("merged upstream %+v", u)
 	}
 }
