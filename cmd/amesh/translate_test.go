@@ -315,7 +315,7 @@ func TestTranslateWorkloadIdentity(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	if !strings.Contains(out, "ssl_id: workload") || !strings.Contains(out, "file: /var/lib/istio/data/root-cert.pem") {
+	if !strings.Contains(out, `ssl_id: "workload"`) || !strings.Contains(out, `file: "/var/lib/istio/data/root-cert.pem"`) {
 		t.Errorf("no route names the workload identity:\n%s", out)
 	}
 	code, _, stderr = runCmd("translate", mtlsDir)
