@@ -201,24 +201,31 @@ local FILE_TTL = 5
 local files = {}
 
 -- read_file returns the content of path and a version that changes when the content
--- does, or nil and the reason (which never quotes the content).
+-- does, or nil and the reason (which never quotes the content). A file that cannot be
+-- read is tried again after the same time.
 function _M.read_file(path)
     local now = ngx_now()
     local f = files[path]
     if f and now - f.at < FILE_TTL then
+        if not f.data then
+            return nil, f.err
+        end
         return f.data, f.version
     end
-    local fh, err = io_open(path, "rb")
-    if not fh then
-        if f then
-            files[path] = nil
+    local data, err
+    local fh, oerr = io_open(path, "rb")
+    if fh then
+        data = fh:read("*a")
+        fh:close()
+        if not data then
+            err = "cannot read " .. path
         end
-        return nil, "cannot read " .. path .. ": " .. tostring(err)
+    else
+        err = "cannot read " .. path .. ": " .. tostring(oerr)
     end
-    local data = fh:read("*a")
-    fh:close()
     if not data then
-        return nil, "cannot read " .. path
+        files[path] = {at = now, err = err, version = f and f.version or 0}
+        return nil, err
     end
     if f and f.data == data then
         f.at = now
