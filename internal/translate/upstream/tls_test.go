@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -326,5 +328,34 @@ func TestSplitTLS(t *testing.T) {
 	mustValid(t, u)
 	if len(u.Nodes) != 1 || u.Scheme != "https" || u.Nodes[0].Metadata[NodeSNIKey] != "outbound_.8080_._.pinned.default.svc.cluster.local" {
 		t.Errorf("merged upstream %+v", u)
+	}
+}
+
+// Envoy tries the endpoint's metadata against every match first, then the locality's: an
+// empty match (istiod's tlsMode-disabled) takes an endpoint without metadata before its
+// locality is read.
+func TestTransportSocketOfEndpoint(t *testing.T) {
+	snap := istiodMTLS(t)
+	auto := snap.Clusters["outbound|8080||mixed.default.svc.cluster.local"].Shape()
+	istioOnly := proto.Clone(auto).(*clusterv3.Cluster)
+	istioOnly.TransportSocketMatches = istioOnly.TransportSocketMatches[:1] // no empty match: plaintext by default
+	locality := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{resource.SocketMatchKey: {
+		Fields: map[string]*structpb.Value{"tlsMode": structpb.NewStringValue("istio")}}}}
+	la := resource.FromCLA(&endpointv3.ClusterLoadAssignment{ClusterName: "c", Endpoints: []*endpointv3.LocalityLbEndpoints{{
+		Metadata:    locality,
+		LbEndpoints: []*endpointv3.LbEndpoint{ep("10.0.0.1", 80, 0, 0)},
+	}}})
+	for _, tc := range []struct {
+		name string
+		c    *clusterv3.Cluster
+		want sockKind
+	}{
+		{"auto mTLS", auto, sockPlain},
+		{"tlsMode-istio only", istioOnly, sockTLS},
+	} {
+		p := planTLS("outbound|8080||mixed.default.svc.cluster.local", tc.c, meshIdentity)
+		if got := p.kindOf(la, &la.Localities[0], 0, map[uint8]*structpb.Struct{}); got != tc.want {
+			t.Errorf("%s: socket %d, want %d", tc.name, got, tc.want)
+		}
 	}
 }
