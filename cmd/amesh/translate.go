@@ -26,6 +26,8 @@ func runTranslate(_ context.Context, args []string, stdout, stderr io.Writer) in
 	out := fs.String("o", "", "write the APISIX configuration to this file (atomically) instead of stdout")
 	origDst := fs.String("original-dst-var", "", "nginx variable holding the original destination port (default connection_original_dst)")
 	maxBytes := fs.String("max-bytes", "512MiB", "read at most this much input in all (bytes, or with KiB, MiB, GiB)")
+	certID := fs.String("workload-cert-id", "", "APISIX /ssls object (type client) with the workload certificate, for Istio mTLS upstreams")
+	rootFile := fs.String("mesh-root-file", "", "PEM file with the mesh's roots, for Istio mTLS upstreams (pilot-agent's root-cert.pem)")
 	logLevel := logLevelFlag(fs, "warn")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: amesh translate [flags] (DIR | FILE | -dir DIR | -config-dump FILE)")
@@ -80,7 +82,7 @@ func runTranslate(_ context.Context, args []string, stdout, stderr io.Writer) in
 		return fail(stderr, "translate", err)
 	}
 	// A fresh translator's first change set is its complete output.
-	result := translate.New(translate.Options{OriginalDstVar: *origDst}).Translate(res.Snapshot())
+	result := translate.New(translate.Options{OriginalDstVar: *origDst, WorkloadCertID: *certID, MeshRootFile: *rootFile}).Translate(res.Snapshot())
 	if len(result.Changes.Put) == 0 {
 		return fail(stderr, "translate", fmt.Errorf("nothing to translate: %s has %s, which make no APISIX object (listeners and clusters do)",
 			firstNonEmpty(*dir, *configDump), inventory(res)))

@@ -306,3 +306,20 @@ func TestTranslateConfigDumpWithoutEndpoints(t *testing.T) {
 		t.Errorf("hint with endpoints present:\n%s", stderr)
 	}
 }
+
+// With the workload identity, istiod's auto-mTLS endpoints are reached through
+// amesh-upstream-tls; without it they are left out and said so.
+func TestTranslateWorkloadIdentity(t *testing.T) {
+	const mtlsDir = "../../testdata/istiod/mtls"
+	code, out, stderr := runCmd("translate", "-workload-cert-id", "workload", "-mesh-root-file", "/var/lib/istio/data/root-cert.pem", mtlsDir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(out, `ssl_id: "workload"`) || !strings.Contains(out, `file: "/var/lib/istio/data/root-cert.pem"`) {
+		t.Errorf("no route names the workload identity:\n%s", out)
+	}
+	code, _, stderr = runCmd("translate", mtlsDir)
+	if code != 0 || !strings.Contains(stderr, "the 2 endpoint(s) Envoy reaches with this transport socket are left out") {
+		t.Errorf("exit %d without the identity; stderr:\n%s", code, stderr)
+	}
+}

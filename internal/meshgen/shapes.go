@@ -176,7 +176,8 @@ func outboundCluster(tmpl *clusterv3.Cluster, s service, port int, subset string
 			continue
 		}
 		mustUnmarshal(tsm.GetTransportSocket().GetTypedConfig(), tls)
-		tls.Sni = fmt.Sprintf("outbound_.%d_.%s_.%s", port, subsetOrUnderscore(subset), s.host)
+		// istiod's: the cluster name's parts joined by "_." (BuildDNSSrvSubsetKey).
+		tls.Sni = fmt.Sprintf("outbound_.%d_.%s_.%s", port, subset, s.host)
 		tsm.GetTransportSocket().ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(tls)}
 	}
 	svc := structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
@@ -191,13 +192,6 @@ func outboundCluster(tmpl *clusterv3.Cluster, s service, port int, subset string
 	}
 	c.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": {Fields: istio}}}
 	return c
-}
-
-func subsetOrUnderscore(s string) string {
-	if s == "" {
-		return "_"
-	}
-	return s
 }
 
 // loadAssignment builds the endpoints of service i's subset k on port: one

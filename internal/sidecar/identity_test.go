@@ -132,3 +132,17 @@ func TestWorkloadIdentityOff(t *testing.T) {
 		t.Errorf("/debug/identity = %s", v)
 	}
 }
+
+// Upstream mTLS presents the ssl object the watched directory's identity becomes and
+// trusts the roots beside it; with the directory off there is no client certificate, so
+// the translation leaves out (and reports) the endpoints Envoy would reach with mTLS.
+func TestTranslateOptionsFollowCertDir(t *testing.T) {
+	on := translateOptions(config.Config{WorkloadCertDir: "/var/lib/istio/data", OriginalDstVar: "connection_original_dst"})
+	if on.WorkloadCertID != translate.ClientSSLID || on.MeshRootFile != "/var/lib/istio/data/"+identity.RootFile ||
+		on.OriginalDstVar != "connection_original_dst" {
+		t.Errorf("with a certificate directory: %+v", on)
+	}
+	if off := translateOptions(config.Config{}); off.WorkloadCertID != "" || off.MeshRootFile != "" {
+		t.Errorf("without a certificate directory: %+v", off)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/amesh-dev/amesh/internal/agent"
 	"github.com/amesh-dev/amesh/internal/certwatch"
 	"github.com/amesh-dev/amesh/internal/config"
+	"github.com/amesh-dev/amesh/internal/identity"
 	"github.com/amesh-dev/amesh/internal/pluginsync"
 	"github.com/amesh-dev/amesh/internal/status"
 	"github.com/amesh-dev/amesh/internal/translate"
@@ -61,9 +63,8 @@ func New(cfg config.Config, sink agent.Sink, opts Options) (*Sidecar, error) {
 	if err != nil {
 		return nil, err
 	}
-	newTr := func() agent.Translator {
-		return translate.New(translate.Options{OriginalDstVar: cfg.OriginalDstVar})
-	}
+	topts := translateOptions(cfg)
+	newTr := func() agent.Translator { return translate.New(topts) }
 	aopts := agent.Options{Window: cfg.Window, Logger: log.With("component", "agent")}
 	var ps *pluginsync.Client
 	if cfg.Controller.Address != "" {
@@ -203,4 +204,18 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 		s.log.Info("plugin configs from amesh-controller", "addr", s.cfg.Controller.Address, "tls", s.cfg.Controller.TLS)
 	}
 	return runAll(ctx, s.log, tasks)
+}
+
+// translateOptions returns the translation's options for cfg. With the workload
+// certificate watched, upstream mTLS presents the client ssl object the watcher's
+// identity becomes and trusts the roots istio-agent writes beside it; until the agent
+// has written a certificate that object is missing and those endpoints fail closed, as
+// Envoy's clusters wait for their SDS secret.
+func translateOptions(cfg config.Config) translate.Options {
+	o := translate.Options{OriginalDstVar: cfg.OriginalDstVar}
+	if cfg.WorkloadCertDir != "" {
+		o.WorkloadCertID = translate.ClientSSLID
+		o.MeshRootFile = filepath.Join(cfg.WorkloadCertDir, identity.RootFile)
+	}
+	return o
 }

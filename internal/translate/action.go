@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -123,6 +124,17 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 	}
 	hashOn, hashKey, hashProblems := upstream.HashFromPolicy(ra.GetHashPolicy())
 	hashReported := false
+	// tls is the upstream TLS of the route's upstreams that use it, by upstream id.
+	var tls map[string]*upstream.TLSConf
+	addTLS := func(id string, conf *upstream.TLSConf) {
+		if conf == nil {
+			return
+		}
+		if tls == nil {
+			tls = map[string]*upstream.TLSConf{}
+		}
+		tls[id] = b.routeTLS(conf)
+	}
 	// odst is the original-destination plugin's configuration when the route goes to
 	// an ORIGINAL_DST cluster.
 	var odst *upstream.OriginalDstConf
@@ -138,6 +150,10 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 			return cluster, info, &failure{status: 503, reason: "cluster " + cluster + " not found"}
 		case info.special == upstream.BlackHole:
 			return cluster, info, &failure{status: 503, reason: "no healthy upstream"}
+		case info.special != upstream.None && info.tls != 0:
+			b.report("route", res, "route.cluster", report.Unsupported, "cluster "+cluster+
+				" forwards to the connection's original destination with TLS, which is not supported; the route fails closed (502)")
+			return cluster, info, &failure{status: 502, reason: "TLS to the original destination is not supported"}
 		case info.special != upstream.None:
 			conf, f := b.originalDst(cluster, res)
 			if f != nil {
@@ -179,7 +195,11 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 		if f != nil {
 			return "", f
 		}
-		return b.acquire(cluster, variantOf(info)), nil
+		id := b.acquire(cluster, variantOf(info))
+		if info.tls != 0 {
+			addTLS(id, b.clusters[cluster].tls)
+		}
+		return id, nil
 	}
 
 	switch cs := ra.GetClusterSpecifier().(type) {
@@ -204,7 +224,7 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 			b.report("route", res, "route.weighted_clusters", report.Invalid, "no cluster has a positive weight; the route answers 503")
 			return
 		case len(ws) > maxWeighted:
-			if ws, br.fail = b.mergeSplit(ws, res, retries, resolve, variantOf); br.fail != nil {
+			if ws, br.fail = b.mergeSplit(ws, res, retries, resolve, variantOf, addTLS); br.fail != nil {
 				return
 			}
 		default:
@@ -232,6 +252,9 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 		br.upstreamID = ws[0].UpstreamID
 		if len(ws) > 1 {
 			br.plugins = mergePlugins(out.Plugins, "traffic-split", trafficSplit{Rules: []tsRule{{WeightedUpstreams: ws}}})
+			if tls != nil {
+				br.plugins = mergePlugins(br.plugins, upstream.TLSPlugin, upstream.TLSPluginConf{Upstreams: tls})
+			}
 			br.websocket = b.websocket(ra)
 			return
 		}
@@ -245,8 +268,26 @@ func (b *vhostBuilder) action(r *routev3.Route, br *builtRoute, res string) {
 		if odst != nil {
 			br.plugins = mergePlugins(out.Plugins, upstream.OriginalDstPlugin, odst)
 		}
+		if tls != nil {
+			br.plugins = mergePlugins(br.plugins, upstream.TLSPlugin, upstream.TLSPluginConf{Upstreams: tls})
+		}
 		br.websocket = b.websocket(ra)
 	}
+}
+
+// routeTLS is a cluster's upstream TLS as the route sends it: with the ALPN Istio's
+// istio.alpn HTTP filter in front of the routes sets per request (Envoy then offers it
+// instead of the cluster's, unless the cluster opts out), which the peer's inbound
+// listener reads to take its mTLS HTTP chain. APISIX speaks HTTP/1.1 upstream, so that
+// filter's HTTP/1.1 list.
+func (b *vhostBuilder) routeTLS(conf *upstream.TLSConf) *upstream.TLSConf {
+	alpn := b.rc.ctx.filters.alpnOverride()
+	if alpn == nil || conf.NoALPNOverride {
+		return conf
+	}
+	c := *conf
+	c.ALPN = alpn
+	return &c
 }
 
 // originalDst returns the original-destination plugin's configuration for a route to
@@ -275,7 +316,8 @@ func (b *vhostBuilder) originalDst(cluster, res string) (*upstream.OriginalDstCo
 // The route fails closed when the groups are still too many, or a cluster cannot be
 // served.
 func (b *vhostBuilder) mergeSplit(ws []tsUpstream, res string, retries int,
-	resolve func(string) (string, clusterInfo, *failure), variantOf func(clusterInfo) upstream.Variant) ([]tsUpstream, *failure) {
+	resolve func(string) (string, clusterInfo, *failure), variantOf func(clusterInfo) upstream.Variant,
+	addTLS func(string, *upstream.TLSConf)) ([]tsUpstream, *failure) {
 	type group struct {
 		names   []string
 		weights []uint32
@@ -294,7 +336,7 @@ func (b *vhostBuilder) mergeSplit(ws []tsUpstream, res string, retries int,
 		}
 		v := variantOf(info)
 		hashing = hashing || v.HashOn != ""
-		key := upstream.SettingsKey(name, b.clusters[name].src.Shape(), v)
+		key := upstream.SettingsKey(b.up, name, b.clusters[name].src.Shape(), v)
 		g := byKey[key]
 		if g == nil {
 			g = &group{v: v}
@@ -322,13 +364,22 @@ func (b *vhostBuilder) mergeSplit(ws []tsUpstream, res string, retries int,
 			sum += w // at most 2^32-1 in all (the client rejects more)
 		}
 		if len(g.names) == 1 {
-			out = append(out, tsUpstream{UpstreamID: b.acquire(g.names[0], g.v), Weight: sum})
+			id := b.acquire(g.names[0], g.v)
+			addTLS(id, b.clusters[g.names[0]].tls)
+			out = append(out, tsUpstream{UpstreamID: id, Weight: sum})
 			continue
 		}
 		merged += len(g.names)
 		// The group is made from the clusters' shapes: rebuilt when one changes.
 		b.refs.mirror = append(b.refs.mirror, g.names...)
-		out = append(out, tsUpstream{UpstreamID: b.acquireSplit(&upstream.Split{Clusters: g.names, Weights: g.weights}, g.v), Weight: sum})
+		split := &upstream.Split{Clusters: g.names, Weights: g.weights}
+		id := b.acquireSplit(split, g.v)
+		shapes := make([]*clusterv3.Cluster, len(g.names))
+		for i, n := range g.names {
+			shapes[i] = b.clusters[n].src.Shape()
+		}
+		addTLS(id, upstream.SplitTLS(b.up, split, shapes))
+		out = append(out, tsUpstream{UpstreamID: id, Weight: sum})
 	}
 	b.report("route", res, "route.weighted_clusters", report.Approximated, fmt.Sprintf(
 		"%d weighted clusters exceed APISIX's traffic-split limit of %d: %d of them, with the same upstream settings, share upstreams "+
@@ -369,7 +420,8 @@ func (b *vhostBuilder) mirrorTarget(cluster string) (string, bool) {
 	if cs == nil || cs.info.special != upstream.None {
 		return "", false
 	}
-	u, _ := upstream.Build(cluster, cs.src.Shape(), cs.cla)
+	// proxy-mirror speaks plaintext: a node reached with TLS is no mirror target.
+	u, _ := upstream.BuildWith(upstream.Options{NoTLS: true}, cluster, cs.src.Shape(), cs.cla)
 	if len(u.Nodes) == 0 {
 		return "", false
 	}

@@ -49,6 +49,8 @@ func TestGoldenIstiod(t *testing.T) {
 		{"sotw", Options{}},
 		{"delta", Options{}},
 		{"sotw-interception-none", Options{OriginalDstVar: "server_port"}},
+		// Outbound TLS with the workload identity (testdata/istiod/mtls/README.md).
+		{"mtls", Options{WorkloadCertID: "amesh-workload", MeshRootFile: "/var/lib/istio/data/root-cert.pem"}},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			res, err := dump.LoadDir(istiodDir(t, tc.mode))

@@ -95,7 +95,19 @@ type ctxFilters struct {
 	// noRouteRBAC are the RBAC rules enforced before noRoute (or the router's 404).
 	noRouteRBAC []json.RawMessage
 	env         rbacEnv
-	sig         string
+	// alpn is what Istio's istio.alpn filter sets as the upstream ALPN of HTTP/1.1
+	// requests (see alpnOverride).
+	alpn []string
+	sig  string
+}
+
+// alpnOverride is the ALPN list the filters set for upstream TLS of the routes'
+// requests (APISIX speaks HTTP/1.1 upstream), nil when they set none.
+func (cf *ctxFilters) alpnOverride() []string {
+	if cf == nil {
+		return nil
+	}
+	return cf.alpn
 }
 
 // refuseUnrouted is what the filters answer a request no route matches, nil when
@@ -265,6 +277,9 @@ func (a *chainAnalysis) httpFilter(f *hcmv3.HttpFilter, field string, main bool)
 		a.observed = append(a.observed, name)
 		if main {
 			a.filters.plugins[name] = plugins.HTTPFilter{Disabled: f.GetDisabled()}
+			if typ == resource.IstioALPNType && !f.GetDisabled() {
+				a.filters.alpn = resource.IstioALPN(f.GetTypedConfig())
+			}
 		}
 		return false
 	case resource.RoleUnknown:
@@ -426,7 +441,7 @@ func (cf *ctxFilters) finish() {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%+v;", cf.env)
+	fmt.Fprintf(&b, "%+v;%q;", cf.env, cf.alpn)
 	for _, g := range cf.guards {
 		fmt.Fprintf(&b, "%q/%d/%t/%t/%+v;", g.name, g.role, g.network, g.disabled, g.base)
 	}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix/schema"
 	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/translate/upstream"
 )
 
 func exactSM(v string) *matcherv3.StringMatcher {
@@ -281,39 +282,42 @@ func TestRBACPerRouteDepending(t *testing.T) {
 	}
 }
 
-// The schema the plugin holds (lua/apisix/plugins/amesh-rbac.lua) is the one amesh
-// validates its output against, less APISIX's injected _meta.
-func TestRBACSchemaMatchesPlugin(t *testing.T) {
-	lua, err := os.ReadFile(filepath.Join("..", "..", "lua", "apisix", "plugins", "amesh-rbac.lua"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?s)\[==\[(.*?)\]==\]`).FindSubmatch(lua)
-	if m == nil {
-		t.Fatal("no [==[ schema ]==] in the plugin")
-	}
-	var inLua map[string]any
-	if err := json.Unmarshal(m[1], &inLua); err != nil {
-		t.Fatal(err)
-	}
-	embedded, err := os.ReadFile(filepath.Join("..", "apisix", "schema", "schemas", "plugins", "amesh-rbac.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var inGo map[string]any
-	if err := json.Unmarshal(embedded, &inGo); err != nil {
-		t.Fatal(err)
-	}
-	delete(inGo, "$comment")
-	delete(inGo, "$schema")
-	delete(inGo["properties"].(map[string]any), "_meta")
-	a, _ := json.Marshal(inLua)
-	b, _ := json.Marshal(inGo)
-	if string(a) != string(b) {
-		t.Errorf("the plugin's schema and the embedded one differ:\nlua: %s\ngo:  %s", a, b)
-	}
-	if !schema.KnownPlugin(rbacPluginName) {
-		t.Errorf("%s has no embedded schema", rbacPluginName)
+// The schema each of amesh's plugins that hold one as JSON text holds
+// (lua/apisix/plugins/<name>.lua) is the one amesh validates its output against, less
+// APISIX's injected _meta.
+func TestPluginSchemasMatchLua(t *testing.T) {
+	for _, plugin := range []string{rbacPluginName, upstream.TLSPlugin} {
+		lua, err := os.ReadFile(filepath.Join("..", "..", "lua", "apisix", "plugins", plugin+".lua"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`(?s)\[==\[(.*?)\]==\]`).FindSubmatch(lua)
+		if m == nil {
+			t.Fatalf("%s: no [==[ schema ]==] in the plugin", plugin)
+		}
+		var inLua map[string]any
+		if err := json.Unmarshal(m[1], &inLua); err != nil {
+			t.Fatal(err)
+		}
+		embedded, err := os.ReadFile(filepath.Join("..", "apisix", "schema", "schemas", "plugins", plugin+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var inGo map[string]any
+		if err := json.Unmarshal(embedded, &inGo); err != nil {
+			t.Fatal(err)
+		}
+		delete(inGo, "$comment")
+		delete(inGo, "$schema")
+		delete(inGo["properties"].(map[string]any), "_meta")
+		a, _ := json.Marshal(inLua)
+		b, _ := json.Marshal(inGo)
+		if string(a) != string(b) {
+			t.Errorf("%s: the plugin's schema and the embedded one differ:\nlua: %s\ngo:  %s", plugin, a, b)
+		}
+		if !schema.KnownPlugin(plugin) {
+			t.Errorf("%s has no embedded schema", plugin)
+		}
 	}
 }
 

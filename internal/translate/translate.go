@@ -37,6 +37,7 @@ import (
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate/index"
 	"github.com/amesh-dev/amesh/internal/translate/store"
+	"github.com/amesh-dev/amesh/internal/translate/upstream"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
@@ -51,6 +52,15 @@ type Options struct {
 	// which their builds are spread over every core. Zero takes a default; the output
 	// does not depend on it.
 	ParallelMin int
+	// WorkloadCertID is the APISIX /ssls object (type "client") with the workload's
+	// certificate and key, which upstreams reached with Istio mTLS are shown (Envoy's
+	// SDS secret "default"). MeshRootFile is the PEM file with the mesh's roots their
+	// certificates must chain to (the SDS secret "ROOTCA"; pilot-agent writes it to
+	// OUTPUT_CERTS as root-cert.pem). Without either, the endpoints Envoy reaches with
+	// Istio mTLS are left out of their upstreams and reported: never reached in
+	// plaintext.
+	WorkloadCertID string
+	MeshRootFile   string
 }
 
 // Result is the outcome of one Translate call.
@@ -72,6 +82,7 @@ type Result struct {
 // require. It is not safe for concurrent use.
 type Translator struct {
 	opts Options
+	up   upstream.Options          // what upstreams build with (opts' identity)
 	out  *store.Store              // the output: a digest per object
 	idx  *index.Index[*vhostState] // what each piece read
 
@@ -129,6 +140,7 @@ func New(opts Options) *Translator {
 	}
 	return &Translator{
 		opts:      opts,
+		up:        upstream.Options{Identity: upstream.Identity{CertID: opts.WorkloadCertID, RootFile: opts.MeshRootFile}},
 		out:       store.New(),
 		listeners: map[string]*listenerState{},
 		ctxs:      map[string]*rcState{},

@@ -42,6 +42,9 @@ type clusterState struct {
 	// routes and stream routes depend on it, see index.ClusterChanged).
 	ups    []string
 	report clusterFindings
+	// tls is the amesh-upstream-tls configuration of the cluster's TLS context (nil
+	// when its endpoints cannot use one); info.tls is its digest.
+	tls *upstream.TLSConf
 }
 
 // eds returns the EDS name the cluster's endpoints are read from, "" when they do not
@@ -53,6 +56,7 @@ type clusterInfo struct {
 	exists  bool
 	special upstream.SpecialKind
 	hashLB  bool
+	tls     uint64 // digest of clusterState.tls, 0 without
 }
 
 // syncClusters updates cluster state for changed clusters and endpoints.
@@ -125,6 +129,7 @@ func (t *Translator) syncCluster(name string) {
 		cs.name = src.Name
 	}
 	cs.info = clusterInfo{exists: true, special: upstream.Special(name, c), hashLB: isHashLB(c)}
+	cs.tls, cs.info.tls = upstream.ClusterTLS(name, c, t.up)
 	t.call.rebuilds[name] = true
 	t.idx.ClusterChanged(name, old != cs.info, contentChanged)
 }

@@ -162,6 +162,7 @@ func readsShape(info clusterInfo) bool {
 type streamWant struct {
 	route   apisix.StreamRoute
 	cluster string // whose upstream it references (route.UpstreamID is set on writing)
+	variant upstream.Variant
 	sig     string
 }
 
@@ -226,7 +227,7 @@ func (t *Translator) syncStreams() {
 	for key, sw := range want {
 		up := ""
 		if sw.cluster != "" {
-			up = t.acquire(sw.cluster, upstream.Variant{})
+			up = t.acquire(sw.cluster, sw.variant)
 			sw.route.UpstreamID = up
 		}
 		t.out.Set(&t.sc.enc, key, sw.route)
@@ -285,6 +286,11 @@ func (t *Translator) streamRoute(c *streamClaim, listener string, rep *[]report.
 		r.Plugins = map[string]any{upstream.OriginalDstPlugin: conf}
 	default:
 		sw.cluster = name
+		if info.tls != 0 {
+			// nginx's stream proxy makes these connections without amesh-upstream-tls.
+			sw.variant.Plaintext = true
+			add(report.Unsupported, "TCP to cluster "+name+" originates no TLS: endpoints Envoy reaches with TLS (Istio mTLS) are left out of its stream route (fail closed); the others are reached in plaintext, as by Envoy")
+		}
 	}
 	if closed != "" {
 		if c.cell.bottom() {
@@ -292,6 +298,6 @@ func (t *Translator) streamRoute(c *streamClaim, listener string, rep *[]report.
 		}
 		r.Desc = "amesh: connections are closed (" + closed + ")"
 	}
-	sw.sig = fmt.Sprintf("%+v|%s", *r, sw.cluster)
+	sw.sig = fmt.Sprintf("%+v|%s|%+v", *r, sw.cluster, sw.variant)
 	return sw, true
 }

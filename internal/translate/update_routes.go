@@ -266,7 +266,7 @@ func (t *Translator) replaceVhost(j *vhostJob) {
 // translator's state (clusters, the output's digests), so that jobs can be built on
 // several goroutines, each with its own scratch.
 func (t *Translator) buildVhost(sc *scratch, j *vhostJob) {
-	b := vhostBuilder{rc: &j.st.rcInput, vh: j.vh, clusters: t.clusters, plugins: t.plugins, refs: &sc.refs, routes: sc.routes}
+	b := vhostBuilder{rc: &j.st.rcInput, vh: j.vh, clusters: t.clusters, plugins: t.plugins, up: t.up, refs: &sc.refs, routes: sc.routes}
 	b.build()
 	j.vs = &vhostState{owner: j.st, wire: j.wire, vhostRefs: b.finish(), report: b.rep, hosts: b.hosts}
 	j.acquires, j.shadows = b.acquires, b.shadows

@@ -251,7 +251,7 @@ func (t *Translator) buildSplits(ids map[string]bool) {
 		if len(members) == 0 {
 			continue
 		}
-		u, rep := upstream.BuildSplit(id, members, *r.v)
+		u, rep := upstream.BuildSplit(t.up, id, members, *r.v)
 		if !slices.Equal(rep, r.rep) {
 			r.rep = rep
 			t.findings.dirty = true
@@ -286,10 +286,10 @@ func (t *Translator) buildUpstream(enc *store.Encoder, j *upJob) {
 		j.ids = t.idsOf(j.name)
 	}
 	if len(j.ids) == 0 {
-		j.rep = upstream.Report(j.name, cs.src.Shape(), cs.cla)
+		j.rep = upstream.Report(t.up, j.name, cs.src.Shape(), cs.cla)
 		return
 	}
-	base, rep := upstream.BuildUnnamed(j.name, cs.src.Shape(), cs.cla) // ApplyAs names each variant
+	base, rep := upstream.BuildUnnamed(t.up, j.name, cs.src.Shape(), cs.cla) // ApplyAs names each variant
 	j.rep = rep
 	j.out = make([]store.Object, len(j.ids))
 	for k, id := range j.ids {

@@ -85,6 +85,7 @@ type vhostBuilder struct {
 	vh       *routev3.VirtualHost
 	clusters clusters
 	plugins  *overlay.Rules
+	up       upstream.Options
 
 	// Outputs: the routes, one per refs.keys entry; the upstreams they reference,
 	// one per refs.ups entry; the findings; the controller plugins that translated

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Build the original-destination modules (nginx/original_dst) as dynamic modules for an
-# OpenResty build such as APISIX's runtime, from the source of the same OpenResty release.
+# Build amesh's nginx modules (nginx/original_dst, nginx/upstream_tls) as dynamic modules
+# for an OpenResty build such as APISIX's runtime, from the source of the same OpenResty
+# release.
 #
 #   MOD_DIR="$(bash scripts/nginx-module/build-openresty.sh OPENRESTY_SRC [OUT])"
 #
 # OPENRESTY_SRC is an unpacked OpenResty release (openresty-X.Y.Z.W/ with configure and
 # bundle/); it is configured in a copy and left as it is. The last stdout line is the directory
-# holding ngx_http_amesh_original_dst_module.so and ngx_stream_amesh_original_dst_module.so:
+# holding ngx_http_amesh_original_dst_module.so, ngx_stream_amesh_original_dst_module.so and
+# ngx_http_amesh_upstream_tls_module.so:
 # OUT, or a cache directory $AMESH_CACHE/nginx-module/<release>-<hash> keyed by the module's
 # source and the release's nginx headers (which hold every structure the modules use). Progress
 # goes to stderr.
@@ -24,6 +26,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")/../.." && pwd)"
 MOD="$here/nginx/original_dst"
+TLSMOD="$here/nginx/upstream_tls"
+SOS=(ngx_http_amesh_original_dst_module.so ngx_stream_amesh_original_dst_module.so ngx_http_amesh_upstream_tls_module.so)
 JOBS="${JOBS:-$(nproc)}"
 
 log() { echo "[nginx-module] $*" >&2; }
@@ -39,13 +43,13 @@ release="$(basename "$SRC")"
 if [[ $# -eq 2 ]]; then
   OUT="$2"
 else
-  hash="$( (cat "$MOD"/config "$MOD"/*.[ch]; find "${ngx_src[0]}/src" -name '*.h' | LC_ALL=C sort | xargs cat) | sha256sum | cut -c1-12)"
+  hash="$( (cat "$MOD"/config "$MOD"/*.[ch] "$TLSMOD"/config "$TLSMOD"/*.c; find "${ngx_src[0]}/src" -name '*.h' | LC_ALL=C sort | xargs cat) | sha256sum | cut -c1-12)"
   ROOT="${AMESH_CACHE:-$HOME/.cache/amesh}/nginx-module"
   OUT="$ROOT/$release-$hash"
   mkdir -p "$ROOT"
   exec 9>"$ROOT/.lock"
   flock 9
-  if [[ -f "$OUT/ngx_http_amesh_original_dst_module.so" && -f "$OUT/ngx_stream_amesh_original_dst_module.so" ]]; then
+  if [[ -f "$OUT/${SOS[0]}" && -f "$OUT/${SOS[1]}" && -f "$OUT/${SOS[2]}" ]]; then
     log "already built for $release: $OUT"
     echo "$OUT"
     exit 0
@@ -59,13 +63,14 @@ trap 'rm -rf "$tmp"' EXIT
 (
   cd "$tmp"
   ./configure --with-compat --with-stream --with-http_v2_module \
-    --add-dynamic-module="$MOD" -j"$JOBS" >configure.log 2>&1 || { tail -30 configure.log >&2; exit 1; }
+    --add-dynamic-module="$MOD" --add-dynamic-module="$TLSMOD" -j"$JOBS" >configure.log 2>&1 || { tail -30 configure.log >&2; exit 1; }
   cd build/nginx-[0-9]*
   make -j"$JOBS" modules >make.log 2>&1 || { tail -40 make.log >&2; exit 1; }
 ) || die "build failed"
 mkdir -p "$OUT.tmp"
-cp "$tmp"/build/nginx-[0-9]*/objs/ngx_http_amesh_original_dst_module.so \
-   "$tmp"/build/nginx-[0-9]*/objs/ngx_stream_amesh_original_dst_module.so "$OUT.tmp/"
+for so in "${SOS[@]}"; do
+  cp "$tmp"/build/nginx-[0-9]*/objs/"$so" "$OUT.tmp/"
+done
 rm -rf "$OUT" && mv "$OUT.tmp" "$OUT"
 log "built $OUT"
 echo "$OUT"

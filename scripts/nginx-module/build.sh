@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Build the original-destination module (nginx/original_dst) as dynamic modules for the
-# installed Debian nginx, once per nginx version and module source.
+# Build amesh's nginx modules (nginx/original_dst, nginx/upstream_tls) as dynamic modules
+# for the installed Debian nginx, once per nginx version and module source.
 #
 #   MOD_DIR="$(bash scripts/nginx-module/build.sh)"   # last stdout line: dir with the .so files
 #
-# The directory holds ngx_http_amesh_original_dst_module.so and
+# The directory holds ngx_http_amesh_original_dst_module.so,
 # ngx_stream_amesh_original_dst_module.so (the stream one needs Debian's
-# ngx_stream_module.so loaded before it). Progress goes to stderr.
+# ngx_stream_module.so loaded before it) and ngx_http_amesh_upstream_tls_module.so.
+# Progress goes to stderr.
 #
 # A dynamic module loads only into the nginx it was configured for: same version, same
 # --with-compat signature. Debian's nginx-dev ships that nginx's configure, headers and flags
@@ -20,7 +21,9 @@ set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 MOD="$PWD/nginx/original_dst"
+TLSMOD="$PWD/nginx/upstream_tls"
 SRC=/usr/share/nginx/src
+SOS=(ngx_http_amesh_original_dst_module.so ngx_stream_amesh_original_dst_module.so ngx_http_amesh_upstream_tls_module.so)
 
 log() { echo "[nginx-module] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -30,14 +33,14 @@ ngx_ver="$(dpkg-query -W -f='${Version}' nginx 2>/dev/null)" || die "Debian's ng
 dev_ver="$(dpkg-query -W -f='${Version}' nginx-dev 2>/dev/null)" || die "nginx-dev is not installed"
 [[ "$ngx_ver" == "$dev_ver" ]] || die "nginx $ngx_ver and nginx-dev $dev_ver differ: a module built from these headers would not load"
 
-hash="$(cat "$MOD"/config "$MOD"/*.[ch] | sha256sum | cut -c1-12)"
+hash="$(cat "$MOD"/config "$MOD"/*.[ch] "$TLSMOD"/config "$TLSMOD"/*.c | sha256sum | cut -c1-12)"
 ROOT="${AMESH_CACHE:-$HOME/.cache/amesh}/nginx-module"
 OUT="$ROOT/$ngx_ver-$hash"
 mkdir -p "$ROOT"
 exec 9>"$ROOT/.lock"
 flock 9
 
-if [[ -f "$OUT/ngx_http_amesh_original_dst_module.so" && -f "$OUT/ngx_stream_amesh_original_dst_module.so" ]]; then
+if [[ -f "$OUT/${SOS[0]}" && -f "$OUT/${SOS[1]}" && -f "$OUT/${SOS[2]}" ]]; then
   log "already built for nginx $ngx_ver: $OUT"
   echo "$OUT"
   exit 0
@@ -56,13 +59,12 @@ source "$tmp/conf_flags"   # NGX_CONF_FLAGS: the installed nginx's configure arg
   ./configure "${NGX_CONF_FLAGS[@]}" --with-stream=dynamic \
     --with-cc-opt="-g -O2 -fstack-protector-strong -Wformat -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2" \
     --with-ld-opt="-Wl,-z,relro -Wl,-z,now -fPIC" \
-    --add-dynamic-module="$MOD" >configure.log 2>&1 || { tail -30 configure.log >&2; exit 1; }
+    --add-dynamic-module="$MOD" --add-dynamic-module="$TLSMOD" >configure.log 2>&1 || { tail -30 configure.log >&2; exit 1; }
   # Only this addon's targets: nginx-dev has headers, not the sources of nginx's own modules.
-  make -f objs/Makefile -j2 objs/ngx_http_amesh_original_dst_module.so \
-    objs/ngx_stream_amesh_original_dst_module.so >make.log 2>&1 || { tail -40 make.log >&2; exit 1; }
+  make -f objs/Makefile -j2 "${SOS[@]/#/objs/}" >make.log 2>&1 || { tail -40 make.log >&2; exit 1; }
 ) || die "build failed"
 mkdir -p "$OUT.tmp"
-cp "$tmp"/objs/ngx_http_amesh_original_dst_module.so "$tmp"/objs/ngx_stream_amesh_original_dst_module.so "$OUT.tmp/"
+cp "${SOS[@]/#/$tmp/objs/}" "$OUT.tmp/"
 rm -rf "$OUT" && mv "$OUT.tmp" "$OUT"
 log "built $OUT"
 echo "$OUT"

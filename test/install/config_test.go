@@ -293,8 +293,11 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 			t.Errorf("stream plugin %s is enabled, but lua/ has no module apisix/stream/plugins/%s", p, p)
 		}
 	}
-	// amesh-original-dst binds inbound deliveries to 127.0.0.6 through this variable.
-	for _, want := range []string{"set $amesh_upstream_bind '';", "proxy_bind $amesh_upstream_bind;"} {
+	// amesh-original-dst binds inbound deliveries to 127.0.0.6 through this variable, and
+	// amesh-upstream-tls's module hooks upstream TLS connections through proxy_ssl_name
+	// (which APISIX then leaves to the snippet).
+	for _, want := range []string{"set $amesh_upstream_bind '';", "proxy_bind $amesh_upstream_bind;",
+		"proxy_ssl_server_name on;", "proxy_ssl_name $amesh_upstream_ssl_name;"} {
 		if !strings.Contains(server, want) {
 			t.Errorf("http_server_configuration_snippet lacks %q:\n%s", want, server)
 		}
@@ -305,9 +308,12 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 		}
 	}
 	snippet, _ := at(cfg, "nginx_config", "main_configuration_snippet").(string)
+	if on, _ := at(cfg, "nginx_config", "http", "proxy_ssl_server_name").(bool); on {
+		t.Error("nginx_config.http.proxy_ssl_server_name is on: APISIX's proxy_ssl_name would clash with the snippet's")
+	}
 	loads := loadModule.FindAllStringSubmatch(snippet, -1)
-	if len(loads) != 2 {
-		t.Errorf("main_configuration_snippet loads %d modules, want the http and stream original-destination modules", len(loads))
+	if len(loads) != 3 {
+		t.Errorf("main_configuration_snippet loads %d modules, want the http and stream original-destination modules and the upstream TLS module", len(loads))
 	}
 	for _, m := range loads {
 		if !inImage(m[1]) {
@@ -334,14 +340,16 @@ func TestSidecarImage(t *testing.T) {
 			t.Errorf("COPY %s %s: %v", src, dst, err)
 		}
 	}
-	conf, err := os.ReadFile(path.Join(repoRoot, "nginx", "original_dst", "config"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range regexp.MustCompile(`ngx_module_name=(\S+)`).FindAllStringSubmatch(string(conf), -1) {
-		want := "/usr/local/openresty/nginx/modules/" + m[1] + ".so"
-		if src, ok := img.copies[want]; !ok || path.Base(src) != m[1]+".so" {
-			t.Errorf("the image does not install module %s at %s", m[1], want)
+	for _, dir := range []string{"original_dst", "upstream_tls"} {
+		conf, err := os.ReadFile(path.Join(repoRoot, "nginx", dir, "config"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`ngx_module_name=(\S+)`).FindAllStringSubmatch(string(conf), -1) {
+			want := "/usr/local/openresty/nginx/modules/" + m[1] + ".so"
+			if src, ok := img.copies[want]; !ok || path.Base(src) != m[1]+".so" {
+				t.Errorf("the image does not install module %s at %s", m[1], want)
+			}
 		}
 	}
 	if img.user != "1337:1337" {

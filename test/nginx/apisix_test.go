@@ -182,33 +182,45 @@ func startAPISIX(t testing.TB, xds *xdstest.Server, o apisixOptions) *apisixInst
 	if err := os.WriteFile(filepath.Join(dir, "conf", "config.yaml"), conf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	a.cmd, a.exited = launchAPISIX(t, home, dir, env)
+	return a
+}
+
+// launchAPISIX renders the nginx.conf of the instance home dir (conf/config.yaml written)
+// with APISIX's CLI and starts APISIX's nginx in the foreground with env. It stops it at the
+// end of the test, logging its logs when the test failed.
+func launchAPISIX(t testing.TB, home, dir string, env []string) (*exec.Cmd, chan struct{}) {
+	t.Helper()
 	path := "PATH=" + filepath.Join(home, "openresty", "bin") + ":" + os.Getenv("PATH")
 	initCmd := exec.Command("./bin/apisix", "init")
 	initCmd.Dir = dir
 	initCmd.Env = []string{path}
 	if out, err := initCmd.CombinedOutput(); err != nil {
-		t.Fatalf("apisix init: %v\n%s\n%s", err, out, conf.String())
+		conf, _ := os.ReadFile(filepath.Join(dir, "conf", "config.yaml"))
+		t.Fatalf("apisix init: %v\n%s\n%s", err, out, conf)
 	}
-	a.cmd = exec.Command(filepath.Join(home, "openresty", "bin", "openresty"), "-p", dir, "-c", filepath.Join(dir, "conf", "nginx.conf"), "-g", "daemon off;")
-	a.cmd.Dir = dir
-	a.cmd.Env = append([]string{path}, env...)
+	cmd := exec.Command(filepath.Join(home, "openresty", "bin", "openresty"), "-p", dir, "-c", filepath.Join(dir, "conf", "nginx.conf"), "-g", "daemon off;")
+	cmd.Dir = dir
+	cmd.Env = append([]string{path}, env...)
 	var stderr bytes.Buffer
-	a.cmd.Stderr = &stderr
-	if err := a.cmd.Start(); err != nil {
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = a.cmd.Wait(); close(a.exited) }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		a.stop()
+		terminate(cmd, exited, 15*time.Second)
 		if t.Failed() || os.Getenv("AMESH_TEST_LOGS") != "" {
 			for _, f := range []string{"logs/error.log", "logs/amesh.log"} {
-				b, _ := os.ReadFile(filepath.Join(dir, f))
-				t.Logf("--- %s (last 4k) ---\n%s", f, tail(b, 4096))
+				if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
+					t.Logf("--- %s (last 4k) ---\n%s", f, tail(b, 4096))
+				}
 			}
 			t.Logf("--- stderr ---\n%s", tail(stderr.Bytes(), 4096))
 		}
 	})
-	return a
+	return cmd, exited
 }
 
 // waitServing waits until APISIX answers on its port (workers wait in init_worker for

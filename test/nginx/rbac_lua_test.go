@@ -2,18 +2,15 @@ package nginx
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"text/template"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -72,19 +69,7 @@ func startRBACNginx(t *testing.T) *rbacNginx {
 	if err := os.Mkdir(n.cases, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	err = template.Must(template.New("rbac").Parse(rbacNginxConf)).Execute(&buf, map[string]any{
-		"Root": os.Geteuid() == 0, "Prefix": prefix, "Dir": dir, "LuaDir": filepath.Join(dir, "..", "..", "lua"),
-		"P1": n.p1, "P2": n.p2, "PP": n.pp, "Cases": n.cases,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	startStockNginx(t, prefix, buf.Bytes(), n.p1)
+	startStockNginx(t, prefix, rbacNginxConf, map[string]any{"P1": n.p1, "P2": n.p2, "PP": n.pp, "Cases": n.cases}, n.p1)
 	return n
 }
 
@@ -109,43 +94,6 @@ http {
     uwsgi_temp_path {{.Prefix}}/uwsgi;
     scgi_temp_path {{.Prefix}}/scgi;
     lua_package_path "{{.Dir}}/?.lua;{{.LuaDir}}/?.lua;/usr/share/lua/5.1/?.lua;;";`
-
-// startStockNginx runs Debian's nginx with conf in prefix (its error log there) until the
-// test ends, and waits for it to listen on 127.0.0.1:port.
-func startStockNginx(t *testing.T, prefix string, conf []byte, port int) {
-	t.Helper()
-	path := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(path, conf, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("/usr/sbin/nginx", "-p", prefix, "-c", path)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		terminate(cmd, exited, 10*time.Second)
-		if t.Failed() || os.Getenv("AMESH_TEST_LOGS") != "" {
-			b, _ := os.ReadFile(filepath.Join(prefix, "error.log"))
-			t.Logf("--- error.log (last 4k) ---\n%s\n--- stderr ---\n%s", tail(b, 4096), tail(stderr.Bytes(), 4096))
-		}
-	})
-	waitFor(t, "nginx to listen", func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("nginx exited: %s", stderr.String())
-		default:
-		}
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-}
 
 // rbacReq is one request of a case and the decision Envoy documents for it.
 type rbacReq struct {

@@ -7,12 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"text/template"
 )
 
 // streamNginxConf is stock nginx running amesh's stream route index and protocol
@@ -59,19 +56,8 @@ func startStreamCheck(t *testing.T) string {
 	t.Helper()
 	requireNginx(t)
 	prefix := t.TempDir()
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		t.Fatal(err)
-	}
 	port := freePort(t)
-	var buf bytes.Buffer
-	err = template.Must(template.New("stream").Parse(streamNginxConf)).Execute(&buf, map[string]any{
-		"Root": os.Geteuid() == 0, "Prefix": prefix, "Dir": dir, "LuaDir": filepath.Join(dir, "..", "..", "lua"), "Port": port,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	startStockNginx(t, prefix, buf.Bytes(), port)
+	startStockNginx(t, prefix, streamNginxConf, map[string]any{"Port": port}, port)
 	return fmt.Sprintf("http://127.0.0.1:%d/", port)
 }
 

@@ -13,7 +13,7 @@ docker/sidecar/Dockerfile.
   "CLUSTER_DOMAIN" "PROXY_CONFIG" "ISTIO_VERSION" "ISTIO_META_APP_CONTAINERS" "GOMAXPROCS" -}}
 {{- $envs = concat $envs .Values.apisix.extraEnvs | uniq -}}
 {{- $plugins := list "traffic-split" "redirect" "mocking" "fault-injection" "cors" "proxy-mirror"
-  "proxy-rewrite" "response-rewrite" "amesh-original-dst" "amesh-rbac" -}}
+  "proxy-rewrite" "response-rewrite" "amesh-original-dst" "amesh-rbac" "amesh-upstream-tls" -}}
 {{- $plugins = concat $plugins .Values.apisix.extraPlugins | uniq -}}
 {{- $sockets := include "amesh.socketDir" . -}}
 {{- $dicts := printf "lua_shared_dict xds-config %s;\n    lua_shared_dict xds-config-version %s" .Values.apisix.xdsConfigSize .Values.apisix.xdsConfigVersionSize -}}
@@ -60,6 +60,7 @@ nginx_config:
   main_configuration_snippet: |
     load_module /usr/local/openresty/nginx/modules/ngx_http_amesh_original_dst_module.so;
     load_module /usr/local/openresty/nginx/modules/ngx_stream_amesh_original_dst_module.so;
+    load_module /usr/local/openresty/nginx/modules/ngx_http_amesh_upstream_tls_module.so;
   # The dicts amesh writes are read by the http and the stream workers: only nginx's
   # top-level lua {} block (APISIX's runtime) declares a dict both see, and APISIX 3.18
   # writes that block itself with fixed names and sizes only, so the declarations follow
@@ -81,6 +82,10 @@ nginx_config:
   # module gives the HTTP side the client as $remote_addr, the capture port as
   # $server_port and the original destination, as when it listened on the capture port.
   # amesh-original-dst (lua/apisix/plugins) binds through $amesh_upstream_bind.
+  # amesh-upstream-tls (Istio mTLS, DestinationRule TLS) gives each upstream TLS connection
+  # its cluster's settings through the upstream TLS module's variable, which replaces
+  # APISIX's proxy_ssl_name (http.proxy_ssl_server_name: false below) and names
+  # $upstream_host for every other request.
   http_server_configuration_snippet: |
     {{- range list 15001 15006 }}
     listen unix:{{ $sockets }}/{{ . }}.sock proxy_protocol;
@@ -88,10 +93,13 @@ nginx_config:
     {{- end }}
     set $amesh_upstream_bind '';
     proxy_bind $amesh_upstream_bind;
+    proxy_ssl_server_name on;
+    proxy_ssl_name $amesh_upstream_ssl_name;
   http:
     # No peer is trusted to name the client in a header (APISIX trusts X-Real-IP from
     # 127.0.0.1 and unix: sockets by default): the client is the PROXY header's source.
     real_ip_from: []
+    proxy_ssl_server_name: false
   http_end_configuration_snippet: |
     server {
         listen 15021;

@@ -8,6 +8,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/report"
@@ -37,6 +38,8 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *resource.LoadAssignment, dns 
 	if cla == nil {
 		return []apisix.Node{}
 	}
+	b.tls = planTLS(b.name, c, b.opts)
+	forms := map[uint8]*structpb.Struct{}
 	localityWeighted := c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
 	// Sized up front: a first translation builds tens of thousands of these, and
 	// growing them by appends shows in its allocations.
@@ -50,6 +53,8 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *resource.LoadAssignment, dns 
 	// the endpoints are checked (the report counts those left out) but no node is made.
 	var (
 		routable  int
+		tlsOut    int // endpoints left out for their transport socket
+		tlsUsed   bool
 		out       = make([]apisix.Node, 0, total)
 		groups    []int
 		degraded  int
@@ -94,6 +99,17 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *resource.LoadAssignment, dns 
 				skip(reason)
 				continue
 			}
+			kind := b.tls.kindOf(cla, g, ei, forms)
+			switch {
+			case kind == sockOther || kind == sockTLS && b.tls.conf == nil:
+				tlsOut++
+				continue
+			case kind == sockTLS && b.opts.NoTLS:
+				skip("reached with TLS, which the mirror does not speak")
+				continue
+			case kind == sockTLS:
+				tlsUsed = true
+			}
 			w := uint64(1)
 			if e.Weight > 0 {
 				w = uint64(e.Weight)
@@ -109,11 +125,13 @@ func (b *builder) nodes(c *clusterv3.Cluster, cla *resource.LoadAssignment, dns 
 				continue
 			}
 			out = append(out, apisix.Node{Host: host, Port: port, Weight: int(w), Priority: -int(g.Priority)})
+			b.kinds = append(b.kinds, kind)
 			if localityWeighted {
 				groups = append(groups, gi)
 			}
 		}
 	}
+	b.reportTLS(tlsOut, tlsUsed)
 	if degraded > 0 {
 		b.add("endpoints", "lb_endpoints.health_status", report.Approximated, fmt.Sprintf(
 			"%d DEGRADED endpoint(s) left out; Envoy would use them when too few healthy ones remain", degraded))

@@ -98,12 +98,12 @@ func FuzzBuild(f *testing.F) {
 		if string(a) != string(mustValid(t, u2)) || fmt.Sprint(es) != fmt.Sprint(es2) {
 			t.Fatal("not deterministic")
 		}
-		un, es3 := BuildUnnamed(c.GetName(), c, la)
+		un, es3 := BuildUnnamed(Options{}, c.GetName(), c, la)
 		un.ID = u.ID
 		if string(mustValid(t, un)) != string(a) || fmt.Sprint(es3) != fmt.Sprint(es) {
 			t.Fatal("BuildUnnamed differs from Build other than by the id")
 		}
-		if rs := Report(c.GetName(), c, la); fmt.Sprint(rs) != fmt.Sprint(es) {
+		if rs := Report(Options{}, c.GetName(), c, la); fmt.Sprint(rs) != fmt.Sprint(es) {
 			t.Fatalf("Report differs from Build's entries:\n%v\n%v", rs, es)
 		}
 		for _, n := range u.Nodes {

@@ -124,36 +124,6 @@ func (b *builder) circuitBreakers(c *clusterv3.Cluster) {
 	}
 }
 
-// transportSocket reports upstream TLS. Istio's auto-mTLS (transport_socket_matches with
-// SDS secrets) is out of scope for now: the upstream stays plaintext, and since a
-// server-side sidecar in STRICT mode refuses plaintext, this is reported per cluster.
-func (b *builder) transportSocket(c *clusterv3.Cluster) {
-	for _, m := range c.GetTransportSocketMatches() {
-		if isTLS(m.GetTransportSocket()) {
-			msg := istioMTLSMessage
-			if m.GetName() != istioTLSMatch {
-				msg = mtlsMessage(m.GetName())
-			}
-			b.add("cluster", "transport_socket_matches", report.Unsupported, msg)
-			break
-		}
-	}
-	if isTLS(c.GetTransportSocket()) {
-		b.add("cluster", "transport_socket", report.Unsupported,
-			"upstream TLS is not supported yet: APISIX connects in PLAINTEXT; a TLS-only server will refuse the connection")
-	}
-}
-
-// istioTLSMatch is the transport socket match istiod puts on every outbound cluster;
-// its message is built once and shared, since it is reported for every cluster.
-const istioTLSMatch = "tlsMode-istio"
-
-var istioMTLSMessage = mtlsMessage(istioTLSMatch)
-
-func mtlsMessage(match string) string {
-	return fmt.Sprintf("Istio auto-mTLS (match %q) is not supported yet: APISIX connects to every endpoint in PLAINTEXT; endpoints that require mTLS (PeerAuthentication STRICT) will refuse the connection", match)
-}
-
 // isTLS reports whether ts is anything but plaintext (raw_buffer): TLS, or a socket
 // that wraps one, which APISIX cannot reproduce either.
 func isTLS(ts *corev3.TransportSocket) bool {

@@ -47,16 +47,45 @@ type Member struct {
 }
 
 // SettingsKey identifies what an upstream of cluster (name, shape) with variant v sets
-// besides its name and nodes: clusters with equal keys can share an upstream.
-func SettingsKey(name string, shape *clusterv3.Cluster, v Variant) string {
-	base, _ := build(&builder{name: name, reportOnly: true, noID: true}, shape, nil)
+// besides its name and nodes: clusters with equal keys can share an upstream. Their TLS
+// must be equal but for the SNI, which the nodes of a shared upstream then carry.
+func SettingsKey(opts Options, name string, shape *clusterv3.Cluster, v Variant) string {
+	base, _ := build(&builder{name: name, opts: opts, reportOnly: true, noID: true}, shape, nil)
 	u := v.ApplyAs(base, "")
 	u.Name, u.Nodes = "", nil
 	b, err := json.Marshal(u)
 	if err != nil {
 		panic("upstream: encode settings of " + name + ": " + err.Error()) // only JSON values
 	}
+	if conf, _ := ClusterTLS(name, shape, opts); conf != nil {
+		c := *conf
+		c.SNI = ""
+		t, err := json.Marshal(&c)
+		if err != nil {
+			panic("upstream: encode TLS of " + name + ": " + err.Error())
+		}
+		b = append(append(b, " tls "...), t...)
+	}
 	return string(b)
+}
+
+// SplitTLS is the plugin configuration of the upstream of split s: its clusters' TLS
+// (SettingsKey made them equal but for the SNI), without an SNI when theirs differ (the
+// nodes carry them, see BuildSplit); nil when none of them uses TLS.
+func SplitTLS(opts Options, s *Split, shapes []*clusterv3.Cluster) *TLSConf {
+	var out *TLSConf
+	for i, name := range s.Clusters {
+		conf, _ := ClusterTLS(name, shapes[i], opts)
+		switch {
+		case conf == nil:
+		case out == nil:
+			c := *conf
+			out = &c
+		case conf.SNI != out.SNI:
+			out.SNI = ""
+		}
+	}
+	return out
 }
 
 // SplitID returns the id of the upstream of split s with variant v: "split-", the
@@ -81,7 +110,7 @@ func SplitID(s *Split, v Variant) string {
 // BuildSplit builds the upstream id of the members (built as Build builds each, with
 // variant v, equal in all but their nodes), and the findings on what differs from
 // Envoy's split: Envoy first picks a cluster by weight, then a host of it.
-func BuildSplit(id string, members []Member, v Variant) (*apisix.Upstream, []report.Entry) {
+func BuildSplit(opts Options, id string, members []Member, v Variant) (*apisix.Upstream, []report.Entry) {
 	var rep []report.Entry
 	add := func(field string, msg string) {
 		rep = append(rep, report.Entry{Kind: "upstream", Resource: id, Field: field, Severity: report.Approximated, Message: msg})
@@ -91,11 +120,17 @@ func BuildSplit(id string, members []Member, v Variant) (*apisix.Upstream, []rep
 	levels := map[int]bool{}
 	var empty []string
 	var first *apisix.Upstream
+	snis := make([]string, len(members))
+	distinctSNI := false
 	for i, m := range members {
 		names[i] = m.Name
-		u, _ := BuildUnnamed(m.Name, m.Shape, m.CLA)
+		u, _ := BuildUnnamed(opts, m.Name, m.Shape, m.CLA)
 		if first == nil {
 			first = u
+		}
+		if conf, _ := ClusterTLS(m.Name, m.Shape, opts); conf != nil && !conf.AutoSNI {
+			snis[i] = conf.SNI
+			distinctSNI = distinctSNI || snis[i] != snis[0]
 		}
 		if len(u.Nodes) == 0 {
 			empty = append(empty, m.Name)
@@ -111,12 +146,15 @@ func BuildSplit(id string, members []Member, v Variant) (*apisix.Upstream, []rep
 		for _, n := range u.Nodes {
 			n.Priority -= top
 			levels[n.Priority] = true
-			all = append(all, splitNode{n, i})
+			all = append(all, splitNode{n: n, m: i, kind: nodeKind(u, &n)})
 		}
 	}
 	u := v.ApplyAs(first, id)
 	u.Name = truncate("split: "+strings.Join(names, ", "), maxNameLen)
 	u.Nodes = make([]apisix.Node, 0, len(all))
+	u.Scheme = ""
+	var kinds []sockKind
+	sniConflict := false
 	rounded := false
 	for _, level := range sortedLevels(levels) {
 		// Per member: the sum of its nodes' weights at this level.
@@ -140,14 +178,31 @@ func BuildSplit(id string, members []Member, v Variant) (*apisix.Upstream, []rep
 		for j, k := range idx {
 			n := all[k].n
 			addr := n.Host + ":" + strconv.Itoa(n.Port)
+			kind, sni := all[k].kind, ""
+			if kind == sockTLS && distinctSNI {
+				sni = snis[all[k].m]
+			}
 			if p, ok := at[addr]; ok {
 				u.Nodes[p].Weight += int(ws[j])
+				if kinds[p] != kind || u.Nodes[p].Metadata[NodeSNIKey] != nil && u.Nodes[p].Metadata[NodeSNIKey] != sni {
+					// One node, two clusters: it is reached as the first one's.
+					sniConflict = true
+				}
 				continue
 			}
 			at[addr] = len(u.Nodes)
 			n.Weight = int(ws[j])
+			n.Metadata = nil
+			if sni != "" {
+				setNodeMeta(&n, NodeSNIKey, sni)
+			}
 			u.Nodes = append(u.Nodes, n)
+			kinds = append(kinds, kind)
 		}
+	}
+	markTLS(u, kinds)
+	if sniConflict {
+		add("nodes", "an endpoint of two clusters of the group that differ in TLS or SNI is reached as the first cluster's")
 	}
 	if len(empty) > 0 {
 		add("nodes", fmt.Sprintf("cluster(s) %s have no endpoints: Envoy answers their share with 503; here the other clusters of the group take it",
@@ -162,10 +217,23 @@ func BuildSplit(id string, members []Member, v Variant) (*apisix.Upstream, []rep
 	return u, rep
 }
 
-// splitNode is a node of a merged upstream and the index of its member.
+// splitNode is a node of a merged upstream, the index of its member and its socket.
 type splitNode struct {
-	n apisix.Node
-	m int
+	n    apisix.Node
+	m    int
+	kind sockKind
+}
+
+// nodeKind is the socket of node n of u (markTLS's scheme and metadata).
+func nodeKind(u *apisix.Upstream, n *apisix.Node) sockKind {
+	tls := u.Scheme == "https"
+	if v, ok := n.Metadata[NodeTLSKey].(bool); ok {
+		tls = v
+	}
+	if tls {
+		return sockTLS
+	}
+	return sockPlain
 }
 
 func sortedLevels(m map[int]bool) []int {

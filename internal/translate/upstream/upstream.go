@@ -66,23 +66,31 @@ func ID(cluster string) string { return apisix.SafeID(cluster) }
 //
 // name is the cluster's name: c's own is not read, so that c can be a cluster shape
 // shared by clusters that differ only in their names (resource.Cluster.Shape).
+//
+// Build uses no workload identity (Options): endpoints Envoy reaches with Istio mTLS
+// are left out. BuildWith takes the options.
 func Build(name string, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
-	return build(&builder{name: name}, c, cla)
+	return BuildWith(Options{}, name, c, cla)
 }
 
-// Report returns the entries Build(c, cla) returns, without building the upstream's
-// nodes or id: a cluster no route uses still has its findings reported, and in
-// Istio's output that is about a third of the clusters, each with its endpoints.
-func Report(name string, c *clusterv3.Cluster, cla *resource.LoadAssignment) []report.Entry {
-	_, es := build(&builder{name: name, reportOnly: true}, c, cla)
+// BuildWith is Build with opts.
+func BuildWith(opts Options, name string, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
+	return build(&builder{name: name, opts: opts}, c, cla)
+}
+
+// Report returns the entries BuildWith(opts, c, cla) returns, without building the
+// upstream's nodes or id: a cluster no route uses still has its findings reported, and
+// in Istio's output that is about a third of the clusters, each with its endpoints.
+func Report(opts Options, name string, c *clusterv3.Cluster, cla *resource.LoadAssignment) []report.Entry {
+	_, es := build(&builder{name: name, opts: opts, reportOnly: true}, c, cla)
 	return es
 }
 
-// BuildUnnamed is Build without the upstream's id (ID is left empty), for callers
+// BuildUnnamed is BuildWith without the upstream's id (ID is left empty), for callers
 // that name every upstream they emit through ApplyAs: hashing the id they would
 // discard is a visible share of a first translation.
-func BuildUnnamed(name string, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
-	return build(&builder{name: name, noID: true}, c, cla)
+func BuildUnnamed(opts Options, name string, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
+	return build(&builder{name: name, opts: opts, noID: true}, c, cla)
 }
 
 func build(b *builder, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*apisix.Upstream, []report.Entry) {
@@ -102,7 +110,6 @@ func build(b *builder, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*api
 	b.httpOptions(c, u)
 	b.circuitBreakers(c)
 	b.outlierDetection(c, u)
-	b.transportSocket(c)
 	b.unsupportedClusterFields(c)
 	switch kind := Special(b.name, c); kind {
 	case Passthrough, InboundPassthrough, OriginalDst:
@@ -146,6 +153,9 @@ func build(b *builder, c *clusterv3.Cluster, cla *resource.LoadAssignment) (*api
 		// Unset means STATIC.
 		u.Nodes = b.nodes(c, inline(c), false)
 	}
+	if !b.reportOnly {
+		markTLS(u, b.kinds)
+	}
 	return u, b.entries
 }
 
@@ -161,7 +171,12 @@ func inline(c *clusterv3.Cluster) *resource.LoadAssignment {
 // builder collects report entries for one cluster.
 type builder struct {
 	name    string
+	opts    Options
 	entries []report.Entry
+	// tls is how the cluster's endpoints get their transport sockets (set by nodes);
+	// kinds the socket of each node built.
+	tls   *tlsPlan
+	kinds []sockKind
 	// reportOnly: only the entries are wanted (Report); nodes are not built.
 	reportOnly bool
 	// noID: the caller names the upstream (BuildUnnamed).

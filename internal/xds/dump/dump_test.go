@@ -3,6 +3,7 @@ package dump
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -105,37 +106,48 @@ func TestLoadDirIstiod(t *testing.T) {
 	}
 }
 
-// Istio's ALPN filter config is not a registered type: it must survive as an Any with
-// its type URL and an empty value.
-func TestLoadDirKeepsUnknownAny(t *testing.T) {
+// Istio's ALPN filter config decodes (package resource registers its type): its
+// HTTP/1.1 list is what the translation sends upstream.
+func TestLoadDirIstioALPN(t *testing.T) {
 	r, err := LoadDir(istiodTestdata(t, "sotw"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	const alpn = "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig"
+	var got []string
+	for _, hf := range httpFilters(t, r) {
+		if a := hf.GetTypedConfig(); a.GetTypeUrl() == "type.googleapis.com/"+resource.IstioALPNType {
+			got = resource.IstioALPN(a)
+		}
+	}
+	if want := []string{"istio-http/1.1", "istio", "http/1.1"}; !slices.Equal(got, want) {
+		t.Errorf("Istio's ALPN for HTTP/1.1: %q, want %q", got, want)
+	}
+}
+
+// A typed config of a type nobody registered survives as an Any with its type URL and an
+// empty value.
+func TestLoadDirKeepsUnknownAny(t *testing.T) {
+	const unknown = "type.googleapis.com/example.filter.v1.Unknown"
+	dir := writeFiles(t, map[string]string{"lds/l.json": `{"name": "l", "filterChains": [{"filters": [{"name": "hcm", "typedConfig": {
+		"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+		"statPrefix": "s", "rds": {"routeConfigName": "r", "configSource": {"ads": {}}},
+		"httpFilters": [{"name": "x", "typedConfig": {"@type": "` + unknown + `", "anything": [1, 2]}},
+			{"name": "envoy.filters.http.router", "typedConfig": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}`})
+	r, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	found := false
-	for _, l := range r.Listeners {
-		for _, fc := range l.GetFilterChains() {
-			for _, f := range fc.GetFilters() {
-				hcm := &hcmv3.HttpConnectionManager{}
-				if f.GetTypedConfig().MessageIs(hcm) {
-					if err := f.GetTypedConfig().UnmarshalTo(hcm); err != nil {
-						t.Fatal(err)
-					}
-					for _, hf := range hcm.GetHttpFilters() {
-						if a := hf.GetTypedConfig(); a.GetTypeUrl() == alpn {
-							found = true
-							if len(a.GetValue()) != 0 {
-								t.Errorf("unknown Any has value %x, want empty", a.GetValue())
-							}
-						}
-					}
-				}
+	for _, hf := range httpFilters(t, r) {
+		if a := hf.GetTypedConfig(); a.GetTypeUrl() == unknown {
+			found = true
+			if len(a.GetValue()) != 0 {
+				t.Errorf("unknown Any has value %x, want empty", a.GetValue())
 			}
 		}
 	}
 	if !found {
-		t.Fatalf("no HTTP filter with type %s found", alpn)
+		t.Fatalf("no HTTP filter with type %s found", unknown)
 	}
 }
 
@@ -152,6 +164,26 @@ func writeFiles(t *testing.T, files map[string]string) string {
 		}
 	}
 	return dir
+}
+
+// httpFilters are the HTTP filters of every HTTP connection manager of r's listeners.
+func httpFilters(t *testing.T, r *Resources) []*hcmv3.HttpFilter {
+	t.Helper()
+	var out []*hcmv3.HttpFilter
+	for _, l := range r.Listeners {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				hcm := &hcmv3.HttpConnectionManager{}
+				if f.GetTypedConfig().MessageIs(hcm) {
+					if err := f.GetTypedConfig().UnmarshalTo(hcm); err != nil {
+						t.Fatal(err)
+					}
+					out = append(out, hcm.GetHttpFilters()...)
+				}
+			}
+		}
+	}
+	return out
 }
 
 func TestLoadDirEndpointNameFromCluster(t *testing.T) {

@@ -17,8 +17,8 @@ import (
 	_ "github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
-// Istio adds typed configs of its own (istio.envoy.config.filter.http.alpn.v2alpha1...)
-// whose Go types amesh does not link. protojson fails on an Any it cannot resolve, so
+// Control planes add typed configs of their own whose Go types amesh does not link
+// (Istio's ALPN filter's is registered by package resource). protojson fails on an Any it cannot resolve, so
 // decoding goes through two steps:
 //
 //  1. stripUnknownAny rewrites every JSON object whose "@type" is not registered to

@@ -74,8 +74,8 @@ func decodeCluster(t *testing.T, c *clusterv3.Cluster) *resource.Cluster {
 	return d.Msg.(*resource.Cluster)
 }
 
-// Decoded clusters that differ only in their names (and in what pruning drops, here a
-// TLS context) share one shape; others do not. Clusters made with NewCluster (not
+// Decoded clusters that differ only in their names (and in what follows from them, here
+// the SNI of their TLS context) share one shape; others do not. Clusters made with NewCluster (not
 // pruned) keep their own.
 func TestClusterShapesShared(t *testing.T) {
 	a := tlsEDSCluster(t, "outbound|9080||a", "svc-a")
@@ -105,8 +105,8 @@ func TestClusterShapesShared(t *testing.T) {
 	}
 }
 
-// tlsEDSCluster is an EDS cluster with Istio's auto-mTLS match, whose SNI names the
-// service (so unpruned, two services' clusters differ beyond their names).
+// tlsEDSCluster is an EDS cluster with Istio's auto-mTLS match, whose SNI istiod derives
+// from its name (so unpruned, two services' clusters differ beyond their names).
 func tlsEDSCluster(t *testing.T, name, service string) *clusterv3.Cluster {
 	t.Helper()
 	c := xdstest.EDSCluster(name)
@@ -114,7 +114,7 @@ func tlsEDSCluster(t *testing.T, name, service string) *clusterv3.Cluster {
 	c.TransportSocketMatches = []*clusterv3.Cluster_TransportSocketMatch{{
 		Name: "tlsMode-istio",
 		TransportSocket: &corev3.TransportSocket{Name: "envoy.transport_sockets.tls",
-			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &tlsv3.UpstreamTlsContext{Sni: "outbound_.9080_._." + service})}},
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &tlsv3.UpstreamTlsContext{Sni: resource.ClusterSNI(name)})}},
 	}}
 	return c
 }

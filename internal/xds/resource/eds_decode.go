@@ -23,16 +23,19 @@ package resource
 // decoding them twice costs nothing that matters.
 //
 // What is skipped without validation: the metadata of localities
-// (LocalityLbEndpoints.metadata) and of endpoints (LbEndpoint.metadata). The general
-// path parses them (wire structure, UTF-8 of every key and string value) and validates
-// filter_metadata / typed_filter_metadata keys as non-empty; the wire decoder only
-// checks that each is a well-formed length-delimited field. So an assignment whose
-// only defect is inside metadata is accepted here and NACKed by the general path. That
-// is acceptable: metadata is the bulk of the bytes (skipping it is the point), amesh
-// never reads it (Prune dropped it before the compact form existed), and such a defect
-// would be a control plane bug that leaves everything amesh uses well-formed and valid.
-// The differential fuzz test states this exactly: where the two paths disagree, the
-// general path accepts the input with the metadata removed, with an equal result.
+// (LocalityLbEndpoints.metadata) and of endpoints (LbEndpoint.metadata), but for the
+// one entry amesh keeps, filter_metadata["envoy.transport_socket_match"] (see
+// socketmatch.go): the wire decoder reads the map entries of filter_metadata to find
+// it, reads it exactly (giving up on what it does not re-encode with certainty) and
+// skips the rest. The general path parses all of the metadata (wire structure, UTF-8
+// of every key and string value) and validates filter_metadata / typed_filter_metadata
+// keys as non-empty. So an assignment whose only defect is inside the metadata amesh
+// does not keep is accepted here and NACKed by the general path. That is acceptable:
+// metadata is the bulk of the bytes (skipping it is the point), amesh never reads it,
+// and such a defect would be a control plane bug that leaves everything amesh uses
+// well-formed and valid. The differential fuzz test states this exactly: where the
+// two paths disagree, the general path accepts the input with the metadata amesh does
+// not keep removed, with an equal result.
 
 import (
 	"strings"
@@ -135,11 +138,16 @@ type wireDecoder struct {
 	locs  []wireLocality
 	eps   []Endpoint // end is set by build
 	addrs [][]byte   // address bytes of eps[i], in the input
+	// epm is the socket match index of eps[i] (socketmatch.go), in matches.
+	epm     []uint8
+	matches socketMatches
+	sm      socketMatchScratch
 }
 
 type wireLocality struct {
 	priority, weight uint32
 	leds             bool
+	socketMatch      uint8
 	n                int // endpoints, following the previous localities' in eps
 }
 
@@ -158,6 +166,11 @@ func (d *wireDecoder) release() {
 	clear(d.addrs) // do not keep the input alive
 	d.addrs = d.addrs[:0]
 	d.eps = d.eps[:0]
+	d.epm = d.epm[:0]
+	clear(d.matches.forms)
+	d.matches.forms = d.matches.forms[:0]
+	clear(d.sm.entries) // do not keep the input alive
+	d.sm.entries = d.sm.entries[:0]
 	wireDecoders.Put(d)
 }
 
@@ -169,12 +182,15 @@ func (d *wireDecoder) build() *LoadAssignment {
 	case 0:
 		la = &LoadAssignment{}
 	case 1:
-		// Most assignments have one locality: one allocation for both.
+		// Most assignments have one locality and at most one socket match form: one
+		// allocation for all three.
 		one := &struct {
-			la  LoadAssignment
-			loc [1]Locality
+			la    LoadAssignment
+			loc   [1]Locality
+			forms [1]string
 		}{}
 		one.la.Localities = one.loc[:]
+		one.la.socketMatches = one.forms[:0:1]
 		la = &one.la
 	default:
 		la = &LoadAssignment{Localities: make([]Locality, len(d.locs))}
@@ -193,6 +209,8 @@ func (d *wireDecoder) build() *LoadAssignment {
 	all := make([]Endpoint, len(d.eps))
 	copy(all, d.eps)
 	lens := d.addrs
+	epm := d.epm
+	var epmAll []uint8 // one backing array for the localities whose endpoints differ
 	for i, wl := range d.locs {
 		l := &la.Localities[i]
 		l.Priority, l.Weight, l.LEDS = wl.priority, wl.weight, wl.leds
@@ -204,7 +222,20 @@ func (d *wireDecoder) build() *LoadAssignment {
 		}
 		lens = lens[wl.n:]
 		l.addrs, addrs = addrs[:end], addrs[end:]
+		l.socketMatch = wl.socketMatch
+		l.setEndpointMatches(epm[:wl.n])
+		if l.epMatch != nil {
+			if epmAll == nil {
+				epmAll = make([]uint8, 0, len(d.epm))
+			}
+			n := len(epmAll)
+			epmAll = append(epmAll, l.epMatch...)
+			l.epMatch = epmAll[n : n+wl.n : n+wl.n]
+		}
+		epm = epm[wl.n:]
 	}
+	forms := socketMatches{forms: append(la.socketMatches, d.matches.forms...)}
+	forms.finish(la)
 	return la
 }
 
@@ -296,9 +327,10 @@ func (d *wireDecoder) assignment(b []byte) bool {
 func (d *wireDecoder) locality(b []byte) bool {
 	first := len(d.eps)
 	var (
-		l         wireLocality
-		weightSet bool
-		f         field
+		l           wireLocality
+		weightSet   bool
+		metadataSet bool
+		f           field
 	)
 	for len(b) > 0 {
 		if !next(&b, &f) {
@@ -327,7 +359,9 @@ func (d *wireDecoder) locality(b []byte) bool {
 			}
 			l.leds = true
 		case f.is(lleMetadata, protowire.BytesType):
-			// Skipped unvalidated: see the file comment.
+			if !d.metadata(f.s, &metadataSet, &l.socketMatch) {
+				return false
+			}
 		default:
 			return false
 		}
@@ -338,6 +372,22 @@ func (d *wireDecoder) locality(b []byte) bool {
 	}
 	l.n = len(d.eps) - first
 	d.locs = append(d.locs, l)
+	return true
+}
+
+// metadata reads a locality's or an endpoint's Metadata into *match, the index of its
+// socket match form; *set says whether one was read already: a second would merge into
+// the first, which is left to the runtime.
+func (d *wireDecoder) metadata(b []byte, set *bool, match *uint8) bool {
+	if *set {
+		return false
+	}
+	*set = true
+	form, ok := d.sm.metadataMatch(b)
+	if !ok {
+		return false
+	}
+	*match = d.matches.indexBytes(form)
 	return true
 }
 
@@ -373,6 +423,8 @@ func (d *wireDecoder) lbEndpoint(b []byte) bool {
 		addr        []byte
 		weightSet   bool
 		hasEndpoint bool
+		metadataSet bool
+		match       uint8
 		f           field
 	)
 	for len(b) > 0 {
@@ -402,7 +454,9 @@ func (d *wireDecoder) lbEndpoint(b []byte) bool {
 				return false
 			}
 		case f.is(lbeMetadata, protowire.BytesType):
-			// Skipped unvalidated: see the file comment.
+			if !d.metadata(f.s, &metadataSet, &match) {
+				return false
+			}
 		default:
 			return false
 		}
@@ -412,6 +466,7 @@ func (d *wireDecoder) lbEndpoint(b []byte) bool {
 	}
 	d.eps = append(d.eps, e)
 	d.addrs = append(d.addrs, addr)
+	d.epm = append(d.epm, match)
 	return true
 }
 

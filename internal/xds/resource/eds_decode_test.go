@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -69,9 +70,10 @@ func compareDecoders(t testing.TB, b []byte) (fast, valid bool) {
 	return fast, wantErr == nil
 }
 
-// stripMetadata removes LocalityLbEndpoints.metadata (9) and LbEndpoint.metadata (3),
-// the fields the wire decoder skips unvalidated. ok is false when b is not well-formed
-// down to those fields.
+// stripMetadata removes from LocalityLbEndpoints.metadata (9) and LbEndpoint.metadata
+// (3) everything the wire decoder skips unvalidated: all but the filter_metadata
+// entry of the transport socket match. ok is false when b is not well-formed down to
+// those fields.
 func stripMetadata(b []byte) ([]byte, bool) {
 	return rewrite(b, func(num protowire.Number, v []byte) ([]byte, bool, bool) {
 		if num != 2 { // ClusterLoadAssignment.endpoints
@@ -80,10 +82,13 @@ func stripMetadata(b []byte) ([]byte, bool) {
 		out, ok := rewrite(v, func(num protowire.Number, v []byte) ([]byte, bool, bool) {
 			switch num {
 			case 9: // LocalityLbEndpoints.metadata
-				return nil, true, true
+				return keepSocketMatch(v)
 			case 2: // LocalityLbEndpoints.lb_endpoints
-				out, ok := rewrite(v, func(num protowire.Number, _ []byte) ([]byte, bool, bool) {
-					return nil, num == 3, true // LbEndpoint.metadata
+				out, ok := rewrite(v, func(num protowire.Number, v []byte) ([]byte, bool, bool) {
+					if num == 3 { // LbEndpoint.metadata
+						return keepSocketMatch(v)
+					}
+					return nil, false, true
 				})
 				return out, false, ok
 			}
@@ -91,6 +96,35 @@ func stripMetadata(b []byte) ([]byte, bool) {
 		})
 		return out, false, ok
 	})
+}
+
+// keepSocketMatch is the replacement of a Metadata for stripMetadata: only its
+// filter_metadata entries for the transport socket match (dropped when there are none).
+func keepSocketMatch(md []byte) ([]byte, bool, bool) {
+	kept := false
+	out, ok := rewrite(md, func(num protowire.Number, v []byte) ([]byte, bool, bool) {
+		if num != 1 {
+			return nil, true, true
+		}
+		// The entry's key, when it comes first (as every encoder writes it).
+		knum, typ, n := protowire.ConsumeTag(v)
+		if n < 0 {
+			return nil, true, true
+		}
+		k, m := protowire.ConsumeBytes(v[n:])
+		if knum != 1 || typ != protowire.BytesType || m < 0 || string(k) != resource.SocketMatchKey {
+			return nil, true, true
+		}
+		kept = true
+		return nil, false, true
+	})
+	if !kept {
+		return nil, true, ok
+	}
+	if out == nil {
+		out = []byte{}
+	}
+	return out, false, ok
 }
 
 // rewrite copies the fields of message b. For each length-delimited field, edit returns
@@ -441,8 +475,87 @@ func edsCases(t testing.TB) []edsCase {
 		{name: "empty filter_metadata key", b: marshal(t, cla(func(c *endpointv3.ClusterLoadAssignment) {
 			c.Endpoints[0].LbEndpoints[0].Metadata.FilterMetadata[""] = &structpb.Struct{}
 		})), fast: true},
-		{name: "malformed locality metadata", b: wCLA(wLocality(fBytes(9, []byte{0x0a, 0x09}), wLbEndpoint(wSocket("a", 1)))), fast: true},
+		// The wire decoder reads filter_metadata's entries to find the socket match:
+		// a malformed one is left to the general path.
+		{name: "malformed locality metadata", b: wCLA(wLocality(fBytes(9, []byte{0x0a, 0x09}), wLbEndpoint(wSocket("a", 1))))},
+		// The transport socket match metadata is kept, in one canonical form
+		// whatever order its fields come in; what the wire decoder does not
+		// re-encode with certainty is left to the general path.
+		{name: "socket match", b: wCLA(wLocality(wLbEndpoint(wSocket("a", 1), wSocketMatch(smField("tlsMode", smStr("istio")))))),
+			valid: true, fast: true, check: socketMatch(0, 0, `{"tlsMode":"istio"}`, "")},
+		{name: "socket match fields in any order", b: wCLA(wLocality(wLbEndpoint(wSocket("a", 1),
+			wSocketMatch(smField("tlsMode", smStr("istio")), smField("b", fVarint(4, 2)), smField("a", fVarint(1, 0)))))),
+			valid: true, fast: true, check: socketMatch(0, 0, `{"a":null,"b":true,"tlsMode":"istio"}`, "")},
+		{name: "socket match of a locality", b: wCLA(wLocality(wLbEndpoint(wSocket("a", 1)), fBytes(9, socketMatchMD(smField("x", smStr("1")))))),
+			valid: true, fast: true, check: socketMatch(0, 0, "", `{"x":"1"}`)},
+		{name: "socket match forms numbered alike", b: wCLA(wLocality(
+			wLbEndpoint(wSocket("a", 1), wSocketMatch(smField("z", smStr("1")))),
+			wLbEndpoint(wSocket("b", 1)),
+			fBytes(9, socketMatchMD(smField("a", smStr("2")))))),
+			valid: true, fast: true, check: func(t *testing.T, la *resource.LoadAssignment) {
+				socketMatch(0, 0, `{"z":"1"}`, `{"a":"2"}`)(t, la)
+				socketMatch(0, 1, "", `{"a":"2"}`)(t, la)
+			}},
+		{name: "socket match with a number", b: wCLA(wLocality(wLbEndpoint(wSocket("a", 1),
+			wSocketMatch(smField("n", protowire.AppendFixed64(protowire.AppendTag(nil, 2, protowire.Fixed64Type), 0)))))),
+			valid: true, check: socketMatch(0, 0, `{"n":0}`, "")},
+		{name: "socket match key twice", b: wCLA(wLocality(wLbEndpoint(wSocket("a", 1),
+			wSocketMatch(smField("k", smStr("1")), smField("k", smStr("2")))))),
+			valid: true, check: socketMatch(0, 0, `{"k":"2"}`, "")},
+		{name: "socket match entry twice", b: wCLA(wLocality(wLbEndpoint(wSocket("a", 1), fBytes(3, msg(
+			socketMatchEntry(smField("k", smStr("1"))), socketMatchEntry(smField("k", smStr("2")))))))),
+			valid: true, check: socketMatch(0, 0, `{"k":"2"}`, "")},
+		{name: "empty socket match", b: wCLA(wLocality(wLbEndpoint(wSocket("a", 1), wSocketMatch()))),
+			valid: true, fast: true, check: socketMatch(0, 0, "", "")},
 		{name: "metadata as varint", b: wCLA(wLocality(fVarint(9, 1))), valid: true},
+	}
+}
+
+// Wire builders of transport socket match metadata.
+func smStr(s string) []byte { return fStr(3, s) } // Value.string_value
+
+// smField is one field of a Struct: a map entry with key and a Value of members v.
+func smField(key string, v []byte) []byte { return fBytes(1, msg(fStr(1, key), fBytes(2, v))) }
+
+// socketMatchEntry is the filter_metadata entry of the socket match Struct with fields.
+func socketMatchEntry(fields ...[]byte) []byte {
+	return fBytes(1, msg(fStr(1, resource.SocketMatchKey), fBytes(2, msg(fields...))))
+}
+
+// socketMatchMD is a Metadata with the socket match Struct and an Istio entry.
+func socketMatchMD(fields ...[]byte) []byte {
+	return msg(fBytes(1, msg(fStr(1, "istio"), fBytes(2, smField("workload", smStr("w"))))), socketMatchEntry(fields...))
+}
+
+func wSocketMatch(fields ...[]byte) []byte { return fBytes(3, socketMatchMD(fields...)) } // LbEndpoint.metadata
+
+// socketMatch checks the socket match metadata of endpoint i of locality l, and of l,
+// as JSON ("" for none).
+func socketMatch(l, i int, endpoint, locality string) func(*testing.T, *resource.LoadAssignment) {
+	return func(t *testing.T, la *resource.LoadAssignment) {
+		t.Helper()
+		e, lm := la.Localities[l].SocketMatch(i)
+		for _, c := range []struct {
+			what string
+			idx  uint8
+			want string
+		}{{"endpoint", e, endpoint}, {"locality", lm, locality}} {
+			got := ""
+			if c.idx != resource.SocketMatchNone {
+				s, err := resource.SocketMatchStruct(la.SocketMatchForm(c.idx))
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := protojson.Marshal(s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = strings.ReplaceAll(string(b), " ", "")
+			}
+			if got != c.want {
+				t.Errorf("%s socket match of endpoint %d/%d: %s, want %s", c.what, l, i, got, c.want)
+			}
+		}
 	}
 }
 

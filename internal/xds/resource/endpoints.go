@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"slices"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -24,6 +25,10 @@ type LoadAssignment struct {
 	// DropOverloads is the number of policy.drop_overloads entries (not supported by
 	// translation, which reports them).
 	DropOverloads int
+	// socketMatches are the distinct transport socket match metadata of the
+	// assignment's endpoints and localities, in canonical form (socketmatch.go):
+	// index i >= 1 of a Locality's socketMatch and epMatch is socketMatches[i-1].
+	socketMatches []string
 }
 
 var endpointsKind = &kindFuncs[*endpointv3.ClusterLoadAssignment, *LoadAssignment]{
@@ -54,12 +59,53 @@ type Locality struct {
 	Weight uint32
 	// LEDS is set when the locality's endpoints come from LEDS instead of being listed.
 	LEDS bool
+	// socketMatch indexes the locality's transport socket match metadata, epMatch0 that
+	// of every endpoint when epMatch is nil, epMatch that of each endpoint (see
+	// LoadAssignment.SocketMatch). Nearly every assignment has one form for all its
+	// endpoints (Istio's {tlsMode: istio}, or none), so a byte per endpoint is kept
+	// only where they differ.
+	socketMatch, epMatch0 uint8
+	epMatch               []uint8
 	// Endpoints are the listed endpoints, in order; Address(i) is the address of
 	// Endpoints[i].
 	Endpoints []Endpoint
 	// addrs is the endpoints' addresses one after the other (see Endpoint.end): part of
 	// the assignment's one address string.
 	addrs string
+}
+
+// SocketMatch returns the transport socket match metadata of endpoint i of locality
+// l (one of a's) and of l itself, each as the index of its canonical form:
+// SocketMatchNone for none, SocketMatchUnknown when it was not kept (see
+// SocketMatchForm).
+func (l *Locality) SocketMatch(i int) (endpoint, locality uint8) {
+	if l.epMatch != nil {
+		return l.epMatch[i], l.socketMatch
+	}
+	return l.epMatch0, l.socketMatch
+}
+
+// SocketMatchForm returns the canonical form (SocketMatchStruct decodes it) of a
+// socket match index other than SocketMatchNone and SocketMatchUnknown.
+func (a *LoadAssignment) SocketMatchForm(i uint8) string {
+	if i == SocketMatchNone || i == SocketMatchUnknown || int(i) > len(a.socketMatches) {
+		return ""
+	}
+	return a.socketMatches[i-1]
+}
+
+// setEndpointMatches records the socket match index of each endpoint of l.
+func (l *Locality) setEndpointMatches(idx []uint8) {
+	l.epMatch0, l.epMatch = 0, nil
+	for i, m := range idx {
+		if m != idx[0] {
+			l.epMatch = idx
+			return
+		}
+		if i == len(idx)-1 {
+			l.epMatch0 = m
+		}
+	}
 }
 
 // Address is the socket address of Endpoints[i] (an IP, or a host name in DNS
@@ -154,23 +200,31 @@ func FromCLA(cla *endpointv3.ClusterLoadAssignment) *LoadAssignment {
 	// One backing array for all endpoints and one string for all addresses, as the
 	// wire decoder lays them out.
 	all := make([]Endpoint, total)
-	var sb strings.Builder
+	var (
+		sb      strings.Builder
+		matches socketMatches
+	)
 	sb.Grow(size)
 	for i, g := range cla.GetEndpoints() {
 		l := &la.Localities[i]
 		l.Priority = g.GetPriority()
 		l.Weight = g.GetLoadBalancingWeight().GetValue()
 		l.LEDS = g.GetLedsClusterLocalityConfig() != nil
+		l.socketMatch = matches.index(socketMatchOf(g.GetMetadata()))
 		n := len(g.GetLbEndpoints())
 		l.Endpoints, all = all[:n:n], all[n:]
+		idx := make([]uint8, n)
 		start := sb.Len()
 		for j, e := range g.GetLbEndpoints() {
 			ep, addr := endpointOf(e)
 			sb.WriteString(addr)
 			ep.end = uint32(sb.Len() - start)
 			l.Endpoints[j] = ep
+			idx[j] = matches.index(socketMatchOf(e.GetMetadata()))
 		}
+		l.setEndpointMatches(idx)
 	}
+	matches.finish(la)
 	addrs := sb.String()
 	for i := range la.Localities {
 		l := &la.Localities[i]
@@ -212,14 +266,15 @@ func (a *LoadAssignment) Equal(b *LoadAssignment) bool {
 		return true
 	}
 	if a == nil || b == nil || a.ClusterName != b.ClusterName || a.DropOverloads != b.DropOverloads ||
-		len(a.Localities) != len(b.Localities) {
+		len(a.Localities) != len(b.Localities) || !slices.Equal(a.socketMatches, b.socketMatches) {
 		return false
 	}
 	for i := range a.Localities {
 		la, lb := &a.Localities[i], &b.Localities[i]
 		// Equal ends and equal address strings: equal addresses.
 		if la.Priority != lb.Priority || la.Weight != lb.Weight || la.LEDS != lb.LEDS ||
-			la.addrs != lb.addrs || len(la.Endpoints) != len(lb.Endpoints) {
+			la.addrs != lb.addrs || len(la.Endpoints) != len(lb.Endpoints) ||
+			la.socketMatch != lb.socketMatch || la.epMatch0 != lb.epMatch0 || !slices.Equal(la.epMatch, lb.epMatch) {
 			return false
 		}
 		for j := range la.Endpoints {

@@ -12,16 +12,22 @@ package resource
 //
 // Two kinds of pruning:
 //   - Cleared: the field is set to its zero value. Used for what translation never
-//     looks at (metadata, decorators, tracing, stat names, access logs, EDS config
+//     looks at (metadata but a cluster's istio.alpn_override, decorators, tracing, stat names, access logs, EDS config
 //     sources, endpoint health-check config, retry host predicates, cluster filters).
 //   - Marked: an Any whose type (or presence) translation reports but whose payload it
 //     never decodes keeps its type URL and gets a marker as value (see markAny and
-//     markTransportSocket):
-//     transport sockets (translation asks "is this TLS?"; the mTLS report needs the
-//     match names, which stay), typed_per_filter_config entries of HTTP filters other
+//     markTransportSocket): transport sockets other than TLS (translation asks "is
+//     this plaintext?"), typed_per_filter_config entries of HTTP filters other
 //     than fault and CORS and of types other than the access-control filters'
 //     per-route configs (reported by name, or failed closed, by type), and
 //     typed_extension_protocol_options other than HttpProtocolOptions.
+//   - Trimmed: a cluster's TLS transport sockets (UpstreamTlsContext, which translation
+//     turns into amesh's upstream TLS) keep everything but the config sources of their
+//     SDS secrets (translation goes by the secrets' names), and an SNI that is the one
+//     istiod derives from the cluster's name is kept as that rule (ClusterSNI), so that
+//     clusters differing only in their names still share a shape (see
+//     trimTransportSocket). The match criteria of transport_socket_matches stay, and so
+//     does the transport socket match metadata of endpoints (socketmatch.go).
 //
 // TestPruneKeepsTranslation (prune_translate_test.go) proves that translation of the
 // istiod testdata and of a generated mesh is byte-identical, objects and report, with
@@ -38,22 +44,25 @@ package resource
 
 import (
 	"hash/fnv"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // StoredForm describes, for debug views, how the client stores resources.
 const StoredForm = "pruned: fields amesh's translation never reads are cleared (metadata, decorators, " +
-	"tracing, stat names, access logs, TLS context payloads, unused per-filter configs; a retry policy " +
-	"all routes of a virtual host share is kept once on the virtual host), " +
-	"see internal/xds/resource/prune.go; endpoints in compact form (address, port, weight, health, " +
-	"priority), see internal/xds/resource/endpoints.go"
+	"tracing, stat names, access logs, SDS config sources, unused per-filter configs; a retry policy " +
+	"all routes of a virtual host share is kept once on the virtual host; an SNI derived from the cluster name " +
+	"is kept as that rule), see internal/xds/resource/prune.go; endpoints in compact form (address, port, " +
+	"weight, health, priority, transport socket match metadata), see internal/xds/resource/endpoints.go"
 
 // HTTP filters whose typed_per_filter_config translation decodes (internal/translate/plugins).
 const (
@@ -210,17 +219,16 @@ func pruneCluster(c *clusterv3.Cluster, in *Interner) {
 // the part that shares equal leaves and sub-messages. A decoded cluster whose whole
 // shape is shared (see newCluster) needs no interning of its parts.
 func clearCluster(c *clusterv3.Cluster) {
-	c.Metadata = nil
+	c.Metadata = keepALPNOverride(c.GetMetadata())
 	c.AltStatName = ""
 	c.Filters = nil
 	if eds := c.GetEdsClusterConfig(); eds != nil {
 		eds.EdsConfig = nil
 	}
 	for _, m := range c.GetTransportSocketMatches() {
-		m.Match = nil
-		markTransportSocket(m.GetTransportSocket())
+		trimTransportSocket(m.GetTransportSocket(), c.GetName())
 	}
-	markTransportSocket(c.GetTransportSocket())
+	trimTransportSocket(c.GetTransportSocket(), c.GetName())
 	for k, a := range c.GetTypedExtensionProtocolOptions() {
 		if k != keepProtocolOptions {
 			c.TypedExtensionProtocolOptions[k] = markAny(a)
@@ -236,6 +244,11 @@ func internCluster(c *clusterv3.Cluster, in *Interner) {
 		return
 	}
 	if tsm := c.GetTransportSocketMatches(); len(tsm) > 0 {
+		// The matches of a TLS context of its own (subject alt names) still share their
+		// parts with other clusters' matches.
+		for i := range tsm {
+			internWhole(in, &tsm[i])
+		}
 		if v, ok := in.sharedBy("transport_socket_matches", &clusterv3.Cluster{TransportSocketMatches: tsm}, tsm); ok {
 			c.TransportSocketMatches = v.([]*clusterv3.Cluster_TransportSocketMatch)
 		}
@@ -249,16 +262,91 @@ func internCluster(c *clusterv3.Cluster, in *Interner) {
 	}
 	internWhole(in, &c.CircuitBreakers)
 	internWhole(in, &c.CommonLbConfig)
+	// What clusters of the same settings repeat: their shapes are separate when they
+	// differ in something else (the subject alt names of their TLS contexts, which name
+	// each service's accounts), their parts need not be.
+	internWhole(in, &c.OutlierDetection)
+	internWhole(in, &c.UpstreamConnectionOptions)
+	internWhole(in, &c.EdsClusterConfig)
+	if o := c.GetTypedExtensionProtocolOptions(); len(o) > 0 {
+		if v, ok := in.sharedBy("typed_extension_protocol_options", &clusterv3.Cluster{TypedExtensionProtocolOptions: o}, o); ok {
+			c.TypedExtensionProtocolOptions = v.(map[string]*anypb.Any)
+		}
+	}
 	if la := c.GetLoadAssignment(); la != nil {
 		internEndpoints(la, in)
 	}
 }
 
-// markTransportSocket keeps the socket's name and the type of its config: translation
-// only asks whether it is TLS (or anything but raw_buffer). Unlike markAny the marker
-// carries no digest: a TLS context that changes (another SNI or SDS secret name)
-// changes nothing amesh produces, and without it the pruned matches of istiod's
-// clusters are identical, so they are shared (internWhole).
+// trimTransportSocket trims a TLS transport socket of cluster to what translation reads
+// and marks any other (markTransportSocket): its UpstreamTlsContext loses the config
+// sources of its SDS secrets, and an SNI equal to ClusterSNI(cluster), istiod's for
+// ISTIO_MUTUAL, becomes ClusterSNIRule. A TLS context that does not decode is marked:
+// translation then cannot read it and fails closed for the cluster.
+func trimTransportSocket(ts *corev3.TransportSocket, cluster string) {
+	a := ts.GetTypedConfig()
+	if a == nil || IsMarker(a) {
+		return
+	}
+	tls := &tlsv3.UpstreamTlsContext{}
+	if !a.MessageIs(tls) {
+		markTransportSocket(ts)
+		return
+	}
+	if err := a.UnmarshalTo(tls); err != nil {
+		markTransportSocket(ts)
+		return
+	}
+	common := tls.GetCommonTlsContext()
+	for _, sds := range common.GetTlsCertificateSdsSecretConfigs() {
+		sds.SdsConfig = nil
+	}
+	if sds := common.GetValidationContextSdsSecretConfig(); sds != nil {
+		sds.SdsConfig = nil
+	}
+	if sds := common.GetCombinedValidationContext().GetValidationContextSdsSecretConfig(); sds != nil {
+		sds.SdsConfig = nil
+	}
+	if tls.GetSni() != "" && tls.GetSni() == ClusterSNI(cluster) {
+		tls.Sni = ClusterSNIRule
+	}
+	b, err := wholeDet.Marshal(tls)
+	if err != nil {
+		markTransportSocket(ts)
+		return
+	}
+	ts.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: &anypb.Any{TypeUrl: a.GetTypeUrl(), Value: b}}
+}
+
+// ClusterSNIRule stands, in a pruned TLS context, for the SNI ClusterSNI derives from
+// the cluster's name. It is not a host name (it holds a NUL), so no real SNI is ever
+// taken for it.
+const ClusterSNIRule = "\x00cluster-sni"
+
+// ClusterSNI is the SNI istiod gives an ISTIO_MUTUAL cluster named
+// "direction|port|subset|host": "direction_.port_.subset_.host" (Istio's
+// BuildDNSSrvSubsetKey); "" for a name of another form.
+func ClusterSNI(cluster string) string {
+	parts := strings.Split(cluster, "|")
+	if len(parts) != 4 {
+		return ""
+	}
+	return strings.Join(parts, "_.")
+}
+
+// TLSContextSNI returns the SNI of a TLS context of cluster, restoring what
+// ClusterSNIRule stands for.
+func TLSContextSNI(cluster, sni string) string {
+	if sni == ClusterSNIRule {
+		return ClusterSNI(cluster)
+	}
+	return sni
+}
+
+// markTransportSocket keeps the socket's name and the type of its config: for a socket
+// other than TLS, translation only asks whether it is plaintext (raw_buffer). Unlike
+// markAny the marker carries no digest: such a socket's config changes nothing amesh
+// produces.
 func markTransportSocket(ts *corev3.TransportSocket) {
 	if a := ts.GetTypedConfig(); a != nil && !IsMarker(a) {
 		ts.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: &anypb.Any{TypeUrl: a.GetTypeUrl(), Value: []byte{markerTag}}}
@@ -290,12 +378,13 @@ func IsMarker(a *anypb.Any) bool {
 }
 
 // pruneEndpoints prunes the inline load assignment of a STATIC or DNS cluster (EDS
-// assignments are stored as LoadAssignment instead, see endpoints.go).
+// assignments are stored as LoadAssignment instead, see endpoints.go). Of the metadata
+// only the transport socket match stays.
 func pruneEndpoints(cla *endpointv3.ClusterLoadAssignment) {
 	for _, g := range cla.GetEndpoints() {
-		g.Metadata = nil
+		g.Metadata = keepSocketMatch(g.GetMetadata())
 		for _, e := range g.GetLbEndpoints() {
-			e.Metadata = nil
+			e.Metadata = keepSocketMatch(e.GetMetadata())
 			if ep := e.GetEndpoint(); ep != nil {
 				ep.Hostname = ""
 				ep.HealthCheckConfig = nil
@@ -303,6 +392,31 @@ func pruneEndpoints(cla *endpointv3.ClusterLoadAssignment) {
 			}
 		}
 	}
+}
+
+// ALPNOverrideKey is the cluster metadata (under "istio") by which istiod turns Istio's
+// ALPN override filter off for a cluster ("false": its TLS is not Istio's).
+const ALPNOverrideKey = "alpn_override"
+
+// keepALPNOverride returns the metadata holding only md's istio.alpn_override, nil when
+// it has none.
+func keepALPNOverride(md *corev3.Metadata) *corev3.Metadata {
+	v, ok := md.GetFilterMetadata()["istio"].GetFields()[ALPNOverrideKey]
+	if !ok {
+		return nil
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		"istio": {Fields: map[string]*structpb.Value{ALPNOverrideKey: v}}}}
+}
+
+// keepSocketMatch returns the metadata holding only md's transport socket match, nil
+// when it has none.
+func keepSocketMatch(md *corev3.Metadata) *corev3.Metadata {
+	s, ok := md.GetFilterMetadata()[SocketMatchKey]
+	if !ok {
+		return nil
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{SocketMatchKey: s}}
 }
 
 // internEndpoints shares the leaves of a pruned inline load assignment.

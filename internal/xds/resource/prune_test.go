@@ -5,7 +5,9 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rawv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -14,7 +16,11 @@ import (
 )
 
 func tlsCluster(sni string) *clusterv3.Cluster {
-	tc, err := anypb.New(&tlsv3.UpstreamTlsContext{Sni: sni})
+	tc, err := anypb.New(&tlsv3.UpstreamTlsContext{Sni: sni, CommonTlsContext: &tlsv3.CommonTlsContext{
+		AlpnProtocols: []string{"istio-peer-exchange", "istio"},
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: "default",
+			SdsConfig: &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}}},
+	}})
 	if err != nil {
 		panic(err)
 	}
@@ -34,23 +40,34 @@ func tlsCluster(sni string) *clusterv3.Cluster {
 // pruneShared prunes m as the client's decoder does, sharing parts through in.
 func pruneShared(m proto.Message, in *Interner) { kindOfValue(m).prune(m, in) }
 
-func TestPruneMarksTransportSocket(t *testing.T) {
+// A TLS transport socket keeps what translation reads: the match criteria, the SNI (as
+// the rule ClusterSNIRule when it is the one derived from the cluster's name) and the
+// rest of the TLS context but for the config sources of its SDS secrets. Other
+// transport sockets are marked.
+func TestPruneTrimsTransportSocket(t *testing.T) {
 	in := NewInterner()
 	c := tlsCluster("outbound_.9080_._.a")
+	c.Name = "outbound|9080||a"
 	pruneShared(c, in)
-	if c.GetMetadata() != nil || c.GetAltStatName() != "" || c.GetTransportSocketMatches()[0].GetMatch() != nil {
-		t.Errorf("metadata, alt_stat_name or match kept: %v", c)
+	if c.GetMetadata() != nil || c.GetAltStatName() != "" {
+		t.Errorf("metadata or alt_stat_name kept: %v", c)
 	}
 	m := c.GetTransportSocketMatches()[0]
-	if m.GetName() != "tlsMode-istio" || m.GetTransportSocket().GetName() != "envoy.transport_sockets.tls" {
-		t.Errorf("names lost: %v", m)
+	if m.GetName() != "tlsMode-istio" || m.GetTransportSocket().GetName() != "envoy.transport_sockets.tls" ||
+		m.GetMatch().GetFields()["tlsMode"].GetStringValue() != "istio" {
+		t.Errorf("names or match lost: %v", m)
 	}
-	a := m.GetTransportSocket().GetTypedConfig()
-	if !a.MessageIs(&tlsv3.UpstreamTlsContext{}) || !IsMarker(a) {
-		t.Fatalf("typed_config is not a marker of the TLS type: %v", a)
+	tls := &tlsv3.UpstreamTlsContext{}
+	if err := m.GetTransportSocket().GetTypedConfig().UnmarshalTo(tls); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := a.UnmarshalNew(); err == nil {
-		t.Error("a marker decoded without error; a reader of a pruned payload must fail loudly")
+	if tls.GetSni() != ClusterSNIRule || TLSContextSNI(c.GetName(), tls.GetSni()) != "outbound_.9080_._.a" {
+		t.Errorf("SNI %q, restored %q", tls.GetSni(), TLSContextSNI(c.GetName(), tls.GetSni()))
+	}
+	sds := tls.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs()
+	if len(sds) != 1 || sds[0].GetName() != "default" || sds[0].GetSdsConfig() != nil ||
+		tls.GetCommonTlsContext().GetAlpnProtocols()[0] != "istio-peer-exchange" {
+		t.Errorf("SDS secret or ALPN not kept as translation reads them: %v", tls)
 	}
 
 	// Pruning is idempotent, keeps equal payloads equal and different ones different.
@@ -59,17 +76,53 @@ func TestPruneMarksTransportSocket(t *testing.T) {
 	if !proto.Equal(c, again) {
 		t.Error("pruning twice changed the message")
 	}
-	same := tlsCluster("outbound_.9080_._.a")
-	pruneShared(same, in)
-	if !proto.Equal(c, same) {
-		t.Error("equal clusters differ after pruning")
-	}
-	// The TLS payload is not amesh's business: clusters that differ only in it are
-	// equal once pruned, and share their transport socket matches.
+	// Clusters whose SNIs are derived from their names share their transport socket
+	// matches; an SNI of its own is kept as it is.
 	other := tlsCluster("outbound_.9080_._.b")
+	other.Name = "outbound|9080||b"
 	pruneShared(other, in)
-	if !proto.Equal(c, other) || &c.GetTransportSocketMatches()[0] != &other.GetTransportSocketMatches()[0] {
-		t.Error("clusters differing only in their TLS context do not share their pruned transport socket matches")
+	if &c.GetTransportSocketMatches()[0] != &other.GetTransportSocketMatches()[0] {
+		t.Error("clusters whose SNIs follow their names do not share their pruned transport socket matches")
+	}
+	own := tlsCluster("b.example")
+	own.Name = "outbound|9080||a"
+	pruneShared(own, in)
+	if err := own.GetTransportSocketMatches()[0].GetTransportSocket().GetTypedConfig().UnmarshalTo(tls); err != nil || tls.GetSni() != "b.example" {
+		t.Errorf("an SNI of its own became %q (%v)", tls.GetSni(), err)
+	}
+
+	raw := &clusterv3.Cluster{Name: "r", TransportSocket: &corev3.TransportSocket{Name: "envoy.transport_sockets.raw_buffer",
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAnyOf(&rawv3.RawBuffer{})}}}
+	pruneShared(raw, in)
+	if a := raw.GetTransportSocket().GetTypedConfig(); !a.MessageIs(&rawv3.RawBuffer{}) || !IsMarker(a) {
+		t.Errorf("a raw_buffer socket is not a marker of its type: %v", a)
+	}
+}
+
+func mustAnyOf(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+// An endpoint's metadata is pruned to its transport socket match.
+func TestPruneKeepsEndpointSocketMatch(t *testing.T) {
+	match, _ := structpb.NewStruct(map[string]any{"tlsMode": "istio"})
+	workload, _ := structpb.NewStruct(map[string]any{"workload": "w"})
+	c := &clusterv3.Cluster{Name: "s", LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: "s",
+		Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{
+			{Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": workload, SocketMatchKey: match}}},
+			{Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": workload}}},
+		}}}}}
+	pruneShared(c, nil)
+	eps := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()
+	if md := eps[0].GetMetadata().GetFilterMetadata(); len(md) != 1 || !proto.Equal(md[SocketMatchKey], match) {
+		t.Errorf("first endpoint's metadata: %v", md)
+	}
+	if eps[1].GetMetadata() != nil {
+		t.Errorf("second endpoint's metadata: %v", eps[1].GetMetadata())
 	}
 }
 

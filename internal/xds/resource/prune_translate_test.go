@@ -29,6 +29,8 @@ func TestPruneKeepsTranslation(t *testing.T) {
 		{"sotw", translate.Options{}},
 		{"delta", translate.Options{}},
 		{"sotw-interception-none", translate.Options{OriginalDstVar: "server_port"}},
+		// TLS contexts, endpoint socket match metadata, istio.alpn_override.
+		{"mtls", translate.Options{WorkloadCertID: "w", MeshRootFile: "/root.pem"}},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			dir := filepath.Join("..", "..", "..", "testdata", "istiod", tc.mode)

@@ -26,8 +26,9 @@ var (
 	moduleErr  error
 )
 
-// OriginalDstModule returns the directory holding ngx_http_amesh_original_dst_module.so and
-// ngx_stream_amesh_original_dst_module.so built for the installed nginx by
+// OriginalDstModule returns the directory holding ngx_http_amesh_original_dst_module.so,
+// ngx_stream_amesh_original_dst_module.so (and ngx_http_amesh_upstream_tls_module.so) built
+// for the installed nginx by
 // scripts/nginx-module/build.sh (cached; built on first use). A missing package is reported as
 // ErrNoBinaries; a failed build is a plain error.
 func OriginalDstModule() (string, error) {
