@@ -205,8 +205,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 // AgentCommand is the shell command that runs `amesh agent` (as command) against the
 // control plane at addr, writing output. The identity is made up: the demo's control
 // plane serves every node the same mesh, and INSTANCE_IP defaults to the host's address.
+// No istio-agent writes a workload certificate here, so the agent watches none, as the
+// demo's own translation has none.
 func AgentCommand(command, addr string, protocol client.Protocol, output string) string {
-	return fmt.Sprintf("POD_NAME=my-pod POD_NAMESPACE=default %s agent -xds-address %s -xds-protocol %s -output %s -status-addr off",
+	return fmt.Sprintf("POD_NAME=my-pod POD_NAMESPACE=default %s agent -xds-address %s -xds-protocol %s -output %s -status-addr off -workload-cert-dir off",
 		command, addr, protocol, output)
 }
 
