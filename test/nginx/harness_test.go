@@ -89,8 +89,8 @@ type options struct {
 	View   bool
 	// VersionDictSize is the size of xds-config-version (default "1m").
 	VersionDictSize string
-	// CertDir is AMESH_WORKLOAD_CERT_DIR (default: a directory that does not exist,
-	// so the dict holds no identity).
+	// CertDir is AMESH_WORKLOAD_CERT_DIR (default "off": no identity is watched, so the
+	// translation is expected's, without upstream mTLS).
 	CertDir string
 }
 
@@ -138,7 +138,7 @@ func start(t testing.TB, xds *xdstest.Server, o options) *instance {
 	}
 	n := &instance{t: t, opts: o, prefix: t.TempDir(), port: freePort(t), xds: xds, exited: make(chan struct{})}
 	if o.CertDir == "" {
-		o.CertDir = filepath.Join(n.prefix, "no-certs")
+		o.CertDir = "off"
 	}
 	n.statusAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	n.env = []string{

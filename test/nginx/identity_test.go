@@ -11,6 +11,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/apisix/schema"
+	"github.com/amesh-dev/amesh/internal/identity"
 	"github.com/amesh-dev/amesh/internal/identity/identitytest"
 	"github.com/amesh-dev/amesh/internal/translate"
 )
@@ -74,7 +75,10 @@ func TestWorkloadIdentityInDict(t *testing.T) {
 	}
 	res := smallMesh(3).Resources()
 	n := start(t, newXDS(t, res), options{Workers: 2, CertDir: dir})
-	want := expected(t, res)
+	// With a certificate directory, upstream mTLS presents the identity's client ssl
+	// object and trusts the roots beside it (internal/sidecar).
+	want := expectedWith(t, res, translate.Options{OriginalDstVar: "server_port",
+		WorkloadCertID: translate.ClientSSLID, MeshRootFile: filepath.Join(dir, identity.RootFile)})
 	d := n.waitDump("the mesh and the identity", func(d dump) bool {
 		s := sslsOf(t, d.Keys)
 		return len(d.Keys) == len(want)+2 && s != nil && carries(s, first)

@@ -44,6 +44,12 @@ func serve(srv *xdstest.Server, res map[string][]proto.Message) {
 // expected is what the dict must hold for res: the real translator's output for a
 // snapshot of exactly those resources.
 func expected(t testing.TB, res map[string][]proto.Message) map[string]string {
+	return expectedWith(t, res, translate.Options{OriginalDstVar: "server_port"})
+}
+
+// expectedWith is expected for a translation with opts (the library's options for the
+// instance's variables).
+func expectedWith(t testing.TB, res map[string][]proto.Message, opts translate.Options) map[string]string {
 	t.Helper()
 	snap := &resource.State{Seq: 1, Changes: resource.Changes{Full: true},
 		Listeners: map[string]*listenerv3.Listener{}, RouteConfigs: map[string]*resource.RouteConfig{},
@@ -65,7 +71,7 @@ func expected(t testing.TB, res map[string][]proto.Message) map[string]string {
 		snap.Endpoints[e.GetClusterName()] = resource.FromCLA(e)
 	}
 	// A fresh translator's first change set is its complete output.
-	r := translate.New(translate.Options{OriginalDstVar: "server_port"}).Translate(snap)
+	r := translate.New(opts).Translate(snap)
 	out := map[string]string{}
 	for k, v := range r.Changes.Put {
 		out[k] = string(v)
