@@ -81,7 +81,11 @@ func TestLibxdsInNginx(t *testing.T) {
 
 	environ := sidecarEnv(t, env.istiod.GRPCAddr, client.Delta)
 	environ = append(environ, "AMESH_LOG_FILE="+filepath.Join(prefix, "amesh.log"), "AMESH_LOG_LEVEL=info",
-		"AMESH_COALESCE_WINDOW=20ms", "AMESH_CONFIG_FILE=")
+		"AMESH_COALESCE_WINDOW=20ms", "AMESH_CONFIG_FILE=",
+		// No istio-agent writes a workload certificate here: the library watches none,
+		// as the in-process pipeline it is compared with has none (TestPodWithIstioAgent
+		// runs the identity).
+		"AMESH_WORKLOAD_CERT_DIR=off")
 	port := freePort(t)
 	// missingkey=error: a field the harness's template gains must be given here too.
 	tmpl, err := template.New("nginx.conf.tmpl").Option("missingkey=error").ParseFiles(filepath.Join(harnessDir, "nginx.conf.tmpl"))
