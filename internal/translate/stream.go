@@ -50,7 +50,8 @@ const (
 	// labelListen is the capture port a route is for (15001, 15006).
 	labelListen = "amesh-listen"
 	// labelProtocol restricts a route to connections whose first bytes are of a
-	// protocol: protoHTTP (HTTP/1.x or the h2c preface).
+	// protocol: protoHTTP (an HTTP/1.1 request line or the h2c preface: what Envoy's
+	// http_inspector reports as http/1.1 and h2c; HTTP/1.0 is neither).
 	labelProtocol = "amesh-protocol"
 	protoHTTP     = "http"
 	// protoNever stands for application protocols no plaintext connection has: the

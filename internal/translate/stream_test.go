@@ -40,7 +40,7 @@ type conn struct {
 	listen string // APISIX's capture port: "15001" outbound, "15006" inbound
 	addr   string // original destination
 	port   int
-	http   bool // its first bytes are HTTP/1.x or the h2c preface
+	http   bool // its first bytes are an HTTP/1.1 request line or the h2c preface
 }
 
 // sRoute is a stream route as the router reads it.
