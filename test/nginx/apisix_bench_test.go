@@ -99,16 +99,7 @@ func benchProvider(b *testing.B, provider string, services, bumps int) apisixRow
 
 	ap := startAPISIX(b, xds, apisixOptions{Provider: provider, Workers: 2, Port: port})
 	started := time.Now()
-	var firstAnswer time.Time
-	waitForLong(b, "the first request answered", 10*time.Minute, func() bool {
-		code, body, err := ap.request(probe, "/")
-		if err == nil && code == 200 && body == "A" {
-			firstAnswer = time.Now()
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-		return false
-	})
+	firstAnswer := waitFirstAnswer(b, ap, probe)
 	batch := firstBatchTime(b, filepath.Join(ap.dir, "logs", "amesh.log"))
 	row.first = firstAnswer.Sub(batch)
 	b.Logf("%s: first batch %v after start, first answer %v after it", provider, batch.Sub(started), row.first)
@@ -234,6 +225,21 @@ func benchProvider(b *testing.B, provider string, services, bumps int) apisixRow
 	row.rssEnd = rssMiB(workers)
 	ap.stop()
 	return row
+}
+
+// waitFirstAnswer waits until probe answers "A" (the first backend) and returns when.
+func waitFirstAnswer(b *testing.B, ap *apisixInstance, probe string) time.Time {
+	var at time.Time
+	waitForLong(b, "the first request answered", 10*time.Minute, func() bool {
+		code, body, err := ap.request(probe, "/")
+		if err == nil && code == 200 && body == "A" {
+			at = time.Now()
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+		return false
+	})
+	return at
 }
 
 // startTrickle sends requests from 2 clients, 50 ms apart, until the returned

@@ -54,6 +54,12 @@ type apisixOptions struct {
 	ExtraLua, Snippet string
 	// OmitPlugins are left out of config.yaml's plugins (amesh provider only).
 	OmitPlugins []string
+	// StreamPort, if set, runs the stream subsystem as the chart configures it
+	// (proxy_mode http&stream, amesh's stream plugins, the dicts declared for both
+	// subsystems) with its proxy listening there, and StreamSnippet is added to the
+	// stream block.
+	StreamPort    int
+	StreamSnippet string
 }
 
 // apisixInstance is one running APISIX (master in the foreground, as a child).
@@ -77,6 +83,12 @@ apisix:
 {{- end}}
   router:
     http: {{.Router}}
+{{- if .StreamPort}}
+  proxy_mode: http&stream
+  stream_proxy:
+    tcp:
+      - addr: "127.0.0.1:{{.StreamPort}}"
+{{- end}}
   node_listen:
 {{- range .Ports}}
     - ip: 127.0.0.1
@@ -97,7 +109,16 @@ plugins:
   - {{.}}
 {{- end}}
 {{- end}}
+{{- if .StreamPort}}
+stream_plugins:
+  - amesh-http
+  - amesh-original-dst
+{{- end}}
 plugin_attr:
+{{- if .StreamPort}}
+  amesh-http:
+    socket_dir: {{.Dir}}
+{{- end}}
   prometheus:
     export_addr:
       ip: 127.0.0.1
@@ -108,10 +129,20 @@ nginx_config:
   worker_rlimit_nofile: 16384
   error_log_level: warn
   envs: [{{.Envs}}]
+{{- if .StreamPort}}
+  meta:
+    lua_shared_dict:
+      upstream-healthcheck: "10m;\n    lua_shared_dict xds-config 256m;\n    lua_shared_dict xds-config-version 1m"
+{{- if .StreamSnippet}}
+  stream_configuration_snippet: |
+{{.StreamSnippet}}
+{{- end}}
+{{- else}}
   http:
     custom_lua_shared_dict:
       xds-config: 256m
       xds-config-version: 1m
+{{- end}}
 {{- if .Snippet}}
   http_configuration_snippet: |
 {{.Snippet}}
@@ -174,6 +205,12 @@ func startAPISIX(t testing.TB, xds *xdstest.Server, o apisixOptions) *apisixInst
 	vars["LuaPath"] = strings.Join(lua, ";")
 	if o.Snippet != "" {
 		vars["Snippet"] = "    " + strings.ReplaceAll(strings.TrimSpace(o.Snippet), "\n", "\n    ")
+	}
+	if o.StreamPort != 0 {
+		vars["StreamPort"], vars["Dir"] = o.StreamPort, dir
+		if o.StreamSnippet != "" {
+			vars["StreamSnippet"] = "    " + strings.ReplaceAll(strings.TrimSpace(o.StreamSnippet), "\n", "\n    ")
+		}
 	}
 	var conf bytes.Buffer
 	if err := template.Must(template.New("config").Parse(apisixConfig)).Execute(&conf, vars); err != nil {
