@@ -18,9 +18,10 @@ import (
 //
 //	go test -run XXX -bench APISIXStreamMemory -benchtime 1x -timeout 60m ./test/nginx/
 //
-// Per run: the workers' mean RSS once the first request is answered (and one connection
+// Per run: the workers' mean RSS once the first requests are answered (and one connection
 // went through the stream proxy), and the Lua heap (collectgarbage("count") after a full
-// collection) of a worker's http VM and, when on, of its stream VM.
+// collection) of a worker's http VM and, when on, of its stream VM, the largest of 10
+// reads.
 func BenchmarkAPISIXStreamMemory(b *testing.B) {
 	requireAPISIX(b)
 	services := envInt("AMESH_BENCH_SERVICES", 10000)
@@ -49,6 +50,11 @@ func BenchmarkAPISIXStreamMemory(b *testing.B) {
 		}
 		ap := startAPISIX(b, xds, o)
 		waitFirstAnswer(b, ap, probe)
+		// More requests, on connections of their own, so that both workers built their
+		// router (on the first request they take).
+		for range 50 {
+			_, _, _ = ap.request(probe, "/")
+		}
 		if stream {
 			// One connection through the stream proxy, so that its router is built.
 			if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(streamPort), 5*time.Second); err == nil {
@@ -64,12 +70,16 @@ func BenchmarkAPISIXStreamMemory(b *testing.B) {
 			b.Fatalf("%d workers", len(workers))
 		}
 		rows[i].rss = rssMiB(workers)
-		body, err := ap.get(heapPort, "/")
-		if err != nil {
-			b.Fatal(err)
-		}
-		rows[i].httpHeap = parseKiB(b, string(body))
-		if stream {
+		// Which worker answers is the kernel's choice: the largest of several reads.
+		for range 10 {
+			body, err := ap.get(heapPort, "/")
+			if err != nil {
+				b.Fatal(err)
+			}
+			rows[i].httpHeap = max(rows[i].httpHeap, parseKiB(b, string(body)))
+			if !stream {
+				continue
+			}
 			c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(streamHeapPort), 5*time.Second)
 			if err != nil {
 				b.Fatal(err)
@@ -78,7 +88,7 @@ func BenchmarkAPISIXStreamMemory(b *testing.B) {
 			buf := make([]byte, 64)
 			n, _ := c.Read(buf)
 			c.Close()
-			rows[i].streamHeap = parseKiB(b, string(buf[:n]))
+			rows[i].streamHeap = max(rows[i].streamHeap, parseKiB(b, string(buf[:n])))
 		}
 		b.Logf("stream %v: %+v", stream, rows[i])
 		ap.stop()
