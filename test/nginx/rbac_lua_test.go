@@ -73,28 +73,6 @@ func startRBACNginx(t *testing.T) *rbacNginx {
 	return n
 }
 
-// stockLuaNginx starts the configuration of a stock nginx (one worker, its files in
-// .Prefix) whose http block runs Lua from this directory (.Dir) and the repository's lua/
-// (.LuaDir); the servers follow, and a closing brace.
-const stockLuaNginx = `{{if .Root}}user root root;
-{{end}}worker_processes 1;
-daemon off;
-pid {{.Prefix}}/nginx.pid;
-error_log {{.Prefix}}/error.log info;
-load_module /usr/lib/nginx/modules/ndk_http_module.so;
-load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
-events {
-    worker_connections 64;
-}
-http {
-    access_log off;
-    client_body_temp_path {{.Prefix}}/body;
-    proxy_temp_path {{.Prefix}}/proxy;
-    fastcgi_temp_path {{.Prefix}}/fastcgi;
-    uwsgi_temp_path {{.Prefix}}/uwsgi;
-    scgi_temp_path {{.Prefix}}/scgi;
-    lua_package_path "{{.Dir}}/?.lua;{{.LuaDir}}/?.lua;/usr/share/lua/5.1/?.lua;;";`
-
 // rbacReq is one request of a case and the decision Envoy documents for it.
 type rbacReq struct {
 	method  string      // "" GET

@@ -63,3 +63,27 @@ func startStockNginx(t *testing.T, prefix, tmpl string, vars map[string]any, por
 		return err == nil
 	})
 }
+
+// stockLuaNginx starts the configuration of a stock nginx (one worker, its files in
+// .Prefix) whose http block runs Lua from this directory (.Dir) and the repository's lua/
+// (.LuaDir), logging at .LogLevel (default info) and loading the dynamic module .Module
+// if given; the servers follow, and a closing brace.
+const stockLuaNginx = `{{if .Root}}user root root;
+{{end}}worker_processes 1;
+daemon off;
+pid {{.Prefix}}/nginx.pid;
+error_log {{.Prefix}}/error.log {{or .LogLevel "info"}};
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+{{if .Module}}load_module {{.Module}};
+{{end}}events {
+    worker_connections 64;
+}
+http {
+    access_log off;
+    client_body_temp_path {{.Prefix}}/body;
+    proxy_temp_path {{.Prefix}}/proxy;
+    fastcgi_temp_path {{.Prefix}}/fastcgi;
+    uwsgi_temp_path {{.Prefix}}/uwsgi;
+    scgi_temp_path {{.Prefix}}/scgi;
+    lua_package_path "{{.Dir}}/?.lua;{{.LuaDir}}/?.lua;/usr/share/lua/5.1/?.lua;;";`

@@ -21,25 +21,7 @@ import (
 // balancer, proxy_ssl_name), with ngx_http_amesh_upstream_tls_module and
 // upstreamtlscheck.lua attaching profiles as amesh's plugin does. /noname/ is a location
 // whose proxy_ssl_name does not name the module's variable.
-const upstreamTLSConf = `{{if .Root}}user root root;
-{{end}}worker_processes 1;
-daemon off;
-pid {{.Prefix}}/nginx.pid;
-error_log {{.Prefix}}/error.log debug;
-load_module /usr/lib/nginx/modules/ndk_http_module.so;
-load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
-load_module {{.Module}};
-events {
-    worker_connections 64;
-}
-http {
-    access_log off;
-    client_body_temp_path {{.Prefix}}/body;
-    proxy_temp_path {{.Prefix}}/proxy;
-    fastcgi_temp_path {{.Prefix}}/fastcgi;
-    uwsgi_temp_path {{.Prefix}}/uwsgi;
-    scgi_temp_path {{.Prefix}}/scgi;
-    lua_package_path "{{.Dir}}/?.lua;{{.LuaDir}}/?.lua;/usr/share/lua/5.1/?.lua;;";
+const upstreamTLSConf = stockLuaNginx + `
     upstream backend {
         server 0.0.0.1;
         balancer_by_lua_block { require("upstreamtlscheck").balancer() }
@@ -141,7 +123,7 @@ func startTLSNginx(t *testing.T, routes map[string]tlsRoute) *tlsNginx {
 		t.Fatal(err)
 	}
 	startStockNginx(t, prefix, upstreamTLSConf, map[string]any{
-		"Module": filepath.Join(mods, "ngx_http_amesh_upstream_tls_module.so"), "Port": n.port, "Routes": routesFile,
+		"Module": filepath.Join(mods, "ngx_http_amesh_upstream_tls_module.so"), "LogLevel": "debug", "Port": n.port, "Routes": routesFile,
 	}, n.port)
 	return n
 }
