@@ -248,15 +248,7 @@ func (c *rbacCompiler) perm(p *rbacv3.Permission, neg bool, d int) rbacNode {
 	case *rbacv3.Permission_Header:
 		return c.header(r.Header, neg)
 	case *rbacv3.Permission_UrlPath:
-		sm := r.UrlPath.GetPath()
-		if sm == nil {
-			return c.unknown(neg, "url_path without a path matcher")
-		}
-		s, ok := c.str(sm)
-		if !ok {
-			return c.unknown(neg, "url_path matcher of an unsupported kind")
-		}
-		return rbacNode{Path: s, U: c.worst(neg)}
+		return c.urlPath(r.UrlPath, neg)
 	case *rbacv3.Permission_DestinationPort:
 		if r.DestinationPort > 65535 {
 			return constNode(false)
@@ -307,11 +299,7 @@ func (c *rbacCompiler) principal(p *rbacv3.Principal, neg bool, d int) rbacNode 
 	case *rbacv3.Principal_Header:
 		return c.header(r.Header, neg)
 	case *rbacv3.Principal_UrlPath:
-		s, ok := c.str(r.UrlPath.GetPath())
-		if !ok {
-			return c.unknown(neg, "url_path matcher of an unsupported kind")
-		}
-		return rbacNode{Path: s, U: c.worst(neg)}
+		return c.urlPath(r.UrlPath, neg)
 	case *rbacv3.Principal_DirectRemoteIp:
 		return c.cidr("direct", r.DirectRemoteIp, neg)
 	case *rbacv3.Principal_RemoteIp:
@@ -332,6 +320,19 @@ func (c *rbacCompiler) principal(p *rbacv3.Principal, neg bool, d int) rbacNode 
 		return c.unknown(neg, "custom principal extension")
 	}
 	return c.unknown(neg, fmt.Sprintf("principal %T", p.GetIdentifier()))
+}
+
+// urlPath is a path node, for permissions and principals alike.
+func (c *rbacCompiler) urlPath(m *matcherv3.PathMatcher, neg bool) rbacNode {
+	sm := m.GetPath()
+	if sm == nil {
+		return c.unknown(neg, "url_path without a path matcher")
+	}
+	s, ok := c.str(sm)
+	if !ok {
+		return c.unknown(neg, "url_path matcher of an unsupported kind")
+	}
+	return rbacNode{Path: s, U: c.worst(neg)}
 }
 
 // cidr is a range node; Envoy masks the address to the prefix length.
