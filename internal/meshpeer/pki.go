@@ -13,50 +13,29 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/url"
-	"sync/atomic"
 	"time"
+
+	"github.com/amesh-dev/amesh/internal/identity/identitytest"
 )
 
-// CA is a root certificate authority.
+// CA is a root certificate authority (identitytest's root, with the trust domain as
+// its Organization, as istiod's own CA has).
 type CA struct {
 	TrustDomain string
 	Cert        *x509.Certificate
 	// PEM is the root certificate, as pilot-agent writes root-cert.pem.
-	PEM []byte
-	key *ecdsa.PrivateKey
+	PEM  []byte
+	root *identitytest.CA
 }
 
-var serial atomic.Int64
-
-// NewCA makes a self-signed root for trustDomain, as istiod's own CA does
-// (Organization: the trust domain).
+// NewCA makes a self-signed root for trustDomain.
 func NewCA(trustDomain string) (*CA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	root, err := identitytest.NewCA(trustDomain)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial.Add(1)),
-		Subject:               pkix.Name{Organization: []string{trustDomain}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &CA{TrustDomain: trustDomain, Cert: cert, key: key,
-		PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+	return &CA{TrustDomain: trustDomain, Cert: root.Root(), PEM: root.PEM, root: root}, nil
 }
 
 // SPIFFE is the identity istiod gives service account sa in namespace ns.
@@ -91,11 +70,10 @@ func (ca *CA) issue(tmpl *x509.Certificate) (*Leaf, error) {
 		return nil, err
 	}
 	now := time.Now()
-	tmpl.SerialNumber = big.NewInt(serial.Add(1))
 	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(12*time.Hour)
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	der, err := ca.root.Sign(tmpl, &key.PublicKey)
 	if err != nil {
 		return nil, err
 	}

@@ -114,18 +114,27 @@ func (ca *CA) Issue(o Options) (Files, error) {
 		}
 		signer, keyPEM = k, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
 	}
-	serial := big.NewInt(ca.serial.Add(1))
 	tmpl := &x509.Certificate{
-		SerialNumber: serial, NotBefore: o.NotBefore, NotAfter: o.NotAfter, URIs: []*url.URL{u},
+		NotBefore: o.NotBefore, NotAfter: o.NotAfter, URIs: []*url.URL{u},
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, signer.Public(), ca.key)
+	der, err := ca.Sign(tmpl, signer.Public())
 	if err != nil {
 		return Files{}, err
 	}
 	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), ca.PEM...)
-	return Files{Key: keyPEM, Chain: chain, Root: ca.PEM, Serial: fmt.Sprintf("%x", serial)}, nil
+	return Files{Key: keyPEM, Chain: chain, Root: ca.PEM, Serial: fmt.Sprintf("%x", tmpl.SerialNumber)}, nil
+}
+
+// Root is the root certificate.
+func (ca *CA) Root() *x509.Certificate { return ca.cert }
+
+// Sign issues tmpl, with the CA's next serial number, for the public key pub, and
+// returns the certificate's DER.
+func (ca *CA) Sign(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
+	tmpl.SerialNumber = big.NewInt(ca.serial.Add(1))
+	return x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 }
 
 // IssueIdentity is Issue, and the identity the files parse into now.
