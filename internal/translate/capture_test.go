@@ -147,6 +147,10 @@ func TestCaptureRouting(t *testing.T) {
 		{"inbound to another port", request{host: "x", path: "/", port: "9080", listen: "15006"},
 			answer{route: "in-any.", upstream: "InboundPassthroughCluster", odst: inbound}},
 		{"inbound to 15006 itself", request{host: "x", path: "/", port: "15006", listen: "15006"}, answer{}},
+		{"inbound mTLS to the application port", request{host: "productpage", path: "/", port: "19080", listen: "15006", tls: true},
+			answer{route: "in-19080-tls.", upstream: "inbound|19080||", odst: inbound}},
+		{"inbound mTLS to another port", request{host: "x", path: "/", port: "9080", listen: "15006", tls: true},
+			answer{route: "in-any-tls.", upstream: "InboundPassthroughCluster", odst: inbound}},
 		{"outbound to 15001 itself", request{host: "x", path: "/", port: "15001"}, answer{}},
 		{"outbound to a TCP listener's port", request{host: "x", path: "/", port: "3306"}, answer{}},
 	}
@@ -156,6 +160,10 @@ func TestCaptureRouting(t *testing.T) {
 	}
 	in := func(addr string, port int, http bool) conn {
 		return conn{listen: "15006", addr: addr, port: port, http: http}
+	}
+	tlsConn := func(c conn, alpn ...string) conn {
+		c.tls, c.alpn = true, alpn
+		return c
 	}
 	toMysql := streamAnswer{route: "15001-3306-240.240.0.3", upstream: "outbound|3306|v1|mysqldb.default.svc.cluster.local"}
 	outHTTP := streamAnswer{route: "15001-9080-http", http: true}
@@ -175,6 +183,22 @@ func TestCaptureRouting(t *testing.T) {
 		{"inbound to 15006 itself", in(pod, 15006, false), streamAnswer{route: "15006-15006", closed: true}},
 		{"inbound to the TCP service's address and port", in(mysql, 3306, false), inTCP},
 		{"inbound HTTP to a service port", in(service, 9080, true), inHTTP},
+		// TLS: Istio mTLS for HTTP is terminated by the HTTP server's TLS socket; other
+		// TLS to the application port has no chain (closed, as in Envoy) and to other
+		// ports passes through; Istio mTLS for TCP is not terminated (closed, reported).
+		{"inbound Istio mTLS (HTTP) to the application port", tlsConn(in(pod, 19080, false), "istio-http/1.1", "istio", "http/1.1"),
+			streamAnswer{route: "15006-19080-tls-istio_istio-peer-exchange_istio-http_-389c30d783", http: true, mtls: true}},
+		{"inbound Istio mTLS (TCP ALPN) to the application port", tlsConn(in(pod, 19080, false), "istio-peer-exchange", "istio"),
+			streamAnswer{route: "15006-19080-tls-istio_istio-peer-exchange_istio-http_-389c30d783", http: true, mtls: true}},
+		{"inbound other TLS to the application port", tlsConn(in(pod, 19080, false), "h2", "http/1.1"),
+			streamAnswer{route: "15006-19080-tls", closed: true}},
+		{"inbound Istio mTLS (HTTP) to another port", tlsConn(in(pod, 8080, false), "istio-http/1.1", "istio", "http/1.1"),
+			streamAnswer{route: "15006-any-tls-istio-http_1.0_istio-http_1.1_istio-h2-61c341f08f", http: true, mtls: true}},
+		{"inbound Istio mTLS (TCP) to another port", tlsConn(in(pod, 5432, false), "istio-peer-exchange", "istio"),
+			streamAnswer{route: "15006-any-tls-istio-peer-exchange_istio-c7a5c44986", closed: true}},
+		{"inbound other TLS to another port", tlsConn(in(pod, 8443, false)),
+			streamAnswer{route: "15006-any-tls", upstream: "InboundPassthroughCluster", odst: inbound}},
+		{"outbound TLS to the TCP service", tlsConn(out(mysql, 3306, false), "istio-peer-exchange", "istio"), toMysql},
 	}
 	for _, mode := range []struct {
 		name    string
@@ -232,8 +256,8 @@ func TestCaptureRouting(t *testing.T) {
 					t.Errorf("report entry on what the stream routes now do: %+v", e)
 				}
 			}
-			if !findEntry(rep, "filter_chains.transport_socket", report.Unsupported, "inbound mTLS") {
-				t.Errorf("the report does not say that TLS chains are not translated: %v", rep)
+			if !findEntry(rep, "filter_chains.transport_socket", report.Unsupported, "terminates Istio mTLS in front of TCP") {
+				t.Errorf("the report does not say that Istio mTLS for TCP is not terminated: %v", rep)
 			}
 		})
 	}

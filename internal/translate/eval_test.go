@@ -27,6 +27,7 @@ type request struct {
 	method  string
 	port    string // original destination port
 	listen  string // APISIX's port (server_port); "" is the outbound capture port 15001
+	tls     bool   // on the HTTP server's TLS socket (Istio mTLS APISIX terminated)
 }
 
 // envoyRoute returns the index of the virtual host and route Envoy picks, or -1, -1.
@@ -247,6 +248,9 @@ func nginxVars(r request) map[string]string {
 	}
 	if r.listen != "" {
 		v["server_port"] = r.listen
+	}
+	if r.tls {
+		v["scheme"] = "https"
 	}
 	for k, x := range r.headers {
 		v["http_"+strings.ReplaceAll(k, "-", "_")] = x

@@ -84,6 +84,13 @@ type listenerBuild struct {
 	analyses map[*listenerv3.FilterChain]*chainAnalysis
 	// observed and accounted are those of the chains served, for the summary.
 	observed, accounted []string
+	// tlsOn, tlsOff, tlsWhy: the listener's TLS inspection (inspectsTLS).
+	tlsOn  bool
+	tlsOff [2]uint32
+	tlsWhy string
+	// tlsHTTP are the chains that terminate Istio mTLS whose HTTP routes APISIX's TLS
+	// socket serves (buildInbound), by the key of their context.
+	tlsHTTP map[*listenerv3.FilterChain]string
 }
 
 func (b *listenerBuild) rep(field string, sev report.Severity, msg string) {
@@ -277,19 +284,73 @@ func buildInbound(b *listenerBuild) {
 		}
 		seen[p] = true
 		a.report(b.rep, "routes of "+ctx.key)
-		ctx.vars = []apisix.Expr{{"server_port", "==", strconv.Itoa(inPort)}, {opts.OriginalDstVar, "==", p}}
+		ctx.vars = []apisix.Expr{{"server_port", "==", strconv.Itoa(inPort)}, {opts.OriginalDstVar, "==", p}, schemeHTTP}
 		b.out.ctxs = append(b.out.ctxs, ctx)
 	}
+	ports := slices.Sorted(maps.Keys(named))
 	if catchAll != nil {
-		catchAll.vars = []apisix.Expr{{"server_port", "==", strconv.Itoa(inPort)}}
-		if ports := slices.Sorted(maps.Keys(named)); len(ports) > 0 {
+		catchAll.vars = []apisix.Expr{{"server_port", "==", strconv.Itoa(inPort)}, schemeHTTP}
+		if len(ports) > 0 {
 			catchAll.vars = append(catchAll.vars, apisix.Expr{opts.OriginalDstVar, "!", "in", ports})
 		}
 		b.out.ctxs = append(b.out.ctxs, *catchAll)
 	}
-	b.rep("filter_chains.transport_socket", report.Unsupported, "inbound mTLS (istio-peer-exchange/TLS chains) is not translated; "+
-		"only plaintext inbound connections are served, and a TLS connection takes the stream route of its port's plaintext chains")
+	b.tlsContexts(inPort, ports)
 	b.streams(inPort, rankCapture, 0, nil)
+}
+
+// Inbound HTTP routes for plaintext chains and for chains that terminate Istio mTLS
+// are told apart by the socket the connection reached APISIX's HTTP server on: the TLS
+// one gives scheme https.
+var (
+	schemeHTTP  = apisix.Expr{"scheme", "==", "http"}
+	schemeHTTPS = apisix.Expr{"scheme", "==", "https"}
+)
+
+// tlsContexts adds the HTTP contexts of virtualInbound's chains that terminate Istio
+// mTLS in front of an HTTP connection manager, on inbound port inPort, ports being
+// those some chain names: per destination port the first such chain (and for any
+// port), as every connection APISIX terminates for a port reaches the same routes.
+// The chains whose routes they are go to b.tlsHTTP, for the stream routes.
+func (b *listenerBuild) tlsContexts(inPort int, ports []string) {
+	seen := map[int]bool{}
+	for _, fc := range b.l.GetFilterChains() {
+		m := fc.GetFilterChainMatch()
+		dp := int(m.GetDestinationPort().GetValue())
+		tp := m.GetTransportProtocol()
+		if fc.GetTransportSocket() == nil || seen[dp] || len(m.GetServerNames()) > 0 || tp != "" && tp != "tls" {
+			continue
+		}
+		if _, why := istioServerTLS(fc.GetTransportSocket()); why != "" {
+			continue // its stream routes close its connections, and say why
+		}
+		a := b.analyze(fc)
+		if a.hcm == nil {
+			continue
+		}
+		key := "in-any-tls"
+		if dp != 0 {
+			key = "in-" + strconv.Itoa(dp) + "-tls"
+		}
+		ctx := httpCtx{key: key, listener: b.l.GetName(), websocket: websocketOn(a.hcm), filters: &a.filters, originalDst: true}
+		if !setRouteSource(&ctx, a.hcm) {
+			continue
+		}
+		seen[dp] = true
+		b.use(a)
+		a.report(b.rep, "routes of "+key)
+		ctx.vars = []apisix.Expr{{"server_port", "==", strconv.Itoa(inPort)}, schemeHTTPS}
+		if dp != 0 {
+			ctx.vars = append(ctx.vars, apisix.Expr{b.opts.OriginalDstVar, "==", strconv.Itoa(dp)})
+		} else if len(ports) > 0 {
+			ctx.vars = append(ctx.vars, apisix.Expr{b.opts.OriginalDstVar, "!", "in", ports})
+		}
+		b.out.ctxs = append(b.out.ctxs, ctx)
+		if b.tlsHTTP == nil {
+			b.tlsHTTP = map[*listenerv3.FilterChain]string{}
+		}
+		b.tlsHTTP[fc] = key
+	}
 }
 
 // buildPassthrough turns the catch-all outbound listener (virtualOutbound, which gets

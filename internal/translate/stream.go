@@ -21,8 +21,21 @@ package translate
 //     router puts them above the capture listener's, as Envoy's hand-off does; a cell
 //     claimed by more than one listener goes to the one Envoy hands connections to
 //     (Translator.syncStreams);
-//   - TLS chains (mTLS, SNI) are not translated: a TLS connection takes the route of
-//     the plaintext chains of its place.
+//   - a TLS connection (its first bytes a TLS ClientHello, on a listener with Envoy's
+//     tls_inspector) has places of its own: label amesh-protocol "tls", and with
+//     amesh-alpn the application protocols (ALPN) of a chain. The router gives it the
+//     route of the first protocol of its ClientHello that a route of its place names,
+//     else the place's "tls" route, else the route for any protocol: Envoy's
+//     transport protocol and application protocol steps, whose chains for TLS the
+//     translator picks here. A "tls" route is only added where it differs from the
+//     route for any protocol. Chains with server names (SNI) are not translated: a TLS
+//     connection takes the chains without server names of its place;
+//   - a chain that terminates Istio mTLS (the workload certificate, client
+//     certificates verified against the mesh root) with an HTTP connection manager
+//     hands the still encrypted connection to APISIX's HTTP server on its TLS socket
+//     (amesh-http with "tls"), where APISIX's ssl phase terminates it with the ssl
+//     object istio-mtls-server; the HTTP routes of the chain carry scheme https
+//     (listener.go).
 //
 // What a route does is what its chain does: an HTTP connection manager's carries
 // amesh-http (APISIX's HTTP server takes the connection and its HTTP routes decide);
@@ -54,6 +67,11 @@ const (
 	// http_inspector reports as http/1.1 and h2c; HTTP/1.0 is neither).
 	labelProtocol = "amesh-protocol"
 	protoHTTP     = "http"
+	// protoTLS restricts a route to TLS connections (a ClientHello, as Envoy's
+	// tls_inspector detects it); labelALPN further to those whose ALPN names one of
+	// its protocols (comma-separated).
+	protoTLS  = "tls"
+	labelALPN = "amesh-alpn"
 	// protoNever stands for application protocols no plaintext connection has: the
 	// chain still takes part in Envoy's transport protocol step.
 	protoNever = "-"
@@ -80,7 +98,8 @@ type streamCell struct {
 	listen int    // APISIX's capture port (label amesh-listen); 0 without capture
 	port   int    // original destination port; 0: any
 	addr   string // original destination address or prefix; "": any
-	proto  string // protoHTTP, or "": any
+	proto  string // protoHTTP, protoTLS, or "": any
+	alpn   string // with protoTLS: the chain's application protocols, comma-separated
 }
 
 // id is the id of the cell's route: the cell itself, so unique.
@@ -98,6 +117,9 @@ func (c streamCell) id() string {
 	if c.proto != "" {
 		b.WriteString("-" + c.proto)
 	}
+	if c.alpn != "" {
+		b.WriteString("-" + c.alpn)
+	}
 	return apisix.SafeID(b.String())
 }
 
@@ -114,6 +136,9 @@ type streamClaim struct {
 	http    bool
 	cluster string
 	closed  string
+	// tls: amesh-http hands the connection to the HTTP server's TLS socket, where
+	// APISIX terminates Istio mTLS.
+	tls bool
 	// id is set without capture: the route's id (tcp-<address>_<port>).
 	id string
 }
@@ -138,6 +163,11 @@ type chainPlace struct {
 	plain    bool   // it may take a plaintext connection (no server names, no TLS transport protocol)
 	raw      bool   // transport_protocol raw_buffer, which beats none
 	proto    string // protoHTTP for HTTP's application protocols, "" for none, protoNever
+	// tlsOK: it may take a TLS connection (no server names; transport protocol tls or
+	// none); tls: transport protocol tls, which beats none; alpn: its application
+	// protocols as a TLS connection's ALPN must name one.
+	tlsOK, tls bool
+	alpn       []string
 	// unsupported says why the chain's place cannot be expressed; the connections it
 	// would take are closed.
 	unsupported string
@@ -146,6 +176,30 @@ type chainPlace struct {
 // httpInspector is the type of Envoy's http_inspector listener filter: without it a
 // plaintext connection has no application protocol.
 const httpInspector = "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+
+// tlsInspector is the type of Envoy's tls_inspector listener filter: without it no
+// connection is TLS to the filter chain match.
+const tlsInspector = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+
+// inspectsTLS reports whether the listener tells TLS connections from others, and the
+// destination ports it does not for (the inspector's filter_disabled port range), or
+// why its filter_disabled is not translated.
+func inspectsTLS(l *listenerv3.Listener) (on bool, off [2]uint32, why string) {
+	for _, f := range l.GetListenerFilters() {
+		if f.GetTypedConfig().GetTypeUrl() != tlsInspector {
+			continue
+		}
+		if d := f.GetFilterDisabled(); d != nil {
+			r := d.GetDestinationPortRange()
+			if r == nil {
+				return false, off, "tls_inspector's filter_disabled is not a destination port range"
+			}
+			return true, [2]uint32{uint32(r.GetStart()), uint32(r.GetEnd())}, ""
+		}
+		return true, off, ""
+	}
+	return false, off, ""
+}
 
 // inspectsHTTP reports whether the listener tells HTTP connections from others.
 func inspectsHTTP(l *listenerv3.Listener) bool {
@@ -177,6 +231,9 @@ func placeOf(fc *listenerv3.FilterChain, inspect bool) chainPlace {
 	// names only.
 	p.plain = (tp == "" || tp == "raw_buffer") && len(m.GetServerNames()) == 0
 	p.raw = tp == "raw_buffer"
+	p.tlsOK = (tp == "" || tp == "tls") && len(m.GetServerNames()) == 0
+	p.tls = tp == "tls"
+	p.alpn = m.GetApplicationProtocols()
 	aps := m.GetApplicationProtocols()
 	h11, h2c, h10 := slices.Contains(aps, "http/1.1"), slices.Contains(aps, "h2c"), slices.Contains(aps, "http/1.0")
 	switch {
@@ -249,6 +306,10 @@ func (b *listenerBuild) streams(listen, rank, port int, addrs []netip.Addr) {
 	for _, fc := range b.l.GetFilterChains() {
 		places = append(places, placeOf(fc, inspect))
 	}
+	b.tlsOn, b.tlsOff, b.tlsWhy = inspectsTLS(b.l)
+	if b.tlsWhy != "" {
+		b.rep("listener_filters", report.Unsupported, b.tlsWhy+"; TLS connections take the routes of plaintext ones")
+	}
 	if port != 0 {
 		// Connections to this listener all have its port: its chains for that port,
 		// or, without any, those for any port.
@@ -271,6 +332,13 @@ func (b *listenerBuild) streams(listen, rank, port int, addrs []netip.Addr) {
 		}
 	}
 	slices.Sort(ports)
+	for q := b.tlsOff[0]; q < b.tlsOff[1] && q < b.tlsOff[0]+1024; q++ {
+		if !slices.Contains(ports, int(q)) {
+			b.rep("listener_filters", report.Approximated, fmt.Sprintf(
+				"tls_inspector is disabled for destination ports %d-%d, some of which have no filter chains of their own: TLS connections to them are told from plaintext ones as to other ports", b.tlsOff[0], b.tlsOff[1]-1))
+			break
+		}
+	}
 	for _, dp := range ports {
 		b.prefixes(streamCell{listen: listen, port: dp}, rank, placesFor(places, dp))
 	}
@@ -353,6 +421,10 @@ func (b *listenerBuild) place(cell streamCell, rank int, chains []chainPlace) {
 	if raw {
 		plain = slices.DeleteFunc(plain, func(p chainPlace) bool { return !p.raw })
 	}
+	// What the route for any protocol does: its chain (nil: the fallback), or closed
+	// for a match amesh cannot express.
+	var anyFC *listenerv3.FilterChain
+	anyClosed := false
 	for _, proto := range []string{protoHTTP, ""} {
 		c := cell
 		c.proto = proto
@@ -366,13 +438,127 @@ func (b *listenerBuild) place(cell streamCell, rank int, chains []chainPlace) {
 			// Several chains in one place differ in what amesh cannot express (Envoy
 			// rejects identical matches).
 			if j := slices.IndexFunc(plain, func(p chainPlace) bool { return p.proto == proto && p.unsupported != "" }); j >= 0 {
-				b.rep("filter_chains.filter_chain_match", report.Unsupported, fmt.Sprintf(
-					"%s; the connections it would take are closed", plain[j].unsupported))
-				b.close(c, rank, "filter chain match not translated")
+				b.unsupportedMatch(c, rank, plain[j].unsupported)
+				anyClosed = proto == ""
 				continue
+			}
+			if proto == "" {
+				anyFC = plain[i].fc
 			}
 			b.claim(c, rank, plain[i].fc)
 		}
+	}
+	if b.tlsOn && (uint32(cell.port) < b.tlsOff[0] || uint32(cell.port) >= b.tlsOff[1]) {
+		b.placeTLS(cell, rank, chains, anyFC, anyClosed)
+	}
+}
+
+// unsupportedMatch closes the connections of cell, which a chain whose match amesh
+// cannot express (why) would take.
+func (b *listenerBuild) unsupportedMatch(cell streamCell, rank int, why string) {
+	b.rep("filter_chains.filter_chain_match", report.Unsupported, why+"; the connections it would take are closed")
+	b.close(cell, rank, "filter chain match not translated")
+}
+
+// placeTLS adds the routes of one place for TLS connections, among whose candidate
+// chains Envoy picks as for a ClientHello without a server name that any chain names:
+// those with transport protocol tls, else those without one; then the one naming the
+// first of the connection's ALPN protocols that one names (a route per chain with
+// application protocols), else the one without application protocols (the "tls"
+// route, added only where it does not do what the route for any protocol, whose chain
+// is anyFC, does), else the fallback.
+func (b *listenerBuild) placeTLS(cell streamCell, rank int, chains []chainPlace, anyFC *listenerv3.FilterChain, anyClosed bool) {
+	var set []chainPlace
+	tls := false
+	for _, p := range chains {
+		if p.tlsOK {
+			set = append(set, p)
+			tls = tls || p.tls
+		}
+	}
+	if tls {
+		set = slices.DeleteFunc(set, func(p chainPlace) bool { return !p.tls })
+	}
+	named := map[string]bool{}
+	for _, p := range set {
+		if len(p.alpn) == 0 {
+			continue
+		}
+		c := cell
+		c.proto = protoTLS
+		c.alpn = strings.Join(p.alpn, ",")
+		var own []string // the protocols no earlier chain of the place names
+		for _, a := range p.alpn {
+			if !named[a] {
+				own = append(own, a)
+			}
+			named[a] = true
+		}
+		switch {
+		case len(own) < len(p.alpn):
+			// Envoy rejects such a listener; the first chain keeps its protocols.
+			b.rep("filter_chains.filter_chain_match.application_protocols", report.Invalid, fmt.Sprintf(
+				"application protocols %v of filter chain %s repeat those of another chain in the same place; the connections it would take are closed", p.alpn, p.fc.GetName()))
+			if len(own) > 0 {
+				c.alpn = strings.Join(own, ",")
+				b.close(c, rank, "application protocols repeated")
+			}
+		case len(c.alpn) > 256 || strings.ContainsFunc(c.alpn, func(r rune) bool { return r <= ' ' || r > '~' }):
+			b.rep("filter_chains.filter_chain_match.application_protocols", report.Unsupported, fmt.Sprintf(
+				"application protocols %v of filter chain %s are not an APISIX label value; the connections they would take are closed", p.alpn, p.fc.GetName()))
+			b.close(c, rank, "application protocols not translated")
+		case p.unsupported != "":
+			b.unsupportedMatch(c, rank, p.unsupported)
+		default:
+			b.claimTLS(c, rank, p.fc)
+		}
+	}
+	c := cell
+	c.proto = protoTLS
+	i := slices.IndexFunc(set, func(p chainPlace) bool { return len(p.alpn) == 0 })
+	if i < 0 {
+		if anyFC == nil && !anyClosed {
+			return // both fall back alike
+		}
+		b.fallback(c, rank)
+		return
+	}
+	p := set[i]
+	if p.fc == anyFC && (p.unsupported != "") == anyClosed && p.fc.GetTransportSocket() == nil {
+		return
+	}
+	if p.unsupported != "" {
+		b.unsupportedMatch(c, rank, p.unsupported)
+		return
+	}
+	b.claimTLS(c, rank, p.fc)
+}
+
+// claimTLS adds the route that serves TLS connections of cell as chain fc does: one
+// without a transport socket passes them on as they are; one that terminates Istio
+// mTLS in front of an HTTP connection manager hands them to the HTTP server's TLS
+// socket, where the chain's routes are (listener.go); anything else closes them.
+func (b *listenerBuild) claimTLS(cell streamCell, rank int, fc *listenerv3.FilterChain) {
+	if fc.GetTransportSocket() == nil {
+		b.claim(cell, rank, fc)
+		return
+	}
+	a := b.analyze(fc)
+	switch _, why := istioServerTLS(fc.GetTransportSocket()); {
+	case why != "":
+		b.rep("filter_chains.transport_socket", report.Unsupported, "filter chain "+fc.GetName()+": "+why+"; its connections are closed")
+		b.close(cell, rank, "TLS not terminated")
+	case a.hcm == nil:
+		b.rep("filter_chains.transport_socket", report.Unsupported, "filter chain "+fc.GetName()+
+			" terminates Istio mTLS in front of TCP; APISIX terminates it for HTTP only, so its connections are closed")
+		b.close(cell, rank, "TLS not terminated")
+	case b.tlsHTTP[fc] == "":
+		b.rep("filter_chains.transport_socket", report.Unsupported, "filter chain "+fc.GetName()+
+			" terminates Istio mTLS in front of HTTP routes that APISIX's TLS socket does not serve (another TLS chain's for the same port, or not an inbound listener's); its connections are closed")
+		b.close(cell, rank, "TLS not terminated")
+	default:
+		b.use(a)
+		b.out.streams = append(b.out.streams, streamClaim{cell: cell, rank: rank, http: true, tls: true})
 	}
 }
 

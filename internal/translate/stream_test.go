@@ -22,6 +22,7 @@ import (
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
@@ -41,6 +42,10 @@ type conn struct {
 	addr   string // original destination
 	port   int
 	http   bool // its first bytes are an HTTP/1.1 request line or the h2c preface
+	// tls: its first bytes are a TLS ClientHello, without a server name any chain
+	// names, offering the application protocols alpn.
+	tls  bool
+	alpn []string
 }
 
 // sRoute is a stream route as the router reads it.
@@ -84,8 +89,10 @@ func streamRoutesOf(t *testing.T, objs map[string][]byte) []*sRoute {
 	return out
 }
 
-// rank is the route's place in the router's order: greater is more specific.
-func (r *sRoute) rank() [3]int {
+// rank is the route's place in the router's order for c: greater is more specific.
+// Among a place's routes for TLS, one whose ALPN names the connection's first protocol
+// that a route names beats the others.
+func (r *sRoute) rank(c conn) [3]int {
 	var k [3]int
 	if r.ServerPort != 0 {
 		k[0] = 1
@@ -95,6 +102,10 @@ func (r *sRoute) rank() [3]int {
 	}
 	if r.Labels["amesh-protocol"] != "" {
 		k[2] = 1
+	}
+	if a := r.Labels["amesh-alpn"]; a != "" {
+		names := strings.Split(a, ",")
+		k[2] = 1000 - slices.IndexFunc(c.alpn, func(p string) bool { return slices.Contains(names, p) })
 	}
 	return k
 }
@@ -109,7 +120,14 @@ func (r *sRoute) matches(t *testing.T, c conn) bool {
 	switch p := r.Labels["amesh-protocol"]; p {
 	case "":
 	case "http":
-		if !c.http {
+		if !c.http || c.tls {
+			return false
+		}
+	case "tls":
+		if !c.tls {
+			return false
+		}
+		if a := r.Labels["amesh-alpn"]; a != "" && !slices.ContainsFunc(strings.Split(a, ","), func(p string) bool { return slices.Contains(c.alpn, p) }) {
 			return false
 		}
 	default:
@@ -128,9 +146,9 @@ func streamRouteOf(t *testing.T, objs map[string][]byte, c conn) *sRoute {
 			continue
 		}
 		switch {
-		case best == nil || less(best.rank(), r.rank()):
+		case best == nil || less(best.rank(c), r.rank(c)):
 			best = r
-		case best.rank() == r.rank():
+		case best.rank(c) == r.rank(c):
 			t.Errorf("connection %+v: stream routes %s and %s tie", c, best.ID, r.ID)
 		}
 	}
@@ -153,13 +171,14 @@ func less(a, b [3]int) bool {
 type streamAnswer struct {
 	route    string
 	http     bool
+	mtls     bool // http, on the HTTP server's TLS socket
 	upstream string
 	odst     *upstream.OriginalDstConf
 	closed   bool
 }
 
 func (a streamAnswer) String() string {
-	s := fmt.Sprintf("{route %q http %v upstream %q closed %v", a.route, a.http, a.upstream, a.closed)
+	s := fmt.Sprintf("{route %q http %v mtls %v upstream %q closed %v", a.route, a.http, a.mtls, a.upstream, a.closed)
 	if a.odst != nil {
 		s += fmt.Sprintf(" odst %+v", *a.odst)
 	}
@@ -167,7 +186,7 @@ func (a streamAnswer) String() string {
 }
 
 func (a streamAnswer) equal(b streamAnswer) bool {
-	return a.route == b.route && a.http == b.http && a.upstream == b.upstream && a.closed == b.closed &&
+	return a.route == b.route && a.http == b.http && a.mtls == b.mtls && a.upstream == b.upstream && a.closed == b.closed &&
 		(a.odst == nil) == (b.odst == nil) && (a.odst == nil || *a.odst == *b.odst)
 }
 
@@ -183,6 +202,13 @@ func streamAnswerOf(t *testing.T, objs map[string][]byte, c conn) streamAnswer {
 		switch name {
 		case "amesh-http":
 			a.http = true
+			var conf struct {
+				TLS bool `json:"tls"`
+			}
+			if err := json.Unmarshal(raw, &conf); err != nil {
+				t.Fatal(err)
+			}
+			a.mtls = conf.TLS
 		case upstream.OriginalDstPlugin:
 			a.odst = &upstream.OriginalDstConf{}
 			if err := json.Unmarshal(raw, a.odst); err != nil {
@@ -221,15 +247,15 @@ func streamAnswerOf(t *testing.T, objs map[string][]byte, c conn) streamAnswer {
 func checkStreamRoutes(t *testing.T, objs map[string][]byte) {
 	t.Helper()
 	type place struct {
-		listen, addr, proto string
-		port                int
+		listen, addr, proto, alpn string
+		port                      int
 	}
 	seen := map[place]string{}
 	for _, r := range streamRoutesOf(t, objs) {
 		if l := r.Labels["amesh-listen"]; l != "15001" && l != "15006" {
 			t.Errorf("stream route %s is for capture port %q", r.ID, l)
 		}
-		p := place{r.Labels["amesh-listen"], r.prefix.String(), r.Labels["amesh-protocol"], r.ServerPort}
+		p := place{r.Labels["amesh-listen"], r.prefix.String(), r.Labels["amesh-protocol"], r.Labels["amesh-alpn"], r.ServerPort}
 		if other, ok := seen[p]; ok {
 			t.Errorf("stream routes %s and %s tie", other, r.ID)
 		}
@@ -502,11 +528,35 @@ func envoyChain(ls []*listenerv3.Listener, c conn) *listenerv3.FilterChain {
 		return false
 	})
 	step(func(m *listenerv3.FilterChainMatch) bool { return len(m.GetServerNames()) == 0 })
+	inspectHTTP, inspectTLS := false, false
+	for _, f := range l.GetListenerFilters() {
+		inspectHTTP = inspectHTTP || f.GetName() == "envoy.filters.listener.http_inspector"
+		inspectTLS = inspectTLS || f.GetName() == "envoy.filters.listener.tls_inspector"
+	}
+	if c.tls && inspectTLS {
+		prefer(func(m *listenerv3.FilterChainMatch) bool { return m.GetTransportProtocol() == "tls" },
+			func(m *listenerv3.FilterChainMatch) bool { return m.GetTransportProtocol() == "" })
+		// The first of the connection's protocols that a chain names picks it.
+		for _, p := range c.alpn {
+			if slices.ContainsFunc(chains, func(fc *listenerv3.FilterChain) bool {
+				return slices.Contains(fc.GetFilterChainMatch().GetApplicationProtocols(), p)
+			}) {
+				step(func(m *listenerv3.FilterChainMatch) bool { return slices.Contains(m.GetApplicationProtocols(), p) })
+				return first(chains)
+			}
+		}
+		step(func(m *listenerv3.FilterChainMatch) bool { return len(m.GetApplicationProtocols()) == 0 })
+		if len(chains) > 0 {
+			return chains[0]
+		}
+		return l.GetDefaultFilterChain()
+	}
+	// Without tls_inspector a TLS connection is raw_buffer without protocols, as one
+	// http_inspector does not take for HTTP.
 	prefer(func(m *listenerv3.FilterChainMatch) bool { return m.GetTransportProtocol() == "raw_buffer" },
 		func(m *listenerv3.FilterChainMatch) bool { return m.GetTransportProtocol() == "" })
-	inspect := len(l.GetListenerFilters()) > 0 // http_inspector, the only one generated
 	prefer(func(m *listenerv3.FilterChainMatch) bool {
-		return inspect && c.http && slices.Contains(m.GetApplicationProtocols(), "http/1.1")
+		return inspectHTTP && c.http && !c.tls && slices.Contains(m.GetApplicationProtocols(), "http/1.1")
 	},
 		func(m *listenerv3.FilterChainMatch) bool { return len(m.GetApplicationProtocols()) == 0 })
 	if len(chains) > 0 {
@@ -515,11 +565,20 @@ func envoyChain(ls []*listenerv3.Listener, c conn) *listenerv3.FilterChain {
 	return l.GetDefaultFilterChain()
 }
 
+func first(chains []*listenerv3.FilterChain) *listenerv3.FilterChain {
+	if len(chains) == 0 {
+		return nil
+	}
+	return chains[0]
+}
+
 // envoyAnswer is what Envoy does with a connection that chain fc takes, in the terms
-// of streamAnswer (without the route).
+// of streamAnswer (without the route). A chain with a TLS transport socket closes it
+// here: a plaintext connection fails Envoy's handshake, and the random chains'
+// sockets are no TLS context amesh terminates (it closes those connections).
 func envoyAnswer(t *testing.T, fc *listenerv3.FilterChain, clusters map[string]*resource.Cluster) streamAnswer {
 	closed := streamAnswer{closed: true}
-	if fc == nil || fc.GetTransportSocket() != nil { // a plaintext connection fails the TLS handshake
+	if fc == nil || fc.GetTransportSocket() != nil {
 		return closed
 	}
 	for _, f := range fc.GetFilters() {
@@ -544,6 +603,12 @@ func envoyAnswer(t *testing.T, fc *listenerv3.FilterChain, clusters map[string]*
 		}
 	}
 	return closed
+}
+
+// tlsInspectorFilter is Envoy's tls_inspector listener filter.
+func tlsInspectorFilter() *listenerv3.ListenerFilter {
+	return &listenerv3.ListenerFilter{Name: "envoy.filters.listener.tls_inspector",
+		ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})}}
 }
 
 // inspector is Envoy's http_inspector listener filter.
@@ -573,8 +638,13 @@ func randomChain(rng *rand.Rand, ports []uint32) *listenerv3.FilterChain {
 		}
 	}
 	m.TransportProtocol = []string{"", "", "raw_buffer", "tls"}[rng.Intn(4)]
-	if rng.Intn(2) == 0 {
+	switch rng.Intn(6) {
+	case 0, 1, 2:
 		m.ApplicationProtocols = []string{"http/1.1", "h2c"}
+	case 3:
+		m.ApplicationProtocols = []string{"istio-http/1.1", "istio"}
+	case 4:
+		m.ApplicationProtocols = []string{"istio-peer-exchange", "h2"}
 	}
 	if rng.Intn(10) == 0 {
 		m.ServerNames = []string{"a.example"}
@@ -604,6 +674,9 @@ func randomListener(rng *rand.Rand, name, addr string, port uint32) *listenerv3.
 	}
 	if rng.Intn(5) != 0 {
 		l.ListenerFilters = []*listenerv3.ListenerFilter{inspector()}
+	}
+	if rng.Intn(3) != 0 {
+		l.ListenerFilters = append(l.ListenerFilters, tlsInspectorFilter())
 	}
 	if rng.Intn(3) == 0 {
 		l.DefaultFilterChain = randomChain(rng, []uint32{0})
@@ -642,8 +715,10 @@ func TestStreamDifferential(t *testing.T) {
 		checkStreamRoutes(t, objs)
 		for _, a := range addrs {
 			for _, p := range []int{5000, 5001, 5002, 5003, 15001} {
-				for _, h := range []bool{false, true} {
-					c := conn{listen: "15001", addr: a, port: p, http: h}
+				for _, c := range []conn{{http: false}, {http: true},
+					{tls: true}, {tls: true, alpn: []string{"h2", "http/1.1"}}, {tls: true, alpn: []string{"istio-http/1.1", "istio", "http/1.1"}},
+					{tls: true, alpn: []string{"istio-peer-exchange", "istio"}}} {
+					c.listen, c.addr, c.port = "15001", a, p
 					want := envoyAnswer(t, envoyChain(ls, c), snap.Clusters)
 					got := streamAnswerOf(t, objs, c)
 					if got.route == "" {

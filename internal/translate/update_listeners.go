@@ -179,7 +179,7 @@ func (t *Translator) syncStreams() {
 		rank     int
 		listener string
 	}
-	own := map[streamCell]owner{} // by cell without protocol
+	own := map[streamCell]owner{} // by cell without protocols
 	wild := map[[2]int]bool{}     // (capture port, port) of listeners for every address
 	names := slices.Sorted(maps.Keys(t.listeners))
 	for _, name := range names {
@@ -188,7 +188,7 @@ func (t *Translator) syncStreams() {
 				wild[[2]int{c.cell.listen, c.cell.port}] = true
 			}
 			slot := c.cell
-			slot.proto = ""
+			slot.proto, slot.alpn = "", ""
 			if o, ok := own[slot]; !ok || c.rank < o.rank {
 				own[slot] = owner{c.rank, name}
 			}
@@ -201,7 +201,7 @@ func (t *Translator) syncStreams() {
 		for i := range out.streams {
 			c := &out.streams[i]
 			slot := c.cell
-			slot.proto = ""
+			slot.proto, slot.alpn = "", ""
 			if own[slot].listener != name || c.rank == rankCapture && c.cell.port != 0 && wild[[2]int{c.cell.listen, c.cell.port}] {
 				continue
 			}
@@ -254,6 +254,9 @@ func (t *Translator) streamRoute(c *streamClaim, listener string, rep *[]report.
 		if c.cell.proto != "" {
 			r.Labels[labelProtocol] = c.cell.proto
 		}
+		if c.cell.alpn != "" {
+			r.Labels[labelALPN] = c.cell.alpn
+		}
 	}
 	add := func(sev report.Severity, msg string) {
 		*rep = append(*rep, report.Entry{Kind: "listener", Resource: listener,
@@ -261,6 +264,8 @@ func (t *Translator) streamRoute(c *streamClaim, listener string, rep *[]report.
 	}
 	closed := c.closed
 	switch name, info := t.clusters.ref(c.cluster); {
+	case c.http && c.tls:
+		r.Plugins = map[string]any{streamHTTPPlugin: map[string]bool{"tls": true}}
 	case c.http:
 		r.Plugins = map[string]any{streamHTTPPlugin: struct{}{}}
 	case closed != "":

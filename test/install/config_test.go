@@ -198,8 +198,13 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 	if at(cfg, "apisix", "config_center") != nil {
 		t.Errorf("apisix.config_center set: APISIX would declare the xds dicts a second time")
 	}
-	if at(cfg, "apisix", "ssl", "enable") != false {
-		t.Errorf("apisix.ssl.enable is not false: APISIX would listen on 9443, a port of the application's network namespace")
+	// TLS is on for the Istio mTLS socket only: an absent ssl.listen would be APISIX's
+	// 9443, a port of the application's network namespace.
+	if l, ok := at(cfg, "apisix", "ssl", "listen").([]any); at(cfg, "apisix", "ssl", "enable") != false && (!ok || len(l) != 0) {
+		t.Errorf("apisix.ssl.listen is %v with TLS enabled: APISIX would listen on a port of the application's network namespace (9443 by default)", at(cfg, "apisix", "ssl", "listen"))
+	}
+	if at(cfg, "apisix", "router", "ssl") != "amesh_sni" {
+		t.Errorf("apisix.router.ssl is %v, not amesh_sni: APISIX refuses Istio's mTLS requests, whose Host is never their SNI", at(cfg, "apisix", "router", "ssl"))
 	}
 	// The capture ports are stream listeners (IPv4, and IPv6 with enable_ipv6); HTTP
 	// listens on no TCP port, only on the stream front's unix sockets.
@@ -242,6 +247,13 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 			if !strings.Contains(server, want) {
 				t.Errorf("http_server_configuration_snippet lacks %q:\n%s", want, server)
 			}
+		}
+	}
+	// Inbound Istio mTLS: the TLS socket amesh-http's "tls" hands connections to.
+	tlsSock := "unix:" + sockets + "/15006.tls.sock"
+	for _, want := range []string{"listen " + tlsSock + " ssl proxy_protocol;", "amesh_capture_listener " + tlsSock + " 15006;"} {
+		if !strings.Contains(server, want) {
+			t.Errorf("http_server_configuration_snippet lacks %q:\n%s", want, server)
 		}
 	}
 	// No peer may name the client in a header: the client is the PROXY header's source.

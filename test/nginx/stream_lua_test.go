@@ -2,10 +2,12 @@ package nginx
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -32,8 +34,10 @@ type streamConn struct {
 	Addr     string `json:"addr"`
 	Port     int    `json:"port"`
 	Protocol string `json:"protocol"`
-	want     string // the id of the route it gets ("" none)
-	sniffed  bool   // whether its first bytes are looked at
+	// ALPN: with Protocol "tls", the protocols its ClientHello offers.
+	ALPN    []string `json:"alpn,omitempty"`
+	want    string   // the id of the route it gets ("" none)
+	sniffed bool     // whether its first bytes are looked at
 }
 
 type streamSet struct {
@@ -118,6 +122,13 @@ func route(id string, listen int, port int, addr, protocol string) map[string]an
 	return r
 }
 
+// alpnRoute is a route for TLS connections whose ALPN names one of alpn.
+func alpnRoute(id string, listen, port int, addr string, alpn ...string) map[string]any {
+	r := route(id, listen, port, addr, "tls")
+	r["labels"].(map[string]any)["amesh-alpn"] = strings.Join(alpn, ",")
+	return r
+}
+
 // TestStreamRouteIndex: amesh's stream router picks, for a connection captured on a
 // listen port, the route Envoy's filter chain match order gives among the listeners it
 // may be handed to: only routes of that capture port; a route for the destination port
@@ -191,6 +202,29 @@ func TestStreamRouteIndex(t *testing.T) {
 			{Listen: 15001, Addr: "10.1.0.1", Port: 8000, Protocol: "tls", want: "port-tls", sniffed: true},
 			{Listen: 15001, Addr: "10.1.0.1", Port: 8000, want: "any", sniffed: true},
 		},
+	}, {
+		name: "TLS by ALPN: the first of the client's protocols a route names, else the TLS route, else any",
+		routes: []map[string]any{
+			alpnRoute("istio-http", 15006, 19080, "", "istio-http/1.0", "istio-http/1.1", "istio-h2"),
+			alpnRoute("istio-tcp", 15006, 19080, "", "istio-peer-exchange", "istio"),
+			route("tls", 15006, 19080, "", "tls"),
+			route("port", 15006, 19080, "", ""),
+			alpnRoute("any-istio", 15006, 0, "", "istio"),
+			route("any", 15006, 0, "", ""),
+			route("bad-alpn", 15006, 8000, "", "http"),
+			alpnRoute("tie", 15006, 19080, "", "istio-h2"),
+		},
+		conns: []streamConn{
+			{Listen: 15006, Addr: "10.1.0.1", Port: 19080, Protocol: "tls", ALPN: []string{"istio-http/1.1", "istio", "http/1.1"}, want: "istio-http", sniffed: true},
+			{Listen: 15006, Addr: "10.1.0.1", Port: 19080, Protocol: "tls", ALPN: []string{"istio", "istio-http/1.1"}, want: "istio-tcp", sniffed: true},
+			{Listen: 15006, Addr: "10.1.0.1", Port: 19080, Protocol: "tls", ALPN: []string{"h2", "http/1.1"}, want: "tls", sniffed: true},
+			{Listen: 15006, Addr: "10.1.0.1", Port: 19080, Protocol: "tls", want: "tls", sniffed: true},
+			{Listen: 15006, Addr: "10.1.0.1", Port: 19080, Protocol: "http", want: "port", sniffed: true},
+			{Listen: 15006, Addr: "10.1.0.1", Port: 5000, Protocol: "tls", ALPN: []string{"istio-peer-exchange", "istio"}, want: "any-istio", sniffed: true},
+			{Listen: 15006, Addr: "10.1.0.1", Port: 5000, Protocol: "tls", ALPN: []string{"h2"}, want: "any", sniffed: true},
+			{Listen: 15006, Addr: "10.1.0.1", Port: 5000, ALPN: []string{"istio"}, want: "any", sniffed: true},
+		},
+		problems: []string{"tie"},
 	}}
 	res := runStreamCheck(t, url, sets, nil)
 	if len(res.Sets) != len(sets) {
@@ -247,7 +281,13 @@ func TestStreamProtocolClassify(t *testing.T) {
 		{"GET / HTTP/1.1\r", "MORE"},
 		{"\x16", "MORE"},
 		{"\x16\x03", "MORE"},
-		{"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "tls"},
+		{"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "MORE"},
+		{"\x16\x03\x01\x00\x04\x02\x00\x00\x00", ""},
+		{string(clientHello(t, "outbound_.9080_._.productpage.default.svc.cluster.local", "istio-http/1.1", "istio", "http/1.1")),
+			"tls alpn=istio-http/1.1,istio,http/1.1 sni=outbound_.9080_._.productpage.default.svc.cluster.local"},
+		{string(clientHello(t, "", "istio-peer-exchange", "istio")), "tls alpn=istio-peer-exchange,istio sni="},
+		{string(clientHello(t, "example.com")), "tls alpn= sni=example.com"},
+		{string(clientHello(t, "example.com", "h2")[:100]), "MORE"},
 		{"\x16\x05\x01", ""},
 		{"\r\nGET / HTTP/1.1\r\n", ""},
 		{"SSH-2.0-OpenSSH_9.6\r\n", ""},
@@ -275,4 +315,23 @@ func TestStreamProtocolClassify(t *testing.T) {
 			t.Errorf("classify(%q) = %q, want %q", in, res.Classes[i], c.want)
 		}
 	}
+}
+
+// clientHello is the first flight of a Go TLS client (a ClientHello as Envoy's peers
+// send one) with server name sni ("" none) offering the application protocols alpn.
+func clientHello(t *testing.T, sni string, alpn ...string) []byte {
+	t.Helper()
+	c, s := net.Pipe()
+	defer s.Close()
+	go func() {
+		cl := tls.Client(c, &tls.Config{ServerName: sni, NextProtos: alpn, InsecureSkipVerify: sni == ""})
+		_ = cl.Handshake()
+		c.Close()
+	}()
+	buf := make([]byte, 64*1024)
+	n, err := s.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf[:n]
 }

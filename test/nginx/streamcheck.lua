@@ -8,8 +8,9 @@
 --    "classes": [class, ...]}
 -- (Debian's cjson writes an empty table as {}: empty lists are left out, problems is a
 -- string.)
--- where a connection's protocol is what its detection returns, and class is
--- classify's answer ("MORE" and "CLOSE" for its markers, "" for none).
+-- where a connection's protocol (and for "tls" its "alpn" list) is what its detection
+-- returns, and class is classify's answer ("MORE" and "CLOSE" for its markers, "" for
+-- none, "tls alpn=a,b sni=host" for a ClientHello).
 local cjson = require("cjson.safe")
 local index = require("amesh.stream.index")
 local sniff = require("amesh.stream.sniff")
@@ -42,10 +43,11 @@ function _M.run()
             if protocol == cjson.null or protocol == "" then
                 protocol = nil
             end
+            local alpn = type(c.alpn) == "table" and c.alpn or nil
             local e = idx:select(c.listen, c.addr, c.port ~= cjson.null and c.port or nil,
                                  function()
                                      calls = calls + 1
-                                     return protocol
+                                     return protocol, alpn
                                  end)
             res.selected[i] = e and e.id or ""
             res.detected[i] = calls
@@ -53,8 +55,10 @@ function _M.run()
         out.sets[#out.sets + 1] = res
     end
     for i, b in ipairs(req.bytes or {}) do
-        local c = sniff.classify(ngx.decode_base64(b))
-        if c == sniff.MORE then
+        local c, hello = sniff.classify(ngx.decode_base64(b))
+        if c == "tls" then
+            c = "tls alpn=" .. table.concat(hello.alpn, ",") .. " sni=" .. (hello.sni or "")
+        elseif c == sniff.MORE then
             c = "MORE"
         elseif c == sniff.CLOSE then
             c = "CLOSE"

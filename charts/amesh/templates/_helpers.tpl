@@ -37,14 +37,22 @@ apisix:
   enable_ipv6: {{ .Values.apisix.enableIPv6 }}
   enable_admin: false
   enable_control: false
+  # TLS only on the HTTP server's socket for Istio mTLS (below), with the ssl object
+  # istio-mtls-server amesh writes for any server name; no TLS port (listen: []).
+  # fallback_sni: a client without SNI gets it too, as Envoy's mTLS chains do not ask
+  # for one.
   ssl:
-    enable: false
+    enable: true
+    listen: []
+    fallback_sni: istio-mtls.amesh.invalid
   # amesh's config provider (apisix/core/config_xds.lua there comes before APISIX's own),
   # its http and stream routers, and the readiness check.
   extra_lua_path: /usr/local/amesh/lua/?.lua
   extra_lua_cpath: /usr/local/amesh/lib/?.so
   router:
     http: amesh_host_uri
+    # APISIX's radixtree_sni without its Host check on mTLS (lua/apisix/ssl/router).
+    ssl: amesh_sni
 deployment:
   role: data_plane
   role_data_plane:
@@ -77,7 +85,8 @@ nginx_config:
     amesh_original_dst_local on;
     map $server_port $amesh_upstream_bind { default ""; }
     proxy_bind $amesh_upstream_bind;
-  # The HTTP server listens on the stream front's unix sockets, one per capture port, where
+  # The HTTP server listens on the stream front's unix sockets, one per capture port (and
+  # one with TLS for inbound Istio mTLS, amesh-http's "tls"), where
   # each connection starts with a PROXY header (client and original destination): the
   # module gives the HTTP side the client as $remote_addr, the capture port as
   # $server_port and the original destination, as when it listened on the capture port.
@@ -91,6 +100,8 @@ nginx_config:
     listen unix:{{ $sockets }}/{{ . }}.sock proxy_protocol;
     amesh_capture_listener unix:{{ $sockets }}/{{ . }}.sock {{ . }};
     {{- end }}
+    listen unix:{{ $sockets }}/15006.tls.sock ssl proxy_protocol;
+    amesh_capture_listener unix:{{ $sockets }}/15006.tls.sock 15006;
     set $amesh_upstream_bind '';
     proxy_bind $amesh_upstream_bind;
     proxy_ssl_server_name on;

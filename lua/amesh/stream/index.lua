@@ -8,9 +8,12 @@
 --   server_port               the destination port (absent: any)
 --   server_addr               the destination address or CIDR (absent: any)
 --   labels["amesh-protocol"]  "http" or "tls": only for connections of that protocol
+--   labels["amesh-alpn"]      with "tls": only for ClientHellos whose ALPN names one of
+--                             these protocols (comma-separated)
 -- Of the routes a connection satisfies, one with a server_port beats one without; then
 -- the longest server_addr prefix (none counts as /0); then one whose amesh-protocol
--- holds beats one without. That is Envoy's filter chain match order (destination port,
+-- holds beats one without, and for TLS one with amesh-alpn beats one without: the one
+-- naming the first of the client's protocols that a route of the place names. That is Envoy's filter chain match order (destination port,
 -- destination address, transport and application protocol) over the routes of the
 -- listeners a connection may be handed to (an address:port listener, a 0.0.0.0:port
 -- listener, the virtual listener); the translation never emits two routes that tie.
@@ -28,6 +31,7 @@ local str_byte = string.byte
 local str_char = string.char
 local str_sub = string.sub
 local str_find = string.find
+local str_gmatch = string.gmatch
 local type = type
 local tonumber = tonumber
 local tostring = tostring
@@ -114,13 +118,28 @@ local function new_group()
 end
 
 local function new_slot()
-    -- plain: the route without amesh-protocol; by_protocol: protocol -> route.
-    return {plain = nil, by_protocol = nil}
+    -- plain: the route without amesh-protocol; by_protocol: protocol -> route; by_alpn:
+    -- an ALPN protocol -> the TLS route that names it.
+    return {plain = nil, by_protocol = nil, by_alpn = nil}
 end
 
 -- add puts one entry into its slot; a second entry for the same place (which the
 -- translation never emits) loses to the one added first.
-local function add(slot, entry, protocol)
+local function add(slot, entry, protocol, alpn)
+    if alpn then
+        slot.by_alpn = slot.by_alpn or {}
+        local names = {}
+        for a in str_gmatch(alpn, "[^,]+") do
+            if slot.by_alpn[a] then
+                return false
+            end
+            names[#names + 1] = a
+        end
+        for _, a in ipairs(names) do
+            slot.by_alpn[a] = entry
+        end
+        return #names > 0
+    end
     if protocol then
         slot.by_protocol = slot.by_protocol or {}
         if slot.by_protocol[protocol] then
@@ -151,6 +170,7 @@ function _M.build(entries)
         local labels = type(route.labels) == "table" and route.labels or {}
         local listen = tonumber(labels["amesh-listen"])
         local protocol = labels["amesh-protocol"]
+        local alpn = labels["amesh-alpn"]
         local port = route.server_port
         local b, len
         if route.server_addr ~= nil then
@@ -167,6 +187,10 @@ function _M.build(entries)
         if protocol ~= nil and not _M.protocols[protocol] then
             problem(entry, "amesh-protocol " .. tostring(protocol) .. " is not one amesh "
                            .. "detects: the route never matches")
+            goto continue
+        end
+        if alpn ~= nil and (protocol ~= "tls" or type(alpn) ~= "string") then
+            problem(entry, "amesh-alpn without amesh-protocol tls: the route never matches")
             goto continue
         end
         if port ~= nil and type(port) ~= "number" then
@@ -213,9 +237,9 @@ function _M.build(entries)
                     group.any = slot
                 end
             end
-            if not add(slot, entry, protocol) then
+            if not add(slot, entry, protocol, alpn) then
                 problem(entry, "ties with another route (same amesh-listen, server_port, "
-                               .. "server_addr and amesh-protocol): left out")
+                               .. "server_addr, amesh-protocol and amesh-alpn): left out")
             end
         end
         ::continue::
@@ -235,11 +259,20 @@ function _M.build(entries)
 end
 
 -- pick returns the slot's entry for the connection: the route of its protocol if the
--- slot has routes by protocol (asking detect only then), else the plain route.
+-- slot has routes by protocol (asking detect only then; for TLS first the route of the
+-- first of the ClientHello's ALPN protocols a route names), else the plain route.
 local function pick(slot, detect)
-    if slot.by_protocol then
-        local protocol = detect()
-        local entry = protocol and slot.by_protocol[protocol]
+    if slot.by_protocol or slot.by_alpn then
+        local protocol, alpn = detect()
+        if protocol == "tls" and slot.by_alpn and alpn then
+            for _, a in ipairs(alpn) do
+                local entry = slot.by_alpn[a]
+                if entry then
+                    return entry
+                end
+            end
+        end
+        local entry = protocol and slot.by_protocol and slot.by_protocol[protocol]
         if entry then
             return entry
         end
@@ -269,18 +302,20 @@ end
 -- capture port it arrived on, addr and port its original destination (addr in text
 -- form; an unparsable address matches only routes without server_addr). detect() is
 -- called only when routes the connection could get differ in protocol, at most once,
--- and returns the connection's protocol ("http", "tls") or nil.
+-- and returns the connection's protocol ("http", "tls") or nil, and for "tls" the
+-- ClientHello's ALPN protocols (a list).
 function _M.select(self, listen, addr, port, detect)
     local ports = self.by_listen[listen]
     if not ports then
         return nil
     end
-    local detected, protocol = false, nil
+    local detected, protocol, alpn = false, nil, nil
     local function detect_once()
         if not detected then
-            detected, protocol = true, detect()
+            detected = true
+            protocol, alpn = detect()
         end
-        return protocol
+        return protocol, alpn
     end
     local b = parse_addr(addr)
     local group = port and ports.by_port[port]

@@ -5,7 +5,10 @@
 -- (application_protocols [http/1.1, h2c]): the HTTP/2 connection preface, or a request
 -- line of HTTP/1.1. A request line of another version (HTTP/1.0) is http/1.0 to Envoy,
 -- which those chains do not accept, so it is not "http" here either. "tls" is a TLS
--- handshake record (what Envoy's tls_inspector needs before it parses the ClientHello).
+-- ClientHello, as Envoy's tls_inspector finds it, with its application protocols (ALPN)
+-- and server name: the stream routes of Istio mTLS chains ask for Istio's ALPN. Bytes
+-- that start like a TLS record but are no ClientHello have no protocol (tls_inspector
+-- leaves the transport protocol raw_buffer).
 --
 -- The bytes are read with recv(MSG_PEEK) on the connection's socket: nothing is
 -- consumed, and nginx's proxy later reads them all. A client that sends nothing
@@ -77,9 +80,91 @@ local function partial_version(rest)
     return true
 end
 
+local function u16(s, i)
+    return str_byte(s, i) * 256 + str_byte(s, i + 1)
+end
+
+-- client_hello reads the ClientHello in the first TLS record of s (whose header is
+-- there): MORE until the record is, nil when it is no ClientHello, else {alpn = the
+-- protocols in the client's order, sni = the host name or nil}. A ClientHello longer
+-- than its first record has its extensions in the next ones, which are not read: it
+-- counts as one without ALPN or server name.
+local function client_hello(s)
+    local n = #s
+    if n < 5 then
+        return MORE
+    end
+    local total = 5 + u16(s, 4)
+    if n < total then
+        return n < max_inspect and MORE or nil
+    end
+    if total < 9 or str_byte(s, 6) ~= 1 then
+        return nil -- not a ClientHello handshake message
+    end
+    local hello = {alpn = {}}
+    local stop = 10 + str_byte(s, 7) * 65536 + u16(s, 8) -- one past the message
+    if stop > total + 1 then
+        return hello
+    end
+    local p = 10 + 2 + 32 -- version, random
+    if p >= stop then
+        return nil
+    end
+    p = p + 1 + str_byte(s, p) -- session id
+    if p + 1 >= stop then
+        return nil
+    end
+    p = p + 2 + u16(s, p) -- cipher suites
+    if p >= stop then
+        return nil
+    end
+    p = p + 1 + str_byte(s, p) -- compression methods
+    if p == stop then
+        return hello -- no extensions
+    end
+    if p + 1 >= stop then
+        return nil
+    end
+    local ext_end = p + 2 + u16(s, p)
+    if ext_end > stop then
+        return nil
+    end
+    p = p + 2
+    while p + 3 < ext_end do
+        local typ, len = u16(s, p), u16(s, p + 2)
+        local d, e = p + 4, p + 4 + len -- the extension's data: [d, e)
+        if e > ext_end then
+            return nil
+        end
+        if typ == 16 and len >= 2 then -- application_layer_protocol_negotiation
+            local q, lend = d + 2, d + 2 + u16(s, d)
+            if lend > e then
+                return nil
+            end
+            while q < lend do
+                local l = str_byte(s, q)
+                if l == 0 or q + 1 + l > lend then
+                    return nil
+                end
+                hello.alpn[#hello.alpn + 1] = str_sub(s, q + 1, q + l)
+                q = q + 1 + l
+            end
+        elseif typ == 0 and len >= 5 and str_byte(s, d + 2) == 0 then -- server_name
+            local l = u16(s, d + 3)
+            if d + 5 + l > e then
+                return nil
+            end
+            hello.sni = str_sub(s, d + 5, d + 4 + l)
+        end
+        p = e
+    end
+    return hello
+end
+_M.client_hello = client_hello
+
 --- classify returns what the first bytes s (at least one) of a connection are: "h2c",
--- "http/1.1", "http/1.0", "tls", nil (none of these), MORE (a start of one of them) or
--- CLOSE (see above).
+-- "http/1.1", "http/1.0", "tls" (and the ClientHello, see client_hello), nil (none of
+-- these), MORE (a start of one of them) or CLOSE (see above).
 function _M.classify(s)
     local n = #s
     local m = math_min(n, #preface)
@@ -92,7 +177,14 @@ function _M.classify(s)
         if n < 3 then
             return n < 2 and MORE or (str_byte(s, 2) == 3 and MORE or nil)
         end
-        return (str_byte(s, 2) == 3 and str_byte(s, 3) <= 4) and "tls" or nil
+        if str_byte(s, 2) ~= 3 or str_byte(s, 3) > 4 then
+            return nil
+        end
+        local hello = client_hello(s)
+        if hello == MORE or hello == nil then
+            return hello
+        end
+        return "tls", hello
     end
     if b1 == 13 or b1 == 10 then
         return nil
@@ -142,9 +234,10 @@ local function peek(fd)
     if n == 0 then
         return ""
     end
-    -- A request line ends at the first LF: the rest is not needed.
-    local lf = C.memchr(buf, 10, n)
-    if lf ~= nil then
+    -- A request line ends at the first LF: the rest is not needed (a TLS record is
+    -- read whole).
+    local lf = buf[0] ~= 0x16 and C.memchr(buf, 10, n)
+    if lf and lf ~= nil then
         n = tonumber(ffi.cast("unsigned char *", lf) - buf) + 1
     end
     return ffi.string(buf, n)
@@ -152,8 +245,9 @@ end
 
 --- detect returns the amesh-protocol ("http", "tls") of the connection of the current
 -- stream session (preread phase), nil when it has none or said nothing within timeout
--- seconds, or false when it must be closed (see CLOSE); and a reason for the log. It
--- sleeps (ngx.sleep) while waiting, polling the socket with growing intervals.
+-- seconds, or false when it must be closed (see CLOSE); a reason for the log; and for
+-- "tls" the ClientHello (client_hello). It sleeps (ngx.sleep) while waiting, polling
+-- the socket with growing intervals.
 function _M.detect(timeout)
     -- Without the socket nothing can be detected: an error, not a connection without a
     -- protocol.
@@ -178,12 +272,12 @@ function _M.detect(timeout)
             return nil, "the client closed before it sent a byte"
         end
         if s then
-            local c = _M.classify(s)
+            local c, hello = _M.classify(s)
             if c == CLOSE then
                 return false, "no end of the request line in " .. max_inspect .. " bytes"
             end
             if c ~= MORE then
-                return c and label[c], c
+                return c and label[c], c, hello
             end
         elseif not again then
             return nil, "recv failed: errno " .. ffi.errno()

@@ -16,6 +16,12 @@
 -- The socket is the one of the route's capture port (labels["amesh-listen"]). Without
 -- the socket directory or the variable, the connection is closed: it never reaches
 -- the HTTP server without the header that says whom it is from.
+--
+-- With "tls" (a filter chain that terminates Istio mTLS), the connection, still
+-- encrypted, goes to <socket_dir>/<port>.tls.sock instead: the HTTP server listens
+-- there with `ssl`, and APISIX's ssl phase terminates it with the ssl object
+-- istio-mtls-server (the workload certificate; client certificates verified against
+-- the mesh's roots). The HTTP routes of such chains match scheme https only.
 local core = require("apisix.core")
 local plugin = require("apisix.plugin")
 local upstream = require("apisix.upstream")
@@ -28,7 +34,9 @@ local plugin_name = "amesh-http"
 
 local schema = {
     type = "object",
-    properties = {},
+    properties = {
+        tls = {type = "boolean"},
+    },
     additionalProperties = false,
 }
 
@@ -71,9 +79,10 @@ function _M.preread(conf, ctx)
                        "ngx_stream_amesh_original_dst_module loaded?): closed")
         return 503
     end
-    upstream.set(ctx, plugin_name .. "#" .. port, ctx.conf_version, {
+    local sock = port .. (conf.tls and ".tls.sock" or ".sock")
+    upstream.set(ctx, plugin_name .. "#" .. sock, ctx.conf_version, {
         type = "roundrobin",
-        nodes = {{host = "unix:" .. dir .. "/" .. port .. ".sock", port = 0,
+        nodes = {{host = "unix:" .. dir .. "/" .. sock, port = 0,
                   weight = 1, priority = 0}},
         scheme = "tcp",
     })

@@ -105,19 +105,21 @@ local function detector(api_ctx)
     return function()
         local protocol = api_ctx.amesh_protocol
         if protocol == nil then
-            local reason
-            protocol, reason = sniff.detect(protocol_timeout)
+            local reason, hello
+            protocol, reason, hello = sniff.detect(protocol_timeout)
             if protocol == nil then
                 protocol = ""
             end
             api_ctx.amesh_protocol = protocol
-            core.log.info("connection protocol: ", tostring(protocol), " (", reason, ")")
+            api_ctx.amesh_alpn = hello and hello.alpn
+            core.log.info("connection protocol: ", tostring(protocol), " (", reason, ")",
+                          hello and (" alpn " .. table.concat(hello.alpn, ",")) or "")
             if protocol == false then
                 core.log.warn("connection to ", api_ctx.var.server_addr, ":",
                               api_ctx.var.server_port, ": ", reason, ": closed")
             end
         end
-        return protocol ~= "" and protocol or nil
+        return protocol ~= "" and protocol or nil, api_ctx.amesh_alpn
     end
 end
 

@@ -1,0 +1,90 @@
+package translate
+
+// Istio mTLS that APISIX terminates. The filter chains of virtualInbound that take Istio
+// mTLS terminate it with a DownstreamTlsContext: the workload certificate (SDS secret
+// "default"), client certificates required and verified against the mesh's roots (SDS
+// "ROOTCA"), their SPIFFE identity within the trust domain (subject alt name matchers).
+// APISIX's HTTP server terminates such a connection on its TLS socket with the /ssls
+// object istio-mtls-server (update_identity.go), which holds exactly those: the workload
+// certificate and key, the roots as client.ca. A context that asks for anything else
+// (another certificate, other roots, no client certificate, pinning) is not that
+// object's: its connections are closed.
+
+import (
+	"fmt"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/amesh-dev/amesh/internal/xds/resource"
+)
+
+// SDS secrets istio-agent serves Envoy: the workload certificate and the mesh's roots.
+const (
+	sdsWorkloadCert = "default"
+	sdsMeshRoots    = "ROOTCA"
+)
+
+// istioServerTLS reads a filter chain's transport socket: the subject alt name matchers
+// a client certificate must meet, or why istio-mtls-server is not what it asks for.
+func istioServerTLS(ts *corev3.TransportSocket) (sans []*matcherv3.StringMatcher, why string) {
+	t := &tlsv3.DownstreamTlsContext{}
+	if err := resource.UnpackFilterConfig(ts.GetTypedConfig(), t); err != nil {
+		return nil, "transport socket " + ts.GetName() + " is not a TLS context amesh decodes: " + err.Error()
+	}
+	c := t.GetCommonTlsContext()
+	switch {
+	case !t.GetRequireClientCertificate().GetValue():
+		return nil, "TLS without a required client certificate (not Istio mTLS) is not terminated"
+	case len(c.GetTlsCertificates()) > 0 || len(c.GetTlsCertificateSdsSecretConfigs()) != 1 ||
+		c.GetTlsCertificateSdsSecretConfigs()[0].GetName() != sdsWorkloadCert:
+		return nil, "TLS with a certificate other than the workload's (SDS secret \"default\") is not terminated"
+	//lint:ignore SA1019 deprecated fields are still valid xDS: a context that sets them is not served
+	case c.GetTlsCertificateProviderInstance() != nil, c.GetTlsCertificateCertificateProvider() != nil,
+		//lint:ignore SA1019 deprecated fields are still valid xDS: a context that sets them is not served
+		c.GetTlsCertificateCertificateProviderInstance() != nil, c.GetCustomTlsCertificateSelector() != nil,
+		c.GetCustomHandshaker() != nil:
+		return nil, "TLS with certificate providers or a custom handshaker is not terminated"
+	case t.GetRequireSni().GetValue():
+		return nil, "TLS that requires SNI is not terminated"
+	}
+	var vc *tlsv3.CertificateValidationContext
+	switch v := c.GetValidationContextType().(type) {
+	case *tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig:
+		if v.ValidationContextSdsSecretConfig.GetName() != sdsMeshRoots {
+			return nil, "client certificates verified against roots other than the mesh's (SDS secret \"ROOTCA\") are not terminated"
+		}
+	case *tlsv3.CommonTlsContext_CombinedValidationContext:
+		if v.CombinedValidationContext.GetValidationContextSdsSecretConfig().GetName() != sdsMeshRoots {
+			return nil, "client certificates verified against roots other than the mesh's (SDS secret \"ROOTCA\") are not terminated"
+		}
+		vc = v.CombinedValidationContext.GetDefaultValidationContext()
+	default:
+		return nil, fmt.Sprintf("client certificate validation %T is not the mesh's roots", v)
+	}
+	// Everything in the validation context but subject alt name matchers would make
+	// Envoy accept fewer (or more) certificates than the mesh's roots do.
+	if vc != nil {
+		//lint:ignore SA1019 deprecated, but istiod sets it: the translation must keep its meaning
+		sans = vc.GetMatchSubjectAltNames()
+		vc = proto.Clone(vc).(*tlsv3.CertificateValidationContext)
+		//lint:ignore SA1019 deprecated, but istiod sets it: the translation must keep its meaning
+		vc.MatchSubjectAltNames = nil
+	}
+	if len(vc.GetMatchTypedSubjectAltNames()) > 0 {
+		return nil, "typed subject alt name matchers on client certificates are not terminated"
+	}
+	if proto.Size(vc) > 0 {
+		return nil, "client certificate validation beyond the mesh's roots and subject alt names is not terminated"
+	}
+	for _, m := range sans {
+		switch m.GetMatchPattern().(type) {
+		case *matcherv3.StringMatcher_Exact, *matcherv3.StringMatcher_Prefix, *matcherv3.StringMatcher_Suffix, *matcherv3.StringMatcher_Contains:
+		default:
+			return nil, "client certificate subject alt name matcher " + m.String() + " is not terminated"
+		}
+	}
+	return sans, ""
+}

@@ -1,0 +1,131 @@
+package translate
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/translate/upstream"
+	"github.com/amesh-dev/amesh/internal/xds/dump"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
+)
+
+// peerAuthSnapshot is istiod's sotw data with the virtualInbound istiod sends under a
+// PeerAuthentication mode (testdata/istiod/peerauth/<mode>), and the inbound cluster of
+// the pod's TCP port 19306 it names.
+func peerAuthSnapshot(t *testing.T, mode string) *resource.State {
+	t.Helper()
+	dir := t.TempDir()
+	src := istiodDir(t, "sotw")
+	for _, sub := range []string{"lds", "rds", "cds", "eds"} {
+		if err := os.CopyFS(filepath.Join(dir, sub), os.DirFS(filepath.Join(src, sub))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(istiodDir(t, "peerauth"), mode, "virtualInbound.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "lds", "virtualInbound.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := dump.LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := res.Snapshot()
+	return withListener(snap, snap.Listeners[virtualInbound], inboundCluster("inbound|19306||"))
+}
+
+// PeerAuthentication as Envoy applies it through istiod's virtualInbound: under
+// PERMISSIVE a port takes plaintext and Istio mTLS alike; under STRICT plaintext gets no
+// chain and is closed (for every port, and with a port-level STRICT for that port
+// only); Istio mTLS for HTTP is terminated by APISIX's HTTP server (amesh-http "tls",
+// the routes with scheme https), for TCP it is closed and reported; TLS that is not
+// Istio's passes through where a chain passes it (any port, the TCP port), and is closed
+// where only Istio mTLS chains are.
+func TestInboundPeerAuthentication(t *testing.T) {
+	const pod = "10.244.0.7"
+	inbound := &upstream.OriginalDstConf{Bind: "127.0.0.6"}
+	in := func(port int, http bool, alpn ...string) conn {
+		return conn{listen: "15006", addr: pod, port: port, http: http, tls: alpn != nil, alpn: alpn}
+	}
+	istioHTTP := []string{"istio-http/1.1", "istio", "http/1.1"}
+	istioTCP := []string{"istio-peer-exchange", "istio"}
+	otherTLS := []string{"h2", "http/1.1"}
+	closed := func(route string) streamAnswer { return streamAnswer{route: route, closed: true} }
+	const (
+		appTLS = "15006-19080-tls-istio_istio-peer-exchange_istio-http_-389c30d783"
+		tcpTLS = "15006-19306-tls-istio_istio-peer-exchange_istio-http_-86dee66916"
+		anyTLS = "15006-any-tls-istio-http_1.0_istio-http_1.1_istio-h2-61c341f08f"
+	)
+	mtlsHTTP := func(route string) streamAnswer { return streamAnswer{route: route, http: true, mtls: true} }
+	toTCP := streamAnswer{upstream: "inbound|19306||", odst: inbound}
+	passthrough := streamAnswer{upstream: "InboundPassthroughCluster", odst: inbound}
+	with := func(a streamAnswer, route string) streamAnswer { a.route = route; return a }
+	for _, mode := range []struct {
+		name  string
+		cases []stc
+	}{
+		{"permissive", []stc{
+			{"plaintext HTTP to the HTTP port", in(19080, true), streamAnswer{route: "15006-19080", http: true}},
+			{"Istio mTLS to the HTTP port", in(19080, false, istioHTTP...), mtlsHTTP(appTLS)},
+			{"other TLS to the HTTP port", in(19080, false, otherTLS...), closed("15006-19080-tls")},
+			{"plaintext to the TCP port", in(19306, false), with(toTCP, "15006-19306")},
+			{"Istio mTLS to the TCP port", in(19306, false, istioTCP...), closed(tcpTLS)},
+			{"other TLS to the TCP port", in(19306, false, otherTLS...), with(toTCP, "15006-19306-tls")},
+			{"plaintext HTTP to another port", in(8080, true), streamAnswer{route: "15006-any-http", http: true}},
+			{"Istio mTLS HTTP to another port", in(8080, false, istioHTTP...), mtlsHTTP(anyTLS)},
+			{"other TLS to another port", in(8443, false, otherTLS...), with(passthrough, "15006-any-tls")},
+		}},
+		{"strict", []stc{
+			{"plaintext HTTP to the HTTP port", in(19080, true), closed("15006-19080")},
+			{"plaintext other bytes to the HTTP port", in(19080, false), closed("15006-19080")},
+			{"Istio mTLS to the HTTP port", in(19080, false, istioHTTP...), mtlsHTTP("15006-19080-tls")},
+			{"other TLS to the HTTP port (terminated, a client certificate required)", in(19080, false, otherTLS...), mtlsHTTP("15006-19080-tls")},
+			{"plaintext to the TCP port", in(19306, false), closed("15006-19306")},
+			{"Istio mTLS to the TCP port", in(19306, false, istioTCP...), closed("15006-19306-tls")},
+			{"plaintext HTTP to another port", in(8080, true), streamAnswer{}},
+			{"plaintext to another port", in(5432, false), streamAnswer{}},
+			{"Istio mTLS HTTP to another port", in(8080, false, istioHTTP...), mtlsHTTP(anyTLS)},
+			{"Istio mTLS TCP to another port", in(5432, false, istioTCP...), closed("15006-any-tls")},
+		}},
+		{"port-strict", []stc{
+			{"plaintext HTTP to the HTTP port", in(19080, true), closed("15006-19080")},
+			{"Istio mTLS to the HTTP port", in(19080, false, istioHTTP...), mtlsHTTP("15006-19080-tls")},
+			{"plaintext to the TCP port", in(19306, false), with(toTCP, "15006-19306")},
+			{"plaintext HTTP to another port", in(8080, true), streamAnswer{route: "15006-any-http", http: true}},
+			{"Istio mTLS HTTP to another port", in(8080, false, istioHTTP...), mtlsHTTP(anyTLS)},
+		}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			tr := newTracked(Options{})
+			rep := tr.Translate(peerAuthSnapshot(t, mode.name)).Report
+			objs := tr.Objects()
+			validateAll(t, objs)
+			checkStreams(t, objs, mode.cases)
+			if !findEntry(rep, "filter_chains.transport_socket", report.Unsupported, "terminates Istio mTLS in front of TCP") {
+				t.Errorf("the report does not say that Istio mTLS for TCP is not terminated: %v", rep)
+			}
+			// The HTTP routes of the TLS chains are those HTTP requests on the TLS
+			// socket get, and plaintext ones never do.
+			for _, c := range []struct {
+				r    request
+				want string
+			}{
+				{request{host: "productpage", path: "/", port: "19080", listen: "15006", tls: true}, "in-19080-tls."},
+				{request{host: "x", path: "/", port: "8080", listen: "15006", tls: true}, "in-any-tls."},
+			} {
+				c.r.method = "GET"
+				if got := answerOf(t, objs, c.r); got.route == "" || got.route[:len(c.want)] != c.want {
+					t.Errorf("%+v: route %q, want %s...", c.r, got.route, c.want)
+				}
+			}
+			plain := request{host: "productpage", path: "/", port: "19080", listen: "15006", method: "GET"}
+			if got := answerOf(t, objs, plain); (mode.name == "permissive") != (got.route != "") {
+				t.Errorf("plaintext request to 19080: route %q", got.route)
+			}
+		})
+	}
+}

@@ -1,0 +1,27 @@
+-- amesh_sni: APISIX's SSL router for the sidecar (config.yaml apisix.router.ssl), which
+-- is APISIX's radixtree_sni but for one lookup.
+--
+-- APISIX refuses (400) an HTTPS request whose client certificate was verified when the
+-- Host header names another server than the SNI did, so that a client cannot present a
+-- certificate for one name and reach another (verify_https_client: it looks up the
+-- Host among the ssl objects in the access phase). The sidecar's only server ssl object
+-- is amesh's istio-mtls-server, which serves every name: Istio's mTLS peers send the SNI
+-- of their cluster (outbound_.9080_._.productpage.default.svc.cluster.local) and the
+-- service's host in Host, never the same. Envoy's inbound chains do not compare them,
+-- and the routes decide by Host as for plaintext. So the Host lookup finds no ssl
+-- object here, and that check does not apply; the handshake (certificate, client
+-- verification against the mesh's roots) is radixtree_sni's, unchanged.
+local sni = require("apisix.ssl.router.radixtree_sni")
+local ngx = ngx
+local setmetatable = setmetatable
+
+local _M = setmetatable({}, {__index = sni})
+
+function _M.match_and_set(api_ctx, match_only, alt_sni)
+    if alt_sni ~= nil and ngx.get_phase() == "access" then
+        return false
+    end
+    return sni.match_and_set(api_ctx, match_only, alt_sni)
+end
+
+return _M

@@ -1,0 +1,223 @@
+package install_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/amesh-dev/amesh/internal/identity/identitytest"
+	"github.com/amesh-dev/amesh/internal/xds/dump"
+	"github.com/amesh-dev/amesh/test/netns"
+)
+
+// peerAuthResources is istiod's configuration for productpage (testdata/istiod/sotw) with
+// the virtualInbound istiod sends under a PeerAuthentication mode
+// (testdata/istiod/peerauth/<mode>).
+func peerAuthResources(t *testing.T, mode string) *dump.Resources {
+	t.Helper()
+	dir := t.TempDir()
+	src := filepath.Join(repoRoot, "testdata", "istiod", "sotw")
+	for _, sub := range []string{"lds", "rds", "cds", "eds"} {
+		if err := os.CopyFS(filepath.Join(dir, sub), os.DirFS(filepath.Join(src, sub))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(repoRoot, "testdata", "istiod", "peerauth", mode, "virtualInbound.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "lds", "virtualInbound.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := dump.LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// envoyPeer is a client as an Envoy sidecar of the mesh connects to a pod with auto mTLS:
+// its workload certificate (cert nil: none), the SNI and ALPN of Istio's outbound
+// clusters, and the server's SPIFFE identity checked against the mesh's roots.
+type envoyPeer struct {
+	cert   *tls.Certificate
+	roots  *x509.CertPool
+	server string // the SPIFFE identity the server must have
+	alpn   []string
+}
+
+func (p envoyPeer) config() *tls.Config {
+	c := &tls.Config{
+		ServerName: "outbound_.9080_._.productpage.default.svc.cluster.local",
+		NextProtos: p.alpn,
+		// The server's certificate names a SPIFFE identity, not the SNI: verified below.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return fmt.Errorf("no server certificate")
+			}
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			leaf := cs.PeerCertificates[0]
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: p.roots, Intermediates: inter}); err != nil {
+				return err
+			}
+			if len(leaf.URIs) != 1 || leaf.URIs[0].String() != p.server {
+				return fmt.Errorf("server identity %v, want %s", leaf.URIs, p.server)
+			}
+			return nil
+		},
+	}
+	if p.cert != nil {
+		c.Certificates = []tls.Certificate{*p.cert}
+	}
+	return c
+}
+
+// get sends one request over mTLS from ns to addr; it returns the status, what the
+// application saw and the negotiated protocol.
+func (p envoyPeer) get(ns *netns.NS, addr string, h2 bool) (int, seen, string, error) {
+	tr := &http.Transport{
+		DialContext:       func(ctx context.Context, network, a string) (net.Conn, error) { return ns.Dial(ctx, network, a) },
+		TLSClientConfig:   p.config(),
+		ForceAttemptHTTP2: h2,
+	}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Timeout: 10 * time.Second, Transport: tr}).Get("https://" + addr + "/")
+	if err != nil {
+		return 0, seen{}, "", err
+	}
+	defer resp.Body.Close()
+	var s seen
+	if resp.StatusCode == http.StatusOK {
+		err = json.NewDecoder(resp.Body).Decode(&s)
+	}
+	return resp.StatusCode, s, resp.Proto, err
+}
+
+// TestSidecarInboundMTLS: the sidecar's APISIX terminates Istio mTLS as an Envoy sidecar's
+// inbound listener does, with the workload certificate amesh follows in the agent's
+// certificate directory. Under PERMISSIVE (istiod's virtualInbound without a
+// PeerAuthentication), a mesh peer's mTLS request to the application port (Istio's SNI and
+// ALPN istio-http/1.1, HTTP/1.1 and HTTP/2) reaches the application from 127.0.0.6 with the
+// client's address in X-Forwarded-For, the server presenting productpage's SPIFFE identity
+// from the mesh's CA; so does its request to a port no chain names; a plaintext request
+// works too. A TLS client without a certificate, or with one from another CA, gets no
+// answer and reaches nothing. Under STRICT (istiod's virtualInbound for a namespace-wide
+// PeerAuthentication STRICT, served to the same sidecar), plaintext requests are refused,
+// to the application port and to other ports, and mTLS ones still reach the application.
+func TestSidecarInboundMTLS(t *testing.T) {
+	ca, err := identitytest.NewCA("cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	workload, err := ca.Issue(identitytest.Options{SPIFFE: "spiffe://cluster.local/ns/default/sa/productpage"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certDir := tempDir(t, "amesh-certs-")
+	if err := workload.Write(certDir); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{certDir, filepath.Join(certDir, "key.pem"), filepath.Join(certDir, "cert-chain.pem"), filepath.Join(certDir, "root-cert.pem")} {
+		if err := os.Chown(p, proxyUID, proxyUID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	peerCert := func(ca *identitytest.CA) *tls.Certificate {
+		f, err := ca.Issue(identitytest.Options{SPIFFE: "spiffe://cluster.local/ns/default/sa/reviews"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := tls.X509KeyPair(f.Chain, f.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &c
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Root())
+	other, err := identitytest.NewCA("other.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const productpageID = "spiffe://cluster.local/ns/default/sa/productpage"
+	istioHTTP := []string{"istio-http/1.1", "istio", "http/1.1"}
+	peer := envoyPeer{cert: peerCert(ca), roots: roots, server: productpageID, alpn: istioHTTP}
+	peerH2 := envoyPeer{cert: peer.cert, roots: roots, server: productpageID, alpn: []string{"istio-h2", "istio", "h2"}}
+	noCert := envoyPeer{roots: roots, server: productpageID, alpn: istioHTTP}
+	otherCA := envoyPeer{cert: peerCert(other), roots: roots, server: productpageID, alpn: istioHTTP}
+
+	s := startSidecar(t, "AMESH_WORKLOAD_CERT_DIR="+certDir)
+	app := echo(t, s.pod, podIP+":19080")
+	app8081 := echo(t, s.pod, podIP+":8081")
+	xds := s.serve(t)
+	serveIstiod(xds, peerAuthResources(t, "permissive"), nil)
+	s.waitReady(t)
+
+	appAddr := net.JoinHostPort(podIP, "19080")
+	mtlsOK := func(what string, p envoyPeer, addr string, h2 bool) {
+		t.Helper()
+		var code int
+		var got seen
+		var proto string
+		var err error
+		// The workload certificate reaches APISIX shortly after the configuration.
+		waitFor(t, what, 30*time.Second, func() (bool, string) {
+			code, got, proto, err = p.get(s.client, addr, h2)
+			return err == nil, fmt.Sprintf("%d %v", code, err)
+		})
+		wantProto := map[bool]string{false: "HTTP/1.1", true: "HTTP/2.0"}[h2]
+		if code != http.StatusOK || got.Server != addr || got.Remote != "127.0.0.6" || got.XFF != peerIP || proto != wantProto {
+			t.Errorf("%s: %d %+v over %s; want the application's answer over %s to a connection from 127.0.0.6 for the client %s", what, code, got, proto, wantProto, peerIP)
+		}
+	}
+	refused := func(what string, p envoyPeer, n func() int64) {
+		t.Helper()
+		before := n()
+		if code, _, _, err := p.get(s.client, appAddr, false); err == nil {
+			t.Errorf("%s: %d; want the handshake refused", what, code)
+		}
+		if n() != before {
+			t.Errorf("%s reached the application", what)
+		}
+	}
+
+	mtlsOK("PERMISSIVE: a mesh peer's mTLS request to the application port", peer, appAddr, false)
+	mtlsOK("PERMISSIVE: a mesh peer's mTLS request over HTTP/2", peerH2, appAddr, true)
+	mtlsOK("PERMISSIVE: a mesh peer's mTLS request to a port no chain names", peer, net.JoinHostPort(podIP, "8081"), false)
+	if code, got, body, err := request(s.client, appAddr, "productpage"); err != nil || code != http.StatusOK || got.Remote != "127.0.0.6" {
+		t.Errorf("PERMISSIVE: a plaintext request: %d %q %v; want the application's answer", code, body, err)
+	}
+	refused("PERMISSIVE: TLS without a client certificate", noCert, app.Load)
+	refused("PERMISSIVE: a client certificate from another CA", otherCA, app.Load)
+
+	serveIstiod(xds, peerAuthResources(t, "strict"), nil)
+	waitFor(t, "STRICT to refuse plaintext", 30*time.Second, func() (bool, string) {
+		code, _, body, err := request(s.client, appAddr, "productpage")
+		return err != nil, fmt.Sprintf("%d %q %v", code, body, err)
+	})
+	for _, port := range []string{"19080", "8081"} {
+		before := app.Load() + app8081.Load()
+		if code, _, body, err := request(s.client, net.JoinHostPort(podIP, port), "productpage"); err == nil {
+			t.Errorf("STRICT: a plaintext request to %s: %d %q; want the connection closed", port, code, body)
+		}
+		if app.Load()+app8081.Load() != before {
+			t.Errorf("STRICT: a plaintext request to %s reached the application", port)
+		}
+	}
+	mtlsOK("STRICT: a mesh peer's mTLS request to the application port", peer, appAddr, false)
+	refused("STRICT: TLS without a client certificate", noCert, app.Load)
+	// nginx logs the handshakes of clients without a certificate at crit.
+	s.errorLogClean(t, "peer did not return a certificate")
+}
