@@ -10,9 +10,9 @@ package translate
 // (from $request_uri; see rbacEnv), the method and headers (repeated headers joined
 // with "," as Envoy's header matchers see them), the destination port from the
 // original-destination variable, and the peer's address (the remote address from
-// x-forwarded-for as the connection manager takes it). The mTLS peer's identity is
-// decided here: amesh translates plaintext chains only, on which Envoy's authenticated
-// principal never matches. Everything else a rule may name (JWT claims and other
+// x-forwarded-for as the connection manager takes it), and the downstream TLS peer for
+// Envoy's authenticated principal (its certificate's URI SANs, DNS SANs and subject, from
+// nginx/original_dst's variables; no TLS, no match). Everything else a rule may name (JWT claims and other
 // metadata, the SNI, the destination address, CEL conditions, matcher extensions,
 // headers the connection manager rewrites) is decided here as the worst case
 // Envoy could decide: a condition that cannot be evaluated never makes an ALLOW
@@ -129,6 +129,8 @@ type rbacNode struct {
 	Ports *[2]int `json:"ports,omitempty"`
 	// IP: the address Src names is in the CIDR range.
 	IP *rbacCIDR `json:"ip,omitempty"`
+	// Auth: Envoy's authenticated principal (see rbacAuth).
+	Auth *rbacAuth `json:"auth,omitempty"`
 	// U is the node's value when the plugin cannot evaluate it for a request.
 	U bool `json:"u,omitempty"`
 }
@@ -152,6 +154,13 @@ type rbacHeader struct {
 	Str    *rbacString `json:"str,omitempty"`
 	Range  *[2]int64   `json:"range,omitempty"`
 	Invert bool        `json:"invert,omitempty"`
+}
+
+// rbacAuth matches a request on a TLS connection whose peer certificate has a URI SAN,
+// a DNS SAN or (then) a subject that N matches; without N, any request on a TLS
+// connection (Envoy's AuthenticatedMatcher). A request without TLS never matches.
+type rbacAuth struct {
+	N *rbacString `json:"n,omitempty"`
 }
 
 // rbacCIDR: src is "direct" (the physical peer), "remote" (Envoy's remote address) or
@@ -293,9 +302,16 @@ func (c *rbacCompiler) principal(p *rbacv3.Principal, neg bool, d int) rbacNode 
 		x := c.principal(r.NotId, !neg, d+1)
 		return rbacNode{Not: &x}
 	case *rbacv3.Principal_Authenticated_:
-		// amesh translates plaintext filter chains only (plaintextChain), and Envoy's
-		// authenticated matcher never matches a connection without TLS.
-		return constNode(false)
+		a := &rbacAuth{}
+		if pn := r.Authenticated.GetPrincipalName(); pn != nil {
+			s, ok := c.str(pn)
+			if !ok {
+				return c.unknown(neg, "authenticated principal_name matcher of an unsupported kind")
+			}
+			a.N = s
+		}
+		// The plugin may find it cannot read the TLS peer (the nginx module is missing).
+		return rbacNode{Auth: a, U: c.worst(neg)}
 	case *rbacv3.Principal_Header:
 		return c.header(r.Header, neg)
 	case *rbacv3.Principal_UrlPath:
