@@ -464,6 +464,9 @@ func unreadableHeader(name string, env rbacEnv) string {
 	switch name {
 	case ":method", ":path", ":scheme":
 		return ""
+	case "x-forwarded-client-cert":
+		// amesh-xfcc rewrites it as the connection manager does, before amesh-rbac.
+		return ""
 	case ":authority":
 		if env.authorityRewritten {
 			return "the connection manager rewrites the host"
@@ -472,7 +475,7 @@ func unreadableHeader(name string, env rbacEnv) string {
 	case "host":
 		// Envoy keeps Host as :authority: a matcher on "host" may see nothing.
 		return "Envoy holds it as :authority"
-	case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-client-cert", "x-forwarded-host",
+	case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
 		"x-forwarded-port", "x-request-id", "connection", "keep-alive", "proxy-connection",
 		"transfer-encoding", "upgrade", "te":
 		return "the connection manager sets or removes it before the filters"
