@@ -9,19 +9,21 @@ package translate
 // What the plugin reads: the :path as Envoy's HTTP connection manager normalises it
 // (from $request_uri; see rbacEnv), the method and headers (repeated headers joined
 // with "," as Envoy's header matchers see them), the destination port from the
-// original-destination variable, and the peer's address (the remote address from
+// original-destination variable, the peer's address (the remote address from
 // x-forwarded-for as the connection manager takes it), and the downstream TLS peer for
-// Envoy's authenticated principal (its certificate's URI SANs, DNS SANs and subject, from
-// nginx/original_dst's variables; no TLS, no match). Everything else a rule may name (JWT claims and other
-// metadata, the SNI, the destination address, CEL conditions, matcher extensions,
-// headers the connection manager rewrites) is decided here as the worst case
+// Envoy's authenticated principal (its certificate's URI SANs, DNS SANs and subject,
+// from nginx/original_dst's variables; no TLS, no match). Everything else a rule may
+// name (JWT claims and other metadata, the SNI, the destination address, CEL
+// conditions, matcher extensions, headers the connection manager rewrites other than
+// x-forwarded-client-cert, which amesh-xfcc rewrites first) is decided here as the worst case
 // Envoy could decide: a condition that cannot be evaluated never makes an ALLOW
 // policy match and always makes a DENY policy match. Conditions under a not_rule (or
 // not_id) flip, so the constant given to each is chosen by the polarity of its
 // position, which makes the whole policy deny at least what Envoy denies. Conditions
 // the plugin may find it cannot evaluate at run time (a path Envoy would normalise in
 // ways the plugin does not repeat, an x-forwarded-for entry it may read differently,
-// a regex PCRE rejects on the subject) carry the same worst-case constant ("u").
+// a regex PCRE rejects on the subject, a TLS peer nginx cannot read because its module
+// is not loaded) carry the same worst-case constant ("u").
 
 import (
 	"encoding/json"
