@@ -56,15 +56,17 @@ func (ca *CA) Workload(spiffeID string) (*Leaf, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ca.issue(&x509.Certificate{URIs: []*url.URL{u}})
+	return ca.Issue(&x509.Certificate{URIs: []*url.URL{u}})
 }
 
 // Server issues a certificate for DNS names (a server outside the mesh).
 func (ca *CA) Server(dnsNames ...string) (*Leaf, error) {
-	return ca.issue(&x509.Certificate{Subject: pkix.Name{CommonName: dnsNames[0]}, DNSNames: dnsNames})
+	return ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: dnsNames[0]}, DNSNames: dnsNames})
 }
 
-func (ca *CA) issue(tmpl *x509.Certificate) (*Leaf, error) {
+// Issue issues a certificate with tmpl's names (subject, SANs); validity, key usages
+// and the key are the CA's.
+func (ca *CA) Issue(tmpl *x509.Certificate) (*Leaf, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err

@@ -98,6 +98,8 @@ type ctxFilters struct {
 	// alpn is what Istio's istio.alpn filter sets as the upstream ALPN of HTTP/1.1
 	// requests (see alpnOverride).
 	alpn []string
+	// xfcc is how the connection manager rewrites x-forwarded-client-cert (xfcc.go).
+	xfcc *xfccConf
 	sig  string
 }
 
@@ -225,6 +227,14 @@ func analyzeChain(fc *listenerv3.FilterChain, portVar string) chainAnalysis {
 func (a *chainAnalysis) httpFilters(h *hcmv3.HttpConnectionManager) {
 	a.filters.plugins = map[string]plugins.HTTPFilter{}
 	a.filters.env = envOf(h, a.filters.env.PortVar)
+	x, why := xfccOf(h)
+	a.filters.xfcc = &x
+	if why != "" {
+		// The connection manager rewrites the header before any filter: every route.
+		a.addGuard(guard{name: "", role: resource.RoleOther, status: 500,
+			base: failClosed(500, "the connection manager's x-forwarded-client-cert settings: "+why+"; not translated")},
+			"filter_chains.filters.http_connection_manager.set_current_client_cert_details")
+	}
 	router := false
 	for _, f := range h.GetHttpFilters() {
 		if a.httpFilter(f, "filter_chains.filters.http_connection_manager.http_filters["+f.GetName()+"]", true) {
@@ -441,7 +451,7 @@ func (cf *ctxFilters) finish() {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%+v;%q;", cf.env, cf.alpn)
+	fmt.Fprintf(&b, "%+v;%q;%+v;", cf.env, cf.alpn, cf.xfcc)
 	for _, g := range cf.guards {
 		fmt.Fprintf(&b, "%q/%d/%t/%t/%+v;", g.name, g.role, g.network, g.disabled, g.base)
 	}

@@ -9,19 +9,21 @@ package translate
 // What the plugin reads: the :path as Envoy's HTTP connection manager normalises it
 // (from $request_uri; see rbacEnv), the method and headers (repeated headers joined
 // with "," as Envoy's header matchers see them), the destination port from the
-// original-destination variable, and the peer's address (the remote address from
-// x-forwarded-for as the connection manager takes it). The mTLS peer's identity is
-// decided here: amesh translates plaintext chains only, on which Envoy's authenticated
-// principal never matches. Everything else a rule may name (JWT claims and other
-// metadata, the SNI, the destination address, CEL conditions, matcher extensions,
-// headers the connection manager rewrites) is decided here as the worst case
+// original-destination variable, the peer's address (the remote address from
+// x-forwarded-for as the connection manager takes it), and the downstream TLS peer for
+// Envoy's authenticated principal (its certificate's URI SANs, DNS SANs and subject,
+// from nginx/original_dst's variables; no TLS, no match). Everything else a rule may
+// name (JWT claims and other metadata, the SNI, the destination address, CEL
+// conditions, matcher extensions, headers the connection manager rewrites other than
+// x-forwarded-client-cert, which amesh-xfcc rewrites first) is decided here as the worst case
 // Envoy could decide: a condition that cannot be evaluated never makes an ALLOW
 // policy match and always makes a DENY policy match. Conditions under a not_rule (or
 // not_id) flip, so the constant given to each is chosen by the polarity of its
 // position, which makes the whole policy deny at least what Envoy denies. Conditions
 // the plugin may find it cannot evaluate at run time (a path Envoy would normalise in
 // ways the plugin does not repeat, an x-forwarded-for entry it may read differently,
-// a regex PCRE rejects on the subject) carry the same worst-case constant ("u").
+// a regex PCRE rejects on the subject, a TLS peer nginx cannot read because its module
+// is not loaded) carry the same worst-case constant ("u").
 
 import (
 	"encoding/json"
@@ -129,6 +131,8 @@ type rbacNode struct {
 	Ports *[2]int `json:"ports,omitempty"`
 	// IP: the address Src names is in the CIDR range.
 	IP *rbacCIDR `json:"ip,omitempty"`
+	// Auth: Envoy's authenticated principal (see rbacAuth).
+	Auth *rbacAuth `json:"auth,omitempty"`
 	// U is the node's value when the plugin cannot evaluate it for a request.
 	U bool `json:"u,omitempty"`
 }
@@ -152,6 +156,13 @@ type rbacHeader struct {
 	Str    *rbacString `json:"str,omitempty"`
 	Range  *[2]int64   `json:"range,omitempty"`
 	Invert bool        `json:"invert,omitempty"`
+}
+
+// rbacAuth matches a request on a TLS connection whose peer certificate has a URI SAN,
+// a DNS SAN or (then) a subject that N matches; without N, any request on a TLS
+// connection (Envoy's AuthenticatedMatcher). A request without TLS never matches.
+type rbacAuth struct {
+	N *rbacString `json:"n,omitempty"`
 }
 
 // rbacCIDR: src is "direct" (the physical peer), "remote" (Envoy's remote address) or
@@ -293,9 +304,16 @@ func (c *rbacCompiler) principal(p *rbacv3.Principal, neg bool, d int) rbacNode 
 		x := c.principal(r.NotId, !neg, d+1)
 		return rbacNode{Not: &x}
 	case *rbacv3.Principal_Authenticated_:
-		// amesh translates plaintext filter chains only (plaintextChain), and Envoy's
-		// authenticated matcher never matches a connection without TLS.
-		return constNode(false)
+		a := &rbacAuth{}
+		if pn := r.Authenticated.GetPrincipalName(); pn != nil {
+			s, ok := c.str(pn)
+			if !ok {
+				return c.unknown(neg, "authenticated principal_name matcher of an unsupported kind")
+			}
+			a.N = s
+		}
+		// The plugin may find it cannot read the TLS peer (the nginx module is missing).
+		return rbacNode{Auth: a, U: c.worst(neg)}
 	case *rbacv3.Principal_Header:
 		return c.header(r.Header, neg)
 	case *rbacv3.Principal_UrlPath:
@@ -448,6 +466,9 @@ func unreadableHeader(name string, env rbacEnv) string {
 	switch name {
 	case ":method", ":path", ":scheme":
 		return ""
+	case "x-forwarded-client-cert":
+		// amesh-xfcc rewrites it as the connection manager does, before amesh-rbac.
+		return ""
 	case ":authority":
 		if env.authorityRewritten {
 			return "the connection manager rewrites the host"
@@ -456,7 +477,7 @@ func unreadableHeader(name string, env rbacEnv) string {
 	case "host":
 		// Envoy keeps Host as :authority: a matcher on "host" may see nothing.
 		return "Envoy holds it as :authority"
-	case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-client-cert", "x-forwarded-host",
+	case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
 		"x-forwarded-port", "x-request-id", "connection", "keep-alive", "proxy-connection",
 		"transfer-encoding", "upgrade", "te":
 		return "the connection manager sets or removes it before the filters"

@@ -133,9 +133,20 @@ func TestRBACNodeTranslation(t *testing.T) {
 		{"not not metadata under DENY", D, not(not(metadataPermission())), nil, rbacEnv{}, `{"not":{"not":{"const":true}}}`, "metadata"},
 		{"requested_server_name", A, &rbacv3.Permission{Rule: &rbacv3.Permission_RequestedServerName{RequestedServerName: exactSM("a")}}, nil, rbacEnv{}, `{"const":false}`, "requested_server_name"},
 		{"destination_ip", D, &rbacv3.Permission{Rule: &rbacv3.Permission_DestinationIp{DestinationIp: cidr("10.0.0.0", 8)}}, nil, rbacEnv{}, `{"const":true}`, "destination_ip"},
-		// A plaintext connection (the only kind amesh translates) is never authenticated.
-		{"authenticated", D, nil, authenticated, rbacEnv{}, `{"const":false}`, ""},
-		{"not authenticated", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: authenticated}}, rbacEnv{}, `{"not":{"const":false}}`, ""},
+		// The peer's identity is read per request; a peer the plugin cannot read takes
+		// the worst case (u), flipped under not_id.
+		{"authenticated", D, nil, authenticated, rbacEnv{}, `{"auth":{"n":{"op":"exact","v":"spiffe://x"}},"u":true}`, ""},
+		{"authenticated under ALLOW", A, nil, authenticated, rbacEnv{}, `{"auth":{"n":{"op":"exact","v":"spiffe://x"}}}`, ""},
+		{"not authenticated", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: authenticated}}, rbacEnv{}, `{"not":{"auth":{"n":{"op":"exact","v":"spiffe://x"}},"u":true}}`, ""},
+		// Without principal_name: any TLS connection.
+		{"authenticated without a name", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{}}}, rbacEnv{}, `{"auth":{}}`, ""},
+		// Istio's namespaces (source.namespace): a regex on the SPIFFE ID.
+		{"authenticated namespace regex", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{
+			PrincipalName: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: ".*/ns/foo/.*"}}}}}},
+			rbacEnv{}, `{"auth":{"n":{"op":"regex","v":"(*UTF)\\A[^\\n]*/ns/foo/[^\\n]*\\z"}}}`, ""},
+		{"authenticated with a custom matcher", D, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{
+			PrincipalName: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Custom{Custom: &xdscorev3.TypedExtensionConfig{Name: "x"}}}}}},
+			rbacEnv{}, `{"const":true}`, "authenticated principal_name matcher of an unsupported kind"},
 		{"direct_remote_ip", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_DirectRemoteIp{DirectRemoteIp: cidr("10.1.2.3", 16)}}, rbacEnv{}, `{"ip":{"src":"direct","addr":"10.1.0.0","len":16}}`, ""},
 		{"remote_ip v6", D, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_RemoteIp{RemoteIp: cidr("2001:db8::1", 32)}}, rbacEnv{RemoteFrom: "xff"}, `{"ip":{"src":"remote","addr":"2001:db8::","len":32},"u":true}`, ""},
 		{"remote_ip with a detection extension", A, nil, &rbacv3.Principal{Identifier: &rbacv3.Principal_RemoteIp{RemoteIp: cidr("10.0.0.0", 8)}}, rbacEnv{}, `{"const":false}`, "remote_ip"},
@@ -286,7 +297,7 @@ func TestRBACPerRouteDepending(t *testing.T) {
 // (lua/apisix/plugins/<name>.lua) is the one amesh validates its output against, less
 // APISIX's injected _meta.
 func TestPluginSchemasMatchLua(t *testing.T) {
-	for _, plugin := range []string{rbacPluginName, upstream.TLSPlugin} {
+	for _, plugin := range []string{rbacPluginName, xfccPluginName, upstream.TLSPlugin} {
 		lua, err := os.ReadFile(filepath.Join("..", "..", "lua", "apisix", "plugins", plugin+".lua"))
 		if err != nil {
 			t.Fatal(err)

@@ -200,7 +200,7 @@ func TestSplitOver20OneGroup(t *testing.T) {
 	})
 	objs, rep := translateRC(t, splitRoute(names, weights), cs...)
 	r := routeObject(t, objs, "split")
-	if r["plugins"] != nil || !strings.HasPrefix(fmt.Sprint(r["upstream_id"]), "split-") {
+	if ps, _ := r["plugins"].(map[string]any); ps["traffic-split"] != nil || !strings.HasPrefix(fmt.Sprint(r["upstream_id"]), "split-") {
 		t.Fatalf("route %v: want one merged upstream and no traffic-split", r)
 	}
 	sameShares(t, served(t, objs), envoyShares(cs, weights), 1e-12)

@@ -427,6 +427,9 @@ func routeName(n string) string {
 
 func (b *vhostBuilder) emit(r apisix.Route) {
 	key := apisix.Key(apisix.KindRoutes, r.ID)
+	if x := b.rc.ctx.filters.xfccPlugin(); x != nil {
+		r.Plugins = withPlugin(r.Plugins, xfccPluginName, *x)
+	}
 	for _, sh := range b.plugins.Merge(&r) {
 		b.shadows = append(b.shadows, routeShadow{Shadow: sh, key: key})
 	}
@@ -434,12 +437,19 @@ func (b *vhostBuilder) emit(r apisix.Route) {
 	b.routes = append(b.routes, r)
 }
 
-// withRBAC returns plugins with amesh-rbac added, which runs before any of them (its
-// priority is the highest), as Envoy's RBAC filters run before the router.
+// withRBAC returns plugins with amesh-rbac added, which runs before any of them but
+// amesh-xfcc (its priority is the highest after that one's), as Envoy's RBAC filters
+// run before the router and after the connection manager's header rewrites.
 func withRBAC(plugins map[string]any, conf rbacPluginConf) map[string]any {
+	return withPlugin(plugins, rbacPluginName, conf)
+}
+
+// withPlugin returns a copy of plugins with name's config conf added (the maps of
+// routes may be shared).
+func withPlugin(plugins map[string]any, name string, conf any) map[string]any {
 	out := make(map[string]any, len(plugins)+1)
 	maps.Copy(out, plugins)
-	out[rbacPluginName] = conf
+	out[name] = conf
 	return out
 }
 

@@ -26,8 +26,16 @@
 --              x-forwarded-for entry Envoy takes (xff_remote). A realip set from a
 --              request header would make "source" differ from Envoy's; amesh's APISIX
 --              sets none.
+--   peer       the downstream TLS peer (amesh.tls_peer): an "auth" node is Envoy's
+--              authenticated principal. No TLS: no match. Without principal_name ("n"):
+--              any TLS connection. Otherwise the name is matched against each URI SAN
+--              of the peer certificate, then each DNS SAN, then its subject (RFC 2253),
+--              as Envoy's AuthenticatedMatcher does; a connection without a verified
+--              certificate has none of them and the subject "". A TLS connection whose
+--              peer nginx cannot read (the module is not loaded) takes "u".
 local ngx = ngx
 local ngx_var = ngx.var
+local tls_peer = require("amesh.tls_peer")
 local re_find = ngx.re.find
 local byte, sub, find, lower = string.byte, string.sub, string.find, string.lower
 local concat = table.concat
@@ -378,7 +386,54 @@ function req_mt:addr(src)
     return a
 end
 
+-- peer returns the connection's TLS peer (see amesh.tls_peer.get).
+function req_mt:peer()
+    local p = self.peer_read
+    if p == nil then
+        p = tls_peer.get()
+        if p == nil then
+            p = "plaintext"
+        end
+        self.peer_read = p
+    end
+    if p == "plaintext" then
+        return nil
+    end
+    return p
+end
+
 local eval
+
+-- eval_auth is Envoy's AuthenticatedMatcher.
+local function eval_auth(a, r, n)
+    local p = r:peer()
+    if p == nil then
+        return false
+    end
+    if p == false then
+        return n.u == true
+    end
+    local m = a.n
+    if not m then
+        return true
+    end
+    for _, list in ipairs({p.uris, p.dns}) do
+        for _, v in ipairs(list) do
+            local res = str_match(m, v)
+            if res == nil then
+                return n.u == true
+            end
+            if res then
+                return true
+            end
+        end
+    end
+    local res = str_match(m, p.subject)
+    if res == nil then
+        return n.u == true
+    end
+    return res
+end
 
 local function eval_header(h, r, n)
     local v, unknown = r:header(h.name)
@@ -465,6 +520,9 @@ eval = function(n, r)
     end
     if n.header then
         return eval_header(n.header, r, n)
+    end
+    if n.auth then
+        return eval_auth(n.auth, r, n)
     end
     if n.ports then
         local port = r:port()

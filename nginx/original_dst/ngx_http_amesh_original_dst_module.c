@@ -21,6 +21,10 @@
  * (and $realip_remote_addr) are the header's source, $server_addr its destination address,
  * $server_port is PORT, $connection_original_dst* the header's destination. A connection
  * without a PROXY header that has addresses is refused: the socket is internal.
+ *
+ * The same module has the downstream TLS peer's variables ($amesh_peer_*,
+ * ngx_http_amesh_tls_peer.c): what Envoy's listener knows about a client connection, amesh's
+ * HTTP side reads from this module.
  */
 
 #include <ngx_config.h>
@@ -28,6 +32,7 @@
 #include <ngx_http.h>
 
 #include "ngx_amesh_original_dst.h"
+#include "ngx_http_amesh_tls_peer.h"
 
 
 /* amesh_capture_listener ADDRESS PORT */
@@ -177,7 +182,7 @@ ngx_http_amesh_original_dst_add_variables(ngx_conf_t *cf)
         var->data = v->data;
     }
 
-    return NGX_OK;
+    return ngx_http_amesh_tls_peer_add_variables(cf);
 }
 
 
@@ -263,8 +268,7 @@ ngx_http_amesh_capture_listener(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* The connection of the client's socket: each HTTP/2 stream has a copy of its own. */
-static ngx_connection_t *
+ngx_connection_t *
 ngx_http_amesh_socket_connection(ngx_http_request_t *r)
 {
 #if (NGX_HTTP_V2)

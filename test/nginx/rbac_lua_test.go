@@ -146,6 +146,18 @@ func (n *rbacNginx) send(c string, r rbacReq) (int, string, string, error) {
 // translator emits it; it must validate against the plugin's schema.
 func rbacConf(t *testing.T, hcm func(*hcmv3.HttpConnectionManager), filters ...*hcmv3.HttpFilter) []byte {
 	t.Helper()
+	c, ok := routePlugins(t, hcm, filters...)["amesh-rbac"]
+	if !ok {
+		t.Fatal("route r has no amesh-rbac plugin")
+	}
+	return c
+}
+
+// routePlugins are the plugins of the route of a listener whose connection manager
+// (changed by hcm, when set) runs filters in front of the router, as the real
+// translator emits them; each of amesh's must validate against the plugin's schema.
+func routePlugins(t *testing.T, hcm func(*hcmv3.HttpConnectionManager), filters ...*hcmv3.HttpFilter) map[string]json.RawMessage {
+	t.Helper()
 	f := editHCM(xdstest.HCMWithFilters("r80", filters...), hcm)
 	res := resourcesOf(
 		xdstest.ListenerWithFilters("0.0.0.0_80", 80, f),
@@ -168,14 +180,15 @@ func rbacConf(t *testing.T, hcm func(*hcmv3.HttpConnectionManager), filters ...*
 		if r.Name != "r" {
 			continue
 		}
-		c, ok := r.Plugins["amesh-rbac"]
-		if !ok {
-			t.Fatalf("route r has no amesh-rbac plugin: %s", v)
+		for name, c := range r.Plugins {
+			if !strings.HasPrefix(name, "amesh-") {
+				continue
+			}
+			if err := schema.ValidatePlugin(name, c); err != nil {
+				t.Fatalf("%s config does not validate against the plugin's schema: %v\n%s", name, err, c)
+			}
 		}
-		if err := schema.ValidatePlugin("amesh-rbac", c); err != nil {
-			t.Fatalf("amesh-rbac config does not validate against the plugin's schema: %v\n%s", err, c)
-		}
-		return c
+		return r.Plugins
 	}
 	t.Fatal("no route r in the translation")
 	return nil

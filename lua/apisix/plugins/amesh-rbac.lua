@@ -100,6 +100,11 @@ local schema = core.json.decode([==[
           "required": ["src", "addr", "len"],
           "additionalProperties": false
         },
+        "auth": {
+          "type": "object",
+          "properties": {"n": {"$ref": "#/definitions/string_matcher"}},
+          "additionalProperties": false
+        },
         "u": {"type": "boolean"}
       },
       "additionalProperties": false,
