@@ -236,7 +236,6 @@ func (c *jwtCompiler) req(r *jwtv3.JwtRequirement, d int) jwtReq {
 	return jwtReq{}
 }
 
-
 // provider compiles provider name once.
 func (c *jwtCompiler) provider(name string) {
 	if _, ok := c.providers[name]; ok {

@@ -46,12 +46,12 @@ const EVP_MD *EVP_sha512(void);
 void ERR_clear_error(void);
 ]])
 
--- OpenSSL's constants for PSS padding (rsa.h, evp.h; the same in 1.1.1 and 3).
+-- OpenSSL's constants for PSS padding (rsa.h, evp.h; the same in 1.1.1 and 3; the
+-- operation -1 is any, as the operation bits differ between them).
 local EVP_PKEY_RSA = 6
 local EVP_PKEY_CTRL_RSA_PADDING = 0x1000 + 1
 local EVP_PKEY_CTRL_RSA_MGF1_MD = 0x1000 + 5
 local RSA_PKCS1_PSS_PADDING = 6
-local EVP_PKEY_OP_VERIFY = 16 -- 1.1.1's EVP_PKEY_OP_VERIFY; 3 takes it as "any"
 
 -- Crypto ---------------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ local function digest_verify(pkey, md, pss, sig, data)
     local ok = C.EVP_DigestVerifyInit(ctx, pctx, md, nil, pkey) == 1
     if ok and pss then
         ok = C.EVP_PKEY_CTX_ctrl(pctx[0], EVP_PKEY_RSA, -1, EVP_PKEY_CTRL_RSA_PADDING, RSA_PKCS1_PSS_PADDING, nil) > 0
-            and C.EVP_PKEY_CTX_ctrl(pctx[0], EVP_PKEY_RSA, EVP_PKEY_OP_VERIFY, EVP_PKEY_CTRL_RSA_MGF1_MD, 0,
+            and C.EVP_PKEY_CTX_ctrl(pctx[0], EVP_PKEY_RSA, -1, EVP_PKEY_CTRL_RSA_MGF1_MD, 0,
                 ffi.cast("void *", md)) > 0
     end
     ok = ok and C.EVP_DigestVerify(ctx, sig, #sig, data, #data) == 1
