@@ -6,7 +6,6 @@ package translate
 // fields, an alg that does not fit its kty or curve) is skipped here too.
 
 import (
-	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -133,8 +132,7 @@ func convertJWK(k jwk) (jwtKey, error) {
 		curves := map[string]struct {
 			alg string
 			c   elliptic.Curve
-			d   ecdh.Curve
-		}{"P-256": {"ES256", elliptic.P256(), ecdh.P256()}, "P-384": {"ES384", elliptic.P384(), ecdh.P384()}, "P-521": {"ES512", elliptic.P521(), ecdh.P521()}}
+		}{"P-256": {"ES256", elliptic.P256()}, "P-384": {"ES384", elliptic.P384()}, "P-521": {"ES512", elliptic.P521()}}
 		c, ok := curves[crv]
 		switch {
 		case !ok:
@@ -154,11 +152,12 @@ func convertJWK(k jwk) (jwtKey, error) {
 		point[0] = 4
 		copy(point[1+size-len(xb):1+size], xb)
 		copy(point[1+2*size-len(yb):], yb)
-		if _, err := c.d.NewPublicKey(point); err != nil {
+		k, err := ecdsa.ParseUncompressedPublicKey(c.c, point)
+		if err != nil {
 			return jwtKey{}, errors.New("EC [x] and [y] are not a point of the curve")
 		}
 		out.Crv = crv
-		pub = &ecdsa.PublicKey{Curve: c.c, X: new(big.Int).SetBytes(xb), Y: new(big.Int).SetBytes(yb)}
+		pub = k
 	case "OKP":
 		crv, _, err := k.str("crv")
 		switch {

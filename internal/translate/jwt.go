@@ -111,25 +111,23 @@ func jwtVerdict(name string, c *jwtv3.JwtAuthentication) verdict {
 	if c.GetFilterStateRules() != nil {
 		return failClosed(403, "jwt_authn filter "+name+" chooses requirements from filter state (filter_state_rules); not translated")
 	}
-	var req *jwtv3.JwtRequirement
-	found := false
-	for i, r := range c.GetRules() {
-		if !matchesEveryRequest(r.GetMatch()) {
-			return failClosed(403, "jwt_authn filter "+name+": rule "+itoa(i)+" applies to some requests only; not translated")
-		}
-		found = true
-		switch {
-		case r.GetRequirementName() != "":
-			req = c.GetRequirementMap()[r.GetRequirementName()]
-			if req == nil {
-				return failClosed(403, "jwt_authn filter "+name+": rule "+itoa(i)+" names requirement "+r.GetRequirementName()+", which requirement_map lacks")
-			}
-		default:
-			req = r.GetRequires()
-		}
-		break
+	// Envoy takes the first rule whose match the request meets; amesh translates
+	// rules that every request meets, so the first rule decides.
+	rules := c.GetRules()
+	if len(rules) == 0 {
+		return verdict{}
 	}
-	if !found || req == nil {
+	r := rules[0]
+	if !matchesEveryRequest(r.GetMatch()) {
+		return failClosed(403, "jwt_authn filter "+name+": rule 0 applies to some requests only; not translated")
+	}
+	req := r.GetRequires()
+	if n := r.GetRequirementName(); n != "" {
+		if req = c.GetRequirementMap()[n]; req == nil {
+			return failClosed(403, "jwt_authn filter "+name+": rule 0 names requirement "+n+", which requirement_map lacks")
+		}
+	}
+	if req == nil {
 		return verdict{}
 	}
 	return jwtStepVerdict(name, c, req)

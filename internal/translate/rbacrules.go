@@ -314,6 +314,7 @@ func (c *rbacCompiler) principal(p *rbacv3.Principal, neg bool, d int) rbacNode 
 		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 		return c.cidr("source", r.SourceIp, neg)
 	case *rbacv3.Principal_Metadata:
+		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 		return c.metadata(r.Metadata, neg)
 	case *rbacv3.Principal_FilterState:
 		return c.unknown(neg, "filter_state")

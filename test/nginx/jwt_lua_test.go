@@ -72,8 +72,11 @@ func jwks(t *testing.T, keys map[string]crypto.PrivateKey) string {
 		case *ecdsa.PrivateKey:
 			size := (k.Curve.Params().BitSize + 7) / 8
 			crv := map[int]string{32: "P-256", 48: "P-384"}[size]
-			out = append(out, map[string]string{"kty": "EC", "kid": kid, "crv": crv,
-				"x": b64u(k.X.FillBytes(make([]byte, size))), "y": b64u(k.Y.FillBytes(make([]byte, size)))})
+			pt, err := k.PublicKey.Bytes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, map[string]string{"kty": "EC", "kid": kid, "crv": crv, "x": b64u(pt[1 : 1+size]), "y": b64u(pt[1+size:])})
 		case ed25519.PrivateKey:
 			out = append(out, map[string]string{"kty": "OKP", "kid": kid, "crv": "Ed25519", "x": b64u(k.Public().(ed25519.PublicKey))})
 		}
