@@ -77,6 +77,8 @@ type guard struct {
 	base     verdict
 	status   int     // of a fail-closed verdict: 403 for a filter that decides who gets in, else 500
 	env      rbacEnv // what RBAC rules of per-route configs read
+	// jwt is a jwt_authn filter's config, whose requirement_map per-route configs name.
+	jwt *jwtv3.JwtAuthentication
 }
 
 // failClosed is the verdict on a route the guard cannot be enforced on.
@@ -341,14 +343,12 @@ func (a *chainAnalysis) httpFilter(f *hcmv3.HttpFilter, field string, main bool)
 		g.base = g.failClosed("HTTP filter " + name + " asks an external authorization service (ext_authz, Istio's CUSTOM action); not translated")
 	case resource.RoleJWT:
 		c := &jwtv3.JwtAuthentication{}
-		switch err := resource.UnpackFilterConfig(f.GetTypedConfig(), c); {
-		case err != nil:
+		if err := resource.UnpackFilterConfig(f.GetTypedConfig(), c); err != nil {
 			g.base = g.failClosed("jwt_authn filter " + name + " cannot be decoded: " + err.Error())
-		case len(c.GetRules()) == 0 && c.GetFilterStateRules() == nil:
-			// No requirement applies unless a route names one in its per-route config.
-		default:
-			g.base = g.failClosed("HTTP filter " + name + " verifies JWTs (jwt_authn, Istio's RequestAuthentication); not translated")
+			break
 		}
+		g.jwt = c
+		g.base = jwtVerdict(name, c)
 	case resource.RoleAccess:
 		g.base = g.failClosed("HTTP filter " + name + " (" + typ + ") may refuse requests; not translated")
 	default:
@@ -408,6 +408,8 @@ func (a *chainAnalysis) addGuardWhy(g guard, field, why string) {
 	a.filters.guards = append(a.filters.guards, g)
 	var n note
 	switch {
+	case g.role == resource.RoleJWT && g.base.rbac != "":
+		n = note{field, report.Approximated, g.base.reason + "; " + jwtApprox}
 	case g.base.rbac != "" && g.base.gaps:
 		n = note{field, report.Unsupported, g.base.reason}
 	case g.base.rbac != "":
@@ -418,7 +420,7 @@ func (a *chainAnalysis) addGuardWhy(g guard, field, why string) {
 		case why != "":
 			n.msg += ": " + why
 		case g.role == resource.RoleJWT:
-			n.msg += ": no rules; routes that require a JWT in their per-route config fail closed (403)"
+			n.msg += ": no rules apply; routes whose per-route config names a requirement verify it"
 		}
 	case g.base.body == rbacDeniedBody && g.network:
 		n = note{field, report.Approximated, g.base.reason + "; Envoy closes these connections: HTTP routes behind the filter answer 403, connections to a TCP proxy behind it are refused"}
@@ -563,6 +565,8 @@ func (b *vhostBuilder) guardOn(g *guard, r *routev3.Route, res string) verdict {
 	if field != "" {
 		sev, msg := report.Ignored, "per-route config lets every request through filter "+g.name
 		switch {
+		case g.role == resource.RoleJWT && v.rbac != "":
+			sev, msg = report.Approximated, v.reason+"; "+jwtApprox
 		case v.rbac != "" && v.gaps:
 			sev, msg = report.Unsupported, v.reason
 		case v.rbac != "":
@@ -633,7 +637,11 @@ func (g *guard) decide(a *anypb.Any) verdict {
 		if pr.GetDisabled() {
 			return verdict{}
 		}
-		return g.failClosed("the route requires JWT requirement " + pr.GetRequirementName() + " of filter " + g.name + "; not translated")
+		if req := g.jwt.GetRequirementMap()[pr.GetRequirementName()]; req != nil {
+			return jwtStepVerdict(g.name, g.jwt, req)
+		}
+		// Envoy answers 403 "Failed JWT authentication: Wrong requirement_name".
+		return g.failClosed("the route names JWT requirement " + pr.GetRequirementName() + ", which filter " + g.name + " lacks")
 	}
 	return g.failClosed("per-route config (" + typ + ") for filter " + g.name + " is not translated")
 }

@@ -353,8 +353,9 @@ func TestRBACPerRouteLevels(t *testing.T) {
 	wantRoutes(t, objs, "out-80", map[string]int{"a": 0, "b": 403, "no-route": 403}, rbacDeniedBody)
 }
 
-// ext_authz (Istio's CUSTOM action) and jwt_authn (RequestAuthentication) are not
-// translated: their routes answer 403, except where a per-route config disables them.
+// ext_authz (Istio's CUSTOM action) and jwt_authn (RequestAuthentication) with a
+// provider amesh does not enforce are not translated: their routes answer 403, except
+// where a per-route config disables them.
 // jwt_authn without rules requires nothing, except of routes that name a requirement.
 func TestExtAuthzAndJWTFailClosed(t *testing.T) {
 	perRoute := func(a *anypb.Any) *routev3.RouteConfiguration {
@@ -363,7 +364,12 @@ func TestExtAuthzAndJWTFailClosed(t *testing.T) {
 		return r
 	}
 	extAuthz := httpFilter("authz", &extauthzv3.ExtAuthz{})
-	jwtRules := httpFilter("authz", &jwtv3.JwtAuthentication{Rules: []*jwtv3.RequirementRule{{Match: prefix("/")}}})
+	// A provider with remote_jwks is one amesh does not enforce (jwt_test.go has
+	// those it does).
+	jwtRules := httpFilter("authz", &jwtv3.JwtAuthentication{
+		Providers: map[string]*jwtv3.JwtProvider{"remote": {JwksSourceSpecifier: &jwtv3.JwtProvider_RemoteJwks{RemoteJwks: &jwtv3.RemoteJwks{}}}},
+		Rules: []*jwtv3.RequirementRule{{Match: prefix("/"), RequirementType: &jwtv3.RequirementRule_Requires{
+			Requires: &jwtv3.JwtRequirement{RequiresType: &jwtv3.JwtRequirement_ProviderName{ProviderName: "remote"}}}}}})
 	jwtNoRules := httpFilter("authz", &jwtv3.JwtAuthentication{})
 	for _, tc := range []struct {
 		name   string

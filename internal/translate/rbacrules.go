@@ -133,6 +133,8 @@ type rbacNode struct {
 	IP *rbacCIDR `json:"ip,omitempty"`
 	// Auth: Envoy's authenticated principal (see rbacAuth).
 	Auth *rbacAuth `json:"auth,omitempty"`
+	// Meta: a dynamic metadata matcher (rbacmeta.go).
+	Meta *rbacMeta `json:"meta,omitempty"`
 	// U is the node's value when the plugin cannot evaluate it for a request.
 	U bool `json:"u,omitempty"`
 }
@@ -278,7 +280,8 @@ func (c *rbacCompiler) perm(p *rbacv3.Permission, neg bool, d int) rbacNode {
 	case *rbacv3.Permission_RequestedServerName:
 		return c.unknown(neg, "requested_server_name")
 	case *rbacv3.Permission_Metadata:
-		return c.unknown(neg, "metadata (request principals, JWT claims)")
+		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
+		return c.metadata(r.Metadata, neg)
 	case *rbacv3.Permission_SourcedMetadata:
 		return c.unknown(neg, "sourced_metadata")
 	case *rbacv3.Permission_Matcher:
@@ -329,7 +332,8 @@ func (c *rbacCompiler) principal(p *rbacv3.Principal, neg bool, d int) rbacNode 
 		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
 		return c.cidr("source", r.SourceIp, neg)
 	case *rbacv3.Principal_Metadata:
-		return c.unknown(neg, "metadata (request principals, JWT claims)")
+		//lint:ignore SA1019 deprecated matchers are still valid xDS and must keep their meaning
+		return c.metadata(r.Metadata, neg)
 	case *rbacv3.Principal_FilterState:
 		return c.unknown(neg, "filter_state")
 	case *rbacv3.Principal_SourcedMetadata:

@@ -6,6 +6,9 @@
 -- decide(conf) runs the filters in order, as Envoy runs its RBAC filters in HTTP
 -- filter order, and returns the name of the first filter that denies the request
 -- (and the policy that matched, for DENY), or nil when every filter lets it through.
+-- A jwt_authn filter (action JWT) runs amesh.jwt in its place in that order; its
+-- verified payloads are the dynamic metadata that the "meta" conditions of the RBAC
+-- filters after it read (Istio's requestPrincipals and request.auth.claims).
 --
 -- Request attributes, as Envoy's RBAC filter sees them:
 --   url_path   the :path after the connection manager's normalisation, without query
@@ -40,7 +43,8 @@ local re_find = ngx.re.find
 local byte, sub, find, lower = string.byte, string.sub, string.find, string.lower
 local concat = table.concat
 local tonumber, type, ipairs = tonumber, type, ipairs
-local setmetatable = setmetatable
+local setmetatable, next = setmetatable, next
+local jwt = require("amesh.jwt")
 
 local _M = {}
 
@@ -321,6 +325,23 @@ function req_mt:header(name)
     return v
 end
 
+-- raw_headers are the request's headers as nginx holds them (repeated ones as lists).
+function req_mt:raw_headers()
+    local hs = self.headers
+    if not hs then
+        hs = ngx.req.get_headers(0)
+        self.headers = hs
+    end
+    return hs
+end
+
+-- headers_changed forgets what was read of headers and path (a jwt_authn step
+-- changed them).
+function req_mt:headers_changed()
+    self.headers = nil
+    self.path_read = nil
+end
+
 function req_mt:port()
     if self.port_read == nil then
         self.port_read = tonumber(ngx_var[self.conf.port_var or "server_port"]) or false
@@ -435,6 +456,81 @@ local function eval_auth(a, r, n)
     return res
 end
 
+local function is_list(t)
+    return t[1] ~= nil or next(t) == nil
+end
+
+-- value_match is Envoy's ValueMatcher on v (nil when absent); nil when it cannot run.
+local function value_match(m, v)
+    if m.null then
+        return v == ngx.null
+    elseif m.num then
+        if type(v) ~= "number" then
+            return false
+        end
+        if m.num.exact then
+            return v == m.num.exact
+        end
+        return v >= m.num.range[1] and v < m.num.range[2]
+    elseif m.str then
+        if type(v) ~= "string" then
+            return false
+        end
+        return str_match(m.str, v)
+    elseif m.bool ~= nil then
+        return v == m.bool
+    elseif m.present ~= nil then
+        return m.present and v ~= nil
+    end
+    local list = m["or"]
+    if m.list then
+        if type(v) ~= "table" or not is_list(v) then
+            return false
+        end
+        list = v
+    end
+    if not list then
+        return false
+    end
+    local unknown = false
+    for _, x in ipairs(list) do
+        local res
+        if m.list then
+            res = value_match(m.list, x)
+        else
+            res = value_match(x, v)
+        end
+        if res then
+            return true
+        end
+        unknown = unknown or res == nil
+    end
+    if unknown then
+        return nil
+    end
+    return false
+end
+
+-- eval_meta is Envoy's MetadataMatcher on the request's dynamic metadata.
+local function eval_meta(m, r, n)
+    local v = r.meta[m.f]
+    for _, k in ipairs(m.path) do
+        if type(v) ~= "table" or is_list(v) and next(v) ~= nil then
+            v = nil
+            break
+        end
+        v = v[k]
+    end
+    local res = value_match(m.v, v)
+    if res == nil then
+        return n.u == true
+    end
+    if m.inv then
+        return not res
+    end
+    return res
+end
+
 local function eval_header(h, r, n)
     local v, unknown = r:header(h.name)
     if unknown then
@@ -531,6 +627,9 @@ eval = function(n, r)
         end
         return port >= n.ports[1] and port < n.ports[2]
     end
+    if n.meta then
+        return eval_meta(n.meta, r, n)
+    end
     local ip = n.ip
     if ip then
         local a = r:addr(ip.src)
@@ -564,9 +663,19 @@ local function matched(f, r)
     return nil
 end
 
-function _M.decide(conf)
-    local r = setmetatable({conf = conf, addrs = {}}, req_mt)
+-- decide runs the steps; a jwt_authn step ("JWT") that refuses the request returns
+-- its name, nil and Envoy's response (amesh.jwt). ops changes the request for the
+-- jwt_authn steps (nginx's API by default).
+function _M.decide(conf, ops)
+    local r = setmetatable({conf = conf, addrs = {}, meta = {}}, req_mt)
     for _, f in ipairs(conf.filters or {}) do
+        if f.action == "JWT" then
+            local resp = jwt.run(f, r, ops or jwt.nginx_ops)
+            if resp then
+                return f.name, nil, resp
+            end
+            goto continue
+        end
         local policy = matched(f, r)
         if f.action == "DENY" then
             if policy then
@@ -575,6 +684,7 @@ function _M.decide(conf)
         elseif not policy then
             return f.name
         end
+        ::continue::
     end
     return nil
 end

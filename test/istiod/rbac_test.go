@@ -287,9 +287,10 @@ func istiodRBACFilter(t *testing.T, policy string) string {
 // condition and a JWT claim, as istiod turns it into an RBAC filter, becomes the
 // amesh-rbac config of productpage's inbound routes: it validates against the plugin's
 // schema; what needs the mTLS peer (principals on a plaintext connection, never
-// authenticated) or a JWT (claims) is decided here as Envoy's worst case for ALLOW, so
-// those rules can only deny; the rest stays for the plugin. The config is kept as a
-// golden file for test/nginx (-update-rbac rewrites it).
+// authenticated) is decided here, and the JWT claim becomes a matcher on jwt_authn's
+// metadata, which the plugin evaluates (absent without a RequestAuthentication, as in
+// Envoy); the rest stays for the plugin. The config is kept as a golden file for
+// test/nginx (-update-rbac rewrites it).
 func TestAuthorizationPolicyRules(t *testing.T) {
 	requireEnv(t)
 	pp := startAmesh(t, sidecarEnv(t, env.istiod.GRPCAddr, client.Delta))
@@ -352,10 +353,10 @@ func TestAuthorizationPolicyRules(t *testing.T) {
 	}
 	pretty.WriteByte('\n')
 	text := pretty.String()
-	// The principal's rule is never met on plaintext, the claim's is decided as ALLOW's
-	// worst case; the IP blocks, methods, paths and header stay.
+	// The principal's rule is never met on plaintext, the claim reads jwt_authn's
+	// metadata; the IP blocks, methods, paths and header stay.
 	for _, part := range []string{
-		`"const": false`, `"src": "direct"`, `"addr": "2001:db8::"`, `"src": "remote"`, `"name": ":method"`,
+		`"const": false`, `"f": "envoy.filters.http.jwt_authn"`, `"group"`, `"src": "direct"`, `"addr": "2001:db8::"`, `"src": "remote"`, `"name": ":method"`,
 		`"op": "prefix"`, `"v": "/api/"`, `"v": "/private"`, `"name": "x-team"`, `"v": "blue"`, `"normalize_path": true`,
 	} {
 		if !strings.Contains(text, part) {
@@ -382,8 +383,8 @@ func TestAuthorizationPolicyRules(t *testing.T) {
 	if string(golden) != text {
 		t.Errorf("istiod's policy translates to something else than %s (run with -update-rbac and check TestRBACLuaDecisions):\n%s", rbacGolden, text)
 	}
-	if rep := pp.ag.Report(); !hasEntry(rep, report.Unsupported, "ns[default]-policy[allow-rich]", "metadata (request principals, JWT claims)") {
-		t.Errorf("the report does not say what was decided as the worst case:\n%v", entriesOf(rep, "virtualInbound"))
+	if rep := pp.ag.Report(); !hasEntry(rep, report.Approximated, "ns[default]-policy[allow-rich]", "enforced per request by amesh-rbac") {
+		t.Errorf("the report does not say the policy is enforced per request:\n%v", entriesOf(rep, "virtualInbound"))
 	}
 }
 

@@ -77,9 +77,10 @@ func toCluster(name string, m *routev3.RouteMatch, cluster string, edit func(*ro
 
 // answer is what APISIX answered one request.
 type answer struct {
-	code int
-	body string
-	took time.Duration
+	code   int
+	body   string
+	took   time.Duration
+	header http.Header
 }
 
 // call sends GET path to APISIX's port with Host host and the headers (name, value
@@ -100,7 +101,7 @@ func (a *apisixInstance) call(port int, host, path string, header ...string) (an
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return answer{resp.StatusCode, string(b), time.Since(start)}, err
+	return answer{code: resp.StatusCode, body: string(b), took: time.Since(start), header: resp.Header}, err
 }
 
 // callRaw sends a request whose request line carries path byte for byte (Go's client

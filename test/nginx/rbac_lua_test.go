@@ -87,6 +87,12 @@ type rbacReq struct {
 
 // send sends r for case c and returns the status, body and the denying filter.
 func (n *rbacNginx) send(c string, r rbacReq) (int, string, string, error) {
+	code, body, h, err := n.exchange(c, r)
+	return code, body, h.Get("X-Rbac-Filter"), err
+}
+
+// exchange sends r for case c and returns the status, body and response headers.
+func (n *rbacNginx) exchange(c string, r rbacReq) (int, string, http.Header, error) {
 	port := n.p1
 	switch {
 	case r.proxy != "":
@@ -104,7 +110,7 @@ func (n *rbacNginx) send(c string, r rbacReq) (int, string, string, error) {
 	}
 	conn, err := d.Dial("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
 	if err != nil {
-		return 0, "", "", err
+		return 0, "", nil, err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
@@ -130,15 +136,15 @@ func (n *rbacNginx) send(c string, r rbacReq) (int, string, string, error) {
 	}
 	b.WriteString("Connection: close\r\n\r\n")
 	if _, err := io.WriteString(conn, b.String()); err != nil {
-		return 0, "", "", err
+		return 0, "", nil, err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
-		return 0, "", "", err
+		return 0, "", nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body), resp.Header.Get("X-Rbac-Filter"), err
+	return resp.StatusCode, string(body), resp.Header, err
 }
 
 // rbacConf is amesh-rbac's config on the route of a listener whose connection manager

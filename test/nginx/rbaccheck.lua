@@ -1,7 +1,8 @@
 -- rbaccheck: runs amesh.rbac (lua/amesh/rbac.lua) in stock nginx for rbac_lua_test.go.
 -- The request names its case in x-rbac-case; the case's amesh-rbac config (what the
 -- translator emitted) is <dir>/<case>.json. A denied request gets the plugin's answer
--- (403, "RBAC: access denied") and the denying filter in x-rbac-filter.
+-- (403, "RBAC: access denied") and the denying filter in x-rbac-filter; a refused
+-- JWT gets jwt_authn's answer (status, body, www-authenticate).
 local cjson = require("cjson.safe")
 local rbac = require("amesh.rbac")
 
@@ -27,7 +28,16 @@ function _M.run(dir)
         f:close()
         confs[case] = conf
     end
-    local filter = rbac.decide(conf)
+    local filter, _, resp = rbac.decide(conf)
+    if resp then
+        ngx.status = resp.status
+        ngx.header["x-rbac-filter"] = filter
+        if resp.www_authenticate then
+            ngx.header["www-authenticate"] = resp.www_authenticate
+        end
+        ngx.print(resp.body)
+        return ngx.exit(resp.status)
+    end
     if filter then
         ngx.status = 403
         ngx.header["x-rbac-filter"] = filter

@@ -1,8 +1,11 @@
 -- amesh-rbac: enforces Envoy's RBAC filters (envoy.filters.http.rbac, actions ALLOW
--- and DENY: Istio's AuthorizationPolicy) on a route, as the translator emits them
--- (internal/translate/rbacrules.go): the filters in HTTP filter order, each with its
--- policies. The first filter that denies the request answers 403 "RBAC: access
--- denied", Envoy's answer. amesh adds it to the routes the filters guard; it must be in
+-- and DENY: Istio's AuthorizationPolicy) and jwt_authn filters (action JWT: Istio's
+-- RequestAuthentication, internal/translate/jwt.go, lua/amesh/jwt.lua) on a route, as
+-- the translator emits them (internal/translate/rbacrules.go): the filters in HTTP
+-- filter order, each with its policies or its JWT requirement. The first filter that
+-- denies the request answers 403 "RBAC: access denied", Envoy's answer; a JWT
+-- failure answers as Envoy's jwt_authn (401 or 403 with its status text and
+-- www-authenticate). amesh adds it to the routes the filters guard; it must be in
 -- config.yaml's `plugins` (the chart's APISIX config lists it).
 --
 -- It runs in the rewrite phase with a priority above every plugin amesh sets on a
@@ -34,7 +37,7 @@ local schema = core.json.decode([==[
         "type": "object",
         "properties": {
           "name": {"type": "string"},
-          "action": {"type": "string", "enum": ["ALLOW", "DENY"]},
+          "action": {"type": "string", "enum": ["ALLOW", "DENY", "JWT"]},
           "policies": {
             "type": "array",
             "items": {
@@ -47,7 +50,8 @@ local schema = core.json.decode([==[
               "required": ["name"],
               "additionalProperties": false
             }
-          }
+          },
+          "jwt": {"$ref": "#/definitions/jwt"}
         },
         "required": ["name", "action"],
         "additionalProperties": false
@@ -105,10 +109,117 @@ local schema = core.json.decode([==[
           "properties": {"n": {"$ref": "#/definitions/string_matcher"}},
           "additionalProperties": false
         },
+        "meta": {
+          "type": "object",
+          "properties": {
+            "f": {"type": "string", "minLength": 1},
+            "path": {"type": "array", "items": {"type": "string"}},
+            "v": {"$ref": "#/definitions/value_matcher"},
+            "inv": {"type": "boolean"}
+          },
+          "required": ["f", "path", "v"],
+          "additionalProperties": false
+        },
         "u": {"type": "boolean"}
       },
       "additionalProperties": false,
       "maxProperties": 2
+    },
+    "value_matcher": {
+      "type": "object",
+      "properties": {
+        "null": {"type": "boolean"},
+        "num": {
+          "type": "object",
+          "properties": {
+            "range": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+            "exact": {"type": "number"}
+          },
+          "additionalProperties": false,
+          "maxProperties": 1,
+          "minProperties": 1
+        },
+        "str": {"$ref": "#/definitions/string_matcher"},
+        "bool": {"type": "boolean"},
+        "present": {"type": "boolean"},
+        "list": {"$ref": "#/definitions/value_matcher"},
+        "or": {"type": "array", "items": {"$ref": "#/definitions/value_matcher"}}
+      },
+      "additionalProperties": false,
+      "maxProperties": 1
+    },
+    "jwt": {
+      "type": "object",
+      "properties": {
+        "providers": {"type": "object", "additionalProperties": {"$ref": "#/definitions/jwt_provider"}},
+        "requires": {"$ref": "#/definitions/jwt_requirement"},
+        "bypass_cors": {"type": "boolean"},
+        "strip": {"type": "boolean"}
+      },
+      "required": ["providers", "requires"],
+      "additionalProperties": false
+    },
+    "jwt_provider": {
+      "type": "object",
+      "properties": {
+        "iss": {"type": "string"},
+        "aud": {"type": "array", "items": {"type": "string"}},
+        "keys": {
+          "type": "array",
+          "items": {
+            "type": "object",
+            "properties": {
+              "kid": {"type": "string"},
+              "alg": {"type": "string"},
+              "kty": {"type": "string", "enum": ["RSA", "EC", "OKP"]},
+              "crv": {"type": "string"},
+              "pem": {"type": "string", "minLength": 1}
+            },
+            "required": ["kty", "pem"],
+            "additionalProperties": false
+          }
+        },
+        "headers": {
+          "type": "array",
+          "items": {
+            "type": "object",
+            "properties": {"name": {"type": "string", "minLength": 1}, "prefix": {"type": "string"}},
+            "required": ["name"],
+            "additionalProperties": false
+          }
+        },
+        "params": {"type": "array", "items": {"type": "string"}},
+        "forward": {"type": "boolean"},
+        "payload_header": {"type": "string", "minLength": 1},
+        "pad": {"type": "boolean"},
+        "payload_meta": {"type": "string", "minLength": 1},
+        "header_meta": {"type": "string", "minLength": 1},
+        "space_claims": {"type": "array", "items": {"type": "string"}},
+        "skew": {"type": "integer", "minimum": 0},
+        "claim_headers": {
+          "type": "array",
+          "items": {
+            "type": "object",
+            "properties": {"header": {"type": "string", "minLength": 1}, "claim": {"type": "string"}},
+            "required": ["header", "claim"],
+            "additionalProperties": false
+          }
+        }
+      },
+      "required": ["keys", "skew"],
+      "additionalProperties": false
+    },
+    "jwt_requirement": {
+      "type": "object",
+      "properties": {
+        "k": {"type": "string", "enum": ["provider", "any", "all", "missing", "failed", "ok"]},
+        "p": {"type": "string"},
+        "aud": {"type": "array", "items": {"type": "string"}},
+        "of": {"type": "array", "items": {"$ref": "#/definitions/jwt_requirement"}},
+        "providers": {"type": "array", "items": {"type": "string"}}
+      },
+      "required": ["k"],
+      "additionalProperties": false
     }
   }
 }
@@ -127,8 +238,33 @@ function _M.check_schema(conf)
 end
 
 
+-- ops changes the request for jwt_authn steps through APISIX, whose request
+-- functions keep its cached headers and arguments current.
+local function ops_for(ctx)
+    return {
+        set = function(name, value)
+            core.request.set_header(ctx, name, value)
+        end,
+        add = function(name, value)
+            core.request.add_header(ctx, name, value)
+        end,
+        set_args = function(args)
+            core.request.set_uri_args(ctx, args)
+        end,
+    }
+end
+
+
 function _M.rewrite(conf, ctx)
-    local filter, policy = rbac.decide(conf)
+    local filter, policy, resp = rbac.decide(conf, ops_for(ctx))
+    if resp then
+        -- Envoy's jwt_authn answer; the status text names no token or key.
+        core.log.info(plugin_name, ": filter ", filter, " refused the request: ", resp.body)
+        if resp.www_authenticate then
+            core.response.set_header("www-authenticate", resp.www_authenticate)
+        end
+        return resp.status, resp.body
+    end
     if filter then
         core.log.info(plugin_name, ": filter ", filter, " denied the request",
                       policy and (" (policy " .. policy .. ")") or "")
