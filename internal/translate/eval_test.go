@@ -28,6 +28,9 @@ type request struct {
 	port    string // original destination port
 	listen  string // APISIX's port (server_port); "" is the outbound capture port 15001
 	tls     bool   // on the HTTP server's TLS socket (Istio mTLS APISIX terminated)
+	// peer: the client certificate's URI SANs as nginx gives them; with tls and
+	// without it, the SPIFFE identity of a workload of the mesh.
+	peer string
 }
 
 // envoyRoute returns the index of the virtual host and route Envoy picks, or -1, -1.
@@ -251,6 +254,10 @@ func nginxVars(r request) map[string]string {
 	}
 	if r.tls {
 		v["scheme"] = "https"
+		v["amesh_peer_uri_sans"] = r.peer
+		if r.peer == "" {
+			v["amesh_peer_uri_sans"] = "spiffe://cluster.local/ns/default/sa/reviews"
+		}
 	}
 	for k, x := range r.headers {
 		v["http_"+strings.ReplaceAll(k, "-", "_")] = x

@@ -12,12 +12,15 @@ package translate
 
 import (
 	"fmt"
+	"regexp"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
@@ -87,4 +90,65 @@ func istioServerTLS(ts *corev3.TransportSocket) (sans []*matcherv3.StringMatcher
 		}
 	}
 	return sans, ""
+}
+
+// peerURISANsVar is the nginx variable with the verified peer certificate's URI SANs,
+// comma-joined, each with "%", "," and bytes outside "!".."~" percent-encoded
+// (nginx/original_dst's TLS peer).
+const peerURISANsVar = "amesh_peer_uri_sans"
+
+// sanVars returns the route conditions that a client certificate's URI SANs meet the
+// subject alt name matchers of its chain's validation context (none: no condition).
+// Envoy accepts a certificate when any of its SANs, of any type, meets any matcher;
+// only URI SANs are looked at here (Istio's SPIFFE identities), so a certificate that
+// meets a matcher with another type of SAN only is refused: stricter, never weaker.
+// A request that fails it matches no route of the chain (404).
+func sanVars(sans []*matcherv3.StringMatcher) []apisix.Expr {
+	if len(sans) == 0 {
+		return nil
+	}
+	alts := make([]string, 0, len(sans))
+	for _, m := range sans {
+		var v, re string
+		switch p := m.GetMatchPattern().(type) {
+		case *matcherv3.StringMatcher_Exact:
+			v = p.Exact
+		case *matcherv3.StringMatcher_Prefix:
+			v = p.Prefix
+		case *matcherv3.StringMatcher_Suffix:
+			v = p.Suffix
+		case *matcherv3.StringMatcher_Contains:
+			v = p.Contains
+		}
+		q := regexp.QuoteMeta(sanEncode(v))
+		switch m.GetMatchPattern().(type) {
+		case *matcherv3.StringMatcher_Exact:
+			re = "(?:^|,)" + q + "(?:,|$)"
+		case *matcherv3.StringMatcher_Prefix:
+			re = "(?:^|,)" + q
+		case *matcherv3.StringMatcher_Suffix:
+			re = q + "(?:,|$)"
+		default:
+			re = "(?:^|,)[^,]*" + q
+		}
+		if m.GetIgnoreCase() {
+			re = "(?i:" + re + ")"
+		}
+		alts = append(alts, re)
+	}
+	return []apisix.Expr{{peerURISANsVar, "~~", strings.Join(alts, "|")}}
+}
+
+// sanEncode encodes a SAN as the TLS peer's variables do.
+func sanEncode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c > 0x20 && c < 0x7f && c != '%' && c != ',' {
+			b.WriteByte(c)
+			continue
+		}
+		fmt.Fprintf(&b, "%%%02X", c)
+	}
+	return b.String()
 }

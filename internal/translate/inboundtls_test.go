@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate/upstream"
 	"github.com/amesh-dev/amesh/internal/xds/dump"
@@ -122,10 +124,72 @@ func TestInboundPeerAuthentication(t *testing.T) {
 					t.Errorf("%+v: route %q, want %s...", c.r, got.route, c.want)
 				}
 			}
+			// istiod's chains accept client certificates of its trust domain only
+			// (match_subject_alt_names prefix spiffe://cluster.local/).
+			for _, peer := range []string{"spiffe://evil.example/ns/default/sa/reviews", "spiffe://cluster.localhost/ns/a/sa/b",
+				"urn:spiffe://cluster.local/ns/a/sa/b", ""} {
+				r := request{host: "productpage", path: "/", port: "19080", listen: "15006", tls: true, method: "GET", peer: peer}
+				if peer == "" {
+					r.peer = "x,spiffe://other/cluster.local/"
+				}
+				if got := answerOf(t, objs, r); got.route != "" {
+					t.Errorf("mTLS request from %q: route %q, want none", r.peer, got.route)
+				}
+			}
+			two := request{host: "productpage", path: "/", port: "19080", listen: "15006", tls: true, method: "GET",
+				peer: "spiffe://evil.example/x,spiffe://cluster.local/ns/default/sa/reviews"}
+			if got := answerOf(t, objs, two); got.route == "" {
+				t.Errorf("mTLS request whose second URI SAN is of the trust domain: no route")
+			}
 			plain := request{host: "productpage", path: "/", port: "19080", listen: "15006", method: "GET"}
 			if got := answerOf(t, objs, plain); (mode.name == "permissive") != (got.route != "") {
 				t.Errorf("plaintext request to 19080: route %q", got.route)
 			}
 		})
+	}
+}
+
+// The subject alt name matchers of a chain's validation context become one condition on
+// the TLS peer's URI SANs, encoded as nginx gives them.
+func TestSANVars(t *testing.T) {
+	m := func(f func(*matcherv3.StringMatcher)) *matcherv3.StringMatcher {
+		x := &matcherv3.StringMatcher{}
+		f(x)
+		return x
+	}
+	vars := sanVars([]*matcherv3.StringMatcher{
+		m(func(x *matcherv3.StringMatcher) {
+			x.MatchPattern = &matcherv3.StringMatcher_Exact{Exact: "spiffe://a/b,c"}
+		}),
+		m(func(x *matcherv3.StringMatcher) {
+			x.MatchPattern = &matcherv3.StringMatcher_Suffix{Suffix: "/SA/X"}
+			x.IgnoreCase = true
+		}),
+		m(func(x *matcherv3.StringMatcher) {
+			x.MatchPattern = &matcherv3.StringMatcher_Contains{Contains: "ns/y/"}
+		}),
+	})
+	if len(vars) != 1 || vars[0][0] != "amesh_peer_uri_sans" || vars[0][1] != "~~" {
+		t.Fatalf("vars %v", vars)
+	}
+	re := pcreToGo(t, vars[0][2].(string))
+	for sans, want := range map[string]bool{
+		"spiffe://a/b%2Cc":           true,
+		"x,spiffe://a/b%2Cc":         true,
+		"spiffe://a/b%2Cc/d":         false,
+		"spiffe://a/b,c":             false,
+		"spiffe://t/ns/z/sa/x":       true,
+		"spiffe://t/ns/z/sa/x/more":  false,
+		"spiffe://t/ns/y/sa/z":       true,
+		"spiffe://t/ns/z/sa/z,ns/y/": true,
+		"spiffe://t/ns/z/sa/z,other": false,
+		"":                           false,
+	} {
+		if re.MatchString(sans) != want {
+			t.Errorf("SANs %q: match %v, want %v", sans, !want, want)
+		}
+	}
+	if sanVars(nil) != nil {
+		t.Errorf("no matchers: a condition")
 	}
 }

@@ -321,7 +321,8 @@ func (b *listenerBuild) tlsContexts(inPort int, ports []string) {
 		if fc.GetTransportSocket() == nil || seen[dp] || len(m.GetServerNames()) > 0 || tp != "" && tp != "tls" {
 			continue
 		}
-		if _, why := istioServerTLS(fc.GetTransportSocket()); why != "" {
+		sans, why := istioServerTLS(fc.GetTransportSocket())
+		if why != "" {
 			continue // its stream routes close its connections, and say why
 		}
 		a := b.analyze(fc)
@@ -339,7 +340,7 @@ func (b *listenerBuild) tlsContexts(inPort int, ports []string) {
 		seen[dp] = true
 		b.use(a)
 		a.report(b.rep, "routes of "+key)
-		ctx.vars = []apisix.Expr{{"server_port", "==", strconv.Itoa(inPort)}, schemeHTTPS}
+		ctx.vars = append([]apisix.Expr{{"server_port", "==", strconv.Itoa(inPort)}, schemeHTTPS}, sanVars(sans)...)
 		if dp != 0 {
 			ctx.vars = append(ctx.vars, apisix.Expr{b.opts.OriginalDstVar, "==", strconv.Itoa(dp)})
 		} else if len(ports) > 0 {

@@ -113,7 +113,8 @@ func (p envoyPeer) get(ns *netns.NS, addr string, h2 bool) (int, seen, string, e
 // client's address in X-Forwarded-For, the server presenting productpage's SPIFFE identity
 // from the mesh's CA; so does its request to a port no chain names; a plaintext request
 // works too. A TLS client without a certificate, or with one from another CA, gets no
-// answer and reaches nothing. Under STRICT (istiod's virtualInbound for a namespace-wide
+// answer and reaches nothing; one of the mesh's CA for another trust domain than istiod's
+// chains accept gets no route. Under STRICT (istiod's virtualInbound for a namespace-wide
 // PeerAuthentication STRICT, served to the same sidecar), plaintext requests are refused,
 // to the application port and to other ports, and mTLS ones still reach the application.
 func TestSidecarInboundMTLS(t *testing.T) {
@@ -134,8 +135,8 @@ func TestSidecarInboundMTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	peerCert := func(ca *identitytest.CA) *tls.Certificate {
-		f, err := ca.Issue(identitytest.Options{SPIFFE: "spiffe://cluster.local/ns/default/sa/reviews"})
+	peerCert := func(ca *identitytest.CA, id string) *tls.Certificate {
+		f, err := ca.Issue(identitytest.Options{SPIFFE: id})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,10 +154,13 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	}
 	const productpageID = "spiffe://cluster.local/ns/default/sa/productpage"
 	istioHTTP := []string{"istio-http/1.1", "istio", "http/1.1"}
-	peer := envoyPeer{cert: peerCert(ca), roots: roots, server: productpageID, alpn: istioHTTP}
+	const reviewsID = "spiffe://cluster.local/ns/default/sa/reviews"
+	peer := envoyPeer{cert: peerCert(ca, reviewsID), roots: roots, server: productpageID, alpn: istioHTTP}
+	// The mesh's CA, another trust domain: istiod's chains accept spiffe://cluster.local/ only.
+	foreign := envoyPeer{cert: peerCert(ca, "spiffe://evil.example/ns/default/sa/reviews"), roots: roots, server: productpageID, alpn: istioHTTP}
 	peerH2 := envoyPeer{cert: peer.cert, roots: roots, server: productpageID, alpn: []string{"istio-h2", "istio", "h2"}}
 	noCert := envoyPeer{roots: roots, server: productpageID, alpn: istioHTTP}
-	otherCA := envoyPeer{cert: peerCert(other), roots: roots, server: productpageID, alpn: istioHTTP}
+	otherCA := envoyPeer{cert: peerCert(other, reviewsID), roots: roots, server: productpageID, alpn: istioHTTP}
 
 	s := startSidecar(t, "AMESH_WORKLOAD_CERT_DIR="+certDir)
 	app := echo(t, s.pod, podIP+":19080")
@@ -201,6 +205,10 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	}
 	refused("PERMISSIVE: TLS without a client certificate", noCert, app.Load)
 	refused("PERMISSIVE: a client certificate from another CA", otherCA, app.Load)
+	before := app.Load()
+	if code, _, _, err := foreign.get(s.client, appAddr, false); err != nil || code != http.StatusNotFound || app.Load() != before {
+		t.Errorf("PERMISSIVE: a certificate of the mesh's CA for another trust domain: %d %v, %d requests reached the application; want no route (404)", code, err, app.Load()-before)
+	}
 
 	serveIstiod(xds, peerAuthResources(t, "strict"), nil)
 	waitFor(t, "STRICT to refuse plaintext", 30*time.Second, func() (bool, string) {
