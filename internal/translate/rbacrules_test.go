@@ -286,7 +286,7 @@ func TestRBACPerRouteDepending(t *testing.T) {
 // (lua/apisix/plugins/<name>.lua) is the one amesh validates its output against, less
 // APISIX's injected _meta.
 func TestPluginSchemasMatchLua(t *testing.T) {
-	for _, plugin := range []string{rbacPluginName, upstream.TLSPlugin} {
+	for _, plugin := range []string{rbacPluginName, upstream.TLSPlugin, extAuthzPluginName} {
 		lua, err := os.ReadFile(filepath.Join("..", "..", "lua", "apisix", "plugins", plugin+".lua"))
 		if err != nil {
 			t.Fatal(err)
