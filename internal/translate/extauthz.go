@@ -36,6 +36,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/amesh-dev/amesh/internal/translate/upstream"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
 // extAuthzPluginName is the APISIX plugin that runs the steps.
@@ -213,9 +214,15 @@ func compileExtAuthz(name string, c *extauthzv3.ExtAuthz) (*authzCheck, string) 
 	hrest.PathPrefix = ""
 	if r := hrest.GetAuthorizationRequest(); r != nil {
 		r.AllowedHeaders, r.HeadersToAdd = nil, nil
+		if proto.Size(r) == 0 {
+			hrest.AuthorizationRequest = nil
+		}
 	}
 	if r := hrest.GetAuthorizationResponse(); r != nil {
 		r.AllowedUpstreamHeaders, r.AllowedClientHeaders = nil, nil
+		if proto.Size(r) == 0 {
+			hrest.AuthorizationResponse = nil
+		}
 	}
 	if f := setFields(hrest); len(f) > 0 {
 		return nil, "http_service options amesh does not enforce: " + strings.Join(f, ", ")
@@ -307,7 +314,15 @@ func compileExtAuthz(name string, c *extauthzv3.ExtAuthz) (*authzCheck, string) 
 // setFields names the fields set in m.
 func setFields(m proto.Message) []string {
 	var out []string
-	m.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+	m.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !fd.IsMap() {
+			for _, sub := range setFields(v.Message().Interface()) {
+				out = append(out, string(fd.Name())+"."+sub)
+			}
+			if v.Message().IsValid() && proto.Size(v.Message().Interface()) > 0 {
+				return true
+			}
+		}
 		out = append(out, string(fd.Name()))
 		return true
 	})
@@ -447,12 +462,38 @@ func (b *vhostBuilder) authzUpstream(cluster string) (string, bool, string) {
 	switch {
 	case !info.exists:
 		return "", false, ""
-	case info.tls != 0:
-		return "", false, "some of whose endpoints Envoy reaches with TLS, which amesh's call does not speak"
+	case info.tls != 0 || clusterMayUseTLS(b.clusters[name]):
+		return "", false, "some of whose endpoints Envoy may reach with TLS, which amesh's call does not speak"
 	case info.special != upstream.None:
 		return "", false, "which has no endpoints of its own (" + fmt.Sprint(info.special) + ")"
 	}
 	return b.acquire(name, upstream.Variant{}), true, ""
+}
+
+// clusterMayUseTLS reports whether Envoy may reach an endpoint of the cluster with a
+// transport socket: the cluster has one, or socket matches and an endpoint (or its
+// locality) with match metadata (Istio's auto mTLS gives pods with a sidecar
+// {tlsMode: istio}). The upstream leaves such endpoints out when amesh has no identity
+// to present, so their absence must not read as a cluster without endpoints.
+func clusterMayUseTLS(cs *clusterState) bool {
+	if cs == nil || cs.src == nil {
+		return false
+	}
+	shape := cs.src.Shape()
+	if shape.GetTransportSocket() != nil {
+		return true
+	}
+	if len(shape.GetTransportSocketMatches()) == 0 || cs.cla == nil {
+		return false
+	}
+	for _, l := range cs.cla.Localities {
+		for i := range l.Endpoints {
+			if e, lo := l.SocketMatch(i); e != resource.SocketMatchNone || lo != resource.SocketMatchNone {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // withExtAuthz returns plugins with amesh-ext-authz added, which runs before
