@@ -99,7 +99,7 @@ type ctxFilters struct {
 	noRouteRBAC []json.RawMessage
 	// noRouteAuthz are the amesh-ext-authz steps enforced before them.
 	noRouteAuthz []json.RawMessage
-	env         rbacEnv
+	env          rbacEnv
 	// alpn is what Istio's istio.alpn filter sets as the upstream ALPN of HTTP/1.1
 	// requests (see alpnOverride).
 	alpn []string
