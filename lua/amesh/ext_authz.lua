@@ -4,7 +4,7 @@
 -- needs nothing from APISIX and no lua-resty-http: the call is an nginx cosocket, so
 -- the amesh-ext-authz plugin runs it in APISIX and test/nginx in stock nginx.
 --
--- run(conf, upstream_of) runs conf.steps in order:
+-- run(conf, upstream_of) runs conf.steps in order (respond(res) answers with a result):
 --   shadow     an RBAC filter's shadow rules: when a policy matches, the first (by
 --              name) becomes the value of the metadata key (Envoy's RBAC filter writes
 --              <shadow_rules_stat_prefix>shadow_effective_policy_id).
@@ -394,14 +394,18 @@ function _M.run(conf, upstream_of)
     return nil
 end
 
--- respond answers the request with res (a run result) in stock nginx. A header the
--- answer repeats keeps its last value, as Envoy sets each in turn on its local reply.
+-- respond answers the request with res (a run result). A header the answer repeats
+-- keeps its last value, as Envoy sets each in turn on its local reply; an empty body
+-- is empty (not nginx's error page), as Envoy's local reply.
 function _M.respond(res)
     ngx.status = res.status
     for _, kv in ipairs(res.headers) do
         ngx.header[kv[1]] = kv[2]
     end
-    if res.body ~= "" then
+    if res.body == "" then
+        ngx.header["content-length"] = 0
+        ngx.send_headers()
+    else
         ngx.print(res.body)
     end
     return ngx.exit(res.status)

@@ -149,13 +149,7 @@ function _M.rewrite(conf, ctx)
         return
     end
     core.log.info(plugin_name, ": filter ", filter, " answered ", res.status)
-    for _, kv in ipairs(res.headers) do
-        core.response.set_header(kv[1], kv[2])
-    end
-    if res.body == "" then
-        return res.status
-    end
-    return res.status, res.body
+    return ext_authz.respond(res)
 end
 
 
