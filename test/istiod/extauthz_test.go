@@ -119,8 +119,6 @@ func TestExtAuthzShapes(t *testing.T) {
 	if err := env.kube.Client.ApplyAll(ctx, objs); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { deleteAll(t, objs) })
-
 	pp, err := bootstrap.FromEnviron(sidecarEnv(t, env.istiod.GRPCAddr, client.SotW))
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +131,14 @@ func TestExtAuthzShapes(t *testing.T) {
 		l, _ := x[typeListener]["virtualInbound"].(*listenerv3.Listener)
 		return l
 	}
+	t.Cleanup(func() {
+		deleteAll(t, objs)
+		// The tests after this one start from istiod's configuration without it.
+		waitRaw(t, pp.Node, "productpage's xDS without the scenario", func(x rawXDS) bool {
+			return x[typeListener]["0.0.0.0_8000"] == nil && x[typeCluster][extAuthzCluster] == nil &&
+				!hasFilterType(inbound(x), ppPort, "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz")
+		})
+	})
 	ppRaw := waitRaw(t, pp.Node, "productpage's inbound ext_authz filter", func(x rawXDS) bool {
 		l := inbound(x)
 		return hasFilterType(l, ppPort, "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz") &&

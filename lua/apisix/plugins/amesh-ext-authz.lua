@@ -62,7 +62,7 @@ local schema = core.json.decode([==[
               "cluster": {"type": "string", "minLength": 1},
               "upstream_id": {"type": "string", "minLength": 1},
               "path_prefix": {"type": "string"},
-              "timeout": {"type": "number", "exclusiveMinimum": true, "minimum": 0},
+              "timeout": {"type": "number", "minimum": 0.001},
               "allowed_headers": {"type": "array", "items": {"$ref": "#/definitions/string_matcher"}},
               "headers_to_add": {
                 "type": "array",
