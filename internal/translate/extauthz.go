@@ -213,6 +213,7 @@ func compileExtAuthz(name string, c *extauthzv3.ExtAuthz) (*authzCheck, string) 
 	hrest.ServerUri = nil
 	hrest.PathPrefix = ""
 	if r := hrest.GetAuthorizationRequest(); r != nil {
+		//lint:ignore SA1019 deprecated fields are still valid xDS and must keep their meaning
 		r.AllowedHeaders, r.HeadersToAdd = nil, nil
 		if proto.Size(r) == 0 {
 			hrest.AuthorizationRequest = nil
@@ -240,12 +241,15 @@ func compileExtAuthz(name string, c *extauthzv3.ExtAuthz) (*authzCheck, string) 
 	if secs <= 0 {
 		return nil, "http_service.server_uri.timeout is not positive"
 	}
+	// Envoy reads the HTTP service's own allowed_headers when it is set, else the
+	// filter's, with its defaults added either way.
 	allowed := c.GetAllowedHeaders()
-	if hs.GetAuthorizationRequest().GetAllowedHeaders() != nil {
+	//lint:ignore SA1019 deprecated fields are still valid xDS and must keep their meaning
+	if legacy := hs.GetAuthorizationRequest().GetAllowedHeaders(); legacy != nil {
 		if allowed != nil {
 			return nil, "allowed_headers is set twice (Envoy rejects the config)"
 		}
-		allowed = hs.GetAuthorizationRequest().GetAllowedHeaders()
+		allowed = legacy
 	}
 	var c2 rbacCompiler
 	list := func(field string, l *matcherv3.ListStringMatcher) ([]rbacString, string) {
@@ -442,17 +446,6 @@ func (s *authzSteps) add(v verdict, rbacBefore bool) string {
 	}
 	s.steps = append(s.steps, json.RawMessage(v.authz))
 	return ""
-}
-
-// gaps lists the conditions of the shadow rules in the steps decided as a match.
-func (s *authzSteps) gaps() []string {
-	var out []string
-	for _, sh := range s.shadows {
-		if sh.added {
-			out = append(out, sh.Gaps...)
-		}
-	}
-	return uniqueSorted(out)
 }
 
 // authzUpstream references the base upstream of cluster for an ext_authz step.

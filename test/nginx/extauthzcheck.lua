@@ -9,27 +9,9 @@ local ext_authz = require("amesh.ext_authz")
 local rbac = require("amesh.rbac")
 
 local _M = {}
-local confs = {}
 
 function _M.run(dir)
-    local case = ngx.var.http_x_case
-    if not case or not case:match("^[%w-]+$") then
-        ngx.status = 400
-        ngx.print("no case")
-        return ngx.exit(400)
-    end
-    local conf = confs[case]
-    if not conf then
-        local f = io.open(dir .. "/" .. case .. ".json")
-        if not f then
-            ngx.status = 500
-            ngx.print("no config for case ", case)
-            return ngx.exit(500)
-        end
-        conf = cjson.decode(f:read("*a"))
-        f:close()
-        confs[case] = conf
-    end
+    local conf = require("rbaccheck").case_conf(dir, "http_x_case")
     local res = ext_authz.run(conf.ext_authz, function(id) return conf.upstreams[id] end)
     if res then
         return ext_authz.respond(res)
