@@ -530,7 +530,7 @@ func shadowNote(shadow string) string {
 	if err := json.Unmarshal([]byte(shadow), &sh); err != nil {
 		return ""
 	}
-	msg := "; its shadow rules set " + sh.Key + ", which ext_authz filters after it may read (" + extAuthzPluginName + " evaluates them then)"
+	msg := "; its shadow rules also set the metadata " + sh.Key + ", which ext_authz filters after it may read (" + extAuthzPluginName + " evaluates them then)"
 	if len(sh.Gaps) > 0 {
 		msg += "; in them, what amesh cannot evaluate is decided as a match, so the authorization server is asked: " + strings.Join(sh.Gaps, ", ")
 	}
