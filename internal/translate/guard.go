@@ -61,6 +61,9 @@ type verdict struct {
 	rbac string
 	// gaps: some of rbac's conditions are decided as Envoy's worst case.
 	gaps bool
+	// shadow is an RBAC filter's shadow rules and authz an ext_authz filter, as the
+	// JSON of their amesh-ext-authz steps (extauthz.go); deny is false then.
+	shadow, authz string
 }
 
 // failClosed is the verdict on requests a filter amesh cannot enforce applies to.
@@ -96,7 +99,9 @@ type ctxFilters struct {
 	noRoute *verdict
 	// noRouteRBAC are the RBAC rules enforced before noRoute (or the router's 404).
 	noRouteRBAC []json.RawMessage
-	env         rbacEnv
+	// noRouteAuthz are the amesh-ext-authz steps enforced before them.
+	noRouteAuthz []json.RawMessage
+	env          rbacEnv
 	// alpn is what Istio's istio.alpn filter sets as the upstream ALPN of HTTP/1.1
 	// requests (see alpnOverride).
 	alpn []string
@@ -340,7 +345,12 @@ func (a *chainAnalysis) httpFilter(f *hcmv3.HttpFilter, field string, main bool)
 		handled()
 		return false
 	case resource.RoleExtAuthz:
-		g.base = g.failClosed("HTTP filter " + name + " asks an external authorization service (ext_authz, Istio's CUSTOM action); not translated")
+		c := &extauthzv3.ExtAuthz{}
+		if err := resource.UnpackFilterConfig(f.GetTypedConfig(), c); err != nil {
+			g.base = g.failClosed("ext_authz filter " + name + " cannot be decoded: " + err.Error())
+			break
+		}
+		g.base = extAuthzVerdict(&g, c)
 	case resource.RoleJWT:
 		c := &jwtv3.JwtAuthentication{}
 		if err := resource.UnpackFilterConfig(f.GetTypedConfig(), c); err != nil {
@@ -359,9 +369,9 @@ func (a *chainAnalysis) httpFilter(f *hcmv3.HttpFilter, field string, main bool)
 	return false
 }
 
-// rbacVerdict is what an HTTP RBAC filter's own config decides: rules that depend on
+// rbacRulesVerdict is what an HTTP RBAC filter's own config decides: rules that depend on
 // the request are enforced by amesh-rbac, a matcher tree fails closed.
-func rbacVerdict(name string, c *rbachttpv3.RBAC, env rbacEnv) verdict {
+func rbacRulesVerdict(name string, c *rbachttpv3.RBAC, env rbacEnv) verdict {
 	o := rbacRules(c.GetRules(), c.GetMatcher(), c.GetShadowRules() != nil || c.GetShadowMatcher() != nil)
 	switch o.decision {
 	case rbacAllowAll:
@@ -414,6 +424,8 @@ func (a *chainAnalysis) addGuardWhy(g guard, field, why string) {
 		n = note{field, report.Unsupported, g.base.reason}
 	case g.base.rbac != "":
 		n = note{field, report.Approximated, g.base.reason + "; " + rbacApprox}
+	case g.base.authz != "":
+		n = note{field, report.Approximated, g.base.reason + "; " + extAuthzApprox}
 	case !g.base.deny:
 		n = note{field, report.Ignored, fmt.Sprintf("filter %s refuses no request", g.name)}
 		switch {
@@ -431,7 +443,10 @@ func (a *chainAnalysis) addGuardWhy(g guard, field, why string) {
 	default:
 		n = note{field, report.Unsupported, fmt.Sprintf("%s; the routes answer %d (fail closed)", g.base.reason, g.base.status)}
 	}
-	if g.disabled && (g.base.deny || g.base.rbac != "") {
+	if g.base.shadow != "" {
+		n.msg += shadowNote(g.base.shadow)
+	}
+	if g.disabled && (g.base.deny || g.base.rbac != "" || g.base.authz != "") {
 		n.msg += "; disabled by default, so only routes that enable it in their per-route config"
 	}
 	a.notes = append(a.notes, n)
@@ -439,9 +454,16 @@ func (a *chainAnalysis) addGuardWhy(g guard, field, why string) {
 
 // finish computes what requests matching no route get, and the signature.
 func (cf *ctxFilters) finish() {
+	var authz authzSteps
 	for i := range cf.guards {
 		g := &cf.guards[i]
 		if g.network || !g.disabled {
+			if why := authz.add(g.base, len(cf.noRouteRBAC) > 0); why != "" {
+				v := g.failClosed(why)
+				cf.noRoute = &v
+				break
+			}
+			cf.noRouteAuthz = authz.steps
 			if g.base.rbac != "" {
 				cf.noRouteRBAC = append(cf.noRouteRBAC, json.RawMessage(g.base.rbac))
 			}
@@ -500,23 +522,28 @@ func uniqueSorted(s []string) []string {
 // order: the first that refuses them answers, after the RBAC rules of the filters in
 // front of it, which amesh-rbac enforces in that order. It reports per-route configs
 // that play a part.
-func (b *vhostBuilder) routeVerdict(r *routev3.Route, res string) (*verdict, []json.RawMessage) {
+func (b *vhostBuilder) routeVerdict(r *routev3.Route, res string) (*verdict, []json.RawMessage, []json.RawMessage) {
 	cf := b.rc.ctx.filters
 	if cf == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var rules []json.RawMessage
+	var authz authzSteps
 	for i := range cf.guards {
 		g := &cf.guards[i]
 		v := b.guardOn(g, r, res)
+		if why := authz.add(v, len(rules) > 0); why != "" {
+			fv := g.failClosed(why)
+			return &fv, rules, authz.steps
+		}
 		if v.rbac != "" {
 			rules = append(rules, json.RawMessage(v.rbac))
 		}
 		if v.deny {
-			return &v, rules
+			return &v, rules, authz.steps
 		}
 	}
-	return nil, rules
+	return nil, rules, authz.steps
 }
 
 // rbacApprox says what amesh-rbac decides differently from Envoy.
@@ -571,6 +598,8 @@ func (b *vhostBuilder) guardOn(g *guard, r *routev3.Route, res string) verdict {
 			sev, msg = report.Unsupported, v.reason
 		case v.rbac != "":
 			sev, msg = report.Approximated, v.reason+"; "+rbacApprox
+		case v.authz != "":
+			sev, msg = report.Approximated, v.reason+"; "+extAuthzApprox
 		case v.deny:
 			sev, msg = report.Unsupported, fmt.Sprintf("%s; the route answers %d (fail closed)", v.reason, v.status)
 			if v.body == rbacDeniedBody {
@@ -627,6 +656,9 @@ func (g *guard) decide(a *anypb.Any) verdict {
 		}
 		if pr.GetDisabled() {
 			return verdict{}
+		}
+		if why := extAuthzPerRoute(pr); why != "" {
+			return g.failClosed("per-route config for ext_authz filter " + g.name + " " + why + "; not translated")
 		}
 		return g.base
 	case g.role == resource.RoleJWT && typ == "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig":

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -297,7 +298,7 @@ func TestRBACPerRouteDepending(t *testing.T) {
 // (lua/apisix/plugins/<name>.lua) is the one amesh validates its output against, less
 // APISIX's injected _meta.
 func TestPluginSchemasMatchLua(t *testing.T) {
-	for _, plugin := range []string{rbacPluginName, xfccPluginName, upstream.TLSPlugin} {
+	for _, plugin := range []string{rbacPluginName, xfccPluginName, upstream.TLSPlugin, extAuthzPluginName} {
 		lua, err := os.ReadFile(filepath.Join("..", "..", "lua", "apisix", "plugins", plugin+".lua"))
 		if err != nil {
 			t.Fatal(err)
@@ -388,5 +389,30 @@ func TestIstiodRBACFilter(t *testing.T) {
 	}
 	if err := schema.ValidatePlugin(rbacPluginName, conf); err != nil {
 		t.Error(err)
+	}
+}
+
+// APISIX runs a route's plugins of one phase by priority, highest first: amesh's request
+// plugins must run in the order Envoy runs what they stand for: the connection
+// manager's XFCC rewrite before any filter, CUSTOM's ext_authz before the RBAC filters.
+// Equal priorities would leave the order to APISIX's sort.
+func TestPluginPriorities(t *testing.T) {
+	prio := func(plugin string) int {
+		lua, err := os.ReadFile(filepath.Join("..", "..", "lua", "apisix", "plugins", plugin+".lua"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`(?m)^\s*priority = (\d+),`).FindSubmatch(lua)
+		if m == nil {
+			t.Fatalf("%s: no priority", plugin)
+		}
+		n, _ := strconv.Atoi(string(m[1]))
+		return n
+	}
+	order := []string{xfccPluginName, extAuthzPluginName, rbacPluginName}
+	for i := 1; i < len(order); i++ {
+		if a, b := prio(order[i-1]), prio(order[i]); a <= b {
+			t.Errorf("%s (priority %d) must run before %s (priority %d)", order[i-1], a, order[i], b)
+		}
 	}
 }

@@ -301,6 +301,7 @@ type builtRoute struct {
 	plugins    map[string]any
 	websocket  bool
 	rbac       []json.RawMessage // RBAC rules amesh-rbac enforces first, in filter order
+	authz      []json.RawMessage // amesh-ext-authz's steps, before the RBAC rules
 }
 
 // failure is why a route answers an error instead of routing.
@@ -330,8 +331,15 @@ func (b *vhostBuilder) build() {
 		br.shape = routeShape{sets: setsOf(br.path), nat: nat}
 		br.exactNat = exact
 		b.conditions(r, br, res)
-		v, rules := b.routeVerdict(r, res)
+		v, rules, authz := b.routeVerdict(r, res)
 		br.rbac = rules
+		if len(authz) > 0 {
+			var why string
+			if br.authz, why = withUpstreams(authz, b.authzUpstream); why != "" {
+				v, br.rbac = &verdict{deny: true, status: 403, reason: why}, nil
+				b.report("route", res, "route", report.Unsupported, why+"; the route answers 403 (fail closed)")
+			}
+		}
 		if v != nil {
 			// The filters refuse the route's requests before the router looks at its
 			// action (or at a match amesh cannot express).
@@ -385,6 +393,9 @@ func (b *vhostBuilder) build() {
 			if len(br.rbac) > 0 {
 				obj.Plugins = withRBAC(obj.Plugins, b.rc.ctx.filters.rbacPlugin(br.rbac))
 			}
+			if len(br.authz) > 0 {
+				obj.Plugins = withExtAuthz(obj.Plugins, extAuthzPluginConf{rbacEnv: b.rc.ctx.filters.env, Steps: br.authz})
+			}
 			if len(obj.Vars) == 0 {
 				obj.Vars = nil
 			}
@@ -405,6 +416,13 @@ func (b *vhostBuilder) build() {
 			}
 			if cf := b.rc.ctx.filters; cf != nil && len(cf.noRouteRBAC) > 0 {
 				plugins = withRBAC(plugins, cf.rbacPlugin(cf.noRouteRBAC))
+			}
+			if cf := b.rc.ctx.filters; cf != nil && len(cf.noRouteAuthz) > 0 {
+				if steps, why := withUpstreams(cf.noRouteAuthz, b.authzUpstream); why != "" {
+					plugins = abortPlugin(403, "amesh: "+why+"\n")
+				} else {
+					plugins = withExtAuthz(plugins, extAuthzPluginConf{rbacEnv: cf.env, Steps: steps})
+				}
 			}
 			b.emit(apisix.Route{
 				ID:      apisix.SafeID(base + g.suffix + ".nr"),

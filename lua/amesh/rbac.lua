@@ -689,6 +689,17 @@ function _M.decide(conf, ops)
     return nil
 end
 
+-- first_match returns the name of the first policy of f (a filter in conf.filters'
+-- form) that matches the current request, read afresh with conf's attributes, or nil:
+-- the value Envoy's RBAC filter writes as the effective policy id of its shadow rules.
+function _M.first_match(conf, f)
+    return matched(f, setmetatable({conf = conf, addrs = {}}, req_mt))
+end
+
+-- str_match is Envoy's StringMatcher (the translator's form) on v; nil when a regex
+-- cannot run on v.
+_M.str_match = str_match
+
 -- deny_body is what Envoy's RBAC filter answers a request it denies (status 403).
 _M.deny_body = "RBAC: access denied"
 

@@ -9,8 +9,10 @@ local rbac = require("amesh.rbac")
 local _M = {}
 local confs = {}
 
-function _M.run(dir)
-    local case = ngx.var.http_x_rbac_case
+-- case_conf returns the config <dir>/<case>.json of the case the request names in
+-- header (an nginx variable name), or answers the request itself when there is none.
+function _M.case_conf(dir, header)
+    local case = ngx.var[header]
     if not case or not case:match("^[%w-]+$") then
         ngx.status = 400
         ngx.print("no case")
@@ -28,6 +30,11 @@ function _M.run(dir)
         f:close()
         confs[case] = conf
     end
+    return conf
+end
+
+function _M.run(dir)
+    local conf = _M.case_conf(dir, "http_x_rbac_case")
     local filter, _, resp = rbac.decide(conf)
     if resp then
         ngx.status = resp.status

@@ -34,7 +34,7 @@ local schema = core.json.decode([==[
 
 local _M = {
     version = 0.1,
-    priority = 11510,
+    priority = 11520,
     name = plugin_name,
     schema = schema,
 }

@@ -119,7 +119,17 @@ func (d *Istiod) start(ctx context.Context) error {
 // SetOutboundTrafficPolicy rewrites istiod's mesh configuration with outboundTrafficPolicy
 // mode (ALLOW_ANY, REGISTRY_ONLY); istiod watches the file and pushes what changes.
 func (d *Istiod) SetOutboundTrafficPolicy(mode string) error {
-	mesh := strings.Replace(meshConfig, "mode: ALLOW_ANY", "mode: "+mode, 1)
+	return d.writeMesh(strings.Replace(meshConfig, "mode: ALLOW_ANY", "mode: "+mode, 1))
+}
+
+// SetMeshExtra rewrites istiod's mesh configuration as the tests' defaults followed by
+// extra (top-level MeshConfig fields in YAML, e.g. extensionProviders); "" restores the
+// defaults.
+func (d *Istiod) SetMeshExtra(extra string) error {
+	return d.writeMesh(meshConfig + extra)
+}
+
+func (d *Istiod) writeMesh(mesh string) error {
 	// Replaced whole, so that istiod never reads half a file.
 	tmp := filepath.Join(d.dir, "mesh.yaml.tmp")
 	if err := os.WriteFile(tmp, []byte(mesh), 0o644); err != nil {

@@ -1,0 +1,358 @@
+package translate
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	// reviews' listener has istiod's network ext_authz filter on its TCP chains.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/ext_authz/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/amesh-dev/amesh/internal/report"
+	"github.com/amesh-dev/amesh/internal/xds/dump"
+	"github.com/amesh-dev/amesh/internal/xds/resource"
+)
+
+// extAuthzDir is istiod's xDS for CUSTOM policies (testdata/istiod/extauthz/README.md).
+const extAuthzDir = "../../testdata/istiod/extauthz"
+
+const extAuthzCluster = "outbound|8000||ext-authz.default.svc.cluster.local"
+
+// extAuthzSnapshot is the scenario's istiod xDS (testdata/istiod/sotw, the same
+// productpage sidecar) with the inbound listener istiod sends once the CUSTOM, DENY and
+// ALLOW policies of test/istiod/testdata/extauthz.yaml apply (from pod's file, edited
+// by edit when set), and the authorization service's cluster and endpoints.
+func extAuthzSnapshot(t *testing.T, pod string, edit func(*listenerv3.Listener)) *resource.State {
+	t.Helper()
+	dir := t.TempDir()
+	src := istiodDir(t, "sotw")
+	for _, sub := range []string{"lds", "rds", "cds", "eds"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		es, err := os.ReadDir(filepath.Join(src, sub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			b, err := os.ReadFile(filepath.Join(src, sub, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, sub, e.Name()), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	l := &listenerv3.Listener{}
+	b, err := os.ReadFile(filepath.Join(extAuthzDir, "lds", pod+"-virtualInbound.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protojson.Unmarshal(b, l); err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(l)
+	}
+	if b, err = protojson.Marshal(l); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"lds/virtualInbound.json": b}
+	for _, sub := range []string{"cds", "eds"} {
+		name := sub + "/outbound_8000__ext-authz.default.svc.cluster.local.json"
+		if files[name], err = os.ReadFile(filepath.Join(extAuthzDir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := dump.LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Snapshot()
+}
+
+// inboundRoutes returns the objects of the inbound routes for productpage's port.
+func inboundRoutes(t *testing.T, objs map[string][]byte) map[string]map[string]any {
+	t.Helper()
+	out := map[string]map[string]any{}
+	for k, v := range objs {
+		if !strings.HasPrefix(k, "/routes/in-") || !strings.Contains(k, "19080") {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(v, &m); err != nil {
+			t.Fatal(err)
+		}
+		out[k] = m
+	}
+	if len(out) == 0 {
+		t.Fatalf("no inbound routes for 19080 among %v", keysOf(objs))
+	}
+	return out
+}
+
+type extAuthzDecoded struct {
+	PortVar       string `json:"port_var"`
+	NormalizePath bool   `json:"normalize_path"`
+	Steps         []authzStep
+}
+
+func extAuthzOf(t *testing.T, r map[string]any) (extAuthzDecoded, bool) {
+	t.Helper()
+	p, _ := r["plugins"].(map[string]any)
+	c, ok := p[extAuthzPluginName]
+	if !ok {
+		return extAuthzDecoded{}, false
+	}
+	b, _ := json.Marshal(c)
+	var d extAuthzDecoded
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	return d, true
+}
+
+// istiod's CUSTOM policy (an RBAC filter with shadow rules and an ext_authz filter over
+// HTTP, then DENY's and ALLOW's RBAC filters) becomes, on every inbound route of the
+// workload's port, amesh-ext-authz with the shadow step and then the ext_authz step
+// (every option of the provider in place, the upstream of the service's cluster), and
+// amesh-rbac with DENY then ALLOW; the objects validate; the report says so.
+func TestIstiodExtAuthz(t *testing.T) {
+	tr := newTracked(Options{})
+	r := tr.Translate(extAuthzSnapshot(t, "productpage", nil))
+	objs := tr.Objects()
+	validateAll(t, objs)
+	upID := ""
+	for k, v := range objs {
+		if strings.HasPrefix(k, "/upstreams/") && strings.Contains(string(v), `"name":"`+extAuthzCluster+`"`) {
+			if upID != "" {
+				t.Errorf("two upstreams of %s", extAuthzCluster)
+			}
+			upID = strings.TrimPrefix(k, "/upstreams/")
+			if !strings.Contains(string(v), `"host":"192.0.2.81","port":8000`) {
+				t.Errorf("the authorization service's upstream has not its endpoint: %s", v)
+			}
+		}
+	}
+	if upID == "" {
+		t.Fatalf("no upstream of %s", extAuthzCluster)
+	}
+	for k, route := range inboundRoutes(t, objs) {
+		if st, body := abortOf(route); st != 0 && st != 404 {
+			t.Errorf("%s answers %d %q itself", k, st, body)
+		}
+		d, ok := extAuthzOf(t, route)
+		if !ok || len(d.Steps) != 2 || d.Steps[0].Shadow == nil || d.Steps[1].Check == nil {
+			t.Fatalf("%s: amesh-ext-authz %+v, want a shadow step then an ext_authz step", k, d)
+		}
+		sh := d.Steps[0].Shadow
+		if sh.Key != "istio_ext_authz_shadow_effective_policy_id" || sh.Filter.Action != "DENY" || len(sh.Filter.Policies) != 2 ||
+			sh.Filter.Policies[0].Name != "istio-ext-authz-http-authz-ns[default]-policy[custom-admin]-rule[0]" {
+			t.Errorf("%s: shadow step %+v", k, sh)
+		}
+		shadow, _ := json.Marshal(sh.Filter)
+		for _, part := range []string{`"v":"/admin/"`, `"v":"/login"`, `"v":"POST"`, `"v":"/api/"`} {
+			if !strings.Contains(string(shadow), part) {
+				t.Errorf("%s: shadow rules lack %s: %s", k, part, shadow)
+			}
+		}
+		want := &authzCheck{
+			Name: "envoy.filters.http.ext_authz", Cluster: extAuthzCluster, UpstreamID: upID, PathPrefix: "/check", Timeout: 2.5,
+			AllowedHeaders: []rbacString{{Op: "exact", V: "x-ext-authz", ICase: true}, {Op: "prefix", V: "x-user-", ICase: true},
+				{Op: "exact", V: "authorization"}, {Op: "exact", V: ":method"}, {Op: "exact", V: ":path"}, {Op: "exact", V: ":authority"}},
+			HeadersToAdd:    [][2]string{{"x-authz-from", "amesh-test"}},
+			UpstreamHeaders: []rbacString{{Op: "exact", V: "x-ext-authz-check-result", ICase: true}, {Op: "prefix", V: "x-auth-", ICase: true}},
+			ClientHeaders: []rbacString{{Op: "exact", V: "x-ext-authz-check-result", ICase: true}, {Op: "exact", V: "www-authenticate", ICase: true},
+				{Op: "exact", V: ":status"}, {Op: "exact", V: "content-length"}, {Op: "exact", V: "www-authenticate"}, {Op: "exact", V: "location"}},
+			StatusOnError: 503,
+			EnabledBy:     &authzEnabled{Key: "istio_ext_authz_shadow_effective_policy_id", Str: rbacString{Op: "prefix", V: "istio-ext-authz-http-authz"}},
+		}
+		got, _ := json.Marshal(d.Steps[1].Check)
+		wantJSON, _ := json.Marshal(want)
+		if string(got) != string(wantJSON) {
+			t.Errorf("%s: ext_authz step\n got %s\nwant %s", k, got, wantJSON)
+		}
+		if !d.NormalizePath || d.PortVar == "" {
+			t.Errorf("%s: the connection manager's path options are not the plugin's: %+v", k, d)
+		}
+		rb, ok := rbacOf(t, route)
+		if !ok || len(rb.Filters) != 2 || rb.Filters[0].Action != "DENY" || rb.Filters[1].Action != "ALLOW" {
+			t.Errorf("%s: amesh-rbac %+v, want DENY then ALLOW", k, rb)
+		}
+	}
+	if !findEntry(r.Report, "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.ext_authz]", report.Approximated,
+		"asks cluster "+extAuthzCluster+" over HTTP", "enforced per request by amesh-ext-authz") {
+		t.Errorf("the report does not say how ext_authz is enforced: %v", entriesFor(r.Report, "virtualInbound"))
+	}
+	if !findEntry(r.Report, rbacField, report.Ignored, "istio_ext_authz_shadow_effective_policy_id", "amesh-ext-authz evaluates them") {
+		t.Errorf("the report does not say what the shadow rules do: %v", entriesFor(r.Report, "virtualInbound"))
+	}
+}
+
+func entriesFor(es []report.Entry, res string) []report.Entry {
+	var out []report.Entry
+	for _, e := range es {
+		if e.Resource == res {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// editHTTPFilters changes the HTTP filters of every connection manager of l.
+func editHTTPFilters(t *testing.T, l *listenerv3.Listener, edit func([]*hcmv3.HttpFilter) []*hcmv3.HttpFilter) {
+	t.Helper()
+	for _, fc := range l.GetFilterChains() {
+		for _, f := range fc.GetFilters() {
+			h := &hcmv3.HttpConnectionManager{}
+			if f.GetTypedConfig().GetTypeUrl() != "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" {
+				continue
+			}
+			if err := f.GetTypedConfig().UnmarshalTo(h); err != nil {
+				t.Fatal(err)
+			}
+			h.HttpFilters = edit(h.HttpFilters)
+			a, err := anypb.New(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
+		}
+	}
+}
+
+// editExtAuthz changes the config of the ext_authz filters of l.
+func editExtAuthz(t *testing.T, edit func(*extauthzv3.ExtAuthz)) func(*listenerv3.Listener) {
+	return func(l *listenerv3.Listener) {
+		editHTTPFilters(t, l, func(fs []*hcmv3.HttpFilter) []*hcmv3.HttpFilter {
+			for _, f := range fs {
+				c := &extauthzv3.ExtAuthz{}
+				if f.GetTypedConfig().UnmarshalTo(c) != nil {
+					continue
+				}
+				edit(c)
+				f.ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(c)}
+			}
+			return fs
+		})
+	}
+}
+
+// What amesh-ext-authz cannot do as Envoy does fails the workload's inbound routes
+// closed (403, with the reason in the body): the gRPC provider, an ext_authz filter
+// after RBAC rules amesh-rbac enforces, shadow policies whose names enable the filter
+// for some only, options the plugin does not reproduce, headers the connection manager
+// rewrites, and the authorization service's cluster with TLS.
+func TestExtAuthzFailsClosed(t *testing.T) {
+	swapped := func(l *listenerv3.Listener) {
+		editHTTPFilters(t, l, func(fs []*hcmv3.HttpFilter) []*hcmv3.HttpFilter {
+			// metadata_exchange, CUSTOM rbac, ext_authz, DENY rbac, ...: DENY first.
+			out := slices.Clone(fs)
+			out[1], out[2], out[3] = fs[3], fs[1], fs[2]
+			return out
+		})
+	}
+	mixedNames := func(l *listenerv3.Listener) {
+		editHTTPFilters(t, l, func(fs []*hcmv3.HttpFilter) []*hcmv3.HttpFilter {
+			c := &rbachttpv3.RBAC{}
+			if err := fs[1].GetTypedConfig().UnmarshalTo(c); err != nil {
+				t.Fatal(err)
+			}
+			ps := c.GetShadowRules().GetPolicies()
+			for n, p := range ps {
+				if strings.HasSuffix(n, "rule[1]") {
+					delete(ps, n)
+					ps["other-"+n] = p
+				}
+			}
+			fs[1].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(c)}
+			return fs
+		})
+	}
+	for _, tc := range []struct {
+		name, pod string
+		edit      func(*listenerv3.Listener)
+		body      string
+	}{
+		{"gRPC provider", "reviews", nil, "speaks gRPC"},
+		{"ext_authz after DENY", "productpage", swapped, "runs after RBAC rules that amesh-rbac enforces"},
+		{"shadow names disagree", "productpage", mixedNames, "for some names only"},
+		{"request body", "productpage", editExtAuthz(t, func(c *extauthzv3.ExtAuthz) {
+			c.WithRequestBody = &extauthzv3.BufferSettings{MaxRequestBytes: 100}
+		}), "options amesh does not enforce: with_request_body"},
+		{"headers on success", "productpage", editExtAuthz(t, func(c *extauthzv3.ExtAuthz) {
+			c.GetHttpService().GetAuthorizationResponse().AllowedClientHeadersOnSuccess = c.GetHttpService().GetAuthorizationResponse().GetAllowedUpstreamHeaders()
+		}), "allowed_client_headers_on_success"},
+		{"rewritten header", "productpage", editExtAuthz(t, func(c *extauthzv3.ExtAuthz) {
+			c.AllowedHeaders.Patterns = append(c.AllowedHeaders.Patterns, exactSM("x-request-id"))
+		}), "x-request-id"},
+		{"metadata of another filter", "productpage", editExtAuthz(t, func(c *extauthzv3.ExtAuthz) {
+			c.FilterEnabledMetadata.Filter = "envoy.filters.http.jwt_authn"
+		}), "filter_enabled_metadata"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := newTracked(Options{})
+			tr.Translate(extAuthzSnapshot(t, tc.pod, tc.edit))
+			objs := tr.Objects()
+			validateAll(t, objs)
+			n := 0
+			for k, v := range objs {
+				if !strings.HasPrefix(k, "/routes/in-") || strings.Contains(k, ".nr") {
+					continue
+				}
+				var route map[string]any
+				if err := json.Unmarshal(v, &route); err != nil {
+					t.Fatal(err)
+				}
+				if _, ok := extAuthzOf(t, route); ok {
+					t.Errorf("%s carries amesh-ext-authz", k)
+				}
+				st, body := abortOf(route)
+				if st == 403 && strings.Contains(body, tc.body) {
+					n++
+				}
+			}
+			if n == 0 {
+				t.Errorf("no inbound route fails closed with %q", tc.body)
+			}
+		})
+	}
+}
+
+// Without TLS to it, the authorization service's cluster is reached through its
+// upstream; a cluster Envoy reaches with TLS fails the routes closed.
+func TestExtAuthzClusterWithTLS(t *testing.T) {
+	snap := extAuthzSnapshot(t, "productpage", nil)
+	mtls := istiodSnapshot(t, "mtls")
+	// A cluster of the mtls capture whose endpoints have Istio's mTLS.
+	const tlsCluster = "outbound|8080||secure.default.svc.cluster.local"
+	if mtls.Clusters[tlsCluster] == nil {
+		t.Skip("mtls capture without " + tlsCluster)
+	}
+	snap.Clusters[extAuthzCluster] = mtls.Clusters[tlsCluster]
+	for n, e := range mtls.Endpoints {
+		snap.Endpoints[n] = e
+	}
+	tr := newTracked(Options{})
+	tr.Translate(snap)
+	for k, route := range inboundRoutes(t, tr.Objects()) {
+		if st, body := abortOf(route); st != 403 || !strings.Contains(body, "TLS") {
+			t.Errorf("%s answers %d %q, want 403 for the authorization service's TLS", k, st, body)
+		}
+	}
+}
