@@ -165,6 +165,10 @@ func TestCaptureRouting(t *testing.T) {
 		c.tls, c.alpn = true, alpn
 		return c
 	}
+	terminated := func(c conn) conn {
+		c.terminated = true
+		return c
+	}
 	toMysql := streamAnswer{route: "15001-3306-240.240.0.3", upstream: "outbound|3306|v1|mysqldb.default.svc.cluster.local"}
 	outHTTP := streamAnswer{route: "15001-9080-http", http: true}
 	appPort := streamAnswer{route: "15006-19080", http: true}
@@ -183,9 +187,10 @@ func TestCaptureRouting(t *testing.T) {
 		{"inbound to 15006 itself", in(pod, 15006, false), streamAnswer{route: "15006-15006", closed: true}},
 		{"inbound to the TCP service's address and port", in(mysql, 3306, false), inTCP},
 		{"inbound HTTP to a service port", in(service, 9080, true), inHTTP},
-		// TLS: Istio mTLS for HTTP is terminated by the HTTP server's TLS socket; other
-		// TLS to the application port has no chain (closed, as in Envoy) and to other
-		// ports passes through; Istio mTLS for TCP is not terminated (closed, reported).
+		// TLS: Istio mTLS for HTTP is terminated by the HTTP server's TLS socket, for
+		// TCP by the stream server's, whose terminated bytes take the place's "mtls"
+		// route; other TLS to the application port has no chain (closed, as in
+		// Envoy) and to other ports passes through.
 		{"inbound Istio mTLS (HTTP) to the application port", tlsConn(in(pod, 19080, false), "istio-http/1.1", "istio", "http/1.1"),
 			streamAnswer{route: "15006-19080-tls-istio_istio-peer-exchange_istio-http_-389c30d783", http: true, mtls: true}},
 		{"inbound Istio mTLS (TCP ALPN) to the application port", tlsConn(in(pod, 19080, false), "istio-peer-exchange", "istio"),
@@ -195,7 +200,13 @@ func TestCaptureRouting(t *testing.T) {
 		{"inbound Istio mTLS (HTTP) to another port", tlsConn(in(pod, 8080, false), "istio-http/1.1", "istio", "http/1.1"),
 			streamAnswer{route: "15006-any-tls-istio-http_1.0_istio-http_1.1_istio-h2-61c341f08f", http: true, mtls: true}},
 		{"inbound Istio mTLS (TCP) to another port", tlsConn(in(pod, 5432, false), "istio-peer-exchange", "istio"),
-			streamAnswer{route: "15006-any-tls-istio-peer-exchange_istio-c7a5c44986", closed: true}},
+			streamAnswer{route: "15006-any-tls-istio-peer-exchange_istio-c7a5c44986", mtlsTCP: true}},
+		{"inbound Istio mTLS (TCP) to another port, terminated", terminated(in(pod, 5432, false)),
+			streamAnswer{route: "15006-any-mtls", upstream: "InboundPassthroughCluster", odst: inbound}},
+		// Only "mtls" routes take terminated bytes (amesh-mtls sends a place's
+		// connections there only when the place has one).
+		{"terminated to the application port", terminated(in(pod, 19080, false)),
+			streamAnswer{route: "15006-any-mtls", upstream: "InboundPassthroughCluster", odst: inbound}},
 		{"inbound other TLS to another port", tlsConn(in(pod, 8443, false)),
 			streamAnswer{route: "15006-any-tls", upstream: "InboundPassthroughCluster", odst: inbound}},
 		{"outbound TLS to the TCP service", tlsConn(out(mysql, 3306, false), "istio-peer-exchange", "istio"), toMysql},
@@ -256,8 +267,8 @@ func TestCaptureRouting(t *testing.T) {
 					t.Errorf("report entry on what the stream routes now do: %+v", e)
 				}
 			}
-			if !findEntry(rep, "filter_chains.transport_socket", report.Unsupported, "terminates Istio mTLS in front of TCP") {
-				t.Errorf("the report does not say that Istio mTLS for TCP is not terminated: %v", rep)
+			if findEntry(rep, "filter_chains.transport_socket", report.Unsupported) {
+				t.Errorf("the report says that istiod's Istio mTLS is not terminated: %v", rep)
 			}
 		})
 	}

@@ -44,7 +44,8 @@ func peerAuthSnapshot(t *testing.T, mode string) *resource.State {
 // PERMISSIVE a port takes plaintext and Istio mTLS alike; under STRICT plaintext gets no
 // chain and is closed (for every port, and with a port-level STRICT for that port
 // only); Istio mTLS for HTTP is terminated by APISIX's HTTP server (amesh-http "tls",
-// the routes with scheme https), for TCP it is closed and reported; TLS that is not
+// the routes with scheme https), for TCP by the stream server's TLS socket (amesh-mtls),
+// whose terminated bytes take the place's "mtls" route to the chain's cluster; TLS that is not
 // Istio's passes through where a chain passes it (any port, the TCP port), and is closed
 // where only Istio mTLS chains are.
 func TestInboundPeerAuthentication(t *testing.T) {
@@ -53,6 +54,8 @@ func TestInboundPeerAuthentication(t *testing.T) {
 	in := func(port int, http bool, alpn ...string) conn {
 		return conn{listen: "15006", addr: pod, port: port, http: http, tls: alpn != nil, alpn: alpn}
 	}
+	terminated := func(port int) conn { return conn{listen: "15006", addr: pod, port: port, terminated: true} }
+	mtlsTCP := func(route string) streamAnswer { return streamAnswer{route: route, mtlsTCP: true} }
 	istioHTTP := []string{"istio-http/1.1", "istio", "http/1.1"}
 	istioTCP := []string{"istio-peer-exchange", "istio"}
 	otherTLS := []string{"h2", "http/1.1"}
@@ -75,8 +78,11 @@ func TestInboundPeerAuthentication(t *testing.T) {
 			{"Istio mTLS to the HTTP port", in(19080, false, istioHTTP...), mtlsHTTP(appTLS)},
 			{"other TLS to the HTTP port", in(19080, false, otherTLS...), closed("15006-19080-tls")},
 			{"plaintext to the TCP port", in(19306, false), with(toTCP, "15006-19306")},
-			{"Istio mTLS to the TCP port", in(19306, false, istioTCP...), closed(tcpTLS)},
+			{"Istio mTLS to the TCP port", in(19306, false, istioTCP...), mtlsTCP(tcpTLS)},
+			{"Istio mTLS to the TCP port, terminated", terminated(19306), with(toTCP, "15006-19306-mtls")},
 			{"other TLS to the TCP port", in(19306, false, otherTLS...), with(toTCP, "15006-19306-tls")},
+			{"Istio mTLS TCP to another port, terminated", terminated(5432), with(passthrough, "15006-any-mtls")},
+			{"plaintext to another port", in(5432, false), with(passthrough, "15006-any")},
 			{"plaintext HTTP to another port", in(8080, true), streamAnswer{route: "15006-any-http", http: true}},
 			{"Istio mTLS HTTP to another port", in(8080, false, istioHTTP...), mtlsHTTP(anyTLS)},
 			{"other TLS to another port", in(8443, false, otherTLS...), with(passthrough, "15006-any-tls")},
@@ -87,11 +93,13 @@ func TestInboundPeerAuthentication(t *testing.T) {
 			{"Istio mTLS to the HTTP port", in(19080, false, istioHTTP...), mtlsHTTP("15006-19080-tls")},
 			{"other TLS to the HTTP port (terminated, a client certificate required)", in(19080, false, otherTLS...), mtlsHTTP("15006-19080-tls")},
 			{"plaintext to the TCP port", in(19306, false), closed("15006-19306")},
-			{"Istio mTLS to the TCP port", in(19306, false, istioTCP...), closed("15006-19306-tls")},
+			{"Istio mTLS to the TCP port", in(19306, false, istioTCP...), mtlsTCP("15006-19306-tls")},
+			{"Istio mTLS to the TCP port, terminated", terminated(19306), with(toTCP, "15006-19306-mtls")},
+			{"Istio mTLS TCP to another port", in(5432, false, istioTCP...), mtlsTCP("15006-any-tls")},
+			{"Istio mTLS TCP to another port, terminated", terminated(5432), with(passthrough, "15006-any-mtls")},
 			{"plaintext HTTP to another port", in(8080, true), streamAnswer{}},
 			{"plaintext to another port", in(5432, false), streamAnswer{}},
 			{"Istio mTLS HTTP to another port", in(8080, false, istioHTTP...), mtlsHTTP(anyTLS)},
-			{"Istio mTLS TCP to another port", in(5432, false, istioTCP...), closed("15006-any-tls")},
 		}},
 		{"port-strict", []stc{
 			{"plaintext HTTP to the HTTP port", in(19080, true), closed("15006-19080")},
@@ -107,8 +115,8 @@ func TestInboundPeerAuthentication(t *testing.T) {
 			objs := tr.Objects()
 			validateAll(t, objs)
 			checkStreams(t, objs, mode.cases)
-			if !findEntry(rep, "filter_chains.transport_socket", report.Unsupported, "terminates Istio mTLS in front of TCP") {
-				t.Errorf("the report does not say that Istio mTLS for TCP is not terminated: %v", rep)
+			if findEntry(rep, "filter_chains.transport_socket", report.Unsupported) {
+				t.Errorf("the report says that istiod's Istio mTLS is not terminated: %v", rep)
 			}
 			// The HTTP routes of the TLS chains are those HTTP requests on the TLS
 			// socket get, and plaintext ones never do.

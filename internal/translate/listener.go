@@ -91,6 +91,9 @@ type listenerBuild struct {
 	// tlsHTTP are the chains that terminate Istio mTLS whose HTTP routes APISIX's TLS
 	// socket serves (buildInbound), by the key of their context.
 	tlsHTTP map[*listenerv3.FilterChain]string
+	// mtlsTCP are the chains that terminate Istio mTLS in front of TCP, by the cell of
+	// the terminated connections (protoMTLS) they serve.
+	mtlsTCP map[streamCell]*listenerv3.FilterChain
 }
 
 func (b *listenerBuild) rep(field string, sev report.Severity, msg string) {

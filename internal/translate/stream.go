@@ -35,7 +35,9 @@ package translate
 //     hands the still encrypted connection to APISIX's HTTP server on its TLS socket
 //     (amesh-http with "tls"), where APISIX's ssl phase terminates it with the ssl
 //     object istio-mtls-server; the HTTP routes of the chain carry scheme https
-//     (listener.go).
+//     (listener.go). In front of tcp_proxy, amesh-mtls hands it to the stream
+//     server's TLS socket, which terminates it the same way and asks the router
+//     again, for the place's route with amesh-protocol "mtls": the chain's tcp_proxy.
 //
 // What a route does is what its chain does: an HTTP connection manager's carries
 // amesh-http (APISIX's HTTP server takes the connection and its HTTP routes decide);
@@ -72,6 +74,12 @@ const (
 	// its protocols (comma-separated).
 	protoTLS  = "tls"
 	labelALPN = "amesh-alpn"
+	// protoMTLS is the protocol of the connections the stream server's TLS socket has
+	// terminated (Istio mTLS in front of TCP): the router looks at these routes only
+	// for them, and at nothing else.
+	protoMTLS = "mtls"
+	// streamMTLSPlugin hands a connection to the stream server's TLS socket.
+	streamMTLSPlugin = "amesh-mtls"
 	// protoNever stands for application protocols no plaintext connection has: the
 	// chain still takes part in Envoy's transport protocol step.
 	protoNever = "-"
@@ -137,8 +145,9 @@ type streamClaim struct {
 	cluster string
 	closed  string
 	// tls: amesh-http hands the connection to the HTTP server's TLS socket, where
-	// APISIX terminates Istio mTLS.
-	tls bool
+	// APISIX terminates Istio mTLS; mtls: amesh-mtls hands it to the stream server's
+	// TLS socket, where the route of the place's protoMTLS cell takes the bytes.
+	tls, mtls bool
 	// id is set without capture: the route's id (tcp-<address>_<port>).
 	id string
 }
@@ -549,9 +558,24 @@ func (b *listenerBuild) claimTLS(cell streamCell, rank int, fc *listenerv3.Filte
 		b.rep("filter_chains.transport_socket", report.Unsupported, "filter chain "+fc.GetName()+": "+why+"; its connections are closed")
 		b.close(cell, rank, "TLS not terminated")
 	case a.hcm == nil:
-		b.rep("filter_chains.transport_socket", report.Unsupported, "filter chain "+fc.GetName()+
-			" terminates Istio mTLS in front of TCP; APISIX terminates it for HTTP only, so its connections are closed")
-		b.close(cell, rank, "TLS not terminated")
+		// The terminated bytes come back to the stream router on the stream server's
+		// TLS socket, where the place's "mtls" route does what the chain's filters do.
+		inner := cell
+		inner.proto, inner.alpn = protoMTLS, ""
+		if prev, ok := b.mtlsTCP[inner]; ok && prev != fc {
+			b.rep("filter_chains.transport_socket", report.Unsupported, "filter chain "+fc.GetName()+
+				" terminates Istio mTLS in front of TCP where another chain ("+prev.GetName()+") does too, for other ALPN protocols; APISIX terminates one per place, so its connections are closed")
+			b.close(cell, rank, "TLS not terminated")
+			return
+		}
+		if b.mtlsTCP == nil {
+			b.mtlsTCP = map[streamCell]*listenerv3.FilterChain{}
+		}
+		if _, ok := b.mtlsTCP[inner]; !ok {
+			b.mtlsTCP[inner] = fc
+			b.claimFilters(inner, rank, fc)
+		}
+		b.out.streams = append(b.out.streams, streamClaim{cell: cell, rank: rank, mtls: true})
 	case b.tlsHTTP[fc] == "":
 		b.rep("filter_chains.transport_socket", report.Unsupported, "filter chain "+fc.GetName()+
 			" terminates Istio mTLS in front of HTTP routes that APISIX's TLS socket does not serve (another TLS chain's for the same port, or not an inbound listener's); its connections are closed")
@@ -585,10 +609,16 @@ func (b *listenerBuild) close(cell streamCell, rank int, why string) {
 func (b *listenerBuild) claim(cell streamCell, rank int, fc *listenerv3.FilterChain) {
 	if fc.GetTransportSocket() != nil {
 		// A chain that terminates TLS: Envoy's handshake fails on a plaintext
-		// connection (and TLS chains are not translated).
-		b.close(cell, rank, "TLS filter chain not translated")
+		// connection.
+		b.close(cell, rank, "a plaintext connection to a TLS filter chain")
 		return
 	}
+	b.claimFilters(cell, rank, fc)
+}
+
+// claimFilters adds the route that does what fc's filters do with the (plaintext, or
+// terminated) bytes of cell's connections.
+func (b *listenerBuild) claimFilters(cell streamCell, rank int, fc *listenerv3.FilterChain) {
 	a := b.analyze(fc)
 	b.use(a)
 	switch cl := a.tcp.GetCluster(); {

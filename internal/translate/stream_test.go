@@ -46,6 +46,9 @@ type conn struct {
 	// names, offering the application protocols alpn.
 	tls  bool
 	alpn []string
+	// terminated: it is the plaintext of an Istio mTLS connection the stream server's
+	// TLS socket terminated (what amesh-mtls sent there).
+	terminated bool
 }
 
 // sRoute is a stream route as the router reads it.
@@ -117,7 +120,11 @@ func (r *sRoute) matches(t *testing.T, c conn) bool {
 	if r.prefix.IsValid() && !r.prefix.Contains(netip.MustParseAddr(c.addr)) {
 		return false
 	}
+	if c.terminated != (r.Labels["amesh-protocol"] == "mtls") {
+		return false
+	}
 	switch p := r.Labels["amesh-protocol"]; p {
+	case "mtls":
 	case "":
 	case "http":
 		if !c.http || c.tls {
@@ -172,13 +179,14 @@ type streamAnswer struct {
 	route    string
 	http     bool
 	mtls     bool // http, on the HTTP server's TLS socket
+	mtlsTCP  bool // to the stream server's TLS socket (amesh-mtls)
 	upstream string
 	odst     *upstream.OriginalDstConf
 	closed   bool
 }
 
 func (a streamAnswer) String() string {
-	s := fmt.Sprintf("{route %q http %v mtls %v upstream %q closed %v", a.route, a.http, a.mtls, a.upstream, a.closed)
+	s := fmt.Sprintf("{route %q http %v mtls %v mtlsTCP %v upstream %q closed %v", a.route, a.http, a.mtls, a.mtlsTCP, a.upstream, a.closed)
 	if a.odst != nil {
 		s += fmt.Sprintf(" odst %+v", *a.odst)
 	}
@@ -186,7 +194,7 @@ func (a streamAnswer) String() string {
 }
 
 func (a streamAnswer) equal(b streamAnswer) bool {
-	return a.route == b.route && a.http == b.http && a.mtls == b.mtls && a.upstream == b.upstream && a.closed == b.closed &&
+	return a.route == b.route && a.http == b.http && a.mtls == b.mtls && a.mtlsTCP == b.mtlsTCP && a.upstream == b.upstream && a.closed == b.closed &&
 		(a.odst == nil) == (b.odst == nil) && (a.odst == nil || *a.odst == *b.odst)
 }
 
@@ -209,6 +217,8 @@ func streamAnswerOf(t *testing.T, objs map[string][]byte, c conn) streamAnswer {
 				t.Fatal(err)
 			}
 			a.mtls = conf.TLS
+		case "amesh-mtls":
+			a.mtlsTCP = true
 		case upstream.OriginalDstPlugin:
 			a.odst = &upstream.OriginalDstConf{}
 			if err := json.Unmarshal(raw, a.odst); err != nil {
@@ -219,8 +229,8 @@ func streamAnswerOf(t *testing.T, objs map[string][]byte, c conn) streamAnswer {
 		}
 	}
 	switch {
-	case a.http && (r.UpstreamID != "" || len(r.Plugins) != 1):
-		t.Errorf("stream route %s: amesh-http with an upstream or another plugin", r.ID)
+	case (a.http || a.mtlsTCP) && (r.UpstreamID != "" || len(r.Plugins) != 1):
+		t.Errorf("stream route %s: amesh-http or amesh-mtls with an upstream or another plugin", r.ID)
 	case a.odst != nil && r.UpstreamID == "":
 		t.Errorf("stream route %s: amesh-original-dst without an upstream", r.ID)
 	case r.UpstreamID == "" && len(r.Plugins) == 0:

@@ -264,6 +264,8 @@ func (t *Translator) streamRoute(c *streamClaim, listener string, rep *[]report.
 	}
 	closed := c.closed
 	switch name, info := t.clusters.ref(c.cluster); {
+	case c.mtls:
+		r.Plugins = map[string]any{streamMTLSPlugin: struct{}{}}
 	case c.http && c.tls:
 		r.Plugins = map[string]any{streamHTTPPlugin: map[string]bool{"tls": true}}
 	case c.http:

@@ -43,13 +43,15 @@ local function set_bind(addr)
 end
 
 --- upstream returns the upstream conf that sends to the original destination of the
--- current request or connection (var: its variables), from base (the route's upstream,
--- nil when it has none), and the source address it binds (nil: none), having set
--- $amesh_upstream_bind; or nil, the status to refuse with and why.
-function _M.upstream(conf, var, base)
+-- current request or connection (var: its variables; dst, when set, the destination
+-- the stream router read from the PROXY header of a connection the stream server's TLS
+-- socket terminated), from base (the route's upstream, nil when it has none), and the
+-- source address it binds (nil: none), having set $amesh_upstream_bind; or nil, the
+-- status to refuse with and why.
+function _M.upstream(conf, var, base, dst)
     local subsystem = ngx.config.subsystem
-    local addr = var.connection_original_dst_addr
-    local port = conf.port or tonumber(var.connection_original_dst_port)
+    local addr = dst and dst.addr or var.connection_original_dst_addr
+    local port = conf.port or (dst and dst.port) or tonumber(var.connection_original_dst_port)
     if not addr or addr == "" or not port then
         return nil, 502, "the connection has no original destination "
                          .. "($connection_original_dst_addr is empty: is ngx_" .. subsystem

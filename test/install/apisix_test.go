@@ -628,7 +628,7 @@ func checkNginxConf(t *testing.T, conf string, cfg map[string]any, root string) 
 		t.Errorf("nginx.conf listens on %v, want %v", listens, want)
 	}
 	// The capture ports are stream listeners; HTTP listens behind them on the unix sockets.
-	if !regexp.MustCompile(`(?s)\nstream \{.*listen 0\.0\.0\.0:15001 .*\n\}\n.*\nhttp \{`).MatchString(conf) {
+	if !regexp.MustCompile(`(?s)\nstream \{.*listen 0\.0\.0\.0:15001[ ;].*\n\}\n.*\nhttp \{`).MatchString(conf) {
 		t.Errorf("15001 is not a stream listener")
 	}
 	if n := len(socketListen.FindAllString(conf, -1)); n != 2 {

@@ -214,18 +214,28 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 	if at(cfg, "apisix", "proxy_mode") != "http&stream" {
 		t.Errorf("proxy_mode %v, want http&stream", at(cfg, "apisix", "proxy_mode"))
 	}
+	// And the stream server's TLS socket for Istio mTLS in front of TCP (amesh-mtls),
+	// with TLS and the PROXY header amesh-mtls sends.
 	var addrs []string
+	mtlsSock := "unix:" + at(cfg, "plugin_attr", "amesh-http", "socket_dir").(string) + "/15006.mtls.sock"
 	for _, l := range at(cfg, "apisix", "stream_proxy", "tcp").([]any) {
-		addrs = append(addrs, l.(map[string]any)["addr"].(string))
+		item := l.(map[string]any)
+		addrs = append(addrs, item["addr"].(string))
+		if tls, pp := item["tls"] == true, item["proxy_protocol"] == true; (item["addr"] == mtlsSock) != (tls && pp) || (item["addr"] != mtlsSock) && (tls || pp) {
+			t.Errorf("stream_proxy.tcp %v: TLS and the PROXY protocol belong to %s only", item, mtlsSock)
+		}
 	}
-	wantAddrs := []string{"0.0.0.0:15001", "0.0.0.0:15006"}
+	if at(cfg, "apisix", "enable_reuseport") != false {
+		t.Errorf("apisix.enable_reuseport is not false: nginx cannot start with reuseport on a unix socket")
+	}
+	wantAddrs := []string{"0.0.0.0:15001", "0.0.0.0:15006", mtlsSock}
 	if at(cfg, "apisix", "enable_ipv6") == true {
 		wantAddrs = append(wantAddrs, "[::]:15001", "[::]:15006")
 	}
 	slices.Sort(addrs)
 	slices.Sort(wantAddrs)
 	if !slices.Equal(addrs, wantAddrs) {
-		t.Errorf("stream_proxy.tcp %v, want the capture ports %v", addrs, wantAddrs)
+		t.Errorf("stream_proxy.tcp %v, want the capture ports and the mTLS socket %v", addrs, wantAddrs)
 	}
 	stream, _ := at(cfg, "nginx_config", "stream_configuration_snippet").(string)
 	for _, want := range []string{"amesh_original_dst_local on;", "map $server_port $amesh_upstream_bind { default \"\"; }", "proxy_bind $amesh_upstream_bind;"} {

@@ -146,6 +146,14 @@ func withInboundTCP(t *testing.T, res *dump.Resources, port uint32) {
 		l.FilterChains = append(l.FilterChains, chain)
 		res.Listeners[i] = l
 	}
+	withInboundCluster(t, res, port)
+}
+
+// withInboundCluster adds istiod's inbound|<port>|| cluster (a clone of inbound|19080||
+// under the other name).
+func withInboundCluster(t *testing.T, res *dump.Resources, port uint32) {
+	t.Helper()
+	name := fmt.Sprintf("inbound|%d||", port)
 	for _, c := range res.Clusters {
 		if c.GetName() == "inbound|19080||" {
 			c = proto.Clone(c).(*clusterv3.Cluster)

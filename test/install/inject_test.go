@@ -330,8 +330,8 @@ func checkInjected(t *testing.T, pod *corev1.Pod, image string) {
 		t.Errorf("the agent probes the application at %+v, want :9080/health", p)
 	}
 	// APISIX does not terminate Istio mTLS: peers must not be told it does.
-	if _, ok := pod.Labels["security.istio.io/tlsMode"]; ok {
-		t.Errorf("label security.istio.io/tlsMode set: clients would send Istio mTLS that APISIX does not accept")
+	if l := pod.Labels["security.istio.io/tlsMode"]; l != "istio" {
+		t.Errorf("label security.istio.io/tlsMode %q, want istio: peers' auto mTLS would send plaintext, which PeerAuthentication STRICT refuses", l)
 	}
 	if pod.Annotations["sidecar.istio.io/status"] == "" {
 		t.Errorf("no sidecar.istio.io/status annotation: Istio does not consider the pod injected")

@@ -1,15 +1,18 @@
 package install_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,8 +168,13 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	s := startSidecar(t, "AMESH_WORKLOAD_CERT_DIR="+certDir)
 	app := echo(t, s.pod, podIP+":19080")
 	app8081 := echo(t, s.pod, podIP+":8081")
+	tcpApp := tcpServe(t, s.pod, podIP+":19306", false)
+	tcpServe(t, s.pod, podIP+":8084", false)
 	xds := s.serve(t)
-	serveIstiod(xds, peerAuthResources(t, "permissive"), nil)
+	permissive, strict := peerAuthResources(t, "permissive"), peerAuthResources(t, "strict")
+	withInboundCluster(t, permissive, 19306)
+	withInboundCluster(t, strict, 19306)
+	serveIstiod(xds, permissive, nil)
 	s.waitReady(t)
 
 	appAddr := net.JoinHostPort(podIP, "19080")
@@ -203,6 +211,22 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	if code, got, body, err := request(s.client, appAddr, "productpage"); err != nil || code != http.StatusOK || got.Remote != "127.0.0.6" {
 		t.Errorf("PERMISSIVE: a plaintext request: %d %q %v; want the application's answer", code, body, err)
 	}
+	// TCP: Istio's TCP ALPN to the application's TCP port and to a port no chain names;
+	// the application sees the plaintext, from 127.0.0.6.
+	peerTCP := envoyPeer{cert: peer.cert, roots: roots, server: productpageID, alpn: []string{"istio-peer-exchange", "istio"}}
+	for _, port := range []string{"19306", "8084"} {
+		addr := net.JoinHostPort(podIP, port)
+		if pong, err := peerTCP.ping(s.client, addr); err != nil || pong != "PONG "+addr+" 127.0.0.6" {
+			t.Errorf("PERMISSIVE: a mesh peer's mTLS to the TCP port %s: %q %v; want the application's answer to a connection from 127.0.0.6", port, pong, err)
+		}
+	}
+	if _, pong, err := ping(s.client, net.JoinHostPort(podIP, "19306"), false); err != nil || pong != "PONG "+podIP+":19306 127.0.0.6" {
+		t.Errorf("PERMISSIVE: plaintext to the TCP port: %q %v", pong, err)
+	}
+	tcpBefore := tcpApp.Load()
+	if pong, err := noCertTCP(peerTCP).ping(s.client, net.JoinHostPort(podIP, "19306")); err == nil || tcpApp.Load() != tcpBefore {
+		t.Errorf("PERMISSIVE: TLS without a client certificate to the TCP port: %q %v, %d connections reached it; want the handshake refused", pong, err, tcpApp.Load()-tcpBefore)
+	}
 	refused("PERMISSIVE: TLS without a client certificate", noCert, app.Load)
 	refused("PERMISSIVE: a client certificate from another CA", otherCA, app.Load)
 	before := app.Load()
@@ -210,7 +234,7 @@ func TestSidecarInboundMTLS(t *testing.T) {
 		t.Errorf("PERMISSIVE: a certificate of the mesh's CA for another trust domain: %d %v, %d requests reached the application; want no route (404)", code, err, app.Load()-before)
 	}
 
-	serveIstiod(xds, peerAuthResources(t, "strict"), nil)
+	serveIstiod(xds, strict, nil)
 	waitFor(t, "STRICT to refuse plaintext", 30*time.Second, func() (bool, string) {
 		code, _, body, err := request(s.client, appAddr, "productpage")
 		return err != nil, fmt.Sprintf("%d %q %v", code, body, err)
@@ -225,7 +249,41 @@ func TestSidecarInboundMTLS(t *testing.T) {
 		}
 	}
 	mtlsOK("STRICT: a mesh peer's mTLS request to the application port", peer, appAddr, false)
+	tcpAddr := net.JoinHostPort(podIP, "19306")
+	before = tcpApp.Load()
+	if _, pong, err := ping(s.client, tcpAddr, false); err == nil || tcpApp.Load() != before {
+		t.Errorf("STRICT: plaintext to the TCP port: %q %v; want the connection closed before it reaches the application", pong, err)
+	}
+	if pong, err := peerTCP.ping(s.client, tcpAddr); err != nil || pong != "PONG "+tcpAddr+" 127.0.0.6" {
+		t.Errorf("STRICT: a mesh peer's mTLS to the TCP port: %q %v", pong, err)
+	}
 	refused("STRICT: TLS without a client certificate", noCert, app.Load)
 	// nginx logs the handshakes of clients without a certificate at crit.
 	s.errorLogClean(t, "peer did not return a certificate")
+}
+
+// ping speaks the line protocol over mTLS from ns to addr and returns the answer.
+func (p envoyPeer) ping(ns *netns.NS, addr string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	raw, err := ns.Dial(ctx, "tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	c := tls.Client(raw, p.config())
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := c.Handshake(); err != nil {
+		return "", err
+	}
+	if _, err := io.WriteString(c, "PING\n"); err != nil {
+		return "", err
+	}
+	pong, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSuffix(pong, "\n"), err
+}
+
+func noCertTCP(p envoyPeer) envoyPeer {
+	p.cert = nil
+	return p
 }

@@ -35,9 +35,12 @@ type streamConn struct {
 	Port     int    `json:"port"`
 	Protocol string `json:"protocol"`
 	// ALPN: with Protocol "tls", the protocols its ClientHello offers.
-	ALPN    []string `json:"alpn,omitempty"`
-	want    string   // the id of the route it gets ("" none)
-	sniffed bool     // whether its first bytes are looked at
+	ALPN []string `json:"alpn,omitempty"`
+	// Only: the connection is what the stream server's TLS socket terminated
+	// ("mtls"): only routes that require it count.
+	Only    string `json:"only,omitempty"`
+	want    string // the id of the route it gets ("" none)
+	sniffed bool   // whether its first bytes are looked at
 }
 
 type streamSet struct {
@@ -225,6 +228,24 @@ func TestStreamRouteIndex(t *testing.T) {
 			{Listen: 15006, Addr: "10.1.0.1", Port: 5000, ALPN: []string{"istio"}, want: "any", sniffed: true},
 		},
 		problems: []string{"tie"},
+	}, {
+		name: "terminated mTLS takes the routes of amesh-protocol mtls only, never sniffed",
+		routes: []map[string]any{
+			route("tcp", 15006, 19306, "", ""),
+			route("tcp-mtls", 15006, 19306, "", "mtls"),
+			alpnRoute("tcp-tls", 15006, 19306, "", "istio"),
+			route("http-port", 15006, 19080, "", ""),
+			route("any-mtls", 15006, 0, "", "mtls"),
+			route("any", 15006, 0, "", ""),
+			route("out", 15001, 0, "", ""),
+		},
+		conns: []streamConn{
+			{Listen: 15006, Addr: "10.1.0.1", Port: 19306, Only: "mtls", want: "tcp-mtls"},
+			{Listen: 15006, Addr: "10.1.0.1", Port: 5000, Only: "mtls", want: "any-mtls"},
+			{Listen: 15006, Addr: "10.1.0.1", Port: 19080, Only: "mtls", want: "any-mtls"},
+			{Listen: 15001, Addr: "10.1.0.1", Port: 19306, Only: "mtls", want: ""},
+			{Listen: 15006, Addr: "10.1.0.1", Port: 19306, want: "tcp", sniffed: true},
+		},
 	}}
 	res := runStreamCheck(t, url, sets, nil)
 	if len(res.Sets) != len(sets) {

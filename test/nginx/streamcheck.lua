@@ -48,7 +48,7 @@ function _M.run()
                                  function()
                                      calls = calls + 1
                                      return protocol, alpn
-                                 end)
+                                 end, type(c.only) == "string" and c.only or nil)
             res.selected[i] = e and e.id or ""
             res.detected[i] = calls
         end

@@ -34,7 +34,14 @@ apisix:
     - addr: "[::]:{{ . }}"
     {{- end }}
     {{- end }}
+    # Inbound Istio mTLS in front of TCP (amesh-mtls): terminated here, then routed again.
+    - addr: "unix:{{ $sockets }}/15006.mtls.sock"
+      tls: true
+      proxy_protocol: true
   enable_ipv6: {{ .Values.apisix.enableIPv6 }}
+  # APISIX's reuseport is per stream server, and a unix socket (the mTLS one above) has
+  # none: nginx would not start. The workers share each listening socket instead.
+  enable_reuseport: false
   enable_admin: false
   enable_control: false
   # TLS only on the HTTP server's socket for Istio mTLS (below), with the ssl object
@@ -132,6 +139,7 @@ plugins:
 {{- end }}
 stream_plugins:
 - amesh-http
+- amesh-mtls
 - amesh-original-dst
 plugin_attr:
   amesh-http:

@@ -50,7 +50,7 @@ local mt = {__index = _M}
 
 -- The protocols a route may require, and what the first bytes must be for each
 -- (amesh.stream.sniff decides).
-_M.protocols = {http = true, tls = true}
+_M.protocols = {http = true, tls = true, mtls = true}
 
 local addr_buf = ffi.new("unsigned char[16]")
 local v4_mapped = string.rep("\0", 10) .. "\255\255"
@@ -280,12 +280,19 @@ local function pick(slot, detect)
     return slot.plain
 end
 
-local function select_in(group, b, detect)
+-- pick_only returns the slot's route for protocol only, nil without one.
+local function pick_only(slot, only)
+    return slot.by_protocol and slot.by_protocol[only]
+end
+
+local function select_in(group, b, detect, only)
+    local pick = only and pick_only or pick
+    local arg = only or detect
     if b then
         for _, len in ipairs(group.lens[#b]) do
             local slot = group.slots[prefix_key(b, len)]
             if slot then
-                local entry = pick(slot, detect)
+                local entry = pick(slot, arg)
                 if entry then
                     return entry
                 end
@@ -293,7 +300,7 @@ local function select_in(group, b, detect)
         end
     end
     if group.any then
-        return pick(group.any, detect)
+        return pick(group.any, arg)
     end
     return nil
 end
@@ -303,8 +310,10 @@ end
 -- form; an unparsable address matches only routes without server_addr). detect() is
 -- called only when routes the connection could get differ in protocol, at most once,
 -- and returns the connection's protocol ("http", "tls") or nil, and for "tls" the
--- ClientHello's ALPN protocols (a list).
-function _M.select(self, listen, addr, port, detect)
+-- ClientHello's ALPN protocols (a list). With only (a protocol: "mtls" for what the
+-- stream server's TLS socket terminated), only routes that require it are looked at,
+-- in the same order, and detect is not used.
+function _M.select(self, listen, addr, port, detect, only)
     local ports = self.by_listen[listen]
     if not ports then
         return nil
@@ -320,12 +329,12 @@ function _M.select(self, listen, addr, port, detect)
     local b = parse_addr(addr)
     local group = port and ports.by_port[port]
     if group then
-        local entry = select_in(group, b, detect_once)
+        local entry = select_in(group, b, detect_once, only)
         if entry then
             return entry
         end
     end
-    return select_in(ports.any, b, detect_once)
+    return select_in(ports.any, b, detect_once, only)
 end
 
 return _M

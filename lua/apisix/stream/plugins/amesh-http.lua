@@ -23,12 +23,7 @@
 -- istio-mtls-server (the workload certificate; client certificates verified against
 -- the mesh's roots). The HTTP routes of such chains match scheme https only.
 local core = require("apisix.core")
-local plugin = require("apisix.plugin")
-local upstream = require("apisix.upstream")
-local ngx = ngx
-local pcall = pcall
-local tonumber = tonumber
-local type = type
+local handoff = require("amesh.stream.handoff")
 
 local plugin_name = "amesh-http"
 
@@ -53,39 +48,8 @@ function _M.check_schema(conf)
 end
 
 
-local function set_proxy_protocol()
-    return pcall(function() ngx.var.amesh_upstream_proxy_protocol = "on" end)
-end
-
-
 function _M.preread(conf, ctx)
-    local route = ctx.matched_route
-    local labels = route and route.value.labels
-    local port = tonumber(type(labels) == "table" and labels["amesh-listen"])
-    if not port or port < 1 or port > 65535 or port % 1 ~= 0 then
-        core.log.error(plugin_name, ": route ", route and route.value.id,
-                       " has no amesh-listen port: closed")
-        return 503
-    end
-    local attr = plugin.plugin_attr(plugin_name)
-    local dir = type(attr) == "table" and attr.socket_dir
-    if type(dir) ~= "string" or dir == "" then
-        core.log.error(plugin_name, ": plugin_attr.", plugin_name, ".socket_dir is not ",
-                       "set in config.yaml: closed")
-        return 503
-    end
-    if not set_proxy_protocol() then
-        core.log.error(plugin_name, ": $amesh_upstream_proxy_protocol cannot be set (is ",
-                       "ngx_stream_amesh_original_dst_module loaded?): closed")
-        return 503
-    end
-    local sock = port .. (conf.tls and ".tls.sock" or ".sock")
-    upstream.set(ctx, plugin_name .. "#" .. sock, ctx.conf_version, {
-        type = "roundrobin",
-        nodes = {{host = "unix:" .. dir .. "/" .. sock, port = 0,
-                  weight = 1, priority = 0}},
-        scheme = "tcp",
-    })
+    return handoff.to(ctx, plugin_name, conf.tls and ".tls.sock" or ".sock")
 end
 
 

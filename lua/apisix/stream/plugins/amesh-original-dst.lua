@@ -37,7 +37,8 @@ function _M.preread(conf, ctx)
     -- APISIX's preread phase has found the route's upstream (or closed the connection).
     local route = ctx.matched_route
     local up_id = route and route.value.upstream_id
-    local up_conf, bind, err = original_dst.upstream(conf, ctx.var, up_id and ctx.matched_upstream)
+    local up_conf, bind, err = original_dst.upstream(conf, ctx.var, up_id and ctx.matched_upstream,
+                                                     ctx.amesh_original_dst)
     if not up_conf then
         core.log.error(plugin_name, ": ", err, " (stream route ",
                        route and route.value.id, "): closed")

@@ -23,6 +23,12 @@
 -- it on could only come back again; istiod's own configuration has a blackhole chain
 -- for exactly those (virtualOutbound-blackhole, virtualInbound-blackhole).
 --
+-- Istio mTLS in front of TCP comes back here: amesh-mtls hands such a connection to the
+-- stream server's TLS socket <socket_dir>/<port>.mtls.sock, which terminates it and
+-- passes the plaintext, whose original destination is the PROXY header's, to the
+-- routes with amesh-protocol "mtls" only (amesh.stream.index), without sniffing;
+-- amesh-original-dst then reads the destination from api_ctx.amesh_original_dst.
+--
 -- The index is rebuilt only when the stream routes' conf_version changes.
 local core = require("apisix.core")
 local core_ip = require("apisix.core.ip")
@@ -38,6 +44,7 @@ local error = error
 local tonumber = tonumber
 local tostring = tostring
 local sub = string.sub
+local str_match = string.match
 
 -- How long a connection may stay silent before it is taken to have no protocol
 -- (server-first protocols). Envoy under istiod waits forever (protocolDetectionTimeout
@@ -128,6 +135,23 @@ function _M.match(api_ctx)
         rebuild()
     end
     local var = api_ctx.var
+    local mtls = tonumber(str_match(var.server_addr or "", "^unix:.*/(%d+)%.mtls%.sock$"))
+    if mtls then
+        local addr, port = var.proxy_protocol_server_addr, tonumber(var.proxy_protocol_server_port)
+        if not addr or not port then
+            core.log.error("connection on the mTLS socket without a PROXY header: closed")
+            return true
+        end
+        api_ctx.amesh_original_dst = {addr = addr, port = port}
+        local entry = index:select(mtls, addr, port, nil, "mtls")
+        if not entry or entry.refuse then
+            core.log.info("no stream route for terminated mTLS to ", addr, ":", port,
+                          entry and (": " .. entry.refuse) or "", ": closed")
+            return true
+        end
+        api_ctx.matched_route = entry.item
+        return true
+    end
     local listen = tonumber(var.connection_listen_port)
     if not listen then
         core.log.error("the connection has no $connection_listen_port (is ",
