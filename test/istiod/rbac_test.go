@@ -353,10 +353,10 @@ func TestAuthorizationPolicyRules(t *testing.T) {
 	}
 	pretty.WriteByte('\n')
 	text := pretty.String()
-	// The principal's rule is never met on plaintext, the claim reads jwt_authn's
-	// metadata; the IP blocks, methods, paths and header stay.
+	// The principal is the mTLS peer's identity, the claim reads jwt_authn's metadata;
+	// the IP blocks, methods, paths and header stay.
 	for _, part := range []string{
-		`"const": false`, `"f": "envoy.filters.http.jwt_authn"`, `"group"`, `"src": "direct"`, `"addr": "2001:db8::"`, `"src": "remote"`, `"name": ":method"`,
+		`"auth": {`, `"v": "spiffe://cluster.local/ns/default/sa/sleep"`, `"f": "envoy.filters.http.jwt_authn"`, `"group"`, `"src": "direct"`, `"addr": "2001:db8::"`, `"src": "remote"`, `"name": ":method"`,
 		`"op": "prefix"`, `"v": "/api/"`, `"v": "/private"`, `"name": "x-team"`, `"v": "blue"`, `"normalize_path": true`,
 	} {
 		if !strings.Contains(text, part) {

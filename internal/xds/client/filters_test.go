@@ -266,11 +266,12 @@ func TestFiltersEnforced(t *testing.T) {
 		}, 0, "", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.rbac]", "amesh-rbac"},
 		{"ext_authz", func(t *testing.T) *listenerv3.Listener {
 			return before(t, typed(t, "envoy.filters.http.ext_authz", &extauthzv3.ExtAuthz{}))
-		}, 403, "amesh: HTTP filter envoy.filters.http.ext_authz", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.ext_authz]", ""},
+		}, 403, "amesh: ext_authz filter envoy.filters.http.ext_authz: no authorization service", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.ext_authz]", ""},
+		// A jwt_authn rule without a requirement verifies nothing (Envoy): the routes stay.
 		{"jwt_authn", func(t *testing.T) *listenerv3.Listener {
 			return before(t, typed(t, "envoy.filters.http.jwt_authn", &jwtv3.JwtAuthentication{Rules: []*jwtv3.RequirementRule{{
 				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}}}}))
-		}, 403, "amesh: HTTP filter envoy.filters.http.jwt_authn", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.jwt_authn]", ""},
+		}, 0, "", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.jwt_authn]", ""},
 		{"RBAC without rules", func(t *testing.T) *listenerv3.Listener {
 			return before(t, typed(t, "envoy.filters.http.rbac", &rbachttpv3.RBAC{}))
 		}, 0, "", "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.rbac]", ""},
