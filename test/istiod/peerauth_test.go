@@ -76,11 +76,20 @@ func TestInboundPeerAuthentication(t *testing.T) {
 		}
 	}
 	apply(objs...)
-	t.Cleanup(func() { deleteAll(t, objs) })
 	b, err := bootstrap.FromEnviron(sidecarEnv(t, env.istiod.GRPCAddr, client.SotW))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		deleteAll(t, objs)
+		// The tests after this one start from istiod's configuration without it.
+		waitRaw(t, b.Node, "productpage's xDS without the scenario", func(x rawXDS) bool {
+			l, _ := x[typeListener]["virtualInbound"].(*listenerv3.Listener)
+			got := inboundChains(l)
+			return x[typeCluster]["outbound|3306||productpage-db.default.svc.cluster.local"] == nil &&
+				!got["19306 raw_buffer"] && !got["19306 tls"] && got["19080 raw_buffer"]
+		})
+	})
 	modes := []struct {
 		name   string
 		policy harness.Object
