@@ -156,12 +156,19 @@ func TestRequestAuthentication(t *testing.T) {
 	if err := env.kube.Client.ApplyAll(ctx, objs); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { deleteAll(t, objs) })
-
 	b, err := bootstrap.FromEnviron(sidecarEnv(t, env.istiod.GRPCAddr, client.SotW))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		deleteAll(t, objs)
+		// The tests after this one start from istiod's configuration without it.
+		waitRaw(t, b.Node, "productpage's xDS without the RequestAuthentication", func(x rawXDS) bool {
+			l, _ := x[typeListener]["virtualInbound"].(*listenerv3.Listener)
+			j, _ := inboundHTTPFilters(l)
+			return j == nil && !hasFilterType(l, 19080, "envoy.extensions.filters.http.rbac.v3.RBAC")
+		})
+	})
 	raw := waitRaw(t, b.Node, "istiod's jwt_authn and RBAC filters", func(x rawXDS) bool {
 		l, _ := x[typeListener]["virtualInbound"].(*listenerv3.Listener)
 		j, rs := inboundHTTPFilters(l)

@@ -196,11 +196,22 @@ func TestOutboundTLSClusters(t *testing.T) {
 	if err := env.kube.Client.ApplyAll(ctx, objs); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { deleteAll(t, objs) })
 	b, err := bootstrap.FromEnviron(sidecarEnv(t, env.istiod.GRPCAddr, client.SotW))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		deleteAll(t, objs)
+		// The tests after this one start from istiod's configuration without it.
+		waitRaw(t, b.Node, "productpage's xDS without mtls.yaml", func(x rawXDS) bool {
+			for _, c := range mtlsClusters {
+				if x[typeCluster][c] != nil {
+					return false
+				}
+			}
+			return true
+		})
+	})
 	raw := waitRaw(t, b.Node, "istiod's clusters for mtls.yaml", func(x rawXDS) bool {
 		for _, c := range mtlsClusters {
 			if x[typeCluster][c] == nil {
