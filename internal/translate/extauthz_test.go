@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -33,6 +34,14 @@ const extAuthzCluster = "outbound|8000||ext-authz.default.svc.cluster.local"
 // by edit when set), and the authorization service's cluster and endpoints.
 func extAuthzSnapshot(t *testing.T, pod string, edit func(*listenerv3.Listener)) *resource.State {
 	t.Helper()
+	return captureSnapshot(t, extAuthzDir, pod, edit)
+}
+
+// captureSnapshot is testdata/istiod/sotw with the inbound listener of pod from
+// capture dir (edited by edit when set) and the authorization service's cluster and
+// endpoints from there.
+func captureSnapshot(t *testing.T, capture, pod string, edit func(*listenerv3.Listener)) *resource.State {
+	t.Helper()
 	dir := t.TempDir()
 	src := istiodDir(t, "sotw")
 	for _, sub := range []string{"lds", "rds", "cds", "eds"} {
@@ -54,7 +63,7 @@ func extAuthzSnapshot(t *testing.T, pod string, edit func(*listenerv3.Listener))
 		}
 	}
 	l := &listenerv3.Listener{}
-	b, err := os.ReadFile(filepath.Join(extAuthzDir, "lds", pod+"-virtualInbound.json"))
+	b, err := os.ReadFile(filepath.Join(capture, "lds", pod+"-virtualInbound.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +79,7 @@ func extAuthzSnapshot(t *testing.T, pod string, edit func(*listenerv3.Listener))
 	files := map[string][]byte{"lds/virtualInbound.json": b}
 	for _, sub := range []string{"cds", "eds"} {
 		name := sub + "/outbound_8000__ext-authz.default.svc.cluster.local.json"
-		if files[name], err = os.ReadFile(filepath.Join(extAuthzDir, name)); err != nil {
+		if files[name], err = os.ReadFile(filepath.Join(capture, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -397,5 +406,81 @@ func TestExtAuthzClusterWithTLS(t *testing.T) {
 		if st, body := abortOf(route); st != 403 || !strings.Contains(body, "TLS") {
 			t.Errorf("%s answers %d %q, want 403 for the authorization service's TLS", k, st, body)
 		}
+	}
+}
+
+// jwtExtAuthzDir is istiod's xDS for a RequestAuthentication with CUSTOM, DENY and
+// ALLOW policies (testdata/istiod/jwt-extauthz/README.md).
+const jwtExtAuthzDir = "../../testdata/istiod/jwt-extauthz"
+
+// istiod's filters for a RequestAuthentication next to CUSTOM (one rule on a JWT
+// claim), DENY and ALLOW policies become one amesh-rbac list in HTTP filter order on
+// every inbound route of the workload's port: CUSTOM's shadow step (its claim rule a
+// condition on jwt_authn's payload), the ext_authz step (the authorization service's
+// upstream), the jwt_authn step, DENY, ALLOW; with jwt_authn moved in front of CUSTOM's
+// filters, the jwt_authn step comes first. No route fails closed; the objects validate.
+func TestIstiodJWTExtAuthz(t *testing.T) {
+	jwtFirst := func(l *listenerv3.Listener) {
+		editHTTPFilters(t, l, func(fs []*hcmv3.HttpFilter) []*hcmv3.HttpFilter {
+			// metadata_exchange, CUSTOM rbac, ext_authz, jwt_authn, ...: jwt_authn first.
+			out := slices.Clone(fs)
+			out[1], out[2], out[3] = fs[3], fs[1], fs[2]
+			return out
+		})
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*listenerv3.Listener)
+		want string
+	}{
+		{"istiod's order", nil, "SHADOW EXT_AUTHZ JWT DENY ALLOW"},
+		{"jwt_authn first", jwtFirst, "JWT SHADOW EXT_AUTHZ DENY ALLOW"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := newTracked(Options{})
+			tr.Translate(captureSnapshot(t, jwtExtAuthzDir, "productpage", tc.edit))
+			objs := tr.Objects()
+			validateAll(t, objs)
+			for k, route := range inboundRoutes(t, objs) {
+				if st, body := abortOf(route); st != 0 && st != 404 {
+					t.Errorf("%s answers %d %q itself", k, st, body)
+				}
+				d, _ := stepsOf(t, route)
+				if got := d.actions(); got != tc.want {
+					t.Fatalf("%s: steps %s, want %s", k, got, tc.want)
+				}
+				steps := map[string]stepDecoded{}
+				for _, f := range d.Filters {
+					steps[f.Action] = f
+				}
+				sh := steps["SHADOW"]
+				if sh.Key != "istio_ext_authz_shadow_effective_policy_id" || len(sh.Policies) != 2 ||
+					sh.Policies[1].Name != "istio-ext-authz-http-authz-ns[default]-policy[custom-admin]-rule[1]" {
+					t.Errorf("%s: shadow step %+v", k, sh)
+				}
+				claim, _ := json.Marshal(sh.Policies[1])
+				for _, part := range []string{`"v":"/claims/"`, `"f":"envoy.filters.http.jwt_authn","path":["payload","groups"]`, `"v":"checked"`} {
+					if !strings.Contains(string(claim), part) {
+						t.Errorf("%s: the claim rule lacks %s: %s", k, part, claim)
+					}
+				}
+				if bytes.Contains(claim, []byte(`"const"`)) {
+					t.Errorf("%s: the claim rule is not evaluated on the payload: %s", k, claim)
+				}
+				chk := steps["EXT_AUTHZ"].Check
+				if chk == nil || chk.Cluster != extAuthzCluster || chk.UpstreamID == "" || objs["/upstreams/"+chk.UpstreamID] == nil ||
+					chk.EnabledBy == nil || chk.EnabledBy.Key != sh.Key || chk.StatusOnError != 503 {
+					t.Errorf("%s: ext_authz step %+v", k, chk)
+				}
+				j := steps["JWT"].JWT
+				if j == nil || len(j.Providers) != 1 || j.Providers["origins-0"] == nil || j.Providers["origins-0"].Issuer != "https://issuer.example" ||
+					j.Providers["origins-0"].PayloadMetadata != "payload" || j.Providers["origins-0"].Forward {
+					t.Errorf("%s: jwt_authn step %+v", k, j)
+				}
+				if steps["DENY"].Name != "envoy.filters.http.rbac" || steps["ALLOW"].Name != "envoy.filters.http.rbac" {
+					t.Errorf("%s: DENY %+v, ALLOW %+v", k, steps["DENY"], steps["ALLOW"])
+				}
+			}
+		})
 	}
 }
