@@ -292,26 +292,43 @@ func editExtAuthz(t *testing.T, edit func(*extauthzv3.ExtAuthz)) func(*listenerv
 // given): amesh-rbac's steps keep the HTTP filter order, DENY, the shadow step, the
 // ext_authz step, ALLOW.
 func TestExtAuthzAfterDENYKeepsOrder(t *testing.T) {
-	swapped := func(l *listenerv3.Listener) {
-		editHTTPFilters(t, l, func(fs []*hcmv3.HttpFilter) []*hcmv3.HttpFilter {
-			// metadata_exchange, CUSTOM rbac, ext_authz, DENY rbac, ...: DENY first.
-			out := slices.Clone(fs)
-			out[1], out[2], out[3] = fs[3], fs[1], fs[2]
-			return out
-		})
+	// metadata_exchange, CUSTOM rbac, ext_authz, DENY rbac, ...: DENY first.
+	steps, _ := inboundSteps(t, extAuthzSnapshot(t, "productpage", afterCustom(t)))
+	for k, d := range steps {
+		if got := d.actions(); got != "DENY SHADOW EXT_AUTHZ ALLOW" {
+			t.Errorf("%s: steps %s, want DENY SHADOW EXT_AUTHZ ALLOW", k, got)
+		}
 	}
+}
+
+// inboundSteps translates snap and returns the amesh-rbac steps of the inbound routes
+// for productpage's port, checking that the objects validate and that no route answers
+// itself, and the objects.
+func inboundSteps(t *testing.T, snap *resource.State) (map[string]stepsDecoded, map[string][]byte) {
+	t.Helper()
 	tr := newTracked(Options{})
-	tr.Translate(extAuthzSnapshot(t, "productpage", swapped))
+	tr.Translate(snap)
 	objs := tr.Objects()
 	validateAll(t, objs)
+	out := map[string]stepsDecoded{}
 	for k, route := range inboundRoutes(t, objs) {
 		if st, body := abortOf(route); st != 0 && st != 404 {
 			t.Errorf("%s answers %d %q itself", k, st, body)
 		}
-		d, _ := stepsOf(t, route)
-		if got := d.actions(); got != "DENY SHADOW EXT_AUTHZ ALLOW" {
-			t.Errorf("%s: steps %s, want DENY SHADOW EXT_AUTHZ ALLOW", k, got)
-		}
+		out[k], _ = stepsOf(t, route)
+	}
+	return out, objs
+}
+
+// afterCustom moves the HTTP filter after CUSTOM's RBAC and ext_authz filters (the
+// second and third, after istio.metadata_exchange) in front of them.
+func afterCustom(t *testing.T) func(*listenerv3.Listener) {
+	return func(l *listenerv3.Listener) {
+		editHTTPFilters(t, l, func(fs []*hcmv3.HttpFilter) []*hcmv3.HttpFilter {
+			out := slices.Clone(fs)
+			out[1], out[2], out[3] = fs[3], fs[1], fs[2]
+			return out
+		})
 	}
 }
 
@@ -420,14 +437,8 @@ const jwtExtAuthzDir = "../../testdata/istiod/jwt-extauthz"
 // upstream), the jwt_authn step, DENY, ALLOW; with jwt_authn moved in front of CUSTOM's
 // filters, the jwt_authn step comes first. No route fails closed; the objects validate.
 func TestIstiodJWTExtAuthz(t *testing.T) {
-	jwtFirst := func(l *listenerv3.Listener) {
-		editHTTPFilters(t, l, func(fs []*hcmv3.HttpFilter) []*hcmv3.HttpFilter {
-			// metadata_exchange, CUSTOM rbac, ext_authz, jwt_authn, ...: jwt_authn first.
-			out := slices.Clone(fs)
-			out[1], out[2], out[3] = fs[3], fs[1], fs[2]
-			return out
-		})
-	}
+	// metadata_exchange, CUSTOM rbac, ext_authz, jwt_authn, ...: jwt_authn first.
+	jwtFirst := afterCustom(t)
 	for _, tc := range []struct {
 		name string
 		edit func(*listenerv3.Listener)
@@ -437,15 +448,8 @@ func TestIstiodJWTExtAuthz(t *testing.T) {
 		{"jwt_authn first", jwtFirst, "JWT SHADOW EXT_AUTHZ DENY ALLOW"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tr := newTracked(Options{})
-			tr.Translate(captureSnapshot(t, jwtExtAuthzDir, "productpage", tc.edit))
-			objs := tr.Objects()
-			validateAll(t, objs)
-			for k, route := range inboundRoutes(t, objs) {
-				if st, body := abortOf(route); st != 0 && st != 404 {
-					t.Errorf("%s answers %d %q itself", k, st, body)
-				}
-				d, _ := stepsOf(t, route)
+			all, objs := inboundSteps(t, captureSnapshot(t, jwtExtAuthzDir, "productpage", tc.edit))
+			for k, d := range all {
 				if got := d.actions(); got != tc.want {
 					t.Fatalf("%s: steps %s, want %s", k, got, tc.want)
 				}

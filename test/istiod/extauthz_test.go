@@ -180,9 +180,16 @@ func TestExtAuthzShapes(t *testing.T) {
 		"cds/" + fileName(extAuthzCluster):    marshalIndent(t, ppRaw[typeCluster][extAuthzCluster]),
 		"eds/" + fileName(extAuthzCluster):    marshalIndent(t, ppRaw[typeCLA][extAuthzCluster]),
 	}
+	goldenFiles(t, extAuthzGolden, files, *updateExtAuthz, "-update-extauthz")
+}
+
+// goldenFiles writes files (path under dir -> content) when update is set, and
+// otherwise compares each with its golden copy as JSON; flag names the update flag.
+func goldenFiles(t *testing.T, dir string, files map[string][]byte, update bool, flag string) {
+	t.Helper()
 	for name, b := range files {
-		path := filepath.Join(extAuthzGolden, name)
-		if *updateExtAuthz {
+		path := filepath.Join(dir, name)
+		if update {
 			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -193,7 +200,7 @@ func TestExtAuthzShapes(t *testing.T) {
 		}
 		golden, err := os.ReadFile(path)
 		if err != nil || !sameJSON(golden, b) {
-			t.Errorf("istiod's %s is not %s (%v; run with -update-extauthz):\n%s", name, path, err, b)
+			t.Errorf("istiod's %s is not %s (%v; run with %s):\n%s", name, path, err, flag, b)
 		}
 	}
 }

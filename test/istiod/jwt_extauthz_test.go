@@ -3,7 +3,6 @@ package istiod_test
 import (
 	"context"
 	"flag"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -85,20 +84,5 @@ func TestRequestAuthenticationWithCustom(t *testing.T) {
 		"cds/" + fileName(extAuthzCluster):    marshalIndent(t, raw[typeCluster][extAuthzCluster]),
 		"eds/" + fileName(extAuthzCluster):    marshalIndent(t, raw[typeCLA][extAuthzCluster]),
 	}
-	for name, b := range files {
-		path := filepath.Join(jwtExtAuthzGolden, name)
-		if *updateJWTExtAuthz {
-			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(path, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		golden, err := os.ReadFile(path)
-		if err != nil || !sameJSON(golden, b) {
-			t.Errorf("istiod's %s is not %s (%v; run with -update-jwt-extauthz):\n%s", name, path, err, b)
-		}
-	}
+	goldenFiles(t, jwtExtAuthzGolden, files, *updateJWTExtAuthz, "-update-jwt-extauthz")
 }
