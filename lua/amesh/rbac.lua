@@ -296,9 +296,14 @@ end
 local req_mt = {}
 req_mt.__index = req_mt
 
+-- path returns the normalised path and the query; args, when a jwt_authn step has
+-- removed a token from the query, is the query the steps after it see.
 function req_mt:path()
     if self.path_read == nil then
         local p, q = request_path(self.conf)
+        if p and self.args ~= nil then
+            q = self.args ~= "" and "?" .. self.args or ""
+        end
         self.path_read = p or false
         self.query = q
     end

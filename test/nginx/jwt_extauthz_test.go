@@ -6,6 +6,7 @@ import (
 
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -113,6 +114,9 @@ func signJWTCustomTokens(t *testing.T, key *rsa.PrivateKey) jwtCustomTokens {
 	}
 }
 
+// jwtPattern matches a JWT, which the test's output leaves out.
+var jwtPattern = regexp.MustCompile(`eyJ[\w-]*\.[\w-]*\.[\w-]*`)
+
 // jwtCustomCase is a request of the combined tests and what Envoy answers it.
 type jwtCustomCase struct {
 	what, method, target string
@@ -122,6 +126,8 @@ type jwtCustomCase struct {
 	asked                bool   // the authorization server is called
 	// authorization is what the server gets in Authorization ("" none), when asked.
 	authorization string
+	// serverTarget, when set, is the target the server gets.
+	serverTarget string
 }
 
 func (n *extAuthzNginx) checkCustom(t *testing.T, srv *authzServer, c string, tc jwtCustomCase) {
@@ -158,6 +164,9 @@ func (n *extAuthzNginx) checkCustom(t *testing.T, srv *authzServer, c string, tc
 		call.Header.Get("X-Authz-From") != "amesh-test" || call.Header.Get("X-Ext-Authz") != tc.mode {
 		t.Errorf("%s (%s): the server got %s %s host %q, x-authz-from %q, x-ext-authz %q", tc.what, c, call.Method, call.Target, call.Host,
 			call.Header.Get("X-Authz-From"), call.Header.Get("X-Ext-Authz"))
+	}
+	if tc.serverTarget != "" && call.Target != tc.serverTarget {
+		t.Errorf("%s (%s): the server got target %q, want %q", tc.what, c, jwtPattern.ReplaceAllString(call.Target, "<jwt>"), jwtPattern.ReplaceAllString(tc.serverTarget, "<jwt>"))
 	}
 	// Tokens stay out of the test's output.
 	if got := call.Header.Get("Authorization"); got != tc.authorization {
@@ -218,6 +227,8 @@ func TestJWTExtAuthzLua(t *testing.T) {
 			status: 403, body: denied, asked: true, authorization: "Bearer " + tok.valid},
 		{what: "valid token, the server allows", method: "GET", target: "/admin/x?q=1", token: tok.valid, mode: "allow",
 			status: 200, asked: true, authorization: "Bearer " + tok.valid},
+		{what: "valid token in the query, sent to the server before jwt_authn", method: "GET", target: "/login?access_token=" + tok.valid, mode: "deny",
+			status: 403, body: denied, asked: true, serverTarget: "/check/login?access_token=" + tok.valid},
 		{what: "the claim rule before jwt_authn's payload", method: "GET", target: "/claims/x", token: tok.checked, mode: "deny", status: 200},
 		{what: "no token", method: "GET", target: "/productpage", mode: "deny", status: 200},
 		{what: "DENY after CUSTOM", method: "GET", target: "/debug", token: tok.valid, mode: "deny", status: 403, body: rbacDenied},
@@ -231,6 +242,10 @@ func TestJWTExtAuthzLua(t *testing.T) {
 		{what: "bad token on the claim rule's path", method: "GET", target: "/claims/x", token: tok.bad, mode: "deny", status: 401, body: badSig},
 		{what: "valid token, the server denies", method: "GET", target: "/login", token: tok.valid, mode: "deny", status: 403, body: denied, asked: true},
 		{what: "valid token, the server allows", method: "GET", target: "/admin/x", token: tok.valid, mode: "allow", status: 200, asked: true},
+		{what: "valid token in the query, removed before the server", method: "GET", target: "/login?x=1&access_token=" + tok.valid, mode: "deny",
+			status: 403, body: denied, asked: true, serverTarget: "/check/login?x=1"},
+		{what: "the only query parameter, removed before the server", method: "GET", target: "/login?access_token=" + tok.valid, mode: "deny",
+			status: 403, body: denied, asked: true, serverTarget: "/check/login"},
 		{what: "the claim rule on the verified payload", method: "GET", target: "/claims/x", token: tok.checked, mode: "deny", status: 403, body: denied, asked: true},
 		{what: "the claim rule, another group", method: "GET", target: "/claims/x", token: tok.unchecked, mode: "deny", status: 200},
 		{what: "the claim rule without a token", method: "GET", target: "/claims/x", mode: "deny", status: 200},
