@@ -10,20 +10,21 @@ package translate
 // <shadow_rules_stat_prefix>shadow_effective_policy_id), and ext_authz asks its server
 // only when that value matches. Both come before the DENY and ALLOW RBAC filters.
 //
-// amesh's APISIX plugin amesh-ext-authz (lua/apisix/plugins/amesh-ext-authz.lua, the
-// evaluation in lua/amesh/ext_authz.lua) runs a route's steps in filter order: a
-// shadow step evaluates an RBAC filter's shadow rules (amesh.rbac) and records the
-// value it writes; an ext_authz step checks its metadata matcher and, when enabled,
-// asks the authorization server over HTTP as Envoy's HTTP service does. The plugin runs
-// before amesh-rbac, so a route whose ext_authz filter comes after an RBAC filter that
-// amesh-rbac enforces fails closed. What the plugin does not reproduce exactly (the gRPC
-// service, the request body, headers the connection manager rewrites, other options)
-// fails the routes the filter applies to closed (403), as the report says.
+// Both are steps of amesh-rbac's ordered list (lua/amesh/rbac.lua runs them, the call
+// is lua/amesh/ext_authz.lua), where their filters sit in the HTTP filter chain, with
+// the jwt_authn and RBAC steps around them: a shadow step (action SHADOW) evaluates an
+// RBAC filter's shadow rules, with the request state the steps before it left (a
+// jwt_authn step's verified payloads), and records the value Envoy writes; an
+// ext_authz step (action EXT_AUTHZ) checks its metadata matcher and, when enabled, asks
+// the authorization server over HTTP as Envoy's HTTP service does. A shadow step goes
+// on a route only when an ext_authz step after it reads its key. What the plugin does
+// not reproduce exactly (the gRPC service, the request body, headers the connection
+// manager rewrites, other options) fails the routes the filter applies to closed
+// (403), as the report says.
 
 import (
 	"encoding/json"
 	"fmt"
-	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -39,9 +40,6 @@ import (
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
-// extAuthzPluginName is the APISIX plugin that runs the steps.
-const extAuthzPluginName = "amesh-ext-authz"
-
 // rbacMetadataNamespace is the dynamic metadata namespace Envoy's HTTP RBAC filter
 // writes, whatever the filter's name.
 const rbacMetadataNamespace = "envoy.filters.http.rbac"
@@ -50,29 +48,28 @@ const rbacMetadataNamespace = "envoy.filters.http.rbac"
 // id (after shadow_rules_stat_prefix).
 const shadowPolicyIDKey = "shadow_effective_policy_id"
 
-// extAuthzPluginConf is the plugin's config on a route (its schema is in the plugin).
-type extAuthzPluginConf struct {
-	rbacEnv
-	// Steps run in order; each is the JSON of an authzStep.
-	Steps []json.RawMessage `json:"steps"`
+// The actions of amesh-rbac's steps for shadow rules and ext_authz filters.
+const (
+	shadowAction   = "SHADOW"
+	extAuthzAction = "EXT_AUTHZ"
+)
+
+// shadowStep is an RBAC filter's shadow rules as an amesh-rbac step (action SHADOW):
+// when one of its policies matches, the first (by name) is the value of Key.
+type shadowStep struct {
+	rbacEnforced
+	Key string `json:"key"`
 }
 
-// authzStep is one step: exactly one of Shadow and Check is set.
-type authzStep struct {
-	Shadow *authzShadow `json:"shadow,omitempty"`
-	Check  *authzCheck  `json:"ext_authz,omitempty"`
-}
-
-// authzShadow is an RBAC filter's shadow rules: when one of its policies matches, the
-// first (by name) is the value of Key.
-type authzShadow struct {
-	Key    string       `json:"key"`
-	Filter rbacEnforced `json:"filter"`
+// checkStep is an ext_authz filter as an amesh-rbac step (action EXT_AUTHZ).
+type checkStep struct {
+	Name   string      `json:"name"`
+	Action string      `json:"action"`
+	Check  *authzCheck `json:"ext_authz"`
 }
 
 // authzCheck is an ext_authz filter with an HTTP service.
 type authzCheck struct {
-	Name    string `json:"name"`
 	Cluster string `json:"cluster"`
 	// UpstreamID is the APISIX upstream of Cluster, set on the route that references
 	// it; absent when the cluster does not exist (Envoy answers as on a failed call).
@@ -120,16 +117,18 @@ func shadowStepOf(name string, c *rbachttpv3.RBAC, env rbacEnv) string {
 	if c.GetShadowRules() == nil && c.GetShadowMatcher() == nil {
 		return ""
 	}
-	s := authzShadowJSON{authzShadow: authzShadow{Key: c.GetShadowRulesStatPrefix() + shadowPolicyIDKey}}
+	s := authzShadowJSON{Step: shadowStep{Key: c.GetShadowRulesStatPrefix() + shadowPolicyIDKey}}
 	if c.GetShadowMatcher() != nil {
 		s.Opaque = true
+		s.Step.Name = name
 	} else {
 		// An unknown condition counts as a match, so that the server is asked rather
 		// than skipped: as DENY rules compile.
 		rules := proto.Clone(c.GetShadowRules()).(*rbacv3.RBAC)
 		rules.Action = rbacv3.RBAC_DENY
-		s.Filter, s.Gaps = compileRBAC(name, rules, env)
+		s.Step.rbacEnforced, s.Gaps = compileRBAC(name, rules, env)
 	}
+	s.Step.Action = shadowAction
 	return mustJSON(s)
 }
 
@@ -138,10 +137,9 @@ func shadowStepOf(name string, c *rbachttpv3.RBAC, env rbacEnv) string {
 // match (the server is asked); Opaque, a shadow matcher tree, which amesh does not
 // evaluate.
 type authzShadowJSON struct {
-	authzShadow
-	Gaps   []string `json:"gaps,omitempty"`
-	Opaque bool     `json:"opaque,omitempty"`
-	added  bool     // its step is in the route's steps
+	Step   shadowStep `json:"step"`
+	Gaps   []string   `json:"gaps,omitempty"`
+	Opaque bool       `json:"opaque,omitempty"`
 }
 
 // rbacVerdict is what an HTTP RBAC filter's config decides, with its shadow rules for
@@ -165,7 +163,7 @@ func mustJSON(v any) string {
 // extAuthzVerdict is what an ext_authz filter's config decides: an authzCheck for the
 // plugin, or fail closed.
 func extAuthzVerdict(g *guard, c *extauthzv3.ExtAuthz) verdict {
-	chk, why := compileExtAuthz(g.name, c)
+	chk, why := compileExtAuthz(c)
 	if why != "" {
 		return g.failClosed("ext_authz filter " + g.name + ": " + why + "; not translated")
 	}
@@ -173,12 +171,12 @@ func extAuthzVerdict(g *guard, c *extauthzv3.ExtAuthz) verdict {
 	if chk.EnabledBy != nil {
 		what += " for the requests whose " + chk.EnabledBy.Key + " matches"
 	}
-	return verdict{authz: mustJSON(authzStep{Check: chk}),
-		reason: "ext_authz filter " + g.name + " " + what + "; enforced per request by " + extAuthzPluginName}
+	return verdict{authz: mustJSON(checkStep{Name: g.name, Action: extAuthzAction, Check: chk}),
+		reason: "ext_authz filter " + g.name + " " + what + "; enforced per request by " + rbacPluginName + " in HTTP filter order"}
 }
 
 // compileExtAuthz translates an ext_authz filter's config, or says why it cannot.
-func compileExtAuthz(name string, c *extauthzv3.ExtAuthz) (*authzCheck, string) {
+func compileExtAuthz(c *extauthzv3.ExtAuthz) (*authzCheck, string) {
 	hs := c.GetHttpService()
 	if hs == nil {
 		if c.GetGrpcService() != nil {
@@ -233,7 +231,7 @@ func compileExtAuthz(name string, c *extauthzv3.ExtAuthz) (*authzCheck, string) 
 		return nil, "http_service.server_uri names no cluster"
 	}
 	secs, _ := upstream.Timeout(uri.GetTimeout())
-	chk := &authzCheck{Name: name, Cluster: uri.GetCluster(), PathPrefix: hs.GetPathPrefix(), Timeout: secs, StatusOnError: 403,
+	chk := &authzCheck{Cluster: uri.GetCluster(), PathPrefix: hs.GetPathPrefix(), Timeout: secs, StatusOnError: 403,
 		FailOpen: c.GetFailureModeAllow(), FailOpenHeader: c.GetFailureModeAllowHeaderAdd()}
 	if s := c.GetStatusOnError(); s != nil {
 		chk.StatusOnError = int(s.GetCode())
@@ -386,66 +384,107 @@ func rbacStringMatches(s rbacString, v string) (match, ok bool) {
 	return false, false
 }
 
-// authzSteps collects the ext_authz steps of a route's guards in filter order.
-type authzSteps struct {
-	shadows []authzShadowJSON
-	steps   []json.RawMessage
+// routeSteps are a route's amesh-rbac steps in HTTP filter order.
+type routeSteps struct {
+	list []json.RawMessage
+	// checks are the indexes in list of the ext_authz steps, whose clusters the
+	// route references.
+	checks []int
 }
 
-// add takes a guard's verdict: its shadow step, kept until an ext_authz step reads it,
-// and its ext_authz step, which fails the route closed (the returned reason) when
-// amesh-rbac would run rules in front of it (rbacBefore) or when the shadow rules it
-// reads do not decide as Envoy's.
-func (s *authzSteps) add(v verdict, rbacBefore bool) string {
+// stepsBuilder collects the steps of a route's guards in filter order.
+type stepsBuilder struct {
+	list    []json.RawMessage
+	checks  []int
+	shadows []pendingShadow
+}
+
+// pendingShadow is a shadow step at index at of the list, kept only when an ext_authz
+// step after it reads its key.
+type pendingShadow struct {
+	authzShadowJSON
+	at   int
+	read bool
+}
+
+// add takes a guard's verdict: its shadow step (Envoy's RBAC filter evaluates its
+// shadow rules before its rules), its rules or JWT step, and its ext_authz step, which
+// fails the route closed (the returned reason) when the shadow rules it reads do not
+// decide as Envoy's.
+func (s *stepsBuilder) add(v verdict) string {
 	if v.shadow != "" {
 		var sh authzShadowJSON
 		if err := json.Unmarshal([]byte(v.shadow), &sh); err == nil {
-			s.shadows = append(s.shadows, sh)
+			s.shadows = append(s.shadows, pendingShadow{authzShadowJSON: sh, at: len(s.list)})
+			s.list = append(s.list, json.RawMessage(mustJSON(sh.Step)))
 		}
+	}
+	if v.rbac != "" {
+		s.list = append(s.list, json.RawMessage(v.rbac))
 	}
 	if v.authz == "" {
 		return ""
 	}
-	var st authzStep
+	var st checkStep
 	if err := json.Unmarshal([]byte(v.authz), &st); err != nil || st.Check == nil {
 		return "ext_authz config cannot be read back"
 	}
 	chk := st.Check
-	if rbacBefore {
-		return "ext_authz filter " + chk.Name + " runs after RBAC rules that " + rbacPluginName +
-			" enforces, and " + extAuthzPluginName + " runs before " + rbacPluginName + "; not translated"
-	}
 	if e := chk.EnabledBy; e != nil {
 		for i := range s.shadows {
 			sh := &s.shadows[i]
-			if sh.Key != e.Key {
+			if sh.Step.Key != e.Key {
 				continue
 			}
 			if sh.Opaque {
-				return "ext_authz filter " + chk.Name + " is enabled by a shadow matcher tree, which amesh does not evaluate; not translated"
+				return "ext_authz filter " + st.Name + " is enabled by a shadow matcher tree, which amesh does not evaluate; not translated"
 			}
 			// The value written is the first matching policy's name: amesh knows it
 			// exactly only when every name decides the same.
 			var first *bool
-			for _, p := range sh.Filter.Policies {
+			for _, p := range sh.Step.Policies {
 				m, ok := rbacStringMatches(e.Str, p.Name)
 				if !ok {
-					return "ext_authz filter " + chk.Name + "'s filter_enabled_metadata is a regex; not translated"
+					return "ext_authz filter " + st.Name + "'s filter_enabled_metadata is a regex; not translated"
 				}
 				m = m != e.Invert
 				if first != nil && *first != m {
-					return "the shadow policies of RBAC filter " + sh.Filter.Name + " enable ext_authz filter " + chk.Name + " for some names only; not translated"
+					return "the shadow policies of RBAC filter " + sh.Step.Name + " enable ext_authz filter " + st.Name + " for some names only; not translated"
 				}
 				first = &m
 			}
-			if !sh.added {
-				sh.added = true
-				s.steps = append(s.steps, json.RawMessage(mustJSON(authzStep{Shadow: &sh.authzShadow})))
-			}
+			sh.read = true
 		}
 	}
-	s.steps = append(s.steps, json.RawMessage(v.authz))
+	s.checks = append(s.checks, len(s.list))
+	s.list = append(s.list, json.RawMessage(v.authz))
 	return ""
+}
+
+// done returns the steps, without the shadow steps no ext_authz step reads.
+func (s *stepsBuilder) done() routeSteps {
+	drop := map[int]bool{}
+	for _, sh := range s.shadows {
+		if !sh.read {
+			drop[sh.at] = true
+		}
+	}
+	if len(drop) == 0 {
+		return routeSteps{list: s.list, checks: s.checks}
+	}
+	var out routeSteps
+	checks := slices.Clone(s.checks)
+	for i, st := range s.list {
+		if drop[i] {
+			continue
+		}
+		if len(checks) > 0 && checks[0] == i {
+			out.checks = append(out.checks, len(out.list))
+			checks = checks[1:]
+		}
+		out.list = append(out.list, st)
+	}
+	return out
 }
 
 // authzUpstream references the base upstream of cluster for an ext_authz step.
@@ -489,29 +528,22 @@ func clusterMayUseTLS(cs *clusterState) bool {
 	return false
 }
 
-// withExtAuthz returns plugins with amesh-ext-authz added, which runs before
-// amesh-rbac, as Istio's CUSTOM filters come before its DENY and ALLOW ones.
-func withExtAuthz(plugins map[string]any, conf extAuthzPluginConf) map[string]any {
-	out := make(map[string]any, len(plugins)+1)
-	maps.Copy(out, plugins)
-	out[extAuthzPluginName] = conf
-	return out
-}
-
 // withUpstreams gives each ext_authz step of steps the upstream of its cluster, through
 // acquire; a cluster that does not exist gets none (the plugin answers as Envoy does
 // when the call fails). It returns why the route fails closed, "" when it does not.
-func withUpstreams(steps []json.RawMessage, acquire func(cluster string) (id string, exists bool, why string)) ([]json.RawMessage, string) {
-	out := make([]json.RawMessage, len(steps))
-	for i, raw := range steps {
-		var st authzStep
-		if err := json.Unmarshal(raw, &st); err != nil || st.Check == nil {
-			out[i] = raw
-			continue
+func withUpstreams(steps routeSteps, acquire func(cluster string) (id string, exists bool, why string)) ([]json.RawMessage, string) {
+	if len(steps.checks) == 0 {
+		return steps.list, ""
+	}
+	out := slices.Clone(steps.list)
+	for _, i := range steps.checks {
+		var st checkStep
+		if err := json.Unmarshal(out[i], &st); err != nil || st.Check == nil {
+			return nil, "ext_authz config cannot be read back"
 		}
 		id, exists, why := acquire(st.Check.Cluster)
 		if why != "" {
-			return nil, fmt.Sprintf("ext_authz filter %s asks cluster %s, %s; not translated", st.Check.Name, st.Check.Cluster, why)
+			return nil, fmt.Sprintf("ext_authz filter %s asks cluster %s, %s; not translated", st.Name, st.Check.Cluster, why)
 		}
 		if exists {
 			st.Check.UpstreamID = id
@@ -521,8 +553,8 @@ func withUpstreams(steps []json.RawMessage, acquire func(cluster string) (id str
 	return out, ""
 }
 
-// extAuthzApprox says what amesh-ext-authz does differently from Envoy.
-const extAuthzApprox = "the plugin calls the server over HTTP/1.1 from nginx (Envoy's async client may use HTTP/2 where the cluster says so), picks an endpoint of the cluster's upstream at random by weight among the highest priority without Envoy's load balancer and outlier state, and answers a request whose :path it cannot normalise as the connection manager does with 403"
+// extAuthzApprox says what the ext_authz step does differently from Envoy.
+const extAuthzApprox = "amesh-rbac calls the server over HTTP/1.1 from nginx (Envoy's async client may use HTTP/2 where the cluster says so), picks an endpoint of the cluster's upstream at random by weight among the highest priority without Envoy's load balancer and outlier state, and answers a request whose :path it cannot normalise as the connection manager does with 403"
 
 // shadowNote is what the report adds about an RBAC filter's shadow rules.
 func shadowNote(shadow string) string {
@@ -530,7 +562,7 @@ func shadowNote(shadow string) string {
 	if err := json.Unmarshal([]byte(shadow), &sh); err != nil {
 		return ""
 	}
-	msg := "; its shadow rules also set the metadata " + sh.Key + ", which ext_authz filters after it may read (" + extAuthzPluginName + " evaluates them then)"
+	msg := "; its shadow rules also set the metadata " + sh.Step.Key + ", which ext_authz filters after it may read (" + rbacPluginName + " evaluates them in filter order when one does)"
 	if len(sh.Gaps) > 0 {
 		msg += "; in them, what amesh cannot evaluate is decided as a match, so the authorization server is asked: " + strings.Join(sh.Gaps, ", ")
 	}

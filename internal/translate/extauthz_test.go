@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -33,6 +34,14 @@ const extAuthzCluster = "outbound|8000||ext-authz.default.svc.cluster.local"
 // by edit when set), and the authorization service's cluster and endpoints.
 func extAuthzSnapshot(t *testing.T, pod string, edit func(*listenerv3.Listener)) *resource.State {
 	t.Helper()
+	return captureSnapshot(t, extAuthzDir, pod, edit)
+}
+
+// captureSnapshot is testdata/istiod/sotw with the inbound listener of pod from
+// capture dir (edited by edit when set) and the authorization service's cluster and
+// endpoints from there.
+func captureSnapshot(t *testing.T, capture, pod string, edit func(*listenerv3.Listener)) *resource.State {
+	t.Helper()
 	dir := t.TempDir()
 	src := istiodDir(t, "sotw")
 	for _, sub := range []string{"lds", "rds", "cds", "eds"} {
@@ -54,7 +63,7 @@ func extAuthzSnapshot(t *testing.T, pod string, edit func(*listenerv3.Listener))
 		}
 	}
 	l := &listenerv3.Listener{}
-	b, err := os.ReadFile(filepath.Join(extAuthzDir, "lds", pod+"-virtualInbound.json"))
+	b, err := os.ReadFile(filepath.Join(capture, "lds", pod+"-virtualInbound.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +79,7 @@ func extAuthzSnapshot(t *testing.T, pod string, edit func(*listenerv3.Listener))
 	files := map[string][]byte{"lds/virtualInbound.json": b}
 	for _, sub := range []string{"cds", "eds"} {
 		name := sub + "/outbound_8000__ext-authz.default.svc.cluster.local.json"
-		if files[name], err = os.ReadFile(filepath.Join(extAuthzDir, name)); err != nil {
+		if files[name], err = os.ReadFile(filepath.Join(capture, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -106,32 +115,56 @@ func inboundRoutes(t *testing.T, objs map[string][]byte) map[string]map[string]a
 	return out
 }
 
-type extAuthzDecoded struct {
-	PortVar       string `json:"port_var"`
-	NormalizePath bool   `json:"normalize_path"`
-	Steps         []authzStep
+// stepDecoded is one step of amesh-rbac's list, whatever its action.
+type stepDecoded struct {
+	rbacEnforced
+	Key   string      `json:"key"`
+	Check *authzCheck `json:"ext_authz"`
+	JWT   *jwtConf    `json:"jwt"`
 }
 
-func extAuthzOf(t *testing.T, r map[string]any) (extAuthzDecoded, bool) {
+type stepsDecoded struct {
+	PortVar       string `json:"port_var"`
+	NormalizePath bool   `json:"normalize_path"`
+	Filters       []stepDecoded
+}
+
+// stepsOf decodes a route's amesh-rbac config with every kind of step.
+func stepsOf(t *testing.T, r map[string]any) (stepsDecoded, bool) {
 	t.Helper()
 	p, _ := r["plugins"].(map[string]any)
-	c, ok := p[extAuthzPluginName]
+	c, ok := p[rbacPluginName]
 	if !ok {
-		return extAuthzDecoded{}, false
+		return stepsDecoded{}, false
 	}
 	b, _ := json.Marshal(c)
-	var d extAuthzDecoded
+	var d stepsDecoded
 	if err := json.Unmarshal(b, &d); err != nil {
 		t.Fatal(err)
 	}
 	return d, true
 }
 
+// actions lists the steps' actions in order.
+func (d stepsDecoded) actions() string {
+	var out []string
+	for _, f := range d.Filters {
+		out = append(out, f.Action)
+	}
+	return strings.Join(out, " ")
+}
+
+// hasExtAuthzStep: the route's amesh-rbac config has an ext_authz step.
+func hasExtAuthzStep(t *testing.T, r map[string]any) bool {
+	d, _ := stepsOf(t, r)
+	return strings.Contains(d.actions(), extAuthzAction)
+}
+
 // istiod's CUSTOM policy (an RBAC filter with shadow rules and an ext_authz filter over
 // HTTP, then DENY's and ALLOW's RBAC filters) becomes, on every inbound route of the
-// workload's port, amesh-ext-authz with the shadow step and then the ext_authz step
-// (every option of the provider in place, the upstream of the service's cluster), and
-// amesh-rbac with DENY then ALLOW; the objects validate; the report says so.
+// workload's port, amesh-rbac's steps in filter order: the shadow step, the ext_authz
+// step (every option of the provider in place, the upstream of the service's cluster),
+// DENY, ALLOW; the objects validate; the report says so.
 func TestIstiodExtAuthz(t *testing.T) {
 	tr := newTracked(Options{})
 	r := tr.Translate(extAuthzSnapshot(t, "productpage", nil))
@@ -156,23 +189,29 @@ func TestIstiodExtAuthz(t *testing.T) {
 		if st, body := abortOf(route); st != 0 && st != 404 {
 			t.Errorf("%s answers %d %q itself", k, st, body)
 		}
-		d, ok := extAuthzOf(t, route)
-		if !ok || len(d.Steps) != 2 || d.Steps[0].Shadow == nil || d.Steps[1].Check == nil {
-			t.Fatalf("%s: amesh-ext-authz %+v, want a shadow step then an ext_authz step", k, d)
+		if p, _ := route["plugins"].(map[string]any); p["amesh-ext-authz"] != nil {
+			t.Errorf("%s carries a plugin of its own for ext_authz: %v", k, p)
 		}
-		sh := d.Steps[0].Shadow
-		if sh.Key != "istio_ext_authz_shadow_effective_policy_id" || sh.Filter.Action != "DENY" || len(sh.Filter.Policies) != 2 ||
-			sh.Filter.Policies[0].Name != "istio-ext-authz-http-authz-ns[default]-policy[custom-admin]-rule[0]" {
+		d, ok := stepsOf(t, route)
+		if !ok || d.actions() != "SHADOW EXT_AUTHZ DENY ALLOW" {
+			t.Fatalf("%s: amesh-rbac %+v, want the shadow step, the ext_authz step, DENY, ALLOW", k, d)
+		}
+		sh := d.Filters[0]
+		if sh.Key != "istio_ext_authz_shadow_effective_policy_id" || sh.Name != "envoy.filters.http.rbac" || len(sh.Policies) != 2 ||
+			sh.Policies[0].Name != "istio-ext-authz-http-authz-ns[default]-policy[custom-admin]-rule[0]" {
 			t.Errorf("%s: shadow step %+v", k, sh)
 		}
-		shadow, _ := json.Marshal(sh.Filter)
+		shadow, _ := json.Marshal(sh.Policies)
 		for _, part := range []string{`"v":"/admin/"`, `"v":"/login"`, `"v":"POST"`, `"v":"/api/"`} {
 			if !strings.Contains(string(shadow), part) {
 				t.Errorf("%s: shadow rules lack %s: %s", k, part, shadow)
 			}
 		}
+		if d.Filters[1].Name != "envoy.filters.http.ext_authz" {
+			t.Errorf("%s: ext_authz step named %q", k, d.Filters[1].Name)
+		}
 		want := &authzCheck{
-			Name: "envoy.filters.http.ext_authz", Cluster: extAuthzCluster, UpstreamID: upID, PathPrefix: "/check", Timeout: 2.5,
+			Cluster: extAuthzCluster, UpstreamID: upID, PathPrefix: "/check", Timeout: 2.5,
 			AllowedHeaders: []rbacString{{Op: "exact", V: "x-ext-authz", ICase: true}, {Op: "prefix", V: "x-user-", ICase: true},
 				{Op: "exact", V: "authorization"}, {Op: "exact", V: ":method"}, {Op: "exact", V: ":path"}, {Op: "exact", V: ":authority"}},
 			HeadersToAdd:    [][2]string{{"x-authz-from", "amesh-test"}},
@@ -182,7 +221,7 @@ func TestIstiodExtAuthz(t *testing.T) {
 			StatusOnError: 503,
 			EnabledBy:     &authzEnabled{Key: "istio_ext_authz_shadow_effective_policy_id", Str: rbacString{Op: "prefix", V: "istio-ext-authz-http-authz"}},
 		}
-		got, _ := json.Marshal(d.Steps[1].Check)
+		got, _ := json.Marshal(d.Filters[1].Check)
 		wantJSON, _ := json.Marshal(want)
 		if string(got) != string(wantJSON) {
 			t.Errorf("%s: ext_authz step\n got %s\nwant %s", k, got, wantJSON)
@@ -190,16 +229,12 @@ func TestIstiodExtAuthz(t *testing.T) {
 		if !d.NormalizePath || d.PortVar == "" {
 			t.Errorf("%s: the connection manager's path options are not the plugin's: %+v", k, d)
 		}
-		rb, ok := rbacOf(t, route)
-		if !ok || len(rb.Filters) != 2 || rb.Filters[0].Action != "DENY" || rb.Filters[1].Action != "ALLOW" {
-			t.Errorf("%s: amesh-rbac %+v, want DENY then ALLOW", k, rb)
-		}
 	}
 	if !findEntry(r.Report, "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.ext_authz]", report.Approximated,
-		"asks cluster "+extAuthzCluster+" over HTTP", "enforced per request by amesh-ext-authz") {
+		"asks cluster "+extAuthzCluster+" over HTTP", "enforced per request by amesh-rbac in HTTP filter order") {
 		t.Errorf("the report does not say how ext_authz is enforced: %v", entriesFor(r.Report, "virtualInbound"))
 	}
-	if !findEntry(r.Report, rbacField, report.Ignored, "istio_ext_authz_shadow_effective_policy_id", "amesh-ext-authz evaluates them") {
+	if !findEntry(r.Report, rbacField, report.Ignored, "istio_ext_authz_shadow_effective_policy_id", "amesh-rbac evaluates them in filter order") {
 		t.Errorf("the report does not say what the shadow rules do: %v", entriesFor(r.Report, "virtualInbound"))
 	}
 }
@@ -253,20 +288,55 @@ func editExtAuthz(t *testing.T, edit func(*extauthzv3.ExtAuthz)) func(*listenerv
 	}
 }
 
-// What amesh-ext-authz cannot do as Envoy does fails the workload's inbound routes
-// closed (403, with the reason in the body): the gRPC provider, an ext_authz filter
-// after RBAC rules amesh-rbac enforces, shadow policies whose names enable the filter
-// for some only, options the plugin does not reproduce, headers the connection manager
-// rewrites, and the authorization service's cluster with TLS.
-func TestExtAuthzFailsClosed(t *testing.T) {
-	swapped := func(l *listenerv3.Listener) {
+// CUSTOM's filters after DENY's (an order istiod does not emit, which Envoy runs as
+// given): amesh-rbac's steps keep the HTTP filter order, DENY, the shadow step, the
+// ext_authz step, ALLOW.
+func TestExtAuthzAfterDENYKeepsOrder(t *testing.T) {
+	// metadata_exchange, CUSTOM rbac, ext_authz, DENY rbac, ...: DENY first.
+	steps, _ := inboundSteps(t, extAuthzSnapshot(t, "productpage", afterCustom(t)))
+	for k, d := range steps {
+		if got := d.actions(); got != "DENY SHADOW EXT_AUTHZ ALLOW" {
+			t.Errorf("%s: steps %s, want DENY SHADOW EXT_AUTHZ ALLOW", k, got)
+		}
+	}
+}
+
+// inboundSteps translates snap and returns the amesh-rbac steps of the inbound routes
+// for productpage's port, checking that the objects validate and that no route answers
+// itself, and the objects.
+func inboundSteps(t *testing.T, snap *resource.State) (map[string]stepsDecoded, map[string][]byte) {
+	t.Helper()
+	tr := newTracked(Options{})
+	tr.Translate(snap)
+	objs := tr.Objects()
+	validateAll(t, objs)
+	out := map[string]stepsDecoded{}
+	for k, route := range inboundRoutes(t, objs) {
+		if st, body := abortOf(route); st != 0 && st != 404 {
+			t.Errorf("%s answers %d %q itself", k, st, body)
+		}
+		out[k], _ = stepsOf(t, route)
+	}
+	return out, objs
+}
+
+// afterCustom moves the HTTP filter after CUSTOM's RBAC and ext_authz filters (the
+// second and third, after istio.metadata_exchange) in front of them.
+func afterCustom(t *testing.T) func(*listenerv3.Listener) {
+	return func(l *listenerv3.Listener) {
 		editHTTPFilters(t, l, func(fs []*hcmv3.HttpFilter) []*hcmv3.HttpFilter {
-			// metadata_exchange, CUSTOM rbac, ext_authz, DENY rbac, ...: DENY first.
 			out := slices.Clone(fs)
 			out[1], out[2], out[3] = fs[3], fs[1], fs[2]
 			return out
 		})
 	}
+}
+
+// What amesh-rbac cannot do as Envoy does fails the workload's inbound routes closed
+// (403, with the reason in the body): the gRPC provider, shadow policies whose names
+// enable the filter for some only, options the plugin does not reproduce, headers the
+// connection manager rewrites, and the authorization service's cluster with TLS.
+func TestExtAuthzFailsClosed(t *testing.T) {
 	mixedNames := func(l *listenerv3.Listener) {
 		editHTTPFilters(t, l, func(fs []*hcmv3.HttpFilter) []*hcmv3.HttpFilter {
 			c := &rbachttpv3.RBAC{}
@@ -290,7 +360,6 @@ func TestExtAuthzFailsClosed(t *testing.T) {
 		body      string
 	}{
 		{"gRPC provider", "reviews", nil, "speaks gRPC"},
-		{"ext_authz after DENY", "productpage", swapped, "runs after RBAC rules that amesh-rbac enforces"},
 		{"shadow names disagree", "productpage", mixedNames, "for some names only"},
 		{"request body", "productpage", editExtAuthz(t, func(c *extauthzv3.ExtAuthz) {
 			c.WithRequestBody = &extauthzv3.BufferSettings{MaxRequestBytes: 100}
@@ -319,8 +388,8 @@ func TestExtAuthzFailsClosed(t *testing.T) {
 				if err := json.Unmarshal(v, &route); err != nil {
 					t.Fatal(err)
 				}
-				if _, ok := extAuthzOf(t, route); ok {
-					t.Errorf("%s carries amesh-ext-authz", k)
+				if hasExtAuthzStep(t, route) {
+					t.Errorf("%s carries an ext_authz step", k)
 				}
 				st, body := abortOf(route)
 				if st == 403 && strings.Contains(body, tc.body) {
@@ -354,5 +423,68 @@ func TestExtAuthzClusterWithTLS(t *testing.T) {
 		if st, body := abortOf(route); st != 403 || !strings.Contains(body, "TLS") {
 			t.Errorf("%s answers %d %q, want 403 for the authorization service's TLS", k, st, body)
 		}
+	}
+}
+
+// jwtExtAuthzDir is istiod's xDS for a RequestAuthentication with CUSTOM, DENY and
+// ALLOW policies (testdata/istiod/jwt-extauthz/README.md).
+const jwtExtAuthzDir = "../../testdata/istiod/jwt-extauthz"
+
+// istiod's filters for a RequestAuthentication next to CUSTOM (one rule on a JWT
+// claim), DENY and ALLOW policies become one amesh-rbac list in HTTP filter order on
+// every inbound route of the workload's port: CUSTOM's shadow step (its claim rule a
+// condition on jwt_authn's payload), the ext_authz step (the authorization service's
+// upstream), the jwt_authn step, DENY, ALLOW; with jwt_authn moved in front of CUSTOM's
+// filters, the jwt_authn step comes first. No route fails closed; the objects validate.
+func TestIstiodJWTExtAuthz(t *testing.T) {
+	// metadata_exchange, CUSTOM rbac, ext_authz, jwt_authn, ...: jwt_authn first.
+	jwtFirst := afterCustom(t)
+	for _, tc := range []struct {
+		name string
+		edit func(*listenerv3.Listener)
+		want string
+	}{
+		{"istiod's order", nil, "SHADOW EXT_AUTHZ JWT DENY ALLOW"},
+		{"jwt_authn first", jwtFirst, "JWT SHADOW EXT_AUTHZ DENY ALLOW"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			all, objs := inboundSteps(t, captureSnapshot(t, jwtExtAuthzDir, "productpage", tc.edit))
+			for k, d := range all {
+				if got := d.actions(); got != tc.want {
+					t.Fatalf("%s: steps %s, want %s", k, got, tc.want)
+				}
+				steps := map[string]stepDecoded{}
+				for _, f := range d.Filters {
+					steps[f.Action] = f
+				}
+				sh := steps["SHADOW"]
+				if sh.Key != "istio_ext_authz_shadow_effective_policy_id" || len(sh.Policies) != 2 ||
+					sh.Policies[1].Name != "istio-ext-authz-http-authz-ns[default]-policy[custom-admin]-rule[1]" {
+					t.Errorf("%s: shadow step %+v", k, sh)
+				}
+				claim, _ := json.Marshal(sh.Policies[1])
+				for _, part := range []string{`"v":"/claims/"`, `"f":"envoy.filters.http.jwt_authn","path":["payload","groups"]`, `"v":"checked"`} {
+					if !strings.Contains(string(claim), part) {
+						t.Errorf("%s: the claim rule lacks %s: %s", k, part, claim)
+					}
+				}
+				if bytes.Contains(claim, []byte(`"const"`)) {
+					t.Errorf("%s: the claim rule is not evaluated on the payload: %s", k, claim)
+				}
+				chk := steps["EXT_AUTHZ"].Check
+				if chk == nil || chk.Cluster != extAuthzCluster || chk.UpstreamID == "" || objs["/upstreams/"+chk.UpstreamID] == nil ||
+					chk.EnabledBy == nil || chk.EnabledBy.Key != sh.Key || chk.StatusOnError != 503 {
+					t.Errorf("%s: ext_authz step %+v", k, chk)
+				}
+				j := steps["JWT"].JWT
+				if j == nil || len(j.Providers) != 1 || j.Providers["origins-0"] == nil || j.Providers["origins-0"].Issuer != "https://issuer.example" ||
+					j.Providers["origins-0"].PayloadMetadata != "payload" || j.Providers["origins-0"].Forward {
+					t.Errorf("%s: jwt_authn step %+v", k, j)
+				}
+				if steps["DENY"].Name != "envoy.filters.http.rbac" || steps["ALLOW"].Name != "envoy.filters.http.rbac" {
+					t.Errorf("%s: DENY %+v, ALLOW %+v", k, steps["DENY"], steps["ALLOW"])
+				}
+			}
+		})
 	}
 }

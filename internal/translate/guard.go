@@ -8,9 +8,10 @@ package translate
 // is a guard: amesh enforces what it decides when that is the same for every request
 // of a route (an RBAC filter without rules allows everything, one that allows no
 // policy denies everything...); an HTTP RBAC filter whose rules depend on the request
-// is enforced per request by the amesh-rbac plugin, which runs the RBAC filters of a
-// route in filter order up to the first guard that refuses the route's requests; and
-// otherwise the routes a guard applies to fail closed:
+// is enforced per request by the amesh-rbac plugin, which runs the RBAC, jwt_authn and
+// ext_authz filters of a route in filter order, as one ordered list of steps, up to the
+// first guard that refuses the route's requests; and otherwise the routes a guard
+// applies to fail closed:
 // 403 for a filter that decides who gets in (RBAC, ext_authz, jwt_authn and code that
 // may refuse requests, as Envoy answers a request it cannot authorize), 500 for any
 // other. Per-route configs (typed_per_filter_config, FilterConfig) that disable,
@@ -62,7 +63,7 @@ type verdict struct {
 	// gaps: some of rbac's conditions are decided as Envoy's worst case.
 	gaps bool
 	// shadow is an RBAC filter's shadow rules and authz an ext_authz filter, as the
-	// JSON of their amesh-ext-authz steps (extauthz.go); deny is false then.
+	// JSON of their amesh-rbac steps (extauthz.go); deny is false then.
 	shadow, authz string
 }
 
@@ -97,10 +98,9 @@ type ctxFilters struct {
 	// noRoute is what the filters decide for a request that matches no route (no
 	// per-route config applies to it); nil when they let it reach the router (404).
 	noRoute *verdict
-	// noRouteRBAC are the RBAC rules enforced before noRoute (or the router's 404).
-	noRouteRBAC []json.RawMessage
-	// noRouteAuthz are the amesh-ext-authz steps enforced before them.
-	noRouteAuthz []json.RawMessage
+	// noRouteSteps are the amesh-rbac steps enforced before noRoute (or the router's
+	// 404).
+	noRouteSteps routeSteps
 	env          rbacEnv
 	// alpn is what Istio's istio.alpn filter sets as the upstream ALPN of HTTP/1.1
 	// requests (see alpnOverride).
@@ -454,18 +454,14 @@ func (a *chainAnalysis) addGuardWhy(g guard, field, why string) {
 
 // finish computes what requests matching no route get, and the signature.
 func (cf *ctxFilters) finish() {
-	var authz authzSteps
+	var steps stepsBuilder
 	for i := range cf.guards {
 		g := &cf.guards[i]
 		if g.network || !g.disabled {
-			if why := authz.add(g.base, len(cf.noRouteRBAC) > 0); why != "" {
+			if why := steps.add(g.base); why != "" {
 				v := g.failClosed(why)
 				cf.noRoute = &v
 				break
-			}
-			cf.noRouteAuthz = authz.steps
-			if g.base.rbac != "" {
-				cf.noRouteRBAC = append(cf.noRouteRBAC, json.RawMessage(g.base.rbac))
 			}
 			if g.base.deny {
 				v := g.base
@@ -474,6 +470,7 @@ func (cf *ctxFilters) finish() {
 			}
 		}
 	}
+	cf.noRouteSteps = steps.done()
 	var b strings.Builder
 	fmt.Fprintf(&b, "%+v;%q;%+v;", cf.env, cf.alpn, cf.xfcc)
 	for _, g := range cf.guards {
@@ -519,31 +516,27 @@ func uniqueSorted(s []string) []string {
 }
 
 // routeVerdict is what the guards decide for the requests of route r, in filter
-// order: the first that refuses them answers, after the RBAC rules of the filters in
-// front of it, which amesh-rbac enforces in that order. It reports per-route configs
-// that play a part.
-func (b *vhostBuilder) routeVerdict(r *routev3.Route, res string) (*verdict, []json.RawMessage, []json.RawMessage) {
+// order: the first that refuses them answers, after the steps (RBAC rules, jwt_authn,
+// shadow rules, ext_authz) of the filters in front of it, which amesh-rbac enforces in
+// that order. It reports per-route configs that play a part.
+func (b *vhostBuilder) routeVerdict(r *routev3.Route, res string) (*verdict, routeSteps) {
 	cf := b.rc.ctx.filters
 	if cf == nil {
-		return nil, nil, nil
+		return nil, routeSteps{}
 	}
-	var rules []json.RawMessage
-	var authz authzSteps
+	var steps stepsBuilder
 	for i := range cf.guards {
 		g := &cf.guards[i]
 		v := b.guardOn(g, r, res)
-		if why := authz.add(v, len(rules) > 0); why != "" {
+		if why := steps.add(v); why != "" {
 			fv := g.failClosed(why)
-			return &fv, rules, authz.steps
-		}
-		if v.rbac != "" {
-			rules = append(rules, json.RawMessage(v.rbac))
+			return &fv, steps.done()
 		}
 		if v.deny {
-			return &v, rules, authz.steps
+			return &v, steps.done()
 		}
 	}
-	return nil, rules, authz.steps
+	return nil, steps.done()
 }
 
 // rbacApprox says what amesh-rbac decides differently from Envoy.

@@ -298,7 +298,7 @@ func TestRBACPerRouteDepending(t *testing.T) {
 // (lua/apisix/plugins/<name>.lua) is the one amesh validates its output against, less
 // APISIX's injected _meta.
 func TestPluginSchemasMatchLua(t *testing.T) {
-	for _, plugin := range []string{rbacPluginName, xfccPluginName, upstream.TLSPlugin, extAuthzPluginName} {
+	for _, plugin := range []string{rbacPluginName, xfccPluginName, upstream.TLSPlugin} {
 		lua, err := os.ReadFile(filepath.Join("..", "..", "lua", "apisix", "plugins", plugin+".lua"))
 		if err != nil {
 			t.Fatal(err)
@@ -394,8 +394,9 @@ func TestIstiodRBACFilter(t *testing.T) {
 
 // APISIX runs a route's plugins of one phase by priority, highest first: amesh's request
 // plugins must run in the order Envoy runs what they stand for: the connection
-// manager's XFCC rewrite before any filter, CUSTOM's ext_authz before the RBAC filters.
-// Equal priorities would leave the order to APISIX's sort.
+// manager's XFCC rewrite before any filter (amesh-rbac runs the jwt_authn, RBAC and
+// ext_authz filters in their own order). Equal priorities would leave the order to
+// APISIX's sort.
 func TestPluginPriorities(t *testing.T) {
 	prio := func(plugin string) int {
 		lua, err := os.ReadFile(filepath.Join("..", "..", "lua", "apisix", "plugins", plugin+".lua"))
@@ -409,7 +410,7 @@ func TestPluginPriorities(t *testing.T) {
 		n, _ := strconv.Atoi(string(m[1]))
 		return n
 	}
-	order := []string{xfccPluginName, extAuthzPluginName, rbacPluginName}
+	order := []string{xfccPluginName, rbacPluginName}
 	for i := 1; i < len(order); i++ {
 		if a, b := prio(order[i-1]), prio(order[i]); a <= b {
 			t.Errorf("%s (priority %d) must run before %s (priority %d)", order[i-1], a, order[i], b)

@@ -300,8 +300,7 @@ type builtRoute struct {
 	upstreamID string
 	plugins    map[string]any
 	websocket  bool
-	rbac       []json.RawMessage // RBAC rules amesh-rbac enforces first, in filter order
-	authz      []json.RawMessage // amesh-ext-authz's steps, before the RBAC rules
+	rbac       []json.RawMessage // the steps amesh-rbac enforces first, in filter order
 }
 
 // failure is why a route answers an error instead of routing.
@@ -331,14 +330,11 @@ func (b *vhostBuilder) build() {
 		br.shape = routeShape{sets: setsOf(br.path), nat: nat}
 		br.exactNat = exact
 		b.conditions(r, br, res)
-		v, rules, authz := b.routeVerdict(r, res)
-		br.rbac = rules
-		if len(authz) > 0 {
-			var why string
-			if br.authz, why = withUpstreams(authz, b.authzUpstream); why != "" {
-				v, br.rbac = &verdict{deny: true, status: 403, reason: why}, nil
-				b.report("route", res, "route", report.Unsupported, why+"; the route answers 403 (fail closed)")
-			}
+		v, steps := b.routeVerdict(r, res)
+		var why string
+		if br.rbac, why = withUpstreams(steps, b.authzUpstream); why != "" {
+			v, br.rbac = &verdict{deny: true, status: 403, reason: why}, nil
+			b.report("route", res, "route", report.Unsupported, why+"; the route answers 403 (fail closed)")
 		}
 		if v != nil {
 			// The filters refuse the route's requests before the router looks at its
@@ -393,9 +389,6 @@ func (b *vhostBuilder) build() {
 			if len(br.rbac) > 0 {
 				obj.Plugins = withRBAC(obj.Plugins, b.rc.ctx.filters.rbacPlugin(br.rbac))
 			}
-			if len(br.authz) > 0 {
-				obj.Plugins = withExtAuthz(obj.Plugins, extAuthzPluginConf{rbacEnv: b.rc.ctx.filters.env, Steps: br.authz})
-			}
 			if len(obj.Vars) == 0 {
 				obj.Vars = nil
 			}
@@ -414,14 +407,11 @@ func (b *vhostBuilder) build() {
 			if v := b.rc.ctx.filters.refuseUnrouted(); v != nil {
 				plugins = abortPlugin(v.status, v.body)
 			}
-			if cf := b.rc.ctx.filters; cf != nil && len(cf.noRouteRBAC) > 0 {
-				plugins = withRBAC(plugins, cf.rbacPlugin(cf.noRouteRBAC))
-			}
-			if cf := b.rc.ctx.filters; cf != nil && len(cf.noRouteAuthz) > 0 {
-				if steps, why := withUpstreams(cf.noRouteAuthz, b.authzUpstream); why != "" {
+			if cf := b.rc.ctx.filters; cf != nil && len(cf.noRouteSteps.list) > 0 {
+				if steps, why := withUpstreams(cf.noRouteSteps, b.authzUpstream); why != "" {
 					plugins = abortPlugin(403, "amesh: "+why+"\n")
 				} else {
-					plugins = withExtAuthz(plugins, extAuthzPluginConf{rbacEnv: cf.env, Steps: steps})
+					plugins = withRBAC(plugins, cf.rbacPlugin(steps))
 				}
 			}
 			b.emit(apisix.Route{

@@ -1,17 +1,18 @@
 -- amesh.ext_authz: Envoy's external authorization filter (envoy.filters.http.ext_authz
 -- with an HTTP service: Istio's AuthorizationPolicy action CUSTOM) in the form amesh's
 -- translator writes (internal/translate/extauthz.go), for the current request. It
--- needs nothing from APISIX and no lua-resty-http: the call is an nginx cosocket, so
--- the amesh-ext-authz plugin runs it in APISIX and test/nginx in stock nginx.
+-- needs nothing from APISIX and no lua-resty-http: the call is an nginx cosocket
+-- (allowed in the rewrite phase), so amesh.rbac runs it as a step (action EXT_AUTHZ)
+-- of amesh-rbac's ordered list in APISIX, and test/nginx in stock nginx.
 --
--- run(conf, upstream_of) runs conf.steps in order (respond(res) answers with a result):
---   shadow     an RBAC filter's shadow rules: when a policy matches, the first (by
---              name) becomes the value of the metadata key (Envoy's RBAC filter writes
---              <shadow_rules_stat_prefix>shadow_effective_policy_id).
---   ext_authz  when enabled_by is absent or the value of its key matches (a missing
---              value does not; invert flips), asks the authorization server:
+-- check(chk, r, upstream_of, ops) is one ext_authz step on amesh.rbac's request state
+-- r (respond(res) answers with its result):
+--   enabled    when enabled_by is absent or the value of its key under the RBAC
+--              filters' metadata (the shadow steps before it wrote it) matches (a
+--              missing value does not; invert flips), it asks the authorization server:
 --                request  the original method, path_prefix .. the :path (normalised as
---                         the connection manager does, query included), no body
+--                         the connection manager does, query included; as the steps
+--                         before it left the request), no body
 --                         (content-length: 0), the request headers allowed_headers
 --                         selects (Envoy's defaults are in the list: authorization,
 --                         :method, :path, :authority as Host; repeated headers joined
@@ -19,7 +20,8 @@
 --                         upstream (upstream_of(id)), the whole call within timeout.
 --                200      the request goes on, with the answer's headers that
 --                         upstream_headers selects set on it and those named in
---                         x-envoy-auth-headers-to-remove removed.
+--                         x-envoy-auth-headers-to-remove removed (through ops, so
+--                         that the steps after it read them).
 --                5xx, no answer, no such upstream
 --                         an error: status_on_error with no body, unless
 --                         failure_mode_allow (then the request goes on).
@@ -27,6 +29,7 @@
 --                         its headers client_headers selects (all but Host without it).
 -- It returns nil to let the request go on, or {status, body, headers} to answer it.
 local rbac = require("amesh.rbac")
+local jwt = require("amesh.jwt")
 local ngx = ngx
 local ngx_var = ngx.var
 local tcp = ngx.socket.tcp
@@ -36,6 +39,10 @@ local ipairs, pairs, type, tonumber, tostring = ipairs, pairs, type, tonumber, t
 local random = math.random
 
 local _M = {}
+
+-- rbac_ns is the dynamic metadata namespace of Envoy's RBAC filters, where a shadow
+-- step writes its effective policy id.
+_M.rbac_ns = "envoy.filters.http.rbac"
 
 local function any_match(list, name)
     for _, m in ipairs(list or {}) do
@@ -84,10 +91,10 @@ local function pick(up)
     return cands[#cands]
 end
 
--- check_request returns the request line's parts and the headers of the
--- authorization request, as Envoy's HTTP client builds it.
-local function check_request(conf, chk)
-    local path, query = rbac.request_path(conf)
+-- check_request returns the authorization request, as Envoy's HTTP client builds it
+-- from the request as the steps before it left it.
+local function check_request(r, chk)
+    local path, query = r:path()
     if not path then
         return nil
     end
@@ -286,43 +293,43 @@ local hop = {
     ["te"] = true, ["trailer"] = true,
 }
 
-local function on_error(chk, why)
-    ngx.log(ngx.WARN, "amesh ext_authz ", chk.name, ": ", why)
+local function on_error(chk, why, ops)
+    ngx.log(ngx.WARN, "amesh ext_authz to cluster ", chk.cluster, ": ", why)
     if chk.failure_mode_allow then
         if chk.failure_mode_allow_header_add then
-            ngx.req.set_header("x-envoy-auth-failure-mode-allowed", "true")
+            ops.set("x-envoy-auth-failure-mode-allowed", "true")
         end
         return nil
     end
     return {status = chk.status_on_error or 403, body = "", headers = {}}
 end
 
-local function check(conf, chk, upstream_of)
-    local req = check_request(conf, chk)
+local function call_server(r, chk, upstream_of, ops)
+    local req = check_request(r, chk)
     if not req then
         return fail_closed("the request's path cannot be normalised as Envoy's connection manager does")
     end
     local deadline = ngx.now() + (chk.timeout or 0)
-    local up = chk.upstream_id and upstream_of(chk.upstream_id)
+    local up = chk.upstream_id and upstream_of and upstream_of(chk.upstream_id)
     if not up then
-        return on_error(chk, "cluster " .. tostring(chk.cluster) .. " has no upstream")
+        return on_error(chk, "no upstream", ops)
     end
     if up.scheme and up.scheme ~= "http" then
         return fail_closed("the authorization service's upstream is not plaintext HTTP")
     end
     local node = pick(up)
     if not node then
-        return on_error(chk, "cluster " .. tostring(chk.cluster) .. " has no endpoint")
+        return on_error(chk, "no endpoint", ops)
     end
     if type(node.metadata) == "table" and node.metadata.amesh_tls then
         return fail_closed("the authorization service's endpoint needs TLS")
     end
     local status, list, body = call(node, up, req, deadline)
     if not status then
-        return on_error(chk, list)
+        return on_error(chk, list, ops)
     end
     if status >= 500 and status <= 599 then
-        return on_error(chk, "status " .. status)
+        return on_error(chk, "status " .. status, ops)
     end
     if status == 200 then
         local remove
@@ -336,11 +343,11 @@ local function check(conf, chk, upstream_of)
                     end
                 end
             elseif any_match(chk.upstream_headers, kv[1]) then
-                ngx.req.set_header(kv[1], kv[2])
+                ops.set(kv[1], kv[2])
             end
         end
         for _, n in ipairs(remove or {}) do
-            ngx.req.clear_header(n)
+            ops.set(n, nil)
         end
         return nil
     end
@@ -363,35 +370,23 @@ local function check(conf, chk, upstream_of)
     return {status = status, body = body, headers = headers}
 end
 
-function _M.run(conf, upstream_of)
-    local md = {}
-    for _, step in ipairs(conf.steps or {}) do
-        local sh = step.shadow
-        if sh then
-            local name = rbac.first_match(conf, sh.filter)
-            if name then
-                md[sh.key] = name
-            end
-        else
-            local chk = step.ext_authz
-            local on = true
-            local e = chk.enabled_by
-            if e then
-                local v = md[e.key]
-                on = v ~= nil and rbac.str_match(e.str, v) == true
-                if e.invert then
-                    on = not on
-                end
-            end
-            if on then
-                local res = check(conf, chk, upstream_of)
-                if res then
-                    return res, chk.name
-                end
-            end
+function _M.check(chk, r, upstream_of, ops)
+    local e = chk.enabled_by
+    if e then
+        local md = r.meta[_M.rbac_ns]
+        local v = md and md[e.key]
+        local on = v ~= nil and rbac.str_match(e.str, v) == true
+        if e.invert then
+            on = not on
+        end
+        if not on then
+            return nil
         end
     end
-    return nil
+    ops = ops or jwt.nginx_ops
+    local res = call_server(r, chk, upstream_of, ops)
+    r:headers_changed()
+    return res
 end
 
 -- respond answers the request with res (a run result). A header the answer repeats

@@ -544,8 +544,9 @@ local function good(r, ops, p, jwt, tok)
         if tok.loc.name then
             ops.set(tok.loc.name, nil)
         else
-            local q = query_of(ngx.var.request_uri or "") or ""
-            ops.set_args(remove_param(q, tok.loc.param))
+            local q = r.args or query_of(ngx.var.request_uri or "") or ""
+            r.args = remove_param(q, tok.loc.param)
+            ops.set_args(r.args)
         end
     end
     r:headers_changed()

@@ -6,9 +6,13 @@
 -- decide(conf) runs the filters in order, as Envoy runs its RBAC filters in HTTP
 -- filter order, and returns the name of the first filter that denies the request
 -- (and the policy that matched, for DENY), or nil when every filter lets it through.
--- A jwt_authn filter (action JWT) runs amesh.jwt in its place in that order; its
--- verified payloads are the dynamic metadata that the "meta" conditions of the RBAC
--- filters after it read (Istio's requestPrincipals and request.auth.claims).
+-- The other filters Envoy runs in that order are steps of the same list, on the same
+-- request state: a jwt_authn filter (action JWT) runs amesh.jwt, whose verified
+-- payloads are the dynamic metadata that the "meta" conditions of the steps after it
+-- read (Istio's requestPrincipals and request.auth.claims); an RBAC filter's shadow
+-- rules (action SHADOW) write the name of the first policy that matches as the RBAC
+-- filters' metadata under their key; an ext_authz filter (action EXT_AUTHZ) runs
+-- amesh.ext_authz, which reads that metadata and may ask the authorization server.
 --
 -- Request attributes, as Envoy's RBAC filter sees them:
 --   url_path   the :path after the connection manager's normalisation, without query
@@ -45,6 +49,8 @@ local concat = table.concat
 local tonumber, type, ipairs = tonumber, type, ipairs
 local setmetatable, next = setmetatable, next
 local jwt = require("amesh.jwt")
+-- amesh.ext_authz, which requires this module, is loaded when a step needs it.
+local ext_authz
 
 local _M = {}
 
@@ -290,9 +296,14 @@ end
 local req_mt = {}
 req_mt.__index = req_mt
 
+-- path returns the normalised path and the query; args, when a jwt_authn step has
+-- removed a token from the query, is the query the steps after it see.
 function req_mt:path()
     if self.path_read == nil then
         local p, q = request_path(self.conf)
+        if p and self.args ~= nil then
+            q = self.args ~= "" and "?" .. self.args or ""
+        end
         self.path_read = p or false
         self.query = q
     end
@@ -664,36 +675,49 @@ local function matched(f, r)
 end
 
 -- decide runs the steps; a jwt_authn step ("JWT") that refuses the request returns
--- its name, nil and Envoy's response (amesh.jwt). ops changes the request for the
--- jwt_authn steps (nginx's API by default).
-function _M.decide(conf, ops)
+-- its name, nil and Envoy's response (amesh.jwt: {status, body, www_authenticate}),
+-- an ext_authz step ("EXT_AUTHZ") that answers it its name, nil and the answer
+-- (amesh.ext_authz: {status, body, headers}). ops changes the request for those steps
+-- (nginx's API by default); upstream_of(id) returns the APISIX upstream an ext_authz
+-- step names.
+function _M.decide(conf, ops, upstream_of)
     local r = setmetatable({conf = conf, addrs = {}, meta = {}}, req_mt)
     for _, f in ipairs(conf.filters or {}) do
-        if f.action == "JWT" then
+        local action = f.action
+        if action == "JWT" then
             local resp = jwt.run(f, r, ops or jwt.nginx_ops)
             if resp then
                 return f.name, nil, resp
             end
-            goto continue
-        end
-        local policy = matched(f, r)
-        if f.action == "DENY" then
-            if policy then
-                return f.name, policy
+        elseif action == "SHADOW" then
+            local id = matched(f, r)
+            if id then
+                ext_authz = ext_authz or require("amesh.ext_authz")
+                local md = r.meta[ext_authz.rbac_ns]
+                if not md then
+                    md = {}
+                    r.meta[ext_authz.rbac_ns] = md
+                end
+                md[f.key] = id
             end
-        elseif not policy then
-            return f.name
+        elseif action == "EXT_AUTHZ" then
+            ext_authz = ext_authz or require("amesh.ext_authz")
+            local resp = ext_authz.check(f.ext_authz, r, upstream_of, ops)
+            if resp then
+                return f.name, nil, resp
+            end
+        else
+            local policy = matched(f, r)
+            if action == "DENY" then
+                if policy then
+                    return f.name, policy
+                end
+            elseif not policy then
+                return f.name
+            end
         end
-        ::continue::
     end
     return nil
-end
-
--- first_match returns the name of the first policy of f (a filter in conf.filters'
--- form) that matches the current request, read afresh with conf's attributes, or nil:
--- the value Envoy's RBAC filter writes as the effective policy id of its shadow rules.
-function _M.first_match(conf, f)
-    return matched(f, setmetatable({conf = conf, addrs = {}}, req_mt))
 end
 
 -- str_match is Envoy's StringMatcher (the translator's form) on v; nil when a regex

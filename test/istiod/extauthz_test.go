@@ -56,6 +56,26 @@ const ppPort, rvPort = 19080, 9080
 // extAuthzCluster is the HTTP provider's cluster.
 const extAuthzCluster = "outbound|8000||ext-authz.default.svc.cluster.local"
 
+// withExtAuthzProviders gives istiod's mesh configuration extAuthzProviders until the
+// test ends.
+func withExtAuthzProviders(t *testing.T) {
+	t.Helper()
+	if err := env.istiod.SetMeshExtra(extAuthzProviders); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.istiod.SetMeshExtra(""); err != nil {
+			t.Error(err)
+		}
+	})
+	waitUntil(t, "istiod's mesh configuration with the extension providers", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		b, err := env.istiod.Debug(ctx, "mesh")
+		return err == nil && strings.Contains(string(b), "grpc-authz")
+	})
+}
+
 // httpFilterTypes lists the names and types of the HTTP filters of l's plaintext HTTP
 // chain for the workload's port, in order.
 func httpFilterTypes(l *listenerv3.Listener, port uint32) []string {
@@ -96,20 +116,7 @@ func hasFilterType(l *listenerv3.Listener, port uint32, typ string) bool {
 // translation's tests read.
 func TestExtAuthzShapes(t *testing.T) {
 	requireEnv(t)
-	if err := env.istiod.SetMeshExtra(extAuthzProviders); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.istiod.SetMeshExtra(""); err != nil {
-			t.Error(err)
-		}
-	})
-	waitUntil(t, "istiod's mesh configuration with the extension providers", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		b, err := env.istiod.Debug(ctx, "mesh")
-		return err == nil && strings.Contains(string(b), "grpc-authz")
-	})
+	withExtAuthzProviders(t)
 	objs, err := readObjects("extauthz.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -173,9 +180,16 @@ func TestExtAuthzShapes(t *testing.T) {
 		"cds/" + fileName(extAuthzCluster):    marshalIndent(t, ppRaw[typeCluster][extAuthzCluster]),
 		"eds/" + fileName(extAuthzCluster):    marshalIndent(t, ppRaw[typeCLA][extAuthzCluster]),
 	}
+	goldenFiles(t, extAuthzGolden, files, *updateExtAuthz, "-update-extauthz")
+}
+
+// goldenFiles writes files (path under dir -> content) when update is set, and
+// otherwise compares each with its golden copy as JSON; flag names the update flag.
+func goldenFiles(t *testing.T, dir string, files map[string][]byte, update bool, flag string) {
+	t.Helper()
 	for name, b := range files {
-		path := filepath.Join(extAuthzGolden, name)
-		if *updateExtAuthz {
+		path := filepath.Join(dir, name)
+		if update {
 			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -186,7 +200,7 @@ func TestExtAuthzShapes(t *testing.T) {
 		}
 		golden, err := os.ReadFile(path)
 		if err != nil || !sameJSON(golden, b) {
-			t.Errorf("istiod's %s is not %s (%v; run with -update-extauthz):\n%s", name, path, err, b)
+			t.Errorf("istiod's %s is not %s (%v; run with %s):\n%s", name, path, err, flag, b)
 		}
 	}
 }

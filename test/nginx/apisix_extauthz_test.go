@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -24,7 +25,16 @@ import (
 // istiod's), the DENY and the ALLOW RBAC filters.
 func istiodCustomFilters(t *testing.T, cluster string) []*hcmv3.HttpFilter {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "istiod", "extauthz", "lds", "productpage-virtualInbound.json"))
+	return captureFilters(t, "extauthz", 4, cluster, nil)
+}
+
+// captureFilters returns the n HTTP filters after istio.metadata_exchange of the
+// plaintext chain for 19080 of productpage's inbound listener in
+// testdata/istiod/<capture>, changed by edit (when set), with the ext_authz filter
+// asking cluster instead of istiod's.
+func captureFilters(t *testing.T, capture string, n int, cluster string, edit func([]*hcmv3.HttpFilter) []*hcmv3.HttpFilter) []*hcmv3.HttpFilter {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "istiod", capture, "lds", "productpage-virtualInbound.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,18 +51,32 @@ func istiodCustomFilters(t *testing.T, cluster string) []*hcmv3.HttpFilter {
 			if err != nil || h == nil {
 				continue
 			}
-			fs := h.GetHttpFilters()[1:5]
-			c := &extauthzv3.ExtAuthz{}
-			if err := fs[1].GetTypedConfig().UnmarshalTo(c); err != nil {
-				t.Fatalf("istiod's second filter is not ext_authz: %v", err)
+			fs := h.GetHttpFilters()
+			if edit != nil {
+				fs = edit(fs)
 			}
-			c.GetHttpService().GetServerUri().HttpUpstreamType = &corev3.HttpUri_Cluster{Cluster: cluster}
-			a, err := anypb.New(c)
-			if err != nil {
-				t.Fatal(err)
+			fs = slices.Clone(fs[1 : 1+n])
+			found := false
+			for i, hf := range fs {
+				c := &extauthzv3.ExtAuthz{}
+				if hf.GetName() != "envoy.filters.http.ext_authz" {
+					continue
+				}
+				if err := hf.GetTypedConfig().UnmarshalTo(c); err != nil {
+					t.Fatalf("istiod's ext_authz filter: %v", err)
+				}
+				c.GetHttpService().GetServerUri().HttpUpstreamType = &corev3.HttpUri_Cluster{Cluster: cluster}
+				a, err := anypb.New(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				fs[i] = proto.Clone(hf).(*hcmv3.HttpFilter)
+				fs[i].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}
+				found = true
 			}
-			fs[1] = proto.Clone(fs[1]).(*hcmv3.HttpFilter)
-			fs[1].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}
+			if !found {
+				t.Fatalf("no ext_authz filter among %v", fs)
+			}
 			return fs
 		}
 	}
@@ -60,9 +84,8 @@ func istiodCustomFilters(t *testing.T, cluster string) []*hcmv3.HttpFilter {
 	return nil
 }
 
-// istiod's CUSTOM, DENY and ALLOW filters in real APISIX, with amesh-ext-authz and
-// amesh-rbac loaded by APISIX and a real HTTP authorization server behind an EDS
-// cluster: a request under the CUSTOM rules the server allows reaches the backend, one
+// istiod's CUSTOM, DENY and ALLOW filters in real APISIX, enforced by amesh-rbac with a
+// real HTTP authorization server behind an EDS cluster: a request under the CUSTOM rules the server allows reaches the backend, one
 // it denies gets its status and body, one outside the rules never reaches the server,
 // DENY's path gets RBAC's 403, and with the server gone the CUSTOM paths answer
 // statusOnError (503).

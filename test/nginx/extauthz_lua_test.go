@@ -25,8 +25,8 @@ import (
 	"github.com/amesh-dev/amesh/internal/translate"
 )
 
-// extAuthzNginxConf is stock nginx running amesh.ext_authz then amesh.rbac (through
-// extauthzcheck.lua) in front of a handler that echoes the request's headers.
+// extAuthzNginxConf is stock nginx running amesh.rbac's steps, ext_authz's among them
+// (through extauthzcheck.lua), in front of a handler that echoes the request's headers.
 const extAuthzNginxConf = stockLuaNginx + `
     server {
         listen 127.0.0.1:{{.Port}};
@@ -108,11 +108,21 @@ func (s *authzServer) taken() []authzCall {
 
 // istiodExtAuthzConfs translates the productpage sidecar's inbound listener istiod
 // sends for CUSTOM, DENY and ALLOW policies (testdata/istiod/extauthz) and returns
-// the amesh-ext-authz and amesh-rbac configs of an inbound route, both validated
-// against the plugins' schemas, and the authorization service's upstream id.
-func istiodExtAuthzConfs(t *testing.T) (extAuthz, rbac map[string]any, upID string) {
+// the amesh-rbac config of an inbound route, validated against the plugin's schema,
+// and the authorization service's upstream id.
+func istiodExtAuthzConfs(t *testing.T) (rbac map[string]any, upID string) {
 	t.Helper()
-	dir := filepath.Join("..", "..", "testdata", "istiod", "extauthz")
+	return inboundRBACConf(t, "extauthz", nil)
+}
+
+// inboundRBACConf translates productpage's inbound listener of the capture
+// testdata/istiod/<capture> (edited by edit when set) with the authorization service's
+// cluster and endpoints, and returns the amesh-rbac config of an inbound route for
+// 19080, validated against the plugin's schema, and the upstream id its ext_authz step
+// names.
+func inboundRBACConf(t *testing.T, capture string, edit func(*listenerv3.Listener)) (rbac map[string]any, upID string) {
+	t.Helper()
+	dir := filepath.Join("..", "..", "testdata", "istiod", capture)
 	read := func(name string, m proto.Message) proto.Message {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
@@ -124,9 +134,13 @@ func istiodExtAuthzConfs(t *testing.T) (extAuthz, rbac map[string]any, upID stri
 		return m
 	}
 	const cluster = "outbound_8000__ext-authz.default.svc.cluster.local.json"
+	l := read("lds/productpage-virtualInbound.json", &listenerv3.Listener{}).(*listenerv3.Listener)
+	if edit != nil {
+		edit(l)
+	}
 	// Inbound routes need the original destination's port; the default variable's.
 	objs := expectedWith(t, resourcesOf(
-		read("lds/productpage-virtualInbound.json", &listenerv3.Listener{}),
+		l,
 		read("cds/"+cluster, &clusterv3.Cluster{}),
 		read("eds/"+cluster, &endpointv3.ClusterLoadAssignment{}),
 	), translate.Options{})
@@ -145,26 +159,35 @@ func istiodExtAuthzConfs(t *testing.T) (extAuthz, rbac map[string]any, upID stri
 		if err := json.Unmarshal([]byte(objs[k]), &r); err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range []string{"amesh-ext-authz", "amesh-rbac"} {
-			if err := schema.ValidatePlugin(p, r.Plugins[p]); err != nil {
-				t.Fatalf("%s: %s does not validate: %v\n%s", k, p, err, r.Plugins[p])
-			}
+		if err := schema.ValidatePlugin("amesh-rbac", r.Plugins["amesh-rbac"]); err != nil {
+			t.Fatalf("%s: amesh-rbac does not validate: %v\n%s", k, err, r.Plugins["amesh-rbac"])
 		}
-		if err := json.Unmarshal(r.Plugins["amesh-ext-authz"], &extAuthz); err != nil {
-			t.Fatal(err)
+		if _, ok := r.Plugins["amesh-ext-authz"]; ok {
+			t.Fatalf("%s has a plugin of its own for ext_authz", k)
 		}
 		if err := json.Unmarshal(r.Plugins["amesh-rbac"], &rbac); err != nil {
 			t.Fatal(err)
 		}
-		steps := extAuthz["steps"].([]any)
-		upID, _ = steps[len(steps)-1].(map[string]any)["ext_authz"].(map[string]any)["upstream_id"].(string)
+		upID, _ = checkOf(rbac)["upstream_id"].(string)
 		if upID == "" || objs["/upstreams/"+upID] == "" {
-			t.Fatalf("the ext_authz step names no upstream the translation has: %v", steps)
+			t.Fatalf("the ext_authz step names no upstream the translation has: %v", rbac)
 		}
-		return extAuthz, rbac, upID
+		return rbac, upID
 	}
 	t.Fatalf("no inbound route for 19080 among %v", keys)
-	return nil, nil, ""
+	return nil, ""
+}
+
+// checkOf returns the ext_authz config of the EXT_AUTHZ step of an amesh-rbac config.
+func checkOf(rbac map[string]any) map[string]any {
+	fs, _ := rbac["filters"].([]any)
+	for _, f := range fs {
+		if m, _ := f.(map[string]any); m["action"] == "EXT_AUTHZ" {
+			c, _ := m["ext_authz"].(map[string]any)
+			return c
+		}
+	}
+	return nil
 }
 
 type extAuthzNginx struct {
@@ -172,21 +195,19 @@ type extAuthzNginx struct {
 	cases string
 }
 
-// writeCase writes case c: the ext_authz config edited by edit (nil: as translated),
-// the RBAC config, and the authorization service's upstream with the one endpoint
-// addr (the Go server's, or a closed port).
-func (n *extAuthzNginx) writeCase(t *testing.T, c string, extAuthz, rbac map[string]any, upID string, addr *net.TCPAddr, edit func(chk map[string]any)) {
+// writeCase writes case c: the amesh-rbac config with its ext_authz step edited by
+// edit (nil: as translated), and the authorization service's upstream with the one
+// endpoint addr (the Go server's, or a closed port).
+func (n *extAuthzNginx) writeCase(t *testing.T, c string, rbac map[string]any, upID string, addr *net.TCPAddr, edit func(chk map[string]any)) {
 	t.Helper()
-	b, _ := json.Marshal(extAuthz)
+	b, _ := json.Marshal(rbac)
 	var conf map[string]any
 	json.Unmarshal(b, &conf)
-	steps := conf["steps"].([]any)
 	if edit != nil {
-		edit(steps[len(steps)-1].(map[string]any)["ext_authz"].(map[string]any))
+		edit(checkOf(conf))
 	}
 	doc := map[string]any{
-		"ext_authz": conf,
-		"rbac":      rbac,
+		"rbac": conf,
 		"upstreams": map[string]any{upID: map[string]any{
 			"nodes":   []any{map[string]any{"host": addr.IP.String(), "port": addr.Port, "weight": 1}},
 			"timeout": map[string]any{"connect": 1, "send": 10, "read": 10},
@@ -249,7 +270,7 @@ func echoed(t *testing.T, r extAuthzResp) map[string]any {
 // with Envoy's outcomes.
 func TestExtAuthzLua(t *testing.T) {
 	requireNginx(t)
-	extAuthz, rbac, upID := istiodExtAuthzConfs(t)
+	rbac, upID := istiodExtAuthzConfs(t)
 	srv := startAuthzServer(t)
 	closed := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: freePort(t)}
 	prefix := t.TempDir()
@@ -257,11 +278,11 @@ func TestExtAuthzLua(t *testing.T) {
 	if err := os.Mkdir(n.cases, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	n.writeCase(t, "istiod", extAuthz, rbac, upID, srv.addr, nil)
-	n.writeCase(t, "down", extAuthz, rbac, upID, closed, nil)
-	n.writeCase(t, "down-open", extAuthz, rbac, upID, closed, func(c map[string]any) { c["failure_mode_allow"] = true })
-	n.writeCase(t, "short", extAuthz, rbac, upID, srv.addr, func(c map[string]any) { c["timeout"] = 0.3 })
-	n.writeCase(t, "short-open", extAuthz, rbac, upID, srv.addr, func(c map[string]any) {
+	n.writeCase(t, "istiod", rbac, upID, srv.addr, nil)
+	n.writeCase(t, "down", rbac, upID, closed, nil)
+	n.writeCase(t, "down-open", rbac, upID, closed, func(c map[string]any) { c["failure_mode_allow"] = true })
+	n.writeCase(t, "short", rbac, upID, srv.addr, func(c map[string]any) { c["timeout"] = 0.3 })
+	n.writeCase(t, "short-open", rbac, upID, srv.addr, func(c map[string]any) {
 		c["timeout"], c["failure_mode_allow"], c["failure_mode_allow_header_add"] = 0.3, true, true
 	})
 	startStockNginx(t, prefix, extAuthzNginxConf, map[string]any{"Port": n.port, "Cases": n.cases}, n.port)

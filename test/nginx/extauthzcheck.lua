@@ -1,9 +1,11 @@
--- extauthzcheck: runs amesh.ext_authz (lua/amesh/ext_authz.lua) and then amesh.rbac in
--- stock nginx for extauthz_lua_test.go, as APISIX runs amesh-ext-authz before
--- amesh-rbac. The request names its case in x-case; <dir>/<case>.json holds the
--- translator's configs {"ext_authz": ..., "rbac": ..., "upstreams": {id: upstream}}.
--- A request the authorization answers gets its answer; one RBAC denies gets 403 "RBAC:
--- access denied" and x-rbac-filter.
+-- extauthzcheck: runs amesh.rbac (lua/amesh/rbac.lua) with its JWT, shadow and
+-- ext_authz steps (amesh.jwt, amesh.ext_authz) in stock nginx for extauthz_lua_test.go
+-- and jwt_extauthz_test.go, as the amesh-rbac plugin runs them in APISIX. The request
+-- names its case in x-case; <dir>/<case>.json holds the translator's amesh-rbac config
+-- and the upstreams its ext_authz steps name: {"rbac": ..., "upstreams": {id: upstream}}.
+-- An ext_authz step's answer is the client's; a refused JWT gets jwt_authn's answer
+-- (status, body, www-authenticate); a request RBAC denies gets 403 "RBAC: access denied";
+-- each with the step that answered in x-rbac-filter.
 local cjson = require("cjson.safe")
 local ext_authz = require("amesh.ext_authz")
 local rbac = require("amesh.rbac")
@@ -12,14 +14,23 @@ local _M = {}
 
 function _M.run(dir)
     local conf = require("rbaccheck").case_conf(dir, "http_x_case")
-    local res = ext_authz.run(conf.ext_authz, function(id) return conf.upstreams[id] end)
-    if res then
-        return ext_authz.respond(res)
+    local filter, _, resp = rbac.decide(conf.rbac, nil, function(id) return conf.upstreams[id] end)
+    if filter then
+        ngx.header["x-rbac-filter"] = filter
     end
-    local filter = conf.rbac and rbac.decide(conf.rbac)
+    if resp and resp.headers then
+        return ext_authz.respond(resp)
+    end
+    if resp then
+        ngx.status = resp.status
+        if resp.www_authenticate then
+            ngx.header["www-authenticate"] = resp.www_authenticate
+        end
+        ngx.print(resp.body)
+        return ngx.exit(resp.status)
+    end
     if filter then
         ngx.status = 403
-        ngx.header["x-rbac-filter"] = filter
         ngx.print(rbac.deny_body)
         return ngx.exit(403)
     end

@@ -13,7 +13,7 @@ docker/sidecar/Dockerfile.
   "CLUSTER_DOMAIN" "PROXY_CONFIG" "ISTIO_VERSION" "ISTIO_META_APP_CONTAINERS" "GOMAXPROCS" -}}
 {{- $envs = concat $envs .Values.apisix.extraEnvs | uniq -}}
 {{- $plugins := list "traffic-split" "redirect" "mocking" "fault-injection" "cors" "proxy-mirror"
-  "proxy-rewrite" "response-rewrite" "amesh-original-dst" "amesh-rbac" "amesh-ext-authz" "amesh-upstream-tls" "amesh-xfcc" -}}
+  "proxy-rewrite" "response-rewrite" "amesh-original-dst" "amesh-rbac" "amesh-upstream-tls" "amesh-xfcc" -}}
 {{- $plugins = concat $plugins .Values.apisix.extraPlugins | uniq -}}
 {{- $sockets := include "amesh.socketDir" . -}}
 {{- $dicts := printf "lua_shared_dict xds-config %s;\n    lua_shared_dict xds-config-version %s" .Values.apisix.xdsConfigSize .Values.apisix.xdsConfigVersionSize -}}

@@ -142,12 +142,12 @@ end
 
 -- check combines a kind's schema and checker, as APISIX's providers apply them. An
 -- object naming one of amesh's plugins that APISIX has not enabled answers every
--- request itself instead (fault-injection's abort: 403 for amesh-rbac and
--- amesh-ext-authz, which decide who gets in, 500 for the
--- others), so that it fails closed rather than runs without the plugin. That applies to
--- the kinds whose plugins run in the http subsystem, and there only: a stream route's
--- plugins are stream plugins, and amesh's stream router closes the connections of a
--- route whose amesh plugin is not enabled (apisix/stream/router/ip_port.lua).
+-- request itself instead (fault-injection's abort: 403 for amesh-rbac, which decides
+-- who gets in, 500 for the others), so that it fails closed rather than runs without
+-- the plugin. That applies to the kinds whose plugins run in the http subsystem, and
+-- there only: a stream route's plugins are stream plugins, and amesh's stream router
+-- closes the connections of a route whose amesh plugin is not enabled
+-- (apisix/stream/router/ip_port.lua).
 local function check_of(item_schema, checker, own_plugins)
     if not item_schema and not checker then
         return nil
@@ -182,7 +182,7 @@ local function check_of(item_schema, checker, own_plugins)
             return false, "plugin " .. missing .. " is not enabled, nor fault-injection"
         end
         value.plugins = {["fault-injection"] = {abort = {
-            http_status = (missing == "amesh-rbac" or missing == "amesh-ext-authz") and 403 or 500,
+            http_status = missing == "amesh-rbac" and 403 or 500,
             body = "amesh: plugin " .. missing .. " is not enabled in APISIX\n",
         }}}
         return check(value, key)

@@ -1,23 +1,41 @@
 -- amesh-rbac: enforces Envoy's RBAC filters (envoy.filters.http.rbac, actions ALLOW
--- and DENY: Istio's AuthorizationPolicy) and jwt_authn filters (action JWT: Istio's
--- RequestAuthentication, internal/translate/jwt.go, lua/amesh/jwt.lua) on a route, as
--- the translator emits them (internal/translate/rbacrules.go): the filters in HTTP
--- filter order, each with its policies or its JWT requirement. The first filter that
--- denies the request answers 403 "RBAC: access denied", Envoy's answer; a JWT
--- failure answers as Envoy's jwt_authn (401 or 403 with its status text and
--- www-authenticate). amesh adds it to the routes the filters guard; it must be in
--- config.yaml's `plugins` (the chart's APISIX config lists it).
+-- and DENY: Istio's AuthorizationPolicy), jwt_authn filters (action JWT: Istio's
+-- RequestAuthentication, internal/translate/jwt.go, lua/amesh/jwt.lua) and ext_authz
+-- filters with the RBAC shadow rules that enable them (actions SHADOW and EXT_AUTHZ:
+-- Istio's action CUSTOM, internal/translate/extauthz.go, lua/amesh/ext_authz.lua) on a
+-- route, as the translator emits them (internal/translate/rbacrules.go): one list of
+-- steps in HTTP filter order, run on one request state, so that each sees what the
+-- steps before it did (a JWT step's payload, a shadow step's policy id, the headers
+-- an allowed check set). The first RBAC filter that denies the request answers 403
+-- "RBAC: access denied", Envoy's answer; a JWT failure answers as Envoy's jwt_authn
+-- (401 or 403 with its status text and www-authenticate); an ext_authz check answers
+-- with the authorization server's denial or its status_on_error. amesh adds it to the
+-- routes the filters guard; it must be in config.yaml's `plugins` (the chart's APISIX
+-- config lists it).
 --
 -- It runs in the rewrite phase with a priority above every plugin amesh sets on a
 -- route (fault-injection's abort, 11000, answers in the same phase), as Envoy's RBAC
 -- filters run before the router acts on the route. The evaluation is amesh.rbac,
--- which needs nothing from APISIX.
+-- which needs nothing from APISIX; an ext_authz step reaches the authorization server
+-- through the APISIX upstream of the filter's cluster (server_uri.cluster), which the
+-- translator references, with a cosocket.
+--
+-- APISIX's forward-auth plugin does not do what Envoy's ext_authz does: it sends a fixed
+-- URI with X-Forwarded-* headers instead of the original method and path_prefix +
+-- :path, takes any status below 300 as allowed and passes a 5xx on to the client,
+-- clears configured upstream headers the answer lacks, names headers exactly instead of
+-- by Envoy's string matchers, resolves a host name instead of a cluster's endpoints,
+-- runs in the access phase, after this plugin, and needs lua-resty-http, which Debian's
+-- nginx lacks.
 --
 -- The schema below is also internal/apisix/schema/schemas/plugins/amesh-rbac.json
 -- (with APISIX's injected _meta), against which amesh's tests validate what the
 -- translator emits; a test checks that the two agree.
 local core = require("apisix.core")
 local rbac = require("amesh.rbac")
+local ext_authz = require("amesh.ext_authz")
+
+local tostring = tostring
 
 local plugin_name = "amesh-rbac"
 
@@ -37,7 +55,7 @@ local schema = core.json.decode([==[
         "type": "object",
         "properties": {
           "name": {"type": "string"},
-          "action": {"type": "string", "enum": ["ALLOW", "DENY", "JWT"]},
+          "action": {"type": "string", "enum": ["ALLOW", "DENY", "JWT", "SHADOW", "EXT_AUTHZ"]},
           "policies": {
             "type": "array",
             "items": {
@@ -51,7 +69,9 @@ local schema = core.json.decode([==[
               "additionalProperties": false
             }
           },
-          "jwt": {"$ref": "#/definitions/jwt"}
+          "jwt": {"$ref": "#/definitions/jwt"},
+          "key": {"type": "string", "minLength": 1},
+          "ext_authz": {"$ref": "#/definitions/ext_authz"}
         },
         "required": ["name", "action"],
         "additionalProperties": false
@@ -209,6 +229,37 @@ local schema = core.json.decode([==[
       "required": ["keys", "skew"],
       "additionalProperties": false
     },
+    "ext_authz": {
+      "type": "object",
+      "properties": {
+        "cluster": {"type": "string", "minLength": 1},
+        "upstream_id": {"type": "string", "minLength": 1},
+        "path_prefix": {"type": "string"},
+        "timeout": {"type": "number", "minimum": 0.001},
+        "allowed_headers": {"type": "array", "items": {"$ref": "#/definitions/string_matcher"}},
+        "headers_to_add": {
+          "type": "array",
+          "items": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}
+        },
+        "upstream_headers": {"type": "array", "items": {"$ref": "#/definitions/string_matcher"}},
+        "client_headers": {"type": "array", "items": {"$ref": "#/definitions/string_matcher"}},
+        "status_on_error": {"type": "integer", "minimum": 100, "maximum": 599},
+        "failure_mode_allow": {"type": "boolean"},
+        "failure_mode_allow_header_add": {"type": "boolean"},
+        "enabled_by": {
+          "type": "object",
+          "properties": {
+            "key": {"type": "string", "minLength": 1},
+            "str": {"$ref": "#/definitions/string_matcher"},
+            "invert": {"type": "boolean"}
+          },
+          "required": ["key", "str"],
+          "additionalProperties": false
+        }
+      },
+      "required": ["cluster", "timeout", "allowed_headers", "status_on_error"],
+      "additionalProperties": false
+    },
     "jwt_requirement": {
       "type": "object",
       "properties": {
@@ -255,8 +306,21 @@ local function ops_for(ctx)
 end
 
 
+local function upstream_of(id)
+    local ups = core.config.fetch_created_obj("/upstreams")
+    local up = ups and ups:get(tostring(id))
+    return up and up.value
+end
+
+
 function _M.rewrite(conf, ctx)
-    local filter, policy, resp = rbac.decide(conf, ops_for(ctx))
+    local filter, policy, resp = rbac.decide(conf, ops_for(ctx), upstream_of)
+    if resp and resp.headers then
+        -- An ext_authz answer: the server's status, body and headers, or an error's
+        -- status without a body (not nginx's error page).
+        core.log.info(plugin_name, ": filter ", filter, " answered ", resp.status)
+        return ext_authz.respond(resp)
+    end
     if resp then
         -- Envoy's jwt_authn answer; the status text names no token or key.
         core.log.info(plugin_name, ": filter ", filter, " refused the request: ", resp.body)
