@@ -117,7 +117,8 @@ func (p envoyPeer) get(ns *netns.NS, addr string, h2 bool) (int, seen, string, e
 // from the mesh's CA; so does its request to a port no chain names; a plaintext request
 // works too. A TLS client without a certificate, or with one from another CA, gets no
 // answer and reaches nothing; one of the mesh's CA for another trust domain than istiod's
-// chains accept gets no route. Under STRICT (istiod's virtualInbound for a namespace-wide
+// chains accept gets no route, and its TCP connections are closed before they reach the
+// application (amesh-mtls-peer). Under STRICT (istiod's virtualInbound for a namespace-wide
 // PeerAuthentication STRICT, served to the same sidecar), plaintext requests are refused,
 // to the application port and to other ports, and mTLS ones still reach the application.
 func TestSidecarInboundMTLS(t *testing.T) {
@@ -169,7 +170,7 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	app := echo(t, s.pod, podIP+":19080")
 	app8081 := echo(t, s.pod, podIP+":8081")
 	tcpApp := tcpServe(t, s.pod, podIP+":19306", false)
-	tcpServe(t, s.pod, podIP+":8084", false)
+	tcp8084 := tcpServe(t, s.pod, podIP+":8084", false)
 	xds := s.serve(t)
 	permissive, strict := peerAuthResources(t, "permissive"), peerAuthResources(t, "strict")
 	withInboundCluster(t, permissive, 19306)
@@ -223,6 +224,16 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	if _, pong, err := ping(s.client, net.JoinHostPort(podIP, "19306"), false); err != nil || pong != "PONG "+podIP+":19306 127.0.0.6" {
 		t.Errorf("PERMISSIVE: plaintext to the TCP port: %q %v", pong, err)
 	}
+	foreignTCP := envoyPeer{cert: foreign.cert, roots: roots, server: productpageID, alpn: peerTCP.alpn}
+	tcpRefused := func(what string, p envoyPeer, addr string, n func() int64) {
+		t.Helper()
+		before := n()
+		if pong, err := p.ping(s.client, addr); err == nil || n() != before {
+			t.Errorf("%s: %q %v, %d connections reached the application; want the connection closed", what, pong, err, n()-before)
+		}
+	}
+	tcpRefused("PERMISSIVE: a certificate of the mesh's CA for another trust domain to the TCP port", foreignTCP, net.JoinHostPort(podIP, "19306"), tcpApp.Load)
+	tcpRefused("PERMISSIVE: a certificate of the mesh's CA for another trust domain to a port no chain names", foreignTCP, net.JoinHostPort(podIP, "8084"), tcp8084.Load)
 	tcpBefore := tcpApp.Load()
 	if pong, err := noCertTCP(peerTCP).ping(s.client, net.JoinHostPort(podIP, "19306")); err == nil || tcpApp.Load() != tcpBefore {
 		t.Errorf("PERMISSIVE: TLS without a client certificate to the TCP port: %q %v, %d connections reached it; want the handshake refused", pong, err, tcpApp.Load()-tcpBefore)
@@ -257,6 +268,7 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	if pong, err := peerTCP.ping(s.client, tcpAddr); err != nil || pong != "PONG "+tcpAddr+" 127.0.0.6" {
 		t.Errorf("STRICT: a mesh peer's mTLS to the TCP port: %q %v", pong, err)
 	}
+	tcpRefused("STRICT: a certificate of the mesh's CA for another trust domain to the TCP port", foreignTCP, tcpAddr, tcpApp.Load)
 	refused("STRICT: TLS without a client certificate", noCert, app.Load)
 	// nginx logs the handshakes of clients without a certificate at crit.
 	s.errorLogClean(t, "peer did not return a certificate")
