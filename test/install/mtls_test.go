@@ -270,15 +270,58 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	}
 	tcpRefused("STRICT: a certificate of the mesh's CA for another trust domain to the TCP port", foreignTCP, tcpAddr, tcpApp.Load)
 	refused("STRICT: TLS without a client certificate", noCert, app.Load)
+
+	// Istio's AuthorizationPolicy on the TCP port (istiod's network RBAC filters):
+	// reviews and ratings allowed to it, ratings and the source address 192.0.2.2
+	// denied. A denied connection is closed before it reaches the application.
+	authz := peerAuthResources(t, "strict-tcp-authz")
+	withInboundCluster(t, authz, 19306)
+	serveIstiod(xds, authz, nil)
+	ratingsTCP := envoyPeer{cert: peerCert(ca, "spiffe://cluster.local/ns/default/sa/ratings"), roots: roots, server: productpageID, alpn: peerTCP.alpn}
+	sleepTCP := envoyPeer{cert: peerCert(ca, "spiffe://cluster.local/ns/default/sa/sleep"), roots: roots, server: productpageID, alpn: peerTCP.alpn}
+	waitFor(t, "the TCP AuthorizationPolicy to refuse ratings", 30*time.Second, func() (bool, string) {
+		pong, err := ratingsTCP.ping(s.client, tcpAddr)
+		return err != nil, fmt.Sprintf("%q %v", pong, err)
+	})
+	if pong, err := peerTCP.ping(s.client, tcpAddr); err != nil || pong != "PONG "+tcpAddr+" 127.0.0.6" {
+		t.Errorf("TCP AuthorizationPolicy: an allowed principal (reviews): %q %v; want the application's answer", pong, err)
+	}
+	tcpRefused("TCP AuthorizationPolicy: a principal a DENY names (ratings)", ratingsTCP, tcpAddr, tcpApp.Load)
+	tcpRefused("TCP AuthorizationPolicy: a principal no rule allows (sleep)", sleepTCP, tcpAddr, tcpApp.Load)
+	const deniedIP = "192.0.2.2"
+	s.client.MustRun(t, "ip", "addr", "add", deniedIP+"/32", "dev", clientLink(t, s.client))
+	before = tcpApp.Load()
+	if pong, err := peerTCP.pingFrom(s.client, deniedIP, tcpAddr); err == nil || tcpApp.Load() != before {
+		t.Errorf("TCP AuthorizationPolicy: an allowed principal from the denied address %s: %q %v; want the connection closed", deniedIP, pong, err)
+	}
+	if pong, err := peerTCP.pingFrom(s.client, peerIP, tcpAddr); err != nil || pong != "PONG "+tcpAddr+" 127.0.0.6" {
+		t.Errorf("TCP AuthorizationPolicy: an allowed principal from %s: %q %v", peerIP, pong, err)
+	}
 	// nginx logs the handshakes of clients without a certificate at crit.
 	s.errorLogClean(t, "peer did not return a certificate")
 }
 
 // ping speaks the line protocol over mTLS from ns to addr and returns the answer.
 func (p envoyPeer) ping(ns *netns.NS, addr string) (string, error) {
+	return p.pingFrom(ns, "", addr)
+}
+
+// pingFrom is ping from the local address local of ns ("": any).
+func (p envoyPeer) pingFrom(ns *netns.NS, local, addr string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	raw, err := ns.Dial(ctx, "tcp", addr)
+	var raw net.Conn
+	var err error
+	if local == "" {
+		raw, err = ns.Dial(ctx, "tcp", addr)
+	} else {
+		err = ns.Do(func() error {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+			var derr error
+			raw, derr = d.DialContext(ctx, "tcp", addr)
+			return derr
+		})
+	}
 	if err != nil {
 		return "", err
 	}
@@ -298,4 +341,16 @@ func (p envoyPeer) ping(ns *netns.NS, addr string) (string, error) {
 func noCertTCP(p envoyPeer) envoyPeer {
 	p.cert = nil
 	return p
+}
+
+// clientLink is the name of the link of ns that holds peerIP.
+func clientLink(t *testing.T, ns *netns.NS) string {
+	t.Helper()
+	for _, line := range strings.Split(string(ns.MustRun(t, "ip", "-o", "-4", "addr", "show")), "\n") {
+		if f := strings.Fields(line); len(f) > 3 && strings.HasPrefix(f[3], peerIP+"/") {
+			return strings.TrimSuffix(f[1], ":")
+		}
+	}
+	t.Fatalf("no link of the client's namespace holds %s", peerIP)
+	return ""
 }
