@@ -166,7 +166,7 @@ func TestCaptureRouting(t *testing.T) {
 		return c
 	}
 	terminated := func(c conn) conn {
-		c.terminated = true
+		c.terminated, c.peer = true, "spiffe://cluster.local/ns/default/sa/sleep"
 		return c
 	}
 	toMysql := streamAnswer{route: "15001-3306-240.240.0.3", upstream: "outbound|3306|v1|mysqldb.default.svc.cluster.local"}

@@ -158,6 +158,12 @@ func analyzeChain(fc *listenerv3.FilterChain, portVar string) chainAnalysis {
 	var a chainAnalysis
 	a.filters.env.PortVar = portVar
 	fs := fc.GetFilters()
+	// Network RBAC in front of tcp_proxy is enforced per connection on the stream route.
+	tcpChain := false
+	if n := len(fs); n > 0 {
+		typ, err := resource.FilterTypeName(fs[n-1].GetTypedConfig())
+		tcpChain = err == nil && resource.NetworkFilterRole(typ) == resource.RoleTCPProxy
+	}
 	for i, f := range fs {
 		name := f.GetName()
 		field := "filter_chains.filters[" + name + "]"
@@ -206,7 +212,14 @@ func analyzeChain(fc *listenerv3.FilterChain, portVar string) chainAnalysis {
 				// Envoy closes such connections; an HTTP client of APISIX gets a 403.
 				g.base = verdict{deny: true, status: 403, body: rbacDeniedBody, reason: "network RBAC filter " + name + ": " + o.why}
 			default:
-				g.base = failClosed(403, "network RBAC filter "+name+": "+o.why+"; not translated")
+				v, ok := verdict{}, false
+				if tcpChain {
+					v, ok = networkRBACVerdict(name, c, o.why)
+				}
+				if !ok {
+					v = failClosed(403, "network RBAC filter "+name+": "+o.why+"; not translated")
+				}
+				g.base = v
 			}
 			a.addGuardWhy(g, field, o.why)
 		default:
@@ -420,6 +433,8 @@ func (a *chainAnalysis) addGuardWhy(g guard, field, why string) {
 	switch {
 	case g.role == resource.RoleJWT && g.base.rbac != "":
 		n = note{field, report.Approximated, g.base.reason + "; " + jwtApprox}
+	case g.base.rbac != "" && g.network && !g.base.gaps:
+		n = note{field, report.Approximated, g.base.reason + "; " + networkRBACApprox}
 	case g.base.rbac != "" && g.base.gaps:
 		n = note{field, report.Unsupported, g.base.reason}
 	case g.base.rbac != "":

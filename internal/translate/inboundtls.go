@@ -107,6 +107,12 @@ func sanVars(sans []*matcherv3.StringMatcher) []apisix.Expr {
 	if len(sans) == 0 {
 		return nil
 	}
+	return []apisix.Expr{{peerURISANsVar, "~~", sanRegex(sans)}}
+}
+
+// sanRegex is the PCRE that $amesh_peer_uri_sans matches when one of the certificate's
+// URI SANs meets one of the matchers (at least one).
+func sanRegex(sans []*matcherv3.StringMatcher) string {
 	alts := make([]string, 0, len(sans))
 	for _, m := range sans {
 		var v, re string
@@ -136,7 +142,7 @@ func sanVars(sans []*matcherv3.StringMatcher) []apisix.Expr {
 		}
 		alts = append(alts, re)
 	}
-	return []apisix.Expr{{peerURISANsVar, "~~", strings.Join(alts, "|")}}
+	return strings.Join(alts, "|")
 }
 
 // sanEncode encodes a SAN as the TLS peer's variables do.

@@ -54,7 +54,16 @@ func TestInboundPeerAuthentication(t *testing.T) {
 	in := func(port int, http bool, alpn ...string) conn {
 		return conn{listen: "15006", addr: pod, port: port, http: http, tls: alpn != nil, alpn: alpn}
 	}
-	terminated := func(port int) conn { return conn{listen: "15006", addr: pod, port: port, terminated: true} }
+	const sleepID = "spiffe://cluster.local/ns/default/sa/sleep"
+	terminated := func(port int) conn {
+		return conn{listen: "15006", addr: pod, port: port, terminated: true, peer: sleepID}
+	}
+	// A certificate of the mesh's roots for another trust domain: istiod's chains
+	// accept the prefix spiffe://cluster.local/ only.
+	foreign := func(port int, peer string) conn {
+		return conn{listen: "15006", addr: pod, port: port, terminated: true, peer: peer}
+	}
+	refused := func(a streamAnswer, route string) streamAnswer { a.route, a.refused = route, true; return a }
 	mtlsTCP := func(route string) streamAnswer { return streamAnswer{route: route, mtlsTCP: true} }
 	istioHTTP := []string{"istio-http/1.1", "istio", "http/1.1"}
 	istioTCP := []string{"istio-peer-exchange", "istio"}
@@ -82,6 +91,11 @@ func TestInboundPeerAuthentication(t *testing.T) {
 			{"Istio mTLS to the TCP port, terminated", terminated(19306), with(toTCP, "15006-19306-mtls")},
 			{"other TLS to the TCP port", in(19306, false, otherTLS...), with(toTCP, "15006-19306-tls")},
 			{"Istio mTLS TCP to another port, terminated", terminated(5432), with(passthrough, "15006-any-mtls")},
+			{"Istio mTLS to the TCP port from another trust domain", foreign(19306, "spiffe://evil.example/ns/default/sa/sleep"), refused(toTCP, "15006-19306-mtls")},
+			{"Istio mTLS to the TCP port from a look-alike trust domain", foreign(19306, "spiffe://cluster.localhost/ns/a/sa/b"), refused(toTCP, "15006-19306-mtls")},
+			{"Istio mTLS to the TCP port, a trusted URI SAN second", foreign(19306, "spiffe://evil.example/x,"+sleepID), with(toTCP, "15006-19306-mtls")},
+			{"Istio mTLS to the TCP port without URI SANs", foreign(19306, ""), refused(toTCP, "15006-19306-mtls")},
+			{"Istio mTLS TCP to another port from another trust domain", foreign(5432, "spiffe://evil.example/ns/a/sa/b"), refused(passthrough, "15006-any-mtls")},
 			{"plaintext to another port", in(5432, false), with(passthrough, "15006-any")},
 			{"plaintext HTTP to another port", in(8080, true), streamAnswer{route: "15006-any-http", http: true}},
 			{"Istio mTLS HTTP to another port", in(8080, false, istioHTTP...), mtlsHTTP(anyTLS)},
@@ -95,6 +109,7 @@ func TestInboundPeerAuthentication(t *testing.T) {
 			{"plaintext to the TCP port", in(19306, false), closed("15006-19306")},
 			{"Istio mTLS to the TCP port", in(19306, false, istioTCP...), mtlsTCP("15006-19306-tls")},
 			{"Istio mTLS to the TCP port, terminated", terminated(19306), with(toTCP, "15006-19306-mtls")},
+			{"Istio mTLS to the TCP port from another trust domain", foreign(19306, "spiffe://evil.example/ns/default/sa/sleep"), refused(toTCP, "15006-19306-mtls")},
 			{"Istio mTLS TCP to another port", in(5432, false, istioTCP...), mtlsTCP("15006-any-tls")},
 			{"Istio mTLS TCP to another port, terminated", terminated(5432), with(passthrough, "15006-any-mtls")},
 			{"plaintext HTTP to another port", in(8080, true), streamAnswer{}},

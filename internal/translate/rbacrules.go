@@ -71,6 +71,9 @@ type rbacEnv struct {
 	// authorityRewritten: the connection manager strips the host's port or trailing
 	// dot before the filters.
 	authorityRewritten bool
+	// network: the rules are a network RBAC filter's, evaluated per connection by
+	// amesh-network-rbac (streamauthz.go).
+	network bool
 }
 
 // envOf reads the connection manager's options.
@@ -167,8 +170,9 @@ type rbacAuth struct {
 	N *rbacString `json:"n,omitempty"`
 }
 
-// rbacCIDR: src is "direct" (the physical peer), "remote" (Envoy's remote address) or
-// "source" (the peer, after PROXY protocol); addr is the range's first address.
+// rbacCIDR: src is "direct" (the physical peer), "remote" (Envoy's remote address),
+// "source" (the peer, after PROXY protocol) or, in a network filter's rules, ipDest (the
+// original destination); addr is the range's first address.
 type rbacCIDR struct {
 	Src  string `json:"src"`
 	Addr string `json:"addr"`
@@ -276,6 +280,9 @@ func (c *rbacCompiler) perm(p *rbacv3.Permission, neg bool, d int) rbacNode {
 		}
 		return rbacNode{Ports: &[2]int{lo, hi}, U: c.worst(neg)}
 	case *rbacv3.Permission_DestinationIp:
+		if c.env.network {
+			return c.cidr(ipDest, r.DestinationIp, neg)
+		}
 		return c.unknown(neg, "destination_ip")
 	case *rbacv3.Permission_RequestedServerName:
 		return c.unknown(neg, "requested_server_name")
@@ -324,6 +331,9 @@ func (c *rbacCompiler) principal(p *rbacv3.Principal, neg bool, d int) rbacNode 
 	case *rbacv3.Principal_DirectRemoteIp:
 		return c.cidr("direct", r.DirectRemoteIp, neg)
 	case *rbacv3.Principal_RemoteIp:
+		if c.env.network {
+			return c.cidr("remote", r.RemoteIp, neg)
+		}
 		if c.env.RemoteFrom == "" {
 			return c.unknown(neg, "remote_ip (the connection manager's client address detection)")
 		}
@@ -346,6 +356,10 @@ func (c *rbacCompiler) principal(p *rbacv3.Principal, neg bool, d int) rbacNode 
 
 // urlPath is a path node, for permissions and principals alike.
 func (c *rbacCompiler) urlPath(m *matcherv3.PathMatcher, neg bool) rbacNode {
+	if c.env.network {
+		// Envoy's network RBAC has no request: a path matcher matches no connection.
+		return constNode(false)
+	}
 	sm := m.GetPath()
 	if sm == nil {
 		return c.unknown(neg, "url_path without a path matcher")
@@ -398,7 +412,8 @@ func (c *rbacCompiler) str(sm *matcherv3.StringMatcher) (*rbacString, bool) {
 // match.go keeps for routes).
 func (c *rbacCompiler) header(h *routev3.HeaderMatcher, neg bool) rbacNode {
 	name := strings.ToLower(h.GetName())
-	if why := unreadableHeader(name, c.env); why != "" {
+	// A network filter sees no headers: every header is missing.
+	if why := unreadableHeader(name, c.env); why != "" && !c.env.network {
 		return c.unknown(neg, "header "+name+" ("+why+")")
 	}
 	hd := &rbacHeader{Name: name, Invert: h.GetInvertMatch()}
@@ -459,6 +474,9 @@ func (c *rbacCompiler) header(h *routev3.HeaderMatcher, neg bool) rbacNode {
 		}
 	case h.GetTreatMissingHeaderAsEmpty():
 		hd.Miss = hd.Invert // "" is no integer: no match, inverted
+	}
+	if c.env.network {
+		return constNode(hd.Miss)
 	}
 	// :path is the normalised path: the plugin may find it cannot know it.
 	return rbacNode{Header: hd, U: c.worst(neg)}

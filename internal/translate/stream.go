@@ -48,6 +48,7 @@ package translate
 // specific would take its connections.
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -148,6 +149,11 @@ type streamClaim struct {
 	// APISIX terminates Istio mTLS; mtls: amesh-mtls hands it to the stream server's
 	// TLS socket, where the route of the place's protoMTLS cell takes the bytes.
 	tls, mtls bool
+	// peerSANs and rbac authorize the connections before they are sent on
+	// (streamauthz.go): the PCRE a terminated mTLS peer's URI SANs must match, the
+	// network RBAC filters.
+	peerSANs string
+	rbac     []json.RawMessage
 	// id is set without capture: the route's id (tcp-<address>_<port>).
 	id string
 }
@@ -553,7 +559,8 @@ func (b *listenerBuild) claimTLS(cell streamCell, rank int, fc *listenerv3.Filte
 		return
 	}
 	a := b.analyze(fc)
-	switch _, why := istioServerTLS(fc.GetTransportSocket()); {
+	sans, why := istioServerTLS(fc.GetTransportSocket())
+	switch {
 	case why != "":
 		b.rep("filter_chains.transport_socket", report.Unsupported, "filter chain "+fc.GetName()+": "+why+"; its connections are closed")
 		b.close(cell, rank, "TLS not terminated")
@@ -574,6 +581,7 @@ func (b *listenerBuild) claimTLS(cell streamCell, rank int, fc *listenerv3.Filte
 		if _, ok := b.mtlsTCP[inner]; !ok {
 			b.mtlsTCP[inner] = fc
 			b.claimFilters(inner, rank, fc)
+			b.requirePeer(inner, sans)
 		}
 		b.out.streams = append(b.out.streams, streamClaim{cell: cell, rank: rank, mtls: true})
 	case b.tlsHTTP[fc] == "":
@@ -638,7 +646,7 @@ func (b *listenerBuild) claimFilters(cell streamCell, rank int, fc *listenerv3.F
 			b.close(cell, rank, "filters fail closed")
 			return
 		}
-		b.out.streams = append(b.out.streams, streamClaim{cell: cell, rank: rank, cluster: cl})
+		b.out.streams = append(b.out.streams, streamClaim{cell: cell, rank: rank, cluster: cl, rbac: a.filters.noRouteSteps.list})
 	default:
 		if a.tcp == nil && a.terminal == "" {
 			a.report(b.rep, "filter chain "+fc.GetName())

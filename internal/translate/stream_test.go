@@ -47,8 +47,10 @@ type conn struct {
 	tls  bool
 	alpn []string
 	// terminated: it is the plaintext of an Istio mTLS connection the stream server's
-	// TLS socket terminated (what amesh-mtls sent there).
+	// TLS socket terminated (what amesh-mtls sent there); peer is its client
+	// certificate's URI SANs as $amesh_peer_uri_sans has them.
 	terminated bool
+	peer       string
 }
 
 // sRoute is a stream route as the router reads it.
@@ -183,10 +185,14 @@ type streamAnswer struct {
 	upstream string
 	odst     *upstream.OriginalDstConf
 	closed   bool
+	// refused: amesh-mtls-peer closes it (its peer has no URI SAN the chain accepts);
+	// rbac: the network RBAC filters amesh-network-rbac enforces on it (JSON).
+	refused bool
+	rbac    string
 }
 
 func (a streamAnswer) String() string {
-	s := fmt.Sprintf("{route %q http %v mtls %v mtlsTCP %v upstream %q closed %v", a.route, a.http, a.mtls, a.mtlsTCP, a.upstream, a.closed)
+	s := fmt.Sprintf("{route %q http %v mtls %v mtlsTCP %v upstream %q closed %v refused %v rbac %s", a.route, a.http, a.mtls, a.mtlsTCP, a.upstream, a.closed, a.refused, a.rbac)
 	if a.odst != nil {
 		s += fmt.Sprintf(" odst %+v", *a.odst)
 	}
@@ -195,6 +201,7 @@ func (a streamAnswer) String() string {
 
 func (a streamAnswer) equal(b streamAnswer) bool {
 	return a.route == b.route && a.http == b.http && a.mtls == b.mtls && a.mtlsTCP == b.mtlsTCP && a.upstream == b.upstream && a.closed == b.closed &&
+		a.refused == b.refused && a.rbac == b.rbac &&
 		(a.odst == nil) == (b.odst == nil) && (a.odst == nil || *a.odst == *b.odst)
 }
 
@@ -219,6 +226,22 @@ func streamAnswerOf(t *testing.T, objs map[string][]byte, c conn) streamAnswer {
 			a.mtls = conf.TLS
 		case "amesh-mtls":
 			a.mtlsTCP = true
+		case streamPeerPlugin:
+			var conf streamPeerConf
+			if err := json.Unmarshal(raw, &conf); err != nil {
+				t.Fatal(err)
+			}
+			if r.Labels["amesh-protocol"] != protoMTLS {
+				t.Errorf("stream route %s: %s on a route for connections not terminated", r.ID, name)
+			}
+			a.refused = !pcreToGo(t, conf.URISANs).MatchString(c.peer)
+		case networkRBACPlugin:
+			var conf networkRBACConf
+			if err := json.Unmarshal(raw, &conf); err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(conf.Filters)
+			a.rbac = string(b)
 		case upstream.OriginalDstPlugin:
 			a.odst = &upstream.OriginalDstConf{}
 			if err := json.Unmarshal(raw, a.odst); err != nil {

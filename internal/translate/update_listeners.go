@@ -299,6 +299,9 @@ func (t *Translator) streamRoute(c *streamClaim, listener string, rep *[]report.
 			add(report.Unsupported, "TCP to cluster "+name+" originates no TLS: endpoints Envoy reaches with TLS (Istio mTLS) are left out of its stream route (fail closed); the others are reached in plaintext, as by Envoy")
 		}
 	}
+	if closed == "" {
+		c.authzPlugins(r)
+	}
 	if closed != "" {
 		if c.cell.bottom() {
 			return sw, false

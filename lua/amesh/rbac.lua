@@ -720,6 +720,66 @@ function _M.decide(conf, ops, upstream_of)
     return nil
 end
 
+-- Connections -----------------------------------------------------------------------
+
+-- conn_mt reads a connection as Envoy's network RBAC filter (envoy.filters.network.rbac)
+-- sees it: no request, so no header is present and no path matches (the translator
+-- compiles those to constants; these answer the same), no dynamic metadata; every
+-- address source but "dest" is the client (conn.remote), "dest" the original
+-- destination (conn.dest), the port that of the original destination (conn.port); the
+-- TLS peer is the connection's (amesh.tls_peer, in the http and the stream subsystem).
+local conn_mt = setmetatable({}, {__index = req_mt})
+conn_mt.__index = conn_mt
+
+function conn_mt.header()
+    return nil
+end
+
+function conn_mt.path()
+    return nil
+end
+
+function conn_mt:port()
+    return self.conn.port
+end
+
+function conn_mt:addr(src)
+    local key = src == "dest" and "dest" or "remote"
+    local a = self.addrs[key]
+    if a == nil then
+        local s = self.conn[key]
+        if s == nil then
+            a = false
+        else
+            a = parse_ip(s) or "none"
+        end
+        self.addrs[key] = a
+    end
+    return a
+end
+
+--- decide_connection runs the network RBAC filters of conf.filters (actions ALLOW and
+-- DENY; anything else denies) in order for the connection conn = {remote = client
+-- address, dest = original destination address, port = its port} and returns the
+-- name of the first that denies it (and the policy that matched, for DENY), or nil.
+function _M.decide_connection(conf, conn)
+    local r = setmetatable({conf = conf, conn = conn, addrs = {}, meta = {}}, conn_mt)
+    for _, f in ipairs(conf.filters or {}) do
+        local policy
+        if f.action == "ALLOW" or f.action == "DENY" then
+            policy = matched(f, r)
+        end
+        if f.action == "DENY" then
+            if policy then
+                return f.name, policy
+            end
+        elseif not policy then
+            return f.name
+        end
+    end
+    return nil
+end
+
 -- str_match is Envoy's StringMatcher (the translator's form) on v; nil when a regex
 -- cannot run on v.
 _M.str_match = str_match

@@ -1,12 +1,13 @@
--- amesh.tls_peer: the downstream TLS peer of the current request's connection, as
--- Envoy's connection (Ssl::ConnectionInfo) has it, read from the variables of
--- nginx/original_dst's http module (ngx_http_amesh_tls_peer.c), which reads them once
--- per connection. It needs nothing from APISIX: amesh.rbac and amesh.xfcc use it in
--- APISIX and in stock nginx alike.
+-- amesh.tls_peer: the downstream TLS peer of the current request's connection (in
+-- the stream subsystem: of the session), as Envoy's connection (Ssl::ConnectionInfo)
+-- has it, read from the variables of nginx/original_dst's http and stream modules
+-- (ngx_amesh_tls_peer.h), which read them once per connection. It needs nothing from
+-- APISIX: amesh.rbac and amesh.xfcc use it in APISIX and in stock nginx alike.
 --
 -- get() returns
---   nil    on a plaintext connection ($https is not "on"): Envoy's connection has no
---          ssl(), so no principal is authenticated and XFCC is removed;
+--   nil    on a plaintext connection ($https is not "on"; in stream, $ssl_protocol is
+--          empty): Envoy's connection has no ssl(), so no principal is authenticated
+--          and XFCC is removed;
 --   false  on a TLS connection whose peer this nginx cannot read (the module is not
 --          loaded): the caller decides as it would for what it cannot evaluate;
 --   a table otherwise: verified (a certificate was presented and verified), uris and
@@ -15,6 +16,7 @@
 --          SANs of the certificate nginx presented). Without a verified certificate the
 --          peer's lists are empty and its strings "", as Envoy's are without one.
 local ngx_var = ngx.var
+local stream = ngx.config.subsystem == "stream"
 local char, tonumber, gsub = string.char, tonumber, string.gsub
 
 local _M = {}
@@ -40,7 +42,12 @@ _M.split = split
 local none = {}
 
 function _M.get()
-    if ngx_var.https ~= "on" then
+    if stream then
+        local proto = ngx_var.ssl_protocol
+        if proto == nil or proto == "" then
+            return nil
+        end
+    elseif ngx_var.https ~= "on" then
         return nil
     end
     local verified = ngx_var.amesh_peer_verified

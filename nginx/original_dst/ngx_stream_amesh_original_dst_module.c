@@ -21,7 +21,13 @@
  *                                      `proxy_protocol off`: the stream front hands HTTP to the
  *                                      http server with the client and the destination in it
  *
- * A stream session is one connection: the answer is kept in the session's module context.
+ * and, on a TLS server (`listen ... ssl`, the stream server's socket that terminates Istio
+ * mTLS in front of TCP), the downstream TLS peer's variables of ngx_amesh_tls_peer.h, as
+ * the http module has them ($amesh_peer_verified, $amesh_peer_uri_sans, ...), for
+ * amesh's subject alt name check and network RBAC.
+ *
+ * A stream session is one connection: the answers are kept in the session's module
+ * context.
  */
 
 #include <ngx_config.h>
@@ -29,6 +35,10 @@
 #include <ngx_stream.h>
 
 #include "ngx_amesh_original_dst.h"
+
+#if (NGX_STREAM_SSL)
+#include "ngx_amesh_tls_peer.h"
+#endif
 
 
 typedef struct {
@@ -54,6 +64,10 @@ typedef struct {
     unsigned                          resolved:1;
     /* the session's upstream peer.get, which this module's wraps */
     ngx_event_get_peer_pt             get;
+#if (NGX_STREAM_SSL)
+    ngx_amesh_tls_peer_t              tls_peer;
+    unsigned                          tls_peer_read:1;
+#endif
 } ngx_stream_amesh_original_dst_ctx_t;
 
 
@@ -69,6 +83,10 @@ static ngx_int_t ngx_stream_amesh_listen_port_variable(
     ngx_stream_session_t *s, ngx_stream_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_stream_amesh_unset_variable(ngx_stream_session_t *s,
     ngx_stream_variable_value_t *v, uintptr_t data);
+#if (NGX_STREAM_SSL)
+static ngx_int_t ngx_stream_amesh_tls_peer_variable(ngx_stream_session_t *s,
+    ngx_stream_variable_value_t *v, uintptr_t data);
+#endif
 
 
 static ngx_command_t  ngx_stream_amesh_original_dst_commands[] = {
@@ -108,6 +126,10 @@ static ngx_stream_variable_t  ngx_stream_amesh_original_dst_vars[] = {
     /* empty until set; an indexed changeable variable keeps what `set` or Lua gives it */
     { ngx_string("amesh_upstream_proxy_protocol"), NULL,
       ngx_stream_amesh_unset_variable, 0, NGX_STREAM_VAR_CHANGEABLE, 0 },
+
+#if (NGX_STREAM_SSL)
+    NGX_AMESH_TLS_PEER_VARIABLES(ngx_stream_amesh_tls_peer_variable),
+#endif
 
       ngx_stream_null_variable
 };
@@ -523,3 +545,36 @@ ngx_stream_amesh_unset_variable(ngx_stream_session_t *s,
     v->not_found = 1;
     return NGX_OK;
 }
+
+
+#if (NGX_STREAM_SSL)
+
+/*
+ * The TLS peer, read at the first read of any of its variables: the preread and later
+ * phases run after the ssl phase's handshake.
+ */
+static ngx_int_t
+ngx_stream_amesh_tls_peer_variable(ngx_stream_session_t *s,
+    ngx_stream_variable_value_t *v, uintptr_t data)
+{
+    ngx_stream_amesh_original_dst_ctx_t  *ctx;
+
+    ctx = ngx_stream_amesh_original_dst_ctx(s, 0);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (!ctx->tls_peer_read) {
+        if (ngx_amesh_tls_peer_read(s->connection, &ctx->tls_peer) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx->tls_peer_read = 1;
+    }
+
+    ngx_amesh_tls_peer_value(&ctx->tls_peer, v, data);
+
+    return NGX_OK;
+}
+
+#endif

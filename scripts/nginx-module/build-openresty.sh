@@ -16,8 +16,9 @@
 # A dynamic module loads only into an nginx of the same version configured with a compatible
 # signature: --with-compat (which apisix-runtime uses) makes the signature independent of the
 # other options, so only the release must match. --with-stream gives the stream module its
-# headers, --with-http_v2_module lets HTTP/2 streams share one lookup. Only the modules are
-# compiled (`make modules`), not nginx; OpenResty's configure still builds its LuaJIT.
+# headers, --with-stream_ssl_module its TLS peer variables (apisix-runtime has stream SSL),
+# --with-http_v2_module lets HTTP/2 streams share one lookup. Only the modules are compiled
+# (`make modules`), not nginx; OpenResty's configure still builds its LuaJIT.
 #
 # Env:
 #   AMESH_CACHE    cache root (default $HOME/.cache/amesh)
@@ -43,7 +44,7 @@ release="$(basename "$SRC")"
 if [[ $# -eq 2 ]]; then
   OUT="$2"
 else
-  hash="$( (cat "$MOD"/config "$MOD"/*.[ch] "$TLSMOD"/config "$TLSMOD"/*.c; find "${ngx_src[0]}/src" -name '*.h' | LC_ALL=C sort | xargs cat) | sha256sum | cut -c1-12)"
+  hash="$( (cat "$here/scripts/nginx-module/build-openresty.sh" "$MOD"/config "$MOD"/*.[ch] "$TLSMOD"/config "$TLSMOD"/*.c; find "${ngx_src[0]}/src" -name '*.h' | LC_ALL=C sort | xargs cat) | sha256sum | cut -c1-12)"
   ROOT="${AMESH_CACHE:-$HOME/.cache/amesh}/nginx-module"
   OUT="$ROOT/$release-$hash"
   mkdir -p "$ROOT"
@@ -62,7 +63,7 @@ trap 'rm -rf "$tmp"' EXIT
 (cd "$SRC" && tar cf - --exclude=./build .) | tar xf - -C "$tmp"
 (
   cd "$tmp"
-  ./configure --with-compat --with-stream --with-http_v2_module \
+  ./configure --with-compat --with-stream --with-stream_ssl_module --with-http_v2_module \
     --add-dynamic-module="$MOD" --add-dynamic-module="$TLSMOD" -j"$JOBS" >configure.log 2>&1 || { tail -30 configure.log >&2; exit 1; }
   cd build/nginx-[0-9]*
   make -j"$JOBS" modules >make.log 2>&1 || { tail -40 make.log >&2; exit 1; }

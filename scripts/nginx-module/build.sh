@@ -33,7 +33,7 @@ ngx_ver="$(dpkg-query -W -f='${Version}' nginx 2>/dev/null)" || die "Debian's ng
 dev_ver="$(dpkg-query -W -f='${Version}' nginx-dev 2>/dev/null)" || die "nginx-dev is not installed"
 [[ "$ngx_ver" == "$dev_ver" ]] || die "nginx $ngx_ver and nginx-dev $dev_ver differ: a module built from these headers would not load"
 
-hash="$(cat "$MOD"/config "$MOD"/*.[ch] "$TLSMOD"/config "$TLSMOD"/*.c | sha256sum | cut -c1-12)"
+hash="$(cat "$0" "$MOD"/config "$MOD"/*.[ch] "$TLSMOD"/config "$TLSMOD"/*.c | sha256sum | cut -c1-12)"
 ROOT="${AMESH_CACHE:-$HOME/.cache/amesh}/nginx-module"
 OUT="$ROOT/$ngx_ver-$hash"
 mkdir -p "$ROOT"
@@ -55,8 +55,10 @@ source "$tmp/conf_flags"   # NGX_CONF_FLAGS: the installed nginx's configure arg
 (
   cd "$tmp"
   # Stream is a dynamic module in Debian, not in conf_flags; configuring it only makes its
-  # headers part of the build. The compiler flags are Debian's hardening flags.
-  ./configure "${NGX_CONF_FLAGS[@]}" --with-stream=dynamic \
+  # headers part of the build. Debian's is built with stream SSL (nginx -V), which the
+  # stream module's TLS peer variables need. The compiler flags are Debian's hardening
+  # flags.
+  ./configure "${NGX_CONF_FLAGS[@]}" --with-stream=dynamic --with-stream_ssl_module \
     --with-cc-opt="-g -O2 -fstack-protector-strong -Wformat -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2" \
     --with-ld-opt="-Wl,-z,relro -Wl,-z,now -fPIC" \
     --add-dynamic-module="$MOD" --add-dynamic-module="$TLSMOD" >configure.log 2>&1 || { tail -30 configure.log >&2; exit 1; }

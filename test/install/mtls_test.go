@@ -117,7 +117,8 @@ func (p envoyPeer) get(ns *netns.NS, addr string, h2 bool) (int, seen, string, e
 // from the mesh's CA; so does its request to a port no chain names; a plaintext request
 // works too. A TLS client without a certificate, or with one from another CA, gets no
 // answer and reaches nothing; one of the mesh's CA for another trust domain than istiod's
-// chains accept gets no route. Under STRICT (istiod's virtualInbound for a namespace-wide
+// chains accept gets no route, and its TCP connections are closed before they reach the
+// application (amesh-mtls-peer). Under STRICT (istiod's virtualInbound for a namespace-wide
 // PeerAuthentication STRICT, served to the same sidecar), plaintext requests are refused,
 // to the application port and to other ports, and mTLS ones still reach the application.
 func TestSidecarInboundMTLS(t *testing.T) {
@@ -169,7 +170,7 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	app := echo(t, s.pod, podIP+":19080")
 	app8081 := echo(t, s.pod, podIP+":8081")
 	tcpApp := tcpServe(t, s.pod, podIP+":19306", false)
-	tcpServe(t, s.pod, podIP+":8084", false)
+	tcp8084 := tcpServe(t, s.pod, podIP+":8084", false)
 	xds := s.serve(t)
 	permissive, strict := peerAuthResources(t, "permissive"), peerAuthResources(t, "strict")
 	withInboundCluster(t, permissive, 19306)
@@ -223,6 +224,16 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	if _, pong, err := ping(s.client, net.JoinHostPort(podIP, "19306"), false); err != nil || pong != "PONG "+podIP+":19306 127.0.0.6" {
 		t.Errorf("PERMISSIVE: plaintext to the TCP port: %q %v", pong, err)
 	}
+	foreignTCP := envoyPeer{cert: foreign.cert, roots: roots, server: productpageID, alpn: peerTCP.alpn}
+	tcpRefused := func(what string, p envoyPeer, addr string, n func() int64) {
+		t.Helper()
+		before := n()
+		if pong, err := p.ping(s.client, addr); err == nil || n() != before {
+			t.Errorf("%s: %q %v, %d connections reached the application; want the connection closed", what, pong, err, n()-before)
+		}
+	}
+	tcpRefused("PERMISSIVE: a certificate of the mesh's CA for another trust domain to the TCP port", foreignTCP, net.JoinHostPort(podIP, "19306"), tcpApp.Load)
+	tcpRefused("PERMISSIVE: a certificate of the mesh's CA for another trust domain to a port no chain names", foreignTCP, net.JoinHostPort(podIP, "8084"), tcp8084.Load)
 	tcpBefore := tcpApp.Load()
 	if pong, err := noCertTCP(peerTCP).ping(s.client, net.JoinHostPort(podIP, "19306")); err == nil || tcpApp.Load() != tcpBefore {
 		t.Errorf("PERMISSIVE: TLS without a client certificate to the TCP port: %q %v, %d connections reached it; want the handshake refused", pong, err, tcpApp.Load()-tcpBefore)
@@ -257,16 +268,60 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	if pong, err := peerTCP.ping(s.client, tcpAddr); err != nil || pong != "PONG "+tcpAddr+" 127.0.0.6" {
 		t.Errorf("STRICT: a mesh peer's mTLS to the TCP port: %q %v", pong, err)
 	}
+	tcpRefused("STRICT: a certificate of the mesh's CA for another trust domain to the TCP port", foreignTCP, tcpAddr, tcpApp.Load)
 	refused("STRICT: TLS without a client certificate", noCert, app.Load)
+
+	// Istio's AuthorizationPolicy on the TCP port (istiod's network RBAC filters):
+	// reviews and ratings allowed to it, ratings and the source address 192.0.2.2
+	// denied. A denied connection is closed before it reaches the application.
+	authz := peerAuthResources(t, "strict-tcp-authz")
+	withInboundCluster(t, authz, 19306)
+	serveIstiod(xds, authz, nil)
+	ratingsTCP := envoyPeer{cert: peerCert(ca, "spiffe://cluster.local/ns/default/sa/ratings"), roots: roots, server: productpageID, alpn: peerTCP.alpn}
+	sleepTCP := envoyPeer{cert: peerCert(ca, "spiffe://cluster.local/ns/default/sa/sleep"), roots: roots, server: productpageID, alpn: peerTCP.alpn}
+	waitFor(t, "the TCP AuthorizationPolicy to refuse ratings", 30*time.Second, func() (bool, string) {
+		pong, err := ratingsTCP.ping(s.client, tcpAddr)
+		return err != nil, fmt.Sprintf("%q %v", pong, err)
+	})
+	if pong, err := peerTCP.ping(s.client, tcpAddr); err != nil || pong != "PONG "+tcpAddr+" 127.0.0.6" {
+		t.Errorf("TCP AuthorizationPolicy: an allowed principal (reviews): %q %v; want the application's answer", pong, err)
+	}
+	tcpRefused("TCP AuthorizationPolicy: a principal a DENY names (ratings)", ratingsTCP, tcpAddr, tcpApp.Load)
+	tcpRefused("TCP AuthorizationPolicy: a principal no rule allows (sleep)", sleepTCP, tcpAddr, tcpApp.Load)
+	const deniedIP = "192.0.2.2"
+	s.client.MustRun(t, "ip", "addr", "add", deniedIP+"/32", "dev", clientLink(t, s.client))
+	before = tcpApp.Load()
+	if pong, err := peerTCP.pingFrom(s.client, deniedIP, tcpAddr); err == nil || tcpApp.Load() != before {
+		t.Errorf("TCP AuthorizationPolicy: an allowed principal from the denied address %s: %q %v; want the connection closed", deniedIP, pong, err)
+	}
+	if pong, err := peerTCP.pingFrom(s.client, peerIP, tcpAddr); err != nil || pong != "PONG "+tcpAddr+" 127.0.0.6" {
+		t.Errorf("TCP AuthorizationPolicy: an allowed principal from %s: %q %v", peerIP, pong, err)
+	}
 	// nginx logs the handshakes of clients without a certificate at crit.
 	s.errorLogClean(t, "peer did not return a certificate")
 }
 
 // ping speaks the line protocol over mTLS from ns to addr and returns the answer.
 func (p envoyPeer) ping(ns *netns.NS, addr string) (string, error) {
+	return p.pingFrom(ns, "", addr)
+}
+
+// pingFrom is ping from the local address local of ns ("": any).
+func (p envoyPeer) pingFrom(ns *netns.NS, local, addr string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	raw, err := ns.Dial(ctx, "tcp", addr)
+	var raw net.Conn
+	var err error
+	if local == "" {
+		raw, err = ns.Dial(ctx, "tcp", addr)
+	} else {
+		err = ns.Do(func() error {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+			var derr error
+			raw, derr = d.DialContext(ctx, "tcp", addr)
+			return derr
+		})
+	}
 	if err != nil {
 		return "", err
 	}
@@ -286,4 +341,16 @@ func (p envoyPeer) ping(ns *netns.NS, addr string) (string, error) {
 func noCertTCP(p envoyPeer) envoyPeer {
 	p.cert = nil
 	return p
+}
+
+// clientLink is the name of the link of ns that holds peerIP.
+func clientLink(t *testing.T, ns *netns.NS) string {
+	t.Helper()
+	for _, line := range strings.Split(string(ns.MustRun(t, "ip", "-o", "-4", "addr", "show")), "\n") {
+		if f := strings.Fields(line); len(f) > 3 && strings.HasPrefix(f[3], peerIP+"/") {
+			return strings.TrimSuffix(f[1], ":")
+		}
+	}
+	t.Fatalf("no link of the client's namespace holds %s", peerIP)
+	return ""
 }

@@ -95,22 +95,44 @@ func TestInboundPeerAuthentication(t *testing.T) {
 		policy harness.Object
 		// want and not are chains virtualInbound must and must not have.
 		want, not []string
+		// authz are AuthorizationPolicies applied with the mode; rbac the number of
+		// network RBAC filters the TCP port's TLS chain must have then.
+		authz []harness.Object
+		rbac  int
 	}{
 		{"permissive", nil,
-			[]string{"19080 tls", "19080 raw_buffer", "19306 tls", "19306 raw_buffer", "any tls", "any raw_buffer"}, nil},
+			[]string{"19080 tls", "19080 raw_buffer", "19306 tls", "19306 raw_buffer", "any tls", "any raw_buffer"}, nil, nil, 0},
 		{"strict", peerAuthentication("strict", false, map[string]any{"mtls": map[string]any{"mode": "STRICT"}}),
-			[]string{"19080 tls", "19306 tls", "any tls"}, []string{"19080 raw_buffer", "19306 raw_buffer", "any raw_buffer"}},
+			[]string{"19080 tls", "19306 tls", "any tls"}, []string{"19080 raw_buffer", "19306 raw_buffer", "any raw_buffer"}, nil, 0},
 		{"port-strict", peerAuthentication("port-strict", true, map[string]any{
 			"mtls":          map[string]any{"mode": "PERMISSIVE"},
 			"portLevelMtls": map[string]any{"19080": map[string]any{"mode": "STRICT"}}}),
-			[]string{"19080 tls", "19306 tls", "19306 raw_buffer", "any raw_buffer"}, []string{"19080 raw_buffer"}},
+			[]string{"19080 tls", "19306 tls", "19306 raw_buffer", "any raw_buffer"}, []string{"19080 raw_buffer"}, nil, 0},
+		// Istio's AuthorizationPolicy on the TCP port: peers of two SPIFFE principals
+		// allowed to it, one of them denied, and a source address denied.
+		{"strict-tcp-authz", peerAuthentication("strict", false, map[string]any{"mtls": map[string]any{"mode": "STRICT"}}),
+			[]string{"19080 tls", "19306 tls", "any tls"}, []string{"19080 raw_buffer", "19306 raw_buffer", "any raw_buffer"},
+			[]harness.Object{
+				authorizationPolicy("tcp-allow", "productpage", map[string]any{"action": "ALLOW", "rules": []any{map[string]any{
+					"from": []any{map[string]any{"source": map[string]any{"principals": []any{"cluster.local/ns/default/sa/reviews", "cluster.local/ns/default/sa/ratings"}}}},
+					"to":   []any{map[string]any{"operation": map[string]any{"ports": []any{"19306"}}}},
+				}}}),
+				authorizationPolicy("tcp-deny", "productpage", map[string]any{"action": "DENY", "rules": []any{
+					map[string]any{"from": []any{map[string]any{"source": map[string]any{"principals": []any{"cluster.local/ns/default/sa/ratings"}}}}},
+					map[string]any{"from": []any{map[string]any{"source": map[string]any{"ipBlocks": []any{"192.0.2.2/32"}}}}},
+				}}),
+			}, 2},
 	}
 	for _, m := range modes {
 		if m.policy != nil {
 			apply(m.policy)
 		}
+		apply(m.authz...)
 		raw := waitRaw(t, b.Node, "virtualInbound under "+m.name, func(x rawXDS) bool {
 			l, _ := x[typeListener]["virtualInbound"].(*listenerv3.Listener)
+			if networkRBACFilters(l, 19306) != m.rbac {
+				return false
+			}
 			got := inboundChains(l)
 			for _, c := range m.want {
 				if !got[c] {
@@ -139,5 +161,24 @@ func TestInboundPeerAuthentication(t *testing.T) {
 		if m.policy != nil {
 			deleteAll(t, []harness.Object{m.policy})
 		}
+		deleteAll(t, m.authz)
 	}
+}
+
+// networkRBACFilters counts the network RBAC filters of virtualInbound's TLS chain for
+// port.
+func networkRBACFilters(l *listenerv3.Listener, port uint32) int {
+	n := 0
+	for _, fc := range l.GetFilterChains() {
+		m := fc.GetFilterChainMatch()
+		if m.GetDestinationPort().GetValue() != port || m.GetTransportProtocol() != "tls" {
+			continue
+		}
+		for _, f := range fc.GetFilters() {
+			if f.GetName() == "envoy.filters.network.rbac" {
+				n++
+			}
+		}
+	}
+	return n
 }

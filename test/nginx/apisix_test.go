@@ -112,6 +112,8 @@ plugins:
 {{- if .StreamPort}}
 stream_plugins:
   - amesh-http
+  - amesh-mtls-peer
+  - amesh-network-rbac
   - amesh-original-dst
 {{- end}}
 plugin_attr:

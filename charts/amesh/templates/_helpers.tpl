@@ -140,6 +140,8 @@ plugins:
 stream_plugins:
 - amesh-http
 - amesh-mtls
+- amesh-mtls-peer
+- amesh-network-rbac
 - amesh-original-dst
 plugin_attr:
   amesh-http:

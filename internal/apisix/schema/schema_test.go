@@ -31,7 +31,7 @@ func TestEmbeddedSchemasCompile(t *testing.T) {
 	// The stream plugins amesh's stream routes use, and no other: an HTTP plugin of the
 	// same name does not make a stream plugin known.
 	s, _ := load()
-	if want := []string{"amesh-http", "amesh-mtls", "amesh-original-dst"}; strings.Join(s.streamPlugins.names, ",") != strings.Join(want, ",") {
+	if want := []string{"amesh-http", "amesh-mtls", "amesh-mtls-peer", "amesh-network-rbac", "amesh-original-dst"}; strings.Join(s.streamPlugins.names, ",") != strings.Join(want, ",") {
 		t.Errorf("stream plugin schemas %v, want %v", s.streamPlugins.names, want)
 	}
 	if KnownPlugin("amesh-http") {

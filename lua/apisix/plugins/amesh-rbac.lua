@@ -117,7 +117,7 @@ local schema = core.json.decode([==[
         "ip": {
           "type": "object",
           "properties": {
-            "src": {"type": "string", "enum": ["direct", "remote", "source"]},
+            "src": {"type": "string", "enum": ["direct", "remote", "source", "dest"]},
             "addr": {"type": "string", "minLength": 2, "maxLength": 45},
             "len": {"type": "integer", "minimum": 0, "maximum": 128}
           },
