@@ -674,6 +674,19 @@ local function matched(f, r)
     return nil
 end
 
+-- denies runs an RBAC filter f (action ALLOW or DENY; another action denies) on r:
+-- whether it denies, and for DENY the policy that matched.
+local function denies(f, r)
+    if f.action ~= "ALLOW" and f.action ~= "DENY" then
+        return true
+    end
+    local policy = matched(f, r)
+    if f.action == "DENY" then
+        return policy ~= nil, policy
+    end
+    return policy == nil
+end
+
 -- decide runs the steps; a jwt_authn step ("JWT") that refuses the request returns
 -- its name, nil and Envoy's response (amesh.jwt: {status, body, www_authenticate}),
 -- an ext_authz step ("EXT_AUTHZ") that answers it its name, nil and the answer
@@ -707,13 +720,9 @@ function _M.decide(conf, ops, upstream_of)
                 return f.name, nil, resp
             end
         else
-            local policy = matched(f, r)
-            if action == "DENY" then
-                if policy then
-                    return f.name, policy
-                end
-            elseif not policy then
-                return f.name
+            local deny, policy = denies(f, r)
+            if deny then
+                return f.name, policy
             end
         end
     end
@@ -765,16 +774,9 @@ end
 function _M.decide_connection(conf, conn)
     local r = setmetatable({conf = conf, conn = conn, addrs = {}, meta = {}}, conn_mt)
     for _, f in ipairs(conf.filters or {}) do
-        local policy
-        if f.action == "ALLOW" or f.action == "DENY" then
-            policy = matched(f, r)
-        end
-        if f.action == "DENY" then
-            if policy then
-                return f.name, policy
-            end
-        elseif not policy then
-            return f.name
+        local deny, policy = denies(f, r)
+        if deny then
+            return f.name, policy
         end
     end
     return nil
