@@ -5,7 +5,10 @@ import (
 	"path/filepath"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate/upstream"
@@ -214,5 +217,36 @@ func TestSANVars(t *testing.T) {
 	}
 	if sanVars(nil) != nil {
 		t.Errorf("no matchers: a condition")
+	}
+}
+
+// Istio mTLS in front of TCP on a listener other than virtualInbound (istiod sends none)
+// has no TLS socket to be terminated on: its connections are closed and reported, never
+// handed to a socket that is not there.
+func TestMTLSOutsideInboundClosed(t *testing.T) {
+	snap := peerAuthSnapshot(t, "strict")
+	var tcpTLS *listenerv3.FilterChain
+	for _, fc := range snap.Listeners[virtualInbound].GetFilterChains() {
+		if fc.GetFilterChainMatch().GetDestinationPort().GetValue() == 19306 && fc.GetTransportSocket() != nil {
+			tcpTLS = proto.Clone(fc).(*listenerv3.FilterChain)
+		}
+	}
+	if tcpTLS == nil {
+		t.Fatal("istiod's STRICT virtualInbound has no mTLS chain for 19306")
+	}
+	tcpTLS.FilterChainMatch.DestinationPort = nil
+	l := proto.Clone(snap.Listeners[virtualInbound]).(*listenerv3.Listener)
+	l.Name, l.FilterChains, l.UseOriginalDst = "0.0.0.0_5000", []*listenerv3.FilterChain{tcpTLS}, nil
+	l.Address.GetSocketAddress().PortSpecifier = &corev3.SocketAddress_PortValue{PortValue: 5000}
+	tr := newTracked(Options{})
+	rep := tr.Translate(withListener(snap, l)).Report
+	objs := tr.Objects()
+	validateAll(t, objs)
+	c := conn{listen: "15001", addr: "10.0.0.9", port: 5000, tls: true, alpn: []string{"istio-peer-exchange", "istio"}}
+	if got := streamAnswerOf(t, objs, c); !got.closed || got.mtlsTCP {
+		t.Errorf("outbound Istio mTLS to a TCP chain that terminates it: %v, want closed", got)
+	}
+	if !findEntry(rep, "filter_chains.transport_socket", report.Unsupported, "other than the inbound capture listener") {
+		t.Errorf("not reported: %v", rep)
 	}
 }

@@ -91,6 +91,9 @@ type listenerBuild struct {
 	// tlsHTTP are the chains that terminate Istio mTLS whose HTTP routes APISIX's TLS
 	// socket serves (buildInbound), by the key of their context.
 	tlsHTTP map[*listenerv3.FilterChain]string
+	// inbound: the listener is the inbound capture listener, the only one whose Istio
+	// mTLS APISIX terminates (its TLS sockets are the inbound capture port's).
+	inbound bool
 	// mtlsTCP are the chains that terminate Istio mTLS in front of TCP, by the cell of
 	// the terminated connections (protoMTLS) they serve.
 	mtlsTCP map[streamCell]*listenerv3.FilterChain
@@ -298,6 +301,7 @@ func buildInbound(b *listenerBuild) {
 		}
 		b.out.ctxs = append(b.out.ctxs, *catchAll)
 	}
+	b.inbound = true
 	b.tlsContexts(inPort, ports)
 	b.streams(inPort, rankCapture, 0, nil)
 }

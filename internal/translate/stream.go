@@ -564,6 +564,10 @@ func (b *listenerBuild) claimTLS(cell streamCell, rank int, fc *listenerv3.Filte
 	case why != "":
 		b.rep("filter_chains.transport_socket", report.Unsupported, "filter chain "+fc.GetName()+": "+why+"; its connections are closed")
 		b.close(cell, rank, "TLS not terminated")
+	case a.hcm == nil && !b.inbound:
+		b.rep("filter_chains.transport_socket", report.Unsupported, "filter chain "+fc.GetName()+
+			" terminates Istio mTLS in front of TCP on a listener other than the inbound capture listener, where APISIX has no TLS socket; its connections are closed")
+		b.close(cell, rank, "TLS not terminated")
 	case a.hcm == nil:
 		// The terminated bytes come back to the stream router on the stream server's
 		// TLS socket, where the place's "mtls" route does what the chain's filters do.
