@@ -115,28 +115,19 @@ func sanVars(sans []*matcherv3.StringMatcher) []apisix.Expr {
 func sanRegex(sans []*matcherv3.StringMatcher) string {
 	alts := make([]string, 0, len(sans))
 	for _, m := range sans {
-		var v, re string
+		// What comes before and after the value within the comma-joined list.
+		var v, before, after string
 		switch p := m.GetMatchPattern().(type) {
 		case *matcherv3.StringMatcher_Exact:
-			v = p.Exact
+			v, before, after = p.Exact, "(?:^|,)", "(?:,|$)"
 		case *matcherv3.StringMatcher_Prefix:
-			v = p.Prefix
+			v, before = p.Prefix, "(?:^|,)"
 		case *matcherv3.StringMatcher_Suffix:
-			v = p.Suffix
+			v, after = p.Suffix, "(?:,|$)"
 		case *matcherv3.StringMatcher_Contains:
-			v = p.Contains
+			v, before = p.Contains, "(?:^|,)[^,]*"
 		}
-		q := regexp.QuoteMeta(sanEncode(v))
-		switch m.GetMatchPattern().(type) {
-		case *matcherv3.StringMatcher_Exact:
-			re = "(?:^|,)" + q + "(?:,|$)"
-		case *matcherv3.StringMatcher_Prefix:
-			re = "(?:^|,)" + q
-		case *matcherv3.StringMatcher_Suffix:
-			re = q + "(?:,|$)"
-		default:
-			re = "(?:^|,)[^,]*" + q
-		}
+		re := before + regexp.QuoteMeta(sanEncode(v)) + after
 		if m.GetIgnoreCase() {
 			re = "(?i:" + re + ")"
 		}
