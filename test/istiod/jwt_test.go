@@ -194,21 +194,8 @@ func TestRequestAuthentication(t *testing.T) {
 			t.Errorf("the JWKS istiod cannot fetch is not inlined: %v", p)
 		}
 	}
-	dirs := map[string]string{typeListener: "lds", typeRoute: "rds", typeCluster: "cds", typeCLA: "eds"}
 	if *updateJWT {
-		for typ, dir := range dirs {
-			if err := os.RemoveAll(filepath.Join(jwtGolden, dir)); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.MkdirAll(filepath.Join(jwtGolden, dir), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			for name, m := range raw[typ] {
-				if err := os.WriteFile(filepath.Join(jwtGolden, dir, fileName(name)), marshalIndent(t, m), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
+		writeDump(t, jwtGolden, raw)
 		return
 	}
 	// virtualInbound is the same on every run (the rest names service addresses,

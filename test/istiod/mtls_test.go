@@ -222,21 +222,8 @@ func TestOutboundTLSClusters(t *testing.T) {
 		return len(cla.GetEndpoints()) > 0 && len(cla.GetEndpoints()[0].GetLbEndpoints()) == 2 && hasSocketMatch(cla) &&
 			x[typeRoute]["8080"] != nil && x[typeRoute]["8443"] != nil
 	})
-	dirs := map[string]string{typeListener: "lds", typeRoute: "rds", typeCluster: "cds", typeCLA: "eds"}
 	if *updateMTLS {
-		for typ, dir := range dirs {
-			if err := os.RemoveAll(filepath.Join(mtlsGolden, dir)); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.MkdirAll(filepath.Join(mtlsGolden, dir), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			for name, m := range raw[typ] {
-				if err := os.WriteFile(filepath.Join(mtlsGolden, dir, fileName(name)), marshalIndent(t, m), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
+		writeDump(t, mtlsGolden, raw)
 		return
 	}
 	// What the Kubernetes objects give every run alike (the rest names service
@@ -244,16 +231,38 @@ func TestOutboundTLSClusters(t *testing.T) {
 	same := map[string][]string{typeCluster: mtlsClusters, typeCLA: mtlsClusters, typeListener: {"0.0.0.0_8080", "0.0.0.0_8443"}}
 	for typ, names := range same {
 		for _, name := range names {
-			path := filepath.Join(mtlsGolden, dirs[typ], fileName(name))
+			path := filepath.Join(mtlsGolden, dumpDirs[typ], fileName(name))
 			m := raw[typ][name]
 			if m == nil {
-				t.Errorf("istiod sends no %s %s", dirs[typ], name)
+				t.Errorf("istiod sends no %s %s", dumpDirs[typ], name)
 				continue
 			}
 			got := marshalIndent(t, m)
 			golden, err := os.ReadFile(path)
 			if err != nil || !sameJSON(golden, got) {
 				t.Errorf("istiod's %s is not %s (%v; run with -update-mtls):\n%s", name, path, err, got)
+			}
+		}
+	}
+}
+
+// dumpDirs are the directories of a dump (dump.LoadDir) by resource type.
+var dumpDirs = map[string]string{typeListener: "lds", typeRoute: "rds", typeCluster: "cds", typeCLA: "eds"}
+
+// writeDump replaces the dump in dir with what istiod sent (raw), one protojson file per
+// resource.
+func writeDump(t *testing.T, dir string, raw rawXDS) {
+	t.Helper()
+	for typ, sub := range dumpDirs {
+		if err := os.RemoveAll(filepath.Join(dir, sub)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, m := range raw[typ] {
+			if err := os.WriteFile(filepath.Join(dir, sub, fileName(name)), marshalIndent(t, m), 0o644); err != nil {
+				t.Fatal(err)
 			}
 		}
 	}
