@@ -64,21 +64,28 @@ type Peer struct {
 	Handshakes atomic.Int64
 	Conns      atomic.Int64
 
-	ca    *CA
-	cert  tls.Certificate
-	ln    net.Listener
-	srv   *http.Server
-	mu    sync.Mutex
-	hello map[net.Conn]*tls.ClientHelloInfo // guarded by mu
+	trustDomain string
+	roots       *x509.CertPool
+	cert        tls.Certificate
+	ln          net.Listener
+	srv         *http.Server
+	mu          sync.Mutex
+	hello       map[net.Conn]*tls.ClientHelloInfo // guarded by mu
 }
 
 // StartPeer serves on a free port of 127.0.0.1 with cert, accepting clients of ca.
 func StartPeer(ca *CA, cert tls.Certificate) (*Peer, error) {
+	return StartPeerTrusting(ca.TrustDomain, ca.Pool(), cert)
+}
+
+// StartPeerTrusting is StartPeer for a mesh whose CA is not a CA of this package (a
+// real istiod's): clients must chain to roots and carry a SPIFFE ID of trustDomain.
+func StartPeerTrusting(trustDomain string, roots *x509.CertPool, cert tls.Certificate) (*Peer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p := &Peer{Addr: ln.Addr().String(), ca: ca, cert: cert, hello: map[net.Conn]*tls.ClientHelloInfo{}}
+	p := &Peer{Addr: ln.Addr().String(), trustDomain: trustDomain, roots: roots, cert: cert, hello: map[net.Conn]*tls.ClientHelloInfo{}}
 	p.ln = &sniffing{Listener: ln, p: p, done: make(chan struct{})}
 	p.srv = &http.Server{
 		Handler: http.HandlerFunc(p.serve),
@@ -165,11 +172,11 @@ func (p *Peer) config(h *tls.ClientHelloInfo) (*tls.Config, error) {
 	// Envoy (BoringSSL) goes on without ALPN when the lists do not meet; Go's server
 	// would refuse the handshake.
 	protos = slices.DeleteFunc(protos, func(p string) bool { return !slices.Contains(h.SupportedProtos, p) })
-	prefix := "spiffe://" + p.ca.TrustDomain + "/"
+	prefix := "spiffe://" + p.trustDomain + "/"
 	return &tls.Config{
 		Certificates: []tls.Certificate{p.cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    p.ca.Pool(),
+		ClientCAs:    p.roots,
 		NextProtos:   protos,
 		MinVersion:   tls.VersionTLS12,
 		VerifyPeerCertificate: func(_ [][]byte, chains [][]*x509.Certificate) error {

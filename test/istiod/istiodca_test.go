@@ -1,0 +1,439 @@
+package istiod_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	"github.com/amesh-dev/amesh/internal/identity/identitytest"
+	"github.com/amesh-dev/amesh/internal/meshpeer"
+	"github.com/amesh-dev/amesh/test/istiod/harness"
+)
+
+// istiod's CA service (istio.io/api security/v1alpha1, proto package istio.v1.auth),
+// the RPC istio-agent makes for a workload certificate. amesh does not depend on
+// istio.io/api (see internal/xds/resource/istioalpn.go), so the two messages are
+// described here, with only the fields the test sends and reads:
+//
+//	message IstioCertificateRequest  { string csr = 1; int64 validity_duration = 3; }
+//	message IstioCertificateResponse { repeated string cert_chain = 1; }
+const createCertificate = "/istio.v1.auth.IstioCertificateService/CreateCertificate"
+
+var certRequestDesc, certResponseDesc = caMessages()
+
+func caMessages() (req, resp protoreflect.MessageDescriptor) {
+	field := func(name string, n int32, typ descriptorpb.FieldDescriptorProto_Type, label descriptorpb.FieldDescriptorProto_Label) *descriptorpb.FieldDescriptorProto {
+		return &descriptorpb.FieldDescriptorProto{Name: proto.String(name), Number: proto.Int32(n), Type: typ.Enum(), Label: label.Enum()}
+	}
+	const opt, rep = descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL, descriptorpb.FieldDescriptorProto_LABEL_REPEATED
+	fd := &descriptorpb.FileDescriptorProto{
+		// Its own registry below: the name clashes with nothing even if istio.io/api is
+		// linked one day.
+		Name:    proto.String("security/v1alpha1/ca.proto"),
+		Package: proto.String("istio.v1.auth"),
+		Syntax:  proto.String("proto3"),
+		MessageType: []*descriptorpb.DescriptorProto{
+			{Name: proto.String("IstioCertificateRequest"), Field: []*descriptorpb.FieldDescriptorProto{
+				field("csr", 1, descriptorpb.FieldDescriptorProto_TYPE_STRING, opt),
+				field("validity_duration", 3, descriptorpb.FieldDescriptorProto_TYPE_INT64, opt),
+			}},
+			{Name: proto.String("IstioCertificateResponse"), Field: []*descriptorpb.FieldDescriptorProto{
+				field("cert_chain", 1, descriptorpb.FieldDescriptorProto_TYPE_STRING, rep),
+			}},
+		},
+	}
+	f, err := protodesc.NewFile(fd, new(protoregistry.Files))
+	if err != nil {
+		panic("istiod CA messages: " + err.Error())
+	}
+	return f.Messages().ByName("IstioCertificateRequest"), f.Messages().ByName("IstioCertificateResponse")
+}
+
+// istiodWorkload is a workload certificate from istiod's CA, as istio-agent keeps it.
+type istiodWorkload struct {
+	id string
+	// chain is cert_chain as istiod answered it (leaf first, the root last), which
+	// istio-agent writes as cert-chain.pem; key is the key of the CSR (PKCS#1 RSA 2048,
+	// istio-agent's default).
+	chain, key []byte
+	certs      []*x509.Certificate
+	tls        tls.Certificate
+}
+
+// istiodCertificate asks istiod's CA, on its TLS port (15012) trusted through the mesh
+// root, for the certificate of service account sa of the workload namespace, as
+// istio-agent does: a CSR for the SPIFFE ID, with the service account's token (audience
+// istio-ca) as the bearer token istiod verifies with a TokenReview.
+func istiodCertificate(t *testing.T, roots *x509.CertPool, sa string) istiodWorkload {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), mustHappen)
+	defer cancel()
+	w := istiodWorkload{id: fmt.Sprintf("spiffe://cluster.local/ns/%s/sa/%s", namespace, sa)}
+	tok, err := env.kube.Client.TokenRequest(ctx, namespace, sa, "istio-ca", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.key = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	u, err := url.Parse(w.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := grpc.NewClient(env.istiod.SecureGRPCAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		RootCAs: roots, ServerName: env.istiod.ServerName, MinVersion: tls.VersionTLS12,
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := dynamicpb.NewMessage(certRequestDesc)
+	req.Set(certRequestDesc.Fields().ByName("csr"), protoreflect.ValueOfString(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))))
+	req.Set(certRequestDesc.Fields().ByName("validity_duration"), protoreflect.ValueOfInt64(int64(time.Hour/time.Second)))
+	resp := dynamicpb.NewMessage(certResponseDesc)
+	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+	if err := conn.Invoke(ctx, createCertificate, req, resp); err != nil {
+		t.Fatalf("istiod's CreateCertificate for %s: %v", w.id, err)
+	}
+	list := resp.Get(certResponseDesc.Fields().ByName("cert_chain")).List()
+	for i := range list.Len() {
+		w.chain = append(w.chain, list.Get(i).String()...)
+	}
+	if w.certs, err = x509Chain(w.chain); err != nil {
+		t.Fatalf("istiod's answer for %s: %v", w.id, err)
+	}
+	if w.tls, err = tls.X509KeyPair(w.chain, w.key); err != nil {
+		t.Fatalf("istiod's certificate for %s is not for the CSR's key: %v", w.id, err)
+	}
+	return w
+}
+
+// checkFromIstiod checks that w is istiod's work: its one identity is the SPIFFE ID
+// asked for, it chains to istiod's root (the ConfigMap's, also the chain's last
+// certificate) and to none of the test CAs.
+func checkFromIstiod(t *testing.T, w istiodWorkload, rootPEM string, roots *x509.CertPool, testCAs ...*x509.Certificate) {
+	t.Helper()
+	leaf := w.certs[0]
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != w.id || len(leaf.DNSNames) != 0 {
+		t.Errorf("istiod's certificate for %s has URIs %v and DNS names %v", w.id, leaf.URIs, leaf.DNSNames)
+	}
+	// The hour the request asked for (istiod backdates NotBefore a little), not istiod's
+	// default day: istiod read the request's fields as this file describes them.
+	if life := leaf.NotAfter.Sub(leaf.NotBefore); life < time.Hour || life > 2*time.Hour {
+		t.Errorf("istiod's certificate for %s is valid for %v, want the hour asked for", w.id, life)
+	}
+	root, _ := pem.Decode([]byte(rootPEM))
+	if last := w.certs[len(w.certs)-1]; len(w.certs) < 2 || root == nil || !bytes.Equal(last.Raw, root.Bytes) {
+		t.Errorf("the chain for %s does not end with the mesh root of ConfigMap istio-ca-root-cert", w.id)
+	}
+	verify := func(pool *x509.CertPool) error {
+		_, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}})
+		return err
+	}
+	if err := verify(roots); err != nil {
+		t.Errorf("istiod's certificate for %s does not chain to the mesh root: %v", w.id, err)
+	}
+	for _, ca := range testCAs {
+		pool := x509.NewCertPool()
+		pool.AddCert(ca)
+		if verify(pool) == nil {
+			t.Errorf("istiod's certificate for %s chains to a test CA (%s)", w.id, ca.Subject)
+		}
+	}
+}
+
+// upstreamTLSRoute is a route of test/nginx's upstreamtlscheck.lua (its file documents
+// the format): one TLS node and the profile attached for it, files as istio-agent
+// writes them.
+type upstreamTLSRoute struct {
+	Nodes   []upstreamTLSNode  `json:"nodes"`
+	Profile upstreamTLSProfile `json:"profile"`
+}
+
+type upstreamTLSNode struct {
+	Addr string `json:"addr"`
+	Port int    `json:"port"`
+	TLS  bool   `json:"tls"`
+}
+
+type upstreamTLSProfile struct {
+	SNI      string              `json:"sni"`
+	ALPN     []string            `json:"alpn"`
+	CertFile string              `json:"cert_file"`
+	KeyFile  string              `json:"key_file"`
+	CAFile   string              `json:"ca_file"`
+	SANs     []map[string]string `json:"sans"`
+}
+
+// upstreamTLSNginx is Debian's nginx with ngx_http_amesh_upstream_tls_module, sending
+// each route's requests to its node with its profile.
+type upstreamTLSNginx struct {
+	prefix string
+	port   int
+}
+
+func startUpstreamTLSNginx(t *testing.T, module string, routes map[string]upstreamTLSRoute) *upstreamTLSNginx {
+	t.Helper()
+	checkDir, err := filepath.Abs(filepath.Join("..", "nginx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &upstreamTLSNginx{prefix: t.TempDir(), port: freePort(t)}
+	b, err := json.Marshal(routes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routesFile := filepath.Join(n.prefix, "routes.json")
+	if err := os.WriteFile(routesFile, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := template.New("upstreamtls-nginx.conf.tmpl").Option("missingkey=error").ParseFiles(filepath.Join("testdata", "upstreamtls-nginx.conf.tmpl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conf bytes.Buffer
+	if err := tmpl.Execute(&conf, map[string]any{
+		"Root": os.Geteuid() == 0, "Prefix": n.prefix, "Module": filepath.Join(module, "ngx_http_amesh_upstream_tls_module.so"),
+		"CheckDir": checkDir, "LuaDir": filepath.Join(checkDir, "..", "..", "lua"), "Port": n.port, "Routes": routesFile,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	confPath := filepath.Join(n.prefix, "nginx.conf")
+	if err := os.WriteFile(confPath, conf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/usr/sbin/nginx", "-p", n.prefix, "-c", confPath)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			b := n.errorLog()
+			t.Logf("--- nginx error.log, last 4 KiB ---\n%s\n--- stderr ---\n%s", b[max(0, len(b)-4096):], stderr.String())
+		}
+	})
+	waitUntil(t, "nginx listens", func() bool {
+		select {
+		case <-exited:
+			t.Fatalf("nginx exited: %s", stderr.String())
+		default:
+		}
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(n.port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return n
+}
+
+func (n *upstreamTLSNginx) errorLog() []byte {
+	b, _ := os.ReadFile(filepath.Join(n.prefix, "error.log"))
+	return b
+}
+
+// get sends GET path with Host host through nginx and returns the status and what the
+// peer saw (zero unless it answered).
+func (n *upstreamTLSNginx) get(t *testing.T, host, path string) (int, meshpeer.Seen) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", n.port, path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var s meshpeer.Seen
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(b, &s); err != nil {
+			t.Fatalf("%s: %v: %s", path, err, b)
+		}
+	}
+	return resp.StatusCode, s
+}
+
+// TestOutboundMTLSWithIstiodCerts: Istio mTLS from nginx with amesh's upstream TLS
+// module, as amesh configures it for istiod's auto-mTLS cluster
+// outbound|9080||reviews.default.svc.cluster.local, with workload certificates issued by
+// the real istiod's CA (not a Go CA shaped like it): productpage's as the client
+// certificate, reviews' served by a peer that answers as a sidecar's inbound listener
+// and requires clients of istiod's root. The request goes through with Istio's SNI and
+// ALPN and the peer sees productpage's identity; a SAN matcher for another service
+// account, or a client certificate of another CA, fails the connection (502).
+func TestOutboundMTLSWithIstiodCerts(t *testing.T) {
+	requireEnv(t)
+	skip := func(err error) {
+		t.Helper()
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI is set but the test cannot run: %v", err)
+		}
+		t.Skip(err)
+	}
+	module, err := harness.OriginalDstModule()
+	if errors.Is(err, harness.ErrNoBinaries) {
+		skip(err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range nginxDeps {
+		if _, err := os.Stat(p); err != nil {
+			skip(fmt.Errorf("%s is missing: run scripts/install-test-deps.sh", p))
+		}
+	}
+
+	// The scenario has productpage's service account only; istiod signs for a token's
+	// service account, which the API server issues only while the account exists.
+	sa := harness.Object{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "reviews", "namespace": namespace}}
+	apply(t, sa)
+	t.Cleanup(func() { deleteAll(t, []harness.Object{sa}) })
+
+	rootPEM := rootCert(t)
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(rootPEM)) {
+		t.Fatal("ConfigMap istio-ca-root-cert holds no certificate")
+	}
+	productpage := istiodCertificate(t, roots, "productpage")
+	reviewsW := istiodCertificate(t, roots, "reviews")
+	// Another CA of the same trust domain, as identitytest (and the tiers without istiod)
+	// make workload certificates.
+	other, err := identitytest.NewCA("cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shaped, err := meshpeer.NewCA("cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []istiodWorkload{productpage, reviewsW} {
+		checkFromIstiod(t, w, rootPEM, roots, other.Root(), shaped.Cert)
+	}
+	foreign, err := other.Issue(identitytest.Options{SPIFFE: productpage.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	peer, err := meshpeer.StartPeerTrusting("cluster.local", roots, reviewsW.tls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = peer.Close() })
+
+	// OUTPUT_CERTS as istio-agent writes it for productpage, and a foreign one.
+	// nginx's workers run as the test's user (or root, which the template sets as the
+	// user when the test runs as root): the files can be the test's own.
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	rootFile := write("root-cert.pem", []byte(rootPEM))
+	certFile, keyFile := write("cert-chain.pem", productpage.chain), write("key.pem", productpage.key)
+	foreignCert, foreignKey := write("foreign-cert-chain.pem", foreign.Chain), write("foreign-key.pem", foreign.Key)
+
+	const sni = "outbound_.9080_._.reviews.default.svc.cluster.local"
+	alpn := []string{"istio-http/1.1", "istio", "http/1.1"}
+	profile := func(san, cert, key string) upstreamTLSProfile {
+		return upstreamTLSProfile{SNI: sni, ALPN: alpn, CertFile: cert, KeyFile: key, CAFile: rootFile,
+			SANs: []map[string]string{{"value": san}}}
+	}
+	node := func() []upstreamTLSNode {
+		host, port, err := net.SplitHostPort(peer.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := strconv.Atoi(port)
+		return []upstreamTLSNode{{Addr: host, Port: p, TLS: true}}
+	}
+	ratingsID := fmt.Sprintf("spiffe://cluster.local/ns/%s/sa/ratings", namespace)
+	n := startUpstreamTLSNginx(t, module, map[string]upstreamTLSRoute{
+		"reviews":        {Nodes: node(), Profile: profile(reviewsW.id, certFile, keyFile)},
+		"ratings-san":    {Nodes: node(), Profile: profile(ratingsID, certFile, keyFile)},
+		"foreign-client": {Nodes: node(), Profile: profile(reviewsW.id, foreignCert, foreignKey)},
+	})
+	const host = "reviews.default.svc.cluster.local:9080"
+
+	code, s := n.get(t, host, "/reviews/0")
+	if code != http.StatusOK {
+		t.Fatalf("reviews: %d", code)
+	}
+	want := meshpeer.Seen{Chain: meshpeer.ChainMTLSHTTP, ALPNOffered: alpn, ALPN: "http/1.1", SNI: sni,
+		ClientID: productpage.id, Host: host, Path: "/reviews/0", Conn: s.Conn}
+	if fmt.Sprint(s) != fmt.Sprint(want) {
+		t.Errorf("reviews: the peer saw\n %+v\nwant\n %+v", s, want)
+	}
+
+	for _, c := range []struct{ path, logged string }{
+		// nginx verifies the peer: istiod's certificate for reviews is not ratings'.
+		{"/ratings-san/0", "none of the expected subject alt names"},
+		// The peer verifies nginx: a certificate for productpage's identity that istiod
+		// did not issue.
+		{"/foreign-client/0", "alert unknown ca"},
+	} {
+		before, hs := len(n.errorLog()), peer.Handshakes.Load()
+		if code, _ := n.get(t, host, c.path); code != http.StatusBadGateway {
+			t.Errorf("%s: %d, want 502", c.path, code)
+		}
+		if logged := string(n.errorLog()[before:]); !strings.Contains(logged, c.logged) {
+			t.Errorf("%s: the error log does not say %q:\n%s", c.path, c.logged, logged)
+		}
+		if peer.Handshakes.Load() == hs {
+			t.Errorf("%s: the peer was not even contacted", c.path)
+		}
+	}
+}
