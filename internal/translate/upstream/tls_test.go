@@ -335,25 +335,6 @@ func TestTLSForTCP(t *testing.T) {
 	}
 }
 
-// A stream route's upstream (Variant.Plaintext) keeps only the nodes Envoy reaches in
-// plaintext; without TLS nodes it is the base upstream.
-func TestPlaintextVariant(t *testing.T) {
-	snap := istiodMTLS(t)
-	mixed, _, _ := buildMTLS(t, snap, "outbound|8080||mixed.default.svc.cluster.local", meshIdentity)
-	u := Variant{Plaintext: true}.Apply(mixed)
-	mustValid(t, u)
-	if diff := cmp.Diff(map[string]any{"192.0.2.72": nil}, hosts(u)); diff != "" || u.Scheme != "" {
-		t.Errorf("scheme %q, nodes (-want +got):\n%s", u.Scheme, diff)
-	}
-	if len(mixed.Nodes) != 2 || mixed.Scheme != "https" {
-		t.Errorf("the base changed: %+v", mixed)
-	}
-	plain, _, _ := buildMTLS(t, snap, "outbound|9080||reviews.default.svc.cluster.local", meshIdentity)
-	if v := (Variant{Plaintext: true}).Effective(plain); v.Plaintext {
-		t.Error("Plaintext has an effect on an upstream without TLS nodes")
-	}
-}
-
 // Clusters of a split merged into one upstream (more than traffic-split's 20) keep their
 // TLS per node: the upstream's settings without an SNI, each TLS node its cluster's.
 func TestSplitTLS(t *testing.T) {
