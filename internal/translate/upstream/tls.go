@@ -12,10 +12,11 @@ package upstream
 // name check. So a cluster's TLS context becomes the configuration of amesh's plugin
 // amesh-upstream-tls (TLSConf; lua/apisix/plugins/amesh-upstream-tls.lua), on the
 // routes to the cluster, which hands it to ngx_http_amesh_upstream_tls_module for the
-// connections of each request; and each node says whether Envoy would reach its
-// endpoint with TLS: the upstream's scheme is that of most of its nodes, and the others
-// carry node metadata {"amesh_tls": true|false}. The plugin then decides per node the
-// balancer picked (retries included). An endpoint whose socket amesh cannot reproduce
+// connections of each request (and on the stream routes to it, the stream plugin of
+// that name for each connection, with ForTCP's configuration); and each node says
+// whether Envoy would reach its endpoint with TLS: the upstream's scheme is that of most
+// of its nodes, and the others carry node metadata {"amesh_tls": true|false}. The
+// plugin then decides per node the balancer picked (retries included). An endpoint whose socket amesh cannot reproduce
 // (another socket type, a TLS context it cannot translate, a second TLS context) is
 // left out of the upstream and reported: it is never reached in plaintext, or with
 // weaker TLS, where Envoy would use TLS.
