@@ -42,7 +42,7 @@ package translate
 // What a route does is what its chain does: an HTTP connection manager's carries
 // amesh-http (APISIX's HTTP server takes the connection and its HTTP routes decide);
 // tcp_proxy's names its cluster's upstream, with amesh-original-dst for an ORIGINAL_DST
-// cluster; a chain amesh cannot serve, filters that fail closed and BlackHoleCluster
+// cluster and amesh-upstream-tls for one whose endpoints Envoy reaches with TLS; a chain amesh cannot serve, filters that fail closed and BlackHoleCluster
 // get a route without upstream or plugin, whose connections APISIX closes. At the
 // bottom (any port, address and protocol) such a route is left out: nothing less
 // specific would take its connections.

@@ -160,9 +160,11 @@ func readsShape(info clusterInfo) bool {
 
 // streamWant is a stream route as syncStreams wants it.
 type streamWant struct {
-	route   apisix.StreamRoute
-	cluster string // whose upstream it references (route.UpstreamID is set on writing)
-	variant upstream.Variant
+	route apisix.StreamRoute
+	// cluster is whose base upstream it references (route.UpstreamID is set on
+	// writing): nginx's stream proxy takes no route-level upstream settings, and the
+	// base marks which nodes amesh-upstream-tls reaches with TLS.
+	cluster string
 	sig     string
 }
 
@@ -227,7 +229,7 @@ func (t *Translator) syncStreams() {
 	for key, sw := range want {
 		up := ""
 		if sw.cluster != "" {
-			up = t.acquire(sw.cluster, sw.variant)
+			up = t.acquire(sw.cluster, upstream.Variant{})
 			sw.route.UpstreamID = up
 		}
 		t.out.Set(&t.sc.enc, key, sw.route)
@@ -263,7 +265,12 @@ func (t *Translator) streamRoute(c *streamClaim, listener string, rep *[]report.
 			Field: "filter_chains.filters.tcp_proxy.cluster", Severity: sev, Message: msg})
 	}
 	closed := c.closed
-	switch name, info := t.clusters.ref(c.cluster); {
+	// tls is the upstream TLS of the route's connections and tlsSig the cluster's digest
+	// of it: the signature holds the digest, since %+v prints the pointer's address.
+	var tls *upstream.TLSConf
+	var tlsSig uint64
+	name, info := t.clusters.ref(c.cluster)
+	switch {
 	case c.mtls:
 		r.Plugins = map[string]any{streamMTLSPlugin: struct{}{}}
 	case c.http && c.tls:
@@ -294,9 +301,12 @@ func (t *Translator) streamRoute(c *streamClaim, listener string, rep *[]report.
 	default:
 		sw.cluster = name
 		if info.tls != 0 {
-			// nginx's stream proxy makes these connections without amesh-upstream-tls.
-			sw.variant.Plaintext = true
-			add(report.Unsupported, "TCP to cluster "+name+" originates no TLS: endpoints Envoy reaches with TLS (Istio mTLS) are left out of its stream route (fail closed); the others are reached in plaintext, as by Envoy")
+			// Some endpoints are reached with TLS: the stream amesh-upstream-tls
+			// originates it per node as the base upstream marks them, as the HTTP
+			// plugin does. Without a TLS configuration amesh can serve (info.tls 0)
+			// the base upstream has left those endpoints out (fail closed, reported
+			// on the cluster).
+			tls, tlsSig = t.clusters[name].tls.ForTCP(), info.tls
 		}
 	}
 	if closed == "" {
@@ -308,6 +318,11 @@ func (t *Translator) streamRoute(c *streamClaim, listener string, rep *[]report.
 		}
 		r.Desc = "amesh: connections are closed (" + closed + ")"
 	}
-	sw.sig = fmt.Sprintf("%+v|%s|%+v", *r, sw.cluster, sw.variant)
+	sw.sig = fmt.Sprintf("%+v|%s|%x", *r, sw.cluster, tlsSig)
+	if tls != nil {
+		// Keyed by the id of the base upstream, which syncStreams acquires.
+		r.Plugins = mergePlugins(r.Plugins, upstream.TLSPlugin,
+			upstream.TLSPluginConf{Upstreams: map[string]*upstream.TLSConf{upstream.ID(name): tls}})
+	}
 	return sw, true
 }

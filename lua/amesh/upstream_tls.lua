@@ -1,15 +1,17 @@
 -- amesh.upstream_tls: per-request TLS settings for upstream connections, through
--- ngx_http_amesh_upstream_tls_module (nginx/upstream_tls). A profile holds what Envoy's
+-- nginx/upstream_tls's modules (ngx_http_amesh_upstream_tls_module,
+-- ngx_stream_amesh_upstream_tls_module). A profile holds what Envoy's
 -- UpstreamTlsContext sets (SNI, ALPN, client certificate and key, trusted roots, CRLs,
 -- expected subject alt names, protocol versions, ciphers, curves); use() attaches one to
--- the current request (or none), and every TLS connection nginx opens for the request
--- from then on is made with it. nginx must name the module's variable:
+-- the current request or stream session (or none), and every TLS connection nginx opens
+-- for it from then on is made with it. In http, nginx must name the module's variable:
 --
 --     proxy_ssl_server_name on;
 --     proxy_ssl_name $amesh_upstream_ssl_name;
 --
--- use() refuses a profile (returns nil and the reason) when the request's location does
--- not, rather than letting the connection go out without it.
+-- in stream, one server must be the module's template (amesh_upstream_tls_template,
+-- nginx/upstream_tls/README.md). use() refuses a profile (returns nil and the reason)
+-- when nginx is not set up so, rather than letting the connection go out without it.
 --
 -- Private keys are parsed here and handed to nginx; neither they nor the PEM they come
 -- from are ever logged or returned in an error.
@@ -29,6 +31,8 @@ local ngx_now = ngx.now
 local pcall = pcall
 local ipairs = ipairs
 local tostring = tostring
+local ngx_var = ngx.var
+local stream = ngx.config.subsystem == "stream"
 
 ffi.cdef[[
 void *amesh_upstream_tls_profile_new(const unsigned char *sni, size_t sni_len,
@@ -42,8 +46,16 @@ int amesh_upstream_tls_set(void *r, void *profile, char *err, size_t err_len);
 
 local _M = {}
 
--- module_loaded: the C module is in this nginx (ffi.C resolves its symbols).
-local module_loaded = pcall(function() return C.amesh_upstream_tls_set end)
+-- module_loaded: the C module is in this nginx (ffi.C resolves its symbols; in stream,
+-- the profile functions, which either module has, and the variable is checked in use()).
+local module_loaded
+local module_name = "ngx_http_amesh_upstream_tls_module"
+if stream then
+    module_name = "ngx_stream_amesh_upstream_tls_module"
+    module_loaded = pcall(function() return C.amesh_upstream_tls_profile_new end)
+else
+    module_loaded = pcall(function() return C.amesh_upstream_tls_set end)
+end
 _M.available = module_loaded
 
 local ERR_LEN = 256
@@ -111,7 +123,7 @@ end
 --   ciphers, curves     lists of names
 function _M.new_profile(spec)
     if not module_loaded then
-        return nil, "ngx_http_amesh_upstream_tls_module is not loaded"
+        return nil, module_name .. " is not loaded"
     end
 
     local flags = 0
@@ -173,14 +185,44 @@ function _M.new_profile(spec)
 end
 
 
--- use attaches profile (nil: none) to the current request. Called again in the
--- balancer phase (a retry), it also switches the next connection to TLS or plaintext.
+-- use_stream hands the stream module the profile's address through its variable, and
+-- reads back whether the session took it.
+local function use_stream(profile)
+    local v = ""
+    if profile ~= nil then
+        -- the address as an integer: tostring of a uintptr_t cdata is "<digits>ULL"
+        v = tostring(ffi.cast("uintptr_t", profile)):gsub("ULL$", "")
+    end
+    local ok = pcall(function() ngx_var.amesh_upstream_tls = v end)
+    if not ok then
+        if profile == nil then
+            return true
+        end
+        return nil, module_name .. " is not loaded"
+    end
+    if profile == nil then
+        return true
+    end
+    local state = ngx_var.amesh_upstream_tls
+    if state ~= "on" then
+        return nil, (tostring(state):gsub("^error: ", ""))
+    end
+    return true
+end
+
+
+-- use attaches profile (nil: none) to the current request or stream session. Called
+-- again in the balancer phase (a retry), it also switches the next connection to TLS
+-- or plaintext.
 function _M.use(profile)
     if not module_loaded then
         if profile == nil then
             return true
         end
-        return nil, "ngx_http_amesh_upstream_tls_module is not loaded"
+        return nil, module_name .. " is not loaded"
+    end
+    if stream then
+        return use_stream(profile)
     end
     local r = get_request()
     if not r then

@@ -7,8 +7,8 @@
 #
 # OPENRESTY_SRC is an unpacked OpenResty release (openresty-X.Y.Z.W/ with configure and
 # bundle/); it is configured in a copy and left as it is. The last stdout line is the directory
-# holding ngx_http_amesh_original_dst_module.so, ngx_stream_amesh_original_dst_module.so and
-# ngx_http_amesh_upstream_tls_module.so:
+# holding ngx_http_amesh_original_dst_module.so, ngx_stream_amesh_original_dst_module.so,
+# ngx_http_amesh_upstream_tls_module.so and ngx_stream_amesh_upstream_tls_module.so:
 # OUT, or a cache directory $AMESH_CACHE/nginx-module/<release>-<hash> keyed by the module's
 # source and the release's nginx headers (which hold every structure the modules use). Progress
 # goes to stderr.
@@ -28,9 +28,10 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
 MOD="$here/nginx/original_dst"
 TLSMOD="$here/nginx/upstream_tls"
-SOS=(ngx_http_amesh_original_dst_module.so ngx_stream_amesh_original_dst_module.so ngx_http_amesh_upstream_tls_module.so)
+SOS=(ngx_http_amesh_original_dst_module.so ngx_stream_amesh_original_dst_module.so ngx_http_amesh_upstream_tls_module.so ngx_stream_amesh_upstream_tls_module.so)
 JOBS="${JOBS:-$(nproc)}"
 
+all_built() { local so; for so in "${SOS[@]}"; do [[ -f "$OUT/$so" ]] || return 1; done; }
 log() { echo "[nginx-module] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -44,13 +45,13 @@ release="$(basename "$SRC")"
 if [[ $# -eq 2 ]]; then
   OUT="$2"
 else
-  hash="$( (cat "$here/scripts/nginx-module/build-openresty.sh" "$MOD"/config "$MOD"/*.[ch] "$TLSMOD"/config "$TLSMOD"/*.c; find "${ngx_src[0]}/src" -name '*.h' | LC_ALL=C sort | xargs cat) | sha256sum | cut -c1-12)"
+  hash="$( (cat "$here/scripts/nginx-module/build-openresty.sh" "$MOD"/config "$MOD"/*.[ch] "$TLSMOD"/config "$TLSMOD"/*.[ch]; find "${ngx_src[0]}/src" -name '*.h' | LC_ALL=C sort | xargs cat) | sha256sum | cut -c1-12)"
   ROOT="${AMESH_CACHE:-$HOME/.cache/amesh}/nginx-module"
   OUT="$ROOT/$release-$hash"
   mkdir -p "$ROOT"
   exec 9>"$ROOT/.lock"
   flock 9
-  if [[ -f "$OUT/${SOS[0]}" && -f "$OUT/${SOS[1]}" && -f "$OUT/${SOS[2]}" ]]; then
+  if all_built; then
     log "already built for $release: $OUT"
     echo "$OUT"
     exit 0

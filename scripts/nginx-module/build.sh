@@ -6,7 +6,8 @@
 #
 # The directory holds ngx_http_amesh_original_dst_module.so,
 # ngx_stream_amesh_original_dst_module.so (the stream one needs Debian's
-# ngx_stream_module.so loaded before it) and ngx_http_amesh_upstream_tls_module.so.
+# ngx_stream_module.so loaded before it), ngx_http_amesh_upstream_tls_module.so and
+# ngx_stream_amesh_upstream_tls_module.so (which needs it too).
 # Progress goes to stderr.
 #
 # A dynamic module loads only into the nginx it was configured for: same version, same
@@ -23,8 +24,9 @@ cd "$(dirname "$0")/../.."
 MOD="$PWD/nginx/original_dst"
 TLSMOD="$PWD/nginx/upstream_tls"
 SRC=/usr/share/nginx/src
-SOS=(ngx_http_amesh_original_dst_module.so ngx_stream_amesh_original_dst_module.so ngx_http_amesh_upstream_tls_module.so)
+SOS=(ngx_http_amesh_original_dst_module.so ngx_stream_amesh_original_dst_module.so ngx_http_amesh_upstream_tls_module.so ngx_stream_amesh_upstream_tls_module.so)
 
+all_built() { local so; for so in "${SOS[@]}"; do [[ -f "$OUT/$so" ]] || return 1; done; }
 log() { echo "[nginx-module] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -33,14 +35,14 @@ ngx_ver="$(dpkg-query -W -f='${Version}' nginx 2>/dev/null)" || die "Debian's ng
 dev_ver="$(dpkg-query -W -f='${Version}' nginx-dev 2>/dev/null)" || die "nginx-dev is not installed"
 [[ "$ngx_ver" == "$dev_ver" ]] || die "nginx $ngx_ver and nginx-dev $dev_ver differ: a module built from these headers would not load"
 
-hash="$(cat "$0" "$MOD"/config "$MOD"/*.[ch] "$TLSMOD"/config "$TLSMOD"/*.c | sha256sum | cut -c1-12)"
+hash="$(cat "$0" "$MOD"/config "$MOD"/*.[ch] "$TLSMOD"/config "$TLSMOD"/*.[ch] | sha256sum | cut -c1-12)"
 ROOT="${AMESH_CACHE:-$HOME/.cache/amesh}/nginx-module"
 OUT="$ROOT/$ngx_ver-$hash"
 mkdir -p "$ROOT"
 exec 9>"$ROOT/.lock"
 flock 9
 
-if [[ -f "$OUT/${SOS[0]}" && -f "$OUT/${SOS[1]}" && -f "$OUT/${SOS[2]}" ]]; then
+if all_built; then
   log "already built for nginx $ngx_ver: $OUT"
   echo "$OUT"
   exit 0

@@ -579,7 +579,7 @@ func checkNginxConf(t *testing.T, conf string, cfg map[string]any, root string) 
 	if !ok {
 		t.Fatalf("nginx.conf has no http block")
 	}
-	for _, m := range []string{"ngx_http_amesh_original_dst_module.so", "ngx_stream_amesh_original_dst_module.so", "ngx_http_amesh_upstream_tls_module.so"} {
+	for _, m := range []string{"ngx_http_amesh_original_dst_module.so", "ngx_stream_amesh_original_dst_module.so", "ngx_http_amesh_upstream_tls_module.so", "ngx_stream_amesh_upstream_tls_module.so"} {
 		if want := "load_module " + root + "/usr/local/openresty/nginx/modules/" + m + ";"; !strings.Contains(main, want) {
 			t.Errorf("nginx.conf's main context lacks %q", want)
 		}

@@ -277,7 +277,8 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 		}
 	}
 	streamPlugins := toStrings(cfg["stream_plugins"])
-	for _, p := range append(pluginsAmeshEmits(t, true), "amesh-http", "amesh-original-dst") {
+	// amesh-upstream-tls: emitted with a workload identity, which the capture translated here lacks.
+	for _, p := range append(pluginsAmeshEmits(t, true), "amesh-http", "amesh-original-dst", "amesh-upstream-tls") {
 		if !slices.Contains(streamPlugins, p) {
 			t.Errorf("stream plugin %q, which amesh's translation emits, is not enabled (stream_plugins %v)", p, streamPlugins)
 		}
@@ -334,8 +335,14 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 		t.Error("nginx_config.http.proxy_ssl_server_name is on: APISIX's proxy_ssl_name would clash with the snippet's")
 	}
 	loads := loadModule.FindAllStringSubmatch(snippet, -1)
-	if len(loads) != 3 {
-		t.Errorf("main_configuration_snippet loads %d modules, want the http and stream original-destination modules and the upstream TLS module", len(loads))
+	if len(loads) != 4 {
+		t.Errorf("main_configuration_snippet loads %d modules, want the http and stream original-destination and upstream TLS modules", len(loads))
+	}
+	// The stream upstream TLS module's template: the session's proxy settings for TLS
+	// upstreams, naming APISIX's stream upstream.
+	streamSnippet, _ := at(cfg, "nginx_config", "stream_configuration_snippet").(string)
+	if !regexp.MustCompile(`(?s)server \{\s*amesh_upstream_tls_template;\s*proxy_pass apisix_backend;\s*\}`).MatchString(streamSnippet) {
+		t.Errorf("stream_configuration_snippet has no template server for amesh_upstream_tls_template:\n%s", streamSnippet)
 	}
 	for _, m := range loads {
 		if !inImage(m[1]) {

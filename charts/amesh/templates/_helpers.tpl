@@ -76,6 +76,7 @@ nginx_config:
     load_module /usr/local/openresty/nginx/modules/ngx_http_amesh_original_dst_module.so;
     load_module /usr/local/openresty/nginx/modules/ngx_stream_amesh_original_dst_module.so;
     load_module /usr/local/openresty/nginx/modules/ngx_http_amesh_upstream_tls_module.so;
+    load_module /usr/local/openresty/nginx/modules/ngx_stream_amesh_upstream_tls_module.so;
   # The dicts amesh writes are read by the http and the stream workers: only nginx's
   # top-level lua {} block (APISIX's runtime) declares a dict both see, and APISIX 3.18
   # writes that block itself with fixed names and sizes only, so the declarations follow
@@ -88,10 +89,18 @@ nginx_config:
   # original destination ($server_addr, $server_port; ngx_stream_amesh_original_dst_module),
   # and amesh-original-dst binds through $amesh_upstream_bind (127.0.0.6 for inbound
   # delivery; map, because APISIX's stream server has no snippet for `set`).
+  # The template server holds the stream proxy's TLS settings that amesh-upstream-tls
+  # switches a session to for an upstream it reaches with TLS (Istio mTLS to a TCP
+  # service): never listened on, it inherits the settings above as APISIX's stream server
+  # does, and names the same upstream (nginx/upstream_tls/README.md).
   stream_configuration_snippet: |
     amesh_original_dst_local on;
     map $server_port $amesh_upstream_bind { default ""; }
     proxy_bind $amesh_upstream_bind;
+    server {
+        amesh_upstream_tls_template;
+        proxy_pass apisix_backend;
+    }
   # The HTTP server listens on the stream front's unix sockets, one per capture port (and
   # one with TLS for inbound Istio mTLS, amesh-http's "tls"), where
   # each connection starts with a PROXY header (client and original destination): the
@@ -143,6 +152,7 @@ stream_plugins:
 - amesh-mtls-peer
 - amesh-network-rbac
 - amesh-original-dst
+- amesh-upstream-tls
 plugin_attr:
   amesh-http:
     socket_dir: {{ $sockets }}

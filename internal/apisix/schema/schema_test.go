@@ -31,11 +31,18 @@ func TestEmbeddedSchemasCompile(t *testing.T) {
 	// The stream plugins amesh's stream routes use, and no other: an HTTP plugin of the
 	// same name does not make a stream plugin known.
 	s, _ := load()
-	if want := []string{"amesh-http", "amesh-mtls", "amesh-mtls-peer", "amesh-network-rbac", "amesh-original-dst"}; strings.Join(s.streamPlugins.names, ",") != strings.Join(want, ",") {
+	if want := []string{"amesh-http", "amesh-mtls", "amesh-mtls-peer", "amesh-network-rbac", "amesh-original-dst", "amesh-upstream-tls"}; strings.Join(s.streamPlugins.names, ",") != strings.Join(want, ",") {
 		t.Errorf("stream plugin schemas %v, want %v", s.streamPlugins.names, want)
 	}
 	if KnownPlugin("amesh-http") {
 		t.Error("the stream plugin amesh-http is known as an HTTP plugin")
+	}
+	// The stream amesh-upstream-tls takes what the HTTP one takes: the translation hands
+	// both a cluster's TLS configuration.
+	h, _ := files.ReadFile(pluginDir + "amesh-upstream-tls.json")
+	st, _ := files.ReadFile(streamPluginDir + "amesh-upstream-tls.json")
+	if len(h) == 0 || string(h) != string(st) {
+		t.Error("the stream amesh-upstream-tls schema is not the HTTP plugin's")
 	}
 }
 
@@ -74,6 +81,8 @@ func TestValidate(t *testing.T) {
 		{"stream amesh-http with a setting", "/stream_routes/s", `{"id":"s","plugins":{"amesh-http":{"socket":"/x"}}}`, "socket"},
 		{"stream original destination", "/stream_routes/s", `{"id":"s","labels":{"amesh-listen":"15006"},"upstream_id":"u","plugins":{"amesh-original-dst":{"bind":"127.0.0.6"}}}`, ""},
 		{"stream original destination, bind not an address", "/stream_routes/s", `{"id":"s","upstream_id":"u","plugins":{"amesh-original-dst":{"bind":"localhost"}}}`, "bind"},
+		{"stream upstream TLS", "/stream_routes/s", `{"id":"s","upstream_id":"u","plugins":{"amesh-upstream-tls":{"upstreams":{"u":{"sni":"outbound_.3306_._.db.default.svc.cluster.local","alpn":["istio-peer-exchange","istio"],"cert":{"ssl_id":"amesh-workload"},"ca":{"file":"/r.pem"},"sans":[{"match":"exact","value":"spiffe://cluster.local/ns/default/sa/db"}]}}}}}`, ""},
+		{"stream upstream TLS without upstreams", "/stream_routes/s", `{"id":"s","upstream_id":"u","plugins":{"amesh-upstream-tls":{"upstreams":{}}}}`, "amesh-upstream-tls"},
 		{"stream route with an http plugin", "/stream_routes/s", `{"id":"s","upstream_id":"u","plugins":{"fault-injection":{"abort":{"http_status":503}}}}`, "unknown stream plugin"},
 		{"route with a stream plugin", "/routes/r", `{"id":"r","uri":"/a","upstream_id":"u","plugins":{"amesh-http":{}}}`, "unknown plugin"},
 		{"stream route with a CIDR", "/stream_routes/s", `{"id":"s","server_addr":"10.0.0.0/8","server_port":3306}`, ""},

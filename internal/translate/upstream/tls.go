@@ -12,10 +12,11 @@ package upstream
 // name check. So a cluster's TLS context becomes the configuration of amesh's plugin
 // amesh-upstream-tls (TLSConf; lua/apisix/plugins/amesh-upstream-tls.lua), on the
 // routes to the cluster, which hands it to ngx_http_amesh_upstream_tls_module for the
-// connections of each request; and each node says whether Envoy would reach its
-// endpoint with TLS: the upstream's scheme is that of most of its nodes, and the others
-// carry node metadata {"amesh_tls": true|false}. The plugin then decides per node the
-// balancer picked (retries included). An endpoint whose socket amesh cannot reproduce
+// connections of each request (and on the stream routes to it, the stream plugin of
+// that name for each connection, with ForTCP's configuration); and each node says
+// whether Envoy would reach its endpoint with TLS: the upstream's scheme is that of most
+// of its nodes, and the others carry node metadata {"amesh_tls": true|false}. The
+// plugin then decides per node the balancer picked (retries included). An endpoint whose socket amesh cannot reproduce
 // (another socket type, a TLS context it cannot translate, a second TLS context) is
 // left out of the upstream and reported: it is never reached in plaintext, or with
 // weaker TLS, where Envoy would use TLS.
@@ -98,6 +99,28 @@ type TLSConf struct {
 	// set another (istiod marks clusters whose TLS is not Istio's, see
 	// resource.ALPNOverrideKey). Not sent to the plugin: the route applies it.
 	NoALPNOverride bool `json:"-"`
+	// ContextSNI is the TLS context's own SNI where AutoSNI takes its place (SNI is then
+	// empty): what a connection without an HTTP request sends (ForTCP). Not sent to the
+	// plugin.
+	ContextSNI string `json:"-"`
+}
+
+// ForTCP returns the configuration of c for the connections of a TCP proxy (a stream
+// route). auto_sni and auto_san_validation are upstream_http_protocol_options, which
+// Envoy's HTTP router applies from the request's Host; tcp_proxy has no request, so its
+// connections send the TLS context's own SNI (none when it has none) and check the
+// server's certificate against the context's own matchers only. The ALPN stays the
+// cluster's: Istio's ALPN override is an HTTP filter. c is not modified.
+func (c *TLSConf) ForTCP() *TLSConf {
+	if !c.AutoSNI && !c.AutoSAN {
+		return c
+	}
+	t := *c
+	if t.AutoSNI {
+		t.SNI, t.AutoSNI = t.ContextSNI, false
+	}
+	t.AutoSAN = false
+	return &t
 }
 
 // TLSCert is where a client certificate and its key come from: an APISIX /ssls object
@@ -326,7 +349,7 @@ func tlsConfOf(name string, t *tlsv3.UpstreamTlsContext, hopts *corev3.UpstreamH
 		return nil, nil, "more than one client certificate is not supported"
 	}
 	if hopts.GetAutoSni() {
-		conf.SNI, conf.AutoSNI = "", true
+		conf.ContextSNI, conf.SNI, conf.AutoSNI = conf.SNI, "", true
 	}
 	if hopts.GetAutoSanValidation() {
 		conf.AutoSAN = true
@@ -560,9 +583,13 @@ func ClusterTLS(name string, c *clusterv3.Cluster, opts Options) (*TLSConf, uint
 	}
 	h := fnv.New64a()
 	h.Write(b)
+	// And the fields the plugin is not sent, which routes apply.
+	alpn := byte(0)
 	if p.conf.NoALPNOverride {
-		h.Write([]byte{0})
+		alpn = 1
 	}
+	h.Write([]byte{0, alpn})
+	h.Write([]byte(p.conf.ContextSNI))
 	return p.conf, h.Sum64() | 1
 }
 

@@ -7,8 +7,11 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
@@ -284,22 +287,51 @@ func TestTLSSchema(t *testing.T) {
 	}
 }
 
-// A stream route's upstream (Variant.Plaintext) keeps only the nodes Envoy reaches in
-// plaintext; without TLS nodes it is the base upstream.
-func TestPlaintextVariant(t *testing.T) {
+// A TCP proxy's connections (a stream route's, which uses the cluster's base upstream
+// with its TLS marks) take the cluster's TLS as it is, its own ALPN included; only
+// auto_sni and auto_san_validation, HTTP options that need a request's Host, give way
+// to the TLS context's own SNI and matchers, as in Envoy's tcp_proxy. The digest
+// follows that SNI.
+func TestTLSForTCP(t *testing.T) {
 	snap := istiodMTLS(t)
-	mixed, _, _ := buildMTLS(t, snap, "outbound|8080||mixed.default.svc.cluster.local", meshIdentity)
-	u := Variant{Plaintext: true}.Apply(mixed)
-	mustValid(t, u)
-	if diff := cmp.Diff(map[string]any{"192.0.2.72": nil}, hosts(u)); diff != "" || u.Scheme != "" {
-		t.Errorf("scheme %q, nodes (-want +got):\n%s", u.Scheme, diff)
+	mixed, conf, _ := buildMTLS(t, snap, "outbound|8080||mixed.default.svc.cluster.local", meshIdentity)
+	if len(mixed.Nodes) != 2 || mixed.Scheme != "https" || conf.ForTCP() != conf {
+		t.Errorf("auto mTLS: nodes %v scheme %q, TCP configuration %+v, want the cluster's %+v", mixed.Nodes, mixed.Scheme, conf.ForTCP(), conf)
 	}
-	if len(mixed.Nodes) != 2 || mixed.Scheme != "https" {
-		t.Errorf("the base changed: %+v", mixed)
+
+	_, conf, _ = buildMTLS(t, snap, "outbound|8443||system.example.com", meshIdentity)
+	want := &TLSConf{CA: &TLSCA{System: true}, MinVersion: "TLSv1_2", MaxVersion: "TLSv1_3", NoALPNOverride: true}
+	if diff := cmp.Diff(want, conf.ForTCP()); diff != "" || !conf.AutoSNI || !conf.AutoSAN {
+		t.Errorf("auto SNI without an SNI (-want +got):\n%s", diff)
 	}
-	plain, _, _ := buildMTLS(t, snap, "outbound|9080||reviews.default.svc.cluster.local", meshIdentity)
-	if v := (Variant{Plaintext: true}).Effective(plain); v.Plaintext {
-		t.Error("Plaintext has an effect on an upstream without TLS nodes")
+
+	// auto_sni with an SNI of the context: HTTP sends the Host, TCP the context's SNI.
+	withSNI := func(sni string) *clusterv3.Cluster {
+		c := proto.Clone(snap.Clusters["outbound|8443||simple.example.com"].Shape()).(*clusterv3.Cluster)
+		ctx := &tlsv3.UpstreamTlsContext{}
+		if err := c.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ctx.Sni = sni
+		a, err := anypb.New(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.TransportSocket.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: a}
+		c.TypedExtensionProtocolOptions = httpOpts(t, &httpv3.HttpProtocolOptions{
+			UpstreamHttpProtocolOptions: &corev3.UpstreamHttpProtocolOptions{AutoSni: true}})
+		return c
+	}
+	a, da := ClusterTLS("outbound|8443||simple.example.com", withSNI("a.example.com"), meshIdentity)
+	_, db := ClusterTLS("outbound|8443||simple.example.com", withSNI("b.example.com"), meshIdentity)
+	if a == nil || !a.AutoSNI || a.SNI != "" || a.ForTCP().SNI != "a.example.com" || a.ForTCP().AutoSNI {
+		t.Errorf("auto SNI with the context's SNI: %+v, for TCP %+v", a, a.ForTCP())
+	}
+	if da == db {
+		t.Error("the digest does not follow the context's SNI")
+	}
+	if len(a.SANs) != 1 || len(a.ForTCP().SANs) != 1 {
+		t.Errorf("the context's SAN matchers: %+v, for TCP %+v", a.SANs, a.ForTCP().SANs)
 	}
 }
 

@@ -24,9 +24,6 @@ type Variant struct {
 	// or "vars", and key); see HashFromPolicy. They apply only to hashing clusters (see
 	// Effective). (The brief's field name Key collides with the method Key.)
 	HashOn, HashKey string
-	// Plaintext keeps only the nodes Envoy reaches in plaintext: the upstream of a stream
-	// route, whose connections nginx's stream proxy makes without amesh-upstream-tls.
-	Plaintext bool
 }
 
 // Key identifies the variant: "" for the base upstream, equal for equal variants.
@@ -56,9 +53,6 @@ func (v Variant) appendKey(b []byte) []byte {
 	if v.HashOn != "" {
 		b = append(append(append(append(sep(b), "hash="...), v.HashOn...), ':'), v.HashKey...)
 	}
-	if v.Plaintext {
-		b = append(sep(b), "plaintext"...)
-	}
 	return b
 }
 
@@ -78,20 +72,7 @@ func (v Variant) Effective(base *apisix.Upstream) Variant {
 	if v.ReadTimeout != nil && base.Timeout != nil && base.Timeout.Read == *v.ReadTimeout && base.Timeout.Send == *v.ReadTimeout {
 		v.ReadTimeout = nil
 	}
-	if v.Plaintext && !hasTLSNodes(base) {
-		v.Plaintext = false
-	}
 	return v
-}
-
-// hasTLSNodes reports whether a node of u is reached with TLS (markTLS).
-func hasTLSNodes(u *apisix.Upstream) bool {
-	for i := range u.Nodes {
-		if nodeKind(u, &u.Nodes[i]) == sockTLS {
-			return true
-		}
-	}
-	return false
 }
 
 // variantHashLen is the number of hex digits of the hash that tells variants apart.
@@ -160,16 +141,6 @@ func (v Variant) apply(base *apisix.Upstream, id string) *apisix.Upstream {
 	if v.HashOn != "" {
 		u.Type = "chash"
 		u.HashOn, u.Key = v.HashOn, v.HashKey
-	}
-	if v.Plaintext {
-		u.Scheme = ""
-		u.Nodes = make([]apisix.Node, 0, len(base.Nodes))
-		for i := range base.Nodes {
-			if n := base.Nodes[i]; nodeKind(base, &n) == sockPlain {
-				n.Metadata = nil
-				u.Nodes = append(u.Nodes, n)
-			}
-		}
 	}
 	// Nodes, labels and checks are shared with base: both are immutable once built.
 	return &u

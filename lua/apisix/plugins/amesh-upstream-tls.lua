@@ -254,6 +254,12 @@ local function profile_of(conf, sni)
 end
 
 
+-- The stream plugin of the same name (lua/apisix/stream/plugins) shares these.
+_M.node_of = node_of
+_M.profile_of = profile_of
+_M.NODE_TLS, _M.NODE_SNI = NODE_TLS, NODE_SNI
+
+
 -- pooled_conf is the request's upstream settings with a scheme and, for TLS, a
 -- client_cert_id that only names the keep-alive pool: APISIX's balancer names pools by
 -- scheme, node, Host and client_cert_id, so connections made with one profile are

@@ -1,0 +1,100 @@
+-- amesh-upstream-tls (stream): upstream TLS for TCP proxying, as Envoy's tcp_proxy
+-- connects with its cluster's UpstreamTlsContext: Istio mTLS to the pods with a sidecar
+-- (auto mTLS, DestinationRule ISTIO_MUTUAL) with the cluster's SNI
+-- (outbound_.PORT_.SUBSET_.HOST), its ALPN (istio-peer-exchange, istio: a peer's inbound
+-- listener takes its mTLS TCP chain by it), the workload certificate, and the server's
+-- SPIFFE identity checked against the cluster's subject alt names; DestinationRule
+-- SIMPLE/MUTUAL likewise. amesh adds it to the stream routes of clusters that speak TLS,
+-- with the same settings as the HTTP plugin of this name (whose schema, certificate
+-- loading and profile cache it uses); it must be in config.yaml's `stream_plugins`, and
+-- nginx must load ngx_stream_amesh_upstream_tls_module with a template server in
+-- stream{} (nginx/upstream_tls/README.md):
+--
+--     server {
+--         amesh_upstream_tls_template;
+--         proxy_pass apisix_backend;
+--     }
+--
+-- It runs before each connection attempt (before_proxy: in the preread phase for the
+-- first node, in the balancer phase for a retry) and decides per node as the HTTP plugin
+-- does: the upstream's scheme ("https": TLS), unless the node's metadata says otherwise.
+-- For a TLS node it attaches the upstream's profile to the session, for a plaintext one
+-- none. What it cannot do closes the connection: a node is never reached in plaintext or
+-- with less TLS than Envoy would use.
+local core = require("apisix.core")
+local tls = require("amesh.upstream_tls")
+local http_plugin = require("apisix.plugins.amesh-upstream-tls")
+
+local tostring = tostring
+local type = type
+
+local plugin_name = "amesh-upstream-tls"
+
+local _M = {
+    version = 0.1,
+    priority = 964,
+    name = plugin_name,
+    schema = http_plugin.schema,
+}
+
+
+function _M.check_schema(conf)
+    return core.schema.check(_M.schema, conf)
+end
+
+
+local node_of, profile_of = http_plugin.node_of, http_plugin.profile_of
+local NODE_TLS, NODE_SNI = http_plugin.NODE_TLS, http_plugin.NODE_SNI
+
+
+function _M.before_proxy(conf, ctx)
+    local up = ctx.upstream_conf
+    local matched = ctx.matched_upstream
+    if not up or not matched then
+        return
+    end
+
+    local node = node_of(up, ctx.balancer_server)
+    local meta = node and node.metadata
+    local use_tls = up.scheme == "https"
+    if meta and type(meta[NODE_TLS]) == "boolean" then
+        use_tls = meta[NODE_TLS]
+    end
+
+    if not use_tls then
+        if ctx.amesh_tls_attached then
+            local ok, err = tls.use(nil)
+            if not ok then
+                core.log.error(plugin_name, ": ", err)
+                return 503
+            end
+            ctx.amesh_tls_attached = nil
+        end
+        return
+    end
+
+    local settings = conf.upstreams[tostring(matched.id)]
+    if not settings then
+        core.log.error(plugin_name, ": node ", ctx.balancer_server, " of upstream ",
+                       matched.id, " speaks TLS, and the route has no TLS settings for it")
+        return 503
+    end
+    local sni = settings.sni
+    if meta and type(meta[NODE_SNI]) == "string" then
+        sni = meta[NODE_SNI]
+    end
+    local p, err = profile_of(settings, sni)
+    if not p then
+        core.log.error(plugin_name, ": upstream ", matched.id, ": ", err)
+        return 503
+    end
+    local ok, uerr = tls.use(p.handle)
+    if not ok then
+        core.log.error(plugin_name, ": upstream ", matched.id, ": ", uerr)
+        return 503
+    end
+    ctx.amesh_tls_attached = true
+end
+
+
+return _M
