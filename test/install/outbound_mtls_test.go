@@ -219,10 +219,25 @@ func TestSidecarOutboundTCPMTLS(t *testing.T) {
 	endpoints = xdstest.Endpoints(other, sidecarEP)
 	endpoints.GetEndpoints()[0].GetLbEndpoints()[0].Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{resource.SocketMatchKey: match}}
 	serveIstiod(xds, res, map[string]proto.Message{other: endpoints})
+	// Each nginx worker takes the change on its own: several refusals in a row.
+	refusals := 0
 	waitFor(t, "a peer with another identity to be refused", 30*time.Second, func() (bool, string) {
 		hello, pong, err := ping(s.pod, service, true)
-		return err != nil && hello == "", fmt.Sprintf("%q %q %v", hello, pong, err)
+		if err != nil && hello == "" {
+			refusals++
+		} else {
+			refusals = 0
+		}
+		return refusals >= 4, fmt.Sprintf("%q %q %v", hello, pong, err)
 	})
+	// Connections made before the change took effect completed their handshakes.
+	for drained := false; !drained; {
+		select {
+		case <-seen:
+		default:
+			drained = true
+		}
+	}
 	before := handshakes.Load()
 	for range 3 {
 		if hello, pong, err := ping(s.pod, service, true); err == nil || hello != "" {
