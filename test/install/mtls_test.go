@@ -47,6 +47,27 @@ func peerAuthResources(t *testing.T, mode string) *dump.Resources {
 	return res
 }
 
+// workloadCertDir writes a workload certificate of ca for the SPIFFE identity id where
+// istio-agent writes it (OUTPUT_CERTS: key.pem, cert-chain.pem, root-cert.pem), readable by
+// the proxy UID, and returns the directory.
+func workloadCertDir(t *testing.T, ca *identitytest.CA, id string) string {
+	t.Helper()
+	workload, err := ca.Issue(identitytest.Options{SPIFFE: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := tempDir(t, "amesh-certs-")
+	if err := workload.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dir, filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert-chain.pem"), filepath.Join(dir, "root-cert.pem")} {
+		if err := os.Chown(p, proxyUID, proxyUID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
 // envoyPeer is a client as an Envoy sidecar of the mesh connects to a pod with auto mTLS:
 // its workload certificate (cert nil: none), the SNI and ALPN of Istio's outbound
 // clusters, and the server's SPIFFE identity checked against the mesh's roots.
@@ -126,19 +147,7 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	workload, err := ca.Issue(identitytest.Options{SPIFFE: "spiffe://cluster.local/ns/default/sa/productpage"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certDir := tempDir(t, "amesh-certs-")
-	if err := workload.Write(certDir); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{certDir, filepath.Join(certDir, "key.pem"), filepath.Join(certDir, "cert-chain.pem"), filepath.Join(certDir, "root-cert.pem")} {
-		if err := os.Chown(p, proxyUID, proxyUID); err != nil {
-			t.Fatal(err)
-		}
-	}
+	certDir := workloadCertDir(t, ca, "spiffe://cluster.local/ns/default/sa/productpage")
 	peerCert := func(ca *identitytest.CA, id string) *tls.Certificate {
 		f, err := ca.Issue(identitytest.Options{SPIFFE: id})
 		if err != nil {

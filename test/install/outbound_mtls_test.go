@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -143,19 +142,7 @@ func TestSidecarOutboundTCPMTLS(t *testing.T) {
 	}
 	const productpageID = "spiffe://cluster.local/ns/default/sa/productpage"
 	const mysqlID = "spiffe://cluster.local/ns/default/sa/mysqldb"
-	workload, err := ca.Issue(identitytest.Options{SPIFFE: productpageID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certDir := tempDir(t, "amesh-certs-")
-	if err := workload.Write(certDir); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{certDir, filepath.Join(certDir, "key.pem"), filepath.Join(certDir, "cert-chain.pem"), filepath.Join(certDir, "root-cert.pem")} {
-		if err := os.Chown(p, proxyUID, proxyUID); err != nil {
-			t.Fatal(err)
-		}
-	}
+	certDir := workloadCertDir(t, ca, productpageID)
 	serverFiles, err := ca.Issue(identitytest.Options{SPIFFE: mysqlID})
 	if err != nil {
 		t.Fatal(err)

@@ -254,10 +254,47 @@ local function profile_of(conf, sni)
 end
 
 
--- The stream plugin of the same name (lua/apisix/stream/plugins) shares these.
-_M.node_of = node_of
-_M.profile_of = profile_of
-_M.NODE_TLS, _M.NODE_SNI = NODE_TLS, NODE_SNI
+-- node_tls tells whether the picked node (server: "host:port") of upstream up speaks
+-- TLS, as its scheme and, per node, its metadata say, and returns the node's metadata.
+local function node_tls(up, server)
+    local node = node_of(up, server)
+    local meta = node and node.metadata
+    local use_tls = up.scheme == "https"
+    if meta and type(meta[NODE_TLS]) == "boolean" then
+        use_tls = meta[NODE_TLS]
+    end
+    return use_tls, meta
+end
+
+
+-- attach attaches to the request or session the profile of the route's settings for
+-- upstream matched, with the node's SNI where its metadata has one; it returns the
+-- profile, or nil and why.
+local function attach(conf, matched, server, meta)
+    local settings = conf.upstreams[tostring(matched.id)]
+    if not settings then
+        return nil, "node " .. tostring(server) .. " of upstream " .. tostring(matched.id)
+                    .. " speaks TLS, and the route has no TLS settings for it"
+    end
+    local sni = settings.sni
+    if meta and type(meta[NODE_SNI]) == "string" then
+        sni = meta[NODE_SNI]
+    end
+    local p, err = profile_of(settings, sni)
+    if not p then
+        return nil, "upstream " .. tostring(matched.id) .. ": " .. err
+    end
+    local ok, uerr = tls.use(p.handle)
+    if not ok then
+        return nil, "upstream " .. tostring(matched.id) .. ": " .. uerr
+    end
+    return p
+end
+
+
+-- The stream plugin of the same name (lua/apisix/stream/plugins) decides with these.
+_M.node_tls = node_tls
+_M.attach = attach
 
 
 -- pooled_conf is the request's upstream settings with a scheme and, for TLS, a
@@ -280,14 +317,7 @@ function _M.before_proxy(conf, ctx)
     end
     ctx.amesh_tls_upstream_conf = up
 
-    local node = node_of(up, ctx.balancer_server)
-    local meta = node and node.metadata
-    local use_tls = up.scheme == "https"
-    if meta and type(meta[NODE_TLS]) == "boolean" then
-        use_tls = meta[NODE_TLS]
-    end
-
-    local settings = conf.upstreams[tostring(matched.id)]
+    local use_tls, meta = node_tls(up, ctx.balancer_server)
     if not use_tls then
         if ctx.amesh_tls_attached then
             local ok, err = tls.use(nil)
@@ -304,24 +334,9 @@ function _M.before_proxy(conf, ctx)
         end
         return
     end
-    if not settings then
-        core.log.error(plugin_name, ": node ", ctx.balancer_server, " of upstream ",
-                       matched.id, " speaks TLS, and the route has no TLS settings for it")
-        return 502
-    end
-
-    local sni = settings.sni
-    if meta and type(meta[NODE_SNI]) == "string" then
-        sni = meta[NODE_SNI]
-    end
-    local p, err = profile_of(settings, sni)
+    local p, err = attach(conf, matched, ctx.balancer_server, meta)
     if not p then
-        core.log.error(plugin_name, ": upstream ", matched.id, ": ", err)
-        return 502
-    end
-    local ok, uerr = tls.use(p.handle)
-    if not ok then
-        core.log.error(plugin_name, ": upstream ", matched.id, ": ", uerr)
+        core.log.error(plugin_name, ": ", err)
         return 502
     end
     ctx.amesh_tls_attached = true

@@ -25,9 +25,6 @@ local core = require("apisix.core")
 local tls = require("amesh.upstream_tls")
 local http_plugin = require("apisix.plugins.amesh-upstream-tls")
 
-local tostring = tostring
-local type = type
-
 local plugin_name = "amesh-upstream-tls"
 
 local _M = {
@@ -43,8 +40,7 @@ function _M.check_schema(conf)
 end
 
 
-local node_of, profile_of = http_plugin.node_of, http_plugin.profile_of
-local NODE_TLS, NODE_SNI = http_plugin.NODE_TLS, http_plugin.NODE_SNI
+local node_tls, attach = http_plugin.node_tls, http_plugin.attach
 
 
 function _M.before_proxy(conf, ctx)
@@ -54,13 +50,7 @@ function _M.before_proxy(conf, ctx)
         return
     end
 
-    local node = node_of(up, ctx.balancer_server)
-    local meta = node and node.metadata
-    local use_tls = up.scheme == "https"
-    if meta and type(meta[NODE_TLS]) == "boolean" then
-        use_tls = meta[NODE_TLS]
-    end
-
+    local use_tls, meta = node_tls(up, ctx.balancer_server)
     if not use_tls then
         if ctx.amesh_tls_attached then
             local ok, err = tls.use(nil)
@@ -72,25 +62,9 @@ function _M.before_proxy(conf, ctx)
         end
         return
     end
-
-    local settings = conf.upstreams[tostring(matched.id)]
-    if not settings then
-        core.log.error(plugin_name, ": node ", ctx.balancer_server, " of upstream ",
-                       matched.id, " speaks TLS, and the route has no TLS settings for it")
-        return 503
-    end
-    local sni = settings.sni
-    if meta and type(meta[NODE_SNI]) == "string" then
-        sni = meta[NODE_SNI]
-    end
-    local p, err = profile_of(settings, sni)
+    local p, err = attach(conf, matched, ctx.balancer_server, meta)
     if not p then
-        core.log.error(plugin_name, ": upstream ", matched.id, ": ", err)
-        return 503
-    end
-    local ok, uerr = tls.use(p.handle)
-    if not ok then
-        core.log.error(plugin_name, ": upstream ", matched.id, ": ", uerr)
+        core.log.error(plugin_name, ": ", err)
         return 503
     end
     ctx.amesh_tls_attached = true
