@@ -24,7 +24,12 @@
  *
  * The same module has the downstream TLS peer's variables ($amesh_peer_*,
  * ngx_http_amesh_tls_peer.c): what Envoy's listener knows about a client connection, amesh's
- * HTTP side reads from this module.
+ * HTTP side reads from this module. And
+ *
+ *   amesh_ssl_alpn_optional on | off;   (http, server; default off)
+ *
+ * lets a server's TLS handshakes go on without ALPN when the client offers no protocol nginx
+ * has, as Envoy's do (ngx_http_amesh_ssl_alpn.c).
  */
 
 #include <ngx_config.h>
@@ -50,6 +55,9 @@ typedef struct {
 static ngx_int_t ngx_http_amesh_original_dst_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_amesh_original_dst_init(ngx_conf_t *cf);
 static void *ngx_http_amesh_original_dst_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_amesh_original_dst_create_srv_conf(ngx_conf_t *cf);
+static char *ngx_http_amesh_original_dst_merge_srv_conf(ngx_conf_t *cf,
+    void *parent, void *child);
 static char *ngx_http_amesh_capture_listener(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_amesh_original_dst_variable(ngx_http_request_t *r,
@@ -64,6 +72,13 @@ static ngx_command_t  ngx_http_amesh_original_dst_commands[] = {
       ngx_http_amesh_capture_listener,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("amesh_ssl_alpn_optional"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_http_amesh_original_dst_srv_conf_t, ssl_alpn_optional),
       NULL },
 
       ngx_null_command
@@ -99,8 +114,8 @@ static ngx_http_module_t  ngx_http_amesh_original_dst_module_ctx = {
     ngx_http_amesh_original_dst_create_main_conf, /* create main configuration */
     NULL,                                       /* init main configuration */
 
-    NULL,                                       /* create server configuration */
-    NULL,                                       /* merge server configuration */
+    ngx_http_amesh_original_dst_create_srv_conf, /* create server configuration */
+    ngx_http_amesh_original_dst_merge_srv_conf, /* merge server configuration */
 
     NULL,                                       /* create location configuration */
     NULL                                        /* merge location configuration */
@@ -204,6 +219,35 @@ ngx_http_amesh_original_dst_create_main_conf(ngx_conf_t *cf)
     }
 
     return amcf;
+}
+
+
+static void *
+ngx_http_amesh_original_dst_create_srv_conf(ngx_conf_t *cf)
+{
+    ngx_http_amesh_original_dst_srv_conf_t  *ascf;
+
+    ascf = ngx_pcalloc(cf->pool, sizeof(ngx_http_amesh_original_dst_srv_conf_t));
+    if (ascf == NULL) {
+        return NULL;
+    }
+
+    ascf->ssl_alpn_optional = NGX_CONF_UNSET;
+
+    return ascf;
+}
+
+
+static char *
+ngx_http_amesh_original_dst_merge_srv_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_amesh_original_dst_srv_conf_t *prev = parent;
+    ngx_http_amesh_original_dst_srv_conf_t *conf = child;
+
+    ngx_conf_merge_value(conf->ssl_alpn_optional, prev->ssl_alpn_optional, 0);
+
+    return NGX_CONF_OK;
 }
 
 
@@ -500,6 +544,10 @@ ngx_http_amesh_original_dst_init(ngx_conf_t *cf)
     ngx_http_core_main_conf_t                *cmcf;
     ngx_http_amesh_capture_listener_t        *l;
     ngx_http_amesh_original_dst_main_conf_t  *amcf;
+
+    if (ngx_http_amesh_ssl_alpn_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_amesh_original_dst_module);
 

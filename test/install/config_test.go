@@ -259,9 +259,10 @@ func checkAPISIXConfig(t *testing.T, cfg map[string]any) {
 			}
 		}
 	}
-	// Inbound Istio mTLS: the TLS socket amesh-http's "tls" hands connections to.
+	// Inbound Istio mTLS: the TLS socket amesh-http's "tls" hands connections to, whose
+	// handshakes go on without ALPN when a peer offers only Istio's TCP ALPN, as Envoy's do.
 	tlsSock := "unix:" + sockets + "/15006.tls.sock"
-	for _, want := range []string{"listen " + tlsSock + " ssl proxy_protocol;", "amesh_capture_listener " + tlsSock + " 15006;"} {
+	for _, want := range []string{"listen " + tlsSock + " ssl proxy_protocol;", "amesh_capture_listener " + tlsSock + " 15006;", "amesh_ssl_alpn_optional on;"} {
 		if !strings.Contains(server, want) {
 			t.Errorf("http_server_configuration_snippet lacks %q:\n%s", want, server)
 		}

@@ -135,8 +135,9 @@ func (p envoyPeer) get(ns *netns.NS, addr string, h2 bool) (int, seen, string, e
 // PeerAuthentication), a mesh peer's mTLS request to the application port (Istio's SNI and
 // ALPN istio-http/1.1, HTTP/1.1 and HTTP/2) reaches the application from 127.0.0.6 with the
 // client's address in X-Forwarded-For, the server presenting productpage's SPIFFE identity
-// from the mesh's CA; so does its request to a port no chain names; a plaintext request
-// works too. A TLS client without a certificate, or with one from another CA, gets no
+// from the mesh's CA; so does its request with Istio's TCP ALPN (istio-peer-exchange, istio:
+// a peer that treats the port as TCP; no protocol is negotiated, as with Envoy) and its
+// request to a port no chain names; a plaintext request works too. A TLS client without a certificate, or with one from another CA, gets no
 // answer and reaches nothing; one of the mesh's CA for another trust domain than istiod's
 // chains accept gets no route, and its TCP connections are closed before they reach the
 // application (amesh-mtls-peer). Under STRICT (istiod's virtualInbound for a namespace-wide
@@ -217,13 +218,16 @@ func TestSidecarInboundMTLS(t *testing.T) {
 
 	mtlsOK("PERMISSIVE: a mesh peer's mTLS request to the application port", peer, appAddr, false)
 	mtlsOK("PERMISSIVE: a mesh peer's mTLS request over HTTP/2", peerH2, appAddr, true)
+	// A peer whose sidecar treats the port as TCP offers Istio's TCP ALPN only; istiod's
+	// HTTP chain takes it, and the handshake goes on without ALPN (amesh_ssl_alpn_optional).
+	peerTCP := envoyPeer{cert: peer.cert, roots: roots, server: productpageID, alpn: []string{"istio-peer-exchange", "istio"}}
+	mtlsOK("PERMISSIVE: a mesh peer's mTLS request with Istio's TCP ALPN to the application's HTTP port", peerTCP, appAddr, false)
 	mtlsOK("PERMISSIVE: a mesh peer's mTLS request to a port no chain names", peer, net.JoinHostPort(podIP, "8081"), false)
 	if code, got, body, err := request(s.client, appAddr, "productpage"); err != nil || code != http.StatusOK || got.Remote != "127.0.0.6" {
 		t.Errorf("PERMISSIVE: a plaintext request: %d %q %v; want the application's answer", code, body, err)
 	}
 	// TCP: Istio's TCP ALPN to the application's TCP port and to a port no chain names;
 	// the application sees the plaintext, from 127.0.0.6.
-	peerTCP := envoyPeer{cert: peer.cert, roots: roots, server: productpageID, alpn: []string{"istio-peer-exchange", "istio"}}
 	for _, port := range []string{"19306", "8084"} {
 		addr := net.JoinHostPort(podIP, port)
 		if pong, err := peerTCP.ping(s.client, addr); err != nil || pong != "PONG "+addr+" 127.0.0.6" {

@@ -118,6 +118,9 @@ nginx_config:
     {{- end }}
     listen unix:{{ $sockets }}/15006.tls.sock ssl proxy_protocol;
     amesh_capture_listener unix:{{ $sockets }}/15006.tls.sock 15006;
+    # A peer that treats the port as TCP offers ALPN istio-peer-exchange, istio only:
+    # Envoy goes on without ALPN and serves HTTP/1.1, nginx would fail the handshake.
+    amesh_ssl_alpn_optional on;
     set $amesh_upstream_bind '';
     proxy_bind $amesh_upstream_bind;
     proxy_ssl_server_name on;
