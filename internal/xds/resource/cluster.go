@@ -74,7 +74,15 @@ type Cluster struct {
 	// serviceName is eds_cluster_config.service_name.
 	serviceName string
 	shape       *clusterv3.Cluster
+	// secrets are ClusterSecrets(shape): read whenever the client resubscribes, so
+	// worked out once.
+	secrets []string
 }
+
+// Secrets returns the names of the SDS secrets served over ADS that the cluster's TLS
+// contexts name (ClusterSecrets): what it depends on besides its endpoints. The
+// caller must not modify the slice.
+func (r *Cluster) Secrets() []string { return r.secrets }
 
 // NewCluster keeps c (which it does not modify) as a Cluster. Its shape is its own:
 // only clusters decoded with an Interner (pruned, so that what differs between
@@ -94,6 +102,7 @@ func MustCluster(c *clusterv3.Cluster) *Cluster { return NewCluster(c) }
 // an equal one shared through in (nil: none).
 func newCluster(c *clusterv3.Cluster, in *Interner) *Cluster {
 	r := &Cluster{}
+	defer func() { r.secrets = ClusterSecrets(r.shape) }()
 	r.shape = r.takeNames(c)
 	if in == nil {
 		return r

@@ -280,7 +280,7 @@ func internCluster(c *clusterv3.Cluster, in *Interner) {
 
 // trimTransportSocket trims a TLS transport socket of cluster to what translation reads
 // and marks any other (markTransportSocket): its UpstreamTlsContext loses the config
-// sources of its SDS secrets, and an SNI equal to ClusterSNI(cluster), istiod's for
+// sources of its SDS secrets but for an ADS one's kind, and an SNI equal to ClusterSNI(cluster), istiod's for
 // ISTIO_MUTUAL, becomes ClusterSNIRule. A TLS context that does not decode is marked:
 // translation then cannot read it and fails closed for the cluster.
 func trimTransportSocket(ts *corev3.TransportSocket, cluster string) {
@@ -297,15 +297,14 @@ func trimTransportSocket(ts *corev3.TransportSocket, cluster string) {
 		markTransportSocket(ts)
 		return
 	}
-	common := tls.GetCommonTlsContext()
-	for _, sds := range common.GetTlsCertificateSdsSecretConfigs() {
-		sds.SdsConfig = nil
-	}
-	if sds := common.GetValidationContextSdsSecretConfig(); sds != nil {
-		sds.SdsConfig = nil
-	}
-	if sds := common.GetCombinedValidationContext().GetValidationContextSdsSecretConfig(); sds != nil {
-		sds.SdsConfig = nil
+	for _, sds := range SDSConfigs(tls.GetCommonTlsContext()) {
+		// Only whether the secret comes over ADS matters (the client subscribes to
+		// those, see ClusterSecrets); the rest of the source is istio-agent's socket.
+		if sds.GetSdsConfig().GetAds() != nil {
+			sds.SdsConfig = &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
+		} else {
+			sds.SdsConfig = nil
+		}
 	}
 	if tls.GetSni() != "" && tls.GetSni() == ClusterSNI(cluster) {
 		tls.Sni = ClusterSNIRule
