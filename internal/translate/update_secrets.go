@@ -103,7 +103,7 @@ func (t *Translator) syncSecrets(full bool, ch *resource.Changes, names map[stri
 	}
 	for _, n := range changed {
 		key := apisix.Key(apisix.KindSSLs, upstream.SecretSSLID(n))
-		if s := snap.Secrets[n]; s != nil && s.IsCert() && len(s.CertChain) <= upstream.MaxPEM && len(s.Key.Reveal()) <= upstream.MaxPEM {
+		if s := snap.Secrets[n]; s != nil && upstream.SSLFits(s) {
 			t.out.Set(&t.sc.enc, key, &apisix.SSL{ID: upstream.SecretSSLID(n), Type: "client", Cert: s.CertChain, Key: s.Key.Reveal()})
 			if t.secrets.ssls == nil {
 				t.secrets.ssls = map[string]struct{}{}

@@ -83,7 +83,7 @@ func TestCredentialNameMutual(t *testing.T) {
 	caSecret := xdstest.CASecret(ca, "CA-PEM")
 	caSecret.GetValidationContext().MatchTypedSubjectAltNames = []*tlsv3.SubjectAltNameMatcher{{
 		SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://"}}}}
-	opts := withSecrets(xdstest.CertSecret(cert, "CHAIN", "KEY"), caSecret)
+	opts := withSecrets(xdstest.CertSecret(cert, pemPad("CHAIN"), pemPad("KEY")), caSecret)
 	u, conf, _ := buildMTLS(t, snap, c.Name, opts)
 	want := &TLSConf{SNI: "cred.example.com", Cert: &TLSCert{SSLID: SecretSSLID(cert)}, CA: &TLSCA{PEM: "CA-PEM"},
 		SANs:       []SANMatcher{{Type: "dns", Match: "exact", Value: "cred.example.com"}, {Type: "uri", Match: "prefix", Value: "spiffe://"}},
@@ -100,10 +100,10 @@ func TestCredentialNameMutual(t *testing.T) {
 
 	// The digest follows the CA; the certificate's content is the ssl object's.
 	_, d1 := ClusterTLS(c.Name, snap.Clusters[c.Name].Shape(), opts)
-	_, d2 := ClusterTLS(c.Name, snap.Clusters[c.Name].Shape(), withSecrets(xdstest.CertSecret(cert, "CHAIN2", "KEY2"), caSecret))
+	_, d2 := ClusterTLS(c.Name, snap.Clusters[c.Name].Shape(), withSecrets(xdstest.CertSecret(cert, pemPad("CHAIN2"), pemPad("KEY2")), caSecret))
 	ca2 := proto.Clone(caSecret).(*tlsv3.Secret)
 	ca2.GetValidationContext().TrustedCa = xdstest.CASecret(ca, "CA-PEM-2").GetValidationContext().TrustedCa
-	_, d3 := ClusterTLS(c.Name, snap.Clusters[c.Name].Shape(), withSecrets(xdstest.CertSecret(cert, "CHAIN", "KEY"), ca2))
+	_, d3 := ClusterTLS(c.Name, snap.Clusters[c.Name].Shape(), withSecrets(xdstest.CertSecret(cert, pemPad("CHAIN"), pemPad("KEY")), ca2))
 	if d1 != d2 || d1 == d3 {
 		t.Errorf("digests %x %x %x: want same for a new certificate, another for a new CA", d1, d2, d3)
 	}
@@ -116,7 +116,7 @@ func TestCredentialNameMutual(t *testing.T) {
 		msg  string
 	}{
 		"no secret":          {meshIdentity, `SDS secret "kubernetes://cred" (from istiod over ADS, such as a credentialName's) has not been received`},
-		"no CA yet":          {withSecrets(xdstest.CertSecret(cert, "CHAIN", "KEY")), `"kubernetes://cred-cacert" (from istiod over ADS`},
+		"no CA yet":          {withSecrets(xdstest.CertSecret(cert, pemPad("CHAIN"), pemPad("KEY"))), `"kubernetes://cred-cacert" (from istiod over ADS`},
 		"no certificate yet": {withSecrets(caSecret), `"kubernetes://cred" (from istiod over ADS`},
 		"swapped":            {withSecrets(xdstest.CASecret(cert, "X"), caSecret), "is a validation context where a certificate belongs"},
 		"key provider":       {withSecrets(key, caSecret), "a private key provider is not supported"},
@@ -127,3 +127,6 @@ func TestCredentialNameMutual(t *testing.T) {
 		}
 	}
 }
+
+// pemPad makes v as long as APISIX's ssl schema wants a certificate or key.
+func pemPad(v string) string { return v + strings.Repeat("-", 128) }

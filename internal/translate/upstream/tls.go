@@ -152,8 +152,13 @@ type TLSCA struct {
 // share an id, and none is the workload identity's.
 func SecretSSLID(name string) string { return apisix.SafeID("sds:" + name) }
 
-// MaxPEM is the longest cert, key or CA APISIX's ssl schema accepts.
-const MaxPEM = 65536
+// SSLFits reports whether the certificate and key of s fit APISIX's ssl schema
+// (cert 128 to 65536 characters, key 64 to 65536): an ssl object is written for it,
+// and what refers to it is served, only then.
+func SSLFits(s *resource.Secret) bool {
+	c, k := len(s.CertChain), len(s.Key.Reveal())
+	return s.IsCert() && c >= 128 && c <= 65536 && k >= 64 && k <= 65536
+}
 
 // SANMatcher is Envoy's SAN matcher: Type "" matches DNS, URI, email and IP SANs
 // (match_subject_alt_names), else that type (match_typed_subject_alt_names).
@@ -396,8 +401,8 @@ func tlsConfOf(name string, t *tlsv3.UpstreamTlsContext, hopts *corev3.UpstreamH
 				return nil, nil, why
 			case sec.Validation != nil:
 				return nil, nil, fmt.Sprintf("SDS secret %q is a validation context where a certificate belongs", n)
-			case len(sec.CertChain) > MaxPEM || len(sec.Key.Reveal()) > MaxPEM:
-				return nil, nil, fmt.Sprintf("SDS secret %q is longer than the 65536 characters APISIX's ssl schema allows", n)
+			case !SSLFits(sec):
+				return nil, nil, fmt.Sprintf("SDS secret %q does not fit APISIX's ssl schema (a certificate of 128 to 65536 characters, a key of 64 to 65536)", n)
 			}
 			conf.Cert = &TLSCert{SSLID: SecretSSLID(n)}
 		default:
