@@ -134,7 +134,7 @@ func TestSecretSubscriptions(t *testing.T) {
 			}
 			for what, text := range map[string]string{
 				"logs": logs.String(), "dump": string(js),
-				"formatted state": fmt.Sprintf("%v %+v %#v %s", *s, *s, s.Secrets, s.Secrets),
+				"formatted state":  fmt.Sprintf("%v %+v %#v %s", *s, *s, s.Secrets, s.Secrets),
 				"formatted secret": fmt.Sprintf("%v %+v %#v %s %q", s.Secrets[cert2], s.Secrets[cert2], s.Secrets[cert2], s.Secrets[cert2], s.Secrets[cert2]),
 			} {
 				if strings.Contains(text, "S3CR3T") {
