@@ -6,7 +6,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
@@ -84,7 +87,12 @@ func TestCredentialNameMutual(t *testing.T) {
 	caSecret.GetValidationContext().MatchTypedSubjectAltNames = []*tlsv3.SubjectAltNameMatcher{{
 		SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://"}}}}
 	opts := withSecrets(xdstest.CertSecret(cert, pemPad("CHAIN"), pemPad("KEY")), caSecret)
-	u, conf, _ := buildMTLS(t, snap, c.Name, opts)
+	u, conf, es := buildMTLS(t, snap, c.Name, opts)
+	for _, e := range es {
+		if e.Field != "lb_policy" {
+			t.Errorf("finding %+v", e)
+		}
+	}
 	want := &TLSConf{SNI: "cred.example.com", Cert: &TLSCert{SSLID: SecretSSLID(cert)}, CA: &TLSCA{PEM: "CA-PEM"},
 		SANs:       []SANMatcher{{Type: "dns", Match: "exact", Value: "cred.example.com"}, {Type: "uri", Match: "prefix", Value: "spiffe://"}},
 		MinVersion: "TLSv1_2", MaxVersion: "TLSv1_2"}
@@ -125,6 +133,28 @@ func TestCredentialNameMutual(t *testing.T) {
 		if len(u.Nodes) != 0 || conf != nil || !hasEntry(es, "transport_socket", report.Unsupported, tc.msg) {
 			t.Errorf("%s: nodes %v conf %+v, report %v", what, u.Nodes, conf, es)
 		}
+	}
+
+	// The same names from another SDS source than the ADS stream: never taken from
+	// the secrets istiod served over ADS.
+	other := proto.Clone(c).(*clusterv3.Cluster)
+	tc := &tlsv3.UpstreamTlsContext{}
+	if err := other.GetTransportSocket().GetTypedConfig().UnmarshalTo(tc); err != nil {
+		t.Fatal(err)
+	}
+	tc.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs()[0].SdsConfig = nil
+	a, err := anypb.New(tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.TransportSocket.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: a}
+	snap.Clusters[c.Name] = resource.NewCluster(other)
+	if got := snap.Clusters[c.Name].Secrets(); !cmp.Equal(got, []string{ca}) {
+		t.Errorf("secrets over ADS %v, want the CA's only", got)
+	}
+	u, conf, es = buildMTLS(t, snap, c.Name, opts)
+	if len(u.Nodes) != 0 || conf != nil || !hasEntry(es, "transport_socket", report.Unsupported, `"kubernetes://cred" is not available to amesh`) {
+		t.Errorf("another SDS source: nodes %v conf %+v, report %v", u.Nodes, conf, es)
 	}
 }
 

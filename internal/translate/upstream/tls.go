@@ -406,7 +406,7 @@ func tlsConfOf(name string, t *tlsv3.UpstreamTlsContext, hopts *corev3.UpstreamH
 			}
 			conf.Cert = &TLSCert{SSLID: SecretSSLID(n)}
 		default:
-			return nil, nil, fmt.Sprintf("SDS secret %q (served by istiod, such as a credentialName) is not available to amesh", n)
+			return nil, nil, fmt.Sprintf("SDS secret %q is not available to amesh: neither istio-agent's (workload certificate, roots, files) nor served over ADS", n)
 		}
 	}
 	for _, c := range common.GetTlsCertificates() {
@@ -465,7 +465,7 @@ func tlsConfOf(name string, t *tlsv3.UpstreamTlsContext, hopts *corev3.UpstreamH
 	case strings.HasPrefix(rootSecret, sdsFileRoot) && !strings.Contains(rootSecret, "~"):
 		conf.CA = &TLSCA{File: strings.TrimPrefix(rootSecret, sdsFileRoot)}
 	default:
-		return nil, nil, fmt.Sprintf("SDS secret %q (served by istiod, such as a credentialName) is not available to amesh", rootSecret)
+		return nil, nil, fmt.Sprintf("SDS secret %q is not available to amesh: neither istio-agent's (workload certificate, roots, files) nor served over ADS", rootSecret)
 	}
 	if why := validation(conf, vc); why != "" {
 		return nil, nil, why
