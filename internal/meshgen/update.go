@@ -16,6 +16,7 @@ func UpdateOf(s *resource.State) *resource.Update {
 	u.RouteConfigs = kindOf(s.RouteConfigs, s.Changes.RouteConfigs, s.Changes.Full)
 	u.Clusters = kindOf(s.Clusters, s.Changes.Clusters, s.Changes.Full)
 	u.Endpoints = kindOf(s.Endpoints, s.Changes.Endpoints, s.Changes.Full)
+	u.Secrets = kindOf(s.Secrets, s.Changes.Secrets, s.Changes.Full)
 	u.Decoded = s.Changes.Decoded
 	return u
 }

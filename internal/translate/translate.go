@@ -111,6 +111,9 @@ type Translator struct {
 	nextIdentity   *identity.State
 	identityReport []report.Entry
 
+	// SDS secrets over ADS (update_secrets.go).
+	secrets secretIndex
+
 	call call    // the call in progress; zero between calls
 	sc   scratch // buffers of this goroutine (see parallel)
 }
@@ -207,6 +210,7 @@ func (t *Translator) Translate(snap *resource.State) Result {
 // shows in its time.
 func (t *Translator) begin(snap *resource.State, full bool) {
 	t.call = call{snap: snap, full: full, dirtyUp: map[string]bool{}, first: t.out.Len() == 0}
+	t.up.Secrets = snap.Secrets
 	hintClusters, hint := 0, 0
 	if len(t.clusters) == 0 {
 		hintClusters = len(snap.Clusters)

@@ -62,6 +62,7 @@ type clusterInfo struct {
 // syncClusters updates cluster state for changed clusters and endpoints.
 func (t *Translator) syncClusters(full bool, ch *resource.Changes) {
 	if full {
+		t.syncSecrets(true, ch, nil)
 		for n := range t.call.snap.Clusters {
 			t.syncCluster(n)
 		}
@@ -73,6 +74,7 @@ func (t *Translator) syncClusters(full bool, ch *resource.Changes) {
 		return
 	}
 	names := map[string]bool{}
+	t.syncSecrets(false, ch, names)
 	for n := range ch.Clusters {
 		names[n] = true
 	}
@@ -98,6 +100,7 @@ func (t *Translator) syncCluster(name string) {
 			return
 		}
 		t.idx.MoveEDS(name, cs.eds(), "")
+		t.setClusterSecrets(name, cs.src, nil, nil)
 		delete(t.clusters, name)
 		t.findings.dirty = true
 		t.call.rebuilds[name] = true
@@ -114,7 +117,8 @@ func (t *Translator) syncCluster(name string) {
 		cs = &clusterState{}
 		t.clusters[name] = cs
 	}
-	if cs.src == src && cs.cla == cla {
+	secs := t.secretsOf(src)
+	if cs.src == src && cs.cla == cla && t.sameSecrets(name, secs) {
 		return
 	}
 	oldEDS := ""
@@ -122,8 +126,9 @@ func (t *Translator) syncCluster(name string) {
 		oldEDS = cs.eds()
 	}
 	t.idx.MoveEDS(name, oldEDS, eds)
+	contentChanged := cs.cla != cla || cs.src != src || !t.sameSecrets(name, secs)
+	t.setClusterSecrets(name, cs.src, src, secs)
 	old := cs.info
-	contentChanged := cs.cla != cla || cs.src != src
 	cs.src, cs.cla = src, cla
 	if cs.name = name; src.Name == name {
 		cs.name = src.Name

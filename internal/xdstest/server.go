@@ -133,7 +133,7 @@ func New(opts Options) (*Server, error) {
 		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return r.GetTypeUrl() },
 		Caches:        map[string]cachev3.Cache{},
 	}
-	for _, u := range []string{resource.ListenerType, resource.RouteConfigType, resource.ClusterType, resource.EndpointType} {
+	for _, u := range []string{resource.ListenerType, resource.RouteConfigType, resource.ClusterType, resource.EndpointType, resource.SecretType} {
 		lc := cachev3.NewLinearCache(u)
 		s.caches[u] = lc
 		mux.Caches[u] = lc
@@ -271,8 +271,8 @@ func (s *Server) Update(res ...proto.Message) error {
 		}
 		byType[u][cachev3.GetResourceName(r)] = r
 	}
-	// Clusters before endpoints and listeners before routes, like istiod pushes.
-	for _, u := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteConfigType} {
+	// Clusters before endpoints and secrets, listeners before routes, like istiod pushes.
+	for _, u := range []string{resource.ClusterType, resource.EndpointType, resource.SecretType, resource.ListenerType, resource.RouteConfigType} {
 		if m := byType[u]; m != nil {
 			if err := s.caches[u].UpdateResources(m, nil); err != nil {
 				return err

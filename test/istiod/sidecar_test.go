@@ -59,6 +59,13 @@ type sidecar struct {
 // the end of the test.
 func startSidecar(t *testing.T, environ []string) *sidecar {
 	t.Helper()
+	return startSidecarWith(t, environ, nil)
+}
+
+// startSidecarWith is startSidecar with mod (nil: none) adjusting the client's
+// configuration.
+func startSidecarWith(t *testing.T, environ []string, mod func(*client.Config)) *sidecar {
+	t.Helper()
 	b, err := bootstrap.FromEnviron(environ)
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +74,9 @@ func startSidecar(t *testing.T, environ []string) *sidecar {
 	// Reconnect quickly after an istiod restart; the defaults are for production.
 	cfg.Backoff = client.Backoff{Initial: 50 * time.Millisecond, Max: time.Second}
 	cfg.Logger = testLogger(t)
+	if mod != nil {
+		mod(&cfg)
+	}
 	c, err := client.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +116,7 @@ func (s *sidecar) apply(ctx context.Context) (*resource.State, error) {
 	c := s.state
 	c.Listeners, c.RouteConfigs = maps.Clone(c.Listeners), maps.Clone(c.RouteConfigs)
 	c.Clusters, c.Endpoints = maps.Clone(c.Clusters), maps.Clone(c.Endpoints)
+	c.Secrets = maps.Clone(c.Secrets)
 	return &c, nil
 }
 

@@ -67,6 +67,11 @@ type Identity struct {
 // Options configure what upstream TLS can use.
 type Options struct {
 	Identity Identity
+	// Secrets are the SDS secrets istiod serves over ADS (a DestinationRule's
+	// credentialName) that the snapshot holds, by name: a TLS context naming one
+	// that is absent is not served (its endpoints are left out, as Envoy's cluster
+	// waits for it).
+	Secrets map[string]*resource.Secret
 	// NoTLS leaves out every node Envoy reaches with TLS (a mirror target, which is
 	// requested without the plugin).
 	NoTLS bool
@@ -131,10 +136,28 @@ type TLSCert struct {
 	KeyFile  string `json:"key_file,omitempty"`
 }
 
-// TLSCA is where trusted roots come from: a file or the system's roots.
+// TLSCA is where trusted roots come from: a file, the system's roots, or PEM
+// certificates given inline (an SDS validation context's trusted_ca; CA certificates
+// are public, so they may sit in the route's configuration).
 type TLSCA struct {
 	File   string `json:"file,omitempty"`
 	System bool   `json:"system,omitempty"`
+	PEM    string `json:"pem,omitempty"`
+}
+
+// SecretSSLID is the id of the APISIX /ssls object (type "client") holding the
+// certificate and key of the SDS secret name: derived from the name alone, so that what
+// refers to it keeps doing so when the secret's content changes. The ':' that is not
+// in an APISIX id makes SafeID append a hash of the whole name: two secrets never
+// share an id, and none is the workload identity's.
+func SecretSSLID(name string) string { return apisix.SafeID("sds:" + name) }
+
+// SSLFits reports whether the certificate and key of s fit APISIX's ssl schema
+// (cert 128 to 65536 characters, key 64 to 65536): an ssl object is written for it,
+// and what refers to it is served, only then.
+func SSLFits(s *resource.Secret) bool {
+	c, k := len(s.CertChain), len(s.Key.Reveal())
+	return s.IsCert() && c >= 128 && c <= 65536 && k >= 64 && k <= 65536
 }
 
 // SANMatcher is Envoy's SAN matcher: Type "" matches DNS, URI, email and IP SANs
@@ -232,7 +255,7 @@ func planTLS(name string, c *clusterv3.Cluster, opts Options) *tlsPlan {
 	}
 	p.def = kind(c.GetTransportSocket(), "transport_socket")
 	if ctx != nil {
-		conf, notes, why := tlsConfOf(name, ctx, upstreamHTTPOptions(c), opts.Identity)
+		conf, notes, why := tlsConfOf(name, ctx, upstreamHTTPOptions(c), opts)
 		if why != "" {
 			p.note(p.match, why)
 		} else {
@@ -328,7 +351,8 @@ const (
 // tlsConfOf translates a TLS context of cluster name, or says why it cannot be
 // (why): what it needs that nginx or the identity cannot give would be weaker than
 // Envoy's TLS, so the endpoints that use it are left out.
-func tlsConfOf(name string, t *tlsv3.UpstreamTlsContext, hopts *corev3.UpstreamHttpProtocolOptions, id Identity) (conf *TLSConf, notes []string, why string) {
+func tlsConfOf(name string, t *tlsv3.UpstreamTlsContext, hopts *corev3.UpstreamHttpProtocolOptions, opts Options) (conf *TLSConf, notes []string, why string) {
+	id := opts.Identity
 	conf = &TLSConf{SNI: resource.TLSContextSNI(name, t.GetSni())}
 	common := t.GetCommonTlsContext()
 	switch {
@@ -370,8 +394,19 @@ func tlsConfOf(name string, t *tlsv3.UpstreamTlsContext, hopts *corev3.UpstreamH
 				return nil, nil, fmt.Sprintf("SDS secret %q is not a certificate and key file", n)
 			}
 			conf.Cert = &TLSCert{CertFile: cert, KeyFile: key}
+		case s.GetSdsConfig().GetAds() != nil:
+			sec, why := adsSecret(n, opts)
+			switch {
+			case why != "":
+				return nil, nil, why
+			case sec.Validation != nil:
+				return nil, nil, fmt.Sprintf("SDS secret %q is a validation context where a certificate belongs", n)
+			case !SSLFits(sec):
+				return nil, nil, fmt.Sprintf("SDS secret %q does not fit APISIX's ssl schema (a certificate of 128 to 65536 characters, a key of 64 to 65536)", n)
+			}
+			conf.Cert = &TLSCert{SSLID: SecretSSLID(n)}
 		default:
-			return nil, nil, fmt.Sprintf("SDS secret %q (served by istiod, such as a credentialName) is not available to amesh", n)
+			return nil, nil, fmt.Sprintf("SDS secret %q is not available to amesh: neither istio-agent's (workload certificate, roots, files) nor served over ADS", n)
 		}
 	}
 	for _, c := range common.GetTlsCertificates() {
@@ -387,20 +422,39 @@ func tlsConfOf(name string, t *tlsv3.UpstreamTlsContext, hopts *corev3.UpstreamH
 	// Validation.
 	var vc *tlsv3.CertificateValidationContext
 	var rootSecret string
+	var rootSDS *tlsv3.SdsSecretConfig
 	switch v := common.GetValidationContextType().(type) {
 	case nil:
 	case *tlsv3.CommonTlsContext_ValidationContext:
 		vc = v.ValidationContext
 	case *tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig:
-		rootSecret = v.ValidationContextSdsSecretConfig.GetName()
+		rootSDS = v.ValidationContextSdsSecretConfig
 	case *tlsv3.CommonTlsContext_CombinedValidationContext:
 		vc = v.CombinedValidationContext.GetDefaultValidationContext()
-		rootSecret = v.CombinedValidationContext.GetValidationContextSdsSecretConfig().GetName()
+		rootSDS = v.CombinedValidationContext.GetValidationContextSdsSecretConfig()
 	default:
 		return nil, nil, fmt.Sprintf("validation context %T is not supported", v)
 	}
+	rootSecret = rootSDS.GetName()
 	switch {
 	case rootSecret == "":
+	case rootSDS.GetSdsConfig().GetAds() != nil:
+		sec, why := adsSecret(rootSecret, opts)
+		if why != "" {
+			return nil, nil, why
+		}
+		if sec.Validation == nil {
+			return nil, nil, fmt.Sprintf("SDS secret %q is a certificate where a validation context belongs", rootSecret)
+		}
+		// Envoy's CombinedValidationContext: the default context, then the secret's
+		// merged into it (protobuf MergeFrom: the secret's fields set win, its
+		// repeated ones are appended).
+		merged := proto.Clone(sec.Validation).(*tlsv3.CertificateValidationContext)
+		if vc != nil {
+			merged = proto.Clone(vc).(*tlsv3.CertificateValidationContext)
+			proto.Merge(merged, sec.Validation)
+		}
+		vc = merged
 	case rootSecret == sdsRoots:
 		if id.RootFile == "" {
 			return nil, nil, "the mesh's roots (SDS secret \"ROOTCA\") are not configured (no root certificate file)"
@@ -411,7 +465,7 @@ func tlsConfOf(name string, t *tlsv3.UpstreamTlsContext, hopts *corev3.UpstreamH
 	case strings.HasPrefix(rootSecret, sdsFileRoot) && !strings.Contains(rootSecret, "~"):
 		conf.CA = &TLSCA{File: strings.TrimPrefix(rootSecret, sdsFileRoot)}
 	default:
-		return nil, nil, fmt.Sprintf("SDS secret %q (served by istiod, such as a credentialName) is not available to amesh", rootSecret)
+		return nil, nil, fmt.Sprintf("SDS secret %q is not available to amesh: neither istio-agent's (workload certificate, roots, files) nor served over ADS", rootSecret)
 	}
 	if why := validation(conf, vc); why != "" {
 		return nil, nil, why
@@ -497,10 +551,14 @@ func validation(conf *TLSConf, vc *tlsv3.CertificateValidationContext) string {
 		if conf.CA != nil {
 			return "trusted_ca and an SDS validation context together are not supported"
 		}
-		if ca.GetFilename() == "" {
-			return "only trusted CAs in files are supported"
+		switch pem, inline := resource.InlinePEM(ca); {
+		case ca.GetFilename() != "":
+			conf.CA = &TLSCA{File: ca.GetFilename()}
+		case inline && pem != "":
+			conf.CA = &TLSCA{PEM: pem}
+		default:
+			return "only trusted CAs in files or inline are supported"
 		}
-		conf.CA = &TLSCA{File: ca.GetFilename()}
 	}
 	if vc.GetSystemRootCerts() != nil {
 		if conf.CA != nil {
@@ -637,4 +695,18 @@ func (b *builder) reportTLS(out int, used bool) {
 	if used && len(p.notes) > 0 {
 		b.add("cluster", p.match, report.Approximated, "TLS by "+TLSPlugin+": "+strings.Join(p.notes, "; "))
 	}
+}
+
+// adsSecret returns the SDS secret name served over ADS, or why it cannot be used:
+// it has not arrived (Envoy's cluster waits for it; amesh's endpoints stay out until
+// then) or amesh cannot use its content.
+func adsSecret(name string, opts Options) (*resource.Secret, string) {
+	sec := opts.Secrets[name]
+	switch {
+	case sec == nil:
+		return nil, fmt.Sprintf("SDS secret %q (from istiod over ADS, such as a credentialName's) has not been received", name)
+	case sec.Unsupported != "":
+		return nil, fmt.Sprintf("SDS secret %q: %s", name, sec.Unsupported)
+	}
+	return sec, ""
 }

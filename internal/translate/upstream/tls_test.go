@@ -138,14 +138,14 @@ func TestIstiodTLS(t *testing.T) {
 }
 
 // What amesh cannot serve of a cluster's TLS leaves out exactly the endpoints that
-// would use it, with a report entry: a credentialName (an SDS secret only istiod
-// serves), and Istio mTLS without the workload identity; plaintext endpoints of the
+// would use it, with a report entry: a credentialName whose SDS secret has not
+// arrived from istiod, and Istio mTLS without the workload identity; plaintext endpoints of the
 // same cluster stay. A mirror target (NoTLS) keeps only plaintext endpoints.
 func TestIstiodTLSFailsClosed(t *testing.T) {
 	snap := istiodMTLS(t)
 	u, conf, es := buildMTLS(t, snap, "outbound|8443||credential.example.com", meshIdentity)
 	if len(u.Nodes) != 0 || conf != nil ||
-		!hasEntry(es, "transport_socket", report.Unsupported, `"kubernetes://credential-ca-cacert" (served by istiod`) {
+		!hasEntry(es, "transport_socket", report.Unsupported, `"kubernetes://credential-ca-cacert" (from istiod over ADS, such as a credentialName's) has not been received`) {
 		t.Errorf("credentialName: nodes %v, conf %v, %v", u.Nodes, conf, es)
 	}
 

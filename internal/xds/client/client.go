@@ -1,6 +1,7 @@
 // Package client is amesh's ADS client: it talks to istiod like an Envoy sidecar
 // (Delta or SotW over one gRPC stream), follows wildcard listeners and clusters and the
-// route configurations and endpoints they name, ACKs or NACKs every response, and
+// route configurations, endpoints and ADS-served SDS secrets (a credentialName's) they
+// name, ACKs or NACKs every response, and
 // publishes consistent snapshots (resource.State) to the rest of amesh.
 //
 // Concurrency: the goroutine running Run owns the protocol state (resources,

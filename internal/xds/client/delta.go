@@ -91,8 +91,7 @@ func (s *deltaStream) handle(m any) {
 	if version == "" {
 		version = t.version
 	}
-	sc := c.apply(accepted{idx: i, upserts: entries, removed: removed, version: version})
-	if !sc.empty() {
+	for _, sc := range c.apply(accepted{idx: i, upserts: entries, removed: removed, version: version}) {
 		// The new subscription goes out before the ACK, like Envoy.
 		s.send(&discoveryv3.DeltaDiscoveryRequest{
 			TypeUrl:                  c.types[sc.idx].url,

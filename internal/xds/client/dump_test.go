@@ -20,7 +20,7 @@ func TestDumpWithAndWithoutRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := dumpOf(t, c); len(st.Types) != 4 || len(st.Types[resource.ClusterType].ResourceVersion) != 0 {
+	if st := dumpOf(t, c); len(st.Types) != 5 || len(st.Types[resource.ClusterType].ResourceVersion) != 0 {
 		t.Fatalf("Dump before Run: %+v", st.Types)
 	}
 

@@ -95,6 +95,7 @@ func next(ctx context.Context, c *client.Client) (*resource.State, error) {
 	s := *st
 	s.Listeners, s.RouteConfigs = maps.Clone(st.Listeners), maps.Clone(st.RouteConfigs)
 	s.Clusters, s.Endpoints = maps.Clone(st.Clusters), maps.Clone(st.Endpoints)
+	s.Secrets = maps.Clone(st.Secrets)
 	return &s, nil
 }
 

@@ -87,8 +87,7 @@ func (s *sotwStream) handle(m any) {
 	}
 	// Listeners and clusters are full state in SotW: a missing one was removed.
 	// Route configurations and endpoints are sent only when they change.
-	sc := c.apply(accepted{idx: i, upserts: entries, full: t.wildcard, version: resp.GetVersionInfo()})
-	if !sc.empty() {
+	for _, sc := range c.apply(accepted{idx: i, upserts: entries, full: t.wildcard, version: resp.GetVersionInfo()}) {
 		d := c.types[sc.idx]
 		if len(d.subscribed) > 0 || s.requested[sc.idx] {
 			// The new subscription goes out before the ACK, like Envoy.

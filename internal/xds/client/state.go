@@ -80,6 +80,16 @@ func (e *entry) eachDep(f func(string)) {
 	}
 }
 
+// eachSecret calls f with the name of every SDS secret served over ADS that e (a
+// cluster) names: the other dependent type of clusters, derived from the message.
+func (e *entry) eachSecret(f func(string)) {
+	if c, ok := e.msg.(*resource.Cluster); ok {
+		for _, n := range c.Secrets() {
+			f(n)
+		}
+	}
+}
+
 // deps returns e's dependencies as newEntry got them.
 func (e *entry) deps() []string {
 	var out []string
@@ -209,21 +219,24 @@ const (
 	edsIdx
 	ldsIdx
 	rdsIdx
+	// sdsIdx: the SDS secrets clusters' TLS contexts name with an ADS config source
+	// (a DestinationRule's credentialName), which Envoy asks for on the same stream.
+	sdsIdx
 	numTypes
 )
 
-var typeURLs = [numTypes]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteConfigType}
+var typeURLs = [numTypes]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteConfigType, resource.SecretType}
 
-// depIdx is the dependent type of a wildcard type: clusters need endpoints, listeners
-// need route configurations.
-func depIdx(i int) (int, bool) {
+// depIdxs are the dependent types of a wildcard type: clusters need endpoints and
+// secrets, listeners need route configurations.
+func depIdxs(i int) []int {
 	switch i {
 	case cdsIdx:
-		return edsIdx, true
+		return []int{edsIdx, sdsIdx}
 	case ldsIdx:
-		return rdsIdx, true
+		return []int{rdsIdx}
 	}
-	return 0, false
+	return nil
 }
 
 func typeIndex(url string) (int, bool) {
@@ -264,9 +277,9 @@ type subChange struct {
 
 func (s subChange) empty() bool { return len(s.added) == 0 && len(s.removed) == 0 }
 
-// apply installs an accepted response and returns the change of the dependent
-// subscription it causes (empty for dependent types).
-func (c *Client) apply(a accepted) subChange {
+// apply installs an accepted response and returns the changes of the dependent
+// subscriptions it causes, the empty ones left out (none for dependent types).
+func (c *Client) apply(a accepted) []subChange {
 	t := c.types[a.idx]
 	changed := c.dirtySet(a.idx)
 	var seen map[string]struct{}
@@ -309,11 +322,13 @@ func (c *Client) apply(a accepted) subChange {
 	t.version = a.version
 	t.received = true
 
-	d, ok := depIdx(a.idx)
-	if !ok {
-		return subChange{}
+	var out []subChange
+	for _, d := range depIdxs(a.idx) {
+		if sc := c.resubscribe(a.idx, d); !sc.empty() {
+			out = append(out, sc)
+		}
 	}
-	return c.resubscribe(a.idx, d)
+	return out
 }
 
 // resubscribe recomputes the names dependent type d needs from the resources of
@@ -323,7 +338,11 @@ func (c *Client) resubscribe(from, d int) subChange {
 	want := map[string]struct{}{}
 	add := func(n string) { want[n] = struct{}{} }
 	for _, e := range c.types[from].res {
-		e.eachDep(add)
+		if d == sdsIdx {
+			e.eachSecret(add)
+		} else {
+			e.eachDep(add)
+		}
 	}
 	dt := c.types[d]
 	sc := subChange{idx: d}

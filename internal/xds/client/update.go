@@ -83,6 +83,7 @@ func (d *delta) fill(u *resource.Update) {
 	u.RouteConfigs = kindOf[*resource.RouteConfig](d, rdsIdx)
 	u.Clusters = kindOf[*resource.Cluster](d, cdsIdx)
 	u.Endpoints = kindOf[*resource.LoadAssignment](d, edsIdx)
+	u.Secrets = kindOf[*resource.Secret](d, sdsIdx)
 	u.Decoded = d.decoded
 }
 

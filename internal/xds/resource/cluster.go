@@ -24,7 +24,7 @@ var clusterKind = &kindFuncs[*clusterv3.Cluster, *Cluster]{
 	kindNoun: "cluster",
 	decodeFn: decodeCluster,
 	pruneFn:  pruneCluster,
-	keepFn:   func(c *clusterv3.Cluster) *Cluster { return newCluster(c, nil) },
+	keepFn:   func(c *clusterv3.Cluster) *Cluster { return withSecrets(newCluster(c, nil)) },
 	nameFn:   func(r *Cluster) string { return r.Name },
 	equalFn:  (*Cluster).Equal,
 }
@@ -38,8 +38,9 @@ func decodeCluster(d *Decoded, b []byte, _ *Cluster, opts DecodeOptions) (*Clust
 	}
 	// Pruned in two steps: its parts are interned only if its whole shape is not
 	// shared (newCluster). c is this decode's own: it becomes the shape.
-	clearCluster(c)
+	secrets := clearCluster(c)
 	r := newCluster(c, opts.Intern)
+	r.secrets = secrets
 	if r.EDS != "" {
 		d.Deps = []string{r.EDS}
 	}
@@ -74,7 +75,16 @@ type Cluster struct {
 	// serviceName is eds_cluster_config.service_name.
 	serviceName string
 	shape       *clusterv3.Cluster
+	// secrets are ClusterSecrets(shape): read whenever the client resubscribes, so
+	// worked out once, by the decoder while it prunes the TLS contexts (decoding
+	// them again would cost every Istio cluster an allocation-heavy unmarshal).
+	secrets []string
 }
+
+// Secrets returns the names of the SDS secrets served over ADS that the cluster's TLS
+// contexts name (ClusterSecrets): what it depends on besides its endpoints. The
+// caller must not modify the slice.
+func (r *Cluster) Secrets() []string { return r.secrets }
 
 // NewCluster keeps c (which it does not modify) as a Cluster. Its shape is its own:
 // only clusters decoded with an Interner (pruned, so that what differs between
@@ -82,7 +92,14 @@ type Cluster struct {
 // (tests, generated meshes, dumps) are not pruned and would fill a table with shapes
 // that differ in a TLS context each.
 func NewCluster(c *clusterv3.Cluster) *Cluster {
-	return newCluster(proto.Clone(c).(*clusterv3.Cluster), nil)
+	return withSecrets(newCluster(proto.Clone(c).(*clusterv3.Cluster), nil))
+}
+
+// withSecrets sets r's secrets from its shape, for clusters not decoded by the client
+// (whose decoder reads them while pruning).
+func withSecrets(r *Cluster) *Cluster {
+	r.secrets = ClusterSecrets(r.shape)
+	return r
 }
 
 // MustCluster is NewCluster; it is kept for symmetry with MustRouteConfig, which can

@@ -16,7 +16,7 @@ import (
 type Decoded struct {
 	Name string
 	// Msg is the resource in its kind's stored form: a *listenerv3.Listener,
-	// *RouteConfig, *Cluster or *LoadAssignment, matching the type URL it was decoded
+	// *RouteConfig, *Cluster, *LoadAssignment or *Secret, matching the type URL it was decoded
 	// as. The messages are pruned (see Prune): validated whole, then stored without
 	// what amesh never reads; a RouteConfig is the wire form of the pruned message
 	// (routeconfig.go), a Cluster its names and shared shape (cluster.go), a

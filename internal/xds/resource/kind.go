@@ -101,6 +101,7 @@ var kinds = map[string]kind{
 	RouteConfigType: routeConfigKind,
 	ClusterType:     clusterKind,
 	EndpointType:    endpointsKind,
+	SecretType:      secretKind,
 }
 
 // byGoType finds the kind of a message or stored resource (a listener's are one type).

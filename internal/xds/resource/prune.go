@@ -211,14 +211,15 @@ func markFilterConfigs(m map[string]*anypb.Any) {
 }
 
 func pruneCluster(c *clusterv3.Cluster, in *Interner) {
-	clearCluster(c)
+	_ = clearCluster(c)
 	internCluster(c, in)
 }
 
 // clearCluster is the part of pruneCluster that drops and marks fields; internCluster
 // the part that shares equal leaves and sub-messages. A decoded cluster whose whole
-// shape is shared (see newCluster) needs no interning of its parts.
-func clearCluster(c *clusterv3.Cluster) {
+// shape is shared (see newCluster) needs no interning of its parts. It returns
+// ClusterSecrets of c, read while its TLS contexts are decoded anyway.
+func clearCluster(c *clusterv3.Cluster) (secrets []string) {
 	c.Metadata = keepALPNOverride(c.GetMetadata())
 	c.AltStatName = ""
 	c.Filters = nil
@@ -226,9 +227,9 @@ func clearCluster(c *clusterv3.Cluster) {
 		eds.EdsConfig = nil
 	}
 	for _, m := range c.GetTransportSocketMatches() {
-		trimTransportSocket(m.GetTransportSocket(), c.GetName())
+		secrets = trimTransportSocket(m.GetTransportSocket(), c.GetName(), secrets)
 	}
-	trimTransportSocket(c.GetTransportSocket(), c.GetName())
+	secrets = trimTransportSocket(c.GetTransportSocket(), c.GetName(), secrets)
 	for k, a := range c.GetTypedExtensionProtocolOptions() {
 		if k != keepProtocolOptions {
 			c.TypedExtensionProtocolOptions[k] = markAny(a)
@@ -237,6 +238,7 @@ func clearCluster(c *clusterv3.Cluster) {
 	if la := c.GetLoadAssignment(); la != nil {
 		pruneEndpoints(la)
 	}
+	return sortedUnique(secrets)
 }
 
 func internCluster(c *clusterv3.Cluster, in *Interner) {
@@ -280,32 +282,34 @@ func internCluster(c *clusterv3.Cluster, in *Interner) {
 
 // trimTransportSocket trims a TLS transport socket of cluster to what translation reads
 // and marks any other (markTransportSocket): its UpstreamTlsContext loses the config
-// sources of its SDS secrets, and an SNI equal to ClusterSNI(cluster), istiod's for
+// sources of its SDS secrets but for an ADS one's kind, and an SNI equal to ClusterSNI(cluster), istiod's for
 // ISTIO_MUTUAL, becomes ClusterSNIRule. A TLS context that does not decode is marked:
 // translation then cannot read it and fails closed for the cluster.
-func trimTransportSocket(ts *corev3.TransportSocket, cluster string) {
+func trimTransportSocket(ts *corev3.TransportSocket, cluster string, secrets []string) []string {
 	a := ts.GetTypedConfig()
 	if a == nil || IsMarker(a) {
-		return
+		return secrets
 	}
 	tls := &tlsv3.UpstreamTlsContext{}
 	if !a.MessageIs(tls) {
 		markTransportSocket(ts)
-		return
+		return secrets
 	}
 	if err := a.UnmarshalTo(tls); err != nil {
 		markTransportSocket(ts)
-		return
+		return secrets
 	}
-	common := tls.GetCommonTlsContext()
-	for _, sds := range common.GetTlsCertificateSdsSecretConfigs() {
-		sds.SdsConfig = nil
-	}
-	if sds := common.GetValidationContextSdsSecretConfig(); sds != nil {
-		sds.SdsConfig = nil
-	}
-	if sds := common.GetCombinedValidationContext().GetValidationContextSdsSecretConfig(); sds != nil {
-		sds.SdsConfig = nil
+	for _, sds := range SDSConfigs(tls.GetCommonTlsContext()) {
+		// Only whether the secret comes over ADS matters (the client subscribes to
+		// those, see ClusterSecrets); the rest of the source is istio-agent's socket.
+		if sds.GetSdsConfig().GetAds() != nil {
+			sds.SdsConfig = &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
+			if sds.GetName() != "" {
+				secrets = append(secrets, sds.GetName())
+			}
+		} else {
+			sds.SdsConfig = nil
+		}
 	}
 	if tls.GetSni() != "" && tls.GetSni() == ClusterSNI(cluster) {
 		tls.Sni = ClusterSNIRule
@@ -313,9 +317,10 @@ func trimTransportSocket(ts *corev3.TransportSocket, cluster string) {
 	b, err := wholeDet.Marshal(tls)
 	if err != nil {
 		markTransportSocket(ts)
-		return
+		return secrets
 	}
 	ts.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: &anypb.Any{TypeUrl: a.GetTypeUrl(), Value: b}}
+	return secrets
 }
 
 // ClusterSNIRule stands, in a pruned TLS context, for the SNI ClusterSNI derives from

@@ -18,8 +18,10 @@ import (
 func tlsCluster(sni string) *clusterv3.Cluster {
 	tc, err := anypb.New(&tlsv3.UpstreamTlsContext{Sni: sni, CommonTlsContext: &tlsv3.CommonTlsContext{
 		AlpnProtocols: []string{"istio-peer-exchange", "istio"},
+		// istio-agent's socket, as istiod configures the workload certificate.
 		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: "default",
-			SdsConfig: &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}}},
+			SdsConfig: &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_ApiConfigSource{
+				ApiConfigSource: &corev3.ApiConfigSource{ApiType: corev3.ApiConfigSource_GRPC}}}}},
 	}})
 	if err != nil {
 		panic(err)

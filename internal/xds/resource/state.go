@@ -22,13 +22,16 @@ type Update struct {
 	RouteConfigs Kind[*RouteConfig]
 	Clusters     Kind[*Cluster]
 	Endpoints    Kind[*LoadAssignment]
+	// Secrets are the SDS secrets served over ADS that clusters name (see
+	// ClusterSecrets). They hold private keys: see Secret.
+	Secrets Kind[*Secret]
 
 	// Decoded holds the decoded message of each route configuration in
 	// RouteConfigs.Upsert, for the one translation that needs it: the state keeps
 	// only the wire form.
 	Decoded map[string]*routev3.RouteConfiguration
 
-	// Missing names the dependent resources (RDS or EDS names) absent when the
+	// Missing names the dependent resources (RDS, EDS or secret names) absent when the
 	// resource timeout fired; the listeners and clusters that need them are
 	// included anyway so that the rest of the mesh is served. It is the whole list,
 	// not a change.
@@ -88,6 +91,9 @@ type State struct {
 	// Endpoints is keyed by the EDS service name (eds_cluster_config.service_name, or
 	// the cluster name when that is empty), which is also ClusterLoadAssignment.cluster_name.
 	Endpoints map[string]*LoadAssignment
+	// Secrets are keyed by name; every secret a cluster names (Cluster.Secrets) is in
+	// it unless listed in Missing.
+	Secrets map[string]*Secret
 
 	Missing  []MissingResource
 	Received time.Time
@@ -107,15 +113,16 @@ type MissingResource struct {
 // the state s was (Changes.Since is s's previous Seq).
 func (s *State) Apply(u *Update) {
 	ch := Changes{Since: s.Seq, Decoded: u.Decoded}
-	var c [4]map[string]struct{}
+	var c [5]map[string]struct{}
 	s.Listeners, c[0] = u.Listeners.apply(s.Listeners)
 	s.RouteConfigs, c[1] = u.RouteConfigs.apply(s.RouteConfigs)
 	s.Clusters, c[2] = u.Clusters.apply(s.Clusters)
 	s.Endpoints, c[3] = u.Endpoints.apply(s.Endpoints)
-	if u.Listeners.Replace || u.RouteConfigs.Replace || u.Clusters.Replace || u.Endpoints.Replace {
+	s.Secrets, c[4] = u.Secrets.apply(s.Secrets)
+	if u.Listeners.Replace || u.RouteConfigs.Replace || u.Clusters.Replace || u.Endpoints.Replace || u.Secrets.Replace {
 		ch.Full = true
 	} else {
-		ch.Listeners, ch.RouteConfigs, ch.Clusters, ch.Endpoints = c[0], c[1], c[2], c[3]
+		ch.Listeners, ch.RouteConfigs, ch.Clusters, ch.Endpoints, ch.Secrets = c[0], c[1], c[2], c[3], c[4]
 	}
 	s.Seq, s.Missing, s.Received, s.Changes = u.Seq, u.Missing, u.Received, ch
 }
@@ -126,7 +133,7 @@ func (s *State) Done() { s.Changes = Changes{Since: s.Seq} }
 
 // Empty reports whether u changes no resource.
 func (u *Update) Empty() bool {
-	return u.Listeners.empty() && u.RouteConfigs.empty() && u.Clusters.empty() && u.Endpoints.empty()
+	return u.Listeners.empty() && u.RouteConfigs.empty() && u.Clusters.empty() && u.Endpoints.empty() && u.Secrets.empty()
 }
 
 // Changes lists, per kind, the names that were added, updated or removed since the
@@ -138,6 +145,7 @@ type Changes struct {
 	RouteConfigs map[string]struct{}
 	Clusters     map[string]struct{}
 	Endpoints    map[string]struct{}
+	Secrets      map[string]struct{}
 	// Decoded is Update.Decoded: the decoded message of each changed route
 	// configuration (all of them when Full), where the update brought one.
 	Decoded map[string]*routev3.RouteConfiguration
@@ -146,7 +154,7 @@ type Changes struct {
 // Empty reports whether nothing changed.
 func (c *Changes) Empty() bool {
 	return !c.Full && len(c.Listeners) == 0 && len(c.RouteConfigs) == 0 &&
-		len(c.Clusters) == 0 && len(c.Endpoints) == 0
+		len(c.Clusters) == 0 && len(c.Endpoints) == 0 && len(c.Secrets) == 0
 }
 
 // RouteMessage returns the decoded route configuration rc: the message the update

@@ -71,9 +71,10 @@ local schema = core.json.decode([==[
           "type": "object",
           "properties": {
             "file": {"$ref": "#/definitions/file"},
-            "system": {"type": "boolean", "enum": [true]}
+            "system": {"type": "boolean", "enum": [true]},
+            "pem": {"type": "string", "minLength": 1, "maxLength": 1048576}
           },
-          "oneOf": [{"required": ["file"]}, {"required": ["system"]}],
+          "oneOf": [{"required": ["file"]}, {"required": ["system"]}, {"required": ["pem"]}],
           "additionalProperties": false
         },
         "sans": {
@@ -190,7 +191,11 @@ local function roots(ca)
         return nil, ""
     end
     local data, v
-    if ca.system then
+    if ca.pem then
+        -- Inline CA certificates (an SDS validation context's, which are public):
+        -- the version is their digest, so a new PEM makes a new profile.
+        return ca.pem, "pem:" .. ngx.md5(ca.pem)
+    elseif ca.system then
         data, v = tls.read_system_roots()
     else
         data, v = tls.read_file(ca.file)
