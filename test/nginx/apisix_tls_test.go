@@ -71,6 +71,32 @@ func istioMTLSCluster(name string, sans ...string) *clusterv3.Cluster {
 	return c
 }
 
+// inlineCACluster is istioMTLSCluster with its roots inline (trusted_ca in the cluster's
+// own validation context, as a DestinationRule's CA or a credentialName's CA secret gives
+// them), which amesh-upstream-tls gets as ca.pem.
+func inlineCACluster(t *testing.T, name string, rootPEM []byte, sans ...string) *clusterv3.Cluster {
+	t.Helper()
+	c := istioMTLSCluster(name, sans...)
+	ts := c.GetTransportSocketMatches()[0].GetTransportSocket()
+	ctx := &tlsv3.UpstreamTlsContext{}
+	if err := ts.GetTypedConfig().UnmarshalTo(ctx); err != nil {
+		t.Fatal(err)
+	}
+	//lint:ignore SA1019 deprecated, but istiod still sets it
+	m := ctx.GetCommonTlsContext().GetCombinedValidationContext().GetDefaultValidationContext().GetMatchSubjectAltNames()
+	ctx.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+		TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: rootPEM}},
+		//lint:ignore SA1019 deprecated, but istiod still sets it
+		MatchSubjectAltNames: m,
+	}}
+	a, err := anypb.New(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: a}
+	return c
+}
+
 // meshEndpoints is a load assignment whose endpoints with sidecar[i] carry istiod's
 // {tlsMode: istio}.
 func meshEndpoints(name string, addrs []string, sidecar []bool) *endpointv3.ClusterLoadAssignment {
@@ -218,8 +244,15 @@ func TestAPISIXUpstreamTLS(t *testing.T) {
 		svc      = "outbound|%d||secure.default.svc.cluster.local"
 		mixedSvc = "outbound|%d||mixed.default.svc.cluster.local"
 		wrongSvc = "outbound|%d||wrong.default.svc.cluster.local"
+		pemSvc   = "outbound|%d||pem.default.svc.cluster.local"
+		otherSvc = "outbound|%d||otherca.default.svc.cluster.local"
 	)
 	secureC, mixedC, wrongC := fmt.Sprintf(svc, port), fmt.Sprintf(mixedSvc, port), fmt.Sprintf(wrongSvc, port)
+	pemC, otherC := fmt.Sprintf(pemSvc, port), fmt.Sprintf(otherSvc, port)
+	otherCA, err := meshpeer.NewCA("cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
 	res := &xdsdump.Resources{
 		Listeners: []*listenerv3.Listener{istioOutbound(t, port, fmt.Sprint(port))},
 		RouteConfigs: []*routev3.RouteConfiguration{routeConfig(fmt.Sprint(port),
@@ -227,16 +260,23 @@ func TestAPISIXUpstreamTLS(t *testing.T) {
 				// The same peer through a cluster that expects another identity.
 				toCluster("wrong", prefixMatch("/wrong/"), wrongC, nil),
 				toCluster("all", prefixMatch("/"), secureC, nil)),
-			vhost("mixed.default.svc.cluster.local", toCluster("all", prefixMatch("/"), mixedC, nil)))},
+			vhost("mixed.default.svc.cluster.local", toCluster("all", prefixMatch("/"), mixedC, nil)),
+			// The roots inline: the mesh's, and another CA's that the peer does not chain to.
+			vhost("pem.default.svc.cluster.local", toCluster("all", prefixMatch("/"), pemC, nil)),
+			vhost("otherca.default.svc.cluster.local", toCluster("all", prefixMatch("/"), otherC, nil)))},
 		Clusters: []*clusterv3.Cluster{
 			istioMTLSCluster(secureC, secureID),
 			istioMTLSCluster(mixedC, m.ca.SPIFFE("default", "secure")),
 			istioMTLSCluster(wrongC, m.ca.SPIFFE("default", "other")),
+			inlineCACluster(t, pemC, m.ca.PEM, secureID),
+			inlineCACluster(t, otherC, otherCA.PEM, secureID),
 		},
 		Endpoints: []*endpointv3.ClusterLoadAssignment{
 			meshEndpoints(secureC, []string{secure.Addr}, []bool{true}),
 			meshEndpoints(mixedC, []string{secure.Addr, plain.Addr}, []bool{true, false}),
 			meshEndpoints(wrongC, []string{secure.Addr}, []bool{true}),
+			meshEndpoints(pemC, []string{secure.Addr}, []bool{true}),
+			meshEndpoints(otherC, []string{secure.Addr}, []bool{true}),
 		},
 	}
 	tr := translate.New(translate.Options{OriginalDstVar: "server_port", WorkloadCertID: "workload", MeshRootFile: m.rootFile})
@@ -287,6 +327,15 @@ func TestAPISIXUpstreamTLS(t *testing.T) {
 	// connection, whose verification fails; never the pooled one.
 	if code, _ := get("secure.default.svc.cluster.local", "/wrong/x"); code != http.StatusBadGateway {
 		t.Errorf("a cluster expecting another identity: %d, want 502", code)
+	}
+
+	// Inline roots (amesh-upstream-tls's ca.pem): the mesh's verify the peer, another CA's
+	// do not.
+	if code, s := get("pem.default.svc.cluster.local", "/p"); code != http.StatusOK || s.Chain != meshpeer.ChainMTLSHTTP || s.ClientID != m.clientID {
+		t.Errorf("a cluster with the mesh's roots inline: %d %+v; want the peer's answer over mTLS", code, s)
+	}
+	if code, _ := get("otherca.default.svc.cluster.local", "/p"); code != http.StatusBadGateway {
+		t.Errorf("a cluster with another CA's roots inline: %d, want 502", code)
 	}
 
 	chains := map[string]int{}

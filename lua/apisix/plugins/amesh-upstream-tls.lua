@@ -192,9 +192,10 @@ local function roots(ca)
     end
     local data, v
     if ca.pem then
-        -- Inline CA certificates (an SDS validation context's, which are public):
-        -- the version is their digest, so a new PEM makes a new profile.
-        return ca.pem, "pem:" .. ngx.md5(ca.pem)
+        -- Inline CA certificates (an SDS validation context's, which are public). A new
+        -- PEM comes in a new settings table, which profiles are cached by: the version
+        -- need not tell PEMs apart (and hashing one per request would cost).
+        return ca.pem, "pem"
     elseif ca.system then
         data, v = tls.read_system_roots()
     else
