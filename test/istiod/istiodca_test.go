@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -472,6 +474,121 @@ func TestOutboundMTLSWithIstiodCerts(t *testing.T) {
 		}
 		if peer.Handshakes.Load() == hs {
 			t.Errorf("%s: the peer was not even contacted", c.path)
+		}
+	}
+}
+
+// TestInboundMTLSWithIstiodCerts: Istio mTLS into nginx, terminated as the sidecar's TLS
+// socket terminates inbound mTLS for productpage (testdata/inboundtls-nginx.conf.tmpl):
+// productpage's certificate and key from the real istiod's CA, client certificates
+// required and verified against istiod's root, nginx/original_dst's http module reporting
+// the TLS peer. The client is reviews' sidecar as Envoy connects to productpage's
+// auto-mTLS endpoint: reviews' certificate from istiod, Istio's SNI and ALPN, the server
+// verified against istiod's root and matched by its SPIFFE ID (match_subject_alt_names)
+// rather than by the SNI. nginx's variables name reviews as the verified peer and
+// productpage as the local identity; a client certificate of another CA, or none, is
+// refused.
+func TestInboundMTLSWithIstiodCerts(t *testing.T) {
+	module := requireIstiodNginx(t)
+	m := newIstiodMesh(t)
+	dir := t.TempDir()
+	n := startNginx(t, "inboundtls-nginx.conf.tmpl", map[string]any{
+		"Module": filepath.Join(module, "ngx_http_amesh_original_dst_module.so"),
+		"Cert":   writeTestFile(t, dir, "cert-chain.pem", m.productpage.chain),
+		"Key":    writeTestFile(t, dir, "key.pem", m.productpage.key),
+		"CA":     writeTestFile(t, dir, "root-cert.pem", []byte(m.rootPEM)),
+	})
+	// reviews' SPIFFE ID in a certificate istiod did not issue.
+	files, err := m.other.Issue(identitytest.Options{SPIFFE: m.reviews.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := tls.X509KeyPair(files.Chain, files.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const sni = "outbound_.9080_._.productpage.default.svc.cluster.local"
+	alpn := []string{"istio-http/1.1", "istio", "http/1.1"}
+	// get sends GET /vars over a connection of its own, with client certificate cert
+	// (nil: none), and returns the response with its body.
+	get := func(cert *tls.Certificate) (*http.Response, string, error) {
+		cfg := &tls.Config{
+			ServerName: sni,
+			NextProtos: alpn,
+			MinVersion: tls.VersionTLS12,
+			// Envoy checks the server's chain against the mesh root and its SANs against
+			// the cluster's matchers, never the SNI (an outbound_ name, in no
+			// certificate): VerifyConnection does that, so the name check is off.
+			InsecureSkipVerify: true, //nolint:gosec
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				leaf := cs.PeerCertificates[0]
+				inter := x509.NewCertPool()
+				for _, c := range cs.PeerCertificates[1:] {
+					inter.AddCert(c)
+				}
+				if _, err := leaf.Verify(x509.VerifyOptions{Roots: m.roots, Intermediates: inter}); err != nil {
+					return err
+				}
+				for _, u := range leaf.URIs {
+					if u.String() == m.productpage.id {
+						return nil
+					}
+				}
+				return fmt.Errorf("the server's URI SANs %v are not %s", leaf.URIs, m.productpage.id)
+			},
+		}
+		if cert != nil {
+			cfg.Certificates = []tls.Certificate{*cert}
+		}
+		c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}
+		resp, err := c.Get(fmt.Sprintf("https://127.0.0.1:%d/vars", n.port))
+		if err != nil {
+			return nil, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp, string(b), err
+	}
+
+	resp, body, err := get(&m.reviews.tls)
+	if err != nil {
+		t.Fatalf("reviews' certificate: %v", err)
+	}
+	if p := resp.TLS.NegotiatedProtocol; p != "http/1.1" {
+		t.Errorf("ALPN %q, want http/1.1", p)
+	}
+	h := sha256.Sum256(m.reviews.certs[0].Raw)
+	want := fmt.Sprintf("verified=1\nuri=%s\ndns=\nsubject=\nhash=%s\nlocal=%s\n", m.reviews.id, hex.EncodeToString(h[:]), m.productpage.id)
+	if resp.StatusCode != http.StatusOK || body != want {
+		t.Errorf("reviews' certificate: %d\n%s\nwant\n%s", resp.StatusCode, body, want)
+	}
+
+	// nginx's verify callback lets every handshake complete (unlike Envoy, which fails
+	// it): ssl_verify_client on refuses the request instead, with a 400 page and an info
+	// line in the error log.
+	for _, c := range []struct {
+		name   string
+		cert   *tls.Certificate
+		body   string
+		logged string
+	}{
+		// identitytest's chain ends with its own root, which is not istiod's:
+		// X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN.
+		{"another CA's certificate", &foreign, "The SSL certificate error", "client SSL certificate verify error: (19:"},
+		{"no certificate", nil, "No required SSL certificate was sent", "client sent no required SSL certificate"},
+	} {
+		before := len(n.errorLog())
+		resp, body, err := get(c.cert)
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, c.body) {
+			t.Errorf("%s: %d %q, want 400 %q", c.name, resp.StatusCode, body, c.body)
+		}
+		if logged := string(n.errorLog()[before:]); !strings.Contains(logged, c.logged) {
+			t.Errorf("%s: the error log does not say %q:\n%s", c.name, c.logged, logged)
 		}
 	}
 }
