@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -179,6 +181,73 @@ func checkFromIstiod(t *testing.T, w istiodWorkload, rootPEM string, roots *x509
 	}
 }
 
+// requireIstiodNginx returns the directory of the nginx modules scripts/nginx-module/build.sh
+// builds for Debian's nginx (built on first use), for a test that runs that nginx with
+// workload certificates from istiod. Missing binaries or packages skip the test, and
+// fail it when CI is set, as requireEnv does.
+func requireIstiodNginx(t *testing.T) string {
+	t.Helper()
+	requireEnv(t)
+	skip := func(err error) {
+		t.Helper()
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI is set but the test cannot run: %v", err)
+		}
+		t.Skip(err)
+	}
+	module, err := harness.OriginalDstModule()
+	if errors.Is(err, harness.ErrNoBinaries) {
+		skip(err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range nginxDeps {
+		if _, err := os.Stat(p); err != nil {
+			skip(fmt.Errorf("%s is missing: run scripts/install-test-deps.sh", p))
+		}
+	}
+	return module
+}
+
+// istiodMesh is the mesh of the tests with istiod's certificates: the root of ConfigMap
+// istio-ca-root-cert, the workload certificates istiod's CA issues for default/productpage
+// and default/reviews (each checked by checkFromIstiod), and another CA of the same trust
+// domain, as identitytest (and the tiers without istiod) make workload certificates.
+type istiodMesh struct {
+	rootPEM              string
+	roots                *x509.CertPool
+	productpage, reviews istiodWorkload
+	other                *identitytest.CA
+}
+
+func newIstiodMesh(t *testing.T) istiodMesh {
+	t.Helper()
+	// The scenario has productpage's service account only; istiod signs for a token's
+	// service account, which the API server issues only while the account exists.
+	sa := harness.Object{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "reviews", "namespace": namespace}}
+	apply(t, sa)
+	t.Cleanup(func() { deleteAll(t, []harness.Object{sa}) })
+
+	m := istiodMesh{rootPEM: rootCert(t), roots: x509.NewCertPool()}
+	if !m.roots.AppendCertsFromPEM([]byte(m.rootPEM)) {
+		t.Fatal("ConfigMap istio-ca-root-cert holds no certificate")
+	}
+	m.productpage = istiodCertificate(t, m.roots, "productpage")
+	m.reviews = istiodCertificate(t, m.roots, "reviews")
+	var err error
+	if m.other, err = identitytest.NewCA("cluster.local"); err != nil {
+		t.Fatal(err)
+	}
+	shaped, err := meshpeer.NewCA("cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []istiodWorkload{m.productpage, m.reviews} {
+		checkFromIstiod(t, w, m.rootPEM, m.roots, m.other.Root(), shaped.Cert)
+	}
+	return m
+}
+
 // upstreamTLSRoute is a route of test/nginx's upstreamtlscheck.lua (its file documents
 // the format): one TLS node and the profile attached for it, files as istio-agent
 // writes them.
@@ -202,37 +271,28 @@ type upstreamTLSProfile struct {
 	SANs     []map[string]string `json:"sans"`
 }
 
-// upstreamTLSNginx is Debian's nginx with ngx_http_amesh_upstream_tls_module, sending
-// each route's requests to its node with its profile.
-type upstreamTLSNginx struct {
+// testNginx is Debian's nginx running a configuration of testdata, listening on port.
+type testNginx struct {
 	prefix string
 	port   int
 }
 
-func startUpstreamTLSNginx(t *testing.T, module string, routes map[string]upstreamTLSRoute) *upstreamTLSNginx {
+// startNginx runs Debian's nginx with testdata's template tmpl, executed with data plus
+// Prefix (nginx's own temporary directory), Port (a free port the configuration listens
+// on, on 127.0.0.1) and Root (the test runs as root: the template makes root the
+// workers' user, so files the test writes can be its own). It returns once nginx
+// accepts connections, and stops it at the test's end, logging its error log on
+// failure.
+func startNginx(t *testing.T, tmpl string, data map[string]any) *testNginx {
 	t.Helper()
-	checkDir, err := filepath.Abs(filepath.Join("..", "nginx"))
+	n := &testNginx{prefix: t.TempDir(), port: freePort(t)}
+	parsed, err := template.New(tmpl).Option("missingkey=error").ParseFiles(filepath.Join("testdata", tmpl))
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &upstreamTLSNginx{prefix: t.TempDir(), port: freePort(t)}
-	b, err := json.Marshal(routes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	routesFile := filepath.Join(n.prefix, "routes.json")
-	if err := os.WriteFile(routesFile, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := template.New("upstreamtls-nginx.conf.tmpl").Option("missingkey=error").ParseFiles(filepath.Join("testdata", "upstreamtls-nginx.conf.tmpl"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data["Prefix"], data["Port"], data["Root"] = n.prefix, n.port, os.Geteuid() == 0
 	var conf bytes.Buffer
-	if err := tmpl.Execute(&conf, map[string]any{
-		"Root": os.Geteuid() == 0, "Prefix": n.prefix, "Module": filepath.Join(module, "ngx_http_amesh_upstream_tls_module.so"),
-		"CheckDir": checkDir, "LuaDir": filepath.Join(checkDir, "..", "..", "lua"), "Port": n.port, "Routes": routesFile,
-	}); err != nil {
+	if err := parsed.Execute(&conf, data); err != nil {
 		t.Fatal(err)
 	}
 	confPath := filepath.Join(n.prefix, "nginx.conf")
@@ -275,14 +335,45 @@ func startUpstreamTLSNginx(t *testing.T, module string, routes map[string]upstre
 	return n
 }
 
-func (n *upstreamTLSNginx) errorLog() []byte {
+func (n *testNginx) errorLog() []byte {
 	b, _ := os.ReadFile(filepath.Join(n.prefix, "error.log"))
 	return b
 }
 
+// startUpstreamTLSNginx starts Debian's nginx with ngx_http_amesh_upstream_tls_module,
+// sending each route's requests to its node with its profile.
+func startUpstreamTLSNginx(t *testing.T, module string, routes map[string]upstreamTLSRoute) *testNginx {
+	t.Helper()
+	checkDir, err := filepath.Abs(filepath.Join("..", "nginx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(routes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routesFile := writeTestFile(t, t.TempDir(), "routes.json", b)
+	return startNginx(t, "upstreamtls-nginx.conf.tmpl", map[string]any{
+		"Module":   filepath.Join(module, "ngx_http_amesh_upstream_tls_module.so"),
+		"CheckDir": checkDir, "LuaDir": filepath.Join(checkDir, "..", "..", "lua"), "Routes": routesFile,
+	})
+}
+
+// writeTestFile writes b to dir/name, readable by the test's user only: nginx's workers
+// run as that user (or as root), and a key must not be more readable than
+// istio-agent's.
+func writeTestFile(t *testing.T, dir, name string, b []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // get sends GET path with Host host through nginx and returns the status and what the
 // peer saw (zero unless it answered).
-func (n *upstreamTLSNginx) get(t *testing.T, host, path string) (int, meshpeer.Seen) {
+func (n *testNginx) get(t *testing.T, host, path string) (int, meshpeer.Seen) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", n.port, path), nil)
 	if err != nil {
@@ -314,53 +405,10 @@ func (n *upstreamTLSNginx) get(t *testing.T, host, path string) (int, meshpeer.S
 // ALPN and the peer sees productpage's identity; a SAN matcher for another service
 // account, or a client certificate of another CA, fails the connection (502).
 func TestOutboundMTLSWithIstiodCerts(t *testing.T) {
-	requireEnv(t)
-	skip := func(err error) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI is set but the test cannot run: %v", err)
-		}
-		t.Skip(err)
-	}
-	module, err := harness.OriginalDstModule()
-	if errors.Is(err, harness.ErrNoBinaries) {
-		skip(err)
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range nginxDeps {
-		if _, err := os.Stat(p); err != nil {
-			skip(fmt.Errorf("%s is missing: run scripts/install-test-deps.sh", p))
-		}
-	}
-
-	// The scenario has productpage's service account only; istiod signs for a token's
-	// service account, which the API server issues only while the account exists.
-	sa := harness.Object{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "reviews", "namespace": namespace}}
-	apply(t, sa)
-	t.Cleanup(func() { deleteAll(t, []harness.Object{sa}) })
-
-	rootPEM := rootCert(t)
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM([]byte(rootPEM)) {
-		t.Fatal("ConfigMap istio-ca-root-cert holds no certificate")
-	}
-	productpage := istiodCertificate(t, roots, "productpage")
-	reviewsW := istiodCertificate(t, roots, "reviews")
-	// Another CA of the same trust domain, as identitytest (and the tiers without istiod)
-	// make workload certificates.
-	other, err := identitytest.NewCA("cluster.local")
-	if err != nil {
-		t.Fatal(err)
-	}
-	shaped, err := meshpeer.NewCA("cluster.local")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range []istiodWorkload{productpage, reviewsW} {
-		checkFromIstiod(t, w, rootPEM, roots, other.Root(), shaped.Cert)
-	}
-	foreign, err := other.Issue(identitytest.Options{SPIFFE: productpage.id})
+	module := requireIstiodNginx(t)
+	m := newIstiodMesh(t)
+	productpage, reviewsW, rootPEM, roots := m.productpage, m.reviews, m.rootPEM, m.roots
+	foreign, err := m.other.Issue(identitytest.Options{SPIFFE: productpage.id})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,16 +420,8 @@ func TestOutboundMTLSWithIstiodCerts(t *testing.T) {
 	t.Cleanup(func() { _ = peer.Close() })
 
 	// OUTPUT_CERTS as istio-agent writes it for productpage, and a foreign one.
-	// nginx's workers run as the test's user (or root, which the template sets as the
-	// user when the test runs as root): the files can be the test's own.
 	dir := t.TempDir()
-	write := func(name string, b []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name string, b []byte) string { return writeTestFile(t, dir, name, b) }
 	rootFile := write("root-cert.pem", []byte(rootPEM))
 	certFile, keyFile := write("cert-chain.pem", productpage.chain), write("key.pem", productpage.key)
 	foreignCert, foreignKey := write("foreign-cert-chain.pem", foreign.Chain), write("foreign-key.pem", foreign.Key)
@@ -434,6 +474,121 @@ func TestOutboundMTLSWithIstiodCerts(t *testing.T) {
 		}
 		if peer.Handshakes.Load() == hs {
 			t.Errorf("%s: the peer was not even contacted", c.path)
+		}
+	}
+}
+
+// TestInboundMTLSWithIstiodCerts: Istio mTLS into nginx, terminated as the sidecar's TLS
+// socket terminates inbound mTLS for productpage (testdata/inboundtls-nginx.conf.tmpl):
+// productpage's certificate and key from the real istiod's CA, client certificates
+// required and verified against istiod's root, nginx/original_dst's http module reporting
+// the TLS peer. The client is reviews' sidecar as Envoy connects to productpage's
+// auto-mTLS endpoint: reviews' certificate from istiod, Istio's SNI and ALPN, the server
+// verified against istiod's root and matched by its SPIFFE ID (match_subject_alt_names)
+// rather than by the SNI. nginx's variables name reviews as the verified peer and
+// productpage as the local identity; a client certificate of another CA, or none, is
+// refused.
+func TestInboundMTLSWithIstiodCerts(t *testing.T) {
+	module := requireIstiodNginx(t)
+	m := newIstiodMesh(t)
+	dir := t.TempDir()
+	n := startNginx(t, "inboundtls-nginx.conf.tmpl", map[string]any{
+		"Module": filepath.Join(module, "ngx_http_amesh_original_dst_module.so"),
+		"Cert":   writeTestFile(t, dir, "cert-chain.pem", m.productpage.chain),
+		"Key":    writeTestFile(t, dir, "key.pem", m.productpage.key),
+		"CA":     writeTestFile(t, dir, "root-cert.pem", []byte(m.rootPEM)),
+	})
+	// reviews' SPIFFE ID in a certificate istiod did not issue.
+	files, err := m.other.Issue(identitytest.Options{SPIFFE: m.reviews.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := tls.X509KeyPair(files.Chain, files.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const sni = "outbound_.9080_._.productpage.default.svc.cluster.local"
+	alpn := []string{"istio-http/1.1", "istio", "http/1.1"}
+	// get sends GET /vars over a connection of its own, with client certificate cert
+	// (nil: none), and returns the response with its body.
+	get := func(cert *tls.Certificate) (*http.Response, string, error) {
+		cfg := &tls.Config{
+			ServerName: sni,
+			NextProtos: alpn,
+			MinVersion: tls.VersionTLS12,
+			// Envoy checks the server's chain against the mesh root and its SANs against
+			// the cluster's matchers, never the SNI (an outbound_ name, in no
+			// certificate): VerifyConnection does that, so the name check is off.
+			InsecureSkipVerify: true, //nolint:gosec
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				leaf := cs.PeerCertificates[0]
+				inter := x509.NewCertPool()
+				for _, c := range cs.PeerCertificates[1:] {
+					inter.AddCert(c)
+				}
+				if _, err := leaf.Verify(x509.VerifyOptions{Roots: m.roots, Intermediates: inter}); err != nil {
+					return err
+				}
+				for _, u := range leaf.URIs {
+					if u.String() == m.productpage.id {
+						return nil
+					}
+				}
+				return fmt.Errorf("the server's URI SANs %v are not %s", leaf.URIs, m.productpage.id)
+			},
+		}
+		if cert != nil {
+			cfg.Certificates = []tls.Certificate{*cert}
+		}
+		c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}
+		resp, err := c.Get(fmt.Sprintf("https://127.0.0.1:%d/vars", n.port))
+		if err != nil {
+			return nil, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp, string(b), err
+	}
+
+	resp, body, err := get(&m.reviews.tls)
+	if err != nil {
+		t.Fatalf("reviews' certificate: %v", err)
+	}
+	if p := resp.TLS.NegotiatedProtocol; p != "http/1.1" {
+		t.Errorf("ALPN %q, want http/1.1", p)
+	}
+	h := sha256.Sum256(m.reviews.certs[0].Raw)
+	want := fmt.Sprintf("verified=1\nuri=%s\ndns=\nsubject=\nhash=%s\nlocal=%s\n", m.reviews.id, hex.EncodeToString(h[:]), m.productpage.id)
+	if resp.StatusCode != http.StatusOK || body != want {
+		t.Errorf("reviews' certificate: %d\n%s\nwant\n%s", resp.StatusCode, body, want)
+	}
+
+	// nginx's verify callback lets every handshake complete (unlike Envoy, which fails
+	// it): ssl_verify_client on refuses the request instead, with a 400 page and an info
+	// line in the error log.
+	for _, c := range []struct {
+		name   string
+		cert   *tls.Certificate
+		body   string
+		logged string
+	}{
+		// identitytest's chain ends with its own root, which is not istiod's:
+		// X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN.
+		{"another CA's certificate", &foreign, "The SSL certificate error", "client SSL certificate verify error: (19:"},
+		{"no certificate", nil, "No required SSL certificate was sent", "client sent no required SSL certificate"},
+	} {
+		before := len(n.errorLog())
+		resp, body, err := get(c.cert)
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, c.body) {
+			t.Errorf("%s: %d %q, want 400 %q", c.name, resp.StatusCode, body, c.body)
+		}
+		if logged := string(n.errorLog()[before:]); !strings.Contains(logged, c.logged) {
+			t.Errorf("%s: the error log does not say %q:\n%s", c.name, c.logged, logged)
 		}
 	}
 }
