@@ -392,6 +392,99 @@ func TestIstiodRBACFilter(t *testing.T) {
 	}
 }
 
+// istiod's HTTP RBAC filters for an AUDIT AuthorizationPolicy (paths /audited*) next to
+// an ALLOW one (paths /public*, /audited/ok), captured by test/istiod's
+// TestAuthorizationPolicyAudit: the AUDIT policy's filter, action LOG, comes first and
+// never denies (in Envoy it only sets access_log_hint metadata for access loggers), so
+// amesh enforces nothing for it: routes behind both filters are exactly the routes
+// behind the ALLOW filter alone, the report says the LOG filter refuses no request, and
+// the amesh-rbac config is the ALLOW filter's only, the one test/nginx's
+// TestRBACLuaDecisions runs in nginx (test/nginx/testdata/istiod-rbac-audit.json).
+func TestIstiodRBACAudit(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "istiod", "rbac-audit.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []json.RawMessage
+	if err := json.Unmarshal(raw, &docs); err != nil {
+		t.Fatal(err)
+	}
+	var filters []*hcmv3.HttpFilter
+	var configs []*rbachttpv3.RBAC
+	for _, d := range docs {
+		f := &hcmv3.HttpFilter{}
+		if err := protojson.Unmarshal(d, f); err != nil {
+			t.Fatal(err)
+		}
+		c := &rbachttpv3.RBAC{}
+		if err := f.GetTypedConfig().UnmarshalTo(c); err != nil {
+			t.Fatal(err)
+		}
+		filters, configs = append(filters, f), append(configs, c)
+	}
+	if len(filters) != 2 || configs[0].GetRules().GetAction() != rbacv3.RBAC_LOG || configs[1].GetRules().GetAction() != rbacv3.RBAC_ALLOW {
+		t.Fatalf("capture has %d filters, want istiod's LOG filter then its ALLOW filter", len(filters))
+	}
+
+	env := envOf(&hcmv3.HttpConnectionManager{NormalizePath: wrapperspb.Bool(true)}, "connection_original_dst")
+	if v := rbacVerdict(filters[0].GetName(), configs[0], env); v.deny || v.rbac != "" || v.shadow != "" || v.authz != "" {
+		t.Errorf("the LOG filter's verdict %+v, want nothing to enforce", v)
+	}
+	if o := rbacRules(configs[0].GetRules(), nil, false); o.decision != rbacAllowAll || !strings.Contains(o.why, "action LOG never denies (policies ns[default]-policy[audit-paths]-rule[0])") {
+		t.Errorf("the LOG filter's rules: %+v", o)
+	}
+
+	// Routes behind the LOG and ALLOW filters are those behind the ALLOW filter alone: a
+	// request the AUDIT policy matches is decided by the ALLOW policy only.
+	both, rep := translateOne(t, []*listenerv3.Listener{guardedListener(80, "80", nil, filters...)}, twoRoutes("80"))
+	alone, _ := translateOne(t, []*listenerv3.Listener{guardedListener(80, "80", nil, filters[1])}, twoRoutes("80"))
+	if len(both) != len(alone) {
+		t.Errorf("%d objects with the LOG filter, %d without", len(both), len(alone))
+	}
+	for k, v := range alone {
+		if string(both[k]) != string(v) {
+			t.Errorf("%s with the LOG filter:\n%s\nwithout:\n%s", k, both[k], v)
+		}
+	}
+	for name, r := range routeObjs(t, both, "out-80") {
+		if c, ok := rbacOf(t, r); !ok || len(c.Filters) != 1 || c.Filters[0].Action != "ALLOW" {
+			t.Errorf("route %q: %+v, want the ALLOW filter only", name, c)
+		}
+	}
+	if !findEntry(rep, "filter_chains.filters.http_connection_manager.http_filters[envoy.filters.http.rbac]", report.Ignored,
+		"refuses no request", "action LOG never denies", "policy[audit-paths]") {
+		t.Errorf("the LOG filter is not reported as never denying: %v", rep)
+	}
+
+	v := rbacVerdict(filters[1].GetName(), configs[1], env)
+	if v.deny || v.rbac == "" || v.gaps {
+		t.Fatalf("the ALLOW filter's verdict %+v, want rules for amesh-rbac", v)
+	}
+	conf, err := json.Marshal(rbacPluginConf{rbacEnv: env, Filters: []json.RawMessage{json.RawMessage(v.rbac)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(filepath.Join("..", "..", "test", "nginx", "testdata", "istiod-rbac-audit.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b any
+	if err := json.Unmarshal(conf, &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(want, &b); err != nil {
+		t.Fatal(err)
+	}
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	if string(ja) != string(jb) {
+		t.Errorf("istiod's filters compile to\n%s\nwant (test/nginx's golden)\n%s", ja, jb)
+	}
+	if err := schema.ValidatePlugin(rbacPluginName, conf); err != nil {
+		t.Error(err)
+	}
+}
+
 // APISIX runs a route's plugins of one phase by priority, highest first: amesh's request
 // plugins must run in the order Envoy runs what they stand for: the connection
 // manager's XFCC rewrite before any filter (amesh-rbac runs the jwt_authn, RBAC and

@@ -524,25 +524,33 @@ func TestRBACLuaDecisions(t *testing.T) {
 			{target: "/", proxy: "10.0.0.1", allow: deny, filter: "allow-p1"}, // a third port
 		}
 	}
-	// What istiod makes of an ALLOW AuthorizationPolicy, translated
-	// (test/istiod's TestAuthorizationPolicyRules keeps it up to date), with the port
-	// variable of this nginx.
-	golden, err := os.ReadFile(filepath.Join("testdata", "istiod-rbac-allow.json"))
-	if err != nil {
-		t.Fatal(err)
+	// What istiod's policies become, translated (test/istiod keeps the goldens up to
+	// date), with the port variable of this nginx, as case name.
+	istiodCase := func(golden, name string) {
+		b, err := os.ReadFile(filepath.Join("testdata", golden))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var istiod map[string]any
+		if err := json.Unmarshal(b, &istiod); err != nil {
+			t.Fatal(err)
+		}
+		istiod["port_var"] = "server_port"
+		conf, _ := json.Marshal(istiod)
+		if err := schema.ValidatePlugin("amesh-rbac", conf); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(n.cases, name+".json"), conf, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
-	var istiod map[string]any
-	if err := json.Unmarshal(golden, &istiod); err != nil {
-		t.Fatal(err)
-	}
-	istiod["port_var"] = "server_port"
-	istiodConf, _ := json.Marshal(istiod)
-	if err := schema.ValidatePlugin("amesh-rbac", istiodConf); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(n.cases, "istiod-allow.json"), istiodConf, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	// An ALLOW AuthorizationPolicy (TestAuthorizationPolicyRules).
+	istiodCase("istiod-rbac-allow.json", "istiod-allow")
+	// An AUDIT policy (paths /audited*) next to an ALLOW one (paths /public*,
+	// /audited/ok) (TestAuthorizationPolicyAudit): istiod's LOG filter never denies, so
+	// the config holds the ALLOW filter only and an audited request is decided by it
+	// alone, allowed or denied as without the AUDIT policy.
+	istiodCase("istiod-rbac-audit.json", "istiod-audit")
 	blue := h("x-team", "blue-1")
 	cases = append(cases, struct {
 		name    string
@@ -563,6 +571,17 @@ func TestRBACLuaDecisions(t *testing.T) {
 		{target: "/public", headers: h("x-team", "blue", "x-forwarded-for", "127.0.0.9"), allow: deny}, // the remote address, from x-forwarded-for
 		{target: "/api/x", allow: deny},                                                                // rule 0 needs the mTLS peer sleep
 		{target: "/health", allow: deny},                                                               // rule 2 needs a JWT claim
+	}}, struct {
+		name    string
+		hcm     func(*hcmv3.HttpConnectionManager)
+		filters []*hcmv3.HttpFilter
+		reqs    []rbacReq
+	}{"istiod-audit", nil, nil, []rbacReq{
+		{target: "/audited/ok", allow: allow}, // audited and allowed
+		{target: "/audited/no", allow: deny, filter: "envoy.filters.http.rbac"},
+		{target: "/audited", allow: deny},
+		{target: "/public/x", allow: allow}, // allowed, not audited
+		{target: "/other", allow: deny},
 	}})
 	for _, c := range cases {
 		if c.filters == nil {
