@@ -42,17 +42,18 @@ void *amesh_upstream_tls_profile_new(const unsigned char *sni, size_t sni_len,
     const char *ciphers, const char *curves, char *err, size_t err_len);
 void amesh_upstream_tls_profile_free(void *p);
 int amesh_upstream_tls_set(void *r, void *profile, char *err, size_t err_len);
+uint64_t amesh_stream_upstream_tls_register(void *profile);
+void amesh_stream_upstream_tls_unregister(uint64_t key);
 ]]
 
 local _M = {}
 
--- module_loaded: the C module is in this nginx (ffi.C resolves its symbols; in stream,
--- the profile functions, which either module has, and the variable is checked in use()).
+-- module_loaded: the C module is in this nginx (ffi.C resolves its symbols).
 local module_loaded
 local module_name = "ngx_http_amesh_upstream_tls_module"
 if stream then
     module_name = "ngx_stream_amesh_upstream_tls_module"
-    module_loaded = pcall(function() return C.amesh_upstream_tls_profile_new end)
+    module_loaded = pcall(function() return C.amesh_stream_upstream_tls_register end)
 else
     module_loaded = pcall(function() return C.amesh_upstream_tls_set end)
 end
@@ -185,13 +186,39 @@ function _M.new_profile(spec)
 end
 
 
--- use_stream hands the stream module the profile's address through its variable, and
+-- stream_keys: the number the stream module registered each profile under, kept while
+-- the profile's handle lives (weak keys); collecting the entry's box unregisters it,
+-- which drops the module's reference.
+local stream_keys = setmetatable({}, {__mode = "k"})
+
+local function stream_key(profile)
+    local e = stream_keys[profile]
+    if e then
+        return e.key
+    end
+    local n = C.amesh_stream_upstream_tls_register(profile)
+    if n == 0 then
+        return nil
+    end
+    local box = ffi_gc(ffi.new("char[1]"), function()
+        C.amesh_stream_upstream_tls_unregister(n)
+    end)
+    -- tostring of a uint64_t cdata is "<digits>ULL"
+    e = {key = (tostring(n):gsub("ULL$", "")), box = box}
+    stream_keys[profile] = e
+    return e.key
+end
+
+
+-- use_stream hands the stream module the profile's number through its variable, and
 -- reads back whether the session took it.
 local function use_stream(profile)
     local v = ""
     if profile ~= nil then
-        -- the address as an integer: tostring of a uintptr_t cdata is "<digits>ULL"
-        v = tostring(ffi.cast("uintptr_t", profile)):gsub("ULL$", "")
+        v = stream_key(profile)
+        if not v then
+            return nil, "no memory"
+        end
     end
     local ok = pcall(function() ngx_var.amesh_upstream_tls = v end)
     if not ok then

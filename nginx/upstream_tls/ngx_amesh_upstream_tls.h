@@ -56,11 +56,7 @@ typedef struct {
 } ngx_amesh_tls_san_t;
 
 
-/* Tells a profile from other memory when Lua hands one over as a number (stream). */
-#define NGX_AMESH_TLS_PROFILE_MAGIC  0x616d657368746c73
-
 typedef struct {
-    uint64_t                magic;
     ngx_uint_t              refs;
 
     ngx_str_t               sni;
@@ -193,7 +189,6 @@ ngx_amesh_tls_profile_destroy(ngx_amesh_tls_profile_t *p)
     ngx_free(p->alpn);
     ngx_free(p->ciphers);
     ngx_free(p->curves);
-    p->magic = 0;
     ngx_free(p);
 }
 
@@ -333,7 +328,6 @@ amesh_upstream_tls_profile_new(const u_char *sni, size_t sni_len, int flags,
         return NULL;
     }
 
-    p->magic = NGX_AMESH_TLS_PROFILE_MAGIC;
     p->refs = 1;
     p->auto_sni = (flags & AMESH_TLS_AUTO_SNI) != 0;
     p->auto_san = (flags & AMESH_TLS_AUTO_SAN) != 0;

@@ -21,9 +21,12 @@
  * itself, so that they cannot be missing), and the settings it inherits from stream{},
  * as the servers that use it do; proxy_pass names the upstream those servers name.
  *
- * Lua attaches a profile to the session by setting $amesh_upstream_tls to the profile's
- * address (lua/amesh/upstream_tls.lua), in the preread phase for the first connection or
- * in the balancer for a retry. The session's server configuration then becomes a copy of
+ * Lua registers each profile once (amesh_stream_upstream_tls_register, which returns a
+ * number naming it and holds a reference until amesh_stream_upstream_tls_unregister) and
+ * attaches it to the session by setting $amesh_upstream_tls to that number
+ * (lua/amesh/upstream_tls.lua), in the preread phase for the first connection or in the
+ * balancer for a retry. A number, not an address: whatever writes the variable, only a
+ * registered profile is ever used. The session's server configuration then becomes a copy of
  * its own in which the stream proxy's entry is the template's; setting "" detaches the
  * profile and restores the server's own. nginx makes the next upstream connection with
  * TLS and evaluates $amesh_upstream_ssl_name after creating its SSL object; that
@@ -55,6 +58,13 @@ typedef struct {
 } ngx_stream_amesh_upstream_tls_main_conf_t;
 
 
+/* A registered profile, in the process's registry (an rbtree keyed by its number). */
+typedef struct {
+    ngx_rbtree_node_t          node;
+    ngx_amesh_tls_profile_t   *profile;
+} ngx_stream_amesh_tls_handle_t;
+
+
 /* A session's profile and the two server configurations it switches between. */
 typedef struct {
     ngx_amesh_tls_profile_t   *profile;
@@ -75,6 +85,12 @@ static void ngx_stream_amesh_upstream_tls_set(ngx_stream_session_t *s,
     ngx_stream_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_stream_amesh_upstream_ssl_name(ngx_stream_session_t *s,
     ngx_stream_variable_value_t *v, uintptr_t data);
+
+
+/* The registry: per process, as the Lua VM that registers profiles is. */
+static ngx_rbtree_t       ngx_stream_amesh_tls_handles;
+static ngx_rbtree_node_t  ngx_stream_amesh_tls_handles_sentinel;
+static ngx_rbtree_key_t   ngx_stream_amesh_tls_last_handle;
 
 
 static ngx_command_t  ngx_stream_amesh_upstream_tls_commands[] = {
@@ -273,6 +289,81 @@ ngx_stream_amesh_upstream_tls_template(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/* ---- the registry ---- */
+
+static ngx_stream_amesh_tls_handle_t *
+ngx_stream_amesh_tls_handle(ngx_rbtree_key_t key)
+{
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    if (ngx_stream_amesh_tls_handles.root == NULL) {
+        return NULL;
+    }
+
+    node = ngx_stream_amesh_tls_handles.root;
+    sentinel = ngx_stream_amesh_tls_handles.sentinel;
+
+    while (node != sentinel) {
+        if (key == node->key) {
+            return (ngx_stream_amesh_tls_handle_t *) node;
+        }
+
+        node = (key < node->key) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+/*
+ * Registers profile and returns the number that names it in $amesh_upstream_tls (0: no
+ * memory). The registry holds a reference until the number is unregistered.
+ */
+uint64_t
+amesh_stream_upstream_tls_register(void *profile)
+{
+    ngx_stream_amesh_tls_handle_t  *h;
+
+    if (profile == NULL) {
+        return 0;
+    }
+
+    if (ngx_stream_amesh_tls_handles.root == NULL) {
+        ngx_rbtree_init(&ngx_stream_amesh_tls_handles,
+                        &ngx_stream_amesh_tls_handles_sentinel,
+                        ngx_rbtree_insert_value);
+    }
+
+    h = ngx_alloc(sizeof(ngx_stream_amesh_tls_handle_t), ngx_cycle->log);
+    if (h == NULL) {
+        return 0;
+    }
+
+    h->profile = profile;
+    h->profile->refs++;
+    h->node.key = ++ngx_stream_amesh_tls_last_handle;
+    ngx_rbtree_insert(&ngx_stream_amesh_tls_handles, &h->node);
+
+    return h->node.key;
+}
+
+
+void
+amesh_stream_upstream_tls_unregister(uint64_t key)
+{
+    ngx_stream_amesh_tls_handle_t  *h;
+
+    h = ngx_stream_amesh_tls_handle((ngx_rbtree_key_t) key);
+    if (h == NULL) {
+        return;
+    }
+
+    ngx_rbtree_delete(&ngx_stream_amesh_tls_handles, &h->node);
+    ngx_amesh_tls_profile_unref(h->profile);
+    ngx_free(h);
+}
+
+
 /* ---- sessions ---- */
 
 static void
@@ -363,15 +454,16 @@ ngx_stream_amesh_tls_switch(ngx_stream_session_t *s,
 }
 
 
-/* $amesh_upstream_tls = "<profile address>" attaches a profile, "" none. */
+/* $amesh_upstream_tls = "<registered number>" attaches a profile, "" none. */
 static void
 ngx_stream_amesh_upstream_tls_set(ngx_stream_session_t *s,
     ngx_stream_variable_value_t *v, uintptr_t data)
 {
     u_char                          *q, *last;
-    uintptr_t                        addr;
+    ngx_rbtree_key_t                 key;
     ngx_amesh_tls_profile_t         *p;
     ngx_stream_amesh_tls_session_t  *st;
+    ngx_stream_amesh_tls_handle_t   *h;
 
     st = ngx_stream_amesh_tls_session(s, v->len != 0);
     if (st == NULL) {
@@ -392,22 +484,24 @@ ngx_stream_amesh_upstream_tls_set(ngx_stream_session_t *s,
         return;
     }
 
-    addr = 0;
+    key = 0;
     last = v->data + v->len;
     for (q = v->data; q < last; q++) {
-        if (*q < '0' || *q > '9' || addr > (UINTPTR_MAX - 9) / 10) {
-            st->error = "not a profile address";
+        if (*q < '0' || *q > '9' || key > ((ngx_rbtree_key_t) -1 - 9) / 10) {
+            st->error = "not a profile number";
             return;
         }
 
-        addr = addr * 10 + (*q - '0');
+        key = key * 10 + (*q - '0');
     }
 
-    p = (ngx_amesh_tls_profile_t *) addr;
-    if (p == NULL || p->magic != NGX_AMESH_TLS_PROFILE_MAGIC || p->refs == 0) {
-        st->error = "not a profile";
+    h = ngx_stream_amesh_tls_handle(key);
+    if (h == NULL) {
+        st->error = "no such profile";
         return;
     }
+
+    p = h->profile;
 
     st->error = ngx_stream_amesh_tls_switch(s, st);
     if (st->error != NULL) {

@@ -57,6 +57,11 @@ stream {
         set $amesh_upstream_tls "not-a-number";
         return "state=[$amesh_upstream_tls]\n";
     }
+    server {
+        listen 127.0.0.1:{{.Unknown}};
+        set $amesh_upstream_tls "140737488355327";
+        return "state=[$amesh_upstream_tls]\n";
+    }
 }
 `
 
@@ -86,8 +91,9 @@ func nginxTest(t *testing.T, prefix, tmpl string, vars map[string]any) (string, 
 // the stream proxy's TLS settings itself, so writing one of them again is refused as a
 // duplicate; there is one template; it needs the upstream (proxy_pass) of the servers that
 // use it; it is listened on nowhere. A session without a profile is proxied in plaintext as
-// before, and the module's variable reads "" for it; a value that is not a profile's
-// address is refused and says so.
+// before, and the module's variable reads "" for it; a value that is not a number, and a
+// number no profile is registered under (what an address would be), are refused and say
+// so: only a registered profile is ever used.
 func TestStreamUpstreamTLSTemplate(t *testing.T) {
 	requireNginx(t)
 	mods, err := harness.OriginalDstModule()
@@ -102,9 +108,9 @@ func TestStreamUpstreamTLSTemplate(t *testing.T) {
 	if err := os.Chmod(prefix, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	port, backend, state, invalid := freePort(t), freePort(t), freePort(t), freePort(t)
+	port, backend, state, invalid, unknown := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
 	vars := func(extra map[string]any) map[string]any {
-		v := map[string]any{"Module": module, "Port": port, "Backend": backend, "State": state, "Invalid": invalid,
+		v := map[string]any{"Module": module, "Port": port, "Backend": backend, "State": state, "Invalid": invalid, "Unknown": unknown,
 			"Extra": "", "ExtraServer": "", "NoProxyPass": false}
 		for k, x := range extra {
 			v[k] = x
@@ -169,7 +175,10 @@ func TestStreamUpstreamTLSTemplate(t *testing.T) {
 	if got := streamAnswer(t, state, false, nil); got != "state=[]\n" {
 		t.Errorf("$amesh_upstream_tls without a profile: %q, want empty", got)
 	}
-	if got := streamAnswer(t, invalid, false, nil); got != "state=[error: not a profile address]\n" {
-		t.Errorf("$amesh_upstream_tls after a value that is no address: %q", got)
+	if got := streamAnswer(t, invalid, false, nil); got != "state=[error: not a profile number]\n" {
+		t.Errorf("$amesh_upstream_tls after a value that is no number: %q", got)
+	}
+	if got := streamAnswer(t, unknown, false, nil); got != "state=[error: no such profile]\n" {
+		t.Errorf("$amesh_upstream_tls after a number no profile is registered under: %q", got)
 	}
 }
