@@ -367,11 +367,19 @@ func TestIstiodRBACFilter(t *testing.T) {
 	if v.deny || v.rbac == "" || v.gaps || !strings.Contains(v.rbac, `{"meta":{"f":"envoy.filters.http.jwt_authn","path":["payload","group"]`) {
 		t.Fatalf("verdict %+v, want rules for amesh-rbac with the JWT claim as a matcher on jwt_authn's metadata", v)
 	}
-	conf, err := json.Marshal(rbacPluginConf{rbacEnv: env, Filters: []json.RawMessage{json.RawMessage(v.rbac)}})
+	checkNginxRBACGolden(t, env, v.rbac, "istiod-rbac-allow.json")
+}
+
+// checkNginxRBACGolden checks that the amesh-rbac config of one compiled filter (rules)
+// under env is test/nginx's golden file, which TestRBACLuaDecisions runs in nginx, and
+// valid against the plugin's schema.
+func checkNginxRBACGolden(t *testing.T, env rbacEnv, rules, golden string) {
+	t.Helper()
+	conf, err := json.Marshal(rbacPluginConf{rbacEnv: env, Filters: []json.RawMessage{json.RawMessage(rules)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := os.ReadFile(filepath.Join("..", "..", "test", "nginx", "testdata", "istiod-rbac-allow.json"))
+	want, err := os.ReadFile(filepath.Join("..", "..", "test", "nginx", "testdata", golden))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +393,7 @@ func TestIstiodRBACFilter(t *testing.T) {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	if string(ja) != string(jb) {
-		t.Errorf("istiod's filter compiles to\n%s\nwant (test/nginx's golden)\n%s", ja, jb)
+		t.Errorf("istiod's filter compiles to\n%s\nwant (test/nginx's %s)\n%s", ja, golden, jb)
 	}
 	if err := schema.ValidatePlugin(rbacPluginName, conf); err != nil {
 		t.Error(err)
@@ -460,29 +468,7 @@ func TestIstiodRBACAudit(t *testing.T) {
 	if v.deny || v.rbac == "" || v.gaps {
 		t.Fatalf("the ALLOW filter's verdict %+v, want rules for amesh-rbac", v)
 	}
-	conf, err := json.Marshal(rbacPluginConf{rbacEnv: env, Filters: []json.RawMessage{json.RawMessage(v.rbac)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := os.ReadFile(filepath.Join("..", "..", "test", "nginx", "testdata", "istiod-rbac-audit.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var a, b any
-	if err := json.Unmarshal(conf, &a); err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(want, &b); err != nil {
-		t.Fatal(err)
-	}
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	if string(ja) != string(jb) {
-		t.Errorf("istiod's filters compile to\n%s\nwant (test/nginx's golden)\n%s", ja, jb)
-	}
-	if err := schema.ValidatePlugin(rbacPluginName, conf); err != nil {
-		t.Error(err)
-	}
+	checkNginxRBACGolden(t, env, v.rbac, "istiod-rbac-audit.json")
 }
 
 // APISIX runs a route's plugins of one phase by priority, highest first: amesh's request
