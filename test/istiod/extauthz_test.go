@@ -121,11 +121,7 @@ func TestExtAuthzShapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := env.kube.Client.ApplyAll(ctx, objs); err != nil {
-		t.Fatal(err)
-	}
+	apply(t, objs...)
 	pp, err := bootstrap.FromEnviron(sidecarEnv(t, env.istiod.GRPCAddr, client.SotW))
 	if err != nil {
 		t.Fatal(err)

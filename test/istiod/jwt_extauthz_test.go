@@ -1,13 +1,11 @@
 package istiod_test
 
 import (
-	"context"
 	"flag"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 
@@ -35,11 +33,7 @@ func TestRequestAuthenticationWithCustom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := env.kube.Client.ApplyAll(ctx, objs); err != nil {
-		t.Fatal(err)
-	}
+	apply(t, objs...)
 	pp, err := bootstrap.FromEnviron(sidecarEnv(t, env.istiod.GRPCAddr, client.SotW))
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package istiod_test
 
 import (
-	"context"
 	"flag"
 	"net"
 	"net/http"
@@ -151,11 +150,7 @@ func TestRequestAuthentication(t *testing.T) {
 	t.Cleanup(func() { _ = srv.Close() })
 
 	objs := jwtObjects(t, ln.Addr().String())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := env.kube.Client.ApplyAll(ctx, objs); err != nil {
-		t.Fatal(err)
-	}
+	apply(t, objs...)
 	b, err := bootstrap.FromEnviron(sidecarEnv(t, env.istiod.GRPCAddr, client.SotW))
 	if err != nil {
 		t.Fatal(err)

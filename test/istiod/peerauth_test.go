@@ -1,13 +1,11 @@
 package istiod_test
 
 import (
-	"context"
 	"flag"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 
@@ -67,15 +65,7 @@ func TestInboundPeerAuthentication(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	apply := func(objs ...harness.Object) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := env.kube.Client.ApplyAll(ctx, objs); err != nil {
-			t.Fatal(err)
-		}
-	}
-	apply(objs...)
+	apply(t, objs...)
 	b, err := bootstrap.FromEnviron(sidecarEnv(t, env.istiod.GRPCAddr, client.SotW))
 	if err != nil {
 		t.Fatal(err)
@@ -125,9 +115,9 @@ func TestInboundPeerAuthentication(t *testing.T) {
 	}
 	for _, m := range modes {
 		if m.policy != nil {
-			apply(m.policy)
+			apply(t, m.policy)
 		}
-		apply(m.authz...)
+		apply(t, m.authz...)
 		raw := waitRaw(t, b.Node, "virtualInbound under "+m.name, func(x rawXDS) bool {
 			l, _ := x[typeListener]["virtualInbound"].(*listenerv3.Listener)
 			if networkRBACFilters(l, 19306) != m.rbac {

@@ -295,11 +295,12 @@ func find(t *testing.T, objs []harness.Object, kind, name string) harness.Object
 	return nil
 }
 
-func apply(t *testing.T, o harness.Object) {
+// apply applies objs to the API server, failing the test if it cannot.
+func apply(t *testing.T, objs ...harness.Object) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := env.kube.Client.ApplyAll(ctx, []harness.Object{o}); err != nil {
+	if err := env.kube.Client.ApplyAll(ctx, objs); err != nil {
 		t.Fatal(err)
 	}
 }
