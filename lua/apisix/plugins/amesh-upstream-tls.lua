@@ -298,9 +298,30 @@ local function attach(conf, matched, server, meta)
 end
 
 
--- The stream plugin of the same name (lua/apisix/stream/plugins) decides with these.
-_M.node_tls = node_tls
-_M.attach = attach
+-- settle attaches to the request or session what the picked node needs: its profile
+-- when it speaks TLS, none when it does not. It returns the profile, false for a
+-- plaintext node, or nil and why. The stream plugin of the same name
+-- (lua/apisix/stream/plugins) decides with it too.
+local function settle(conf, ctx, up, matched)
+    local use_tls, meta = node_tls(up, ctx.balancer_server)
+    if not use_tls then
+        if ctx.amesh_tls_attached then
+            local ok, err = tls.use(nil)
+            if not ok then
+                return nil, err
+            end
+            ctx.amesh_tls_attached = nil
+        end
+        return false
+    end
+    local p, err = attach(conf, matched, ctx.balancer_server, meta)
+    if not p then
+        return nil, err
+    end
+    ctx.amesh_tls_attached = true
+    return p
+end
+_M.settle = settle
 
 
 -- pooled_conf is the request's upstream settings with a scheme and, for TLS, a
@@ -323,16 +344,12 @@ function _M.before_proxy(conf, ctx)
     end
     ctx.amesh_tls_upstream_conf = up
 
-    local use_tls, meta = node_tls(up, ctx.balancer_server)
-    if not use_tls then
-        if ctx.amesh_tls_attached then
-            local ok, err = tls.use(nil)
-            if not ok then
-                core.log.error(plugin_name, ": ", err)
-                return 502
-            end
-            ctx.amesh_tls_attached = nil
-        end
+    local p, err = settle(conf, ctx, up, matched)
+    if p == nil then
+        core.log.error(plugin_name, ": ", err)
+        return 502
+    end
+    if not p then
         if up.scheme == "https" or ctx.upstream_conf ~= up then
             ctx.upstream_conf = pooled_conf(up, "http")
             ctx.upstream_scheme = "http"
@@ -340,12 +357,6 @@ function _M.before_proxy(conf, ctx)
         end
         return
     end
-    local p, err = attach(conf, matched, ctx.balancer_server, meta)
-    if not p then
-        core.log.error(plugin_name, ": ", err)
-        return 502
-    end
-    ctx.amesh_tls_attached = true
     ctx.upstream_conf = pooled_conf(up, "https", p.pool)
     ctx.upstream_scheme = "https"
     ctx.var.upstream_scheme = "https"

@@ -22,7 +22,6 @@
 -- none. What it cannot do closes the connection: a node is never reached in plaintext or
 -- with less TLS than Envoy would use.
 local core = require("apisix.core")
-local tls = require("amesh.upstream_tls")
 local http_plugin = require("apisix.plugins.amesh-upstream-tls")
 
 local plugin_name = "amesh-upstream-tls"
@@ -40,7 +39,7 @@ function _M.check_schema(conf)
 end
 
 
-local node_tls, attach = http_plugin.node_tls, http_plugin.attach
+local settle = http_plugin.settle
 
 
 function _M.before_proxy(conf, ctx)
@@ -49,25 +48,11 @@ function _M.before_proxy(conf, ctx)
     if not up or not matched then
         return
     end
-
-    local use_tls, meta = node_tls(up, ctx.balancer_server)
-    if not use_tls then
-        if ctx.amesh_tls_attached then
-            local ok, err = tls.use(nil)
-            if not ok then
-                core.log.error(plugin_name, ": ", err)
-                return 503
-            end
-            ctx.amesh_tls_attached = nil
-        end
-        return
-    end
-    local p, err = attach(conf, matched, ctx.balancer_server, meta)
-    if not p then
+    local p, err = settle(conf, ctx, up, matched)
+    if p == nil then
         core.log.error(plugin_name, ": ", err)
         return 503
     end
-    ctx.amesh_tls_attached = true
 end
 
 
