@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/amesh-dev/amesh/internal/xdstest"
+	"github.com/amesh-dev/amesh/test/istiod/harness"
 )
 
 // What the harness needs of the machine; scripts/install-test-deps.sh installs it.
@@ -35,6 +36,21 @@ var required = []string{
 
 // requireNginx skips the test when nginx is missing, unless CI is set: in CI a
 // missing dependency is a failure, not a reason to pass.
+// nginxModules returns the directory of amesh's nginx modules built for Debian's nginx
+// (scripts/nginx-module/build.sh, cached); it skips the test when they cannot be built,
+// except in CI, where they must be.
+func nginxModules(t testing.TB) string {
+	t.Helper()
+	mods, err := harness.OriginalDstModule()
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	return mods
+}
+
 func requireNginx(t testing.TB) {
 	t.Helper()
 	for _, p := range required {

@@ -18,7 +18,6 @@ import (
 	"github.com/amesh-dev/amesh/internal/apisix/schema"
 	"github.com/amesh-dev/amesh/internal/meshpeer"
 	"github.com/amesh-dev/amesh/internal/translate"
-	"github.com/amesh-dev/amesh/test/istiod/harness"
 )
 
 // netRBACConf is stock nginx terminating mTLS as the sidecar's stream server does,
@@ -79,13 +78,7 @@ func istiodNetworkRBAC(t *testing.T) json.RawMessage {
 // another principal, another port and a plaintext connection (no principal) are denied.
 func TestNetworkRBACDecisions(t *testing.T) {
 	requireNginx(t)
-	mods, err := harness.OriginalDstModule()
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip(err)
-		}
-		t.Fatal(err)
-	}
+	mods := nginxModules(t)
 	conf := istiodNetworkRBAC(t)
 	ca, err := meshpeer.NewCA("cluster.local")
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/amesh-dev/amesh/internal/meshpeer"
-	"github.com/amesh-dev/amesh/test/istiod/harness"
 )
 
 // sslALPNConf has two servers with the same certificate (the http level's, so each gets a
@@ -99,13 +98,7 @@ func alpnGet(port int, sni string, protos []string) (string, string, error) {
 // server has the directive off keeps nginx's selection on the same listener.
 func TestSSLALPNOptional(t *testing.T) {
 	requireNginx(t)
-	mods, err := harness.OriginalDstModule()
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip(err)
-		}
-		t.Fatal(err)
-	}
+	mods := nginxModules(t)
 	ca, err := meshpeer.NewCA("cluster.local")
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/amesh-dev/amesh/internal/meshpeer"
-	"github.com/amesh-dev/amesh/test/istiod/harness"
 )
 
 // streamPeerConf is stock nginx's stream subsystem terminating mTLS as the sidecar's
@@ -89,13 +88,7 @@ func streamAnswer(t *testing.T, port int, tlsOn bool, leaf *meshpeer.Leaf) strin
 // has none, and a certificate that did not verify names nobody.
 func TestStreamTLSPeerVariables(t *testing.T) {
 	requireNginx(t)
-	mods, err := harness.OriginalDstModule()
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip(err)
-		}
-		t.Fatal(err)
-	}
+	mods := nginxModules(t)
 	ca, err := meshpeer.NewCA("cluster.local")
 	if err != nil {
 		t.Fatal(err)

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"text/template"
 	"time"
-
-	"github.com/amesh-dev/amesh/test/istiod/harness"
 )
 
 // streamTemplateConf is stock nginx's stream subsystem with
@@ -96,13 +94,7 @@ func nginxTest(t *testing.T, prefix, tmpl string, vars map[string]any) (string, 
 // so: only a registered profile is ever used.
 func TestStreamUpstreamTLSTemplate(t *testing.T) {
 	requireNginx(t)
-	mods, err := harness.OriginalDstModule()
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip(err)
-		}
-		t.Fatal(err)
-	}
+	mods := nginxModules(t)
 	module := filepath.Join(mods, "ngx_stream_amesh_upstream_tls_module.so")
 	prefix := t.TempDir()
 	if err := os.Chmod(prefix, 0o755); err != nil {

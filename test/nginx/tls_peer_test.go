@@ -23,7 +23,6 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/amesh-dev/amesh/internal/meshpeer"
-	"github.com/amesh-dev/amesh/test/istiod/harness"
 )
 
 // tlsPeerConf is stock nginx terminating inbound mTLS as the sidecar's TLS listener
@@ -75,13 +74,7 @@ type peerNginx struct {
 func startPeerNginx(t *testing.T) *peerNginx {
 	t.Helper()
 	requireNginx(t)
-	mods, err := harness.OriginalDstModule()
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip(err)
-		}
-		t.Fatal(err)
-	}
+	mods := nginxModules(t)
 	ca, err := meshpeer.NewCA("cluster.local")
 	if err != nil {
 		t.Fatal(err)

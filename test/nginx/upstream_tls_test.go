@@ -14,7 +14,6 @@ import (
 	"testing"
 
 	"github.com/amesh-dev/amesh/internal/meshpeer"
-	"github.com/amesh-dev/amesh/test/istiod/harness"
 )
 
 // upstreamTLSConf is stock nginx proxying as APISIX does ($upstream_scheme, a Lua
@@ -102,13 +101,7 @@ type tlsNginx struct {
 func startTLSNginx(t *testing.T, routes map[string]tlsRoute) *tlsNginx {
 	t.Helper()
 	requireNginx(t)
-	mods, err := harness.OriginalDstModule()
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip(err)
-		}
-		t.Fatal(err)
-	}
+	mods := nginxModules(t)
 	prefix := t.TempDir()
 	if err := os.Chmod(prefix, 0o755); err != nil {
 		t.Fatal(err)
