@@ -1,9 +1,9 @@
 // Package agent is the pipeline shared by libxds.so and the amesh command: it takes
 // consistent updates from the xDS client, translates them, coalesces the changes of a
 // short window into one batch, and hands each batch to a sink that writes it and then
-// makes it visible (one version bump per batch). The plugin configs of amesh-controller
-// and the workload identity, when configured, are further inputs: a new value of
-// either is translated like a new update.
+// makes it visible (one version bump per batch). The plugin configs of amesh-controller,
+// the workload identity and the remote JWKS fetched, when configured, are further
+// inputs: a new value of any is translated like a new update.
 package agent
 
 import (
@@ -11,6 +11,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/identity"
+	"github.com/amesh-dev/amesh/internal/jwks"
 	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/translate"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -37,6 +38,9 @@ type Translator interface {
 	// SetIdentity makes st the workload identity that the following Translate calls
 	// write as ssl objects.
 	SetIdentity(st identity.State)
+	// SetJWKS makes set the fetched remote JWKS that the following Translate calls
+	// inline (translate.Result.JWKS says what to fetch).
+	SetJWKS(set jwks.Set)
 }
 
 // Plugins is the pipeline's second input, the plugin configs of amesh-controller
@@ -47,6 +51,14 @@ type Plugins = overlay.Feed
 // Identity is the pipeline's third input, the workload identity (certwatch.Watcher is
 // one): Current returns the state in force and a channel closed once it changes.
 type Identity = identity.Feed
+
+// JWKS is the pipeline's fourth input and its only output besides the sink: the
+// remote JWKS that translation asks for (Want, from each translate.Result) and the
+// results fetched (Current; jwks.Fetcher is one).
+type JWKS interface {
+	Want(plans []jwks.Plan)
+	Current() (jwks.Set, <-chan struct{})
+}
 
 // Sink writes APISIX objects somewhere APISIX reads them.
 type Sink interface {

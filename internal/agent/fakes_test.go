@@ -13,6 +13,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/identity"
+	"github.com/amesh-dev/amesh/internal/jwks"
 	"github.com/amesh-dev/amesh/internal/meshgen"
 	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/report"
@@ -133,6 +134,9 @@ func (f *fakeTranslator) SetPlugins(overlay.Set) {}
 
 // SetIdentity ignores the identity, for the same reason.
 func (f *fakeTranslator) SetIdentity(identity.State) {}
+
+// SetJWKS ignores the fetched keys, for the same reason.
+func (f *fakeTranslator) SetJWKS(jwks.Set) {}
 
 func (f *fakeTranslator) Translate(snap *resource.State) translate.Result {
 	s := f.s

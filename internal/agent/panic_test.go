@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/amesh-dev/amesh/internal/identity"
+	"github.com/amesh-dev/amesh/internal/jwks"
 	"github.com/amesh-dev/amesh/internal/meshgen"
 	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/translate"
@@ -31,6 +32,7 @@ type panicking struct {
 func (p *panicking) SetPlugins(set overlay.Set) { p.tr.SetPlugins(set) }
 
 func (p *panicking) SetIdentity(st identity.State) { p.tr.SetIdentity(st) }
+func (p *panicking) SetJWKS(set jwks.Set)          { p.tr.SetJWKS(set) }
 
 func (p *panicking) Translate(s *resource.State) translate.Result {
 	defer func() { p.translated <- s.Seq }()

@@ -12,6 +12,7 @@ import (
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/backoff"
 	"github.com/amesh-dev/amesh/internal/identity"
+	"github.com/amesh-dev/amesh/internal/jwks"
 	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -43,6 +44,10 @@ type Options struct {
 	// Identity, when set, is the third input, handled like Plugins
 	// (Translator.SetIdentity).
 	Identity Identity
+	// JWKS, when set, is handed what each translation asks to fetch, and its results
+	// are the fourth input, handled like Plugins (Translator.SetJWKS). Without it,
+	// remote JWKS are never fetched: their providers' tokens fail.
+	JWKS JWKS
 }
 
 // DefaultWindow is the default coalescing window.
@@ -99,6 +104,9 @@ type Agent struct {
 	ident        identity.State
 	identChanged <-chan struct{}
 	identPending bool
+	fetched      jwks.Set
+	jwksChanged  <-chan struct{}
+	jwksPending  bool
 
 	readyOnce sync.Once
 	ready     chan struct{} // closed after the first successful Apply
@@ -157,6 +165,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.ident, a.identChanged = a.opts.Identity.Current()
 		a.identPending = true
 	}
+	if a.opts.JWKS != nil {
+		a.fetched, a.jwksChanged = a.opts.JWKS.Current()
+		a.jwksPending = true
+	}
 	snaps := make(chan received)
 	wg.Add(1)
 	go func() {
@@ -177,6 +189,8 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.absorbPlugins(&b)
 			case <-a.identChanged:
 				a.absorbIdentity(&b)
+			case <-a.jwksChanged:
+				a.absorbJWKS(&b)
 			}
 			if !b.due() {
 				continue
@@ -218,6 +232,8 @@ func (a *Agent) collect(ctx context.Context, snaps <-chan received, b *batch, d 
 			a.absorbPlugins(b)
 		case <-a.identChanged:
 			a.absorbIdentity(b)
+		case <-a.jwksChanged:
+			a.absorbJWKS(b)
 		case <-timer:
 			return nil
 		}
@@ -293,6 +309,16 @@ func (a *Agent) absorbIdentity(b *batch) {
 	}
 }
 
+// absorbJWKS takes the newer fetched JWKS and, once there is a state to translate,
+// translates it with them and adds the changes to b.
+func (a *Agent) absorbJWKS(b *batch) {
+	a.fetched, a.jwksChanged = a.opts.JWKS.Current()
+	a.jwksPending = true
+	if a.received {
+		a.translateInto(b, time.Now())
+	}
+}
+
 // translateInto translates the state and adds the changes to b; at is when what
 // triggered the translation arrived.
 func (a *Agent) translateInto(b *batch, at time.Time) {
@@ -307,8 +333,12 @@ func (a *Agent) translateInto(b *batch, at time.Time) {
 		a.tr = a.newTr()
 		a.setPending = a.opts.Plugins != nil
 		a.identPending = a.opts.Identity != nil
+		a.jwksPending = a.opts.JWKS != nil
 		b.resync = true
 		return
+	}
+	if a.opts.JWKS != nil {
+		a.opts.JWKS.Want(res.JWKS)
 	}
 	if b.since.IsZero() {
 		b.since = at
@@ -347,8 +377,8 @@ func (a *Agent) held() (digests map[string]uint64, known bool) {
 	return digests, false
 }
 
-// translate hands the translator the plugin set and identity if it has not had them,
-// and translates snap, turning a panic into an error.
+// translate hands the translator the plugin set, identity and fetched JWKS if it has
+// not had them, and translates snap, turning a panic into an error.
 func (a *Agent) translate(snap *resource.State) (res translateResult, err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -363,14 +393,19 @@ func (a *Agent) translate(snap *resource.State) (res translateResult, err error)
 		a.tr.SetIdentity(a.ident)
 		a.identPending = false
 	}
+	if a.jwksPending {
+		a.tr.SetJWKS(a.fetched)
+		a.jwksPending = false
+	}
 	r := a.tr.Translate(snap)
-	return translateResult{Changes: r.Changes, Prior: r.Prior, Report: r.Report}, nil
+	return translateResult{Changes: r.Changes, Prior: r.Prior, Report: r.Report, JWKS: r.JWKS}, nil
 }
 
 type translateResult struct {
 	Changes apisix.ChangeSet
 	Prior   map[string]uint64
 	Report  []report.Entry
+	JWKS    []jwks.Plan
 }
 
 // flush writes what b changed relative to what the sink holds. It returns nil when

@@ -22,6 +22,7 @@ import (
 	"github.com/amesh-dev/amesh/internal/certwatch"
 	"github.com/amesh-dev/amesh/internal/config"
 	"github.com/amesh-dev/amesh/internal/identity"
+	"github.com/amesh-dev/amesh/internal/jwks"
 	"github.com/amesh-dev/amesh/internal/pluginsync"
 	"github.com/amesh-dev/amesh/internal/status"
 	"github.com/amesh-dev/amesh/internal/translate"
@@ -47,6 +48,7 @@ type Sidecar struct {
 	xds     *client.Client
 	plugins *pluginsync.Client // nil when no controller is configured
 	certs   *certwatch.Watcher // nil when the certificate directory is off
+	jwks    *jwks.Fetcher
 	agent   *agent.Agent
 	sources status.Sources
 }
@@ -82,8 +84,12 @@ func New(cfg config.Config, sink agent.Sink, opts Options) (*Sidecar, error) {
 		certs = certwatch.New(certwatch.Options{Dir: cfg.WorkloadCertDir, Logger: log.With("component", "certwatch")})
 		aopts.Identity = certs
 	}
+	// Remote JWKS that jwt_authn providers name are fetched over their clusters, as
+	// Envoy fetches them.
+	fetcher := jwks.New(jwks.Options{Logger: log.With("component", "jwks")})
+	aopts.JWKS = fetcher
 	ag := agent.New(cl, newTr, sink, aopts)
-	s := &Sidecar{cfg: cfg, log: log, xds: cl, plugins: ps, certs: certs, agent: ag,
+	s := &Sidecar{cfg: cfg, log: log, xds: cl, plugins: ps, certs: certs, jwks: fetcher, agent: ag,
 		sources: status.ForPipeline(opts.Version, cl, ag)}
 	if ps != nil {
 		s.sources.Controller = s.controllerStatus
@@ -195,7 +201,7 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 		}()
 		s.log.Info("status server listening", "addr", srv.Addr())
 	}
-	tasks := []task{{"xds client", s.xds.Run}, {"agent", s.agent.Run}}
+	tasks := []task{{"xds client", s.xds.Run}, {"agent", s.agent.Run}, {"JWKS fetcher", s.jwks.Run}}
 	if s.certs != nil {
 		tasks = append(tasks, task{"workload certificate watcher", s.certs.Run})
 	}

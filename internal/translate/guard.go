@@ -20,6 +20,7 @@ package translate
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"slices"
 	"strings"
@@ -37,6 +38,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/amesh-dev/amesh/internal/jwks"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate/plugins"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
@@ -81,8 +83,10 @@ type guard struct {
 	base     verdict
 	status   int     // of a fail-closed verdict: 403 for a filter that decides who gets in, else 500
 	env      rbacEnv // what RBAC rules of per-route configs read
-	// jwt is a jwt_authn filter's config, whose requirement_map per-route configs name.
-	jwt *jwtv3.JwtAuthentication
+	// jwt is a jwt_authn filter's config, whose requirement_map per-route configs name,
+	// and fetched the remote JWKS its providers' keys come from.
+	jwt     *jwtv3.JwtAuthentication
+	fetched jwks.Set
 }
 
 // failClosed is the verdict on a route the guard cannot be enforced on.
@@ -149,13 +153,17 @@ type chainAnalysis struct {
 	observed, accounted []string
 	// pluginFilters are the fault and CORS filters read so far, in order.
 	pluginFilters []string
+	// fetched are the remote JWKS fetched so far; remote are those the chain's
+	// jwt_authn providers name (package jwks fetches them).
+	fetched jwks.Set
+	remote  []remoteJWKS
 }
 
 // analyzeChain reads a filter chain's filters in order. Listeners reach translation
 // validated (resource.ValidateListenerFilters), so every filter type is one Envoy
 // implements; one that is not is failed closed all the same.
-func analyzeChain(fc *listenerv3.FilterChain, portVar string) chainAnalysis {
-	var a chainAnalysis
+func analyzeChain(fc *listenerv3.FilterChain, portVar string, fetched jwks.Set) chainAnalysis {
+	a := chainAnalysis{fetched: fetched}
 	a.filters.env.PortVar = portVar
 	fs := fc.GetFilters()
 	// Network RBAC in front of tcp_proxy is enforced per connection on the stream route.
@@ -239,6 +247,7 @@ func analyzeChain(fc *listenerv3.FilterChain, portVar string) chainAnalysis {
 		}
 	}
 	a.filters.finish()
+	a.filters.sigJWKS(a.remote, a.fetched)
 	return a
 }
 
@@ -370,8 +379,9 @@ func (a *chainAnalysis) httpFilter(f *hcmv3.HttpFilter, field string, main bool)
 			g.base = g.failClosed("jwt_authn filter " + name + " cannot be decoded: " + err.Error())
 			break
 		}
-		g.jwt = c
-		g.base = jwtVerdict(name, c)
+		g.jwt, g.fetched = c, a.fetched
+		g.base = jwtVerdict(name, c, a.fetched)
+		a.remote = appendRemote(a.remote, c)
 	case resource.RoleAccess:
 		g.base = g.failClosed("HTTP filter " + name + " (" + typ + ") may refuse requests; not translated")
 	default:
@@ -495,6 +505,23 @@ func (cf *ctxFilters) finish() {
 	for _, n := range names {
 		p := cf.plugins[n]
 		fmt.Fprintf(&b, "%q:%t/%t/%x;", n, p.Handled, p.Disabled, mustMarshal(p.Fault))
+	}
+	cf.sig = b.String()
+}
+
+// sigJWKS adds to the signature the fetched JWKS of remote, which per-route configs'
+// requirements read.
+func (cf *ctxFilters) sigJWKS(remote []remoteJWKS, fetched jwks.Set) {
+	if len(remote) == 0 {
+		return
+	}
+	var b strings.Builder
+	b.WriteString(cf.sig)
+	for _, r := range remote {
+		res := fetched[r.Source]
+		h := fnv.New64a()
+		h.Write([]byte(res.JWKS))
+		fmt.Fprintf(&b, "jwks %q %x %q;", r.Source.String(), h.Sum64(), res.Err)
 	}
 	cf.sig = b.String()
 }
@@ -678,7 +705,7 @@ func (g *guard) decide(a *anypb.Any) verdict {
 			return verdict{}
 		}
 		if req := g.jwt.GetRequirementMap()[pr.GetRequirementName()]; req != nil {
-			return jwtStepVerdict(g.name, g.jwt, req)
+			return jwtStepVerdict(g.name, g.jwt, req, g.fetched)
 		}
 		// Envoy answers 403 "Failed JWT authentication: Wrong requirement_name".
 		return g.failClosed("the route names JWT requirement " + pr.GetRequirementName() + ", which filter " + g.name + " lacks")

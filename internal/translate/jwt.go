@@ -9,13 +9,19 @@ package translate
 // verified payloads to the RBAC steps after it as the filter's dynamic metadata, which
 // Istio's requestPrincipals and request.auth.claims read (rbacrules.go).
 //
+// A provider's remote JWKS (istiod leaves the fetch to the proxy when
+// PILOT_JWT_ENABLE_REMOTE_JWKS says so) is fetched by package jwks over the cluster
+// it names, and its keys are inlined here as istiod's would be; until a fetch
+// succeeds, or after one failed, the provider's tokens fail as Envoy's do ("Jwks
+// remote fetch is failed").
+//
 // What the step does not do as Envoy does fails the routes closed (403), reported:
-// remote JWKS (istiod inlines them by default), JWKS from files, cookies, symmetric
-// keys, rules that match only some requests, filter-state rules and the newer
-// provider options that change verification.
+// JWKS from files, cookies, symmetric keys, rules that match only some requests,
+// filter-state rules and the newer provider options that change verification.
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -23,6 +29,8 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+
+	"github.com/amesh-dev/amesh/internal/jwks"
 )
 
 // jwtApprox says what the jwt_authn step does differently from Envoy.
@@ -55,6 +63,9 @@ type jwtProvider struct {
 	Issuer    string   `json:"iss,omitempty"`
 	Audiences []string `json:"aud,omitempty"`
 	Keys      []jwtKey `json:"keys"`
+	// FetchFailed: the provider's remote JWKS is not fetched (yet, or the last fetch
+	// failed); its tokens fail with Envoy's JwksFetchFail.
+	FetchFailed bool `json:"jwks_fetch_failed,omitempty"`
 	// Headers and Params are where tokens are looked for, Envoy's defaults filled in.
 	Headers []jwtHeaderLoc `json:"headers,omitempty"`
 	Params  []string       `json:"params,omitempty"`
@@ -94,6 +105,7 @@ type jwtReq struct {
 // jwtCompiler collects the providers a requirement names and why it cannot.
 type jwtCompiler struct {
 	cfg       *jwtv3.JwtAuthentication
+	fetched   jwks.Set // the remote JWKS fetched so far
 	providers map[string]*jwtProvider
 	bad       []string
 	notes     []string
@@ -107,7 +119,7 @@ func (c *jwtCompiler) fail(why string) {
 
 // jwtVerdict is what one jwt_authn filter decides for routes without a per-route
 // config: the step for amesh-rbac, no verdict (no rule applies), or fail closed.
-func jwtVerdict(name string, c *jwtv3.JwtAuthentication) verdict {
+func jwtVerdict(name string, c *jwtv3.JwtAuthentication, fetched jwks.Set) verdict {
 	if c.GetFilterStateRules() != nil {
 		return failClosed(403, "jwt_authn filter "+name+" chooses requirements from filter state (filter_state_rules); not translated")
 	}
@@ -130,12 +142,12 @@ func jwtVerdict(name string, c *jwtv3.JwtAuthentication) verdict {
 	if req == nil {
 		return verdict{}
 	}
-	return jwtStepVerdict(name, c, req)
+	return jwtStepVerdict(name, c, req, fetched)
 }
 
 // jwtStepVerdict compiles requirement req of filter c into the amesh-rbac step.
-func jwtStepVerdict(name string, c *jwtv3.JwtAuthentication, req *jwtv3.JwtRequirement) verdict {
-	jc := &jwtCompiler{cfg: c, providers: map[string]*jwtProvider{}}
+func jwtStepVerdict(name string, c *jwtv3.JwtAuthentication, req *jwtv3.JwtRequirement, fetched jwks.Set) verdict {
+	jc := &jwtCompiler{cfg: c, fetched: fetched, providers: map[string]*jwtProvider{}}
 	r := jc.req(req, 0)
 	if len(jc.bad) > 0 {
 		return failClosed(403, "jwt_authn filter "+name+": "+strings.Join(jc.bad, "; ")+"; not translated")
@@ -247,8 +259,6 @@ func (c *jwtCompiler) provider(name string) {
 	what := "provider " + name
 	unsupported := func(field string) { c.fail(what + " sets " + field + ", which amesh does not enforce") }
 	switch {
-	case p.GetRemoteJwks() != nil:
-		c.fail(what + " fetches its JWKS (remote_jwks; istiod inlines the JWKS unless PILOT_JWT_ENABLE_REMOTE_JWKS is set)")
 	case len(p.GetFromCookies()) > 0:
 		unsupported("from_cookies")
 	case p.GetSubjects() != nil:
@@ -264,12 +274,19 @@ func (c *jwtCompiler) provider(name string) {
 	}
 	src := p.GetLocalJwks()
 	var text string
+	remote := p.GetRemoteJwks() != nil
 	switch {
+	case remote:
+		var why string
+		text, why = c.remote(p.GetRemoteJwks())
+		if why != "" {
+			c.notes = append(c.notes, what+"'s JWKS is not fetched ("+why+"): its tokens fail as in Envoy (Jwks remote fetch is failed)")
+		}
 	case src.GetInlineString() != "":
 		text = src.GetInlineString()
 	case len(src.GetInlineBytes()) > 0:
 		text = string(src.GetInlineBytes())
-	case p.GetRemoteJwks() == nil:
+	default:
 		c.fail(what + " reads its JWKS from a file or the environment")
 	}
 	out := &jwtProvider{Issuer: p.GetIssuer(), Audiences: p.GetAudiences(), Forward: p.GetForward(),
@@ -289,9 +306,19 @@ func (c *jwtCompiler) provider(name string) {
 	for _, ch := range p.GetClaimToHeaders() {
 		out.ClaimHeaders = append(out.ClaimHeaders, jwtClaimHeaders{Header: strings.ToLower(ch.GetHeaderName()), Claim: ch.GetClaimName()})
 	}
+	if remote && text == "" {
+		out.FetchFailed, out.Keys = true, []jwtKey{}
+	}
 	if text != "" {
 		keys, skipped, placeholder, err := parseJWKS(text)
 		switch {
+		case remote && (err != nil || len(keys) == 0):
+			// Envoy takes a fetched set it cannot use as a failed fetch.
+			if err == nil {
+				err = errors.New("it has no usable key")
+			}
+			out.FetchFailed, keys = true, []jwtKey{}
+			c.notes = append(c.notes, what+"'s fetched JWKS is not usable ("+err.Error()+"): its tokens fail as in Envoy (Jwks remote fetch is failed)")
 		case err != nil:
 			c.fail(what + ": " + err.Error())
 		case len(keys) == 0:
@@ -309,4 +336,27 @@ func (c *jwtCompiler) provider(name string) {
 		c.notes = append(c.notes, what+" removes a verified token's query parameter, keeping the other parameters as sent where Envoy re-encodes them")
 	}
 	c.providers[name] = out
+}
+
+// remote returns the fetched JWKS of a remote_jwks, or why there is none.
+func (c *jwtCompiler) remote(r *jwtv3.RemoteJwks) (text, why string) {
+	s, ok := remoteSource(r)
+	if !ok {
+		return "", "its http_uri names no URI or cluster"
+	}
+	res, ok := c.fetched[s]
+	switch {
+	case !ok:
+		return "", "no fetch of " + s.String() + " has completed"
+	case res.Err != "":
+		return "", res.Err
+	}
+	return res.JWKS, ""
+}
+
+// remoteSource is what package jwks fetches for r.
+func remoteSource(r *jwtv3.RemoteJwks) (jwks.Source, bool) {
+	u := r.GetHttpUri()
+	s := jwks.Source{URI: u.GetUri(), Cluster: u.GetCluster()}
+	return s, s.URI != "" && s.Cluster != ""
 }

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/jwks"
 	"github.com/amesh-dev/amesh/internal/report"
 )
 
@@ -61,6 +62,8 @@ type listenerOut struct {
 	ctxs    []httpCtx
 	streams []streamClaim
 	report  []report.Entry
+	// remote are the remote JWKS its jwt_authn providers name, by source.
+	remote []remoteJWKS
 }
 
 // peers is what a listener's translation needs to know about the other listeners.
@@ -97,6 +100,8 @@ type listenerBuild struct {
 	// mtlsTCP are the chains that terminate Istio mTLS in front of TCP, by the cell of
 	// the terminated connections (protoMTLS) they serve.
 	mtlsTCP map[streamCell]*listenerv3.FilterChain
+	// fetched are the remote JWKS fetched so far, which jwt_authn providers read.
+	fetched jwks.Set
 }
 
 func (b *listenerBuild) rep(field string, sev report.Severity, msg string) {
@@ -108,7 +113,7 @@ func (b *listenerBuild) analyze(fc *listenerv3.FilterChain) *chainAnalysis {
 	if a := b.analyses[fc]; a != nil {
 		return a
 	}
-	a := analyzeChain(fc, b.opts.OriginalDstVar)
+	a := analyzeChain(fc, b.opts.OriginalDstVar, b.fetched)
 	if b.analyses == nil {
 		b.analyses = map[*listenerv3.FilterChain]*chainAnalysis{}
 	}
@@ -128,9 +133,15 @@ func (o Options) capture() bool { return o.OriginalDstVar != "server_port" }
 // buildListener translates a listener: the places its route configurations apply,
 // its stream routes (without their upstreams, which the translator references) and
 // its findings. It is pure.
-func buildListener(l *listenerv3.Listener, in peers, opts Options) (out listenerOut) {
-	b := &listenerBuild{l: l, opts: opts, out: &out}
+func buildListener(l *listenerv3.Listener, in peers, opts Options, fetched jwks.Set) (out listenerOut) {
+	b := &listenerBuild{l: l, opts: opts, out: &out, fetched: fetched}
 	defer func() { out.report = dedupEntries(out.report) }()
+	defer func() {
+		for _, a := range b.analyses {
+			out.remote = append(out.remote, a.remote...)
+		}
+		out.remote = sortRemote(out.remote)
+	}()
 	defer func() {
 		if n, ok := summary(b.observed, b.accounted); ok {
 			b.rep(n.field, n.sev, n.msg)

@@ -33,6 +33,7 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/apisix"
 	"github.com/amesh-dev/amesh/internal/identity"
+	"github.com/amesh-dev/amesh/internal/jwks"
 	"github.com/amesh-dev/amesh/internal/overlay"
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate/index"
@@ -75,6 +76,9 @@ type Result struct {
 	// without keeping a digest of its own for every object. Nil when nothing of
 	// Changes existed before (a first translation).
 	Prior map[string]uint64
+	// JWKS are the remote JWKS the output's jwt_authn providers name, with how to
+	// fetch each; the pipeline hands the results back with SetJWKS.
+	JWKS []jwks.Plan
 }
 
 // Translator keeps what its output was built from, so that each call only redoes the
@@ -113,6 +117,12 @@ type Translator struct {
 
 	// SDS secrets over ADS (update_secrets.go).
 	secrets secretIndex
+
+	// Remote JWKS (update_jwks.go): the results in force, those SetJWKS handed over
+	// for the next call, and the listeners that name each Source.
+	fetched     jwks.Set
+	nextFetched *jwks.Set
+	remoteUsers map[jwks.Source]map[string]remoteJWKS
 
 	call call    // the call in progress; zero between calls
 	sc   scratch // buffers of this goroutine (see parallel)
@@ -170,6 +180,7 @@ func (t *Translator) Translate(snap *resource.State) Result {
 	defer t.end()
 	t.syncPlugins()
 	t.syncIdentity()
+	t.syncJWKS()
 
 	// 1. Clusters first: routes need their kind and existence.
 	t.syncClusters(full, ch)
@@ -202,7 +213,7 @@ func (t *Translator) Translate(snap *resource.State) Result {
 
 	t.started, t.seq = true, snap.Seq
 	cs, prior := t.out.Changes()
-	return Result{Changes: cs, Prior: prior, Report: t.fullReport()}
+	return Result{Changes: cs, Prior: prior, Report: t.fullReport(), JWKS: t.jwksPlans()}
 }
 
 // begin starts a call. A first translation sizes the maps that will hold one entry

@@ -59,8 +59,9 @@ func (t *Translator) syncListeners(check bool) map[string]bool {
 			continue
 		}
 		l := t.call.snap.Listeners[name]
-		ls := &listenerState{l: l, in: peersOf(l), out: buildListener(l, peersOf(l), t.opts)}
+		ls := &listenerState{l: l, in: peersOf(l), out: buildListener(l, peersOf(l), t.opts, t.fetched)}
 		t.listeners[name] = ls
+		t.useRemote(name, ls.out.remote)
 		t.findings.dirty = true
 		changed = true
 		for _, c := range ls.out.streams {
@@ -147,6 +148,7 @@ func (t *Translator) dropListener(name string, ls *listenerState) {
 			t.idx.RemoveStream(c.cluster, name)
 		}
 	}
+	t.unuseRemote(name, ls.out.remote)
 	delete(t.listeners, name)
 	t.findings.dirty = true
 }

@@ -630,6 +630,9 @@ local function authenticate(conf, r, ops, names, provider, aud, allow_failed, al
                 status = "Jwt is expired"
             elseif not audience_ok(aud or p.aud, jwt.aud) then
                 status = "Audiences in Jwt are not allowed"
+            elseif p.jwks_fetch_failed then
+                -- Envoy fetches a remote JWKS here; amesh's fetch is done or failed.
+                status = "Jwks remote fetch is failed"
             else
                 status = verify_keys(p.keys, jwt)
             end

@@ -153,6 +153,10 @@ func (x *Index[V]) TakeStale() []V {
 	return vs
 }
 
+// MarkListenerStale marks listener stale for a reason outside the edges the index
+// keeps (a remote JWKS its providers name was fetched anew).
+func (x *Index[V]) MarkListenerStale(name string) { x.staleListeners[name] = true }
+
 // ListenerStale reports whether a cluster that listener's stream routes read changed.
 func (x *Index[V]) ListenerStale(name string) bool { return x.staleListeners[name] }
 

@@ -199,6 +199,7 @@ local schema = core.json.decode([==[
             "additionalProperties": false
           }
         },
+        "jwks_fetch_failed": {"type": "boolean"},
         "headers": {
           "type": "array",
           "items": {
