@@ -228,6 +228,20 @@ func TestJWTLuaDecisions(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(n.cases, "jwt-required.json"), reqConf, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The same provider with a remote JWKS no fetch has brought (rbacConf translates
+	// without a fetcher): the JWKS Envoy could not fetch.
+	required.Providers["p"].JwksSourceSpecifier = &jwtv3.JwtProvider_RemoteJwks{RemoteJwks: &jwtv3.RemoteJwks{
+		HttpUri: &corev3.HttpUri{Uri: "http://jwks.example/jwks.json", HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: "outbound|80||jwks.example"}}}}
+	if a, err = anypb.New(required); err != nil {
+		t.Fatal(err)
+	}
+	remoteConf := rbacConf(t, nil, &hcmv3.HttpFilter{Name: "envoy.filters.http.jwt_authn", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}})
+	if !strings.Contains(string(remoteConf), `"jwks_fetch_failed":true`) {
+		t.Fatalf("the remote provider is not marked unfetched: %s", remoteConf)
+	}
+	if err := os.WriteFile(filepath.Join(n.cases, "jwt-remote-unfetched.json"), remoteConf, 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	now := time.Now().Unix()
 	claims := func(iss, sub string, extra ...any) map[string]any {
@@ -314,6 +328,15 @@ func TestJWTLuaDecisions(t *testing.T) {
 		{what: "token in x-jwt, not a location of this provider", target: "/x", headers: bearer(alice), status: 401, body: "Jwt is missing", www: `Bearer realm="http://test/x"`},
 	} {
 		check("jwt-required", r)
+	}
+	// Envoy checks a token's issuer, times and audiences before it needs the keys.
+	for _, r := range []jwtReq{
+		{what: "remote JWKS not fetched: a valid token", target: "/x", headers: auth(alice), status: 401, body: "Jwks remote fetch is failed", www: invalid("/x")},
+		{what: "remote JWKS not fetched: an expired token", target: "/x", headers: auth(signJWT(t, "RS256", "rsa", k.rsa, claims(iss, "alice", "exp", now-3600))),
+			status: 401, body: "Jwt is expired", www: invalid("/x")},
+		{what: "remote JWKS not fetched: no token", target: "/x", status: 401, body: "Jwt is missing", www: `Bearer realm="http://test/x"`},
+	} {
+		check("jwt-remote-unfetched", r)
 	}
 }
 
