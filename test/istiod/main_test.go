@@ -92,8 +92,10 @@ func setup(ctx context.Context, bins harness.Binaries, dir string) error {
 	}
 	d, err := harness.StartIstiod(ctx, bins, k, harness.IstiodOptions{
 		// Shorter than the 100 ms default so config edits reach amesh sooner; the tests wait
-		// on conditions, never on time.
-		Env: []string{"PILOT_DEBOUNCE_AFTER=20ms"},
+		// on conditions, never on time. Remote JWKS in istiod's hybrid mode: a jwksUri of a
+		// mesh service is left to the proxy to fetch (TestRemoteJWKS), any other is still
+		// fetched and inlined by istiod (TestRequestAuthentication), as by default.
+		Env: []string{"PILOT_DEBOUNCE_AFTER=20ms", "PILOT_JWT_ENABLE_REMOTE_JWKS=true"},
 	})
 	if err != nil {
 		return err
