@@ -364,12 +364,12 @@ func TestExtAuthzAndJWTFailClosed(t *testing.T) {
 		return r
 	}
 	extAuthz := httpFilter("authz", &extauthzv3.ExtAuthz{})
-	// A provider that reads tokens from cookies is one amesh does not enforce
+	// A provider that requires an expiration time is one amesh does not enforce
 	// (jwt_test.go has those it does).
 	jwtRules := httpFilter("authz", &jwtv3.JwtAuthentication{
-		Providers: map[string]*jwtv3.JwtProvider{"cookie": {FromCookies: []string{"c"}, JwksSourceSpecifier: localJWKS(rsaJWKS("k"))}},
+		Providers: map[string]*jwtv3.JwtProvider{"exp": {RequireExpiration: true, JwksSourceSpecifier: localJWKS(rsaJWKS("k"))}},
 		Rules: []*jwtv3.RequirementRule{{Match: prefix("/"), RequirementType: &jwtv3.RequirementRule_Requires{
-			Requires: &jwtv3.JwtRequirement{RequiresType: &jwtv3.JwtRequirement_ProviderName{ProviderName: "cookie"}}}}}})
+			Requires: &jwtv3.JwtRequirement{RequiresType: &jwtv3.JwtRequirement_ProviderName{ProviderName: "exp"}}}}}})
 	jwtNoRules := httpFilter("authz", &jwtv3.JwtAuthentication{})
 	for _, tc := range []struct {
 		name   string

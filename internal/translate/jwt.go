@@ -16,7 +16,7 @@ package translate
 // remote fetch is failed").
 //
 // What the step does not do as Envoy does fails the routes closed (403), reported:
-// JWKS from files, cookies, symmetric keys, rules that match only some requests,
+// JWKS from files, symmetric keys, rules that match only some requests,
 // filter-state rules and the newer provider options that change verification.
 
 import (
@@ -66,9 +66,11 @@ type jwtProvider struct {
 	// FetchFailed: the provider's remote JWKS is not fetched (yet, or the last fetch
 	// failed); its tokens fail with Envoy's JwksFetchFail.
 	FetchFailed bool `json:"jwks_fetch_failed,omitempty"`
-	// Headers and Params are where tokens are looked for, Envoy's defaults filled in.
+	// Headers, Params and Cookies are where tokens are looked for, Envoy's defaults
+	// filled in. A token in a cookie stays there (Envoy does not remove it).
 	Headers []jwtHeaderLoc `json:"headers,omitempty"`
 	Params  []string       `json:"params,omitempty"`
+	Cookies []string       `json:"cookies,omitempty"`
 	// Forward keeps the token in the request; otherwise a verified token's header
 	// (or query parameter) is removed.
 	Forward          bool              `json:"forward,omitempty"`
@@ -259,8 +261,6 @@ func (c *jwtCompiler) provider(name string) {
 	what := "provider " + name
 	unsupported := func(field string) { c.fail(what + " sets " + field + ", which amesh does not enforce") }
 	switch {
-	case len(p.GetFromCookies()) > 0:
-		unsupported("from_cookies")
 	case p.GetSubjects() != nil:
 		unsupported("subjects")
 	case p.GetRequireExpiration():
@@ -292,7 +292,8 @@ func (c *jwtCompiler) provider(name string) {
 	out := &jwtProvider{Issuer: p.GetIssuer(), Audiences: p.GetAudiences(), Forward: p.GetForward(),
 		PayloadHeader: strings.ToLower(p.GetForwardPayloadHeader()), PadPayloadHeader: p.GetPadForwardPayloadHeader(),
 		PayloadMetadata: p.GetPayloadInMetadata(), HeaderMetadata: p.GetHeaderInMetadata(),
-		SpaceClaims: p.GetNormalizePayloadInMetadata().GetSpaceDelimitedClaims(), Skew: p.GetClockSkewSeconds(), Params: p.GetFromParams()}
+		SpaceClaims: p.GetNormalizePayloadInMetadata().GetSpaceDelimitedClaims(), Skew: p.GetClockSkewSeconds(), Params: p.GetFromParams(),
+		Cookies: p.GetFromCookies()}
 	if out.Skew == 0 {
 		out.Skew = jwtDefaultSkew
 	}

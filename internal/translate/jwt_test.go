@@ -148,7 +148,7 @@ func requireProvider(p string) *jwtv3.RequirementRule {
 }
 
 // What the step cannot do as Envoy does fails the routes closed (403), reported:
-// cookies, symmetric keys, a JWKS without a usable key, rules for some
+// provider options istiod does not set, symmetric keys, a JWKS without a usable key, rules for some
 // requests only, filter-state rules. A provider amesh enforces does not.
 func TestJWTUnsupportedFailsClosed(t *testing.T) {
 	good := func() *jwtv3.JwtProvider {
@@ -160,7 +160,7 @@ func TestJWTUnsupportedFailsClosed(t *testing.T) {
 		want string // "" enforced
 	}{
 		{"enforced", func(*jwtv3.JwtAuthentication) {}, ""},
-		{"cookies", func(c *jwtv3.JwtAuthentication) { c.Providers["p"].FromCookies = []string{"c"} }, "from_cookies"},
+		{"require expiration", func(c *jwtv3.JwtAuthentication) { c.Providers["p"].RequireExpiration = true }, "require_expiration"},
 		{"oct key", func(c *jwtv3.JwtAuthentication) {
 			c.Providers["p"].JwksSourceSpecifier = localJWKS(`{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`)
 		}, "symmetric"},

@@ -18,7 +18,7 @@ local cjson = require("cjson.safe")
 
 local C = ffi.C
 local ngx = ngx
-local byte, sub, find, gsub, char = string.byte, string.sub, string.find, string.gsub, string.char
+local byte, sub, find, gsub, gmatch, char = string.byte, string.sub, string.find, string.gsub, string.gmatch, string.char
 local concat, insert, sort = table.concat, table.insert, table.sort
 local type, ipairs, pairs, floor = type, ipairs, pairs, math.floor
 local setmetatable = setmetatable
@@ -376,7 +376,7 @@ local function locations(conf, names)
     if per then
         return per
     end
-    local hs, ps = {}, {}
+    local hs, ps, cs = {}, {}, {}
     for _, n in ipairs(names) do
         local p = conf.providers[n]
         for _, h in ipairs(p.headers or {}) do
@@ -396,6 +396,14 @@ local function locations(conf, names)
             end
             l.issuers[p.iss or ""] = true
         end
+        for _, c in ipairs(p.cookies or {}) do
+            local l = cs[c]
+            if not l then
+                l = {key = c, cookie = c, issuers = {}}
+                cs[c] = l
+            end
+            l.issuers[p.iss or ""] = true
+        end
     end
     local function sorted(m)
         local out = {}
@@ -405,9 +413,41 @@ local function locations(conf, names)
         sort(out, function(a, b) return a.key < b.key end)
         return out
     end
-    per = {headers = sorted(hs), params = sorted(ps)}
+    per = {headers = sorted(hs), params = sorted(ps), cookies = sorted(cs)}
     loc_cache[names] = per
     return per
+end
+
+-- cookies returns the values of the request's cookies named in want, as Envoy's
+-- Http::Utility::parseCookies reads them: every Cookie header split at ";", a part
+-- without "=" skipped, the name from its first non-space character to the "=", the
+-- value after it without surrounding double quotes, the first of a name kept.
+local function cookies(r, want)
+    local v = r:raw_headers()["cookie"]
+    if v == nil then
+        return {}
+    end
+    if type(v) ~= "table" then
+        v = {v}
+    end
+    local out = {}
+    for _, h in ipairs(v) do
+        for part in gmatch(h, "[^;]+") do
+            local eq = find(part, "=", 1, true)
+            if eq then
+                local first = find(part, "[^ ]") or eq
+                local k = sub(part, first, eq - 1)
+                if want[k] and out[k] == nil then
+                    local val = sub(part, eq + 1)
+                    if #val >= 2 and byte(val, 1) == 34 and byte(val, -1) == 34 then
+                        val = sub(val, 2, -2)
+                    end
+                    out[k] = val
+                end
+            end
+        end
+    end
+    return out
 end
 
 -- extract returns the tokens of the request at the locations, in Envoy's order.
@@ -444,6 +484,18 @@ local function extract(conf, names, r)
                 if v then
                     tokens[#tokens + 1] = {token = v, loc = l}
                 end
+            end
+        end
+    end
+    if #loc.cookies > 0 then
+        local want = {}
+        for _, l in ipairs(loc.cookies) do
+            want[l.cookie] = true
+        end
+        local jar = cookies(r, want)
+        for _, l in ipairs(loc.cookies) do
+            if jar[l.cookie] then
+                tokens[#tokens + 1] = {token = jar[l.cookie], loc = l}
             end
         end
     end
@@ -540,7 +592,8 @@ local function good(r, ops, p, jwt, tok)
             ops.add(ch.header, v)
         end
     end
-    if not p.forward then
+    -- Envoy leaves a token in a cookie where it was (JwtCookieLocation::removeJwt).
+    if not p.forward and not tok.loc.cookie then
         if tok.loc.name then
             ops.set(tok.loc.name, nil)
         else

@@ -228,6 +228,19 @@ func TestJWTLuaDecisions(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(n.cases, "jwt-required.json"), reqConf, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Tokens in cookies only.
+	cookie := &jwtv3.JwtAuthentication{
+		Providers: map[string]*jwtv3.JwtProvider{"p": {Issuer: "https://issuer.example", FromCookies: []string{"session", "at"},
+			JwksSourceSpecifier: &jwtv3.JwtProvider_LocalJwks{LocalJwks: &corev3.DataSource{Specifier: inlineString(jwks0)}}}},
+		Rules: required.Rules,
+	}
+	if a, err = anypb.New(cookie); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(n.cases, "jwt-cookie.json"),
+		rbacConf(t, nil, &hcmv3.HttpFilter{Name: "envoy.filters.http.jwt_authn", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}}), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// The same provider with a remote JWKS no fetch has brought (rbacConf translates
 	// without a fetcher): the JWKS Envoy could not fetch.
 	required.Providers["p"].JwksSourceSpecifier = &jwtv3.JwtProvider_RemoteJwks{RemoteJwks: &jwtv3.RemoteJwks{
@@ -328,6 +341,24 @@ func TestJWTLuaDecisions(t *testing.T) {
 		{what: "token in x-jwt, not a location of this provider", target: "/x", headers: bearer(alice), status: 401, body: "Jwt is missing", www: `Bearer realm="http://test/x"`},
 	} {
 		check("jwt-required", r)
+	}
+	// Envoy's cookie parsing: every Cookie header, parts split at ";", leading spaces
+	// dropped from the name, surrounding quotes from the value, the first of a name.
+	expired := signJWT(t, "RS256", "rsa", k.rsa, claims(iss, "alice", "exp", now-3600))
+	for _, r := range []jwtReq{
+		{what: "token in a cookie", target: "/x", headers: [][2]string{{"cookie", "theme=dark; session=" + alice}}, status: 200},
+		{what: "token in a quoted cookie", target: "/x", headers: [][2]string{{"cookie", `session="` + alice + `"`}}, status: 200},
+		{what: "token in the second cookie header", target: "/x", headers: [][2]string{{"cookie", "theme=dark"}, {"cookie", "at=" + alice}}, status: 200},
+		{what: "the first of two cookies of a name", target: "/x", headers: [][2]string{{"cookie", "session=" + expired + "; session=" + alice}},
+			status: 401, body: "Jwt is expired", www: invalid("/x")},
+		{what: "a badly signed token in a cookie", target: "/x", headers: [][2]string{{"cookie", "session=" + tamper(alice)}},
+			status: 401, body: "Jwt verification fails", www: invalid("/x")},
+		{what: "no cookie of the provider", target: "/x", headers: [][2]string{{"cookie", "theme=dark; sessionx=" + alice}},
+			status: 401, body: "Jwt is missing", www: `Bearer realm="http://test/x"`},
+		{what: "a token in Authorization, not a location of this provider", target: "/x", headers: auth(alice),
+			status: 401, body: "Jwt is missing", www: `Bearer realm="http://test/x"`},
+	} {
+		check("jwt-cookie", r)
 	}
 	// Envoy checks a token's issuer, times and audiences before it needs the keys.
 	for _, r := range []jwtReq{

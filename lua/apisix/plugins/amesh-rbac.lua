@@ -209,6 +209,7 @@ local schema = core.json.decode([==[
             "additionalProperties": false
           }
         },
+        "cookies": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "params": {"type": "array", "items": {"type": "string"}},
         "forward": {"type": "boolean"},
         "payload_header": {"type": "string", "minLength": 1},
