@@ -61,6 +61,9 @@ type listenerOut struct {
 	ctxs    []httpCtx
 	streams []streamClaim
 	report  []report.Entry
+	// mtls: the client certificate matchers of its chains that APISIX terminates with
+	// istio-mtls-server (inboundtls.go).
+	mtls peerMatchers
 }
 
 // peers is what a listener's translation needs to know about the other listeners.
