@@ -17,10 +17,12 @@ const (
 	KindGlobalRules   Kind = "global_rules"
 	KindRoutes        Kind = "routes"
 	KindStreamRoutes  Kind = "stream_routes"
+	// KindPluginMetadata holds one object per plugin, whose id is the plugin's name.
+	KindPluginMetadata Kind = "plugin_metadata"
 )
 
 // KindOrder lists the kinds so that a kind only references kinds before it.
-var KindOrder = []Kind{KindSSLs, KindUpstreams, KindPluginConfigs, KindServices, KindGlobalRules, KindRoutes, KindStreamRoutes}
+var KindOrder = []Kind{KindPluginMetadata, KindSSLs, KindUpstreams, KindPluginConfigs, KindServices, KindGlobalRules, KindRoutes, KindStreamRoutes}
 
 // Key returns the shared-dict key of the object of kind k with id.
 func Key(k Kind, id string) string { return "/" + string(k) + "/" + id }

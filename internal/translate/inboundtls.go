@@ -9,10 +9,23 @@ package translate
 // certificate and key, the roots as client.ca. A context that asks for anything else
 // (another certificate, other roots, no client certificate, pinning) is not that
 // object's: its connections are closed.
+//
+// The TLS socket cannot know a connection's filter chain in its handshake (the chain is
+// chosen by the original destination before the connection reaches it, and every chain
+// has the same ssl object), so the client certificate check is split. The handshake
+// checks what all chains have in common: the mesh's roots, and the union of the chains'
+// subject alt name matchers (a certificate that meets none of them meets no chain's),
+// which the translation writes as the plugin metadata of amesh-mtls-peer
+// (syncPeerHandshake; lua/amesh/peer_handshake.lua applies it). Each chain's own
+// matchers are checked after the handshake, by its routes (sanVars) or stream plugin
+// (amesh-mtls-peer). istiod gives every chain the trust domain's prefix, so the handshake
+// refuses what Envoy's does.
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -21,6 +34,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/amesh-dev/amesh/internal/apisix"
+	"github.com/amesh-dev/amesh/internal/translate/upstream"
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 )
 
@@ -148,4 +162,69 @@ func sanEncode(s string) string {
 		fmt.Fprintf(&b, "%%%02X", c)
 	}
 	return b.String()
+}
+
+// peerMatchers are the client certificate matchers of a listener's chains that APISIX
+// terminates with istio-mtls-server.
+type peerMatchers struct {
+	// any: a chain accepts any SAN (no matchers), or has a matcher the handshake cannot
+	// apply, which its own check after the handshake does.
+	any  bool
+	sans []upstream.SANMatcher // URI SAN matchers (Type "")
+}
+
+// add records the matchers of one more chain APISIX terminates (or of one more of its
+// places).
+func (p *peerMatchers) add(sans []*matcherv3.StringMatcher) {
+	if len(sans) == 0 {
+		p.any = true
+		return
+	}
+	for _, m := range sans {
+		s, why := upstream.SANMatcherOf("", m)
+		if why != "" {
+			p.any = true
+			return
+		}
+		p.sans = append(p.sans, s)
+	}
+}
+
+// peerHandshakeMeta is the plugin metadata of amesh-mtls-peer: the URI SAN matchers a
+// client certificate must meet one of in the handshake of APISIX's TLS sockets.
+type peerHandshakeMeta struct {
+	ID               string                `json:"id"`
+	HandshakeURISANs []upstream.SANMatcher `json:"handshake_uri_sans"`
+}
+
+// peerHandshakeKey is where the handshake's matchers are: APISIX's own place for a
+// plugin's settings that are not per route, which its config provider serves to the http
+// and the stream subsystem alike (the ssl object's schema takes no more fields).
+var peerHandshakeKey = apisix.Key(apisix.KindPluginMetadata, streamPeerPlugin)
+
+// syncPeerHandshake writes the union of the matchers of the chains that APISIX
+// terminates with istio-mtls-server, over all listeners, or deletes it when the
+// handshake checks no SANs: no such chain, or one that accepts any SAN (the union of
+// "any" and anything is any).
+func (t *Translator) syncPeerHandshake() {
+	var union []upstream.SANMatcher
+	seen := map[upstream.SANMatcher]bool{}
+	for _, name := range slices.Sorted(maps.Keys(t.listeners)) {
+		m := t.listeners[name].out.mtls
+		if m.any {
+			t.out.Delete(peerHandshakeKey)
+			return
+		}
+		for _, s := range m.sans {
+			if !seen[s] {
+				seen[s] = true
+				union = append(union, s)
+			}
+		}
+	}
+	if len(union) == 0 {
+		t.out.Delete(peerHandshakeKey)
+		return
+	}
+	t.out.Set(&t.sc.enc, peerHandshakeKey, peerHandshakeMeta{ID: streamPeerPlugin, HandshakeURISANs: union})
 }

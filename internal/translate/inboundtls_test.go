@@ -1,14 +1,20 @@
 package translate
 
 import (
+	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/amesh-dev/amesh/internal/report"
 	"github.com/amesh-dev/amesh/internal/translate/upstream"
@@ -248,5 +254,144 @@ func TestMTLSOutsideInboundClosed(t *testing.T) {
 	}
 	if !findEntry(rep, "filter_chains.transport_socket", report.Unsupported, "other than the inbound capture listener") {
 		t.Errorf("not reported: %v", rep)
+	}
+}
+
+// withChainSANs returns snap with the client certificate matchers of virtualInbound's
+// Istio mTLS chain for port replaced by sans (none: any SAN).
+func withChainSANs(t *testing.T, snap *resource.State, port uint32, sans ...*matcherv3.StringMatcher) *resource.State {
+	t.Helper()
+	l := proto.Clone(snap.Listeners[virtualInbound]).(*listenerv3.Listener)
+	found := false
+	for _, fc := range l.GetFilterChains() {
+		if fc.GetFilterChainMatch().GetDestinationPort().GetValue() != port || fc.GetTransportSocket() == nil {
+			continue
+		}
+		ctx := &tlsv3.DownstreamTlsContext{}
+		if err := fc.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx); err != nil {
+			t.Fatal(err)
+		}
+		//lint:ignore SA1019 istiod sets the deprecated field
+		ctx.GetCommonTlsContext().GetCombinedValidationContext().GetDefaultValidationContext().MatchSubjectAltNames = sans
+		a, err := anypb.New(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc.GetTransportSocket().ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: a}
+		found = true
+	}
+	if !found {
+		t.Fatalf("virtualInbound has no TLS chain for port %d", port)
+	}
+	return withListener(snap, l)
+}
+
+// peerHandshakeOf returns the handshake's matchers the output holds (nil: no object).
+func peerHandshakeOf(t *testing.T, objs map[string][]byte) []upstream.SANMatcher {
+	t.Helper()
+	b, ok := objs["/plugin_metadata/amesh-mtls-peer"]
+	if !ok {
+		return nil
+	}
+	var m peerHandshakeMeta
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.ID != "amesh-mtls-peer" || len(m.HandshakeURISANs) == 0 {
+		t.Fatalf("plugin metadata %s", b)
+	}
+	return m.HandshakeURISANs
+}
+
+// The client certificate check in the TLS sockets' handshake takes the union of the URI
+// SAN matchers of every chain that APISIX terminates with istio-mtls-server (each once),
+// written as amesh-mtls-peer's plugin metadata; a chain that accepts any SAN makes the
+// union any, and the object goes. Each chain's own matchers stay on its routes.
+func TestPeerHandshakeUnion(t *testing.T) {
+	trust := upstream.SANMatcher{Match: "prefix", Value: "spiffe://cluster.local/"}
+	partner := upstream.SANMatcher{Match: "exact", Value: "spiffe://partner.example/ns/a/sa/b", IgnoreCase: true}
+	prefix := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: trust.Value}}
+	exact := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: partner.Value}, IgnoreCase: true}
+
+	for _, mode := range []string{"permissive", "strict"} {
+		t.Run(mode, func(t *testing.T) {
+			base := peerAuthSnapshot(t, mode)
+			tr := newTracked(Options{})
+			tr.Translate(base)
+			validateAll(t, tr.Objects())
+			if got := peerHandshakeOf(t, tr.Objects()); !slices.Equal(got, []upstream.SANMatcher{trust}) {
+				t.Errorf("istiod's chains: %+v, want the trust domain's prefix once", got)
+			}
+
+			// The TCP port's chain also accepts a partner's identity: the union has both,
+			// the trust domain's prefix still once.
+			tr.Translate(withChainSANs(t, base, 19306, exact, prefix))
+			objs := tr.Objects()
+			validateAll(t, objs)
+			got := peerHandshakeOf(t, objs)
+			if len(got) != 2 || !slices.Contains(got, trust) || !slices.Contains(got, partner) {
+				t.Errorf("a chain with another matcher: %+v, want %+v and %+v", got, trust, partner)
+			}
+			// The HTTP port's chain keeps its own matchers after the handshake.
+			r := request{host: "productpage", path: "/", port: "19080", listen: "15006", tls: true, method: "GET",
+				peer: "spiffe://partner.example/ns/a/sa/b"}
+			if a := answerOf(t, objs, r); a.route != "" {
+				t.Errorf("the partner's identity to the HTTP port, whose chain does not accept it: route %q", a.route)
+			}
+
+			// A chain without matchers accepts any SAN: the handshake checks none.
+			tr.Translate(withChainSANs(t, base, 19306))
+			if _, ok := tr.Objects()["/plugin_metadata/amesh-mtls-peer"]; ok {
+				t.Errorf("a chain accepting any SAN: the handshake still checks SANs")
+			}
+
+			// Back to istiod's chains.
+			tr.Translate(base)
+			if got := peerHandshakeOf(t, tr.Objects()); !slices.Equal(got, []upstream.SANMatcher{trust}) {
+				t.Errorf("istiod's chains again: %+v", got)
+			}
+		})
+	}
+
+	// No chain terminates Istio mTLS: no virtualInbound.
+	snap := peerAuthSnapshot(t, "permissive")
+	out := *snap
+	out.Listeners = maps.Clone(snap.Listeners)
+	delete(out.Listeners, virtualInbound)
+	tr := newTracked(Options{})
+	tr.Translate(&out)
+	if _, ok := tr.Objects()["/plugin_metadata/amesh-mtls-peer"]; ok {
+		t.Errorf("no chain terminates Istio mTLS: the handshake checks SANs")
+	}
+}
+
+// The plugin metadata's schema in lua/amesh/peer_handshake.lua (which checks the object
+// before it uses it) is the one the translation's output is validated against.
+func TestPeerHandshakeSchemaMatchesLua(t *testing.T) {
+	lua, err := os.ReadFile(filepath.Join("..", "..", "lua", "amesh", "peer_handshake.lua"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?s)\[==\[(.*?)\]==\]`).FindSubmatch(lua)
+	if m == nil {
+		t.Fatal("no [==[ schema ]==] in lua/amesh/peer_handshake.lua")
+	}
+	var inLua, inGo map[string]any
+	if err := json.Unmarshal(m[1], &inLua); err != nil {
+		t.Fatal(err)
+	}
+	embedded, err := os.ReadFile(filepath.Join("..", "apisix", "schema", "schemas", "plugin_metadata", streamPeerPlugin+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(embedded, &inGo); err != nil {
+		t.Fatal(err)
+	}
+	delete(inGo, "$comment")
+	delete(inGo, "$schema")
+	a, _ := json.Marshal(inLua)
+	b, _ := json.Marshal(inGo)
+	if string(a) != string(b) {
+		t.Errorf("the schemas differ:\nlua: %s\ngo:  %s", a, b)
 	}
 }

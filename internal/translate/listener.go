@@ -64,6 +64,9 @@ type listenerOut struct {
 	report  []report.Entry
 	// remote are the remote JWKS its jwt_authn providers name, by source.
 	remote []remoteJWKS
+	// mtls: the client certificate matchers of its chains that APISIX terminates with
+	// istio-mtls-server (inboundtls.go).
+	mtls peerMatchers
 }
 
 // peers is what a listener's translation needs to know about the other listeners.

@@ -587,6 +587,7 @@ func (b *listenerBuild) claimTLS(cell streamCell, rank int, fc *listenerv3.Filte
 			b.claimFilters(inner, rank, fc)
 			b.requirePeer(inner, sans)
 		}
+		b.out.mtls.add(sans)
 		b.out.streams = append(b.out.streams, streamClaim{cell: cell, rank: rank, mtls: true})
 	case b.tlsHTTP[fc] == "":
 		b.rep("filter_chains.transport_socket", report.Unsupported, "filter chain "+fc.GetName()+
@@ -594,6 +595,7 @@ func (b *listenerBuild) claimTLS(cell streamCell, rank int, fc *listenerv3.Filte
 		b.close(cell, rank, "TLS not terminated")
 	default:
 		b.use(a)
+		b.out.mtls.add(sans)
 		b.out.streams = append(b.out.streams, streamClaim{cell: cell, rank: rank, http: true, tls: true})
 	}
 }

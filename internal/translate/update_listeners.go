@@ -73,6 +73,7 @@ func (t *Translator) syncListeners(check bool) map[string]bool {
 	}
 	if changed {
 		t.syncStreams()
+		t.syncPeerHandshake()
 	}
 	// Contexts: compare the wanted set with the current one.
 	want := map[string]httpCtx{}

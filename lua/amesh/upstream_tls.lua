@@ -13,6 +13,10 @@
 -- nginx/upstream_tls/README.md). use() refuses a profile (returns nil and the reason)
 -- when nginx is not set up so, rather than letting the connection go out without it.
 --
+-- verify_client applies a profile's checks to the client certificate of the current
+-- downstream handshake instead (the ssl_certificate phase), as Envoy's inbound listener
+-- applies its validation context.
+--
 -- Private keys are parsed here and handed to nginx; neither they nor the PEM they come
 -- from are ever logged or returned in an error.
 local ffi = require("ffi")
@@ -44,6 +48,7 @@ void amesh_upstream_tls_profile_free(void *p);
 int amesh_upstream_tls_set(void *r, void *profile, char *err, size_t err_len);
 uint64_t amesh_stream_upstream_tls_register(void *profile);
 void amesh_stream_upstream_tls_unregister(uint64_t key);
+int amesh_tls_verify_client(void *ssl, void *profile, char *err, size_t err_len);
 ]]
 
 local _M = {}
@@ -58,6 +63,28 @@ else
     module_loaded = pcall(function() return C.amesh_upstream_tls_set end)
 end
 _M.available = module_loaded
+
+-- get_req_ssl returns the SSL object of the current downstream connection. Some
+-- lua-resty-core releases (Debian 12's 0.1.25) have the C function without its Lua
+-- wrapper.
+local get_req_ssl = ssl.get_req_ssl_pointer
+if not get_req_ssl and not stream then
+    ffi.cdef[[
+    void *ngx_http_lua_ffi_get_req_ssl_pointer(void *r, const char **err);
+    ]]
+    local errp = ffi.new("const char *[1]")
+    get_req_ssl = function()
+        local r = get_request()
+        if not r then
+            return nil, "no request"
+        end
+        local p = C.ngx_http_lua_ffi_get_req_ssl_pointer(r, errp)
+        if p == nil then
+            return nil, ffi_str(errp[0])
+        end
+        return p
+    end
+end
 
 local ERR_LEN = 256
 local errbuf = ffi.new("char[?]", ERR_LEN)
@@ -256,6 +283,28 @@ function _M.use(profile)
         return nil, "no request"
     end
     if C.amesh_upstream_tls_set(r, profile, errbuf, ERR_LEN) ~= 0 then
+        return nil, ffi_str(errbuf)
+    end
+    return true
+end
+
+
+-- verify_client makes the handshake of the current downstream TLS connection (in the
+-- ssl_certificate phase) fail unless the client presents a certificate that chains to
+-- the profile's roots (without any: the roots already set for the connection, as
+-- ngx.ssl.verify_client sets them) and meets the profile's subject alt name matchers.
+function _M.verify_client(profile)
+    if not module_loaded then
+        return nil, module_name .. " is not loaded"
+    end
+    if not get_req_ssl then
+        return nil, "this lua-resty-core has no ngx.ssl.get_req_ssl_pointer"
+    end
+    local p, err = get_req_ssl()
+    if not p then
+        return nil, "no TLS connection: " .. tostring(err)
+    end
+    if C.amesh_tls_verify_client(p, profile, errbuf, ERR_LEN) ~= 0 then
         return nil, ffi_str(errbuf)
     end
     return true

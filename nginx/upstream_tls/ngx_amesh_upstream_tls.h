@@ -7,10 +7,13 @@
  * versions, ciphers, curves), made once from Lua through LuaJIT's FFI
  * (amesh_upstream_tls_profile_new) and applied to each new upstream TLS connection that
  * uses it (ngx_amesh_tls_apply), with Envoy's certificate checks (ngx_amesh_tls_verify).
+ * The same checks apply to a downstream connection's client certificate in its
+ * handshake (amesh_tls_verify_client), as Envoy's inbound listener applies them.
  *
  * The functions are static: each module is self-contained, in dynamic and static builds.
- * Only the two FFI entry points are global; when both modules are loaded, LuaJIT finds
- * one copy of them, and a profile made by either is the same structure for both.
+ * Only the FFI entry points defined here are global; when both modules are loaded,
+ * LuaJIT finds one copy of them, and a profile made by either is the same structure for
+ * both.
  */
 
 #ifndef NGX_AMESH_UPSTREAM_TLS_H
@@ -82,10 +85,13 @@ typedef struct {
 } ngx_amesh_tls_profile_t;
 
 
-/* What the verify callback needs, in the upstream connection's pool. */
+/* What the verify callback needs, in the connection's pool. */
 typedef struct {
     ngx_amesh_tls_profile_t       *profile;
     ngx_str_t                      sni;
+    /* the peer is a client: its chain is verified against the connection's roots
+     * when the profile has none */
+    unsigned                       downstream:1;
 } ngx_amesh_tls_conn_t;
 
 
@@ -652,6 +658,8 @@ ngx_amesh_tls_verify(int ok, X509_STORE_CTX *x509_store)
     int                         depth;
     SSL                        *ssl;
     X509                       *cert;
+    ngx_uint_t                  level;
+    const char                 *side, *peer;
     ngx_connection_t           *c;
     ngx_amesh_tls_conn_t       *tc;
 
@@ -664,15 +672,27 @@ ngx_amesh_tls_verify(int ok, X509_STORE_CTX *x509_store)
         return 0;
     }
 
-    if (tc->profile->store == NULL) {
+    /* a client's bad certificate is the client's problem, as nginx logs it */
+    if (tc->downstream) {
+        level = NGX_LOG_INFO;
+        side = "downstream";
+        peer = "client";
+
+    } else {
+        level = NGX_LOG_ERR;
+        side = "upstream";
+        peer = "upstream";
+    }
+
+    if (tc->profile->store == NULL && !tc->downstream) {
         /* no trusted certificates: Envoy checks only the names */
         ok = 1;
     }
 
     if (!ok) {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "amesh upstream tls: certificate verify error: (%d:%s) "
-                      "at depth %d",
+        ngx_log_error(level, c->log, 0,
+                      "amesh %s tls: certificate verify error: (%d:%s) "
+                      "at depth %d", side,
                       X509_STORE_CTX_get_error(x509_store),
                       X509_verify_cert_error_string(
                           X509_STORE_CTX_get_error(x509_store)),
@@ -688,9 +708,9 @@ ngx_amesh_tls_verify(int ok, X509_STORE_CTX *x509_store)
     cert = X509_STORE_CTX_get_current_cert(x509_store);
 
     if (tc->profile->nsans && !ngx_amesh_tls_san_match(tc->profile, cert)) {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "amesh upstream tls: the upstream's certificate has none "
-                      "of the expected subject alt names");
+        ngx_log_error(level, c->log, 0,
+                      "amesh %s tls: the %s's certificate has none "
+                      "of the expected subject alt names", side, peer);
         X509_STORE_CTX_set_error(x509_store, X509_V_ERR_APPLICATION_VERIFICATION);
         return 0;
     }
@@ -700,9 +720,9 @@ ngx_amesh_tls_verify(int ok, X509_STORE_CTX *x509_store)
             || X509_check_host(cert, (const char *) tc->sni.data, tc->sni.len,
                                X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, NULL) != 1))
     {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "amesh upstream tls: the upstream's certificate does not "
-                      "match \"%V\"", &tc->sni);
+        ngx_log_error(level, c->log, 0,
+                      "amesh %s tls: the %s's certificate does not "
+                      "match \"%V\"", side, peer, &tc->sni);
         X509_STORE_CTX_set_error(x509_store, X509_V_ERR_HOSTNAME_MISMATCH);
         return 0;
     }
@@ -744,6 +764,7 @@ ngx_amesh_tls_apply(ngx_connection_t *c,
 
     tc = cln->data;
     tc->profile = p;
+    tc->downstream = 0;
     p->refs++;
     cln->handler = ngx_amesh_tls_conn_cleanup;
 
@@ -838,6 +859,71 @@ ngx_amesh_tls_apply(ngx_connection_t *c,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Makes the handshake of the downstream TLS connection whose SSL object is ssl (ngx.ssl's
+ * get_req_ssl_pointer in the ssl_certificate phase) fail, with a TLS alert, unless the
+ * client presents a certificate that chains to the trusted roots and, when profile has
+ * subject alt name matchers, one of whose SANs meets one of them: what Envoy's
+ * certificate validator does on an inbound listener. The roots are the profile's when it
+ * has some, else those already set for the connection (ngx.ssl.verify_client's, or the
+ * server's ssl_client_certificate). nginx's own verify callback, and ngx.ssl's unless
+ * told otherwise, accept any certificate and leave the result for later: a request or
+ * session would start before its peer is refused. Returns 0, or -1 with the reason in
+ * err.
+ */
+int
+amesh_tls_verify_client(void *ssl, void *profile, char *err, size_t err_len)
+{
+    ngx_connection_t              *c;
+    ngx_pool_cleanup_t            *cln;
+    ngx_amesh_tls_conn_t          *tc;
+    ngx_amesh_tls_profile_t       *p;
+
+    p = profile;
+    c = ssl ? ngx_ssl_get_connection(ssl) : NULL;
+
+    if (p == NULL || c == NULL || c->ssl == NULL || c->ssl->connection != ssl) {
+        ngx_amesh_tls_err(err, err_len, "not a TLS connection of nginx's");
+        return -1;
+    }
+
+    /* the module whose copy of this function LuaJIT found may not have run its
+     * postconfiguration (a stream module in an nginx without stream{}) */
+    if (ngx_amesh_tls_init_index(c->log) != NGX_OK) {
+        ngx_amesh_tls_err(err, err_len, "SSL_get_ex_new_index() failed");
+        return -1;
+    }
+
+    cln = ngx_pool_cleanup_add(c->pool, sizeof(ngx_amesh_tls_conn_t));
+    if (cln == NULL) {
+        ngx_amesh_tls_err(err, err_len, "no memory");
+        return -1;
+    }
+
+    tc = cln->data;
+    ngx_memzero(tc, sizeof(ngx_amesh_tls_conn_t));
+    tc->profile = p;
+    tc->downstream = 1;
+    p->refs++;
+    cln->handler = ngx_amesh_tls_conn_cleanup;
+
+    if (SSL_set_ex_data(ssl, ngx_amesh_tls_conn_index, tc) != 1) {
+        ngx_amesh_tls_err(err, err_len, "SSL_set_ex_data() failed");
+        return -1;
+    }
+
+    if (p->store != NULL && SSL_set1_verify_cert_store(ssl, p->store) != 1) {
+        ngx_amesh_tls_err(err, err_len, "SSL_set1_verify_cert_store() failed");
+        return -1;
+    }
+
+    SSL_set_verify(ssl, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                   ngx_amesh_tls_verify);
+
+    return 0;
 }
 
 

@@ -16,6 +16,13 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
 	"github.com/amesh-dev/amesh/internal/identity/identitytest"
 	"github.com/amesh-dev/amesh/internal/xds/dump"
 	"github.com/amesh-dev/amesh/test/netns"
@@ -76,12 +83,14 @@ type envoyPeer struct {
 	roots  *x509.CertPool
 	server string // the SPIFFE identity the server must have
 	alpn   []string
+	maxTLS uint16 // 0: Go's default (TLS 1.3)
 }
 
 func (p envoyPeer) config() *tls.Config {
 	c := &tls.Config{
 		ServerName: "outbound_.9080_._.productpage.default.svc.cluster.local",
 		NextProtos: p.alpn,
+		MaxVersion: p.maxTLS,
 		// The server's certificate names a SPIFFE identity, not the SNI: verified below.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -102,10 +111,35 @@ func (p envoyPeer) config() *tls.Config {
 			return nil
 		},
 	}
-	if p.cert != nil {
-		c.Certificates = []tls.Certificate{*p.cert}
+	// Envoy sends its certificate whatever CAs the server names (Go would send none
+	// that another CA issued).
+	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		if p.cert == nil {
+			return &tls.Certificate{}, nil
+		}
+		return p.cert, nil
 	}
 	return c
+}
+
+// tlsAlert reports whether err is the server's TLS alert: the handshake refused.
+func tlsAlert(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "remote error: tls: ")
+}
+
+// refusedTLS13 reports whether err is how a TLS 1.3 client sees its handshake refused:
+// no answer at all. Its side of the handshake ends before the server has verified its
+// certificate, so the server's alert is what it reads first, or, when it wrote before it
+// read, its write meets the closed connection (reset; Go's HTTP/2 client then says only
+// that the connection could not be established). TLS 1.2 (tls12) shows the alert itself.
+func refusedTLS13(err error) bool {
+	return err != nil
+}
+
+// tls12 is p limited to TLS 1.2, whose client sees a refusal in the handshake itself.
+func tls12(p envoyPeer) envoyPeer {
+	p.maxTLS = tls.VersionTLS12
+	return p
 }
 
 // get sends one request over mTLS from ns to addr; it returns the status, what the
@@ -137,10 +171,10 @@ func (p envoyPeer) get(ns *netns.NS, addr string, h2 bool) (int, seen, string, e
 // client's address in X-Forwarded-For, the server presenting productpage's SPIFFE identity
 // from the mesh's CA; so does its request with Istio's TCP ALPN (istio-peer-exchange, istio:
 // a peer that treats the port as TCP; no protocol is negotiated, as with Envoy) and its
-// request to a port no chain names; a plaintext request works too. A TLS client without a certificate, or with one from another CA, gets no
-// answer and reaches nothing; one of the mesh's CA for another trust domain than istiod's
-// chains accept gets no route, and its TCP connections are closed before they reach the
-// application (amesh-mtls-peer). Under STRICT (istiod's virtualInbound for a namespace-wide
+// request to a port no chain names; a plaintext request works too. A TLS client without a
+// certificate, with one from another CA, or with one of the mesh's CA for another trust
+// domain than istiod's chains accept, has its handshake refused with a TLS alert, as by
+// Envoy, over HTTP/1.1, HTTP/2 and TCP, and reaches nothing. Under STRICT (istiod's virtualInbound for a namespace-wide
 // PeerAuthentication STRICT, served to the same sidecar), plaintext requests are refused,
 // to the application port and to other ports, and mTLS ones still reach the application.
 func TestSidecarInboundMTLS(t *testing.T) {
@@ -207,12 +241,17 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	}
 	refused := func(what string, p envoyPeer, n func() int64) {
 		t.Helper()
-		before := n()
-		if code, _, _, err := p.get(s.client, appAddr, false); err == nil {
-			t.Errorf("%s: %d; want the handshake refused", what, code)
-		}
-		if n() != before {
-			t.Errorf("%s reached the application", what)
+		for _, h2 := range []bool{false, true} {
+			before := n()
+			if code, _, _, err := tls12(p).get(s.client, appAddr, h2); !tlsAlert(err) {
+				t.Errorf("%s (TLS 1.2, h2 %v): %d %v; want the handshake refused with a TLS alert", what, h2, code, err)
+			}
+			if code, _, _, err := p.get(s.client, appAddr, h2); !refusedTLS13(err) {
+				t.Errorf("%s (TLS 1.3, h2 %v): %d %v; want the handshake refused", what, h2, code, err)
+			}
+			if n() != before {
+				t.Errorf("%s (h2 %v) reached the application", what, h2)
+			}
 		}
 	}
 
@@ -245,18 +284,27 @@ func TestSidecarInboundMTLS(t *testing.T) {
 			t.Errorf("%s: %q %v, %d connections reached the application; want the connection closed", what, pong, err, n()-before)
 		}
 	}
-	tcpRefused("PERMISSIVE: a certificate of the mesh's CA for another trust domain to the TCP port", foreignTCP, net.JoinHostPort(podIP, "19306"), tcpApp.Load)
-	tcpRefused("PERMISSIVE: a certificate of the mesh's CA for another trust domain to a port no chain names", foreignTCP, net.JoinHostPort(podIP, "8084"), tcp8084.Load)
-	tcpBefore := tcpApp.Load()
-	if pong, err := noCertTCP(peerTCP).ping(s.client, net.JoinHostPort(podIP, "19306")); err == nil || tcpApp.Load() != tcpBefore {
-		t.Errorf("PERMISSIVE: TLS without a client certificate to the TCP port: %q %v, %d connections reached it; want the handshake refused", pong, err, tcpApp.Load()-tcpBefore)
+	// tcpHandshakeRefused: refused in the handshake, with a TLS alert.
+	tcpHandshakeRefused := func(what string, p envoyPeer, addr string, n func() int64) {
+		t.Helper()
+		before := n()
+		if pong, err := tls12(p).ping(s.client, addr); !tlsAlert(err) || n() != before {
+			t.Errorf("%s (TLS 1.2): %q %v, %d connections reached the application; want the handshake refused with a TLS alert", what, pong, err, n()-before)
+		}
+		if pong, err := p.ping(s.client, addr); !refusedTLS13(err) || n() != before {
+			t.Errorf("%s (TLS 1.3): %q %v, %d connections reached the application; want the handshake refused", what, pong, err, n()-before)
+		}
+	}
+	otherCATCP := envoyPeer{cert: otherCA.cert, roots: roots, server: productpageID, alpn: peerTCP.alpn}
+	for _, port := range []string{"19306", "8084"} {
+		addr, n := net.JoinHostPort(podIP, port), map[string]func() int64{"19306": tcpApp.Load, "8084": tcp8084.Load}[port]
+		tcpHandshakeRefused("PERMISSIVE: a certificate of the mesh's CA for another trust domain to TCP port "+port, foreignTCP, addr, n)
+		tcpHandshakeRefused("PERMISSIVE: TLS without a client certificate to TCP port "+port, noCertTCP(peerTCP), addr, n)
+		tcpHandshakeRefused("PERMISSIVE: a client certificate from another CA to TCP port "+port, otherCATCP, addr, n)
 	}
 	refused("PERMISSIVE: TLS without a client certificate", noCert, app.Load)
 	refused("PERMISSIVE: a client certificate from another CA", otherCA, app.Load)
-	before := app.Load()
-	if code, _, _, err := foreign.get(s.client, appAddr, false); err != nil || code != http.StatusNotFound || app.Load() != before {
-		t.Errorf("PERMISSIVE: a certificate of the mesh's CA for another trust domain: %d %v, %d requests reached the application; want no route (404)", code, err, app.Load()-before)
-	}
+	refused("PERMISSIVE: a certificate of the mesh's CA for another trust domain", foreign, app.Load)
 
 	serveIstiod(xds, strict, nil)
 	waitFor(t, "STRICT to refuse plaintext", 30*time.Second, func() (bool, string) {
@@ -274,15 +322,43 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	}
 	mtlsOK("STRICT: a mesh peer's mTLS request to the application port", peer, appAddr, false)
 	tcpAddr := net.JoinHostPort(podIP, "19306")
-	before = tcpApp.Load()
+	before := tcpApp.Load()
 	if _, pong, err := ping(s.client, tcpAddr, false); err == nil || tcpApp.Load() != before {
 		t.Errorf("STRICT: plaintext to the TCP port: %q %v; want the connection closed before it reaches the application", pong, err)
 	}
 	if pong, err := peerTCP.ping(s.client, tcpAddr); err != nil || pong != "PONG "+tcpAddr+" 127.0.0.6" {
 		t.Errorf("STRICT: a mesh peer's mTLS to the TCP port: %q %v", pong, err)
 	}
-	tcpRefused("STRICT: a certificate of the mesh's CA for another trust domain to the TCP port", foreignTCP, tcpAddr, tcpApp.Load)
+	tcpHandshakeRefused("STRICT: a certificate of the mesh's CA for another trust domain to the TCP port", foreignTCP, tcpAddr, tcpApp.Load)
+	tcpHandshakeRefused("STRICT: TLS without a client certificate to the TCP port", noCertTCP(peerTCP), tcpAddr, tcpApp.Load)
+	tcpHandshakeRefused("STRICT: a client certificate from another CA to the TCP port", otherCATCP, tcpAddr, tcpApp.Load)
 	refused("STRICT: TLS without a client certificate", noCert, app.Load)
+	refused("STRICT: a client certificate from another CA", otherCA, app.Load)
+	refused("STRICT: a certificate of the mesh's CA for another trust domain", foreign, app.Load)
+
+	// The TCP port's chain also accepts another trust domain: the next handshakes take
+	// the new union of the chains' matchers (no reload), so a certificate of that trust
+	// domain completes them everywhere; the HTTP port's chain, whose matchers do not
+	// accept it, still refuses it after the handshake (no route: 404).
+	partner := strictWithTCPSANs(t, strict, "spiffe://evil.example/")
+	serveIstiod(xds, partner, nil)
+	waitFor(t, "a new matcher of the TCP port's chain to reach the handshake", 30*time.Second, func() (bool, string) {
+		pong, err := tls12(foreignTCP).ping(s.client, tcpAddr)
+		return err == nil, fmt.Sprintf("%q %v", pong, err)
+	})
+	if pong, err := foreignTCP.ping(s.client, tcpAddr); err != nil || pong != "PONG "+tcpAddr+" 127.0.0.6" {
+		t.Errorf("another trust domain the TCP port's chain accepts: %q %v", pong, err)
+	}
+	before = app.Load()
+	if code, _, _, err := tls12(foreign).get(s.client, appAddr, false); err != nil || code != http.StatusNotFound || app.Load() != before {
+		t.Errorf("another trust domain only the TCP port's chain accepts, to the HTTP port: %d %v; want the handshake completed and no route (404)", code, err)
+	}
+	refused("another CA, with a chain that accepts another trust domain", otherCA, app.Load)
+	serveIstiod(xds, strict, nil)
+	waitFor(t, "the trust domain's prefix alone to reach the handshake again", 30*time.Second, func() (bool, string) {
+		pong, err := tls12(foreignTCP).ping(s.client, tcpAddr)
+		return tlsAlert(err), fmt.Sprintf("%q %v", pong, err)
+	})
 
 	// Istio's AuthorizationPolicy on the TCP port (istiod's network RBAC filters):
 	// reviews and ratings allowed to it, ratings and the source address 192.0.2.2
@@ -310,8 +386,46 @@ func TestSidecarInboundMTLS(t *testing.T) {
 	if pong, err := peerTCP.pingFrom(s.client, peerIP, tcpAddr); err != nil || pong != "PONG "+tcpAddr+" 127.0.0.6" {
 		t.Errorf("TCP AuthorizationPolicy: an allowed principal from %s: %q %v", peerIP, pong, err)
 	}
-	// nginx logs the handshakes of clients without a certificate at crit.
-	s.errorLogClean(t, "peer did not return a certificate")
+	// nginx logs a handshake that a client certificate fails at crit (what it cannot
+	// verify, or none): those are the refused clients above.
+	s.errorLogClean(t, "peer did not return a certificate", "certificate verify failed")
+}
+
+// strictWithTCPSANs returns res with a prefix matcher for prefix added to the client
+// certificate matchers of virtualInbound's Istio mTLS chains for the TCP port 19306.
+func strictWithTCPSANs(t *testing.T, res *dump.Resources, prefix string) *dump.Resources {
+	t.Helper()
+	out := *res
+	out.Listeners = nil
+	found := false
+	for _, l := range res.Listeners {
+		if l.GetName() == "virtualInbound" {
+			l = proto.Clone(l).(*listenerv3.Listener)
+			for _, fc := range l.GetFilterChains() {
+				if fc.GetFilterChainMatch().GetDestinationPort().GetValue() != 19306 || fc.GetTransportSocket() == nil {
+					continue
+				}
+				ctx := &tlsv3.DownstreamTlsContext{}
+				if err := fc.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx); err != nil {
+					t.Fatal(err)
+				}
+				vc := ctx.GetCommonTlsContext().GetCombinedValidationContext().GetDefaultValidationContext()
+				//lint:ignore SA1019 istiod sets the deprecated field
+				vc.MatchSubjectAltNames = append(vc.MatchSubjectAltNames, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: prefix}})
+				a, err := anypb.New(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				fc.GetTransportSocket().ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: a}
+				found = true
+			}
+		}
+		out.Listeners = append(out.Listeners, l)
+	}
+	if !found {
+		t.Fatal("virtualInbound has no Istio mTLS chain for 19306")
+	}
+	return &out
 }
 
 // ping speaks the line protocol over mTLS from ns to addr and returns the answer.

@@ -24,7 +24,7 @@ import (
 // validID is APISIX's id_schema string form (schema_def.id_schema).
 var validID = regexp.MustCompile(`^[a-zA-Z0-9-_.]{1,64}$`)
 
-//go:embed schemas/*.json schemas/plugins/*.json schemas/stream_plugins/*.json
+//go:embed schemas/*.json schemas/plugins/*.json schemas/stream_plugins/*.json schemas/plugin_metadata/*.json
 var files embed.FS
 
 // Plugin schemas by directory: APISIX loads HTTP plugins (apisix/plugins) and stream
@@ -33,6 +33,9 @@ var files embed.FS
 const (
 	pluginDir       = "schemas/plugins/"
 	streamPluginDir = "schemas/stream_plugins/"
+	// metadataDir holds the schemas of the plugin metadata amesh writes
+	// ("/plugin_metadata/<plugin>"), by plugin.
+	metadataDir = "schemas/plugin_metadata/"
 )
 
 // kindFiles maps the kind segment of a shared-dict key ("/routes/<id>") to its schema.
@@ -54,6 +57,7 @@ type compiled struct {
 	kinds         map[string]*jsonschema.Schema
 	plugins       pluginSet
 	streamPlugins pluginSet
+	metadata      pluginSet
 }
 
 // pluginSet is the schemas of one kind of plugin.
@@ -117,7 +121,8 @@ func compile() (*compiled, error) {
 	}
 	out := &compiled{kinds: map[string]*jsonschema.Schema{},
 		plugins:       pluginSet{what: "plugin", schemas: map[string]*jsonschema.Schema{}},
-		streamPlugins: pluginSet{what: "stream plugin", schemas: map[string]*jsonschema.Schema{}}}
+		streamPlugins: pluginSet{what: "stream plugin", schemas: map[string]*jsonschema.Schema{}},
+		metadata:      pluginSet{what: "plugin metadata", schemas: map[string]*jsonschema.Schema{}}}
 	for kind, file := range kindFiles {
 		s, err := c.Compile(urls[path.Join("schemas", file)])
 		if err != nil {
@@ -127,7 +132,7 @@ func compile() (*compiled, error) {
 	}
 	for p, u := range urls {
 		dir, file := path.Split(p)
-		set := map[string]*pluginSet{pluginDir: &out.plugins, streamPluginDir: &out.streamPlugins}[dir]
+		set := map[string]*pluginSet{pluginDir: &out.plugins, streamPluginDir: &out.streamPlugins, metadataDir: &out.metadata}[dir]
 		if set == nil {
 			continue
 		}
@@ -141,6 +146,7 @@ func compile() (*compiled, error) {
 	}
 	sort.Strings(out.plugins.names)
 	sort.Strings(out.streamPlugins.names)
+	sort.Strings(out.metadata.names)
 	return out, nil
 }
 
@@ -211,18 +217,25 @@ func Validate(key string, obj []byte) error {
 	if err != nil {
 		return err
 	}
-	sch, ok := s.kinds[kind]
-	if !ok {
-		return fmt.Errorf("%s: unknown kind %q", key, kind)
-	}
 	v, err := decode(obj)
 	if err != nil {
 		return fmt.Errorf("%s: %w", key, err)
 	}
-	if err := sch.Validate(v); err != nil {
-		return fmt.Errorf("%s: %w", key, err)
+	if kind == "plugin_metadata" {
+		// a plugin's metadata has that plugin's metadata schema, and no plugins
+		if err := s.metadata.validate(id, v); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+	} else {
+		sch, ok := s.kinds[kind]
+		if !ok {
+			return fmt.Errorf("%s: unknown kind %q", key, kind)
+		}
+		if err := sch.Validate(v); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
 	}
-	m, _ := v.(map[string]any) // every kind's schema requires an object
+	m, _ := v.(map[string]any) // every kind's and metadata's schema requires an object
 	if oid, ok := m["id"].(string); ok && oid != id {
 		return fmt.Errorf("%s: id %q differs from the key's id %q", key, oid, id)
 	}

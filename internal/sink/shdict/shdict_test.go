@@ -144,7 +144,7 @@ func TestFirstApplyReplacesStaleKeysAndSetsVersion(t *testing.T) {
 	}
 	wantOps := []string{"config flush_all", "config set /upstreams/u", "config set /routes/r",
 		// The journal: every kind changed (the dict was replaced), then the entry.
-		"version set version:/global_rules", "version set version:/plugin_configs", "version set version:/routes",
+		"version set version:/global_rules", "version set version:/plugin_configs", "version set version:/plugin_metadata", "version set version:/routes",
 		"version set version:/services", "version set version:/ssls", "version set version:/stream_routes", "version set version:/upstreams",
 		"version set journal:1700000000000000000",
 		"version set version"}

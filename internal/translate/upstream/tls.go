@@ -577,7 +577,7 @@ func validation(conf *TLSConf, vc *tlsv3.CertificateValidationContext) string {
 	}
 	//lint:ignore SA1019 deprecated, but istiod still sets it: the translation must keep its meaning
 	for _, m := range vc.GetMatchSubjectAltNames() {
-		s, why := sanMatcher("", m)
+		s, why := SANMatcherOf("", m)
 		if why != "" {
 			return why
 		}
@@ -597,7 +597,7 @@ func validation(conf *TLSConf, vc *tlsv3.CertificateValidationContext) string {
 		default:
 			return "subject alt name matchers of type " + m.GetSanType().String() + " are not supported"
 		}
-		s, why := sanMatcher(typ, m.GetMatcher())
+		s, why := SANMatcherOf(typ, m.GetMatcher())
 		if why != "" {
 			return why
 		}
@@ -606,7 +606,8 @@ func validation(conf *TLSConf, vc *tlsv3.CertificateValidationContext) string {
 	return ""
 }
 
-func sanMatcher(typ string, m *matcherv3.StringMatcher) (SANMatcher, string) {
+// SANMatcherOf returns m as a SANMatcher of type typ, or why it cannot be one.
+func SANMatcherOf(typ string, m *matcherv3.StringMatcher) (SANMatcher, string) {
 	s := SANMatcher{Type: typ, IgnoreCase: m.GetIgnoreCase()}
 	switch p := m.GetMatchPattern().(type) {
 	case *matcherv3.StringMatcher_Exact:

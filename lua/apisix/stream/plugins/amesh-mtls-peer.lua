@@ -7,12 +7,15 @@
 -- $amesh_peer_uri_sans of nginx/original_dst's stream module, as the HTTP routes of TLS
 -- chains check it in a route var. Envoy accepts a certificate any of whose SANs (of any
 -- type) meets a matcher; only URI SANs are looked at, which refuses more, never less.
--- Envoy fails such a handshake; here the connection is closed before it is sent on.
+-- Envoy fails such a handshake; here the union of every chain's matchers is checked in
+-- the handshake (amesh.peer_handshake, from this plugin's metadata), and each chain's own
+-- here, where the connection is closed before it is sent on.
 --
 -- The schema below is also internal/apisix/schema/schemas/stream_plugins/
 -- amesh-mtls-peer.json (with APISIX's injected _meta). It must be in config.yaml's
 -- stream_plugins (the chart's APISIX config lists it).
 local core = require("apisix.core")
+local handshake = require("amesh.peer_handshake")
 local ngx = ngx
 local re_find = ngx.re.find
 
@@ -33,10 +36,15 @@ local _M = {
     priority = 12000,
     name = plugin_name,
     schema = schema,
+    -- the handshake's matchers (amesh.peer_handshake), which it reads itself
+    metadata_schema = handshake.metadata_schema,
 }
 
 
-function _M.check_schema(conf)
+function _M.check_schema(conf, schema_type)
+    if schema_type == core.schema.TYPE_METADATA then
+        return core.schema.check(handshake.metadata_schema, conf)
+    end
     return core.schema.check(schema, conf)
 end
 

@@ -206,6 +206,8 @@ end
 _M.stream_route_checker = stream_route_checker
 
 function _M.stream_init_worker(filter)
+    -- the stream TLS socket's handshakes check client certificates as the http one's
+    require("apisix.ssl.router.amesh_sni").install_stream()
     local err
     user_routes, err = core.config.new("/stream_routes", {
         automatic = true,
