@@ -284,6 +284,11 @@ func serveIn(t *testing.T, ns *netns.NS, addr string, h http.Handler) string {
 
 // get sends GET path with Host host to addr from inside ns, on a connection of its own.
 func get(ns *netns.NS, addr, host, path string, timeout time.Duration) (int, string, error) {
+	return getWith(ns, addr, host, path, timeout, nil)
+}
+
+// getWith is get with the request headers h.
+func getWith(ns *netns.NS, addr, host, path string, timeout time.Duration, h http.Header) (int, string, error) {
 	client := &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext:       func(ctx context.Context, network, a string) (net.Conn, error) { return ns.Dial(ctx, network, a) },
@@ -293,6 +298,9 @@ func get(ns *netns.NS, addr, host, path string, timeout time.Duration) (int, str
 		return 0, "", err
 	}
 	req.Host = host
+	for k, v := range h {
+		req.Header[k] = v
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, "", err

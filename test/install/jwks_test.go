@@ -1,7 +1,6 @@
 package install_test
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -24,7 +23,6 @@ import (
 
 	"github.com/amesh-dev/amesh/internal/xds/resource"
 	"github.com/amesh-dev/amesh/internal/xdstest"
-	"github.com/amesh-dev/amesh/test/netns"
 )
 
 func b64url(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
@@ -56,30 +54,6 @@ func ecJWKS(key *ecdsa.PrivateKey, kid string) string {
 	key.Y.FillBytes(y)
 	b, _ := json.Marshal(map[string]any{"keys": []any{map[string]string{"kty": "EC", "crv": "P-256", "alg": "ES256", "kid": kid, "x": b64url(x), "y": b64url(y)}}})
 	return string(b)
-}
-
-// getBearer sends GET path with Host host and, when tok is set, a bearer token, to
-// addr from inside ns.
-func getBearer(ns *netns.NS, addr, host, path, tok string) (int, string, error) {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext:       func(ctx context.Context, network, a string) (net.Conn, error) { return ns.Dial(ctx, network, a) },
-	}}
-	req, err := http.NewRequest("GET", "http://"+addr+path, nil)
-	if err != nil {
-		return 0, "", err
-	}
-	req.Host = host
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
 }
 
 // TestSidecarRemoteJWKS: in real APISIX under Istio's capture, a jwt_authn provider
@@ -146,7 +120,13 @@ func TestSidecarRemoteJWKS(t *testing.T) {
 	good := es256(t, key, "k1", map[string]any{"iss": "https://issuer.example", "sub": "alice", "exp": now + 600})
 	svc := net.JoinHostPort(serviceIP, "9080")
 	const svcHost = "reviews.default.svc.cluster.local:9080"
-	call := func(tok string) (int, string, error) { return getBearer(p, svc, svcHost, "/", tok) }
+	call := func(tok string) (int, string, error) {
+		h := http.Header{}
+		if tok != "" {
+			h.Set("Authorization", "Bearer "+tok)
+		}
+		return getWith(p, svc, svcHost, "/", 5*time.Second, h)
+	}
 
 	waitFor(t, "a valid token refused while the JWKS server fails", 30*time.Second, func() (bool, string) {
 		code, body, err := call(good)
