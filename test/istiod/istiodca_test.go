@@ -18,11 +18,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -299,27 +297,7 @@ func startNginx(t *testing.T, tmpl string, data map[string]any) *testNginx {
 	if err := os.WriteFile(confPath, conf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("/usr/sbin/nginx", "-p", n.prefix, "-c", confPath)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			b := n.errorLog()
-			t.Logf("--- nginx error.log, last 4 KiB ---\n%s\n--- stderr ---\n%s", b[max(0, len(b)-4096):], stderr.String())
-		}
-	})
+	exited, stderr := runNginx(t, n.prefix, confPath, nil, "error.log")
 	waitUntil(t, "nginx listens", func() bool {
 		select {
 		case <-exited:

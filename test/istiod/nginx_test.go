@@ -102,28 +102,7 @@ func TestLibxdsInNginx(t *testing.T) {
 	}
 	confPath := filepath.Join(prefix, "nginx.conf")
 	writeFile(t, confPath, conf.String())
-	cmd := exec.Command("/usr/sbin/nginx", "-p", prefix, "-c", confPath)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, environ...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			for _, f := range []string{"error.log", "amesh.log"} {
-				b, _ := os.ReadFile(filepath.Join(prefix, f))
-				t.Logf("--- %s ---\n%s", f, b[max(0, len(b)-4096):])
-			}
-		}
-	})
+	exited, _ := runNginx(t, prefix, confPath, append([]string{"PATH=" + os.Getenv("PATH")}, environ...), "error.log", "amesh.log")
 
 	dump := func() (nginxDump, error) {
 		var d nginxDump
@@ -208,4 +187,39 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// runNginx runs Debian's nginx with prefix and confPath (env: its environment, nil for
+// the test's) until the test ends, then stops it; on a failed test it logs the last
+// 4 KiB of each of logs (files under prefix) and of its stderr. exited is closed when
+// nginx has exited.
+func runNginx(t *testing.T, prefix, confPath string, env []string, logs ...string) (exited <-chan struct{}, stderr *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command("/usr/sbin/nginx", "-p", prefix, "-c", confPath)
+	cmd.Env = env
+	stderr = &bytes.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			for _, f := range logs {
+				b, _ := os.ReadFile(filepath.Join(prefix, f))
+				t.Logf("--- %s, last 4 KiB ---\n%s", f, b[max(0, len(b)-4096):])
+			}
+			b := stderr.Bytes()
+			t.Logf("--- stderr ---\n%s", b[max(0, len(b)-4096):])
+		}
+	})
+	return done, stderr
 }
