@@ -186,25 +186,27 @@ func checkFromIstiod(t *testing.T, w istiodWorkload, rootPEM string, roots *x509
 func requireIstiodNginx(t *testing.T) string {
 	t.Helper()
 	requireEnv(t)
-	skip := func(err error) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI is set but the test cannot run: %v", err)
-		}
-		t.Skip(err)
-	}
 	module, err := harness.OriginalDstModule()
 	if errors.Is(err, harness.ErrNoBinaries) {
-		skip(err)
+		skipOrFail(t, err)
 	} else if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range nginxDeps {
 		if _, err := os.Stat(p); err != nil {
-			skip(fmt.Errorf("%s is missing: run scripts/install-test-deps.sh", p))
+			skipOrFail(t, fmt.Errorf("%s is missing: run scripts/install-test-deps.sh", p))
 		}
 	}
 	return module
+}
+
+// skipOrFail skips the test for err, or fails it when CI is set, as requireEnv does.
+func skipOrFail(t *testing.T, err error) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI is set but the test cannot run: %v", err)
+	}
+	t.Skip(err)
 }
 
 // istiodMesh is the mesh of the tests with istiod's certificates: the root of ConfigMap

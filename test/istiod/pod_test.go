@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -219,31 +218,14 @@ func get(c *http.Client, url string) (int, string, error) {
 // port, delivered to the application without being captured again.
 func TestPodWithIstioAgent(t *testing.T) {
 	requireEnv(t)
-	skip := func(err error) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI is set but the pod test cannot run: %v", err)
-		}
-		t.Skipf("pod test: %v", err)
-	}
 	if err := netns.Available(); err != nil {
-		skip(err)
+		skipOrFail(t, err)
 	}
 	agentBin, err := harness.FindPilotAgent()
 	if err != nil {
-		skip(err)
+		skipOrFail(t, err)
 	}
-	module, err := harness.OriginalDstModule()
-	if errors.Is(err, harness.ErrNoBinaries) {
-		skip(err)
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range nginxDeps {
-		if _, err := os.Stat(p); err != nil {
-			skip(fmt.Errorf("%s is missing: run scripts/install-test-deps.sh", p))
-		}
-	}
+	module := requireIstiodNginx(t)
 
 	// The pod and the cluster around it.
 	pod, client := netns.New(t, "pod"), netns.New(t, "peer")
